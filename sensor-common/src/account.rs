@@ -1,0 +1,213 @@
+//! The per-packet flow update: what one packet adds to its connection's [`FlowValue`].
+//!
+//! Shared by the kernel programs and user space (replay, tests). The update happens in place on
+//! the map value returned by a lookup: counters that several CPUs may bump at once (packets,
+//! bytes, URG, wrong fragments) use atomic adds (the BPF `XADD` instruction in the kernel); the
+//! per-side history byte is only ever written by packets of that side, so a plain
+//! read-modify-write suffices there.
+
+use crate::{
+    atomic::atomic_add,
+    flow::{
+        FlowKey, FlowValue, SIDE_HI, SIDE_LO, Side, event_reason, history, ipproto, value_flags,
+    },
+    parse::{Parsed, tcp_flags},
+};
+
+/// The other side.
+#[inline(always)]
+pub fn peer(side: Side) -> Side {
+    if side == SIDE_LO { SIDE_HI } else { SIDE_LO }
+}
+
+/// The value of a new flow whose first seen packet is `p`, sent by `side` of `key`.
+///
+/// The originator is the packet's sender, except for a SYN-ACK: then the connection was opened by
+/// its receiver before the sensor started, and the record is oriented as Zeek does ("flipped").
+/// The returned value has no packets yet; [`account`] adds `p` after the insert.
+#[inline(always)]
+pub fn new_value(p: &Parsed, key: &FlowKey, side: Side, now_ns: u64) -> FlowValue {
+    let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
+    let flipped = p.protocol == ipproto::TCP && p.tcp_flags & syn_ack == syn_ack;
+    let mut flags = 0;
+    if flipped {
+        flags |= value_flags::FLIPPED;
+    }
+    if key.addr_lo == key.addr_hi && key.port_lo == key.port_hi {
+        flags |= value_flags::LAND;
+    }
+    FlowValue {
+        first_seen_ns: now_ns,
+        last_seen_ns: now_ns,
+        orig_side: (if flipped { peer(side) } else { side }) as u8,
+        flags,
+        icmp_type: p.icmp_type,
+        icmp_code: p.icmp_code,
+        ..FlowValue::default()
+    }
+}
+
+/// TCP history bits one packet sets for its sender.
+#[inline(always)]
+pub fn history_bits(tcp: u8, payload_len: u32) -> u8 {
+    let mut bits = 0;
+    if tcp & tcp_flags::SYN != 0 {
+        bits |= if tcp & tcp_flags::ACK != 0 {
+            history::SYN_ACK
+        } else {
+            history::SYN
+        };
+    } else {
+        bits |= history::NON_SYN;
+    }
+    if tcp & tcp_flags::FIN != 0 {
+        bits |= history::FIN;
+    }
+    if tcp & tcp_flags::RST != 0 {
+        bits |= history::RST;
+    }
+    if payload_len > 0 {
+        bits |= history::DATA;
+    }
+    bits
+}
+
+/// Adds packet `p`, sent by `side`, to the flow value at `v`. `segments` is how many wire
+/// packets it stands for (more than 1 only for a GSO super-packet seen on the TC egress path).
+///
+/// Returns the [`event_reason`] to signal to user space when this packet finished the TCP
+/// connection (first FIN of the second side, or a side's first RST), else 0. A retransmitted FIN
+/// or a repeated RST sets no new bit and signals nothing; user space ignores the rare duplicate
+/// that two CPUs racing on the same flow could produce.
+///
+/// # Safety
+/// `v` must point to a live, properly aligned `FlowValue` (a map value or a local) for the
+/// duration of the call. Concurrent callers on the same value are allowed.
+#[inline(always)]
+pub unsafe fn account(
+    v: *mut FlowValue,
+    p: &Parsed,
+    side: Side,
+    now_ns: u64,
+    segments: u32,
+) -> u32 {
+    // SAFETY: the caller guarantees `v` is valid and aligned; the fields below are naturally
+    // aligned u64/u32 inside a #[repr(C)] struct, as the atomic types require.
+    unsafe {
+        atomic_add(&raw mut (*v).packets[side], segments as u64);
+        if p.payload_len != 0 {
+            atomic_add(&raw mut (*v).payload_bytes[side], p.payload_len as u64);
+        }
+        if now_ns > (*v).last_seen_ns {
+            (*v).last_seen_ns = now_ns;
+        }
+        if p.fragment.wrong {
+            atomic_add(&raw mut (*v).wrong_fragments, 1u32);
+        }
+        if p.protocol != ipproto::TCP {
+            return 0;
+        }
+        if p.tcp_flags & tcp_flags::URG != 0 {
+            atomic_add(&raw mut (*v).urgent_packets, 1u32);
+        }
+        let old = (*v).history[side];
+        let new = old | history_bits(p.tcp_flags, p.payload_len);
+        if new == old {
+            return 0;
+        }
+        (*v).history[side] = new;
+        let added = new & !old;
+        if added & history::RST != 0 {
+            return event_reason::RST;
+        }
+        if added & history::FIN != 0 && (*v).history[peer(side)] & history::FIN != 0 {
+            return event_reason::FIN_BOTH;
+        }
+        0
+    }
+}
+
+/// Whether a SYN on a flow whose connection already ended starts a new connection on the same
+/// 5-tuple (port reuse), so the value must be reset before accounting.
+#[inline(always)]
+pub fn starts_new_connection(v: &FlowValue, p: &Parsed) -> bool {
+    let ended = (v.history[SIDE_LO] | v.history[SIDE_HI]) & (history::FIN | history::RST) != 0;
+    ended
+        && p.protocol == ipproto::TCP
+        && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::FlowKey;
+
+    fn tcp(src_last: u32, sport: u16, dst_last: u32, dport: u16, flags: u8, len: u32) -> Parsed {
+        Parsed {
+            src: [u32::to_be(0xc612_0000 | src_last), 0, 0, 0],
+            dst: [u32::to_be(0xc612_0000 | dst_last), 0, 0, 0],
+            sport,
+            dport,
+            protocol: ipproto::TCP,
+            ip_version: 4,
+            tcp_flags: flags,
+            payload_len: len,
+            ..Parsed::default()
+        }
+    }
+
+    fn key_side(p: &Parsed) -> (FlowKey, Side) {
+        FlowKey::canonical(&p.src, p.sport, &p.dst, p.dport, p.protocol, p.ip_version)
+    }
+
+    #[test]
+    fn a_full_exchange_signals_once_on_the_second_fin() {
+        use tcp_flags::*;
+        let c = |f, l| tcp(2, 40000, 1, 80, f, l);
+        let s = |f, l| tcp(1, 80, 2, 40000, f, l);
+        let pkts = [
+            c(SYN, 0),
+            s(SYN | ACK, 0),
+            c(ACK, 0),
+            c(ACK | PSH, 100),
+            s(ACK | PSH, 300),
+            c(FIN | ACK, 0),
+            c(FIN | ACK, 0), // retransmitted FIN: no new bit
+            s(FIN | ACK, 0),
+            c(ACK, 0),
+        ];
+        let (key, side0) = key_side(&pkts[0]);
+        let mut v = new_value(&pkts[0], &key, side0, 10);
+        let mut events = [0u32; 9];
+        for (i, p) in pkts.iter().enumerate() {
+            let (k, side) = key_side(p);
+            assert_eq!(k, key);
+            // SAFETY: `v` is a live local.
+            events[i] = unsafe { account(&mut v, p, side, 10 + i as u64, 1) };
+        }
+        assert_eq!(events, [0, 0, 0, 0, 0, 0, 0, event_reason::FIN_BOTH, 0]);
+        let orig = v.orig_side as usize;
+        assert_eq!(orig, side0);
+        assert_eq!(v.packets[orig], 6);
+        assert_eq!(v.packets[peer(orig)], 3);
+        assert_eq!(v.payload_bytes[orig], 100);
+        assert_eq!(v.payload_bytes[peer(orig)], 300);
+        assert_eq!((v.first_seen_ns, v.last_seen_ns), (10, 18));
+    }
+
+    #[test]
+    fn syn_ack_first_flips_the_originator() {
+        let p = tcp(1, 80, 2, 40000, tcp_flags::SYN | tcp_flags::ACK, 0);
+        let (key, side) = key_side(&p);
+        let v = new_value(&p, &key, side, 1);
+        assert_eq!(v.orig_side as usize, peer(side));
+        assert_ne!(v.flags & value_flags::FLIPPED, 0);
+    }
+
+    #[test]
+    fn land_is_detected() {
+        let p = tcp(1, 80, 1, 80, tcp_flags::SYN, 0);
+        let (key, side) = key_side(&p);
+        assert_ne!(new_value(&p, &key, side, 1).flags & value_flags::LAND, 0);
+    }
+}

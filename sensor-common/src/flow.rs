@@ -1,0 +1,253 @@
+//! The flow table's key and value, and the ring-buffer event.
+//!
+//! A connection is stored once, under a *canonical* key: its two endpoints ordered so that
+//! `(addr_lo, port_lo) <= (addr_hi, port_hi)`. Packets in both directions therefore find the same
+//! entry with one lookup. Per-direction counters are indexed by [`Side`] (which endpoint sent the
+//! packet), and the value records which side originated the connection.
+
+/// IP protocol numbers of the transports the sensor accounts.
+pub mod ipproto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Which endpoint of the canonical key sent a packet.
+pub type Side = usize;
+/// The endpoint `(addr_lo, port_lo)`.
+pub const SIDE_LO: Side = 0;
+/// The endpoint `(addr_hi, port_hi)`.
+pub const SIDE_HI: Side = 1;
+
+/// Per-direction TCP history bits, kept in [`FlowValue::history`] (one byte per side).
+///
+/// They are what the Zeek `conn_state` derivation needs (see [`crate::conn_state`]): which
+/// handshake packets each side sent, whether it closed (FIN) or aborted (RST).
+pub mod history {
+    /// A SYN without ACK.
+    pub const SYN: u8 = 1 << 0;
+    /// A SYN with ACK.
+    pub const SYN_ACK: u8 = 1 << 1;
+    /// A packet without SYN (a bare ACK, data, FIN or RST).
+    pub const NON_SYN: u8 = 1 << 2;
+    /// A FIN.
+    pub const FIN: u8 = 1 << 3;
+    /// A RST.
+    pub const RST: u8 = 1 << 4;
+    /// A packet carrying payload.
+    pub const DATA: u8 = 1 << 5;
+}
+
+/// The flow table key. IPv4 addresses occupy the first word of each address, the rest is zero.
+///
+/// For ICMP echo request/reply (v4 and v6) both ports hold the echo identifier, so a request and
+/// its reply meet in one entry; for other ICMP messages `port_lo`/`port_hi` are zero and the
+/// message type is kept in the value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Lower endpoint's address, network byte order words.
+    pub addr_lo: [u32; 4],
+    /// Higher endpoint's address, network byte order words.
+    pub addr_hi: [u32; 4],
+    /// Lower endpoint's port (host byte order).
+    pub port_lo: u16,
+    /// Higher endpoint's port (host byte order).
+    pub port_hi: u16,
+    /// IP protocol number ([`ipproto`]).
+    pub protocol: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Explicit padding, always zero (the key is hashed byte by byte).
+    pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// Builds the canonical key of a packet from `src` to `dst`, and says which side sent it.
+    #[inline(always)]
+    pub fn canonical(
+        src: &[u32; 4],
+        sport: u16,
+        dst: &[u32; 4],
+        dport: u16,
+        protocol: u8,
+        ip_version: u8,
+    ) -> (FlowKey, Side) {
+        if endpoint_le(src, sport, dst, dport) {
+            (
+                FlowKey {
+                    addr_lo: *src,
+                    addr_hi: *dst,
+                    port_lo: sport,
+                    port_hi: dport,
+                    protocol,
+                    ip_version,
+                    _pad: [0; 2],
+                },
+                SIDE_LO,
+            )
+        } else {
+            (
+                FlowKey {
+                    addr_lo: *dst,
+                    addr_hi: *src,
+                    port_lo: dport,
+                    port_hi: sport,
+                    protocol,
+                    ip_version,
+                    _pad: [0; 2],
+                },
+                SIDE_HI,
+            )
+        }
+    }
+
+    /// The address and port of a side.
+    #[inline(always)]
+    pub fn endpoint(&self, side: Side) -> (&[u32; 4], u16) {
+        if side == SIDE_LO {
+            (&self.addr_lo, self.port_lo)
+        } else {
+            (&self.addr_hi, self.port_hi)
+        }
+    }
+}
+
+/// `(a, ap) <= (b, bp)`, comparing addresses word by word in network order.
+#[inline(always)]
+fn endpoint_le(a: &[u32; 4], ap: u16, b: &[u32; 4], bp: u16) -> bool {
+    let mut i = 0;
+    while i < 4 {
+        let (x, y) = (u32::from_be(a[i]), u32::from_be(b[i]));
+        if x != y {
+            return x < y;
+        }
+        i += 1;
+    }
+    ap <= bp
+}
+
+/// Bits of [`FlowValue::flags`].
+pub mod value_flags {
+    /// Source and destination address and port are equal (KDD `land`).
+    pub const LAND: u8 = 1 << 0;
+    /// The first packet seen was a SYN-ACK, so the originator was inferred as its receiver.
+    pub const FLIPPED: u8 = 1 << 1;
+}
+
+/// Per-connection counters, updated in place by every packet (atomic adds, see [`crate::account`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// `bpf_ktime_get_ns()` of the first packet (CLOCK_MONOTONIC), or the capture time in replay.
+    pub first_seen_ns: u64,
+    /// Time of the latest packet.
+    pub last_seen_ns: u64,
+    /// Packets sent by each [`Side`].
+    pub packets: [u64; 2],
+    /// Transport payload bytes sent by each [`Side`] (from the IP header lengths).
+    pub payload_bytes: [u64; 2],
+    /// Packets with the TCP URG flag (both directions).
+    pub urgent_packets: u32,
+    /// Wrong IP fragments (see [`crate::parse::Fragment::wrong`]).
+    pub wrong_fragments: u32,
+    /// TCP [`history`] bits of each side.
+    pub history: [u8; 2],
+    /// The [`Side`] that originated the connection.
+    pub orig_side: u8,
+    /// [`value_flags`] bits.
+    pub flags: u8,
+    /// ICMP type of the originator's first packet (0 for TCP/UDP).
+    pub icmp_type: u8,
+    /// ICMP code of the originator's first packet.
+    pub icmp_code: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 2],
+}
+
+/// Why an event was sent through the ring buffer.
+pub mod event_reason {
+    /// Both sides sent FIN.
+    pub const FIN_BOTH: u32 = 1;
+    /// A side sent RST.
+    pub const RST: u32 = 2;
+}
+
+/// Ring-buffer message: "this TCP connection is finished, finalise it now".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// [`event_reason`].
+    pub reason: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
+/// Key of the fragment map: the IP fragment identity (RFC 791 / RFC 8200).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// IPv4 identification (16 bits) or IPv6 fragment identification (32 bits).
+    pub id: u32,
+    pub protocol: u8,
+    pub ip_version: u8,
+    pub _pad: [u8; 2],
+}
+
+/// What the fragment map remembers of a first fragment: its flow and the side that sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    pub key: FlowKey,
+    pub side: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, contain only integers and explicit padding
+    // fields (no implicit padding), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
+        assert_eq!(
+            core::mem::size_of::<FlowValue>(),
+            8 + 8 + 16 + 16 + 4 + 4 + 2 + 1 + 1 + 1 + 1 + 2
+        );
+        assert_eq!(core::mem::size_of::<FlowEvent>(), 40 + 8);
+        assert_eq!(core::mem::size_of::<FragKey>(), 16 + 16 + 4 + 4);
+    }
+
+    #[test]
+    fn canonical_key_is_the_same_for_both_directions() {
+        let a = [u32::to_be(0xc612_0001), 0, 0, 0];
+        let b = [u32::to_be(0xc612_0002), 0, 0, 0];
+        let (k1, s1) = FlowKey::canonical(&a, 40000, &b, 80, ipproto::TCP, 4);
+        let (k2, s2) = FlowKey::canonical(&b, 80, &a, 40000, ipproto::TCP, 4);
+        assert_eq!(k1, k2);
+        assert_eq!(s1, SIDE_LO);
+        assert_eq!(s2, SIDE_HI);
+        // Same address: the port decides.
+        let (k3, s3) = FlowKey::canonical(&a, 9, &a, 8, ipproto::UDP, 4);
+        assert_eq!((k3.port_lo, k3.port_hi, s3), (8, 9, SIDE_HI));
+    }
+}

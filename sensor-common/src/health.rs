@@ -1,0 +1,90 @@
+//! Per-CPU health counters: every packet is counted somewhere, so nothing is lost silently.
+//!
+//! One `PerCpuArray<Health>` entry per CPU; the kernel bumps fields without atomics (the slot is
+//! the CPU's own) and user space sums the CPUs at read time.
+
+/// Health counters of one CPU. Field order is the ABI; append only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Every packet the programs saw.
+    pub packets: u64,
+    /// Their frame bytes.
+    pub bytes: u64,
+    /// Frames whose ethertype (after VLAN tags) is neither IPv4 nor IPv6.
+    pub non_ip: u64,
+    /// IP packets whose headers contradict themselves (bad version, IHL, lengths, TCP offset, ...).
+    pub parse_errors: u64,
+    /// Packets that end before a header their own headers announce.
+    pub truncated: u64,
+    /// Packets whose new flow could not be stored because the flow table was full.
+    pub table_full: u64,
+    /// Finished-connection events the ring buffer had no room for.
+    pub ringbuf_drops: u64,
+    /// IP packets of a transport the sensor does not account (not TCP, UDP, ICMP, ICMPv6).
+    pub unsupported_l4: u64,
+    /// Non-first IP fragments whose first fragment was not seen (not attributed to a flow).
+    pub unattributed_fragments: u64,
+    /// Packets accounted into a flow.
+    pub accounted: u64,
+    /// Flows created.
+    pub flows_created: u64,
+    /// Finished-connection events sent.
+    pub events_sent: u64,
+}
+
+impl Health {
+    /// Names of the fields, in order, for reports and metrics.
+    pub const FIELD_NAMES: [&'static str; 12] = [
+        "packets",
+        "bytes",
+        "non_ip",
+        "parse_errors",
+        "truncated",
+        "table_full",
+        "ringbuf_drops",
+        "unsupported_l4",
+        "unattributed_fragments",
+        "accounted",
+        "flows_created",
+        "events_sent",
+    ];
+
+    /// The fields in [`Self::FIELD_NAMES`] order.
+    pub fn as_array(&self) -> [u64; 12] {
+        [
+            self.packets,
+            self.bytes,
+            self.non_ip,
+            self.parse_errors,
+            self.truncated,
+            self.table_full,
+            self.ringbuf_drops,
+            self.unsupported_l4,
+            self.unattributed_fragments,
+            self.accounted,
+            self.flows_created,
+            self.events_sent,
+        ]
+    }
+
+    /// Adds another CPU's counters to these.
+    pub fn merge(&mut self, other: &Health) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.non_ip += other.non_ip;
+        self.parse_errors += other.parse_errors;
+        self.truncated += other.truncated;
+        self.table_full += other.table_full;
+        self.ringbuf_drops += other.ringbuf_drops;
+        self.unsupported_l4 += other.unsupported_l4;
+        self.unattributed_fragments += other.unattributed_fragments;
+        self.accounted += other.accounted;
+        self.flows_created += other.flows_created;
+        self.events_sent += other.events_sent;
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, `Copy`, only `u64` fields: no padding, every bit pattern is valid.
+unsafe impl aya::Pod for Health {}

@@ -1,0 +1,42 @@
+//! What the kernel programs and user space must agree on, written once.
+//!
+//! Everything here is `no_std` so that it compiles for `bpfel-unknown-none` (the XDP and TC
+//! programs) and for the host (the agent, the offline replay path and the tests). The per-packet
+//! logic itself lives here too ([`parse`], [`account`]): the kernel and user space run the very
+//! same code, so offline replay and packet-level tests see what the live sensor sees.
+#![no_std]
+// The kernel build needs the atomic-add intrinsic (see `atomic`); it is built with nightly.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+
+pub mod account;
+pub mod atomic;
+pub mod conn_state;
+pub mod flow;
+pub mod health;
+pub mod parse;
+
+pub use flow::{FlowEvent, FlowKey, FlowValue};
+pub use health::Health;
+
+/// Names of the maps in the eBPF object, so that user space and the kernel cannot drift apart.
+pub mod map_names {
+    /// `HashMap<FlowKey, FlowValue>`: the flow table.
+    pub const FLOWS: &str = "FLOWS";
+    /// `LruHashMap<FragKey, FlowKey>`: which flow a non-first IP fragment belongs to.
+    pub const FRAGS: &str = "FRAGS";
+    /// `PerCpuArray<Health>` with one entry: health counters.
+    pub const HEALTH: &str = "HEALTH";
+    /// `RingBuf` of [`crate::FlowEvent`]: finished TCP connections.
+    pub const EVENTS: &str = "EVENTS";
+}
+
+/// Names of the programs in the eBPF object.
+pub mod program_names {
+    /// XDP program for the ingress path of each watched interface.
+    pub const XDP_INGRESS: &str = "sensor_xdp";
+    /// TC (clsact) classifier for the egress path.
+    pub const TC_EGRESS: &str = "sensor_tc_egress";
+    /// A trivial XDP program that only bumps a per-CPU counter: the benchmark baseline.
+    pub const XDP_BASELINE: &str = "baseline_xdp";
+}

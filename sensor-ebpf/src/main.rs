@@ -1,0 +1,231 @@
+//! Kernel side of the sensor: XDP on ingress and a TC (clsact) classifier on egress of every
+//! watched interface, both accounting packets into one flow table.
+//!
+//! Per packet: parse (shared code in `sensor_common::parse`), build the canonical flow key, look
+//! the flow up and update it in place (`sensor_common::account`). A map insert happens only for a
+//! flow's first packet. Finished TCP connections are announced on a ring buffer; everything that
+//! cannot be accounted is counted in the per-CPU health counters. The programs never drop or
+//! modify traffic.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_NOEXIST, TC_ACT_OK, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map, xdp},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{TcContext, XdpContext},
+};
+use aya_log_ebpf::warn;
+use sensor_common::{
+    FlowEvent, FlowKey, FlowValue, Health,
+    account::{account, new_value, starts_new_connection},
+    flow::{FragKey, FragValue},
+    parse::{FragmentKind, PacketData, ParseError, Parsed, parse_ethernet},
+};
+
+/// The flow table. Its capacity is set by the loader (`--table-size`); this is the default.
+#[map(name = "FLOWS")]
+static FLOWS: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(65_536, 0);
+
+/// Non-first fragments find their flow here, by the IP fragment identity of the first fragment.
+/// An LRU map: fragment trains are short-lived, and an evicted entry only makes a late fragment
+/// count as `unattributed_fragments`.
+#[map(name = "FRAGS")]
+static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(4_096, 0);
+
+#[map(name = "HEALTH")]
+static HEALTH: PerCpuArray<Health> = PerCpuArray::with_max_entries(1, 0);
+
+/// Finished-connection events. Size set by the loader; must be a power-of-two number of pages.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Counter of the benchmark baseline program.
+#[map(name = "BASELINE")]
+static BASELINE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The headers the parser may need, made linear on the TC path (Ethernet, 2 VLAN tags, IPv6 with
+/// a few extension headers, TCP with options).
+const TC_PULL_BYTES: u32 = 256;
+
+/// `EEXIST`: another CPU inserted the same flow between our lookup and insert.
+const EEXIST: i32 = 17;
+
+/// Bounds-checked access to the packet between `data` and `data_end`.
+struct KernelPacket {
+    start: usize,
+    end: usize,
+}
+
+impl PacketData for KernelPacket {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let p = self.start + off;
+        if p + N > self.end {
+            return None;
+        }
+        // SAFETY: `[p, p + N)` lies inside the packet: checked against `data_end` just above,
+        // which is also what the verifier checks. `[u8; N]` has alignment 1.
+        Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
+    }
+}
+
+#[xdp]
+pub fn sensor_xdp(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    process(&ctx, start, end, (end - start) as u64, 1);
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn sensor_tc_egress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    if ((ctx.data_end() - ctx.data()) as u32) < len {
+        // Non-linear skb: make the headers directly readable. On failure, parse what is linear;
+        // a too-short view is then counted as truncated.
+        let _ = ctx.pull_data(if len < TC_PULL_BYTES {
+            len
+        } else {
+            TC_PULL_BYTES
+        });
+    }
+    // A GSO super-packet stands for several wire packets.
+    // SAFETY: `skb` is the context pointer the kernel passed to this program.
+    let segments = unsafe { (*ctx.skb.skb).gso_segs };
+    process(
+        &ctx,
+        ctx.data(),
+        ctx.data_end(),
+        len as u64,
+        if segments > 1 { segments } else { 1 },
+    );
+    TC_ACT_OK
+}
+
+/// Benchmark baseline: the cheapest useful XDP program, bumping one per-CPU counter.
+#[xdp]
+pub fn baseline_xdp(_ctx: XdpContext) -> u32 {
+    if let Some(c) = BASELINE.get_ptr_mut(0) {
+        // SAFETY: a per-CPU array slot: only this CPU writes it, and the pointer is valid.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn process<C: EbpfContext>(ctx: &C, start: usize, end: usize, frame_len: u64, segments: u32) {
+    let Some(h) = HEALTH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's own slot of a per-CPU array, valid for the whole program run.
+    let h = unsafe { &mut *h };
+    h.packets += segments as u64;
+    h.bytes += frame_len;
+    match parse_ethernet(&KernelPacket { start, end }) {
+        Ok(p) => account_packet(ctx, &p, h, segments),
+        Err(ParseError::NonIp) => h.non_ip += 1,
+        Err(ParseError::Truncated) => h.truncated += 1,
+        Err(ParseError::Malformed) => h.parse_errors += 1,
+        Err(ParseError::UnsupportedL4) => h.unsupported_l4 += 1,
+    }
+}
+
+#[inline(always)]
+fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) {
+    // SAFETY: a helper without preconditions.
+    let now_ns = unsafe { bpf_ktime_get_ns() };
+    let frag_key = FragKey {
+        src: p.src,
+        dst: p.dst,
+        id: p.fragment.id,
+        protocol: p.protocol,
+        ip_version: p.ip_version,
+        _pad: [0; 2],
+    };
+    let (key, side) = if p.fragment.kind == FragmentKind::Later {
+        // SAFETY: the value is copied out at once.
+        match unsafe { FRAGS.get(&frag_key) } {
+            Some(f) => (f.key, f.side as usize),
+            None => {
+                h.unattributed_fragments += 1;
+                return;
+            }
+        }
+    } else {
+        FlowKey::canonical(&p.src, p.sport, &p.dst, p.dport, p.protocol, p.ip_version)
+    };
+    if p.fragment.kind == FragmentKind::First {
+        let f = FragValue {
+            key,
+            side: side as u32,
+            _pad: 0,
+        };
+        // An LRU map makes room by itself; a failure leaves later fragments unattributed,
+        // and they are counted then.
+        let _ = FRAGS.insert(&frag_key, &f, 0);
+    }
+
+    let v = match FLOWS.get_ptr_mut(&key) {
+        Some(v) => {
+            // SAFETY: a live map value; see `account` for the concurrency contract.
+            if starts_new_connection(unsafe { &*v }, p) {
+                // SAFETY: as above; a port-reusing SYN restarts the entry in place.
+                unsafe { *v = new_value(p, &key, side, now_ns) };
+            }
+            v
+        }
+        None => {
+            let fresh = new_value(p, &key, side, now_ns);
+            match FLOWS.insert(&key, &fresh, BPF_NOEXIST as u64) {
+                Ok(()) => h.flows_created += 1,
+                Err(e) if e == -EEXIST => {}
+                Err(_) => {
+                    h.table_full += 1;
+                    // Log at powers of two only: a full table must not flood the log.
+                    let n = h.table_full;
+                    if n & (n - 1) == 0 {
+                        warn!(
+                            ctx,
+                            "flow table full: {} packets not accounted on this CPU", n
+                        );
+                    }
+                    return;
+                }
+            }
+            match FLOWS.get_ptr_mut(&key) {
+                Some(v) => v,
+                None => {
+                    // Removed by user space between insert and lookup: count, don't guess.
+                    h.table_full += 1;
+                    return;
+                }
+            }
+        }
+    };
+    h.accounted += 1;
+    // SAFETY: `v` is a live value of FLOWS, aligned; concurrent updates are allowed by `account`.
+    let reason = unsafe { account(v, p, side, now_ns, segments) };
+    if reason != 0 {
+        let ev = FlowEvent {
+            key,
+            reason,
+            _pad: 0,
+        };
+        match EVENTS.output::<FlowEvent>(&ev, 0) {
+            Ok(()) => h.events_sent += 1,
+            Err(_) => h.ringbuf_drops += 1,
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,1 @@
+//! Helpers for the integration tests: network namespaces, veth pairs, traffic generators.
