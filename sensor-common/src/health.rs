@@ -7,7 +7,7 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Health {
-    /// Every packet the programs saw.
+    /// Every packet the programs saw (wire packets: a GSO super-packet counts its segments).
     pub packets: u64,
     /// Their frame bytes.
     pub bytes: u64,
@@ -25,7 +25,7 @@ pub struct Health {
     pub unsupported_l4: u64,
     /// Non-first IP fragments whose first fragment was not seen (not attributed to a flow).
     pub unattributed_fragments: u64,
-    /// Packets accounted into a flow.
+    /// Packets accounted into a flow (wire packets: a GSO super-packet counts its segments).
     pub accounted: u64,
     /// Flows created.
     pub flows_created: u64,

@@ -204,7 +204,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
             }
         }
     };
-    h.accounted += 1;
+    h.accounted += segments as u64;
     // SAFETY: `v` is a live value of FLOWS, aligned; concurrent updates are allowed by `account`.
     let reason = unsafe { account(v, p, side, now_ns, segments) };
     if reason != 0 {
