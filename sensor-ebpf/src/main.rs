@@ -123,12 +123,15 @@ fn process<C: EbpfContext>(ctx: &C, start: usize, end: usize, frame_len: u64, se
     let h = unsafe { &mut *h };
     h.packets += segments as u64;
     h.bytes += frame_len;
+    // Every packet lands in exactly one of: accounted, non_ip, truncated, parse_errors,
+    // unsupported_l4, unattributed_fragments, table_full. Tests check that invariant.
+    let n = segments as u64;
     match parse_ethernet(&KernelPacket { start, end }) {
         Ok(p) => account_packet(ctx, &p, h, segments),
-        Err(ParseError::NonIp) => h.non_ip += 1,
-        Err(ParseError::Truncated) => h.truncated += 1,
-        Err(ParseError::Malformed) => h.parse_errors += 1,
-        Err(ParseError::UnsupportedL4) => h.unsupported_l4 += 1,
+        Err(ParseError::NonIp) => h.non_ip += n,
+        Err(ParseError::Truncated) => h.truncated += n,
+        Err(ParseError::Malformed) => h.parse_errors += n,
+        Err(ParseError::UnsupportedL4) => h.unsupported_l4 += n,
     }
 }
 
@@ -149,7 +152,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
         match unsafe { FRAGS.get(&frag_key) } {
             Some(f) => (f.key, f.side as usize),
             None => {
-                h.unattributed_fragments += 1;
+                h.unattributed_fragments += segments as u64;
                 return;
             }
         }
@@ -182,7 +185,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
                 Ok(()) => h.flows_created += 1,
                 Err(e) if e == -EEXIST => {}
                 Err(_) => {
-                    h.table_full += 1;
+                    h.table_full += segments as u64;
                     // Log at powers of two only: a full table must not flood the log.
                     let n = h.table_full;
                     if n & (n - 1) == 0 {
@@ -198,7 +201,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
                 Some(v) => v,
                 None => {
                     // Removed by user space between insert and lookup: count, don't guess.
-                    h.table_full += 1;
+                    h.table_full += segments as u64;
                     return;
                 }
             }
