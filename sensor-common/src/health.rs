@@ -31,11 +31,14 @@ pub struct Health {
     pub flows_created: u64,
     /// Finished-connection events sent.
     pub events_sent: u64,
+    /// Forwarded packets the TC egress program skipped because XDP already saw them on a
+    /// watched ingress interface (not part of `packets`).
+    pub egress_already_seen: u64,
 }
 
 impl Health {
     /// Names of the fields, in order, for reports and metrics.
-    pub const FIELD_NAMES: [&'static str; 12] = [
+    pub const FIELD_NAMES: [&'static str; 13] = [
         "packets",
         "bytes",
         "non_ip",
@@ -48,10 +51,11 @@ impl Health {
         "accounted",
         "flows_created",
         "events_sent",
+        "egress_already_seen",
     ];
 
     /// The fields in [`Self::FIELD_NAMES`] order.
-    pub fn as_array(&self) -> [u64; 12] {
+    pub fn as_array(&self) -> [u64; 13] {
         [
             self.packets,
             self.bytes,
@@ -65,6 +69,7 @@ impl Health {
             self.accounted,
             self.flows_created,
             self.events_sent,
+            self.egress_already_seen,
         ]
     }
 
@@ -82,6 +87,7 @@ impl Health {
         self.accounted += other.accounted;
         self.flows_created += other.flows_created;
         self.events_sent += other.events_sent;
+        self.egress_already_seen += other.egress_already_seen;
     }
 }
 

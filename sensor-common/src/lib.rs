@@ -29,6 +29,8 @@ pub mod map_names {
     pub const HEALTH: &str = "HEALTH";
     /// `RingBuf` of [`crate::FlowEvent`]: finished TCP connections.
     pub const EVENTS: &str = "EVENTS";
+    /// `HashMap<u32, u8>`: ifindexes whose ingress XDP watches.
+    pub const WATCHED: &str = "WATCHED";
 }
 
 /// Names of the programs in the eBPF object.

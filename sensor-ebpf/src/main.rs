@@ -42,6 +42,12 @@ static HEALTH: PerCpuArray<Health> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
+/// Interfaces (ifindex -> 1) whose ingress the XDP program watches. The TC egress program skips
+/// packets forwarded from one of them: XDP already accounted them on the way in, and a gateway
+/// watching all its interfaces would otherwise count every forwarded packet twice.
+#[map(name = "WATCHED")]
+static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+
 /// Counter of the benchmark baseline program.
 #[map(name = "BASELINE")]
 static BASELINE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -81,6 +87,16 @@ pub fn sensor_xdp(ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn sensor_tc_egress(ctx: TcContext) -> i32 {
+    // SAFETY: `skb` is the context pointer the kernel passed to this program.
+    let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    // SAFETY: the value is only tested for presence.
+    if ingress_ifindex != 0 && unsafe { WATCHED.get(&ingress_ifindex) }.is_some() {
+        if let Some(h) = HEALTH.get_ptr_mut(0) {
+            // SAFETY: this CPU's own slot of a per-CPU array.
+            unsafe { (*h).egress_already_seen += 1 };
+        }
+        return TC_ACT_OK;
+    }
     let len = ctx.len();
     if ((ctx.data_end() - ctx.data()) as u32) < len {
         // Non-linear skb: make the headers directly readable. On failure, parse what is linear;

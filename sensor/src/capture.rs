@@ -142,6 +142,8 @@ pub enum CaptureError {
         #[source]
         source: ProgramError,
     },
+    #[error("no interface named {name:?} in this network namespace")]
+    UnknownInterface { name: String },
     #[error("flow table capacity must be at least 1, got {capacity}")]
     BadCapacity { capacity: u32 },
     #[error("ring buffer size {bytes} is not a power-of-two multiple of the page size")]
@@ -157,7 +159,7 @@ pub enum CaptureError {
 }
 
 /// Counters of the user-side stage, for reports and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CaptureStats {
     /// Ring-buffer events received.
     pub events: u64,
@@ -263,6 +265,28 @@ impl Capture {
     /// Loads the programs, attaches them to every configured interface, and opens the maps.
     pub fn start(config: CaptureConfig) -> Result<Capture, CaptureError> {
         let mut ebpf = load_object(config.table_capacity, config.ring_bytes)?;
+        // Before attaching, so that no forwarded packet is ever counted twice.
+        {
+            let mut watched: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
+                ebpf.map_mut(map_names::WATCHED)
+                    .ok_or(CaptureError::MissingMap {
+                        name: map_names::WATCHED,
+                    })?,
+            )
+            .map_err(|source| CaptureError::Map {
+                name: map_names::WATCHED,
+                source,
+            })?;
+            for iface in &config.interfaces {
+                let ifindex = ifindex(iface)?;
+                watched
+                    .insert(ifindex, 1, 0)
+                    .map_err(|source| CaptureError::Map {
+                        name: map_names::WATCHED,
+                        source,
+                    })?;
+            }
+        }
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -488,6 +512,18 @@ impl Capture {
     }
 }
 
+/// Kernel health counters and user-side stats as one JSON object
+/// (`{"health": {...}, "capture": {...}}`), for logs and tests.
+pub fn summary_json(capture: &Capture) -> Result<serde_json::Value, CaptureError> {
+    let h = capture.health()?;
+    let health: serde_json::Map<String, serde_json::Value> = Health::FIELD_NAMES
+        .iter()
+        .zip(h.as_array())
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    Ok(serde_json::json!({ "health": health, "capture": capture.stats() }))
+}
+
 /// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
 fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
     if key.protocol != ipproto::TCP {
@@ -501,6 +537,21 @@ fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
     } else {
         None
     }
+}
+
+/// The interface index of `name` in the current network namespace.
+fn ifindex(name: &str) -> Result<u32, CaptureError> {
+    let c = std::ffi::CString::new(name).map_err(|_| CaptureError::UnknownInterface {
+        name: name.to_string(),
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(CaptureError::UnknownInterface {
+            name: name.to_string(),
+        });
+    }
+    Ok(idx)
 }
 
 fn attach_xdp(xdp: &mut Xdp, iface: &str, mode: XdpAttachMode) -> Result<(), CaptureError> {

@@ -178,10 +178,8 @@ fn flows(args: FlowsArgs) -> anyhow::Result<()> {
         if let Some(e) = write_error {
             return Err(e).context("writing records to stdout");
         }
-        let h = capture.health().context("reading health counters")?;
-        let s = capture.stats();
-        eprintln!("health: {h:?}");
-        eprintln!("capture: {s:?}");
+        let summary = sensor::capture::summary_json(&capture).context("reading health counters")?;
+        eprintln!("summary: {summary}");
         Ok(())
     })
 }

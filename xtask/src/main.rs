@@ -1,1 +1,121 @@
-fn main() {}
+//! `cargo xtask`: everything a developer or CI runs. Each command bootstraps what it needs first.
+mod bootstrap;
+mod demo;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    about = "Bootstrap, build, test, demo and benchmark the sensor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the tests need (nightly rust-src, bpf-linker, Debian tools).
+    Bootstrap,
+    /// Build the sensor (release), including the eBPF object.
+    Build,
+    /// Run every check: rustfmt, clippy, unit tests and the root integration tests.
+    Test {
+        /// Skip rustfmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Run the benchmarks (criterion) and print the figures as ratios against baselines.
+    Bench,
+    /// A lab of network namespaces with live traffic, watched by the sensor.
+    Demo {
+        /// How long the traffic runs, in seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::Build => {
+            bootstrap::run()?;
+            cargo(&["build", "--release", "-p", "sensor"])
+        }
+        Cmd::Test {
+            no_lint,
+            cargo_args,
+        } => {
+            bootstrap::run()?;
+            require_root("the integration tests create network namespaces and load BPF programs")?;
+            if !no_lint {
+                cargo(&["fmt", "--all", "--check"]).context("rustfmt: run `cargo fmt --all`")?;
+                cargo(&[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])?;
+            }
+            let mut args = vec!["test", "--workspace", "--release"];
+            args.extend(cargo_args.iter().map(String::as_str));
+            cargo(&args)
+        }
+        Cmd::Bench => {
+            bootstrap::run()?;
+            require_root("the XDP benchmark loads BPF programs")?;
+            cargo(&["bench", "--workspace"])
+        }
+        Cmd::Demo { seconds } => {
+            bootstrap::run()?;
+            require_root("the demo lab creates network namespaces and attaches XDP")?;
+            cargo(&["build", "--release", "-p", "sensor"])?;
+            demo::run(seconds)
+        }
+    }
+}
+
+/// Runs `cargo ARGS` in the workspace root, failing if it fails.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("+ cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS", "fallback")
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Into::into)
+        .unwrap_or_default()
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("this needs root: {why}. Run it as root (e.g. `sudo -E cargo xtask ...`).");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -1,0 +1,3 @@
+//! Library side of `xtask`: the network-namespace lab shared by `cargo xtask demo` and the
+//! integration tests (the `tests` crate). Pure std, so it builds before the eBPF toolchain exists.
+pub mod lab;
