@@ -174,11 +174,17 @@ pub mod event_reason {
     pub const RST: u32 = 2;
 }
 
-/// Ring-buffer message: "this TCP connection is finished, finalise it now".
+/// Ring-buffer message: "this TCP connection is finished, finalise it now", with the entry's
+/// value as the finishing packet left it.
+///
+/// Carrying the snapshot (rather than letting user space look the entry up) keeps the record
+/// exact when the 5-tuple is reused at once by a new connection (a client reusing its port while
+/// the event is still queued), and spares user space a map lookup per connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEvent {
     pub key: FlowKey,
+    pub value: FlowValue,
     /// [`event_reason`].
     pub reason: u32,
     /// Explicit padding, always zero.
@@ -233,7 +239,10 @@ mod tests {
             core::mem::size_of::<FlowValue>(),
             8 + 8 + 16 + 16 + 4 + 4 + 2 + 1 + 1 + 1 + 1 + 2
         );
-        assert_eq!(core::mem::size_of::<FlowEvent>(), 40 + 8);
+        assert_eq!(
+            core::mem::size_of::<FlowEvent>(),
+            40 + core::mem::size_of::<FlowValue>() + 8
+        );
         assert_eq!(core::mem::size_of::<FragKey>(), 16 + 16 + 4 + 4);
     }
 

@@ -217,6 +217,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
                 Some(v) => v,
                 None => {
                     // Removed by user space between insert and lookup: count, don't guess.
+                    warn!(ctx, "flow vanished after insert");
                     h.table_full += segments as u64;
                     return;
                 }
@@ -227,8 +228,12 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
     // SAFETY: `v` is a live value of FLOWS, aligned; concurrent updates are allowed by `account`.
     let reason = unsafe { account(v, p, side, now_ns, segments) };
     if reason != 0 {
+        // SAFETY: `v` is a live value of FLOWS; a concurrent update only makes the snapshot
+        // include a later packet.
+        let value = unsafe { *v };
         let ev = FlowEvent {
             key,
+            value,
             reason,
             _pad: 0,
         };

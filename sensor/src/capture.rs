@@ -103,7 +103,7 @@ impl Default for CaptureConfig {
             interfaces: Vec::new(),
             xdp_mode: XdpAttachMode::Auto,
             table_capacity: 262_144,
-            ring_bytes: 1 << 20,
+            ring_bytes: 4 << 20,
             timeouts: Timeouts::default(),
             close_linger: Duration::from_secs(2),
         }
@@ -165,8 +165,6 @@ pub struct CaptureStats {
     pub events: u64,
     /// Events for a connection already reported (two CPUs raced on its last packets).
     pub duplicate_events: u64,
-    /// Events whose entry was gone (removed between the kernel's event and our lookup).
-    pub events_without_entry: u64,
     /// Records emitted, by end reason: fin, rst, idle, shutdown.
     pub records_fin: u64,
     pub records_rst: u64,
@@ -386,10 +384,7 @@ impl Capture {
                 unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) }
             };
             self.stats.events += 1;
-            let Ok(v) = self.flows.get(&ev.key, 0) else {
-                self.stats.events_without_entry += 1;
-                continue;
-            };
+            let v = ev.value;
             if self.reported.get(&ev.key) == Some(&v.first_seen_ns) {
                 self.stats.duplicate_events += 1;
                 continue;

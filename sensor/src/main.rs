@@ -41,7 +41,7 @@ struct CaptureArgs {
     #[arg(long, default_value_t = 262_144)]
     table_size: u32,
     /// Ring buffer size for finished-connection events, in bytes (power of two).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 4 << 20)]
     ring_bytes: u32,
     /// Idle timeout of established TCP connections, in seconds.
     #[arg(long, default_value_t = 300.0)]

@@ -1,0 +1,545 @@
+//! Real traffic between two network namespaces, watched by the sensor (XDP ingress + TC egress)
+//! on the server's veth: each test checks the connection records exactly.
+//!
+//! Each test makes its own namespaces and veth pair with unique names (so they run in parallel),
+//! and the guards remove them on every exit path.
+
+use std::time::Duration;
+
+use integration_tests::*;
+
+fn one(records: Vec<&ConnectionRecord>, what: &str) -> ConnectionRecord {
+    assert_eq!(
+        records.len(),
+        1,
+        "{what}: expected exactly one record, got {records:#?}"
+    );
+    records[0].clone()
+}
+
+fn num(s: &str) -> u64 {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("not a number {s:?}: {e}"))
+}
+
+#[test]
+fn http_request_response_is_one_sf_record_with_exact_bytes() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let _server = lab
+        .server
+        .spawn(
+            "python3",
+            &["-m", "http.server", "8080", "--bind", &lab.server_v4],
+        )
+        .unwrap();
+    wait_listening(&lab.server, 8080);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let url = format!("http://{}:8080/", lab.server_v4);
+    let out = lab
+        .client
+        .run(
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "5",
+                "-w",
+                "%{size_request} %{size_header} %{size_download}",
+                &url,
+            ],
+        )
+        .unwrap();
+    let sizes: Vec<u64> = out.split_whitespace().map(num).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let done = sensor.stop();
+    let rec = one(done.between(&lab.client_v4, &lab.server_v4), "HTTP");
+    assert_eq!(rec.transport, Transport::Tcp);
+    assert_eq!(rec.conn_state, ConnState::SF, "{rec:#?}");
+    assert_eq!(rec.orig_addr.to_string(), lab.client_v4);
+    assert_eq!(rec.resp_port, 8080);
+    assert_eq!(rec.orig_bytes, sizes[0], "request bytes sent by curl");
+    assert_eq!(
+        rec.resp_bytes,
+        sizes[1] + sizes[2],
+        "response header + body bytes"
+    );
+    assert_eq!(rec.end_reason, sensor::flows::EndReason::Fin);
+    assert!(rec.orig_packets >= 4 && rec.resp_packets >= 3, "{rec:#?}");
+    done.assert_packets_add_up();
+}
+
+#[test]
+fn syn_to_a_closed_port_is_rej() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let st = lab
+        .client
+        .cmd("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            &format!("http://{}:9/", lab.server_v4),
+        ])
+        .status()
+        .unwrap();
+    assert!(!st.success(), "port 9 should be closed");
+    std::thread::sleep(Duration::from_millis(200));
+    let done = sensor.stop();
+    let rec = one(done.between(&lab.client_v4, &lab.server_v4), "REJ");
+    assert_eq!(rec.conn_state, ConnState::REJ, "{rec:#?}");
+    assert_eq!((rec.orig_packets, rec.resp_packets), (1, 1));
+    assert_eq!((rec.orig_bytes, rec.resp_bytes), (0, 0));
+    assert_eq!(rec.resp_port, 9);
+    assert_eq!(rec.end_reason, sensor::flows::EndReason::Rst);
+    done.assert_packets_add_up();
+}
+
+#[test]
+fn syn_to_a_silent_peer_is_s0() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    // An address on the link that nobody owns: frames reach the server's interface (the sensor
+    // sees them) and the server's stack drops them (forwarding is off). No reply ever comes.
+    let silent = lab
+        .server_v4
+        .rsplit_once('.')
+        .map(|(p, _)| format!("{p}.99"))
+        .unwrap();
+    let mac = mac_of(&lab.server, &lab.veth.b);
+    lab.client
+        .ip(&[
+            "neigh",
+            "add",
+            &silent,
+            "lladdr",
+            &mac,
+            "dev",
+            &lab.veth.a,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let _ = lab
+        .client
+        .cmd("curl")
+        .args(["-s", "--max-time", "1.5", &format!("http://{silent}:80/")])
+        .status();
+    // Idle for longer than the 1 s attempt timeout: finalised by the sweep.
+    std::thread::sleep(Duration::from_millis(1800));
+    let done = sensor.stop();
+    let rec = one(done.between(&lab.client_v4, &silent), "S0");
+    assert_eq!(rec.conn_state, ConnState::S0, "{rec:#?}");
+    assert!(rec.orig_packets >= 1, "{rec:#?}");
+    assert_eq!(rec.resp_packets, 0);
+    assert_eq!(rec.end_reason, sensor::flows::EndReason::Idle);
+    done.assert_packets_add_up();
+}
+
+fn aborted(server_mode: &str, client_mode: &str, expected: ConnState) {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let _srv = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &traffic("tcp_server.py"),
+                &lab.server_v4,
+                "7000",
+                "100",
+                "300",
+                server_mode,
+                "20",
+            ],
+        )
+        .unwrap();
+    wait_listening(&lab.server, 7000);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let n = lab
+        .client
+        .run(
+            "python3",
+            &[
+                &traffic("tcp_client.py"),
+                &lab.server_v4,
+                "7000",
+                "100",
+                "300",
+                client_mode,
+                "1",
+                "10",
+            ],
+        )
+        .unwrap();
+    assert_eq!(num(&n), 1, "the client completed its exchange");
+    std::thread::sleep(Duration::from_millis(300));
+    let done = sensor.stop();
+    let rec = one(done.between(&lab.client_v4, &lab.server_v4), "aborted");
+    assert_eq!(rec.conn_state, expected, "{rec:#?}");
+    assert_eq!((rec.orig_bytes, rec.resp_bytes), (100, 300));
+    assert_eq!(rec.orig_addr.to_string(), lab.client_v4);
+    assert_eq!(rec.end_reason, sensor::flows::EndReason::Rst);
+    done.assert_packets_add_up();
+}
+
+#[test]
+fn originator_abort_is_rsto() {
+    aborted("close", "abort", ConnState::RSTO);
+}
+
+#[test]
+fn responder_abort_is_rstr() {
+    aborted("abort", "close", ConnState::RSTR);
+}
+
+#[test]
+fn udp_request_response_and_icmp_echo_have_exact_counts() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let _srv = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &traffic("udp_server.py"),
+                &lab.server_v4,
+                "5353",
+                "120",
+                "20",
+            ],
+        )
+        .unwrap();
+    wait_udp_bound(&lab.server, 5353);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let ok = lab
+        .client
+        .run(
+            "python3",
+            &[&traffic("udp_client.py"), &lab.server_v4, "5353", "40", "3"],
+        )
+        .unwrap();
+    assert_eq!(num(&ok), 3, "three UDP replies");
+    lab.client
+        .run("ping", &["-c", "3", "-i", "0.2", "-W", "1", &lab.server_v4])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let done = sensor.stop();
+    let between = done.between(&lab.client_v4, &lab.server_v4);
+    let udp: Vec<_> = between
+        .iter()
+        .filter(|r| r.transport == Transport::Udp)
+        .collect();
+    assert_eq!(udp.len(), 3, "one record per client socket: {udp:#?}");
+    for r in &udp {
+        assert_eq!((r.orig_packets, r.resp_packets), (1, 1), "{r:#?}");
+        assert_eq!((r.orig_bytes, r.resp_bytes), (40, 120), "{r:#?}");
+        assert_eq!(r.conn_state, ConnState::SF);
+        assert_eq!(r.resp_port, 5353);
+    }
+    let icmp: Vec<_> = between
+        .iter()
+        .filter(|r| r.transport == Transport::Icmp)
+        .collect();
+    assert_eq!(icmp.len(), 1, "one echo conversation: {icmp:#?}");
+    let e = icmp[0];
+    assert_eq!((e.orig_packets, e.resp_packets), (3, 3), "{e:#?}");
+    // ping's default payload is 56 bytes after the 8-byte ICMP header.
+    assert_eq!((e.orig_bytes, e.resp_bytes), (3 * 56, 3 * 56));
+    assert_eq!(e.icmp_type, Some(8));
+    assert_eq!(e.orig_addr.to_string(), lab.client_v4);
+    done.assert_packets_add_up();
+}
+
+#[test]
+fn ipv6_tcp_connection_is_exact() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let _srv = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &traffic("tcp_server.py"),
+                &lab.server_v6,
+                "7001",
+                "1000",
+                "5000",
+                "close",
+                "20",
+            ],
+        )
+        .unwrap();
+    wait_listening(&lab.server, 7001);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let n = lab
+        .client
+        .run(
+            "python3",
+            &[
+                &traffic("tcp_client.py"),
+                &lab.server_v6,
+                "7001",
+                "1000",
+                "5000",
+                "close",
+                "1",
+                "10",
+            ],
+        )
+        .unwrap();
+    assert_eq!(num(&n), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let done = sensor.stop();
+    let tcp: Vec<_> = done
+        .between(&lab.client_v6, &lab.server_v6)
+        .into_iter()
+        .filter(|r| r.transport == Transport::Tcp)
+        .collect();
+    let rec = one(tcp, "IPv6 TCP");
+    assert_eq!(rec.ip_version, 6);
+    assert_eq!(rec.conn_state, ConnState::SF, "{rec:#?}");
+    assert_eq!((rec.orig_bytes, rec.resp_bytes), (1000, 5000));
+    assert_eq!(rec.orig_addr.to_string(), lab.client_v6);
+    done.assert_packets_add_up();
+}
+
+/// An Ethernet frame with the given VLAN tags (TPID, VID) carrying IPv4/UDP with `payload` bytes.
+fn tagged_udp_frame(
+    dst_mac: &str,
+    src_mac: &str,
+    tags: &[(u16, u16)],
+    src: &str,
+    dst: &str,
+    sport: u16,
+    payload: usize,
+) -> String {
+    let mac = |m: &str| {
+        m.split(':')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect::<Vec<u8>>()
+    };
+    let v4 = |a: &str| a.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let mut f = mac(dst_mac);
+    f.extend(mac(src_mac));
+    for (tpid, vid) in tags {
+        f.extend(tpid.to_be_bytes());
+        f.extend(vid.to_be_bytes());
+    }
+    f.extend([0x08, 0x00]);
+    let total = (20 + 8 + payload) as u16;
+    f.extend([0x45, 0]);
+    f.extend(total.to_be_bytes());
+    f.extend([0, 1, 0, 0, 64, 17, 0, 0]);
+    f.extend(v4(src));
+    f.extend(v4(dst));
+    f.extend(sport.to_be_bytes());
+    f.extend(6000u16.to_be_bytes());
+    f.extend(((8 + payload) as u16).to_be_bytes());
+    f.extend([0, 0]);
+    f.extend(std::iter::repeat_n(0x5a, payload));
+    f.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn vlan_tagged_frames_are_accounted() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let smac = mac_of(&lab.server, &lab.veth.b);
+    let cmac = mac_of(&lab.client, &lab.veth.a);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let single = tagged_udp_frame(
+        &smac,
+        &cmac,
+        &[(0x8100, 100)],
+        &lab.client_v4,
+        &lab.server_v4,
+        5001,
+        10,
+    );
+    let double = tagged_udp_frame(
+        &smac,
+        &cmac,
+        &[(0x88a8, 200), (0x8100, 100)],
+        &lab.client_v4,
+        &lab.server_v4,
+        5002,
+        20,
+    );
+    for frame in [&single, &double] {
+        lab.client
+            .run("python3", &[&traffic("raw_frame.py"), &lab.veth.a, frame])
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let done = sensor.stop();
+    let mut recs = done.between(&lab.client_v4, &lab.server_v4);
+    recs.sort_by_key(|r| r.orig_port);
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    assert_eq!(
+        (recs[0].orig_port, recs[0].orig_packets, recs[0].orig_bytes),
+        (5001, 1, 10)
+    );
+    assert_eq!(
+        (recs[1].orig_port, recs[1].orig_packets, recs[1].orig_bytes),
+        (5002, 1, 20)
+    );
+    for r in recs {
+        assert_eq!(r.transport, Transport::Udp);
+        assert_eq!((r.resp_port, r.resp_packets), (6000, 0));
+        assert_eq!(r.conn_state, ConnState::S0, "one-sided UDP");
+    }
+    done.assert_packets_add_up();
+}
+
+#[test]
+fn ten_thousand_short_connections_are_all_accounted() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let _srv = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &traffic("tcp_server.py"),
+                &lab.server_v4,
+                "7002",
+                "10",
+                "20",
+                "close",
+                "120",
+            ],
+        )
+        .unwrap();
+    wait_listening(&lab.server, 7002);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let n = lab
+        .client
+        .run(
+            "python3",
+            &[
+                &traffic("tcp_client.py"),
+                &lab.server_v4,
+                "7002",
+                "10",
+                "20",
+                "close",
+                "10000",
+                "110",
+            ],
+        )
+        .unwrap();
+    assert_eq!(num(&n), 10_000, "the client completed every connection");
+    std::thread::sleep(Duration::from_millis(500));
+    let done = sensor.stop();
+    let recs: Vec<_> = done
+        .between(&lab.client_v4, &lab.server_v4)
+        .into_iter()
+        .filter(|r| r.resp_port == 7002)
+        .collect();
+    assert_eq!(
+        recs.len(),
+        10_000,
+        "one record per connection; {:?} {:?}",
+        done.health,
+        done.capture
+    );
+    // The client may reuse a port while the server holds TIME_WAIT: such records share a
+    // 5-tuple but not a start time.
+    let mut ids: Vec<(u16, u64)> = recs
+        .iter()
+        .map(|r| (r.orig_port, r.start_unix_ns))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10_000, "distinct connections");
+    for r in &recs {
+        assert_eq!(r.conn_state, ConnState::SF, "{r:#?}");
+        assert_eq!((r.orig_bytes, r.resp_bytes), (10, 20), "{r:#?}");
+    }
+    assert_eq!(done.health("table_full"), 0, "{}", done.stderr);
+    // Every finish was signalled, or its drop counted (the sweep then finalised it).
+    assert_eq!(
+        done.health("events_sent") + done.health("ringbuf_drops"),
+        10_000
+    );
+    done.assert_packets_add_up();
+}
+
+#[test]
+fn a_too_small_table_counts_the_overflow_and_keeps_the_rest_exact() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    // IPv4 only, so that no link-local IPv6 chatter takes a table slot.
+    for ns in [&lab.client, &lab.server] {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+    }
+    let _srv = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &traffic("udp_server.py"),
+                &lab.server_v4,
+                "5354",
+                "120",
+                "20",
+            ],
+        )
+        .unwrap();
+    wait_udp_bound(&lab.server, 5354);
+    // Long UDP timeout: nothing is swept (and no slot freed) while the flows arrive.
+    let sensor = SensorRun::start(
+        &lab.server,
+        &[&lab.veth.b],
+        &[
+            "--table-size",
+            "16",
+            "--udp-timeout-secs",
+            "60",
+            "--sweep-interval-ms",
+            "100",
+        ],
+    );
+    let ok = lab
+        .client
+        .run(
+            "python3",
+            &[
+                &traffic("udp_client.py"),
+                &lab.server_v4,
+                "5354",
+                "40",
+                "40",
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        num(&ok),
+        40,
+        "every request answered: the sensor never drops traffic"
+    );
+    let done = sensor.stop();
+    let recs = done.between(&lab.client_v4, &lab.server_v4);
+    assert_eq!(recs.len(), 16, "the table holds 16 flows: {recs:#?}");
+    for r in &recs {
+        assert_eq!(
+            (r.orig_packets, r.resp_packets, r.orig_bytes, r.resp_bytes),
+            (1, 1, 40, 120),
+            "{r:#?}"
+        );
+    }
+    assert_eq!(
+        done.health("table_full"),
+        24 * 2,
+        "24 flows of 2 packets did not fit"
+    );
+    assert_eq!(done.health("accounted"), 16 * 2);
+    done.assert_packets_add_up();
+}
