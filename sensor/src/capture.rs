@@ -165,6 +165,9 @@ pub struct CaptureStats {
     pub events: u64,
     /// Events for a connection already reported (two CPUs raced on its last packets).
     pub duplicate_events: u64,
+    /// Finished TCP connections the sweep found before any event for them (a dropped event, or
+    /// two CPUs racing on the last FINs so that neither signalled).
+    pub finished_by_sweep: u64,
     /// Records emitted, by end reason: fin, rst, idle, shutdown.
     pub records_fin: u64,
     pub records_rst: u64,
@@ -436,7 +439,8 @@ impl Capture {
             }
             let finished = tcp_finished(&key, &v);
             if let Some(reason) = finished {
-                // Its event was lost (ring full) or is still in flight: finalise it now.
+                // Its event was lost (ring full) or never sent (a race): finalise it now.
+                self.stats.finished_by_sweep += 1;
                 self.reported.insert(key, v.first_seen_ns);
                 self.emit(&key, &v, reason, out);
                 if flush_all {
