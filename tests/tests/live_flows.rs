@@ -464,10 +464,14 @@ fn ten_thousand_short_connections_are_all_accounted() {
         assert_eq!((r.orig_bytes, r.resp_bytes), (10, 20), "{r:#?}");
     }
     assert_eq!(done.health("table_full"), 0, "{}", done.stderr);
-    // Every finish was signalled, or its drop counted (the sweep then finalised it).
-    assert_eq!(
-        done.health("events_sent") + done.health("ringbuf_drops"),
-        10_000
+    // Every finish was signalled by the kernel, or found by the sweep (a dropped event, or two
+    // CPUs racing on the last FINs).
+    let by_sweep = done.capture["finished_by_sweep"].as_u64().unwrap();
+    assert!(
+        done.health("events_sent") + by_sweep >= 10_000,
+        "{:?} {:?}",
+        done.health,
+        done.capture
     );
     done.assert_packets_add_up();
 }
