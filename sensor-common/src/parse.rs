@@ -196,7 +196,7 @@ pub fn parse_ipv4<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed,
 /// See [`Fragment::wrong`]. `header_len` is the IP header (plus extension headers) length.
 #[inline(always)]
 fn fragment_is_wrong(more: bool, offset: usize, payload: usize, header_len: usize) -> bool {
-    (more && payload % 8 != 0) || payload == 0 || offset + payload + header_len > 65_535
+    (more && !payload.is_multiple_of(8)) || payload == 0 || offset + payload + header_len > 65_535
 }
 
 #[inline(always)]

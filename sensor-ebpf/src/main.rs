@@ -90,7 +90,7 @@ pub fn sensor_tc_egress(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed to this program.
     let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     // SAFETY: the value is only tested for presence.
-    if ingress_ifindex != 0 && unsafe { WATCHED.get(&ingress_ifindex) }.is_some() {
+    if ingress_ifindex != 0 && unsafe { WATCHED.get(ingress_ifindex) }.is_some() {
         if let Some(h) = HEALTH.get_ptr_mut(0) {
             // SAFETY: this CPU's own slot of a per-CPU array.
             unsafe { (*h).egress_already_seen += 1 };
@@ -165,7 +165,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
     };
     let (key, side) = if p.fragment.kind == FragmentKind::Later {
         // SAFETY: the value is copied out at once.
-        match unsafe { FRAGS.get(&frag_key) } {
+        match unsafe { FRAGS.get(frag_key) } {
             Some(f) => (f.key, f.side as usize),
             None => {
                 h.unattributed_fragments += segments as u64;
@@ -183,10 +183,10 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
         };
         // An LRU map makes room by itself; a failure leaves later fragments unattributed,
         // and they are counted then.
-        let _ = FRAGS.insert(&frag_key, &f, 0);
+        let _ = FRAGS.insert(frag_key, f, 0);
     }
 
-    let v = match FLOWS.get_ptr_mut(&key) {
+    let v = match FLOWS.get_ptr_mut(key) {
         Some(v) => {
             // SAFETY: a live map value; see `account` for the concurrency contract.
             if starts_new_connection(unsafe { &*v }, p) {
@@ -197,7 +197,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
         }
         None => {
             let fresh = new_value(p, &key, side, now_ns);
-            match FLOWS.insert(&key, &fresh, BPF_NOEXIST as u64) {
+            match FLOWS.insert(key, fresh, BPF_NOEXIST as u64) {
                 Ok(()) => h.flows_created += 1,
                 Err(e) if e == -EEXIST => {}
                 Err(_) => {
@@ -213,7 +213,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
                     return;
                 }
             }
-            match FLOWS.get_ptr_mut(&key) {
+            match FLOWS.get_ptr_mut(key) {
                 Some(v) => v,
                 None => {
                     // Removed by user space between insert and lookup: count, don't guess.

@@ -57,10 +57,25 @@ fn main() -> Result<()> {
             require_root("the integration tests create network namespaces and load BPF programs")?;
             if !no_lint {
                 cargo(&["fmt", "--all", "--check"]).context("rustfmt: run `cargo fmt --all`")?;
+                // The eBPF crate only builds for the BPF target (nightly, build-std): linted apart.
                 cargo(&[
                     "clippy",
                     "--workspace",
+                    "--exclude",
+                    "sensor-ebpf",
                     "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])?;
+                nightly_cargo(&[
+                    "clippy",
+                    "-p",
+                    "sensor-ebpf",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
                     "--",
                     "-D",
                     "warnings",
@@ -96,6 +111,23 @@ fn cargo(args: &[&str]) -> Result<()> {
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs `cargo ARGS` with the nightly toolchain (`rustup run nightly cargo`).
+fn nightly_cargo(args: &[&str]) -> Result<()> {
+    eprintln!("+ cargo +nightly {}", args.join(" "));
+    let status = Command::new("rustup")
+        .args(["run", "nightly", "cargo"])
+        .args(args)
+        .current_dir(workspace_root())
+        .env_remove("RUSTC")
+        .env_remove("CARGO")
+        .status()
+        .with_context(|| format!("running cargo +nightly {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo +nightly {} failed ({status})", args.join(" "));
     }
     Ok(())
 }
