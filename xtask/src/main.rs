@@ -81,14 +81,14 @@ fn main() -> Result<()> {
                     "warnings",
                 ])?;
             }
-            let mut args = vec!["test", "--workspace", "--release"];
+            let mut args = vec!["test", "--workspace", "--exclude", "sensor-ebpf", "--release"];
             args.extend(cargo_args.iter().map(String::as_str));
             cargo(&args)
         }
         Cmd::Bench => {
             bootstrap::run()?;
             require_root("the XDP benchmark loads BPF programs")?;
-            cargo(&["bench", "--workspace"])
+            cargo(&["bench", "--workspace", "--exclude", "sensor-ebpf"])
         }
         Cmd::Demo { seconds } => {
             bootstrap::run()?;
