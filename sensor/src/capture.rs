@@ -12,7 +12,12 @@
 //! Everything attached is owned by [`Capture`] through bpf_links (XDP and TCX), nothing is pinned:
 //! dropping it, or the process dying, detaches the programs.
 
-use std::{collections::HashMap as StdHashMap, io, os::fd::AsRawFd, time::Duration};
+use std::{
+    collections::{HashMap as StdHashMap, VecDeque},
+    io,
+    os::fd::AsRawFd,
+    time::Duration,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -190,6 +195,11 @@ pub struct Capture {
     /// Finished connections already reported and still lingering in the table, by their
     /// `first_seen_ns` (a reused 5-tuple has another one).
     reported: StdHashMap<FlowKey, u64>,
+    /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
+    /// Removing them needs no scan of the table.
+    lingering: VecDeque<(u64, FlowKey, u64)>,
+    /// Kernel-clock time of the next full idle scan.
+    next_scan_ns: u64,
     stats: CaptureStats,
     /// Drains aya-log messages of the kernel programs (none in normal operation).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -331,6 +341,8 @@ impl Capture {
             config,
             mono_to_unix_ns,
             reported: StdHashMap::new(),
+            lingering: VecDeque::new(),
+            next_scan_ns: 0,
             stats: CaptureStats::default(),
             logger,
         })
@@ -397,15 +409,91 @@ impl Capture {
             } else {
                 EndReason::Fin
             };
-            self.reported.insert(ev.key, v.first_seen_ns);
+            self.mark_reported(ev.key, &v);
             self.emit(&ev.key, &v, reason, out);
         }
     }
 
-    /// Finalises idle connections and removes finished ones whose linger is over.
+    fn mark_reported(&mut self, key: FlowKey, v: &FlowValue) {
+        self.reported.insert(key, v.first_seen_ns);
+        let due = v
+            .last_seen_ns
+            .saturating_add(self.config.close_linger.as_nanos() as u64);
+        self.lingering.push_back((due, key, v.first_seen_ns));
+    }
+
+    /// One step of the capture loop: pending events, lingering entries whose time is up, and a
+    /// full idle scan when one is due (at most every quarter of the shortest idle timeout, so a
+    /// large table is not walked on every tick).
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        out: &mut Vec<ConnectionRecord>,
+    ) -> Result<(), CaptureError> {
+        self.drain_events(out);
+        self.expire_lingering(now_ns)?;
+        if now_ns >= self.next_scan_ns {
+            self.sweep(now_ns, false, out)?;
+            let t = &self.config.timeouts;
+            let shortest = t.tcp_established.min(t.tcp_attempt).min(t.udp).min(t.icmp);
+            let every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            self.next_scan_ns = now_ns + every.as_nanos() as u64;
+        }
+        Ok(())
+    }
+
+    /// Removes finished connections whose linger is over. An entry that still sees packets
+    /// (trailing ACKs, retransmissions) lingers on; one that a new connection on the same
+    /// 5-tuple took over is left to that connection.
+    fn expire_lingering(&mut self, now_ns: u64) -> Result<(), CaptureError> {
+        let linger_ns = self.config.close_linger.as_nanos() as u64;
+        while let Some(&(due, key, first_seen)) = self.lingering.front() {
+            if due > now_ns {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.reported.get(&key) != Some(&first_seen) {
+                continue; // superseded by a later report of the same 5-tuple
+            }
+            match self.flows.get(&key, 0) {
+                Ok(v) if v.first_seen_ns == first_seen => {
+                    if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
+                        self.remove_entry(&key)?;
+                        self.reported.remove(&key);
+                    } else {
+                        self.lingering
+                            .push_back((v.last_seen_ns + linger_ns, key, first_seen));
+                    }
+                }
+                Ok(_) | Err(MapError::KeyNotFound) => {
+                    self.reported.remove(&key);
+                }
+                Err(source) => {
+                    return Err(CaptureError::Map {
+                        name: map_names::FLOWS,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_entry(&mut self, key: &FlowKey) -> Result<(), CaptureError> {
+        // A packet may re-create the entry right after; that is a new connection.
+        match self.flows.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(CaptureError::Map {
+                name: map_names::FLOWS,
+                source,
+            }),
+        }
+    }
+
+    /// Walks the table: finalises idle connections (and finished ones whose event never came).
     ///
     /// `now_ns` is on the kernel's clock ([`monotonic_now_ns`]). With `flush_all`, every
-    /// remaining connection is finalised (reason `Shutdown`) and removed.
+    /// remaining connection is finalised (reason `Shutdown`) and every entry removed.
     pub fn sweep(
         &mut self,
         now_ns: u64,
@@ -430,9 +518,9 @@ impl Capture {
         let mut remove = Vec::new();
         for (key, v) in entries {
             let idle_ns = now_ns.saturating_sub(v.last_seen_ns);
-            let already = self.reported.get(&key) == Some(&v.first_seen_ns);
-            if already {
-                if flush_all || idle_ns >= self.config.close_linger.as_nanos() as u64 {
+            if self.reported.get(&key) == Some(&v.first_seen_ns) {
+                // Lingering after its report: `expire_lingering` removes it in time.
+                if flush_all {
                     remove.push(key);
                 }
                 continue;
@@ -441,7 +529,7 @@ impl Capture {
             if let Some(reason) = finished {
                 // Its event was lost (ring full) or never sent (a race): finalise it now.
                 self.stats.finished_by_sweep += 1;
-                self.reported.insert(key, v.first_seen_ns);
+                self.mark_reported(key, &v);
                 self.emit(&key, &v, reason, out);
                 if flush_all {
                     remove.push(key);
@@ -457,17 +545,11 @@ impl Capture {
             }
         }
         for key in remove {
-            // A packet may re-create the entry right after; that is a new connection.
-            match self.flows.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(CaptureError::Map {
-                        name: map_names::FLOWS,
-                        source,
-                    });
-                }
-            }
+            self.remove_entry(&key)?;
             self.reported.remove(&key);
+        }
+        if flush_all {
+            self.lingering.clear();
         }
         Ok(())
     }
@@ -618,8 +700,7 @@ pub async fn run(
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                capture.drain_events(&mut out);
-                capture.sweep(monotonic_now_ns()?, false, &mut out)?;
+                capture.tick(monotonic_now_ns()?, &mut out)?;
                 capture.flush_logs();
             }
             _ = &mut shutdown => break,

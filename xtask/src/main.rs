@@ -81,7 +81,13 @@ fn main() -> Result<()> {
                     "warnings",
                 ])?;
             }
-            let mut args = vec!["test", "--workspace", "--exclude", "sensor-ebpf", "--release"];
+            let mut args = vec![
+                "test",
+                "--workspace",
+                "--exclude",
+                "sensor-ebpf",
+                "--release",
+            ];
             args.extend(cargo_args.iter().map(String::as_str));
             cargo(&args)
         }
