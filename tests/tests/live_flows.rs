@@ -547,3 +547,78 @@ fn a_too_small_table_counts_the_overflow_and_keeps_the_rest_exact() {
     assert_eq!(done.health("accounted"), 16 * 2);
     done.assert_packets_add_up();
 }
+
+/// Whether `ip link` shows an XDP program on `iface` in `ns`.
+fn xdp_attached(ns: &Netns, iface: &str) -> bool {
+    ns.run("ip", &["link", "show", "dev", iface])
+        .unwrap()
+        .contains("xdp")
+}
+
+#[test]
+fn nothing_stays_attached_when_the_sensor_is_killed() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    assert!(!xdp_attached(&lab.server, &lab.veth.b));
+    let bin = sensor_bin();
+    let mut proc = lab
+        .server
+        .spawn(&bin.to_string_lossy(), &["flows", "--iface", &lab.veth.b])
+        .unwrap();
+    proc.wait_for_stderr("watching", Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        xdp_attached(&lab.server, &lab.veth.b),
+        "attached while running"
+    );
+    // SIGKILL: no chance to detach. The links die with the process's file descriptors.
+    let pid = proc.child.as_ref().unwrap().id().to_string();
+    std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    let _ = proc.wait_output(Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(5), || !xdp_attached(
+            &lab.server,
+            &lab.veth.b
+        )),
+        "XDP still attached after the sensor died"
+    );
+    // And a new sensor attaches again (an exclusive XDP link would still block it otherwise).
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    lab.client
+        .run("ping", &["-c", "1", "-W", "1", &lab.server_v4])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let done = sensor.stop();
+    assert_eq!(done.between(&lab.client_v4, &lab.server_v4).len(), 1);
+    assert!(
+        !xdp_attached(&lab.server, &lab.veth.b),
+        "detached after SIGTERM"
+    );
+}
+
+#[test]
+fn generic_xdp_mode_accounts_the_same() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let mut args = vec!["--xdp-mode", "generic"];
+    args.extend_from_slice(FAST_TIMEOUTS);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], &args);
+    assert!(
+        lab.server
+            .run("ip", &["link", "show", "dev", &lab.veth.b])
+            .unwrap()
+            .contains("xdpgeneric")
+    );
+    lab.client
+        .run("ping", &["-c", "2", "-i", "0.2", "-W", "1", &lab.server_v4])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let done = sensor.stop();
+    let rec = one(done.between(&lab.client_v4, &lab.server_v4), "generic ping");
+    assert_eq!((rec.orig_packets, rec.resp_packets), (2, 2));
+    assert_eq!((rec.orig_bytes, rec.resp_bytes), (112, 112));
+    done.assert_packets_add_up();
+}
