@@ -81,6 +81,9 @@ fn main() -> Result<()> {
                     "warnings",
                 ])?;
             }
+            // The integration tests run the `sensor` binary itself; cargo only builds a package's
+            // binaries for that package's own tests, so build it first.
+            cargo(&["build", "--release", "-p", "sensor", "--bins"])?;
             let mut args = vec![
                 "test",
                 "--workspace",
