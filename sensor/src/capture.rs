@@ -16,6 +16,7 @@ use std::{
     collections::{HashMap as StdHashMap, VecDeque},
     io,
     os::fd::AsRawFd,
+    sync::Arc,
     time::Duration,
 };
 
@@ -187,7 +188,7 @@ pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
     flows: HashMap<MapData, FlowKey, FlowValue>,
-    health: PerCpuArray<MapData, Health>,
+    health: Arc<HealthReader>,
     events: RingBuf<MapData>,
     config: CaptureConfig,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, to turn kernel timestamps into Unix time.
@@ -330,7 +331,7 @@ impl Capture {
             }
         }
         let flows = take_map(&mut ebpf, map_names::FLOWS)?;
-        let health = take_map(&mut ebpf, map_names::HEALTH)?;
+        let health = Arc::new(HealthReader(take_map(&mut ebpf, map_names::HEALTH)?));
         let events = take_map(&mut ebpf, map_names::EVENTS)?;
         let mono_to_unix_ns = clock_ns(libc::CLOCK_REALTIME)? - clock_ns(libc::CLOCK_MONOTONIC)?;
         Ok(Capture {
@@ -360,15 +361,13 @@ impl Capture {
 
     /// The kernel health counters, summed over CPUs (read now, from the map).
     pub fn health(&self) -> Result<Health, CaptureError> {
-        let per_cpu = self.health.get(&0, 0).map_err(|source| CaptureError::Map {
-            name: map_names::HEALTH,
-            source,
-        })?;
-        let mut total = Health::default();
-        for h in per_cpu.iter() {
-            total.merge(h);
-        }
-        Ok(total)
+        self.health.read_sum()
+    }
+
+    /// A reader of the health counters that outlives borrows of `self` (for the metrics
+    /// endpoint, which reads them at scrape time from another thread).
+    pub fn health_source(&self) -> Arc<HealthReader> {
+        Arc::clone(&self.health)
     }
 
     /// File descriptor of the ring buffer, to wait for readability (epoll / tokio `AsyncFd`).
@@ -605,6 +604,32 @@ pub fn summary_json(capture: &Capture) -> Result<serde_json::Value, CaptureError
     Ok(serde_json::json!({ "health": health, "capture": capture.stats() }))
 }
 
+/// Reads the per-CPU health counters map.
+pub struct HealthReader(PerCpuArray<MapData, Health>);
+
+impl HealthReader {
+    /// The counters summed over CPUs.
+    pub fn read_sum(&self) -> Result<Health, CaptureError> {
+        let per_cpu = self.0.get(&0, 0).map_err(|source| CaptureError::Map {
+            name: map_names::HEALTH,
+            source,
+        })?;
+        let mut total = Health::default();
+        for h in per_cpu.iter() {
+            total.merge(h);
+        }
+        Ok(total)
+    }
+}
+
+impl crate::export::metrics::HealthSource for HealthReader {
+    fn read(&self) -> Option<Health> {
+        self.read_sum()
+            .map_err(|e| log::warn!("reading health counters: {e}"))
+            .ok()
+    }
+}
+
 /// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
 fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
     if key.protocol != ipproto::TCP {
@@ -666,12 +691,12 @@ where
 
 /// Runs the capture loop until `shutdown` resolves: ring-buffer events as they arrive, an idle
 /// sweep every `sweep_interval`, and a final flush of every open connection (reason `Shutdown`).
-/// Every record goes to `sink`.
+/// Every record goes to `sink`, with the capture counters as they stand.
 pub async fn run(
     mut capture: Capture,
     sweep_interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
-    mut sink: impl FnMut(ConnectionRecord),
+    mut sink: impl FnMut(ConnectionRecord, &CaptureStats),
 ) -> Result<Capture, CaptureError> {
     use tokio::io::{Interest, unix::AsyncFd};
 
@@ -705,15 +730,17 @@ pub async fn run(
             }
             _ = &mut shutdown => break,
         }
+        let stats = capture.stats();
         for rec in out.drain(..) {
-            sink(rec);
+            sink(rec, &stats);
         }
     }
     capture.drain_events(&mut out);
     capture.sweep(monotonic_now_ns()?, true, &mut out)?;
     capture.flush_logs();
+    let stats = capture.stats();
     for rec in out.drain(..) {
-        sink(rec);
+        sink(rec, &stats);
     }
     drop(ready);
     Ok(capture)

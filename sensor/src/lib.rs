@@ -4,5 +4,6 @@
 //! capture (eBPF load/attach, ring buffer, idle sweep) -> flows (ConnectionRecord)
 //! ```
 pub mod capture;
+pub mod export;
 pub mod flows;
 pub mod kdd;

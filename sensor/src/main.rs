@@ -2,9 +2,14 @@
 //! itself lives in the library modules.
 use std::{io::Write, time::Duration};
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sensor::capture::{self, Capture, CaptureConfig, Timeouts, XdpAttachMode};
+use sensor::{
+    capture::{self, Capture, CaptureConfig, Timeouts, XdpAttachMode},
+    export::Metrics,
+};
 
 #[derive(Parser)]
 #[command(
@@ -89,6 +94,9 @@ struct FlowsArgs {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     duration_secs: Option<f64>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off by default.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -151,6 +159,18 @@ fn flows(args: FlowsArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let capture = Capture::start(config.clone())
             .with_context(|| format!("starting the sensor on {}", config.interfaces.join(", ")))?;
+        let metrics = match args.metrics_addr {
+            Some(addr) => {
+                let m = Arc::new(
+                    Metrics::new(capture.health_source(), config.table_capacity)
+                        .context("building the metrics registry")?,
+                );
+                let bound = sensor::export::http::serve(addr, Arc::clone(&m))?;
+                log::info!("metrics on http://{bound}/metrics");
+                Some(m)
+            }
+            None => None,
+        };
         log::info!(
             "watching {} (table {} connections); finished connections follow as JSON lines",
             config.interfaces.join(", "),
@@ -162,7 +182,11 @@ fn flows(args: FlowsArgs) -> anyhow::Result<()> {
             capture,
             Duration::from_millis(args.capture.sweep_interval_ms.max(10)),
             shutdown_signal(limit),
-            |rec| {
+            |rec, stats| {
+                if let Some(m) = &metrics {
+                    m.observe_connection(&rec);
+                    m.set_capture_stats(stats);
+                }
                 let mut out = stdout.lock();
                 let res = serde_json::to_writer(&mut out, &rec)
                     .map_err(std::io::Error::from)

@@ -622,3 +622,64 @@ fn generic_xdp_mode_accounts_the_same() {
     assert_eq!((rec.orig_bytes, rec.resp_bytes), (112, 112));
     done.assert_packets_add_up();
 }
+
+#[test]
+fn metrics_endpoint_counts_connections_and_kernel_health_and_passes_promtool() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let mut args = vec!["--metrics-addr", "127.0.0.1:9464"];
+    args.extend_from_slice(FAST_TIMEOUTS);
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], &args);
+    for port in ["9", "10", "11"] {
+        let _ = lab
+            .client
+            .cmd("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "1",
+                &format!("http://{}:{port}/", lab.server_v4),
+            ])
+            .status();
+    }
+    let scrape = || {
+        lab.server
+            .run(
+                "curl",
+                &["-s", "--max-time", "2", "http://127.0.0.1:9464/metrics"],
+            )
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || scrape().contains(
+            r#"sensor_connections_total{end_reason="rst",flag="REJ",protocol="tcp"} 3"#
+        )),
+        "three REJ connections counted: {}",
+        scrape()
+    );
+    let text = scrape();
+    let accounted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sensor_kernel_packets_total{outcome="accounted"} "#))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no accounted counter: {text}"));
+    assert!(accounted >= 6, "3 SYNs and 3 RSTs at least: {accounted}");
+    assert!(text.contains("sensor_flow_table_capacity 262144"), "{text}");
+    let check = lab
+        .server
+        .cmd("sh")
+        .args([
+            "-c",
+            "curl -s http://127.0.0.1:9464/metrics | promtool check metrics",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let done = sensor.stop();
+    done.assert_packets_add_up();
+}

@@ -26,6 +26,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("tcpdump", "tcpdump"),
     ("ethtool", "ethtool"),
+    ("promtool", "prometheus"),
+    ("ss", "iproute2"),
 ];
 
 pub fn run() -> Result<()> {

@@ -92,7 +92,7 @@ fn main() -> Result<()> {
                 "--release",
             ];
             args.extend(cargo_args.iter().map(String::as_str));
-            cargo(&args)
+            cargo_test_summarized(&args)
         }
         Cmd::Bench => {
             bootstrap::run()?;
@@ -118,6 +118,56 @@ fn cargo(args: &[&str]) -> Result<()> {
         .env("CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS", "fallback")
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs `cargo test ...`, passing its output through, and ends with one line totalling every
+/// test binary's `test result:` line (`tests: N passed, N failed, N skipped`), so a reader (or
+/// CI) sees the whole run's count at the bottom rather than the last crate's doc tests.
+fn cargo_test_summarized(args: &[&str]) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("+ cargo {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS", "fallback")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        writeln!(out, "{line}")?;
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+            ignored += count("ignored");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    writeln!(
+        out,
+        "tests: {passed} passed, {failed} failed, {ignored} skipped"
+    )?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
