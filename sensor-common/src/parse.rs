@@ -8,20 +8,57 @@
 
 use crate::flow::ipproto;
 
-/// Random access to a frame's bytes.
+/// Random access to a frame's bytes, one bounds check per header.
+///
+/// [`PacketData::header`] checks once that `N` bytes exist at `off`; the returned view then reads
+/// fields at constant offsets below `N` without further checks. In the kernel that is exactly the
+/// shape the verifier proves safe (one comparison against `data_end`, then loads at fixed offsets
+/// from the checked pointer), and each field is one load instead of a byte-by-byte copy.
 pub trait PacketData {
+    /// A view of the `N` bytes at `off`.
+    type Header<const N: usize>: HeaderView;
     /// The `N` bytes at `off`, or `None` if the frame ends before `off + N`.
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+    fn header<const N: usize>(&self, off: usize) -> Option<Self::Header<N>>;
+}
+
+/// Field reads inside a bounds-checked header. Offsets are constants below the header's size.
+pub trait HeaderView {
+    /// The byte at `i`.
+    fn u8(&self, i: usize) -> u8;
+    /// The big-endian 16-bit field at `i`.
+    fn be16(&self, i: usize) -> u16;
+    /// The 32-bit word at `i`, kept in network byte order (addresses: compared, not read).
+    fn ne32(&self, i: usize) -> u32;
+}
+
+/// A header copied out of a byte slice (user space).
+#[derive(Clone, Copy)]
+pub struct Bytes<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> HeaderView for Bytes<N> {
+    #[inline(always)]
+    fn u8(&self, i: usize) -> u8 {
+        self.0[i]
+    }
+    #[inline(always)]
+    fn be16(&self, i: usize) -> u16 {
+        u16::from_be_bytes([self.0[i], self.0[i + 1]])
+    }
+    #[inline(always)]
+    fn ne32(&self, i: usize) -> u32 {
+        u32::from_ne_bytes([self.0[i], self.0[i + 1], self.0[i + 2], self.0[i + 3]])
+    }
 }
 
 impl PacketData for [u8] {
+    type Header<const N: usize> = Bytes<N>;
     #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+    fn header<const N: usize>(&self, off: usize) -> Option<Bytes<N>> {
         let end = off.checked_add(N)?;
         let s = self.get(off..end)?;
         let mut out = [0u8; N];
         out.copy_from_slice(s);
-        Some(out)
+        Some(Bytes(out))
     }
 }
 
@@ -109,22 +146,11 @@ pub struct Parsed {
     pub fragment: Fragment,
 }
 
-#[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
-#[inline(always)]
-fn word(b: &[u8], i: usize) -> u32 {
-    // Network byte order kept as-is: the words are compared and hashed, not interpreted.
-    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-}
-
 /// Parses a frame that starts with an Ethernet header.
 #[inline(always)]
 pub fn parse_ethernet<P: PacketData + ?Sized>(pkt: &P) -> Result<Parsed, ParseError> {
-    let eth: [u8; 14] = pkt.bytes(0).ok_or(ParseError::Truncated)?;
-    let mut ether_type = be16([eth[12], eth[13]]);
+    let eth = pkt.header::<14>(0).ok_or(ParseError::Truncated)?;
+    let mut ether_type = eth.be16(12);
     let mut off = 14usize;
     // Up to two tags: 802.1ad outer (or 802.1Q), 802.1Q inner.
     let mut tags = 0;
@@ -132,8 +158,8 @@ pub fn parse_ethernet<P: PacketData + ?Sized>(pkt: &P) -> Result<Parsed, ParseEr
         if ether_type != ethertype::VLAN && ether_type != ethertype::QINQ {
             break;
         }
-        let tag: [u8; 4] = pkt.bytes(off).ok_or(ParseError::Truncated)?;
-        ether_type = be16([tag[2], tag[3]]);
+        let tag = pkt.header::<4>(off).ok_or(ParseError::Truncated)?;
+        ether_type = tag.be16(2);
         off += 4;
         tags += 1;
     }
@@ -147,31 +173,33 @@ pub fn parse_ethernet<P: PacketData + ?Sized>(pkt: &P) -> Result<Parsed, ParseEr
 /// Parses an IPv4 packet at `off`.
 #[inline(always)]
 pub fn parse_ipv4<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed, ParseError> {
-    let h: [u8; 20] = pkt.bytes(off).ok_or(ParseError::Truncated)?;
-    if h[0] >> 4 != 4 {
+    let h = pkt.header::<20>(off).ok_or(ParseError::Truncated)?;
+    let vihl = h.u8(0);
+    if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
-    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let ihl = ((vihl & 0x0f) as usize) * 4;
     if ihl < 20 {
         return Err(ParseError::Malformed);
     }
-    let total_len = be16([h[2], h[3]]) as usize;
+    let total_len = h.be16(2) as usize;
     if total_len < ihl {
         return Err(ParseError::Malformed);
     }
     // Options must be present in the frame (they are part of the header).
     if ihl > 20 {
-        let _: [u8; 1] = pkt.bytes(off + ihl - 1).ok_or(ParseError::Truncated)?;
+        pkt.header::<1>(off + ihl - 1)
+            .ok_or(ParseError::Truncated)?;
     }
-    let flags_frag = be16([h[6], h[7]]);
+    let flags_frag = h.be16(6);
     let more_fragments = flags_frag & 0x2000 != 0;
     let frag_offset = ((flags_frag & 0x1fff) as usize) * 8;
     let ip_payload = total_len - ihl;
 
     let mut p = Parsed {
-        src: [word(&h, 12), 0, 0, 0],
-        dst: [word(&h, 16), 0, 0, 0],
-        protocol: h[9],
+        src: [h.ne32(12), 0, 0, 0],
+        dst: [h.ne32(16), 0, 0, 0],
+        protocol: h.u8(9),
         ip_version: 4,
         ..Parsed::default()
     };
@@ -182,7 +210,7 @@ pub fn parse_ipv4<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed,
             } else {
                 FragmentKind::Later
             },
-            id: be16([h[4], h[5]]) as u32,
+            id: h.be16(4) as u32,
             wrong: fragment_is_wrong(more_fragments, frag_offset, ip_payload, ihl),
         };
         if frag_offset != 0 {
@@ -219,15 +247,15 @@ mod ipv6_ext {
 /// destination-options headers.
 #[inline(always)]
 pub fn parse_ipv6<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed, ParseError> {
-    let h: [u8; 40] = pkt.bytes(off).ok_or(ParseError::Truncated)?;
-    if h[0] >> 4 != 6 {
+    let h = pkt.header::<40>(off).ok_or(ParseError::Truncated)?;
+    if h.u8(0) >> 4 != 6 {
         return Err(ParseError::Malformed);
     }
-    let mut remaining = be16([h[4], h[5]]) as usize;
-    let mut next = h[6];
+    let mut remaining = h.be16(4) as usize;
+    let mut next = h.u8(6);
     let mut p = Parsed {
-        src: [word(&h, 8), word(&h, 12), word(&h, 16), word(&h, 20)],
-        dst: [word(&h, 24), word(&h, 28), word(&h, 32), word(&h, 36)],
+        src: [h.ne32(8), h.ne32(12), h.ne32(16), h.ne32(20)],
+        dst: [h.ne32(24), h.ne32(28), h.ne32(32), h.ne32(36)],
         ip_version: 6,
         ..Parsed::default()
     };
@@ -236,24 +264,24 @@ pub fn parse_ipv6<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed,
     while i < MAX_IPV6_EXT_HEADERS {
         match next {
             ipv6_ext::HOP_BY_HOP | ipv6_ext::ROUTING | ipv6_ext::DEST_OPTS => {
-                let e: [u8; 2] = pkt.bytes(l4).ok_or(ParseError::Truncated)?;
-                let len = (e[1] as usize + 1) * 8;
+                let e = pkt.header::<2>(l4).ok_or(ParseError::Truncated)?;
+                let len = (e.u8(1) as usize + 1) * 8;
                 if len > remaining {
                     return Err(ParseError::Malformed);
                 }
-                next = e[0];
+                next = e.u8(0);
                 l4 += len;
                 remaining -= len;
             }
             ipv6_ext::FRAGMENT => {
-                let e: [u8; 8] = pkt.bytes(l4).ok_or(ParseError::Truncated)?;
+                let e = pkt.header::<8>(l4).ok_or(ParseError::Truncated)?;
                 if remaining < 8 {
                     return Err(ParseError::Malformed);
                 }
-                next = e[0];
+                next = e.u8(0);
                 l4 += 8;
                 remaining -= 8;
-                let fo = be16([e[2], e[3]]);
+                let fo = e.be16(2);
                 let offset = (fo & 0xfff8) as usize;
                 let more = fo & 1 != 0;
                 if more || offset != 0 {
@@ -263,7 +291,7 @@ pub fn parse_ipv6<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed,
                         } else {
                             FragmentKind::Later
                         },
-                        id: u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+                        id: u32::from_be(e.ne32(4)),
                         wrong: fragment_is_wrong(more, offset, remaining, 0),
                     };
                     if offset != 0 {
@@ -294,37 +322,37 @@ fn parse_l4<P: PacketData + ?Sized>(
 ) -> Result<Parsed, ParseError> {
     match p.protocol {
         ipproto::TCP => {
-            let t: [u8; 20] = pkt.bytes(off).ok_or(ParseError::Truncated)?;
-            let doff = ((t[12] >> 4) as usize) * 4;
+            let t = pkt.header::<20>(off).ok_or(ParseError::Truncated)?;
+            let doff = ((t.u8(12) >> 4) as usize) * 4;
             if doff < 20 || doff > ip_payload {
                 return Err(ParseError::Malformed);
             }
-            p.sport = be16([t[0], t[1]]);
-            p.dport = be16([t[2], t[3]]);
-            p.tcp_flags = t[13];
+            p.sport = t.be16(0);
+            p.dport = t.be16(2);
+            p.tcp_flags = t.u8(13);
             p.payload_len = (ip_payload - doff) as u32;
         }
         ipproto::UDP => {
-            let u: [u8; 8] = pkt.bytes(off).ok_or(ParseError::Truncated)?;
-            let udp_len = be16([u[4], u[5]]) as usize;
+            let u = pkt.header::<8>(off).ok_or(ParseError::Truncated)?;
+            let udp_len = u.be16(4) as usize;
             // A first fragment's UDP length covers the whole datagram, so only its lower bound
             // is checked.
             if ip_payload < 8 || udp_len < 8 {
                 return Err(ParseError::Malformed);
             }
-            p.sport = be16([u[0], u[1]]);
-            p.dport = be16([u[2], u[3]]);
+            p.sport = u.be16(0);
+            p.dport = u.be16(2);
             p.payload_len = (ip_payload - 8) as u32;
         }
         ipproto::ICMP | ipproto::ICMPV6 => {
-            let c: [u8; 8] = pkt.bytes(off).ok_or(ParseError::Truncated)?;
+            let c = pkt.header::<8>(off).ok_or(ParseError::Truncated)?;
             if ip_payload < 8 {
                 return Err(ParseError::Malformed);
             }
-            p.icmp_type = c[0];
-            p.icmp_code = c[1];
-            if is_echo(p.protocol, c[0]) {
-                let id = be16([c[4], c[5]]);
+            p.icmp_type = c.u8(0);
+            p.icmp_code = c.u8(1);
+            if is_echo(p.protocol, p.icmp_type) {
+                let id = c.be16(4);
                 p.sport = id;
                 p.dport = id;
             }

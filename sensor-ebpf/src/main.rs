@@ -22,7 +22,7 @@ use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
     account::{account, new_value, starts_new_connection},
     flow::{FragKey, FragValue},
-    parse::{FragmentKind, PacketData, ParseError, Parsed, parse_ethernet},
+    parse::{FragmentKind, HeaderView, PacketData, ParseError, Parsed, parse_ethernet},
 };
 
 /// The flow table. Its capacity is set by the loader (`--table-size`); this is the default.
@@ -65,16 +65,46 @@ struct KernelPacket {
     end: usize,
 }
 
+/// `N` packet bytes at `p`, checked against `data_end` by [`KernelPacket::header`].
+#[derive(Clone, Copy)]
+struct KernelHeader<const N: usize> {
+    p: usize,
+}
+
 impl PacketData for KernelPacket {
+    type Header<const N: usize> = KernelHeader<N>;
+
     #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+    fn header<const N: usize>(&self, off: usize) -> Option<KernelHeader<N>> {
         let p = self.start + off;
         if p + N > self.end {
             return None;
         }
-        // SAFETY: `[p, p + N)` lies inside the packet: checked against `data_end` just above,
-        // which is also what the verifier checks. `[u8; N]` has alignment 1.
-        Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
+        Some(KernelHeader { p })
+    }
+}
+
+// The loads below are single BPF loads of the field's width. Packet data has no alignment
+// guarantee, and the BPF ISA and the x86-64/arm64 JITs allow unaligned loads from packet memory
+// (the verifier only rejects them under strict alignment, which these architectures do not
+// use), so the natural-width load is what we want; `read_unaligned` would be split into byte
+// loads by the BPF backend.
+impl<const N: usize> HeaderView for KernelHeader<N> {
+    #[inline(always)]
+    fn u8(&self, i: usize) -> u8 {
+        // SAFETY: `i < N` at every call site (constant offsets), and `[p, p + N)` was checked
+        // against `data_end`.
+        unsafe { *((self.p + i) as *const u8) }
+    }
+    #[inline(always)]
+    fn be16(&self, i: usize) -> u16 {
+        // SAFETY: as above, `i + 2 <= N`; unaligned packet loads are allowed (see above).
+        u16::from_be(unsafe { *((self.p + i) as *const u16) })
+    }
+    #[inline(always)]
+    fn ne32(&self, i: usize) -> u32 {
+        // SAFETY: as above, `i + 4 <= N`; unaligned packet loads are allowed (see above).
+        unsafe { *((self.p + i) as *const u32) }
     }
 }
 
@@ -155,7 +185,7 @@ fn process<C: EbpfContext>(ctx: &C, start: usize, end: usize, frame_len: u64, se
 fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) {
     // SAFETY: a helper without preconditions.
     let now_ns = unsafe { bpf_ktime_get_ns() };
-    let frag_key = FragKey {
+    let frag_key = || FragKey {
         src: p.src,
         dst: p.dst,
         id: p.fragment.id,
@@ -165,7 +195,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
     };
     let (key, side) = if p.fragment.kind == FragmentKind::Later {
         // SAFETY: the value is copied out at once.
-        match unsafe { FRAGS.get(frag_key) } {
+        match unsafe { FRAGS.get(frag_key()) } {
             Some(f) => (f.key, f.side as usize),
             None => {
                 h.unattributed_fragments += segments as u64;
@@ -183,7 +213,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
         };
         // An LRU map makes room by itself; a failure leaves later fragments unattributed,
         // and they are counted then.
-        let _ = FRAGS.insert(frag_key, f, 0);
+        let _ = FRAGS.insert(frag_key(), f, 0);
     }
 
     let v = match FLOWS.get_ptr_mut(key) {
