@@ -34,11 +34,13 @@ pub struct Health {
     /// Forwarded packets the TC egress program skipped because XDP already saw them on a
     /// watched ingress interface (not part of `packets`).
     pub egress_already_seen: u64,
+    /// Flows restarted in place by a SYN on a 5-tuple whose connection had ended (port reuse).
+    pub flows_restarted: u64,
 }
 
 impl Health {
     /// Names of the fields, in order, for reports and metrics.
-    pub const FIELD_NAMES: [&'static str; 13] = [
+    pub const FIELD_NAMES: [&'static str; 14] = [
         "packets",
         "bytes",
         "non_ip",
@@ -52,10 +54,11 @@ impl Health {
         "flows_created",
         "events_sent",
         "egress_already_seen",
+        "flows_restarted",
     ];
 
     /// The fields in [`Self::FIELD_NAMES`] order.
-    pub fn as_array(&self) -> [u64; 13] {
+    pub fn as_array(&self) -> [u64; 14] {
         [
             self.packets,
             self.bytes,
@@ -70,6 +73,7 @@ impl Health {
             self.flows_created,
             self.events_sent,
             self.egress_already_seen,
+            self.flows_restarted,
         ]
     }
 
@@ -88,6 +92,7 @@ impl Health {
         self.flows_created += other.flows_created;
         self.events_sent += other.events_sent;
         self.egress_already_seen += other.egress_already_seen;
+        self.flows_restarted += other.flows_restarted;
     }
 }
 

@@ -222,6 +222,7 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
             if starts_new_connection(unsafe { &*v }, p) {
                 // SAFETY: as above; a port-reusing SYN restarts the entry in place.
                 unsafe { *v = new_value(p, &key, side, now_ns) };
+                h.flows_restarted += 1;
             }
             v
         }

@@ -4,6 +4,8 @@
 //! The tests drive real traffic with the small generators in `tests/traffic/` (Python, stdlib
 //! only), curl and ping; every generator is bounded in count and seconds.
 
+pub mod packet;
+
 use std::{
     path::PathBuf,
     time::{Duration, Instant},

@@ -188,6 +188,7 @@ struct KernelHealth {
     flows_created: IntCounter,
     events_sent: IntCounter,
     egress_already_seen: IntCounter,
+    flows_restarted: IntCounter,
     read_errors: IntCounter,
     descs: Vec<Desc>,
 }
@@ -221,6 +222,10 @@ impl KernelHealth {
             "sensor_kernel_egress_already_seen_total",
             "Forwarded packets skipped on egress because XDP accounted them on a watched ingress.",
         )?;
+        let flows_restarted = IntCounter::new(
+            "sensor_kernel_flows_restarted_total",
+            "Flows restarted in place by a new SYN on a 5-tuple whose connection had ended.",
+        )?;
         let read_errors = IntCounter::new(
             "sensor_kernel_health_read_errors_total",
             "Scrapes at which the kernel health counters could not be read.",
@@ -232,6 +237,7 @@ impl KernelHealth {
             &flows_created,
             &events_sent,
             &egress_already_seen,
+            &flows_restarted,
             &read_errors,
         ] {
             descs.extend(c.desc().into_iter().cloned());
@@ -245,6 +251,7 @@ impl KernelHealth {
             flows_created,
             events_sent,
             egress_already_seen,
+            flows_restarted,
             read_errors,
             descs,
         })
@@ -277,6 +284,7 @@ impl Collector for KernelHealth {
                 up(&self.flows_created, h.flows_created);
                 up(&self.events_sent, h.events_sent);
                 up(&self.egress_already_seen, h.egress_already_seen);
+                up(&self.flows_restarted, h.flows_restarted);
             }
             None => self.read_errors.inc(),
         }
@@ -287,6 +295,7 @@ impl Collector for KernelHealth {
             &self.flows_created,
             &self.events_sent,
             &self.egress_already_seen,
+            &self.flows_restarted,
             &self.read_errors,
         ] {
             out.extend(c.collect());

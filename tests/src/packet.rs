@@ -1,0 +1,283 @@
+//! Frame builders for packet-level tests, and a harness that runs the real XDP program on a
+//! frame through BPF_PROG_TEST_RUN and reads the maps back.
+//!
+//! Addresses come from 198.18.0.0/15 and 2001:2::/48 only.
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use sensor_common::{FlowKey, FlowValue, Health, map_names, program_names};
+
+/// `198.18.a.b` as bytes.
+pub fn v4(a: u8, b: u8) -> [u8; 4] {
+    [198, 18, a, b]
+}
+
+/// `2001:2::<last>` as bytes.
+pub fn v6(last: u16) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0..4].copy_from_slice(&[0x20, 0x01, 0x00, 0x02]);
+    a[14..16].copy_from_slice(&last.to_be_bytes());
+    a
+}
+
+/// An Ethernet header (with VLAN tags as `(tpid, vid)`) followed by `payload`.
+pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    for (tpid, vid) in tags {
+        f.extend(tpid.to_be_bytes());
+        f.extend(vid.to_be_bytes());
+    }
+    f.extend(ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// IPv4 header fields; `None` means "derive the correct value".
+#[derive(Clone, Debug, Default)]
+pub struct Ipv4 {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub protocol: u8,
+    /// Options (padded to 4 bytes by the caller).
+    pub options: Vec<u8>,
+    /// Overrides the IHL nibble.
+    pub ihl: Option<u8>,
+    /// Overrides the version nibble.
+    pub version: Option<u8>,
+    /// Overrides the total length.
+    pub total_len: Option<u16>,
+    pub id: u16,
+    pub more_fragments: bool,
+    /// Fragment offset in 8-byte units.
+    pub frag_offset: u16,
+}
+
+impl Ipv4 {
+    pub fn new(src: [u8; 4], dst: [u8; 4], protocol: u8) -> Ipv4 {
+        Ipv4 {
+            src,
+            dst,
+            protocol,
+            ..Ipv4::default()
+        }
+    }
+
+    /// The header followed by `payload`.
+    pub fn build(&self, payload: &[u8]) -> Vec<u8> {
+        let hlen = 20 + self.options.len();
+        let ihl = self.ihl.unwrap_or((hlen / 4) as u8);
+        let total = self.total_len.unwrap_or((hlen + payload.len()) as u16);
+        let mut h = vec![(self.version.unwrap_or(4) << 4) | (ihl & 0x0f), 0];
+        h.extend(total.to_be_bytes());
+        h.extend(self.id.to_be_bytes());
+        let ff = (u16::from(self.more_fragments) << 13) | (self.frag_offset & 0x1fff);
+        h.extend(ff.to_be_bytes());
+        h.extend([64, self.protocol, 0, 0]);
+        h.extend(self.src);
+        h.extend(self.dst);
+        h.extend_from_slice(&self.options);
+        h.extend_from_slice(payload);
+        h
+    }
+}
+
+/// An IPv6 header with extension headers `(type, bytes)` (each already 8-byte multiple, its
+/// first byte rewritten with the next header), then `payload` of protocol `protocol`.
+pub fn ipv6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    exts: &[(u8, Vec<u8>)],
+    protocol: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, (_, bytes)) in exts.iter().enumerate() {
+        let mut b = bytes.clone();
+        b[0] = exts.get(i + 1).map(|e| e.0).unwrap_or(protocol);
+        body.extend(b);
+    }
+    body.extend_from_slice(payload);
+    let first = exts.first().map(|e| e.0).unwrap_or(protocol);
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend((body.len() as u16).to_be_bytes());
+    h.extend([first, 64]);
+    h.extend(src);
+    h.extend(dst);
+    h.extend(body);
+    h
+}
+
+/// An 8-byte IPv6 extension header of the options kind (hop-by-hop, destination options,
+/// routing), length field 0.
+pub fn ext8() -> Vec<u8> {
+    vec![0, 0, 1, 4, 0, 0, 0, 0]
+}
+
+/// An IPv6 fragment header: `offset` in 8-byte units.
+pub fn ipv6_fragment(offset: u16, more: bool, id: u32) -> Vec<u8> {
+    let fo = (offset << 3) | u16::from(more);
+    let mut h = vec![0, 0];
+    h.extend(fo.to_be_bytes());
+    h.extend(id.to_be_bytes());
+    h
+}
+
+/// A TCP segment (20-byte header unless `doff` overrides the data offset, in 32-bit words).
+pub fn tcp(sport: u16, dport: u16, flags: u8, doff: Option<u8>, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend(sport.to_be_bytes());
+    t.extend(dport.to_be_bytes());
+    t.extend([0, 0, 0, 1, 0, 0, 0, 1]);
+    t.extend([doff.unwrap_or(5) << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+/// A UDP datagram (`len` overrides the length field).
+pub fn udp(sport: u16, dport: u16, len: Option<u16>, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend(sport.to_be_bytes());
+    u.extend(dport.to_be_bytes());
+    u.extend(len.unwrap_or(8 + payload.len() as u16).to_be_bytes());
+    u.extend([0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// An ICMP (or ICMPv6) message with identifier `id`.
+pub fn icmp(kind: u8, code: u8, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut c = vec![kind, code, 0, 0];
+    c.extend(id.to_be_bytes());
+    c.extend([0, 1]);
+    c.extend_from_slice(payload);
+    c
+}
+
+/// An Ethernet/IPv4/TCP frame.
+pub fn tcp4(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    ethernet(
+        &[],
+        0x0800,
+        &Ipv4::new(src, dst, 6).build(&tcp(sport, dport, flags, None, payload)),
+    )
+}
+
+/// An Ethernet/IPv4/UDP frame.
+pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    ethernet(
+        &[],
+        0x0800,
+        &Ipv4::new(src, dst, 17).build(&udp(sport, dport, None, payload)),
+    )
+}
+
+/// The real programs, loaded for BPF_PROG_TEST_RUN.
+pub struct XdpHarness {
+    pub ebpf: Ebpf,
+}
+
+/// TCP flag bits, for readability in tests.
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+impl XdpHarness {
+    /// Loads the object with a flow table of `capacity` and verifies `sensor_xdp` and the
+    /// baseline program.
+    pub fn new(capacity: u32) -> XdpHarness {
+        crate::require_root();
+        let mut ebpf = sensor::capture::load_object(capacity, 1 << 16).expect("load eBPF object");
+        sensor::capture::load_xdp(&mut ebpf, program_names::XDP_INGRESS)
+            .expect("verify sensor_xdp");
+        sensor::capture::load_xdp(&mut ebpf, program_names::XDP_BASELINE).expect("verify baseline");
+        XdpHarness { ebpf }
+    }
+
+    fn prog(&mut self, name: &str) -> &mut Xdp {
+        self.ebpf
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("xdp program")
+    }
+
+    /// Runs `sensor_xdp` once on `frame`; panics unless it returns XDP_PASS.
+    pub fn run(&mut self, frame: &[u8]) {
+        let r = self
+            .prog(program_names::XDP_INGRESS)
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(r.return_value, 2, "XDP_PASS expected");
+    }
+
+    /// Average ns per run of program `name` on `frame`, repeated `repeat` times in the kernel.
+    pub fn time_ns(&mut self, name: &str, frame: &[u8], repeat: u32) -> f64 {
+        let r = self
+            .prog(name)
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        r.duration.as_nanos() as f64
+    }
+
+    /// The health counters, summed over CPUs.
+    pub fn health(&self) -> Health {
+        let map = self.ebpf.map(map_names::HEALTH).expect("HEALTH map");
+        let arr: PerCpuArray<_, Health> = PerCpuArray::try_from(map).expect("HEALTH type");
+        let mut total = Health::default();
+        for h in arr.get(&0, 0).expect("read HEALTH").iter() {
+            total.merge(h);
+        }
+        total
+    }
+
+    /// Every flow table entry.
+    pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
+        let map = self.ebpf.map(map_names::FLOWS).expect("FLOWS map");
+        let flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(map).expect("FLOWS type");
+        flows.iter().map(|r| r.expect("read FLOWS entry")).collect()
+    }
+
+    /// Removes every flow table entry.
+    pub fn clear_flows(&mut self) {
+        let keys: Vec<FlowKey> = self.flows().into_iter().map(|(k, _)| k).collect();
+        let map = self.ebpf.map_mut(map_names::FLOWS).expect("FLOWS map");
+        let mut flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(map).expect("FLOWS type");
+        for k in keys {
+            flows.remove(&k).expect("remove entry");
+        }
+    }
+}
+
+/// The outcome counters of a [`Health`], which must add up to `packets`.
+pub fn outcome_sum(h: &Health) -> u64 {
+    h.accounted
+        + h.non_ip
+        + h.truncated
+        + h.parse_errors
+        + h.unsupported_l4
+        + h.unattributed_fragments
+        + h.table_full
+}
