@@ -514,7 +514,10 @@ fn a_million_mutated_frames_keep_the_counters_consistent() {
     assert_eq!(h.table_full, 0);
     // The mutations exercise both sides: many accepted, many rejected for each reason.
     assert!(h.accounted > FRAMES as u64 / 4, "{h:?}");
-    assert!(h.truncated > 10_000 && h.parse_errors > 10_000 && h.non_ip > 1_000, "{h:?}");
+    assert!(
+        h.truncated > 10_000 && h.parse_errors > 10_000 && h.non_ip > 1_000,
+        "{h:?}"
+    );
     assert!(h.flows_created > 10_000, "{h:?}");
     // The kernel accounted exactly the frames the same parser accepts in user space (fragments
     // aside, which the mutations do not attribute: they count as unattributed).
