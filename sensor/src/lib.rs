@@ -4,6 +4,9 @@
 //! capture (eBPF load/attach, ring buffer, idle sweep) -> flows (ConnectionRecord)
 //! ```
 pub mod capture;
+pub mod dataset;
 pub mod export;
 pub mod flows;
 pub mod kdd;
+pub mod model;
+pub mod train;

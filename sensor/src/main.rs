@@ -2,13 +2,16 @@
 //! itself lives in the library modules.
 use std::{io::Write, time::Duration};
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sensor::{
     capture::{self, Capture, CaptureConfig, Timeouts, XdpAttachMode},
+    dataset,
     export::Metrics,
+    model::Model,
+    train,
 };
 
 #[derive(Parser)]
@@ -26,6 +29,15 @@ struct Cli {
 enum Command {
     /// Watch interfaces and print every finished connection as a JSON line.
     Flows(FlowsArgs),
+    /// Inspect an NSL-KDD data file.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
+    /// Train the model on NSL-KDD (KDDTrain+), write it and its model card.
+    Train(TrainArgs),
+    /// Evaluate a model file on a labelled NSL-KDD file.
+    Evaluate(EvaluateArgs),
     /// Print the KDD feature names of a feature set, in model input order.
     Features {
         #[arg(long, value_enum, default_value = "flow")]
@@ -105,16 +117,95 @@ enum FeatureSetArg {
     All,
 }
 
+impl FeatureSetArg {
+    fn set(self) -> sensor::kdd::FeatureSet {
+        match self {
+            FeatureSetArg::Flow => sensor::kdd::FeatureSet::Flow,
+            FeatureSetArg::All => sensor::kdd::FeatureSet::All,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Rows, class balance, attack categories and labels.
+    Summary {
+        /// An NSL-KDD text file (43 fields) or ARFF file.
+        #[arg(long)]
+        data: PathBuf,
+        /// Skip and count malformed rows instead of stopping at the first.
+        #[arg(long)]
+        skip_malformed: bool,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Directory holding KDDTrain+.txt (and KDDTest+.txt, evaluated for the model card only).
+    #[arg(long, env = "NSL_KDD_DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// False-positive rate the thresholds are chosen for, on validation data.
+    #[arg(long, default_value_t = 0.02)]
+    target_fpr: f64,
+    #[arg(long, value_enum, default_value = "flow")]
+    feature_set: FeatureSetArg,
+    /// Output model file; the model card (MODEL_CARD.md) and roc.png go beside it.
+    #[arg(long, default_value = "models/nsl-kdd-flow.model")]
+    out: PathBuf,
+    /// A small, fast configuration (few trees, small samples) for smoke tests.
+    #[arg(long)]
+    quick: bool,
+    /// Skip the comparison run on all 41 features (faster).
+    #[arg(long)]
+    no_compare: bool,
+    /// Use KDDTrain+_20Percent.txt instead of KDDTrain+.txt.
+    #[arg(long)]
+    twenty_percent: bool,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// A labelled NSL-KDD text or ARFF file.
+    #[arg(long)]
+    data: PathBuf,
+    /// Training file whose attack names count as "seen in training" (default: KDDTrain+.txt
+    /// beside the data file).
+    #[arg(long)]
+    train_data: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
         Command::Flows(args) => flows(args),
+        Command::Dataset {
+            command:
+                DatasetCommand::Summary {
+                    data,
+                    skip_malformed,
+                },
+        } => {
+            let loaded = dataset::load(&data, dataset::LoadOptions { skip_malformed })?;
+            print!("{}", dataset::Summary::of(&loaded.samples));
+            if loaded.skipped > 0 {
+                println!("skipped {} malformed rows; first errors:", loaded.skipped);
+                for e in &loaded.first_errors {
+                    println!("  {e}");
+                }
+            }
+            Ok(())
+        }
+        Command::Train(args) => train_cmd(args),
+        Command::Evaluate(args) => evaluate_cmd(args),
         Command::Features { set } => {
-            let set = match set {
-                FeatureSetArg::Flow => sensor::kdd::FeatureSet::Flow,
-                FeatureSetArg::All => sensor::kdd::FeatureSet::All,
-            };
-            for name in set.names() {
+            for name in set.set().names() {
                 println!("{name}");
             }
             Ok(())
@@ -206,4 +297,205 @@ fn flows(args: FlowsArgs) -> anyhow::Result<()> {
         eprintln!("summary: {summary}");
         Ok(())
     })
+}
+
+fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
+    let dir = args.data.clone().unwrap_or_else(dataset::default_data_dir);
+    let train_file = dir.join(if args.twenty_percent {
+        "KDDTrain+_20Percent.txt"
+    } else {
+        "KDDTrain+.txt"
+    });
+    let started = std::time::Instant::now();
+    let loaded =
+        dataset::load(&train_file, dataset::LoadOptions::default()).with_context(|| {
+            format!(
+                "loading {} (get NSL-KDD from the UNB site; see README)",
+                train_file.display()
+            )
+        })?;
+    let sha = train::file_sha256(&train_file)
+        .with_context(|| format!("hashing {}", train_file.display()))?;
+    let set = args.feature_set.set();
+    let mut cfg = if args.quick {
+        train::TrainConfig::quick(set)
+    } else {
+        train::TrainConfig::standard(set)
+    };
+    cfg.seed = args.seed;
+    cfg.target_fpr = args.target_fpr;
+    // Recorded in the model and its card: the program name without the build directory.
+    let command = std::iter::once("sensor".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let trained = train::train(&loaded.samples, &train_file, &sha, &cfg, &command)?;
+    println!("hyperparameter search (validation):");
+    for r in &trained.search {
+        println!(
+            "  {:<8} {:<40} recall@target {:6.2}%  fpr {:5.2}%  auc {:.4}",
+            r.candidate,
+            r.params,
+            100.0 * r.recall_at_target,
+            100.0 * r.fpr,
+            r.auc
+        );
+    }
+    println!("candidates (holdout):");
+    for (name, e) in &trained.candidates {
+        let m = &e.metrics;
+        println!(
+            "  {:<45} acc {:6.2}%  fpr {:5.2}%  recall {:6.2}%  auc {:.4}",
+            name,
+            100.0 * m.accuracy,
+            100.0 * m.false_positive_rate,
+            100.0 * m.recall,
+            m.roc_auc
+        );
+    }
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    trained.model.save(&args.out)?;
+    println!("model written to {}", args.out.display());
+
+    // KDDTest+ for the card: reported, never used for any choice above.
+    let test_file = dir.join("KDDTest+.txt");
+    let test = match dataset::load(&test_file, dataset::LoadOptions::default()) {
+        Ok(t) => Some(t.samples),
+        Err(e) => {
+            eprintln!("warning: no KDDTest+ evaluation in the model card: {e}");
+            None
+        }
+    };
+    let test_eval = test
+        .as_ref()
+        .map(|t| train::evaluate(&trained.model, t, "KDDTest+", &trained.train_labels));
+    let test_all = match (
+        &test,
+        args.no_compare || set == sensor::kdd::FeatureSet::All,
+    ) {
+        (Some(t), false) => {
+            let mut c2 = if args.quick {
+                train::TrainConfig::quick(sensor::kdd::FeatureSet::All)
+            } else {
+                train::TrainConfig::standard(sensor::kdd::FeatureSet::All)
+            };
+            c2.seed = args.seed;
+            c2.target_fpr = args.target_fpr;
+            c2.quiet = true;
+            eprintln!("training the same pipeline on all 41 features for comparison...");
+            let t2 = train::train(&loaded.samples, &train_file, &sha, &c2, &command)?;
+            Some(train::evaluate(&t2.model, t, "KDDTest+", &t2.train_labels))
+        }
+        _ => None,
+    };
+    if let Some(e) = &test_eval {
+        let m = &e.metrics;
+        println!(
+            "KDDTest+ ({:?} features): accuracy {:.2}%  fpr {:.2}%  recall {:.2}%  auc {:.4}",
+            set,
+            100.0 * m.accuracy,
+            100.0 * m.false_positive_rate,
+            100.0 * m.recall,
+            m.roc_auc
+        );
+    }
+    if let Some(e) = &test_all {
+        let m = &e.metrics;
+        println!(
+            "KDDTest+ (all features): accuracy {:.2}%  fpr {:.2}%  recall {:.2}%  auc {:.4}",
+            100.0 * m.accuracy,
+            100.0 * m.false_positive_rate,
+            100.0 * m.recall,
+            m.roc_auc
+        );
+    }
+    let dir_out = args.out.parent().map(PathBuf::from).unwrap_or_default();
+    let test_sha = test
+        .as_ref()
+        .and_then(|_| train::file_sha256(&test_file).ok());
+    let model_name = args
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let card = train::model_card(&train::CardInputs {
+        trained: &trained,
+        train_file: &train_file,
+        train_sha256: &sha,
+        test: test_eval.as_ref(),
+        test_all: test_all.as_ref(),
+        test_sha256: test_sha.as_deref(),
+        model_file: &model_name,
+        command: &command,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    let card_path = dir_out.join("MODEL_CARD.md");
+    std::fs::write(&card_path, card).with_context(|| format!("writing {}", card_path.display()))?;
+    let marker = test_eval
+        .as_ref()
+        .map(|e| (e.metrics.false_positive_rate, e.metrics.recall));
+    let mut curves: Vec<train::Curve<'_>> = Vec::new();
+    if let Some(e) = &test_eval {
+        curves.push((&e.roc, [30, 90, 200]));
+    }
+    curves.push((&trained.holdout.roc, [20, 160, 60]));
+    train::roc_png(&dir_out.join("roc.png"), &curves, marker).context("writing roc.png")?;
+    println!("model card: {}", card_path.display());
+    Ok(())
+}
+
+fn evaluate_cmd(args: EvaluateArgs) -> anyhow::Result<()> {
+    let model = Model::load(&args.model)?;
+    let data = dataset::load(&args.data, dataset::LoadOptions::default())?;
+    let train_file = args
+        .train_data
+        .clone()
+        .unwrap_or_else(|| args.data.with_file_name("KDDTrain+.txt"));
+    let train_labels: Vec<String> =
+        match dataset::load(&train_file, dataset::LoadOptions::default()) {
+            Ok(t) => {
+                let mut l: Vec<String> = t.samples.into_iter().map(|s| s.label).collect();
+                l.sort();
+                l.dedup();
+                l
+            }
+            Err(e) => {
+                eprintln!("warning: cannot tell novel attack types without the training file: {e}");
+                Vec::new()
+            }
+        };
+    let e = train::evaluate(
+        &model,
+        &data.samples,
+        &args.data.display().to_string(),
+        &train_labels,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(());
+    }
+    let m = &e.metrics;
+    println!("data        {}", e.data);
+    println!("rows        {}", m.rows);
+    println!("accuracy    {:.2}%", 100.0 * m.accuracy);
+    println!("precision   {:.2}%", 100.0 * m.precision);
+    println!("recall      {:.2}%", 100.0 * m.recall);
+    println!("F1          {:.2}%", 100.0 * m.f1);
+    println!("FPR         {:.2}%", 100.0 * m.false_positive_rate);
+    println!("ROC-AUC     {:.4}", m.roc_auc);
+    println!(
+        "confusion   truth normal: [{} normal, {} attack]; truth attack: [{} normal, {} attack]",
+        m.confusion[0][0], m.confusion[0][1], m.confusion[1][0], m.confusion[1][1]
+    );
+    println!("recall by category:");
+    for (k, (r, n)) in &e.recall_by_category {
+        println!("  {k:<18} {:6.2}%  ({n} rows)", 100.0 * r);
+    }
+    if let Some((r, n)) = e.novel_attack_recall {
+        println!("  {:<18} {:6.2}%  ({n} rows)", "novel types", 100.0 * r);
+    }
+    Ok(())
 }

@@ -1,0 +1,549 @@
+//! Scoring: compact tree ensembles (a supervised forest and an isolation-forest normal profile)
+//! loaded from a versioned, checksummed model file, and the verdict for one connection.
+//!
+//! Trees are flattened into node arrays (feature, threshold, child index, leaf value), so scoring
+//! is a tight loop over a few cache lines per tree, not a walk over the fitting structures.
+
+use std::{fs, path::Path};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::kdd::{
+    FEATURE_NAMES, FLAGS, FeatureSet, KddFeatures, NUM_FEATURES, PROTOCOLS, SERVICES,
+    VOCABULARY_VERSION,
+};
+
+/// Version of the model file layout. Bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+/// First bytes of a model file.
+pub const MAGIC: &str = "SENSOR-MODEL";
+
+/// A leaf marker in [`Node::feature`].
+pub const LEAF: u32 = u32::MAX;
+
+/// One node of a flattened tree, 16 bytes. Internal: go left when `x[feature] < threshold` (the
+/// rule linfa-trees fits with), the right child is `left + 1`. Leaf (`feature == LEAF`): the
+/// leaf's value is in `threshold`. Thresholds stay `f64`: byte counts reach 10^9, where `f32`
+/// would move a split point past neighbouring values.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub feature: u32,
+    /// Index of the left child.
+    pub left: u32,
+    /// Split point, or the value of a leaf.
+    pub threshold: f64,
+}
+
+impl Node {
+    /// A leaf with `value`.
+    pub fn leaf(value: f64) -> Node {
+        Node { feature: LEAF, left: 0, threshold: value }
+    }
+
+    /// An internal node.
+    pub fn split(feature: usize, threshold: f64, left: usize) -> Node {
+        Node { feature: feature as u32, left: left as u32, threshold }
+    }
+}
+
+/// A tree as a node array, root at index 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// The leaf value reached by `x` (indexed by model input position).
+    #[inline]
+    pub fn leaf(&self, x: &[f64]) -> f64 {
+        let nodes = &self.nodes[..];
+        let mut i = 0usize;
+        loop {
+            let n = &nodes[i];
+            if n.feature == LEAF {
+                return n.threshold;
+            }
+            i = n.left as usize + usize::from(x[n.feature as usize] >= n.threshold);
+        }
+    }
+
+    /// Checks every index, so a corrupted file cannot make scoring loop or index out of bounds:
+    /// children point strictly forward, features are within the input width.
+    fn validate(&self, n_inputs: usize) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Err("empty tree".into());
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.threshold.is_finite() {
+                return Err(format!("node {i}: value not finite"));
+            }
+            if n.feature == LEAF {
+                continue;
+            }
+            if n.feature as usize >= n_inputs {
+                return Err(format!("node {i}: feature {} out of range", n.feature));
+            }
+            let l = n.left as usize;
+            if l <= i || l + 1 >= self.nodes.len() {
+                return Err(format!("node {i}: child index {l} out of range"));
+            }
+            if !n.threshold.is_finite() {
+                return Err(format!("node {i}: threshold not finite"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A set of trees whose leaf values are averaged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ensemble {
+    pub trees: Vec<Tree>,
+}
+
+impl Ensemble {
+    /// The mean leaf value over the trees.
+    #[inline]
+    pub fn mean(&self, x: &[f64]) -> f64 {
+        let sum: f64 = self.trees.iter().map(|t| t.leaf(x)).sum();
+        sum / self.trees.len().max(1) as f64
+    }
+
+    /// [`Ensemble::mean`] of every row of `x` (row-major, `width` inputs per row) into `out`.
+    ///
+    /// One allocation for the whole batch, no per-row gathering.
+    pub fn mean_batch(&self, x: &[f64], width: usize, out: &mut Vec<f64>) {
+        let n = x.len() / width.max(1);
+        out.clear();
+        out.resize(n, 0.0);
+        // Row by row, each row through every tree: measured faster here than tree-major order
+        // or walking several rows in lockstep (the trees' upper levels stay cached either way).
+        for (r, acc) in out.iter_mut().enumerate() {
+            let xr = &x[r * width..(r + 1) * width];
+            *acc = self.trees.iter().map(|t| t.leaf(xr)).sum();
+        }
+        let k = self.trees.len().max(1) as f64;
+        for v in out.iter_mut() {
+            *v /= k;
+        }
+    }
+}
+
+/// Average path length of an unsuccessful search in a binary search tree of `n` points: the
+/// isolation forest's normaliser `c(n)`.
+pub fn c_factor(n: f64) -> f64 {
+    if n <= 1.0 {
+        0.0
+    } else if n < 2.5 {
+        1.0
+    } else {
+        2.0 * ((n - 1.0).ln() + 0.577_215_664_901_532_9) - 2.0 * (n - 1.0) / n
+    }
+}
+
+/// The unsupervised normal profile: an isolation forest fitted on normal traffic only. Leaf
+/// values hold the path length (depth plus `c(size)` of the leaf's remaining points).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NormalProfile {
+    pub forest: Ensemble,
+    /// Points per tree (`ψ`), for the normaliser.
+    pub sample_size: usize,
+    /// Where the profile was learnt (NSL-KDD training rows, or a site baseline).
+    pub source: String,
+}
+
+impl NormalProfile {
+    /// Anomaly score in (0, 1): 2^(−E[h(x)] / c(ψ)); near 1 is anomalous, ≤ 0.5 normal.
+    pub fn score(&self, x: &[f64]) -> f64 {
+        let c = c_factor(self.sample_size as f64).max(f64::MIN_POSITIVE);
+        (2f64).powf(-self.forest.mean(x) / c)
+    }
+}
+
+/// Operating thresholds, chosen on validation data.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Supervised score (the trees' mean attack probability, from training rows at each leaf) at
+    /// or above which a connection is anomalous.
+    pub supervised: f64,
+    /// Normal-profile score at or above which a connection is anomalous.
+    pub unsupervised: f64,
+    /// The false-positive rate the thresholds were chosen for, on validation data.
+    pub target_fpr: f64,
+}
+
+/// Binary classification metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub rows: usize,
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub false_positive_rate: f64,
+    pub roc_auc: f64,
+    /// [[true negatives, false positives], [false negatives, true positives]].
+    pub confusion: [[u64; 2]; 2],
+}
+
+/// How the model was made: enough to reproduce and audit it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingMetadata {
+    pub data_file: String,
+    pub data_sha256: String,
+    pub seed: u64,
+    pub hyperparameters: serde_json::Value,
+    pub validation: Metrics,
+    pub command: String,
+}
+
+/// Everything in a model file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelData {
+    pub format_version: u32,
+    pub vocabulary_version: u32,
+    pub feature_set: FeatureSet,
+    /// Model inputs, in order; must equal the feature set's names.
+    pub feature_names: Vec<String>,
+    pub protocols: Vec<String>,
+    pub services: Vec<String>,
+    pub flags: Vec<String>,
+    pub supervised: Ensemble,
+    pub normal_profile: Option<NormalProfile>,
+    pub thresholds: Thresholds,
+    pub metadata: TrainingMetadata,
+}
+
+/// Why a model file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a sensor model file (no {MAGIC} header)")]
+    NotAModel { path: String },
+    #[error("{path}: checksum mismatch: the file is corrupted or truncated")]
+    Checksum { path: String },
+    #[error("{path}: model format version {found}, this sensor reads {expected}")]
+    Version {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: malformed model: {reason}")]
+    Malformed { path: String, reason: String },
+    #[error("{path}: model does not match this sensor: {reason}")]
+    Mismatch { path: String, reason: String },
+}
+
+/// Which detector called a connection anomalous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Detector {
+    None,
+    Supervised,
+    Unsupervised,
+    Both,
+}
+
+/// The verdict on one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub anomalous: bool,
+    /// Combined score: the larger of each detector's score over its threshold; ≥ 1 is anomalous.
+    pub score: f64,
+    pub detector: Detector,
+    pub supervised_score: f64,
+    pub unsupervised_score: Option<f64>,
+}
+
+/// A loaded, validated model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    data: ModelData,
+    /// Column indices of the model inputs in a `KddFeatures` row.
+    indices: &'static [usize],
+}
+
+impl Model {
+    /// Builds a model from its parts, validating them as [`Model::load`] does.
+    pub fn from_data(data: ModelData) -> Result<Model, ModelError> {
+        validate(&data, "<memory>")?;
+        let indices = data.feature_set.indices();
+        Ok(Model { data, indices })
+    }
+
+    /// Loads and checks a model file: header, checksum, format and vocabulary versions, feature
+    /// names and order, vocabularies, and every tree's indices.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let p = path.display().to_string();
+        let bytes = fs::read(path).map_err(|source| ModelError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let text =
+            std::str::from_utf8(&bytes).map_err(|_| ModelError::NotAModel { path: p.clone() })?;
+        let (header, body) = text
+            .split_once('\n')
+            .ok_or(ModelError::NotAModel { path: p.clone() })?;
+        let mut parts = header.split_whitespace();
+        if parts.next() != Some(MAGIC) {
+            return Err(ModelError::NotAModel { path: p });
+        }
+        let version: u32 = parts
+            .next()
+            .and_then(|v| v.strip_prefix('v'))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ModelError::Malformed {
+                path: p.clone(),
+                reason: "bad header".into(),
+            })?;
+        if version != FORMAT_VERSION {
+            return Err(ModelError::Version {
+                path: p,
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let sum = parts
+            .next()
+            .and_then(|s| s.strip_prefix("sha256="))
+            .ok_or_else(|| ModelError::Malformed {
+                path: p.clone(),
+                reason: "no checksum in header".into(),
+            })?;
+        if hex(&Sha256::digest(body.as_bytes())) != sum {
+            return Err(ModelError::Checksum { path: p });
+        }
+        let data: ModelData = serde_json::from_str(body).map_err(|e| ModelError::Malformed {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        validate(&data, &p)?;
+        let indices = data.feature_set.indices();
+        Ok(Model { data, indices })
+    }
+
+    /// Writes the model file (header with format version and SHA-256 of the body, then JSON).
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        save_data(&self.data, path)
+    }
+
+    pub fn data(&self) -> &ModelData {
+        &self.data
+    }
+
+    pub fn feature_set(&self) -> FeatureSet {
+        self.data.feature_set
+    }
+
+    pub fn thresholds(&self) -> Thresholds {
+        self.data.thresholds
+    }
+
+    /// Replaces the normal profile and its threshold (a site baseline).
+    pub fn with_normal_profile(
+        mut self,
+        profile: NormalProfile,
+        threshold: f64,
+    ) -> Result<Model, ModelError> {
+        self.data.normal_profile = Some(profile);
+        self.data.thresholds.unsupervised = threshold;
+        validate(&self.data, "<memory>")?;
+        Ok(self)
+    }
+
+    /// The model inputs of one connection, gathered without allocating.
+    #[inline]
+    fn inputs(&self, f: &KddFeatures, buf: &mut [f64; NUM_FEATURES]) -> usize {
+        for (slot, &i) in buf.iter_mut().zip(self.indices) {
+            *slot = f.0[i];
+        }
+        self.indices.len()
+    }
+
+    /// The verdict on one connection.
+    pub fn score(&self, f: &KddFeatures) -> Verdict {
+        let mut buf = [0f64; NUM_FEATURES];
+        let n = self.inputs(f, &mut buf);
+        self.score_inputs(&buf[..n])
+    }
+
+    /// The verdict from model inputs already in model order.
+    pub fn score_inputs(&self, x: &[f64]) -> Verdict {
+        let s = self.data.supervised.mean(x);
+        let u = self.data.normal_profile.as_ref().map(|p| p.score(x));
+        verdict(s, u, &self.data.thresholds)
+    }
+
+    /// Verdicts for many connections (see [`Ensemble::mean_batch`]); the same verdicts as
+    /// [`Model::score`] row by row.
+    pub fn score_batch(&self, rows: &[KddFeatures]) -> Vec<Verdict> {
+        let width = self.indices.len();
+        let mut x = Vec::with_capacity(rows.len() * width);
+        for f in rows {
+            x.extend(self.indices.iter().map(|&i| f.0[i]));
+        }
+        let (mut s, mut u) = (Vec::new(), Vec::new());
+        self.data.supervised.mean_batch(&x, width, &mut s);
+        let c = self
+            .data
+            .normal_profile
+            .as_ref()
+            .map(|p| {
+                p.forest.mean_batch(&x, width, &mut u);
+                c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE)
+            });
+        let t = &self.data.thresholds;
+        s.iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let u = c.map(|c| (2f64).powf(-u[i] / c));
+                verdict(s, u, t)
+            })
+            .collect()
+    }
+}
+
+/// The verdict from the detectors' scores.
+fn verdict(s: f64, u: Option<f64>, t: &Thresholds) -> Verdict {
+    let s_hit = s >= t.supervised;
+    let u_hit = u.is_some_and(|u| u >= t.unsupervised);
+    let detector = match (s_hit, u_hit) {
+        (true, true) => Detector::Both,
+        (true, false) => Detector::Supervised,
+        (false, true) => Detector::Unsupervised,
+        (false, false) => Detector::None,
+    };
+    Verdict {
+        anomalous: s_hit || u_hit,
+        score: combined(s, u, t),
+        detector,
+        supervised_score: s,
+        unsupervised_score: u,
+    }
+}
+
+/// The combined score: each detector's score over its threshold, the larger one. A connection is
+/// anomalous exactly when this is ≥ 1, so ROC curves over it describe the combined verdict.
+pub fn combined(s: f64, u: Option<f64>, t: &Thresholds) -> f64 {
+    let a = if t.supervised > 0.0 {
+        s / t.supervised
+    } else {
+        f64::INFINITY
+    };
+    let b = match u {
+        Some(u) if t.unsupervised > 0.0 => u / t.unsupervised,
+        _ => 0.0,
+    };
+    a.max(b)
+}
+
+/// Writes `data` as a model file.
+pub fn save_data(data: &ModelData, path: &Path) -> Result<(), ModelError> {
+    let p = path.display().to_string();
+    let body = serde_json::to_string(data).map_err(|e| ModelError::Malformed {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    let text = format!(
+        "{MAGIC} v{FORMAT_VERSION} sha256={}\n{body}",
+        hex(&Sha256::digest(body.as_bytes()))
+    );
+    fs::write(path, text).map_err(|source| ModelError::Io { path: p, source })
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn validate(d: &ModelData, path: &str) -> Result<(), ModelError> {
+    let mismatch = |reason: String| ModelError::Mismatch {
+        path: path.into(),
+        reason,
+    };
+    if d.format_version != FORMAT_VERSION {
+        return Err(ModelError::Version {
+            path: path.into(),
+            found: d.format_version,
+            expected: FORMAT_VERSION,
+        });
+    }
+    if d.vocabulary_version != VOCABULARY_VERSION {
+        return Err(mismatch(format!(
+            "vocabulary version {} (this sensor: {VOCABULARY_VERSION})",
+            d.vocabulary_version
+        )));
+    }
+    let names = d.feature_set.names();
+    if d.feature_names != names {
+        return Err(mismatch(format!(
+            "feature names/order differ from the {:?} set",
+            d.feature_set
+        )));
+    }
+    let same =
+        |a: &[String], b: &[&str]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y);
+    if !same(&d.protocols, &PROTOCOLS) || !same(&d.services, &SERVICES) || !same(&d.flags, &FLAGS) {
+        return Err(mismatch("vocabularies differ".into()));
+    }
+    let n = names.len();
+    debug_assert!(n <= FEATURE_NAMES.len());
+    let malformed = |reason: String| ModelError::Malformed {
+        path: path.into(),
+        reason,
+    };
+    if d.supervised.trees.is_empty() {
+        return Err(malformed("no supervised trees".into()));
+    }
+    for (i, t) in d.supervised.trees.iter().enumerate() {
+        t.validate(n)
+            .map_err(|r| malformed(format!("supervised tree {i}: {r}")))?;
+    }
+    if let Some(p) = &d.normal_profile {
+        if p.forest.trees.is_empty() || p.sample_size < 2 {
+            return Err(malformed("empty normal profile".into()));
+        }
+        for (i, t) in p.forest.trees.iter().enumerate() {
+            t.validate(n)
+                .map_err(|r| malformed(format!("normal-profile tree {i}: {r}")))?;
+        }
+    }
+    let t = &d.thresholds;
+    if !(t.supervised.is_finite() && t.unsupervised.is_finite() && t.target_fpr.is_finite()) {
+        return Err(malformed("thresholds not finite".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stump(feature: u32, threshold: f64) -> Tree {
+        Tree { nodes: vec![Node::split(feature as usize, threshold, 1), Node::leaf(0.0), Node::leaf(1.0)] }
+    }
+
+    #[test]
+    fn trees_follow_the_linfa_rule_and_reject_bad_indices() {
+        let t = stump(1, 5.0);
+        assert_eq!(t.leaf(&[0.0, 4.9]), 0.0);
+        assert_eq!(t.leaf(&[0.0, 5.0]), 1.0, "equal goes right, as in linfa");
+        assert!(t.validate(2).is_ok());
+        assert!(t.validate(1).is_err(), "feature out of range");
+        let mut bad = t.clone();
+        bad.nodes[0].left = 0;
+        assert!(bad.validate(2).is_err(), "a child pointing back would loop");
+    }
+
+    #[test]
+    fn isolation_normaliser_matches_the_paper() {
+        assert!((c_factor(256.0) - 10.244).abs() < 0.01);
+        assert_eq!(c_factor(1.0), 0.0);
+    }
+}
