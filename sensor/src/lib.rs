@@ -3,5 +3,6 @@
 //! ```text
 //! capture (eBPF load/attach, ring buffer, idle sweep) -> flows (ConnectionRecord)
 //! ```
+pub mod features;
 pub mod flows;
 pub mod kdd;
