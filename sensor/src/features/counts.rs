@@ -137,9 +137,15 @@ impl WindowCounts {
     #[inline]
     pub fn insert(&mut self, e: &WindowEntry) {
         self.per_host.entry(e.host).or_default().add(e);
-        *self.per_host_service.entry((e.host, e.service)).or_default() += 1;
+        *self
+            .per_host_service
+            .entry((e.host, e.service))
+            .or_default() += 1;
         if self.track_src_port {
-            *self.per_host_src_port.entry((e.host, e.src_port)).or_default() += 1;
+            *self
+                .per_host_src_port
+                .entry((e.host, e.src_port))
+                .or_default() += 1;
         }
         self.per_service[usize::from(e.service)].add(e);
     }

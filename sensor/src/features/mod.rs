@@ -203,5 +203,9 @@ pub fn rate(num: u32, den: u32, round: bool) -> f64 {
         return 0.0;
     }
     let x = f64::from(num) / f64::from(den);
-    if round { (x * 100.0).round() / 100.0 } else { x }
+    if round {
+        (x * 100.0).round() / 100.0
+    } else {
+        x
+    }
 }

@@ -214,7 +214,10 @@ fn rates_round_to_two_decimals_unless_disabled() {
         .unwrap();
         e.push(&tcp(T0, v4(1), 80, 1000, ConnState::S0));
         e.push(&tcp(T0 + 1, v4(1), 80, 1000, ConnState::SF));
-        col(&e.push(&tcp(T0 + 2, v4(1), 80, 1000, ConnState::SF)), "serror_rate")
+        col(
+            &e.push(&tcp(T0 + 2, v4(1), 80, 1000, ConnState::SF)),
+            "serror_rate",
+        )
     };
     assert_eq!(run(true), 0.33);
     assert_eq!(run(false), 1.0 / 3.0);
@@ -239,10 +242,7 @@ fn all_flags_map_and_rstrh_shr_udp_icmp_are_documented_choices() {
         flag("OTH")
     );
     for st in ConnState::ALL {
-        assert_eq!(
-            f64::from(basic::flag_index(Transport::Udp, st)),
-            flag("SF")
-        );
+        assert_eq!(f64::from(basic::flag_index(Transport::Udp, st)), flag("SF"));
         assert_eq!(
             f64::from(basic::flag_index(Transport::Icmp, st)),
             flag("SF")
@@ -471,10 +471,24 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
 }
 
 fn random_record(rng: &mut StdRng, end_ns: u64) -> ConnectionRecord {
-    let transports = [Transport::Tcp, Transport::Tcp, Transport::Udp, Transport::Icmp];
+    let transports = [
+        Transport::Tcp,
+        Transport::Tcp,
+        Transport::Udp,
+        Transport::Icmp,
+    ];
     let transport = transports[rng.random_range(0..transports.len())];
     let dst = if rng.random_bool(0.2) {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, rng.random_range(0..4)))
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            rng.random_range(0..4),
+        ))
     } else {
         v4(rng.random_range(0..12))
     };
@@ -535,7 +549,10 @@ fn incremental_engine_matches_naive_rescan() {
                 f64::from(service::service_index(&rec, 1024)),
                 "service"
             );
-            assert_eq!(f.0[3], f64::from(basic::flag_index(rec.transport, rec.conn_state)));
+            assert_eq!(
+                f.0[3],
+                f64::from(basic::flag_index(rec.transport, rec.conn_state))
+            );
         }
     }
 }
@@ -559,7 +576,10 @@ fn a_million_distinct_hosts_stay_bounded() {
     assert_eq!(s.time_window_connections, cap);
     assert_eq!(s.time_window_hosts, cap);
     assert_eq!(s.host_window_hosts, 255);
-    assert_eq!(s.time_window_overflow_evictions_total, 1_000_000 - cap as u64);
+    assert_eq!(
+        s.time_window_overflow_evictions_total,
+        1_000_000 - cap as u64
+    );
     let per_host = s.heap_bytes / cap;
     eprintln!(
         "heap {} bytes, {per_host} bytes per tracked host",
