@@ -44,6 +44,11 @@ pub struct FeatureConfig {
     /// Length of the time-based window (KDD: 2 s).
     pub time_window_ns: u64,
     /// Cap on connections held in the time-based window; bounds its memory at high rates.
+    /// Each held connection costs about 250 heap bytes (queue entry plus its share of the
+    /// per-host maps, measured by `a_million_distinct_hosts_stay_bounded`), so the default
+    /// 2^20 (a full 2 s window up to 524,288 connections/s) costs at most about 260 MB; lower it
+    /// on small machines: past the cap the window covers less than 2 s and the early expiries are
+    /// counted in [`EngineStats::time_window_overflow_evictions_total`].
     pub max_time_window_connections: usize,
     /// Connections in the host-based window, the current one included (see [`host_window`]).
     pub host_window_connections: usize,
