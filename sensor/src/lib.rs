@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! capture (eBPF load/attach, ring buffer, idle sweep) -> flows (ConnectionRecord)
+//!   -> features (KDD feature vector) -> model (verdict) -> export (Prometheus)
+//! dataset + train: NSL-KDD ETL and model fitting, apart from the live path
 //! ```
 pub mod capture;
 pub mod dataset;
 pub mod export;
+pub mod features;
 pub mod flows;
 pub mod kdd;
 pub mod model;

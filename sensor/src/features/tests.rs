@@ -1,0 +1,590 @@
+//! Hand-computed windows, mappings, and the incremental engine against a naive rescan.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sensor_common::conn_state::ConnState;
+
+use super::*;
+use crate::{
+    flows::{EndReason, Transport},
+    kdd::{FLAGS, SERVICES, vocab_index},
+};
+
+const SEC_NS: u64 = 1_000_000_000;
+/// An arbitrary epoch far from 0, so that `t - 2 s` never underflows.
+const T0: u64 = 1_700_000_000 * SEC_NS;
+
+fn v4(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+}
+
+fn tcp(end_ns: u64, dst: IpAddr, dport: u16, sport: u16, st: ConnState) -> ConnectionRecord {
+    ConnectionRecord {
+        start_unix_ns: end_ns,
+        end_unix_ns: end_ns,
+        transport: Transport::Tcp,
+        ip_version: 4,
+        orig_addr: v4(200),
+        orig_port: sport,
+        resp_addr: dst,
+        resp_port: dport,
+        icmp_type: None,
+        icmp_code: None,
+        orig_packets: 1,
+        resp_packets: 1,
+        orig_bytes: 0,
+        resp_bytes: 0,
+        conn_state: st,
+        urgent_packets: 0,
+        wrong_fragments: 0,
+        land: false,
+        end_reason: EndReason::Fin,
+    }
+}
+
+fn engine() -> FeatureEngine {
+    FeatureEngine::new(FeatureConfig::default()).unwrap()
+}
+
+fn col(f: &KddFeatures, name: &str) -> f64 {
+    f.0[vocab_index(&crate::kdd::FEATURE_NAMES, name).unwrap()]
+}
+
+fn svc(name: &str) -> f64 {
+    vocab_index(&SERVICES, name).unwrap() as f64
+}
+
+fn flag(name: &str) -> f64 {
+    vocab_index(&FLAGS, name).unwrap() as f64
+}
+
+#[test]
+fn two_second_boundary_is_half_open() {
+    // Exactly 2 s before: out.
+    let mut e = engine();
+    e.push(&tcp(T0, v4(1), 80, 1000, ConnState::SF));
+    let f = e.push(&tcp(T0 + 2 * SEC_NS, v4(1), 80, 1001, ConnState::SF));
+    assert_eq!(col(&f, "count"), 1.0);
+    assert_eq!(col(&f, "srv_count"), 1.0);
+    // The host window has no time limit: both are there.
+    assert_eq!(col(&f, "dst_host_count"), 2.0);
+
+    // 1 ns less than 2 s before: in.
+    let mut e = engine();
+    e.push(&tcp(T0, v4(1), 80, 1000, ConnState::SF));
+    let f = e.push(&tcp(T0 + 2 * SEC_NS - 1, v4(1), 80, 1001, ConnState::SF));
+    assert_eq!(col(&f, "count"), 2.0);
+    assert_eq!(col(&f, "srv_count"), 2.0);
+}
+
+#[test]
+fn the_current_connection_is_counted() {
+    let f = engine().push(&tcp(T0, v4(1), 80, 1000, ConnState::SF));
+    assert_eq!(col(&f, "count"), 1.0);
+    assert_eq!(col(&f, "same_srv_rate"), 1.0);
+    assert_eq!(col(&f, "dst_host_count"), 1.0);
+    assert_eq!(col(&f, "dst_host_same_srv_rate"), 1.0);
+    assert_eq!(col(&f, "dst_host_same_src_port_rate"), 1.0);
+    assert_eq!(col(&f, "srv_diff_host_rate"), 0.0);
+}
+
+#[test]
+fn counts_saturate_at_511_and_255() {
+    let mut e = engine();
+    let mut last = None;
+    for i in 0..600u64 {
+        last = Some(e.push(&tcp(T0 + i * 1000, v4(1), 80, 1000, ConnState::S0)));
+    }
+    let f = last.unwrap();
+    assert_eq!(col(&f, "count"), 511.0);
+    assert_eq!(col(&f, "srv_count"), 511.0);
+    assert_eq!(col(&f, "serror_rate"), 1.0);
+    assert_eq!(col(&f, "dst_host_count"), 255.0);
+    assert_eq!(col(&f, "dst_host_srv_count"), 255.0);
+
+    // A host window configured larger than 255 still prints at most 255.
+    let mut e = FeatureEngine::new(FeatureConfig {
+        host_window_connections: 1000,
+        ..FeatureConfig::default()
+    })
+    .unwrap();
+    let mut last = None;
+    for i in 0..400u64 {
+        last = Some(e.push(&tcp(T0 + i * 1000, v4(1), 80, 1000, ConnState::SF)));
+    }
+    let f = last.unwrap();
+    assert_eq!(col(&f, "dst_host_count"), 255.0);
+    assert_eq!(col(&f, "dst_host_srv_count"), 255.0);
+    assert_eq!(col(&f, "count"), 400.0);
+
+    // Just below saturation the true count shows.
+    let mut e = engine();
+    let mut last = None;
+    for i in 0..254u64 {
+        last = Some(e.push(&tcp(T0 + i, v4(1), 80, 1000, ConnState::SF)));
+    }
+    assert_eq!(col(&last.unwrap(), "dst_host_count"), 254.0);
+}
+
+/// The worked example of every rate. Connections (H1 = .1, H2 = .2), all to the current
+/// destination H1 unless said:
+///
+/// | conn | end | host | service | flag | src port |
+/// |---|---|---|---|---|---|
+/// | c0 | -3 s | H1 | telnet | S0 | 1000 |
+/// | c1 | 0 | H1 | http | S0 | 1000 |
+/// | c2 | +0.1 s | H1 | http | REJ | 1000 |
+/// | c3 | +0.2 s | H2 | http | S0 | 2000 |
+/// | c4 | +0.3 s | H1 | ftp | SF | 3000 |
+/// | c5 (current) | +0.4 s | H1 | http | SF | 1000 |
+///
+/// 2 s window (c1-c5): count = 4 (c1 c2 c4 c5), srv_count = 4 (c1 c2 c3 c5);
+/// serror 1/4, srv_serror 2/4, rerror 1/4, srv_rerror 1/4, same_srv 3/4, diff_srv 1/4,
+/// srv_diff_host 1/4.
+/// Host window (c0-c5): dst_host_count = 5, dst_host_srv_count = 4; same_srv 3/5 = .6,
+/// diff_srv .4, same_src_port 4/5 = .8, srv_diff_host 1/4, serror 2/5 = .4, srv_serror 2/4,
+/// rerror 1/5, srv_rerror 1/4.
+#[test]
+fn every_rate_on_a_hand_computed_window() {
+    let ms = 1_000_000;
+    let mut e = engine();
+    e.push(&tcp(T0 - 3 * SEC_NS, v4(1), 23, 1000, ConnState::S0));
+    e.push(&tcp(T0, v4(1), 80, 1000, ConnState::S0));
+    e.push(&tcp(T0 + 100 * ms, v4(1), 80, 1000, ConnState::REJ));
+    e.push(&tcp(T0 + 200 * ms, v4(2), 80, 2000, ConnState::S0));
+    e.push(&tcp(T0 + 300 * ms, v4(1), 21, 3000, ConnState::SF));
+    let f = e.push(&tcp(T0 + 400 * ms, v4(1), 80, 1000, ConnState::SF));
+    let expect = [
+        ("count", 4.0),
+        ("srv_count", 4.0),
+        ("serror_rate", 0.25),
+        ("srv_serror_rate", 0.5),
+        ("rerror_rate", 0.25),
+        ("srv_rerror_rate", 0.25),
+        ("same_srv_rate", 0.75),
+        ("diff_srv_rate", 0.25),
+        ("srv_diff_host_rate", 0.25),
+        ("dst_host_count", 5.0),
+        ("dst_host_srv_count", 4.0),
+        ("dst_host_same_srv_rate", 0.6),
+        ("dst_host_diff_srv_rate", 0.4),
+        ("dst_host_same_src_port_rate", 0.8),
+        ("dst_host_srv_diff_host_rate", 0.25),
+        ("dst_host_serror_rate", 0.4),
+        ("dst_host_srv_serror_rate", 0.5),
+        ("dst_host_rerror_rate", 0.2),
+        ("dst_host_srv_rerror_rate", 0.25),
+    ];
+    for (name, v) in expect {
+        assert_eq!(col(&f, name), v, "{name}");
+    }
+    assert_eq!(col(&f, "service"), svc("http"));
+    assert_eq!(col(&f, "flag"), flag("SF"));
+}
+
+#[test]
+fn s1_s2_s3_are_syn_errors_and_rsto_is_not() {
+    for (st, serror) in [
+        (ConnState::S1, 1.0),
+        (ConnState::S2, 1.0),
+        (ConnState::S3, 1.0),
+        (ConnState::S0, 1.0),
+        (ConnState::RSTO, 0.0),
+        (ConnState::RSTOS0, 0.0),
+        (ConnState::SH, 0.0),
+        (ConnState::REJ, 0.0),
+    ] {
+        let f = engine().push(&tcp(T0, v4(1), 80, 1000, st));
+        assert_eq!(col(&f, "serror_rate"), serror, "{st:?}");
+        assert_eq!(col(&f, "dst_host_srv_serror_rate"), serror, "{st:?}");
+        let rej = if st == ConnState::REJ { 1.0 } else { 0.0 };
+        assert_eq!(col(&f, "rerror_rate"), rej, "{st:?}");
+    }
+}
+
+#[test]
+fn rates_round_to_two_decimals_unless_disabled() {
+    // 1 of 3 connections to the host is a SYN error: 0.33 rounded, 1/3 raw.
+    let run = |round_rates| {
+        let mut e = FeatureEngine::new(FeatureConfig {
+            round_rates,
+            ..FeatureConfig::default()
+        })
+        .unwrap();
+        e.push(&tcp(T0, v4(1), 80, 1000, ConnState::S0));
+        e.push(&tcp(T0 + 1, v4(1), 80, 1000, ConnState::SF));
+        col(
+            &e.push(&tcp(T0 + 2, v4(1), 80, 1000, ConnState::SF)),
+            "serror_rate",
+        )
+    };
+    assert_eq!(run(true), 0.33);
+    assert_eq!(run(false), 1.0 / 3.0);
+}
+
+#[test]
+fn all_flags_map_and_rstrh_shr_udp_icmp_are_documented_choices() {
+    for name in FLAGS {
+        let st = ConnState::from_name(name).unwrap();
+        assert_eq!(
+            f64::from(basic::flag_index(Transport::Tcp, st)),
+            flag(name),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        f64::from(basic::flag_index(Transport::Tcp, ConnState::RSTRH)),
+        flag("RSTR")
+    );
+    assert_eq!(
+        f64::from(basic::flag_index(Transport::Tcp, ConnState::SHR)),
+        flag("OTH")
+    );
+    for st in ConnState::ALL {
+        assert_eq!(f64::from(basic::flag_index(Transport::Udp, st)), flag("SF"));
+        assert_eq!(
+            f64::from(basic::flag_index(Transport::Icmp, st)),
+            flag("SF")
+        );
+    }
+}
+
+fn with(transport: Transport, port: u16) -> ConnectionRecord {
+    ConnectionRecord {
+        transport,
+        ..tcp(T0, v4(1), port, 40000, ConnState::SF)
+    }
+}
+
+fn icmp(ip_version: u8, t: u8, c: u8) -> ConnectionRecord {
+    ConnectionRecord {
+        transport: Transport::Icmp,
+        ip_version,
+        resp_port: 0,
+        icmp_type: Some(t),
+        icmp_code: Some(c),
+        ..tcp(T0, v4(1), 0, 0, ConnState::SF)
+    }
+}
+
+#[test]
+fn service_mapping_by_port_private_other_and_icmp() {
+    let s = |rec: &ConnectionRecord| f64::from(service::service_index(rec, 1024));
+    let cases = [
+        (Transport::Tcp, 80, "http"),
+        (Transport::Tcp, 25, "smtp"),
+        (Transport::Tcp, 21, "ftp"),
+        (Transport::Tcp, 20, "ftp_data"),
+        (Transport::Tcp, 23, "telnet"),
+        (Transport::Tcp, 53, "domain"),
+        (Transport::Udp, 53, "domain_u"),
+        (Transport::Udp, 123, "ntp_u"),
+        (Transport::Udp, 69, "tftp_u"),
+        (Transport::Tcp, 443, "http_443"),
+        (Transport::Tcp, 8001, "http_8001"),
+        (Transport::Tcp, 2784, "http_2784"),
+        (Transport::Tcp, 79, "finger"),
+        (Transport::Tcp, 113, "auth"),
+        (Transport::Tcp, 6000, "X11"),
+        (Transport::Tcp, 6063, "X11"),
+        (Transport::Tcp, 6064, "other"),
+        (Transport::Tcp, 1, "private"),
+        (Transport::Tcp, 1023, "private"),
+        (Transport::Tcp, 1024, "other"),
+        (Transport::Tcp, 50000, "other"),
+        // UDP has only three named services in NSL-KDD; TCP names do not apply.
+        (Transport::Udp, 80, "private"),
+        (Transport::Udp, 137, "private"),
+        (Transport::Udp, 40000, "other"),
+    ];
+    for (t, port, name) in cases {
+        assert_eq!(s(&with(t, port)), svc(name), "{t:?} {port}");
+    }
+    let icmp_cases = [
+        (4, 8, 0, "eco_i"),
+        (4, 0, 0, "ecr_i"),
+        (4, 3, 3, "urp_i"),
+        (4, 3, 1, "urh_i"),
+        (4, 5, 1, "red_i"),
+        (4, 13, 0, "tim_i"),
+        (4, 14, 0, "tim_i"),
+        (4, 11, 0, "other"),
+        (6, 128, 0, "eco_i"),
+        (6, 129, 0, "ecr_i"),
+        (6, 1, 4, "urp_i"),
+        (6, 1, 3, "urh_i"),
+        (6, 137, 0, "red_i"),
+        (6, 135, 0, "other"),
+    ];
+    for (v, t, c, name) in icmp_cases {
+        assert_eq!(s(&icmp(v, t, c)), svc(name), "v{v} {t}/{c}");
+    }
+    // The threshold is configurable.
+    assert_eq!(
+        f64::from(service::service_index(&with(Transport::Tcp, 2000), 49152)),
+        svc("private")
+    );
+}
+
+#[test]
+fn port_tables_cover_the_vocabulary() {
+    let mut named: Vec<&str> = service::TCP_PORTS
+        .iter()
+        .chain(service::UDP_PORTS)
+        .map(|&(_, n)| n)
+        .collect();
+    named.extend([
+        "private", "other", "eco_i", "ecr_i", "urp_i", "urh_i", "red_i", "tim_i",
+    ]);
+    named.sort();
+    named.dedup();
+    for n in &named {
+        assert!(SERVICES.contains(n), "{n}");
+    }
+    let missing: Vec<&str> = SERVICES
+        .iter()
+        .copied()
+        .filter(|s| !named.contains(s))
+        .collect();
+    // Documented in service.rs: no well-known port.
+    assert_eq!(missing, ["harvest", "pm_dump"]);
+}
+
+#[test]
+fn basic_features_duration_floor_bytes_land() {
+    let mut r = tcp(T0, v4(1), 80, 1000, ConnState::SF);
+    r.start_unix_ns = T0 - 1_999_999_999;
+    r.orig_bytes = 123;
+    r.resp_bytes = 4567;
+    r.land = true;
+    r.wrong_fragments = 2;
+    r.urgent_packets = 3;
+    let f = engine().push(&r);
+    assert_eq!(col(&f, "duration"), 1.0);
+    assert_eq!(col(&f, "protocol_type"), 0.0);
+    assert_eq!(col(&f, "src_bytes"), 123.0);
+    assert_eq!(col(&f, "dst_bytes"), 4567.0);
+    assert_eq!(col(&f, "land"), 1.0);
+    assert_eq!(col(&f, "wrong_fragment"), 2.0);
+    assert_eq!(col(&f, "urgent"), 3.0);
+    for i in 9..22 {
+        assert_eq!(f.0[i], 0.0, "content feature {i}");
+    }
+    r.start_unix_ns = T0 - 999_999_999;
+    assert_eq!(col(&engine().push(&r), "duration"), 0.0);
+}
+
+#[test]
+fn config_is_validated() {
+    let bad = FeatureConfig {
+        host_window_connections: 0,
+        ..FeatureConfig::default()
+    };
+    assert_eq!(
+        FeatureEngine::new(bad).unwrap_err(),
+        FeatureConfigError::EmptyWindow {
+            field: "host_window_connections"
+        }
+    );
+    let bad = FeatureConfig {
+        time_window_ns: 0,
+        ..FeatureConfig::default()
+    };
+    assert_eq!(
+        FeatureEngine::new(bad).unwrap_err(),
+        FeatureConfigError::EmptyTimeWindow
+    );
+}
+
+#[test]
+fn a_late_connection_is_counted_and_nothing_leaks() {
+    let mut e = engine();
+    e.push(&tcp(T0 + SEC_NS, v4(1), 80, 1000, ConnState::SF));
+    // Arrives after, ended 0.5 s before: both are in each other's window.
+    let f = e.push(&tcp(T0 + SEC_NS / 2, v4(1), 80, 1000, ConnState::SF));
+    assert_eq!(col(&f, "count"), 2.0);
+    // 10 s later everything before has expired.
+    let f = e.push(&tcp(T0 + 10 * SEC_NS, v4(1), 80, 1000, ConnState::SF));
+    assert_eq!(col(&f, "count"), 1.0);
+    assert_eq!(e.stats().time_window_connections, 1);
+    assert_eq!(e.stats().time_window_hosts, 1);
+}
+
+/// One connection of the naive model.
+#[derive(Clone)]
+struct Past {
+    end_ns: u64,
+    host: IpAddr,
+    service: u8,
+    flag: u8,
+    sport: u16,
+}
+
+/// The features 23-41 by rescanning every past connection (the definitions, literally).
+fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
+    let cur = past.last().unwrap();
+    let r = |n: usize, d: usize| rate(n as u32, d as u32, cfg.round_rates);
+    let serr = |w: &[&Past]| w.iter().filter(|p| basic::is_syn_error(p.flag)).count();
+    let rerr = |w: &[&Past]| w.iter().filter(|p| basic::is_rej_error(p.flag)).count();
+    let horizon = cur.end_ns - cfg.time_window_ns;
+    let time: Vec<&Past> = past.iter().filter(|p| p.end_ns > horizon).collect();
+    let start = past.len().saturating_sub(cfg.host_window_connections);
+    let hostw: Vec<&Past> = past[start..].iter().collect();
+    fn stats<'a>(w: &[&'a Past], cur: &Past) -> (Vec<&'a Past>, Vec<&'a Past>, usize, usize) {
+        let same_host: Vec<&Past> = w.iter().copied().filter(|p| p.host == cur.host).collect();
+        let same_srv: Vec<&Past> = w
+            .iter()
+            .copied()
+            .filter(|p| p.service == cur.service)
+            .collect();
+        let hs = same_host
+            .iter()
+            .filter(|p| p.service == cur.service)
+            .count();
+        let hp = same_host.iter().filter(|p| p.sport == cur.sport).count();
+        (same_host, same_srv, hs, hp)
+    }
+    let (h, s, hs, _) = stats(&time, cur);
+    let (hh, hsv, hhs, hhp) = stats(&hostw, cur);
+    [
+        h.len().min(511) as f64,
+        s.len().min(511) as f64,
+        r(serr(&h), h.len()),
+        r(serr(&s), s.len()),
+        r(rerr(&h), h.len()),
+        r(rerr(&s), s.len()),
+        r(hs, h.len()),
+        r(h.len() - hs, h.len()),
+        r(s.iter().filter(|p| p.host != cur.host).count(), s.len()),
+        hh.len().min(255) as f64,
+        hsv.len().min(255) as f64,
+        r(hhs, hh.len()),
+        r(hh.len() - hhs, hh.len()),
+        r(hhp, hh.len()),
+        r(hsv.iter().filter(|p| p.host != cur.host).count(), hsv.len()),
+        r(serr(&hh), hh.len()),
+        r(serr(&hsv), hsv.len()),
+        r(rerr(&hh), hh.len()),
+        r(rerr(&hsv), hsv.len()),
+    ]
+}
+
+fn random_record(rng: &mut StdRng, end_ns: u64) -> ConnectionRecord {
+    let transports = [
+        Transport::Tcp,
+        Transport::Tcp,
+        Transport::Udp,
+        Transport::Icmp,
+    ];
+    let transport = transports[rng.random_range(0..transports.len())];
+    let dst = if rng.random_bool(0.2) {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            rng.random_range(0..4),
+        ))
+    } else {
+        v4(rng.random_range(0..12))
+    };
+    let ports = [21, 22, 23, 25, 53, 80, 123, 443, 7, 1500, 50000];
+    let mut r = tcp(
+        end_ns,
+        dst,
+        ports[rng.random_range(0..ports.len())],
+        rng.random_range(1000..1006),
+        ConnState::ALL[rng.random_range(0..ConnState::ALL.len())],
+    );
+    r.transport = transport;
+    r.start_unix_ns = end_ns - rng.random_range(0..5 * SEC_NS);
+    if transport == Transport::Icmp {
+        r.icmp_type = Some([0, 8, 3, 5, 13, 11][rng.random_range(0..6)]);
+        r.icmp_code = Some(rng.random_range(0..4));
+        r.ip_version = if dst.is_ipv6() { 6 } else { 4 };
+    }
+    r
+}
+
+/// 5,000 random connections (in end-time order, with ties and exact 2 s gaps) through the
+/// engine and through the naive rescan: every one of the 41 columns must agree.
+#[test]
+fn incremental_engine_matches_naive_rescan() {
+    for (seed, host_window_connections, round_rates) in
+        [(7u64, 255, true), (8, 17, false), (9, 600, true)]
+    {
+        let cfg = FeatureConfig {
+            host_window_connections,
+            round_rates,
+            ..FeatureConfig::default()
+        };
+        let mut e = FeatureEngine::new(cfg.clone()).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut past: Vec<Past> = Vec::new();
+        let mut t = T0;
+        for i in 0..5_000 {
+            t += match rng.random_range(0..10) {
+                0 => 0,
+                1 => 2 * SEC_NS,
+                2 => rng.random_range(0..3 * SEC_NS),
+                _ => rng.random_range(0..50_000_000),
+            };
+            let rec = random_record(&mut rng, t);
+            let f = e.push(&rec);
+            past.push(Past {
+                end_ns: t,
+                host: rec.resp_addr,
+                service: f.0[2] as u8,
+                flag: f.0[3] as u8,
+                sport: rec.orig_port,
+            });
+            let want = naive(&past, &cfg);
+            assert_eq!(&f.0[22..], &want[..], "seed {seed} connection {i}");
+            assert_eq!(
+                f.0[2],
+                f64::from(service::service_index(&rec, 1024)),
+                "service"
+            );
+            assert_eq!(
+                f.0[3],
+                f64::from(basic::flag_index(rec.transport, rec.conn_state))
+            );
+        }
+    }
+}
+
+/// 1,000,000 distinct destination hosts, 1 us apart: the 2 s window would hold all of them, the
+/// cap keeps 100,000; memory stays bounded and the evictions are counted.
+#[test]
+fn a_million_distinct_hosts_stay_bounded() {
+    let cap = 100_000;
+    let mut e = FeatureEngine::new(FeatureConfig {
+        max_time_window_connections: cap,
+        ..FeatureConfig::default()
+    })
+    .unwrap();
+    for i in 0..1_000_000u32 {
+        let dst = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        e.push(&tcp(T0 + u64::from(i) * 1000, dst, 80, 1000, ConnState::SF));
+    }
+    let s = e.stats();
+    assert_eq!(s.connections_total, 1_000_000);
+    assert_eq!(s.time_window_connections, cap);
+    assert_eq!(s.time_window_hosts, cap);
+    assert_eq!(s.host_window_hosts, 255);
+    assert_eq!(
+        s.time_window_overflow_evictions_total,
+        1_000_000 - cap as u64
+    );
+    let per_host = s.heap_bytes / cap;
+    eprintln!(
+        "heap {} bytes, {per_host} bytes per tracked host",
+        s.heap_bytes
+    );
+    // Queue entry (48 B) + host map slot (~65 B) + host-service slot (~33 B), with map slack.
+    assert!(per_host < 400, "{per_host} bytes per host");
+}
