@@ -38,12 +38,20 @@ pub struct Node {
 impl Node {
     /// A leaf with `value`.
     pub fn leaf(value: f64) -> Node {
-        Node { feature: LEAF, left: 0, threshold: value }
+        Node {
+            feature: LEAF,
+            left: 0,
+            threshold: value,
+        }
     }
 
     /// An internal node.
     pub fn split(feature: usize, threshold: f64, left: usize) -> Node {
-        Node { feature: feature as u32, left: left as u32, threshold }
+        Node {
+            feature: feature as u32,
+            left: left as u32,
+            threshold,
+        }
     }
 }
 
@@ -390,14 +398,10 @@ impl Model {
         }
         let (mut s, mut u) = (Vec::new(), Vec::new());
         self.data.supervised.mean_batch(&x, width, &mut s);
-        let c = self
-            .data
-            .normal_profile
-            .as_ref()
-            .map(|p| {
-                p.forest.mean_batch(&x, width, &mut u);
-                c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE)
-            });
+        let c = self.data.normal_profile.as_ref().map(|p| {
+            p.forest.mean_batch(&x, width, &mut u);
+            c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE)
+        });
         let t = &self.data.thresholds;
         s.iter()
             .enumerate()
@@ -526,7 +530,13 @@ mod tests {
     use super::*;
 
     fn stump(feature: u32, threshold: f64) -> Tree {
-        Tree { nodes: vec![Node::split(feature as usize, threshold, 1), Node::leaf(0.0), Node::leaf(1.0)] }
+        Tree {
+            nodes: vec![
+                Node::split(feature as usize, threshold, 1),
+                Node::leaf(0.0),
+                Node::leaf(1.0),
+            ],
+        }
     }
 
     #[test]
