@@ -507,6 +507,10 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(hex(&Sha256::digest(std::fs::read(path)?)))
 }
 
+/// How far below the best validation recall (as a fraction) a cheaper configuration may be and
+/// still be chosen by the hyperparameter search.
+pub const SEARCH_TOLERANCE: f64 = 0.001;
+
 /// Training configuration.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
@@ -654,7 +658,7 @@ pub fn train(
         cfg.quiet,
     );
     let mut search = Vec::new();
-    let mut best: Option<(f64, ForestParams)> = None;
+    let mut recalls = Vec::new();
     for (k, p) in grid.iter().enumerate() {
         let forest = fit_forest(&xt, &yt, p, cfg.seed.wrapping_add(k as u64 + 1), &pb)?;
         let (s, u) = detector_scores(&forest, Some(&profile), &xv);
@@ -682,16 +686,20 @@ pub fn train(
             fpr: m.false_positive_rate,
             auc: m.roc_auc,
         });
-        // Ties go to the earlier (shallower, smaller) configuration.
-        if best.is_none_or(|(r, _)| m.recall > r + 1e-9) {
-            best = Some((m.recall, *p));
-        }
+        recalls.push(m.recall);
     }
     pb.finish_and_clear();
+    // The cheapest configuration (the grid runs from shallow and narrow to deep and wide) whose
+    // validation recall is within SEARCH_TOLERANCE of the best: deeper trees cost scoring time
+    // on every connection and buy nothing measurable here.
+    let top = recalls.iter().copied().fold(0.0, f64::max);
     let chosen = ForestParams {
         trees: cfg.trees,
-        ..best
-            .map(|b| b.1)
+        ..grid
+            .iter()
+            .zip(&recalls)
+            .find(|(_, r)| **r >= top - SEARCH_TOLERANCE)
+            .map(|(p, _)| *p)
             .ok_or(TrainError::NoRows { what: "search" })?
     };
 
@@ -1024,8 +1032,9 @@ pub fn model_card(c: &CardInputs<'_>) -> String {
     line("## Hyperparameter search (validation split)");
     line("");
     line(&format!(
-        "Criterion: recall of the hybrid at the target false-positive rate ({}), each candidate with its own thresholds.",
-        pct(th.target_fpr)
+        "Criterion: recall of the hybrid at the target false-positive rate ({}), each candidate with its own thresholds; the cheapest configuration (shallowest, then fewest features per tree) within {} of the best recall is chosen, since deeper trees cost scoring time on every connection.",
+        pct(th.target_fpr),
+        pct(SEARCH_TOLERANCE)
     ));
     line("");
     line("| candidate | parameters | recall at target | FPR | ROC-AUC |");
