@@ -1,15 +1,12 @@
-//! Loads every program of the eBPF object into the kernel and reports the verifier's verdict.
-fn main() {
-    let mut ebpf = match sensor::capture::load_object(1024, 1 << 16) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e:?}");
-            std::process::exit(1)
-        }
-    };
+//! Loads every program of the eBPF object into the kernel and prints the verifier's verdict
+//! (with its log on failure): `sudo cargo run -p sensor --example verify`.
+fn main() -> anyhow::Result<()> {
+    let mut ebpf = sensor::capture::load_object(1024, 1 << 16)?;
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     for name in names {
-        let prog = ebpf.program_mut(&name).unwrap();
+        let Some(prog) = ebpf.program_mut(&name) else {
+            continue;
+        };
         let res = match prog {
             aya::programs::Program::Xdp(p) => p.load(),
             aya::programs::Program::SchedClassifier(p) => p.load(),
@@ -20,4 +17,5 @@ fn main() {
             Err(e) => println!("{name}: {e:?}"),
         }
     }
+    Ok(())
 }
