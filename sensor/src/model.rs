@@ -76,6 +76,26 @@ impl Tree {
         }
     }
 
+    /// Levels from the root to the deepest leaf (0 for a lone leaf).
+    pub fn depth(&self) -> usize {
+        let mut depth = vec![0usize; self.nodes.len()];
+        let mut max = 0;
+        // Children always come after their parent (checked by `validate`).
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.feature != LEAF {
+                let l = n.left as usize;
+                let child = depth[i] + 1;
+                for c in [l, l + 1] {
+                    if let Some(d) = depth.get_mut(c) {
+                        *d = child;
+                        max = max.max(child);
+                    }
+                }
+            }
+        }
+        max
+    }
+
     /// Checks every index, so a corrupted file cannot make scoring loop or index out of bounds:
     /// children point strictly forward, features are within the input width.
     fn validate(&self, n_inputs: usize) -> Result<(), String> {
@@ -125,9 +145,35 @@ impl Ensemble {
         let n = x.len() / width.max(1);
         out.clear();
         out.resize(n, 0.0);
-        // Row by row, each row through every tree: measured faster here than tree-major order
-        // or walking several rows in lockstep (the trees' upper levels stay cached either way).
-        for (r, acc) in out.iter_mut().enumerate() {
+        // Groups of LANES rows walk each tree together for exactly the tree's depth (a row that
+        // reached its leaf stays there): LANES independent chains of dependent loads that the
+        // CPU overlaps, where one row at a time waits for every load in turn.
+        const LANES: usize = 8;
+        let depths: Vec<usize> = self.trees.iter().map(Tree::depth).collect();
+        let full = n - n % LANES;
+        for start in (0..full).step_by(LANES) {
+            let rows: [&[f64]; LANES] =
+                std::array::from_fn(|k| &x[(start + k) * width..(start + k + 1) * width]);
+            let mut sums = [0f64; LANES];
+            for (t, &depth) in self.trees.iter().zip(&depths) {
+                let nodes = &t.nodes[..];
+                let mut idx = [0usize; LANES];
+                for _ in 0..depth {
+                    for k in 0..LANES {
+                        let nd = &nodes[idx[k]];
+                        if nd.feature != LEAF {
+                            idx[k] = nd.left as usize
+                                + usize::from(rows[k][nd.feature as usize] >= nd.threshold);
+                        }
+                    }
+                }
+                for k in 0..LANES {
+                    sums[k] += nodes[idx[k]].threshold;
+                }
+            }
+            out[start..start + LANES].copy_from_slice(&sums);
+        }
+        for (r, acc) in out.iter_mut().enumerate().skip(full) {
             let xr = &x[r * width..(r + 1) * width];
             *acc = self.trees.iter().map(|t| t.leaf(xr)).sum();
         }
@@ -549,6 +595,34 @@ mod tests {
         let mut bad = t.clone();
         bad.nodes[0].left = 0;
         assert!(bad.validate(2).is_err(), "a child pointing back would loop");
+    }
+
+    #[test]
+    fn batch_scoring_equals_row_by_row_including_the_tail() {
+        // Two trees of different depths; 13 rows: one group of 8 in lockstep and a tail of 5.
+        let deep = Tree {
+            nodes: vec![
+                Node::split(0, 5.0, 1),
+                Node::leaf(0.25),
+                Node::split(1, 2.0, 3),
+                Node::leaf(0.5),
+                Node::leaf(1.0),
+            ],
+        };
+        let e = Ensemble {
+            trees: vec![stump(1, 1.0), deep],
+        };
+        assert_eq!(e.trees[1].depth(), 2);
+        let rows: Vec<[f64; 2]> = (0..13).map(|i| [i as f64, (i % 4) as f64]).collect();
+        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        let mut out = Vec::new();
+        e.mean_batch(&flat, 2, &mut out);
+        let expected: Vec<f64> = rows.iter().map(|r| e.mean(r)).collect();
+        assert_eq!(out, expected);
+        assert!(
+            out.iter().any(|&v| v == 0.125) && out.iter().any(|&v| v == 1.0),
+            "{out:?}"
+        );
     }
 
     #[test]
