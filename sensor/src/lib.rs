@@ -7,6 +7,7 @@
 //! ```
 pub mod capture;
 pub mod dataset;
+pub mod detect;
 pub mod export;
 pub mod features;
 pub mod flows;

@@ -399,6 +399,11 @@ impl Model {
         self.data.thresholds
     }
 
+    /// Replaces the operating thresholds (an operator's override).
+    pub fn set_thresholds(&mut self, t: Thresholds) {
+        self.data.thresholds = t;
+    }
+
     /// Replaces the normal profile and its threshold (a site baseline).
     pub fn with_normal_profile(
         mut self,
