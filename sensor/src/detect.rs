@@ -6,8 +6,6 @@
 //! without copying the trees.
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::{
     features::{FeatureConfig, FeatureConfigError, FeatureEngine},
     flows::ConnectionRecord,
@@ -16,7 +14,7 @@ use crate::{
 };
 
 /// A connection with its features and verdict.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Scored {
     pub features: KddFeatures,
     pub verdict: Verdict,

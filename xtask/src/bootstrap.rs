@@ -28,6 +28,9 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("promtool", "prometheus"),
     ("ss", "iproute2"),
+    // Attack traffic of the demo lab and its end-to-end test.
+    ("nmap", "nmap"),
+    ("hping3", "hping3"),
 ];
 
 pub fn run() -> Result<()> {
