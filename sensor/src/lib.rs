@@ -5,7 +5,9 @@
 //!   -> features (KDD feature vector) -> model (verdict) -> export (Prometheus)
 //! dataset + train: NSL-KDD ETL and model fitting, apart from the live path
 //! ```
+pub mod alerts;
 pub mod capture;
+pub mod config;
 pub mod dataset;
 pub mod detect;
 pub mod export;

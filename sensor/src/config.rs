@@ -1,0 +1,356 @@
+//! Configuration of `sensor run`: a TOML file, overridden field by field by command-line flags.
+//!
+//! Every field is optional in the file; what neither the file nor a flag sets takes the default
+//! documented here (and in `deploy/sensor.toml`). Unknown keys are an error, so that a typo does
+//! not silently leave a setting at its default.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{
+    capture::{CaptureConfig, Timeouts, XdpAttachMode},
+    detect::ThresholdOverride,
+};
+
+/// The configuration file's contents; see `deploy/sensor.toml` for an annotated example.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub interfaces: Option<Vec<String>>,
+    pub xdp_mode: Option<XdpAttachMode>,
+    pub table_size: Option<u32>,
+    pub ring_bytes: Option<u32>,
+    pub sweep_interval_ms: Option<u64>,
+    /// `host:port` of the Prometheus endpoint; `"off"` disables it.
+    pub metrics_addr: Option<String>,
+    pub model: Option<PathBuf>,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    #[serde(default)]
+    pub thresholds: ThresholdsFile,
+    #[serde(default)]
+    pub alerts: AlertsFile,
+    /// Where to write every scored connection as a JSON line (off by default).
+    pub records: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    pub tcp_secs: Option<f64>,
+    pub tcp_attempt_secs: Option<f64>,
+    pub udp_secs: Option<f64>,
+    pub icmp_secs: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsFile {
+    pub supervised: Option<f64>,
+    pub unsupervised: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    /// `"stdout"`, `"off"`, or a file path (appended to).
+    pub sink: Option<String>,
+    pub max_per_second: Option<f64>,
+    pub burst: Option<u32>,
+}
+
+/// Where a stream of JSON lines goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sink {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl Sink {
+    pub fn parse(s: &str) -> Sink {
+        match s {
+            "off" | "" => Sink::Off,
+            "stdout" | "-" => Sink::Stdout,
+            path => Sink::File(PathBuf::from(path)),
+        }
+    }
+}
+
+/// Alert output and its rate limit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertConfig {
+    pub sink: Sink,
+    /// Sustained alerts per second; above it, alerts are counted and summarised instead.
+    pub max_per_second: f64,
+    /// Alerts allowed in a burst above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            sink: Sink::Stdout,
+            max_per_second: 50.0,
+            burst: 200,
+        }
+    }
+}
+
+/// The resolved configuration of the agent.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub capture: CaptureConfig,
+    pub sweep_interval: Duration,
+    pub metrics_addr: Option<SocketAddr>,
+    pub model: PathBuf,
+    pub thresholds: ThresholdOverride,
+    pub alerts: AlertConfig,
+    pub records: Sink,
+}
+
+/// The default Prometheus address: loopback only, so nothing is exposed until the operator
+/// says so. 9464 is not claimed by a common exporter.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+/// The default model, relative to the working directory (the repository when run from it;
+/// `deploy/sensor.service` passes an absolute path).
+pub const DEFAULT_MODEL: &str = "models/nsl-kdd-flow.model";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parses TOML text; `origin` names it in errors (with the line and column of the fault).
+    pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            reason: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Resolves into a run configuration; fields still unset take their defaults.
+    pub fn resolve(self) -> Result<RunConfig, ConfigError> {
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        let interfaces = self.interfaces.unwrap_or_default();
+        if interfaces.is_empty() {
+            return Err(invalid(
+                "interfaces",
+                "no interface to watch (set `interfaces` in the file or pass --iface)".into(),
+            ));
+        }
+        let d = Timeouts::default();
+        let secs = |field: &'static str, v: Option<f64>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => Duration::try_from_secs_f64(s)
+                .map_err(|_| invalid(field, format!("must be a number of seconds >= 0, got {s}"))),
+        };
+        let timeouts = Timeouts {
+            tcp_established: secs(
+                "timeouts.tcp_secs",
+                self.timeouts.tcp_secs,
+                d.tcp_established,
+            )?,
+            tcp_attempt: secs(
+                "timeouts.tcp_attempt_secs",
+                self.timeouts.tcp_attempt_secs,
+                d.tcp_attempt,
+            )?,
+            udp: secs("timeouts.udp_secs", self.timeouts.udp_secs, d.udp)?,
+            icmp: secs("timeouts.icmp_secs", self.timeouts.icmp_secs, d.icmp)?,
+        };
+        let base = CaptureConfig::default();
+        let table_capacity = self.table_size.unwrap_or(base.table_capacity);
+        if table_capacity == 0 {
+            return Err(invalid("table_size", "must be at least 1".into()));
+        }
+        let ring_bytes = self.ring_bytes.unwrap_or(base.ring_bytes);
+        if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
+            return Err(invalid(
+                "ring_bytes",
+                format!("must be a power of two of at least 4096, got {ring_bytes}"),
+            ));
+        }
+        let metrics_addr = match self.metrics_addr.as_deref() {
+            Some("off") => None,
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|e| invalid("metrics_addr", format!("{a:?}: {e}")))?,
+            ),
+            None => Some(DEFAULT_METRICS_ADDR.parse().expect("valid default address")),
+        };
+        for (field, v) in [
+            ("thresholds.supervised", self.thresholds.supervised),
+            ("thresholds.unsupervised", self.thresholds.unsupervised),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(invalid(field, format!("must be a number > 0, got {v}")));
+            }
+        }
+        let da = AlertConfig::default();
+        let alerts = AlertConfig {
+            sink: self
+                .alerts
+                .sink
+                .as_deref()
+                .map(Sink::parse)
+                .unwrap_or(da.sink),
+            max_per_second: self.alerts.max_per_second.unwrap_or(da.max_per_second),
+            burst: self.alerts.burst.unwrap_or(da.burst),
+        };
+        if !(alerts.max_per_second.is_finite() && alerts.max_per_second > 0.0) {
+            return Err(invalid(
+                "alerts.max_per_second",
+                format!("must be > 0, got {}", alerts.max_per_second),
+            ));
+        }
+        Ok(RunConfig {
+            capture: CaptureConfig {
+                interfaces,
+                xdp_mode: self.xdp_mode.unwrap_or_default(),
+                table_capacity,
+                ring_bytes,
+                timeouts,
+                ..base
+            },
+            sweep_interval: Duration::from_millis(self.sweep_interval_ms.unwrap_or(250).max(10)),
+            metrics_addr,
+            model: self.model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+            thresholds: ThresholdOverride {
+                supervised: self.thresholds.supervised,
+                unsupervised: self.thresholds.unsupervised,
+            },
+            alerts,
+            records: self
+                .records
+                .as_deref()
+                .map(Sink::parse)
+                .unwrap_or(Sink::Off),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_resolves_every_field() {
+        let text = r#"
+            interfaces = ["eth0", "eth1"]
+            xdp_mode = "generic"
+            table_size = 1000
+            ring_bytes = 65536
+            sweep_interval_ms = 50
+            metrics_addr = "0.0.0.0:9500"
+            model = "/var/lib/sensor/site.model"
+            records = "/var/log/sensor/connections.jsonl"
+            [timeouts]
+            tcp_secs = 60
+            tcp_attempt_secs = 2.5
+            udp_secs = 10
+            icmp_secs = 3
+            [thresholds]
+            supervised = 0.4
+            [alerts]
+            sink = "/var/log/sensor/alerts.jsonl"
+            max_per_second = 5
+            burst = 10
+        "#;
+        let c = FileConfig::parse(text, "t.toml")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.capture.interfaces, ["eth0", "eth1"]);
+        assert_eq!(c.capture.xdp_mode, XdpAttachMode::Generic);
+        assert_eq!(c.capture.table_capacity, 1000);
+        assert_eq!(c.capture.ring_bytes, 65536);
+        assert_eq!(c.capture.timeouts.tcp_attempt, Duration::from_millis(2500));
+        assert_eq!(c.capture.timeouts.icmp, Duration::from_secs(3));
+        assert_eq!(c.sweep_interval, Duration::from_millis(50));
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:9500".parse().unwrap()));
+        assert_eq!(c.model, PathBuf::from("/var/lib/sensor/site.model"));
+        assert_eq!(c.thresholds.supervised, Some(0.4));
+        assert_eq!(c.thresholds.unsupervised, None);
+        assert_eq!(
+            c.alerts.sink,
+            Sink::File("/var/log/sensor/alerts.jsonl".into())
+        );
+        assert_eq!(c.alerts.burst, 10);
+        assert_eq!(
+            c.records,
+            Sink::File("/var/log/sensor/connections.jsonl".into())
+        );
+    }
+
+    #[test]
+    fn defaults_are_loopback_metrics_stdout_alerts_and_zeek_timeouts() {
+        let c = FileConfig::parse("interfaces = [\"lo\"]", "t")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS_ADDR.parse().unwrap()));
+        assert!(c.metrics_addr.unwrap().ip().is_loopback());
+        assert_eq!(c.alerts.sink, Sink::Stdout);
+        assert_eq!(c.records, Sink::Off);
+        assert_eq!(c.capture.timeouts, Timeouts::default());
+        assert_eq!(c.model, PathBuf::from(DEFAULT_MODEL));
+    }
+
+    #[test]
+    fn mistakes_are_errors_that_name_the_field_or_line() {
+        let e = FileConfig::parse("interfaces = [\"a\"]\ntable_sise = 5\n", "site.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("site.toml") && e.contains("table_sise") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = FileConfig::default().resolve().unwrap_err().to_string();
+        assert!(e.contains("interfaces"), "{e}");
+        let bad = |text: &str, field: &str| {
+            let e = FileConfig::parse(text, "t")
+                .unwrap()
+                .resolve()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        };
+        bad("interfaces=[\"a\"]\nring_bytes = 5000", "ring_bytes");
+        bad(
+            "interfaces=[\"a\"]\nmetrics_addr = \"nowhere\"",
+            "metrics_addr",
+        );
+        bad(
+            "interfaces=[\"a\"]\n[timeouts]\nudp_secs = -1",
+            "timeouts.udp_secs",
+        );
+        bad(
+            "interfaces=[\"a\"]\n[thresholds]\nsupervised = 0",
+            "thresholds.supervised",
+        );
+        bad("interfaces=[\"a\"]\ntable_size = 0", "table_size");
+    }
+}
