@@ -5,7 +5,9 @@
 //!   -> features (KDD feature vector) -> model (verdict) -> export (Prometheus)
 //! dataset + train: NSL-KDD ETL and model fitting, apart from the live path
 //! ```
+pub mod agent;
 pub mod alerts;
+pub mod baseline;
 pub mod capture;
 pub mod config;
 pub mod dataset;

@@ -27,6 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The sensor: watch interfaces, score every finished connection, serve Prometheus metrics,
+    /// write alerts. Settings from --config FILE (TOML), overridden by flags.
+    Run(Box<RunArgs>),
+    /// Learn the site's normal profile from its own connections and save it into the model.
+    Baseline(BaselineArgs),
     /// Watch interfaces and print every finished connection as a JSON line.
     Flows(FlowsArgs),
     /// Inspect an NSL-KDD data file.
@@ -111,6 +116,131 @@ struct FlowsArgs {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// `sensor run`: each flag overrides the same setting of the configuration file.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// TOML configuration file (see deploy/sensor.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Interface to watch; repeat for several (replaces the file's list).
+    #[arg(long = "iface")]
+    interfaces: Vec<String>,
+    #[arg(long, value_enum)]
+    xdp_mode: Option<XdpAttachMode>,
+    /// Flow table capacity, in connections [default 262144].
+    #[arg(long)]
+    table_size: Option<u32>,
+    /// Ring buffer size in bytes, a power of two [default 4 MiB].
+    #[arg(long)]
+    ring_bytes: Option<u32>,
+    /// Capture loop tick in milliseconds [default 250].
+    #[arg(long)]
+    sweep_interval_ms: Option<u64>,
+    /// Prometheus endpoint, host:port, or "off" [default 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Model file [default models/nsl-kdd-flow.model].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Alert sink: "stdout", "off" or a file (appended) [default stdout].
+    #[arg(long)]
+    alerts: Option<String>,
+    /// Sustained alerts per second before suppression [default 50].
+    #[arg(long)]
+    alerts_max_per_second: Option<f64>,
+    /// Every scored connection as a JSON line: "stdout", "off" or a file [default off].
+    #[arg(long)]
+    records: Option<String>,
+    /// Override of the supervised threshold.
+    #[arg(long)]
+    threshold_supervised: Option<f64>,
+    /// Override of the normal-profile threshold.
+    #[arg(long)]
+    threshold_unsupervised: Option<f64>,
+    #[arg(long)]
+    tcp_timeout_secs: Option<f64>,
+    #[arg(long)]
+    tcp_attempt_timeout_secs: Option<f64>,
+    #[arg(long)]
+    udp_timeout_secs: Option<f64>,
+    #[arg(long)]
+    icmp_timeout_secs: Option<f64>,
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration_secs: Option<f64>,
+}
+
+impl RunArgs {
+    /// The file's settings with every given flag applied on top.
+    fn resolve(&self) -> anyhow::Result<sensor::config::RunConfig> {
+        let mut f = match &self.config {
+            Some(p) => sensor::config::FileConfig::load(p)?,
+            None => sensor::config::FileConfig::default(),
+        };
+        fn set<T: Clone>(dst: &mut Option<T>, v: &Option<T>) {
+            if v.is_some() {
+                dst.clone_from(v);
+            }
+        }
+        if !self.interfaces.is_empty() {
+            f.interfaces = Some(self.interfaces.clone());
+        }
+        set(&mut f.xdp_mode, &self.xdp_mode);
+        set(&mut f.table_size, &self.table_size);
+        set(&mut f.ring_bytes, &self.ring_bytes);
+        set(&mut f.sweep_interval_ms, &self.sweep_interval_ms);
+        set(&mut f.metrics_addr, &self.metrics_addr);
+        set(&mut f.model, &self.model);
+        set(&mut f.alerts.sink, &self.alerts);
+        set(&mut f.alerts.max_per_second, &self.alerts_max_per_second);
+        set(&mut f.records, &self.records);
+        set(&mut f.thresholds.supervised, &self.threshold_supervised);
+        set(&mut f.thresholds.unsupervised, &self.threshold_unsupervised);
+        set(&mut f.timeouts.tcp_secs, &self.tcp_timeout_secs);
+        set(
+            &mut f.timeouts.tcp_attempt_secs,
+            &self.tcp_attempt_timeout_secs,
+        );
+        set(&mut f.timeouts.udp_secs, &self.udp_timeout_secs);
+        set(&mut f.timeouts.icmp_secs, &self.icmp_timeout_secs);
+        Ok(f.resolve()?)
+    }
+}
+
+#[derive(Args)]
+struct BaselineArgs {
+    /// The model to add the site profile to.
+    #[arg(long, default_value = sensor::config::DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Where to write the model with the site profile.
+    #[arg(long)]
+    out: PathBuf,
+    /// Connection records (JSON lines from `sensor flows`) recorded at the site.
+    #[arg(long, conflicts_with = "interfaces")]
+    records: Option<PathBuf>,
+    /// Record live on these interfaces instead (with --duration-secs).
+    #[arg(long = "iface")]
+    interfaces: Vec<String>,
+    /// How long to record live, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    duration_secs: f64,
+    /// Also save the recorded connections (JSON lines) for later baselines.
+    #[arg(long)]
+    save_records: Option<PathBuf>,
+    /// False-positive rate of the profile's threshold on held-out site connections.
+    #[arg(long, default_value_t = 0.01)]
+    target_fpr: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Idle timeouts while recording live (seconds), as for `sensor run`.
+    #[arg(long, default_value_t = 5.0)]
+    tcp_attempt_timeout_secs: f64,
+    #[arg(long, default_value_t = 60.0)]
+    udp_timeout_secs: f64,
+    #[arg(long, default_value_t = 60.0)]
+    icmp_timeout_secs: f64,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FeatureSetArg {
     Flow,
@@ -184,6 +314,8 @@ struct EvaluateArgs {
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
+        Command::Run(args) => run_cmd(*args),
+        Command::Baseline(args) => baseline_cmd(args),
         Command::Flows(args) => flows(args),
         Command::Dataset {
             command:
@@ -234,6 +366,114 @@ async fn shutdown_signal(limit: Option<Duration>) {
         _ = term.recv() => {}
         _ = timer => {}
     }
+}
+
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let limit = args
+        .duration_secs
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .context("--duration-secs must be >= 0")?;
+    let summary = current_thread_runtime()?
+        .block_on(sensor::agent::run(config, shutdown_signal(limit)))
+        .map_err(|e| anyhow::Error::new(e))?;
+    eprintln!("run: {}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
+    let model = Model::load(&args.model)?;
+    let (records, source) = match &args.records {
+        Some(path) => (
+            sensor::baseline::read_records(path).map_err(|e| anyhow::anyhow!(e))?,
+            format!("site baseline from {}", path.display()),
+        ),
+        None => {
+            if args.interfaces.is_empty() {
+                anyhow::bail!("give --records FILE or --iface IF (with --duration-secs)");
+            }
+            let secs = |name: &str, v: f64| {
+                Duration::try_from_secs_f64(v)
+                    .with_context(|| format!("--{name} must be >= 0, got {v}"))
+            };
+            let config = CaptureConfig {
+                interfaces: args.interfaces.clone(),
+                timeouts: Timeouts {
+                    tcp_attempt: secs("tcp-attempt-timeout-secs", args.tcp_attempt_timeout_secs)?,
+                    udp: secs("udp-timeout-secs", args.udp_timeout_secs)?,
+                    icmp: secs("icmp-timeout-secs", args.icmp_timeout_secs)?,
+                    ..Timeouts::default()
+                },
+                ..CaptureConfig::default()
+            };
+            let limit = secs("duration-secs", args.duration_secs)?;
+            log::info!(
+                "recording the site's connections on {} for {:.0} s",
+                args.interfaces.join(", "),
+                limit.as_secs_f64()
+            );
+            let mut recs = Vec::new();
+            current_thread_runtime()?.block_on(async {
+                let capture = Capture::start(config.clone()).with_context(|| {
+                    format!("starting the capture on {}", config.interfaces.join(", "))
+                })?;
+                capture::run(
+                    capture,
+                    Duration::from_millis(100),
+                    shutdown_signal(Some(limit)),
+                    |rec, _| recs.push(rec),
+                )
+                .await
+                .context("capture loop")?;
+                anyhow::Ok(())
+            })?;
+            (
+                recs,
+                format!("site baseline on {}", args.interfaces.join(",")),
+            )
+        }
+    };
+    if let Some(p) = &args.save_records {
+        let mut text = String::new();
+        for r in &records {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let (new, report) =
+        sensor::baseline::fit(&model, &records, args.target_fpr, args.seed, &source)?;
+    if let Some(parent) = args.out.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    new.save(&args.out)?;
+    println!(
+        "baseline: {} connections ({} fitted, {} held out); profile threshold {:.4} at target FPR {:.2}%",
+        report.connections,
+        report.fitted_on,
+        report.held_out,
+        report.threshold,
+        100.0 * report.target_fpr
+    );
+    println!(
+        "held-out site connections flagged: by the profile {:.2}%, by the model {:.2}% (before the baseline {:.2}%)",
+        100.0 * report.held_out_flagged_by_profile,
+        100.0 * report.held_out_flagged_by_model,
+        100.0 * report.held_out_flagged_before
+    );
+    println!("model with site profile written to {}", args.out.display());
+    Ok(())
 }
 
 fn flows(args: FlowsArgs) -> anyhow::Result<()> {

@@ -10,13 +10,20 @@ use std::sync::{
 };
 
 use prometheus::{
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
 use sensor_common::Health;
 
-use crate::flows::{ConnectionRecord, EndReason, Transport};
+use crate::{
+    detect::Scored,
+    features::EngineStats,
+    flows::{ConnectionRecord, EndReason, Transport},
+    kdd::SERVICES,
+    model::{Detector, Model},
+};
 
 /// Errors while building the registry (a programming error: a duplicate or invalid metric).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +48,23 @@ pub struct Metrics {
     capture_events: IntCounter,
     capture_duplicate_events: IntCounter,
     capture_finished_by_sweep: IntCounter,
+    detection: Detection,
+}
+
+/// The detection stage's metrics (verdicts, scores, latency, alerts, model).
+struct Detection {
+    verdicts: IntCounterVec,
+    score: Histogram,
+    latency: HistogramVec,
+    alerts: IntCounter,
+    alerts_suppressed: IntCounter,
+    model_info: IntGaugeVec,
+    model_threshold: GaugeVec,
+    model_reloads: IntCounterVec,
+    model_loaded: Gauge,
+    window_connections: IntGauge,
+    window_evictions: IntCounter,
+    output_errors: IntCounter,
 }
 
 fn reg<C: Collector + Clone + 'static>(
@@ -130,6 +154,7 @@ impl Metrics {
             "sensor_capture_finished_by_sweep_total",
             "Finished TCP connections found by the idle scan before any event (dropped event or race).",
         )?;
+        let detection = Detection::new(&registry)?;
         Ok(Metrics {
             registry,
             connections,
@@ -137,7 +162,107 @@ impl Metrics {
             capture_events,
             capture_duplicate_events,
             capture_finished_by_sweep,
+            detection,
         })
+    }
+
+    /// Counts a scored connection: verdict by protocol and service, its score, and the
+    /// detection latency (seconds from the moment the connection was final to the verdict).
+    pub fn observe_scored(
+        &self,
+        rec: &ConnectionRecord,
+        scored: &Scored,
+        latency_secs: f64,
+        finalised_by: &'static str,
+    ) {
+        let d = &self.detection;
+        let v = &scored.verdict;
+        let service = SERVICES
+            .get(scored.features.0[2] as usize)
+            .copied()
+            .unwrap_or("other");
+        d.verdicts
+            .with_label_values(&[
+                if v.anomalous { "anomalous" } else { "normal" },
+                detector_name(v.detector),
+                rec.transport.as_str(),
+                service,
+            ])
+            .inc();
+        d.score.observe(v.score);
+        d.latency
+            .with_label_values(&[finalised_by])
+            .observe(latency_secs.max(0.0));
+    }
+
+    /// Counts alerts written and suppressed (cumulative values from the alert sink).
+    pub fn set_alert_counts(&self, written: u64, suppressed: u64) {
+        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        up(&self.detection.alerts, written);
+        up(&self.detection.alerts_suppressed, suppressed);
+    }
+
+    /// Publishes the running model's identity and thresholds.
+    pub fn set_model(&self, model: &Model, path: &str) {
+        let d = &self.detection;
+        let data = model.data();
+        d.model_info.reset();
+        d.model_info
+            .with_label_values(&[
+                path,
+                &format!("v{}", data.format_version),
+                &format!("{:?}", data.feature_set).to_lowercase(),
+                data.metadata.data_sha256.get(..12).unwrap_or(""),
+                data.normal_profile
+                    .as_ref()
+                    .map_or("none", |p| p.source.as_str()),
+            ])
+            .set(1);
+        let t = model.thresholds();
+        d.model_threshold
+            .with_label_values(&["supervised"])
+            .set(t.supervised);
+        d.model_threshold
+            .with_label_values(&["unsupervised"])
+            .set(t.unsupervised);
+        d.model_loaded.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+    }
+
+    /// Counts a model reload attempt (`ok` or `error`).
+    pub fn model_reload(&self, ok: bool) {
+        self.detection
+            .model_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Reloads so far: (ok, error).
+    pub fn model_reload_counts(&self) -> (u64, u64) {
+        let r = &self.detection.model_reloads;
+        (
+            r.with_label_values(&["ok"]).get(),
+            r.with_label_values(&["error"]).get(),
+        )
+    }
+
+    /// Brings the feature engine's figures up to date.
+    pub fn set_engine_stats(&self, s: &EngineStats) {
+        let d = &self.detection;
+        d.window_connections
+            .set(i64::try_from(s.time_window_connections).unwrap_or(i64::MAX));
+        d.window_evictions.inc_by(
+            s.time_window_overflow_evictions_total
+                .saturating_sub(d.window_evictions.get()),
+        );
+    }
+
+    /// Counts a failed write of an alert or record line.
+    pub fn output_error(&self) {
+        self.detection.output_errors.inc();
     }
 
     /// Counts a finished connection.
@@ -176,6 +301,130 @@ impl Metrics {
             log::error!("encoding metrics failed: {e}");
         }
         out
+    }
+}
+
+fn detector_name(d: Detector) -> &'static str {
+    match d {
+        Detector::None => "none",
+        Detector::Supervised => "supervised",
+        Detector::Unsupervised => "unsupervised",
+        Detector::Both => "both",
+    }
+}
+
+impl Detection {
+    fn new(registry: &Registry) -> Result<Detection, MetricsError> {
+        let e = |name| move |source| MetricsError { name, source };
+        macro_rules! registered {
+            ($name:literal, $make:expr) => {
+                reg(registry, $name, $make.map_err(e($name))?)?
+            };
+        }
+        Ok(Detection {
+            verdicts: registered!(
+                "sensor_verdicts_total",
+                IntCounterVec::new(
+                    Opts::new(
+                        "sensor_verdicts_total",
+                        "Scored connections by verdict, the detector that fired (none for normal), protocol and KDD service (70 names).",
+                    ),
+                    &["verdict", "detector", "protocol", "service"],
+                )
+            ),
+            score: registered!(
+                "sensor_score",
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sensor_score",
+                        "Combined anomaly score of scored connections: each detector's score over its threshold, the larger; >= 1 is anomalous.",
+                    )
+                    .buckets(vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 5.0]),
+                )
+            ),
+            latency: registered!(
+                "sensor_detection_latency_seconds",
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "sensor_detection_latency_seconds",
+                        "Time from the moment a connection was final (its last packet for FIN/RST; last packet plus the idle timeout for idle ones) to its verdict, by how it was finalised.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                    &["finalised_by"],
+                )
+            ),
+            alerts: registered!(
+                "sensor_alerts_total",
+                IntCounter::new("sensor_alerts_total", "Alert lines written.")
+            ),
+            alerts_suppressed: registered!(
+                "sensor_alerts_suppressed_total",
+                IntCounter::new(
+                    "sensor_alerts_suppressed_total",
+                    "Anomalous connections whose alert the rate limit held back (summarised in `suppressed` lines).",
+                )
+            ),
+            model_info: registered!(
+                "sensor_model_info",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sensor_model_info",
+                        "The running model (value is always 1): file, format version, feature set, training data hash prefix, normal-profile source.",
+                    ),
+                    &["path", "format", "feature_set", "data_sha256", "normal_profile"],
+                )
+            ),
+            model_threshold: registered!(
+                "sensor_model_threshold",
+                GaugeVec::new(
+                    Opts::new(
+                        "sensor_model_threshold",
+                        "Operating threshold of each detector (after any configured override).",
+                    ),
+                    &["detector"],
+                )
+            ),
+            model_reloads: registered!(
+                "sensor_model_reloads_total",
+                IntCounterVec::new(
+                    Opts::new(
+                        "sensor_model_reloads_total",
+                        "Model reloads on SIGHUP, by result; on error the running model is kept.",
+                    ),
+                    &["result"],
+                )
+            ),
+            model_loaded: registered!(
+                "sensor_model_loaded_timestamp_seconds",
+                Gauge::new(
+                    "sensor_model_loaded_timestamp_seconds",
+                    "Unix time at which the running model was loaded.",
+                )
+            ),
+            window_connections: registered!(
+                "sensor_feature_window_connections",
+                IntGauge::new(
+                    "sensor_feature_window_connections",
+                    "Connections held in the 2-second feature window.",
+                )
+            ),
+            window_evictions: registered!(
+                "sensor_feature_window_evictions_total",
+                IntCounter::new(
+                    "sensor_feature_window_evictions_total",
+                    "Connections expired early from the 2-second window because of its size cap.",
+                )
+            ),
+            output_errors: registered!(
+                "sensor_output_errors_total",
+                IntCounter::new(
+                    "sensor_output_errors_total",
+                    "Alert or record lines that could not be written.",
+                )
+            ),
+        })
     }
 }
 

@@ -1,0 +1,299 @@
+//! The live agent (`sensor run`): capture -> features -> verdict -> metrics, alerts, records.
+//!
+//! One current-thread tokio runtime drives the capture loop; every finished connection is
+//! scored as soon as the capture stage hands it over, on the same thread, so the verdict
+//! follows the connection's end by the time it takes to compute it (microseconds) plus the
+//! time the capture stage needed to learn that it ended (the ring-buffer event for FIN/RST,
+//! the idle scan for the rest). The `/metrics` endpoint runs on its own thread; a SIGHUP task
+//! loads a new model off the hot path and hands it over through a slot.
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    alerts::{AlertSink, ScoredLine},
+    capture::{self, Capture, CaptureError, Timeouts},
+    config::{RunConfig, Sink},
+    detect::Pipeline,
+    export::Metrics,
+    features::FeatureConfig,
+    flows::{ConnectionRecord, EndReason, Transport},
+    model::{Model, ModelError},
+};
+use sensor_common::conn_state::ConnState;
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("loading the model")]
+    Model(#[from] ModelError),
+    #[error("starting the capture on {interfaces}")]
+    Capture {
+        interfaces: String,
+        #[source]
+        source: CaptureError,
+    },
+    #[error("capture loop")]
+    Loop(#[source] CaptureError),
+    #[error("building the metrics registry")]
+    Metrics(#[from] crate::export::metrics::MetricsError),
+    #[error(transparent)]
+    Serve(#[from] crate::export::http::ServeError),
+    #[error("opening {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("feature engine settings")]
+    Features(#[from] crate::features::FeatureConfigError),
+}
+
+/// What a run did, printed at exit and returned to tests.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub connections: u64,
+    pub anomalous: u64,
+    pub alerts_written: u64,
+    pub alerts_suppressed: u64,
+    pub model_reloads_ok: u64,
+    pub model_reloads_failed: u64,
+    pub output_errors: u64,
+}
+
+/// Opens a JSON-lines sink (files are appended to, so a restart keeps earlier lines).
+fn open_sink(sink: &Sink) -> Result<Option<Box<dyn Write + Send>>, AgentError> {
+    Ok(match sink {
+        Sink::Off => None,
+        Sink::Stdout => Some(Box::new(std::io::stdout())),
+        Sink::File(p) => Some(Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|source| AgentError::Open {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+        )),
+    })
+}
+
+/// The moment a connection became final, Unix ns: its last packet when the kernel signalled
+/// its end, its last packet plus the idle timeout that applied when the scan finalised it.
+pub fn final_unix_ns(rec: &ConnectionRecord, t: &Timeouts) -> u64 {
+    let idle = match rec.transport {
+        Transport::Tcp => match rec.conn_state {
+            // The handshake completed: the established timeout applied.
+            ConnState::S1 | ConnState::S2 | ConnState::S3 | ConnState::SF => t.tcp_established,
+            _ => t.tcp_attempt,
+        },
+        Transport::Udp => t.udp,
+        Transport::Icmp => t.icmp,
+    };
+    match rec.end_reason {
+        EndReason::Idle => rec.end_unix_ns.saturating_add(idle.as_nanos() as u64),
+        _ => rec.end_unix_ns,
+    }
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    cfg: RunConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<RunSummary, AgentError> {
+    let model = Arc::new(Model::load(&cfg.model)?);
+    let model_path = cfg.model.display().to_string();
+    let interfaces = cfg.capture.interfaces.join(", ");
+    let capture = Capture::start(cfg.capture.clone()).map_err(|source| AgentError::Capture {
+        interfaces: interfaces.clone(),
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::new(
+        capture.health_source(),
+        cfg.capture.table_capacity,
+    )?);
+    let mut pipeline =
+        Pipeline::new(Arc::clone(&model), FeatureConfig::default())?.with_overrides(cfg.thresholds);
+    metrics.set_model(pipeline.model(), &model_path);
+    if let Some(addr) = cfg.metrics_addr {
+        let bound = crate::export::http::serve(addr, Arc::clone(&metrics))?;
+        log::info!("metrics on http://{bound}/metrics");
+    }
+    let mut alerts = open_sink(&cfg.alerts.sink)?
+        .map(|out| AlertSink::new(out, cfg.alerts.max_per_second, cfg.alerts.burst));
+    let mut records = open_sink(&cfg.records)?;
+
+    // SIGHUP: load the model file again off the capture thread; a good one waits in `slot`.
+    let slot: Arc<Mutex<Option<Arc<Model>>>> = Arc::default();
+    let reloader = spawn_reloader(cfg.model.clone(), Arc::clone(&slot), Arc::clone(&metrics));
+
+    let t = pipeline.model().thresholds();
+    log::info!(
+        "watching {interfaces} (table {} connections); model {model_path} ({:?} features, thresholds supervised {:.4}, unsupervised {:.4}{})",
+        cfg.capture.table_capacity,
+        pipeline.model().feature_set(),
+        t.supervised,
+        t.unsupervised,
+        if pipeline.model().data().normal_profile.is_some() {
+            ""
+        } else {
+            ", no normal profile"
+        }
+    );
+    let timeouts = cfg.capture.timeouts;
+    let mut summary = RunSummary::default();
+    let capture = capture::run(capture, cfg.sweep_interval, shutdown, |rec, stats| {
+        if let Some(m) = slot.lock().map(|mut s| s.take()).unwrap_or(None) {
+            pipeline.set_model(m);
+            metrics.set_model(pipeline.model(), &model_path);
+            log::info!("model reloaded from {model_path}");
+        }
+        let scored = pipeline.process(&rec);
+        let now = unix_now_ns();
+        let latency_ns = now.saturating_sub(final_unix_ns(&rec, &timeouts));
+        let latency_ms = latency_ns as f64 / 1e6;
+        let finalised_by = match rec.end_reason {
+            EndReason::Fin | EndReason::Rst => "event",
+            EndReason::Idle => "idle_scan",
+            EndReason::Shutdown => "shutdown",
+        };
+        metrics.observe_connection(&rec);
+        metrics.set_capture_stats(stats);
+        if rec.end_reason != EndReason::Shutdown {
+            metrics.observe_scored(&rec, &scored, latency_ms / 1e3, finalised_by);
+        }
+        summary.connections += 1;
+        let mut failed = false;
+        if let Some(out) = records.as_mut() {
+            let line = ScoredLine::new("connection", &rec, &scored, now, latency_ms);
+            failed |= serde_json::to_writer(&mut *out, &line).is_err()
+                || out.write_all(b"\n").and_then(|()| out.flush()).is_err();
+        }
+        if let Some(a) = alerts.as_mut() {
+            if scored.verdict.anomalous {
+                let line = ScoredLine::new("alert", &rec, &scored, now, latency_ms);
+                failed |= a.offer(&line, now).is_err();
+            } else {
+                failed |= a.tick(now).is_err();
+            }
+            metrics.set_alert_counts(a.written_total, a.suppressed_total);
+        }
+        if scored.verdict.anomalous {
+            summary.anomalous += 1;
+        }
+        if failed {
+            summary.output_errors += 1;
+            metrics.output_error();
+        }
+        if summary.connections % 256 == 0 {
+            metrics.set_engine_stats(&pipeline.engine().stats());
+        }
+    })
+    .await
+    .map_err(AgentError::Loop)?;
+    reloader.abort();
+    if let Some(a) = alerts.as_mut() {
+        if a.flush_suppressed().is_err() {
+            summary.output_errors += 1;
+        }
+        summary.alerts_written = a.written_total;
+        summary.alerts_suppressed = a.suppressed_total;
+    }
+    let (ok, failed) = metrics.model_reload_counts();
+    summary.model_reloads_ok = ok;
+    summary.model_reloads_failed = failed;
+    match capture::summary_json(&capture) {
+        Ok(s) => eprintln!("summary: {s}"),
+        Err(e) => log::warn!("reading the final health counters: {e}"),
+    }
+    drop(capture);
+    Ok(summary)
+}
+
+/// Reloads the model on each SIGHUP. A file that fails to load or validate keeps the running
+/// model: the error is logged and counted (`sensor_model_reloads_total{result="error"}`).
+fn spawn_reloader(
+    path: PathBuf,
+    slot: Arc<Mutex<Option<Arc<Model>>>>,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            log::error!("cannot install the SIGHUP handler; model reload disabled");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let p = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || Model::load(&p)).await;
+            match loaded {
+                Ok(Ok(m)) => {
+                    metrics.model_reload(true);
+                    if let Ok(mut s) = slot.lock() {
+                        *s = Some(Arc::new(m));
+                    }
+                    log::info!(
+                        "SIGHUP: {} loaded; in use from the next connection",
+                        show(&path)
+                    );
+                }
+                Ok(Err(e)) => {
+                    metrics.model_reload(false);
+                    log::error!("SIGHUP: keeping the running model: {}", anyhow_chain(&e));
+                }
+                Err(e) => {
+                    metrics.model_reload(false);
+                    log::error!("SIGHUP: model loader failed: {e}");
+                }
+            }
+        }
+    })
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// An error with its causes, `: `-separated.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_time_adds_the_idle_timeout_that_applied() {
+        let t = Timeouts::default();
+        let mut rec: ConnectionRecord = serde_json::from_str(
+            r#"{"start_unix_ns":1,"end_unix_ns":1000,"transport":"tcp","ip_version":4,"orig_addr":"198.18.0.1","orig_port":1,"resp_addr":"198.18.0.2","resp_port":80,"icmp_type":null,"icmp_code":null,"orig_packets":1,"resp_packets":0,"orig_bytes":0,"resp_bytes":0,"conn_state":"S0","urgent_packets":0,"wrong_fragments":0,"land":false,"end_reason":"idle"}"#,
+        )
+        .unwrap();
+        assert_eq!(final_unix_ns(&rec, &t), 1000 + 5_000_000_000);
+        rec.conn_state = ConnState::S1;
+        assert_eq!(final_unix_ns(&rec, &t), 1000 + 300_000_000_000);
+        rec.end_reason = EndReason::Rst;
+        assert_eq!(final_unix_ns(&rec, &t), 1000);
+        rec.transport = Transport::Udp;
+        rec.end_reason = EndReason::Idle;
+        assert_eq!(final_unix_ns(&rec, &t), 1000 + 60_000_000_000);
+    }
+}
