@@ -100,6 +100,13 @@ pub fn final_unix_ns(rec: &ConnectionRecord, t: &Timeouts) -> u64 {
     }
 }
 
+fn push_line<T: serde::Serialize>(buf: &mut Vec<u8>, v: &T) {
+    // Serialising our own structs to memory cannot fail.
+    if serde_json::to_writer(&mut *buf, v).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
 fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -152,58 +159,67 @@ pub async fn run(
     );
     let timeouts = cfg.capture.timeouts;
     let mut summary = RunSummary::default();
-    let capture = capture::run(capture, cfg.sweep_interval, shutdown, |rec, stats| {
+    let capture = capture::run(capture, cfg.sweep_interval, shutdown, |batch, stats| {
         if let Some(m) = slot.lock().map(|mut s| s.take()).unwrap_or(None) {
             pipeline.set_model(m);
             metrics.set_model(pipeline.model(), &model_path);
             log::info!("model reloaded from {model_path}");
         }
-        let scored = pipeline.process(&rec);
-        let now = unix_now_ns();
-        let latency_ns = now.saturating_sub(final_unix_ns(&rec, &timeouts));
-        let latency_ms = latency_ns as f64 / 1e6;
-        let finalised_by = match rec.end_reason {
-            EndReason::Fin | EndReason::Rst => "event",
-            EndReason::Idle => "idle_scan",
-            EndReason::Shutdown => "shutdown",
-        };
-        metrics.observe_connection(&rec);
         metrics.set_capture_stats(stats);
-        if rec.end_reason != EndReason::Shutdown {
-            metrics.observe_scored(&rec, &scored, latency_ms / 1e3, finalised_by);
+        // Lines are built in memory and written once per batch: one write per sink, not one
+        // per JSON token (serde writes piecewise).
+        let (mut rec_buf, mut alert_buf) = (Vec::new(), Vec::new());
+        for rec in batch {
+            let scored = pipeline.process(rec);
+            let now = unix_now_ns();
+            let latency_ms = now.saturating_sub(final_unix_ns(rec, &timeouts)) as f64 / 1e6;
+            let finalised_by = match rec.end_reason {
+                EndReason::Fin | EndReason::Rst => "event",
+                EndReason::Idle => "idle_scan",
+                EndReason::Shutdown => "shutdown",
+            };
+            metrics.observe_connection(rec);
+            if rec.end_reason != EndReason::Shutdown {
+                metrics.observe_scored(rec, &scored, latency_ms / 1e3, finalised_by);
+            }
+            summary.connections += 1;
+            if records.is_some() {
+                let line = ScoredLine::new("connection", rec, &scored, now, latency_ms);
+                push_line(&mut rec_buf, &line);
+            }
+            if let Some(a) = alerts.as_mut() {
+                if scored.verdict.anomalous {
+                    let line = ScoredLine::new("alert", rec, &scored, now, latency_ms);
+                    a.offer(&line, now, &mut alert_buf);
+                } else {
+                    a.tick(now, &mut alert_buf);
+                }
+            }
+            if scored.verdict.anomalous {
+                summary.anomalous += 1;
+            }
         }
-        summary.connections += 1;
-        let mut failed = false;
+        let mut failed = 0;
         if let Some(out) = records.as_mut() {
-            let line = ScoredLine::new("connection", &rec, &scored, now, latency_ms);
-            failed |= serde_json::to_writer(&mut *out, &line).is_err()
-                || out.write_all(b"\n").and_then(|()| out.flush()).is_err();
+            failed += u64::from(out.write_all(&rec_buf).and_then(|()| out.flush()).is_err());
         }
         if let Some(a) = alerts.as_mut() {
-            if scored.verdict.anomalous {
-                let line = ScoredLine::new("alert", &rec, &scored, now, latency_ms);
-                failed |= a.offer(&line, now).is_err();
-            } else {
-                failed |= a.tick(now).is_err();
-            }
+            failed += u64::from(a.write(&alert_buf).is_err());
             metrics.set_alert_counts(a.written_total, a.suppressed_total);
         }
-        if scored.verdict.anomalous {
-            summary.anomalous += 1;
-        }
-        if failed {
-            summary.output_errors += 1;
+        if failed > 0 {
+            summary.output_errors += failed;
             metrics.output_error();
         }
-        if summary.connections % 256 == 0 {
-            metrics.set_engine_stats(&pipeline.engine().stats());
-        }
+        metrics.set_engine_stats(&pipeline.engine().stats());
     })
     .await
     .map_err(AgentError::Loop)?;
     reloader.abort();
     if let Some(a) = alerts.as_mut() {
-        if a.flush_suppressed().is_err() {
+        let mut buf = Vec::new();
+        a.flush_suppressed(&mut buf);
+        if a.write(&buf).is_err() {
             summary.output_errors += 1;
         }
         summary.alerts_written = a.written_total;

@@ -180,8 +180,9 @@ impl AlertSink {
         }
     }
 
-    /// Offers one anomalous connection's alert at `now_ns` (Unix ns).
-    pub fn offer(&mut self, line: &ScoredLine, now_ns: u64) -> std::io::Result<Offer> {
+    /// Offers one anomalous connection's alert at `now_ns` (Unix ns); what is to be written is
+    /// appended to `buf` (see [`AlertSink::write`]).
+    pub fn offer(&mut self, line: &ScoredLine, now_ns: u64, buf: &mut Vec<u8>) -> Offer {
         if !self.limiter.admit(now_ns) {
             let det = serde_json::to_value(line.detector)
                 .ok()
@@ -189,37 +190,45 @@ impl AlertSink {
                 .unwrap_or_default();
             self.limiter.hold(now_ns, &det, line.flag);
             self.suppressed_total += 1;
-            return Ok(Offer::Suppressed);
+            return Offer::Suppressed;
         }
-        self.flush_suppressed()?;
-        write_line(&mut self.out, line)?;
+        self.flush_suppressed(buf);
+        push_line(buf, line);
         self.written_total += 1;
-        Ok(Offer::Written)
+        Offer::Written
     }
 
-    /// Writes the summary of held-back alerts, if any (called when alerts flow again, on each
-    /// tick of the agent once the bucket has refilled, and at shutdown).
-    pub fn flush_suppressed(&mut self) -> std::io::Result<()> {
+    /// Appends the summary of held-back alerts, if any (when alerts flow again, on a tick once
+    /// the bucket has refilled, and at shutdown).
+    pub fn flush_suppressed(&mut self, buf: &mut Vec<u8>) {
         if let Some(p) = self.limiter.pending.take() {
-            write_line(&mut self.out, &p)?;
+            push_line(buf, &p);
         }
-        self.out.flush()
     }
 
-    /// Flushes the summary if the bucket has a token again at `now_ns` (the flood is over).
-    pub fn tick(&mut self, now_ns: u64) -> std::io::Result<()> {
+    /// Appends the summary if the bucket has a token again at `now_ns` (the flood is over).
+    pub fn tick(&mut self, now_ns: u64, buf: &mut Vec<u8>) {
         if self.limiter.pending.is_some() && self.limiter.admit(now_ns) {
             self.limiter.tokens += 1.0; // only peeked
-            self.flush_suppressed()?;
+            self.flush_suppressed(buf);
         }
-        Ok(())
+    }
+
+    /// Writes what [`AlertSink::offer`] and friends appended, in one write.
+    pub fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all(buf)?;
+        self.out.flush()
     }
 }
 
-fn write_line<T: Serialize>(out: &mut dyn Write, v: &T) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, v).map_err(std::io::Error::from)?;
-    out.write_all(b"\n")?;
-    out.flush()
+fn push_line<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
+    // Serialising these structs to memory cannot fail.
+    if serde_json::to_writer(&mut *buf, v).is_ok() {
+        buf.push(b'\n');
+    }
 }
 
 #[cfg(test)]
@@ -293,14 +302,20 @@ mod tests {
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();
+        let mut out = Vec::new();
         for i in 0..10 {
             let line = ScoredLine::new("alert", &rec, &scored, t0 + i, 0.0);
-            outcomes.push(sink.offer(&line, t0 + i).unwrap());
+            outcomes.push(sink.offer(&line, t0 + i, &mut out));
         }
+        sink.write(&out).unwrap();
         assert_eq!(outcomes.iter().filter(|o| **o == Offer::Written).count(), 2);
         assert_eq!(sink.suppressed_total, 8);
         // Two seconds later the bucket has refilled: the summary comes out on the tick.
-        sink.tick(t0 + 2_000_000_000).unwrap();
+        let mut out = Vec::new();
+        sink.tick(t0 + 1_000, &mut out);
+        assert!(out.is_empty(), "still flooding: no summary yet");
+        sink.tick(t0 + 2_000_000_000, &mut out);
+        sink.write(&out).unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub table_size: Option<u32>,
     pub ring_bytes: Option<u32>,
     pub sweep_interval_ms: Option<u64>,
+    /// Period of the full idle scan (default: a quarter of the shortest idle timeout).
+    pub idle_scan_interval_ms: Option<u64>,
     /// `host:port` of the Prometheus endpoint; `"off"` disables it.
     pub metrics_addr: Option<String>,
     pub model: Option<PathBuf>,
@@ -233,6 +235,7 @@ impl FileConfig {
                 table_capacity,
                 ring_bytes,
                 timeouts,
+                idle_scan_interval: self.idle_scan_interval_ms.map(Duration::from_millis),
                 ..base
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.unwrap_or(250).max(10)),

@@ -136,6 +136,10 @@ struct RunArgs {
     /// Capture loop tick in milliseconds [default 250].
     #[arg(long)]
     sweep_interval_ms: Option<u64>,
+    /// Period of the full idle scan in milliseconds [default: a quarter of the shortest idle
+    /// timeout, 50 ms..5 s]; bounds the detection latency of idle connections.
+    #[arg(long)]
+    idle_scan_interval_ms: Option<u64>,
     /// Prometheus endpoint, host:port, or "off" [default 127.0.0.1:9464].
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -189,6 +193,7 @@ impl RunArgs {
         set(&mut f.table_size, &self.table_size);
         set(&mut f.ring_bytes, &self.ring_bytes);
         set(&mut f.sweep_interval_ms, &self.sweep_interval_ms);
+        set(&mut f.idle_scan_interval_ms, &self.idle_scan_interval_ms);
         set(&mut f.metrics_addr, &self.metrics_addr);
         set(&mut f.model, &self.model);
         set(&mut f.alerts.sink, &self.alerts);
@@ -429,7 +434,7 @@ fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
                     capture,
                     Duration::from_millis(100),
                     shutdown_signal(Some(limit)),
-                    |rec, _| recs.push(rec),
+                    |batch, _| recs.extend_from_slice(batch),
                 )
                 .await
                 .context("capture loop")?;
@@ -513,17 +518,22 @@ fn flows(args: FlowsArgs) -> anyhow::Result<()> {
             capture,
             Duration::from_millis(args.capture.sweep_interval_ms.max(10)),
             shutdown_signal(limit),
-            |rec, stats| {
+            |batch, stats| {
+                let mut buf = Vec::new();
+                for rec in batch {
+                    if let Some(m) = &metrics {
+                        m.observe_connection(rec);
+                    }
+                    if let Err(e) = serde_json::to_writer(&mut buf, rec) {
+                        write_error.get_or_insert(std::io::Error::from(e));
+                    }
+                    buf.push(b'\n');
+                }
                 if let Some(m) = &metrics {
-                    m.observe_connection(&rec);
                     m.set_capture_stats(stats);
                 }
                 let mut out = stdout.lock();
-                let res = serde_json::to_writer(&mut out, &rec)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| out.write_all(b"\n"))
-                    .and_then(|()| out.flush());
-                if let Err(e) = res {
+                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
                     write_error.get_or_insert(e);
                 }
             },
