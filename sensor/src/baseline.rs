@@ -133,3 +133,122 @@ pub fn read_records(path: &std::path::Path) -> Result<Vec<ConnectionRecord>, Str
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::{EndReason, Transport};
+    use sensor_common::conn_state::ConnState;
+    use std::path::Path;
+
+    fn rec(i: u64, port: u16, state: ConnState, bytes: (u64, u64)) -> ConnectionRecord {
+        let t = 1_700_000_000_000_000_000 + i * 300_000_000;
+        ConnectionRecord {
+            start_unix_ns: t,
+            end_unix_ns: t + 2_000_000,
+            transport: Transport::Tcp,
+            ip_version: 4,
+            orig_addr: "198.18.1.1".parse().unwrap(),
+            orig_port: 40_000 + (i % 20_000) as u16,
+            resp_addr: "198.18.2.1".parse().unwrap(),
+            resp_port: port,
+            icmp_type: None,
+            icmp_code: None,
+            orig_packets: 5,
+            resp_packets: 5,
+            orig_bytes: bytes.0,
+            resp_bytes: bytes.1,
+            conn_state: state,
+            urgent_packets: 0,
+            wrong_fragments: 0,
+            land: false,
+            end_reason: EndReason::Fin,
+        }
+    }
+
+    trait Unsup {
+        fn unwrap_unsupervised(&self) -> f64;
+    }
+    impl Unsup for crate::model::Verdict {
+        fn unwrap_unsupervised(&self) -> f64 {
+            self.unsupervised_score.expect("a profile is present")
+        }
+    }
+
+    fn committed_model() -> Model {
+        Model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model"))
+            .expect("committed model")
+    }
+
+    #[test]
+    fn site_profile_meets_its_target_on_held_out_site_traffic_and_is_reproducible() {
+        let model = committed_model();
+        // The site: small HTTP requests and large downloads, one connection every 300 ms.
+        let site: Vec<ConnectionRecord> = (0..800)
+            .map(|i| {
+                let bytes = if i % 3 == 0 {
+                    (300 + i % 100, 1_000_000 + 997 * (i % 1000))
+                } else {
+                    (100 + i % 100, 1_000 + 13 * (i % 77))
+                };
+                rec(i, 80, ConnState::SF, bytes)
+            })
+            .collect();
+        let (new, report) = fit(&model, &site, 0.01, 7, "test site").unwrap();
+        assert_eq!(report.connections, 800);
+        assert_eq!(report.fitted_on + report.held_out, 800);
+        assert_eq!(report.held_out, 200);
+        assert!(report.held_out_flagged_by_profile <= 0.01, "{report:?}");
+        let p = new.data().normal_profile.as_ref().unwrap();
+        assert_eq!(p.source, "test site");
+        assert_eq!(new.thresholds().unsupervised, report.threshold);
+        assert_eq!(
+            new.thresholds().supervised,
+            model.thresholds().supervised,
+            "the supervised threshold stays as trained"
+        );
+        // Typical site connections after the baseline: scored normal by the profile.
+        let mut engine = FeatureEngine::new(FeatureConfig::default()).unwrap();
+        let scores: Vec<f64> = site
+            .iter()
+            .map(|r| new.score(&engine.push(r)).unwrap_unsupervised())
+            .collect();
+        let over = scores.iter().filter(|&&s| s >= report.threshold).count();
+        assert!(
+            over <= 16,
+            "{over} of 800 site connections over the threshold"
+        );
+        // Same seed, same records: the same profile.
+        let (again, _) = fit(&model, &site, 0.01, 7, "test site").unwrap();
+        assert_eq!(again.data(), new.data());
+    }
+
+    #[test]
+    fn too_few_connections_or_a_bad_target_are_refused() {
+        let model = committed_model();
+        let few: Vec<_> = (0..10).map(|i| rec(i, 80, ConnState::SF, (1, 1))).collect();
+        let e = fit(&model, &few, 0.01, 1, "t").unwrap_err();
+        assert!(e.to_string().contains("only 10 connections"), "{e}");
+        let many: Vec<_> = (0..200)
+            .map(|i| rec(i, 80, ConnState::SF, (1, 1)))
+            .collect();
+        assert!(matches!(
+            fit(&model, &many, 0.0, 1, "t"),
+            Err(BaselineError::BadTarget(_))
+        ));
+    }
+
+    #[test]
+    fn record_files_name_the_bad_line() {
+        let dir = std::env::temp_dir().join(format!("baseline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("recs.jsonl");
+        let good = serde_json::to_string(&rec(1, 80, ConnState::SF, (1, 1))).unwrap();
+        std::fs::write(&p, format!("{good}\n\n{good}\n{{\"nope\": 1}}\n")).unwrap();
+        let e = read_records(&p).unwrap_err();
+        assert!(e.contains("recs.jsonl:4:"), "{e}");
+        std::fs::write(&p, format!("{good}\n{good}\n")).unwrap();
+        assert_eq!(read_records(&p).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

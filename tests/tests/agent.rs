@@ -1,0 +1,180 @@
+//! `sensor run` as an operator uses it: a TOML configuration, model hot reload on SIGHUP (a bad
+//! file keeps the running model and is counted), and the alert rate limit with its summary.
+use std::{path::PathBuf, time::Duration};
+
+use integration_tests::{Pair, require_root, sensor_bin, wait_until};
+
+fn model_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model")
+}
+
+fn scrape(ns: &integration_tests::Netns) -> String {
+    ns.run(
+        "curl",
+        &["-s", "--max-time", "3", "http://127.0.0.1:9464/metrics"],
+    )
+    .unwrap_or_default()
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn sighup(pid: u32) {
+    // `ip netns exec` execs the sensor, so the child's pid is the sensor's.
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+}
+
+#[test]
+fn config_file_sighup_reload_keeps_the_model_on_a_bad_file_and_alerts_are_rate_limited() {
+    require_root();
+    let lab = Pair::new().expect("lab");
+    let dir = std::env::temp_dir().join(format!("sensor-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("site.model");
+    std::fs::copy(model_file(), &model).unwrap();
+    let alerts = dir.join("alerts.jsonl");
+    let config = dir.join("sensor.toml");
+    // One alert per second sustained, a burst of 3: the scan below must be summarised.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+interfaces = ["{iface}"]
+xdp_mode = "generic"
+table_size = 4096
+sweep_interval_ms = 20
+metrics_addr = "127.0.0.1:9464"
+model = "{model}"
+[timeouts]
+tcp_attempt_secs = 1
+udp_secs = 1
+icmp_secs = 1
+[alerts]
+sink = "{alerts}"
+max_per_second = 1
+burst = 3
+"#,
+            iface = lab.veth.b,
+            model = model.display(),
+            alerts = alerts.display()
+        ),
+    )
+    .unwrap();
+    let mut sensor = lab
+        .server
+        .spawn(
+            &sensor_bin().to_string_lossy(),
+            &[
+                "run",
+                "--config",
+                &config.to_string_lossy(),
+                "--duration-secs",
+                "60",
+            ],
+        )
+        .expect("spawn sensor");
+    sensor
+        .wait_for_stderr("watching", Duration::from_secs(30))
+        .expect("sensor started");
+    let pid = sensor.child.as_ref().unwrap().id();
+    let m = scrape(&lab.server);
+    assert_eq!(value(&m, "sensor_flow_table_capacity"), Some(4096.0), "{m}");
+    assert!(m.contains("sensor_model_info{"), "{m}");
+
+    // A corrupted model file: refused, the running model stays, the failure is counted.
+    let good = std::fs::read(&model).unwrap();
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 0x55;
+    std::fs::write(&model, &bad).unwrap();
+    sighup(pid);
+    assert!(
+        wait_until(Duration::from_secs(10), || value(
+            &scrape(&lab.server),
+            "sensor_model_reloads_total{result=\"error\"}"
+        ) == Some(1.0)),
+        "the bad reload was not counted: {}",
+        scrape(&lab.server)
+    );
+    // A good file: loaded.
+    std::fs::write(&model, &good).unwrap();
+    sighup(pid);
+    assert!(
+        wait_until(Duration::from_secs(10), || value(
+            &scrape(&lab.server),
+            "sensor_model_reloads_total{result=\"ok\"}"
+        ) == Some(1.0)),
+        "the good reload was not counted: {}",
+        scrape(&lab.server)
+    );
+
+    // A SYN scan of 300 closed ports: all anomalous; 3 alerts pass, the rest are summarised.
+    lab.client
+        .run(
+            "timeout",
+            &[
+                "20",
+                "nmap",
+                "-sS",
+                "-n",
+                "-Pn",
+                "--max-retries",
+                "0",
+                "-p",
+                "1-300",
+                &lab.server_v4,
+            ],
+        )
+        .expect("nmap");
+    let ok = wait_until(Duration::from_secs(10), || {
+        let m = scrape(&lab.server);
+        let a = value(&m, "sensor_alerts_total").unwrap_or(0.0);
+        let s = value(&m, "sensor_alerts_suppressed_total").unwrap_or(0.0);
+        a + s >= 300.0
+    });
+    let m = scrape(&lab.server);
+    assert!(ok, "scan alerts not all accounted for: {m}");
+    sensor.terminate();
+    let (status, _out, stderr) = sensor
+        .wait_output(Duration::from_secs(30))
+        .expect("sensor exit");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("keeping the running model") && stderr.contains("checksum"),
+        "the refusal is logged with its reason: {stderr}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let written = lines.iter().filter(|l| l["type"] == "alert").count();
+    let summarised: u64 = lines
+        .iter()
+        .filter(|l| l["type"] == "suppressed")
+        .map(|l| l["suppressed"].as_u64().unwrap())
+        .sum();
+    let anomalous = value(
+        &m,
+        "sensor_verdicts_total{detector=\"both\",protocol=\"tcp\",service=\"private\",verdict=\"anomalous\"}",
+    );
+    assert!(
+        written >= 3 && written < 30,
+        "rate limit let {written} through"
+    );
+    assert!(
+        written as u64 + summarised >= 300,
+        "{written} written + {summarised} summarised < 300 scanned ports; {anomalous:?}"
+    );
+    let first = lines.iter().find(|l| l["type"] == "alert").unwrap();
+    assert_eq!(first["resp_addr"], lab.server_v4.as_str());
+    assert_eq!(first["flag"], "REJ");
+    assert_eq!(first["features"].as_object().unwrap().len(), 28);
+    let _ = std::fs::remove_dir_all(&dir);
+}
