@@ -13,4 +13,5 @@ pub mod features;
 pub mod flows;
 pub mod kdd;
 pub mod model;
+pub mod replay;
 pub mod train;
