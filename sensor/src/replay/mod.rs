@@ -147,6 +147,11 @@ impl UserTables {
     pub fn get(&self, key: &FlowKey) -> Option<&FlowValue> {
         self.flows.get(key)
     }
+
+    /// Every flow entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowValue)> {
+        self.flows.iter()
+    }
 }
 
 impl FlowTables for UserTables {
