@@ -84,7 +84,9 @@ pub fn update<T: FlowTables>(
     now_ns: u64,
     segments: u32,
 ) -> Option<Updated> {
-    let frag_key = FragKey {
+    // Built only for fragments (a closure, as the kernel program always did): most packets are
+    // not, and the BPF stack is small.
+    let frag_key = || FragKey {
         src: p.src,
         dst: p.dst,
         id: p.fragment.id,
@@ -93,7 +95,7 @@ pub fn update<T: FlowTables>(
         _pad: [0; 2],
     };
     let (key, side) = if p.fragment.kind == FragmentKind::Later {
-        match t.frag_get(&frag_key) {
+        match t.frag_get(&frag_key()) {
             Some(f) => (f.key, f.side as usize),
             None => {
                 h.unattributed_fragments += segments as u64;
@@ -109,7 +111,7 @@ pub fn update<T: FlowTables>(
             side: side as u32,
             _pad: 0,
         };
-        t.frag_insert(&frag_key, &f);
+        t.frag_insert(&frag_key(), &f);
     }
 
     let v = match t.flow_ptr(&key) {
