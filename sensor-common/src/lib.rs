@@ -2,8 +2,9 @@
 //!
 //! Everything here is `no_std` so that it compiles for `bpfel-unknown-none` (the XDP and TC
 //! programs) and for the host (the agent, the offline replay path and the tests). The per-packet
-//! logic itself lives here too ([`parse`], [`account`]): the kernel and user space run the very
-//! same code, so offline replay and packet-level tests see what the live sensor sees.
+//! logic itself lives here too ([`parse`], [`account`], and the flow-table update [`table`]):
+//! the kernel and user space run the very same code, so offline replay and packet-level tests see
+//! what the live sensor sees.
 #![no_std]
 // The kernel build needs the atomic-add intrinsic (see `atomic`); it is built with nightly.
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
@@ -15,6 +16,7 @@ pub mod conn_state;
 pub mod flow;
 pub mod health;
 pub mod parse;
+pub mod table;
 
 pub use flow::{FlowEvent, FlowKey, FlowValue};
 pub use health::Health;

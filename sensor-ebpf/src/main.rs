@@ -1,8 +1,9 @@
 //! Kernel side of the sensor: XDP on ingress and a TC (clsact) classifier on egress of every
 //! watched interface, both accounting packets into one flow table.
 //!
-//! Per packet: parse (shared code in `sensor_common::parse`), build the canonical flow key, look
-//! the flow up and update it in place (`sensor_common::account`). A map insert happens only for a
+//! Per packet: parse (shared code in `sensor_common::parse`), then the flow-table update shared
+//! with offline replay (`sensor_common::table::update`: canonical key, lookup, in-place update
+//! with `sensor_common::account`) over this program's maps. A map insert happens only for a
 //! flow's first packet. Finished TCP connections are announced on a ring buffer; everything that
 //! cannot be accounted is counted in the per-CPU health counters. The programs never drop or
 //! modify traffic.
@@ -20,9 +21,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
-    account::{account, new_value, starts_new_connection},
     flow::{FragKey, FragValue},
-    parse::{FragmentKind, HeaderView, PacketData, ParseError, Parsed, parse_ethernet},
+    parse::{HeaderView, PacketData, ParseError, Parsed, parse_ethernet},
+    table::{FlowTables, Insert, update},
 };
 
 /// The flow table. Its capacity is set by the loader (`--table-size`); this is the default.
@@ -181,91 +182,73 @@ fn process<C: EbpfContext>(ctx: &C, start: usize, end: usize, frame_len: u64, se
     }
 }
 
+/// The kernel's [`FlowTables`]: the program's BPF maps. The per-packet logic itself is
+/// `sensor_common::table::update`, shared with offline replay so that both account alike.
+struct KernelTables<'a, C: EbpfContext> {
+    ctx: &'a C,
+}
+
+impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
+    #[inline(always)]
+    fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue> {
+        FLOWS.get_ptr_mut(key)
+    }
+
+    #[inline(always)]
+    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) -> Insert {
+        match FLOWS.insert(key, value, BPF_NOEXIST as u64) {
+            Ok(()) => Insert::Done,
+            Err(e) if e == -EEXIST => Insert::Exists,
+            Err(_) => Insert::Full,
+        }
+    }
+
+    #[inline(always)]
+    fn frag_get(&mut self, key: &FragKey) -> Option<FragValue> {
+        // SAFETY: the value is copied out at once.
+        unsafe { FRAGS.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn frag_insert(&mut self, key: &FragKey, value: &FragValue) {
+        // An LRU map makes room by itself; a failure leaves later fragments unattributed,
+        // and they are counted then.
+        let _ = FRAGS.insert(key, value, 0);
+    }
+
+    #[inline(always)]
+    fn on_table_full(&mut self, n: u64) {
+        // Log at powers of two only: a full table must not flood the log.
+        if n & (n - 1) == 0 {
+            warn!(
+                self.ctx,
+                "flow table full: {} packets not accounted on this CPU", n
+            );
+        }
+    }
+
+    #[inline(always)]
+    fn on_vanished(&mut self) {
+        // Removed by user space between insert and lookup: counted, not guessed.
+        warn!(self.ctx, "flow vanished after insert");
+    }
+}
+
 #[inline(always)]
 fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) {
     // SAFETY: a helper without preconditions.
     let now_ns = unsafe { bpf_ktime_get_ns() };
-    let frag_key = || FragKey {
-        src: p.src,
-        dst: p.dst,
-        id: p.fragment.id,
-        protocol: p.protocol,
-        ip_version: p.ip_version,
-        _pad: [0; 2],
+    let Some(u) = update(&mut KernelTables { ctx }, p, h, now_ns, segments) else {
+        return;
     };
-    let (key, side) = if p.fragment.kind == FragmentKind::Later {
-        // SAFETY: the value is copied out at once.
-        match unsafe { FRAGS.get(frag_key()) } {
-            Some(f) => (f.key, f.side as usize),
-            None => {
-                h.unattributed_fragments += segments as u64;
-                return;
-            }
-        }
-    } else {
-        FlowKey::canonical(&p.src, p.sport, &p.dst, p.dport, p.protocol, p.ip_version)
-    };
-    if p.fragment.kind == FragmentKind::First {
-        let f = FragValue {
-            key,
-            side: side as u32,
-            _pad: 0,
-        };
-        // An LRU map makes room by itself; a failure leaves later fragments unattributed,
-        // and they are counted then.
-        let _ = FRAGS.insert(frag_key(), f, 0);
-    }
-
-    let v = match FLOWS.get_ptr_mut(key) {
-        Some(v) => {
-            // SAFETY: a live map value; see `account` for the concurrency contract.
-            if starts_new_connection(unsafe { &*v }, p) {
-                // SAFETY: as above; a port-reusing SYN restarts the entry in place.
-                unsafe { *v = new_value(p, &key, side, now_ns) };
-                h.flows_restarted += 1;
-            }
-            v
-        }
-        None => {
-            let fresh = new_value(p, &key, side, now_ns);
-            match FLOWS.insert(key, fresh, BPF_NOEXIST as u64) {
-                Ok(()) => h.flows_created += 1,
-                Err(e) if e == -EEXIST => {}
-                Err(_) => {
-                    h.table_full += segments as u64;
-                    // Log at powers of two only: a full table must not flood the log.
-                    let n = h.table_full;
-                    if n & (n - 1) == 0 {
-                        warn!(
-                            ctx,
-                            "flow table full: {} packets not accounted on this CPU", n
-                        );
-                    }
-                    return;
-                }
-            }
-            match FLOWS.get_ptr_mut(key) {
-                Some(v) => v,
-                None => {
-                    // Removed by user space between insert and lookup: count, don't guess.
-                    warn!(ctx, "flow vanished after insert");
-                    h.table_full += segments as u64;
-                    return;
-                }
-            }
-        }
-    };
-    h.accounted += segments as u64;
-    // SAFETY: `v` is a live value of FLOWS, aligned; concurrent updates are allowed by `account`.
-    let reason = unsafe { account(v, p, side, now_ns, segments) };
-    if reason != 0 {
-        // SAFETY: `v` is a live value of FLOWS; a concurrent update only makes the snapshot
-        // include a later packet.
-        let value = unsafe { *v };
+    if u.reason != 0 {
+        // SAFETY: `u.value` is a live value of FLOWS; a concurrent update only makes the
+        // snapshot include a later packet.
+        let value = unsafe { *u.value };
         let ev = FlowEvent {
-            key,
+            key: u.key,
             value,
-            reason,
+            reason: u.reason,
             _pad: 0,
         };
         match EVENTS.output::<FlowEvent>(&ev, 0) {

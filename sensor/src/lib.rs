@@ -17,4 +17,5 @@ pub mod features;
 pub mod flows;
 pub mod kdd;
 pub mod model;
+pub mod replay;
 pub mod train;

@@ -1,0 +1,128 @@
+//! Rows of `sensor replay`: one per connection.
+//!
+//! * `csv`: the NSL-KDD text layout (41 features with `protocol_type`, `service` and `flag` by
+//!   name, then the label and a difficulty column), no header, so that `sensor evaluate`,
+//!   `sensor dataset summary` and other NSL-KDD tools read it. The label is the verdict
+//!   (`normal` or `anomaly`, the ARFF files' class names); the difficulty column is 0 (unknown).
+//!   That layout has no room for addresses: use `wide-csv` or `jsonl` for them.
+//! * `wide-csv`: a header line, the 41 features, then the 5-tuple, start and end time, the
+//!   verdict and the score.
+//! * `jsonl`: the connection record, the 41 features in NSL-KDD order and the verdict.
+
+use std::io::{self, Write};
+
+use crate::{
+    detect::Scored,
+    flows::ConnectionRecord,
+    kdd::{FEATURE_NAMES, FLAG, FLAGS, KddFeatures, PROTOCOL_TYPE, PROTOCOLS, SERVICE, SERVICES},
+    model::Verdict,
+};
+
+/// Output formats; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    WideCsv,
+    Jsonl,
+}
+
+/// The label column of a verdict.
+pub fn label(v: &Verdict) -> &'static str {
+    if v.anomalous { "anomaly" } else { "normal" }
+}
+
+/// Feature `i` as the data files print it: categorical ones by name, numbers in their shortest
+/// exact form (`0`, `1`, `0.05`), as the rounded rates are.
+pub fn feature_text(f: &KddFeatures, i: usize) -> String {
+    let x = f.0[i];
+    let vocab: Option<&[&str]> = match i {
+        PROTOCOL_TYPE => Some(&PROTOCOLS),
+        SERVICE => Some(&SERVICES),
+        FLAG => Some(&FLAGS),
+        _ => None,
+    };
+    match vocab {
+        Some(v) => v.get(x as usize).copied().unwrap_or("?").to_string(),
+        None => format!("{x}"),
+    }
+}
+
+fn features_csv(w: &mut impl Write, f: &KddFeatures) -> io::Result<()> {
+    for i in 0..FEATURE_NAMES.len() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        w.write_all(feature_text(f, i).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Writes the header line of `format`, if it has one.
+pub fn write_header(w: &mut impl Write, format: Format) -> io::Result<()> {
+    if format == Format::WideCsv {
+        writeln!(
+            w,
+            "{},orig_addr,orig_port,resp_addr,resp_port,transport,start_unix_ns,end_unix_ns,verdict,score",
+            FEATURE_NAMES.join(",")
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes one connection's row in `format`.
+pub fn write_row(
+    w: &mut impl Write,
+    format: Format,
+    rec: &ConnectionRecord,
+    s: &Scored,
+) -> io::Result<()> {
+    match format {
+        Format::Csv => {
+            features_csv(w, &s.features)?;
+            writeln!(w, ",{},0", label(&s.verdict))
+        }
+        Format::WideCsv => {
+            features_csv(w, &s.features)?;
+            writeln!(
+                w,
+                ",{},{},{},{},{},{},{},{},{}",
+                rec.orig_addr,
+                rec.orig_port,
+                rec.resp_addr,
+                rec.resp_port,
+                rec.transport.as_str(),
+                rec.start_unix_ns,
+                rec.end_unix_ns,
+                label(&s.verdict),
+                s.verdict.score
+            )
+        }
+        Format::Jsonl => {
+            serde_json::to_writer(&mut *w, &json_row(rec, s))?;
+            w.write_all(b"\n")
+        }
+    }
+}
+
+/// The JSON object of a connection: the record's fields, `kdd` (the 41 features in NSL-KDD order,
+/// categorical ones by name), and the verdict (`verdict`, `anomalous`, `score`, `detector`).
+pub fn json_row(rec: &ConnectionRecord, s: &Scored) -> serde_json::Value {
+    let mut v = serde_json::to_value(rec).unwrap_or_default();
+    let kdd: Vec<serde_json::Value> = (0..FEATURE_NAMES.len())
+        .map(|i| match i {
+            PROTOCOL_TYPE | SERVICE | FLAG => feature_text(&s.features, i).into(),
+            _ => s.features.0[i].into(),
+        })
+        .collect();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("kdd".into(), kdd.into());
+        o.insert("verdict".into(), label(&s.verdict).into());
+        o.insert("anomalous".into(), s.verdict.anomalous.into());
+        o.insert("score".into(), s.verdict.score.into());
+        o.insert(
+            "detector".into(),
+            serde_json::to_value(s.verdict.detector).unwrap_or_default(),
+        );
+    }
+    v
+}

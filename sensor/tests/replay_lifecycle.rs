@@ -1,0 +1,231 @@
+//! The live connection lifecycle on the capture clock (`replay::Replayer`, mirroring
+//! `capture.rs`): linger after a finished connection, port reuse, duplicate end signals, idle
+//! timeouts per protocol, a full table, fragments, and the health invariant.
+mod common;
+
+use common::*;
+use sensor::{
+    flows::{ConnectionRecord, EndReason},
+    replay::{LinkType, ReplayConfig, Replayer},
+};
+use sensor_common::{Health, conn_state::ConnState};
+
+struct Run {
+    r: Replayer,
+    out: Vec<ConnectionRecord>,
+}
+
+impl Run {
+    fn new(config: ReplayConfig) -> Run {
+        Run {
+            r: Replayer::new(config),
+            out: Vec::new(),
+        }
+    }
+    fn at(&mut self, t_ms: u64, frame: Vec<u8>) -> &mut Self {
+        self.r.packet(
+            T0 + t_ms * MS,
+            frame.len() as u64,
+            LinkType::Ethernet,
+            &frame,
+            &mut self.out,
+        );
+        self
+    }
+    fn take(&mut self) -> Vec<ConnectionRecord> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+fn outcomes_add_up(h: &Health) {
+    assert_eq!(
+        h.accounted
+            + h.non_ip
+            + h.parse_errors
+            + h.truncated
+            + h.unsupported_l4
+            + h.unattributed_fragments
+            + h.table_full,
+        h.packets,
+        "{h:?}"
+    );
+}
+
+const C: [u8; 4] = [198, 18, 0, 2];
+const S: [u8; 4] = [198, 18, 0, 1];
+
+fn handshake_and_close(run: &mut Run, t: u64, port: u16) {
+    run.at(t, tcp4(C, port, S, 80, SYN, 0))
+        .at(t + 1, tcp4(S, 80, C, port, SYN | ACK, 0))
+        .at(t + 2, tcp4(C, port, S, 80, ACK, 0))
+        .at(t + 3, tcp4(C, port, S, 80, PSH | ACK, 10))
+        .at(t + 4, tcp4(C, port, S, 80, FIN | ACK, 0))
+        .at(t + 5, tcp4(S, 80, C, port, FIN | ACK, 0));
+}
+
+#[test]
+fn a_trailing_ack_lingers_and_the_entry_goes_after_the_linger() {
+    let mut run = Run::new(ReplayConfig::default());
+    handshake_and_close(&mut run, 0, 40000);
+    let recs = run.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].conn_state, recs[0].end_reason),
+        (ConnState::SF, EndReason::Fin)
+    );
+    // The last ACK and a retransmitted FIN: accounted into the lingering entry, no new record.
+    run.at(6, tcp4(C, 40000, S, 80, ACK, 0))
+        .at(500, tcp4(S, 80, C, 40000, FIN | ACK, 0));
+    assert!(run.take().is_empty());
+    assert_eq!(run.r.tables().len(), 1);
+    // 2 s linger after its last packet (500 ms), removed on a tick of the capture clock.
+    run.at(2400, udp4(C, 1, S, 2, 1));
+    assert_eq!(run.r.tables().len(), 2, "still lingering at 2.4 s");
+    run.at(2700, udp4(C, 1, S, 2, 1));
+    assert_eq!(run.r.tables().len(), 1, "gone after 2.5 s");
+    run.r.finish(&mut run.out);
+    let recs = run.take();
+    assert_eq!(recs.len(), 1, "only the UDP flow is left: {recs:#?}");
+    assert_eq!(recs[0].end_reason, EndReason::Shutdown);
+    let s = run.r.stats();
+    assert_eq!(
+        (s.records_fin, s.records_shutdown, s.duplicate_events),
+        (1, 1, 0)
+    );
+    outcomes_add_up(&run.r.health());
+}
+
+#[test]
+fn a_syn_reusing_a_finished_five_tuple_is_a_new_connection() {
+    let mut run = Run::new(ReplayConfig::default());
+    handshake_and_close(&mut run, 0, 40000);
+    handshake_and_close(&mut run, 100, 40000);
+    let recs = run.take();
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    for r in &recs {
+        assert_eq!((r.orig_packets, r.resp_packets, r.orig_bytes), (4, 2, 10));
+    }
+    assert_eq!(recs[1].start_unix_ns, T0 + 100 * MS);
+    let h = run.r.health();
+    assert_eq!(
+        (h.flows_created, h.flows_restarted, h.events_sent),
+        (1, 1, 2)
+    );
+}
+
+#[test]
+fn a_second_rst_is_a_duplicate_end_signal() {
+    let mut run = Run::new(ReplayConfig::default());
+    run.at(0, tcp4(C, 40000, S, 80, SYN, 0))
+        .at(1, tcp4(S, 80, C, 40000, SYN | ACK, 0))
+        .at(2, tcp4(C, 40000, S, 80, RST, 0))
+        .at(3, tcp4(S, 80, C, 40000, RST, 0));
+    let recs = run.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].conn_state, ConnState::RSTO);
+    assert_eq!(recs[0].resp_packets, 1, "the snapshot at the first RST");
+    let s = run.r.stats();
+    assert_eq!((s.events, s.duplicate_events), (2, 1));
+}
+
+#[test]
+fn idle_timeouts_follow_the_protocol_and_the_handshake() {
+    let mut run = Run::new(ReplayConfig::default());
+    run.at(0, udp4(C, 5000, S, 53, 10)) // UDP: 60 s
+        .at(0, tcp4(C, 40001, S, 22, SYN, 0)) // attempt: 5 s
+        .at(0, tcp4(C, 40002, S, 80, SYN, 0)) // established: 300 s
+        .at(1, tcp4(S, 80, C, 40002, SYN | ACK, 0))
+        .at(2, tcp4(C, 40002, S, 80, ACK, 0));
+    let ended = |run: &mut Run, t: u64| {
+        run.at(t, eth(&[], 0x88b5, &[0; 46])); // a non-IP frame moves the clock
+        run.take()
+            .iter()
+            .map(|r| (r.resp_port, r.end_reason))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ended(&mut run, 4_900), vec![]);
+    assert_eq!(ended(&mut run, 6_400), vec![(22, EndReason::Idle)]);
+    assert_eq!(ended(&mut run, 59_000), vec![]);
+    assert_eq!(ended(&mut run, 61_300), vec![(53, EndReason::Idle)]);
+    assert_eq!(ended(&mut run, 299_000), vec![]);
+    let late = ended(&mut run, 302_000);
+    assert_eq!(late, vec![(80, EndReason::Idle)]);
+    assert!(run.r.tables().is_empty());
+    assert_eq!(run.r.health().non_ip, 6);
+}
+
+#[test]
+fn a_full_table_counts_and_keeps_the_others_exact() {
+    let mut run = Run::new(ReplayConfig {
+        table_capacity: 2,
+        ..ReplayConfig::default()
+    });
+    run.at(0, udp4(C, 1, S, 53, 10))
+        .at(1, udp4(C, 2, S, 53, 10))
+        .at(2, udp4(C, 3, S, 53, 10))
+        .at(3, udp4(S, 53, C, 1, 20));
+    let h = run.r.health();
+    assert_eq!((h.accounted, h.table_full, h.flows_created), (3, 1, 2));
+    outcomes_add_up(&h);
+    run.r.finish(&mut run.out);
+    let recs = run.take();
+    // Flushed in end-time order: port 2's flow (last packet at 1 ms), then port 1's (3 ms).
+    let brief: Vec<_> = recs
+        .iter()
+        .map(|r| (r.orig_port, r.orig_bytes, r.resp_bytes))
+        .collect();
+    assert_eq!(brief, vec![(2, 10, 0), (1, 10, 20)]);
+}
+
+#[test]
+fn fragments_are_attributed_through_the_first_one() {
+    // A 2-fragment UDP datagram: the first carries the UDP header, the second only data.
+    let frag = |more: bool, offset8: u16, payload: &[u8]| {
+        let mut ip = ipv4(C, S, 17, payload);
+        let ff = (u16::from(more) << 13) | offset8;
+        ip[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+        ip[6..8].copy_from_slice(&ff.to_be_bytes());
+        eth(&[], 0x0800, &ip)
+    };
+    let first = {
+        let mut u = udp(7000, 9000, &[7; 32]);
+        u[4..6].copy_from_slice(&(8u16 + 32 + 24).to_be_bytes());
+        u
+    };
+    let mut run = Run::new(ReplayConfig::default());
+    run.at(0, frag(true, 0, &first))
+        .at(1, frag(false, 5, &[8; 24]));
+    // A later fragment of an unknown train.
+    let mut orphan = frag(false, 5, &[8; 24]);
+    orphan[18..20].copy_from_slice(&0x1111u16.to_be_bytes());
+    run.at(2, orphan);
+    run.r.finish(&mut run.out);
+    let recs = run.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].orig_packets, 2);
+    assert_eq!(recs[0].orig_bytes, 32 + 24);
+    let h = run.r.health();
+    assert_eq!((h.accounted, h.unattributed_fragments), (2, 1));
+    outcomes_add_up(&h);
+}
+
+#[test]
+fn every_packet_of_the_golden_captures_is_counted_once() {
+    for (name, _) in golden_captures() {
+        let mut r = Replayer::new(ReplayConfig::default());
+        let mut out = Vec::new();
+        let n = sensor::replay::for_each_packet(&fixtures_dir().join(name), |p| {
+            r.packet(p.ts_ns, u64::from(p.wire_len), p.link, p.data, &mut out)
+        })
+        .unwrap();
+        let h = r.health();
+        assert_eq!(h.packets, n, "{name}");
+        outcomes_add_up(&h);
+        // Truncated and non-IP frames land in their own counters.
+        let mut short = tcp4(C, 1, S, 2, SYN, 0);
+        short.truncate(14 + 20 + 10);
+        r.packet(T0, short.len() as u64, LinkType::Ethernet, &short, &mut out);
+        assert_eq!(r.health().truncated, h.truncated + 1);
+        outcomes_add_up(&r.health());
+    }
+}

@@ -1,0 +1,481 @@
+//! Parity of live mode and offline replay: the same traffic, observed live by the XDP/TC sensor
+//! and captured by tcpdump on the same interface at the same time, gives the same connection
+//! records (counts, bytes, flags, ports, end reasons) and the same features and verdicts.
+//!
+//! Live verdicts come from the live records in the order the sensor emitted them, through
+//! `detect::Pipeline` (the stage `sensor run` feeds); replay verdicts from the `sensor replay`
+//! binary. Only times differ (kernel clock vs. pcap timestamps) and are not compared, except that
+//! durations must agree to a few milliseconds.
+//!
+//! The capture is filtered to the server's addresses (plus the clock marker, below), and the live
+//! records to those with the server as an endpoint, so link-local IPv6 chatter that one of the two
+//! may catch at the edges of the capture window does not enter either pipeline.
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use integration_tests::*;
+use sensor::{
+    detect::Pipeline,
+    features::FeatureConfig,
+    flows::{ConnectionRecord, EndReason},
+    model::Model,
+};
+
+/// A scratch directory removed on drop (every exit path, panics included).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model")
+}
+
+/// The identity used to match a live record with a replayed one.
+type Id = (String, String, u16, String, u16, Option<u8>);
+
+fn id(r: &ConnectionRecord) -> Id {
+    (
+        r.transport.as_str().to_string(),
+        r.orig_addr.to_string(),
+        r.orig_port,
+        r.resp_addr.to_string(),
+        r.resp_port,
+        r.icmp_type,
+    )
+}
+
+/// Everything but the times.
+fn timeless(r: &ConnectionRecord) -> ConnectionRecord {
+    ConnectionRecord {
+        start_unix_ns: 0,
+        end_unix_ns: r.end_unix_ns - r.start_unix_ns,
+        ..r.clone()
+    }
+}
+
+#[test]
+fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("replay-parity-{}", lab::unique_tag())));
+    std::fs::create_dir_all(&scratch.0).unwrap();
+    let pcap = scratch.0.join("live.pcap");
+
+    let _http = lab
+        .server
+        .spawn(
+            "python3",
+            &["-m", "http.server", "8080", "--bind", &lab.server_v4],
+        )
+        .unwrap();
+    let _tcp = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &traffic("tcp_server.py"),
+                &lab.server_v4,
+                "7000",
+                "100",
+                "300",
+                "close",
+                "20",
+            ],
+        )
+        .unwrap();
+    let _udp = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &traffic("udp_server.py"),
+                &lab.server_v4,
+                "5353",
+                "120",
+                "20",
+            ],
+        )
+        .unwrap();
+    wait_listening(&lab.server, 8080);
+    wait_listening(&lab.server, 7000);
+    wait_udp_bound(&lab.server, 5353);
+
+    // The marker: a non-IP frame (ethertype 0x88b5, local experimental) sent last. The sensor
+    // counts it as non_ip and creates no flow; in the capture it moves replay's clock past the
+    // idle timeouts, as the live sensor's own clock moved on while it kept running.
+    let server_mac = mac_of(&lab.server, &lab.veth.b).replace(':', "");
+    let marker = format!("{server_mac}020000000001{:04x}{}", 0x88b5, "00".repeat(46));
+    let filter = format!(
+        "host {} or host {} or ether proto 0x88b5",
+        lab.server_v4, lab.server_v6
+    );
+    let mut tcpdump = lab
+        .server
+        .spawn(
+            "tcpdump",
+            &[
+                "-i",
+                &lab.veth.b,
+                "-w",
+                pcap.to_str().unwrap(),
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                // Bounded: far more than this test sends.
+                "-c",
+                "5000",
+                &filter,
+            ],
+        )
+        .unwrap();
+    tcpdump
+        .wait_for_stderr("listening on", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("tcpdump did not start: {e}"));
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+
+    // HTTP request/response (SF).
+    lab.client
+        .run(
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "5",
+                &format!("http://{}:8080/", lab.server_v4),
+            ],
+        )
+        .unwrap();
+    // A SYN to a closed port (REJ).
+    let _ = lab
+        .client
+        .cmd("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            &format!("http://{}:9/", lab.server_v4),
+        ])
+        .status();
+    // An exchange the client aborts (RSTO).
+    lab.client
+        .run(
+            "python3",
+            &[
+                &traffic("tcp_client.py"),
+                &lab.server_v4,
+                "7000",
+                "100",
+                "300",
+                "abort",
+                "1",
+                "10",
+            ],
+        )
+        .unwrap();
+    // Three UDP request/responses, 0.6 s apart so that each is finalised by its own idle scan
+    // (a scan's records come out in hash order live and in end-time order in replay).
+    lab.client
+        .run(
+            "python3",
+            &[
+                &traffic("udp_client.py"),
+                &lab.server_v4,
+                "5353",
+                "40",
+                "3",
+                "0.6",
+            ],
+        )
+        .unwrap();
+    // ICMP echo, v4 and v6.
+    lab.client
+        .run("ping", &["-c", "3", "-i", "0.2", "-W", "1", &lab.server_v4])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    lab.client
+        .run(
+            "ping",
+            &["-6", "-c", "2", "-i", "0.2", "-W", "1", &lab.server_v6],
+        )
+        .unwrap();
+    // Longer than the 1 s idle timeouts plus a scan period: the live sensor finalises the UDP
+    // and ICMP conversations as idle.
+    std::thread::sleep(Duration::from_millis(1600));
+    lab.client
+        .run("python3", &[&traffic("raw_frame.py"), &lab.veth.a, &marker])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    tcpdump.terminate();
+    let (_, _, td_err) = tcpdump
+        .wait_output(Duration::from_secs(10))
+        .expect("tcpdump exit");
+    let live = sensor.stop();
+    live.assert_packets_add_up();
+
+    // Replay the capture with the live run's settings.
+    let mut args: Vec<&str> = vec!["replay", "--format", "jsonl"];
+    let model = model_path();
+    args.extend(["--model", model.to_str().unwrap()]);
+    args.extend(FAST_TIMEOUTS);
+    args.push(pcap.to_str().unwrap());
+    let out = std::process::Command::new(sensor_bin())
+        .args(&args)
+        .output()
+        .expect("run sensor replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "replay failed: {stderr}\ntcpdump: {td_err}"
+    );
+    let replayed: Vec<(ConnectionRecord, serde_json::Value)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json row");
+            (serde_json::from_value(v.clone()).expect("record"), v)
+        })
+        .collect();
+
+    // Live verdicts: the server's records, in emission order, through the live pipeline.
+    let is_server = |r: &ConnectionRecord| {
+        [&lab.server_v4, &lab.server_v6]
+            .iter()
+            .any(|a| r.orig_addr.to_string() == **a || r.resp_addr.to_string() == **a)
+    };
+    let mut pipeline = Pipeline::new(
+        Arc::new(Model::load(&model_path()).expect("model")),
+        FeatureConfig::default(),
+    )
+    .unwrap();
+    let live_scored: BTreeMap<Id, (ConnectionRecord, sensor::detect::Scored)> = live
+        .records
+        .iter()
+        .filter(|r| is_server(r))
+        .map(|r| (id(r), (r.clone(), pipeline.process(r))))
+        .collect();
+    let replay_by_id: BTreeMap<Id, &(ConnectionRecord, serde_json::Value)> =
+        replayed.iter().map(|r| (id(&r.0), r)).collect();
+    assert_eq!(
+        replay_by_id.len(),
+        replayed.len(),
+        "replayed identities are unique"
+    );
+
+    let context = || {
+        format!(
+            "live: {:#?}\nreplayed: {:#?}\nreplay stderr: {stderr}",
+            live_scored.values().map(|x| &x.0).collect::<Vec<_>>(),
+            replayed.iter().map(|x| &x.0).collect::<Vec<_>>()
+        )
+    };
+    assert_eq!(
+        live_scored.keys().collect::<Vec<_>>(),
+        replay_by_id.keys().collect::<Vec<_>>(),
+        "the same connections\n{}",
+        context()
+    );
+    // The traffic above, all present: SF, REJ, RSTO, 3 UDP, ICMP v4 and v6.
+    let states: Vec<String> = replayed
+        .iter()
+        .map(|(r, _)| format!("{}/{}", r.transport.as_str(), r.conn_state.as_str()))
+        .collect();
+    eprintln!("replayed {} connections: {states:?}", replayed.len());
+    for want in ["tcp/SF", "tcp/REJ", "tcp/RSTO", "udp/SF", "icmp/SF"] {
+        assert!(states.iter().any(|s| s == want), "no {want}: {states:?}");
+    }
+    assert!(replayed.iter().filter(|(r, _)| r.resp_port == 5353).count() == 3);
+    assert!(replayed.iter().any(|(r, _)| r.ip_version == 6));
+    assert!(
+        replayed
+            .iter()
+            .any(|(r, _)| r.end_reason == EndReason::Idle),
+        "the marker moved replay's clock past the idle timeouts: {states:?}"
+    );
+
+    for (k, (l, scored)) in &live_scored {
+        let (r, row) = replay_by_id[k];
+        let (mut lt, mut rt) = (timeless(l), timeless(r));
+        let (ld, rd) = (lt.end_unix_ns, rt.end_unix_ns);
+        assert!(
+            ld.abs_diff(rd) < 50_000_000,
+            "durations {ld} vs {rd} ns for {k:?}"
+        );
+        (lt.end_unix_ns, rt.end_unix_ns) = (0, 0);
+        assert_eq!(lt, rt, "record of {k:?}");
+        let kdd: Vec<serde_json::Value> = row["kdd"].as_array().unwrap().clone();
+        for (i, v) in kdd.iter().enumerate() {
+            let want = match i {
+                1..=3 => serde_json::Value::from(sensor::replay::output::feature_text(
+                    &scored.features,
+                    i,
+                )),
+                _ => serde_json::Value::from(scored.features.0[i]),
+            };
+            assert_eq!(
+                *v,
+                want,
+                "feature {} of {k:?}",
+                sensor::kdd::FEATURE_NAMES[i]
+            );
+        }
+        assert_eq!(
+            row["anomalous"], scored.verdict.anomalous,
+            "verdict of {k:?}"
+        );
+        assert_eq!(row["score"], scored.verdict.score, "score of {k:?}");
+    }
+    // The kernel's and replay's health counters agree on what both saw.
+    let summary: serde_json::Value = serde_json::from_str(
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .expect("replay summary"),
+    )
+    .unwrap();
+    assert!(summary["health"]["non_ip"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        summary["replay"]["connections"].as_u64().unwrap() as usize,
+        replayed.len()
+    );
+}
+
+/// The flow table and health counters after the same frames through the real XDP program
+/// (BPF_PROG_TEST_RUN) and through replay's user-space tables: equal entry for entry, times
+/// aside. Covers what the live test's traffic does not: fragments (attributed, orphaned, wrong),
+/// VLAN and QinQ, IPv6 extension headers, malformed, truncated, non-IP and unsupported frames,
+/// a port-reusing SYN, and every frame of the golden captures.
+#[test]
+fn the_kernel_and_replay_tables_agree_frame_for_frame() {
+    use integration_tests::packet::{flags::*, *};
+    use sensor::replay::{LinkType, ReplayConfig, Replayer};
+    use sensor_common::{FlowKey, FlowValue};
+
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let golden =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sensor/tests/fixtures/captures");
+    for name in [
+        "tcp_states.pcap",
+        "udp_icmp.pcap",
+        "ipv6.pcapng",
+        "vlan.pcap",
+    ] {
+        sensor::replay::for_each_packet(&golden.join(name), |p| frames.push(p.data.to_vec()))
+            .unwrap();
+    }
+    let (c, s) = (v4(9, 1), v4(9, 2));
+    // Fragments: a train (first, middle, last), a wrong one (not a multiple of 8), an orphan.
+    let frag = |id: u16, more: bool, offset: u16, payload: &[u8]| {
+        let mut h = Ipv4::new(c, s, 17);
+        h.id = id;
+        h.more_fragments = more;
+        h.frag_offset = offset;
+        ethernet(&[], 0x0800, &h.build(payload))
+    };
+    frames.push(frag(
+        77,
+        true,
+        0,
+        &udp(7000, 7001, Some(8 + 16 + 16 + 40), &[1; 16]),
+    ));
+    frames.push(frag(77, true, 3, &[2; 16]));
+    frames.push(frag(77, false, 5, &[3; 40]));
+    frames.push(frag(78, true, 0, &udp(7002, 7003, Some(100), &[1; 13])));
+    frames.push(frag(79, false, 9, &[4; 8]));
+    // IPv6 with extension headers.
+    frames.push(ethernet(
+        &[],
+        0x86dd,
+        &ipv6(
+            v6(3),
+            v6(4),
+            &[(0, ext8()), (60, ext8())],
+            6,
+            &tcp(5, 6, SYN, None, &[9; 10]),
+        ),
+    ));
+    // A finished connection, then a SYN reusing its 5-tuple.
+    for (from_c, f) in [
+        (true, SYN),
+        (false, SYN | ACK),
+        (true, FIN | ACK),
+        (false, FIN | ACK),
+        (true, SYN),
+    ] {
+        frames.push(if from_c {
+            tcp4(c, 40000, s, 80, f, &[])
+        } else {
+            tcp4(s, 80, c, 40000, f, &[])
+        });
+    }
+    // URG, land.
+    frames.push(tcp4(c, 40001, s, 80, SYN | URG, &[1; 3]));
+    frames.push(tcp4(c, 99, c, 99, SYN, &[]));
+    // Malformed, truncated, non-IP, unsupported transport.
+    let mut bad_ihl = Ipv4::new(c, s, 6);
+    bad_ihl.ihl = Some(3);
+    frames.push(ethernet(
+        &[],
+        0x0800,
+        &bad_ihl.build(&tcp(1, 2, SYN, None, &[])),
+    ));
+    let mut short = tcp4(c, 1, s, 2, SYN, &[]);
+    short.truncate(14 + 20 + 7);
+    frames.push(short);
+    frames.push(ethernet(&[], 0x0806, &[0; 28]));
+    frames.push(ethernet(&[], 0x0800, &Ipv4::new(c, s, 47).build(&[0; 8])));
+
+    let mut x = XdpHarness::new(1024);
+    let mut r = Replayer::new(ReplayConfig {
+        table_capacity: 1024,
+        ..ReplayConfig::default()
+    });
+    let mut out = Vec::new();
+    // One instant for every frame: no idle sweep or linger expiry moves entries out of the
+    // replay table, as nothing moves them out of the kernel's here.
+    for f in &frames {
+        x.run(f);
+        r.packet(
+            1_700_000_000_000_000_000,
+            f.len() as u64,
+            LinkType::Ethernet,
+            f,
+            &mut out,
+        );
+    }
+    let untimed = |v: &FlowValue| FlowValue {
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        ..*v
+    };
+    let kernel: BTreeMap<FlowKey, FlowValue> = x
+        .flows()
+        .into_iter()
+        .map(|(k, v)| (k, untimed(&v)))
+        .collect();
+    let replay: BTreeMap<FlowKey, FlowValue> =
+        r.tables().iter().map(|(k, v)| (*k, untimed(v))).collect();
+    assert_eq!(kernel.len(), replay.len(), "entries");
+    for (k, v) in &kernel {
+        assert_eq!(Some(v), replay.get(k), "entry {k:?}");
+    }
+    let (kh, rh) = (x.health(), r.health());
+    assert_eq!(kh, rh, "health counters");
+    assert!(kh.unattributed_fragments >= 1 && kh.parse_errors >= 1 && kh.truncated >= 1);
+    assert!(kh.non_ip >= 1 && kh.unsupported_l4 >= 1 && kh.flows_restarted >= 1);
+    // Every finished connection the kernel signalled became a record in replay.
+    assert_eq!(
+        out.len() as u64,
+        kh.events_sent,
+        "one record per end signal: {out:#?}"
+    );
+}
