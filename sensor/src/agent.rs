@@ -34,10 +34,10 @@ pub enum AgentError {
     Capture {
         interfaces: String,
         #[source]
-        source: CaptureError,
+        source: Box<CaptureError>,
     },
     #[error("capture loop")]
-    Loop(#[source] CaptureError),
+    Loop(#[source] Box<CaptureError>),
     #[error("building the metrics registry")]
     Metrics(#[from] crate::export::metrics::MetricsError),
     #[error(transparent)]
@@ -123,7 +123,7 @@ pub async fn run(
     let interfaces = cfg.capture.interfaces.join(", ");
     let capture = Capture::start(cfg.capture.clone()).map_err(|source| AgentError::Capture {
         interfaces: interfaces.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let metrics = Arc::new(Metrics::new(
         capture.health_source(),
@@ -214,7 +214,7 @@ pub async fn run(
         metrics.set_engine_stats(&pipeline.engine().stats());
     })
     .await
-    .map_err(AgentError::Loop)?;
+    .map_err(|e| AgentError::Loop(Box::new(e)))?;
     reloader.abort();
     if let Some(a) = alerts.as_mut() {
         let mut buf = Vec::new();

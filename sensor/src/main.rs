@@ -393,7 +393,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
         .context("--duration-secs must be >= 0")?;
     let summary = current_thread_runtime()?
         .block_on(sensor::agent::run(config, shutdown_signal(limit)))
-        .map_err(|e| anyhow::Error::new(e))?;
+        .map_err(anyhow::Error::new)?;
     eprintln!("run: {}", serde_json::to_string(&summary)?);
     Ok(())
 }

@@ -165,7 +165,7 @@ burst = 3
         "sensor_verdicts_total{detector=\"both\",protocol=\"tcp\",service=\"private\",verdict=\"anomalous\"}",
     );
     assert!(
-        written >= 3 && written < 30,
+        (3..30).contains(&written),
         "rate limit let {written} through"
     );
     assert!(
