@@ -357,3 +357,22 @@ mod tests {
         bad("interfaces=[\"a\"]\ntable_size = 0", "table_size");
     }
 }
+
+#[cfg(test)]
+mod deploy_example {
+    use super::*;
+
+    /// The annotated example shipped in `deploy/` must stay a valid configuration.
+    #[test]
+    fn the_shipped_example_configuration_parses_and_resolves() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sensor.toml");
+        let c = FileConfig::load(&path).unwrap().resolve().unwrap();
+        assert_eq!(c.capture.interfaces, ["eth0", "eth1"]);
+        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS_ADDR.parse().unwrap()));
+        assert_eq!(
+            c.alerts.sink,
+            Sink::File("/var/log/sensor/alerts.jsonl".into())
+        );
+        assert_eq!(c.capture.timeouts, Timeouts::default());
+    }
+}
