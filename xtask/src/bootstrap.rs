@@ -96,17 +96,20 @@ fn bpf_linker() -> Result<()> {
     let bin = cargo_home().join("bin/bpf-linker");
     // A marker records which LLVM the installed linker was built against.
     let marker = cargo_home().join(format!(".bpf-linker-llvm-{major}"));
+    let sysroot = nightly_sysroot()?;
+    let lib_dir = sysroot.join("lib");
+    // The linker loads the nightly's libLLVM, which rustc finds through its sysroot; probe it
+    // the same way, or the probe fails and every run would rebuild it.
     if bin.exists()
         && marker.exists()
         && Command::new(&bin)
             .arg("--version")
+            .env("LD_LIBRARY_PATH", &lib_dir)
             .output()
             .is_ok_and(|o| o.status.success())
     {
         return Ok(());
     }
-    let sysroot = nightly_sysroot()?;
-    let lib_dir = sysroot.join("lib");
     let libllvm = std::fs::read_dir(&lib_dir)
         .with_context(|| format!("reading {}", lib_dir.display()))?
         .filter_map(|e| e.ok())
