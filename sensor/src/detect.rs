@@ -59,6 +59,19 @@ impl Pipeline {
         Scored { features, verdict }
     }
 
+    /// [`Pipeline::process`] for many connections in order: the features one by one (each
+    /// window sees the ones before), then the verdicts with [`Model::score_batch`], which walks
+    /// several rows through each tree at once. Same results as `process` row by row.
+    pub fn process_batch(&mut self, recs: &[ConnectionRecord]) -> Vec<Scored> {
+        let features: Vec<KddFeatures> = recs.iter().map(|r| self.engine.push(r)).collect();
+        let verdicts = self.model.score_batch(&features);
+        features
+            .into_iter()
+            .zip(verdicts)
+            .map(|(features, verdict)| Scored { features, verdict })
+            .collect()
+    }
+
     /// The features of `rec` (adding it to the windows), not scored yet: for callers that score
     /// many connections at once with [`Model::score_batch`] (replay), which gives the verdicts
     /// [`Pipeline::process`] gives, faster. Scoring must follow in the same order.
@@ -94,4 +107,82 @@ fn apply(model: Arc<Model>, o: ThresholdOverride) -> Arc<Model> {
     }
     m.set_thresholds(t);
     Arc::new(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::{EndReason, Transport};
+    use sensor_common::conn_state::ConnState;
+
+    fn model() -> Arc<Model> {
+        let p =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+        Arc::new(Model::load(&p).expect("committed model"))
+    }
+
+    fn recs() -> Vec<ConnectionRecord> {
+        (0..300u64)
+            .map(|i| ConnectionRecord {
+                start_unix_ns: 1_000_000_000 + i * 10_000_000,
+                end_unix_ns: 1_000_000_000 + i * 10_000_000,
+                transport: Transport::Tcp,
+                ip_version: 4,
+                orig_addr: "198.18.1.1".parse().unwrap(),
+                orig_port: 40_000 + i as u16,
+                resp_addr: "198.18.2.4".parse().unwrap(),
+                resp_port: 1 + (i % 100) as u16 * if i < 150 { 0 } else { 1 },
+                icmp_type: None,
+                icmp_code: None,
+                orig_packets: 1,
+                resp_packets: 1,
+                orig_bytes: 0,
+                resp_bytes: 0,
+                conn_state: if i % 3 == 0 {
+                    ConnState::SF
+                } else {
+                    ConnState::REJ
+                },
+                urgent_packets: 0,
+                wrong_fragments: 0,
+                land: false,
+                end_reason: EndReason::Rst,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_processing_equals_one_by_one_and_overrides_survive_a_swap() {
+        let mut one = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+        let mut many = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+        let rs = recs();
+        let a: Vec<Scored> = rs.iter().map(|r| one.process(r)).collect();
+        let b: Vec<Scored> = rs.chunks(64).flat_map(|c| many.process_batch(c)).collect();
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.features, y.features);
+            assert_eq!(x.verdict, y.verdict);
+        }
+        assert!(
+            a.iter().any(|s| s.verdict.anomalous),
+            "the scan part is flagged"
+        );
+
+        let o = ThresholdOverride {
+            supervised: Some(0.99),
+            unsupervised: None,
+        };
+        let mut p = Pipeline::new(model(), FeatureConfig::default())
+            .unwrap()
+            .with_overrides(o);
+        assert_eq!(p.model().thresholds().supervised, 0.99);
+        let u = p.model().thresholds().unsupervised;
+        p.set_model(model());
+        assert_eq!(
+            p.model().thresholds().supervised,
+            0.99,
+            "kept across reloads"
+        );
+        assert_eq!(p.model().thresholds().unsupervised, u);
+    }
 }

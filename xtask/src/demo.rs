@@ -80,3 +80,56 @@ pub fn run(seconds: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// The detection-latency part of `cargo xtask bench`: the demo lab's scenario, then the p50 and
+/// p99 latency (connection final -> verdict) per traffic kind and over all connections, by how
+/// the connection was finalised. Written to `target/bench-lab-latency.json`.
+pub fn latency_bench() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = ScenarioOptions {
+        sensor: root.join("target/release/sensor"),
+        model: root.join("models/nsl-kdd-flow.model"),
+        seconds: 30,
+        attacks: true,
+        work_dir: root.join("target/bench-lab"),
+        verbose: false,
+    };
+    println!("detection latency in the gateway lab (about a minute)...");
+    let out = gateway::run(&opts).map_err(|e| anyhow!(e))?;
+    let mut all = Vec::new();
+    let (mut event, mut idle) = (Vec::new(), Vec::new());
+    for c in out
+        .connections
+        .iter()
+        .filter(|c| c["end_reason"] != "shutdown")
+    {
+        let Some(l) = c["latency_ms"].as_f64() else {
+            continue;
+        };
+        all.push(l);
+        if c["end_reason"] == "idle" {
+            idle.push(l)
+        } else {
+            event.push(l)
+        }
+    }
+    let row = |name: &str, v: &[f64]| {
+        println!(
+            "lab latency {name:<22} n={:>5}  p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms",
+            v.len(),
+            quantile(v, 0.5),
+            quantile(v, 0.99),
+            quantile(v, 1.0)
+        );
+        serde_json::json!({"n": v.len(), "p50_ms": quantile(v, 0.5), "p99_ms": quantile(v, 0.99), "max_ms": quantile(v, 1.0)})
+    };
+    let json = serde_json::json!({
+        "all": row("all connections", &all),
+        "fin_rst_events": row("FIN/RST (ring buffer)", &event),
+        "idle_scan": row("idle (scan, 25 ms)", &idle),
+        "target_p99_ms": 50.0,
+    });
+    let path = root.join("target/bench-lab-latency.json");
+    std::fs::write(&path, json.to_string())?;
+    Ok(())
+}

@@ -97,7 +97,8 @@ fn main() -> Result<()> {
         Cmd::Bench => {
             bootstrap::run()?;
             require_root("the XDP benchmark loads BPF programs")?;
-            cargo(&["bench", "--workspace", "--exclude", "sensor-ebpf"])
+            cargo(&["bench", "--workspace", "--exclude", "sensor-ebpf"])?;
+            demo::latency_bench()
         }
         Cmd::Demo { seconds } => {
             bootstrap::run()?;

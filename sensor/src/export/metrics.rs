@@ -15,7 +15,7 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use sensor_common::Health;
+use sensor_common::{Health, conn_state::ConnState};
 
 use crate::{
     detect::Scored,
@@ -39,10 +39,56 @@ pub trait HealthSource: Send + Sync {
     fn read(&self) -> Option<Health>;
 }
 
+/// Label-resolved children of a metric vector, one slot per label combination, filled on first
+/// use. `with_label_values` hashes the label strings under a lock on every call (hundreds of
+/// ns); the hot path instead indexes this array and bumps an atomic.
+struct Children<C> {
+    slots: Vec<std::sync::OnceLock<C>>,
+}
+
+impl<C: Clone> Children<C> {
+    fn new(n: usize) -> Self {
+        Children {
+            slots: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    fn get(&self, i: usize, make: impl FnOnce() -> C) -> &C {
+        self.slots[i].get_or_init(make)
+    }
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Tcp => 0,
+        Transport::Udp => 1,
+        Transport::Icmp => 2,
+    }
+}
+
+fn end_index(e: EndReason) -> (usize, &'static str) {
+    match e {
+        EndReason::Fin => (0, "fin"),
+        EndReason::Rst => (1, "rst"),
+        EndReason::Idle => (2, "idle"),
+        EndReason::Shutdown => (3, "shutdown"),
+    }
+}
+
+fn detector_index(d: Detector) -> usize {
+    match d {
+        Detector::None => 0,
+        Detector::Supervised => 1,
+        Detector::Unsupervised => 2,
+        Detector::Both => 3,
+    }
+}
+
 /// Every metric of the sensor, registered once.
 pub struct Metrics {
     pub registry: Registry,
     connections: IntCounterVec,
+    connection_children: Children<IntCounter>,
     /// Flow-table entries seen by the last full scan (set by the capture loop).
     pub table_entries: Arc<AtomicU64>,
     capture_events: IntCounter,
@@ -54,6 +100,8 @@ pub struct Metrics {
 /// The detection stage's metrics (verdicts, scores, latency, alerts, model).
 struct Detection {
     verdicts: IntCounterVec,
+    verdict_children: Children<IntCounter>,
+    latency_children: Children<Histogram>,
     score: Histogram,
     latency: HistogramVec,
     alerts: IntCounter,
@@ -158,6 +206,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             connections,
+            connection_children: Children::new(3 * ConnState::ALL.len() * 4),
             table_entries,
             capture_events,
             capture_duplicate_events,
@@ -177,21 +226,28 @@ impl Metrics {
     ) {
         let d = &self.detection;
         let v = &scored.verdict;
-        let service = SERVICES
-            .get(scored.features.0[2] as usize)
-            .copied()
-            .unwrap_or("other");
-        d.verdicts
-            .with_label_values(&[
-                if v.anomalous { "anomalous" } else { "normal" },
-                detector_name(v.detector),
-                rec.transport.as_str(),
-                service,
-            ])
+        let svc = (scored.features.0[2] as usize).min(SERVICES.len());
+        let service = SERVICES.get(svc).copied().unwrap_or("other");
+        let (t, det) = (transport_index(rec.transport), detector_index(v.detector));
+        let i = ((usize::from(v.anomalous) * 4 + det) * 3 + t) * (SERVICES.len() + 1) + svc;
+        d.verdict_children
+            .get(i, || {
+                d.verdicts.with_label_values(&[
+                    if v.anomalous { "anomalous" } else { "normal" },
+                    detector_name(v.detector),
+                    rec.transport.as_str(),
+                    service,
+                ])
+            })
             .inc();
         d.score.observe(v.score);
-        d.latency
-            .with_label_values(&[finalised_by])
+        let li = match finalised_by {
+            "event" => 0,
+            "idle_scan" => 1,
+            _ => 2,
+        };
+        d.latency_children
+            .get(li, || d.latency.with_label_values(&[finalised_by]))
             .observe(latency_secs.max(0.0));
     }
 
@@ -267,19 +323,17 @@ impl Metrics {
 
     /// Counts a finished connection.
     pub fn observe_connection(&self, rec: &ConnectionRecord) {
-        let protocol = match rec.transport {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-            Transport::Icmp => "icmp",
-        };
-        let end = match rec.end_reason {
-            EndReason::Fin => "fin",
-            EndReason::Rst => "rst",
-            EndReason::Idle => "idle",
-            EndReason::Shutdown => "shutdown",
-        };
-        self.connections
-            .with_label_values(&[protocol, rec.conn_state.as_str(), end])
+        let (e, end) = end_index(rec.end_reason);
+        let flag = rec.conn_state as usize;
+        let i = (transport_index(rec.transport) * ConnState::ALL.len() + flag) * 4 + e;
+        self.connection_children
+            .get(i, || {
+                self.connections.with_label_values(&[
+                    rec.transport.as_str(),
+                    rec.conn_state.as_str(),
+                    end,
+                ])
+            })
             .inc();
     }
 
@@ -322,6 +376,8 @@ impl Detection {
             };
         }
         Ok(Detection {
+            verdict_children: Children::new(2 * 4 * 3 * (SERVICES.len() + 1)),
+            latency_children: Children::new(3),
             verdicts: registered!(
                 "sensor_verdicts_total",
                 IntCounterVec::new(

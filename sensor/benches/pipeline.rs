@@ -1,0 +1,251 @@
+//! The live agent's user-side path, records -> features -> verdict -> metrics, on one core,
+//! and its memory with a million distinct hosts.
+//!
+//! Run: `cargo bench -p sensor --bench pipeline` (part of `cargo xtask bench`). Reported as
+//! connections per second and as a ratio against the feature engine alone, measured in the
+//! same run (the machines are noisy; ratios travel better than absolute figures). The memory
+//! part prints the resident set (VmRSS / VmHWM from /proc/self/status) after a million distinct
+//! responder hosts went through, and after two million: the feature windows are capped, so the
+//! second million must not grow it. Figures also go to `target/bench-pipeline.json`.
+
+use std::{
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sensor::{
+    detect::Pipeline,
+    export::{Metrics, metrics::HealthSource},
+    features::{FeatureConfig, FeatureEngine},
+    flows::{ConnectionRecord, EndReason, Transport},
+    model::Model,
+};
+use sensor_common::{Health, conn_state::ConnState};
+
+const N: usize = 100_000;
+const T0_NS: u64 = 1_700_000_000_000_000_000;
+/// Connections handed over together, as one wake-up of the capture loop does.
+const BATCH: usize = 256;
+
+struct NoKernel;
+impl HealthSource for NoKernel {
+    fn read(&self) -> Option<Health> {
+        Some(Health::default())
+    }
+}
+
+fn model() -> Arc<Model> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    Arc::new(Model::load(&p).expect("committed model"))
+}
+
+/// A seeded mix: mostly completed connections to 5,000 hosts, some scans and floods; 2 us
+/// apart (500,000 connections/s of traffic, so the 2 s window is full).
+fn records(n: usize, distinct_hosts: bool, seed: u64) -> Vec<ConnectionRecord> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let ports = [80, 443, 25, 53, 22, 21, 8080, 1234, 50000];
+    (0..n)
+        .map(|i| {
+            let host = if distinct_hosts {
+                i as u32
+            } else {
+                rng.random_range(0..5_000)
+            };
+            let end = T0_NS + i as u64 * 2_000;
+            let attack = rng.random_bool(0.2);
+            ConnectionRecord {
+                start_unix_ns: end - rng.random_range(0..2_000_000_000),
+                end_unix_ns: end,
+                transport: if rng.random_bool(0.8) {
+                    Transport::Tcp
+                } else {
+                    Transport::Udp
+                },
+                ip_version: 4,
+                orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 1, rng.random_range(1..200))),
+                orig_port: rng.random_range(1024..65535),
+                resp_addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + host)),
+                resp_port: if attack {
+                    rng.random_range(1..1024)
+                } else {
+                    ports[rng.random_range(0..ports.len())]
+                },
+                icmp_type: None,
+                icmp_code: None,
+                orig_packets: 5,
+                resp_packets: 4,
+                orig_bytes: rng.random_range(0..2_000),
+                resp_bytes: rng.random_range(0..20_000),
+                conn_state: if attack {
+                    [ConnState::S0, ConnState::REJ][rng.random_range(0..2)]
+                } else {
+                    ConnState::SF
+                },
+                urgent_packets: 0,
+                wrong_fragments: 0,
+                land: false,
+                end_reason: EndReason::Fin,
+            }
+        })
+        .collect()
+}
+
+/// What the agent does per batch, minus the I/O: features, verdicts, metrics.
+fn agent_batch(p: &mut Pipeline, m: &Metrics, batch: &[ConnectionRecord]) -> usize {
+    let mut flagged = 0;
+    for (rec, s) in batch.iter().zip(p.process_batch(batch)) {
+        m.observe_connection(rec);
+        m.observe_scored(rec, &s, 0.001, "event");
+        flagged += usize::from(s.verdict.anomalous);
+    }
+    flagged
+}
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn bench(c: &mut Criterion) {
+    let recs = records(N, false, 1);
+    let model = model();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(N as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6));
+    g.bench_function("features_only_baseline", |b| {
+        b.iter(|| {
+            let mut e = FeatureEngine::new(FeatureConfig::default()).expect("default config");
+            let mut acc = 0.0;
+            for r in &recs {
+                acc += e.push(r).0[22];
+            }
+            black_box(acc)
+        })
+    });
+    g.bench_function("records_features_verdict_metrics", |b| {
+        let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18).expect("metrics");
+        b.iter(|| {
+            let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
+            let mut flagged = 0;
+            for batch in recs.chunks(BATCH) {
+                flagged += agent_batch(&mut p, &metrics, batch);
+            }
+            black_box(flagged)
+        })
+    });
+    g.finish();
+
+    // The same two, timed once more by hand for the summary line and the JSON file.
+    let time = |f: &mut dyn FnMut()| {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            f();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    };
+    let base_s = time(&mut || {
+        let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
+        for r in &recs {
+            black_box(e.push(r));
+        }
+    });
+    let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18).expect("metrics");
+    if std::env::var_os("PIPELINE_PROBE").is_some() {
+        let nometrics_s = time(&mut || {
+            let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
+            for batch in recs.chunks(BATCH) {
+                black_box(p.process_batch(batch));
+            }
+        });
+        let feats: Vec<_> = {
+            let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
+            recs.iter().map(|r| e.push(r)).collect()
+        };
+        let model_s = time(&mut || {
+            for c in feats.chunks(BATCH) {
+                black_box(model.score_batch(c));
+            }
+        });
+        println!(
+            "probe: no metrics {:.0}/s, model alone {:.0}/s",
+            N as f64 / nometrics_s,
+            N as f64 / model_s
+        );
+    }
+    let full_s = time(&mut || {
+        let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
+        for batch in recs.chunks(BATCH) {
+            black_box(agent_batch(&mut p, &metrics, batch));
+        }
+    });
+
+    // Memory: one and two million distinct responder hosts through one pipeline.
+    let rss_start_kb = status_kb("VmRSS:");
+    let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
+    let mut rss_kb = Vec::new();
+    for part in 0..2u64 {
+        let recs = records(1_000_000, true, 10 + part);
+        let shift = part * 1_000_000;
+        let recs: Vec<_> = recs
+            .into_iter()
+            .map(|mut r| {
+                r.end_unix_ns += shift * 2_000;
+                r.start_unix_ns += shift * 2_000;
+                if let IpAddr::V4(a) = r.resp_addr {
+                    r.resp_addr = IpAddr::V4(Ipv4Addr::from(u32::from(a) + shift as u32));
+                }
+                r
+            })
+            .collect();
+        for batch in recs.chunks(BATCH) {
+            black_box(agent_batch(&mut p, &metrics, batch));
+        }
+        drop(recs);
+        rss_kb.push(status_kb("VmRSS:"));
+    }
+    let stats = p.engine().stats();
+    let summary = serde_json::json!({
+        "connections_per_second": N as f64 / full_s,
+        "features_only_connections_per_second": N as f64 / base_s,
+        "ratio_full_over_features_only": full_s / base_s,
+        "rss_kb_at_start": rss_start_kb,
+        "rss_kb_after_1m_distinct_hosts": rss_kb[0],
+        "rss_kb_after_2m_distinct_hosts": rss_kb[1],
+        "peak_rss_kb": status_kb("VmHWM:"),
+        "feature_window_heap_bytes": stats.heap_bytes,
+        "feature_window_connections": stats.time_window_connections,
+    });
+    println!(
+        "pipeline: {:.0} connections/s on one core (records -> features -> verdict -> metrics), {:.2}x the feature engine alone ({:.0}/s)",
+        N as f64 / full_s,
+        full_s / base_s,
+        N as f64 / base_s
+    );
+    println!(
+        "pipeline memory: RSS {} MB at start, {} MB after 1,000,000 distinct hosts, {} MB after 2,000,000 (feature windows {} MB, capped)",
+        rss_start_kb / 1024,
+        rss_kb[0] / 1024,
+        rss_kb[1] / 1024,
+        stats.heap_bytes / (1 << 20)
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-pipeline.json");
+    if let Err(e) = std::fs::write(&out, summary.to_string()) {
+        eprintln!("cannot write {}: {e}", out.display());
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
