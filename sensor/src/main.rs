@@ -844,7 +844,11 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<()> {
         if let Some(a) = alerts.as_mut()
             && scored.verdict.anomalous
         {
-            output::write_row(a, output::Format::Jsonl, rec, scored)?;
+            // The live alert format, on the capture's clock (the connection's end); latency has
+            // no meaning offline and is 0.
+            let line = sensor::alerts::ScoredLine::new("alert", rec, scored, rec.end_unix_ns, 0.0);
+            serde_json::to_writer(&mut *a, &line)?;
+            a.write_all(b"\n")?;
         }
         Ok::<(), std::io::Error>(())
     })

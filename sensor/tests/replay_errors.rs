@@ -272,8 +272,10 @@ fn the_binary_writes_csv_that_reads_back_as_nsl_kdd_and_evaluates() {
     assert_eq!(alert_lines.lines().count() as u64, anomalous);
     for l in alert_lines.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["type"], "alert", "the live alert format");
         assert_eq!(v["anomalous"], true);
         assert!(v["orig_addr"].is_string() && v["score"].as_f64().unwrap() >= 1.0);
+        assert_eq!(v["features"].as_object().unwrap().len(), 28);
     }
 
     // The model agrees with itself on its own verdicts: evaluate reads the file.
