@@ -263,7 +263,7 @@ pub fn run(opts: &ScenarioOptions) -> Result<Outcome, String> {
                 &lab,
                 normal_secs,
                 &format!(
-                    "python3 {} {DNS_SERVER} 53 40 1 >/dev/null",
+                    "python3 {} {DNS_SERVER} 53 40 1 0 $((20000+n)) >/dev/null",
                     traffic_script("udp_client.py")
                 ),
                 "0.25",
