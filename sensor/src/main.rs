@@ -155,6 +155,9 @@ struct RunArgs {
     /// Sustained alerts per second before suppression [default 50].
     #[arg(long)]
     alerts_max_per_second: Option<f64>,
+    /// Alerts allowed in a burst above the sustained rate [default 200].
+    #[arg(long)]
+    alerts_burst: Option<u32>,
     /// Every scored connection as a JSON line: "stdout", "off" or a file [default off].
     #[arg(long)]
     records: Option<String>,
@@ -201,6 +204,7 @@ impl RunArgs {
         set(&mut f.model, &self.model);
         set(&mut f.alerts.sink, &self.alerts);
         set(&mut f.alerts.max_per_second, &self.alerts_max_per_second);
+        set(&mut f.alerts.burst, &self.alerts_burst);
         set(&mut f.records, &self.records);
         set(&mut f.thresholds.supervised, &self.threshold_supervised);
         set(&mut f.thresholds.unsupervised, &self.threshold_unsupervised);

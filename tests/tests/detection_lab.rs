@@ -130,11 +130,12 @@ fn gateway_lab_flags_attacks_spares_normal_traffic_and_metrics_add_up() {
         metric_sum(m, "sensor_detection_latency_seconds_count", &[]) as usize,
         scored.len()
     );
-    assert_eq!(
-        metric_sum(m, "sensor_alerts_total", &[]) as usize,
-        anomalous,
-        "alerts are not rate-limited in the lab"
-    );
+    // Every anomalous connection was either alerted or summarised; the lab's limits are high
+    // enough that nothing was held back.
+    let written = metric_sum(m, "sensor_alerts_total", &[]) as usize;
+    let held = metric_sum(m, "sensor_alerts_suppressed_total", &[]) as usize;
+    assert_eq!(written + held, anomalous, "alerts written + suppressed");
+    assert_eq!(held, 0, "alerts are not rate-limited in the lab");
     let alerts = out
         .alert_lines
         .iter()

@@ -198,6 +198,8 @@ pub fn run(opts: &ScenarioOptions) -> Result<Outcome, String> {
             &alerts.to_string_lossy(),
             "--alerts-max-per-second",
             "100000",
+            "--alerts-burst",
+            "100000",
             "--metrics-addr",
             metrics_addr,
             "--tcp-attempt-timeout-secs",
