@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
         linfa_trees.push((t, cols));
         flat.push(f);
     }
-    let ensemble = Ensemble { trees: flat };
+    let ensemble = Ensemble::new(flat);
     let rows: Array2<f64> = x.slice(ndarray::s![..ROWS.min(n), ..]).to_owned();
     // linfa trees were fitted on column subsets: give each its own view, prepared outside the
     // timed region so that only `predict` is measured.

@@ -128,9 +128,21 @@ impl Tree {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
     pub trees: Vec<Tree>,
+    /// Each tree's depth, for the lockstep walk of [`Ensemble::mean_batch`]; computed once on
+    /// first use (a walk over every node), not per batch: the live agent scores batches of a
+    /// few hundred rows, where recomputing it cost as much as the scoring.
+    #[serde(skip)]
+    depths: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl Ensemble {
+    pub fn new(trees: Vec<Tree>) -> Ensemble {
+        Ensemble {
+            trees,
+            depths: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The mean leaf value over the trees.
     #[inline]
     pub fn mean(&self, x: &[f64]) -> f64 {
@@ -149,13 +161,15 @@ impl Ensemble {
         // reached its leaf stays there): LANES independent chains of dependent loads that the
         // CPU overlaps, where one row at a time waits for every load in turn.
         const LANES: usize = 8;
-        let depths: Vec<usize> = self.trees.iter().map(Tree::depth).collect();
+        let depths = self
+            .depths
+            .get_or_init(|| self.trees.iter().map(Tree::depth).collect());
         let full = n - n % LANES;
         for start in (0..full).step_by(LANES) {
             let rows: [&[f64]; LANES] =
                 std::array::from_fn(|k| &x[(start + k) * width..(start + k + 1) * width]);
             let mut sums = [0f64; LANES];
-            for (t, &depth) in self.trees.iter().zip(&depths) {
+            for (t, &depth) in self.trees.iter().zip(depths) {
                 let nodes = &t.nodes[..];
                 let mut idx = [0usize; LANES];
                 for _ in 0..depth {
@@ -614,9 +628,7 @@ mod tests {
                 Node::leaf(1.0),
             ],
         };
-        let e = Ensemble {
-            trees: vec![stump(1, 1.0), deep],
-        };
+        let e = Ensemble::new(vec![stump(1, 1.0), deep]);
         assert_eq!(e.trees[1].depth(), 2);
         let rows: Vec<[f64; 2]> = (0..13).map(|i| [i as f64, (i % 4) as f64]).collect();
         let flat: Vec<f64> = rows.iter().flatten().copied().collect();

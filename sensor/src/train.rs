@@ -199,9 +199,7 @@ pub fn fit_forest(
         }
         Ok(())
     })?;
-    Ok(Ensemble {
-        trees: trees.into_iter().flatten().collect(),
-    })
+    Ok(Ensemble::new(trees.into_iter().flatten().collect()))
 }
 
 /// An isolation forest on `x` (normal rows only). Split points are drawn uniformly in
@@ -264,7 +262,7 @@ pub fn fit_profile(x: &Array2<f64>, p: &ProfileParams, seed: u64, source: &str) 
         trees.push(Tree { nodes });
     }
     NormalProfile {
-        forest: Ensemble { trees },
+        forest: Ensemble::new(trees),
         sample_size: psi,
         source: source.to_string(),
     }
@@ -772,7 +770,7 @@ pub fn train(
         let cols: Vec<usize> = (0..d).collect();
         let (_, mut tree) = fit_tree(&xt, &yt, &all_rows, &cols, chosen.max_depth, 1.0)?;
         reestimate_leaves(&mut tree, &xt, &yt, &all_rows);
-        let single = Ensemble { trees: vec![tree] };
+        let single = Ensemble::new(vec![tree]);
         let (s1, _) = detector_scores(&single, None, &xv);
         let normal_s1: Vec<f64> = s1
             .iter()
@@ -832,11 +830,9 @@ pub fn train(
             target_fpr: cfg.target_fpr,
         };
         // The normal profile alone: a supervised part that never fires.
-        let never = Ensemble {
-            trees: vec![Tree {
-                nodes: vec![Node::leaf(0.0)],
-            }],
-        };
+        let never = Ensemble::new(vec![Tree {
+            nodes: vec![Node::leaf(0.0)],
+        }]);
         let mu = mk(
             never,
             Some(profile.clone()),
