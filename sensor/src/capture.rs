@@ -562,22 +562,7 @@ impl Capture {
     }
 
     fn idle_timeout(&self, key: &FlowKey, v: &FlowValue) -> Duration {
-        let t = &self.config.timeouts;
-        match key.protocol {
-            ipproto::TCP => {
-                let orig = usize::from(v.orig_side & 1);
-                let established = v.history[orig] & history::SYN != 0
-                    && v.history[peer(orig)] & history::SYN_ACK != 0
-                    && v.history[orig] & history::NON_SYN != 0;
-                if established {
-                    t.tcp_established
-                } else {
-                    t.tcp_attempt
-                }
-            }
-            ipproto::UDP => t.udp,
-            _ => t.icmp,
-        }
+        idle_timeout(&self.config.timeouts, key, v)
     }
 
     fn emit(
@@ -638,8 +623,29 @@ impl crate::export::metrics::HealthSource for HealthReader {
     }
 }
 
+/// The idle timeout that applies to a flow: the established one once the originator completed
+/// the handshake, the attempt one before; per protocol otherwise. Replay applies the same rule.
+pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
+    match key.protocol {
+        ipproto::TCP => {
+            let orig = usize::from(v.orig_side & 1);
+            let established = v.history[orig] & history::SYN != 0
+                && v.history[peer(orig)] & history::SYN_ACK != 0
+                && v.history[orig] & history::NON_SYN != 0;
+            if established {
+                t.tcp_established
+            } else {
+                t.tcp_attempt
+            }
+        }
+        ipproto::UDP => t.udp,
+        _ => t.icmp,
+    }
+}
+
 /// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
-fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
+/// Replay applies the same rule.
+pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
     if key.protocol != ipproto::TCP {
         return None;
     }

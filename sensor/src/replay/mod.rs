@@ -26,14 +26,13 @@ use std::{collections::VecDeque, path::PathBuf, time::Duration};
 use rustc_hash::FxHashMap;
 use sensor_common::{
     FlowKey, FlowValue, Health,
-    account::peer,
-    flow::{FragKey, FragValue, SIDE_HI, SIDE_LO, event_reason, history, ipproto},
+    flow::{FragKey, FragValue, event_reason},
     parse::{ParseError, Parsed, ethertype, parse_ethernet, parse_ipv4, parse_ipv6},
     table::{FlowTables, Insert, update},
 };
 
 use crate::{
-    capture::{CaptureConfig, CaptureStats, Timeouts},
+    capture::{CaptureConfig, CaptureStats, Timeouts, idle_timeout, tcp_finished},
     flows::{ConnectionRecord, EndReason},
 };
 
@@ -472,40 +471,6 @@ impl Replayer {
             EndReason::Shutdown => self.stats.records_shutdown += 1,
         }
         out.push(rec);
-    }
-}
-
-/// The idle timeout of a flow: as `capture::Capture::idle_timeout`.
-pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
-    match key.protocol {
-        ipproto::TCP => {
-            let orig = usize::from(v.orig_side & 1);
-            let established = v.history[orig] & history::SYN != 0
-                && v.history[peer(orig)] & history::SYN_ACK != 0
-                && v.history[orig] & history::NON_SYN != 0;
-            if established {
-                t.tcp_established
-            } else {
-                t.tcp_attempt
-            }
-        }
-        ipproto::UDP => t.udp,
-        _ => t.icmp,
-    }
-}
-
-/// A TCP connection whose end the kernel signals: as `capture::tcp_finished`.
-pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
-    if key.protocol != ipproto::TCP {
-        return None;
-    }
-    let (a, b) = (v.history[SIDE_LO], v.history[SIDE_HI]);
-    if (a | b) & history::RST != 0 {
-        Some(EndReason::Rst)
-    } else if a & b & history::FIN != 0 {
-        Some(EndReason::Fin)
-    } else {
-        None
     }
 }
 
