@@ -142,7 +142,9 @@ pub mod value_flags {
 pub struct FlowValue {
     /// `bpf_ktime_get_ns()` of the first packet (CLOCK_MONOTONIC), or the capture time in replay.
     pub first_seen_ns: u64,
-    /// Time of the latest packet.
+    /// Time of the latest packet. Exact when that packet created the flow or added a TCP
+    /// history bit (handshake, first payload, FIN, RST); otherwise the kernel's coarse clock,
+    /// up to one jiffy (4 ms at CONFIG_HZ=250) early (see [`crate::table::Clock`]).
     pub last_seen_ns: u64,
     /// Packets sent by each [`Side`].
     pub packets: [u64; 2],
