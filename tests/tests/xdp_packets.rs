@@ -441,6 +441,50 @@ fn a_full_table_counts_the_overflow_and_keeps_existing_flows_exact() {
     assert_eq!(outcome_sum(&h), h.packets);
 }
 
+/// The open-addressing table (`sensor_common::slots`) under churn: removed flows leave
+/// tombstones that later inserts reuse, the table keeps holding exactly its capacity, and
+/// flows stored behind tombstones are still found.
+#[test]
+fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
+    const CAP: u16 = 64;
+    let mut x = XdpHarness::new(u32::from(CAP));
+    let frame = |round: u8, i: u16| udp4(v4(7, round), 20_000 + i, v4(7, 200), 53, &[0; 10]);
+    for round in 0..5u8 {
+        // Fill to capacity (plus 8 that do not fit) with new 5-tuples, twice each.
+        for _ in 0..2 {
+            for i in 0..CAP + 8 {
+                x.run(&frame(round, i));
+            }
+        }
+        let flows = x.flows();
+        assert_eq!(flows.len(), usize::from(CAP), "round {round}");
+        for (_, v) in &flows {
+            assert_eq!(v.packets[0] + v.packets[1], 2, "round {round}: {v:?}");
+        }
+        // Remove every other flow; the rest keep counting in place, new ones take the room.
+        let mut table = sensor::capture::open_flow_table(&x.ebpf).unwrap();
+        for (k, _) in flows.iter().step_by(2) {
+            assert!(table.remove(k));
+        }
+        assert_eq!(table.len(), u64::from(CAP / 2));
+        for i in 0..CAP + 8 {
+            x.run(&frame(round, i));
+        }
+        let after = x.flows();
+        assert_eq!(after.len(), usize::from(CAP), "round {round}");
+        let kept: Vec<_> = flows.iter().skip(1).step_by(2).collect();
+        for (k, _) in &kept {
+            let v = table.get(k).expect("a kept flow is still reachable");
+            assert_eq!(v.packets[0] + v.packets[1], 3, "round {round}: {v:?}");
+        }
+        x.clear_flows();
+        assert!(table.is_empty());
+    }
+    let h = x.health();
+    assert_eq!(outcome_sum(&h), h.packets);
+    assert_eq!(h.flows_created, 5 * (u64::from(CAP) + u64::from(CAP / 2)));
+}
+
 /// xorshift64*: fast, seeded, reproducible.
 struct Rng(u64);
 impl Rng {
