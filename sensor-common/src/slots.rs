@@ -27,7 +27,9 @@
 //!   the inserting CPU also checks the slots before its own for the same key (claimed by another
 //!   CPU meanwhile in a slot a removal freed) and gives its slot back if so.
 //! - removal (user space only, one thread): the slot becomes a tombstone. Tombstones keep probe
-//!   sequences intact and are reused by inserts.
+//!   sequences intact and are reused by inserts; user space turns a tombstone that directly
+//!   precedes an empty slot back into an empty one (`sensor::flow_table`), and an inserting CPU
+//!   that finds an empty slot before its claimed one (reclaimed meanwhile) claims again.
 //!
 //! The user side maps the array into its memory (`BPF_F_MMAPABLE`) and reads and removes
 //! entries there, without a syscall per entry.

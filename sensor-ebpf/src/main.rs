@@ -262,6 +262,8 @@ struct Probe {
     /// [`NONE`], and its state then.
     free_pos: u64,
     free_state: u64,
+    /// 1 when an empty slot ended the walk before `stop`.
+    ended: u64,
 }
 
 /// One position of a [`Probe`]: 0 to go on, 1 to stop.
@@ -283,6 +285,7 @@ extern "C" fn probe_step(pos: u64, ctx: *mut c_void) -> i64 {
             if c.free_pos == NONE {
                 (c.free_pos, c.free_state) = (pos, st);
             }
+            c.ended = 1;
             return 1;
         }
         // SAFETY: a used slot's key is not written any more (only a removal and a new insert
@@ -312,6 +315,7 @@ fn probe(key: &FlowKey, hash: u64, stop: u64) -> Probe {
         pos: 0,
         free_pos: NONE,
         free_state: 0,
+        ended: 0,
     };
     // SAFETY: `probe_step` has the callback signature `bpf_loop` expects, and `c` outlives
     // the call.
@@ -455,9 +459,10 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
         }
         let hash = key_hash(key, global(&FLOW_HASH_SEED));
         let fp = fingerprint(hash);
-        // A lost compare-and-swap means another CPU took the slot: look again, once.
+        // A lost compare-and-swap means another CPU took the slot, or user space reclaimed
+        // the tombstone: look again.
         let mut attempt = 0;
-        while attempt < 2 {
+        while attempt < 3 {
             let c = probe(key, hash, PROBES as u64);
             if c.found != found::ABSENT {
                 unreserve(count);
@@ -479,11 +484,23 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
                 }
                 // Another CPU may have inserted the same key meanwhile in an earlier slot of
                 // the sequence (freed by a removal after our walk): then that one is the flow.
-                if probe(key, hash, c.free_pos).found != found::ABSENT {
+                let before = probe(key, hash, c.free_pos);
+                if before.found != found::ABSENT {
                     // SAFETY: as above.
                     unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
                     unreserve(count);
                     return Insert::Exists;
+                }
+                // User space may have reclaimed a slot before ours as empty (a tombstone next
+                // to an empty slot, see `sensor::flow_table`) after our walk: lookups would
+                // stop there and never reach our slot. Give it back and claim again. Checked
+                // while our slot is busy, which keeps the check true: reclaiming only spreads
+                // empty slots backwards from an empty one, and ours is not.
+                if before.ended != 0 {
+                    // SAFETY: as above.
+                    unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                    attempt += 1;
+                    continue;
                 }
                 // SAFETY: as above.
                 unsafe { publish_u64(&raw mut (*s).state, state::USED | fp) };

@@ -16,7 +16,7 @@ use std::{
 use aya::maps::{Map, MapData};
 use sensor_common::{
     FlowKey, FlowValue,
-    atomic::{fetch_add_u64, load_u64, publish_u64},
+    atomic::{compare_exchange_u64, fetch_add_u64, load_u64, publish_u64},
     slots::{FlowSlot, Probe, key_hash, probe, state},
 };
 
@@ -201,7 +201,56 @@ impl FlowTable {
             publish_u64(&raw mut (*s).state, state::TOMB);
             fetch_add_u64(count, u64::MAX);
         }
+        self.reclaim(idx);
         true
+    }
+
+    /// Turns the tombstone at `idx`, and the tombstones just before it, back into empty slots
+    /// when the slot after it is empty.
+    ///
+    /// Without this, churn would use up the empty slots, and every lookup of an absent key (each
+    /// new flow) would walk the whole probe sequence. It is safe because an empty slot only
+    /// ends probe sequences that no key lies beyond: a key sits in the first free slot of its
+    /// sequence, so no sequence through an empty slot reaches a key after it, and turning a
+    /// tombstone that directly precedes an empty slot into an empty one keeps that true. The
+    /// state changes by compare-and-swap, so a kernel CPU claiming the tombstone at the same
+    /// time either wins (and the reclaim stops) or retries; a CPU that claimed a slot further
+    /// on meanwhile sees the new empty slot before publishing and claims again (see
+    /// `flow_insert` in `sensor-ebpf`).
+    fn reclaim(&mut self, idx: u32) {
+        let mask = self.slot_count - 1;
+        let mut i = idx;
+        for _ in 0..self.slot_count {
+            let next = self.slot(i.wrapping_add(1) & mask);
+            // SAFETY: slots of the mapping, states 8-aligned and accessed atomically.
+            unsafe {
+                if load_u64(&raw const (*next).state) != state::EMPTY
+                    || !compare_exchange_u64(
+                        &raw mut (*self.slot(i)).state,
+                        state::TOMB,
+                        state::EMPTY,
+                    )
+                {
+                    return;
+                }
+            }
+            i = i.wrapping_sub(1) & mask;
+        }
+    }
+
+    /// How many slots are in use and how many are tombstones (the rest are empty or being
+    /// filled).
+    pub fn occupancy(&self) -> (u64, u64) {
+        let (mut used, mut tombs) = (0, 0);
+        for i in 0..self.slot_count {
+            // SAFETY: a slot of the mapping, its state read atomically.
+            match unsafe { load_u64(&raw const (*self.slot(i)).state) } & state::KIND {
+                state::USED => used += 1,
+                state::TOMB => tombs += 1,
+                _ => {}
+            }
+        }
+        (used, tombs)
     }
 
     /// Flows in the table (the kernel's count).

@@ -442,8 +442,8 @@ fn a_full_table_counts_the_overflow_and_keeps_existing_flows_exact() {
 }
 
 /// The open-addressing table (`sensor_common::slots`) under churn: removed flows leave
-/// tombstones that later inserts reuse, the table keeps holding exactly its capacity, and
-/// flows stored behind tombstones are still found.
+/// tombstones that later inserts reuse (or that become empty slots again), the table keeps
+/// holding exactly its capacity, and flows stored behind tombstones are still found.
 #[test]
 fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
     const CAP: u16 = 64;
@@ -479,6 +479,8 @@ fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
         }
         x.clear_flows();
         assert!(table.is_empty());
+        // Every tombstone was next to an empty slot in the end: all reclaimed.
+        assert_eq!(table.occupancy(), (0, 0), "round {round}");
     }
     let h = x.health();
     assert_eq!(outcome_sum(&h), h.packets);
