@@ -52,8 +52,13 @@ static FLOW_CAPACITY: u64 = 65_536;
 static FLOW_HASH_SEED: u64 = 0;
 
 /// How many times a lookup re-reads a slot that another CPU is filling with the same key's
-/// fingerprint before giving up (the writer needs a few dozen instructions).
-const BUSY_SPIN: u32 = 128;
+/// fingerprint before giving up (the packet then counts as `table_full`, see `on_vanished`).
+///
+/// The writer needs a few dozen instructions, but it can be interrupted (and, under
+/// BPF_PROG_TEST_RUN, preempted) in between: with 1,024 reads the two-CPU race test lost a
+/// packet in about one run in four on the loaded 2-core VM, with 65,536 (~100-200 us) none in
+/// 50 runs. Only a CPU that meets a flow being created at that very moment ever spins.
+const BUSY_SPIN: u32 = 1 << 16;
 
 /// Non-first fragments find their flow here, by the IP fragment identity of the first fragment.
 /// An LRU map: fragment trains are short-lived, and an evicted entry only makes a late fragment
@@ -447,16 +452,19 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
         }
     }
 
-    /// Reserves a unit of the capacity, claims the first free slot of the key's probe sequence
-    /// (compare-and-swap of its state), fills it and publishes it. See `sensor_common::slots`.
+    /// Claims the first free slot of the key's probe sequence (compare-and-swap of its state),
+    /// reserves a unit of the capacity, fills the slot and publishes it. See
+    /// `sensor_common::slots`.
+    ///
+    /// The order matters for two CPUs creating the same flow as the table fills up: the claim
+    /// (visible to the other CPU as a busy slot with this key's fingerprint, which it waits for)
+    /// comes before the reservation, so the other CPU never sees the capacity taken by this
+    /// very flow without also seeing the flow; it gets `Exists`, as with a BPF hash map.
     #[inline(always)]
     fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) -> Insert {
         let Some(count) = FLOW_COUNT.get_ptr_mut(0) else {
             return Insert::Full;
         };
-        if !reserve(count) {
-            return Insert::Full;
-        }
         let hash = key_hash(key, global(&FLOW_HASH_SEED));
         let fp = fingerprint(hash);
         // A lost compare-and-swap means another CPU took the slot, or user space reclaimed
@@ -465,50 +473,65 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
         while attempt < 3 {
             let c = probe(key, hash, PROBES as u64);
             if c.found != found::ABSENT {
-                unreserve(count);
                 return Insert::Exists;
             }
             if c.free_pos == NONE {
+                break;
+            }
+            // A full table: nothing to claim (the cheap exit for a flood of new flows), unless
+            // the unit that filled it is this flow's, inserted by another CPU since our walk.
+            // SAFETY: the count slot of FLOW_COUNT, valid and 8-aligned.
+            if unsafe { core::ptr::read_volatile(count) } >= global(&FLOW_CAPACITY) {
+                if probe(key, hash, PROBES as u64).found != found::ABSENT {
+                    return Insert::Exists;
+                }
                 break;
             }
             let Some(s) = slot_at(hash, c.free_pos) else {
                 break;
             };
             // SAFETY: `s` is a slot of FLOWS, its state 8-aligned.
-            if unsafe { compare_exchange_u64(&raw mut (*s).state, c.free_state, state::BUSY | fp) }
+            if !unsafe { compare_exchange_u64(&raw mut (*s).state, c.free_state, state::BUSY | fp) }
             {
-                // SAFETY: the slot is ours until published.
-                unsafe {
-                    (*s).key = *key;
-                    (*s).value = *value;
-                }
-                // Another CPU may have inserted the same key meanwhile in an earlier slot of
-                // the sequence (freed by a removal after our walk): then that one is the flow.
-                let before = probe(key, hash, c.free_pos);
-                if before.found != found::ABSENT {
-                    // SAFETY: as above.
-                    unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
-                    unreserve(count);
-                    return Insert::Exists;
-                }
-                // User space may have reclaimed a slot before ours as empty (a tombstone next
-                // to an empty slot, see `sensor::flow_table`) after our walk: lookups would
-                // stop there and never reach our slot. Give it back and claim again. Checked
-                // while our slot is busy, which keeps the check true: reclaiming only spreads
-                // empty slots backwards from an empty one, and ours is not.
-                if before.ended != 0 {
-                    // SAFETY: as above.
-                    unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
-                    attempt += 1;
-                    continue;
-                }
-                // SAFETY: as above.
-                unsafe { publish_u64(&raw mut (*s).state, state::USED | fp) };
-                return Insert::Done;
+                attempt += 1;
+                continue;
             }
-            attempt += 1;
+            // The slot is ours until published; a CPU creating the same flow waits for it.
+            if !reserve(count) {
+                // SAFETY: as above.
+                unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                break;
+            }
+            // SAFETY: as above.
+            unsafe {
+                (*s).key = *key;
+                (*s).value = *value;
+            }
+            // Another CPU may have inserted the same key meanwhile in an earlier slot of the
+            // sequence (freed by a removal after our walk): then that one is the flow.
+            let before = probe(key, hash, c.free_pos);
+            if before.found != found::ABSENT {
+                // SAFETY: as above.
+                unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                unreserve(count);
+                return Insert::Exists;
+            }
+            // User space may have reclaimed a slot before ours as empty (a tombstone next to an
+            // empty slot, see `sensor::flow_table`) after our walk: lookups would stop there and
+            // never reach our slot. Give it back and claim again. Checked while our slot is
+            // busy, which keeps the check true: reclaiming only spreads empty slots backwards
+            // from an empty one, and ours is not.
+            if before.ended != 0 {
+                // SAFETY: as above.
+                unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                unreserve(count);
+                attempt += 1;
+                continue;
+            }
+            // SAFETY: as above.
+            unsafe { publish_u64(&raw mut (*s).state, state::USED | fp) };
+            return Insert::Done;
         }
-        unreserve(count);
         Insert::Full
     }
 
