@@ -31,6 +31,13 @@
 //!   precedes an empty slot back into an empty one (`sensor::flow_table`), and an inserting CPU
 //!   that finds an empty slot before its claimed one (reclaimed meanwhile) claims again.
 //!
+//! - memory ordering: state changes are full-barrier atomics (compare-and-swap, exchange), but
+//!   BPF before ISA v4 has no load-acquire, so a reader loads the state and then the key with
+//!   plain loads. On x86-64 (TSO) that is ordered. On a weakly ordered CPU a reader could in a
+//!   rare race see a just-published state with the key not yet visible: the key then does not
+//!   match, the packet takes the insert path, and the insert's re-check of the earlier slots
+//!   finds the flow (`Exists`), so nothing is inserted twice.
+//!
 //! The user side maps the array into its memory (`BPF_F_MMAPABLE`) and reads and removes
 //! entries there, without a syscall per entry.
 

@@ -484,7 +484,8 @@ impl Capture {
                             .push_back((v.last_seen_ns + linger_ns, key, first_seen));
                     }
                 }
-                Some(_) | None => {
+                // Gone, or taken over by a new connection on the same 5-tuple.
+                _ => {
                     self.reported.remove(&key);
                 }
             }
