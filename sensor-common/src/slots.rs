@@ -85,21 +85,28 @@ pub fn slot_count(capacity: u32) -> u32 {
 /// The hash of `key` under `seed` (a random value the loader picks, so that remote hosts cannot
 /// aim their flows at one probe sequence without seeing the table).
 ///
-/// A multiply-rotate over the key's five 64-bit words ([`FlowKey::words`]) with a final
-/// avalanche: a handful of instructions on BPF (64-bit multiplies), and every key bit reaches
-/// the low bits used as index.
+/// Multiplies each of the key's five 64-bit words ([`FlowKey::words`]), mixed with the seed, by
+/// its own odd constant, folds the products together with rotations, and finishes with an
+/// avalanche step: the five multiplies are independent (the CPU runs them in parallel, two
+/// multiply latencies in all), and every key bit reaches the low bits used as index.
 #[inline(always)]
 pub fn key_hash(key: &FlowKey, seed: u64) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K: [u64; 5] = [
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0xd6e8_feb8_6659_fd93,
+        0xff51_afd7_ed55_8ccd,
+    ];
     let w = key.words();
-    let mut h = seed;
-    let mut i = 0;
-    while i < w.len() {
-        h = (h.rotate_left(23) ^ w[i]).wrapping_mul(K);
-        i += 1;
-    }
+    let m = |i: usize| (w[i] ^ seed.rotate_left(13 * i as u32)).wrapping_mul(K[i]);
+    let mut h = m(0)
+        ^ m(1).rotate_left(13)
+        ^ m(2).rotate_left(26)
+        ^ m(3).rotate_left(39)
+        ^ m(4).rotate_left(52);
     h ^= h >> 32;
-    h = h.wrapping_mul(K);
+    h = h.wrapping_mul(K[0]);
     h ^ (h >> 29)
 }
 
