@@ -4,7 +4,8 @@
 //! fragment through the fragment table, remember a first fragment, find or create the flow
 //! (restarting it in place when a SYN reuses a finished 5-tuple), count a full table, and add the
 //! packet with [`account`]. Only the map operations differ between the two worlds, so they are
-//! behind [`FlowTables`]: BPF maps in the kernel (`sensor-ebpf`), hash maps in user space
+//! behind [`FlowTables`]: BPF maps in the kernel (`sensor-ebpf`, the flow table being open
+//! addressing in a BPF array, see [`crate::slots`]), hash maps in user space
 //! (`sensor::replay`).
 //!
 //! Why this split and not a shared function per step: exact parity between live mode and
@@ -34,7 +35,8 @@ use crate::{
     parse::{FragmentKind, Parsed},
 };
 
-/// Result of inserting a new flow (the `BPF_NOEXIST` semantics of a BPF hash map).
+/// Result of inserting a new flow (the `BPF_NOEXIST` semantics of a BPF hash map, which the
+/// kernel's open-addressing table, `crate::slots`, keeps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Insert {
     /// Inserted.
@@ -85,8 +87,10 @@ pub trait FlowTables {
     /// Called after `table_full` was bumped (the kernel logs at powers of two).
     #[inline(always)]
     fn on_table_full(&mut self, _table_full: u64) {}
-    /// Called when the entry just inserted could not be looked up (removed concurrently by
-    /// user space); the packet is counted as `table_full`.
+    /// Called when the entry just inserted (or found being inserted by another CPU) could not
+    /// be looked up: removed concurrently by user space, or, in the kernel's open-addressing
+    /// table, still not published by the other CPU after a long wait. The packet is counted as
+    /// `table_full`.
     #[inline(always)]
     fn on_vanished(&mut self) {}
 }

@@ -561,7 +561,9 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
 
     #[inline(always)]
     fn on_vanished(&mut self) {
-        // Removed by user space between insert and lookup: counted, not guessed.
+        // Removed by user space between insert and lookup, or another CPU creating the same
+        // flow did not publish it within `BUSY_SPIN` reads (or gave its slot back because the
+        // table filled up): counted, not guessed.
         warn!(self.ctx, "flow vanished after insert");
     }
 }
