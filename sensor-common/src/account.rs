@@ -130,6 +130,15 @@ pub unsafe fn account(
     }
 }
 
+/// Whether TCP packet `p` from `side` would set a history bit that `v` does not have yet (the
+/// packets whose time must be exact, see `crate::table::Clock`). Always false for other
+/// protocols.
+#[inline(always)]
+pub fn adds_history(v: &FlowValue, p: &Parsed, side: Side) -> bool {
+    let old = v.history[side & 1];
+    p.protocol == ipproto::TCP && old | history_bits(p.tcp_flags, p.payload_len) != old
+}
+
 /// Whether a SYN on a flow whose connection already ended starts a new connection on the same
 /// 5-tuple (port reuse), so the value must be reset before accounting.
 #[inline(always)]

@@ -44,7 +44,10 @@ pub mod history {
 /// For ICMP echo request/reply (v4 and v6) both ports hold the echo identifier, so a request and
 /// its reply meet in one entry; for other ICMP messages `port_lo`/`port_hi` are zero and the
 /// message type is kept in the value.
-#[repr(C)]
+///
+/// 8-aligned (its size is 40 either way, and so are the layouts that embed it), so that the
+/// flow table compares and hashes it as five 64-bit words ([`FlowKey::words`]).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Lower endpoint's address, network byte order words.
@@ -103,6 +106,15 @@ impl FlowKey {
         }
     }
 
+    /// The key as five native-endian 64-bit words (the last one holds ports, protocol, IP
+    /// version and the zero padding).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 5] {
+        // SAFETY: `FlowKey` is `repr(C)`, 40 bytes, 8-aligned, without implicit padding, so it
+        // is readable as `[u64; 5]` (every bit pattern is a valid u64).
+        unsafe { *(self as *const FlowKey).cast::<[u64; 5]>() }
+    }
+
     /// The address and port of a side.
     #[inline(always)]
     pub fn endpoint(&self, side: Side) -> (&[u32; 4], u16) {
@@ -142,7 +154,9 @@ pub mod value_flags {
 pub struct FlowValue {
     /// `bpf_ktime_get_ns()` of the first packet (CLOCK_MONOTONIC), or the capture time in replay.
     pub first_seen_ns: u64,
-    /// Time of the latest packet.
+    /// Time of the latest packet. Exact when that packet created the flow or added a TCP
+    /// history bit (handshake, first payload, FIN, RST); otherwise the kernel's coarse clock,
+    /// up to one jiffy (4 ms at CONFIG_HZ=250) early (see [`crate::table::Clock`]).
     pub last_seen_ns: u64,
     /// Packets sent by each [`Side`].
     pub packets: [u64; 2],
@@ -235,6 +249,8 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
+        assert_eq!(core::mem::align_of::<FlowKey>(), 8);
+        assert_eq!(core::mem::size_of::<FragValue>(), 40 + 4 + 4);
         assert_eq!(
             core::mem::size_of::<FlowValue>(),
             8 + 8 + 16 + 16 + 4 + 4 + 2 + 1 + 1 + 1 + 1 + 2

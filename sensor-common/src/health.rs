@@ -17,7 +17,8 @@ pub struct Health {
     pub parse_errors: u64,
     /// Packets that end before a header their own headers announce.
     pub truncated: u64,
-    /// Packets whose new flow could not be stored because the flow table was full.
+    /// Packets whose new flow could not be stored because the flow table was full (or, very
+    /// rarely, whose flow another CPU was still creating after a long wait, see `sensor-ebpf`).
     pub table_full: u64,
     /// Finished-connection events the ring buffer had no room for.
     pub ringbuf_drops: u64,

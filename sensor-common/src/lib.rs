@@ -16,6 +16,7 @@ pub mod conn_state;
 pub mod flow;
 pub mod health;
 pub mod parse;
+pub mod slots;
 pub mod table;
 
 pub use flow::{FlowEvent, FlowKey, FlowValue};
@@ -23,8 +24,10 @@ pub use health::Health;
 
 /// Names of the maps in the eBPF object, so that user space and the kernel cannot drift apart.
 pub mod map_names {
-    /// `HashMap<FlowKey, FlowValue>`: the flow table.
+    /// `Array<FlowSlot>`: the flow table, open addressing (see [`crate::slots`]).
     pub const FLOWS: &str = "FLOWS";
+    /// `Array<u64>` with one entry: flows in `FLOWS` (see [`crate::slots`]).
+    pub const FLOW_COUNT: &str = "FLOW_COUNT";
     /// `LruHashMap<FragKey, FlowKey>`: which flow a non-first IP fragment belongs to.
     pub const FRAGS: &str = "FRAGS";
     /// `PerCpuArray<Health>` with one entry: health counters.
@@ -33,6 +36,16 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     /// `HashMap<u32, u8>`: ifindexes whose ingress XDP watches.
     pub const WATCHED: &str = "WATCHED";
+}
+
+/// Names of the read-only globals the loader sets (`EbpfLoader::set_global`).
+pub mod global_names {
+    /// `u32`: slots in `FLOWS` minus one (a power of two minus one).
+    pub const FLOW_SLOT_MASK: &str = "FLOW_SLOT_MASK";
+    /// `u64`: how many flows `FLOWS` may hold.
+    pub const FLOW_CAPACITY: &str = "FLOW_CAPACITY";
+    /// `u64`: the seed of [`crate::slots::key_hash`].
+    pub const FLOW_HASH_SEED: &str = "FLOW_HASH_SEED";
 }
 
 /// Names of the programs in the eBPF object.

@@ -10,25 +10,55 @@
 #![no_std]
 #![no_main]
 
+use aya_ebpf::cty::c_void;
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_NOEXIST, TC_ACT_OK, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    bindings::{TC_ACT_OK, xdp_action},
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns, bpf_loop},
     macros::{classifier, map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
 use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
+    atomic::{atomic_add, compare_exchange_u64, load_u64, publish_u64},
     flow::{FragKey, FragValue},
     parse::{HeaderView, PacketData, ParseError, Parsed, parse_ethernet},
-    table::{FlowTables, Insert, update},
+    slots::{BPF_F_MMAPABLE, FlowSlot, PROBES, fingerprint, key_eq, key_hash, state},
+    table::{Clock, FlowTables, Insert, update},
 };
 
-/// The flow table. Its capacity is set by the loader (`--table-size`); this is the default.
+/// The flow table: open addressing in an array (`sensor_common::slots` explains the layout
+/// and why). The loader sizes it (`slots::slot_count` of `--table-size`) and sets the globals
+/// below to match; user space maps it into its memory.
 #[map(name = "FLOWS")]
-static FLOWS: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(65_536, 0);
+static FLOWS: Array<FlowSlot> = Array::with_max_entries(262_144, BPF_F_MMAPABLE);
+
+/// Flows in `FLOWS`, at most `FLOW_CAPACITY` (user space decrements it when it removes one).
+#[map(name = "FLOW_COUNT")]
+static FLOW_COUNT: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Slots in `FLOWS` minus one. Set by the loader.
+#[unsafe(no_mangle)]
+static FLOW_SLOT_MASK: u32 = 262_143;
+
+/// How many flows `FLOWS` may hold. Set by the loader.
+#[unsafe(no_mangle)]
+static FLOW_CAPACITY: u64 = 65_536;
+
+/// Seed of `slots::key_hash`. Set by the loader (random).
+#[unsafe(no_mangle)]
+static FLOW_HASH_SEED: u64 = 0;
+
+/// How many times a lookup re-reads a slot that another CPU is filling with the same key's
+/// fingerprint before giving up (the packet then counts as `table_full`, see `on_vanished`).
+///
+/// The writer needs a few dozen instructions, but it can be interrupted (and, under
+/// BPF_PROG_TEST_RUN, preempted) in between: with 1,024 reads the two-CPU race test lost a
+/// packet in about one run in four on the loaded 2-core VM, with 65,536 (~100-200 us) none in
+/// 50 runs. Only a CPU that meets a flow being created at that very moment ever spins.
+const BUSY_SPIN: u32 = 1 << 16;
 
 /// Non-first fragments find their flow here, by the IP fragment identity of the first fragment.
 /// An LRU map: fragment trains are short-lived, and an evicted entry only makes a late fragment
@@ -49,6 +79,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map(name = "WATCHED")]
 static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
+/// This CPU's last clock reading and the jiffy it was taken in: see [`KernelClock`].
+#[map(name = "CLOCK")]
+static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
 /// Counter of the benchmark baseline program.
 #[map(name = "BASELINE")]
 static BASELINE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -56,9 +90,6 @@ static BASELINE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// The headers the parser may need, made linear on the TC path (Ethernet, 2 VLAN tags, IPv6 with
 /// a few extension headers, TCP with options).
 const TC_PULL_BYTES: u32 = 256;
-
-/// `EEXIST`: another CPU inserted the same flow between our lookup and insert.
-const EEXIST: i32 = 17;
 
 /// Bounds-checked access to the packet between `data` and `data_end`.
 struct KernelPacket {
@@ -188,19 +219,320 @@ struct KernelTables<'a, C: EbpfContext> {
     ctx: &'a C,
 }
 
+/// Globals are read through a volatile load: the compiler must not fold their initial values.
+#[inline(always)]
+fn global<T: Copy>(g: &T) -> T {
+    // SAFETY: a valid reference to a global.
+    unsafe { core::ptr::read_volatile(g) }
+}
+
+/// The slot at `idx` (masked, so always in bounds of the array).
+#[inline(always)]
+fn slot(idx: u32) -> Option<*mut FlowSlot> {
+    FLOWS.get_ptr_mut(idx & global(&FLOW_SLOT_MASK))
+}
+
+/// No probe position.
+const NONE: u64 = u64::MAX;
+
+/// What a probe found ([`Probe::found`]).
+mod found {
+    /// The key is not in the table.
+    pub const ABSENT: u64 = 0;
+    /// In use at [`super::Probe::pos`].
+    pub const USED: u64 = 1;
+    /// Another CPU is filling the slot at [`super::Probe::pos`] with a key of the same
+    /// fingerprint (most likely this key: two CPUs creating the same flow at once).
+    pub const BUSY: u64 = 2;
+}
+
+/// A walk of one key's probe sequence, as the context of the `bpf_loop` callback
+/// [`probe_step`]. Positions count from the key's home slot.
+///
+/// Why `bpf_loop` and not a plain loop: the verifier walks a plain bounded loop once per
+/// iteration and per path into it, and with the several probes of one packet (lookup, insert,
+/// the insert's re-check, lookup again) that exceeded its million-instruction budget; a
+/// `bpf_loop` callback is verified once. The hot path does not get here: [`home_hit`] checks
+/// the home slot inline first.
+#[repr(C)]
+struct Probe {
+    key: FlowKey,
+    hash: u64,
+    /// Stop before this position.
+    stop: u64,
+    /// [`found`].
+    found: u64,
+    pos: u64,
+    /// The first free (empty or tombstone) position before the end of the sequence, or
+    /// [`NONE`], and its state then.
+    free_pos: u64,
+    free_state: u64,
+    /// 1 when an empty slot ended the walk before `stop`.
+    ended: u64,
+}
+
+/// One position of a [`Probe`]: 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn probe_step(pos: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Probe` that `probe` passed to `bpf_loop`, on its stack.
+    let c = unsafe { &mut *ctx.cast::<Probe>() };
+    if pos >= c.stop {
+        return 1;
+    }
+    let Some(s) = slot((c.hash as u32).wrapping_add(pos as u32)) else {
+        return 1;
+    };
+    let fp = fingerprint(c.hash);
+    // SAFETY: `s` is a slot of FLOWS, valid for the program run.
+    let st = unsafe { load_u64(&raw const (*s).state) };
+    match st & state::KIND {
+        state::EMPTY => {
+            if c.free_pos == NONE {
+                (c.free_pos, c.free_state) = (pos, st);
+            }
+            c.ended = 1;
+            return 1;
+        }
+        // SAFETY: a used slot's key is not written any more (only a removal and a new insert
+        // would, and then the fingerprint or the key no longer matches).
+        state::USED if st == state::USED | fp && key_eq(unsafe { &(*s).key }, &c.key) => {
+            (c.found, c.pos) = (found::USED, pos);
+            return 1;
+        }
+        state::BUSY if st == state::BUSY | fp => {
+            (c.found, c.pos) = (found::BUSY, pos);
+            return 1;
+        }
+        state::TOMB if c.free_pos == NONE => (c.free_pos, c.free_state) = (pos, st),
+        _ => {}
+    }
+    0
+}
+
+/// Walks `key`'s probe sequence up to position `stop` (exclusive).
+#[inline(always)]
+fn probe(key: &FlowKey, hash: u64, stop: u64) -> Probe {
+    let mut c = Probe {
+        key: *key,
+        hash,
+        stop,
+        found: found::ABSENT,
+        pos: 0,
+        free_pos: NONE,
+        free_state: 0,
+        ended: 0,
+    };
+    // SAFETY: `probe_step` has the callback signature `bpf_loop` expects, and `c` outlives
+    // the call.
+    unsafe {
+        bpf_loop(
+            PROBES,
+            probe_step as *mut c_void,
+            (&raw mut c).cast::<c_void>(),
+            0,
+        )
+    };
+    c
+}
+
+/// The slot at `pos` of `hash`'s probe sequence.
+#[inline(always)]
+fn slot_at(hash: u64, pos: u64) -> Option<*mut FlowSlot> {
+    slot((hash as u32).wrapping_add(pos as u32))
+}
+
+/// The hot path: `key`'s value when it sits in its home slot.
+#[inline(always)]
+fn home_hit(key: &FlowKey, hash: u64) -> Option<*mut FlowValue> {
+    let s = slot(hash as u32)?;
+    // SAFETY: `s` is a slot of FLOWS, valid for the program run; a used slot's key is stable.
+    unsafe {
+        let st = load_u64(&raw const (*s).state);
+        if st == state::USED | fingerprint(hash) && key_eq(&(*s).key, key) {
+            return Some(&raw mut (*s).value);
+        }
+    }
+    None
+}
+
+/// A wait for a slot another CPU is filling, as the context of [`spin_step`].
+#[repr(C)]
+struct Spin {
+    slot: *mut FlowSlot,
+    busy: u64,
+    state: u64,
+}
+
+/// Reads the slot's state: 1 (stop) once it is no longer busy.
+#[inline(never)]
+extern "C" fn spin_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Spin` that `settled` passed to `bpf_loop`, on its stack; its slot
+    // is a slot of FLOWS.
+    unsafe {
+        let c = &mut *ctx.cast::<Spin>();
+        c.state = load_u64(&raw const (*c.slot).state);
+        (c.state != c.busy) as i64
+    }
+}
+
+/// Waits (at most `BUSY_SPIN` reads) for a slot that another CPU is filling, then returns its
+/// value if it holds `key`.
+#[inline(always)]
+fn settled(s: *mut FlowSlot, key: &FlowKey, fp: u64) -> Option<*mut FlowValue> {
+    let mut c = Spin {
+        slot: s,
+        busy: state::BUSY | fp,
+        state: state::BUSY | fp,
+    };
+    // SAFETY: as in `probe`.
+    unsafe {
+        bpf_loop(
+            BUSY_SPIN,
+            spin_step as *mut c_void,
+            (&raw mut c).cast::<c_void>(),
+            0,
+        )
+    };
+    // SAFETY: `s` is a slot of FLOWS; published, so its key is written.
+    if c.state == state::USED | fp && key_eq(unsafe { &(*s).key }, key) {
+        // SAFETY: as above.
+        return Some(unsafe { &raw mut (*s).value });
+    }
+    None
+}
+
+/// How many times an insert retries reserving a unit of `FLOW_COUNT` when other CPUs change
+/// it under its compare-and-swap (each failure is another CPU's success).
+const RESERVE_TRIES: u32 = 16;
+
+/// Reserves one unit of the table's capacity in `FLOW_COUNT`: false when it is all taken.
+///
+/// A compare-and-swap loop, not an atomic fetch-and-add: the object is built for the baseline
+/// BPF CPU, whose atomic add returns nothing.
+#[inline(always)]
+fn reserve(count: *mut u64) -> bool {
+    let capacity = global(&FLOW_CAPACITY);
+    let mut i = 0;
+    while i < RESERVE_TRIES {
+        // SAFETY: the count slot of FLOW_COUNT, valid and 8-aligned.
+        let n = unsafe { core::ptr::read_volatile(count) };
+        if n >= capacity {
+            return false;
+        }
+        // SAFETY: as above.
+        if unsafe { compare_exchange_u64(count, n, n + 1) } {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Takes back one unit of `FLOW_COUNT` reserved by an insert that did not insert.
+#[inline(always)]
+fn unreserve(count: *mut u64) {
+    // SAFETY: the count slot of FLOW_COUNT, valid and 8-aligned.
+    unsafe { atomic_add(count, u64::MAX) };
+}
+
 impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
     #[inline(always)]
     fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue> {
-        FLOWS.get_ptr_mut(key)
+        let hash = key_hash(key, global(&FLOW_HASH_SEED));
+        if let Some(v) = home_hit(key, hash) {
+            return Some(v);
+        }
+        let c = probe(key, hash, PROBES as u64);
+        let s = slot_at(hash, c.pos)?;
+        match c.found {
+            // SAFETY: a slot of FLOWS; the value field stays valid for the program run.
+            found::USED => Some(unsafe { &raw mut (*s).value }),
+            found::BUSY => settled(s, key, fingerprint(hash)),
+            _ => None,
+        }
     }
 
+    /// Claims the first free slot of the key's probe sequence (compare-and-swap of its state),
+    /// reserves a unit of the capacity, fills the slot and publishes it. See
+    /// `sensor_common::slots`.
+    ///
+    /// The order matters for two CPUs creating the same flow as the table fills up: the claim
+    /// (visible to the other CPU as a busy slot with this key's fingerprint, which it waits for)
+    /// comes before the reservation, so the other CPU never sees the capacity taken by this
+    /// very flow without also seeing the flow; it gets `Exists`, as with a BPF hash map.
     #[inline(always)]
     fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) -> Insert {
-        match FLOWS.insert(key, value, BPF_NOEXIST as u64) {
-            Ok(()) => Insert::Done,
-            Err(e) if e == -EEXIST => Insert::Exists,
-            Err(_) => Insert::Full,
+        let Some(count) = FLOW_COUNT.get_ptr_mut(0) else {
+            return Insert::Full;
+        };
+        let hash = key_hash(key, global(&FLOW_HASH_SEED));
+        let fp = fingerprint(hash);
+        // A lost compare-and-swap means another CPU took the slot, or user space reclaimed
+        // the tombstone: look again.
+        let mut attempt = 0;
+        while attempt < 3 {
+            let c = probe(key, hash, PROBES as u64);
+            if c.found != found::ABSENT {
+                return Insert::Exists;
+            }
+            if c.free_pos == NONE {
+                break;
+            }
+            // A full table: nothing to claim (the cheap exit for a flood of new flows), unless
+            // the unit that filled it is this flow's, inserted by another CPU since our walk.
+            // SAFETY: the count slot of FLOW_COUNT, valid and 8-aligned.
+            if unsafe { core::ptr::read_volatile(count) } >= global(&FLOW_CAPACITY) {
+                if probe(key, hash, PROBES as u64).found != found::ABSENT {
+                    return Insert::Exists;
+                }
+                break;
+            }
+            let Some(s) = slot_at(hash, c.free_pos) else {
+                break;
+            };
+            // SAFETY: `s` is a slot of FLOWS, its state 8-aligned.
+            if !unsafe { compare_exchange_u64(&raw mut (*s).state, c.free_state, state::BUSY | fp) }
+            {
+                attempt += 1;
+                continue;
+            }
+            // The slot is ours until published; a CPU creating the same flow waits for it.
+            if !reserve(count) {
+                // SAFETY: as above.
+                unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                break;
+            }
+            // SAFETY: as above.
+            unsafe {
+                (*s).key = *key;
+                (*s).value = *value;
+            }
+            // Another CPU may have inserted the same key meanwhile in an earlier slot of the
+            // sequence (freed by a removal after our walk): then that one is the flow.
+            let before = probe(key, hash, c.free_pos);
+            if before.found != found::ABSENT {
+                // SAFETY: as above.
+                unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                unreserve(count);
+                return Insert::Exists;
+            }
+            // User space may have reclaimed a slot before ours as empty (a tombstone next to an
+            // empty slot, see `sensor::flow_table`) after our walk: lookups would stop there and
+            // never reach our slot. Give it back and claim again. Checked while our slot is
+            // busy, which keeps the check true: reclaiming only spreads empty slots backwards
+            // from an empty one, and ours is not.
+            if before.ended != 0 {
+                // SAFETY: as above.
+                unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                unreserve(count);
+                attempt += 1;
+                continue;
+            }
+            // SAFETY: as above.
+            unsafe { publish_u64(&raw mut (*s).state, state::USED | fp) };
+            return Insert::Done;
         }
+        Insert::Full
     }
 
     #[inline(always)]
@@ -229,16 +561,73 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
 
     #[inline(always)]
     fn on_vanished(&mut self) {
-        // Removed by user space between insert and lookup: counted, not guessed.
+        // Removed by user space between insert and lookup, or another CPU creating the same
+        // flow did not publish it within `BUSY_SPIN` reads (or gave its slot back because the
+        // table filled up): counted, not guessed.
         warn!(self.ctx, "flow vanished after insert");
+    }
+}
+
+/// A `bpf_ktime_get_ns()` reading, taken on this CPU while `jiffies` was current.
+#[repr(C)]
+struct ClockCache {
+    jiffies: u64,
+    ns: u64,
+}
+
+/// The kernel's [`Clock`]: CLOCK_MONOTONIC nanoseconds, as `bpf_ktime_get_ns()` gives them.
+///
+/// Why not the helper on every packet: the call costs ~16 ns here (the coarse variant
+/// `bpf_ktime_get_coarse_ns` too: it is the call), a sixth of the whole program. `bpf_jiffies64`
+/// is inlined by the verifier into one load of `jiffies`, so [`Clock::coarse`] costs a load, a
+/// per-CPU array access (also inlined) and a compare: it returns this CPU's cached helper
+/// reading while the jiffy is the same, and calls the helper once per jiffy otherwise. The
+/// cached value was read during the current jiffy, so it is early by less than one jiffy (4 ms
+/// at the usual CONFIG_HZ=250, 1 ms at 1000) and never late. [`update`] asks for the coarse time
+/// only for packets that merely move `last_seen_ns` on (see `sensor_common::table::Clock`); a
+/// flow's creation and every TCP packet that adds a history bit (handshake, first payload, FIN,
+/// RST) read the exact clock, so `first_seen_ns` and the finishing packet's time are exact.
+///
+/// The cache is per CPU, as the health counters are: the programs on one CPU do not interrupt
+/// each other (XDP runs in softirq, TC egress with bottom halves disabled), so its two fields
+/// are written together.
+struct KernelClock;
+
+impl Clock for KernelClock {
+    #[inline(always)]
+    fn exact(&mut self) -> u64 {
+        // SAFETY: helpers without preconditions.
+        let (ns, jiffies) = unsafe { (bpf_ktime_get_ns(), bpf_jiffies64()) };
+        if let Some(c) = CLOCK.get_ptr_mut(0) {
+            // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run.
+            unsafe { *c = ClockCache { jiffies, ns } };
+        }
+        ns
+    }
+
+    #[inline(always)]
+    fn coarse(&mut self) -> u64 {
+        // SAFETY: a helper without preconditions (inlined by the verifier: a load of jiffies).
+        let jiffies = unsafe { bpf_jiffies64() };
+        if let Some(c) = CLOCK.get_ptr_mut(0) {
+            // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run.
+            let c = unsafe { &mut *c };
+            if c.jiffies == jiffies {
+                return c.ns;
+            }
+            // SAFETY: a helper without preconditions.
+            let ns = unsafe { bpf_ktime_get_ns() };
+            *c = ClockCache { jiffies, ns };
+            return ns;
+        }
+        // SAFETY: a helper without preconditions.
+        unsafe { bpf_ktime_get_ns() }
     }
 }
 
 #[inline(always)]
 fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) {
-    // SAFETY: a helper without preconditions.
-    let now_ns = unsafe { bpf_ktime_get_ns() };
-    let Some(u) = update(&mut KernelTables { ctx }, p, h, now_ns, segments) else {
+    let Some(u) = update(&mut KernelTables { ctx }, p, h, KernelClock, segments) else {
         return;
     };
     if u.reason != 0 {

@@ -30,10 +30,14 @@ use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
     account::peer,
     flow::{SIDE_HI, SIDE_LO, event_reason, history, ipproto},
-    map_names, program_names,
+    global_names, map_names, program_names,
+    slots::slot_count,
 };
 
-use crate::flows::{ConnectionRecord, EndReason};
+use crate::{
+    flow_table::{FlowTable, FlowTableError, hash_seed},
+    flows::{ConnectionRecord, EndReason},
+};
 
 /// The eBPF object built by `build.rs` (aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
@@ -103,8 +107,9 @@ pub struct CaptureConfig {
     pub close_linger: Duration,
     /// Period of the full idle scan, which bounds how late an idle connection is finalised
     /// (its detection latency). `None`: a quarter of the shortest idle timeout, within
-    /// 50 ms..5 s. Each scan costs two syscalls per table entry, so a short period suits small
-    /// tables (the demo lab), not a full 262,144-entry table.
+    /// 50 ms..5 s. Each scan reads the whole memory-mapped slot array (two slots per flow of
+    /// capacity, 112 bytes each: 56 MiB for 262,144 flows), so a short period suits small
+    /// tables (the demo lab) better than a full-size one.
     pub idle_scan_interval: Option<Duration>,
 }
 
@@ -168,6 +173,8 @@ pub enum CaptureError {
     },
     #[error("reading the clocks failed")]
     Clock(#[source] io::Error),
+    #[error("opening the flow table failed")]
+    FlowTable(#[source] FlowTableError),
 }
 
 /// Counters of the user-side stage, for reports and metrics.
@@ -193,7 +200,7 @@ pub struct CaptureStats {
 pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flows: FlowTable,
     health: Arc<HealthReader>,
     events: RingBuf<MapData>,
     config: CaptureConfig,
@@ -260,9 +267,14 @@ pub fn load_object(table_capacity: u32, ring_bytes: u32) -> Result<Ebpf, Capture
         return Err(CaptureError::BadRingSize { bytes: ring_bytes });
     }
     raise_memlock_limit();
+    let slots = slot_count(table_capacity);
+    let (mask, capacity, seed) = (slots - 1, u64::from(table_capacity), hash_seed());
     EbpfLoader::new()
-        .map_max_entries(map_names::FLOWS, table_capacity)
+        .map_max_entries(map_names::FLOWS, slots)
         .map_max_entries(map_names::EVENTS, ring_bytes)
+        .override_global(global_names::FLOW_SLOT_MASK, &mask, true)
+        .override_global(global_names::FLOW_CAPACITY, &capacity, true)
+        .override_global(global_names::FLOW_HASH_SEED, &seed, true)
         .load(EBPF_OBJECT)
         .map_err(CaptureError::Load)
 }
@@ -336,7 +348,7 @@ impl Capture {
                 })?;
             }
         }
-        let flows = take_map(&mut ebpf, map_names::FLOWS)?;
+        let flows = open_flow_table(&ebpf)?;
         let health = Arc::new(HealthReader(take_map(&mut ebpf, map_names::HEALTH)?));
         let events = take_map(&mut ebpf, map_names::EVENTS)?;
         let mono_to_unix_ns = clock_ns(libc::CLOCK_REALTIME)? - clock_ns(libc::CLOCK_MONOTONIC)?;
@@ -462,8 +474,8 @@ impl Capture {
             if self.reported.get(&key) != Some(&first_seen) {
                 continue; // superseded by a later report of the same 5-tuple
             }
-            match self.flows.get(&key, 0) {
-                Ok(v) if v.first_seen_ns == first_seen => {
+            match self.flows.get(&key) {
+                Some(v) if v.first_seen_ns == first_seen => {
                     if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
                         self.remove_entry(&key)?;
                         self.reported.remove(&key);
@@ -472,14 +484,9 @@ impl Capture {
                             .push_back((v.last_seen_ns + linger_ns, key, first_seen));
                     }
                 }
-                Ok(_) | Err(MapError::KeyNotFound) => {
+                // Gone, or taken over by a new connection on the same 5-tuple.
+                _ => {
                     self.reported.remove(&key);
-                }
-                Err(source) => {
-                    return Err(CaptureError::Map {
-                        name: map_names::FLOWS,
-                        source,
-                    });
                 }
             }
         }
@@ -488,13 +495,8 @@ impl Capture {
 
     fn remove_entry(&mut self, key: &FlowKey) -> Result<(), CaptureError> {
         // A packet may re-create the entry right after; that is a new connection.
-        match self.flows.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(CaptureError::Map {
-                name: map_names::FLOWS,
-                source,
-            }),
-        }
+        self.flows.remove(key);
+        Ok(())
     }
 
     /// Walks the table: finalises idle connections (and finished ones whose event never came).
@@ -507,20 +509,7 @@ impl Capture {
         flush_all: bool,
         out: &mut Vec<ConnectionRecord>,
     ) -> Result<(), CaptureError> {
-        let mut entries = Vec::new();
-        for item in self.flows.iter() {
-            match item {
-                Ok(kv) => entries.push(kv),
-                // The entry vanished while iterating (another sweep or a race): skip it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(source) => {
-                    return Err(CaptureError::Map {
-                        name: map_names::FLOWS,
-                        source,
-                    });
-                }
-            }
-        }
+        let entries = self.flows.entries();
         self.stats.table_entries = entries.len() as u64;
         let mut remove = Vec::new();
         for (key, v) in entries {
@@ -691,6 +680,13 @@ fn attach_xdp(xdp: &mut Xdp, iface: &str, mode: XdpAttachMode) -> Result<(), Cap
             }
         },
     }
+}
+
+/// The user-side view of the object's flow table (see [`FlowTable`]).
+pub fn open_flow_table(ebpf: &Ebpf) -> Result<FlowTable, CaptureError> {
+    let map = |name| ebpf.map(name).ok_or(CaptureError::MissingMap { name });
+    FlowTable::new(map(map_names::FLOWS)?, map(map_names::FLOW_COUNT)?)
+        .map_err(CaptureError::FlowTable)
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>

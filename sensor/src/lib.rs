@@ -14,6 +14,7 @@ pub mod dataset;
 pub mod detect;
 pub mod export;
 pub mod features;
+pub mod flow_table;
 pub mod flows;
 pub mod kdd;
 pub mod model;

@@ -5,7 +5,7 @@
 
 use aya::{
     Ebpf,
-    maps::{HashMap, PerCpuArray},
+    maps::PerCpuArray,
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use sensor_common::{FlowKey, FlowValue, Health, map_names, program_names};
@@ -255,18 +255,16 @@ impl XdpHarness {
 
     /// Every flow table entry.
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
-        let map = self.ebpf.map(map_names::FLOWS).expect("FLOWS map");
-        let flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(map).expect("FLOWS type");
-        flows.iter().map(|r| r.expect("read FLOWS entry")).collect()
+        sensor::capture::open_flow_table(&self.ebpf)
+            .expect("FLOWS map")
+            .entries()
     }
 
     /// Removes every flow table entry.
     pub fn clear_flows(&mut self) {
-        let keys: Vec<FlowKey> = self.flows().into_iter().map(|(k, _)| k).collect();
-        let map = self.ebpf.map_mut(map_names::FLOWS).expect("FLOWS map");
-        let mut flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(map).expect("FLOWS type");
-        for k in keys {
-            flows.remove(&k).expect("remove entry");
+        let mut table = sensor::capture::open_flow_table(&self.ebpf).expect("FLOWS map");
+        for (k, _) in table.entries() {
+            assert!(table.remove(&k), "remove entry");
         }
     }
 }

@@ -441,6 +441,149 @@ fn a_full_table_counts_the_overflow_and_keeps_existing_flows_exact() {
     assert_eq!(outcome_sum(&h), h.packets);
 }
 
+/// The open-addressing table (`sensor_common::slots`) under churn: removed flows leave
+/// tombstones that later inserts reuse (or that become empty slots again), the table keeps
+/// holding exactly its capacity, and flows stored behind tombstones are still found.
+#[test]
+fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
+    const CAP: u16 = 64;
+    let mut x = XdpHarness::new(u32::from(CAP));
+    let frame = |round: u8, i: u16| udp4(v4(7, round), 20_000 + i, v4(7, 200), 53, &[0; 10]);
+    for round in 0..5u8 {
+        // Fill to capacity (plus 8 that do not fit) with new 5-tuples, twice each.
+        for _ in 0..2 {
+            for i in 0..CAP + 8 {
+                x.run(&frame(round, i));
+            }
+        }
+        let flows = x.flows();
+        assert_eq!(flows.len(), usize::from(CAP), "round {round}");
+        for (_, v) in &flows {
+            assert_eq!(v.packets[0] + v.packets[1], 2, "round {round}: {v:?}");
+        }
+        // Remove every other flow; the rest keep counting in place, new ones take the room.
+        let mut table = sensor::capture::open_flow_table(&x.ebpf).unwrap();
+        for (k, _) in flows.iter().step_by(2) {
+            assert!(table.remove(k));
+        }
+        assert_eq!(table.len(), u64::from(CAP / 2));
+        for i in 0..CAP + 8 {
+            x.run(&frame(round, i));
+        }
+        let after = x.flows();
+        assert_eq!(after.len(), usize::from(CAP), "round {round}");
+        let kept: Vec<_> = flows.iter().skip(1).step_by(2).collect();
+        for (k, _) in &kept {
+            let v = table.get(k).expect("a kept flow is still reachable");
+            assert_eq!(v.packets[0] + v.packets[1], 3, "round {round}: {v:?}");
+        }
+        x.clear_flows();
+        assert!(table.is_empty());
+        // Every tombstone was next to an empty slot in the end: all reclaimed.
+        assert_eq!(table.occupancy(), (0, 0), "round {round}");
+    }
+    let h = x.health();
+    assert_eq!(outcome_sum(&h), h.packets);
+    assert_eq!(h.flows_created, 5 * (u64::from(CAP) + u64::from(CAP / 2)));
+}
+
+/// BPF_PROG_TEST_RUN of program `fd` on `frame`, by raw syscall (usable from any thread);
+/// the program's return value.
+fn test_run_raw(fd: std::os::fd::RawFd, frame: &[u8]) -> u32 {
+    /// The `test` member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = TestAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ..TestAttr::default()
+    };
+    // SAFETY: `attr` is a valid, zero-padded `bpf_attr` prefix of the size passed; `frame`
+    // outlives the call and the kernel only reads it (no output buffer).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &raw mut attr,
+            size_of::<TestAttr>() as u32,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
+    attr.retval
+}
+
+/// Two CPUs creating the same flows at the same moment (the insert race of the open-addressing
+/// table: compare-and-swap on the slot state, waiting for a busy slot, the re-check after a
+/// claim): every flow is stored once, and every packet is accounted in it.
+#[test]
+fn two_cpus_creating_the_same_flows_store_each_once() {
+    use std::os::fd::{AsFd, AsRawFd};
+    const FLOWS: u16 = 20_000;
+    let x = XdpHarness::new(u32::from(FLOWS));
+    let prog: &aya::programs::Xdp = x
+        .ebpf
+        .program(sensor_common::program_names::XDP_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let fd = prog.fd().unwrap().try_clone().unwrap();
+    let frames: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| udp4(v4(8, (i >> 8) as u8), 1024 + i, v4(8, 255), 53, &[0; 10]))
+        .collect();
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                start.wait();
+                for f in &frames {
+                    assert_eq!(test_run_raw(fd.as_fd().as_raw_fd(), f), 2);
+                }
+            });
+        }
+    });
+    let h = x.health();
+    let flows = x.flows();
+    let mut keys: Vec<_> = flows.iter().map(|(k, _)| *k).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), flows.len(), "no flow stored twice");
+    assert_eq!(flows.len(), usize::from(FLOWS));
+    assert_eq!(
+        (h.flows_created, h.table_full, h.accounted),
+        (u64::from(FLOWS), 0, 2 * u64::from(FLOWS)),
+        "{h:?}"
+    );
+    for (k, v) in &flows {
+        assert_eq!(v.packets[0] + v.packets[1], 2, "{k:?}: {v:?}");
+    }
+}
+
 /// xorshift64*: fast, seeded, reproducible.
 struct Rng(u64);
 impl Rng {

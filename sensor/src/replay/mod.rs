@@ -164,7 +164,8 @@ impl FlowTables for UserTables {
         if self.flows.contains_key(key) {
             return Insert::Exists;
         }
-        // A preallocated BPF hash map refuses a new key once it holds max_entries (-E2BIG).
+        // The kernel table refuses a new key once it holds its capacity (its `FLOW_COUNT`;
+        // `sensor_common::slots` explains why it never runs out of slots before).
         if self.flows.len() >= self.capacity {
             return Insert::Full;
         }

@@ -1,0 +1,231 @@
+//! The flow table's layout: an open-addressing hash table in a BPF array.
+//!
+//! Why not a BPF hash map: its lookup (a helper call hashing the 40-byte key with jhash, then a
+//! bucket walk and a `memcmp`) was a third of the program's per-packet cost. An array lookup
+//! is inlined by the verifier into pointer arithmetic, so the program hashes the key itself
+//! ([`key_hash`], a few multiplies) and probes the array directly; a hit on the hot path costs
+//! one slot compare.
+//!
+//! Layout: `slots` entries of [`FlowSlot`] (`slots` a power of two, [`slot_count`]); a key
+//! lives within [`PROBES`] slots of its home slot `hash & (slots - 1)` (linear probing). The
+//! kernel checks the home slot inline and walks the rest with `bpf_loop` (see `sensor-ebpf`). Each
+//! slot's `state` word says whether it is empty, being written, in use or a tombstone
+//! ([`state`]), with a fingerprint of the key's hash in its upper bits. The number of keys in
+//! use is kept apart (`FLOW_COUNT`), so that the table holds exactly `capacity` flows, as the
+//! hash map did: `slots` is at least twice `capacity`, which makes a probe sequence longer than
+//! [`PROBES`] practically impossible (linear probing at load 1/2: a run of 128 occupied slots
+//! has probability ~1e-11 per slot, `(0.5 e^0.5)^128`), so an insert finds room whenever the
+//! count allows it, and replay's plain capacity check (`sensor::replay`) counts the same.
+//! Tombstones (below) count as free for inserts, so they never make the table look full; they
+//! only lengthen the walk of a lookup for an absent key (a new flow), never beyond `PROBES`.
+//!
+//! Concurrency (kernel CPUs insert and update, user space reads and removes):
+//! - insert: a CPU claims a free slot with a compare-and-swap of its state (free -> busy with
+//!   the key's fingerprint), writes key and value, then publishes it (busy -> in use). A
+//!   lookup that meets a busy slot with its key's fingerprint waits (a bounded spin) for it to be
+//!   published, so that two CPUs creating the same flow do not insert it twice; after claiming,
+//!   the inserting CPU also checks the slots before its own for the same key (claimed by another
+//!   CPU meanwhile in a slot a removal freed) and gives its slot back if so.
+//! - removal (user space only, one thread): the slot becomes a tombstone. Tombstones keep probe
+//!   sequences intact and are reused by inserts; user space turns a tombstone that directly
+//!   precedes an empty slot back into an empty one (`sensor::flow_table`), and an inserting CPU
+//!   that finds an empty slot before its claimed one (reclaimed meanwhile) claims again.
+//!
+//! - memory ordering: state changes are full-barrier atomics (compare-and-swap, exchange), but
+//!   BPF before ISA v4 has no load-acquire, so a reader loads the state and then the key with
+//!   plain loads. On x86-64 (TSO) that is ordered. On a weakly ordered CPU a reader could in a
+//!   rare race see a just-published state with the key not yet visible: the key then does not
+//!   match, the packet takes the insert path, and the insert's re-check of the earlier slots
+//!   finds the flow (`Exists`), so nothing is inserted twice.
+//!
+//! The user side maps the array into its memory (`BPF_F_MMAPABLE`) and reads and removes
+//! entries there, without a syscall per entry.
+
+use crate::flow::{FlowKey, FlowValue};
+
+/// The longest probe sequence: a key lives in one of the `PROBES` slots from its home slot.
+pub const PROBES: u32 = 128;
+
+/// The map flag that lets user space `mmap` an array map (`BPF_F_MMAPABLE`).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Values of [`FlowSlot::state`]: the low byte is the kind, bits 8..32 the key's
+/// fingerprint ([`fingerprint`]) for `BUSY` and `USED`.
+pub mod state {
+    /// Never used: ends every probe sequence through it.
+    pub const EMPTY: u64 = 0;
+    /// Claimed by an inserting CPU that is writing key and value.
+    pub const BUSY: u64 = 1;
+    /// Holds a flow.
+    pub const USED: u64 = 2;
+    /// Held a flow that user space removed: free for inserts, but probe sequences go on.
+    pub const TOMB: u64 = 3;
+    /// The kind bits.
+    pub const KIND: u64 = 0xff;
+}
+
+/// One entry of the flow array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSlot {
+    /// [`state`]; changed with atomic operations only (64-bit: see `crate::atomic`).
+    pub state: u64,
+    pub key: FlowKey,
+    pub value: FlowValue,
+}
+
+/// Slots for a table of `capacity` flows: twice as many, rounded up to a power of two (see the
+/// module docs), and at least [`PROBES`].
+pub fn slot_count(capacity: u32) -> u32 {
+    (capacity.max(1) as u64 * 2)
+        .next_power_of_two()
+        .clamp(PROBES as u64, 1 << 31) as u32
+}
+
+/// The hash of `key` under `seed` (a random value the loader picks, so that remote hosts cannot
+/// aim their flows at one probe sequence without seeing the table).
+///
+/// Multiplies each of the key's five 64-bit words ([`FlowKey::words`]), mixed with the seed, by
+/// its own odd constant, folds the products together with rotations, and finishes with an
+/// avalanche step: the five multiplies are independent (the CPU runs them in parallel, two
+/// multiply latencies in all), and every key bit reaches the low bits used as index.
+#[inline(always)]
+pub fn key_hash(key: &FlowKey, seed: u64) -> u64 {
+    const K: [u64; 5] = [
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0xd6e8_feb8_6659_fd93,
+        0xff51_afd7_ed55_8ccd,
+    ];
+    let w = key.words();
+    let m = |i: usize| (w[i] ^ seed.rotate_left(13 * i as u32)).wrapping_mul(K[i]);
+    let mut h = m(0)
+        ^ m(1).rotate_left(13)
+        ^ m(2).rotate_left(26)
+        ^ m(3).rotate_left(39)
+        ^ m(4).rotate_left(52);
+    h ^= h >> 32;
+    h = h.wrapping_mul(K[0]);
+    h ^ (h >> 29)
+}
+
+/// The fingerprint stored in a busy or used slot's state: 24 hash bits not used by the index of
+/// any table smaller than 2^40 slots.
+#[inline(always)]
+pub fn fingerprint(hash: u64) -> u64 {
+    (hash >> 40) << 8
+}
+
+/// Whether two keys are equal, as five 64-bit compares.
+#[inline(always)]
+pub fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
+    let (a, b) = (a.words(), b.words());
+    a[0] == b[0] && a[4] == b[4] && a[2] == b[2] && a[1] == b[1] && a[3] == b[3]
+}
+
+/// Where a probe for a key found it, or where it may be inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// In use at this index.
+    Found(u32),
+    /// Absent; the first free slot of its probe sequence is this index.
+    Absent(u32),
+    /// Absent, and no free slot within [`PROBES`].
+    NoRoom,
+}
+
+/// The user-side probe over a snapshot view of the slots (`slot(i)` gives slot `i`'s state and
+/// key): the same sequence the kernel program walks.
+pub fn probe(
+    slots: u32,
+    hash: u64,
+    key: &FlowKey,
+    mut slot: impl FnMut(u32) -> (u64, FlowKey),
+) -> Probe {
+    let mask = slots - 1;
+    let fp = fingerprint(hash);
+    let mut free = None;
+    for i in 0..PROBES {
+        let idx = (hash as u32).wrapping_add(i) & mask;
+        let (st, k) = slot(idx);
+        match st & state::KIND {
+            state::EMPTY => return Probe::Absent(free.unwrap_or(idx)),
+            state::USED if st & !state::KIND == fp && key_eq(&k, key) => return Probe::Found(idx),
+            state::TOMB if free.is_none() => free = Some(idx),
+            _ => {}
+        }
+    }
+    free.map_or(Probe::NoRoom, Probe::Absent)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `#[repr(C)]`, `Copy`, integers and explicit padding only (no implicit padding:
+    // 8 + 40 + 64 bytes, the value 8-aligned at offset 48).
+    unsafe impl aya::Pod for super::FlowSlot {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_layout_has_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<FlowSlot>(), 8 + 40 + 64);
+        assert_eq!(core::mem::offset_of!(FlowSlot, value), 48);
+    }
+
+    #[test]
+    fn slot_counts_are_powers_of_two_with_room() {
+        assert_eq!(slot_count(1), PROBES);
+        assert_eq!(slot_count(16), PROBES);
+        assert_eq!(slot_count(100), 256);
+        assert_eq!(slot_count(262_144), 1 << 19);
+        assert_eq!(slot_count(200_000), 1 << 19);
+    }
+
+    #[test]
+    fn hashes_spread_similar_keys() {
+        // 4096 IPv4 keys differing in one address byte and the port: no home slot of a
+        // 16384-slot table gets more than a handful.
+        let mut home = [0u8; 16384];
+        for i in 0..4096u32 {
+            let k = FlowKey {
+                addr_lo: [u32::to_be(0xc612_0000 | (i >> 4)), 0, 0, 0],
+                addr_hi: [u32::to_be(0xc612_ff01), 0, 0, 0],
+                port_lo: 1024 + (i & 15) as u16,
+                port_hi: 53,
+                protocol: 17,
+                ip_version: 4,
+                _pad: [0; 2],
+            };
+            let h = key_hash(&k, 0x1234);
+            home[(h & 16383) as usize] += 1;
+        }
+        assert!(home.iter().all(|&n| n <= 6), "{:?}", home.iter().max());
+    }
+
+    #[test]
+    fn probe_skips_tombstones_and_reuses_the_first() {
+        let key = FlowKey {
+            port_lo: 1,
+            ..FlowKey::default()
+        };
+        let other = FlowKey {
+            port_lo: 2,
+            ..FlowKey::default()
+        };
+        let h = 5u64 << 40 | 6; // home slot 6, fingerprint 5
+        let fp = fingerprint(h);
+        let mut s = [(state::EMPTY, FlowKey::default()); 64];
+        s[6] = (state::USED | fingerprint(99 << 40), other);
+        s[7] = (state::TOMB, other);
+        s[8] = (state::USED | fp, other);
+        assert_eq!(probe(64, h, &key, |i| s[i as usize]), Probe::Absent(7));
+        s[9] = (state::USED | fp, key);
+        assert_eq!(probe(64, h, &key, |i| s[i as usize]), Probe::Found(9));
+        let full = [(state::USED, other); 64];
+        assert_eq!(probe(64, h, &key, |i| full[i as usize]), Probe::NoRoom);
+    }
+}
