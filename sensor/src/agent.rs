@@ -107,7 +107,7 @@ fn push_line<T: serde::Serialize>(buf: &mut Vec<u8>, v: &T) {
     }
 }
 
-fn unix_now_ns() -> u64 {
+fn wall_clock_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -158,6 +158,14 @@ pub async fn run(
         }
     );
     let timeouts = cfg.capture.timeouts;
+    // "Now" on the records' own time base (the kernel's monotonic clock shifted by the offset
+    // taken at start), so that a wall clock slewed by NTP during the run does not skew latency.
+    let mono_to_unix_ns = capture.mono_to_unix_ns();
+    let unix_now_ns = move || {
+        capture::monotonic_now_ns()
+            .map(|m| (i128::from(m) + mono_to_unix_ns).max(0) as u64)
+            .unwrap_or_else(|_| wall_clock_unix_ns())
+    };
     let mut summary = RunSummary::default();
     let capture = capture::run(capture, cfg.sweep_interval, shutdown, |batch, stats| {
         if let Some(m) = slot.lock().map(|mut s| s.take()).unwrap_or(None) {

@@ -373,6 +373,11 @@ impl Capture {
     }
 
     /// User-side counters.
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC at start: records' Unix times are kernel times plus this.
+    pub fn mono_to_unix_ns(&self) -> i128 {
+        self.mono_to_unix_ns
+    }
+
     pub fn stats(&self) -> CaptureStats {
         self.stats
     }

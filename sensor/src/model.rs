@@ -125,21 +125,61 @@ impl Tree {
 }
 
 /// A set of trees whose leaf values are averaged.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ensemble {
     pub trees: Vec<Tree>,
-    /// Each tree's depth, for the lockstep walk of [`Ensemble::mean_batch`]; computed once on
-    /// first use (a walk over every node), not per batch: the live agent scores batches of a
-    /// few hundred rows, where recomputing it cost as much as the scoring.
+    /// The form [`Ensemble::mean_batch`] walks, built once on first use (not per batch: the
+    /// live agent scores batches of a few hundred rows, where rebuilding cost as much as the
+    /// scoring).
     #[serde(skip)]
-    depths: std::sync::OnceLock<Vec<usize>>,
+    walk: std::sync::OnceLock<Vec<WalkTree>>,
+}
+
+/// Two ensembles are equal when their trees are; the walk form is a cache.
+impl PartialEq for Ensemble {
+    fn eq(&self, other: &Ensemble) -> bool {
+        self.trees == other.trees
+    }
+}
+
+/// A tree prepared for branch-free lockstep walking: each leaf is rewritten to loop onto itself
+/// (`feature` 0, `threshold` NaN, so `x >= threshold` is false for every `x` and `left + 0`
+/// is the leaf again), and the leaf values move to `values`. A walk then needs no "is this a leaf?" test,
+/// whose outcome the CPU cannot predict, only `depth` steps of load-compare-add.
+#[derive(Clone, Debug)]
+struct WalkTree {
+    nodes: Vec<Node>,
+    values: Vec<f64>,
+    depth: usize,
+}
+
+impl WalkTree {
+    fn of(t: &Tree) -> WalkTree {
+        let mut nodes = t.nodes.clone();
+        let mut values = vec![0.0; nodes.len()];
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if n.feature == LEAF {
+                values[i] = n.threshold;
+                *n = Node {
+                    feature: 0,
+                    left: i as u32,
+                    threshold: f64::NAN,
+                };
+            }
+        }
+        WalkTree {
+            nodes,
+            values,
+            depth: t.depth(),
+        }
+    }
 }
 
 impl Ensemble {
     pub fn new(trees: Vec<Tree>) -> Ensemble {
         Ensemble {
             trees,
-            depths: std::sync::OnceLock::new(),
+            walk: std::sync::OnceLock::new(),
         }
     }
 
@@ -161,28 +201,26 @@ impl Ensemble {
         // reached its leaf stays there): LANES independent chains of dependent loads that the
         // CPU overlaps, where one row at a time waits for every load in turn.
         const LANES: usize = 8;
-        let depths = self
-            .depths
-            .get_or_init(|| self.trees.iter().map(Tree::depth).collect());
+        let walk = self
+            .walk
+            .get_or_init(|| self.trees.iter().map(WalkTree::of).collect());
         let full = n - n % LANES;
         for start in (0..full).step_by(LANES) {
             let rows: [&[f64]; LANES] =
                 std::array::from_fn(|k| &x[(start + k) * width..(start + k + 1) * width]);
             let mut sums = [0f64; LANES];
-            for (t, &depth) in self.trees.iter().zip(depths) {
+            for t in walk {
                 let nodes = &t.nodes[..];
                 let mut idx = [0usize; LANES];
-                for _ in 0..depth {
+                for _ in 0..t.depth {
                     for k in 0..LANES {
                         let nd = &nodes[idx[k]];
-                        if nd.feature != LEAF {
-                            idx[k] = nd.left as usize
-                                + usize::from(rows[k][nd.feature as usize] >= nd.threshold);
-                        }
+                        idx[k] = nd.left as usize
+                            + usize::from(rows[k][nd.feature as usize] >= nd.threshold);
                     }
                 }
                 for k in 0..LANES {
-                    sums[k] += nodes[idx[k]].threshold;
+                    sums[k] += t.values[idx[k]];
                 }
             }
             out[start..start + LANES].copy_from_slice(&sums);
