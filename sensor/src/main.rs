@@ -428,16 +428,17 @@ fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
                 ..CaptureConfig::default()
             };
             let limit = secs("duration-secs", args.duration_secs)?;
-            log::info!(
-                "recording the site's connections on {} for {:.0} s",
-                args.interfaces.join(", "),
-                limit.as_secs_f64()
-            );
             let mut recs = Vec::new();
             current_thread_runtime()?.block_on(async {
                 let capture = Capture::start(config.clone()).with_context(|| {
                     format!("starting the capture on {}", config.interfaces.join(", "))
                 })?;
+                // Said once attached, so that whoever waits for it knows traffic is seen.
+                log::info!(
+                    "recording the site's connections on {} for {:.0} s",
+                    config.interfaces.join(", "),
+                    limit.as_secs_f64()
+                );
                 capture::run(
                     capture,
                     Duration::from_millis(100),

@@ -178,3 +178,114 @@ burst = 3
     assert_eq!(first["features"].as_object().unwrap().len(), 28);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn baseline_learns_a_site_profile_from_live_traffic_reproducibly() {
+    require_root();
+    let lab = Pair::new().expect("lab");
+    let dir = std::env::temp_dir().join(format!("sensor-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("site.model");
+    let records = dir.join("site.jsonl");
+    // IPv4 only, so that no link-local IPv6 chatter joins the recording.
+    for ns in [&lab.client, &lab.server] {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+    }
+    let _srv = lab
+        .server
+        .spawn(
+            "python3",
+            &[
+                &integration_tests::traffic("udp_server.py"),
+                &lab.server_v4,
+                "5353",
+                "200",
+                "30",
+            ],
+        )
+        .unwrap();
+    integration_tests::wait_udp_bound(&lab.server, 5353);
+    let mut baseline = lab
+        .server
+        .spawn(
+            &sensor_bin().to_string_lossy(),
+            &[
+                "baseline",
+                "--model",
+                &model_file().to_string_lossy(),
+                "--iface",
+                &lab.veth.b,
+                "--duration-secs",
+                "8",
+                "--udp-timeout-secs",
+                "1",
+                "--save-records",
+                &records.to_string_lossy(),
+                "--out",
+                &out.to_string_lossy(),
+            ],
+        )
+        .expect("spawn baseline");
+    baseline
+        .wait_for_stderr("recording the site", Duration::from_secs(30))
+        .expect("baseline started");
+    // The site's normal: 160 DNS-like exchanges from distinct ports over ~4 s.
+    let answered = lab
+        .client
+        .run(
+            "python3",
+            &[
+                &integration_tests::traffic("udp_client.py"),
+                &lab.server_v4,
+                "5353",
+                "40",
+                "160",
+                "0.02",
+                "30000",
+            ],
+        )
+        .unwrap();
+    assert_eq!(answered.trim(), "160");
+    let (status, stdout, stderr) = baseline
+        .wait_output(Duration::from_secs(40))
+        .expect("baseline exit");
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("baseline: 160 connections"), "{stdout}");
+    let model = sensor::model::Model::load(&out).expect("the site model loads");
+    let profile = model.data().normal_profile.as_ref().expect("a profile");
+    assert!(
+        profile.source.starts_with("site baseline on "),
+        "{}",
+        profile.source
+    );
+    let original = sensor::model::Model::load(&model_file()).unwrap();
+    assert_eq!(model.data().supervised, original.data().supervised);
+    assert_ne!(model.data().normal_profile, original.data().normal_profile);
+    let saved = sensor::baseline::read_records(&records).unwrap();
+    assert_eq!(saved.len(), 160);
+    // The same recording gives the same profile (fitting is seeded).
+    let again = dir.join("again.model");
+    let st = std::process::Command::new(sensor_bin())
+        .args([
+            "baseline",
+            "--model",
+            &model_file().to_string_lossy(),
+            "--records",
+            &records.to_string_lossy(),
+            "--out",
+            &again.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let again = sensor::model::Model::load(&again).unwrap();
+    assert_eq!(
+        again.data().normal_profile.as_ref().unwrap().forest,
+        profile.forest
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
