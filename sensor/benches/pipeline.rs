@@ -163,28 +163,6 @@ fn bench(c: &mut Criterion) {
         }
     });
     let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18).expect("metrics");
-    if std::env::var_os("PIPELINE_PROBE").is_some() {
-        let nometrics_s = time(&mut || {
-            let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
-            for batch in recs.chunks(BATCH) {
-                black_box(p.process_batch(batch));
-            }
-        });
-        let feats: Vec<_> = {
-            let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
-            recs.iter().map(|r| e.push(r)).collect()
-        };
-        let model_s = time(&mut || {
-            for c in feats.chunks(BATCH) {
-                black_box(model.score_batch(c));
-            }
-        });
-        println!(
-            "probe: no metrics {:.0}/s, model alone {:.0}/s",
-            N as f64 / nometrics_s,
-            N as f64 / model_s
-        );
-    }
     let full_s = time(&mut || {
         let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
         for batch in recs.chunks(BATCH) {

@@ -29,6 +29,10 @@ pub enum BaselineError {
     BadTarget(f64),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("feature engine settings")]
+    Features(#[from] crate::features::FeatureConfigError),
+    #[error("building the feature matrix")]
+    Shape(#[from] ndarray::ShapeError),
 }
 
 /// What the baseline was fitted on and how it performs on its held-out part.
@@ -66,7 +70,7 @@ pub fn fit(
     }
     let mut order: Vec<&ConnectionRecord> = records.iter().collect();
     order.sort_by_key(|r| r.end_unix_ns);
-    let mut engine = FeatureEngine::new(FeatureConfig::default()).expect("default config is valid");
+    let mut engine = FeatureEngine::new(FeatureConfig::default())?;
     let indices = model.feature_set().indices();
     let rows: Vec<Vec<f64>> = order
         .iter()
@@ -83,8 +87,7 @@ pub fn fit(
             .iter()
             .flat_map(|(_, r)| r.iter().copied())
             .collect(),
-    )
-    .expect("rows have the feature set's width");
+    )?;
     let params = ProfileParams {
         trees: 100,
         sample_size: 256,

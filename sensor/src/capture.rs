@@ -196,6 +196,18 @@ pub struct CaptureStats {
     pub table_entries: u64,
 }
 
+impl CaptureStats {
+    /// Counts one emitted record by why it ended (live capture and replay alike).
+    pub fn count_record(&mut self, reason: EndReason) {
+        match reason {
+            EndReason::Fin => self.records_fin += 1,
+            EndReason::Rst => self.records_rst += 1,
+            EndReason::Idle => self.records_idle += 1,
+            EndReason::Shutdown => self.records_shutdown += 1,
+        }
+    }
+}
+
 /// Loaded and attached kernel programs plus the user-side bookkeeping.
 pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything.
@@ -569,12 +581,7 @@ impl Capture {
         let Some(rec) = ConnectionRecord::from_flow(key, v, self.mono_to_unix_ns, reason) else {
             return;
         };
-        match reason {
-            EndReason::Fin => self.stats.records_fin += 1,
-            EndReason::Rst => self.stats.records_rst += 1,
-            EndReason::Idle => self.stats.records_idle += 1,
-            EndReason::Shutdown => self.stats.records_shutdown += 1,
-        }
+        self.stats.count_record(reason);
         out.push(rec);
     }
 }

@@ -112,7 +112,7 @@ pub struct RunConfig {
 }
 
 /// The default Prometheus address: loopback only, so nothing is exposed until the operator
-/// says so. 9464 is not claimed by a common exporter.
+/// says so. 9464 is not claimed by a common exporter. (`resolve` builds the same address.)
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 /// The default model, relative to the working directory (the repository when run from it;
 /// `deploy/sensor.service` passes an absolute path).
@@ -199,7 +199,7 @@ impl FileConfig {
                 a.parse()
                     .map_err(|e| invalid("metrics_addr", format!("{a:?}: {e}")))?,
             ),
-            None => Some(DEFAULT_METRICS_ADDR.parse().expect("valid default address")),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         };
         for (field, v) in [
             ("thresholds.supervised", self.thresholds.supervised),

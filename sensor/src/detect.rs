@@ -72,13 +72,6 @@ impl Pipeline {
             .collect()
     }
 
-    /// The features of `rec` (adding it to the windows), not scored yet: for callers that score
-    /// many connections at once with [`Model::score_batch`] (replay), which gives the verdicts
-    /// [`Pipeline::process`] gives, faster. Scoring must follow in the same order.
-    pub fn features(&mut self, rec: &ConnectionRecord) -> KddFeatures {
-        self.engine.push(rec)
-    }
-
     /// Swaps in a new model; the feature windows carry on.
     pub fn set_model(&mut self, model: Arc<Model>) {
         self.model = apply(model, self.overrides);

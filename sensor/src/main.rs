@@ -68,6 +68,30 @@ struct CaptureArgs {
     /// Ring buffer size for finished-connection events, in bytes (power of two).
     #[arg(long, default_value_t = 4 << 20)]
     ring_bytes: u32,
+    #[command(flatten)]
+    timeouts: TimeoutArgs,
+    /// How often idle connections are swept, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    sweep_interval_ms: u64,
+}
+
+impl CaptureArgs {
+    fn config(&self) -> anyhow::Result<CaptureConfig> {
+        Ok(CaptureConfig {
+            interfaces: self.interfaces.clone(),
+            xdp_mode: self.xdp_mode,
+            table_capacity: self.table_size,
+            ring_bytes: self.ring_bytes,
+            timeouts: self.timeouts.timeouts()?,
+            ..CaptureConfig::default()
+        })
+    }
+}
+
+/// Idle timeouts per protocol (Zeek's defaults), shared by the commands that finalise
+/// connections: `flows`, `baseline` and `replay`.
+#[derive(Args, Clone, Debug)]
+struct TimeoutArgs {
     /// Idle timeout of established TCP connections, in seconds.
     #[arg(long, default_value_t = 300.0)]
     tcp_timeout_secs: f64,
@@ -80,29 +104,20 @@ struct CaptureArgs {
     /// Idle timeout of ICMP conversations, in seconds.
     #[arg(long, default_value_t = 60.0)]
     icmp_timeout_secs: f64,
-    /// How often idle connections are swept, in milliseconds.
-    #[arg(long, default_value_t = 250)]
-    sweep_interval_ms: u64,
 }
 
-impl CaptureArgs {
-    fn config(&self) -> anyhow::Result<CaptureConfig> {
-        let secs = |name: &str, v: f64| {
-            Duration::try_from_secs_f64(v)
-                .with_context(|| format!("--{name} must be >= 0, got {v}"))
-        };
-        Ok(CaptureConfig {
-            interfaces: self.interfaces.clone(),
-            xdp_mode: self.xdp_mode,
-            table_capacity: self.table_size,
-            ring_bytes: self.ring_bytes,
-            timeouts: Timeouts {
-                tcp_established: secs("tcp-timeout-secs", self.tcp_timeout_secs)?,
-                tcp_attempt: secs("tcp-attempt-timeout-secs", self.tcp_attempt_timeout_secs)?,
-                udp: secs("udp-timeout-secs", self.udp_timeout_secs)?,
-                icmp: secs("icmp-timeout-secs", self.icmp_timeout_secs)?,
-            },
-            ..CaptureConfig::default()
+/// A number of seconds from the command line, named in the error.
+fn secs_arg(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v).with_context(|| format!("--{name} must be >= 0, got {v}"))
+}
+
+impl TimeoutArgs {
+    fn timeouts(&self) -> anyhow::Result<Timeouts> {
+        Ok(Timeouts {
+            tcp_established: secs_arg("tcp-timeout-secs", self.tcp_timeout_secs)?,
+            tcp_attempt: secs_arg("tcp-attempt-timeout-secs", self.tcp_attempt_timeout_secs)?,
+            udp: secs_arg("udp-timeout-secs", self.udp_timeout_secs)?,
+            icmp: secs_arg("icmp-timeout-secs", self.icmp_timeout_secs)?,
         })
     }
 }
@@ -244,13 +259,9 @@ struct BaselineArgs {
     target_fpr: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Idle timeouts while recording live (seconds), as for `sensor run`.
-    #[arg(long, default_value_t = 5.0)]
-    tcp_attempt_timeout_secs: f64,
-    #[arg(long, default_value_t = 60.0)]
-    udp_timeout_secs: f64,
-    #[arg(long, default_value_t = 60.0)]
-    icmp_timeout_secs: f64,
+    /// Idle timeouts while recording live.
+    #[command(flatten)]
+    timeouts: TimeoutArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -389,7 +400,8 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
-    let config = args.resolve()?;
+    let mut config = args.resolve()?;
+    config.model = model_path(&config.model);
     let limit = args
         .duration_secs
         .map(Duration::try_from_secs_f64)
@@ -403,7 +415,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)?;
+    let model = Model::load(&model_path(&args.model))?;
     let (records, source) = match &args.records {
         Some(path) => (
             sensor::baseline::read_records(path).map_err(|e| anyhow::anyhow!(e))?,
@@ -413,21 +425,12 @@ fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
             if args.interfaces.is_empty() {
                 anyhow::bail!("give --records FILE or --iface IF (with --duration-secs)");
             }
-            let secs = |name: &str, v: f64| {
-                Duration::try_from_secs_f64(v)
-                    .with_context(|| format!("--{name} must be >= 0, got {v}"))
-            };
             let config = CaptureConfig {
                 interfaces: args.interfaces.clone(),
-                timeouts: Timeouts {
-                    tcp_attempt: secs("tcp-attempt-timeout-secs", args.tcp_attempt_timeout_secs)?,
-                    udp: secs("udp-timeout-secs", args.udp_timeout_secs)?,
-                    icmp: secs("icmp-timeout-secs", args.icmp_timeout_secs)?,
-                    ..Timeouts::default()
-                },
+                timeouts: args.timeouts.timeouts()?,
                 ..CaptureConfig::default()
             };
-            let limit = secs("duration-secs", args.duration_secs)?;
+            let limit = secs_arg("duration-secs", args.duration_secs)?;
             let mut recs = Vec::new();
             current_thread_runtime()?.block_on(async {
                 let capture = Capture::start(config.clone()).with_context(|| {
@@ -765,7 +768,7 @@ struct ReplayArgs {
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Model file (default: the committed model, from the current directory or the workspace).
-    #[arg(long, default_value = DEFAULT_MODEL)]
+    #[arg(long, default_value = sensor::config::DEFAULT_MODEL)]
     model: PathBuf,
     /// Row format: csv (NSL-KDD layout, label = verdict), wide-csv (with header, 5-tuple, times,
     /// score) or jsonl.
@@ -780,28 +783,16 @@ struct ReplayArgs {
     /// Flow table capacity, in connections (as the live sensor's --table-size).
     #[arg(long, default_value_t = 262_144)]
     table_size: u32,
-    /// Idle timeout of established TCP connections, in seconds.
-    #[arg(long, default_value_t = 300.0)]
-    tcp_timeout_secs: f64,
-    /// Idle timeout of TCP connection attempts (no handshake), in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    tcp_attempt_timeout_secs: f64,
-    /// Idle timeout of UDP conversations, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    udp_timeout_secs: f64,
-    /// Idle timeout of ICMP conversations, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    icmp_timeout_secs: f64,
+    #[command(flatten)]
+    timeouts: TimeoutArgs,
     /// The live sensor's sweep tick, in milliseconds (replayed on the capture's clock).
     #[arg(long, default_value_t = 250)]
     sweep_interval_ms: u64,
 }
 
-/// The committed model, relative to the workspace root.
-const DEFAULT_MODEL: &str = "models/nsl-kdd-flow.model";
-
 /// `path` as given, or for the default model outside the workspace root, the workspace's copy.
 fn model_path(path: &std::path::Path) -> PathBuf {
+    use sensor::config::DEFAULT_MODEL;
     if path.exists() || path != std::path::Path::new(DEFAULT_MODEL) {
         return path.to_path_buf();
     }
@@ -812,18 +803,10 @@ fn model_path(path: &std::path::Path) -> PathBuf {
 
 fn replay_cmd(args: ReplayArgs) -> anyhow::Result<()> {
     use sensor::replay::{self, ReplayConfig, output};
-    let secs = |name: &str, v: f64| {
-        Duration::try_from_secs_f64(v).with_context(|| format!("--{name} must be >= 0, got {v}"))
-    };
     anyhow::ensure!(args.table_size > 0, "--table-size must be at least 1");
     let config = ReplayConfig {
         table_capacity: args.table_size,
-        timeouts: Timeouts {
-            tcp_established: secs("tcp-timeout-secs", args.tcp_timeout_secs)?,
-            tcp_attempt: secs("tcp-attempt-timeout-secs", args.tcp_attempt_timeout_secs)?,
-            udp: secs("udp-timeout-secs", args.udp_timeout_secs)?,
-            icmp: secs("icmp-timeout-secs", args.icmp_timeout_secs)?,
-        },
+        timeouts: args.timeouts.timeouts()?,
         sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(10)),
         ..ReplayConfig::default()
     };

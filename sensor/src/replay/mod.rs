@@ -465,12 +465,7 @@ impl Replayer {
         let Some(rec) = ConnectionRecord::from_flow(key, v, 0, reason) else {
             return;
         };
-        match reason {
-            EndReason::Fin => self.stats.records_fin += 1,
-            EndReason::Rst => self.stats.records_rst += 1,
-            EndReason::Idle => self.stats.records_idle += 1,
-            EndReason::Shutdown => self.stats.records_shutdown += 1,
-        }
+        self.stats.count_record(reason);
         out.push(rec);
     }
 }
@@ -516,17 +511,16 @@ impl ReplayReport {
     }
 }
 
-/// Connections scored together with [`crate::model::Model::score_batch`]: the same verdicts as
+/// Connections scored together with [`crate::detect::Pipeline::process_batch`]: the same verdicts as
 /// one at a time, about 1.4 times faster (the trees are walked by 8 rows in lockstep).
 const SCORE_BATCH: usize = 256;
 
-/// Features in finalisation order, scored in batches, handed to the sink in the same order.
+/// Connections in finalisation order, scored in batches, handed to the sink in the same order.
 struct Scorer<'a, S, E> {
     pipeline: &'a mut crate::detect::Pipeline,
     sink: S,
     sink_error: Option<E>,
     records: Vec<ConnectionRecord>,
-    features: Vec<crate::kdd::KddFeatures>,
     connections: u64,
     anomalous: u64,
 }
@@ -537,7 +531,6 @@ where
 {
     fn push(&mut self, out: &mut Vec<ConnectionRecord>) {
         for rec in out.drain(..) {
-            self.features.push(self.pipeline.features(&rec));
             self.records.push(rec);
             if self.records.len() >= SCORE_BATCH {
                 self.flush();
@@ -546,17 +539,12 @@ where
     }
 
     fn flush(&mut self) {
-        let verdicts = self.pipeline.model().score_batch(&self.features);
-        for ((rec, features), verdict) in self
-            .records
-            .drain(..)
-            .zip(self.features.drain(..))
-            .zip(verdicts)
-        {
+        let scored = self.pipeline.process_batch(&self.records);
+        for (rec, s) in self.records.drain(..).zip(scored) {
             self.connections += 1;
-            self.anomalous += u64::from(verdict.anomalous);
+            self.anomalous += u64::from(s.verdict.anomalous);
             if self.sink_error.is_none()
-                && let Err(e) = (self.sink)(&rec, &crate::detect::Scored { features, verdict })
+                && let Err(e) = (self.sink)(&rec, &s)
             {
                 self.sink_error = Some(e);
             }
@@ -581,7 +569,6 @@ pub fn run<E>(
         sink,
         sink_error: None,
         records: Vec::with_capacity(SCORE_BATCH),
-        features: Vec::with_capacity(SCORE_BATCH),
         connections: 0,
         anomalous: 0,
     };
