@@ -1,9 +1,11 @@
 //! Scoring throughput of the deployed ensemble representation (flattened node arrays) against
 //! linfa's own `predict` on the same trees and rows, in the same run.
 //!
-//! Trees: 60 linfa-trees decision trees fitted like the committed forest's (bootstrap sample, 14
-//! random features of 28, depth 14) on KDDTrain+_20Percent; rows: 20,000 rows of it. The ratio
-//! and rows/s go to stdout and to `target/bench-model.json`.
+//! Trees: linfa-trees decision trees fitted like the committed forest's (its tree count, depth and
+//! features per tree, read from `models/nsl-kdd-flow.model`; bootstrap samples) on
+//! KDDTrain+_20Percent; rows: 20,000 rows of it. The ratio and rows/s go to stdout and to
+//! `target/bench-model.json`. The committed model as a whole (forest and normal profile) is
+//! timed on the same rows too, for the figure a connection costs.
 
 use std::time::{Duration, Instant};
 
@@ -13,16 +15,21 @@ use ndarray::{Array1, Array2};
 use sensor::{
     dataset::{self, LoadOptions, SplitMix64},
     kdd::FeatureSet,
-    model::Ensemble,
-    train::{fit_tree, matrix},
+    kdd::KddFeatures,
+    model::{Ensemble, Model},
+    train::{ForestParams, fit_tree, matrix},
 };
 
-const TREES: usize = 60;
 const ROWS: usize = 20_000;
-/// The committed model's configuration (models/MODEL_CARD.md): depth 14, 14 of 28 features.
-const DEPTH: usize = 14;
 
 fn bench(c: &mut Criterion) {
+    let model_file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    let model = Model::load(&model_file).unwrap_or_else(|e| panic!("the committed model: {e}"));
+    let p: ForestParams =
+        serde_json::from_value(model.data().metadata.hyperparameters["forest"].clone())
+            .unwrap_or_else(|e| panic!("forest hyperparameters of the committed model: {e}"));
+    let trees = p.trees;
     let file = dataset::default_data_dir().join("KDDTrain+_20Percent.txt");
     let samples = dataset::load(&file, LoadOptions::default())
         .unwrap_or_else(|e| panic!("the model benchmark needs NSL-KDD: {e}"))
@@ -34,13 +41,13 @@ fn bench(c: &mut Criterion) {
     let (n, d) = (x.nrows(), x.ncols());
     let mut linfa_trees = Vec::new();
     let mut flat = Vec::new();
-    for _ in 0..TREES {
+    for _ in 0..trees {
         let rows: Vec<usize> = (0..n).map(|_| rng.below(n)).collect();
         let mut cols: Vec<usize> = (0..d).collect();
         rng.shuffle(&mut cols);
-        cols.truncate(d / 2);
+        cols.truncate(p.features_per_tree.clamp(1, d));
         cols.sort_unstable();
-        let (t, f) = fit_tree(&x, &y, &rows, &cols, Some(DEPTH), 1.0).expect("fit");
+        let (t, f) = fit_tree(&x, &y, &rows, &cols, p.max_depth, p.min_weight_leaf).expect("fit");
         linfa_trees.push((t, cols));
         flat.push(f);
     }
@@ -53,6 +60,11 @@ fn bench(c: &mut Criterion) {
         .map(|(_, cols)| rows.select(ndarray::Axis(1), cols))
         .collect();
     let flat_rows: Vec<f64> = rows.iter().copied().collect();
+    let features: Vec<KddFeatures> = samples
+        .iter()
+        .take(rows.nrows())
+        .map(|s| s.features)
+        .collect();
 
     let linfa_score = || {
         let mut votes = vec![0usize; rows.nrows()];
@@ -72,15 +84,18 @@ fn bench(c: &mut Criterion) {
     // Same answers: the flattened trees are the linfa trees.
     let (lv, cv) = (linfa_score(), compact_score());
     for (a, b) in lv.iter().zip(&cv) {
-        assert!((*a as f64 / TREES as f64 - b).abs() < 1e-9, "scores differ");
+        assert!((*a as f64 / trees as f64 - b).abs() < 1e-9, "scores differ");
     }
 
     let mut g = c.benchmark_group("model");
     g.sample_size(10)
         .measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1));
-    g.bench_function("compact_60_trees_20k_rows", |b| b.iter(compact_score));
-    g.bench_function("linfa_predict_60_trees_20k_rows", |b| b.iter(linfa_score));
+    g.bench_function("compact_forest_20k_rows", |b| b.iter(compact_score));
+    g.bench_function("linfa_predict_20k_rows", |b| b.iter(linfa_score));
+    g.bench_function("committed_model_20k_rows", |b| {
+        b.iter(|| model.score_batch(&features))
+    });
     g.finish();
 
     let time = |f: &dyn Fn()| {
@@ -98,13 +113,19 @@ fn bench(c: &mut Criterion) {
     let tl = time(&|| {
         std::hint::black_box(linfa_score());
     });
+    let tm = time(&|| {
+        std::hint::black_box(model.score_batch(&features));
+    });
     let (rc, rl) = (rows.nrows() as f64 / tc, rows.nrows() as f64 / tl);
+    let rm = rows.nrows() as f64 / tm;
     println!(
-        "model: compact {rc:.0} rows/s, linfa predict {rl:.0} rows/s, ratio {:.2}x ({TREES} trees, one core)",
-        rc / rl
+        "model: compact {rc:.0} rows/s, linfa predict {rl:.0} rows/s, ratio {:.2}x ({trees} trees, depth {}, one core); committed model with its normal profile {rm:.0} rows/s",
+        rc / rl,
+        p.max_depth
+            .map_or("unbounded".to_string(), |d| d.to_string()),
     );
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-model.json");
-    let json = serde_json::json!({"compact_rows_per_s": rc, "linfa_rows_per_s": rl, "ratio": rc / rl, "trees": TREES});
+    let json = serde_json::json!({"compact_rows_per_s": rc, "linfa_rows_per_s": rl, "ratio": rc / rl, "trees": trees, "committed_model_rows_per_s": rm});
     if let Err(e) = std::fs::write(&out, json.to_string()) {
         eprintln!("could not write {}: {e}", out.display());
     }

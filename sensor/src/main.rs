@@ -592,15 +592,27 @@ fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let trained = train::train(&loaded.samples, &train_file, &sha, &cfg, &command)?;
-    println!("hyperparameter search (validation):");
+    println!("hyperparameter search (leave-types-out recall on validation):");
     for r in &trained.search {
         println!(
-            "  {:<8} {:<40} recall@target {:6.2}%  fpr {:5.2}%  auc {:.4}",
+            "  {:<8} {:<40} mean over types {:6.2}%  all rows {:6.2}%",
             r.candidate,
             r.params,
-            100.0 * r.recall_at_target,
-            100.0 * r.fpr,
-            r.auc
+            100.0 * r.novel_macro_recall,
+            100.0 * r.novel_micro_recall,
+        );
+    }
+    println!("operating point (validation FPR -> leave-types-out recall, mean over types):");
+    for (fpr, nr) in &trained.operating {
+        let mark = if *fpr == trained.operating_fpr {
+            "  <- chosen"
+        } else {
+            ""
+        };
+        println!(
+            "  {:5.2}%  {:6.2}%{mark}",
+            100.0 * fpr,
+            100.0 * nr.macro_recall
         );
     }
     println!("candidates (holdout):");

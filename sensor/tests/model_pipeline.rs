@@ -239,4 +239,4 @@ fn the_committed_model_keeps_its_accuracy_on_kddtest() {
 }
 
 /// See `the_committed_model_keeps_its_accuracy_on_kddtest`.
-const ACCURACY_FLOOR: f64 = 0.84;
+const ACCURACY_FLOOR: f64 = 0.865;
