@@ -240,3 +240,54 @@ fn the_committed_model_keeps_its_accuracy_on_kddtest() {
 
 /// See `the_committed_model_keeps_its_accuracy_on_kddtest`.
 const ACCURACY_FLOOR: f64 = 0.865;
+
+/// The leave-types-out search on a small configuration: every attack type of the fit split is
+/// held out exactly once, the operating point is the lowest false-positive rate within the
+/// tolerance of the best unseen-type recall, and the thresholds keep validation within it.
+#[test]
+fn leave_types_out_search_picks_the_lowest_sufficient_operating_point() {
+    let Some(dir) = data_dir() else { return };
+    let file = dir.join("KDDTrain+_20Percent.txt");
+    let samples = dataset::load(&file, LoadOptions::default())
+        .unwrap()
+        .samples;
+    let t = train::train(
+        &samples,
+        &file,
+        "test",
+        &TrainConfig::quick(FeatureSet::Flow),
+        "test",
+    )
+    .unwrap();
+    let groups: std::collections::BTreeSet<usize> = t.novelty_folds.values().copied().collect();
+    assert_eq!(groups.len(), train::NOVELTY_FOLDS, "{:?}", t.novelty_folds);
+    assert!(!t.novelty_folds.contains_key("normal"));
+    assert!(t.novelty_folds.contains_key("neptune"));
+
+    let best = t
+        .operating
+        .iter()
+        .map(|o| o.1.macro_recall)
+        .fold(0.0, f64::max);
+    let tol = train::SEARCH_TOLERANCE;
+    for (fpr, nr) in &t.operating {
+        if *fpr < t.operating_fpr {
+            assert!(nr.macro_recall < best - tol, "{fpr} was enough: {nr:?}");
+        } else if *fpr == t.operating_fpr {
+            assert!(nr.macro_recall >= best - tol);
+        }
+    }
+    let th = t.model.thresholds();
+    assert!(t.operating_fpr <= th.target_fpr + 1e-12);
+    let v = &t.model.data().metadata.validation;
+    assert!(
+        v.false_positive_rate <= t.operating_fpr + 1e-12,
+        "validation FPR {} above the operating point {}",
+        v.false_positive_rate,
+        t.operating_fpr
+    );
+    // Recall on unseen types is a real measurement: between nothing and everything, and the
+    // search table is filled for every configuration.
+    assert!(best > 0.0 && best <= 1.0, "{best}");
+    assert_eq!(t.search.len(), 4, "2 depths x 2 feature counts x 1 profile");
+}
