@@ -87,7 +87,8 @@ impl Tree {
                 let child = depth[i] + 1;
                 for c in [l, l + 1] {
                     if let Some(d) = depth.get_mut(c) {
-                        *d = child;
+                        // The deepest way in: a file may give a node two parents.
+                        *d = (*d).max(child);
                         max = max.max(child);
                     }
                 }
@@ -720,6 +721,33 @@ mod tests {
         back.nodes[0].left = 0;
         assert!(WalkTree::of(&back).is_none(), "a child pointing back");
         assert_eq!(WalkTree::of(&stump(1, 1.0)).map(|w| w.width), Some(2));
+    }
+
+    #[test]
+    fn depth_counts_the_deepest_way_into_a_node_with_two_parents() {
+        // Node 3 is unreachable but valid on file; it also points at node 4, which the root
+        // reaches at depth 2. A depth taken from the last parent would say 2, and the lockstep
+        // walk would stop on node 4 (an internal node) for rows that go 0 -> 2 -> 4 -> 6/7.
+        let t = Tree {
+            nodes: vec![
+                Node::split(0, 1.0, 1),
+                Node::leaf(0.1),
+                Node::split(0, 2.0, 4),
+                Node::split(0, 3.0, 4),
+                Node::split(0, 4.0, 6),
+                Node::leaf(0.2),
+                Node::leaf(0.3),
+                Node::leaf(0.4),
+            ],
+        };
+        assert!(t.validate(1).is_ok());
+        assert_eq!(t.depth(), 3);
+        let e = Ensemble::new(vec![t]);
+        let rows: Vec<f64> = (0..24).map(|i| (i % 6) as f64).collect();
+        let mut out = Vec::new();
+        e.mean_batch(&rows, 1, &mut out);
+        let expected: Vec<f64> = rows.iter().map(|&x| e.mean(&[x])).collect();
+        assert_eq!(out, expected);
     }
 
     #[test]
