@@ -47,7 +47,8 @@ fn bench(c: &mut Criterion) {
         rng.shuffle(&mut cols);
         cols.truncate(p.features_per_tree.clamp(1, d));
         cols.sort_unstable();
-        let (t, f) = fit_tree(&x, &y, &rows, &cols, p.max_depth, p.min_weight_leaf).expect("fit");
+        let (t, f) = fit_tree(&x, &y, &rows, &cols, p.max_depth, p.min_weight_leaf)
+            .unwrap_or_else(|e| panic!("fitting a tree on {}: {e}", file.display()));
         linfa_trees.push((t, cols));
         flat.push(f);
     }

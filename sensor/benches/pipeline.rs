@@ -41,7 +41,7 @@ impl HealthSource for NoKernel {
 
 fn model() -> Arc<Model> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
-    Arc::new(Model::load(&p).expect("committed model"))
+    Arc::new(Model::load(&p).unwrap_or_else(|e| panic!("the committed model {}: {e}", p.display())))
 }
 
 /// A seeded mix: mostly completed connections to 5,000 hosts, some scans and floods; 2 us
@@ -125,7 +125,8 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(6));
     g.bench_function("features_only_baseline", |b| {
         b.iter(|| {
-            let mut e = FeatureEngine::new(FeatureConfig::default()).expect("default config");
+            let mut e = FeatureEngine::new(FeatureConfig::default())
+                .expect("the default feature config is valid");
             let mut acc = 0.0;
             for r in &recs {
                 acc += e.push(r).0[22];
@@ -134,9 +135,11 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("records_features_verdict_metrics", |b| {
-        let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18).expect("metrics");
+        let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18)
+            .expect("fixed metric names and buckets are valid");
         b.iter(|| {
-            let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
+            let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
+                .expect("the default feature config is valid");
             let mut flagged = 0;
             for batch in recs.chunks(BATCH) {
                 flagged += agent_batch(&mut p, &metrics, batch);
@@ -157,14 +160,17 @@ fn bench(c: &mut Criterion) {
         best
     };
     let base_s = time(&mut || {
-        let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
+        let mut e = FeatureEngine::new(FeatureConfig::default())
+            .expect("the default feature config is valid");
         for r in &recs {
             black_box(e.push(r));
         }
     });
-    let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18).expect("metrics");
+    let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18)
+        .expect("fixed metric names and buckets are valid");
     let full_s = time(&mut || {
-        let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
+        let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
+            .expect("the default feature config is valid");
         for batch in recs.chunks(BATCH) {
             black_box(agent_batch(&mut p, &metrics, batch));
         }
@@ -172,7 +178,8 @@ fn bench(c: &mut Criterion) {
 
     // Memory: one and two million distinct responder hosts through one pipeline.
     let rss_start_kb = status_kb("VmRSS:");
-    let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default()).unwrap();
+    let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
+        .expect("the default feature config is valid");
     let mut rss_kb = Vec::new();
     for part in 0..2u64 {
         let recs = records(1_000_000, true, 10 + part);

@@ -53,8 +53,12 @@ fn write_capture(path: &Path) -> (u64, u64) {
         endianness: Endianness::Little,
         ..PcapHeader::default()
     };
-    let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create"));
-    let mut w = PcapWriter::with_header(file, header).expect("header");
+    let fail = |e: &dyn std::fmt::Display| -> ! {
+        panic!("writing the bench capture {}: {e}", path.display())
+    };
+    let file = std::fs::File::create(path).unwrap_or_else(|e| fail(&e));
+    let mut w = PcapWriter::with_header(BufWriter::with_capacity(1 << 20, file), header)
+        .unwrap_or_else(|e| fail(&e));
     let server = v4(0, 1);
     let (mut packets, mut conns, mut t) = (0u64, 0u64, T0);
     let mut batch: Vec<Vec<Vec<u8>>> = Vec::new();
@@ -113,27 +117,31 @@ fn write_capture(path: &Path) -> (u64, u64) {
             for frames in &batch {
                 if let Some(f) = frames.get(i) {
                     w.write_packet(&PcapPacket::new(Duration::from_nanos(t), f.len() as u32, f))
-                        .expect("write");
+                        .unwrap_or_else(|e| fail(&e));
                     t += GAP_NS;
                     packets += 1;
                 }
             }
         }
     }
-    w.into_writer().flush().expect("flush");
+    w.into_writer().flush().unwrap_or_else(|e| fail(&e));
     (packets, conns)
 }
 
+/// The shortest of `runs` (at least one) timings of `f`, and the last run's result.
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
-    let mut best = f64::MAX;
-    let mut out = None;
-    for _ in 0..runs {
+    let mut timed = || {
         let t = Instant::now();
         let r = std::hint::black_box(f());
-        best = best.min(t.elapsed().as_secs_f64());
-        out = Some(r);
+        (t.elapsed().as_secs_f64(), r)
+    };
+    let (mut best, mut out) = timed();
+    for _ in 1..runs {
+        let (s, r) = timed();
+        best = best.min(s);
+        out = r;
     }
-    (best, out.expect("at least one run"))
+    (best, out)
 }
 
 fn baseline(path: &Path) -> u64 {
@@ -141,7 +149,7 @@ fn baseline(path: &Path) -> u64 {
     replay::for_each_packet(path, |p| {
         bytes += u64::from(std::hint::black_box(p.data[0])) + p.data.len() as u64;
     })
-    .expect("read");
+    .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     bytes
 }
 
@@ -154,13 +162,14 @@ fn accounting(path: &Path) -> u64 {
         records += out.len() as u64;
         out.clear();
     })
-    .expect("read");
+    .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     r.finish(&mut out);
     records + out.len() as u64
 }
 
 fn full(path: &Path, model: &Arc<Model>) -> u64 {
-    let mut pipeline = Pipeline::new(Arc::clone(model), FeatureConfig::default()).expect("pipe");
+    let mut pipeline = Pipeline::new(Arc::clone(model), FeatureConfig::default())
+        .expect("the default feature config is valid");
     let mut anomalous = 0u64;
     let report = replay::run(
         &[path.to_path_buf()],
@@ -171,14 +180,15 @@ fn full(path: &Path, model: &Arc<Model>) -> u64 {
             Ok::<(), ()>(())
         },
     )
-    .expect("sink");
+    .unwrap_or_else(|()| unreachable!("the counting sink never fails"));
     assert!(report.error.is_none(), "{:?}", report.error);
     report.connections
 }
 
 fn bench(c: &mut Criterion) {
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    std::fs::create_dir_all(&target).expect("target dir");
+    std::fs::create_dir_all(&target)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", target.display()));
     let path = target.join(format!("bench-replay-{}.pcap", std::process::id()));
     /// Removes the (large) capture on every exit path.
     struct Remove<'a>(&'a Path);
@@ -189,7 +199,10 @@ fn bench(c: &mut Criterion) {
     }
     let _cleanup = Remove(&path);
     let (packets, conns) = write_capture(&path);
-    let model = Arc::new(Model::load(&model_path()).expect("committed model"));
+    let model = Arc::new(
+        Model::load(&model_path())
+            .unwrap_or_else(|e| panic!("the committed model {}: {e}", model_path().display())),
+    );
 
     // Same work, same answers, before timing anything.
     assert_eq!(accounting(&path), conns, "every connection finalised once");

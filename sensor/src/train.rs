@@ -348,15 +348,35 @@ pub fn roc_curve(attack: &[bool], score: &[f64]) -> Vec<(f64, f64)> {
 /// The smallest threshold `t` over `scores` of normal rows such that the fraction of them with
 /// score ≥ t is at most `fpr` (so ties never push the rate above the budget).
 pub fn threshold_at_fpr(normal_scores: &[f64], fpr: f64) -> f64 {
-    let mut s: Vec<f64> = normal_scores.to_vec();
-    s.sort_by(|a, b| b.total_cmp(a));
-    // (The epsilon keeps a rate like 0.0145 x 2000 from flooring to 28 through rounding.)
-    let allowed = (fpr * s.len() as f64 + 1e-9).floor() as usize;
-    // Scores strictly above the (allowed+1)-th largest may be flagged.
-    match s.get(allowed) {
-        Some(&v) => next_up(v),
-        None => 0.0,
-    }
+    threshold_flagging(
+        normal_scores.to_vec(),
+        rows_within(fpr, normal_scores.len()),
+    )
+    .unwrap_or(0.0)
+}
+
+/// How many of `n` rows a false-positive rate `fpr` allows. (The epsilon keeps a rate like
+/// 0.0145 x 2000 from flooring to 28 through rounding.)
+fn rows_within(fpr: f64, n: usize) -> usize {
+    (fpr * n as f64 + 1e-9).floor() as usize
+}
+
+/// The smallest threshold that flags at most `allowed` of `scores`: just above the
+/// (allowed+1)-th largest, so ties never push the count over. `None` when every row may be
+/// flagged.
+fn threshold_flagging(mut scores: Vec<f64>, allowed: usize) -> Option<f64> {
+    scores.sort_by(|a, b| b.total_cmp(a));
+    scores.get(allowed).map(|&v| next_up(v))
+}
+
+/// The scores of the rows that are not attacks.
+fn normal_scores(scores: &[f64], attack: &[bool]) -> Vec<f64> {
+    scores
+        .iter()
+        .zip(attack)
+        .filter(|(_, a)| !**a)
+        .map(|(s, _)| *s)
+        .collect()
 }
 
 fn next_up(v: f64) -> f64 {
@@ -385,24 +405,18 @@ pub fn profile_threshold(normal_unsup: &[f64], target_fpr: f64) -> f64 {
 /// a fraction `fpr` of the normal rows whose scores are `normal_sup` / `normal_unsup`. Rows the
 /// profile flags already spend budget; `f64::MAX` when they spend all of it.
 pub fn forest_threshold(normal_sup: &[f64], normal_unsup: &[f64], t_u: f64, fpr: f64) -> f64 {
-    let n = normal_sup.len();
-    let allowed = (fpr * n as f64 + 1e-9).floor() as usize;
+    let allowed = rows_within(fpr, normal_sup.len());
     let by_profile = normal_unsup.iter().filter(|&&u| u >= t_u).count();
-    if by_profile > allowed {
+    let Some(left) = allowed.checked_sub(by_profile) else {
         return f64::MAX;
-    }
-    let mut rest: Vec<f64> = normal_sup
+    };
+    let rest: Vec<f64> = normal_sup
         .iter()
         .zip(normal_unsup)
         .filter(|(_, u)| **u < t_u)
         .map(|(s, _)| *s)
         .collect();
-    rest.sort_by(|a, b| b.total_cmp(a));
-    // Scores strictly above the (k+1)-th largest may be flagged, k = what the budget leaves.
-    match rest.get(allowed - by_profile) {
-        Some(&v) => next_up(v).max(1e-9),
-        None => 1e-9,
-    }
+    threshold_flagging(rest, left).map_or(1e-9, |t| t.max(1e-9))
 }
 
 /// Hybrid thresholds on validation scores: the profile at its share of `target_fpr`, the forest
@@ -415,14 +429,7 @@ pub fn choose_thresholds(
     target_fpr: f64,
     operating_fpr: f64,
 ) -> Thresholds {
-    let normal = |v: &[f64]| -> Vec<f64> {
-        v.iter()
-            .zip(attack)
-            .filter(|(_, a)| !**a)
-            .map(|(s, _)| *s)
-            .collect()
-    };
-    let (ns, nu) = (normal(sup), normal(unsup));
+    let (ns, nu) = (normal_scores(sup, attack), normal_scores(unsup, attack));
     let t_u = profile_threshold(&nu, target_fpr);
     Thresholds {
         supervised: forest_threshold(&ns, &nu, t_u, operating_fpr.min(target_fpr)),
@@ -942,12 +949,7 @@ pub fn train(
         reestimate_leaves(&mut tree, &xt, &yt, &all_rows);
         let single = Ensemble::new(vec![tree]);
         let (s1, _) = detector_scores(&single, None, &xv);
-        let normal_s1: Vec<f64> = s1
-            .iter()
-            .zip(&av)
-            .filter(|(_, a)| !**a)
-            .map(|(s, _)| *s)
-            .collect();
+        let normal_s1 = normal_scores(&s1, &av);
         let t1 = Thresholds {
             supervised: threshold_at_fpr(&normal_s1, cfg.target_fpr).max(1e-9),
             unsupervised: f64::MAX,
@@ -965,12 +967,7 @@ pub fn train(
             evaluate(&m1, &ho_owned, "holdout", &train_labels),
         ));
 
-        let normal_sf: Vec<f64> = s
-            .iter()
-            .zip(&av)
-            .filter(|(_, a)| !**a)
-            .map(|(s, _)| *s)
-            .collect();
+        let normal_sf = normal_scores(&s, &av);
         let tf = Thresholds {
             supervised: threshold_at_fpr(&normal_sf, cfg.target_fpr).max(1e-9),
             unsupervised: f64::MAX,
@@ -988,12 +985,7 @@ pub fn train(
             evaluate(&mf, &ho_owned, "holdout", &train_labels),
         ));
 
-        let normal_u: Vec<f64> = u
-            .iter()
-            .zip(&av)
-            .filter(|(_, a)| !**a)
-            .map(|(s, _)| *s)
-            .collect();
+        let normal_u = normal_scores(&u, &av);
         let tu = Thresholds {
             supervised: f64::MAX,
             unsupervised: threshold_at_fpr(&normal_u, cfg.target_fpr),
