@@ -9,7 +9,7 @@
 use crate::{
     atomic::atomic_add,
     flow::{
-        FlowKey, FlowValue, SIDE_HI, SIDE_LO, Side, event_reason, history, ipproto, value_flags,
+        FlowKey, FlowValue, SIDE_HI, SIDE_LO, Side, event, history, ipproto, value_flags,
     },
     parse::{Parsed, tcp_flags},
 };
@@ -36,6 +36,9 @@ pub fn new_value(p: &Parsed, key: &FlowKey, side: Side, now_ns: u64) -> FlowValu
     if key.addr_lo == key.addr_hi && key.port_lo == key.port_hi {
         flags |= value_flags::LAND;
     }
+    if p.l2_group {
+        flags |= value_flags::GROUP;
+    }
     FlowValue {
         first_seen_ns: now_ns,
         last_seen_ns: now_ns,
@@ -59,6 +62,9 @@ pub fn history_bits(tcp: u8, payload_len: u32) -> u8 {
         };
     } else {
         bits |= history::NON_SYN;
+        if tcp & (tcp_flags::ACK | tcp_flags::RST) == tcp_flags::ACK {
+            bits |= history::ACK;
+        }
     }
     if tcp & tcp_flags::FIN != 0 {
         bits |= history::FIN;
@@ -75,10 +81,11 @@ pub fn history_bits(tcp: u8, payload_len: u32) -> u8 {
 /// Adds packet `p`, sent by `side`, to the flow value at `v`. `segments` is how many wire
 /// packets it stands for (more than 1 only for a GSO super-packet seen on the TC egress path).
 ///
-/// Returns the [`event_reason`] to signal to user space when this packet finished the TCP
-/// connection (first FIN of the second side, or a side's first RST), else 0. A retransmitted FIN
-/// or a repeated RST sets no new bit and signals nothing; user space ignores the rare duplicate
-/// that two CPUs racing on the same flow could produce.
+/// Returns the [`event`] bits user space must learn from this packet: [`event::ANSWER`] when it
+/// made the outcome of the originator's SYN known (see [`answered`]), [`event::RST`] for a side's
+/// first RST, [`event::FIN_BOTH`] for the first FIN of the second side; 0 for most packets. A
+/// retransmitted FIN or a repeated RST sets no new bit and signals nothing; user space ignores
+/// the rare duplicate that two CPUs racing on the same flow could produce.
 ///
 /// # Safety
 /// `v` must point to a live, properly aligned `FlowValue` (a map value or a local) for the
@@ -119,15 +126,35 @@ pub unsafe fn account(
             return 0;
         }
         (*v).history[side] = new;
+        let other = (*v).history[peer(side)];
+        let mut events = 0;
+        let orig = usize::from((*v).orig_side & 1);
+        let (was, is) = if side == orig {
+            (answered(old, other), answered(new, other))
+        } else {
+            (answered(other, old), answered(other, new))
+        };
+        if is && !was {
+            events |= event::ANSWER;
+        }
         let added = new & !old;
         if added & history::RST != 0 {
-            return event_reason::RST;
+            events |= event::RST;
+        } else if added & history::FIN != 0 && other & history::FIN != 0 {
+            events |= event::FIN_BOTH;
         }
-        if added & history::FIN != 0 && (*v).history[peer(side)] & history::FIN != 0 {
-            return event_reason::FIN_BOTH;
-        }
-        0
+        events
     }
+}
+
+/// Whether the outcome of a TCP originator's SYN is known, from the originator's (`orig`) and
+/// the responder's (`resp`) history bits: the responder sent anything (a SYN-ACK, a RST), or the
+/// originator acknowledged a SYN-ACK that the sensor did not see ([`history::ACK`]). Always
+/// false for a connection whose originator opened without a SYN (picked up mid-stream): there
+/// is no handshake to wait for.
+#[inline(always)]
+pub fn answered(orig: u8, resp: u8) -> bool {
+    orig & history::SYN != 0 && (resp != 0 || orig & history::ACK != 0)
 }
 
 /// Whether TCP packet `p` from `side` would set a history bit that `v` does not have yet (the
@@ -151,6 +178,10 @@ pub fn starts_new_connection(v: &FlowValue, p: &Parsed) -> bool {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
     use super::*;
     use crate::flow::FlowKey;
 
@@ -197,7 +228,7 @@ mod tests {
             // SAFETY: `v` is a live local.
             events[i] = unsafe { account(&mut v, p, side, 10 + i as u64, 1) };
         }
-        assert_eq!(events, [0, 0, 0, 0, 0, 0, 0, event_reason::FIN_BOTH, 0]);
+        assert_eq!(events, [0, event::ANSWER, 0, 0, 0, 0, 0, event::FIN_BOTH, 0]);
         let orig = v.orig_side as usize;
         assert_eq!(orig, side0);
         assert_eq!(v.packets[orig], 6);
@@ -205,6 +236,44 @@ mod tests {
         assert_eq!(v.payload_bytes[orig], 100);
         assert_eq!(v.payload_bytes[peer(orig)], 300);
         assert_eq!((v.first_seen_ns, v.last_seen_ns), (10, 18));
+    }
+
+    /// The events each packet of `pkts` signals (the first one opens the flow).
+    fn events_of(pkts: &[Parsed]) -> Vec<u32> {
+        let (key, side0) = key_side(&pkts[0]);
+        let mut v = new_value(&pkts[0], &key, side0, 1);
+        pkts.iter()
+            .map(|p| {
+                let (_, side) = key_side(p);
+                // SAFETY: `v` is a live local.
+                unsafe { account(&mut v, p, side, 2, 1) }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_handshake_outcome_is_signalled_once_however_it_shows() {
+        use tcp_flags::*;
+        let c = |f, l| tcp(2, 40000, 1, 80, f, l);
+        let s = |f, l| tcp(1, 80, 2, 40000, f, l);
+        // Refused: the responder's RST answers and finishes at once.
+        assert_eq!(
+            events_of(&[c(SYN, 0), s(RST | ACK, 0)]),
+            [0, event::ANSWER | event::RST]
+        );
+        // Only the client's side was captured: its ACK proves the SYN-ACK it got.
+        assert_eq!(
+            events_of(&[c(SYN, 0), c(ACK, 0), c(ACK | PSH, 20), s(ACK, 0)]),
+            [0, event::ANSWER, 0, 0]
+        );
+        // A SYN followed by the originator's own RST (no ACK) proves nothing.
+        assert_eq!(events_of(&[c(SYN, 0), c(RST, 0)]), [0, event::RST]);
+        // Unanswered retransmissions: nothing.
+        assert_eq!(events_of(&[c(SYN, 0), c(SYN, 0), c(SYN, 0)]), [0, 0, 0]);
+        // Picked up mid-stream: no handshake to wait for, so no answer either.
+        assert_eq!(events_of(&[c(ACK | PSH, 10), s(ACK, 0)]), [0, 0]);
+        // Seen from the SYN-ACK on (flipped): the originator's SYN was not seen.
+        assert_eq!(events_of(&[s(SYN | ACK, 0), c(ACK, 0)]), [0, 0]);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub mod history {
     pub const RST: u8 = 1 << 4;
     /// A packet carrying payload.
     pub const DATA: u8 = 1 << 5;
+    /// A packet without SYN or RST that carries ACK: it acknowledges the peer's SYN, so its
+    /// sender completed a handshake even where the peer's SYN-ACK was not seen (one-sided
+    /// capture, asymmetric routing).
+    pub const ACK: u8 = 1 << 6;
 }
 
 /// The flow table key. IPv4 addresses occupy the first word of each address, the rest is zero.
@@ -146,6 +150,8 @@ pub mod value_flags {
     pub const LAND: u8 = 1 << 0;
     /// The first packet seen was a SYN-ACK, so the originator was inferred as its receiver.
     pub const FLIPPED: u8 = 1 << 1;
+    /// The first packet went to a link-layer group address (broadcast, multicast).
+    pub const GROUP: u8 = 1 << 2;
 }
 
 /// Per-connection counters, updated in place by every packet (atomic adds, see [`crate::account`]).
@@ -180,16 +186,26 @@ pub struct FlowValue {
     pub _pad: [u8; 2],
 }
 
-/// Why an event was sent through the ring buffer.
-pub mod event_reason {
-    /// Both sides sent FIN.
-    pub const FIN_BOTH: u32 = 1;
-    /// A side sent RST.
-    pub const RST: u32 = 2;
+/// What a packet did to its connection that user space must learn at once: bits of
+/// [`FlowEvent::kinds`]. One packet may do several things (a responder's RST both answers and
+/// finishes a connection attempt).
+pub mod event {
+    /// Both sides sent FIN: the TCP connection is finished.
+    pub const FIN_BOTH: u32 = 1 << 0;
+    /// A side sent RST: the TCP connection is finished.
+    pub const RST: u32 = 1 << 1;
+    /// The packet created the flow (or restarted it for a new connection on a reused
+    /// 5-tuple): a connection began.
+    pub const OPEN: u32 = 1 << 2;
+    /// The outcome of the originator's SYN became known: the responder's first packet
+    /// (SYN-ACK, RST, ...) or, where that was not seen, the originator's first ACK.
+    pub const ANSWER: u32 = 1 << 3;
+    /// Either way of finishing.
+    pub const FINISHED: u32 = FIN_BOTH | RST;
 }
 
-/// Ring-buffer message: "this TCP connection is finished, finalise it now", with the entry's
-/// value as the finishing packet left it.
+/// Ring-buffer message: what a packet did to its connection ([`event`] bits), with the entry's
+/// value as that packet left it.
 ///
 /// Carrying the snapshot (rather than letting user space look the entry up) keeps the record
 /// exact when the 5-tuple is reused at once by a new connection (a client reusing its port while
@@ -199,8 +215,8 @@ pub mod event_reason {
 pub struct FlowEvent {
     pub key: FlowKey,
     pub value: FlowValue,
-    /// [`event_reason`].
-    pub reason: u32,
+    /// [`event`] bits.
+    pub kinds: u32,
     /// Explicit padding, always zero.
     pub _pad: u32,
 }

@@ -20,7 +20,7 @@ pub struct Health {
     /// Packets whose new flow could not be stored because the flow table was full (or, very
     /// rarely, whose flow another CPU was still creating after a long wait, see `sensor-ebpf`).
     pub table_full: u64,
-    /// Finished-connection events the ring buffer had no room for.
+    /// Connection events (begun, answered, finished) the ring buffer had no room for.
     pub ringbuf_drops: u64,
     /// IP packets of a transport the sensor does not account (not TCP, UDP, ICMP, ICMPv6).
     pub unsupported_l4: u64,
@@ -30,7 +30,7 @@ pub struct Health {
     pub accounted: u64,
     /// Flows created.
     pub flows_created: u64,
-    /// Finished-connection events sent.
+    /// Connection events sent through the ring buffer.
     pub events_sent: u64,
     /// Forwarded packets the TC egress program skipped because XDP already saw them on a
     /// watched ingress interface (not part of `packets`).

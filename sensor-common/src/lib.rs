@@ -32,7 +32,7 @@ pub mod map_names {
     pub const FRAGS: &str = "FRAGS";
     /// `PerCpuArray<Health>` with one entry: health counters.
     pub const HEALTH: &str = "HEALTH";
-    /// `RingBuf` of [`crate::FlowEvent`]: finished TCP connections.
+    /// `RingBuf` of [`crate::FlowEvent`]: connections begun, answered and finished.
     pub const EVENTS: &str = "EVENTS";
     /// `HashMap<u32, u8>`: ifindexes whose ingress XDP watches.
     pub const WATCHED: &str = "WATCHED";

@@ -144,6 +144,9 @@ pub struct Parsed {
     /// Transport payload bytes, from the IP header's lengths (not the captured length).
     pub payload_len: u32,
     pub fragment: Fragment,
+    /// The frame went to a link-layer group address (broadcast or multicast): a one-to-many
+    /// datagram rather than a conversation between two hosts.
+    pub l2_group: bool,
 }
 
 /// Parses a frame that starts with an Ethernet header.
@@ -163,11 +166,15 @@ pub fn parse_ethernet<P: PacketData + ?Sized>(pkt: &P) -> Result<Parsed, ParseEr
         off += 4;
         tags += 1;
     }
-    match ether_type {
+    // The I/G bit of the destination MAC address: set for broadcast and multicast.
+    let l2_group = eth.u8(0) & 1 != 0;
+    let mut p = match ether_type {
         ethertype::IPV4 => parse_ipv4(pkt, off),
         ethertype::IPV6 => parse_ipv6(pkt, off),
         _ => Err(ParseError::NonIp),
-    }
+    }?;
+    p.l2_group = l2_group;
+    Ok(p)
 }
 
 /// Parses an IPv4 packet at `off`.

@@ -76,11 +76,20 @@ pub struct FlowSlot {
 
 /// Slots for a table of `capacity` flows: twice as many, rounded up to a power of two (see the
 /// module docs), and at least [`PROBES`].
-pub fn slot_count(capacity: u32) -> u32 {
-    (capacity.max(1) as u64 * 2)
-        .next_power_of_two()
-        .clamp(PROBES as u64, 1 << 31) as u32
+pub const fn slot_count(capacity: u32) -> u32 {
+    let want = (if capacity == 0 { 1 } else { capacity } as u64 * 2).next_power_of_two();
+    if want < PROBES as u64 {
+        PROBES
+    } else if want > 1 << 31 {
+        1 << 31
+    } else {
+        want as u32
+    }
 }
+
+/// The flow table's default capacity, in connections (`--table-size`): the user-side default
+/// and the size the eBPF object is built with before the loader resizes it.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
 
 /// The hash of `key` under `seed` (a random value the loader picks, so that remote hosts cannot
 /// aim their flows at one probe sequence without seeing the table).

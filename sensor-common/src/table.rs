@@ -16,7 +16,7 @@
 //! because everything here is `#[inline(always)]` and the trait is implemented on a zero-sized
 //! type whose methods are the same map calls the program made before.
 //!
-//! The ring-buffer output stays with the caller ([`Updated::reason`] says when to signal): in
+//! The ring-buffer output stays with the caller ([`Updated::events`] says what to signal): in
 //! the kernel a full ring buffer is a health counter, in replay the event is handled at once.
 //!
 //! Time comes from a [`Clock`] with two readings, asked for lazily: [`Clock::exact`] where the
@@ -31,7 +31,7 @@
 use crate::{
     FlowKey, FlowValue, Health,
     account::{account, adds_history, new_value, starts_new_connection},
-    flow::{FragKey, FragValue},
+    flow::{FragKey, FragValue, event},
     parse::{FragmentKind, Parsed},
 };
 
@@ -101,9 +101,10 @@ pub struct Updated {
     pub key: FlowKey,
     /// The flow's value in the table, after the update (see [`FlowTables::flow_ptr`]).
     pub value: *mut FlowValue,
-    /// Non-zero ([`crate::flow::event_reason`]) when this packet finished the TCP connection:
-    /// the caller signals it (ring buffer in the kernel, at once in replay).
-    pub reason: u32,
+    /// What this packet did that user space must learn ([`crate::flow::event`] bits: a new
+    /// connection, a handshake's outcome, a finished TCP connection), 0 for most packets: the
+    /// caller signals it (ring buffer in the kernel, at once in replay).
+    pub events: u32,
 }
 
 /// Adds parsed packet `p` (`segments` wire packets, seen at the time `clock` tells, see
@@ -153,6 +154,8 @@ pub fn update<T: FlowTables>(
 
     // The exact time, once read for a new or restarted flow.
     let mut exact_ns = None;
+    // `event::OPEN` when this packet began a connection (another CPU's insert signals its own).
+    let mut opened = 0;
     let v = match t.flow_ptr(&key) {
         Some(v) => {
             // SAFETY: `flow_ptr` returned a live value; see `account` for the concurrency
@@ -163,6 +166,7 @@ pub fn update<T: FlowTables>(
                 // SAFETY: as above; a port-reusing SYN restarts the entry in place.
                 unsafe { *v = new_value(p, &key, side, now_ns) };
                 h.flows_restarted += 1;
+                opened = event::OPEN;
             }
             v
         }
@@ -171,7 +175,10 @@ pub fn update<T: FlowTables>(
             exact_ns = Some(now_ns);
             let fresh = new_value(p, &key, side, now_ns);
             match t.flow_insert(&key, &fresh) {
-                Insert::Done => h.flows_created += 1,
+                Insert::Done => {
+                    h.flows_created += 1;
+                    opened = event::OPEN;
+                }
                 Insert::Exists => {}
                 Insert::Full => {
                     h.table_full += segments as u64;
@@ -198,11 +205,11 @@ pub fn update<T: FlowTables>(
     };
     // SAFETY: `v` is a live, aligned value of the flow table (see `FlowTables::flow_ptr`);
     // concurrent updates are allowed by `account`.
-    let reason = unsafe { account(v, p, side, now_ns, segments) };
+    let events = opened | unsafe { account(v, p, side, now_ns, segments) };
     Some(Updated {
         key,
         value: v,
-        reason,
+        events,
     })
 }
 

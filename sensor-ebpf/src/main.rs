@@ -4,7 +4,9 @@
 //! Per packet: parse (shared code in `sensor_common::parse`), then the flow-table update shared
 //! with offline replay (`sensor_common::table::update`: canonical key, lookup, in-place update
 //! with `sensor_common::account`) over this program's maps. A map insert happens only for a
-//! flow's first packet. Finished TCP connections are announced on a ring buffer; everything that
+//! flow's first packet. A connection's beginning, its TCP handshake's outcome and its TCP end
+//! are announced on a ring buffer (a few events per connection, none per ordinary packet);
+//! everything that
 //! cannot be accounted is counted in the per-CPU health counters. The programs never drop or
 //! modify traffic.
 #![no_std]
@@ -25,7 +27,10 @@ use sensor_common::{
     atomic::{atomic_add, compare_exchange_u64, load_u64, publish_u64},
     flow::{FragKey, FragValue},
     parse::{HeaderView, PacketData, ParseError, Parsed, parse_ethernet},
-    slots::{BPF_F_MMAPABLE, FlowSlot, PROBES, fingerprint, key_eq, key_hash, state},
+    slots::{
+        BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, PROBES, fingerprint, key_eq, key_hash,
+        slot_count, state,
+    },
     table::{Clock, FlowTables, Insert, update},
 };
 
@@ -33,7 +38,8 @@ use sensor_common::{
 /// and why). The loader sizes it (`slots::slot_count` of `--table-size`) and sets the globals
 /// below to match; user space maps it into its memory.
 #[map(name = "FLOWS")]
-static FLOWS: Array<FlowSlot> = Array::with_max_entries(262_144, BPF_F_MMAPABLE);
+static FLOWS: Array<FlowSlot> =
+    Array::with_max_entries(slot_count(DEFAULT_FLOW_CAPACITY), BPF_F_MMAPABLE);
 
 /// Flows in `FLOWS`, at most `FLOW_CAPACITY` (user space decrements it when it removes one).
 #[map(name = "FLOW_COUNT")]
@@ -41,11 +47,11 @@ static FLOW_COUNT: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Slots in `FLOWS` minus one. Set by the loader.
 #[unsafe(no_mangle)]
-static FLOW_SLOT_MASK: u32 = 262_143;
+static FLOW_SLOT_MASK: u32 = slot_count(DEFAULT_FLOW_CAPACITY) - 1;
 
 /// How many flows `FLOWS` may hold. Set by the loader.
 #[unsafe(no_mangle)]
-static FLOW_CAPACITY: u64 = 65_536;
+static FLOW_CAPACITY: u64 = DEFAULT_FLOW_CAPACITY as u64;
 
 /// Seed of `slots::key_hash`. Set by the loader (random).
 #[unsafe(no_mangle)]
@@ -69,7 +75,8 @@ static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(4_09
 #[map(name = "HEALTH")]
 static HEALTH: PerCpuArray<Health> = PerCpuArray::with_max_entries(1, 0);
 
-/// Finished-connection events. Size set by the loader; must be a power-of-two number of pages.
+/// Connection events (a connection began, its handshake's outcome became known, it finished:
+/// `sensor_common::flow::event`). Size set by the loader; a power-of-two number of pages.
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -630,14 +637,14 @@ fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments:
     let Some(u) = update(&mut KernelTables { ctx }, p, h, KernelClock, segments) else {
         return;
     };
-    if u.reason != 0 {
+    if u.events != 0 {
         // SAFETY: `u.value` is a live value of FLOWS; a concurrent update only makes the
         // snapshot include a later packet.
         let value = unsafe { *u.value };
         let ev = FlowEvent {
             key: u.key,
             value,
-            reason: u.reason,
+            kinds: u.events,
             _pad: 0,
         };
         match EVENTS.output::<FlowEvent>(&ev, 0) {

@@ -31,9 +31,10 @@ fn records(distinct_hosts: bool) -> Vec<ConnectionRecord> {
             } else {
                 rng.random_range(0..5_000)
             };
-            let end = T0_NS + i as u64 * 1_000;
+            let start = T0_NS + i as u64 * 1_000;
+            let end = start + rng.random_range(0..3_000_000_000);
             ConnectionRecord {
-                start_unix_ns: end - rng.random_range(0..3_000_000_000),
+                start_unix_ns: start,
                 end_unix_ns: end,
                 transport: if rng.random_bool(0.8) {
                     Transport::Tcp
@@ -55,7 +56,10 @@ fn records(distinct_hosts: bool) -> Vec<ConnectionRecord> {
                 urgent_packets: 0,
                 wrong_fragments: 0,
                 land: false,
+                to_group: false,
                 end_reason: EndReason::Fin,
+                answer_unix_ns: None,
+                final_unix_ns: end,
             }
         })
         .collect()

@@ -1,5 +1,5 @@
-//! The live agent's user-side path, records -> features -> verdict -> metrics, on one core,
-//! and its memory with a million distinct hosts.
+//! The live agent's user-side path, connection events -> features -> verdict -> metrics, on one
+//! core, and its memory with a million distinct hosts.
 //!
 //! Run: `cargo bench -p sensor --bench pipeline` (part of `cargo xtask bench`). Reported as
 //! connections per second and as a ratio against the feature engine alone, measured in the
@@ -21,8 +21,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use sensor::{
     detect::Pipeline,
     export::{Metrics, metrics::HealthSource},
-    features::{FeatureConfig, FeatureEngine},
-    flows::{ConnectionRecord, EndReason, Transport},
+    features::{FeatureConfig, FeatureEngine, events_from_records},
+    flows::{ConnEvent, ConnectionRecord, EndReason, Transport},
     model::Model,
 };
 use sensor_common::{Health, conn_state::ConnState};
@@ -44,8 +44,8 @@ fn model() -> Arc<Model> {
     Arc::new(Model::load(&p).unwrap_or_else(|e| panic!("the committed model {}: {e}", p.display())))
 }
 
-/// A seeded mix: mostly completed connections to 5,000 hosts, some scans and floods; 2 us
-/// apart (500,000 connections/s of traffic, so the 2 s window is full).
+/// A seeded mix: mostly completed connections to 5,000 hosts, some scans and floods; starting 2
+/// us apart (500,000 connections/s of traffic, so the 2 s window is full).
 fn records(n: usize, distinct_hosts: bool, seed: u64) -> Vec<ConnectionRecord> {
     let mut rng = StdRng::seed_from_u64(seed);
     let ports = [80, 443, 25, 53, 22, 21, 8080, 1234, 50000];
@@ -56,10 +56,11 @@ fn records(n: usize, distinct_hosts: bool, seed: u64) -> Vec<ConnectionRecord> {
             } else {
                 rng.random_range(0..5_000)
             };
-            let end = T0_NS + i as u64 * 2_000;
+            let start = T0_NS + i as u64 * 2_000;
+            let end = start + rng.random_range(0..200_000_000);
             let attack = rng.random_bool(0.2);
             ConnectionRecord {
-                start_unix_ns: end - rng.random_range(0..2_000_000_000),
+                start_unix_ns: start,
                 end_unix_ns: end,
                 transport: if rng.random_bool(0.8) {
                     Transport::Tcp
@@ -89,18 +90,41 @@ fn records(n: usize, distinct_hosts: bool, seed: u64) -> Vec<ConnectionRecord> {
                 urgent_packets: 0,
                 wrong_fragments: 0,
                 land: false,
+                to_group: false,
                 end_reason: EndReason::Fin,
+                answer_unix_ns: (!attack).then_some(start + 100_000),
+                final_unix_ns: end,
             }
         })
         .collect()
 }
 
+/// The events of `recs` cut into the batches one wake-up of the capture loop hands over
+/// (`BATCH` finished connections each).
+fn batches(recs: &[ConnectionRecord]) -> Vec<Vec<ConnEvent>> {
+    let mut out = vec![Vec::new()];
+    let mut finished = 0;
+    for ev in events_from_records(recs) {
+        let done = matches!(ev, ConnEvent::Finished(_));
+        out.last_mut().expect("never empty").push(ev);
+        finished += usize::from(done);
+        if done && finished % BATCH == 0 {
+            out.push(Vec::new());
+        }
+    }
+    out
+}
+
 /// What the agent does per batch, minus the I/O: features, verdicts, metrics.
-fn agent_batch(p: &mut Pipeline, m: &Metrics, batch: &[ConnectionRecord]) -> usize {
+fn agent_batch(p: &mut Pipeline, m: &Metrics, batch: &[ConnEvent]) -> usize {
     let mut flagged = 0;
-    for (rec, s) in batch.iter().zip(p.process_batch(batch)) {
+    let finished = batch.iter().filter_map(|e| match e {
+        ConnEvent::Finished(r) => Some(r),
+        _ => None,
+    });
+    for (rec, s) in finished.zip(p.process_events(batch)) {
         m.observe_connection(rec);
-        m.observe_scored(rec, &s, 0.001, "event");
+        m.observe_scored(rec, &s, 0.001);
         flagged += usize::from(s.verdict.anomalous);
     }
     flagged
@@ -117,6 +141,7 @@ fn status_kb(field: &str) -> u64 {
 
 fn bench(c: &mut Criterion) {
     let recs = records(N, false, 1);
+    let events = batches(&recs);
     let model = model();
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(N as u64))
@@ -128,8 +153,10 @@ fn bench(c: &mut Criterion) {
             let mut e = FeatureEngine::new(FeatureConfig::default())
                 .expect("the default feature config is valid");
             let mut acc = 0.0;
-            for r in &recs {
-                acc += e.push(r).0[22];
+            for ev in events.iter().flatten() {
+                if let Some(f) = e.on_event(ev) {
+                    acc += f.0[22];
+                }
             }
             black_box(acc)
         })
@@ -141,7 +168,7 @@ fn bench(c: &mut Criterion) {
             let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
                 .expect("the default feature config is valid");
             let mut flagged = 0;
-            for batch in recs.chunks(BATCH) {
+            for batch in &events {
                 flagged += agent_batch(&mut p, &metrics, batch);
             }
             black_box(flagged)
@@ -162,8 +189,8 @@ fn bench(c: &mut Criterion) {
     let base_s = time(&mut || {
         let mut e = FeatureEngine::new(FeatureConfig::default())
             .expect("the default feature config is valid");
-        for r in &recs {
-            black_box(e.push(r));
+        for ev in events.iter().flatten() {
+            black_box(e.on_event(ev));
         }
     });
     let metrics = Metrics::new(Arc::new(NoKernel), 1 << 18)
@@ -171,7 +198,7 @@ fn bench(c: &mut Criterion) {
     let full_s = time(&mut || {
         let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
             .expect("the default feature config is valid");
-        for batch in recs.chunks(BATCH) {
+        for batch in &events {
             black_box(agent_batch(&mut p, &metrics, batch));
         }
     });
@@ -188,15 +215,17 @@ fn bench(c: &mut Criterion) {
             .into_iter()
             .map(|mut r| {
                 r.end_unix_ns += shift * 2_000;
+                r.final_unix_ns += shift * 2_000;
                 r.start_unix_ns += shift * 2_000;
+                r.answer_unix_ns = r.answer_unix_ns.map(|a| a + shift * 2_000);
                 if let IpAddr::V4(a) = r.resp_addr {
                     r.resp_addr = IpAddr::V4(Ipv4Addr::from(u32::from(a) + shift as u32));
                 }
                 r
             })
             .collect();
-        for batch in recs.chunks(BATCH) {
-            black_box(agent_batch(&mut p, &metrics, batch));
+        for batch in batches(&recs) {
+            black_box(agent_batch(&mut p, &metrics, &batch));
         }
         drop(recs);
         rss_kb.push(status_kb("VmRSS:"));
@@ -214,7 +243,7 @@ fn bench(c: &mut Criterion) {
         "feature_window_connections": stats.time_window_connections,
     });
     println!(
-        "pipeline: {:.0} connections/s on one core (records -> features -> verdict -> metrics), {:.2}x the feature engine alone ({:.0}/s)",
+        "pipeline: {:.0} connections/s on one core (events -> features -> verdict -> metrics), {:.2}x the feature engine alone ({:.0}/s)",
         N as f64 / full_s,
         full_s / base_s,
         N as f64 / base_s

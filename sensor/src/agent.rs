@@ -4,8 +4,8 @@
 //! scored as soon as the capture stage hands it over, on the same thread, so the verdict
 //! follows the connection's end by the time it takes to compute it (microseconds) plus the
 //! time the capture stage needed to learn that it ended (the ring-buffer event for FIN/RST,
-//! the idle scan for the rest). The `/metrics` endpoint runs on its own thread; a SIGHUP task
-//! loads a new model off the hot path and hands it over through a slot.
+//! the idle deadline's tick for the rest). The `/metrics` endpoint runs on its own thread; a
+//! SIGHUP task loads a new model off the hot path and hands it over through a slot.
 use std::{
     fs::OpenOptions,
     io::Write,
@@ -15,15 +15,14 @@ use std::{
 
 use crate::{
     alerts::{AlertSink, ScoredLine},
-    capture::{self, Capture, CaptureError, Timeouts},
+    capture::{self, Capture, CaptureError},
     config::{RunConfig, Sink},
     detect::Pipeline,
     export::Metrics,
     features::FeatureConfig,
-    flows::{ConnectionRecord, EndReason, Transport},
+    flows::{ConnEvent, EndReason},
     model::{Model, ModelError},
 };
-use sensor_common::conn_state::ConnState;
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -80,24 +79,6 @@ fn open_sink(sink: &Sink) -> Result<Option<Box<dyn Write + Send>>, AgentError> {
                 })?,
         )),
     })
-}
-
-/// The moment a connection became final, Unix ns: its last packet when the kernel signalled
-/// its end, its last packet plus the idle timeout that applied when the scan finalised it.
-pub fn final_unix_ns(rec: &ConnectionRecord, t: &Timeouts) -> u64 {
-    let idle = match rec.transport {
-        Transport::Tcp => match rec.conn_state {
-            // The handshake completed: the established timeout applied.
-            ConnState::S1 | ConnState::S2 | ConnState::S3 | ConnState::SF => t.tcp_established,
-            _ => t.tcp_attempt,
-        },
-        Transport::Udp => t.udp,
-        Transport::Icmp => t.icmp,
-    };
-    match rec.end_reason {
-        EndReason::Idle => rec.end_unix_ns.saturating_add(idle.as_nanos() as u64),
-        _ => rec.end_unix_ns,
-    }
 }
 
 fn push_line<T: serde::Serialize>(buf: &mut Vec<u8>, v: &T) {
@@ -157,7 +138,6 @@ pub async fn run(
             ", no normal profile"
         }
     );
-    let timeouts = cfg.capture.timeouts;
     // "Now" on the records' own time base (the kernel's monotonic clock shifted by the offset
     // taken at start), so that a wall clock slewed by NTP during the run does not skew latency.
     let mono_to_unix_ns = capture.mono_to_unix_ns();
@@ -167,7 +147,7 @@ pub async fn run(
             .unwrap_or_else(|_| wall_clock_unix_ns())
     };
     let mut summary = RunSummary::default();
-    let capture = capture::run(capture, cfg.sweep_interval, shutdown, |batch, stats| {
+    let capture = capture::run(capture, cfg.tick, shutdown, |events, stats| {
         if let Some(m) = slot.lock().map(|mut s| s.take()).unwrap_or(None) {
             pipeline.set_model(m);
             metrics.set_model(pipeline.model(), &model_path);
@@ -177,19 +157,18 @@ pub async fn run(
         // Lines are built in memory and written once per batch: one write per sink, not one
         // per JSON token (serde writes piecewise).
         let (mut rec_buf, mut alert_buf) = (Vec::new(), Vec::new());
-        let scored_batch = pipeline.process_batch(batch);
+        let scored_batch = pipeline.process_events(events);
         // The verdicts exist from here: latency counts the whole batch's processing.
         let now = unix_now_ns();
-        for (rec, scored) in batch.iter().zip(scored_batch) {
-            let latency_ms = now.saturating_sub(final_unix_ns(rec, &timeouts)) as f64 / 1e6;
-            let finalised_by = match rec.end_reason {
-                EndReason::Fin | EndReason::Rst => "event",
-                EndReason::Idle => "idle_scan",
-                EndReason::Shutdown => "shutdown",
-            };
+        let finished = events.iter().filter_map(|e| match e {
+            ConnEvent::Finished(r) => Some(r),
+            _ => None,
+        });
+        for (rec, scored) in finished.zip(scored_batch) {
+            let latency_ms = now.saturating_sub(rec.final_unix_ns) as f64 / 1e6;
             metrics.observe_connection(rec);
             if rec.end_reason != EndReason::Shutdown {
-                metrics.observe_scored(rec, &scored, latency_ms / 1e3, finalised_by);
+                metrics.observe_scored(rec, &scored, latency_ms / 1e3);
             }
             summary.connections += 1;
             if records.is_some() {
@@ -301,24 +280,3 @@ fn anyhow_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn final_time_adds_the_idle_timeout_that_applied() {
-        let t = Timeouts::default();
-        let mut rec: ConnectionRecord = serde_json::from_str(
-            r#"{"start_unix_ns":1,"end_unix_ns":1000,"transport":"tcp","ip_version":4,"orig_addr":"198.18.0.1","orig_port":1,"resp_addr":"198.18.0.2","resp_port":80,"icmp_type":null,"icmp_code":null,"orig_packets":1,"resp_packets":0,"orig_bytes":0,"resp_bytes":0,"conn_state":"S0","urgent_packets":0,"wrong_fragments":0,"land":false,"end_reason":"idle"}"#,
-        )
-        .unwrap();
-        assert_eq!(final_unix_ns(&rec, &t), 1000 + 5_000_000_000);
-        rec.conn_state = ConnState::S1;
-        assert_eq!(final_unix_ns(&rec, &t), 1000 + 300_000_000_000);
-        rec.end_reason = EndReason::Rst;
-        assert_eq!(final_unix_ns(&rec, &t), 1000);
-        rec.transport = Transport::Udp;
-        rec.end_reason = EndReason::Idle;
-        assert_eq!(final_unix_ns(&rec, &t), 1000 + 60_000_000_000);
-    }
-}

@@ -42,6 +42,9 @@ pub struct ScoredLine {
     pub detector: Detector,
     pub supervised_score: f64,
     pub unsupervised_score: Option<f64>,
+    /// Why the model did not judge this connection (its verdict is then normal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_scored: Option<crate::detect::NotScored>,
     /// The model's inputs (the 28 flow features), by KDD name.
     pub features: BTreeMap<&'static str, f64>,
 }
@@ -85,6 +88,7 @@ impl ScoredLine {
             detector: s.verdict.detector,
             supervised_score: s.verdict.supervised_score,
             unsupervised_score: s.verdict.unsupervised_score,
+            not_scored: s.not_scored,
             features,
         }
     }
@@ -281,7 +285,10 @@ mod tests {
             urgent_packets: 0,
             wrong_fragments: 0,
             land: false,
+            to_group: false,
             end_reason: crate::flows::EndReason::Idle,
+            answer_unix_ns: None,
+            final_unix_ns: 5_000_000_002,
         }
     }
 
@@ -299,6 +306,7 @@ mod tests {
                 supervised_score: 1.0,
                 unsupervised_score: None,
             },
+            not_scored: None,
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();

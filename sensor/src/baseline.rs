@@ -165,7 +165,10 @@ mod tests {
             urgent_packets: 0,
             wrong_fragments: 0,
             land: false,
+            to_group: false,
             end_reason: EndReason::Fin,
+            answer_unix_ns: None,
+            final_unix_ns: t + 2_000_000,
         }
     }
 

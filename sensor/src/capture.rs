@@ -1,24 +1,16 @@
-//! Capture stage: load the kernel programs, attach them, and turn flow-table entries into
-//! [`ConnectionRecord`]s.
+//! Capture stage: load the kernel programs, attach them, and run the connection
+//! [`Lifecycle`] over the kernel's flow table and its event ring.
 //!
-//! Connections end in one of two ways. A finished TCP connection (FIN both ways, or RST) is
-//! announced by the kernel on the `EVENTS` ring buffer and finalised at once; its entry stays in
-//! the table for `close_linger` so that the trailing ACK does not open a phantom connection, and
-//! is removed by the sweep afterwards. Every other connection is finalised by the periodic
-//! [`Capture::sweep`] once idle for its protocol's timeout. The sweep also finalises a finished
-//! TCP connection whose event was dropped (the drop is counted by the kernel), so no connection is
-//! lost because the ring buffer was full.
+//! The kernel signals, through the `EVENTS` ring buffer, the packets user space must learn of
+//! at once: a connection's first packet, the answer to its SYN, its FIN-both-ways or RST. The
+//! lifecycle ([`crate::lifecycle`], shared with replay) turns them into [`ConnEvent`]s, finalises
+//! idle connections by deadline, and adopts what lost events missed with a periodic scan of the
+//! memory-mapped table.
 //!
 //! Everything attached is owned by [`Capture`] through bpf_links (XDP and TCX), nothing is pinned:
 //! dropping it, or the process dying, detaches the programs.
 
-use std::{
-    collections::{HashMap as StdHashMap, VecDeque},
-    io,
-    os::fd::AsRawFd,
-    sync::Arc,
-    time::Duration,
-};
+use std::{io, os::fd::AsRawFd, sync::Arc, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -27,16 +19,14 @@ use aya::{
 };
 use log::{debug, warn};
 use sensor_common::{
-    FlowEvent, FlowKey, FlowValue, Health,
-    account::peer,
-    flow::{SIDE_HI, SIDE_LO, event_reason, history, ipproto},
-    global_names, map_names, program_names,
+    FlowEvent, FlowKey, FlowValue, Health, flow::event, global_names, map_names, program_names,
     slots::slot_count,
 };
 
 use crate::{
     flow_table::{FlowTable, FlowTableError, hash_seed},
-    flows::{ConnectionRecord, EndReason},
+    flows::ConnEvent,
+    lifecycle::{FlowStore, Lifecycle, LifecycleConfig, LifecycleStats},
 };
 
 /// The eBPF object built by `build.rs` (aya-build).
@@ -65,32 +55,6 @@ pub enum XdpAttachMode {
     Generic,
 }
 
-/// Idle timeouts after which a connection without packets is finalised.
-///
-/// Defaults follow Zeek (`tcp_inactivity_timeout` 5 min, `udp_inactivity_timeout` and
-/// `icmp_inactivity_timeout` 1 min, `tcp_attempt_delay` 5 s), whose connection semantics the KDD
-/// features were derived with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// An established TCP connection that neither closed nor reset.
-    pub tcp_established: Duration,
-    /// A TCP connection attempt without an established handshake (S0, half-open, mid-stream).
-    pub tcp_attempt: Duration,
-    pub udp: Duration,
-    pub icmp: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            tcp_established: Duration::from_secs(300),
-            tcp_attempt: Duration::from_secs(5),
-            udp: Duration::from_secs(60),
-            icmp: Duration::from_secs(60),
-        }
-    }
-}
-
 /// What to watch and how.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
@@ -102,15 +66,16 @@ pub struct CaptureConfig {
     pub table_capacity: u32,
     /// Ring buffer size in bytes (a power-of-two multiple of the page size).
     pub ring_bytes: u32,
-    pub timeouts: Timeouts,
-    /// How long a finished TCP connection's entry stays in the table after it was reported.
-    pub close_linger: Duration,
-    /// Period of the full idle scan, which bounds how late an idle connection is finalised
-    /// (its detection latency). `None`: a quarter of the shortest idle timeout, within
-    /// 50 ms..5 s. Each scan reads the whole memory-mapped slot array (two slots per flow of
-    /// capacity, 112 bytes each: 56 MiB for 262,144 flows), so a short period suits small
-    /// tables (the demo lab) better than a full-size one.
-    pub idle_scan_interval: Option<Duration>,
+    /// How connections are finalised. Its table scan reads the whole memory-mapped slot array
+    /// (two slots per flow of capacity, 112 bytes each: 56 MiB for 262,144 flows).
+    pub lifecycle: LifecycleConfig,
+}
+
+impl CaptureConfig {
+    /// Default flow table capacity, in connections.
+    pub const DEFAULT_TABLE_CAPACITY: u32 = sensor_common::slots::DEFAULT_FLOW_CAPACITY;
+    /// Default ring buffer size.
+    pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 }
 
 impl Default for CaptureConfig {
@@ -118,11 +83,9 @@ impl Default for CaptureConfig {
         CaptureConfig {
             interfaces: Vec::new(),
             xdp_mode: XdpAttachMode::Auto,
-            table_capacity: 262_144,
-            ring_bytes: 4 << 20,
-            timeouts: Timeouts::default(),
-            close_linger: Duration::from_secs(2),
-            idle_scan_interval: None,
+            table_capacity: Self::DEFAULT_TABLE_CAPACITY,
+            ring_bytes: Self::DEFAULT_RING_BYTES,
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -177,37 +140,6 @@ pub enum CaptureError {
     FlowTable(#[source] FlowTableError),
 }
 
-/// Counters of the user-side stage, for reports and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CaptureStats {
-    /// Ring-buffer events received.
-    pub events: u64,
-    /// Events for a connection already reported (two CPUs raced on its last packets).
-    pub duplicate_events: u64,
-    /// Finished TCP connections the sweep found before any event for them (a dropped event, or
-    /// two CPUs racing on the last FINs so that neither signalled).
-    pub finished_by_sweep: u64,
-    /// Records emitted, by end reason: fin, rst, idle, shutdown.
-    pub records_fin: u64,
-    pub records_rst: u64,
-    pub records_idle: u64,
-    pub records_shutdown: u64,
-    /// Entries in the flow table at the last sweep.
-    pub table_entries: u64,
-}
-
-impl CaptureStats {
-    /// Counts one emitted record by why it ended (live capture and replay alike).
-    pub fn count_record(&mut self, reason: EndReason) {
-        match reason {
-            EndReason::Fin => self.records_fin += 1,
-            EndReason::Rst => self.records_rst += 1,
-            EndReason::Idle => self.records_idle += 1,
-            EndReason::Shutdown => self.records_shutdown += 1,
-        }
-    }
-}
-
 /// Loaded and attached kernel programs plus the user-side bookkeeping.
 pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything.
@@ -216,19 +148,25 @@ pub struct Capture {
     health: Arc<HealthReader>,
     events: RingBuf<MapData>,
     config: CaptureConfig,
-    /// CLOCK_REALTIME - CLOCK_MONOTONIC, to turn kernel timestamps into Unix time.
-    mono_to_unix_ns: i128,
-    /// Finished connections already reported and still lingering in the table, by their
-    /// `first_seen_ns` (a reused 5-tuple has another one).
-    reported: StdHashMap<FlowKey, u64>,
-    /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
-    /// Removing them needs no scan of the table.
-    lingering: VecDeque<(u64, FlowKey, u64)>,
-    /// Kernel-clock time of the next full idle scan.
-    next_scan_ns: u64,
-    stats: CaptureStats,
+    lifecycle: Lifecycle,
+    /// Events read from the ring, before they are ordered and handed to the lifecycle.
+    pending: Vec<(u64, FlowKey, FlowValue, u32)>,
     /// Drains aya-log messages of the kernel programs (none in normal operation).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl FlowStore for FlowTable {
+    fn get(&self, key: &FlowKey) -> Option<FlowValue> {
+        FlowTable::get(self, key)
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        FlowTable::remove(self, key);
+    }
+
+    fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
+        FlowTable::entries(self)
+    }
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF maps against it (before 5.11).
@@ -369,12 +307,9 @@ impl Capture {
             flows,
             health,
             events,
+            lifecycle: Lifecycle::new(config.lifecycle.clone(), mono_to_unix_ns),
             config,
-            mono_to_unix_ns,
-            reported: StdHashMap::new(),
-            lingering: VecDeque::new(),
-            next_scan_ns: 0,
-            stats: CaptureStats::default(),
+            pending: Vec::new(),
             logger,
         })
     }
@@ -384,14 +319,14 @@ impl Capture {
         &self.config
     }
 
-    /// User-side counters.
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at start: records' Unix times are kernel times plus this.
     pub fn mono_to_unix_ns(&self) -> i128 {
-        self.mono_to_unix_ns
+        self.lifecycle.mono_to_unix_ns()
     }
 
-    pub fn stats(&self) -> CaptureStats {
-        self.stats
+    /// The lifecycle's counters.
+    pub fn stats(&self) -> LifecycleStats {
+        self.lifecycle.stats()
     }
 
     /// The kernel health counters, summed over CPUs (read now, from the map).
@@ -417,172 +352,46 @@ impl Capture {
         }
     }
 
-    /// Reads every pending ring-buffer event and finalises those connections.
-    pub fn drain_events(&mut self, out: &mut Vec<ConnectionRecord>) {
-        loop {
-            let ev: FlowEvent = {
-                let Some(item) = self.events.next() else {
-                    break;
-                };
-                if item.len() < std::mem::size_of::<FlowEvent>() {
-                    warn!("short ring-buffer event ({} bytes) ignored", item.len());
-                    continue;
-                }
-                // SAFETY: the kernel wrote a whole FlowEvent (size checked above);
-                // read_unaligned copes with any alignment of the ring's data.
-                unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) }
-            };
-            self.stats.events += 1;
-            let v = ev.value;
-            if self.reported.get(&ev.key) == Some(&v.first_seen_ns) {
-                self.stats.duplicate_events += 1;
+    /// Reads every pending ring-buffer event and hands them to the lifecycle, in the order of
+    /// their packets' times: two CPUs may reserve their events in the other order.
+    pub fn drain_events(&mut self, out: &mut Vec<ConnEvent>) {
+        while let Some(item) = self.events.next() {
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                warn!("short ring-buffer event ({} bytes) ignored", item.len());
                 continue;
             }
-            let reason = if ev.reason == event_reason::RST {
-                EndReason::Rst
+            // SAFETY: the kernel wrote a whole FlowEvent (size checked above); read_unaligned
+            // copes with any alignment of the ring's data.
+            let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            let at = if ev.kinds & event::OPEN != 0 {
+                ev.value.first_seen_ns
             } else {
-                EndReason::Fin
+                ev.value.last_seen_ns
             };
-            self.mark_reported(ev.key, &v);
-            self.emit(&ev.key, &v, reason, out);
+            self.pending.push((at, ev.key, ev.value, ev.kinds));
+        }
+        self.pending.sort_by_key(|e| e.0);
+        for (_, key, value, kinds) in self.pending.drain(..) {
+            self.lifecycle.on_event(&key, &value, kinds, out);
         }
     }
 
-    fn mark_reported(&mut self, key: FlowKey, v: &FlowValue) {
-        self.reported.insert(key, v.first_seen_ns);
-        let due = v
-            .last_seen_ns
-            .saturating_add(self.config.close_linger.as_nanos() as u64);
-        self.lingering.push_back((due, key, v.first_seen_ns));
-    }
-
-    /// One step of the capture loop: pending events, lingering entries whose time is up, and a
-    /// full idle scan when one is due (at most every quarter of the shortest idle timeout, so a
-    /// large table is not walked on every tick).
-    pub fn tick(
-        &mut self,
-        now_ns: u64,
-        out: &mut Vec<ConnectionRecord>,
-    ) -> Result<(), CaptureError> {
+    /// One step of the capture loop at `now_ns` (kernel clock): pending events, then the
+    /// lifecycle's due idle checks, lingering entries and table scan.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<ConnEvent>) {
         self.drain_events(out);
-        self.expire_lingering(now_ns)?;
-        if now_ns >= self.next_scan_ns {
-            self.sweep(now_ns, false, out)?;
-            let t = &self.config.timeouts;
-            let shortest = t.tcp_established.min(t.tcp_attempt).min(t.udp).min(t.icmp);
-            let every = self.config.idle_scan_interval.unwrap_or_else(|| {
-                (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
-            });
-            self.next_scan_ns = now_ns + every.as_nanos() as u64;
-        }
-        Ok(())
+        self.lifecycle.advance(now_ns, &mut self.flows, out);
     }
 
-    /// Removes finished connections whose linger is over. An entry that still sees packets
-    /// (trailing ACKs, retransmissions) lingers on; one that a new connection on the same
-    /// 5-tuple took over is left to that connection.
-    fn expire_lingering(&mut self, now_ns: u64) -> Result<(), CaptureError> {
-        let linger_ns = self.config.close_linger.as_nanos() as u64;
-        while let Some(&(due, key, first_seen)) = self.lingering.front() {
-            if due > now_ns {
-                break;
-            }
-            self.lingering.pop_front();
-            if self.reported.get(&key) != Some(&first_seen) {
-                continue; // superseded by a later report of the same 5-tuple
-            }
-            match self.flows.get(&key) {
-                Some(v) if v.first_seen_ns == first_seen => {
-                    if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
-                        self.remove_entry(&key)?;
-                        self.reported.remove(&key);
-                    } else {
-                        self.lingering
-                            .push_back((v.last_seen_ns + linger_ns, key, first_seen));
-                    }
-                }
-                // Gone, or taken over by a new connection on the same 5-tuple.
-                _ => {
-                    self.reported.remove(&key);
-                }
-            }
-        }
-        Ok(())
+    /// The end of observation: every connection still open is finalised and removed.
+    pub fn flush(&mut self, now_ns: u64, out: &mut Vec<ConnEvent>) {
+        self.drain_events(out);
+        self.lifecycle.flush(now_ns, &mut self.flows, out);
     }
 
-    fn remove_entry(&mut self, key: &FlowKey) -> Result<(), CaptureError> {
-        // A packet may re-create the entry right after; that is a new connection.
-        self.flows.remove(key);
-        Ok(())
-    }
-
-    /// Walks the table: finalises idle connections (and finished ones whose event never came).
-    ///
-    /// `now_ns` is on the kernel's clock ([`monotonic_now_ns`]). With `flush_all`, every
-    /// remaining connection is finalised (reason `Shutdown`) and every entry removed.
-    pub fn sweep(
-        &mut self,
-        now_ns: u64,
-        flush_all: bool,
-        out: &mut Vec<ConnectionRecord>,
-    ) -> Result<(), CaptureError> {
-        let entries = self.flows.entries();
-        self.stats.table_entries = entries.len() as u64;
-        let mut remove = Vec::new();
-        for (key, v) in entries {
-            let idle_ns = now_ns.saturating_sub(v.last_seen_ns);
-            if self.reported.get(&key) == Some(&v.first_seen_ns) {
-                // Lingering after its report: `expire_lingering` removes it in time.
-                if flush_all {
-                    remove.push(key);
-                }
-                continue;
-            }
-            let finished = tcp_finished(&key, &v);
-            if let Some(reason) = finished {
-                // Its event was lost (ring full) or never sent (a race): finalise it now.
-                self.stats.finished_by_sweep += 1;
-                self.mark_reported(key, &v);
-                self.emit(&key, &v, reason, out);
-                if flush_all {
-                    remove.push(key);
-                }
-                continue;
-            }
-            if flush_all {
-                self.emit(&key, &v, EndReason::Shutdown, out);
-                remove.push(key);
-            } else if idle_ns >= self.idle_timeout(&key, &v).as_nanos() as u64 {
-                self.emit(&key, &v, EndReason::Idle, out);
-                remove.push(key);
-            }
-        }
-        for key in remove {
-            self.remove_entry(&key)?;
-            self.reported.remove(&key);
-        }
-        if flush_all {
-            self.lingering.clear();
-        }
-        Ok(())
-    }
-
-    fn idle_timeout(&self, key: &FlowKey, v: &FlowValue) -> Duration {
-        idle_timeout(&self.config.timeouts, key, v)
-    }
-
-    fn emit(
-        &mut self,
-        key: &FlowKey,
-        v: &FlowValue,
-        reason: EndReason,
-        out: &mut Vec<ConnectionRecord>,
-    ) {
-        let Some(rec) = ConnectionRecord::from_flow(key, v, self.mono_to_unix_ns, reason) else {
-            return;
-        };
-        self.stats.count_record(reason);
-        out.push(rec);
+    /// Flow table entries now, and the table's capacity.
+    pub fn table_occupancy(&self) -> (u64, u64) {
+        (self.flows.len(), u64::from(self.config.table_capacity))
     }
 }
 
@@ -621,42 +430,6 @@ impl crate::export::metrics::HealthSource for HealthReader {
         self.read_sum()
             .map_err(|e| log::warn!("reading health counters: {e}"))
             .ok()
-    }
-}
-
-/// The idle timeout that applies to a flow: the established one once the originator completed
-/// the handshake, the attempt one before; per protocol otherwise. Replay applies the same rule.
-pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
-    match key.protocol {
-        ipproto::TCP => {
-            let orig = usize::from(v.orig_side & 1);
-            let established = v.history[orig] & history::SYN != 0
-                && v.history[peer(orig)] & history::SYN_ACK != 0
-                && v.history[orig] & history::NON_SYN != 0;
-            if established {
-                t.tcp_established
-            } else {
-                t.tcp_attempt
-            }
-        }
-        ipproto::UDP => t.udp,
-        _ => t.icmp,
-    }
-}
-
-/// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
-/// Replay applies the same rule.
-pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
-    if key.protocol != ipproto::TCP {
-        return None;
-    }
-    let (a, b) = (v.history[SIDE_LO], v.history[SIDE_HI]);
-    if (a | b) & history::RST != 0 {
-        Some(EndReason::Rst)
-    } else if a & b & history::FIN != 0 {
-        Some(EndReason::Fin)
-    } else {
-        None
     }
 }
 
@@ -711,16 +484,16 @@ where
     T::try_from(map).map_err(|source| CaptureError::Map { name, source })
 }
 
-/// Runs the capture loop until `shutdown` resolves: ring-buffer events as they arrive, an idle
-/// sweep every `sweep_interval`, and a final flush of every open connection (reason `Shutdown`).
-/// Records go to `sink` in batches (whatever one wake-up finalised), each sorted by end time:
-/// an idle scan finds connections in hash order, and the feature windows must see them in the
-/// order they ended. The capture counters come along as they stand.
+/// Runs the capture loop until `shutdown` resolves: ring-buffer events as they arrive, the
+/// lifecycle's deadlines every `tick`, and at the end the flush of every open connection (end
+/// reason `shutdown`). Each wake-up hands its events to `sink` in the order the lifecycle produced
+/// them, with the lifecycle's counters as they stand. `tick` bounds how late an idle connection
+/// is finalised after its timeout.
 pub async fn run(
     mut capture: Capture,
-    sweep_interval: Duration,
+    tick: Duration,
     shutdown: impl std::future::Future<Output = ()>,
-    mut sink: impl FnMut(&[ConnectionRecord], &CaptureStats),
+    mut sink: impl FnMut(&[ConnEvent], &LifecycleStats),
 ) -> Result<Capture, CaptureError> {
     use tokio::io::{Interest, unix::AsyncFd};
 
@@ -737,8 +510,8 @@ pub async fn run(
     let ready =
         unsafe { AsyncFd::register_with_interest(Fd(capture.events_fd()), Interest::READABLE) }
             .map_err(|e| CaptureError::Clock(e.into()))?;
-    let mut tick = tokio::time::interval(sweep_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut out = Vec::new();
     loop {
@@ -748,22 +521,19 @@ pub async fn run(
                 capture.drain_events(&mut out);
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
-                capture.tick(monotonic_now_ns()?, &mut out)?;
+            _ = ticks.tick() => {
+                capture.tick(monotonic_now_ns()?, &mut out);
                 capture.flush_logs();
             }
             _ = &mut shutdown => break,
         }
         if !out.is_empty() {
-            out.sort_by_key(|r| r.end_unix_ns);
             sink(&out, &capture.stats());
             out.clear();
         }
     }
-    capture.drain_events(&mut out);
-    capture.sweep(monotonic_now_ns()?, true, &mut out)?;
+    capture.flush(monotonic_now_ns()?, &mut out);
     capture.flush_logs();
-    out.sort_by_key(|r| r.end_unix_ns);
     sink(&out, &capture.stats());
     drop(ready);
     Ok(capture)

@@ -8,8 +8,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use serde::Deserialize;
 
 use crate::{
-    capture::{CaptureConfig, Timeouts, XdpAttachMode},
+    capture::{CaptureConfig, XdpAttachMode},
     detect::ThresholdOverride,
+    lifecycle::{LifecycleConfig, Timeouts},
 };
 
 /// The configuration file's contents; see `deploy/sensor.toml` for an annotated example.
@@ -20,9 +21,11 @@ pub struct FileConfig {
     pub xdp_mode: Option<XdpAttachMode>,
     pub table_size: Option<u32>,
     pub ring_bytes: Option<u32>,
-    pub sweep_interval_ms: Option<u64>,
-    /// Period of the full idle scan (default: a quarter of the shortest idle timeout).
-    pub idle_scan_interval_ms: Option<u64>,
+    /// Capture loop tick: how late after its timeout an idle connection is finalised.
+    pub tick_ms: Option<u64>,
+    /// Period of the table scan that adopts connections whose events were lost (default: a
+    /// quarter of the shortest idle timeout, 50 ms to 1 s).
+    pub table_scan_interval_ms: Option<u64>,
     /// `host:port` of the Prometheus endpoint; `"off"` disables it.
     pub metrics_addr: Option<String>,
     pub model: Option<PathBuf>,
@@ -103,7 +106,8 @@ impl Default for AlertConfig {
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub capture: CaptureConfig,
-    pub sweep_interval: Duration,
+    /// Capture loop tick ([`crate::capture::run`]).
+    pub tick: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub model: PathBuf,
     pub thresholds: ThresholdOverride,
@@ -112,11 +116,18 @@ pub struct RunConfig {
 }
 
 /// The default Prometheus address: loopback only, so nothing is exposed until the operator
-/// says so. 9464 is not claimed by a common exporter. (`resolve` builds the same address.)
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+/// says so. 9464 is not claimed by a common exporter.
+pub fn default_metrics_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
 /// The default model, relative to the working directory (the repository when run from it;
 /// `deploy/sensor.service` passes an absolute path).
 pub const DEFAULT_MODEL: &str = "models/nsl-kdd-flow.model";
+/// The default capture loop tick: an idle connection is final at most this long after its
+/// timeout, well inside the 50 ms detection latency target.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(10);
+/// The shortest tick accepted.
+pub const MIN_TICK: Duration = Duration::from_millis(1);
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +210,7 @@ impl FileConfig {
                 a.parse()
                     .map_err(|e| invalid("metrics_addr", format!("{a:?}: {e}")))?,
             ),
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            None => Some(default_metrics_addr()),
         };
         for (field, v) in [
             ("thresholds.supervised", self.thresholds.supervised),
@@ -228,17 +239,26 @@ impl FileConfig {
                 format!("must be > 0, got {}", alerts.max_per_second),
             ));
         }
+        let table_scan_interval = self
+            .table_scan_interval_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| LifecycleConfig::default_table_scan_interval(&timeouts));
         Ok(RunConfig {
             capture: CaptureConfig {
                 interfaces,
                 xdp_mode: self.xdp_mode.unwrap_or_default(),
                 table_capacity,
                 ring_bytes,
-                timeouts,
-                idle_scan_interval: self.idle_scan_interval_ms.map(Duration::from_millis),
-                ..base
+                lifecycle: LifecycleConfig {
+                    timeouts,
+                    table_scan_interval: Some(table_scan_interval),
+                    ..base.lifecycle
+                },
             },
-            sweep_interval: Duration::from_millis(self.sweep_interval_ms.unwrap_or(250).max(10)),
+            tick: self
+                .tick_ms
+                .map_or(DEFAULT_TICK, Duration::from_millis)
+                .max(MIN_TICK),
             metrics_addr,
             model: self.model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
             thresholds: ThresholdOverride {
@@ -266,7 +286,8 @@ mod tests {
             xdp_mode = "generic"
             table_size = 1000
             ring_bytes = 65536
-            sweep_interval_ms = 50
+            tick_ms = 50
+            table_scan_interval_ms = 500
             metrics_addr = "0.0.0.0:9500"
             model = "/var/lib/sensor/site.model"
             records = "/var/log/sensor/connections.jsonl"
@@ -290,9 +311,11 @@ mod tests {
         assert_eq!(c.capture.xdp_mode, XdpAttachMode::Generic);
         assert_eq!(c.capture.table_capacity, 1000);
         assert_eq!(c.capture.ring_bytes, 65536);
-        assert_eq!(c.capture.timeouts.tcp_attempt, Duration::from_millis(2500));
-        assert_eq!(c.capture.timeouts.icmp, Duration::from_secs(3));
-        assert_eq!(c.sweep_interval, Duration::from_millis(50));
+        let l = &c.capture.lifecycle;
+        assert_eq!(l.timeouts.tcp_attempt, Duration::from_millis(2500));
+        assert_eq!(l.timeouts.icmp, Duration::from_secs(3));
+        assert_eq!(l.table_scan_interval, Some(Duration::from_millis(500)));
+        assert_eq!(c.tick, Duration::from_millis(50));
         assert_eq!(c.metrics_addr, Some("0.0.0.0:9500".parse().unwrap()));
         assert_eq!(c.model, PathBuf::from("/var/lib/sensor/site.model"));
         assert_eq!(c.thresholds.supervised, Some(0.4));
@@ -314,11 +337,12 @@ mod tests {
             .unwrap()
             .resolve()
             .unwrap();
-        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS_ADDR.parse().unwrap()));
+        assert_eq!(c.metrics_addr, Some(default_metrics_addr()));
         assert!(c.metrics_addr.unwrap().ip().is_loopback());
         assert_eq!(c.alerts.sink, Sink::Stdout);
         assert_eq!(c.records, Sink::Off);
-        assert_eq!(c.capture.timeouts, Timeouts::default());
+        assert_eq!(c.capture.lifecycle.timeouts, Timeouts::default());
+        assert_eq!(c.tick, DEFAULT_TICK);
         assert_eq!(c.model, PathBuf::from(DEFAULT_MODEL));
     }
 
@@ -368,11 +392,12 @@ mod deploy_example {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sensor.toml");
         let c = FileConfig::load(&path).unwrap().resolve().unwrap();
         assert_eq!(c.capture.interfaces, ["eth0", "eth1"]);
-        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS_ADDR.parse().unwrap()));
+        assert_eq!(c.metrics_addr, Some(default_metrics_addr()));
         assert_eq!(
             c.alerts.sink,
             Sink::File("/var/log/sensor/alerts.jsonl".into())
         );
-        assert_eq!(c.capture.timeouts, Timeouts::default());
+        assert_eq!(c.capture.lifecycle.timeouts, Timeouts::default());
+        assert_eq!(c.tick, DEFAULT_TICK);
     }
 }

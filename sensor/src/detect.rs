@@ -1,14 +1,15 @@
-//! Detection: one finished connection in, its KDD features and the model's verdict out.
+//! Detection: connection events in, each finished connection's KDD features and the model's
+//! verdict out.
 //!
 //! Live mode (`sensor run`) and offline mode (`sensor replay`) both go through
-//! [`Pipeline::process`], so a capture replayed gives the verdicts the live sensor gave. The
+//! [`Pipeline::process_events`], so a capture replayed gives the verdicts the live sensor gave. The
 //! model sits behind an [`Arc`] so that a reload (SIGHUP) swaps it between two connections
 //! without copying the trees.
 use std::sync::Arc;
 
 use crate::{
     features::{FeatureConfig, FeatureConfigError, FeatureEngine},
-    flows::ConnectionRecord,
+    flows::{ConnEvent, ConnectionRecord},
     kdd::KddFeatures,
     model::{Model, Verdict},
 };
@@ -18,6 +19,26 @@ use crate::{
 pub struct Scored {
     pub features: KddFeatures,
     pub verdict: Verdict,
+    /// Why the verdict is not the model's, for connections outside what it judges.
+    pub not_scored: Option<NotScored>,
+}
+
+/// Connections the model does not judge: their verdict is normal, with the detectors' scores
+/// kept for reference and the combined score 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotScored {
+    /// A datagram to a group address (broadcast, multicast: DHCP, mDNS, NetBIOS, SSDP ...): a
+    /// one-to-many announcement, not a conversation between two hosts, which is what the KDD
+    /// connection features describe. It stays in the windows of other connections as traffic.
+    GroupDestination,
+}
+
+impl NotScored {
+    /// Whether `rec` is outside what the model judges, and why.
+    pub fn of(rec: &ConnectionRecord) -> Option<NotScored> {
+        rec.to_group.then_some(NotScored::GroupDestination)
+    }
 }
 
 /// Feature engine plus model; see the module docs.
@@ -52,23 +73,50 @@ impl Pipeline {
         self
     }
 
-    /// Computes the features of `rec` (adding it to the windows) and scores them.
-    pub fn process(&mut self, rec: &ConnectionRecord) -> Scored {
-        let features = self.engine.push(rec);
-        let verdict = self.model.score(&features);
-        Scored { features, verdict }
+    /// Runs `events` through the feature engine in order and scores the connections that
+    /// finished among them, all at once with [`Model::score_batch`] (which walks several rows
+    /// through each tree together): one [`Scored`] per `Finished` event, in order. The features
+    /// do not depend on how events are cut into batches.
+    pub fn process_events(&mut self, events: &[ConnEvent]) -> Vec<Scored> {
+        let mut scopes = Vec::new();
+        let mut features = Vec::new();
+        for e in events {
+            if let Some(f) = self.engine.on_event(e) {
+                features.push(f);
+                if let ConnEvent::Finished(r) = e {
+                    scopes.push(NotScored::of(r));
+                }
+            }
+        }
+        self.score(features, scopes)
     }
 
-    /// [`Pipeline::process`] for many connections in order: the features one by one (each
-    /// window sees the ones before), then the verdicts with [`Model::score_batch`], which walks
-    /// several rows through each tree at once. Same results as `process` row by row.
-    pub fn process_batch(&mut self, recs: &[ConnectionRecord]) -> Vec<Scored> {
+    /// Scores connections known only as records, each as if it began, was answered and
+    /// finished when it is its turn ([`FeatureEngine::push`]): for records in the order they
+    /// began (tests, benchmarks).
+    pub fn process_records(&mut self, recs: &[ConnectionRecord]) -> Vec<Scored> {
         let features: Vec<KddFeatures> = recs.iter().map(|r| self.engine.push(r)).collect();
+        self.score(features, recs.iter().map(NotScored::of).collect())
+    }
+
+    fn score(&self, features: Vec<KddFeatures>, scopes: Vec<Option<NotScored>>) -> Vec<Scored> {
         let verdicts = self.model.score_batch(&features);
         features
             .into_iter()
             .zip(verdicts)
-            .map(|(features, verdict)| Scored { features, verdict })
+            .zip(scopes)
+            .map(|((features, mut verdict), not_scored)| {
+                if not_scored.is_some() {
+                    verdict.anomalous = false;
+                    verdict.score = 0.0;
+                    verdict.detector = crate::model::Detector::None;
+                }
+                Scored {
+                    features,
+                    verdict,
+                    not_scored,
+                }
+            })
             .collect()
     }
 
@@ -139,7 +187,10 @@ mod tests {
                 urgent_packets: 0,
                 wrong_fragments: 0,
                 land: false,
+                to_group: false,
                 end_reason: EndReason::Rst,
+                answer_unix_ns: None,
+                final_unix_ns: 1_000_000_000 + i * 10_000_000,
             })
             .collect()
     }
@@ -149,8 +200,11 @@ mod tests {
         let mut one = Pipeline::new(model(), FeatureConfig::default()).unwrap();
         let mut many = Pipeline::new(model(), FeatureConfig::default()).unwrap();
         let rs = recs();
-        let a: Vec<Scored> = rs.iter().map(|r| one.process(r)).collect();
-        let b: Vec<Scored> = rs.chunks(64).flat_map(|c| many.process_batch(c)).collect();
+        let a: Vec<Scored> = rs
+            .iter()
+            .flat_map(|r| one.process_records(std::slice::from_ref(r)))
+            .collect();
+        let b: Vec<Scored> = rs.chunks(64).flat_map(|c| many.process_records(c)).collect();
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.features, y.features);

@@ -1,5 +1,7 @@
-//! Finished connections: [`ConnectionRecord`], oriented from the originator, built from a flow
-//! table entry (live) or from the same accounting run in user space (replay).
+//! Connections as the stages after capture see them: [`ConnEvent`]s (a connection began, its
+//! handshake's outcome became known, it finished) and the finished [`ConnectionRecord`],
+//! oriented from the originator, built from a flow table entry (live) or from the same
+//! accounting run in user space (replay).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -7,7 +9,7 @@ use sensor_common::{
     FlowKey, FlowValue,
     account::peer,
     conn_state::{ConnState, datagram_conn_state, tcp_conn_state},
-    flow::{ipproto, value_flags},
+    flow::{history, ipproto, value_flags},
 };
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +91,62 @@ pub struct ConnectionRecord {
     pub wrong_fragments: u32,
     /// Same address and port on both ends (KDD `land`).
     pub land: bool,
+    /// Sent to a group address (IP multicast or broadcast, or a link-layer group address): a
+    /// one-to-many datagram, not a conversation between two hosts.
+    #[serde(default)]
+    pub to_group: bool,
     pub end_reason: EndReason,
+    /// When the outcome of the originator's SYN became known (TCP connections opened with a
+    /// SYN that got an answer): the responder's first packet, or the originator's first ACK
+    /// where the responder's side was not seen. Unix ns.
+    #[serde(default)]
+    pub answer_unix_ns: Option<u64>,
+    /// When the connection became final, Unix ns: its last packet when FIN or RST ended it, its
+    /// last packet plus the idle timeout that applied when it went idle, the end of observation
+    /// (sensor stopped, capture ended) for `shutdown`.
+    #[serde(default)]
+    pub final_unix_ns: u64,
+}
+
+/// Identifies one connection among all that used a 5-tuple: its endpoints and its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub start_unix_ns: u64,
+    pub transport: Transport,
+    pub orig_addr: IpAddr,
+    pub orig_port: u16,
+    pub resp_addr: IpAddr,
+    pub resp_port: u16,
+}
+
+/// What is known of a connection when it begins: enough to place it in the feature windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnStart {
+    pub id: ConnId,
+    pub ip_version: u8,
+    /// ICMP type and code of the originator's first packet (ICMP only).
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    /// A TCP connection whose originator opened with a SYN: its handshake's outcome (answered,
+    /// refused, unanswered) is still to come. False for UDP, ICMP and TCP picked up mid-stream.
+    pub awaits_answer: bool,
+}
+
+/// One step of a connection's life, in the order the lifecycle learnt it (which is the order
+/// of the packets that caused it, up to the live path's small cross-CPU disorder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// Its first packet was seen.
+    Opened(ConnStart),
+    /// Its originator's SYN was answered at `at_unix_ns`; `refused` when the answer was a RST
+    /// without a SYN-ACK (KDD `REJ`).
+    Answered {
+        id: ConnId,
+        at_unix_ns: u64,
+        refused: bool,
+    },
+    /// It is over.
+    Finished(ConnectionRecord),
 }
 
 impl ConnectionRecord {
@@ -101,11 +158,10 @@ impl ConnectionRecord {
         mono_to_unix_ns: i128,
         end_reason: EndReason,
     ) -> Option<ConnectionRecord> {
-        let transport = Transport::from_ipproto(key.protocol)?;
+        let start = ConnStart::from_flow(key, v, mono_to_unix_ns)?;
+        let transport = start.id.transport;
         let orig = usize::from(v.orig_side & 1);
         let resp = peer(orig);
-        let (orig_addr, orig_port) = key.endpoint(orig);
-        let (resp_addr, resp_port) = key.endpoint(resp);
         let conn_state = match transport {
             Transport::Tcp => tcp_conn_state(
                 v.history[orig],
@@ -115,19 +171,18 @@ impl ConnectionRecord {
             ),
             _ => datagram_conn_state(v.packets[orig], v.packets[resp]),
         };
-        let to_unix = |t: u64| (t as i128 + mono_to_unix_ns).clamp(0, u64::MAX as i128) as u64;
-        let is_icmp = transport == Transport::Icmp;
+        let end_unix_ns = to_unix(v.last_seen_ns, mono_to_unix_ns);
         Some(ConnectionRecord {
-            start_unix_ns: to_unix(v.first_seen_ns),
-            end_unix_ns: to_unix(v.last_seen_ns),
+            start_unix_ns: start.id.start_unix_ns,
+            end_unix_ns,
             transport,
-            ip_version: key.ip_version,
-            orig_addr: to_ip(orig_addr, key.ip_version),
-            orig_port,
-            resp_addr: to_ip(resp_addr, key.ip_version),
-            resp_port,
-            icmp_type: is_icmp.then_some(v.icmp_type),
-            icmp_code: is_icmp.then_some(v.icmp_code),
+            ip_version: start.ip_version,
+            orig_addr: start.id.orig_addr,
+            orig_port: start.id.orig_port,
+            resp_addr: start.id.resp_addr,
+            resp_port: start.id.resp_port,
+            icmp_type: start.icmp_type,
+            icmp_code: start.icmp_code,
             orig_packets: v.packets[orig],
             resp_packets: v.packets[resp],
             orig_bytes: v.payload_bytes[orig],
@@ -136,13 +191,103 @@ impl ConnectionRecord {
             urgent_packets: v.urgent_packets,
             wrong_fragments: v.wrong_fragments,
             land: v.flags & value_flags::LAND != 0,
+            to_group: v.flags & value_flags::GROUP != 0 || is_group_address(start.id.resp_addr),
             end_reason,
+            answer_unix_ns: None,
+            final_unix_ns: end_unix_ns,
         })
+    }
+
+    /// The connection's identity.
+    pub fn id(&self) -> ConnId {
+        ConnId {
+            start_unix_ns: self.start_unix_ns,
+            transport: self.transport,
+            orig_addr: self.orig_addr,
+            orig_port: self.orig_port,
+            resp_addr: self.resp_addr,
+            resp_port: self.resp_port,
+        }
+    }
+
+    /// What was known of it when it began.
+    pub fn start(&self) -> ConnStart {
+        ConnStart {
+            id: self.id(),
+            ip_version: self.ip_version,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
+            awaits_answer: self.opened_with_syn(),
+        }
+    }
+
+    /// When and how its handshake was decided: `(Unix ns, refused)`, or `None` for a SYN never
+    /// answered and for connections not opened with a SYN. A record without
+    /// `answer_unix_ns` (written by an older sensor, or built by hand) is taken as answered at
+    /// its start when its final state says the responder answered.
+    pub fn handshake_answer(&self) -> Option<(u64, bool)> {
+        use ConnState::*;
+        if !self.opened_with_syn() {
+            return None;
+        }
+        let refused = self.conn_state == REJ;
+        match self.answer_unix_ns {
+            Some(t) => Some((t, refused)),
+            None if matches!(self.conn_state, S0 | SH | RSTOS0) => None,
+            None => Some((self.start_unix_ns, refused)),
+        }
+    }
+
+    /// Whether its originator opened with a SYN, as far as the record tells: an answer came, or
+    /// the final state is one that starts with the originator's SYN (not `OTH`, `SHR`, `RSTRH`,
+    /// the states of a connection picked up after its SYN).
+    fn opened_with_syn(&self) -> bool {
+        use ConnState::*;
+        self.transport == Transport::Tcp
+            && (self.answer_unix_ns.is_some() || !matches!(self.conn_state, OTH | SHR | RSTRH))
     }
 
     /// Duration from first to last packet, in seconds.
     pub fn duration_secs(&self) -> f64 {
         self.end_unix_ns.saturating_sub(self.start_unix_ns) as f64 / 1e9
+    }
+}
+
+/// A table timestamp in Unix ns.
+fn to_unix(t: u64, mono_to_unix_ns: i128) -> u64 {
+    (t as i128 + mono_to_unix_ns).clamp(0, u64::MAX as i128) as u64
+}
+
+impl ConnStart {
+    /// What a flow table entry tells of its connection's beginning.
+    pub fn from_flow(key: &FlowKey, v: &FlowValue, mono_to_unix_ns: i128) -> Option<ConnStart> {
+        let transport = Transport::from_ipproto(key.protocol)?;
+        let orig = usize::from(v.orig_side & 1);
+        let (orig_addr, orig_port) = key.endpoint(orig);
+        let (resp_addr, resp_port) = key.endpoint(peer(orig));
+        let is_icmp = transport == Transport::Icmp;
+        Some(ConnStart {
+            id: ConnId {
+                start_unix_ns: to_unix(v.first_seen_ns, mono_to_unix_ns),
+                transport,
+                orig_addr: to_ip(orig_addr, key.ip_version),
+                orig_port,
+                resp_addr: to_ip(resp_addr, key.ip_version),
+                resp_port,
+            },
+            ip_version: key.ip_version,
+            icmp_type: is_icmp.then_some(v.icmp_type),
+            icmp_code: is_icmp.then_some(v.icmp_code),
+            awaits_answer: transport == Transport::Tcp && v.history[orig] & history::SYN != 0,
+        })
+    }
+}
+
+/// An IP multicast address, or the IPv4 limited broadcast.
+pub fn is_group_address(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
     }
 }
 

@@ -197,6 +197,16 @@ pub fn vocab_index(vocabulary: &[&str], name: &str) -> Option<usize> {
 pub struct KddFeatures(pub [f64; NUM_FEATURES]);
 
 impl KddFeatures {
+    /// Index of the `service` (column 3) in [`SERVICES`].
+    pub fn service_index(&self) -> u8 {
+        self.0[2] as u8
+    }
+
+    /// Index of the `flag` (column 4) in [`FLAGS`].
+    pub fn flag_index(&self) -> u8 {
+        self.0[3] as u8
+    }
+
     /// The values of a feature set, in model input order.
     pub fn select(&self, set: FeatureSet) -> impl Iterator<Item = f64> + '_ {
         set.indices().iter().map(|&i| self.0[i])

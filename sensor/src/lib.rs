@@ -17,6 +17,7 @@ pub mod features;
 pub mod flow_table;
 pub mod flows;
 pub mod kdd;
+pub mod lifecycle;
 pub mod model;
 pub mod replay;
 pub mod train;

@@ -7,9 +7,11 @@ use std::{path::PathBuf, sync::Arc};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sensor::{
-    capture::{self, Capture, CaptureConfig, Timeouts, XdpAttachMode},
+    capture::{self, Capture, CaptureConfig, XdpAttachMode},
     dataset,
     export::Metrics,
+    flows::ConnEvent,
+    lifecycle::{LifecycleConfig, Timeouts},
     model::Model,
     train,
 };
@@ -63,28 +65,39 @@ struct CaptureArgs {
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: XdpAttachMode,
     /// Flow table capacity, in connections.
-    #[arg(long, default_value_t = 262_144)]
+    #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_CAPACITY)]
     table_size: u32,
-    /// Ring buffer size for finished-connection events, in bytes (power of two).
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Ring buffer size for connection events, in bytes (power of two).
+    #[arg(long, default_value_t = CaptureConfig::DEFAULT_RING_BYTES)]
     ring_bytes: u32,
     #[command(flatten)]
     timeouts: TimeoutArgs,
-    /// How often idle connections are swept, in milliseconds.
-    #[arg(long, default_value_t = 250)]
-    sweep_interval_ms: u64,
+    /// Capture loop tick in milliseconds: how late after its timeout an idle connection is
+    /// finalised.
+    #[arg(long, default_value_t = sensor::config::DEFAULT_TICK.as_millis() as u64)]
+    tick_ms: u64,
 }
 
 impl CaptureArgs {
     fn config(&self) -> anyhow::Result<CaptureConfig> {
+        let timeouts = self.timeouts.timeouts()?;
         Ok(CaptureConfig {
             interfaces: self.interfaces.clone(),
             xdp_mode: self.xdp_mode,
             table_capacity: self.table_size,
             ring_bytes: self.ring_bytes,
-            timeouts: self.timeouts.timeouts()?,
-            ..CaptureConfig::default()
+            lifecycle: LifecycleConfig {
+                table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(
+                    &timeouts,
+                )),
+                timeouts,
+                ..LifecycleConfig::default()
+            },
         })
+    }
+
+    fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms).max(sensor::config::MIN_TICK)
     }
 }
 
@@ -151,13 +164,14 @@ struct RunArgs {
     /// Ring buffer size in bytes, a power of two [default 4 MiB].
     #[arg(long)]
     ring_bytes: Option<u32>,
-    /// Capture loop tick in milliseconds [default 250].
+    /// Capture loop tick in milliseconds: how late after its timeout an idle connection is
+    /// finalised [default 10].
     #[arg(long)]
-    sweep_interval_ms: Option<u64>,
-    /// Period of the full idle scan in milliseconds [default: a quarter of the shortest idle
-    /// timeout, 50 ms..5 s]; bounds the detection latency of idle connections.
+    tick_ms: Option<u64>,
+    /// Period of the table scan that adopts connections whose events were lost, in
+    /// milliseconds [default: a quarter of the shortest idle timeout, 50 ms..1 s].
     #[arg(long)]
-    idle_scan_interval_ms: Option<u64>,
+    table_scan_interval_ms: Option<u64>,
     /// Prometheus endpoint, host:port, or "off" [default 127.0.0.1:9464].
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -213,8 +227,8 @@ impl RunArgs {
         set(&mut f.xdp_mode, &self.xdp_mode);
         set(&mut f.table_size, &self.table_size);
         set(&mut f.ring_bytes, &self.ring_bytes);
-        set(&mut f.sweep_interval_ms, &self.sweep_interval_ms);
-        set(&mut f.idle_scan_interval_ms, &self.idle_scan_interval_ms);
+        set(&mut f.tick_ms, &self.tick_ms);
+        set(&mut f.table_scan_interval_ms, &self.table_scan_interval_ms);
         set(&mut f.metrics_addr, &self.metrics_addr);
         set(&mut f.model, &self.model);
         set(&mut f.alerts.sink, &self.alerts);
@@ -425,9 +439,16 @@ fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
             if args.interfaces.is_empty() {
                 anyhow::bail!("give --records FILE or --iface IF (with --duration-secs)");
             }
+            let timeouts = args.timeouts.timeouts()?;
             let config = CaptureConfig {
                 interfaces: args.interfaces.clone(),
-                timeouts: args.timeouts.timeouts()?,
+                lifecycle: LifecycleConfig {
+                    table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(
+                        &timeouts,
+                    )),
+                    timeouts,
+                    ..LifecycleConfig::default()
+                },
                 ..CaptureConfig::default()
             };
             let limit = secs_arg("duration-secs", args.duration_secs)?;
@@ -444,9 +465,14 @@ fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
                 );
                 capture::run(
                     capture,
-                    Duration::from_millis(100),
+                    sensor::config::DEFAULT_TICK,
                     shutdown_signal(Some(limit)),
-                    |batch, _| recs.extend_from_slice(batch),
+                    |events, _| {
+                        recs.extend(events.iter().filter_map(|e| match e {
+                            ConnEvent::Finished(r) => Some(r.clone()),
+                            _ => None,
+                        }))
+                    },
                 )
                 .await
                 .context("capture loop")?;
@@ -528,11 +554,14 @@ fn flows(args: FlowsArgs) -> anyhow::Result<()> {
         let mut write_error = None;
         let capture = capture::run(
             capture,
-            Duration::from_millis(args.capture.sweep_interval_ms.max(10)),
+            args.capture.tick(),
             shutdown_signal(limit),
-            |batch, stats| {
+            |events, stats| {
                 let mut buf = Vec::new();
-                for rec in batch {
+                for ev in events {
+                    let ConnEvent::Finished(rec) = ev else {
+                        continue;
+                    };
                     if let Some(m) = &metrics {
                         m.observe_connection(rec);
                     }
@@ -793,13 +822,10 @@ struct ReplayArgs {
     #[arg(long)]
     alerts: Option<PathBuf>,
     /// Flow table capacity, in connections (as the live sensor's --table-size).
-    #[arg(long, default_value_t = 262_144)]
+    #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_CAPACITY)]
     table_size: u32,
     #[command(flatten)]
     timeouts: TimeoutArgs,
-    /// The live sensor's sweep tick, in milliseconds (replayed on the capture's clock).
-    #[arg(long, default_value_t = 250)]
-    sweep_interval_ms: u64,
 }
 
 /// `path` as given, or for the default model outside the workspace root, the workspace's copy.
@@ -819,8 +845,6 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<()> {
     let config = ReplayConfig {
         table_capacity: args.table_size,
         timeouts: args.timeouts.timeouts()?,
-        sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(10)),
-        ..ReplayConfig::default()
     };
     let model_file = model_path(&args.model);
     let model = Model::load(&model_file)

@@ -1,18 +1,19 @@
-//! The live connection lifecycle on the capture clock (`replay::Replayer`, mirroring
-//! `capture.rs`): linger after a finished connection, port reuse, duplicate end signals, idle
-//! timeouts per protocol, a full table, fragments, and the health invariant.
+//! The connection lifecycle (`sensor::lifecycle`, shared with the live sensor) on the capture
+//! clock (`replay::Replayer`): the events it emits, linger after a finished connection, port
+//! reuse, duplicate end signals, idle timeouts per protocol with exact final moments, a full
+//! table, fragments, the health invariant, and a cost that follows the packets.
 mod common;
 
 use common::*;
 use sensor::{
-    flows::{ConnectionRecord, EndReason},
+    flows::{ConnEvent, ConnectionRecord, EndReason},
     replay::{LinkType, ReplayConfig, Replayer},
 };
 use sensor_common::{Health, conn_state::ConnState};
 
 struct Run {
     r: Replayer,
-    out: Vec<ConnectionRecord>,
+    out: Vec<ConnEvent>,
 }
 
 impl Run {
@@ -32,9 +33,20 @@ impl Run {
         );
         self
     }
+    /// The connections finished since the last call.
     fn take(&mut self) -> Vec<ConnectionRecord> {
-        std::mem::take(&mut self.out)
+        finished(std::mem::take(&mut self.out))
     }
+}
+
+fn finished(events: Vec<ConnEvent>) -> Vec<ConnectionRecord> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            ConnEvent::Finished(r) => Some(r),
+            _ => None,
+        })
+        .collect()
 }
 
 fn outcomes_add_up(h: &Health) {
@@ -78,7 +90,7 @@ fn a_trailing_ack_lingers_and_the_entry_goes_after_the_linger() {
         .at(500, tcp4(S, 80, C, 40000, FIN | ACK, 0));
     assert!(run.take().is_empty());
     assert_eq!(run.r.tables().len(), 1);
-    // 2 s linger after its last packet (500 ms), removed on a tick of the capture clock.
+    // 2 s linger after its last packet (500 ms), removed when the clock passes it.
     run.at(2400, udp4(C, 1, S, 2, 1));
     assert_eq!(run.r.tables().len(), 2, "still lingering at 2.4 s");
     run.at(2700, udp4(C, 1, S, 2, 1));
@@ -143,15 +155,93 @@ fn idle_timeouts_follow_the_protocol_and_the_handshake() {
             .map(|r| (r.resp_port, r.end_reason))
             .collect::<Vec<_>>()
     };
-    assert_eq!(ended(&mut run, 4_900), vec![]);
-    assert_eq!(ended(&mut run, 6_400), vec![(22, EndReason::Idle)]);
-    assert_eq!(ended(&mut run, 59_000), vec![]);
+    assert_eq!(ended(&mut run, 4_999), vec![]);
+    assert_eq!(ended(&mut run, 5_000), vec![(22, EndReason::Idle)]);
+    assert_eq!(ended(&mut run, 59_999), vec![]);
     assert_eq!(ended(&mut run, 61_300), vec![(53, EndReason::Idle)]);
     assert_eq!(ended(&mut run, 299_000), vec![]);
     let late = ended(&mut run, 302_000);
     assert_eq!(late, vec![(80, EndReason::Idle)]);
     assert!(run.r.tables().is_empty());
     assert_eq!(run.r.health().non_ip, 6);
+}
+
+#[test]
+fn events_come_in_order_and_records_carry_their_final_moment() {
+    let mut run = Run::new(ReplayConfig::default());
+    run.at(0, tcp4(C, 40000, S, 80, SYN, 0))
+        .at(3, tcp4(S, 80, C, 40000, SYN | ACK, 0))
+        .at(4, tcp4(C, 40000, S, 80, ACK, 0))
+        .at(10, udp4(C, 5000, S, 53, 10))
+        .at(20, tcp4(C, 40001, S, 81, SYN, 0))
+        .at(21, tcp4(S, 81, C, 40001, RST | ACK, 0));
+    let kinds: Vec<String> = run
+        .out
+        .iter()
+        .map(|e| match e {
+            ConnEvent::Opened(s) => format!("open {}", s.id.resp_port),
+            ConnEvent::Answered { id, refused, .. } => {
+                format!("answer {} refused={refused}", id.resp_port)
+            }
+            ConnEvent::Finished(r) => format!("finish {} {:?}", r.resp_port, r.end_reason),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "open 80",
+            "answer 80 refused=false",
+            "open 53",
+            "open 81",
+            "answer 81 refused=true",
+            "finish 81 Rst"
+        ]
+    );
+    let refused = &run.take()[0];
+    assert_eq!(refused.answer_unix_ns, Some(T0 + 21 * MS));
+    assert_eq!(refused.final_unix_ns, T0 + 21 * MS);
+    // Idle: final at the last packet plus the timeout that applied, to the nanosecond.
+    run.at(70_000, udp4(C, 9, S, 9, 1));
+    let idle = run.take();
+    let udp = idle.iter().find(|r| r.resp_port == 53).unwrap();
+    assert_eq!(udp.final_unix_ns, T0 + 10 * MS + 60_000 * MS);
+    let tcp = idle.iter().find(|r| r.resp_port == 80).unwrap();
+    assert_eq!(tcp.answer_unix_ns, Some(T0 + 3 * MS));
+    assert_eq!(tcp.end_reason, EndReason::Idle);
+    assert_eq!(tcp.final_unix_ns, T0 + 4 * MS + 300_000 * MS, "{tcp:?}");
+}
+
+#[test]
+fn the_cost_follows_the_packets_not_the_span_of_the_clock() {
+    // Fifty years between two packets. Walking the clock in ticks would take hours; the deadline
+    // of the first conversation simply falls due at the second packet. The bound only proves
+    // that nothing walks the span; the speed of replay is measured by `cargo bench`.
+    let mut run = Run::new(ReplayConfig::default());
+    let start = std::time::Instant::now();
+    run.r.packet(
+        1_000_000_000,
+        60,
+        LinkType::Ethernet,
+        &udp4(C, 514, S, 514, 20),
+        &mut run.out,
+    );
+    let later = 50 * 365 * 24 * 3600 * 1_000_000_000u64;
+    run.r.packet(
+        later,
+        60,
+        LinkType::Ethernet,
+        &udp4(C, 514, S, 514, 20),
+        &mut run.out,
+    );
+    run.r.finish(&mut run.out);
+    let recs = run.take();
+    assert_eq!(recs.len(), 2, "two conversations, 50 years apart");
+    assert_eq!(recs[0].end_reason, EndReason::Idle);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -213,7 +303,7 @@ fn fragments_are_attributed_through_the_first_one() {
 fn every_packet_of_the_golden_captures_is_counted_once() {
     for (name, _) in golden_captures() {
         let mut r = Replayer::new(ReplayConfig::default());
-        let mut out = Vec::new();
+        let mut out: Vec<ConnEvent> = Vec::new();
         let n = sensor::replay::for_each_packet(&fixtures_dir().join(name), |p| {
             r.packet(p.ts_ns, u64::from(p.wire_len), p.link, p.data, &mut out)
         })

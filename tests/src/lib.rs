@@ -119,8 +119,6 @@ pub const FAST_TIMEOUTS: &[&str] = &[
     "1",
     "--tcp-attempt-timeout-secs",
     "1",
-    "--sweep-interval-ms",
-    "100",
 ];
 
 impl SensorRun {

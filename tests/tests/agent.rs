@@ -48,7 +48,6 @@ fn config_file_sighup_reload_keeps_the_model_on_a_bad_file_and_alerts_are_rate_l
 interfaces = ["{iface}"]
 xdp_mode = "generic"
 table_size = 4096
-sweep_interval_ms = 20
 metrics_addr = "127.0.0.1:9464"
 model = "{model}"
 [timeouts]

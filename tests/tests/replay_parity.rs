@@ -48,11 +48,13 @@ fn id(r: &ConnectionRecord) -> Id {
     )
 }
 
-/// Everything but the times.
+/// Everything but the times (the duration kept, and whether an answer came).
 fn timeless(r: &ConnectionRecord) -> ConnectionRecord {
     ConnectionRecord {
         start_unix_ns: 0,
         end_unix_ns: r.end_unix_ns - r.start_unix_ns,
+        answer_unix_ns: r.answer_unix_ns.map(|_| 0),
+        final_unix_ns: 0,
         ..r.clone()
     }
 }
@@ -257,12 +259,24 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
         FeatureConfig::default(),
     )
     .unwrap();
-    let live_scored: BTreeMap<Id, (ConnectionRecord, sensor::detect::Scored)> = live
+    let server_records: Vec<ConnectionRecord> = live
         .records
         .iter()
         .filter(|r| is_server(r))
-        .map(|r| (id(r), (r.clone(), pipeline.process(r))))
+        .cloned()
         .collect();
+    let scored = pipeline.process_events(&sensor::features::events_from_records(&server_records));
+    let finished_in_event_order = sensor::features::events_from_records(&server_records)
+        .into_iter()
+        .filter_map(|e| match e {
+            sensor::flows::ConnEvent::Finished(r) => Some(r),
+            _ => None,
+        });
+    let live_scored: BTreeMap<Id, (ConnectionRecord, sensor::detect::Scored)> =
+        finished_in_event_order
+            .zip(scored)
+            .map(|(r, s)| (id(&r), (r, s)))
+            .collect();
     let replay_by_id: BTreeMap<Id, &(ConnectionRecord, serde_json::Value)> =
         replayed.iter().map(|r| (id(&r.0), r)).collect();
     assert_eq!(

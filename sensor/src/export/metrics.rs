@@ -22,6 +22,7 @@ use crate::{
     features::EngineStats,
     flows::{ConnectionRecord, EndReason, Transport},
     kdd::SERVICES,
+    lifecycle::LifecycleStats,
     model::{Detector, Model},
 };
 
@@ -93,7 +94,9 @@ pub struct Metrics {
     pub table_entries: Arc<AtomicU64>,
     capture_events: IntCounter,
     capture_duplicate_events: IntCounter,
-    capture_finished_by_sweep: IntCounter,
+    capture_finished_by_scan: IntCounter,
+    capture_adopted_by_scan: IntCounter,
+    capture_lost_on_restart: IntCounter,
     detection: Detection,
 }
 
@@ -172,7 +175,7 @@ impl Metrics {
         let entries = Arc::clone(&table_entries);
         let occupancy = prometheus::PullingGauge::new(
             "sensor_flow_table_entries",
-            "Connections in the kernel flow table at the last idle scan.",
+            "Connections in the kernel flow table at the last table scan (at most a second old).",
             Box::new(move || entries.load(Ordering::Relaxed) as f64),
         )
         .map_err(e("sensor_flow_table_entries"))?;
@@ -198,9 +201,17 @@ impl Metrics {
             "sensor_capture_duplicate_events_total",
             "Ring-buffer events for a connection already reported (two CPUs raced on its last packets).",
         )?;
-        let capture_finished_by_sweep = counter(
-            "sensor_capture_finished_by_sweep_total",
-            "Finished TCP connections found by the idle scan before any event (dropped event or race).",
+        let capture_finished_by_scan = counter(
+            "sensor_capture_finished_by_scan_total",
+            "Finished TCP connections whose finish event never came (dropped, or a race of two CPUs), finalised by an idle check or the table scan.",
+        )?;
+        let capture_adopted_by_scan = counter(
+            "sensor_capture_adopted_by_scan_total",
+            "Connections whose begin event was lost (full ring buffer), found by the table scan; their window features are approximate.",
+        )?;
+        let capture_lost_on_restart = counter(
+            "sensor_capture_lost_on_restart_total",
+            "Connections whose entry a new connection on the same 5-tuple took over before their end was reported (their finish event was lost): records lost.",
         )?;
         let detection = Detection::new(&registry)?;
         Ok(Metrics {
@@ -210,23 +221,19 @@ impl Metrics {
             table_entries,
             capture_events,
             capture_duplicate_events,
-            capture_finished_by_sweep,
+            capture_finished_by_scan,
+            capture_adopted_by_scan,
+            capture_lost_on_restart,
             detection,
         })
     }
 
     /// Counts a scored connection: verdict by protocol and service, its score, and the
     /// detection latency (seconds from the moment the connection was final to the verdict).
-    pub fn observe_scored(
-        &self,
-        rec: &ConnectionRecord,
-        scored: &Scored,
-        latency_secs: f64,
-        finalised_by: &'static str,
-    ) {
+    pub fn observe_scored(&self, rec: &ConnectionRecord, scored: &Scored, latency_secs: f64) {
         let d = &self.detection;
         let v = &scored.verdict;
-        let svc = (scored.features.0[2] as usize).min(SERVICES.len());
+        let svc = usize::from(scored.features.service_index()).min(SERVICES.len());
         let service = SERVICES.get(svc).copied().unwrap_or("other");
         let (t, det) = (transport_index(rec.transport), detector_index(v.detector));
         let i = ((usize::from(v.anomalous) * 4 + det) * 3 + t) * (SERVICES.len() + 1) + svc;
@@ -241,10 +248,10 @@ impl Metrics {
             })
             .inc();
         d.score.observe(v.score);
-        let li = match finalised_by {
-            "event" => 0,
-            "idle_scan" => 1,
-            _ => 2,
+        let (li, finalised_by) = match rec.end_reason {
+            EndReason::Fin | EndReason::Rst => (0, "event"),
+            EndReason::Idle => (1, "idle_timeout"),
+            EndReason::Shutdown => (2, "shutdown"),
         };
         d.latency_children
             .get(li, || d.latency.with_label_values(&[finalised_by]))
@@ -338,11 +345,13 @@ impl Metrics {
     }
 
     /// Brings the capture-stage counters up to `stats` (cumulative values).
-    pub fn set_capture_stats(&self, stats: &crate::capture::CaptureStats) {
+    pub fn set_capture_stats(&self, stats: &LifecycleStats) {
         let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
         up(&self.capture_events, stats.events);
         up(&self.capture_duplicate_events, stats.duplicate_events);
-        up(&self.capture_finished_by_sweep, stats.finished_by_sweep);
+        up(&self.capture_finished_by_scan, stats.finished_by_scan);
+        up(&self.capture_adopted_by_scan, stats.adopted_by_scan);
+        up(&self.capture_lost_on_restart, stats.lost_on_restart);
         self.table_entries
             .store(stats.table_entries, Ordering::Relaxed);
     }
@@ -403,7 +412,7 @@ impl Detection {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "sensor_detection_latency_seconds",
-                        "Time from the moment a connection was final (its last packet for FIN/RST; last packet plus the idle timeout for idle ones) to its verdict, by how it was finalised.",
+                        "Time from the moment a connection was final (its last packet for FIN/RST; last packet plus the idle timeout for idle ones) to its verdict, by how it was finalised (event: FIN/RST signalled by the kernel; idle_timeout; shutdown).",
                     )
                     .buckets(vec![
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

@@ -4,73 +4,21 @@
 //! Every map entry is removed when its count drops to 0, so the maps hold at most one entry per
 //! connection in the window, however many distinct hosts the sensor has seen.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasherDefault, Hasher},
-};
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap as FxMap;
 
 use crate::kdd::SERVICES;
 
-/// A fast non-cryptographic hasher (the Fx multiply-rotate scheme of rustc). Keys are addresses
-/// an attacker chooses, but the maps are bounded by the window and hold counters only, so
-/// collision flooding costs CPU, not memory; SipHash would cost ~2x on every connection.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher {
-    hash: u64,
-}
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    #[inline]
-    fn write_u128(&mut self, i: u128) {
-        self.add(i as u64);
-        self.add((i >> 64) as u64);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+// The maps use the Fx hash (rustc-hash). Keys are addresses an attacker chooses, but the maps
+// are bounded by the windows and hold counters only, so collision flooding costs CPU, not
+// memory; SipHash would cost ~2x on every connection.
 
 /// A destination host: the address as 128 bits (IPv4 as v4-mapped IPv6).
 pub type HostKey = u128;
 
 /// One connection as the windows see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WindowEntry {
     pub host: HostKey,
     pub service: u8,
@@ -88,8 +36,9 @@ pub struct ErrCounts {
 }
 
 impl ErrCounts {
+    /// Counts one more connection.
     #[inline]
-    fn add(&mut self, e: &WindowEntry) {
+    pub fn add(&mut self, e: &WindowEntry) {
         self.n += 1;
         self.syn_errors += u32::from(e.syn_error);
         self.rej_errors += u32::from(e.rej_error);
@@ -187,6 +136,11 @@ impl WindowCounts {
         }
     }
 
+    /// Whether connections are also counted by source port.
+    pub fn tracks_src_port(&self) -> bool {
+        self.track_src_port
+    }
+
     /// Distinct destination hosts currently counted.
     pub fn hosts(&self) -> usize {
         self.per_host.len()
@@ -205,7 +159,7 @@ impl WindowCounts {
 }
 
 #[inline]
-fn dec<K: std::hash::Hash + Eq>(m: &mut FxMap<K, u32>, k: K) {
+fn dec<K: Hash + Eq>(m: &mut FxMap<K, u32>, k: K) {
     if let Some(c) = m.get_mut(&k) {
         *c -= 1;
         if *c == 0 {

@@ -1,37 +1,55 @@
-//! The KDD feature engine: finished connections ([`ConnectionRecord`]) in, 41-column
-//! [`KddFeatures`] out, in the semantics and ranges of the NSL-KDD training data.
+//! The KDD feature engine: connection events ([`ConnEvent`]) in, the 41-column [`KddFeatures`]
+//! of each finished connection out, in the semantics and ranges of the NSL-KDD training data.
 //!
 //! One file per feature family: [`basic`] (1-9 and the flag mapping), [`service`] (port / ICMP
-//! type -> service), [`time_window`] (23-31), [`host_window`] (32-41); [`counts`] holds the
-//! incremental counters both windows share.
+//! type -> service), [`window`] (the time window, 23-31, and the host window, 32-41); [`counts`]
+//! holds the incremental counters both windows share.
+//!
+//! # A connection's moment
+//!
+//! The window features describe the connection's own moment, whatever happens later: when the
+//! lifecycle finalises it (idle timeouts), how it batches records, live or replay. The moment
+//! is when the connection's handshake was decided: the answer to its originator's SYN (a
+//! SYN-ACK, a RST, or the originator's own ACK where the answer was not seen), or its first
+//! packet for a connection that was never answered and for UDP, ICMP and TCP picked up
+//! mid-stream. The windows hold the connections that *began* up to that moment, each with the
+//! outcome of its own handshake as known then: a SYN still unanswered counts as a SYN error
+//! (KDD `S0`), a SYN refused with a RST as a REJ error, anything else as neither. The current
+//! connection itself counts with its final state (its KDD `flag`). `docs/features.md` has the
+//! evidence for this choice.
+//!
+//! So an `Opened` event places a connection in the windows and takes its snapshot, an
+//! `Answered` event updates its status (in every snapshot taken afterwards) and retakes its own
+//! snapshot, and a `Finished` event combines the snapshot with the record's basic features.
 //!
 //! * Content features 10-22 are always 0: a header-only sensor does not observe login sessions.
 //!   Deployed models use [`crate::kdd::FeatureSet::Flow`], which leaves them out.
 //! * Rates are rounded to 2 decimals by default ([`FeatureConfig::round_rates`]): the data prints
 //!   two decimals, so trees learned thresholds between those values (e.g. 0.995); unrounded rates
 //!   such as 0.996 would fall on the other side of a split the model never saw fall that way.
-//! * Each [`FeatureEngine::push`] costs O(1) amortized (a few hash-map updates per window) and the
-//!   engine's memory is bounded by its two window caps, not by the number of distinct hosts.
+//! * Each event costs O(1) amortized (a few hash-map updates per window) and the engine's memory
+//!   is bounded by the window caps and the open connections, not by the number of distinct
+//!   hosts.
 
 pub mod basic;
 pub mod counts;
-pub mod host_window;
 pub mod service;
-pub mod time_window;
+pub mod window;
 
 #[cfg(test)]
 mod tests;
 
 use std::net::IpAddr;
 
+use rustc_hash::FxHashMap;
+
 use crate::{
-    flows::ConnectionRecord,
+    flows::{ConnEvent, ConnId, ConnStart, ConnectionRecord},
     kdd::{KddFeatures, NUM_FEATURES},
 };
 
-use counts::{HostKey, WindowEntry, WindowView};
-use host_window::HostWindow;
-use time_window::TimeWindow;
+use counts::{HostKey, WindowEntry};
+use window::{Snapshot, Windows};
 
 /// Saturation of `count` and `srv_count` (the data's maximum).
 pub const TIME_COUNT_MAX: u32 = 511;
@@ -50,12 +68,18 @@ pub struct FeatureConfig {
     /// on small machines: past the cap the window covers less than 2 s and the early expiries are
     /// counted in [`EngineStats::time_window_overflow_evictions_total`].
     pub max_time_window_connections: usize,
-    /// Connections in the host-based window, the current one included (see [`host_window`]).
+    /// Connections in the host-based window, the current one included (see [`window`]).
     pub host_window_connections: usize,
     /// Unnamed TCP/UDP ports below this are `private`, the rest `other` (see [`service`]).
     pub private_port_below: u16,
     /// Round rates to 2 decimals as the data files print them.
     pub round_rates: bool,
+    /// Until the host window holds its `host_window_connections` (the first connections after
+    /// the sensor starts, or of a capture), scale `dst_host_count` and `dst_host_srv_count` to
+    /// the full window: the counts the window would show if traffic went on as it began. The
+    /// training data's windows are full, so small counts there mean rare hosts and services
+    /// (attack-like), not a sensor that just started. Rates need no scaling.
+    pub scale_cold_host_window: bool,
 }
 
 impl Default for FeatureConfig {
@@ -66,6 +90,7 @@ impl Default for FeatureConfig {
             host_window_connections: 255,
             private_port_below: 1024,
             round_rates: true,
+            scale_cold_host_window: true,
         }
     }
 }
@@ -102,22 +127,36 @@ impl FeatureConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineStats {
     pub connections_total: u64,
+    /// Finished connections whose `Opened` event the engine never saw (its windows were then
+    /// taken at the finish, an approximation; the lifecycle counts why).
+    pub unopened_total: u64,
     /// Time-window entries expired early because of `max_time_window_connections`.
     pub time_window_overflow_evictions_total: u64,
     pub time_window_connections: usize,
     pub time_window_hosts: usize,
     pub host_window_hosts: usize,
+    /// Open connections waiting for their end.
+    pub open_connections: usize,
     /// Heap bytes held by the windows (capacity-based estimate).
     pub heap_bytes: usize,
 }
 
-/// Turns finished connections into KDD feature vectors; see the module docs.
+/// An open connection: its place in the windows and its latest snapshot.
+#[derive(Clone, Copy, Debug)]
+struct OpenEntry {
+    seq: u64,
+    entry: WindowEntry,
+    snapshot: Snapshot,
+}
+
+/// Turns connection events into KDD feature vectors; see the module docs.
 #[derive(Debug)]
 pub struct FeatureEngine {
     config: FeatureConfig,
-    time: TimeWindow,
-    host: HostWindow,
+    windows: Windows,
+    open: FxHashMap<ConnId, OpenEntry>,
     connections_total: u64,
+    unopened_total: u64,
 }
 
 /// The window key of an address: IPv4 as v4-mapped IPv6, so both families share one map.
@@ -132,32 +171,121 @@ impl FeatureEngine {
     pub fn new(config: FeatureConfig) -> Result<FeatureEngine, FeatureConfigError> {
         config.validate()?;
         Ok(FeatureEngine {
-            time: TimeWindow::new(config.time_window_ns, config.max_time_window_connections),
-            host: HostWindow::new(config.host_window_connections),
+            windows: Windows::new(
+                config.time_window_ns,
+                config.host_window_connections,
+                config.max_time_window_connections,
+            ),
             config,
+            open: FxHashMap::default(),
             connections_total: 0,
+            unopened_total: 0,
         })
     }
 
-    /// Computes the 41 features of a finished connection and adds it to the windows.
+    /// Takes one event; returns the features of a finished connection.
+    pub fn on_event(&mut self, ev: &ConnEvent) -> Option<KddFeatures> {
+        match ev {
+            ConnEvent::Opened(s) => {
+                self.opened(s);
+                None
+            }
+            ConnEvent::Answered {
+                id,
+                at_unix_ns,
+                refused,
+            } => {
+                self.answered(id, *at_unix_ns, *refused);
+                None
+            }
+            ConnEvent::Finished(rec) => Some(self.finished(rec)),
+        }
+    }
+
+    /// A connection began: it enters the windows, unanswered if it awaits an answer.
+    pub fn opened(&mut self, s: &ConnStart) {
+        let entry = WindowEntry {
+            host: host_key(s.id.resp_addr),
+            service: service::service_index(s, self.config.private_port_below),
+            syn_error: s.awaits_answer,
+            rej_error: false,
+            src_port: s.id.orig_port,
+        };
+        let seq = self.windows.open(s.id.start_unix_ns, entry);
+        let snapshot = self.windows.snapshot(seq, &entry);
+        self.open.insert(
+            s.id,
+            OpenEntry {
+                seq,
+                entry,
+                snapshot,
+            },
+        );
+    }
+
+    /// A connection's handshake was decided at `at_unix_ns`: its status changes in the windows
+    /// and its own moment is now.
+    pub fn answered(&mut self, id: &ConnId, at_unix_ns: u64, refused: bool) {
+        self.windows.advance(at_unix_ns);
+        let Some(o) = self.open.get_mut(id) else {
+            return;
+        };
+        let entry = WindowEntry {
+            syn_error: false,
+            rej_error: refused,
+            ..o.entry
+        };
+        self.windows.update(o.seq, entry);
+        o.entry = entry;
+        o.snapshot = self.windows.snapshot(o.seq, &entry);
+    }
+
+    /// A connection finished: its 41 features.
+    pub fn finished(&mut self, rec: &ConnectionRecord) -> KddFeatures {
+        let id = rec.id();
+        let open = match self.open.remove(&id) {
+            Some(o) => o,
+            None => {
+                self.unopened_total += 1;
+                self.open_from_record(rec);
+                self.open.remove(&id).unwrap_or(OpenEntry {
+                    seq: 0,
+                    entry: WindowEntry::default(),
+                    snapshot: Snapshot::default(),
+                })
+            }
+        };
+        self.connections_total += 1;
+        self.features(rec, open.entry.service, open.snapshot)
+    }
+
+    /// Opens (and answers) a connection known only from its record.
+    fn open_from_record(&mut self, rec: &ConnectionRecord) {
+        self.opened(&rec.start());
+        if let Some((at, refused)) = rec.handshake_answer() {
+            self.answered(&rec.id(), at, refused);
+        }
+    }
+
+    /// Computes the features of a connection known only from its record, adding it to the
+    /// windows as if it began, was answered and finished now, in that order. For records in
+    /// the order they began (tests, benchmarks); [`events_from_records`] rebuilds the exact
+    /// event order of a set of records.
     pub fn push(&mut self, rec: &ConnectionRecord) -> KddFeatures {
+        self.open_from_record(rec);
+        self.finished(rec)
+    }
+
+    fn features(&self, rec: &ConnectionRecord, service: u8, snap: Snapshot) -> KddFeatures {
         let mut out = [0.0; NUM_FEATURES];
-        let flag = basic::flag_index(rec.transport, rec.conn_state);
-        let service = service::service_index(rec, self.config.private_port_below);
+        let flag = basic::flag_index(rec.transport, basic::kdd_state(rec));
         basic::fill_basic(rec, flag, &mut out);
         out[2] = f64::from(service);
-
-        let entry = WindowEntry {
-            host: host_key(rec.resp_addr),
-            service,
-            syn_error: basic::is_syn_error(flag),
-            rej_error: basic::is_rej_error(flag),
-            src_port: rec.orig_port,
-        };
+        let snap = snap.with_own_status(basic::is_syn_error(flag), basic::is_rej_error(flag));
         let round = self.config.round_rates;
         let r = |num: u32, den: u32| rate(num, den, round);
 
-        let t = self.time.push(rec.end_unix_ns, entry);
+        let t = snap.time;
         out[22] = f64::from(t.host.n.min(TIME_COUNT_MAX));
         out[23] = f64::from(t.service.n.min(TIME_COUNT_MAX));
         out[24] = r(t.host.syn_errors, t.host.n);
@@ -168,9 +296,20 @@ impl FeatureEngine {
         out[29] = r(t.host.n - t.host_service, t.host.n);
         out[30] = r(t.service.n - t.host_service, t.service.n);
 
-        let h: WindowView = self.host.push(entry);
-        out[31] = f64::from(h.host.n.min(HOST_COUNT_MAX));
-        out[32] = f64::from(h.service.n.min(HOST_COUNT_MAX));
+        let h = snap.host;
+        let full = self.config.host_window_connections as u64;
+        let held = u64::from(snap.host_window_len).clamp(1, full);
+        let scale = |n: u32| {
+            let n = u64::from(n);
+            let n = if self.config.scale_cold_host_window && held < full {
+                (n * full).div_ceil(held).min(full)
+            } else {
+                n
+            };
+            f64::from(u32::try_from(n).unwrap_or(u32::MAX).min(HOST_COUNT_MAX))
+        };
+        out[31] = scale(h.host.n);
+        out[32] = scale(h.service.n);
         out[33] = r(h.host_service, h.host.n);
         out[34] = r(h.host.n - h.host_service, h.host.n);
         out[35] = r(h.host_src_port, h.host.n);
@@ -179,8 +318,6 @@ impl FeatureEngine {
         out[38] = r(h.service.syn_errors, h.service.n);
         out[39] = r(h.host.rej_errors, h.host.n);
         out[40] = r(h.service.rej_errors, h.service.n);
-
-        self.connections_total += 1;
         KddFeatures(out)
     }
 
@@ -189,15 +326,50 @@ impl FeatureEngine {
     }
 
     pub fn stats(&self) -> EngineStats {
+        let (time_hosts, host_hosts) = self.windows.hosts();
         EngineStats {
             connections_total: self.connections_total,
-            time_window_overflow_evictions_total: self.time.overflow_evictions(),
-            time_window_connections: self.time.len(),
-            time_window_hosts: self.time.hosts(),
-            host_window_hosts: self.host.hosts(),
-            heap_bytes: self.time.heap_bytes() + self.host.heap_bytes(),
+            unopened_total: self.unopened_total,
+            time_window_overflow_evictions_total: self.windows.overflow_evictions(),
+            time_window_connections: self.windows.time_len(),
+            time_window_hosts: time_hosts,
+            host_window_hosts: host_hosts,
+            open_connections: self.open.len(),
+            heap_bytes: self.windows.heap_bytes()
+                + self.open.capacity() * (size_of::<(ConnId, OpenEntry)>() + 1),
         }
     }
+}
+
+/// The events a set of finished connections went through, in the order the live sensor would
+/// have seen them: each connection opens at its start, is answered at its answer, and finishes
+/// at its final moment (ties: opens, then answers, then finishes; then by start). For
+/// connections known only as records (`sensor flows` output, `sensor baseline --records`).
+pub fn events_from_records(records: &[ConnectionRecord]) -> Vec<ConnEvent> {
+    let mut timed: Vec<(u64, u8, u64, usize)> = Vec::with_capacity(records.len() * 3);
+    for (i, r) in records.iter().enumerate() {
+        timed.push((r.start_unix_ns, 0, r.start_unix_ns, i));
+        if let Some((a, _)) = r.handshake_answer() {
+            timed.push((a, 1, r.start_unix_ns, i));
+        }
+        timed.push((r.final_unix_ns.max(r.end_unix_ns), 2, r.start_unix_ns, i));
+    }
+    timed.sort_unstable();
+    timed
+        .into_iter()
+        .map(|(at, kind, _, i)| {
+            let r = &records[i];
+            match kind {
+                0 => ConnEvent::Opened(r.start()),
+                1 => ConnEvent::Answered {
+                    id: r.id(),
+                    at_unix_ns: at,
+                    refused: r.handshake_answer().is_some_and(|(_, refused)| refused),
+                },
+                _ => ConnEvent::Finished(r.clone()),
+            }
+        })
+        .collect()
 }
 
 /// `num / den` in [0, 1], rounded to 2 decimals if `round`; 0 for an empty denominator (cannot

@@ -36,7 +36,7 @@
 use std::sync::LazyLock;
 
 use crate::{
-    flows::{ConnectionRecord, Transport},
+    flows::{ConnStart, Transport},
     kdd::{SERVICES, vocab_index},
 };
 
@@ -159,24 +159,28 @@ static NAMED: LazyLock<Named> = LazyLock::new(|| Named {
 });
 
 /// The KDD service index of a connection (see the module table).
-pub fn service_index(rec: &ConnectionRecord, private_port_below: u16) -> u8 {
+pub fn service_index(conn: &ConnStart, private_port_below: u16) -> u8 {
     let n = &*NAMED;
+    let resp_port = conn.id.resp_port;
     let by_port = |table: &[u8; 65536]| {
-        let s = table[usize::from(rec.resp_port)];
+        let s = table[usize::from(resp_port)];
         if s != u8::MAX {
             s
-        } else if rec.resp_port < private_port_below {
+        } else if resp_port < private_port_below {
             n.private
         } else {
             n.other
         }
     };
-    match rec.transport {
+    match conn.id.transport {
         Transport::Tcp => by_port(&TABLES.tcp),
         Transport::Udp => by_port(&TABLES.udp),
         Transport::Icmp => {
-            let (t, c) = (rec.icmp_type.unwrap_or(u8::MAX), rec.icmp_code.unwrap_or(0));
-            if rec.ip_version == 6 {
+            let (t, c) = (
+                conn.icmp_type.unwrap_or(u8::MAX),
+                conn.icmp_code.unwrap_or(0),
+            );
+            if conn.ip_version == 6 {
                 match (t, c) {
                     (128, _) => n.eco_i,
                     (129, _) => n.ecr_i,

@@ -39,12 +39,23 @@ fn tcp(end_ns: u64, dst: IpAddr, dport: u16, sport: u16, st: ConnState) -> Conne
         urgent_packets: 0,
         wrong_fragments: 0,
         land: false,
+        to_group: false,
         end_reason: EndReason::Fin,
+        answer_unix_ns: None,
+        final_unix_ns: end_ns,
+    }
+}
+
+/// The window definitions as written, without the cold-window scaling (tested on its own).
+fn raw() -> FeatureConfig {
+    FeatureConfig {
+        scale_cold_host_window: false,
+        ..FeatureConfig::default()
     }
 }
 
 fn engine() -> FeatureEngine {
-    FeatureEngine::new(FeatureConfig::default()).unwrap()
+    FeatureEngine::new(raw()).unwrap()
 }
 
 fn col(f: &KddFeatures, name: &str) -> f64 {
@@ -106,7 +117,7 @@ fn counts_saturate_at_511_and_255() {
     // A host window configured larger than 255 still prints at most 255.
     let mut e = FeatureEngine::new(FeatureConfig {
         host_window_connections: 1000,
-        ..FeatureConfig::default()
+        ..raw()
     })
     .unwrap();
     let mut last = None;
@@ -209,7 +220,7 @@ fn rates_round_to_two_decimals_unless_disabled() {
     let run = |round_rates| {
         let mut e = FeatureEngine::new(FeatureConfig {
             round_rates,
-            ..FeatureConfig::default()
+            ..raw()
         })
         .unwrap();
         e.push(&tcp(T0, v4(1), 80, 1000, ConnState::S0));
@@ -270,7 +281,7 @@ fn icmp(ip_version: u8, t: u8, c: u8) -> ConnectionRecord {
 
 #[test]
 fn service_mapping_by_port_private_other_and_icmp() {
-    let s = |rec: &ConnectionRecord| f64::from(service::service_index(rec, 1024));
+    let s = |rec: &ConnectionRecord| f64::from(service::service_index(&rec.start(), 1024));
     let cases = [
         (Transport::Tcp, 80, "http"),
         (Transport::Tcp, 25, "smtp"),
@@ -322,7 +333,10 @@ fn service_mapping_by_port_private_other_and_icmp() {
     }
     // The threshold is configurable.
     assert_eq!(
-        f64::from(service::service_index(&with(Transport::Tcp, 2000), 49152)),
+        f64::from(service::service_index(
+            &with(Transport::Tcp, 2000).start(),
+            49152
+        )),
         svc("private")
     );
 }
@@ -411,25 +425,76 @@ fn a_late_connection_is_counted_and_nothing_leaks() {
     assert_eq!(e.stats().time_window_hosts, 1);
 }
 
+#[test]
+fn a_cold_host_window_is_scaled_to_the_full_window() {
+    // The sensor has seen 3 connections: 2 to .1 (http), 1 to .2 (smtp). A full window of the
+    // same traffic would hold 170 to .1 and 85 to .2 (rounded up), the same rates.
+    let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
+    e.push(&tcp(T0, v4(1), 80, 1000, ConnState::SF));
+    e.push(&tcp(T0 + 1, v4(2), 25, 1001, ConnState::SF));
+    let f = e.push(&tcp(T0 + 2, v4(1), 80, 1002, ConnState::SF));
+    assert_eq!(col(&f, "dst_host_count"), 170.0);
+    assert_eq!(col(&f, "dst_host_srv_count"), 170.0);
+    assert_eq!(col(&f, "dst_host_same_srv_rate"), 1.0);
+    let f = e.push(&tcp(T0 + 3, v4(2), 25, 1003, ConnState::SF));
+    assert_eq!(col(&f, "dst_host_count"), 128.0);
+    // The time window is never scaled.
+    assert_eq!(col(&f, "count"), 2.0);
+    // Once full, counts are the window's own.
+    for i in 0..300 {
+        e.push(&tcp(T0 + 10 + i, v4(3), 80, 1000, ConnState::SF));
+    }
+    let f = e.push(&tcp(T0 + 400, v4(2), 25, 1003, ConnState::SF));
+    assert_eq!(col(&f, "dst_host_count"), 1.0);
+}
+
 /// One connection of the naive model.
 #[derive(Clone)]
 struct Past {
-    end_ns: u64,
+    start_ns: u64,
     host: IpAddr,
     service: u8,
+    /// As a member of another connection's window: its handshake's outcome.
+    member_syn_error: bool,
+    member_rej_error: bool,
+    /// As the current connection: its final flag.
     flag: u8,
     sport: u16,
 }
 
-/// The features 23-41 by rescanning every past connection (the definitions, literally).
+/// The features 23-41 by rescanning every past connection (the definitions, literally): the
+/// connections that began up to the current one's start (it included), the others counted with
+/// their handshake's outcome, the current one with its final flag.
 fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
     let cur = past.last().unwrap();
+    let n = past.len();
     let r = |n: usize, d: usize| rate(n as u32, d as u32, cfg.round_rates);
-    let serr = |w: &[&Past]| w.iter().filter(|p| basic::is_syn_error(p.flag)).count();
-    let rerr = |w: &[&Past]| w.iter().filter(|p| basic::is_rej_error(p.flag)).count();
-    let horizon = cur.end_ns - cfg.time_window_ns;
-    let time: Vec<&Past> = past.iter().filter(|p| p.end_ns > horizon).collect();
-    let start = past.len().saturating_sub(cfg.host_window_connections);
+    let is_cur = |p: &Past| std::ptr::eq(p, cur);
+    let serr = |w: &[&Past]| {
+        w.iter()
+            .filter(|p| {
+                if is_cur(p) {
+                    basic::is_syn_error(p.flag)
+                } else {
+                    p.member_syn_error
+                }
+            })
+            .count()
+    };
+    let rerr = |w: &[&Past]| {
+        w.iter()
+            .filter(|p| {
+                if is_cur(p) {
+                    basic::is_rej_error(p.flag)
+                } else {
+                    p.member_rej_error
+                }
+            })
+            .count()
+    };
+    let horizon = cur.start_ns - cfg.time_window_ns;
+    let time: Vec<&Past> = past.iter().filter(|p| p.start_ns > horizon).collect();
+    let start = n.saturating_sub(cfg.host_window_connections);
     let hostw: Vec<&Past> = past[start..].iter().collect();
     fn stats<'a>(w: &[&'a Past], cur: &Past) -> (Vec<&'a Past>, Vec<&'a Past>, usize, usize) {
         let same_host: Vec<&Past> = w.iter().copied().filter(|p| p.host == cur.host).collect();
@@ -447,6 +512,14 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
     }
     let (h, s, hs, _) = stats(&time, cur);
     let (hh, hsv, hhs, hhp) = stats(&hostw, cur);
+    let full = cfg.host_window_connections;
+    let scaled = |k: usize| {
+        if cfg.scale_cold_host_window && hostw.len() < full {
+            (k * full).div_ceil(hostw.len()).min(full)
+        } else {
+            k
+        }
+    };
     [
         h.len().min(511) as f64,
         s.len().min(511) as f64,
@@ -457,8 +530,8 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
         r(hs, h.len()),
         r(h.len() - hs, h.len()),
         r(s.iter().filter(|p| p.host != cur.host).count(), s.len()),
-        hh.len().min(255) as f64,
-        hsv.len().min(255) as f64,
+        scaled(hh.len()).min(255) as f64,
+        scaled(hsv.len()).min(255) as f64,
         r(hhs, hh.len()),
         r(hh.len() - hhs, hh.len()),
         r(hhp, hh.len()),
@@ -470,7 +543,7 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
     ]
 }
 
-fn random_record(rng: &mut StdRng, end_ns: u64) -> ConnectionRecord {
+fn random_record(rng: &mut StdRng, start_ns: u64) -> ConnectionRecord {
     let transports = [
         Transport::Tcp,
         Transport::Tcp,
@@ -494,14 +567,15 @@ fn random_record(rng: &mut StdRng, end_ns: u64) -> ConnectionRecord {
     };
     let ports = [21, 22, 23, 25, 53, 80, 123, 443, 7, 1500, 50000];
     let mut r = tcp(
-        end_ns,
+        start_ns,
         dst,
         ports[rng.random_range(0..ports.len())],
         rng.random_range(1000..1006),
         ConnState::ALL[rng.random_range(0..ConnState::ALL.len())],
     );
     r.transport = transport;
-    r.start_unix_ns = end_ns - rng.random_range(0..5 * SEC_NS);
+    r.end_unix_ns = start_ns + rng.random_range(0..5 * SEC_NS);
+    r.final_unix_ns = r.end_unix_ns;
     if transport == Transport::Icmp {
         r.icmp_type = Some([0, 8, 3, 5, 13, 11][rng.random_range(0..6)]);
         r.icmp_code = Some(rng.random_range(0..4));
@@ -510,16 +584,20 @@ fn random_record(rng: &mut StdRng, end_ns: u64) -> ConnectionRecord {
     r
 }
 
-/// 5,000 random connections (in end-time order, with ties and exact 2 s gaps) through the
-/// engine and through the naive rescan: every one of the 41 columns must agree.
+/// 5,000 random connections (in start order, with ties and exact 2 s gaps) through the engine
+/// and through the naive rescan: every one of the 41 columns must agree.
 #[test]
 fn incremental_engine_matches_naive_rescan() {
-    for (seed, host_window_connections, round_rates) in
-        [(7u64, 255, true), (8, 17, false), (9, 600, true)]
-    {
+    for (seed, host_window_connections, round_rates, scale_cold_host_window) in [
+        (7u64, 255, true, false),
+        (8, 17, false, false),
+        (9, 600, true, false),
+        (10, 255, true, true),
+    ] {
         let cfg = FeatureConfig {
             host_window_connections,
             round_rates,
+            scale_cold_host_window,
             ..FeatureConfig::default()
         };
         let mut e = FeatureEngine::new(cfg.clone()).unwrap();
@@ -535,10 +613,13 @@ fn incremental_engine_matches_naive_rescan() {
             };
             let rec = random_record(&mut rng, t);
             let f = e.push(&rec);
+            let answer = rec.handshake_answer();
             past.push(Past {
-                end_ns: t,
+                start_ns: t,
                 host: rec.resp_addr,
                 service: f.0[2] as u8,
+                member_syn_error: rec.start().awaits_answer && answer.is_none(),
+                member_rej_error: answer.is_some_and(|(_, refused)| refused),
                 flag: f.0[3] as u8,
                 sport: rec.orig_port,
             });
@@ -546,7 +627,7 @@ fn incremental_engine_matches_naive_rescan() {
             assert_eq!(&f.0[22..], &want[..], "seed {seed} connection {i}");
             assert_eq!(
                 f.0[2],
-                f64::from(service::service_index(&rec, 1024)),
+                f64::from(service::service_index(&rec.start(), 1024)),
                 "service"
             );
             assert_eq!(

@@ -3,37 +3,40 @@
 //! ```text
 //! pcap / pcapng ─► reader (pcap-file) ─► link layer ─► sensor_common::parse ─► table::update
 //!   (the kernel program's own per-packet function, over user-space maps: [`UserTables`])
-//!   ─► events and idle sweeps on the capture's clock ([`Replayer`], mirroring `capture.rs`)
-//!   ─► ConnectionRecord ─► detect::Pipeline (the live feature engine and model) ─► rows
+//!   ─► lifecycle::Lifecycle (the live sensor's, on the capture's clock) ─► ConnEvent
+//!   ─► detect::Pipeline (the live feature engine and model) ─► rows
 //! ```
 //!
-//! Parity with live mode is the point, so nothing here re-implements accounting: the packet
-//! parser and the flow-table update are `sensor_common`'s, compiled once for the kernel and once
-//! for this module. What the live agent does in user space (finalise a connection when the kernel
-//! signals its end, keep a finished entry lingering so trailing ACKs do not open a phantom
-//! connection, sweep idle flows with per-protocol timeouts, flush at the end) is mirrored by
-//! [`Replayer`] with the capture's timestamps as the clock, including the sweep cadence, so that
-//! records reach the feature engine in the order live mode would have produced them.
+//! Parity with live mode is the point, so nothing here re-implements accounting or the
+//! connection lifecycle: the packet parser and the flow-table update are `sensor_common`'s,
+//! compiled once for the kernel and once for this module, and the lifecycle is
+//! [`crate::lifecycle`], run here over [`UserTables`] with the capture's timestamps as its clock.
+//! Time moves with the packets: idle deadlines fall due when a packet's timestamp passes them,
+//! so the cost follows the packets, not the span of the capture's clock.
 //!
 //! What cannot be the same: a capture has no GSO super-packets (each frame counts once, as on the
-//! wire), and the kernel's timestamps are its own monotonic clock where replay uses the capture's.
+//! wire), the kernel's timestamps are its own monotonic clock where replay uses the capture's,
+//! and the live sensor finalises an idle connection at the first tick of its loop after the
+//! deadline where replay does it at the deadline (a packet arriving within that tick joins the
+//! old connection live, and starts a new one here).
 
 pub mod output;
 mod reader;
 
-use std::{collections::VecDeque, path::PathBuf, time::Duration};
+use std::{collections::VecDeque, path::PathBuf};
 
 use rustc_hash::FxHashMap;
 use sensor_common::{
     FlowKey, FlowValue, Health,
-    flow::{FragKey, FragValue, event_reason},
+    flow::{FragKey, FragValue},
     parse::{ParseError, Parsed, ethertype, parse_ethernet, parse_ipv4, parse_ipv6},
     table::{FlowTables, Insert, update},
 };
 
 use crate::{
-    capture::{CaptureConfig, CaptureStats, Timeouts, idle_timeout, tcp_finished},
-    flows::{ConnectionRecord, EndReason},
+    capture::CaptureConfig,
+    flows::{ConnEvent, ConnectionRecord},
+    lifecycle::{FlowStore, Lifecycle, LifecycleConfig, LifecycleStats, Timeouts},
 };
 
 pub use reader::{LinkType, PacketRef, for_each_packet};
@@ -47,21 +50,13 @@ pub struct ReplayConfig {
     /// Flow table capacity (`--table-size` of the live sensor).
     pub table_capacity: u32,
     pub timeouts: Timeouts,
-    /// How long a finished TCP connection's entry lingers after it was reported.
-    pub close_linger: Duration,
-    /// The live capture loop's tick (`--sweep-interval-ms`): lingering entries are removed and
-    /// idle scans happen on these ticks of the capture clock, as live.
-    pub sweep_interval: Duration,
 }
 
 impl Default for ReplayConfig {
     fn default() -> Self {
-        let c = CaptureConfig::default();
         ReplayConfig {
-            table_capacity: c.table_capacity,
-            timeouts: c.timeouts,
-            close_linger: c.close_linger,
-            sweep_interval: Duration::from_millis(250),
+            table_capacity: CaptureConfig::DEFAULT_TABLE_CAPACITY,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -153,6 +148,20 @@ impl UserTables {
     }
 }
 
+impl FlowStore for UserTables {
+    fn get(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(key).copied()
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        self.flows.remove(key);
+    }
+
+    fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
+        self.flows.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
 impl FlowTables for UserTables {
     #[inline]
     fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue> {
@@ -221,41 +230,32 @@ pub fn parse_frame(link: LinkType, data: &[u8]) -> Result<Parsed, ParseError> {
     }
 }
 
-/// The live sensor's user-side connection lifecycle (`capture::Capture`) on a capture's clock.
-///
-/// Mirrors, step for step: `drain_events` (here at the packet that finished the connection:
-/// replay has no ring buffer to fill, so `ringbuf_drops` stays 0), `tick` (lingering expiry and
-/// the idle scan every quarter of the shortest timeout, clamped to 50 ms..5 s), `sweep` and the
-/// final flush of `capture::run`. Records of one scan are emitted in end-time order (live mode
-/// walks the BPF map in hash order), so that replay is deterministic.
+/// The live sensor on a capture's clock: the kernel's per-packet update over [`UserTables`] and
+/// the connection [`Lifecycle`] (events at the packet that caused them: replay has no ring
+/// buffer to fill, so `ringbuf_drops` stays 0, and no table scan is needed).
 #[derive(Debug)]
 pub struct Replayer {
     tables: UserTables,
     health: Health,
-    stats: CaptureStats,
-    config: ReplayConfig,
-    reported: FxHashMap<FlowKey, u64>,
-    lingering: VecDeque<(u64, FlowKey, u64)>,
+    lifecycle: Lifecycle,
     /// The replay clock: the latest capture timestamp seen (the kernel's clock never goes back;
     /// a capture's may, by a little, across CPUs).
     clock_ns: u64,
-    /// The next tick of the live loop, on the capture clock; `None` before the first packet.
-    next_tick_ns: Option<u64>,
-    next_scan_ns: u64,
 }
 
 impl Replayer {
     pub fn new(config: ReplayConfig) -> Replayer {
+        let lifecycle = LifecycleConfig {
+            timeouts: config.timeouts,
+            close_linger: LifecycleConfig::DEFAULT_CLOSE_LINGER,
+            table_scan_interval: None,
+        };
         Replayer {
             tables: UserTables::new(config.table_capacity),
             health: Health::default(),
-            stats: CaptureStats::default(),
-            config,
-            reported: FxHashMap::default(),
-            lingering: VecDeque::new(),
+            // Capture timestamps are Unix time already: no clock offset.
+            lifecycle: Lifecycle::new(lifecycle, 0),
             clock_ns: 0,
-            next_tick_ns: None,
-            next_scan_ns: 0,
         }
     }
 
@@ -264,9 +264,9 @@ impl Replayer {
         self.health
     }
 
-    /// The user-side counters, as `capture::Capture::stats`.
-    pub fn stats(&self) -> CaptureStats {
-        self.stats
+    /// The lifecycle's counters, as `capture::Capture::stats`.
+    pub fn stats(&self) -> LifecycleStats {
+        self.lifecycle.stats()
     }
 
     pub fn tables(&self) -> &UserTables {
@@ -279,8 +279,7 @@ impl Replayer {
     }
 
     /// One captured frame: `wire_len` bytes on the wire at `ts_ns` (Unix time), of which `data`
-    /// were captured. Finalised connections are appended to `out`, in the order live mode would
-    /// have finalised them.
+    /// were captured. What it and the time before it caused is appended to `out`.
     #[inline]
     pub fn packet(
         &mut self,
@@ -288,7 +287,7 @@ impl Replayer {
         wire_len: u64,
         link: LinkType,
         data: &[u8],
-        out: &mut Vec<ConnectionRecord>,
+        out: &mut Vec<ConnEvent>,
     ) {
         self.advance(ts_ns, out);
         let h = &mut self.health;
@@ -304,169 +303,26 @@ impl Replayer {
         let Some(u) = update(&mut self.tables, &p, h, self.clock_ns, 1) else {
             return;
         };
-        if u.reason != 0 {
+        if u.events != 0 {
             // SAFETY: `u.value` points into `self.tables.flows`, which nothing touched since
             // `update` returned it.
             let value = unsafe { *u.value };
             self.health.events_sent += 1;
-            self.event(u.key, value, u.reason, out);
+            self.lifecycle.on_event(&u.key, &value, u.events, out);
         }
     }
 
-    /// Moves the clock to `ts_ns`, running the live loop's ticks that fall before it.
-    pub fn advance(&mut self, ts_ns: u64, out: &mut Vec<ConnectionRecord>) {
+    /// Moves the clock to `ts_ns`: idle deadlines and lingers that fall before it come due.
+    pub fn advance(&mut self, ts_ns: u64, out: &mut Vec<ConnEvent>) {
         self.clock_ns = self.clock_ns.max(ts_ns);
-        let interval = (self.config.sweep_interval.as_nanos() as u64).max(1);
-        let mut next = match self.next_tick_ns {
-            Some(t) => t,
-            // The live loop's first tick comes at once (tokio interval).
-            None => self.clock_ns,
-        };
-        while next <= self.clock_ns {
-            // A tick does something only once the oldest lingering entry is due or a scan is:
-            // skip the empty ticks before that (exactly what running them would do).
-            let due = self
-                .lingering
-                .front()
-                .map_or(self.next_scan_ns, |l| l.0.min(self.next_scan_ns));
-            if due > next {
-                let skip = (due - next).div_ceil(interval);
-                next = next.saturating_add(skip.saturating_mul(interval));
-                continue;
-            }
-            self.tick(next, out);
-            next += interval;
-        }
-        self.next_tick_ns = Some(next);
+        self.lifecycle
+            .advance(self.clock_ns, &mut self.tables, out);
     }
 
-    /// The end of the input: what `capture::run` does at shutdown, at the time of the last
-    /// packet. Every connection still open is finalised (reason `Shutdown`).
-    pub fn finish(&mut self, out: &mut Vec<ConnectionRecord>) {
-        self.sweep(self.clock_ns, true, out);
-    }
-
-    fn event(&mut self, key: FlowKey, v: FlowValue, reason: u32, out: &mut Vec<ConnectionRecord>) {
-        self.stats.events += 1;
-        if self.reported.get(&key) == Some(&v.first_seen_ns) {
-            self.stats.duplicate_events += 1;
-            return;
-        }
-        let reason = if reason == event_reason::RST {
-            EndReason::Rst
-        } else {
-            EndReason::Fin
-        };
-        self.mark_reported(key, &v);
-        self.emit(&key, &v, reason, out);
-    }
-
-    fn mark_reported(&mut self, key: FlowKey, v: &FlowValue) {
-        self.reported.insert(key, v.first_seen_ns);
-        let due = v
-            .last_seen_ns
-            .saturating_add(self.config.close_linger.as_nanos() as u64);
-        self.lingering.push_back((due, key, v.first_seen_ns));
-    }
-
-    fn tick(&mut self, now_ns: u64, out: &mut Vec<ConnectionRecord>) {
-        self.expire_lingering(now_ns);
-        if now_ns >= self.next_scan_ns {
-            self.sweep(now_ns, false, out);
-            let t = &self.config.timeouts;
-            let shortest = t.tcp_established.min(t.tcp_attempt).min(t.udp).min(t.icmp);
-            let every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-            self.next_scan_ns = now_ns + every.as_nanos() as u64;
-        }
-    }
-
-    fn expire_lingering(&mut self, now_ns: u64) {
-        let linger_ns = self.config.close_linger.as_nanos() as u64;
-        while let Some(&(due, key, first_seen)) = self.lingering.front() {
-            if due > now_ns {
-                break;
-            }
-            self.lingering.pop_front();
-            if self.reported.get(&key) != Some(&first_seen) {
-                continue;
-            }
-            match self.tables.flows.get(&key) {
-                Some(v) if v.first_seen_ns == first_seen => {
-                    if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
-                        self.tables.flows.remove(&key);
-                        self.reported.remove(&key);
-                    } else {
-                        let due = v.last_seen_ns + linger_ns;
-                        self.lingering.push_back((due, key, first_seen));
-                    }
-                }
-                _ => {
-                    self.reported.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn sweep(&mut self, now_ns: u64, flush_all: bool, out: &mut Vec<ConnectionRecord>) {
-        self.stats.table_entries = self.tables.flows.len() as u64;
-        let mut remove = Vec::new();
-        let mut finalised: Vec<(FlowKey, FlowValue, EndReason)> = Vec::new();
-        for (key, v) in &self.tables.flows {
-            if self.reported.get(key) == Some(&v.first_seen_ns) {
-                if flush_all {
-                    remove.push(*key);
-                }
-                continue;
-            }
-            if let Some(reason) = tcp_finished(key, v) {
-                // Replay signals every finish at once, so this only happens to a connection
-                // finished by the very packets of this instant; handled as live does.
-                finalised.push((*key, *v, reason));
-                if flush_all {
-                    remove.push(*key);
-                }
-                continue;
-            }
-            if flush_all {
-                finalised.push((*key, *v, EndReason::Shutdown));
-                remove.push(*key);
-            } else if now_ns.saturating_sub(v.last_seen_ns)
-                >= idle_timeout(&self.config.timeouts, key, v).as_nanos() as u64
-            {
-                finalised.push((*key, *v, EndReason::Idle));
-                remove.push(*key);
-            }
-        }
-        finalised.sort_unstable_by_key(|(k, v, _)| (v.last_seen_ns, v.first_seen_ns, *k));
-        for (key, v, reason) in finalised {
-            if matches!(reason, EndReason::Fin | EndReason::Rst) {
-                self.stats.finished_by_sweep += 1;
-                self.mark_reported(key, &v);
-            }
-            self.emit(&key, &v, reason, out);
-        }
-        for key in remove {
-            self.tables.flows.remove(&key);
-            self.reported.remove(&key);
-        }
-        if flush_all {
-            self.lingering.clear();
-        }
-    }
-
-    fn emit(
-        &mut self,
-        key: &FlowKey,
-        v: &FlowValue,
-        reason: EndReason,
-        out: &mut Vec<ConnectionRecord>,
-    ) {
-        // Capture timestamps are Unix time already: no clock offset.
-        let Some(rec) = ConnectionRecord::from_flow(key, v, 0, reason) else {
-            return;
-        };
-        self.stats.count_record(reason);
-        out.push(rec);
+    /// The end of the input: every connection still open is finalised (end reason `shutdown`)
+    /// at the time of the last packet.
+    pub fn finish(&mut self, out: &mut Vec<ConnEvent>) {
+        self.lifecycle.flush(self.clock_ns, &mut self.tables, out);
     }
 }
 
@@ -478,7 +334,7 @@ pub struct ReplayReport {
     pub connections: u64,
     pub anomalous: u64,
     pub health: Health,
-    pub stats: CaptureStats,
+    pub stats: LifecycleStats,
     /// The error that stopped reading, if any. Everything read before it was replayed and its
     /// connections finalised; the files after it were not read.
     pub error: Option<ReplayError>,
@@ -511,16 +367,19 @@ impl ReplayReport {
     }
 }
 
-/// Connections scored together with [`crate::detect::Pipeline::process_batch`]: the same verdicts as
-/// one at a time, about 1.4 times faster (the trees are walked by 8 rows in lockstep).
+/// Finished connections per scoring batch ([`crate::detect::Pipeline::process_events`]): the
+/// model walks the trees for many rows at once (12 in lockstep), which is faster than one by
+/// one and gives the same verdicts.
 const SCORE_BATCH: usize = 256;
 
-/// Connections in finalisation order, scored in batches, handed to the sink in the same order.
+/// Connection events in order, scored in batches, finished connections handed to the sink in
+/// the same order.
 struct Scorer<'a, S, E> {
     pipeline: &'a mut crate::detect::Pipeline,
     sink: S,
     sink_error: Option<E>,
-    records: Vec<ConnectionRecord>,
+    events: Vec<ConnEvent>,
+    finished: usize,
     connections: u64,
     anomalous: u64,
 }
@@ -529,26 +388,33 @@ impl<S, E> Scorer<'_, S, E>
 where
     S: FnMut(&ConnectionRecord, &crate::detect::Scored) -> Result<(), E>,
 {
-    fn push(&mut self, out: &mut Vec<ConnectionRecord>) {
-        for rec in out.drain(..) {
-            self.records.push(rec);
-            if self.records.len() >= SCORE_BATCH {
+    fn push(&mut self, out: &mut Vec<ConnEvent>) {
+        for ev in out.drain(..) {
+            self.finished += usize::from(matches!(ev, ConnEvent::Finished(_)));
+            self.events.push(ev);
+            if self.finished >= SCORE_BATCH {
                 self.flush();
             }
         }
     }
 
     fn flush(&mut self) {
-        let scored = self.pipeline.process_batch(&self.records);
-        for (rec, s) in self.records.drain(..).zip(scored) {
+        let scored = self.pipeline.process_events(&self.events);
+        let records = self.events.iter().filter_map(|e| match e {
+            ConnEvent::Finished(r) => Some(r),
+            _ => None,
+        });
+        for (rec, s) in records.zip(&scored) {
             self.connections += 1;
             self.anomalous += u64::from(s.verdict.anomalous);
             if self.sink_error.is_none()
-                && let Err(e) = (self.sink)(&rec, &s)
+                && let Err(e) = (self.sink)(rec, s)
             {
                 self.sink_error = Some(e);
             }
         }
+        self.events.clear();
+        self.finished = 0;
     }
 }
 
@@ -568,7 +434,8 @@ pub fn run<E>(
         pipeline,
         sink,
         sink_error: None,
-        records: Vec::with_capacity(SCORE_BATCH),
+        events: Vec::new(),
+        finished: 0,
         connections: 0,
         anomalous: 0,
     };
@@ -577,7 +444,7 @@ pub fn run<E>(
         connections: 0,
         anomalous: 0,
         health: Health::default(),
-        stats: CaptureStats::default(),
+        stats: LifecycleStats::default(),
         error: None,
     };
     let mut out = Vec::new();

@@ -123,6 +123,12 @@ pub fn json_row(rec: &ConnectionRecord, s: &Scored) -> serde_json::Value {
             "detector".into(),
             serde_json::to_value(s.verdict.detector).unwrap_or_default(),
         );
+        if let Some(n) = s.not_scored {
+            o.insert(
+                "not_scored".into(),
+                serde_json::to_value(n).unwrap_or_default(),
+            );
+        }
     }
     v
 }

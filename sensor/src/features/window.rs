@@ -1,0 +1,228 @@
+//! The two traffic windows, over one sequence of connections in the order they began:
+//!
+//! * **time window** (KDD 23-31): the connections that began in the 2 seconds up to the current
+//!   connection's moment, the current one included;
+//! * **host window** (KDD 32-41): the last 255 connections that began up to that moment (all
+//!   hosts), the current one included. Why 255 and "all traffic" is in `docs/features.md`.
+//!
+//! Each connection is an entry of the sequence from its `Opened` event on; its error status
+//! (`syn_error`: a SYN not answered yet; `rej_error`: refused with a RST) changes in place when
+//! its handshake's outcome arrives ([`Windows::update`]). The time window is the suffix of the
+//! sequence that began after `now - 2 s`, the host window the last 255 entries; each keeps its
+//! own [`WindowCounts`], so a view costs a few hash lookups and nothing is ever rescanned.
+//!
+//! * **Boundary:** half-open `(t - 2 s, t]`: an entry that began exactly 2 s before `t` is out.
+//! * **Saturation** is the engine's ([`super::TIME_COUNT_MAX`], [`super::HOST_COUNT_MAX`]); the
+//!   rates come from the true counts.
+//! * **The current connection is always counted**, even when its moment (its handshake's
+//!   answer) comes more than 2 s, or more than 254 connections, after it began.
+//! * **Disorder:** the live path delivers `Opened` events in the order the kernel sent them,
+//!   which can differ from the order of their timestamps by the few microseconds two CPUs race;
+//!   an entry is expired when it reaches the front of the sequence, so such an entry stays in
+//!   the time window for at most that long too long.
+//! * **Memory:** the time window is capped at `max_time_entries`; past the cap the oldest entry
+//!   is expired early and counted ([`Windows::overflow_evictions`]). The host window holds 255
+//!   entries. The sequence holds what either window still needs.
+
+use std::collections::VecDeque;
+
+use super::counts::{WindowCounts, WindowEntry, WindowView};
+
+/// What the two windows say about one connection at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub time: WindowView,
+    pub host: WindowView,
+    /// Entries in the host window (less than its length only in the first connections the
+    /// sensor saw).
+    pub host_window_len: u32,
+    /// The current connection's own error status as counted in the views.
+    pub own_syn_error: bool,
+    pub own_rej_error: bool,
+}
+
+impl Snapshot {
+    /// The views with the current connection's own status replaced by its final one: the
+    /// current connection counts with its final state (KDD's `flag`), the others with the
+    /// status they had at the snapshot's moment.
+    pub fn with_own_status(mut self, syn_error: bool, rej_error: bool) -> Snapshot {
+        let ds = i64::from(syn_error) - i64::from(self.own_syn_error);
+        let dr = i64::from(rej_error) - i64::from(self.own_rej_error);
+        for v in [&mut self.time, &mut self.host] {
+            for c in [&mut v.host, &mut v.service] {
+                c.syn_errors = (i64::from(c.syn_errors) + ds).max(0) as u32;
+                c.rej_errors = (i64::from(c.rej_errors) + dr).max(0) as u32;
+            }
+        }
+        self.own_syn_error = syn_error;
+        self.own_rej_error = rej_error;
+        self
+    }
+}
+
+/// The sequence and its two windows; see the module docs.
+#[derive(Debug)]
+pub struct Windows {
+    /// `(start_ns, entry)` of every connection either window still holds, oldest first.
+    entries: VecDeque<(u64, WindowEntry)>,
+    /// Sequence number of `entries[0]`.
+    base: u64,
+    /// Sequence number the next connection gets.
+    next: u64,
+    /// First sequence number in the time window.
+    time_front: u64,
+    /// First sequence number in the host window.
+    host_front: u64,
+    window_ns: u64,
+    host_len: u64,
+    max_time_entries: u64,
+    time: WindowCounts,
+    host: WindowCounts,
+    overflow_evictions: u64,
+    now_ns: u64,
+}
+
+impl Windows {
+    pub fn new(window_ns: u64, host_len: usize, max_time_entries: usize) -> Windows {
+        Windows {
+            entries: VecDeque::new(),
+            base: 0,
+            next: 0,
+            time_front: 0,
+            host_front: 0,
+            window_ns,
+            host_len: host_len as u64,
+            max_time_entries: max_time_entries as u64,
+            time: WindowCounts::new(false),
+            host: WindowCounts::new(true),
+            overflow_evictions: 0,
+            now_ns: 0,
+        }
+    }
+
+    fn entry(&self, seq: u64) -> Option<&(u64, WindowEntry)> {
+        self.entries.get(usize::try_from(seq.checked_sub(self.base)?).ok()?)
+    }
+
+    /// Adds a connection that began at `start_ns`; returns its sequence number.
+    pub fn open(&mut self, start_ns: u64, e: WindowEntry) -> u64 {
+        self.advance(start_ns);
+        let seq = self.next;
+        self.next += 1;
+        self.entries.push_back((start_ns, e));
+        self.time.insert(&e);
+        self.host.insert(&e);
+        while self.next - self.host_front > self.host_len {
+            if let Some(&(_, old)) = self.entry(self.host_front) {
+                self.host.remove(&old);
+            }
+            self.host_front += 1;
+        }
+        while self.next - self.time_front > self.max_time_entries {
+            if let Some(&(_, old)) = self.entry(self.time_front) {
+                self.time.remove(&old);
+            }
+            self.time_front += 1;
+            self.overflow_evictions += 1;
+        }
+        self.trim();
+        seq
+    }
+
+    /// Moves the time window's end to `now_ns` (never back).
+    pub fn advance(&mut self, now_ns: u64) {
+        if now_ns <= self.now_ns {
+            return;
+        }
+        self.now_ns = now_ns;
+        // In the first 2 s of the clock (tests) nothing is old enough.
+        let Some(horizon) = now_ns.checked_sub(self.window_ns) else {
+            return;
+        };
+        while self.time_front < self.next {
+            match self.entry(self.time_front) {
+                Some(&(t, old)) if t <= horizon => {
+                    self.time.remove(&old);
+                    self.time_front += 1;
+                }
+                _ => break,
+            }
+        }
+        self.trim();
+    }
+
+    /// Drops the entries neither window holds any more.
+    fn trim(&mut self) {
+        let keep = self.time_front.min(self.host_front);
+        while self.base < keep && self.entries.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+
+    /// Replaces the status of connection `seq` (its handshake's outcome arrived).
+    pub fn update(&mut self, seq: u64, new: WindowEntry) {
+        let (in_time, in_host) = (seq >= self.time_front, seq >= self.host_front);
+        let Some(i) = seq
+            .checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        let Some(slot) = self.entries.get_mut(i) else {
+            return;
+        };
+        let old = std::mem::replace(&mut slot.1, new);
+        if in_time {
+            self.time.remove(&old);
+            self.time.insert(&new);
+        }
+        if in_host {
+            self.host.remove(&old);
+            self.host.insert(&new);
+        }
+    }
+
+    /// Both windows as connection `seq` (whose entry is `e`) sees them now.
+    pub fn snapshot(&self, seq: u64, e: &WindowEntry) -> Snapshot {
+        Snapshot {
+            time: view_including(&self.time, seq >= self.time_front, e),
+            host: view_including(&self.host, seq >= self.host_front, e),
+            host_window_len: (self.next - self.host_front) as u32,
+            own_syn_error: e.syn_error,
+            own_rej_error: e.rej_error,
+        }
+    }
+
+    /// Entries expired before their 2 s because of the cap.
+    pub fn overflow_evictions(&self) -> u64 {
+        self.overflow_evictions
+    }
+
+    /// Connections in the time window.
+    pub fn time_len(&self) -> usize {
+        (self.next - self.time_front) as usize
+    }
+
+    /// Distinct destination hosts in the time and host windows.
+    pub fn hosts(&self) -> (usize, usize) {
+        (self.time.hosts(), self.host.hosts())
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * size_of::<(u64, WindowEntry)>()
+            + self.time.heap_bytes()
+            + self.host.heap_bytes()
+    }
+}
+
+/// `counts`' view of `e`'s groups, with `e` itself added when it is no longer in the window.
+fn view_including(counts: &WindowCounts, inside: bool, e: &WindowEntry) -> WindowView {
+    let mut v = counts.view(e);
+    if !inside {
+        v.host.add(e);
+        v.service.add(e);
+        v.host_service += 1;
+        v.host_src_port += u32::from(counts.tracks_src_port());
+    }
+    v
+}

@@ -1,0 +1,520 @@
+//! The connection lifecycle, written once for live capture and for replay: which connections
+//! are open, when each one is final, and the [`ConnEvent`]s that tell the stages after capture.
+//!
+//! It runs over a [`FlowStore`] (the kernel's flow table live, replay's table offline) and is
+//! driven by two inputs:
+//!
+//! * [`Lifecycle::on_event`]: what the per-packet flow-table update signalled
+//!   ([`sensor_common::flow::event`]): a connection began, the outcome of its TCP handshake
+//!   became known, it finished (FIN both ways or RST). The first two become
+//!   [`ConnEvent::Opened`] and [`ConnEvent::Answered`] at once, so that the feature windows see
+//!   connections in the order they began, whenever they end; a finished connection becomes a
+//!   [`ConnEvent::Finished`] record at once and its entry lingers for `close_linger`, so that
+//!   trailing ACKs do not open a phantom connection.
+//! * [`Lifecycle::advance`]: the passing of time. Every open connection has one pending idle
+//!   check, due at its last packet plus the idle timeout that applies to it
+//!   ([`idle_timeout`]). The check reads the entry and either finalises the connection (end
+//!   reason `idle`, final at exactly that deadline) or moves the check to the new deadline, so
+//!   the cost is one lookup per connection and timeout period whatever the table's size, and an
+//!   idle connection is final within one call of `advance` after its deadline.
+//!
+//! A live sensor can lose events (a full ring buffer, counted by the kernel). A full scan of the
+//! store every `table_scan_interval` adopts the connections whose events were lost: it emits
+//! their `Opened` late (counted in [`LifecycleStats::adopted_by_scan`]) and finalises finished
+//! TCP connections whose `FIN`/`RST` event never came ([`LifecycleStats::finished_by_scan`]).
+//! Replay loses nothing and does not scan.
+//!
+//! [`Lifecycle::flush`] ends observation: every connection still open is finalised with end
+//! reason `shutdown`.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, VecDeque},
+    time::Duration,
+};
+
+use rustc_hash::FxHashMap;
+use sensor_common::{
+    FlowKey, FlowValue,
+    account::{answered, peer},
+    flow::{SIDE_HI, SIDE_LO, event, history, ipproto},
+};
+
+use crate::flows::{ConnEvent, ConnStart, ConnectionRecord, EndReason};
+
+/// Idle timeouts after which a connection without packets is final.
+///
+/// Defaults follow Zeek (`tcp_inactivity_timeout` 5 min, `udp_inactivity_timeout` and
+/// `icmp_inactivity_timeout` 1 min, `tcp_attempt_delay` 5 s), whose connection semantics the KDD
+/// features were derived with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// An established TCP connection that neither closed nor reset.
+    pub tcp_established: Duration,
+    /// A TCP connection attempt without an established handshake (S0, half-open, mid-stream).
+    pub tcp_attempt: Duration,
+    pub udp: Duration,
+    pub icmp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_established: Duration::from_secs(300),
+            tcp_attempt: Duration::from_secs(5),
+            udp: Duration::from_secs(60),
+            icmp: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The shortest of the four.
+    pub fn shortest(&self) -> Duration {
+        self.tcp_established
+            .min(self.tcp_attempt)
+            .min(self.udp)
+            .min(self.icmp)
+    }
+}
+
+/// How the lifecycle finalises connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    pub timeouts: Timeouts,
+    /// How long a finished TCP connection's entry stays in the table after it was reported.
+    pub close_linger: Duration,
+    /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
+    /// (replay, which loses no event).
+    pub table_scan_interval: Option<Duration>,
+}
+
+impl LifecycleConfig {
+    /// Default close linger: long enough for the trailing ACK and retransmitted FINs.
+    pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+    /// The scan period a live sensor uses unless configured: a quarter of the shortest idle
+    /// timeout, between 50 ms and 1 s, so that a connection whose `Opened` event was lost is
+    /// adopted long before its idle deadline.
+    pub fn default_table_scan_interval(timeouts: &Timeouts) -> Duration {
+        (timeouts.shortest() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        let timeouts = Timeouts::default();
+        LifecycleConfig {
+            table_scan_interval: Some(Self::default_table_scan_interval(&timeouts)),
+            timeouts,
+            close_linger: Self::DEFAULT_CLOSE_LINGER,
+        }
+    }
+}
+
+/// The flow table the lifecycle runs over.
+pub trait FlowStore {
+    /// A copy of the value stored under `key`.
+    fn get(&self, key: &FlowKey) -> Option<FlowValue>;
+    /// Removes `key`'s entry (a packet may create it again: that is a new connection).
+    fn remove(&mut self, key: &FlowKey);
+    /// Every entry, in no particular order.
+    fn entries(&self) -> Vec<(FlowKey, FlowValue)>;
+}
+
+/// Counters of the lifecycle, for reports and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LifecycleStats {
+    /// Events received from the flow-table update.
+    pub events: u64,
+    /// Finish events for a connection already reported (two CPUs raced on its last packets).
+    pub duplicate_events: u64,
+    /// Connections the table scan found without having seen their `Opened` event (lost).
+    pub adopted_by_scan: u64,
+    /// Finished TCP connections finalised by an idle check or the table scan because their
+    /// finish event never came (lost, or two CPUs raced on the last FINs so that neither
+    /// signalled).
+    pub finished_by_scan: u64,
+    /// Connections whose entry was restarted for a new connection on the same 5-tuple before
+    /// their own end was reported (their finish event was lost): their records are lost.
+    pub lost_on_restart: u64,
+    /// Records emitted, by end reason: fin, rst, idle, shutdown.
+    pub records_fin: u64,
+    pub records_rst: u64,
+    pub records_idle: u64,
+    pub records_shutdown: u64,
+    /// Connections open now.
+    pub open_connections: u64,
+    /// Entries in the flow table at the last scan.
+    pub table_entries: u64,
+}
+
+impl LifecycleStats {
+    /// Counts one emitted record by why it ended.
+    pub fn count_record(&mut self, reason: EndReason) {
+        match reason {
+            EndReason::Fin => self.records_fin += 1,
+            EndReason::Rst => self.records_rst += 1,
+            EndReason::Idle => self.records_idle += 1,
+            EndReason::Shutdown => self.records_shutdown += 1,
+        }
+    }
+}
+
+/// A connection the lifecycle knows to be open.
+#[derive(Clone, Copy, Debug)]
+struct OpenConn {
+    first_seen_ns: u64,
+    /// When its handshake's outcome became known (table clock).
+    answer_ns: Option<u64>,
+}
+
+/// The lifecycle; see the module docs.
+#[derive(Debug)]
+pub struct Lifecycle {
+    config: LifecycleConfig,
+    /// Table clock + this = Unix time (CLOCK_REALTIME − CLOCK_MONOTONIC live, 0 for replay).
+    mono_to_unix_ns: i128,
+    open: FxHashMap<FlowKey, OpenConn>,
+    /// Idle checks `(due_ns, key, first_seen_ns)`, earliest first. A check whose connection has
+    /// ended or was replaced is dropped when it comes up.
+    checks: BinaryHeap<Reverse<(u64, FlowKey, u64)>>,
+    /// Finished connections already reported and still lingering, by their `first_seen_ns`.
+    reported: FxHashMap<FlowKey, u64>,
+    /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
+    lingering: VecDeque<(u64, FlowKey, u64)>,
+    /// Table-clock time of the next scan.
+    next_scan_ns: u64,
+    stats: LifecycleStats,
+}
+
+impl Lifecycle {
+    pub fn new(config: LifecycleConfig, mono_to_unix_ns: i128) -> Lifecycle {
+        Lifecycle {
+            config,
+            mono_to_unix_ns,
+            open: FxHashMap::default(),
+            checks: BinaryHeap::new(),
+            reported: FxHashMap::default(),
+            lingering: VecDeque::new(),
+            next_scan_ns: 0,
+            stats: LifecycleStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> LifecycleStats {
+        LifecycleStats {
+            open_connections: self.open.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Table clock + this = Unix time.
+    pub fn mono_to_unix_ns(&self) -> i128 {
+        self.mono_to_unix_ns
+    }
+
+    /// What the update of one packet signalled (`kinds`: [`event`] bits), with the entry's value
+    /// as that packet left it.
+    pub fn on_event(
+        &mut self,
+        key: &FlowKey,
+        v: &FlowValue,
+        kinds: u32,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        self.stats.events += 1;
+        if kinds & event::OPEN != 0 {
+            self.open_conn(key, v, out);
+        }
+        if kinds & event::ANSWER != 0 {
+            self.answer(key, v, v.last_seen_ns, out);
+        }
+        if kinds & event::FINISHED != 0 {
+            if self.reported.get(key) == Some(&v.first_seen_ns) {
+                self.stats.duplicate_events += 1;
+                return;
+            }
+            let reason = if kinds & event::RST != 0 {
+                EndReason::Rst
+            } else {
+                EndReason::Fin
+            };
+            self.finish(key, v, reason, v.last_seen_ns, out);
+        }
+    }
+
+    /// Starts tracking a connection (from its `OPEN` event, or adopted by a scan).
+    fn open_conn(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
+        match self.open.get(key) {
+            Some(o) if o.first_seen_ns == v.first_seen_ns => return,
+            // The entry was restarted for a new connection before the old one's end was
+            // reported: that record is gone with the old value.
+            Some(_) => self.stats.lost_on_restart += 1,
+            None => {}
+        }
+        let Some(start) = ConnStart::from_flow(key, v, self.mono_to_unix_ns) else {
+            return;
+        };
+        self.open.insert(
+            *key,
+            OpenConn {
+                first_seen_ns: v.first_seen_ns,
+                answer_ns: None,
+            },
+        );
+        let due = v
+            .last_seen_ns
+            .saturating_add(idle_timeout(&self.config.timeouts, key, v).as_nanos() as u64);
+        self.checks.push(Reverse((due, *key, v.first_seen_ns)));
+        out.push(ConnEvent::Opened(start));
+    }
+
+    /// Records the outcome of a connection's handshake, known at `at_ns`.
+    fn answer(&mut self, key: &FlowKey, v: &FlowValue, at_ns: u64, out: &mut Vec<ConnEvent>) {
+        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
+            // Its `OPEN` event was lost: adopt it now.
+            self.stats.adopted_by_scan += 1;
+            self.open_conn(key, v, out);
+        }
+        let Some(o) = self.open.get_mut(key) else {
+            return;
+        };
+        if o.answer_ns.is_some() || o.first_seen_ns != v.first_seen_ns {
+            return;
+        }
+        o.answer_ns = Some(at_ns);
+        let Some(start) = ConnStart::from_flow(key, v, self.mono_to_unix_ns) else {
+            return;
+        };
+        let resp = v.history[peer(usize::from(v.orig_side & 1))];
+        out.push(ConnEvent::Answered {
+            id: start.id,
+            at_unix_ns: self.to_unix(at_ns),
+            refused: resp & history::RST != 0 && resp & history::SYN_ACK == 0,
+        });
+    }
+
+    fn to_unix(&self, t: u64) -> u64 {
+        (t as i128 + self.mono_to_unix_ns).clamp(0, u64::MAX as i128) as u64
+    }
+
+    /// Emits the record of a connection that is over, final at `final_ns` (table clock).
+    fn finish(
+        &mut self,
+        key: &FlowKey,
+        v: &FlowValue,
+        reason: EndReason,
+        final_ns: u64,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        let answer_ns = match self.open.remove(key) {
+            Some(o) if o.first_seen_ns == v.first_seen_ns => o.answer_ns,
+            Some(o) => {
+                // A later connection on this 5-tuple is the open one; keep tracking it.
+                self.open.insert(*key, o);
+                None
+            }
+            None => None,
+        };
+        if matches!(reason, EndReason::Fin | EndReason::Rst) {
+            self.reported.insert(*key, v.first_seen_ns);
+            let due = v
+                .last_seen_ns
+                .saturating_add(self.config.close_linger.as_nanos() as u64);
+            self.lingering.push_back((due, *key, v.first_seen_ns));
+        }
+        let Some(mut rec) = ConnectionRecord::from_flow(key, v, self.mono_to_unix_ns, reason)
+        else {
+            return;
+        };
+        let orig = usize::from(v.orig_side & 1);
+        rec.answer_unix_ns = answer_ns
+            .or_else(|| answered(v.history[orig], v.history[peer(orig)]).then_some(v.last_seen_ns))
+            .map(|t| self.to_unix(t));
+        rec.final_unix_ns = self.to_unix(final_ns);
+        self.stats.count_record(reason);
+        out.push(ConnEvent::Finished(rec));
+    }
+
+    /// Moves time on to `now_ns` (table clock): lingering entries whose time is up are removed,
+    /// idle checks that are due run, and the table scan runs when due.
+    pub fn advance(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
+        self.expire_lingering(now_ns, store);
+        while let Some(&Reverse((due, key, first_seen))) = self.checks.peek() {
+            if due > now_ns {
+                break;
+            }
+            self.checks.pop();
+            self.check(&key, first_seen, now_ns, store, out);
+        }
+        if let Some(every) = self.config.table_scan_interval
+            && now_ns >= self.next_scan_ns
+        {
+            self.scan(store, out);
+            self.next_scan_ns = now_ns.saturating_add(every.as_nanos() as u64);
+        }
+    }
+
+    /// The idle check of one connection: finalise it if idle past its timeout, else check again
+    /// at its new deadline.
+    fn check(
+        &mut self,
+        key: &FlowKey,
+        first_seen: u64,
+        now_ns: u64,
+        store: &mut impl FlowStore,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == first_seen) {
+            return; // finished, or replaced by a later connection with its own check
+        }
+        let Some(v) = store.get(key).filter(|v| v.first_seen_ns == first_seen) else {
+            // Gone or restarted: the restart's own `OPEN` event takes it from here.
+            return;
+        };
+        if let Some(reason) = tcp_finished(key, &v) {
+            // Its finish event was lost.
+            self.stats.finished_by_scan += 1;
+            self.finish(key, &v, reason, v.last_seen_ns, out);
+            return;
+        }
+        let deadline = v
+            .last_seen_ns
+            .saturating_add(idle_timeout(&self.config.timeouts, key, &v).as_nanos() as u64);
+        if now_ns >= deadline {
+            self.finish(key, &v, EndReason::Idle, deadline, out);
+            store.remove(key);
+        } else {
+            self.checks.push(Reverse((deadline, *key, first_seen)));
+        }
+    }
+
+    /// Removes finished connections whose linger is over. An entry that still sees packets
+    /// (trailing ACKs, retransmissions) lingers on; one that a new connection on the same
+    /// 5-tuple took over is left to that connection.
+    fn expire_lingering(&mut self, now_ns: u64, store: &mut impl FlowStore) {
+        let linger_ns = self.config.close_linger.as_nanos() as u64;
+        while let Some(&(due, key, first_seen)) = self.lingering.front() {
+            if due > now_ns {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.reported.get(&key) != Some(&first_seen) {
+                continue; // superseded by a later report of the same 5-tuple
+            }
+            match store.get(&key) {
+                Some(v) if v.first_seen_ns == first_seen => {
+                    if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
+                        store.remove(&key);
+                        self.reported.remove(&key);
+                    } else {
+                        let due = v.last_seen_ns.saturating_add(linger_ns);
+                        self.lingering.push_back((due, key, first_seen));
+                    }
+                }
+                // Gone, or taken over by a new connection on the same 5-tuple.
+                _ => {
+                    self.reported.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Walks the store and adopts what the events missed: connections never opened here, and
+    /// finished ones never reported.
+    fn scan(&mut self, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
+        let entries = store.entries();
+        self.stats.table_entries = entries.len() as u64;
+        for (key, v) in entries {
+            if self.reported.get(&key) == Some(&v.first_seen_ns) {
+                continue; // lingering after its report
+            }
+            let known = matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
+            if !known {
+                self.stats.adopted_by_scan += 1;
+                self.open_conn(&key, &v, out);
+                let orig = usize::from(v.orig_side & 1);
+                if answered(v.history[orig], v.history[peer(orig)]) {
+                    // The exact moment is lost with the event; the first packet bounds it.
+                    self.answer(&key, &v, v.first_seen_ns, out);
+                }
+            }
+            if let Some(reason) = tcp_finished(&key, &v) {
+                self.stats.finished_by_scan += 1;
+                self.finish(&key, &v, reason, v.last_seen_ns, out);
+            }
+        }
+    }
+
+    /// The end of observation at `now_ns`: every connection still open is finalised (end
+    /// reason `shutdown`, or `fin`/`rst` for finished ones whose event never came) and every
+    /// entry removed.
+    pub fn flush(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
+        self.expire_lingering(now_ns, store);
+        let mut entries = store.entries();
+        // Deterministic order: by last packet, then first packet, then key.
+        entries.sort_unstable_by_key(|(k, v)| (v.last_seen_ns, v.first_seen_ns, *k));
+        for (key, v) in entries {
+            if self.reported.get(&key) != Some(&v.first_seen_ns) {
+                let known =
+                    matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
+                if !known {
+                    self.stats.adopted_by_scan += 1;
+                    self.open_conn(&key, &v, out);
+                }
+                match tcp_finished(&key, &v) {
+                    Some(reason) => {
+                        self.stats.finished_by_scan += 1;
+                        self.finish(&key, &v, reason, v.last_seen_ns, out);
+                    }
+                    None => self.finish(&key, &v, EndReason::Shutdown, now_ns, out),
+                }
+            }
+            store.remove(&key);
+        }
+        self.open.clear();
+        self.checks.clear();
+        self.reported.clear();
+        self.lingering.clear();
+    }
+}
+
+/// The idle timeout that applies to a flow: the established one once the originator completed
+/// the handshake, the attempt one before; per protocol otherwise.
+pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
+    match key.protocol {
+        ipproto::TCP => {
+            let orig = usize::from(v.orig_side & 1);
+            let established = v.history[orig] & history::SYN != 0
+                && v.history[peer(orig)] & history::SYN_ACK != 0
+                && v.history[orig] & history::NON_SYN != 0;
+            if established {
+                t.tcp_established
+            } else {
+                t.tcp_attempt
+            }
+        }
+        ipproto::UDP => t.udp,
+        _ => t.icmp,
+    }
+}
+
+/// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
+pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
+    if key.protocol != ipproto::TCP {
+        return None;
+    }
+    let (a, b) = (v.history[SIDE_LO], v.history[SIDE_HI]);
+    if (a | b) & history::RST != 0 {
+        Some(EndReason::Rst)
+    } else if a & b & history::FIN != 0 {
+        Some(EndReason::Fin)
+    } else {
+        None
+    }
+}
