@@ -8,9 +8,7 @@
 
 use crate::{
     atomic::atomic_add,
-    flow::{
-        FlowKey, FlowValue, SIDE_HI, SIDE_LO, Side, event, history, ipproto, value_flags,
-    },
+    flow::{FlowKey, FlowValue, SIDE_HI, SIDE_LO, Side, event, history, ipproto, value_flags},
     parse::{Parsed, tcp_flags},
 };
 
@@ -36,9 +34,7 @@ pub fn new_value(p: &Parsed, key: &FlowKey, side: Side, now_ns: u64) -> FlowValu
     if key.addr_lo == key.addr_hi && key.port_lo == key.port_hi {
         flags |= value_flags::LAND;
     }
-    if p.l2_group {
-        flags |= value_flags::GROUP;
-    }
+    flags |= (p.l2_group & 1) * value_flags::GROUP;
     FlowValue {
         first_seen_ns: now_ns,
         last_seen_ns: now_ns,
@@ -51,31 +47,23 @@ pub fn new_value(p: &Parsed, key: &FlowKey, side: Side, now_ns: u64) -> FlowValu
 }
 
 /// TCP history bits one packet sets for its sender.
+///
+/// Branch-free: this runs on every TCP packet, twice, and the verifier explores every branch
+/// of every path through the program.
 #[inline(always)]
 pub fn history_bits(tcp: u8, payload_len: u32) -> u8 {
-    let mut bits = 0;
-    if tcp & tcp_flags::SYN != 0 {
-        bits |= if tcp & tcp_flags::ACK != 0 {
-            history::SYN_ACK
-        } else {
-            history::SYN
-        };
-    } else {
-        bits |= history::NON_SYN;
-        if tcp & (tcp_flags::ACK | tcp_flags::RST) == tcp_flags::ACK {
-            bits |= history::ACK;
-        }
-    }
-    if tcp & tcp_flags::FIN != 0 {
-        bits |= history::FIN;
-    }
-    if tcp & tcp_flags::RST != 0 {
-        bits |= history::RST;
-    }
-    if payload_len > 0 {
-        bits |= history::DATA;
-    }
-    bits
+    let bit = |flag: u8| (tcp & flag) >> flag.trailing_zeros();
+    let (syn, ack) = (bit(tcp_flags::SYN), bit(tcp_flags::ACK));
+    let (fin, rst) = (bit(tcp_flags::FIN), bit(tcp_flags::RST));
+    let data = ((payload_len | payload_len.wrapping_neg()) >> 31) as u8;
+    let non_syn = syn ^ 1;
+    ((syn & (ack ^ 1)) * history::SYN)
+        | ((syn & ack) * history::SYN_ACK)
+        | (non_syn * history::NON_SYN)
+        | (fin * history::FIN)
+        | (rst * history::RST)
+        | (data * history::DATA)
+        | ((non_syn & ack & (rst ^ 1)) * history::ACK)
 }
 
 /// Adds packet `p`, sent by `side`, to the flow value at `v`. `segments` is how many wire
@@ -127,16 +115,13 @@ pub unsafe fn account(
         }
         (*v).history[side] = new;
         let other = (*v).history[peer(side)];
-        let mut events = 0;
-        let orig = usize::from((*v).orig_side & 1);
-        let (was, is) = if side == orig {
-            (answered(old, other), answered(new, other))
-        } else {
-            (answered(other, old), answered(other, new))
-        };
-        if is && !was {
-            events |= event::ANSWER;
-        }
+        // Branch-free (the verifier walks every branch of every packet's path): `m` is all ones
+        // when this packet's sender is the originator.
+        let m = 0u8.wrapping_sub(u8::from(side == usize::from((*v).orig_side & 1)));
+        let (orig_old, resp_old) = ((old & m) | (other & !m), (other & m) | (old & !m));
+        let (orig_new, resp_new) = ((new & m) | (other & !m), (other & m) | (new & !m));
+        let answer = answered_bit(orig_new, resp_new) & !answered_bit(orig_old, resp_old);
+        let mut events = answer * event::ANSWER;
         let added = new & !old;
         if added & history::RST != 0 {
             events |= event::RST;
@@ -147,6 +132,16 @@ pub unsafe fn account(
     }
 }
 
+/// [`answered`] as 0 or 1, computed without branches.
+#[inline(always)]
+fn answered_bit(orig: u8, resp: u8) -> u32 {
+    let syn = u32::from(orig & history::SYN) >> history::SYN.trailing_zeros();
+    let ack = u32::from(orig & history::ACK) >> history::ACK.trailing_zeros();
+    // 1 when `resp` is not 0: its negation has the top bit set.
+    let resp_any = (u32::from(resp).wrapping_neg() >> 31) & 1;
+    syn & (resp_any | ack)
+}
+
 /// Whether the outcome of a TCP originator's SYN is known, from the originator's (`orig`) and
 /// the responder's (`resp`) history bits: the responder sent anything (a SYN-ACK, a RST), or the
 /// originator acknowledged a SYN-ACK that the sensor did not see ([`history::ACK`]). Always
@@ -154,7 +149,7 @@ pub unsafe fn account(
 /// is no handshake to wait for.
 #[inline(always)]
 pub fn answered(orig: u8, resp: u8) -> bool {
-    orig & history::SYN != 0 && (resp != 0 || orig & history::ACK != 0)
+    answered_bit(orig, resp) != 0
 }
 
 /// Whether TCP packet `p` from `side` would set a history bit that `v` does not have yet (the
@@ -228,7 +223,10 @@ mod tests {
             // SAFETY: `v` is a live local.
             events[i] = unsafe { account(&mut v, p, side, 10 + i as u64, 1) };
         }
-        assert_eq!(events, [0, event::ANSWER, 0, 0, 0, 0, 0, event::FIN_BOTH, 0]);
+        assert_eq!(
+            events,
+            [0, event::ANSWER, 0, 0, 0, 0, 0, event::FIN_BOTH, 0]
+        );
         let orig = v.orig_side as usize;
         assert_eq!(orig, side0);
         assert_eq!(v.packets[orig], 6);

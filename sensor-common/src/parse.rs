@@ -144,9 +144,11 @@ pub struct Parsed {
     /// Transport payload bytes, from the IP header's lengths (not the captured length).
     pub payload_len: u32,
     pub fragment: Fragment,
-    /// The frame went to a link-layer group address (broadcast or multicast): a one-to-many
-    /// datagram rather than a conversation between two hosts.
-    pub l2_group: bool,
+    /// 1 when the frame went to a link-layer group address (broadcast or multicast): a
+    /// one-to-many datagram rather than a conversation between two hosts; else 0. A number,
+    /// not a `bool`: turning the address bit into a `bool` takes a branch, which doubles the
+    /// paths the verifier walks through the rest of the program.
+    pub l2_group: u8,
 }
 
 /// Parses a frame that starts with an Ethernet header.
@@ -166,20 +168,29 @@ pub fn parse_ethernet<P: PacketData + ?Sized>(pkt: &P) -> Result<Parsed, ParseEr
         off += 4;
         tags += 1;
     }
-    // The I/G bit of the destination MAC address: set for broadcast and multicast.
-    let l2_group = eth.u8(0) & 1 != 0;
-    let mut p = match ether_type {
-        ethertype::IPV4 => parse_ipv4(pkt, off),
-        ethertype::IPV6 => parse_ipv6(pkt, off),
+    // The I/G bit of the destination MAC address: set for broadcast and multicast. Handed to
+    // the IP parsers rather than set afterwards, which would add a merge of their results.
+    let l2_group = eth.u8(0) & 1;
+    match ether_type {
+        ethertype::IPV4 => parse_ipv4_in(pkt, off, l2_group),
+        ethertype::IPV6 => parse_ipv6_in(pkt, off, l2_group),
         _ => Err(ParseError::NonIp),
-    }?;
-    p.l2_group = l2_group;
-    Ok(p)
+    }
 }
 
 /// Parses an IPv4 packet at `off`.
 #[inline(always)]
 pub fn parse_ipv4<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed, ParseError> {
+    parse_ipv4_in(pkt, off, 0)
+}
+
+/// [`parse_ipv4`] of a frame sent to a link-layer group address or not ([`Parsed::l2_group`]).
+#[inline(always)]
+fn parse_ipv4_in<P: PacketData + ?Sized>(
+    pkt: &P,
+    off: usize,
+    l2_group: u8,
+) -> Result<Parsed, ParseError> {
     let h = pkt.header::<20>(off).ok_or(ParseError::Truncated)?;
     let vihl = h.u8(0);
     if vihl >> 4 != 4 {
@@ -208,6 +219,7 @@ pub fn parse_ipv4<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed,
         dst: [h.ne32(16), 0, 0, 0],
         protocol: h.u8(9),
         ip_version: 4,
+        l2_group,
         ..Parsed::default()
     };
     if more_fragments || frag_offset != 0 {
@@ -254,6 +266,16 @@ mod ipv6_ext {
 /// destination-options headers.
 #[inline(always)]
 pub fn parse_ipv6<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed, ParseError> {
+    parse_ipv6_in(pkt, off, 0)
+}
+
+/// [`parse_ipv6`] of a frame sent to a link-layer group address or not ([`Parsed::l2_group`]).
+#[inline(always)]
+fn parse_ipv6_in<P: PacketData + ?Sized>(
+    pkt: &P,
+    off: usize,
+    l2_group: u8,
+) -> Result<Parsed, ParseError> {
     let h = pkt.header::<40>(off).ok_or(ParseError::Truncated)?;
     if h.u8(0) >> 4 != 6 {
         return Err(ParseError::Malformed);
@@ -264,6 +286,7 @@ pub fn parse_ipv6<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed,
         src: [h.ne32(8), h.ne32(12), h.ne32(16), h.ne32(20)],
         dst: [h.ne32(24), h.ne32(28), h.ne32(32), h.ne32(36)],
         ip_version: 6,
+        l2_group,
         ..Parsed::default()
     };
     let mut l4 = off + 40;

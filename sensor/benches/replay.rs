@@ -159,24 +159,28 @@ fn accounting(path: &Path) -> u64 {
     let mut records = 0u64;
     replay::for_each_packet(path, |p| {
         r.packet(p.ts_ns, u64::from(p.wire_len), p.link, p.data, &mut out);
-        records += out.len() as u64;
+        records += out.iter().filter(|e| e.finished().is_some()).count() as u64;
         out.clear();
     })
     .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     r.finish(&mut out);
-    records + out.len() as u64
+    records + out.iter().filter(|e| e.finished().is_some()).count() as u64
 }
 
 fn full(path: &Path, model: &Arc<Model>) -> u64 {
     let mut pipeline = Pipeline::new(Arc::clone(model), FeatureConfig::default())
         .expect("the default feature config is valid");
     let mut anomalous = 0u64;
+    let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
     let report = replay::run(
         &[path.to_path_buf()],
         ReplayConfig::default(),
         &mut pipeline,
-        |_, s| {
-            anomalous += u64::from(s.verdict.anomalous);
+        &mut incidents,
+        |o| {
+            if let replay::Output::Connection { scored, .. } = o {
+                anomalous += u64::from(scored.verdict.anomalous);
+            }
             Ok::<(), ()>(())
         },
     )

@@ -8,12 +8,15 @@ fn main() -> anyhow::Result<()> {
             continue;
         };
         let res = match prog {
-            aya::programs::Program::Xdp(p) => p.load(),
-            aya::programs::Program::SchedClassifier(p) => p.load(),
+            aya::programs::Program::Xdp(p) => p.load().and_then(|()| p.info()),
+            aya::programs::Program::SchedClassifier(p) => p.load().and_then(|()| p.info()),
             _ => continue,
         };
         match res {
-            Ok(()) => println!("{name}: ok"),
+            Ok(i) => println!(
+                "{name}: ok, verified {:?} insns",
+                i.verified_instruction_count()
+            ),
             Err(e) => println!("{name}: {e:?}"),
         }
     }

@@ -17,10 +17,12 @@ use crate::{
     alerts::{AlertSink, ScoredLine},
     capture::{self, Capture, CaptureError},
     config::{RunConfig, Sink},
-    detect::Pipeline,
+    detect::{Pipeline, Scored},
     export::Metrics,
     features::FeatureConfig,
-    flows::{ConnEvent, EndReason},
+    flows::{ConnEvent, ConnectionRecord, EndReason},
+    incidents::{IncidentLine, IncidentTracker},
+    lifecycle::LifecycleStats,
     model::{Model, ModelError},
 };
 
@@ -56,6 +58,9 @@ pub enum AgentError {
 pub struct RunSummary {
     pub connections: u64,
     pub anomalous: u64,
+    /// Incidents opened, and incident lines written.
+    pub incidents: u64,
+    pub incident_lines: u64,
     pub alerts_written: u64,
     pub alerts_suppressed: u64,
     pub model_reloads_ok: u64,
@@ -94,6 +99,131 @@ fn wall_clock_unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The stages after capture, fed one wake-up of the capture loop at a time.
+struct Stages {
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    alerts: Option<AlertSink>,
+    connection_alerts: bool,
+    records: Option<Box<dyn Write + Send>>,
+    incidents: IncidentTracker,
+    summary: RunSummary,
+    /// A model loaded by SIGHUP, waiting to be swapped in.
+    reloaded: Arc<Mutex<Option<Arc<Model>>>>,
+    model_path: String,
+}
+
+impl Stages {
+    /// One wake-up: swap a reloaded model in, score the events, count, write, group into
+    /// incidents. `now` is the verdicts' time on the records' clock.
+    fn handle(&mut self, events: &[ConnEvent], stats: &LifecycleStats, now: impl Fn() -> u64) {
+        if let Some(m) = self.reloaded.lock().map(|mut s| s.take()).unwrap_or(None) {
+            self.pipeline.set_model(m);
+            self.metrics
+                .set_model(self.pipeline.model(), &self.model_path);
+            log::info!("model reloaded from {}", self.model_path);
+        }
+        self.metrics.set_capture_stats(stats);
+        // Lines are built in memory and written once per wake-up: one write per sink, not one
+        // per JSON token (serde writes piecewise).
+        let (mut rec_buf, mut alert_buf, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+        let scored = self.pipeline.process_events(events);
+        // The verdicts exist from here: latency counts the whole batch's processing.
+        let now = now();
+        for (ev, s) in events.iter().filter(|e| e.record().is_some()).zip(&scored) {
+            let Some(rec) = ev.record() else { continue };
+            self.incidents
+                .observe(rec, s, rec.final_unix_ns, &mut lines);
+            if let ConnEvent::Finished(rec) = ev {
+                self.finished(rec, s, now, &mut rec_buf, &mut alert_buf);
+            }
+        }
+        self.incidents.tick(now, &mut lines);
+        self.metrics.set_incident_stats(self.incidents.stats());
+        self.write(&rec_buf, alert_buf, &lines, now);
+        self.metrics
+            .set_engine_stats(&self.pipeline.engine().stats());
+    }
+
+    /// A finished connection's metrics, record line and connection alert.
+    fn finished(
+        &mut self,
+        rec: &ConnectionRecord,
+        s: &Scored,
+        now: u64,
+        rec_buf: &mut Vec<u8>,
+        alert_buf: &mut Vec<u8>,
+    ) {
+        let latency_ms = now.saturating_sub(rec.final_unix_ns) as f64 / 1e6;
+        self.metrics.observe_connection(rec);
+        if rec.end_reason != EndReason::Shutdown {
+            self.metrics.observe_scored(rec, s, latency_ms / 1e3);
+        }
+        self.summary.connections += 1;
+        self.summary.anomalous += u64::from(s.verdict.anomalous);
+        if self.records.is_some() {
+            push_line(
+                rec_buf,
+                &ScoredLine::new("connection", rec, s, now, latency_ms),
+            );
+        }
+        if let Some(a) = self.alerts.as_mut().filter(|_| self.connection_alerts) {
+            if s.verdict.anomalous {
+                let line = ScoredLine::new("alert", rec, s, now, latency_ms);
+                a.offer(&line, now, alert_buf);
+            } else {
+                a.tick(now, alert_buf);
+            }
+        }
+    }
+
+    /// Writes the lines of one wake-up; a failed write is counted.
+    fn write(&mut self, rec_buf: &[u8], mut alert_buf: Vec<u8>, lines: &[IncidentLine], now: u64) {
+        let mut failed = 0;
+        if let Some(out) = self.records.as_mut().filter(|_| !rec_buf.is_empty()) {
+            failed += u64::from(out.write_all(rec_buf).and_then(|()| out.flush()).is_err());
+        }
+        if let Some(a) = self.alerts.as_mut() {
+            for line in lines {
+                a.incident(line, &mut alert_buf);
+            }
+            a.tick(now, &mut alert_buf);
+            failed += u64::from(a.write(&alert_buf).is_err());
+            self.metrics
+                .set_alert_counts(a.written_total, a.suppressed_total);
+        }
+        self.summary.incident_lines += lines.len() as u64;
+        if failed > 0 {
+            self.summary.output_errors += failed;
+            self.metrics.output_error();
+        }
+    }
+
+    /// The end of the run: open incidents close, held-back alerts are summarised.
+    fn finish(&mut self) {
+        let mut lines = Vec::new();
+        self.incidents.finish(&mut lines);
+        self.metrics.set_incident_stats(self.incidents.stats());
+        let mut buf = Vec::new();
+        if let Some(a) = self.alerts.as_mut() {
+            for line in &lines {
+                a.incident(line, &mut buf);
+            }
+            a.flush_suppressed(&mut buf);
+            if a.write(&buf).is_err() {
+                self.summary.output_errors += 1;
+            }
+            self.summary.alerts_written = a.written_total;
+            self.summary.alerts_suppressed = a.suppressed_total;
+        }
+        self.summary.incident_lines += lines.len() as u64;
+        self.summary.incidents = self.incidents.stats().opened.values().sum();
+        let (ok, failed) = self.metrics.model_reload_counts();
+        self.summary.model_reloads_ok = ok;
+        self.summary.model_reloads_failed = failed;
+    }
+}
+
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(
     cfg: RunConfig,
@@ -110,21 +240,21 @@ pub async fn run(
         capture.health_source(),
         cfg.capture.table_capacity,
     )?);
-    let mut pipeline =
+    let pipeline =
         Pipeline::new(Arc::clone(&model), FeatureConfig::default())?.with_overrides(cfg.thresholds);
     metrics.set_model(pipeline.model(), &model_path);
+    metrics.set_incident_stats(&Default::default());
     if let Some(addr) = cfg.metrics_addr {
         let bound = crate::export::http::serve(addr, Arc::clone(&metrics))?;
         log::info!("metrics on http://{bound}/metrics");
     }
-    let mut alerts = open_sink(&cfg.alerts.sink)?
-        .map(|out| AlertSink::new(out, cfg.alerts.max_per_second, cfg.alerts.burst));
-    let mut records = open_sink(&cfg.records)?;
-
-    // SIGHUP: load the model file again off the capture thread; a good one waits in `slot`.
-    let slot: Arc<Mutex<Option<Arc<Model>>>> = Arc::default();
-    let reloader = spawn_reloader(cfg.model.clone(), Arc::clone(&slot), Arc::clone(&metrics));
-
+    // SIGHUP: load the model file again off the capture thread; a good one waits in the slot.
+    let reloaded: Arc<Mutex<Option<Arc<Model>>>> = Arc::default();
+    let reloader = spawn_reloader(
+        cfg.model.clone(),
+        Arc::clone(&reloaded),
+        Arc::clone(&metrics),
+    );
     let t = pipeline.model().thresholds();
     log::info!(
         "watching {interfaces} (table {} connections); model {model_path} ({:?} features, thresholds supervised {:.4}, unsupervised {:.4}{})",
@@ -138,6 +268,18 @@ pub async fn run(
             ", no normal profile"
         }
     );
+    let mut stages = Stages {
+        pipeline,
+        metrics,
+        alerts: open_sink(&cfg.alerts.sink)?
+            .map(|out| AlertSink::new(out, cfg.alerts.max_per_second, cfg.alerts.burst)),
+        connection_alerts: cfg.alerts.connections,
+        records: open_sink(&cfg.records)?,
+        incidents: IncidentTracker::new(cfg.incidents.clone()),
+        summary: RunSummary::default(),
+        reloaded,
+        model_path,
+    };
     // "Now" on the records' own time base (the kernel's monotonic clock shifted by the offset
     // taken at start), so that a wall clock slewed by NTP during the run does not skew latency.
     let mono_to_unix_ns = capture.mono_to_unix_ns();
@@ -146,82 +288,19 @@ pub async fn run(
             .map(|m| (i128::from(m) + mono_to_unix_ns).max(0) as u64)
             .unwrap_or_else(|_| wall_clock_unix_ns())
     };
-    let mut summary = RunSummary::default();
     let capture = capture::run(capture, cfg.tick, shutdown, |events, stats| {
-        if let Some(m) = slot.lock().map(|mut s| s.take()).unwrap_or(None) {
-            pipeline.set_model(m);
-            metrics.set_model(pipeline.model(), &model_path);
-            log::info!("model reloaded from {model_path}");
-        }
-        metrics.set_capture_stats(stats);
-        // Lines are built in memory and written once per batch: one write per sink, not one
-        // per JSON token (serde writes piecewise).
-        let (mut rec_buf, mut alert_buf) = (Vec::new(), Vec::new());
-        let scored_batch = pipeline.process_events(events);
-        // The verdicts exist from here: latency counts the whole batch's processing.
-        let now = unix_now_ns();
-        let finished = events.iter().filter_map(|e| match e {
-            ConnEvent::Finished(r) => Some(r),
-            _ => None,
-        });
-        for (rec, scored) in finished.zip(scored_batch) {
-            let latency_ms = now.saturating_sub(rec.final_unix_ns) as f64 / 1e6;
-            metrics.observe_connection(rec);
-            if rec.end_reason != EndReason::Shutdown {
-                metrics.observe_scored(rec, &scored, latency_ms / 1e3);
-            }
-            summary.connections += 1;
-            if records.is_some() {
-                let line = ScoredLine::new("connection", rec, &scored, now, latency_ms);
-                push_line(&mut rec_buf, &line);
-            }
-            if let Some(a) = alerts.as_mut() {
-                if scored.verdict.anomalous {
-                    let line = ScoredLine::new("alert", rec, &scored, now, latency_ms);
-                    a.offer(&line, now, &mut alert_buf);
-                } else {
-                    a.tick(now, &mut alert_buf);
-                }
-            }
-            if scored.verdict.anomalous {
-                summary.anomalous += 1;
-            }
-        }
-        let mut failed = 0;
-        if let Some(out) = records.as_mut() {
-            failed += u64::from(out.write_all(&rec_buf).and_then(|()| out.flush()).is_err());
-        }
-        if let Some(a) = alerts.as_mut() {
-            failed += u64::from(a.write(&alert_buf).is_err());
-            metrics.set_alert_counts(a.written_total, a.suppressed_total);
-        }
-        if failed > 0 {
-            summary.output_errors += failed;
-            metrics.output_error();
-        }
-        metrics.set_engine_stats(&pipeline.engine().stats());
+        stages.handle(events, stats, unix_now_ns)
     })
     .await
     .map_err(|e| AgentError::Loop(Box::new(e)))?;
     reloader.abort();
-    if let Some(a) = alerts.as_mut() {
-        let mut buf = Vec::new();
-        a.flush_suppressed(&mut buf);
-        if a.write(&buf).is_err() {
-            summary.output_errors += 1;
-        }
-        summary.alerts_written = a.written_total;
-        summary.alerts_suppressed = a.suppressed_total;
-    }
-    let (ok, failed) = metrics.model_reload_counts();
-    summary.model_reloads_ok = ok;
-    summary.model_reloads_failed = failed;
+    stages.finish();
     match capture::summary_json(&capture) {
         Ok(s) => eprintln!("summary: {s}"),
         Err(e) => log::warn!("reading the final health counters: {e}"),
     }
     drop(capture);
-    Ok(summary)
+    Ok(stages.summary)
 }
 
 /// Reloads the model on each SIGHUP. A file that fails to load or validate keeps the running
@@ -279,4 +358,3 @@ fn anyhow_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-

@@ -1,9 +1,10 @@
-//! Alerts: one JSON line per anomalous connection, rate-limited.
+//! The alert stream: incidents ([`crate::incidents`], one JSON line per state change) and,
+//! where the operator asks for them, one line per anomalous connection, rate-limited.
 //!
 //! A flood produces thousands of anomalous connections a second; writing each would bury the
-//! operator and the disk. A token bucket lets `burst` alerts through at once and `max_per_second`
-//! sustained; the rest are counted, by detector and flag, and reported in one `suppressed` line
-//! when alerts flow again (or at shutdown), so nothing is lost silently.
+//! operator and the disk. A token bucket lets `burst` connection alerts through at once and
+//! `max_per_second` sustained; the rest are counted, by detector and flag, and reported in one
+//! `suppressed` line when alerts flow again (or at shutdown), so nothing is lost silently.
 use std::{collections::BTreeMap, io::Write, net::IpAddr};
 
 use serde::Serialize;
@@ -170,8 +171,11 @@ impl RateLimiter {
 pub struct AlertSink {
     out: Box<dyn Write + Send>,
     limiter: RateLimiter,
+    /// Per-connection alert lines written and held back by the rate limit.
     pub written_total: u64,
     pub suppressed_total: u64,
+    /// Incident lines written.
+    pub incidents_written_total: u64,
 }
 
 impl AlertSink {
@@ -181,6 +185,7 @@ impl AlertSink {
             limiter: RateLimiter::new(max_per_second, burst),
             written_total: 0,
             suppressed_total: 0,
+            incidents_written_total: 0,
         }
     }
 
@@ -200,6 +205,13 @@ impl AlertSink {
         push_line(buf, line);
         self.written_total += 1;
         Offer::Written
+    }
+
+    /// Appends an incident's line. Incident lines are not rate-limited: the tracker writes at
+    /// most one per incident and `update_every`.
+    pub fn incident(&mut self, line: &crate::incidents::IncidentLine, buf: &mut Vec<u8>) {
+        push_line(buf, line);
+        self.incidents_written_total += 1;
     }
 
     /// Appends the summary of held-back alerts, if any (when alerts flow again, on a tick once

@@ -486,9 +486,9 @@ where
 
 /// Runs the capture loop until `shutdown` resolves: ring-buffer events as they arrive, the
 /// lifecycle's deadlines every `tick`, and at the end the flush of every open connection (end
-/// reason `shutdown`). Each wake-up hands its events to `sink` in the order the lifecycle produced
-/// them, with the lifecycle's counters as they stand. `tick` bounds how late an idle connection
-/// is finalised after its timeout.
+/// reason `shutdown`). Each wake-up hands its events (possibly none, on a tick) to `sink` in the
+/// order the lifecycle produced them, with the lifecycle's counters as they stand. `tick`
+/// bounds how late an idle connection is finalised after its timeout.
 pub async fn run(
     mut capture: Capture,
     tick: Duration,
@@ -515,19 +515,23 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut out = Vec::new();
     loop {
-        tokio::select! {
+        // Every tick reaches the sink, events or not: time moves on for it too (incidents
+        // close when quiet, gauges follow an emptying table).
+        let ticked = tokio::select! {
             guard = ready.readable() => {
                 let mut guard = guard.map_err(CaptureError::Clock)?;
                 capture.drain_events(&mut out);
                 guard.clear_ready();
+                false
             }
             _ = ticks.tick() => {
                 capture.tick(monotonic_now_ns()?, &mut out);
                 capture.flush_logs();
+                true
             }
             _ = &mut shutdown => break,
-        }
-        if !out.is_empty() {
+        };
+        if ticked || !out.is_empty() {
             sink(&out, &capture.stats());
             out.clear();
         }

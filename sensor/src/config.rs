@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::{
     capture::{CaptureConfig, XdpAttachMode},
     detect::ThresholdOverride,
+    incidents::IncidentConfig,
     lifecycle::{LifecycleConfig, Timeouts},
 };
 
@@ -35,8 +36,22 @@ pub struct FileConfig {
     pub thresholds: ThresholdsFile,
     #[serde(default)]
     pub alerts: AlertsFile,
+    #[serde(default)]
+    pub incidents: IncidentsFile,
     /// Where to write every scored connection as a JSON line (off by default).
     pub records: Option<String>,
+}
+
+/// `[incidents]`: when anomalous connections become an incident (see `crate::incidents`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsFile {
+    pub scan_ports: Option<u32>,
+    pub sweep_hosts: Option<u32>,
+    pub flood_connections: Option<u32>,
+    pub source_connections: Option<u32>,
+    pub quiet_secs: Option<f64>,
+    pub update_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -60,6 +75,8 @@ pub struct ThresholdsFile {
 pub struct AlertsFile {
     /// `"stdout"`, `"off"`, or a file path (appended to).
     pub sink: Option<String>,
+    /// Also one line per anomalous connection (incidents are always written).
+    pub connections: Option<bool>,
     pub max_per_second: Option<f64>,
     pub burst: Option<u32>,
 }
@@ -82,13 +99,19 @@ impl Sink {
     }
 }
 
-/// Alert output and its rate limit.
+/// The alert stream and its rate limit.
+///
+/// Incidents are the unit an operator pages on, so by default the stream carries incident
+/// lines only: a flood is one incident, not two thousand lines. `connections` adds one line per
+/// anomalous connection (rate-limited); every verdict is also in `records` and the metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertConfig {
     pub sink: Sink,
-    /// Sustained alerts per second; above it, alerts are counted and summarised instead.
+    /// Also one line per anomalous connection.
+    pub connections: bool,
+    /// Sustained connection alerts per second; above it, they are counted and summarised.
     pub max_per_second: f64,
-    /// Alerts allowed in a burst above the sustained rate.
+    /// Connection alerts allowed in a burst above the sustained rate.
     pub burst: u32,
 }
 
@@ -96,6 +119,7 @@ impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
             sink: Sink::Stdout,
+            connections: false,
             max_per_second: 50.0,
             burst: 200,
         }
@@ -112,6 +136,7 @@ pub struct RunConfig {
     pub model: PathBuf,
     pub thresholds: ThresholdOverride,
     pub alerts: AlertConfig,
+    pub incidents: IncidentConfig,
     pub records: Sink,
 }
 
@@ -230,8 +255,20 @@ impl FileConfig {
                 .as_deref()
                 .map(Sink::parse)
                 .unwrap_or(da.sink),
+            connections: self.alerts.connections.unwrap_or(da.connections),
             max_per_second: self.alerts.max_per_second.unwrap_or(da.max_per_second),
             burst: self.alerts.burst.unwrap_or(da.burst),
+        };
+        let di = IncidentConfig::default();
+        let f = &self.incidents;
+        let incidents = IncidentConfig {
+            scan_ports: f.scan_ports.unwrap_or(di.scan_ports).max(1),
+            sweep_hosts: f.sweep_hosts.unwrap_or(di.sweep_hosts).max(1),
+            flood_connections: f.flood_connections.unwrap_or(di.flood_connections).max(1),
+            source_connections: f.source_connections.unwrap_or(di.source_connections).max(1),
+            quiet: secs("incidents.quiet_secs", f.quiet_secs, di.quiet)?,
+            update_every: secs("incidents.update_secs", f.update_secs, di.update_every)?,
+            ..di
         };
         if !(alerts.max_per_second.is_finite() && alerts.max_per_second > 0.0) {
             return Err(invalid(
@@ -266,6 +303,7 @@ impl FileConfig {
                 unsupervised: self.thresholds.unsupervised,
             },
             alerts,
+            incidents,
             records: self
                 .records
                 .as_deref()

@@ -77,15 +77,18 @@ impl Pipeline {
     /// finished among them, all at once with [`Model::score_batch`] (which walks several rows
     /// through each tree together): one [`Scored`] per `Finished` event, in order. The features
     /// do not depend on how events are cut into batches.
+    ///
+    /// `Ongoing` events (early verdicts on connections still open) are scored too: the result
+    /// has one [`Scored`] per event that has a record ([`ConnEvent::record`]), in order.
     pub fn process_events(&mut self, events: &[ConnEvent]) -> Vec<Scored> {
         let mut scopes = Vec::new();
         let mut features = Vec::new();
         for e in events {
-            if let Some(f) = self.engine.on_event(e) {
+            if let Some(f) = self.engine.on_event(e)
+                && let Some(r) = e.record()
+            {
                 features.push(f);
-                if let ConnEvent::Finished(r) = e {
-                    scopes.push(NotScored::of(r));
-                }
+                scopes.push(NotScored::of(r));
             }
         }
         self.score(features, scopes)
@@ -204,7 +207,10 @@ mod tests {
             .iter()
             .flat_map(|r| one.process_records(std::slice::from_ref(r)))
             .collect();
-        let b: Vec<Scored> = rs.chunks(64).flat_map(|c| many.process_records(c)).collect();
+        let b: Vec<Scored> = rs
+            .chunks(64)
+            .flat_map(|c| many.process_records(c))
+            .collect();
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.features, y.features);

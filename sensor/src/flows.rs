@@ -14,7 +14,7 @@ use sensor_common::{
 use serde::{Deserialize, Serialize};
 
 /// Transport protocol, as KDD names it (`protocol_type`); ICMPv6 is `icmp` with `ip_version` 6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
@@ -55,6 +55,8 @@ pub enum EndReason {
     Idle,
     /// The sensor stopped; the connection was still open.
     Shutdown,
+    /// Not over: the record of a connection still open, for an early verdict.
+    Ongoing,
 }
 
 /// One finished connection: the input of the feature engine.
@@ -145,8 +147,31 @@ pub enum ConnEvent {
         at_unix_ns: u64,
         refused: bool,
     },
+    /// It is still open after the lifecycle's early-verdict delay and has not established a
+    /// TCP connection (an unanswered attempt, or any UDP or ICMP conversation, whose end comes
+    /// only with an idle timeout): its record so far (end reason `ongoing`), for an early
+    /// verdict that incidents can act on while the attack lasts.
+    Ongoing(ConnectionRecord),
     /// It is over.
     Finished(ConnectionRecord),
+}
+
+impl ConnEvent {
+    /// The record of an event that gets a verdict: `Finished` and `Ongoing`.
+    pub fn record(&self) -> Option<&ConnectionRecord> {
+        match self {
+            ConnEvent::Finished(r) | ConnEvent::Ongoing(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The record of a finished connection.
+    pub fn finished(&self) -> Option<&ConnectionRecord> {
+        match self {
+            ConnEvent::Finished(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 impl ConnectionRecord {

@@ -16,6 +16,7 @@ pub mod export;
 pub mod features;
 pub mod flow_table;
 pub mod flows;
+pub mod incidents;
 pub mod kdd;
 pub mod lifecycle;
 pub mod model;

@@ -87,11 +87,20 @@ pub struct LifecycleConfig {
     /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
     /// (replay, which loses no event).
     pub table_scan_interval: Option<Duration>,
+    /// How long after its first packet a connection that is still open without an
+    /// established TCP handshake gets an early verdict ([`ConnEvent::Ongoing`]); `None`: never.
+    /// Such connections (unanswered SYNs, UDP and ICMP conversations) end only by an idle
+    /// timeout, up to a minute later; an early verdict lets incidents open while a flood, a
+    /// UDP scan or a sweep is still going on.
+    pub early_verdict_after: Option<Duration>,
 }
 
 impl LifecycleConfig {
     /// Default close linger: long enough for the trailing ACK and retransmitted FINs.
     pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
+    /// Default delay of an early verdict: beyond any round-trip time, and the moment a
+    /// client retransmits an unanswered SYN.
+    pub const DEFAULT_EARLY_VERDICT_AFTER: Duration = Duration::from_secs(1);
 
     /// The scan period a live sensor uses unless configured: a quarter of the shortest idle
     /// timeout, between 50 ms and 1 s, so that a connection whose `Opened` event was lost is
@@ -108,6 +117,7 @@ impl Default for LifecycleConfig {
             table_scan_interval: Some(Self::default_table_scan_interval(&timeouts)),
             timeouts,
             close_linger: Self::DEFAULT_CLOSE_LINGER,
+            early_verdict_after: Some(Self::DEFAULT_EARLY_VERDICT_AFTER),
         }
     }
 }
@@ -157,8 +167,18 @@ impl LifecycleStats {
             EndReason::Rst => self.records_rst += 1,
             EndReason::Idle => self.records_idle += 1,
             EndReason::Shutdown => self.records_shutdown += 1,
+            EndReason::Ongoing => {}
         }
     }
+}
+
+/// What a pending check of a connection does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Check {
+    /// The early verdict ([`LifecycleConfig::early_verdict_after`]).
+    Early,
+    /// The idle deadline.
+    Idle,
 }
 
 /// A connection the lifecycle knows to be open.
@@ -176,9 +196,9 @@ pub struct Lifecycle {
     /// Table clock + this = Unix time (CLOCK_REALTIME − CLOCK_MONOTONIC live, 0 for replay).
     mono_to_unix_ns: i128,
     open: FxHashMap<FlowKey, OpenConn>,
-    /// Idle checks `(due_ns, key, first_seen_ns)`, earliest first. A check whose connection has
-    /// ended or was replaced is dropped when it comes up.
-    checks: BinaryHeap<Reverse<(u64, FlowKey, u64)>>,
+    /// Pending checks `(due_ns, kind, key, first_seen_ns)`, earliest first ([`Check`]). A check
+    /// whose connection has ended or was replaced is dropped when it comes up.
+    checks: BinaryHeap<Reverse<(u64, Check, FlowKey, u64)>>,
     /// Finished connections already reported and still lingering, by their `first_seen_ns`.
     reported: FxHashMap<FlowKey, u64>,
     /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
@@ -220,13 +240,7 @@ impl Lifecycle {
 
     /// What the update of one packet signalled (`kinds`: [`event`] bits), with the entry's value
     /// as that packet left it.
-    pub fn on_event(
-        &mut self,
-        key: &FlowKey,
-        v: &FlowValue,
-        kinds: u32,
-        out: &mut Vec<ConnEvent>,
-    ) {
+    pub fn on_event(&mut self, key: &FlowKey, v: &FlowValue, kinds: u32, out: &mut Vec<ConnEvent>) {
         self.stats.events += 1;
         if kinds & event::OPEN != 0 {
             self.open_conn(key, v, out);
@@ -270,7 +284,13 @@ impl Lifecycle {
         let due = v
             .last_seen_ns
             .saturating_add(idle_timeout(&self.config.timeouts, key, v).as_nanos() as u64);
-        self.checks.push(Reverse((due, *key, v.first_seen_ns)));
+        self.checks
+            .push(Reverse((due, Check::Idle, *key, v.first_seen_ns)));
+        if let Some(after) = self.config.early_verdict_after {
+            let due = v.first_seen_ns.saturating_add(after.as_nanos() as u64);
+            self.checks
+                .push(Reverse((due, Check::Early, *key, v.first_seen_ns)));
+        }
         out.push(ConnEvent::Opened(start));
     }
 
@@ -345,12 +365,15 @@ impl Lifecycle {
     /// idle checks that are due run, and the table scan runs when due.
     pub fn advance(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
         self.expire_lingering(now_ns, store);
-        while let Some(&Reverse((due, key, first_seen))) = self.checks.peek() {
+        while let Some(&Reverse((due, kind, key, first_seen))) = self.checks.peek() {
             if due > now_ns {
                 break;
             }
             self.checks.pop();
-            self.check(&key, first_seen, now_ns, store, out);
+            match kind {
+                Check::Idle => self.check(&key, first_seen, now_ns, store, out),
+                Check::Early => self.early(&key, first_seen, due, store, out),
+            }
         }
         if let Some(every) = self.config.table_scan_interval
             && now_ns >= self.next_scan_ns
@@ -390,8 +413,42 @@ impl Lifecycle {
             self.finish(key, &v, EndReason::Idle, deadline, out);
             store.remove(key);
         } else {
-            self.checks.push(Reverse((deadline, *key, first_seen)));
+            self.checks
+                .push(Reverse((deadline, Check::Idle, *key, first_seen)));
         }
+    }
+
+    /// The early verdict of a connection still open at `at_ns` without an established TCP
+    /// handshake: its record so far.
+    fn early(
+        &mut self,
+        key: &FlowKey,
+        first_seen: u64,
+        at_ns: u64,
+        store: &impl FlowStore,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        let Some(o) = self.open.get(key).filter(|o| o.first_seen_ns == first_seen) else {
+            return;
+        };
+        let answer_ns = o.answer_ns;
+        if key.protocol == ipproto::TCP && answer_ns.is_some() {
+            return; // answered: its verdict comes when it ends
+        }
+        let Some(v) = store.get(key).filter(|v| v.first_seen_ns == first_seen) else {
+            return;
+        };
+        if tcp_finished(key, &v).is_some() {
+            return;
+        }
+        let Some(mut rec) =
+            ConnectionRecord::from_flow(key, &v, self.mono_to_unix_ns, EndReason::Ongoing)
+        else {
+            return;
+        };
+        rec.answer_unix_ns = answer_ns.map(|t| self.to_unix(t));
+        rec.final_unix_ns = self.to_unix(at_ns);
+        out.push(ConnEvent::Ongoing(rec));
     }
 
     /// Removes finished connections whose linger is over. An entry that still sees packets
@@ -434,7 +491,8 @@ impl Lifecycle {
             if self.reported.get(&key) == Some(&v.first_seen_ns) {
                 continue; // lingering after its report
             }
-            let known = matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
+            let known =
+                matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
             if !known {
                 self.stats.adopted_by_scan += 1;
                 self.open_conn(&key, &v, out);

@@ -87,9 +87,7 @@ impl CaptureArgs {
             table_capacity: self.table_size,
             ring_bytes: self.ring_bytes,
             lifecycle: LifecycleConfig {
-                table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(
-                    &timeouts,
-                )),
+                table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(&timeouts)),
                 timeouts,
                 ..LifecycleConfig::default()
             },
@@ -818,9 +816,13 @@ struct ReplayArgs {
     /// Write rows here instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
-    /// Also write one JSON line per anomalous connection here.
+    /// Also write the alert stream here: one JSON line per incident state change (open,
+    /// update, closed), as `sensor run` writes it.
     #[arg(long)]
     alerts: Option<PathBuf>,
+    /// Add one alert line per anomalous connection to the alert stream.
+    #[arg(long)]
+    connection_alerts: bool,
     /// Flow table capacity, in connections (as the live sensor's --table-size).
     #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_CAPACITY)]
     table_size: u32,
@@ -863,16 +865,34 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let mut alerts = args.alerts.as_ref().map(create).transpose()?;
     output::write_header(&mut rows, args.format).context("writing rows")?;
-    let report = replay::run(&args.files, config, &mut pipeline, |rec, scored| {
-        output::write_row(&mut rows, args.format, rec, scored)?;
-        if let Some(a) = alerts.as_mut()
-            && scored.verdict.anomalous
-        {
-            // The live alert format, on the capture's clock (the connection's end); latency has
-            // no meaning offline and is 0.
-            let line = sensor::alerts::ScoredLine::new("alert", rec, scored, rec.end_unix_ns, 0.0);
-            serde_json::to_writer(&mut *a, &line)?;
-            a.write_all(b"\n")?;
+    let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
+    let report = replay::run(&args.files, config, &mut pipeline, &mut incidents, |o| {
+        match o {
+            replay::Output::Connection { record, scored } => {
+                output::write_row(&mut rows, args.format, record, scored)?;
+                if let Some(a) = alerts.as_mut()
+                    && args.connection_alerts
+                    && scored.verdict.anomalous
+                {
+                    // The live alert format, on the capture's clock (the connection's
+                    // final moment); latency has no meaning offline and is 0.
+                    let line = sensor::alerts::ScoredLine::new(
+                        "alert",
+                        record,
+                        scored,
+                        record.final_unix_ns,
+                        0.0,
+                    );
+                    serde_json::to_writer(&mut *a, &line)?;
+                    a.write_all(b"\n")?;
+                }
+            }
+            replay::Output::Incident(line) => {
+                if let Some(a) = alerts.as_mut() {
+                    serde_json::to_writer(&mut *a, line)?;
+                    a.write_all(b"\n")?;
+                }
+            }
         }
         Ok::<(), std::io::Error>(())
     })

@@ -46,10 +46,19 @@ fn replay_files(files: &[PathBuf]) -> (Vec<ConnectionRecord>, ReplayReport) {
     let mut pipeline =
         Pipeline::new(std::sync::Arc::new(model), FeatureConfig::default()).expect("pipeline");
     let mut recs = Vec::new();
-    let report = replay::run(files, ReplayConfig::default(), &mut pipeline, |r, _| {
-        recs.push(r.clone());
-        Ok::<(), ()>(())
-    })
+    let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
+    let report = replay::run(
+        files,
+        ReplayConfig::default(),
+        &mut pipeline,
+        &mut incidents,
+        |o| {
+            if let replay::Output::Connection { record, .. } = o {
+                recs.push(record.clone());
+            }
+            Ok::<(), ()>(())
+        },
+    )
     .expect("sink");
     (recs, report)
 }

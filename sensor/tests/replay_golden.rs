@@ -26,12 +26,16 @@ fn replay_file(path: &Path) -> (Vec<(ConnectionRecord, Scored)>, ReplayReport) {
     let mut pipeline =
         Pipeline::new(std::sync::Arc::new(model), FeatureConfig::default()).expect("pipeline");
     let mut rows = Vec::new();
+    let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
     let report = replay::run(
         &[path.to_path_buf()],
         ReplayConfig::default(),
         &mut pipeline,
-        |r, s| {
-            rows.push((r.clone(), s.clone()));
+        &mut incidents,
+        |o| {
+            if let replay::Output::Connection { record, scored } = o {
+                rows.push((record.clone(), scored.clone()));
+            }
             Ok::<(), ()>(())
         },
     )

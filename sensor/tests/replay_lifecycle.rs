@@ -119,9 +119,10 @@ fn a_syn_reusing_a_finished_five_tuple_is_a_new_connection() {
     }
     assert_eq!(recs[1].start_unix_ns, T0 + 100 * MS);
     let h = run.r.health();
+    // Each connection: opened, answered, finished.
     assert_eq!(
         (h.flows_created, h.flows_restarted, h.events_sent),
-        (1, 1, 2)
+        (1, 1, 6)
     );
 }
 
@@ -137,7 +138,8 @@ fn a_second_rst_is_a_duplicate_end_signal() {
     assert_eq!(recs[0].conn_state, ConnState::RSTO);
     assert_eq!(recs[0].resp_packets, 1, "the snapshot at the first RST");
     let s = run.r.stats();
-    assert_eq!((s.events, s.duplicate_events), (2, 1));
+    // Opened, answered, the first RST, the second RST (a duplicate end signal).
+    assert_eq!((s.events, s.duplicate_events), (4, 1));
 }
 
 #[test]
@@ -183,6 +185,7 @@ fn events_come_in_order_and_records_carry_their_final_moment() {
             ConnEvent::Answered { id, refused, .. } => {
                 format!("answer {} refused={refused}", id.resp_port)
             }
+            ConnEvent::Ongoing(r) => format!("ongoing {}", r.resp_port),
             ConnEvent::Finished(r) => format!("finish {} {:?}", r.resp_port, r.end_reason),
         })
         .collect();
@@ -200,11 +203,26 @@ fn events_come_in_order_and_records_carry_their_final_moment() {
     let refused = &run.take()[0];
     assert_eq!(refused.answer_unix_ns, Some(T0 + 21 * MS));
     assert_eq!(refused.final_unix_ns, T0 + 21 * MS);
+    // The UDP conversation, open a second later without an established handshake, gets an
+    // early verdict; the answered TCP connection does not.
+    run.at(1_500, udp4(C, 9, S, 9, 1));
+    let ongoing: Vec<(u16, u64)> = run
+        .out
+        .iter()
+        .filter_map(|e| match e {
+            ConnEvent::Ongoing(r) => Some((r.resp_port, r.final_unix_ns)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ongoing, [(53, T0 + 1010 * MS)]);
+    run.take();
     // Idle: final at the last packet plus the timeout that applied, to the nanosecond.
     run.at(70_000, udp4(C, 9, S, 9, 1));
     let idle = run.take();
     let udp = idle.iter().find(|r| r.resp_port == 53).unwrap();
     assert_eq!(udp.final_unix_ns, T0 + 10 * MS + 60_000 * MS);
+    run.at(302_000, udp4(C, 9, S, 9, 1));
+    let idle = run.take();
     let tcp = idle.iter().find(|r| r.resp_port == 80).unwrap();
     assert_eq!(tcp.answer_unix_ns, Some(T0 + 3 * MS));
     assert_eq!(tcp.end_reason, EndReason::Idle);

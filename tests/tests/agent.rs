@@ -56,6 +56,7 @@ udp_secs = 1
 icmp_secs = 1
 [alerts]
 sink = "{alerts}"
+connections = true
 max_per_second = 1
 burst = 3
 "#,

@@ -125,14 +125,22 @@ fn syn_to_a_silent_peer_is_s0() {
             "permanent",
         ])
         .unwrap();
-    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    // The client retransmits its SYN 1 s after the first (Linux's initial retransmission
+    // timeout): with an attempt timeout of 1 s that would be a second attempt. 2.5 s keeps the
+    // retransmission in the same attempt, as Zeek's 5 s does.
+    let sensor = SensorRun::start(
+        &lab.server,
+        &[&lab.veth.b],
+        &["--tcp-attempt-timeout-secs", "2.5"],
+    );
     let _ = lab
         .client
         .cmd("curl")
         .args(["-s", "--max-time", "1.5", &format!("http://{silent}:80/")])
         .status();
-    // Idle for longer than the 1 s attempt timeout: finalised at its idle deadline.
-    std::thread::sleep(Duration::from_millis(1800));
+    // Idle for longer than the attempt timeout after the retransmission: finalised at its
+    // idle deadline.
+    std::thread::sleep(Duration::from_millis(2800));
     let done = sensor.stop();
     let rec = one(done.between(&lab.client_v4, &silent), "S0");
     assert_eq!(rec.conn_state, ConnState::S0, "{rec:#?}");
@@ -502,12 +510,7 @@ fn a_too_small_table_counts_the_overflow_and_keeps_the_rest_exact() {
     let sensor = SensorRun::start(
         &lab.server,
         &[&lab.veth.b],
-        &[
-            "--table-size",
-            "16",
-            "--udp-timeout-secs",
-            "60",
-        ],
+        &["--table-size", "16", "--udp-timeout-secs", "60"],
     );
     let ok = lab
         .client

@@ -21,6 +21,7 @@ use crate::{
     detect::Scored,
     features::EngineStats,
     flows::{ConnectionRecord, EndReason, Transport},
+    incidents::{IncidentKind, IncidentStats},
     kdd::SERVICES,
     lifecycle::LifecycleStats,
     model::{Detector, Model},
@@ -73,6 +74,7 @@ fn end_index(e: EndReason) -> (usize, &'static str) {
         EndReason::Rst => (1, "rst"),
         EndReason::Idle => (2, "idle"),
         EndReason::Shutdown => (3, "shutdown"),
+        EndReason::Ongoing => (4, "ongoing"),
     }
 }
 
@@ -116,6 +118,8 @@ struct Detection {
     window_connections: IntGauge,
     window_evictions: IntCounter,
     output_errors: IntCounter,
+    incidents: IntCounterVec,
+    incidents_open: IntGaugeVec,
 }
 
 fn reg<C: Collector + Clone + 'static>(
@@ -217,7 +221,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             connections,
-            connection_children: Children::new(3 * ConnState::ALL.len() * 4),
+            connection_children: Children::new(3 * ConnState::ALL.len() * 5),
             table_entries,
             capture_events,
             capture_duplicate_events,
@@ -251,7 +255,7 @@ impl Metrics {
         let (li, finalised_by) = match rec.end_reason {
             EndReason::Fin | EndReason::Rst => (0, "event"),
             EndReason::Idle => (1, "idle_timeout"),
-            EndReason::Shutdown => (2, "shutdown"),
+            EndReason::Shutdown | EndReason::Ongoing => (2, "shutdown"),
         };
         d.latency_children
             .get(li, || d.latency.with_label_values(&[finalised_by]))
@@ -332,7 +336,7 @@ impl Metrics {
     pub fn observe_connection(&self, rec: &ConnectionRecord) {
         let (e, end) = end_index(rec.end_reason);
         let flag = rec.conn_state as usize;
-        let i = (transport_index(rec.transport) * ConnState::ALL.len() + flag) * 4 + e;
+        let i = (transport_index(rec.transport) * ConnState::ALL.len() + flag) * 5 + e;
         self.connection_children
             .get(i, || {
                 self.connections.with_label_values(&[
@@ -342,6 +346,20 @@ impl Metrics {
                 ])
             })
             .inc();
+    }
+
+    /// Brings the incident figures up to date.
+    pub fn set_incident_stats(&self, s: &IncidentStats) {
+        let d = &self.detection;
+        for kind in IncidentKind::ALL {
+            let opened = s.opened.get(&kind).copied().unwrap_or(0);
+            let c = d.incidents.with_label_values(&[kind.as_str()]);
+            c.inc_by(opened.saturating_sub(c.get()));
+            let open = s.open.get(&kind).copied().unwrap_or(0);
+            d.incidents_open
+                .with_label_values(&[kind.as_str()])
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
+        }
     }
 
     /// Brings the capture-stage counters up to `stats` (cumulative values).
@@ -487,6 +505,23 @@ impl Detection {
                 IntCounter::new(
                     "sensor_output_errors_total",
                     "Alert or record lines that could not be written.",
+                )
+            ),
+            incidents: registered!(
+                "sensor_incidents_total",
+                IntCounterVec::new(
+                    Opts::new(
+                        "sensor_incidents_total",
+                        "Incidents opened (anomalous connections grouped into one attack), by kind.",
+                    ),
+                    &["kind"],
+                )
+            ),
+            incidents_open: registered!(
+                "sensor_incidents_open",
+                IntGaugeVec::new(
+                    Opts::new("sensor_incidents_open", "Incidents open now, by kind."),
+                    &["kind"],
                 )
             ),
         })

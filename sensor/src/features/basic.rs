@@ -44,9 +44,8 @@ pub fn kdd_state(rec: &ConnectionRecord) -> ConnState {
     if rec.transport != Transport::Tcp {
         return rec.conn_state;
     }
-    let originator_only = rec.resp_packets == 0
-        && rec.answer_unix_ns.is_some()
-        && matches!(rec.conn_state, S0 | SH);
+    let originator_only =
+        rec.resp_packets == 0 && rec.answer_unix_ns.is_some() && matches!(rec.conn_state, S0 | SH);
     let responder_only = rec.orig_packets == 0 && rec.resp_bytes > 0 && rec.conn_state == SHR;
     match rec.conn_state {
         SH | SHR if originator_only || responder_only => SF,

@@ -198,7 +198,22 @@ impl FeatureEngine {
                 self.answered(id, *at_unix_ns, *refused);
                 None
             }
+            ConnEvent::Ongoing(rec) => Some(self.ongoing(rec)),
             ConnEvent::Finished(rec) => Some(self.finished(rec)),
+        }
+    }
+
+    /// The features of a connection still open, as of its record so far (its place in the
+    /// windows stays until it finishes).
+    pub fn ongoing(&mut self, rec: &ConnectionRecord) -> KddFeatures {
+        let id = rec.id();
+        if !self.open.contains_key(&id) {
+            self.unopened_total += 1;
+            self.open_from_record(rec);
+        }
+        match self.open.get(&id) {
+            Some(o) => self.features(rec, o.entry.service, o.snapshot),
+            None => self.features(rec, 0, Snapshot::default()),
         }
     }
 

@@ -101,7 +101,8 @@ impl Windows {
     }
 
     fn entry(&self, seq: u64) -> Option<&(u64, WindowEntry)> {
-        self.entries.get(usize::try_from(seq.checked_sub(self.base)?).ok()?)
+        self.entries
+            .get(usize::try_from(seq.checked_sub(self.base)?).ok()?)
     }
 
     /// Adds a connection that began at `start_ns`; returns its sequence number.

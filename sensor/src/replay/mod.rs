@@ -36,6 +36,7 @@ use sensor_common::{
 use crate::{
     capture::CaptureConfig,
     flows::{ConnEvent, ConnectionRecord},
+    incidents::{IncidentLine, IncidentTracker},
     lifecycle::{FlowStore, Lifecycle, LifecycleConfig, LifecycleStats, Timeouts},
 };
 
@@ -249,6 +250,7 @@ impl Replayer {
             timeouts: config.timeouts,
             close_linger: LifecycleConfig::DEFAULT_CLOSE_LINGER,
             table_scan_interval: None,
+            early_verdict_after: Some(LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER),
         };
         Replayer {
             tables: UserTables::new(config.table_capacity),
@@ -315,8 +317,7 @@ impl Replayer {
     /// Moves the clock to `ts_ns`: idle deadlines and lingers that fall before it come due.
     pub fn advance(&mut self, ts_ns: u64, out: &mut Vec<ConnEvent>) {
         self.clock_ns = self.clock_ns.max(ts_ns);
-        self.lifecycle
-            .advance(self.clock_ns, &mut self.tables, out);
+        self.lifecycle.advance(self.clock_ns, &mut self.tables, out);
     }
 
     /// The end of the input: every connection still open is finalised (end reason `shutdown`)
@@ -367,75 +368,107 @@ impl ReplayReport {
     }
 }
 
-/// Finished connections per scoring batch ([`crate::detect::Pipeline::process_events`]): the
-/// model walks the trees for many rows at once (12 in lockstep), which is faster than one by
-/// one and gives the same verdicts.
+/// Verdicts per scoring batch ([`crate::detect::Pipeline::process_events`]): the model walks
+/// the trees for many rows at once (12 in lockstep), which is faster than one by one and gives
+/// the same verdicts.
 const SCORE_BATCH: usize = 256;
 
-/// Connection events in order, scored in batches, finished connections handed to the sink in
-/// the same order.
+/// What replay hands to its caller, in order.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// A finished connection and its verdict.
+    Connection {
+        record: &'a ConnectionRecord,
+        scored: &'a crate::detect::Scored,
+    },
+    /// An incident's state change.
+    Incident(&'a IncidentLine),
+}
+
+/// Connection events in order, scored in batches; finished connections and incident lines
+/// handed to the sink in order.
 struct Scorer<'a, S, E> {
     pipeline: &'a mut crate::detect::Pipeline,
+    incidents: &'a mut IncidentTracker,
     sink: S,
     sink_error: Option<E>,
     events: Vec<ConnEvent>,
-    finished: usize,
+    verdicts: usize,
     connections: u64,
     anomalous: u64,
 }
 
 impl<S, E> Scorer<'_, S, E>
 where
-    S: FnMut(&ConnectionRecord, &crate::detect::Scored) -> Result<(), E>,
+    S: FnMut(Output<'_>) -> Result<(), E>,
 {
     fn push(&mut self, out: &mut Vec<ConnEvent>) {
         for ev in out.drain(..) {
-            self.finished += usize::from(matches!(ev, ConnEvent::Finished(_)));
+            self.verdicts += usize::from(ev.record().is_some());
             self.events.push(ev);
-            if self.finished >= SCORE_BATCH {
+            if self.verdicts >= SCORE_BATCH {
                 self.flush();
             }
         }
     }
 
+    fn emit(&mut self, o: Output<'_>) {
+        if self.sink_error.is_none()
+            && let Err(e) = (self.sink)(o)
+        {
+            self.sink_error = Some(e);
+        }
+    }
+
     fn flush(&mut self) {
         let scored = self.pipeline.process_events(&self.events);
-        let records = self.events.iter().filter_map(|e| match e {
-            ConnEvent::Finished(r) => Some(r),
-            _ => None,
-        });
-        for (rec, s) in records.zip(&scored) {
-            self.connections += 1;
-            self.anomalous += u64::from(s.verdict.anomalous);
-            if self.sink_error.is_none()
-                && let Err(e) = (self.sink)(rec, s)
-            {
-                self.sink_error = Some(e);
+        let events = std::mem::take(&mut self.events);
+        let mut lines = Vec::new();
+        let mut clock = 0;
+        for (ev, s) in events.iter().filter(|e| e.record().is_some()).zip(&scored) {
+            let Some(rec) = ev.record() else { continue };
+            clock = clock.max(rec.final_unix_ns);
+            self.incidents
+                .observe(rec, s, rec.final_unix_ns, &mut lines);
+            if let ConnEvent::Finished(record) = ev {
+                self.connections += 1;
+                self.anomalous += u64::from(s.verdict.anomalous);
+                self.emit(Output::Connection { record, scored: s });
+            }
+            for line in lines.drain(..) {
+                self.emit(Output::Incident(&line));
             }
         }
+        self.incidents.tick(clock, &mut lines);
+        for line in lines.drain(..) {
+            self.emit(Output::Incident(&line));
+        }
+        self.events = events;
         self.events.clear();
-        self.finished = 0;
+        self.verdicts = 0;
     }
 }
 
 /// Replays `files` in order as one capture (their packets on one clock, as `mergecap -a` would
-/// join them), scoring each connection with `pipeline` as it is finalised and handing it to
-/// `sink`, in finalisation order. Reading stops at the first damaged file; what was read is still
-/// finalised and reported, and the error is in the report. A `sink` error stops the output and
-/// is returned.
+/// join them), scoring each connection with `pipeline` as it is finalised, grouping anomalous
+/// ones into `incidents`, and handing finished connections and incident lines to `sink`, in
+/// order. Reading stops at the first damaged file; what was read is still finalised and
+/// reported, and the error is in the report. A `sink` error stops the output and is returned.
 pub fn run<E>(
     files: &[PathBuf],
     config: ReplayConfig,
     pipeline: &mut crate::detect::Pipeline,
-    sink: impl FnMut(&ConnectionRecord, &crate::detect::Scored) -> Result<(), E>,
+    incidents: &mut IncidentTracker,
+    sink: impl FnMut(Output<'_>) -> Result<(), E>,
 ) -> Result<ReplayReport, E> {
     let mut r = Replayer::new(config);
     let mut scorer = Scorer {
         pipeline,
+        incidents,
         sink,
         sink_error: None,
         events: Vec::new(),
-        finished: 0,
+        verdicts: 0,
         connections: 0,
         anomalous: 0,
     };
@@ -466,6 +499,11 @@ pub fn run<E>(
     r.finish(&mut out);
     scorer.push(&mut out);
     scorer.flush();
+    let mut lines = Vec::new();
+    scorer.incidents.finish(&mut lines);
+    for line in &lines {
+        scorer.emit(Output::Incident(line));
+    }
     if let Some(e) = scorer.sink_error {
         return Err(e);
     }

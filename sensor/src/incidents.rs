@@ -1,0 +1,581 @@
+//! Incidents: anomalous connections grouped into the attacks an operator pages on.
+//!
+//! A flood is thousands of anomalous connections, a port scan a thousand; one alert line each
+//! buries the operator. The tracker groups anomalous connections by the shape of the attack they
+//! belong to and reports each attack as one incident, with one JSON line per state change:
+//! `open` when its evidence passes a threshold, `update` at most every `update_every` while it
+//! lasts, `closed` after `quiet` without new evidence.
+//!
+//! | kind | evidence | key |
+//! |---|---|---|
+//! | `flood` | anomalous TCP connections to one port of one host, from any number of sources (spoofed ones included) | target host, protocol, port |
+//! | `udp_flood` | the same over UDP | target host, protocol, port |
+//! | `icmp_flood` | anomalous ICMP echo conversations to one host | target host |
+//! | `port_scan` | one source, anomalous connections to many ports of one host | source, target host, protocol |
+//! | `host_sweep` | one source, anomalous connections to one port (or ICMP echo) on many hosts | source, protocol, port |
+//! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
+//!
+//! A connection that fits an incident already open is counted there (flood, then scan, then
+//! sweep, then source); otherwise it is evidence for candidates of every kind, and the first
+//! candidate to pass its threshold opens. ICMP error messages (unreachable, time exceeded) are
+//! responses to other traffic, not attacks of their own: they never open an incident, and they
+//! count towards one open on their key.
+//!
+//! Evidence is counted on the connections' own clock (their final moment, or for an early
+//! verdict the moment it was taken), so replay and live mode group alike. Memory is bounded:
+//! candidates not fed for `window` are forgotten, at most `max_candidates` are kept (the oldest
+//! goes first, counted), and the distinct ports, hosts and sources an incident remembers are
+//! capped (the counts then say "at least").
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    net::IpAddr,
+    time::Duration,
+};
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::{
+    detect::Scored,
+    flows::{ConnectionRecord, Transport},
+    kdd::{FEATURE_NAMES, FeatureSet},
+};
+
+/// When evidence becomes an incident, and how long incidents last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncidentConfig {
+    /// Distinct ports of one host a source must touch with anomalous connections.
+    pub scan_ports: u32,
+    /// Distinct hosts a source must touch on one port with anomalous connections.
+    pub sweep_hosts: u32,
+    /// Anomalous connections to one port of one host (any sources).
+    pub flood_connections: u32,
+    /// Anomalous connections from one source, of no other shape. Keep it above
+    /// `flood_connections`, so that a flood from one source opens as a flood.
+    pub source_connections: u32,
+    /// Evidence older than this (without new evidence for its candidate) is forgotten.
+    pub window: Duration,
+    /// An incident closes after this long without new evidence.
+    pub quiet: Duration,
+    /// At most one `update` line per incident per this long.
+    pub update_every: Duration,
+    /// Candidates kept at most (per kind); beyond, the one fed longest ago is dropped.
+    pub max_candidates: usize,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        IncidentConfig {
+            scan_ports: 20,
+            sweep_hosts: 10,
+            flood_connections: 100,
+            // Above `flood_connections`: a single-source flood is a flood, not an anomalous
+            // source.
+            source_connections: 200,
+            window: Duration::from_secs(60),
+            quiet: Duration::from_secs(30),
+            update_every: Duration::from_secs(10),
+            max_candidates: 100_000,
+        }
+    }
+}
+
+/// The kinds of incident; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    Flood,
+    UdpFlood,
+    IcmpFlood,
+    PortScan,
+    HostSweep,
+    AnomalousSource,
+}
+
+impl IncidentKind {
+    pub const ALL: [IncidentKind; 6] = [
+        IncidentKind::Flood,
+        IncidentKind::UdpFlood,
+        IncidentKind::IcmpFlood,
+        IncidentKind::PortScan,
+        IncidentKind::HostSweep,
+        IncidentKind::AnomalousSource,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::Flood => "flood",
+            IncidentKind::UdpFlood => "udp_flood",
+            IncidentKind::IcmpFlood => "icmp_flood",
+            IncidentKind::PortScan => "port_scan",
+            IncidentKind::HostSweep => "host_sweep",
+            IncidentKind::AnomalousSource => "anomalous_source",
+        }
+    }
+}
+
+/// An incident's state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Open,
+    Update,
+    Closed,
+}
+
+/// How many distinct values an incident lists in its lines.
+const LISTED: usize = 10;
+/// How many distinct values an incident remembers exactly (counts beyond are "at least").
+const REMEMBERED: usize = 65_536;
+/// How many features an incident names as the ones that drove its verdicts.
+const TOP_FEATURES: usize = 5;
+
+/// One incident line of the alert stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct IncidentLine {
+    #[serde(rename = "type")]
+    pub kind_of_line: &'static str,
+    pub id: String,
+    pub state: IncidentState,
+    pub kind: IncidentKind,
+    pub protocol: &'static str,
+    /// First packet of its first connection, and the latest evidence's moment.
+    pub start_unix_ns: u64,
+    pub last_unix_ns: u64,
+    /// Up to ten sources and targets, and how many there are.
+    pub sources: Vec<IpAddr>,
+    pub source_count: usize,
+    pub targets: Vec<IpAddr>,
+    pub target_count: usize,
+    /// Up to ten target ports (or ICMP types), and how many distinct ones.
+    pub ports: Vec<u16>,
+    pub port_count: usize,
+    /// Connections on the incident's key while it was open, and how many were anomalous.
+    pub connections: u64,
+    pub anomalous_connections: u64,
+    /// The features whose values set its anomalous connections apart most, with their mean.
+    pub features: Vec<FeatureMean>,
+    /// One of its connections, for joining with other logs.
+    pub example: Example,
+}
+
+/// A feature and its mean over an incident's anomalous connections.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FeatureMean {
+    pub name: &'static str,
+    pub mean: f64,
+}
+
+/// A connection's 5-tuple and start.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Example {
+    pub orig_addr: IpAddr,
+    pub orig_port: u16,
+    pub resp_addr: IpAddr,
+    pub resp_port: u16,
+    pub start_unix_ns: u64,
+}
+
+/// The keys of the candidate groups a connection belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    /// Target host, transport, port (ICMP: the echo type).
+    Flood(IpAddr, Transport, u16),
+    /// Source, target host, transport.
+    Scan(IpAddr, IpAddr, Transport),
+    /// Source, transport, port.
+    Sweep(IpAddr, Transport, u16),
+    /// Source.
+    Source(IpAddr),
+}
+
+/// Distinct values, remembered up to [`REMEMBERED`].
+#[derive(Clone, Debug)]
+struct Distinct<T: Ord> {
+    set: BTreeSet<T>,
+    overflow: bool,
+}
+
+impl<T: Ord> Default for Distinct<T> {
+    fn default() -> Self {
+        Distinct {
+            set: BTreeSet::new(),
+            overflow: false,
+        }
+    }
+}
+
+impl<T: Ord + Copy> Distinct<T> {
+    fn insert(&mut self, v: T) {
+        if self.set.len() < REMEMBERED {
+            self.set.insert(v);
+        } else if !self.set.contains(&v) {
+            self.overflow = true;
+        }
+    }
+    fn len(&self) -> usize {
+        self.set.len() + usize::from(self.overflow)
+    }
+    fn first(&self) -> Vec<T> {
+        self.set.iter().take(LISTED).copied().collect()
+    }
+}
+
+/// Evidence gathered for one key.
+#[derive(Clone, Debug, Default)]
+struct Evidence {
+    first_ns: u64,
+    last_ns: u64,
+    start_ns: u64,
+    anomalous: u64,
+    connections: u64,
+    sources: Distinct<IpAddr>,
+    targets: Distinct<IpAddr>,
+    ports: Distinct<u16>,
+    /// Sum of each flow feature over the anomalous connections.
+    feature_sums: Vec<f64>,
+    example: Option<Example>,
+}
+
+impl Evidence {
+    fn add(&mut self, rec: &ConnectionRecord, s: &Scored, at_ns: u64) {
+        if self.connections == 0 && self.anomalous == 0 {
+            self.first_ns = at_ns;
+            self.start_ns = rec.start_unix_ns;
+        }
+        self.start_ns = self.start_ns.min(rec.start_unix_ns);
+        self.last_ns = self.last_ns.max(at_ns);
+        self.connections += 1;
+        if !s.verdict.anomalous {
+            return;
+        }
+        self.anomalous += 1;
+        self.sources.insert(rec.orig_addr);
+        self.targets.insert(rec.resp_addr);
+        self.ports.insert(port_of(rec));
+        let inputs = FeatureSet::Flow.indices();
+        if self.feature_sums.len() != inputs.len() {
+            self.feature_sums = vec![0.0; inputs.len()];
+        }
+        for (sum, &i) in self.feature_sums.iter_mut().zip(inputs) {
+            *sum += s.features.0[i];
+        }
+        if self.example.is_none() {
+            self.example = Some(Example {
+                orig_addr: rec.orig_addr,
+                orig_port: rec.orig_port,
+                resp_addr: rec.resp_addr,
+                resp_port: rec.resp_port,
+                start_unix_ns: rec.start_unix_ns,
+            });
+        }
+    }
+}
+
+/// The target port of a connection (ICMP: its type).
+fn port_of(rec: &ConnectionRecord) -> u16 {
+    match rec.transport {
+        Transport::Icmp => u16::from(rec.icmp_type.unwrap_or(0)),
+        _ => rec.resp_port,
+    }
+}
+
+/// ICMP messages that answer other traffic (unreachable, time exceeded, parameter problem).
+fn is_icmp_error(rec: &ConnectionRecord) -> bool {
+    rec.transport == Transport::Icmp
+        && match (rec.ip_version, rec.icmp_type) {
+            (6, Some(t)) => t < 128,
+            (_, Some(t)) => matches!(t, 3 | 4 | 5 | 11 | 12),
+            (_, None) => false,
+        }
+}
+
+/// ICMP echo (request or reply).
+fn is_icmp_echo(rec: &ConnectionRecord) -> bool {
+    rec.transport == Transport::Icmp && matches!(rec.icmp_type, Some(0 | 8 | 128 | 129))
+}
+
+/// An incident being tracked.
+#[derive(Debug)]
+struct Incident {
+    id: String,
+    kind: IncidentKind,
+    protocol: &'static str,
+    evidence: Evidence,
+    last_line_ns: u64,
+    /// Evidence since the last line.
+    dirty: bool,
+}
+
+impl Incident {
+    fn line(&self, state: IncidentState) -> IncidentLine {
+        let e = &self.evidence;
+        IncidentLine {
+            kind_of_line: "incident",
+            id: self.id.clone(),
+            state,
+            kind: self.kind,
+            protocol: self.protocol,
+            start_unix_ns: e.start_ns,
+            last_unix_ns: e.last_ns,
+            sources: e.sources.first(),
+            source_count: e.sources.len(),
+            targets: e.targets.first(),
+            target_count: e.targets.len(),
+            ports: e.ports.first(),
+            port_count: e.ports.len(),
+            connections: e.connections,
+            anomalous_connections: e.anomalous,
+            features: top_features(e),
+            example: e.example.clone().unwrap_or(Example {
+                orig_addr: IpAddr::from([0, 0, 0, 0]),
+                orig_port: 0,
+                resp_addr: IpAddr::from([0, 0, 0, 0]),
+                resp_port: 0,
+                start_unix_ns: 0,
+            }),
+        }
+    }
+}
+
+/// The flow features with the largest mean over the anomalous connections, among the window
+/// and basic features that describe attacks (counts, error and diversity rates, flags).
+fn top_features(e: &Evidence) -> Vec<FeatureMean> {
+    if e.anomalous == 0 {
+        return Vec::new();
+    }
+    let names: Vec<&'static str> = FeatureSet::Flow
+        .indices()
+        .iter()
+        .map(|&i| FEATURE_NAMES[i])
+        .collect();
+    // Rates are in [0, 1] and counts up to 511 or 255: compare on a common scale.
+    let scale = |name: &str| match name {
+        "count" | "srv_count" => 511.0,
+        "dst_host_count" | "dst_host_srv_count" => 255.0,
+        _ => 1.0,
+    };
+    let mut means: Vec<(f64, FeatureMean)> = names
+        .iter()
+        .zip(&e.feature_sums)
+        .filter(|(n, _)| n.ends_with("_rate") || n.ends_with("count"))
+        .map(|(&name, &sum)| {
+            let mean = sum / e.anomalous as f64;
+            (
+                mean / scale(name),
+                FeatureMean {
+                    name,
+                    mean: (mean * 1000.0).round() / 1000.0,
+                },
+            )
+        })
+        .collect();
+    means.sort_by(|a, b| b.0.total_cmp(&a.0));
+    means
+        .into_iter()
+        .take(TOP_FEATURES)
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// Counters of the tracker, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncidentStats {
+    /// Incidents opened so far, by kind.
+    pub opened: BTreeMap<IncidentKind, u64>,
+    /// Incidents open now, by kind.
+    pub open: BTreeMap<IncidentKind, u64>,
+    /// Candidates dropped because of `max_candidates`.
+    pub candidates_dropped: u64,
+}
+
+/// Groups anomalous connections into incidents; see the module docs.
+#[derive(Debug)]
+pub struct IncidentTracker {
+    config: IncidentConfig,
+    /// A prefix that makes ids unique across runs (the first evidence's time, hex).
+    id_prefix: Option<String>,
+    next_id: u64,
+    candidates: FxHashMap<Key, Evidence>,
+    /// Candidate keys in the order they were last fed, for expiry (stale entries skipped).
+    fed: VecDeque<(u64, Key)>,
+    open: FxHashMap<Key, Incident>,
+    stats: IncidentStats,
+}
+
+impl IncidentTracker {
+    pub fn new(config: IncidentConfig) -> IncidentTracker {
+        IncidentTracker {
+            config,
+            id_prefix: None,
+            next_id: 0,
+            candidates: FxHashMap::default(),
+            fed: VecDeque::new(),
+            open: FxHashMap::default(),
+            stats: IncidentStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &IncidentStats {
+        &self.stats
+    }
+
+    /// A scored connection, its verdict taken at `at_ns` (its final moment, or the moment of an
+    /// early verdict). Lines for incidents it opens or updates are appended to `out`.
+    pub fn observe(
+        &mut self,
+        rec: &ConnectionRecord,
+        s: &Scored,
+        at_ns: u64,
+        out: &mut Vec<IncidentLine>,
+    ) {
+        let keys = keys_of(rec);
+        // An incident already open on one of its keys takes it, anomalous or not.
+        if let Some(key) = keys.iter().flatten().find(|k| self.open.contains_key(k)) {
+            let update_every = self.config.update_every.as_nanos() as u64;
+            if let Some(inc) = self.open.get_mut(key) {
+                inc.evidence.add(rec, s, at_ns);
+                inc.dirty |= s.verdict.anomalous;
+                if inc.dirty && at_ns.saturating_sub(inc.last_line_ns) >= update_every {
+                    inc.last_line_ns = at_ns;
+                    inc.dirty = false;
+                    out.push(inc.line(IncidentState::Update));
+                }
+            }
+            return;
+        }
+        if !s.verdict.anomalous || is_icmp_error(rec) {
+            return;
+        }
+        for key in keys.into_iter().flatten() {
+            let e = self.candidates.entry(key).or_default();
+            e.add(rec, s, at_ns);
+            self.fed.push_back((at_ns, key));
+            if let Some(kind) = self.passes(&key) {
+                let evidence = self.candidates.remove(&key).unwrap_or_default();
+                self.open_incident(key, kind, rec, evidence, at_ns, out);
+                break;
+            }
+        }
+        self.bound_candidates();
+    }
+
+    /// Which incident a candidate's evidence makes, if it passes its threshold.
+    fn passes(&self, key: &Key) -> Option<IncidentKind> {
+        let c = &self.config;
+        let e = self.candidates.get(key)?;
+        match key {
+            Key::Flood(_, t, _) if e.anomalous >= u64::from(c.flood_connections) => Some(match t {
+                Transport::Tcp => IncidentKind::Flood,
+                Transport::Udp => IncidentKind::UdpFlood,
+                Transport::Icmp => IncidentKind::IcmpFlood,
+            }),
+            Key::Scan(..) if e.ports.len() >= c.scan_ports as usize => Some(IncidentKind::PortScan),
+            Key::Sweep(..) if e.targets.len() >= c.sweep_hosts as usize => {
+                Some(IncidentKind::HostSweep)
+            }
+            Key::Source(_) if e.anomalous >= u64::from(c.source_connections) => {
+                Some(IncidentKind::AnomalousSource)
+            }
+            _ => None,
+        }
+    }
+
+    fn open_incident(
+        &mut self,
+        key: Key,
+        kind: IncidentKind,
+        rec: &ConnectionRecord,
+        evidence: Evidence,
+        at_ns: u64,
+        out: &mut Vec<IncidentLine>,
+    ) {
+        let prefix = self
+            .id_prefix
+            .get_or_insert_with(|| format!("{:x}", evidence.first_ns / 1_000_000))
+            .clone();
+        self.next_id += 1;
+        let inc = Incident {
+            id: format!("{prefix}-{}", self.next_id),
+            kind,
+            protocol: rec.transport.as_str(),
+            evidence,
+            last_line_ns: at_ns,
+            dirty: false,
+        };
+        out.push(inc.line(IncidentState::Open));
+        *self.stats.opened.entry(kind).or_default() += 1;
+        *self.stats.open.entry(kind).or_default() += 1;
+        self.open.insert(key, inc);
+    }
+
+    /// Closes incidents quiet for `quiet` and forgets candidates not fed for `window`, as of
+    /// `now_ns` (the connections' clock).
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<IncidentLine>) {
+        let quiet = self.config.quiet.as_nanos() as u64;
+        let mut closed: Vec<Key> = self
+            .open
+            .iter()
+            .filter(|(_, inc)| now_ns.saturating_sub(inc.evidence.last_ns) >= quiet)
+            .map(|(k, _)| *k)
+            .collect();
+        closed.sort_unstable();
+        for key in closed {
+            if let Some(inc) = self.open.remove(&key) {
+                out.push(inc.line(IncidentState::Closed));
+                if let Some(n) = self.stats.open.get_mut(&inc.kind) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        let window = self.config.window.as_nanos() as u64;
+        while let Some(&(t, key)) = self.fed.front() {
+            if now_ns.saturating_sub(t) < window {
+                break;
+            }
+            self.fed.pop_front();
+            if self
+                .candidates
+                .get(&key)
+                .is_some_and(|e| now_ns.saturating_sub(e.last_ns) >= window)
+            {
+                self.candidates.remove(&key);
+            }
+        }
+    }
+
+    /// Closes every open incident (end of observation).
+    pub fn finish(&mut self, out: &mut Vec<IncidentLine>) {
+        self.tick(u64::MAX, out);
+    }
+
+    fn bound_candidates(&mut self) {
+        while self.candidates.len() > self.config.max_candidates * 4 {
+            match self.fed.pop_front() {
+                Some((_, key)) => {
+                    if self.candidates.remove(&key).is_some() {
+                        self.stats.candidates_dropped += 1;
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// The candidate keys of a connection, in the order an open incident claims it.
+fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 4] {
+    let t = rec.transport;
+    let port = port_of(rec);
+    let flood = match t {
+        Transport::Icmp if !is_icmp_echo(rec) => None,
+        _ => Some(Key::Flood(rec.resp_addr, t, port)),
+    };
+    [
+        flood,
+        Some(Key::Scan(rec.orig_addr, rec.resp_addr, t)),
+        Some(Key::Sweep(rec.orig_addr, t, port)),
+        Some(Key::Source(rec.orig_addr)),
+    ]
+}
