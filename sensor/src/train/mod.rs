@@ -15,10 +15,11 @@
 //! One job per module, each using only those listed before it: `config` (the run's settings),
 //! `fit` (trees, forests, the normal profile), `thresholds`, `evaluate` (metrics, ROC),
 //! `search` (leave-types-out validation, the operating point), `pipeline` ([`train`], which runs
-//! them), `plot` and `card` (the model card's figure and text). Their public items are
-//! re-exported here.
+//! them), `plot` and `card` (the model card's figure and text), and [`cli`] (the `train` and
+//! `evaluate` commands). Their public items are re-exported here.
 
 mod card;
+pub mod cli;
 mod config;
 mod evaluate;
 mod fit;
@@ -28,6 +29,7 @@ mod search;
 mod thresholds;
 
 pub use card::{CardInputs, model_card};
+pub use cli::file_sha256;
 pub use config::TrainConfig;
 pub use evaluate::{
     Evaluation, detector_scores, evaluate, metrics, roc_auc, roc_curve, training_labels,
@@ -36,7 +38,7 @@ pub use fit::{
     ForestParams, ProfileParams, TrainError, fit_forest, fit_profile, fit_tree, flatten, matrix,
     reestimate_leaves,
 };
-pub use pipeline::{Trained, file_sha256, train};
+pub use pipeline::{Trained, train};
 pub use plot::{Curve, roc_png};
 pub use search::{
     NOVELTY_FOLDS, NovelRecall, SEARCH_TOLERANCE, SearchRow, novel_recall, novelty_folds,

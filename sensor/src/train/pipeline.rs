@@ -3,8 +3,6 @@
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::{
     config::TrainConfig,
     evaluate::{Evaluation, detector_scores, evaluate, training_labels},
@@ -20,7 +18,7 @@ use crate::{
     kdd::{FLAGS, FeatureSet, PROTOCOLS, SERVICES, VOCABULARY_VERSION},
     model::{
         Ensemble, FORMAT_VERSION, Metrics, Model, ModelData, Node, NormalProfile, Thresholds,
-        TrainingMetadata, Tree, hex,
+        TrainingMetadata, Tree,
     },
 };
 
@@ -360,9 +358,4 @@ impl<'a> ModelMaker<'a> {
             },
         })?)
     }
-}
-
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    Ok(hex(&Sha256::digest(std::fs::read(path)?)))
 }
