@@ -304,7 +304,7 @@ struct TrainArgs {
     target_fpr: f64,
     #[arg(long, value_enum, default_value = "flow")]
     feature_set: FeatureSetArg,
-    /// Output model file; the model card (MODEL_CARD.md) and roc.png go beside it.
+    /// Output model file; the model card (MODEL_CARD.md) and its figures (SVG) go beside it.
     #[arg(long, default_value = "models/nsl-kdd-flow.model")]
     out: PathBuf,
     /// A small, fast configuration (few trees, small samples) for smoke tests.

@@ -1,11 +1,12 @@
 //! The model card: a Markdown report of what one training run measured, written beside the
-//! model with its figure.
+//! model with its figures.
 
 use std::path::Path;
 
 use super::{
     evaluate::{Evaluation, pct},
     pipeline::Trained,
+    plot::Figure,
     search::{NOVELTY_FOLDS, SEARCH_TOLERANCE, depth_str},
     thresholds::PROFILE_SHARE,
 };
@@ -40,6 +41,7 @@ pub struct CardInputs<'a> {
     pub model_file: &'a str,
     pub command: &'a str,
     pub seconds: f64,
+    pub figures: &'a [Figure],
 }
 
 /// The model card (Markdown).
@@ -50,7 +52,7 @@ pub fn model_card(c: &CardInputs<'_>) -> String {
     card.search(c.trained);
     card.thresholds(c.trained);
     card.results(c);
-    card.figure();
+    card.figures(c.figures);
     card.reproduce(c);
     card.0
 }
@@ -291,14 +293,14 @@ impl Card {
         }
     }
 
-    /// The ROC figure and what it shows.
-    fn figure(&mut self) {
-        self.line("![ROC curves](roc.png)");
-        self.line("");
-        self.line(
-            "`roc.png`: ROC of the combined score (each detector's score over its threshold, the larger one) on KDDTest+ (blue) and on the holdout (green); grey diagonal is chance; the red square is the operating point on KDDTest+.",
-        );
-        self.line("");
+    /// The figures, each with a short caption.
+    fn figures(&mut self, figures: &[Figure]) {
+        for f in figures {
+            self.line(&format!("![{}]({})", f.title, f.file));
+            self.line("");
+            self.line(&format!("`{}`: {}", f.file, f.caption));
+            self.line("");
+        }
     }
 
     /// The command and what it took.

@@ -17,7 +17,7 @@ use super::{
     config::TrainConfig,
     evaluate::{Evaluation, evaluate as evaluate_model, training_labels},
     pipeline::{Trained, train as train_model},
-    plot::{Curve, roc_png},
+    plot::card_figures,
 };
 use crate::{
     dataset::{self, LoadOptions, Sample},
@@ -41,7 +41,7 @@ pub struct TrainOptions {
     /// False-positive rate the thresholds are chosen for, on validation data.
     pub target_fpr: f64,
     pub feature_set: FeatureSet,
-    /// The model file; the model card (MODEL_CARD.md) and its ROC figure go beside it.
+    /// The model file; the model card (MODEL_CARD.md) and its figures go beside it.
     pub out: PathBuf,
     /// [`TrainConfig::quick`] instead of [`TrainConfig::standard`].
     pub quick: bool,
@@ -102,7 +102,7 @@ pub fn file_sha256(path: &Path) -> io::Result<String> {
 }
 
 /// `sensor train`: trains, writes the model, evaluates it on KDDTest+ and writes the model card
-/// and its ROC figure beside the model. Progress goes to `report`.
+/// and its figures beside the model. Progress goes to `report`.
 pub fn train(o: &TrainOptions, report: impl Write) -> anyhow::Result<()> {
     let mut out = Report::new(report);
     let started = Instant::now();
@@ -234,7 +234,7 @@ impl TestResults {
     }
 }
 
-/// The model card and its ROC figure, beside the model; returns the card's path.
+/// The model card and its figures, beside the model; returns the card's path.
 fn write_card(
     o: &TrainOptions,
     trained: &Trained,
@@ -244,6 +244,11 @@ fn write_card(
     started: Instant,
 ) -> anyhow::Result<PathBuf> {
     let dir = o.out.parent().map(PathBuf::from).unwrap_or_default();
+    let figures = card_figures(&trained.holdout, test.deployed.as_ref())?;
+    for f in &figures {
+        let path = dir.join(f.file);
+        std::fs::write(&path, &f.svg).with_context(|| format!("writing {}", path.display()))?;
+    }
     let model_file = o
         .out
         .file_name()
@@ -259,19 +264,10 @@ fn write_card(
         model_file: &model_file,
         command: &o.command,
         seconds: started.elapsed().as_secs_f64(),
+        figures: &figures,
     });
     let path = dir.join("MODEL_CARD.md");
     std::fs::write(&path, card).with_context(|| format!("writing {}", path.display()))?;
-    let marker = test
-        .deployed
-        .as_ref()
-        .map(|e| (e.metrics.false_positive_rate, e.metrics.recall));
-    let mut curves: Vec<Curve<'_>> = Vec::new();
-    if let Some(e) = &test.deployed {
-        curves.push((&e.roc, [30, 90, 200]));
-    }
-    curves.push((&trained.holdout.roc, [20, 160, 60]));
-    roc_png(&dir.join("roc.png"), &curves, marker).context("writing roc.png")?;
     Ok(path)
 }
 

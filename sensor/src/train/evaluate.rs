@@ -169,7 +169,7 @@ pub fn training_labels<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec
     labels
 }
 
-/// A fraction as a percentage with two decimals, as the model card writes it.
+/// A fraction as a percentage with two decimals, as the model card and its figures write it.
 pub(super) fn pct(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
 }

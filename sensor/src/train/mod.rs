@@ -15,7 +15,7 @@
 //! One job per module, each using only those listed before it: `config` (the run's settings),
 //! `fit` (trees, forests, the normal profile), `thresholds`, `evaluate` (metrics, ROC),
 //! `search` (leave-types-out validation, the operating point), `pipeline` ([`train`], which runs
-//! them), `plot` and `card` (the model card's figure and text), and [`cli`] (the `train` and
+//! them), `plot` and `card` (the model card's figures and text), and [`cli`] (the `train` and
 //! `evaluate` commands). Their public items are re-exported here.
 
 mod card;
@@ -39,7 +39,9 @@ pub use fit::{
     reestimate_leaves,
 };
 pub use pipeline::{Trained, train};
-pub use plot::{Curve, roc_png};
+pub use plot::{
+    Figure, PlotError, RECALL_FILE, ROC_FILE, RocCurve, card_figures, recall_svg, roc_svg,
+};
 pub use search::{
     NOVELTY_FOLDS, NovelRecall, SEARCH_TOLERANCE, SearchRow, novel_recall, novelty_folds,
 };
