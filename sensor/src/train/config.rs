@@ -36,10 +36,10 @@ impl TrainConfig {
             trees: 60,
             search_trees: 16,
             bootstrap_rows: 40_000,
-            // 50 isolation trees: the profile is scored on every connection, and at 100 trees
-            // it cost as much as the whole 60-tree forest (the live path's throughput target
-            // was missed by that margin); path lengths over 50 trees of 256 points are stable
-            // enough for a threshold chosen on validation.
+            // 50 isolation trees: the profile is scored on every connection, and 100 would cost
+            // as much as the whole 60-tree forest, more than the live path's throughput target
+            // allows; path lengths averaged over 50 trees are stable enough for a threshold
+            // chosen on validation.
             profile_trees: 50,
             // Larger samples describe normal traffic in more detail (a deeper isolation tree:
             // log2 of the sample size) at a higher scoring cost; the search weighs the two.
