@@ -1,6 +1,6 @@
 //! `sensor`: the command-line entry point. Each subcommand is one job of the product; the work
 //! itself lives in the library modules.
-use std::{io::Write, time::Duration};
+use std::{io::Write, process::ExitCode, time::Duration};
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -316,7 +316,7 @@ struct TrainArgs {
     target_fpr: f64,
     #[arg(long, value_enum, default_value = "flow")]
     feature_set: FeatureSetArg,
-    /// Output model file; the model card (MODEL_CARD.md) and roc.png go beside it.
+    /// Output model file; the model card (MODEL_CARD.md) and its figures (SVG) go beside it.
     #[arg(long, default_value = "models/nsl-kdd-flow.model")]
     out: PathBuf,
     /// A small, fast configuration (few trees, small samples) for smoke tests.
@@ -337,8 +337,8 @@ struct EvaluateArgs {
     /// A labelled NSL-KDD text or ARFF file.
     #[arg(long)]
     data: PathBuf,
-    /// Training file whose attack names count as "seen in training" (default: KDDTrain+.txt
-    /// beside the data file).
+    /// Training file whose attack names count as "seen in training" (default: KDDTrain+.txt in
+    /// the data directory: NSL_KDD_DIR, else ../shared/data/nsl-kdd beside the workspace).
     #[arg(long)]
     train_data: Option<PathBuf>,
     /// Print JSON instead of a table.
@@ -346,9 +346,40 @@ struct EvaluateArgs {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+impl TrainArgs {
+    fn options(self) -> train::cli::TrainOptions {
+        train::cli::TrainOptions {
+            data_dir: self.data.unwrap_or_else(dataset::default_data_dir),
+            seed: self.seed,
+            target_fpr: self.target_fpr,
+            feature_set: self.feature_set.set(),
+            out: self.out,
+            quick: self.quick,
+            compare: !self.no_compare,
+            twenty_percent: self.twenty_percent,
+            command: train::cli::command_line(),
+        }
+    }
+}
+
+impl EvaluateArgs {
+    fn options(self) -> train::cli::EvaluateOptions {
+        train::cli::EvaluateOptions {
+            model: self.model,
+            data: self.data,
+            train_data: self.train_data,
+            json: self.json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match Cli::parse().command {
+    exit_status(run(Cli::parse().command))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run(args) => run_cmd(*args),
         Command::Baseline(args) => baseline_cmd(args),
         Command::Flows(args) => flows(args),
@@ -369,8 +400,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Train(args) => train_cmd(args),
-        Command::Evaluate(args) => evaluate_cmd(args),
+        Command::Train(args) => train::cli::train(&args.options(), std::io::stdout().lock()),
+        Command::Evaluate(args) => train::cli::evaluate(&args.options(), std::io::stdout().lock()),
         Command::Replay(args) => replay_cmd(args),
         Command::Features { set } => {
             for name in set.set().names() {
@@ -379,6 +410,29 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// How a command's result ends the process. A closed stdout (`sensor ... | head`) is a normal
+/// end, as for other Unix tools. Any other error is one line, `error: what was done: why`; with
+/// RUST_BACKTRACE set, anyhow's full report with the backtrace.
+fn exit_status(result: anyhow::Result<()>) -> ExitCode {
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let closed_stdout = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if closed_stdout {
+        return ExitCode::SUCCESS;
+    }
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        eprintln!("Error: {e:?}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    ExitCode::FAILURE
 }
 
 /// Resolves on SIGINT, SIGTERM, or after `limit`.
@@ -586,219 +640,6 @@ fn flows(args: FlowsArgs) -> anyhow::Result<()> {
         eprintln!("summary: {summary}");
         Ok(())
     })
-}
-
-fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
-    let dir = args.data.clone().unwrap_or_else(dataset::default_data_dir);
-    let train_file = dir.join(if args.twenty_percent {
-        "KDDTrain+_20Percent.txt"
-    } else {
-        "KDDTrain+.txt"
-    });
-    let started = std::time::Instant::now();
-    let loaded =
-        dataset::load(&train_file, dataset::LoadOptions::default()).with_context(|| {
-            format!(
-                "loading {} (get NSL-KDD from the UNB site; see README)",
-                train_file.display()
-            )
-        })?;
-    let sha = train::file_sha256(&train_file)
-        .with_context(|| format!("hashing {}", train_file.display()))?;
-    let set = args.feature_set.set();
-    let mut cfg = if args.quick {
-        train::TrainConfig::quick(set)
-    } else {
-        train::TrainConfig::standard(set)
-    };
-    cfg.seed = args.seed;
-    cfg.target_fpr = args.target_fpr;
-    // Recorded in the model and its card: the program name without the build directory.
-    let command = std::iter::once("sensor".to_string())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let trained = train::train(&loaded.samples, &train_file, &sha, &cfg, &command)?;
-    println!("hyperparameter search (leave-types-out recall on validation):");
-    for r in &trained.search {
-        println!(
-            "  {:<8} {:<40} mean over types {:6.2}%  all rows {:6.2}%",
-            r.candidate,
-            r.params,
-            100.0 * r.novel_macro_recall,
-            100.0 * r.novel_micro_recall,
-        );
-    }
-    println!("operating point (validation FPR -> leave-types-out recall, mean over types):");
-    for (fpr, nr) in &trained.operating {
-        let mark = if *fpr == trained.operating_fpr {
-            "  <- chosen"
-        } else {
-            ""
-        };
-        println!(
-            "  {:5.2}%  {:6.2}%{mark}",
-            100.0 * fpr,
-            100.0 * nr.macro_recall
-        );
-    }
-    println!("candidates (holdout):");
-    for (name, e) in &trained.candidates {
-        let m = &e.metrics;
-        println!(
-            "  {:<45} acc {:6.2}%  fpr {:5.2}%  recall {:6.2}%  auc {:.4}",
-            name,
-            100.0 * m.accuracy,
-            100.0 * m.false_positive_rate,
-            100.0 * m.recall,
-            m.roc_auc
-        );
-    }
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    trained.model.save(&args.out)?;
-    println!("model written to {}", args.out.display());
-
-    // KDDTest+ for the card: reported, never used for any choice above.
-    let test_file = dir.join("KDDTest+.txt");
-    let test = match dataset::load(&test_file, dataset::LoadOptions::default()) {
-        Ok(t) => Some(t.samples),
-        Err(e) => {
-            eprintln!("warning: no KDDTest+ evaluation in the model card: {e}");
-            None
-        }
-    };
-    let test_eval = test
-        .as_ref()
-        .map(|t| train::evaluate(&trained.model, t, "KDDTest+", &trained.train_labels));
-    let test_all = match (
-        &test,
-        args.no_compare || set == sensor::kdd::FeatureSet::All,
-    ) {
-        (Some(t), false) => {
-            let mut c2 = if args.quick {
-                train::TrainConfig::quick(sensor::kdd::FeatureSet::All)
-            } else {
-                train::TrainConfig::standard(sensor::kdd::FeatureSet::All)
-            };
-            c2.seed = args.seed;
-            c2.target_fpr = args.target_fpr;
-            c2.quiet = true;
-            eprintln!("training the same pipeline on all 41 features for comparison...");
-            let t2 = train::train(&loaded.samples, &train_file, &sha, &c2, &command)?;
-            Some(train::evaluate(&t2.model, t, "KDDTest+", &t2.train_labels))
-        }
-        _ => None,
-    };
-    if let Some(e) = &test_eval {
-        let m = &e.metrics;
-        println!(
-            "KDDTest+ ({:?} features): accuracy {:.2}%  fpr {:.2}%  recall {:.2}%  auc {:.4}",
-            set,
-            100.0 * m.accuracy,
-            100.0 * m.false_positive_rate,
-            100.0 * m.recall,
-            m.roc_auc
-        );
-    }
-    if let Some(e) = &test_all {
-        let m = &e.metrics;
-        println!(
-            "KDDTest+ (all features): accuracy {:.2}%  fpr {:.2}%  recall {:.2}%  auc {:.4}",
-            100.0 * m.accuracy,
-            100.0 * m.false_positive_rate,
-            100.0 * m.recall,
-            m.roc_auc
-        );
-    }
-    let dir_out = args.out.parent().map(PathBuf::from).unwrap_or_default();
-    let test_sha = test
-        .as_ref()
-        .and_then(|_| train::file_sha256(&test_file).ok());
-    let model_name = args
-        .out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let card = train::model_card(&train::CardInputs {
-        trained: &trained,
-        train_file: &train_file,
-        train_sha256: &sha,
-        test: test_eval.as_ref(),
-        test_all: test_all.as_ref(),
-        test_sha256: test_sha.as_deref(),
-        model_file: &model_name,
-        command: &command,
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    let card_path = dir_out.join("MODEL_CARD.md");
-    std::fs::write(&card_path, card).with_context(|| format!("writing {}", card_path.display()))?;
-    let marker = test_eval
-        .as_ref()
-        .map(|e| (e.metrics.false_positive_rate, e.metrics.recall));
-    let mut curves: Vec<train::Curve<'_>> = Vec::new();
-    if let Some(e) = &test_eval {
-        curves.push((&e.roc, [30, 90, 200]));
-    }
-    curves.push((&trained.holdout.roc, [20, 160, 60]));
-    train::roc_png(&dir_out.join("roc.png"), &curves, marker).context("writing roc.png")?;
-    println!("model card: {}", card_path.display());
-    Ok(())
-}
-
-fn evaluate_cmd(args: EvaluateArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)?;
-    let data = dataset::load(&args.data, dataset::LoadOptions::default())?;
-    let train_file = args
-        .train_data
-        .clone()
-        .unwrap_or_else(|| args.data.with_file_name("KDDTrain+.txt"));
-    let train_labels: Vec<String> =
-        match dataset::load(&train_file, dataset::LoadOptions::default()) {
-            Ok(t) => {
-                let mut l: Vec<String> = t.samples.into_iter().map(|s| s.label).collect();
-                l.sort();
-                l.dedup();
-                l
-            }
-            Err(e) => {
-                eprintln!("warning: cannot tell novel attack types without the training file: {e}");
-                Vec::new()
-            }
-        };
-    let e = train::evaluate(
-        &model,
-        &data.samples,
-        &args.data.display().to_string(),
-        &train_labels,
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
-        return Ok(());
-    }
-    let m = &e.metrics;
-    println!("data        {}", e.data);
-    println!("rows        {}", m.rows);
-    println!("accuracy    {:.2}%", 100.0 * m.accuracy);
-    println!("precision   {:.2}%", 100.0 * m.precision);
-    println!("recall      {:.2}%", 100.0 * m.recall);
-    println!("F1          {:.2}%", 100.0 * m.f1);
-    println!("FPR         {:.2}%", 100.0 * m.false_positive_rate);
-    println!("ROC-AUC     {:.4}", m.roc_auc);
-    println!(
-        "confusion   truth normal: [{} normal, {} attack]; truth attack: [{} normal, {} attack]",
-        m.confusion[0][0], m.confusion[0][1], m.confusion[1][0], m.confusion[1][1]
-    );
-    println!("recall by category:");
-    for (k, (r, n)) in &e.recall_by_category {
-        println!("  {k:<18} {:6.2}%  ({n} rows)", 100.0 * r);
-    }
-    if let Some((r, n)) = e.novel_attack_recall {
-        println!("  {:<18} {:6.2}%  ({n} rows)", "novel types", 100.0 * r);
-    }
-    Ok(())
 }
 
 #[derive(Args)]
