@@ -615,6 +615,18 @@ pub fn run(opts: &ScenarioOptions) -> Result<Outcome, String> {
         ));
     }
     let traffic = started.elapsed();
+    if let Some(st) = sensor
+        .child
+        .as_mut()
+        .and_then(|c| c.try_wait().ok().flatten())
+    {
+        let stderr = sensor
+            .wait_output(Duration::from_secs(1))
+            .map_or_else(|e| e, |(_, _, stderr)| stderr);
+        return Err(format!(
+            "the sensor stopped during the traffic ({st}): {stderr}"
+        ));
+    }
 
     // Let every connection end by its own idle timeout (the shipped ones) before the sensor
     // stops, so that none is finalised by the shutdown flush.
