@@ -28,6 +28,16 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("promtool", "prometheus"),
     ("ss", "iproute2"),
+    // Normal traffic of the demo lab and its end-to-end test: real services and clients.
+    // dnsmasq-base is the daemon without the package that would run it as a system service.
+    ("dnsmasq", "dnsmasq-base"),
+    ("dig", "bind9-dnsutils"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    // The lab runs its own sshd (own configuration and host key, lab address only). Note that
+    // on a host whose init system runs package services, installing openssh-server also starts
+    // the system's own ssh service.
+    ("sshd", "openssh-server"),
     // Attack traffic of the demo lab and its end-to-end test.
     ("nmap", "nmap"),
     ("hping3", "hping3"),
@@ -168,11 +178,13 @@ fn have(cmd: &str) -> bool {
 }
 
 fn debian_tools() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_TOOLS
+    let mut missing: Vec<&str> = DEBIAN_TOOLS
         .iter()
         .filter(|(c, _)| !have(c))
         .map(|(_, p)| *p)
         .collect();
+    missing.sort_unstable();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }

@@ -1,16 +1,19 @@
-//! `cargo xtask demo`: the gateway lab ([`xtask::gateway`]) with normal traffic and attacks,
-//! `sensor run` on the gateway; then a table per traffic kind (connections, flagged, detection
-//! latency), a few alerts, and where the metrics were served.
+//! `cargo xtask demo`: the gateway lab ([`xtask::gateway`]) with real services, normal traffic
+//! and attacks, `sensor run` on the gateway with the shipped settings; then a table per traffic
+//! kind (connections, flagged, incidents, detection latency), a few alerts, and where the
+//! metrics were served.
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
-use xtask::gateway::{self, ATTACK_KINDS, NORMAL_KINDS, ScenarioOptions, quantile};
+use xtask::gateway::{self, ScenarioOptions, quantile};
 
 pub fn run(seconds: u64) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap_or(root);
     let work_dir = root.join("target/demo");
     let opts = ScenarioOptions {
         sensor: root.join("target/release/sensor"),
+        config: gateway::shipped_config(),
         model: root.join("models/nsl-kdd-flow.model"),
         seconds,
         attacks: true,
@@ -18,42 +21,21 @@ pub fn run(seconds: u64) -> Result<()> {
         verbose: true,
     };
     let out = gateway::run(&opts).map_err(|e| anyhow!(e))?;
-    let kinds = gateway::summarize(&out.connections);
-    println!(
-        "\n{:<11} {:>9} {:>11} {:>8} {:>8} {:>14} {:>14}",
-        "traffic", "made", "connections", "flagged", "flagged%", "p50 latency", "p99 latency"
-    );
-    for k in NORMAL_KINDS
-        .iter()
-        .chain(ATTACK_KINDS.iter())
-        .chain(["other"].iter())
-    {
-        let Some(s) = kinds.get(k) else { continue };
-        let made = out
-            .generated
-            .get(k)
-            .map_or("-".to_string(), |n| n.to_string());
-        println!(
-            "{:<11} {:>9} {:>11} {:>8} {:>7.1}% {:>11.1} ms {:>11.1} ms",
-            k,
-            made,
-            s.connections,
-            s.flagged,
-            100.0 * s.flagged as f64 / s.connections.max(1) as f64,
-            quantile(&s.latencies_ms, 0.5),
-            quantile(&s.latencies_ms, 0.99),
-        );
-    }
-    println!(
-        "\n(latency: from the moment a connection was final - its last packet after FIN/RST, its last packet plus the idle timeout otherwise - to its verdict)"
-    );
+    let rows = gateway::summarize(&out);
+    println!("\n{}", gateway::table(&out, &rows));
     let alerts: Vec<_> = out
         .alert_lines
         .iter()
         .filter(|a| a["type"] == "alert")
         .collect();
+    let suppressed: u64 = out
+        .alert_lines
+        .iter()
+        .filter(|a| a["type"] == "suppressed")
+        .filter_map(|a| a["suppressed"].as_u64())
+        .sum();
     println!(
-        "\nalerts: {} lines in {}; the first:",
+        "alerts: {} lines in {} ({suppressed} more held back by the rate limit and summarised); the first:",
         alerts.len(),
         work_dir.join("alerts.jsonl").display()
     );
@@ -88,13 +70,14 @@ pub fn latency_bench() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let opts = ScenarioOptions {
         sensor: root.join("target/release/sensor"),
+        config: gateway::shipped_config(),
         model: root.join("models/nsl-kdd-flow.model"),
         seconds: 30,
         attacks: true,
         work_dir: root.join("target/bench-lab"),
         verbose: false,
     };
-    println!("detection latency in the gateway lab (about a minute)...");
+    println!("detection latency in the gateway lab (about two minutes)...");
     let out = gateway::run(&opts).map_err(|e| anyhow!(e))?;
     let mut all = Vec::new();
     let (mut event, mut idle) = (Vec::new(), Vec::new());
@@ -126,7 +109,7 @@ pub fn latency_bench() -> Result<()> {
     let json = serde_json::json!({
         "all": row("all connections", &all),
         "fin_rst_events": row("FIN/RST (ring buffer)", &event),
-        "idle_scan": row("idle (scan, 25 ms)", &idle),
+        "idle_scan": row("idle (idle scan)", &idle),
         "target_p99_ms": 50.0,
     });
     let path = root.join("target/bench-lab-latency.json");

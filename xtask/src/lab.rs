@@ -7,6 +7,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     thread,
@@ -89,6 +90,29 @@ impl Netns {
     pub fn spawn(&self, program: &str, args: &[&str]) -> Result<Proc, String> {
         Proc::spawn(self.cmd(program).args(args))
     }
+
+    /// Starts a background daemon inside the namespace with its stdout and stderr appended to
+    /// `log` (a daemon that logs per request would otherwise fill a pipe nobody reads and
+    /// stall), killed on drop.
+    pub fn spawn_logged(&self, program: &str, args: &[&str], log: &Path) -> Result<Proc, String> {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| format!("{}: {e}", log.display()))
+        };
+        let mut cmd = self.cmd(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(open()?)
+            .stderr(open()?);
+        let child = cmd.spawn().map_err(|e| format!("spawning {cmd:?}: {e}"))?;
+        Ok(Proc {
+            child: Some(child),
+            stderr_reader: None,
+        })
+    }
 }
 
 impl Drop for Netns {
@@ -105,6 +129,35 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// A private directory under the system temp dir (mode 0700), removed with its contents on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `<tmp>/sensor-<prefix>-<tag>`; fails if it exists.
+    pub fn new(prefix: &str) -> Result<TempDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::env::temp_dir().join(format!("sensor-{prefix}-{}", unique_tag()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        Ok(TempDir { path })
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
