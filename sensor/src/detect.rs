@@ -32,12 +32,23 @@ pub enum NotScored {
     /// one-to-many announcement, not a conversation between two hosts, which is what the KDD
     /// connection features describe. It stays in the windows of other connections as traffic.
     GroupDestination,
+    /// A TCP connection of which the sensor saw one side only, while that side proves the
+    /// other exists (the originator acknowledged a SYN-ACK never seen, or the responder sent
+    /// data after a SYN-ACK to an originator never seen): a one-sided capture or asymmetric
+    /// routing. Half the features (the other side's bytes, its flags) are missing, not zero.
+    OneSided,
 }
 
 impl NotScored {
     /// Whether `rec` is outside what the model judges, and why.
     pub fn of(rec: &ConnectionRecord) -> Option<NotScored> {
-        rec.to_group.then_some(NotScored::GroupDestination)
+        if rec.to_group {
+            Some(NotScored::GroupDestination)
+        } else if crate::features::basic::one_sided(rec) {
+            Some(NotScored::OneSided)
+        } else {
+            None
+        }
     }
 }
 

@@ -33,12 +33,12 @@ use std::{
     time::Duration,
 };
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::{
     detect::Scored,
-    flows::{ConnectionRecord, Transport},
+    flows::{ConnId, ConnectionRecord, EndReason, Transport},
     kdd::{FEATURE_NAMES, FeatureSet},
 };
 
@@ -401,6 +401,8 @@ pub struct IncidentTracker {
     /// Candidate keys in the order they were last fed, for expiry (stale entries skipped).
     fed: VecDeque<(u64, Key)>,
     open: FxHashMap<Key, Incident>,
+    /// Connections still open whose anomalous early verdict was counted as evidence.
+    counted: FxHashSet<ConnId>,
     stats: IncidentStats,
 }
 
@@ -413,6 +415,7 @@ impl IncidentTracker {
             candidates: FxHashMap::default(),
             fed: VecDeque::new(),
             open: FxHashMap::default(),
+            counted: FxHashSet::default(),
             stats: IncidentStats::default(),
         }
     }
@@ -422,7 +425,12 @@ impl IncidentTracker {
     }
 
     /// A scored connection, its verdict taken at `at_ns` (its final moment, or the moment of an
-    /// early verdict). Lines for incidents it opens or updates are appended to `out`.
+    /// early verdict, end reason `ongoing`). Lines for incidents it opens or updates are
+    /// appended to `out`.
+    ///
+    /// A connection counts once: when its early verdict was anomalous, that was its evidence,
+    /// and its final verdict (up to a minute later, for UDP and ICMP) adds nothing, so that an
+    /// attack's connections do not reopen its incident after it went quiet.
     pub fn observe(
         &mut self,
         rec: &ConnectionRecord,
@@ -430,6 +438,16 @@ impl IncidentTracker {
         at_ns: u64,
         out: &mut Vec<IncidentLine>,
     ) {
+        if rec.end_reason == EndReason::Ongoing {
+            if s.verdict.anomalous {
+                if self.counted.len() >= self.config.max_candidates * 4 {
+                    self.counted.clear();
+                }
+                self.counted.insert(rec.id());
+            }
+        } else if self.counted.remove(&rec.id()) {
+            return;
+        }
         let keys = keys_of(rec);
         // An incident already open on one of its keys takes it, anomalous or not.
         if let Some(key) = keys.iter().flatten().find(|k| self.open.contains_key(k)) {

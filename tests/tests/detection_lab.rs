@@ -203,37 +203,39 @@ fn gateway_lab_with_real_services_and_shipped_settings() {
         let (ok, what) = metric_vs_records(name, filter, n);
         c.check(ok, what);
     }
-    // Every anomalous connection was alerted or counted in a `suppressed` summary (the shipped
-    // rate limit applies).
-    let written = metric_sum(m, "sensor_alerts_total", &[]) as usize;
-    let held = metric_sum(m, "sensor_alerts_suppressed_total", &[]) as usize;
-    c.check(
-        written + held == anomalous,
-        format!(
-            "metrics: alerts written {written} + suppressed {held}, anomalous records {anomalous}"
-        ),
-    );
+    // The shipped alert stream carries incidents, one line per state change: no per-connection
+    // alert lines; every incident the metrics counted opened in the file, and each one that
+    // opened closed by the end (quiet, or the sensor's stop).
     let alert_lines = out
         .alert_lines
         .iter()
         .filter(|a| a["type"] == "alert")
         .count();
-    let summarised: u64 = out
+    c.check(
+        alert_lines == 0 && metric_sum(m, "sensor_alerts_total", &[]) == 0.0,
+        format!("alert file: {alert_lines} per-connection alert lines (off in the shipped settings)"),
+    );
+    let incident_lines: Vec<&serde_json::Value> = out
         .alert_lines
         .iter()
-        .filter(|a| a["type"] == "suppressed")
-        .filter_map(|a| a["suppressed"].as_u64())
-        .sum();
-    let anomalous_all = out
-        .connections
-        .iter()
-        .filter(|x| x["anomalous"] == true)
-        .count();
+        .filter(|a| a["type"] == "incident")
+        .collect();
+    let opened = incident_lines.iter().filter(|a| a["state"] == "open").count();
+    let closed = incident_lines.iter().filter(|a| a["state"] == "closed").count();
+    let counted = metric_sum(m, "sensor_incidents_total", &[]) as usize;
     c.check(
-        alert_lines + summarised as usize == anomalous_all,
+        opened == counted && closed == opened,
         format!(
-            "alert file: {alert_lines} alert lines + {summarised} summarised, anomalous records {anomalous_all}"
+            "incidents: {opened} opened and {closed} closed in the alert file, {counted} in sensor_incidents_total"
         ),
+    );
+    let ids: std::collections::BTreeSet<&str> = incident_lines
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    c.check(
+        ids.len() == opened,
+        format!("incidents: {} distinct ids for {opened} incidents", ids.len()),
     );
     c.check(
         metric_sum(m, "sensor_model_info", &[("feature_set", "flow")]) == 1.0,

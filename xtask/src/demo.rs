@@ -109,7 +109,7 @@ pub fn latency_bench() -> Result<()> {
     let json = serde_json::json!({
         "all": row("all connections", &all),
         "fin_rst_events": row("FIN/RST (ring buffer)", &event),
-        "idle_scan": row("idle (idle scan)", &idle),
+        "idle_timeout": row("idle (after timeout)", &idle),
         "target_p99_ms": 50.0,
     });
     let path = root.join("target/bench-lab-latency.json");

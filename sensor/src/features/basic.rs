@@ -36,20 +36,26 @@ use crate::{
     kdd::{FLAGS, vocab_index},
 };
 
-/// The state the KDD `flag` is derived from: the record's `conn_state`, or where only one side
-/// was seen and it proves the handshake completed, the state of an established connection (see
-/// the module docs).
-pub fn kdd_state(rec: &ConnectionRecord) -> ConnState {
+/// Whether the sensor saw one side of a TCP connection only, while that side proves the
+/// other exists: the originator acknowledged a SYN-ACK that was not seen (`S0`, `SH` with an
+/// answer), or the responder sent data after a SYN-ACK to an originator that was not seen
+/// (`SHR`).
+pub fn one_sided(rec: &ConnectionRecord) -> bool {
     use ConnState::*;
-    if rec.transport != Transport::Tcp {
-        return rec.conn_state;
-    }
     let originator_only =
         rec.resp_packets == 0 && rec.answer_unix_ns.is_some() && matches!(rec.conn_state, S0 | SH);
     let responder_only = rec.orig_packets == 0 && rec.resp_bytes > 0 && rec.conn_state == SHR;
+    rec.transport == Transport::Tcp && (originator_only || responder_only)
+}
+
+/// The state the KDD `flag` is derived from: the record's `conn_state`, or where only one side
+/// was seen and it proves the handshake completed ([`one_sided`]), the state of an established
+/// connection (see the module docs).
+pub fn kdd_state(rec: &ConnectionRecord) -> ConnState {
+    use ConnState::*;
     match rec.conn_state {
-        SH | SHR if originator_only || responder_only => SF,
-        _ if originator_only || responder_only => S1,
+        SH | SHR if one_sided(rec) => SF,
+        _ if one_sided(rec) => S1,
         s => s,
     }
 }

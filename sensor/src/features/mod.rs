@@ -75,11 +75,12 @@ pub struct FeatureConfig {
     /// Round rates to 2 decimals as the data files print them.
     pub round_rates: bool,
     /// Until the host window holds its `host_window_connections` (the first connections after
-    /// the sensor starts, or of a capture), scale `dst_host_count` and `dst_host_srv_count` to
-    /// the full window: the counts the window would show if traffic went on as it began. The
-    /// training data's windows are full, so small counts there mean rare hosts and services
-    /// (attack-like), not a sensor that just started. Rates need no scaling.
-    pub scale_cold_host_window: bool,
+    /// the sensor starts, or of a capture), fill the slots not seen yet with the training
+    /// data's normal traffic ([`window::COLD_PRIOR`]): the connections the sensor has not seen
+    /// are assumed to be like the normal traffic of the training data, not absent. The training
+    /// data's windows are full, so small counts there mean rare hosts and services
+    /// (attack-like), which is not what a sensor that just started, or a short capture, knows.
+    pub fill_cold_host_window: bool,
 }
 
 impl Default for FeatureConfig {
@@ -90,7 +91,7 @@ impl Default for FeatureConfig {
             host_window_connections: 255,
             private_port_below: 1024,
             round_rates: true,
-            scale_cold_host_window: true,
+            fill_cold_host_window: true,
         }
     }
 }
@@ -311,29 +312,31 @@ impl FeatureEngine {
         out[29] = r(t.host.n - t.host_service, t.host.n);
         out[30] = r(t.service.n - t.host_service, t.service.n);
 
-        let h = snap.host;
-        let full = self.config.host_window_connections as u64;
-        let held = u64::from(snap.host_window_len).clamp(1, full);
-        let scale = |n: u32| {
-            let n = u64::from(n);
-            let n = if self.config.scale_cold_host_window && held < full {
-                (n * full).div_ceil(held).min(full)
-            } else {
-                n
-            };
-            f64::from(u32::try_from(n).unwrap_or(u32::MAX).min(HOST_COUNT_MAX))
-        };
-        out[31] = scale(h.host.n);
-        out[32] = scale(h.service.n);
-        out[33] = r(h.host_service, h.host.n);
-        out[34] = r(h.host.n - h.host_service, h.host.n);
-        out[35] = r(h.host_src_port, h.host.n);
-        out[36] = r(h.service.n - h.host_service, h.service.n);
-        out[37] = r(h.host.syn_errors, h.host.n);
-        out[38] = r(h.service.syn_errors, h.service.n);
-        out[39] = r(h.host.rej_errors, h.host.n);
-        out[40] = r(h.service.rej_errors, h.service.n);
+        let h = HostCounts::of(&snap, self.unseen_slots(snap.host_window_len));
+        let rf = |num: f64, den: f64| rate_f(num, den, round);
+        let count = |c: f64| c.round().min(f64::from(HOST_COUNT_MAX));
+        out[31] = count(h.host);
+        out[32] = count(h.service);
+        out[33] = rf(h.host_service, h.host);
+        out[34] = rf(h.host - h.host_service, h.host);
+        out[35] = rf(h.host_src_port, h.host);
+        out[36] = rf(h.service - h.host_service, h.service);
+        out[37] = rf(h.host_syn, h.host);
+        out[38] = rf(h.service_syn, h.service);
+        out[39] = rf(h.host_rej, h.host);
+        out[40] = rf(h.service_rej, h.service);
         KddFeatures(out)
+    }
+
+    /// Slots of the host window not filled yet, when the cold window is filled with the
+    /// prior (0 once full, or with filling off).
+    fn unseen_slots(&self, held: u32) -> f64 {
+        let full = self.config.host_window_connections as f64;
+        if self.config.fill_cold_host_window {
+            (full - f64::from(held)).max(0.0)
+        } else {
+            0.0
+        }
     }
 
     pub fn config(&self) -> &FeatureConfig {
@@ -385,6 +388,48 @@ pub fn events_from_records(records: &[ConnectionRecord]) -> Vec<ConnEvent> {
             }
         })
         .collect()
+}
+
+/// The host window's counts, the slots not seen yet filled with the training data's normal
+/// traffic ([`window::COLD_PRIOR`]).
+#[derive(Clone, Copy, Debug)]
+struct HostCounts {
+    host: f64,
+    service: f64,
+    host_service: f64,
+    host_src_port: f64,
+    host_syn: f64,
+    service_syn: f64,
+    host_rej: f64,
+    service_rej: f64,
+}
+
+impl HostCounts {
+    fn of(snap: &Snapshot, unseen: f64) -> HostCounts {
+        let h = &snap.host;
+        let p = &window::COLD_PRIOR;
+        let c = |seen: u32, share: f64| f64::from(seen) + unseen * share;
+        HostCounts {
+            host: c(h.host.n, p.host),
+            service: c(h.service.n, p.service),
+            host_service: c(h.host_service, p.host_service),
+            host_src_port: c(h.host_src_port, p.host_src_port),
+            host_syn: c(h.host.syn_errors, p.host_syn),
+            service_syn: c(h.service.syn_errors, p.service_syn),
+            host_rej: c(h.host.rej_errors, p.host_rej),
+            service_rej: c(h.service.rej_errors, p.service_rej),
+        }
+    }
+}
+
+/// [`rate`] of weighted counts.
+#[inline]
+fn rate_f(num: f64, den: f64, round: bool) -> f64 {
+    if den <= 0.0 {
+        return 0.0;
+    }
+    let x = (num / den).clamp(0.0, 1.0);
+    if round { (x * 100.0).round() / 100.0 } else { x }
 }
 
 /// `num / den` in [0, 1], rounded to 2 decimals if `round`; 0 for an empty denominator (cannot

@@ -49,7 +49,7 @@ fn tcp(end_ns: u64, dst: IpAddr, dport: u16, sport: u16, st: ConnState) -> Conne
 /// The window definitions as written, without the cold-window scaling (tested on its own).
 fn raw() -> FeatureConfig {
     FeatureConfig {
-        scale_cold_host_window: false,
+        fill_cold_host_window: false,
         ..FeatureConfig::default()
     }
 }
@@ -426,26 +426,25 @@ fn a_late_connection_is_counted_and_nothing_leaks() {
 }
 
 #[test]
-fn a_cold_host_window_is_scaled_to_the_full_window() {
-    // The sensor has seen 3 connections: 2 to .1 (http), 1 to .2 (smtp). A full window of the
-    // same traffic would hold 170 to .1 and 85 to .2 (rounded up), the same rates.
+fn a_cold_host_window_is_filled_with_the_training_data_normal_traffic() {
     let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
-    e.push(&tcp(T0, v4(1), 80, 1000, ConnState::SF));
-    e.push(&tcp(T0 + 1, v4(2), 25, 1001, ConnState::SF));
-    let f = e.push(&tcp(T0 + 2, v4(1), 80, 1002, ConnState::SF));
-    assert_eq!(col(&f, "dst_host_count"), 170.0);
-    assert_eq!(col(&f, "dst_host_srv_count"), 170.0);
-    assert_eq!(col(&f, "dst_host_same_srv_rate"), 1.0);
-    let f = e.push(&tcp(T0 + 3, v4(2), 25, 1003, ConnState::SF));
-    assert_eq!(col(&f, "dst_host_count"), 128.0);
-    // The time window is never scaled.
-    assert_eq!(col(&f, "count"), 2.0);
-    // Once full, counts are the window's own.
+    let p = window::COLD_PRIOR;
+    // Alone: 254 unseen slots at the prior, 1 seen.
+    let f = e.push(&tcp(T0, v4(1), 80, 1000, ConnState::SF));
+    assert_eq!(col(&f, "dst_host_count"), (1.0 + 254.0 * p.host).round());
+    assert_eq!(col(&f, "dst_host_srv_count"), (1.0 + 254.0 * p.service).round());
+    let same_port = (1.0 + 254.0 * p.host_src_port) / (1.0 + 254.0 * p.host);
+    assert_eq!(
+        col(&f, "dst_host_same_src_port_rate"),
+        (same_port * 100.0).round() / 100.0
+    );
+    // Once full, the counts are the window's own.
     for i in 0..300 {
         e.push(&tcp(T0 + 10 + i, v4(3), 80, 1000, ConnState::SF));
     }
     let f = e.push(&tcp(T0 + 400, v4(2), 25, 1003, ConnState::SF));
     assert_eq!(col(&f, "dst_host_count"), 1.0);
+    assert_eq!(col(&f, "dst_host_srv_count"), 1.0);
 }
 
 /// One connection of the naive model.
@@ -512,14 +511,25 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
     }
     let (h, s, hs, _) = stats(&time, cur);
     let (hh, hsv, hhs, hhp) = stats(&hostw, cur);
-    let full = cfg.host_window_connections;
-    let scaled = |k: usize| {
-        if cfg.scale_cold_host_window && hostw.len() < full {
-            (k * full).div_ceil(hostw.len()).min(full)
+    let full = cfg.host_window_connections as f64;
+    let held = past.len().min(cfg.host_window_connections) as f64;
+    let unseen = if cfg.fill_cold_host_window {
+        full - held
+    } else {
+        0.0
+    };
+    let p = &window::COLD_PRIOR;
+    // What was seen, plus the unseen slots at the prior's share.
+    let w = |n: usize, share: f64| n as f64 + unseen * share;
+    let rw = |num: f64, den: f64| {
+        let x = num / den;
+        if cfg.round_rates {
+            (x * 100.0).round() / 100.0
         } else {
-            k
+            x
         }
     };
+    let (hn, sn) = (w(hh.len(), p.host), w(hsv.len(), p.service));
     [
         h.len().min(511) as f64,
         s.len().min(511) as f64,
@@ -530,16 +540,16 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
         r(hs, h.len()),
         r(h.len() - hs, h.len()),
         r(s.iter().filter(|p| p.host != cur.host).count(), s.len()),
-        scaled(hh.len()).min(255) as f64,
-        scaled(hsv.len()).min(255) as f64,
-        r(hhs, hh.len()),
-        r(hh.len() - hhs, hh.len()),
-        r(hhp, hh.len()),
-        r(hsv.iter().filter(|p| p.host != cur.host).count(), hsv.len()),
-        r(serr(&hh), hh.len()),
-        r(serr(&hsv), hsv.len()),
-        r(rerr(&hh), hh.len()),
-        r(rerr(&hsv), hsv.len()),
+        hn.round().min(255.0),
+        sn.round().min(255.0),
+        rw(w(hhs, p.host_service), hn),
+        rw(hn - w(hhs, p.host_service), hn),
+        rw(w(hhp, p.host_src_port), hn),
+        rw(sn - w(hhs, p.host_service), sn),
+        rw(w(serr(&hh), p.host_syn), hn),
+        rw(w(serr(&hsv), p.service_syn), sn),
+        rw(w(rerr(&hh), p.host_rej), hn),
+        rw(w(rerr(&hsv), p.service_rej), sn),
     ]
 }
 
@@ -588,7 +598,7 @@ fn random_record(rng: &mut StdRng, start_ns: u64) -> ConnectionRecord {
 /// and through the naive rescan: every one of the 41 columns must agree.
 #[test]
 fn incremental_engine_matches_naive_rescan() {
-    for (seed, host_window_connections, round_rates, scale_cold_host_window) in [
+    for (seed, host_window_connections, round_rates, fill_cold_host_window) in [
         (7u64, 255, true, false),
         (8, 17, false, false),
         (9, 600, true, false),
@@ -597,7 +607,7 @@ fn incremental_engine_matches_naive_rescan() {
         let cfg = FeatureConfig {
             host_window_connections,
             round_rates,
-            scale_cold_host_window,
+            fill_cold_host_window,
             ..FeatureConfig::default()
         };
         let mut e = FeatureEngine::new(cfg.clone()).unwrap();

@@ -92,7 +92,7 @@ pub fn shipped_config() -> PathBuf {
     std::fs::canonicalize(&path).unwrap_or(path)
 }
 
-/// The idle timeouts of a configuration file and its idle-scan period, which decide how long the
+/// The idle timeouts of a configuration file and its capture tick, which decide how long the
 /// scenario waits after its traffic. Read from the file rather than restated here, so that the
 /// lab follows the shipped settings when they change.
 #[derive(Clone, Copy, Debug)]
@@ -101,9 +101,9 @@ pub struct IdleTimeouts {
     pub tcp_attempt: Duration,
     pub udp: Duration,
     pub icmp: Duration,
-    /// The longest time between two idle scans: the file's `idle_scan_interval_ms`, else the
-    /// bound of its default (a quarter of the shortest idle timeout, at most 5 s).
-    pub idle_scan_at_most: Duration,
+    /// How late after its timeout an idle connection is finalised: the file's `tick_ms`
+    /// (10 ms if unset, the sensor's default).
+    pub tick: Duration,
 }
 
 impl IdleTimeouts {
@@ -121,28 +121,28 @@ impl IdleTimeouts {
             Duration::try_from_secs_f64(v)
                 .map_err(|e| format!("{}: [timeouts] {key} = {v}: {e}", path.display()))
         };
-        let idle_scan_at_most = match table.get("idle_scan_interval_ms").and_then(number) {
+        let tick = match table.get("tick_ms").and_then(number) {
             Some(ms) => Duration::try_from_secs_f64(ms / 1e3)
-                .map_err(|e| format!("{}: idle_scan_interval_ms = {ms}: {e}", path.display()))?,
-            None => Duration::from_secs(5),
+                .map_err(|e| format!("{}: tick_ms = {ms}: {e}", path.display()))?,
+            None => Duration::from_millis(10),
         };
         Ok(IdleTimeouts {
             tcp: secs("tcp_secs")?,
             tcp_attempt: secs("tcp_attempt_secs")?,
             udp: secs("udp_secs")?,
             icmp: secs("icmp_secs")?,
-            idle_scan_at_most,
+            tick,
         })
     }
 
     /// How long after its last packet every lab connection has been finalised by its own end:
-    /// the longest idle timeout it can end by, the idle scan that notices, and a second for the
+    /// the longest idle timeout it can end by, the tick that notices, and a second for the
     /// capture loop to hand the records over. Established TCP connections in the lab all close
     /// with FIN or RST, so the established timeout (300 s shipped) is not waited for; one that
     /// did not close would show in the table's `shutdown` column.
     pub fn settle(&self) -> Duration {
         self.tcp_attempt.max(self.udp).max(self.icmp)
-            + self.idle_scan_at_most
+            + self.tick
             + Duration::from_secs(1)
     }
 }
