@@ -312,7 +312,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// False-positive rate the thresholds are chosen for, on validation data.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = sensor::train::TrainConfig::DEFAULT_TARGET_FPR)]
     target_fpr: f64,
     #[arg(long, value_enum, default_value = "flow")]
     feature_set: FeatureSetArg,
@@ -562,8 +562,13 @@ fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
         100.0 * report.target_fpr
     );
     println!(
-        "held-out site connections flagged: by the profile {:.2}%, by the model {:.2}% (before the baseline {:.2}%)",
+        "forest threshold {:.4} (raised only where the site's own traffic needs it)",
+        report.supervised_threshold
+    );
+    println!(
+        "held-out site connections flagged: by the profile {:.2}%, by the forest {:.2}%, by the model {:.2}% (before the baseline {:.2}%)",
         100.0 * report.held_out_flagged_by_profile,
+        100.0 * report.held_out_flagged_by_forest,
         100.0 * report.held_out_flagged_by_model,
         100.0 * report.held_out_flagged_before
     );
