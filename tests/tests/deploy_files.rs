@@ -8,13 +8,70 @@ use integration_tests::deploy::{
 };
 
 #[test]
-fn prometheus_config_and_rules_pass_promtool() {
+fn prometheus_config_with_file_discovery_and_rules_pass_promtool() {
     let cfg = deploy("prometheus.yml");
     let text = promtool(&["check", "config", &cfg.to_string_lossy()]);
     assert!(text.contains("1 rule files found"), "{text}");
+    // Targets come from files (file-based service discovery), and the example file matches
+    // the configuration's pattern and is valid for it.
+    let yml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(yml.contains("file_sd_configs:"), "{yml}");
+    assert!(!yml.contains("static_configs:"), "{yml}");
+    assert!(yml.contains("- sensor-targets*.yml"), "{yml}");
+    let targets = std::fs::read_to_string(deploy("sensor-targets.yml")).unwrap();
+    assert!(targets.contains("- targets:"), "{targets}");
     let rules = deploy("sensor.rules.yml");
     let text = promtool(&["check", "rules", &rules.to_string_lossy()]);
     assert!(text.contains("SUCCESS"), "{text}");
+}
+
+/// The alerts of a rules file, by name.
+fn alert_names(rules: &str) -> Vec<String> {
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn every_alert_fires_when_it_should_and_not_otherwise() {
+    let tests = deploy("sensor.rules.test.yml");
+    let text = promtool(&["test", "rules", &tests.to_string_lossy()]);
+    assert!(text.contains("SUCCESS"), "{text}");
+    // Each alert has a case where it fires (a non-empty `exp_alerts`) and one where it does not
+    // (`exp_alerts: []`): an `alertname:` line is followed by its `exp_alerts` line.
+    let cases = std::fs::read_to_string(&tests).unwrap();
+    let lines: Vec<&str> = cases.lines().map(str::trim).collect();
+    let mut fires = std::collections::BTreeSet::new();
+    let mut quiet = std::collections::BTreeSet::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(name) = l.strip_prefix("alertname:") else {
+            continue;
+        };
+        let exp = lines[i + 1..]
+            .iter()
+            .find(|l| l.starts_with("exp_alerts:"))
+            .unwrap_or_else(|| panic!("no exp_alerts after {l}"));
+        if *exp == "exp_alerts: []" {
+            quiet.insert(name.trim().to_string());
+        } else {
+            fires.insert(name.trim().to_string());
+        }
+    }
+    let rules = std::fs::read_to_string(deploy("sensor.rules.yml")).unwrap();
+    let names = alert_names(&rules);
+    assert!(names.len() >= 8, "{names:?}");
+    for name in &names {
+        assert!(fires.contains(name), "no case in which {name} fires");
+        assert!(quiet.contains(name), "no case in which {name} stays quiet");
+    }
+    // Incidents page; single connections do not.
+    assert!(
+        !rules.contains("sensor_verdicts_total"),
+        "a rule alerts on single connections"
+    );
+    assert!(rules.contains("alert: SensorIncident"));
 }
 
 #[test]
