@@ -166,3 +166,98 @@ fn systemd_unit_runs_the_packaged_sensor_unprivileged_and_hardened() {
         "{report}"
     );
 }
+
+/// Every `expr` of a Grafana dashboard (panels, rows' panels) and every metric a template
+/// variable queries (`label_values(METRIC, label)`).
+fn dashboard_queries(dash: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+    fn walk(v: &serde_json::Value, exprs: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        ("expr", Some(e)) => exprs.push(e.to_string()),
+                        _ => walk(v, exprs),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, exprs)),
+            _ => {}
+        }
+    }
+    let mut exprs = Vec::new();
+    walk(&dash["panels"], &mut exprs);
+    let variables = dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["definition"].as_str())
+        .filter_map(|d| d.strip_prefix("label_values(")?.split_once(',')?.0.into())
+        .map(|m: &str| m.trim().to_string())
+        .collect();
+    (exprs, variables)
+}
+
+/// A dashboard query as Prometheus gets it: Grafana's variables replaced by values.
+fn as_promql(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+        .replace("$instance", ".+")
+}
+
+#[test]
+fn grafana_dashboard_queries_parse_and_use_only_exported_metrics() {
+    let path = deploy("grafana/sensor.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+    let (exprs, variables) = dashboard_queries(&dash);
+    assert!(exprs.len() >= 20, "only {} queries", exprs.len());
+    // Each query parses: promtool checks them as recording rules.
+    let dir = integration_tests::lab::TempDir::new("dashboard").unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let expr = serde_json::to_string(&as_promql(e)).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {expr}\n"
+        ));
+    }
+    let file = dir.join("dashboard.rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let text = promtool(&["check", "rules", &file.to_string_lossy()]);
+    assert!(
+        text.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "{text}"
+    );
+    // They name only metrics the sensor exports (and Prometheus's own `up`).
+    let registered = registered_metric_names();
+    let all = format!("{} {}", exprs.join("\n"), variables.join("\n"));
+    let used = sensor_metric_names(&all, &registered);
+    let unknown: Vec<_> = used.difference(&registered).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses metrics the sensor does not export: {unknown:?}"
+    );
+    for name in &variables {
+        assert!(registered.contains(name), "variable queries {name}");
+    }
+    // And it covers what the operator watches: incidents, verdicts by protocol and service,
+    // scores, detection latency, kernel health, the model and its reloads.
+    for (name, label) in [
+        ("sensor_incidents_total", "kind"),
+        ("sensor_incidents_open", "kind"),
+        ("sensor_verdicts_total", "protocol"),
+        ("sensor_verdicts_total", "service"),
+        ("sensor_score", "le"),
+        ("sensor_detection_latency_seconds", "le"),
+        ("sensor_flow_table_entries", ""),
+        ("sensor_kernel_packets_total", "table_full"),
+        ("sensor_kernel_ringbuf_drops_total", ""),
+        ("sensor_model_info", ""),
+        ("sensor_model_reloads_total", "result"),
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(name) && e.contains(label)),
+            "no panel shows {name} ({label})"
+        );
+    }
+}
