@@ -211,3 +211,44 @@ pub fn exposure(unit: &Path) -> (f64, String) {
         });
     (score, text)
 }
+
+/// Every `expr` of the Grafana dashboard (`deploy/grafana/sensor.json`) (panels, rows' panels) and every metric a template
+/// variable queries (`label_values(METRIC, label)`).
+pub fn dashboard_queries() -> (Vec<String>, Vec<String>) {
+    let path = deploy_path("grafana/sensor.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    fn walk(v: &serde_json::Value, exprs: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        ("expr", Some(e)) => exprs.push(e.to_string()),
+                        _ => walk(v, exprs),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, exprs)),
+            _ => {}
+        }
+    }
+    let mut exprs = Vec::new();
+    walk(&dash["panels"], &mut exprs);
+    let variables = dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["definition"].as_str())
+        .filter_map(|d| d.strip_prefix("label_values(")?.split_once(',')?.0.into())
+        .map(|m: &str| m.trim().to_string())
+        .collect();
+    (exprs, variables)
+}
+
+/// A dashboard query as Prometheus gets it: Grafana's variables replaced by values.
+pub fn as_promql(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+        .replace("$instance", ".+")
+}

@@ -3,8 +3,8 @@
 //! the rules refer only to metrics the sensor exports, and the systemd unit is hardened
 //! (`systemd-analyze security`). None of these needs root.
 use integration_tests::deploy::{
-    Unit, deploy_path as deploy, expand_syscall_group, exposure, promtool, registered_metric_names,
-    sensor_metric_names,
+    Unit, as_promql, dashboard_queries, deploy_path as deploy, expand_syscall_group, exposure,
+    promtool, registered_metric_names, sensor_metric_names,
 };
 
 #[test]
@@ -167,50 +167,9 @@ fn systemd_unit_runs_the_packaged_sensor_unprivileged_and_hardened() {
     );
 }
 
-/// Every `expr` of a Grafana dashboard (panels, rows' panels) and every metric a template
-/// variable queries (`label_values(METRIC, label)`).
-fn dashboard_queries(dash: &serde_json::Value) -> (Vec<String>, Vec<String>) {
-    fn walk(v: &serde_json::Value, exprs: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    match (k.as_str(), v.as_str()) {
-                        ("expr", Some(e)) => exprs.push(e.to_string()),
-                        _ => walk(v, exprs),
-                    }
-                }
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, exprs)),
-            _ => {}
-        }
-    }
-    let mut exprs = Vec::new();
-    walk(&dash["panels"], &mut exprs);
-    let variables = dash["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["definition"].as_str())
-        .filter_map(|d| d.strip_prefix("label_values(")?.split_once(',')?.0.into())
-        .map(|m: &str| m.trim().to_string())
-        .collect();
-    (exprs, variables)
-}
-
-/// A dashboard query as Prometheus gets it: Grafana's variables replaced by values.
-fn as_promql(expr: &str) -> String {
-    expr.replace("$__rate_interval", "1m")
-        .replace("$__interval", "1m")
-        .replace("$__range", "1h")
-        .replace("$instance", ".+")
-}
-
 #[test]
 fn grafana_dashboard_queries_parse_and_use_only_exported_metrics() {
-    let path = deploy("grafana/sensor.json");
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
-    let (exprs, variables) = dashboard_queries(&dash);
+    let (exprs, variables) = dashboard_queries();
     assert!(exprs.len() >= 20, "only {} queries", exprs.len());
     // Each query parses: promtool checks them as recording rules.
     let dir = integration_tests::lab::TempDir::new("dashboard").unwrap();
