@@ -309,7 +309,7 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
          as JSON lines and Prometheus metrics.\n \
          .\n \
          The package ships the model, a hardened systemd unit, alert rules and a\n \
-         Grafana dashboard. It needs Linux 6.6 or later with BTF.\n"
+         Grafana dashboard. It needs Linux 6.6 or later.\n"
     );
     tree.write("DEBIAN/control", control.as_bytes(), 0o644)?;
     tree.write(
