@@ -4,6 +4,7 @@
 //! The tests drive real traffic with the small generators in `tests/traffic/` (Python, stdlib
 //! only), curl and ping; every generator is bounded in count and seconds.
 
+pub mod deploy;
 pub mod packet;
 
 use std::{

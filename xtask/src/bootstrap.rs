@@ -4,7 +4,7 @@
 //! - the nightly toolchain's `rust-src` (the eBPF crate is built with `-Z build-std=core`);
 //! - `bpf-linker`, built from crates.io against the nightly's own LLVM shared library (Debian's
 //!   LLVM is too old for rustc's bitcode, and no prebuilt download is reachable);
-//! - Debian tools the tests and the demo use.
+//! - Debian tools the tests, the demo and the package build use.
 //!
 //! See ../shared/docs/toolchain.md for the facts behind each step.
 
@@ -41,6 +41,18 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     // Attack traffic of the demo lab and its end-to-end test.
     ("nmap", "nmap"),
     ("hping3", "hping3"),
+    // The Debian package (`cargo xtask dist`) and its checks.
+    ("dpkg-deb", "dpkg"),
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("lintian", "lintian"),
+    // The unit's checks: its exposure and system-call groups, the system calls and capabilities
+    // of the sensor under its settings.
+    ("systemd-analyze", "systemd"),
+    ("strace", "strace"),
+    ("setpriv", "util-linux"),
+    // The end-to-end alerting test runs a Prometheus server (the package ships promtool too).
+    ("prometheus", "prometheus"),
 ];
 
 pub fn run() -> Result<()> {

@@ -19,6 +19,7 @@ pub fn run(seconds: u64) -> Result<()> {
         attacks: true,
         work_dir: work_dir.clone(),
         verbose: true,
+        prometheus: None,
     };
     let out = gateway::run(&opts).map_err(|e| anyhow!(e))?;
     let rows = gateway::summarize(&out);
@@ -76,6 +77,7 @@ pub fn latency_bench() -> Result<()> {
         attacks: true,
         work_dir: root.join("target/bench-lab"),
         verbose: false,
+        prometheus: None,
     };
     println!("detection latency in the gateway lab (about two minutes)...");
     let out = gateway::run(&opts).map_err(|e| anyhow!(e))?;

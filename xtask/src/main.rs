@@ -23,6 +23,9 @@ enum Cmd {
     Bootstrap,
     /// Build the sensor (release), including the eBPF object.
     Build,
+    /// Build the Debian package (target/debian/sensor_<version>_<arch>.deb) and check it with
+    /// lintian.
+    Dist,
     /// Run every check: rustfmt, clippy, unit tests and the root integration tests.
     Test {
         /// Skip rustfmt and clippy.
@@ -48,6 +51,24 @@ fn main() -> Result<()> {
         Cmd::Build => {
             bootstrap::run()?;
             cargo(&["build", "--release", "-p", "sensor"])
+        }
+        Cmd::Dist => {
+            bootstrap::run()?;
+            cargo(&["build", "--release", "-p", "sensor"])?;
+            let root = workspace_root();
+            let deb = xtask::dist::build_deb(&xtask::dist::DistOptions {
+                sensor: root.join("target/release/sensor"),
+                out_dir: root.join("target/debian"),
+            })
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("building the Debian package")?;
+            let (clean, report) = xtask::dist::lintian(&deb).map_err(|e| anyhow::anyhow!(e))?;
+            print!("{report}");
+            if !clean {
+                bail!("lintian found errors or warnings in {}", deb.display());
+            }
+            println!("{}", deb.display());
+            Ok(())
         }
         Cmd::Test {
             no_lint,

@@ -218,6 +218,11 @@ impl Metrics {
             "Connections whose entry a new connection on the same 5-tuple took over before their end was reported (their finish event was lost): records lost.",
         )?;
         let detection = Detection::new(&registry)?;
+        // Both results exist from the start at 0, so that the first failed reload is an
+        // increase that alert rules see (a series born at 1 has no increase in PromQL).
+        for result in ["ok", "error"] {
+            detection.model_reloads.with_label_values(&[result]);
+        }
         Ok(Metrics {
             registry,
             connections,
@@ -697,6 +702,10 @@ mod tests {
             text.contains(
                 "sensor_connections_total{end_reason=\"rst\",flag=\"REJ\",protocol=\"tcp\"} 2"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sensor_model_reloads_total{result=\"error\"} 0"),
             "{text}"
         );
         // A second scrape does not double the kernel values.

@@ -39,6 +39,7 @@ use std::{
 
 use crate::lab::{Netns, TempDir, Veth};
 
+mod prometheus;
 mod report;
 mod services;
 
@@ -47,6 +48,8 @@ pub use report::{
     incidents, kind, parse_rfc3339_utc, quantile, summarize, table,
 };
 use services::Services;
+
+pub use prometheus::{PROMETHEUS_ADDR, PrometheusOptions, PrometheusOutcome};
 
 pub const CLIENT: &str = "198.18.1.1";
 pub const CLIENT2: &str = "198.18.3.1";
@@ -277,6 +280,9 @@ pub struct ScenarioOptions {
     pub work_dir: PathBuf,
     /// Print progress lines.
     pub verbose: bool,
+    /// Run a Prometheus server on the gateway with the shipped configuration and alert rules,
+    /// scraping the sensor, and ask it at the end what fired ([`Outcome::prometheus`]).
+    pub prometheus: Option<PrometheusOptions>,
 }
 
 /// What a generator reports: rounds run (one connection each) and how many succeeded.
@@ -328,6 +334,10 @@ pub struct Outcome {
     pub timeouts: IdleTimeouts,
     pub sensor_stderr: String,
     pub metrics_addr: String,
+    /// What the Prometheus server reported, if the options asked for one.
+    pub prometheus: Option<PrometheusOutcome>,
+    /// When the traffic started (Unix seconds).
+    pub traffic_start_unix: f64,
 }
 
 fn traffic_script(name: &str) -> String {
@@ -532,12 +542,23 @@ pub fn run(opts: &ScenarioOptions) -> Result<Outcome, String> {
         timeouts.udp,
         timeouts.icmp
     ));
+    let prometheus = match &opts.prometheus {
+        Some(_) => {
+            let p = prometheus::Prometheus::start(&lab, &dir, metrics_addr, bound_secs)?;
+            say(&format!(
+                "prometheus: http://{PROMETHEUS_ADDR} (inside the gateway namespace) scrapes the sensor with deploy/prometheus.yml and deploy/sensor.rules.yml"
+            ));
+            Some(p)
+        }
+        None => None,
+    };
     lab.enable_ipv6()?;
     let (_services, ssh) = Services::start(&lab, &dir, bound_secs)?;
     say("services: http.server, dnsmasq, sshd and the UDP responder answer; IPv6 link-local on");
     let setup = t0.elapsed();
 
     let started = Instant::now();
+    let traffic_start_unix = unix_now_ns() as f64 / 1e9;
     let udp_client = traffic_script("udp_client.py");
     let names: Vec<&str> = DNS_NAMES.iter().map(|(n, _)| *n).collect();
     // One connection per round. DNS and UDP rounds use their own source port each (the round
@@ -638,6 +659,10 @@ pub fn run(opts: &ScenarioOptions) -> Result<Outcome, String> {
     let metrics = scrape(&lab, metrics_addr)?;
     let _ = std::fs::write(opts.work_dir.join("metrics.txt"), &metrics);
     let promtool = check_metrics(&opts.work_dir, &metrics);
+    let prometheus = match (&prometheus, &opts.prometheus) {
+        (Some(p), Some(o)) => Some(p.collect(&lab, traffic_start_unix, &o.queries)?),
+        _ => None,
+    };
     sensor.terminate();
     let (status, _stdout, stderr) = sensor
         .wait_output(Duration::from_secs(30))
@@ -669,6 +694,8 @@ pub fn run(opts: &ScenarioOptions) -> Result<Outcome, String> {
         timeouts,
         sensor_stderr: stderr,
         metrics_addr: metrics_addr.to_string(),
+        prometheus,
+        traffic_start_unix,
     })
 }
 
