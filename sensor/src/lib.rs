@@ -1,14 +1,19 @@
 //! The sensor agent as a library: one module per stage of the data's path.
 //!
 //! ```text
-//! capture (eBPF load/attach, ring buffer, idle sweep) -> flows (ConnectionRecord)
-//!   -> features (KDD feature vector) -> model (verdict) -> export (Prometheus)
-//! dataset + train: NSL-KDD ETL and model fitting, apart from the live path
+//! capture (eBPF load/attach, event ring)  |  replay (pcap/pcapng through the same parser)
+//!   -> lifecycle (one connection lifecycle over either flow table: events, idle deadlines)
+//!   -> flows (ConnectionRecord, ConnEvent) -> features (the 41 KDD features, windows)
+//!   -> detect (model verdict) -> incidents (one per attack)
+//!   -> alerts (JSON lines) + export (Prometheus)          agent: the live composition
+//! dataset + train + baseline: NSL-KDD ETL, model fitting, site calibration
+//! cli: the subcommand bodies behind `sensor`
 //! ```
 pub mod agent;
 pub mod alerts;
 pub mod baseline;
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod detect;

@@ -59,16 +59,19 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            tcp_established: Duration::from_secs(300),
-            tcp_attempt: Duration::from_secs(5),
-            udp: Duration::from_secs(60),
-            icmp: Duration::from_secs(60),
-        }
+        Self::DEFAULT
     }
 }
 
 impl Timeouts {
+    /// The defaults, for flags and configuration files alike.
+    pub const DEFAULT: Timeouts = Timeouts {
+        tcp_established: Duration::from_secs(300),
+        tcp_attempt: Duration::from_secs(5),
+        udp: Duration::from_secs(60),
+        icmp: Duration::from_secs(60),
+    };
+
     /// The shortest of the four.
     pub fn shortest(&self) -> Duration {
         self.tcp_established

@@ -1,18 +1,15 @@
-//! `sensor`: the command-line entry point. Each subcommand is one job of the product; the work
-//! itself lives in the library modules.
-use std::{io::Write, process::ExitCode, time::Duration};
-
-use std::{path::PathBuf, sync::Arc};
+//! `sensor`: the command-line entry point. Each subcommand is one job of the product; this file
+//! holds the flags and the dispatch, the work itself lives in the library ([`sensor::cli`],
+//! [`sensor::train::cli`]).
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sensor::{
-    capture::{self, Capture, CaptureConfig, XdpAttachMode},
+    capture::{CaptureConfig, XdpAttachMode},
+    cli::{self, baseline::SiteRecords},
     dataset,
-    export::Metrics,
-    flows::ConnEvent,
     lifecycle::{LifecycleConfig, Timeouts},
-    model::Model,
     train,
 };
 
@@ -86,11 +83,7 @@ impl CaptureArgs {
             xdp_mode: self.xdp_mode,
             table_capacity: self.table_size,
             ring_bytes: self.ring_bytes,
-            lifecycle: LifecycleConfig {
-                table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(&timeouts)),
-                timeouts,
-                ..LifecycleConfig::default()
-            },
+            lifecycle: lifecycle_config(timeouts),
         })
     }
 
@@ -104,16 +97,16 @@ impl CaptureArgs {
 #[derive(Args, Clone, Debug)]
 struct TimeoutArgs {
     /// Idle timeout of established TCP connections, in seconds.
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = Timeouts::DEFAULT.tcp_established.as_secs_f64())]
     tcp_timeout_secs: f64,
     /// Idle timeout of TCP connection attempts (no handshake), in seconds.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = Timeouts::DEFAULT.tcp_attempt.as_secs_f64())]
     tcp_attempt_timeout_secs: f64,
     /// Idle timeout of UDP conversations, in seconds.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = Timeouts::DEFAULT.udp.as_secs_f64())]
     udp_timeout_secs: f64,
     /// Idle timeout of ICMP conversations, in seconds.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = Timeouts::DEFAULT.icmp.as_secs_f64())]
     icmp_timeout_secs: f64,
 }
 
@@ -148,7 +141,8 @@ struct FlowsArgs {
 /// `sensor run`: each flag overrides the same setting of the configuration file.
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// TOML configuration file (see deploy/sensor.toml).
+    /// TOML configuration file (installed as /etc/sensor/sensor.toml; deploy/sensor.toml in the
+    /// source tree).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Interface to watch; repeat for several (replaces the file's list).
@@ -373,280 +367,6 @@ impl EvaluateArgs {
     }
 }
 
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    exit_status(run(Cli::parse().command))
-}
-
-fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Run(args) => run_cmd(*args),
-        Command::Baseline(args) => baseline_cmd(args),
-        Command::Flows(args) => flows(args),
-        Command::Dataset {
-            command:
-                DatasetCommand::Summary {
-                    data,
-                    skip_malformed,
-                },
-        } => {
-            let loaded = dataset::load(&data, dataset::LoadOptions { skip_malformed })?;
-            print!("{}", dataset::Summary::of(&loaded.samples));
-            if loaded.skipped > 0 {
-                println!("skipped {} malformed rows; first errors:", loaded.skipped);
-                for e in &loaded.first_errors {
-                    println!("  {e}");
-                }
-            }
-            Ok(())
-        }
-        Command::Train(args) => train::cli::train(&args.options(), std::io::stdout().lock()),
-        Command::Evaluate(args) => train::cli::evaluate(&args.options(), std::io::stdout().lock()),
-        Command::Replay(args) => replay_cmd(args),
-        Command::Features { set } => {
-            for name in set.set().names() {
-                println!("{name}");
-            }
-            Ok(())
-        }
-    }
-}
-
-/// How a command's result ends the process. A closed stdout (`sensor ... | head`) is a normal
-/// end, as for other Unix tools. Any other error is one line, `error: what was done: why`; with
-/// RUST_BACKTRACE set, anyhow's full report with the backtrace.
-fn exit_status(result: anyhow::Result<()>) -> ExitCode {
-    let Err(e) = result else {
-        return ExitCode::SUCCESS;
-    };
-    let closed_stdout = e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    });
-    if closed_stdout {
-        return ExitCode::SUCCESS;
-    }
-    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
-        eprintln!("Error: {e:?}");
-    } else {
-        eprintln!("error: {e:#}");
-    }
-    ExitCode::FAILURE
-}
-
-/// Resolves on SIGINT, SIGTERM, or after `limit`.
-async fn shutdown_signal(limit: Option<Duration>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        log::error!("cannot install signal handlers; stopping");
-        return;
-    };
-    let timer = async {
-        match limit {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-        _ = timer => {}
-    }
-}
-
-fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
-    let mut config = args.resolve()?;
-    config.model = model_path(&config.model);
-    let limit = args
-        .duration_secs
-        .map(Duration::try_from_secs_f64)
-        .transpose()
-        .context("--duration-secs must be >= 0")?;
-    let summary = current_thread_runtime()?
-        .block_on(sensor::agent::run(config, shutdown_signal(limit)))
-        .map_err(anyhow::Error::new)?;
-    eprintln!("run: {}", serde_json::to_string(&summary)?);
-    Ok(())
-}
-
-fn baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
-    let model = Model::load(&model_path(&args.model))?;
-    let (records, source) = match &args.records {
-        Some(path) => (
-            sensor::baseline::read_records(path).map_err(|e| anyhow::anyhow!(e))?,
-            format!("site baseline from {}", path.display()),
-        ),
-        None => {
-            if args.interfaces.is_empty() {
-                anyhow::bail!("give --records FILE or --iface IF (with --duration-secs)");
-            }
-            let timeouts = args.timeouts.timeouts()?;
-            let config = CaptureConfig {
-                interfaces: args.interfaces.clone(),
-                lifecycle: LifecycleConfig {
-                    table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(
-                        &timeouts,
-                    )),
-                    timeouts,
-                    ..LifecycleConfig::default()
-                },
-                ..CaptureConfig::default()
-            };
-            let limit = secs_arg("duration-secs", args.duration_secs)?;
-            let mut recs = Vec::new();
-            current_thread_runtime()?.block_on(async {
-                let capture = Capture::start(config.clone()).with_context(|| {
-                    format!("starting the capture on {}", config.interfaces.join(", "))
-                })?;
-                // Said once attached, so that whoever waits for it knows traffic is seen.
-                log::info!(
-                    "recording the site's connections on {} for {:.0} s",
-                    config.interfaces.join(", "),
-                    limit.as_secs_f64()
-                );
-                capture::run(
-                    capture,
-                    sensor::config::DEFAULT_TICK,
-                    shutdown_signal(Some(limit)),
-                    |events, _| {
-                        recs.extend(events.iter().filter_map(|e| match e {
-                            ConnEvent::Finished(r) => Some(r.clone()),
-                            _ => None,
-                        }))
-                    },
-                )
-                .await
-                .context("capture loop")?;
-                anyhow::Ok(())
-            })?;
-            (
-                recs,
-                format!("site baseline on {}", args.interfaces.join(",")),
-            )
-        }
-    };
-    if let Some(p) = &args.save_records {
-        let mut text = String::new();
-        for r in &records {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
-    }
-    let (new, report) =
-        sensor::baseline::fit(&model, &records, args.target_fpr, args.seed, &source)?;
-    if let Some(parent) = args.out.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    new.save(&args.out)?;
-    println!(
-        "baseline: {} connections ({} fitted, {} held out); profile threshold {:.4} at target FPR {:.2}%",
-        report.connections,
-        report.fitted_on,
-        report.held_out,
-        report.threshold,
-        100.0 * report.target_fpr
-    );
-    println!(
-        "forest threshold {:.4} (raised only where the site's own traffic needs it)",
-        report.supervised_threshold
-    );
-    println!(
-        "held-out site connections flagged: by the profile {:.2}%, by the forest {:.2}%, by the model {:.2}% (before the baseline {:.2}%)",
-        100.0 * report.held_out_flagged_by_profile,
-        100.0 * report.held_out_flagged_by_forest,
-        100.0 * report.held_out_flagged_by_model,
-        100.0 * report.held_out_flagged_before
-    );
-    println!("model with site profile written to {}", args.out.display());
-    Ok(())
-}
-
-fn flows(args: FlowsArgs) -> anyhow::Result<()> {
-    let config = args.capture.config()?;
-    let limit = args
-        .duration_secs
-        .map(Duration::try_from_secs_f64)
-        .transpose()
-        .context("--duration-secs must be >= 0")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let capture = Capture::start(config.clone())
-            .with_context(|| format!("starting the sensor on {}", config.interfaces.join(", ")))?;
-        let metrics = match args.metrics_addr {
-            Some(addr) => {
-                let m = Arc::new(
-                    Metrics::new(capture.health_source(), config.table_capacity)
-                        .context("building the metrics registry")?,
-                );
-                let bound = sensor::export::http::serve(addr, Arc::clone(&m))?;
-                log::info!("metrics on http://{bound}/metrics");
-                Some(m)
-            }
-            None => None,
-        };
-        log::info!(
-            "watching {} (table {} connections); finished connections follow as JSON lines",
-            config.interfaces.join(", "),
-            config.table_capacity
-        );
-        let stdout = std::io::stdout();
-        let mut write_error = None;
-        let capture = capture::run(
-            capture,
-            args.capture.tick(),
-            shutdown_signal(limit),
-            |events, stats| {
-                let mut buf = Vec::new();
-                for ev in events {
-                    let ConnEvent::Finished(rec) = ev else {
-                        continue;
-                    };
-                    if let Some(m) = &metrics {
-                        m.observe_connection(rec);
-                    }
-                    if let Err(e) = serde_json::to_writer(&mut buf, rec) {
-                        write_error.get_or_insert(std::io::Error::from(e));
-                    }
-                    buf.push(b'\n');
-                }
-                if let Some(m) = &metrics {
-                    m.set_capture_stats(stats);
-                }
-                let mut out = stdout.lock();
-                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
-                    write_error.get_or_insert(e);
-                }
-            },
-        )
-        .await
-        .context("capture loop")?;
-        if let Some(e) = write_error {
-            return Err(e).context("writing records to stdout");
-        }
-        let summary = sensor::capture::summary_json(&capture).context("reading health counters")?;
-        eprintln!("summary: {summary}");
-        Ok(())
-    })
-}
-
 #[derive(Args)]
 struct ReplayArgs {
     /// Capture files (pcap or pcapng), replayed in this order as one capture.
@@ -676,81 +396,126 @@ struct ReplayArgs {
     timeouts: TimeoutArgs,
 }
 
-/// `path` as given, or for the default model outside the workspace root, the workspace's copy.
-fn model_path(path: &std::path::Path) -> PathBuf {
-    use sensor::config::DEFAULT_MODEL;
-    if path.exists() || path != std::path::Path::new(DEFAULT_MODEL) {
-        return path.to_path_buf();
-    }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(DEFAULT_MODEL)
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    exit_status(dispatch(Cli::parse().command))
 }
 
-fn replay_cmd(args: ReplayArgs) -> anyhow::Result<()> {
-    use sensor::replay::{self, ReplayConfig, output};
-    anyhow::ensure!(args.table_size > 0, "--table-size must be at least 1");
-    let config = ReplayConfig {
-        table_capacity: args.table_size,
-        timeouts: args.timeouts.timeouts()?,
-    };
-    let model_file = model_path(&args.model);
-    let model = Model::load(&model_file)
-        .with_context(|| format!("loading the model {}", model_file.display()))?;
-    let mut pipeline =
-        sensor::detect::Pipeline::new(Arc::new(model), sensor::features::FeatureConfig::default())
-            .context("building the feature engine")?;
-    let create = |p: &PathBuf| {
-        std::fs::File::create(p)
-            .map(std::io::BufWriter::new)
-            .with_context(|| format!("creating {}", p.display()))
-    };
-    let mut rows: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(create(p)?),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let mut alerts = args.alerts.as_ref().map(create).transpose()?;
-    output::write_header(&mut rows, args.format).context("writing rows")?;
-    let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
-    let report = replay::run(&args.files, config, &mut pipeline, &mut incidents, |o| {
-        match o {
-            replay::Output::Connection { record, scored } => {
-                output::write_row(&mut rows, args.format, record, scored)?;
-                if let Some(a) = alerts.as_mut()
-                    && args.connection_alerts
-                    && scored.verdict.anomalous
-                {
-                    // The live alert format, on the capture's clock (the connection's
-                    // final moment); latency has no meaning offline and is 0.
-                    let line = sensor::alerts::ScoredLine::new(
-                        "alert",
-                        record,
-                        scored,
-                        record.final_unix_ns,
-                        0.0,
-                    );
-                    serde_json::to_writer(&mut *a, &line)?;
-                    a.write_all(b"\n")?;
-                }
-            }
-            replay::Output::Incident(line) => {
-                if let Some(a) = alerts.as_mut() {
-                    serde_json::to_writer(&mut *a, line)?;
-                    a.write_all(b"\n")?;
-                }
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    })
-    .context("writing rows")?;
-    rows.flush().context("writing rows")?;
-    if let Some(mut a) = alerts {
-        a.flush().context("writing alerts")?;
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    let stdout = || std::io::stdout().lock();
+    match command {
+        Command::Run(args) => cli::run::run_sensor(args.resolve()?, args.limit()?),
+        Command::Baseline(args) => cli::baseline::baseline(args.options()?, stdout()),
+        Command::Flows(args) => cli::flows::flows(args.options()?, stdout()),
+        Command::Dataset {
+            command:
+                DatasetCommand::Summary {
+                    data,
+                    skip_malformed,
+                },
+        } => cli::dataset_summary(&data, skip_malformed, stdout()),
+        Command::Train(args) => train::cli::train(&args.options(), stdout()),
+        Command::Evaluate(args) => train::cli::evaluate(&args.options(), stdout()),
+        Command::Replay(args) => cli::replay::replay(&args.options()?, stdout()),
+        Command::Features { set } => cli::features(set.set(), stdout()),
     }
-    eprintln!("summary: {}", report.summary_json());
-    match report.error {
-        // The rows above cover the packets before the damage; the exit status says it stopped.
-        Some(e) => Err(e.into()),
-        None => Ok(()),
+}
+
+/// How a command's result ends the process. A closed stdout (`sensor ... | head`) is a normal
+/// end, as for other Unix tools. Any other error is one line, `error: what was done: why`; with
+/// RUST_BACKTRACE set, anyhow's full report with the backtrace.
+fn exit_status(result: anyhow::Result<()>) -> ExitCode {
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let closed_stdout = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if closed_stdout {
+        return ExitCode::SUCCESS;
+    }
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        eprintln!("Error: {e:?}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    ExitCode::FAILURE
+}
+
+/// `--duration-secs`, if given.
+fn duration_limit(secs: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    secs.map(|v| secs_arg("duration-secs", v)).transpose()
+}
+
+impl RunArgs {
+    fn limit(&self) -> anyhow::Result<Option<Duration>> {
+        duration_limit(self.duration_secs)
+    }
+}
+
+impl FlowsArgs {
+    fn options(&self) -> anyhow::Result<cli::flows::FlowsOptions> {
+        Ok(cli::flows::FlowsOptions {
+            capture: self.capture.config()?,
+            tick: self.capture.tick(),
+            limit: duration_limit(self.duration_secs)?,
+            metrics_addr: self.metrics_addr,
+        })
+    }
+}
+
+impl BaselineArgs {
+    fn options(&self) -> anyhow::Result<cli::baseline::BaselineOptions> {
+        let records = match (&self.records, self.interfaces.is_empty()) {
+            (Some(path), _) => SiteRecords::File(path.clone()),
+            (None, true) => {
+                anyhow::bail!("give --records FILE or --iface IF (with --duration-secs)")
+            }
+            (None, false) => SiteRecords::Live {
+                capture: CaptureConfig {
+                    interfaces: self.interfaces.clone(),
+                    lifecycle: lifecycle_config(self.timeouts.timeouts()?),
+                    ..CaptureConfig::default()
+                },
+                tick: sensor::config::DEFAULT_TICK,
+                duration: secs_arg("duration-secs", self.duration_secs)?,
+            },
+        };
+        Ok(cli::baseline::BaselineOptions {
+            model: self.model.clone(),
+            out: self.out.clone(),
+            records,
+            save_records: self.save_records.clone(),
+            target_fpr: self.target_fpr,
+            seed: self.seed,
+        })
+    }
+}
+
+impl ReplayArgs {
+    fn options(&self) -> anyhow::Result<cli::replay::ReplayOptions> {
+        Ok(cli::replay::ReplayOptions {
+            files: self.files.clone(),
+            model: self.model.clone(),
+            format: self.format,
+            output: self.output.clone(),
+            alerts: self.alerts.clone(),
+            connection_alerts: self.connection_alerts,
+            config: sensor::replay::ReplayConfig {
+                table_capacity: self.table_size,
+                timeouts: self.timeouts.timeouts()?,
+            },
+        })
+    }
+}
+
+/// The live lifecycle with `timeouts` and the table scan that goes with them.
+fn lifecycle_config(timeouts: Timeouts) -> LifecycleConfig {
+    LifecycleConfig {
+        table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(&timeouts)),
+        timeouts,
+        ..LifecycleConfig::default()
     }
 }

@@ -1,0 +1,14 @@
+//! `sensor run`: the agent with its resolved configuration.
+use std::time::Duration;
+
+use crate::config::RunConfig;
+
+/// Runs the agent until SIGINT, SIGTERM or `limit`; its summary goes to stderr as one JSON
+/// line.
+pub fn run_sensor(mut config: RunConfig, limit: Option<Duration>) -> anyhow::Result<()> {
+    config.model = super::model_path(&config.model);
+    let summary = super::current_thread_runtime()?
+        .block_on(crate::agent::run(config, super::shutdown_signal(limit)))?;
+    eprintln!("run: {}", serde_json::to_string(&summary)?);
+    Ok(())
+}
