@@ -19,8 +19,9 @@ use std::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sensor::{
+    capture::HealthSource,
     detect::Pipeline,
-    export::{Metrics, metrics::HealthSource},
+    export::Metrics,
     features::{FeatureConfig, FeatureEngine, events_from_records},
     flows::{ConnEvent, ConnectionRecord, EndReason, Transport},
     model::Model,

@@ -425,7 +425,13 @@ impl HealthReader {
     }
 }
 
-impl crate::export::metrics::HealthSource for HealthReader {
+/// Reads the kernel health counters (summed over CPUs) when asked: the metrics endpoint does,
+/// at scrape time. A trait so that tests and benchmarks can export without a kernel.
+pub trait HealthSource: Send + Sync {
+    fn read(&self) -> Option<Health>;
+}
+
+impl HealthSource for HealthReader {
     fn read(&self) -> Option<Health> {
         self.read_sum()
             .map_err(|e| log::warn!("reading health counters: {e}"))

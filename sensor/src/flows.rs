@@ -51,7 +51,7 @@ pub enum EndReason {
     Fin,
     /// A side sent RST (signalled by the kernel).
     Rst,
-    /// No packet for the protocol's idle timeout (user-side sweep).
+    /// No packet for the protocol's idle timeout (the lifecycle's idle deadline).
     Idle,
     /// The sensor stopped; the connection was still open.
     Shutdown,

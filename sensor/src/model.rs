@@ -316,7 +316,7 @@ pub struct Thresholds {
 
 /// Binary classification metrics.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
+pub struct ClassificationMetrics {
     pub rows: usize,
     pub accuracy: f64,
     pub precision: f64,
@@ -335,7 +335,7 @@ pub struct TrainingMetadata {
     pub data_sha256: String,
     pub seed: u64,
     pub hyperparameters: serde_json::Value,
-    pub validation: Metrics,
+    pub validation: ClassificationMetrics,
     pub command: String,
 }
 

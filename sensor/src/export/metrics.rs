@@ -15,9 +15,10 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use sensor_common::{Health, conn_state::ConnState};
+use sensor_common::conn_state::ConnState;
 
 use crate::{
+    capture::HealthSource,
     detect::Scored,
     features::EngineStats,
     flows::{ConnectionRecord, EndReason, Transport},
@@ -34,11 +35,6 @@ pub struct MetricsError {
     name: &'static str,
     #[source]
     source: prometheus::Error,
-}
-
-/// Reads the kernel health counters (summed over CPUs), at scrape time.
-pub trait HealthSource: Send + Sync {
-    fn read(&self) -> Option<Health>;
 }
 
 /// Label-resolved children of a metric vector, one slot per label combination, filled on first
@@ -662,6 +658,7 @@ impl Collector for KernelHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sensor_common::Health;
 
     struct Fixed(Health);
     impl HealthSource for Fixed {

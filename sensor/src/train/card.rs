@@ -10,10 +10,10 @@ use super::{
     search::{NOVELTY_FOLDS, SEARCH_TOLERANCE, depth_str},
     thresholds::PROFILE_SHARE,
 };
-use crate::model::Metrics;
+use crate::model::ClassificationMetrics;
 
 /// A metrics table row.
-fn metrics_row(name: &str, m: &Metrics) -> String {
+fn metrics_row(name: &str, m: &ClassificationMetrics) -> String {
     format!(
         "| {name} | {} | {} | {} | {} | {} | {:.4} | {} |",
         pct(m.accuracy),
@@ -235,7 +235,7 @@ impl Card {
         }
     }
 
-    /// Metrics on the holdout and KDDTest+, and KDDTest+ in detail.
+    /// ClassificationMetrics on the holdout and KDDTest+, and KDDTest+ in detail.
     fn results(&mut self, c: &CardInputs<'_>) {
         let t = c.trained;
         self.heading("Results");

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     dataset::{self, LoadOptions, Sample},
     kdd::FeatureSet,
-    model::{Metrics, Model, hex},
+    model::{ClassificationMetrics, Model, hex},
 };
 
 /// The NSL-KDD training file, in the data directory.
@@ -320,7 +320,7 @@ fn print_training(out: &mut impl Write, trained: &Trained) -> io::Result<()> {
     Ok(())
 }
 
-fn print_test_line(out: &mut impl Write, what: &str, m: &Metrics) -> io::Result<()> {
+fn print_test_line(out: &mut impl Write, what: &str, m: &ClassificationMetrics) -> io::Result<()> {
     writeln!(
         out,
         "KDDTest+ ({what}): accuracy {:.2}%  fpr {:.2}%  recall {:.2}%  auc {:.4}",

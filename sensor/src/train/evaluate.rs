@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dataset::Sample,
-    model::{Ensemble, Metrics, Model, NormalProfile},
+    model::{ClassificationMetrics, Ensemble, Model, NormalProfile},
 };
 
 /// Binary metrics of verdicts `pred` against truth `attack`, with ROC-AUC over `score`.
-pub fn metrics(attack: &[bool], pred: &[bool], score: &[f64]) -> Metrics {
+pub fn metrics(attack: &[bool], pred: &[bool], score: &[f64]) -> ClassificationMetrics {
     let mut c = [[0u64; 2]; 2];
     for (&a, &p) in attack.iter().zip(pred) {
         c[usize::from(a)][usize::from(p)] += 1;
@@ -26,7 +26,7 @@ pub fn metrics(attack: &[bool], pred: &[bool], score: &[f64]) -> Metrics {
     let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let precision = div(tp, tp + fp);
     let recall = div(tp, tp + fneg);
-    Metrics {
+    ClassificationMetrics {
         rows: attack.len(),
         accuracy: div(tp + tn, tp + tn + fp + fneg),
         precision,
@@ -106,7 +106,7 @@ pub fn detector_scores(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Evaluation {
     pub data: String,
-    pub metrics: Metrics,
+    pub metrics: ClassificationMetrics,
     /// Recall per attack category (and the rows in it).
     pub recall_by_category: BTreeMap<String, (f64, usize)>,
     /// Recall over attack types that never occur in the training data.

@@ -17,8 +17,8 @@ use crate::{
     dataset::Sample,
     kdd::{FLAGS, FeatureSet, PROTOCOLS, SERVICES, VOCABULARY_VERSION},
     model::{
-        Ensemble, FORMAT_VERSION, Metrics, Model, ModelData, Node, NormalProfile, Thresholds,
-        TrainingMetadata, Tree,
+        ClassificationMetrics, Ensemble, FORMAT_VERSION, Model, ModelData, Node, NormalProfile,
+        Thresholds, TrainingMetadata, Tree,
     },
 };
 
@@ -103,7 +103,7 @@ pub fn train(
             alone.supervised,
             alone.profile,
             alone.thresholds,
-            Metrics::default(),
+            ClassificationMetrics::default(),
             alone.hyperparameters,
         )?;
         let e = evaluate(&m, &holdout_rows, "holdout", &train_labels);
@@ -216,7 +216,7 @@ fn deployed_model(
     hyperparameters: serde_json::Value,
     train_labels: &[String],
 ) -> Result<Model, TrainError> {
-    let make = |validation: Metrics, hp: serde_json::Value| {
+    let make = |validation: ClassificationMetrics, hp: serde_json::Value| {
         maker.make(
             h.forest.clone(),
             Some(h.profile.clone()),
@@ -225,7 +225,7 @@ fn deployed_model(
             hp,
         )
     };
-    let provisional = make(Metrics::default(), hyperparameters.clone())?;
+    let provisional = make(ClassificationMetrics::default(), hyperparameters.clone())?;
     let validation_rows: Vec<Sample> = split.validation.iter().map(|s| (*s).clone()).collect();
     let validation = evaluate(&provisional, &validation_rows, "validation", train_labels).metrics;
     make(validation, hyperparameters)
@@ -333,7 +333,7 @@ impl<'a> ModelMaker<'a> {
         supervised: Ensemble,
         normal_profile: Option<NormalProfile>,
         thresholds: Thresholds,
-        validation: Metrics,
+        validation: ClassificationMetrics,
         hyperparameters: serde_json::Value,
     ) -> Result<Model, TrainError> {
         let set = self.set;

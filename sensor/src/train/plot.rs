@@ -289,17 +289,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::Metrics;
+    use crate::model::ClassificationMetrics;
 
     fn evaluation() -> Evaluation {
         Evaluation {
             data: "test".into(),
-            metrics: Metrics {
+            metrics: ClassificationMetrics {
                 rows: 4,
                 recall: 0.5,
                 false_positive_rate: 0.25,
                 roc_auc: 0.875,
-                ..Metrics::default()
+                ..ClassificationMetrics::default()
             },
             recall_by_category: BTreeMap::from([
                 ("DoS".to_string(), (0.9, 10)),
