@@ -239,7 +239,7 @@ fn the_committed_model_keeps_its_accuracy_on_kddtest() {
 }
 
 /// See `the_committed_model_keeps_its_accuracy_on_kddtest`.
-const ACCURACY_FLOOR: f64 = 0.835;
+const ACCURACY_FLOOR: f64 = 0.865;
 
 /// The leave-types-out search on a small configuration: every attack type of the fit split is
 /// held out exactly once, the operating point is the lowest false-positive rate within the
