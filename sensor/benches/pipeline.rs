@@ -61,6 +61,7 @@ fn records(n: usize, distinct_hosts: bool, seed: u64) -> Vec<ConnectionRecord> {
             let end = start + rng.random_range(0..200_000_000);
             let attack = rng.random_bool(0.2);
             ConnectionRecord {
+                history: Default::default(),
                 start_unix_ns: start,
                 end_unix_ns: end,
                 transport: if rng.random_bool(0.8) {

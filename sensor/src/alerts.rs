@@ -279,6 +279,7 @@ mod tests {
 
     fn record() -> ConnectionRecord {
         ConnectionRecord {
+            history: Default::default(),
             start_unix_ns: 1,
             end_unix_ns: 2,
             transport: crate::flows::Transport::Tcp,

@@ -7,9 +7,11 @@
 //! without copying the trees.
 use std::sync::Arc;
 
+use sensor_common::conn_state::ConnState;
+
 use crate::{
     features::{FeatureConfig, FeatureConfigError, FeatureEngine},
-    flows::{ConnEvent, ConnectionRecord},
+    flows::{ConnEvent, ConnectionRecord, EndReason, Transport},
     kdd::KddFeatures,
     model::{Model, Verdict},
 };
@@ -21,6 +23,19 @@ pub struct Scored {
     pub verdict: Verdict,
     /// Why the verdict is not the model's, for connections outside what it judges.
     pub not_scored: Option<NotScored>,
+}
+
+/// Whether `rec` (TCP) is the middle or the end of a connection whose start was not seen: the
+/// originator's SYN is missing, and the packets prove the connection existed: payload (a TCP
+/// stack sends data only on an established connection), or the responder acknowledged without
+/// resetting (a host answers a segment of a connection it does not have with RST, RFC 9293
+/// 3.10.7.1, so FIN, NULL, Xmas, ACK and Maimon probes get a RST or nothing).
+fn start_not_seen(rec: &ConnectionRecord) -> bool {
+    use sensor_common::flow::history::{ACK, RST};
+    let h = rec.history;
+    let data = rec.orig_bytes + rec.resp_bytes > 0;
+    let acknowledged = h.resp & ACK != 0 && h.resp & RST == 0;
+    !h.is_empty() && !h.start_seen() && (data || acknowledged)
 }
 
 /// Connections the model does not judge: their verdict is normal, with the detectors' scores
@@ -37,15 +52,59 @@ pub enum NotScored {
     /// data after a SYN-ACK to an originator never seen): a one-sided capture or asymmetric
     /// routing. Half the features (the other side's bytes, its flags) are missing, not zero.
     OneSided,
+    /// A TCP connection picked up mid-stream: its start (the originator's SYN) was not seen,
+    /// because it began before the sensor watched or outlived its idle timeout, and its packets
+    /// prove it existed (data, or an acknowledgement from the responder). Its duration, bytes
+    /// and state describe a fragment, not the connection the features are about. Probes
+    /// without a handshake (FIN, NULL, Xmas, ACK scans) prove nothing of the kind and are still
+    /// scored.
+    StartNotSeen,
+    /// An established TCP connection still open when observation ended (the sensor stopped,
+    /// the capture ended): its end was not seen, so its state (`S1`), duration and bytes
+    /// describe a fragment. Attempts that were never answered are still scored.
+    EndNotSeen,
 }
 
 impl NotScored {
+    /// Every reason, in the order of [`NotScored::index`].
+    pub const ALL: [NotScored; 4] = [
+        NotScored::GroupDestination,
+        NotScored::OneSided,
+        NotScored::StartNotSeen,
+        NotScored::EndNotSeen,
+    ];
+
+    /// The reason's name, as in JSON and in the metrics' `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotScored::GroupDestination => "group_destination",
+            NotScored::OneSided => "one_sided",
+            NotScored::StartNotSeen => "start_not_seen",
+            NotScored::EndNotSeen => "end_not_seen",
+        }
+    }
+
+    /// Position in [`NotScored::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether `rec` is outside what the model judges, and why.
     pub fn of(rec: &ConnectionRecord) -> Option<NotScored> {
         if rec.to_group {
             Some(NotScored::GroupDestination)
         } else if crate::features::basic::one_sided(rec) {
             Some(NotScored::OneSided)
+        } else if rec.transport == Transport::Tcp && start_not_seen(rec) {
+            Some(NotScored::StartNotSeen)
+        } else if rec.transport == Transport::Tcp
+            && rec.end_reason == EndReason::Shutdown
+            && matches!(
+                rec.conn_state,
+                ConnState::S1 | ConnState::S2 | ConnState::S3
+            )
+        {
+            Some(NotScored::EndNotSeen)
         } else {
             None
         }
@@ -179,6 +238,7 @@ mod tests {
     fn recs() -> Vec<ConnectionRecord> {
         (0..300u64)
             .map(|i| ConnectionRecord {
+                history: Default::default(),
                 start_unix_ns: 1_000_000_000 + i * 10_000_000,
                 end_unix_ns: 1_000_000_000 + i * 10_000_000,
                 transport: Transport::Tcp,
@@ -207,6 +267,92 @@ mod tests {
                 final_unix_ns: 1_000_000_000 + i * 10_000_000,
             })
             .collect()
+    }
+
+    /// What a fragment is: data without the originator's SYN, an established connection
+    /// open at the end; and what it is not: probes without a handshake, unanswered attempts.
+    #[test]
+    fn fragments_are_not_scored_but_probes_and_attempts_are() {
+        use crate::flows::History;
+        use sensor_common::flow::history::{ACK, DATA, FIN, NON_SYN, RST, SYN, SYN_ACK};
+        let base = ConnectionRecord {
+            history: History {
+                orig: SYN | NON_SYN | ACK | DATA | FIN,
+                resp: SYN_ACK | NON_SYN | ACK | DATA | FIN,
+            },
+            conn_state: ConnState::SF,
+            orig_bytes: 100,
+            resp_bytes: 900,
+            end_reason: EndReason::Fin,
+            ..recs()[0].clone()
+        };
+        let with = |orig: u8, resp: u8, state: ConnState, bytes: (u64, u64), end: EndReason| {
+            NotScored::of(&ConnectionRecord {
+                history: History { orig, resp },
+                conn_state: state,
+                orig_bytes: bytes.0,
+                resp_bytes: bytes.1,
+                end_reason: end,
+                ..base.clone()
+            })
+        };
+        assert_eq!(NotScored::of(&base), None, "a whole connection");
+        // Mid-stream with data, in one or both directions.
+        let mid = NON_SYN | ACK | DATA;
+        assert_eq!(
+            with(mid, mid, ConnState::OTH, (10, 10), EndReason::Idle),
+            Some(NotScored::StartNotSeen)
+        );
+        assert_eq!(
+            with(0, mid, ConnState::OTH, (0, 2769), EndReason::Idle),
+            Some(NotScored::StartNotSeen)
+        );
+        // A mid-stream close the responder acknowledged (a FIN it had a connection for).
+        assert_eq!(
+            with(
+                NON_SYN | ACK | FIN,
+                NON_SYN | ACK,
+                ConnState::SH,
+                (0, 0),
+                EndReason::Idle
+            ),
+            Some(NotScored::StartNotSeen)
+        );
+        // FIN, NULL, Xmas and ACK probes carry no data and get a RST or nothing: scored.
+        assert_eq!(
+            with(NON_SYN | FIN, 0, ConnState::OTH, (0, 0), EndReason::Idle),
+            None
+        );
+        for (probe, answer) in [
+            (NON_SYN | FIN, NON_SYN | RST),
+            (NON_SYN | ACK, NON_SYN | RST),
+        ] {
+            assert_eq!(
+                with(probe, answer, ConnState::RSTR, (0, 0), EndReason::Rst),
+                None
+            );
+        }
+        // Open at the end of observation: established fragments are not scored, attempts are.
+        assert_eq!(
+            with(
+                SYN | NON_SYN | ACK | DATA,
+                SYN_ACK | NON_SYN | ACK | DATA,
+                ConnState::S1,
+                (5, 5),
+                EndReason::Shutdown
+            ),
+            Some(NotScored::EndNotSeen)
+        );
+        assert_eq!(
+            with(SYN, 0, ConnState::S0, (0, 0), EndReason::Shutdown),
+            None
+        );
+        // Records without TCP history (UDP, files from older versions) are scored.
+        assert_eq!(with(0, 0, ConnState::OTH, (5, 5), EndReason::Idle), None);
+        for r in NotScored::ALL {
+            assert_eq!(NotScored::ALL[r.index()], r);
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 
     #[test]

@@ -108,6 +108,90 @@ pub struct ConnectionRecord {
     /// (sensor stopped, capture ended) for `shutdown`.
     #[serde(default)]
     pub final_unix_ns: u64,
+    /// TCP: which kinds of packet each side sent (Zeek's history letters, as a set: `S` SYN,
+    /// `H` SYN-ACK, `A` ACK, `D` data, `F` FIN, `R` RST; upper case the originator, lower case
+    /// the responder). Empty for UDP and ICMP.
+    #[serde(default)]
+    pub history: History,
+}
+
+/// The TCP history bits of both sides ([`history`]), as Zeek's history letters in JSON.
+///
+/// Zeek's `history` lists events in the order they happened (with repeats); the flow table
+/// keeps one bit per kind of packet per side, so this is the set of letters in a fixed order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    pub orig: u8,
+    pub resp: u8,
+}
+
+impl History {
+    /// Zeek's letter for each history bit, in the order they are written.
+    const LETTERS: [(u8, char); 6] = [
+        (history::SYN, 's'),
+        (history::SYN_ACK, 'h'),
+        (history::ACK, 'a'),
+        (history::DATA, 'd'),
+        (history::FIN, 'f'),
+        (history::RST, 'r'),
+    ];
+
+    /// Whether the originator's SYN was seen: the connection's start. False for a connection
+    /// picked up mid-stream (begun before the sensor watched, or after its entry timed out),
+    /// and for a record without TCP history (UDP, ICMP, records from older files).
+    pub fn start_seen(&self) -> bool {
+        self.orig & history::SYN != 0
+    }
+
+    /// Whether any TCP packet was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.orig | self.resp == 0
+    }
+
+    /// The Zeek-style letters: the originator's (upper case), then the responder's.
+    pub fn letters(&self) -> String {
+        let side = |bits: u8, upper: bool| {
+            Self::LETTERS
+                .iter()
+                .filter(move |(b, _)| bits & b != 0)
+                .map(move |(_, c)| if upper { c.to_ascii_uppercase() } else { *c })
+        };
+        side(self.orig, true)
+            .chain(side(self.resp, false))
+            .collect()
+    }
+
+    /// Parses [`History::letters`]; `None` names the first letter that is not one of them.
+    pub fn from_letters(text: &str) -> Result<History, char> {
+        let mut h = History::default();
+        for c in text.chars() {
+            let (bit, _) = Self::LETTERS
+                .iter()
+                .find(|(_, l)| *l == c.to_ascii_lowercase())
+                .ok_or(c)?;
+            if c.is_ascii_uppercase() {
+                h.orig |= bit;
+            } else {
+                h.resp |= bit;
+            }
+        }
+        Ok(h)
+    }
+}
+
+impl Serialize for History {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&self.letters())
+    }
+}
+
+impl<'de> Deserialize<'de> for History {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<History, D::Error> {
+        let text = String::deserialize(de)?;
+        History::from_letters(&text).map_err(|c| {
+            serde::de::Error::custom(format!("history {text:?}: unknown letter {c:?}"))
+        })
+    }
 }
 
 /// Identifies one connection among all that used a 5-tuple: its endpoints and its start.
@@ -220,6 +304,13 @@ impl ConnectionRecord {
             end_reason,
             answer_unix_ns: None,
             final_unix_ns: end_unix_ns,
+            history: match transport {
+                Transport::Tcp => History {
+                    orig: v.history[orig],
+                    resp: v.history[resp],
+                },
+                _ => History::default(),
+            },
         })
     }
 
@@ -348,6 +439,25 @@ mod conn_state_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_reads_as_zeek_letters_and_back() {
+        use history::*;
+        let h = History {
+            orig: SYN | NON_SYN | ACK | DATA | FIN,
+            resp: SYN_ACK | NON_SYN | ACK | DATA | RST,
+        };
+        assert_eq!(h.letters(), "SADFhadr");
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, r#""SADFhadr""#);
+        let back: History = serde_json::from_str(&json).unwrap();
+        // The letters carry every bit but NON_SYN, which only the state machine uses.
+        assert_eq!(back.orig, h.orig & !NON_SYN);
+        assert_eq!(back.resp, h.resp & !NON_SYN);
+        assert!(h.start_seen() && !History::default().start_seen());
+        let e = serde_json::from_str::<History>(r#""SX""#).unwrap_err();
+        assert!(e.to_string().contains("unknown letter 'X'"), "{e}");
+    }
     use sensor_common::{
         account::{account, new_value},
         parse::parse_ethernet,

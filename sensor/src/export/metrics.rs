@@ -19,7 +19,7 @@ use sensor_common::conn_state::ConnState;
 
 use crate::{
     capture::HealthSource,
-    detect::Scored,
+    detect::{NotScored, Scored},
     features::EngineStats,
     flows::{ConnectionRecord, EndReason, Transport},
     incidents::{IncidentKind, IncidentStats},
@@ -102,6 +102,8 @@ pub struct Metrics {
 struct Detection {
     verdicts: IntCounterVec,
     verdict_children: Children<IntCounter>,
+    not_scored: IntCounterVec,
+    not_scored_children: Children<IntCounter>,
     latency_children: Children<Histogram>,
     score: Histogram,
     latency: HistogramVec,
@@ -252,6 +254,13 @@ impl Metrics {
                 ])
             })
             .inc();
+        if let Some(reason) = scored.not_scored {
+            d.not_scored_children
+                .get(reason.index(), || {
+                    d.not_scored.with_label_values(&[reason.as_str()])
+                })
+                .inc();
+        }
         d.score.observe(v.score);
         let (li, finalised_by) = match rec.end_reason {
             EndReason::Fin | EndReason::Rst => (0, "event"),
@@ -406,6 +415,17 @@ impl Detection {
         Ok(Detection {
             verdict_children: Children::new(2 * 4 * 3 * (SERVICES.len() + 1)),
             latency_children: Children::new(3),
+            not_scored_children: Children::new(NotScored::ALL.len()),
+            not_scored: registered!(
+                "sensor_connections_not_scored_total",
+                IntCounterVec::new(
+                    Opts::new(
+                        "sensor_connections_not_scored_total",
+                        "Connections the model does not judge (counted as normal verdicts too), by reason: group_destination (broadcast, multicast), one_sided (one direction of a TCP connection seen), start_not_seen (picked up mid-stream with data), end_not_seen (established and still open when observation ended).",
+                    ),
+                    &["reason"],
+                )
+            ),
             verdicts: registered!(
                 "sensor_verdicts_total",
                 IntCounterVec::new(
