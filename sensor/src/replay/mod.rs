@@ -28,9 +28,10 @@ use std::{collections::VecDeque, path::PathBuf};
 use rustc_hash::FxHashMap;
 use sensor_common::{
     FlowKey, FlowValue, Health,
+    encap::{Marks, Pending, count_error, follow, update_marked},
     flow::{FragKey, FragValue},
-    parse::{ParseError, Parsed, ethertype, parse_ethernet, parse_ipv4, parse_ipv6},
-    table::{FlowTables, Insert, update},
+    parse::{ParseError, Parsed, link, next, parse_ethernet, parse_from, ppp_ip_version},
+    table::{FlowTables, Insert},
 };
 
 use crate::{
@@ -97,7 +98,7 @@ pub enum ReplayError {
         reason: &'static str,
     },
     #[error(
-        "{file}: packet {packet}: link type {link_type} is not supported (Ethernet, raw IP and Linux cooked captures are)"
+        "{file}: packet {packet}: link type {link_type} is not supported (Ethernet, raw IP, Linux cooked v1 and v2, BSD loopback, PPP and Cisco HDLC captures are)"
     )]
     UnsupportedLinkType {
         file: PathBuf,
@@ -204,32 +205,78 @@ impl FlowTables for UserTables {
     }
 }
 
-/// Parses one captured frame of link type `link` with the kernel's parser.
+/// Parses one captured frame of link type `link` with the kernel's parser: Ethernet as the
+/// kernel's per-packet path does (what it hands on is followed by [`Replayer::packet`] as the
+/// kernel's continuation does), the other link layers straight to IP.
 #[inline]
 pub fn parse_frame(link: LinkType, data: &[u8]) -> Result<Parsed, ParseError> {
-    match link {
-        LinkType::Ethernet => parse_ethernet(data),
-        LinkType::RawIp => match data.first().map(|b| b >> 4) {
-            Some(4) => parse_ipv4(data, 0),
-            Some(6) => parse_ipv6(data, 0),
-            Some(_) => Err(ParseError::NonIp),
-            None => Err(ParseError::Truncated),
-        },
-        LinkType::Ipv4 => parse_ipv4(data, 0),
-        LinkType::Ipv6 => parse_ipv6(data, 0),
+    let (kind, off) = match link {
+        LinkType::Ethernet => return parse_ethernet(data),
+        LinkType::RawIp => (link::IP, 0),
+        LinkType::Ipv4 => (link::IPV4, 0),
+        LinkType::Ipv6 => (link::IPV6, 0),
         // Linux cooked capture (SLL): 16-byte header, protocol (an ethertype) at 14.
-        LinkType::LinuxSll => {
-            let Some(proto) = data.get(14..16) else {
+        LinkType::LinuxSll => (link::ETHERTYPE, 14),
+        // SLL2: 20-byte header, protocol at 0.
+        LinkType::LinuxSll2 => {
+            let Some(proto) = data.get(0..2) else {
                 return Err(ParseError::Truncated);
             };
             match u16::from_be_bytes([proto[0], proto[1]]) {
-                ethertype::IPV4 => parse_ipv4(data, 16),
-                ethertype::IPV6 => parse_ipv6(data, 16),
-                _ => Err(ParseError::NonIp),
+                sensor_common::parse::ethertype::IPV4 => (link::IPV4, 20),
+                sensor_common::parse::ethertype::IPV6 => (link::IPV6, 20),
+                _ => return Err(ParseError::NonIp),
             }
         }
-    }
+        LinkType::Null => {
+            let Some(family) = data.get(0..4) else {
+                return Err(ParseError::Truncated);
+            };
+            let family = [family[0], family[1], family[2], family[3]];
+            let known = |f: u32| match f {
+                2 => Some(link::IPV4),
+                // AF_INET6 on Linux, Windows, NetBSD/OpenBSD, FreeBSD, macOS.
+                10 | 23 | 24 | 28 | 30 => Some(link::IPV6),
+                _ => None,
+            };
+            match known(u32::from_le_bytes(family)).or(known(u32::from_be_bytes(family))) {
+                Some(kind) => (kind, 4),
+                None => return Err(ParseError::NonIp),
+            }
+        }
+        LinkType::Ppp => {
+            // Address 0xff and control 0x03 when present; a protocol field of one byte when
+            // compressed (odd first byte), else two.
+            let off = if data.starts_with(&[0xff, 0x03]) {
+                2
+            } else {
+                0
+            };
+            let Some(&first) = data.get(off) else {
+                return Err(ParseError::Truncated);
+            };
+            let (protocol, len) = if first & 1 == 1 {
+                (u16::from(first), 1)
+            } else {
+                match data.get(off + 1) {
+                    Some(&second) => (u16::from_be_bytes([first, second]), 2),
+                    None => return Err(ParseError::Truncated),
+                }
+            };
+            match ppp_ip_version(protocol)? {
+                4 => (link::IPV4, off + len),
+                _ => (link::IPV6, off + len),
+            }
+        }
+        // Cisco HDLC: address, control, then an ethertype.
+        LinkType::CiscoHdlc => (link::ETHERTYPE, 2),
+    };
+    parse_from(data, kind, off, 0)
 }
+
+/// The most levels [`Replayer::packet`] follows in one frame: the kernel's limit of tail calls
+/// (`MAX_TAIL_CALL_CNT`), which the continuation program's chain of levels meets.
+const MAX_LEVELS: usize = 33;
 
 /// The live sensor on a capture's clock: the kernel's per-packet update over [`UserTables`] and
 /// the connection [`Lifecycle`] (events at the packet that caused them: replay has no ring
@@ -297,21 +344,37 @@ impl Replayer {
         h.bytes += wire_len;
         let p = match parse_frame(link, data) {
             Ok(p) => p,
-            Err(ParseError::NonIp) => return h.non_ip += 1,
-            Err(ParseError::Truncated) => return h.truncated += 1,
-            Err(ParseError::Malformed) => return h.parse_errors += 1,
-            Err(ParseError::UnsupportedL4) => return h.unsupported_l4 += 1,
+            Err(e) => return count_error(h, e, 1),
         };
-        let Some(u) = update(&mut self.tables, &p, h, self.clock_ns, 1) else {
-            return;
+        let (tables, lifecycle, clock) = (&mut self.tables, &mut self.lifecycle, self.clock_ns);
+        let mut account = |h: &mut Health, p: &Parsed, marks| {
+            let Some(u) = update_marked(tables, p, h, clock, 1, marks) else {
+                return;
+            };
+            if u.events != 0 {
+                // SAFETY: `u.value` points into the flow table, which nothing touched since
+                // `update` returned it.
+                let value = unsafe { *u.value };
+                h.events_sent += 1;
+                lifecycle.on_event(&u.key, &value, u.events, out);
+            }
         };
-        if u.events != 0 {
-            // SAFETY: `u.value` points into `self.tables.flows`, which nothing touched since
-            // `update` returned it.
-            let value = unsafe { *u.value };
-            self.health.events_sent += 1;
-            self.lifecycle.on_event(&u.key, &value, u.events, out);
+        if p.next == next::NONE {
+            return account(h, &p, Marks::default());
         }
+        // What the kernel's continuation program does, one level per tail call.
+        let mut pending = Pending {
+            p,
+            segments: 1,
+            ..Pending::default()
+        };
+        for _ in 0..MAX_LEVELS {
+            match follow(data, h, &pending, &mut account) {
+                Some(next) => pending = next,
+                None => return,
+            }
+        }
+        h.too_deep += 1;
     }
 
     /// Moves the clock to `ts_ns`: idle deadlines and lingers that fall before it come due.
