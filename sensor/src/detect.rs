@@ -37,12 +37,22 @@ pub enum NotScored {
     /// data after a SYN-ACK to an originator never seen): a one-sided capture or asymmetric
     /// routing. Half the features (the other side's bytes, its flags) are missing, not zero.
     OneSided,
+    /// A tunnel's outer connection (VXLAN, Geneve, GTP-U, Teredo, GRE, ...): its payload is
+    /// other connections, whose own records are scored. Its packets and bytes are theirs.
+    TunnelCarrier,
+    /// A transport the KDD data does not have (SCTP, OSPF, VRRP, PIM, ESP, ...): the model
+    /// knows only `tcp`, `udp` and `icmp`. It is not in the feature windows either.
+    OtherTransport,
 }
 
 impl NotScored {
     /// Whether `rec` is outside what the model judges, and why.
     pub fn of(rec: &ConnectionRecord) -> Option<NotScored> {
-        if rec.to_group {
+        if rec.carries.is_some() {
+            Some(NotScored::TunnelCarrier)
+        } else if !rec.transport.is_kdd() {
+            Some(NotScored::OtherTransport)
+        } else if rec.to_group {
             Some(NotScored::GroupDestination)
         } else if crate::features::basic::one_sided(rec) {
             Some(NotScored::OneSided)
@@ -203,6 +213,9 @@ mod tests {
                 land: false,
                 to_group: false,
                 end_reason: EndReason::Rst,
+                ip_proto: 6,
+                tunnel: None,
+                carries: None,
                 answer_unix_ns: None,
                 final_unix_ns: 1_000_000_000 + i * 10_000_000,
             })

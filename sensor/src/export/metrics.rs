@@ -61,11 +61,7 @@ impl<C: Clone> Children<C> {
 }
 
 fn transport_index(t: Transport) -> usize {
-    match t {
-        Transport::Tcp => 0,
-        Transport::Udp => 1,
-        Transport::Icmp => 2,
-    }
+    t.index()
 }
 
 fn end_index(e: EndReason) -> (usize, &'static str) {
@@ -221,7 +217,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             connections,
-            connection_children: Children::new(3 * ConnState::ALL.len() * 5),
+            connection_children: Children::new(Transport::ALL.len() * ConnState::ALL.len() * 5),
             table_entries,
             capture_events,
             capture_duplicate_events,
@@ -240,7 +236,9 @@ impl Metrics {
         let svc = usize::from(scored.features.service_index()).min(SERVICES.len());
         let service = SERVICES.get(svc).copied().unwrap_or("other");
         let (t, det) = (transport_index(rec.transport), detector_index(v.detector));
-        let i = ((usize::from(v.anomalous) * 4 + det) * 3 + t) * (SERVICES.len() + 1) + svc;
+        let i = ((usize::from(v.anomalous) * 4 + det) * Transport::ALL.len() + t)
+            * (SERVICES.len() + 1)
+            + svc;
         d.verdict_children
             .get(i, || {
                 d.verdicts.with_label_values(&[
@@ -403,7 +401,7 @@ impl Detection {
             };
         }
         Ok(Detection {
-            verdict_children: Children::new(2 * 4 * 3 * (SERVICES.len() + 1)),
+            verdict_children: Children::new(2 * 4 * Transport::ALL.len() * (SERVICES.len() + 1)),
             latency_children: Children::new(3),
             verdicts: registered!(
                 "sensor_verdicts_total",
