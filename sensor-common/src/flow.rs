@@ -16,6 +16,8 @@ pub mod ipproto {
     pub const IPV6: u8 = 41;
     pub const GRE: u8 = 47;
     pub const ICMPV6: u8 = 58;
+    /// IPv6 "no next header": nothing follows.
+    pub const NO_NEXT_HEADER: u8 = 59;
     pub const SCTP: u8 = 132;
 }
 

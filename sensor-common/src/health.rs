@@ -22,7 +22,8 @@ pub struct Health {
     pub table_full: u64,
     /// Connection events (begun, answered, finished) the ring buffer had no room for.
     pub ringbuf_drops: u64,
-    /// IPv6 packets whose extension header chain is longer than the parser follows.
+    /// IPv6 packets whose extension header chain is longer than the parser follows, or that
+    /// carry nothing (no next header).
     pub unsupported_l4: u64,
     /// Non-first IP fragments whose first fragment was not seen (not attributed to a flow).
     pub unattributed_fragments: u64,

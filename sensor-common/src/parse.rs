@@ -228,7 +228,8 @@ pub enum ParseError {
     Truncated,
     /// Headers contradict themselves (version, IHL, lengths, TCP data offset, ...).
     Malformed,
-    /// Too long an IPv6 extension header chain.
+    /// Too long an IPv6 extension header chain, or an IPv6 packet with no next header (59),
+    /// which carries nothing (Teredo's bubbles are such packets): no connection, as in Zeek.
     UnsupportedL4,
     /// More L2 headers, MPLS labels or nested tunnels than the parser follows
     /// ([`MAX_L2_HEADERS`], [`MAX_MPLS_LABELS`], [`crate::encap::MAX_TUNNEL_DEPTH`]), or a
@@ -728,6 +729,7 @@ fn parse_l4<P: PacketData + ?Sized>(
             p.next = tunnel::IP_IN_IP;
             p.next_off = off as u16;
         }
+        ipproto::NO_NEXT_HEADER => return Err(ParseError::UnsupportedL4),
         // Any other protocol (OSPF, VRRP, PIM, ESP, ...): a connection between two addresses,
         // without ports, as Zeek keys it.
         _ => p.payload_len = ip_payload as u32,

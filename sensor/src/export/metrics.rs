@@ -536,6 +536,7 @@ struct KernelHealth {
     events_sent: IntCounter,
     egress_already_seen: IntCounter,
     flows_restarted: IntCounter,
+    tunnel_payloads: IntCounter,
     read_errors: IntCounter,
     descs: Vec<Desc>,
 }
@@ -545,9 +546,13 @@ impl KernelHealth {
         let packets = IntCounterVec::new(
             Opts::new(
                 "sensor_kernel_packets_total",
-                "Packets seen by the kernel programs, by outcome: accounted into a flow, or why not.",
+                "Packets seen by the kernel programs, and tunnel payloads found in them, by outcome: accounted into a flow, or why not.",
             ),
             &["outcome"],
+        )?;
+        let tunnel_payloads = IntCounter::new(
+            "sensor_kernel_tunnel_payloads_total",
+            "Tunnel payloads found in packets (each also counted by its outcome in sensor_kernel_packets_total).",
         )?;
         let bytes = IntCounter::new(
             "sensor_kernel_bytes_total",
@@ -585,6 +590,7 @@ impl KernelHealth {
             &events_sent,
             &egress_already_seen,
             &flows_restarted,
+            &tunnel_payloads,
             &read_errors,
         ] {
             descs.extend(c.desc().into_iter().cloned());
@@ -599,6 +605,7 @@ impl KernelHealth {
             events_sent,
             egress_already_seen,
             flows_restarted,
+            tunnel_payloads,
             read_errors,
             descs,
         })
@@ -623,6 +630,7 @@ impl Collector for KernelHealth {
                     ("unsupported_l4", h.unsupported_l4),
                     ("unattributed_fragment", h.unattributed_fragments),
                     ("table_full", h.table_full),
+                    ("too_deep", h.too_deep),
                 ] {
                     up(&self.packets.with_label_values(&[outcome]), v);
                 }
@@ -632,6 +640,7 @@ impl Collector for KernelHealth {
                 up(&self.events_sent, h.events_sent);
                 up(&self.egress_already_seen, h.egress_already_seen);
                 up(&self.flows_restarted, h.flows_restarted);
+                up(&self.tunnel_payloads, h.tunnel_payloads);
             }
             None => self.read_errors.inc(),
         }
@@ -643,6 +652,7 @@ impl Collector for KernelHealth {
             &self.events_sent,
             &self.egress_already_seen,
             &self.flows_restarted,
+            &self.tunnel_payloads,
             &self.read_errors,
         ] {
             out.extend(c.collect());
@@ -671,6 +681,8 @@ mod tests {
             non_ip: 2,
             table_full: 1,
             bytes: 900,
+            tunnel_payloads: 3,
+            too_deep: 3,
             ..Health::default()
         };
         let m = Metrics::new(Arc::new(Fixed(h)), 1024).unwrap();
@@ -690,6 +702,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sensor_kernel_bytes_total 900"), "{text}");
+        assert!(
+            text.contains("sensor_kernel_packets_total{outcome=\"too_deep\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sensor_kernel_tunnel_payloads_total 3"),
+            "{text}"
+        );
         assert!(text.contains("sensor_flow_table_capacity 1024"), "{text}");
         assert!(
             text.contains(

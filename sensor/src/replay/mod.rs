@@ -576,3 +576,90 @@ pub fn run<E>(
     report.stats = r.stats();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sensor_common::flow::ipproto;
+
+    /// IPv4/UDP 198.18.0.1:1000 -> 198.18.0.2:53 with 4 bytes.
+    fn ip4() -> Vec<u8> {
+        let mut f = vec![0x45, 0, 0, 32, 0, 1, 0, 0, 64, ipproto::UDP, 0, 0];
+        f.extend([198, 18, 0, 1, 198, 18, 0, 2]);
+        f.extend([0x03, 0xe8, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4]);
+        f
+    }
+
+    /// IPv6/ICMPv6 echo request 2001:2::1 -> 2001:2::2.
+    fn ip6() -> Vec<u8> {
+        let mut f = vec![0x60, 0, 0, 0, 0, 8, ipproto::ICMPV6, 64];
+        f.extend([0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend([0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend([128, 0, 0, 0, 0, 9, 0, 1]);
+        f
+    }
+
+    fn with(header: &[u8], ip: &[u8]) -> Vec<u8> {
+        [header, ip].concat()
+    }
+
+    #[test]
+    fn link_types_lead_to_ip() {
+        let ok4 = |link, header: &[u8]| {
+            let p = parse_frame(link, &with(header, &ip4())).unwrap();
+            assert_eq!((p.ip_version, p.dport), (4, 53), "{link:?} {header:?}");
+        };
+        let ok6 = |link, header: &[u8]| {
+            let p = parse_frame(link, &with(header, &ip6())).unwrap();
+            assert_eq!((p.ip_version, p.icmp_type), (6, 128), "{link:?} {header:?}");
+        };
+        // BSD loopback: the family in either byte order; AF_INET6 of every system.
+        ok4(LinkType::Null, &[2, 0, 0, 0]);
+        ok4(LinkType::Null, &[0, 0, 0, 2]);
+        for af6 in [10u32, 24, 28, 30] {
+            ok6(LinkType::Null, &af6.to_le_bytes());
+            ok6(LinkType::Null, &af6.to_be_bytes());
+        }
+        assert_eq!(
+            parse_frame(LinkType::Null, &with(&[7, 0, 0, 0], &ip4())),
+            Err(ParseError::NonIp)
+        );
+        // PPP: with and without address and control, with a compressed protocol field.
+        ok4(LinkType::Ppp, &[0xff, 0x03, 0x00, 0x21]);
+        ok4(LinkType::Ppp, &[0x00, 0x21]);
+        ok4(LinkType::Ppp, &[0x21]);
+        ok6(LinkType::Ppp, &[0xff, 0x03, 0x00, 0x57]);
+        assert_eq!(
+            parse_frame(
+                LinkType::Ppp,
+                &with(&[0xff, 0x03, 0xc0, 0x21], &[1, 1, 0, 4])
+            ),
+            Err(ParseError::NonIp)
+        );
+        // Cisco HDLC: address, control, ethertype.
+        ok4(LinkType::CiscoHdlc, &[0x0f, 0x00, 0x08, 0x00]);
+        ok6(LinkType::CiscoHdlc, &[0x8f, 0x00, 0x86, 0xdd]);
+        // Linux cooked v1 (protocol at 14) and v2 (protocol at 0, 20-byte header).
+        let mut sll = vec![0u8; 14];
+        sll.extend([0x08, 0x00]);
+        ok4(LinkType::LinuxSll, &sll);
+        let mut sll2 = vec![0x86, 0xdd];
+        sll2.extend([0u8; 18]);
+        ok6(LinkType::LinuxSll2, &sll2);
+        // Raw IP of either version, and a header cut short.
+        ok4(LinkType::RawIp, &[]);
+        ok6(LinkType::RawIp, &[]);
+        for link in [
+            LinkType::Null,
+            LinkType::Ppp,
+            LinkType::CiscoHdlc,
+            LinkType::LinuxSll2,
+        ] {
+            assert_eq!(
+                parse_frame(link, &[]),
+                Err(ParseError::Truncated),
+                "{link:?}"
+            );
+        }
+    }
+}
