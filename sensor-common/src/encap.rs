@@ -475,8 +475,8 @@ fn set_inner(out: &mut Level, r: Result<Parsed, ParseError>) {
 ///
 /// `account` accounts a packet with its [`Marks`] ([`update_marked`], then the events: the
 /// kernel sends them to the ring buffer, replay to the lifecycle). The kernel keeps both packets
-/// in maps, where the verifier does not track their contents (as
-/// [`PacketData::forget_parsed`] makes it forget them).
+/// in maps, whose contents the verifier does not track: it walks the update once for all the
+/// paths through the parser.
 #[inline(always)]
 pub fn settle<F>(h: &mut Health, pending: &Pending, level: &Level, mut account: F) -> bool
 where

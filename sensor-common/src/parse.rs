@@ -18,9 +18,9 @@
 //! then tail-calls a second program that continues with [`parse_from`] and [`crate::encap`]
 //! (replay runs the same functions in a loop). There every offset is first passed through
 //! [`PacketData::forget`], so that the many paths through tags, labels and tunnel headers meet
-//! in one verifier state before the IP parser instead of each walking it again. And every parse
-//! result passes through [`PacketData::forget_parsed`] before the flow update, which the
-//! verifier then walks once for all of them.
+//! in one verifier state before the IP parser instead of each walking it again. (And the kernel
+//! hands every parse result to the flow update through a map, so that the verifier walks the
+//! update once for all of them: see `sensor-ebpf`.)
 
 use crate::flow::ipproto;
 
@@ -46,14 +46,6 @@ pub trait PacketData {
     #[inline(always)]
     fn forget(&self, off: usize) -> usize {
         off
-    }
-    /// Makes the kernel's verifier forget what it knows of `p`'s fields, as of a value read
-    /// back from a map: the flow update after a parse is then verified once, not once for every
-    /// path through the parser (each of which knows different constants: the protocol, the
-    /// fragment kind, zero ports, zero address words, ...). Nothing in user space.
-    #[inline(always)]
-    fn forget_parsed(&self, p: &mut Parsed) {
-        let _ = p;
     }
 }
 

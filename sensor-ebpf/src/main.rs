@@ -14,7 +14,7 @@
 //! modify traffic.
 #![no_std]
 #![no_main]
-// `asm!` on the BPF target (an empty compiler barrier, see `KernelPacket::forget_parsed`).
+// `asm!` on the BPF target (an empty compiler barrier, see `process`).
 #![feature(asm_experimental_arch)]
 
 use aya_ebpf::cty::c_void;
@@ -122,7 +122,7 @@ static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "LEVEL")]
 static LEVEL: PerCpuArray<Level> = PerCpuArray::with_max_entries(1, 0);
 
-/// Where `PacketData::forget_parsed` passes parse results through.
+/// The parse result the flow update reads (see `process`).
 #[map(name = "PARSED")]
 static PARSED: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(1, 0);
 
@@ -199,24 +199,6 @@ impl<C: FrameLen> PacketData for KernelPacket<'_, C> {
                 core::ptr::read_volatile(slot) as usize
             },
             None => value,
-        }
-    }
-
-    /// A round trip of `p` through this CPU's `PARSED` slot: the verifier does not track
-    /// what map memory holds, so the fields read back are unknown scalars. (Read back rather
-    /// than read in place by the update: that would take more stack than the program has.)
-    #[inline(always)]
-    fn forget_parsed(&self, p: &mut Parsed) {
-        if let Some(slot) = PARSED.get_ptr_mut(0) {
-            // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the
-            // programs of one CPU run one at a time. The empty `asm!` (which may read and
-            // write any memory, for all the compiler knows) keeps the compiler from using the
-            // stored values instead of reading them back.
-            unsafe {
-                core::ptr::copy_nonoverlapping(p, slot, 1);
-                core::arch::asm!("");
-                core::ptr::copy_nonoverlapping(slot, p, 1);
-            }
         }
     }
 }
@@ -344,9 +326,22 @@ fn process<C: EbpfContext + FrameLen>(
     let pkt = KernelPacket { ctx, start, end };
     match parse_ethernet(&pkt) {
         Ok(p) if p.next != next::NONE => hand_on(ctx, &p, (0, 0), h, segments, next_prog),
-        Ok(mut p) => {
-            pkt.forget_parsed(&mut p);
-            account_packet(ctx, &p, h, segments)
+        // The update reads the packet from a map value, whose contents the verifier does not
+        // track: it walks the update once for every path through the parser, instead of once
+        // per path (each of which knows other constants: the protocol, the fragment kind, zero
+        // ports or address words, ...). The lookup of index 0 cannot fail (the verifier knows).
+        Ok(p) => {
+            if let Some(slot) = PARSED.get_ptr_mut(0) {
+                // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the
+                // programs of one CPU run one at a time. The empty `asm!` (which may read and
+                // write any memory, for all the compiler knows) keeps the compiler from handing
+                // the stored values on to the update instead of its reads of the slot.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(&p, slot, 1);
+                    core::arch::asm!("");
+                    account_packet(ctx, &*slot, h, segments);
+                }
+            }
         }
         Err(e) => count_error(h, e, segments as u64),
     }
