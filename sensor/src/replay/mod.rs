@@ -98,7 +98,7 @@ pub enum ReplayError {
         reason: &'static str,
     },
     #[error(
-        "{file}: packet {packet}: link type {link_type} is not supported (Ethernet, raw IP, Linux cooked v1 and v2, BSD loopback, PPP and Cisco HDLC captures are)"
+        "{file}: packet {packet}: link type {link_type} is not supported (Ethernet, raw IP, Linux cooked v1 and v2, BSD loopback, PPP, Cisco HDLC and 802.11 captures are)"
     )]
     UnsupportedLinkType {
         file: PathBuf,
@@ -270,8 +270,58 @@ pub fn parse_frame(link: LinkType, data: &[u8]) -> Result<Parsed, ParseError> {
         }
         // Cisco HDLC: address, control, then an ethertype.
         LinkType::CiscoHdlc => (link::ETHERTYPE, 2),
+        LinkType::Ieee80211 => (link::ETHERTYPE, wifi_ethertype(data, 0)?),
+        // Radiotap: its length (little-endian) at 2.
+        LinkType::Radiotap => {
+            let len = le16_at(data, 2)?;
+            (link::ETHERTYPE, wifi_ethertype(data, usize::from(len))?)
+        }
+        // PPI: its length at 2 and the link type it wraps at 4 (little-endian).
+        LinkType::Ppi => {
+            let len = le16_at(data, 2)?;
+            if le16_at(data, 4)? != 105 {
+                return Err(ParseError::NonIp);
+            }
+            (link::ETHERTYPE, wifi_ethertype(data, usize::from(len))?)
+        }
     };
     parse_from(data, kind, off, 0)
+}
+
+fn le16_at(data: &[u8], off: usize) -> Result<u16, ParseError> {
+    match data.get(off..off + 2) {
+        Some(b) => Ok(u16::from_le_bytes([b[0], b[1]])),
+        None => Err(ParseError::Truncated),
+    }
+}
+
+/// The offset of the ethertype in the LLC/SNAP header of the 802.11 frame at `off`: data frames
+/// with a payload, not protected. Anything else (management, control, encrypted, null data,
+/// no SNAP) carries no IP the sensor can read.
+fn wifi_ethertype(data: &[u8], off: usize) -> Result<usize, ParseError> {
+    let Some(fc) = data.get(off..off + 2) else {
+        return Err(ParseError::Truncated);
+    };
+    let (kind, subtype, flags) = ((fc[0] >> 2) & 3, fc[0] >> 4, fc[1]);
+    // Data frames (type 2) other than the null-data subtypes (bit 2); not protected (0x40).
+    if kind != 2 || subtype & 0x4 != 0 || flags & 0x40 != 0 {
+        return Err(ParseError::NonIp);
+    }
+    let mut len = 24;
+    if flags & 0x03 == 0x03 {
+        // To and from the distribution system: a fourth address.
+        len += 6;
+    }
+    if subtype & 0x8 != 0 {
+        // QoS control, and an HT control field when the order bit says so.
+        len += 2 + if flags & 0x80 != 0 { 4 } else { 0 };
+    }
+    let snap = off + len;
+    match data.get(snap..snap + 6) {
+        Some([0xaa, 0xaa, 0x03, _, _, _]) => Ok(snap + 6),
+        Some(_) => Err(ParseError::NonIp),
+        None => Err(ParseError::Truncated),
+    }
 }
 
 /// The most levels [`Replayer::packet`] follows in one frame: the kernel's limit of tail calls
@@ -646,6 +696,34 @@ mod tests {
         let mut sll2 = vec![0x86, 0xdd];
         sll2.extend([0u8; 18]);
         ok6(LinkType::LinuxSll2, &sll2);
+        // 802.11 data frames with LLC/SNAP: plain, QoS with four addresses, behind radiotap
+        // and PPI; management frames and protected ones are not IP.
+        let mut wifi = vec![0x08, 0x00];
+        wifi.extend([0u8; 22]);
+        wifi.extend([0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00]);
+        ok4(LinkType::Ieee80211, &wifi);
+        let mut qos = vec![0x88, 0x03];
+        qos.extend([0u8; 22 + 6 + 2]);
+        qos.extend([0xaa, 0xaa, 0x03, 0, 0, 0, 0x86, 0xdd]);
+        ok6(LinkType::Ieee80211, &qos);
+        ok4(
+            LinkType::Radiotap,
+            &[&[0, 0, 8, 0, 0, 0, 0, 0][..], &wifi].concat(),
+        );
+        ok4(
+            LinkType::Ppi,
+            &[&[0, 0, 8, 0, 105, 0, 0, 0][..], &wifi].concat(),
+        );
+        let mut beacon = wifi.clone();
+        beacon[0] = 0x80;
+        let mut protected = wifi.clone();
+        protected[1] = 0x40;
+        for f in [beacon, protected] {
+            assert_eq!(
+                parse_frame(LinkType::Ieee80211, &with(&f, &ip4())),
+                Err(ParseError::NonIp)
+            );
+        }
         // Raw IP of either version, and a header cut short.
         ok4(LinkType::RawIp, &[]);
         ok6(LinkType::RawIp, &[]);

@@ -41,6 +41,12 @@ pub enum LinkType {
     Ppp,
     /// LINKTYPE_C_HDLC (104): Cisco HDLC, an ethertype after address and control.
     CiscoHdlc,
+    /// LINKTYPE_IEEE802_11 (105): Wi-Fi data frames with LLC/SNAP.
+    Ieee80211,
+    /// LINKTYPE_IEEE802_11_RADIOTAP (127): the same behind a radiotap header.
+    Radiotap,
+    /// LINKTYPE_PPI (192): the same behind a PPI header.
+    Ppi,
 }
 
 impl LinkType {
@@ -55,6 +61,9 @@ impl LinkType {
             DataLink::NULL | DataLink::LOOP => Some(LinkType::Null),
             DataLink::PPP | DataLink::PPP_HDLC => Some(LinkType::Ppp),
             DataLink::C_HDLC => Some(LinkType::CiscoHdlc),
+            DataLink::IEEE802_11 => Some(LinkType::Ieee80211),
+            DataLink::IEEE802_11_RADIOTAP => Some(LinkType::Radiotap),
+            DataLink::PPI => Some(LinkType::Ppi),
             DataLink::Unknown(12 | 14) => Some(LinkType::RawIp),
             _ => None,
         }
