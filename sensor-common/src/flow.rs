@@ -5,12 +5,20 @@
 //! entry with one lookup. Per-direction counters are indexed by [`Side`] (which endpoint sent the
 //! packet), and the value records which side originated the connection.
 
-/// IP protocol numbers of the transports the sensor accounts.
+/// IP protocol numbers the sensor parses (every other protocol is accounted by addresses).
 pub mod ipproto {
     pub const ICMP: u8 = 1;
+    /// IPv4 in IP.
+    pub const IPIP: u8 = 4;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
+    /// IPv6 in IP.
+    pub const IPV6: u8 = 41;
+    pub const GRE: u8 = 47;
     pub const ICMPV6: u8 = 58;
+    /// IPv6 "no next header": nothing follows.
+    pub const NO_NEXT_HEADER: u8 = 59;
+    pub const SCTP: u8 = 132;
 }
 
 /// Which endpoint of the canonical key sent a packet.
@@ -182,8 +190,11 @@ pub struct FlowValue {
     pub icmp_type: u8,
     /// ICMP code of the originator's first packet.
     pub icmp_code: u8,
-    /// Explicit padding, always zero.
-    pub _pad: [u8; 2],
+    /// The tunnel kind ([`crate::parse::tunnel`]) this connection's packets came through, 0
+    /// when they were not tunnelled (see [`crate::encap`]).
+    pub tunnel: u8,
+    /// The tunnel kind this connection carries, 0 when it is not a tunnel's outer connection.
+    pub carries: u8,
 }
 
 /// What a packet did to its connection that user space must learn at once: bits of

@@ -11,7 +11,7 @@ pub struct Health {
     pub packets: u64,
     /// Their frame bytes.
     pub bytes: u64,
-    /// Frames whose ethertype (after VLAN tags) is neither IPv4 nor IPv6.
+    /// Frames (or tunnel payloads) that carry neither IPv4 nor IPv6 after their L2 headers.
     pub non_ip: u64,
     /// IP packets whose headers contradict themselves (bad version, IHL, lengths, TCP offset, ...).
     pub parse_errors: u64,
@@ -22,7 +22,8 @@ pub struct Health {
     pub table_full: u64,
     /// Connection events (begun, answered, finished) the ring buffer had no room for.
     pub ringbuf_drops: u64,
-    /// IP packets of a transport the sensor does not account (not TCP, UDP, ICMP, ICMPv6).
+    /// IPv6 packets whose extension header chain is longer than the parser follows, or that
+    /// carry nothing (no next header).
     pub unsupported_l4: u64,
     /// Non-first IP fragments whose first fragment was not seen (not attributed to a flow).
     pub unattributed_fragments: u64,
@@ -37,11 +38,20 @@ pub struct Health {
     pub egress_already_seen: u64,
     /// Flows restarted in place by a SYN on a 5-tuple whose connection had ended (port reuse).
     pub flows_restarted: u64,
+    /// Tunnel payloads found (a packet through two nested tunnels counts two): each also gets
+    /// one outcome (`accounted` into its inner connection, or why not), so that the outcomes
+    /// add up to `packets + tunnel_payloads` (see `crate::encap`).
+    pub tunnel_payloads: u64,
+    /// Packets, or tunnel payloads, whose headers nest deeper than the parser follows: more L2
+    /// headers or MPLS labels than `parse::MAX_L2_HEADERS` / `parse::MAX_MPLS_LABELS`, tunnels
+    /// nested more than `encap::MAX_TUNNEL_DEPTH` deep, or headers beyond
+    /// `parse::MAX_HEADER_OFFSET`.
+    pub too_deep: u64,
 }
 
 impl Health {
     /// Names of the fields, in order, for reports and metrics.
-    pub const FIELD_NAMES: [&'static str; 14] = [
+    pub const FIELD_NAMES: [&'static str; 16] = [
         "packets",
         "bytes",
         "non_ip",
@@ -56,10 +66,12 @@ impl Health {
         "events_sent",
         "egress_already_seen",
         "flows_restarted",
+        "tunnel_payloads",
+        "too_deep",
     ];
 
     /// The fields in [`Self::FIELD_NAMES`] order.
-    pub fn as_array(&self) -> [u64; 14] {
+    pub fn as_array(&self) -> [u64; 16] {
         [
             self.packets,
             self.bytes,
@@ -75,6 +87,8 @@ impl Health {
             self.events_sent,
             self.egress_already_seen,
             self.flows_restarted,
+            self.tunnel_payloads,
+            self.too_deep,
         ]
     }
 
@@ -94,6 +108,8 @@ impl Health {
         self.events_sent += other.events_sent;
         self.egress_already_seen += other.egress_already_seen;
         self.flows_restarted += other.flows_restarted;
+        self.tunnel_payloads += other.tunnel_payloads;
+        self.too_deep += other.too_deep;
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Everything here is `no_std` so that it compiles for `bpfel-unknown-none` (the XDP and TC
 //! programs) and for the host (the agent, the offline replay path and the tests). The per-packet
-//! logic itself lives here too ([`parse`], [`account`], and the flow-table update [`table`]):
+//! logic itself lives here too ([`parse`], [`account`], the flow-table update [`table`], and
+//! the following of tunnels and deeper headers [`encap`]):
 //! the kernel and user space run the very same code, so offline replay and packet-level tests see
 //! what the live sensor sees.
 #![no_std]
@@ -13,6 +14,7 @@
 pub mod account;
 pub mod atomic;
 pub mod conn_state;
+pub mod encap;
 pub mod flow;
 pub mod health;
 pub mod parse;
@@ -36,6 +38,13 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     /// `HashMap<u32, u8>`: ifindexes whose ingress XDP watches.
     pub const WATCHED: &str = "WATCHED";
+    /// `ProgramArray` with one entry: the XDP continuation program
+    /// ([`crate::program_names::XDP_NEXT`]), which the XDP program tail-calls for what its
+    /// per-packet parse hands on (deeper L2 headers, tunnels: see [`crate::encap`]).
+    pub const XDP_NEXT_PROG: &str = "XDP_NEXT_PROG";
+    /// `ProgramArray` with one entry: the TC continuation program
+    /// ([`crate::program_names::TC_NEXT`]).
+    pub const TC_NEXT_PROG: &str = "TC_NEXT_PROG";
 }
 
 /// Names of the read-only globals the loader sets (`EbpfLoader::set_global`).
@@ -56,4 +65,8 @@ pub mod program_names {
     pub const TC_EGRESS: &str = "sensor_tc_egress";
     /// A trivial XDP program that only bumps a per-CPU counter: the benchmark baseline.
     pub const XDP_BASELINE: &str = "baseline_xdp";
+    /// The XDP continuation: one level of deeper L2 headers or tunnels per tail call.
+    pub const XDP_NEXT: &str = "sensor_xdp_next";
+    /// The TC continuation.
+    pub const TC_NEXT: &str = "sensor_tc_next";
 }

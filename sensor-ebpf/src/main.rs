@@ -4,13 +4,18 @@
 //! Per packet: parse (shared code in `sensor_common::parse`), then the flow-table update shared
 //! with offline replay (`sensor_common::table::update`: canonical key, lookup, in-place update
 //! with `sensor_common::account`) over this program's maps. A map insert happens only for a
-//! flow's first packet. A connection's beginning, its TCP handshake's outcome and its TCP end
+//! flow's first packet. What the per-packet parse hands on (L2 headers deeper than two VLAN
+//! tags, tunnels) goes to a continuation program by tail call, one level per call
+//! (`sensor_common::encap`), so that plain traffic pays nothing for it and each level has its
+//! own verifier budget. A connection's beginning, its TCP handshake's outcome and its TCP end
 //! are announced on a ring buffer (a few events per connection, none per ordinary packet);
 //! everything that
 //! cannot be accounted is counted in the per-CPU health counters. The programs never drop or
 //! modify traffic.
 #![no_std]
 #![no_main]
+// `asm!` on the BPF target (an empty compiler barrier, see `process`).
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::cty::c_void;
 use aya_ebpf::{
@@ -18,20 +23,21 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
     helpers::{bpf_jiffies64, bpf_ktime_get_ns, bpf_loop},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
 use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
     atomic::{atomic_add, compare_exchange_u64, load_u64, publish_u64},
+    encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
     flow::{FragKey, FragValue},
-    parse::{HeaderView, PacketData, ParseError, Parsed, parse_ethernet},
+    parse::{HeaderView, PacketData, Parsed, next, parse_ethernet},
     slots::{
         BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, PROBES, fingerprint, key_eq, key_hash,
         slot_count, state,
     },
-    table::{Clock, FlowTables, Insert, update},
+    table::{Clock, FlowTables, Insert, Updated, update},
 };
 
 /// The flow table: open addressing in an array (`sensor_common::slots` explains the layout
@@ -94,14 +100,67 @@ static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "BASELINE")]
 static BASELINE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The continuation of `sensor_xdp` (`sensor_common::program_names::XDP_NEXT`), installed by
+/// the loader.
+#[map(name = "XDP_NEXT_PROG")]
+static XDP_NEXT_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The continuation of `sensor_tc_egress`.
+#[map(name = "TC_NEXT_PROG")]
+static TC_NEXT_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The packet a program hands to its continuation. Per CPU: the programs of one CPU run one
+/// at a time, and a tail call stays on its CPU.
+#[map(name = "HANDOFF")]
+static HANDOFF: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where `PacketData::forget` passes values through.
+#[map(name = "FORGET")]
+static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the continuation's parse of a level found (`sensor_common::encap::examine`).
+#[map(name = "LEVEL")]
+static LEVEL: PerCpuArray<Level> = PerCpuArray::with_max_entries(1, 0);
+
+/// The parse result the flow update reads (see `process`).
+#[map(name = "PARSED")]
+static PARSED: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(1, 0);
+
 /// The headers the parser may need, made linear on the TC path (Ethernet, 2 VLAN tags, IPv6 with
 /// a few extension headers, TCP with options).
 const TC_PULL_BYTES: u32 = 256;
 
+/// What the TC continuation makes linear: outer headers, a tunnel header with options, and the
+/// inner headers.
+const TC_NEXT_PULL_BYTES: u32 = 512;
+
 /// Bounds-checked access to the packet between `data` and `data_end`.
-struct KernelPacket {
+struct KernelPacket<'a, C> {
+    /// Asked for the frame's length, which is rarely needed (`PacketData::frame_len`): one
+    /// value fewer kept live through the parse.
+    ctx: &'a C,
     start: usize,
     end: usize,
+}
+
+/// A frame's whole length, as `PacketData::frame_len` gives it.
+trait FrameLen {
+    fn frame_len(&self) -> usize;
+}
+
+impl FrameLen for XdpContext {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.data_end() - self.data()
+    }
+}
+
+impl FrameLen for TcContext {
+    /// The skb's length: the whole packet, also the part the program cannot read directly.
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len() as usize
+    }
 }
 
 /// `N` packet bytes at `p`, checked against `data_end` by [`KernelPacket::header`].
@@ -110,7 +169,7 @@ struct KernelHeader<const N: usize> {
     p: usize,
 }
 
-impl PacketData for KernelPacket {
+impl<C: FrameLen> PacketData for KernelPacket<'_, C> {
     type Header<const N: usize> = KernelHeader<N>;
 
     #[inline(always)]
@@ -120,6 +179,27 @@ impl PacketData for KernelPacket {
             return None;
         }
         Some(KernelHeader { p })
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.ctx.frame_len()
+    }
+
+    /// A round trip through a map value: the verifier does not track what map memory holds,
+    /// so the value read back is an unknown scalar (which `parse` then bounds). The lookup of
+    /// index 0 of an array cannot fail (the verifier knows it too, so the `None` arm is dead).
+    #[inline(always)]
+    fn forget(&self, value: usize) -> usize {
+        match FORGET.get_ptr_mut(0) {
+            // SAFETY: this CPU's own slot of a per-CPU array, valid and 8-aligned for the
+            // program run.
+            Some(slot) => unsafe {
+                core::ptr::write_volatile(slot, value as u64);
+                core::ptr::read_volatile(slot) as usize
+            },
+            None => value,
+        }
     }
 }
 
@@ -150,7 +230,15 @@ impl<const N: usize> HeaderView for KernelHeader<N> {
 #[xdp]
 pub fn sensor_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    process(&ctx, start, end, (end - start) as u64, 1);
+    process(&ctx, start, end, (end - start) as u64, 1, &XDP_NEXT_PROG);
+    xdp_action::XDP_PASS
+}
+
+/// `sensor_xdp`'s continuation: one level of what its parse handed on.
+#[xdp]
+pub fn sensor_xdp_next(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    continue_packet(&ctx, start, end, &XDP_NEXT_PROG);
     xdp_action::XDP_PASS
 }
 
@@ -185,7 +273,24 @@ pub fn sensor_tc_egress(ctx: TcContext) -> i32 {
         ctx.data_end(),
         len as u64,
         if segments > 1 { segments } else { 1 },
+        &TC_NEXT_PROG,
     );
+    TC_ACT_OK
+}
+
+/// `sensor_tc_egress`'s continuation: one level of what its parse handed on.
+#[classifier]
+pub fn sensor_tc_next(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    if ((ctx.data_end() - ctx.data()) as u32) < len {
+        // As in `sensor_tc_egress`, with room for the tunnel's inner headers.
+        let _ = ctx.pull_data(if len < TC_NEXT_PULL_BYTES {
+            len
+        } else {
+            TC_NEXT_PULL_BYTES
+        });
+    }
+    continue_packet(&ctx, ctx.data(), ctx.data_end(), &TC_NEXT_PROG);
     TC_ACT_OK
 }
 
@@ -200,7 +305,14 @@ pub fn baseline_xdp(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn process<C: EbpfContext>(ctx: &C, start: usize, end: usize, frame_len: u64, segments: u32) {
+fn process<C: EbpfContext + FrameLen>(
+    ctx: &C,
+    start: usize,
+    end: usize,
+    frame_len: u64,
+    segments: u32,
+    next_prog: &ProgramArray,
+) {
     let Some(h) = HEALTH.get_ptr_mut(0) else {
         return;
     };
@@ -208,16 +320,97 @@ fn process<C: EbpfContext>(ctx: &C, start: usize, end: usize, frame_len: u64, se
     let h = unsafe { &mut *h };
     h.packets += segments as u64;
     h.bytes += frame_len;
-    // Every packet lands in exactly one of: accounted, non_ip, truncated, parse_errors,
-    // unsupported_l4, unattributed_fragments, table_full. Tests check that invariant.
-    let n = segments as u64;
-    match parse_ethernet(&KernelPacket { start, end }) {
-        Ok(p) => account_packet(ctx, &p, h, segments),
-        Err(ParseError::NonIp) => h.non_ip += n,
-        Err(ParseError::Truncated) => h.truncated += n,
-        Err(ParseError::Malformed) => h.parse_errors += n,
-        Err(ParseError::UnsupportedL4) => h.unsupported_l4 += n,
+    // Every packet (and every tunnel payload, in the continuation) lands in exactly one of:
+    // accounted, non_ip, truncated, parse_errors, unsupported_l4, unattributed_fragments,
+    // table_full, too_deep. Tests check that invariant.
+    let pkt = KernelPacket { ctx, start, end };
+    match parse_ethernet(&pkt) {
+        Ok(p) if p.next != next::NONE => hand_on(ctx, &p, (0, 0), h, segments, next_prog),
+        // The update reads the packet from a map value, whose contents the verifier does not
+        // track: it walks the update once for every path through the parser, instead of once
+        // per path (each of which knows other constants: the protocol, the fragment kind, zero
+        // ports or address words, ...). The lookup of index 0 cannot fail (the verifier knows).
+        Ok(p) => {
+            if let Some(slot) = PARSED.get_ptr_mut(0) {
+                // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the
+                // programs of one CPU run one at a time. The empty `asm!` (which may read and
+                // write any memory, for all the compiler knows) keeps the compiler from handing
+                // the stored values on to the update instead of its reads of the slot.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(&p, slot, 1);
+                    core::arch::asm!("");
+                    account_packet(ctx, &*slot, h, segments);
+                }
+            }
+        }
+        Err(e) => count_error(h, e, segments as u64),
     }
+}
+
+/// Hands a packet whose parse goes on to the continuation program (a tail call that does not
+/// return when it succeeds).
+#[inline(always)]
+fn hand_on<C: EbpfContext>(
+    ctx: &C,
+    p: &Parsed,
+    (tunnel, depth): (u8, u8),
+    h: &mut Health,
+    segments: u32,
+    next_prog: &ProgramArray,
+) {
+    if let Some(s) = HANDOFF.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run. Written
+        // field by field: a whole `Pending` would be built on the stack first.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, &raw mut (*s).p, 1);
+            (*s).tunnel = tunnel;
+            (*s).depth = depth;
+            (*s).segments = segments;
+            next_prog.tail_call(ctx, 0);
+        }
+    }
+    // No continuation installed, or the tail-call limit reached: not followed.
+    h.too_deep += segments as u64;
+}
+
+/// One level of a handed-on packet (`sensor_common::encap`), and the tail call to the next
+/// level if there is one.
+///
+/// The stack has room for one flow update's frame (~400 bytes) and little else: the parse runs
+/// in a function of its own (`examine_level`) that leaves its result in the `LEVEL` map, and
+/// both packets are accounted from maps (`HANDOFF`, `LEVEL`) by `account_marked`, so that this
+/// frame holds only pointers.
+#[inline(always)]
+fn continue_packet<C: EbpfContext + FrameLen>(
+    ctx: &C,
+    start: usize,
+    end: usize,
+    next_prog: &ProgramArray,
+) {
+    let (Some(h), Some(s), Some(l)) = (
+        HEALTH.get_ptr_mut(0),
+        HANDOFF.get_ptr_mut(0),
+        LEVEL.get_ptr_mut(0),
+    ) else {
+        return;
+    };
+    let pkt = KernelPacket { ctx, start, end };
+    // SAFETY: this CPU's own slots of per-CPU arrays, valid for the program run.
+    let (h, pending, level) = unsafe { (&mut *h, &*s, &mut *l) };
+    examine_level(&pkt, pending, level);
+    let segments = pending.segments;
+    if settle(h, pending, level, |h, p, marks| {
+        account_marked(ctx, p, h, segments, marks)
+    }) {
+        let depth = (level.inner_tunnel, level.inner_depth);
+        hand_on(ctx, &level.inner, depth, h, segments, next_prog);
+    }
+}
+
+/// `sensor_common::encap::examine` in a stack frame of its own.
+#[inline(never)]
+fn examine_level<C: FrameLen>(pkt: &KernelPacket<C>, pending: &Pending, level: &mut Level) {
+    examine(pkt, pending, level);
 }
 
 /// The kernel's [`FlowTables`]: the program's BPF maps. The per-packet logic itself is
@@ -598,6 +791,7 @@ struct ClockCache {
 /// The cache is per CPU, as the health counters are: the programs on one CPU do not interrupt
 /// each other (XDP runs in softirq, TC egress with bottom halves disabled), so its two fields
 /// are written together.
+#[derive(Clone, Copy)]
 struct KernelClock;
 
 impl Clock for KernelClock {
@@ -634,9 +828,37 @@ impl Clock for KernelClock {
 
 #[inline(always)]
 fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) {
-    let Some(u) = update(&mut KernelTables { ctx }, p, h, KernelClock, segments) else {
-        return;
-    };
+    if let Some(u) = update(&mut KernelTables { ctx }, p, h, KernelClock, segments) {
+        signal(h, &u);
+    }
+}
+
+/// A packet of the continuation accounted: a function of its own (a BPF subprogram), because
+/// the continuation accounts up to two packets (a tunnel's carrier and its payload) and two
+/// inlined flow updates would not fit the stack together.
+#[inline(never)]
+fn account_marked<C: EbpfContext>(
+    ctx: &C,
+    p: &Parsed,
+    h: &mut Health,
+    segments: u32,
+    marks: Marks,
+) {
+    if let Some(u) = update_marked(
+        &mut KernelTables { ctx },
+        p,
+        h,
+        KernelClock,
+        segments,
+        marks,
+    ) {
+        signal(h, &u);
+    }
+}
+
+/// Sends what an update did that user space must learn to the ring buffer.
+#[inline(always)]
+fn signal(h: &mut Health, u: &Updated) {
     if u.events != 0 {
         // SAFETY: `u.value` is a live value of FLOWS; a concurrent update only makes the
         // snapshot include a later packet.

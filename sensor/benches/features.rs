@@ -59,6 +59,9 @@ fn records(distinct_hosts: bool) -> Vec<ConnectionRecord> {
                 land: false,
                 to_group: false,
                 end_reason: EndReason::Fin,
+                ip_proto: 6,
+                tunnel: None,
+                carries: None,
                 answer_unix_ns: None,
                 final_unix_ns: end,
             }

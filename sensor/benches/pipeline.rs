@@ -94,6 +94,9 @@ fn records(n: usize, distinct_hosts: bool, seed: u64) -> Vec<ConnectionRecord> {
                 land: false,
                 to_group: false,
                 end_reason: EndReason::Fin,
+                ip_proto: 6,
+                tunnel: None,
+                carries: None,
                 answer_unix_ns: (!attack).then_some(start + 100_000),
                 final_unix_ns: end,
             }

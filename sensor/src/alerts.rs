@@ -300,6 +300,9 @@ mod tests {
             land: false,
             to_group: false,
             end_reason: crate::flows::EndReason::Idle,
+            ip_proto: 6,
+            tunnel: None,
+            carries: None,
             answer_unix_ns: None,
             final_unix_ns: 5_000_000_002,
         }

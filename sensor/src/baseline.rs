@@ -208,6 +208,9 @@ mod tests {
             land: false,
             to_group: false,
             end_reason: EndReason::Fin,
+            ip_proto: 6,
+            tunnel: None,
+            carries: None,
             answer_unix_ns: None,
             final_unix_ns: t + 2_000_000,
         }

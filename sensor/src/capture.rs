@@ -14,8 +14,8 @@ use std::{io, os::fd::AsRawFd, sync::Arc, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode},
+    maps::{HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
+    programs::{ProgramError, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
 use log::{debug, warn};
 use sensor_common::{
@@ -202,7 +202,9 @@ pub fn monotonic_now_ns() -> Result<u64, CaptureError> {
     Ok(clock_ns(libc::CLOCK_MONOTONIC)? as u64)
 }
 
-/// Loads the eBPF object with the configured map sizes, without attaching anything.
+/// Loads the eBPF object with the configured map sizes, without attaching anything; loads the
+/// continuation programs that the XDP and TC programs tail-call for deeper L2 headers and
+/// tunnels (`sensor_common::encap`) and installs them in their program arrays.
 ///
 /// Used by [`Capture::start`] and by packet-level tests and benchmarks (BPF_PROG_TEST_RUN).
 pub fn load_object(table_capacity: u32, ring_bytes: u32) -> Result<Ebpf, CaptureError> {
@@ -219,14 +221,58 @@ pub fn load_object(table_capacity: u32, ring_bytes: u32) -> Result<Ebpf, Capture
     raise_memlock_limit();
     let slots = slot_count(table_capacity);
     let (mask, capacity, seed) = (slots - 1, u64::from(table_capacity), hash_seed());
-    EbpfLoader::new()
+    let mut ebpf = EbpfLoader::new()
         .map_max_entries(map_names::FLOWS, slots)
         .map_max_entries(map_names::EVENTS, ring_bytes)
         .override_global(global_names::FLOW_SLOT_MASK, &mask, true)
         .override_global(global_names::FLOW_CAPACITY, &capacity, true)
         .override_global(global_names::FLOW_HASH_SEED, &seed, true)
         .load(EBPF_OBJECT)
-        .map_err(CaptureError::Load)
+        .map_err(CaptureError::Load)?;
+    let xdp_next = load_xdp(&mut ebpf, program_names::XDP_NEXT)?.fd();
+    let xdp_next = program_fd(program_names::XDP_NEXT, xdp_next)?;
+    install(&mut ebpf, map_names::XDP_NEXT_PROG, &xdp_next)?;
+    let tc_next = load_tc(&mut ebpf, program_names::TC_NEXT)?.fd();
+    let tc_next = program_fd(program_names::TC_NEXT, tc_next)?;
+    install(&mut ebpf, map_names::TC_NEXT_PROG, &tc_next)?;
+    Ok(ebpf)
+}
+
+/// A loaded program's fd, owned (so that the program array can be borrowed next).
+fn program_fd(
+    name: &'static str,
+    fd: Result<&ProgramFd, ProgramError>,
+) -> Result<ProgramFd, CaptureError> {
+    fd.and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+        .map_err(|source| CaptureError::Verify { name, source })
+}
+
+/// Puts `prog` at index 0 of the program array `name`. The array stays in `ebpf`: a program
+/// array is emptied when user space closes its last descriptor of it.
+fn install(ebpf: &mut Ebpf, name: &'static str, prog: &ProgramFd) -> Result<(), CaptureError> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(CaptureError::MissingMap { name })?;
+    let mut array: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(map).map_err(|source| CaptureError::Map { name, source })?;
+    array
+        .set(0, prog, 0)
+        .map_err(|source| CaptureError::Map { name, source })
+}
+
+/// Loads (verifies) a TC classifier of the object.
+pub fn load_tc<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, CaptureError> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(CaptureError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| CaptureError::Verify { name, source })?;
+    prog.load()
+        .map_err(|source| CaptureError::Verify { name, source })?;
+    Ok(prog)
 }
 
 /// Loads (verifies) an XDP program of the object.
@@ -281,14 +327,7 @@ impl Capture {
             }
         }
         {
-            let name = program_names::TC_EGRESS;
-            let tc: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| CaptureError::Verify { name, source })?;
-            tc.load()
-                .map_err(|source| CaptureError::Verify { name, source })?;
+            let tc = load_tc(&mut ebpf, program_names::TC_EGRESS)?;
             for iface in &config.interfaces {
                 tc.attach(iface, TcAttachType::Egress).map_err(|source| {
                     CaptureError::AttachTc {

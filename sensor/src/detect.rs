@@ -63,15 +63,23 @@ pub enum NotScored {
     /// the capture ended): its end was not seen, so its state (`S1`), duration and bytes
     /// describe a fragment. Attempts that were never answered are still scored.
     EndNotSeen,
+    /// A tunnel's outer connection (VXLAN, Geneve, GTP-U, Teredo, GRE, ...): its payload is
+    /// other connections, whose own records are scored. Its packets and bytes are theirs.
+    TunnelCarrier,
+    /// A transport the KDD data does not have (SCTP, OSPF, VRRP, PIM, ESP, ...): the model
+    /// knows only `tcp`, `udp` and `icmp`. It is not in the feature windows either.
+    OtherTransport,
 }
 
 impl NotScored {
     /// Every reason, in the order of [`NotScored::index`].
-    pub const ALL: [NotScored; 4] = [
+    pub const ALL: [NotScored; 6] = [
         NotScored::GroupDestination,
         NotScored::OneSided,
         NotScored::StartNotSeen,
         NotScored::EndNotSeen,
+        NotScored::TunnelCarrier,
+        NotScored::OtherTransport,
     ];
 
     /// The reason's name, as in JSON and in the metrics' `reason` label.
@@ -81,6 +89,8 @@ impl NotScored {
             NotScored::OneSided => "one_sided",
             NotScored::StartNotSeen => "start_not_seen",
             NotScored::EndNotSeen => "end_not_seen",
+            NotScored::TunnelCarrier => "tunnel_carrier",
+            NotScored::OtherTransport => "other_transport",
         }
     }
 
@@ -91,7 +101,11 @@ impl NotScored {
 
     /// Whether `rec` is outside what the model judges, and why.
     pub fn of(rec: &ConnectionRecord) -> Option<NotScored> {
-        if rec.to_group {
+        if rec.carries.is_some() {
+            Some(NotScored::TunnelCarrier)
+        } else if !rec.transport.is_kdd() {
+            Some(NotScored::OtherTransport)
+        } else if rec.to_group {
             Some(NotScored::GroupDestination)
         } else if crate::features::basic::one_sided(rec) {
             Some(NotScored::OneSided)
@@ -263,6 +277,9 @@ mod tests {
                 land: false,
                 to_group: false,
                 end_reason: EndReason::Rst,
+                ip_proto: 6,
+                tunnel: None,
+                carries: None,
                 answer_unix_ns: None,
                 final_unix_ns: 1_000_000_000 + i * 10_000_000,
             })

@@ -10,35 +10,116 @@ use sensor_common::{
     account::peer,
     conn_state::{ConnState, datagram_conn_state, tcp_conn_state},
     flow::{history, ipproto, value_flags},
+    parse::tunnel,
 };
 use serde::{Deserialize, Serialize};
 
-/// Transport protocol, as KDD names it (`protocol_type`); ICMPv6 is `icmp` with `ip_version` 6.
+/// Transport protocol, as KDD names it (`protocol_type`: `tcp`, `udp`, `icmp`; ICMPv6 is
+/// `icmp` with `ip_version` 6), and the two kinds the KDD data does not have: SCTP, and every
+/// other IP protocol (OSPF, VRRP, PIM, ESP, a GRE or IP-in-IP carrier, ...), which Zeek logs
+/// as `unknown_transport` with the protocol number in `ip_proto`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
     Udp,
     Icmp,
+    Sctp,
+    #[serde(rename = "unknown_transport")]
+    Unknown,
 }
 
 impl Transport {
-    /// From an IP protocol number; `None` for transports the sensor does not account.
-    pub fn from_ipproto(p: u8) -> Option<Transport> {
+    /// Every transport, in [`Transport::index`] order.
+    pub const ALL: [Transport; 5] = [
+        Transport::Tcp,
+        Transport::Udp,
+        Transport::Icmp,
+        Transport::Sctp,
+        Transport::Unknown,
+    ];
+
+    /// From an IP protocol number.
+    pub fn from_ipproto(p: u8) -> Transport {
         match p {
-            ipproto::TCP => Some(Transport::Tcp),
-            ipproto::UDP => Some(Transport::Udp),
-            ipproto::ICMP | ipproto::ICMPV6 => Some(Transport::Icmp),
-            _ => None,
+            ipproto::TCP => Transport::Tcp,
+            ipproto::UDP => Transport::Udp,
+            ipproto::ICMP | ipproto::ICMPV6 => Transport::Icmp,
+            ipproto::SCTP => Transport::Sctp,
+            _ => Transport::Unknown,
         }
     }
 
-    /// The KDD `protocol_type` name.
+    /// The KDD `protocol_type` name, or Zeek's `proto` name for the others (`sctp`,
+    /// `unknown_transport`).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
             Transport::Icmp => "icmp",
+            Transport::Sctp => "sctp",
+            Transport::Unknown => "unknown_transport",
+        }
+    }
+
+    /// Position in [`Transport::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the KDD data has this transport (`tcp`, `udp`, `icmp`): the feature engine and
+    /// the model know no other.
+    pub fn is_kdd(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Udp | Transport::Icmp)
+    }
+}
+
+/// A tunnel kind: what carried a connection's packets, or what a carrier connection carries
+/// (`sensor_common::encap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tunnel {
+    /// GRE (also PPTP's enhanced GRE) with IP or Ethernet inside.
+    Gre,
+    /// ERSPAN (types I-III): mirrored Ethernet frames in GRE.
+    Erspan,
+    Vxlan,
+    Geneve,
+    /// IP directly in IP (4in4, 6in4, 4in6, 6in6).
+    IpInIp,
+    Teredo,
+    /// GTP-U.
+    Gtp,
+    Ayiya,
+}
+
+impl Tunnel {
+    /// From a flow value's kind byte (`sensor_common::parse::tunnel`); `None` for 0.
+    pub fn from_kind(kind: u8) -> Option<Tunnel> {
+        match kind {
+            tunnel::GRE => Some(Tunnel::Gre),
+            tunnel::ERSPAN => Some(Tunnel::Erspan),
+            tunnel::VXLAN => Some(Tunnel::Vxlan),
+            tunnel::GENEVE => Some(Tunnel::Geneve),
+            tunnel::IP_IN_IP => Some(Tunnel::IpInIp),
+            tunnel::TEREDO => Some(Tunnel::Teredo),
+            tunnel::GTP => Some(Tunnel::Gtp),
+            tunnel::AYIYA => Some(Tunnel::Ayiya),
+            _ => None,
+        }
+    }
+
+    /// Its name in records (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tunnel::Gre => "gre",
+            Tunnel::Erspan => "erspan",
+            Tunnel::Vxlan => "vxlan",
+            Tunnel::Geneve => "geneve",
+            Tunnel::IpInIp => "ip_in_ip",
+            Tunnel::Teredo => "teredo",
+            Tunnel::Gtp => "gtp",
+            Tunnel::Ayiya => "ayiya",
         }
     }
 }
@@ -98,6 +179,18 @@ pub struct ConnectionRecord {
     #[serde(default)]
     pub to_group: bool,
     pub end_reason: EndReason,
+    /// The IP protocol number (Zeek's `ip_proto`): the protocol of an `unknown_transport`
+    /// connection. 0 in records written before the field existed.
+    #[serde(default)]
+    pub ip_proto: u8,
+    /// The tunnel this connection's packets came through (its outer connection is a record of
+    /// its own, marked `carries`); absent when not tunnelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
+    /// The tunnel this connection carries: it is a tunnel's outer connection, whose payload
+    /// the inner connections' records describe. Not scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carries: Option<Tunnel>,
     /// When the outcome of the originator's SYN became known (TCP connections opened with a
     /// SYN that got an answer): the responder's first packet, or the originator's first ACK
     /// where the responder's side was not seen. Unix ns.
@@ -278,7 +371,11 @@ impl ConnectionRecord {
                 v.payload_bytes[orig],
                 v.payload_bytes[resp],
             ),
-            _ => datagram_conn_state(v.packets[orig], v.packets[resp]),
+            Transport::Udp | Transport::Icmp => {
+                datagram_conn_state(v.packets[orig], v.packets[resp])
+            }
+            // Zeek follows no state for these: `OTH` whatever was seen.
+            Transport::Sctp | Transport::Unknown => ConnState::OTH,
         };
         let end_unix_ns = to_unix(v.last_seen_ns, mono_to_unix_ns);
         Some(ConnectionRecord {
@@ -302,6 +399,9 @@ impl ConnectionRecord {
             land: v.flags & value_flags::LAND != 0,
             to_group: v.flags & value_flags::GROUP != 0 || is_group_address(start.id.resp_addr),
             end_reason,
+            ip_proto: key.protocol,
+            tunnel: Tunnel::from_kind(v.tunnel),
+            carries: Tunnel::from_kind(v.carries),
             answer_unix_ns: None,
             final_unix_ns: end_unix_ns,
             history: match transport {
@@ -377,7 +477,7 @@ fn to_unix(t: u64, mono_to_unix_ns: i128) -> u64 {
 impl ConnStart {
     /// What a flow table entry tells of its connection's beginning.
     pub fn from_flow(key: &FlowKey, v: &FlowValue, mono_to_unix_ns: i128) -> Option<ConnStart> {
-        let transport = Transport::from_ipproto(key.protocol)?;
+        let transport = Transport::from_ipproto(key.protocol);
         let orig = usize::from(v.orig_side & 1);
         let (orig_addr, orig_port) = key.endpoint(orig);
         let (resp_addr, resp_port) = key.endpoint(peer(orig));

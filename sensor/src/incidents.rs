@@ -484,11 +484,13 @@ impl IncidentTracker {
         let c = &self.config;
         let e = self.candidates.get(key)?;
         match key {
-            Key::Flood(_, t, _) if e.anomalous >= u64::from(c.flood_connections) => Some(match t {
-                Transport::Tcp => IncidentKind::Flood,
-                Transport::Udp => IncidentKind::UdpFlood,
-                Transport::Icmp => IncidentKind::IcmpFlood,
-            }),
+            Key::Flood(_, t, _) if e.anomalous >= u64::from(c.flood_connections) => match t {
+                Transport::Tcp => Some(IncidentKind::Flood),
+                Transport::Udp => Some(IncidentKind::UdpFlood),
+                Transport::Icmp => Some(IncidentKind::IcmpFlood),
+                // Never anomalous: not scored.
+                Transport::Sctp | Transport::Unknown => None,
+            },
             Key::Scan(..) if e.ports.len() >= c.scan_ports as usize => Some(IncidentKind::PortScan),
             Key::Sweep(..) if e.targets.len() >= c.sweep_hosts as usize => {
                 Some(IncidentKind::HostSweep)

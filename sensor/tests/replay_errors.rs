@@ -171,16 +171,16 @@ fn a_packet_longer_than_on_the_wire_is_corrupt() {
 #[test]
 fn unsupported_link_type_missing_file_and_non_capture_are_named() {
     let dir = Scratch::new("bad");
-    let mut wifi = Frames::default();
-    wifi.push(T0, vec![0u8; 40]);
-    let w = dir.file("wifi.pcap", &wifi.pcap(DataLink::IEEE802_11));
+    let mut usb = Frames::default();
+    usb.push(T0, vec![0u8; 40]);
+    let w = dir.file("usb.pcap", &usb.pcap(DataLink::USB_LINUX));
     let (_, report) = replay_files(std::slice::from_ref(&w));
     let err = report.error.expect("an error");
     assert!(
         matches!(&err, ReplayError::UnsupportedLinkType { file, .. } if *file == w),
         "{err:?}"
     );
-    assert!(err.to_string().contains("105"), "{err}");
+    assert!(err.to_string().contains("189"), "{err}");
     assert_eq!(report.health.packets, 0);
 
     let missing = dir.0.join("nope.pcap");

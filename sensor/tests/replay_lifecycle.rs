@@ -57,8 +57,9 @@ fn outcomes_add_up(h: &Health) {
             + h.truncated
             + h.unsupported_l4
             + h.unattributed_fragments
-            + h.table_full,
-        h.packets,
+            + h.table_full
+            + h.too_deep,
+        h.packets + h.tunnel_payloads,
         "{h:?}"
     );
 }

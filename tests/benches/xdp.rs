@@ -6,14 +6,17 @@
 //! - hot flow: the same TCP ACK frame repeated (`repeat` in the kernel);
 //! - 100,000 flows: 100,000 distinct UDP frames whose flows are already in the table, each run
 //!   once in turn (repeat 1), so every lookup touches a different entry; the baseline is run
-//!   the same way over the same frames.
+//!   the same way over the same frames;
+//! - each encapsulation (`packet::encapsulated_frames`: QinQ with three tags, MPLS, PPPoE, GRE,
+//!   IP-in-IP, VXLAN, Geneve, GTP-U, ...) as a hot flow: the frame repeated, its inner connection
+//!   and its carrier (if a tunnel) already in the table.
 //!
 //! The ratios go to stdout and to `target/bench-xdp.json`.
 
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use integration_tests::packet::{XdpHarness, flags, tcp4, udp4, v4};
+use integration_tests::packet::{XdpHarness, encapsulated_frames, flags, tcp4, udp4, v4};
 use sensor_common::program_names::{XDP_BASELINE, XDP_INGRESS};
 
 const FLOWS: usize = 100_000;
@@ -45,6 +48,10 @@ fn bench(c: &mut Criterion) {
     x.run(&hot);
     let frames = distinct_frames();
     for f in &frames {
+        x.run(f);
+    }
+    let encapsulated = encapsulated_frames();
+    for (_, f) in &encapsulated {
         x.run(f);
     }
 
@@ -88,7 +95,18 @@ fn bench(c: &mut Criterion) {
             .map(|_| cycle_ns(&mut x, XDP_INGRESS, &frames))
             .collect(),
     );
+    let mut encap = serde_json::Map::new();
+    for (name, f) in &encapsulated {
+        let ns = median(
+            (0..rounds)
+                .map(|_| x.time_ns(XDP_INGRESS, f, 1_000_000))
+                .collect(),
+        );
+        println!("xdp: {name} hot flow {ns:.1} ns ({:.2}x)", ns / base_hot);
+        encap.insert(format!("{name}_ratio"), (ns / base_hot).into());
+    }
     let report = serde_json::json!({
+        "encapsulations_hot": encap,
         "baseline_hot_ns": base_hot,
         "flow_hot_ns": flow_hot,
         "hot_ratio": flow_hot / base_hot,

@@ -86,7 +86,8 @@ impl Finished {
             .collect()
     }
 
-    /// Asserts the health invariant: every packet landed in exactly one outcome counter.
+    /// Asserts the health invariant: every packet, and every tunnel payload found in one,
+    /// landed in exactly one outcome counter.
     pub fn assert_packets_add_up(&self) {
         let outcomes = [
             "accounted",
@@ -96,11 +97,12 @@ impl Finished {
             "unsupported_l4",
             "unattributed_fragments",
             "table_full",
+            "too_deep",
         ];
         let sum: u64 = outcomes.iter().map(|n| self.health(n)).sum();
         assert_eq!(
             sum,
-            self.health("packets"),
+            self.health("packets") + self.health("tunnel_payloads"),
             "packets do not add up: {:?}",
             self.health
         );

@@ -269,7 +269,8 @@ impl XdpHarness {
     }
 }
 
-/// The outcome counters of a [`Health`], which must add up to `packets`.
+/// The outcome counters of a [`Health`], which must add up to `packets + tunnel_payloads`
+/// (every packet and every tunnel payload found in one has one outcome).
 pub fn outcome_sum(h: &Health) -> u64 {
     h.accounted
         + h.non_ip
@@ -278,4 +279,106 @@ pub fn outcome_sum(h: &Health) -> u64 {
         + h.unsupported_l4
         + h.unattributed_fragments
         + h.table_full
+        + h.too_deep
+}
+
+// Encapsulations: what the continuation program (`sensor_common::encap`) follows.
+
+/// A VXLAN datagram's payload: the 8-byte header (I flag, VNI 42), then the Ethernet `frame`.
+pub fn vxlan(frame: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
+    v.extend_from_slice(frame);
+    v
+}
+
+/// A Geneve header without options, then the Ethernet `frame`.
+pub fn geneve(frame: &[u8]) -> Vec<u8> {
+    let mut g = vec![0, 0, 0x65, 0x58, 0, 0, 42, 0];
+    g.extend_from_slice(frame);
+    g
+}
+
+/// A GRE header (version 0, a key) for a payload of ethertype `protocol`, then `payload`.
+pub fn gre(protocol: u16, payload: &[u8]) -> Vec<u8> {
+    let mut g = vec![0x20, 0];
+    g.extend(protocol.to_be_bytes());
+    g.extend([0, 0, 0, 42]);
+    g.extend_from_slice(payload);
+    g
+}
+
+/// A GTP-U G-PDU (TEID 1), then the IP packet `ip`.
+pub fn gtp_u(ip: &[u8]) -> Vec<u8> {
+    let mut g = vec![0x30, 0xff];
+    g.extend((ip.len() as u16).to_be_bytes());
+    g.extend([0, 0, 0, 1]);
+    g.extend_from_slice(ip);
+    g
+}
+
+/// An MPLS stack of `labels` labels (bottom of stack on the last), then `payload`.
+pub fn mpls(labels: usize, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    for i in 0..labels {
+        m.extend([0, 0x10, u8::from(i + 1 == labels), 64]);
+    }
+    m.extend_from_slice(payload);
+    m
+}
+
+/// A PPPoE session header and the PPP protocol IPv4, then `ip`.
+pub fn pppoe(ip: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x11, 0, 0, 1];
+    p.extend(((ip.len() + 2) as u16).to_be_bytes());
+    p.extend([0, 0x21]);
+    p.extend_from_slice(ip);
+    p
+}
+
+/// One frame of each encapsulation the parser follows beyond two VLAN tags, each carrying the
+/// same TCP segment from `198.18.10.1:40000` to `198.18.10.2:80` (10 bytes of payload) between
+/// tunnel endpoints `198.18.20.1` and `198.18.20.2` (2001:2::20:1/2 for IPv6), with its name.
+pub fn encapsulated_frames() -> Vec<(&'static str, Vec<u8>)> {
+    let (c, s) = (v4(10, 1), v4(10, 2));
+    let (a, b) = (v4(20, 1), v4(20, 2));
+    let inner = Ipv4::new(c, s, 6).build(&tcp(40000, 80, flags::ACK, None, &[7; 10]));
+    let inner_frame = ethernet(&[], 0x0800, &inner);
+    let outer = |protocol: u8, payload: &[u8]| {
+        ethernet(&[], 0x0800, &Ipv4::new(a, b, protocol).build(payload))
+    };
+    let udp_outer = |sport, dport, payload: &[u8]| outer(17, &udp(sport, dport, None, payload));
+    vec![
+        (
+            "qinq-3-tags",
+            ethernet(&[(0x88a8, 1), (0x8100, 2), (0x8100, 3)], 0x0800, &inner),
+        ),
+        ("mpls-2-labels", ethernet(&[], 0x8847, &mpls(2, &inner))),
+        ("pppoe", ethernet(&[], 0x8864, &pppoe(&inner))),
+        ("gre", outer(47, &gre(0x0800, &inner))),
+        ("gre-teb", outer(47, &gre(0x6558, &inner_frame))),
+        ("ipip", outer(4, &inner)),
+        (
+            "6in6",
+            ethernet(
+                &[],
+                0x86dd,
+                &ipv6(
+                    v6(0x2001),
+                    v6(0x2002),
+                    &[],
+                    41,
+                    &ipv6(
+                        v6(0x1001),
+                        v6(0x1002),
+                        &[],
+                        6,
+                        &tcp(40000, 80, flags::ACK, None, &[7; 10]),
+                    ),
+                ),
+            ),
+        ),
+        ("vxlan", udp_outer(51000, 4789, &vxlan(&inner_frame))),
+        ("geneve", udp_outer(51000, 6081, &geneve(&inner_frame))),
+        ("gtp-u", udp_outer(2152, 2152, &gtp_u(&inner))),
+    ]
 }

@@ -687,3 +687,79 @@ fn metrics_endpoint_counts_connections_and_kernel_health_and_passes_promtool() {
     let done = sensor.stop();
     done.assert_packets_add_up();
 }
+
+/// A real VXLAN tunnel between the two namespaces (the kernel's own VXLAN devices over the veth
+/// pair) carrying a ping: the sensor, on the server's veth, sees the requests on XDP ingress and
+/// the replies on TC egress, and follows both into the tunnel (each hook's continuation
+/// program). The inner ping is one connection marked `vxlan`; the UDP flows between the tunnel
+/// endpoints are its carriers.
+#[test]
+fn a_ping_through_vxlan_is_an_inner_connection_with_its_carriers() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let x = lab.client_v4.split('.').nth(2).unwrap().to_string();
+    let (client_inner, server_inner) = (format!("198.19.{x}.1"), format!("198.19.{x}.2"));
+    for (ns, local, remote, dev, inner) in [
+        (
+            &lab.client,
+            &lab.client_v4,
+            &lab.server_v4,
+            &lab.veth.a,
+            &client_inner,
+        ),
+        (
+            &lab.server,
+            &lab.server_v4,
+            &lab.client_v4,
+            &lab.veth.b,
+            &server_inner,
+        ),
+    ] {
+        ns.ip(&[
+            "link", "add", "vx0", "type", "vxlan", "id", "42", "local", local, "remote", remote,
+            "dstport", "4789", "dev", dev,
+        ])
+        .unwrap();
+        ns.ip(&["addr", "add", &format!("{inner}/24"), "dev", "vx0"])
+            .unwrap();
+        ns.ip(&["link", "set", "vx0", "up"]).unwrap();
+    }
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    lab.client
+        .run("ping", &["-c", "3", "-i", "0.2", "-W", "1", &server_inner])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let done = sensor.stop();
+    let inner = one(done.between(&client_inner, &server_inner), "inner ping");
+    assert_eq!(inner.transport, Transport::Icmp, "{inner:#?}");
+    assert_eq!(
+        inner.tunnel,
+        Some(sensor::flows::Tunnel::Vxlan),
+        "{inner:#?}"
+    );
+    assert_eq!(
+        (inner.orig_packets, inner.resp_packets),
+        (3, 3),
+        "{inner:#?}"
+    );
+    assert_eq!(inner.carries, None);
+    let carriers: Vec<_> = done
+        .between(&lab.client_v4, &lab.server_v4)
+        .into_iter()
+        .filter(|r| r.transport == Transport::Udp && r.resp_port == 4789)
+        .collect();
+    assert!(!carriers.is_empty(), "{:#?}", done.records);
+    for c in &carriers {
+        assert_eq!(c.carries, Some(sensor::flows::Tunnel::Vxlan), "{c:#?}");
+    }
+    let carried: u64 = carriers
+        .iter()
+        .map(|c| c.orig_packets + c.resp_packets)
+        .sum();
+    assert!(
+        carried >= 6,
+        "requests and replies in carriers: {carriers:#?}"
+    );
+    assert!(done.health("tunnel_payloads") >= 6, "{:?}", done.health);
+    done.assert_packets_add_up();
+}

@@ -57,11 +57,7 @@ impl<C: Clone> Children<C> {
 }
 
 fn transport_index(t: Transport) -> usize {
-    match t {
-        Transport::Tcp => 0,
-        Transport::Udp => 1,
-        Transport::Icmp => 2,
-    }
+    t.index()
 }
 
 fn end_index(e: EndReason) -> (usize, &'static str) {
@@ -224,7 +220,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             connections,
-            connection_children: Children::new(3 * ConnState::ALL.len() * 5),
+            connection_children: Children::new(Transport::ALL.len() * ConnState::ALL.len() * 5),
             table_entries,
             capture_events,
             capture_duplicate_events,
@@ -243,7 +239,9 @@ impl Metrics {
         let svc = usize::from(scored.features.service_index()).min(SERVICES.len());
         let service = SERVICES.get(svc).copied().unwrap_or("other");
         let (t, det) = (transport_index(rec.transport), detector_index(v.detector));
-        let i = ((usize::from(v.anomalous) * 4 + det) * 3 + t) * (SERVICES.len() + 1) + svc;
+        let i = ((usize::from(v.anomalous) * 4 + det) * Transport::ALL.len() + t)
+            * (SERVICES.len() + 1)
+            + svc;
         d.verdict_children
             .get(i, || {
                 d.verdicts.with_label_values(&[
@@ -413,7 +411,7 @@ impl Detection {
             };
         }
         Ok(Detection {
-            verdict_children: Children::new(2 * 4 * 3 * (SERVICES.len() + 1)),
+            verdict_children: Children::new(2 * 4 * Transport::ALL.len() * (SERVICES.len() + 1)),
             latency_children: Children::new(3),
             not_scored_children: Children::new(NotScored::ALL.len()),
             not_scored: registered!(
@@ -559,6 +557,7 @@ struct KernelHealth {
     events_sent: IntCounter,
     egress_already_seen: IntCounter,
     flows_restarted: IntCounter,
+    tunnel_payloads: IntCounter,
     read_errors: IntCounter,
     descs: Vec<Desc>,
 }
@@ -568,9 +567,13 @@ impl KernelHealth {
         let packets = IntCounterVec::new(
             Opts::new(
                 "sensor_kernel_packets_total",
-                "Packets seen by the kernel programs, by outcome: accounted into a flow, or why not.",
+                "Packets seen by the kernel programs, and tunnel payloads found in them, by outcome: accounted into a flow, or why not.",
             ),
             &["outcome"],
+        )?;
+        let tunnel_payloads = IntCounter::new(
+            "sensor_kernel_tunnel_payloads_total",
+            "Tunnel payloads found in packets (each also counted by its outcome in sensor_kernel_packets_total).",
         )?;
         let bytes = IntCounter::new(
             "sensor_kernel_bytes_total",
@@ -608,6 +611,7 @@ impl KernelHealth {
             &events_sent,
             &egress_already_seen,
             &flows_restarted,
+            &tunnel_payloads,
             &read_errors,
         ] {
             descs.extend(c.desc().into_iter().cloned());
@@ -622,6 +626,7 @@ impl KernelHealth {
             events_sent,
             egress_already_seen,
             flows_restarted,
+            tunnel_payloads,
             read_errors,
             descs,
         })
@@ -646,6 +651,7 @@ impl Collector for KernelHealth {
                     ("unsupported_l4", h.unsupported_l4),
                     ("unattributed_fragment", h.unattributed_fragments),
                     ("table_full", h.table_full),
+                    ("too_deep", h.too_deep),
                 ] {
                     up(&self.packets.with_label_values(&[outcome]), v);
                 }
@@ -655,6 +661,7 @@ impl Collector for KernelHealth {
                 up(&self.events_sent, h.events_sent);
                 up(&self.egress_already_seen, h.egress_already_seen);
                 up(&self.flows_restarted, h.flows_restarted);
+                up(&self.tunnel_payloads, h.tunnel_payloads);
             }
             None => self.read_errors.inc(),
         }
@@ -666,6 +673,7 @@ impl Collector for KernelHealth {
             &self.events_sent,
             &self.egress_already_seen,
             &self.flows_restarted,
+            &self.tunnel_payloads,
             &self.read_errors,
         ] {
             out.extend(c.collect());
@@ -695,6 +703,8 @@ mod tests {
             non_ip: 2,
             table_full: 1,
             bytes: 900,
+            tunnel_payloads: 3,
+            too_deep: 3,
             ..Health::default()
         };
         let m = Metrics::new(Arc::new(Fixed(h)), 1024).unwrap();
@@ -714,6 +724,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sensor_kernel_bytes_total 900"), "{text}");
+        assert!(
+            text.contains("sensor_kernel_packets_total{outcome=\"too_deep\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sensor_kernel_tunnel_payloads_total 3"),
+            "{text}"
+        );
         assert!(text.contains("sensor_flow_table_capacity 1024"), "{text}");
         assert!(
             text.contains(

@@ -64,6 +64,8 @@ pub fn kdd_state(rec: &ConnectionRecord) -> ConnState {
 pub fn flag_index(transport: Transport, state: ConnState) -> u8 {
     let name = match transport {
         Transport::Udp | Transport::Icmp => "SF",
+        // Not KDD transports (never scored): no flag of theirs means anything.
+        Transport::Sctp | Transport::Unknown => "OTH",
         Transport::Tcp => match state {
             ConnState::RSTRH => "RSTR",
             ConnState::SHR => "OTH",
@@ -85,12 +87,14 @@ pub fn is_rej_error(flag: u8) -> bool {
     FLAGS[usize::from(flag)] == "REJ"
 }
 
-/// Index of the protocol in [`crate::kdd::PROTOCOLS`] (`tcp`, `udp`, `icmp`).
+/// Index of the protocol in [`crate::kdd::PROTOCOLS`] (`tcp`, `udp`, `icmp`); one past the
+/// vocabulary for the transports the KDD data does not have (never scored).
 pub fn protocol_index(t: Transport) -> u8 {
     match t {
         Transport::Tcp => 0,
         Transport::Udp => 1,
         Transport::Icmp => 2,
+        Transport::Sctp | Transport::Unknown => crate::kdd::PROTOCOLS.len() as u8,
     }
 }
 

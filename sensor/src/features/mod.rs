@@ -185,8 +185,16 @@ impl FeatureEngine {
     }
 
     /// Takes one event; returns the features of a finished connection.
+    ///
+    /// Connections of transports the KDD data does not have (SCTP, other IP protocols) stay
+    /// out of the windows, as they were out of the data: their features are their own basic
+    /// ones (they are not scored, see `crate::detect::NotScored`).
     pub fn on_event(&mut self, ev: &ConnEvent) -> Option<KddFeatures> {
         match ev {
+            ConnEvent::Opened(s) if !s.id.transport.is_kdd() => None,
+            ConnEvent::Ongoing(rec) | ConnEvent::Finished(rec) if !rec.transport.is_kdd() => {
+                Some(self.features(rec, 0, Snapshot::default()))
+            }
             ConnEvent::Opened(s) => {
                 self.opened(s);
                 None
@@ -288,6 +296,9 @@ impl FeatureEngine {
     /// the order they began (tests, benchmarks); [`events_from_records`] rebuilds the exact
     /// event order of a set of records.
     pub fn push(&mut self, rec: &ConnectionRecord) -> KddFeatures {
+        if !rec.transport.is_kdd() {
+            return self.features(rec, 0, Snapshot::default());
+        }
         self.open_from_record(rec);
         self.finished(rec)
     }

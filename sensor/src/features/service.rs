@@ -175,6 +175,8 @@ pub fn service_index(conn: &ConnStart, private_port_below: u16) -> u8 {
     match conn.id.transport {
         Transport::Tcp => by_port(&TABLES.tcp),
         Transport::Udp => by_port(&TABLES.udp),
+        // Not KDD transports (never scored).
+        Transport::Sctp | Transport::Unknown => n.other,
         Transport::Icmp => {
             let (t, c) = (
                 conn.icmp_type.unwrap_or(u8::MAX),

@@ -42,6 +42,9 @@ fn tcp(end_ns: u64, dst: IpAddr, dport: u16, sport: u16, st: ConnState) -> Conne
         land: false,
         to_group: false,
         end_reason: EndReason::Fin,
+        ip_proto: 6,
+        tunnel: None,
+        carries: None,
         answer_unix_ns: None,
         final_unix_ns: end_ns,
     }

@@ -28,9 +28,10 @@ use std::{collections::VecDeque, path::PathBuf};
 use rustc_hash::FxHashMap;
 use sensor_common::{
     FlowKey, FlowValue, Health,
+    encap::{Marks, Pending, count_error, follow, update_marked},
     flow::{FragKey, FragValue},
-    parse::{ParseError, Parsed, ethertype, parse_ethernet, parse_ipv4, parse_ipv6},
-    table::{FlowTables, Insert, update},
+    parse::{ParseError, Parsed, link, next, parse_ethernet, parse_from, ppp_ip_version},
+    table::{FlowTables, Insert},
 };
 
 use crate::{
@@ -97,7 +98,7 @@ pub enum ReplayError {
         reason: &'static str,
     },
     #[error(
-        "{file}: packet {packet}: link type {link_type} is not supported (Ethernet, raw IP and Linux cooked captures are)"
+        "{file}: packet {packet}: link type {link_type} is not supported (Ethernet, raw IP, Linux cooked v1 and v2, BSD loopback, PPP, Cisco HDLC and 802.11 captures are)"
     )]
     UnsupportedLinkType {
         file: PathBuf,
@@ -204,32 +205,128 @@ impl FlowTables for UserTables {
     }
 }
 
-/// Parses one captured frame of link type `link` with the kernel's parser.
+/// Parses one captured frame of link type `link` with the kernel's parser: Ethernet as the
+/// kernel's per-packet path does (what it hands on is followed by [`Replayer::packet`] as the
+/// kernel's continuation does), the other link layers straight to IP.
 #[inline]
 pub fn parse_frame(link: LinkType, data: &[u8]) -> Result<Parsed, ParseError> {
-    match link {
-        LinkType::Ethernet => parse_ethernet(data),
-        LinkType::RawIp => match data.first().map(|b| b >> 4) {
-            Some(4) => parse_ipv4(data, 0),
-            Some(6) => parse_ipv6(data, 0),
-            Some(_) => Err(ParseError::NonIp),
-            None => Err(ParseError::Truncated),
-        },
-        LinkType::Ipv4 => parse_ipv4(data, 0),
-        LinkType::Ipv6 => parse_ipv6(data, 0),
+    let (kind, off) = match link {
+        LinkType::Ethernet => return parse_ethernet(data),
+        LinkType::RawIp => (link::IP, 0),
+        LinkType::Ipv4 => (link::IPV4, 0),
+        LinkType::Ipv6 => (link::IPV6, 0),
         // Linux cooked capture (SLL): 16-byte header, protocol (an ethertype) at 14.
-        LinkType::LinuxSll => {
-            let Some(proto) = data.get(14..16) else {
+        LinkType::LinuxSll => (link::ETHERTYPE, 14),
+        // SLL2: 20-byte header, protocol at 0.
+        LinkType::LinuxSll2 => {
+            let Some(proto) = data.get(0..2) else {
                 return Err(ParseError::Truncated);
             };
             match u16::from_be_bytes([proto[0], proto[1]]) {
-                ethertype::IPV4 => parse_ipv4(data, 16),
-                ethertype::IPV6 => parse_ipv6(data, 16),
-                _ => Err(ParseError::NonIp),
+                sensor_common::parse::ethertype::IPV4 => (link::IPV4, 20),
+                sensor_common::parse::ethertype::IPV6 => (link::IPV6, 20),
+                _ => return Err(ParseError::NonIp),
             }
         }
+        LinkType::Null => {
+            let Some(family) = data.get(0..4) else {
+                return Err(ParseError::Truncated);
+            };
+            let family = [family[0], family[1], family[2], family[3]];
+            let known = |f: u32| match f {
+                2 => Some(link::IPV4),
+                // AF_INET6 on Linux, Windows, NetBSD/OpenBSD, FreeBSD, macOS.
+                10 | 23 | 24 | 28 | 30 => Some(link::IPV6),
+                _ => None,
+            };
+            match known(u32::from_le_bytes(family)).or(known(u32::from_be_bytes(family))) {
+                Some(kind) => (kind, 4),
+                None => return Err(ParseError::NonIp),
+            }
+        }
+        LinkType::Ppp => {
+            // Address 0xff and control 0x03 when present; a protocol field of one byte when
+            // compressed (odd first byte), else two.
+            let off = if data.starts_with(&[0xff, 0x03]) {
+                2
+            } else {
+                0
+            };
+            let Some(&first) = data.get(off) else {
+                return Err(ParseError::Truncated);
+            };
+            let (protocol, len) = if first & 1 == 1 {
+                (u16::from(first), 1)
+            } else {
+                match data.get(off + 1) {
+                    Some(&second) => (u16::from_be_bytes([first, second]), 2),
+                    None => return Err(ParseError::Truncated),
+                }
+            };
+            match ppp_ip_version(protocol)? {
+                4 => (link::IPV4, off + len),
+                _ => (link::IPV6, off + len),
+            }
+        }
+        // Cisco HDLC: address, control, then an ethertype.
+        LinkType::CiscoHdlc => (link::ETHERTYPE, 2),
+        LinkType::Ieee80211 => (link::ETHERTYPE, wifi_ethertype(data, 0)?),
+        // Radiotap: its length (little-endian) at 2.
+        LinkType::Radiotap => {
+            let len = le16_at(data, 2)?;
+            (link::ETHERTYPE, wifi_ethertype(data, usize::from(len))?)
+        }
+        // PPI: its length at 2 and the link type it wraps at 4 (little-endian).
+        LinkType::Ppi => {
+            let len = le16_at(data, 2)?;
+            if le16_at(data, 4)? != 105 {
+                return Err(ParseError::NonIp);
+            }
+            (link::ETHERTYPE, wifi_ethertype(data, usize::from(len))?)
+        }
+    };
+    parse_from(data, kind, off, 0)
+}
+
+fn le16_at(data: &[u8], off: usize) -> Result<u16, ParseError> {
+    match data.get(off..off + 2) {
+        Some(b) => Ok(u16::from_le_bytes([b[0], b[1]])),
+        None => Err(ParseError::Truncated),
     }
 }
+
+/// The offset of the ethertype in the LLC/SNAP header of the 802.11 frame at `off`: data frames
+/// with a payload, not protected. Anything else (management, control, encrypted, null data,
+/// no SNAP) carries no IP the sensor can read.
+fn wifi_ethertype(data: &[u8], off: usize) -> Result<usize, ParseError> {
+    let Some(fc) = data.get(off..off + 2) else {
+        return Err(ParseError::Truncated);
+    };
+    let (kind, subtype, flags) = ((fc[0] >> 2) & 3, fc[0] >> 4, fc[1]);
+    // Data frames (type 2) other than the null-data subtypes (bit 2); not protected (0x40).
+    if kind != 2 || subtype & 0x4 != 0 || flags & 0x40 != 0 {
+        return Err(ParseError::NonIp);
+    }
+    let mut len = 24;
+    if flags & 0x03 == 0x03 {
+        // To and from the distribution system: a fourth address.
+        len += 6;
+    }
+    if subtype & 0x8 != 0 {
+        // QoS control, and an HT control field when the order bit says so.
+        len += 2 + if flags & 0x80 != 0 { 4 } else { 0 };
+    }
+    let snap = off + len;
+    match data.get(snap..snap + 6) {
+        Some([0xaa, 0xaa, 0x03, _, _, _]) => Ok(snap + 6),
+        Some(_) => Err(ParseError::NonIp),
+        None => Err(ParseError::Truncated),
+    }
+}
+
+/// The most levels [`Replayer::packet`] follows in one frame: the kernel's limit of tail calls
+/// (`MAX_TAIL_CALL_CNT`), which the continuation program's chain of levels meets.
+const MAX_LEVELS: usize = 33;
 
 /// The live sensor on a capture's clock: the kernel's per-packet update over [`UserTables`] and
 /// the connection [`Lifecycle`] (events at the packet that caused them: replay has no ring
@@ -297,21 +394,37 @@ impl Replayer {
         h.bytes += wire_len;
         let p = match parse_frame(link, data) {
             Ok(p) => p,
-            Err(ParseError::NonIp) => return h.non_ip += 1,
-            Err(ParseError::Truncated) => return h.truncated += 1,
-            Err(ParseError::Malformed) => return h.parse_errors += 1,
-            Err(ParseError::UnsupportedL4) => return h.unsupported_l4 += 1,
+            Err(e) => return count_error(h, e, 1),
         };
-        let Some(u) = update(&mut self.tables, &p, h, self.clock_ns, 1) else {
-            return;
+        let (tables, lifecycle, clock) = (&mut self.tables, &mut self.lifecycle, self.clock_ns);
+        let mut account = |h: &mut Health, p: &Parsed, marks| {
+            let Some(u) = update_marked(tables, p, h, clock, 1, marks) else {
+                return;
+            };
+            if u.events != 0 {
+                // SAFETY: `u.value` points into the flow table, which nothing touched since
+                // `update` returned it.
+                let value = unsafe { *u.value };
+                h.events_sent += 1;
+                lifecycle.on_event(&u.key, &value, u.events, out);
+            }
         };
-        if u.events != 0 {
-            // SAFETY: `u.value` points into `self.tables.flows`, which nothing touched since
-            // `update` returned it.
-            let value = unsafe { *u.value };
-            self.health.events_sent += 1;
-            self.lifecycle.on_event(&u.key, &value, u.events, out);
+        if p.next == next::NONE {
+            return account(h, &p, Marks::default());
         }
+        // What the kernel's continuation program does, one level per tail call.
+        let mut pending = Pending {
+            p,
+            segments: 1,
+            ..Pending::default()
+        };
+        for _ in 0..MAX_LEVELS {
+            match follow(data, h, &pending, &mut account) {
+                Some(next) => pending = next,
+                None => return,
+            }
+        }
+        h.too_deep += 1;
     }
 
     /// Moves the clock to `ts_ns`: idle deadlines and lingers that fall before it come due.
@@ -512,4 +625,119 @@ pub fn run<E>(
     report.health = r.health();
     report.stats = r.stats();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sensor_common::flow::ipproto;
+
+    /// IPv4/UDP 198.18.0.1:1000 -> 198.18.0.2:53 with 4 bytes.
+    fn ip4() -> Vec<u8> {
+        let mut f = vec![0x45, 0, 0, 32, 0, 1, 0, 0, 64, ipproto::UDP, 0, 0];
+        f.extend([198, 18, 0, 1, 198, 18, 0, 2]);
+        f.extend([0x03, 0xe8, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4]);
+        f
+    }
+
+    /// IPv6/ICMPv6 echo request 2001:2::1 -> 2001:2::2.
+    fn ip6() -> Vec<u8> {
+        let mut f = vec![0x60, 0, 0, 0, 0, 8, ipproto::ICMPV6, 64];
+        f.extend([0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend([0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend([128, 0, 0, 0, 0, 9, 0, 1]);
+        f
+    }
+
+    fn with(header: &[u8], ip: &[u8]) -> Vec<u8> {
+        [header, ip].concat()
+    }
+
+    #[test]
+    fn link_types_lead_to_ip() {
+        let ok4 = |link, header: &[u8]| {
+            let p = parse_frame(link, &with(header, &ip4())).unwrap();
+            assert_eq!((p.ip_version, p.dport), (4, 53), "{link:?} {header:?}");
+        };
+        let ok6 = |link, header: &[u8]| {
+            let p = parse_frame(link, &with(header, &ip6())).unwrap();
+            assert_eq!((p.ip_version, p.icmp_type), (6, 128), "{link:?} {header:?}");
+        };
+        // BSD loopback: the family in either byte order; AF_INET6 of every system.
+        ok4(LinkType::Null, &[2, 0, 0, 0]);
+        ok4(LinkType::Null, &[0, 0, 0, 2]);
+        for af6 in [10u32, 24, 28, 30] {
+            ok6(LinkType::Null, &af6.to_le_bytes());
+            ok6(LinkType::Null, &af6.to_be_bytes());
+        }
+        assert_eq!(
+            parse_frame(LinkType::Null, &with(&[7, 0, 0, 0], &ip4())),
+            Err(ParseError::NonIp)
+        );
+        // PPP: with and without address and control, with a compressed protocol field.
+        ok4(LinkType::Ppp, &[0xff, 0x03, 0x00, 0x21]);
+        ok4(LinkType::Ppp, &[0x00, 0x21]);
+        ok4(LinkType::Ppp, &[0x21]);
+        ok6(LinkType::Ppp, &[0xff, 0x03, 0x00, 0x57]);
+        assert_eq!(
+            parse_frame(
+                LinkType::Ppp,
+                &with(&[0xff, 0x03, 0xc0, 0x21], &[1, 1, 0, 4])
+            ),
+            Err(ParseError::NonIp)
+        );
+        // Cisco HDLC: address, control, ethertype.
+        ok4(LinkType::CiscoHdlc, &[0x0f, 0x00, 0x08, 0x00]);
+        ok6(LinkType::CiscoHdlc, &[0x8f, 0x00, 0x86, 0xdd]);
+        // Linux cooked v1 (protocol at 14) and v2 (protocol at 0, 20-byte header).
+        let mut sll = vec![0u8; 14];
+        sll.extend([0x08, 0x00]);
+        ok4(LinkType::LinuxSll, &sll);
+        let mut sll2 = vec![0x86, 0xdd];
+        sll2.extend([0u8; 18]);
+        ok6(LinkType::LinuxSll2, &sll2);
+        // 802.11 data frames with LLC/SNAP: plain, QoS with four addresses, behind radiotap
+        // and PPI; management frames and protected ones are not IP.
+        let mut wifi = vec![0x08, 0x00];
+        wifi.extend([0u8; 22]);
+        wifi.extend([0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00]);
+        ok4(LinkType::Ieee80211, &wifi);
+        let mut qos = vec![0x88, 0x03];
+        qos.extend([0u8; 22 + 6 + 2]);
+        qos.extend([0xaa, 0xaa, 0x03, 0, 0, 0, 0x86, 0xdd]);
+        ok6(LinkType::Ieee80211, &qos);
+        ok4(
+            LinkType::Radiotap,
+            &[&[0, 0, 8, 0, 0, 0, 0, 0][..], &wifi].concat(),
+        );
+        ok4(
+            LinkType::Ppi,
+            &[&[0, 0, 8, 0, 105, 0, 0, 0][..], &wifi].concat(),
+        );
+        let mut beacon = wifi.clone();
+        beacon[0] = 0x80;
+        let mut protected = wifi.clone();
+        protected[1] = 0x40;
+        for f in [beacon, protected] {
+            assert_eq!(
+                parse_frame(LinkType::Ieee80211, &with(&f, &ip4())),
+                Err(ParseError::NonIp)
+            );
+        }
+        // Raw IP of either version, and a header cut short.
+        ok4(LinkType::RawIp, &[]);
+        ok6(LinkType::RawIp, &[]);
+        for link in [
+            LinkType::Null,
+            LinkType::Ppp,
+            LinkType::CiscoHdlc,
+            LinkType::LinuxSll2,
+        ] {
+            assert_eq!(
+                parse_frame(link, &[]),
+                Err(ParseError::Truncated),
+                "{link:?}"
+            );
+        }
+    }
 }

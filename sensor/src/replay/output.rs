@@ -4,7 +4,9 @@
 //!   name, then the label and a difficulty column), no header, so that `sensor evaluate`,
 //!   `sensor dataset summary` and other NSL-KDD tools read it. The label is the verdict
 //!   (`normal` or `anomaly`, the ARFF files' class names); the difficulty column is 0 (unknown).
-//!   That layout has no room for addresses: use `wide-csv` or `jsonl` for them.
+//!   That layout has no room for addresses: use `wide-csv` or `jsonl` for them. Nor for
+//!   transports other than `tcp`, `udp` and `icmp` (SCTP, other IP protocols): their rows are
+//!   left out of it.
 //! * `wide-csv`: a header line, the 41 features, then the 5-tuple, start and end time, the
 //!   verdict and the score.
 //! * `jsonl`: the connection record, the 41 features in NSL-KDD order and the verdict.
@@ -77,6 +79,7 @@ pub fn write_row(
     s: &Scored,
 ) -> io::Result<()> {
     match format {
+        Format::Csv if !rec.transport.is_kdd() => Ok(()),
         Format::Csv => {
             features_csv(w, &s.features)?;
             writeln!(w, ",{},0", label(&s.verdict))

@@ -21,14 +21,32 @@ use super::ReplayError;
 pub enum LinkType {
     /// LINKTYPE_ETHERNET (1): what the sensor sees on an interface.
     Ethernet,
-    /// LINKTYPE_RAW (101): IPv4 or IPv6 by the version nibble.
+    /// LINKTYPE_RAW (101; also the platform values 12 and 14 that some files carry): IPv4 or
+    /// IPv6 by the version nibble.
     RawIp,
     /// LINKTYPE_IPV4 (228).
     Ipv4,
     /// LINKTYPE_IPV6 (229).
     Ipv6,
-    /// LINKTYPE_LINUX_SLL (113): `tcpdump -i any`.
+    /// LINKTYPE_LINUX_SLL (113): `tcpdump -i any` on older systems.
     LinuxSll,
+    /// LINKTYPE_LINUX_SLL2 (276): `tcpdump -i any` on current systems.
+    LinuxSll2,
+    /// LINKTYPE_NULL (0) and LINKTYPE_LOOP (108): BSD and macOS loopback, a 4-byte address
+    /// family (in the capturing machine's byte order for NULL, big-endian for LOOP: both are
+    /// accepted either way).
+    Null,
+    /// LINKTYPE_PPP (9) and LINKTYPE_PPP_HDLC (50): PPP, with or without the HDLC address and
+    /// control bytes, with a one- or two-byte protocol field.
+    Ppp,
+    /// LINKTYPE_C_HDLC (104): Cisco HDLC, an ethertype after address and control.
+    CiscoHdlc,
+    /// LINKTYPE_IEEE802_11 (105): Wi-Fi data frames with LLC/SNAP.
+    Ieee80211,
+    /// LINKTYPE_IEEE802_11_RADIOTAP (127): the same behind a radiotap header.
+    Radiotap,
+    /// LINKTYPE_PPI (192): the same behind a PPI header.
+    Ppi,
 }
 
 impl LinkType {
@@ -39,6 +57,14 @@ impl LinkType {
             DataLink::IPV4 => Some(LinkType::Ipv4),
             DataLink::IPV6 => Some(LinkType::Ipv6),
             DataLink::LINUX_SLL => Some(LinkType::LinuxSll),
+            DataLink::LINUX_SLL2 => Some(LinkType::LinuxSll2),
+            DataLink::NULL | DataLink::LOOP => Some(LinkType::Null),
+            DataLink::PPP | DataLink::PPP_HDLC => Some(LinkType::Ppp),
+            DataLink::C_HDLC => Some(LinkType::CiscoHdlc),
+            DataLink::IEEE802_11 => Some(LinkType::Ieee80211),
+            DataLink::IEEE802_11_RADIOTAP => Some(LinkType::Radiotap),
+            DataLink::PPI => Some(LinkType::Ppi),
+            DataLink::Unknown(12 | 14) => Some(LinkType::RawIp),
             _ => None,
         }
     }
