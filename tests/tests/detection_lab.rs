@@ -213,15 +213,23 @@ fn gateway_lab_with_real_services_and_shipped_settings() {
         .count();
     c.check(
         alert_lines == 0 && metric_sum(m, "sensor_alerts_total", &[]) == 0.0,
-        format!("alert file: {alert_lines} per-connection alert lines (off in the shipped settings)"),
+        format!(
+            "alert file: {alert_lines} per-connection alert lines (off in the shipped settings)"
+        ),
     );
     let incident_lines: Vec<&serde_json::Value> = out
         .alert_lines
         .iter()
         .filter(|a| a["type"] == "incident")
         .collect();
-    let opened = incident_lines.iter().filter(|a| a["state"] == "open").count();
-    let closed = incident_lines.iter().filter(|a| a["state"] == "closed").count();
+    let opened = incident_lines
+        .iter()
+        .filter(|a| a["state"] == "open")
+        .count();
+    let closed = incident_lines
+        .iter()
+        .filter(|a| a["state"] == "closed")
+        .count();
     let counted = metric_sum(m, "sensor_incidents_total", &[]) as usize;
     c.check(
         opened == counted && closed == opened,
@@ -235,7 +243,10 @@ fn gateway_lab_with_real_services_and_shipped_settings() {
         .collect();
     c.check(
         ids.len() == opened,
-        format!("incidents: {} distinct ids for {opened} incidents", ids.len()),
+        format!(
+            "incidents: {} distinct ids for {opened} incidents",
+            ids.len()
+        ),
     );
     c.check(
         metric_sum(m, "sensor_model_info", &[("feature_set", "flow")]) == 1.0,

@@ -429,7 +429,11 @@ fn rate_f(num: f64, den: f64, round: bool) -> f64 {
         return 0.0;
     }
     let x = (num / den).clamp(0.0, 1.0);
-    if round { (x * 100.0).round() / 100.0 } else { x }
+    if round {
+        (x * 100.0).round() / 100.0
+    } else {
+        x
+    }
 }
 
 /// `num / den` in [0, 1], rounded to 2 decimals if `round`; 0 for an empty denominator (cannot

@@ -432,7 +432,10 @@ fn a_cold_host_window_is_filled_with_the_training_data_normal_traffic() {
     // Alone: 254 unseen slots at the prior, 1 seen.
     let f = e.push(&tcp(T0, v4(1), 80, 1000, ConnState::SF));
     assert_eq!(col(&f, "dst_host_count"), (1.0 + 254.0 * p.host).round());
-    assert_eq!(col(&f, "dst_host_srv_count"), (1.0 + 254.0 * p.service).round());
+    assert_eq!(
+        col(&f, "dst_host_srv_count"),
+        (1.0 + 254.0 * p.service).round()
+    );
     let same_port = (1.0 + 254.0 * p.host_src_port) / (1.0 + 254.0 * p.host);
     assert_eq!(
         col(&f, "dst_host_same_src_port_rate"),

@@ -141,9 +141,7 @@ impl IdleTimeouts {
     /// with FIN or RST, so the established timeout (300 s shipped) is not waited for; one that
     /// did not close would show in the table's `shutdown` column.
     pub fn settle(&self) -> Duration {
-        self.tcp_attempt.max(self.udp).max(self.icmp)
-            + self.tick
-            + Duration::from_secs(1)
+        self.tcp_attempt.max(self.udp).max(self.icmp) + self.tick + Duration::from_secs(1)
     }
 }
 
