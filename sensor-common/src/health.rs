@@ -17,8 +17,10 @@ pub struct Health {
     pub parse_errors: u64,
     /// Packets that end before a header their own headers announce.
     pub truncated: u64,
-    /// Packets whose new flow could not be stored because the flow table was full (or, very
-    /// rarely, whose flow another CPU was still creating after a long wait, see `sensor-ebpf`).
+    /// Packets whose new flow could not be stored: the flow table was full and held no flow
+    /// that may be evicted (see [`crate::slots`]), or the ring buffer had no room for the
+    /// evicted flow's record (also counted in `evict_ring_full`), or, very rarely, another CPU
+    /// was still creating the flow after a long wait (see `sensor-ebpf`).
     pub table_full: u64,
     /// Connection events (begun, answered, finished) the ring buffer had no room for.
     pub ringbuf_drops: u64,
@@ -37,11 +39,18 @@ pub struct Health {
     pub egress_already_seen: u64,
     /// Flows restarted in place by a SYN on a 5-tuple whose connection had ended (port reuse).
     pub flows_restarted: u64,
+    /// Flows taken out of the full table to make room for a new one (unanswered attempts, see
+    /// [`crate::slots`]), each handed to user space as a finished record through the ring buffer
+    /// (also counted in `events_sent`).
+    pub flows_evicted: u64,
+    /// Packets whose new flow found the table full and an evictable flow, but no room in the
+    /// ring buffer for its record, so nothing was evicted (also counted in `table_full`).
+    pub evict_ring_full: u64,
 }
 
 impl Health {
     /// Names of the fields, in order, for reports and metrics.
-    pub const FIELD_NAMES: [&'static str; 14] = [
+    pub const FIELD_NAMES: [&'static str; 16] = [
         "packets",
         "bytes",
         "non_ip",
@@ -56,10 +65,12 @@ impl Health {
         "events_sent",
         "egress_already_seen",
         "flows_restarted",
+        "flows_evicted",
+        "evict_ring_full",
     ];
 
     /// The fields in [`Self::FIELD_NAMES`] order.
-    pub fn as_array(&self) -> [u64; 14] {
+    pub fn as_array(&self) -> [u64; 16] {
         [
             self.packets,
             self.bytes,
@@ -75,6 +86,8 @@ impl Health {
             self.events_sent,
             self.egress_already_seen,
             self.flows_restarted,
+            self.flows_evicted,
+            self.evict_ring_full,
         ]
     }
 
@@ -94,6 +107,8 @@ impl Health {
         self.events_sent += other.events_sent;
         self.egress_already_seen += other.egress_already_seen;
         self.flows_restarted += other.flows_restarted;
+        self.flows_evicted += other.flows_evicted;
+        self.evict_ring_full += other.evict_ring_full;
     }
 }
 
