@@ -262,6 +262,7 @@ fn the_binary_writes_csv_that_reads_back_as_nsl_kdd_and_evaluates() {
         s(&out),
         "--alerts",
         s(&alerts),
+        "--connection-alerts",
     ];
     args.extend(captures.iter().map(|p| s(p)));
     let (ok, _, stdout, stderr) = sensor(&args);
