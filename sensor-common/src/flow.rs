@@ -162,24 +162,18 @@ pub mod value_flags {
     pub const GROUP: u8 = 1 << 2;
 }
 
-/// Per-connection counters, updated in place by every packet (atomic adds, see [`crate::account`]).
+/// Per-connection counters, updated in place by every packet (see [`crate::account`]).
+///
+/// Field order is the flow table's cache layout (`crate::slots::FlowSlot`): the words every
+/// packet writes besides its counters (`last_seen_ns`, the TCP history) come first, so that they
+/// share the slot's first cache line with its state and key; the counters fill the second line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
-    /// `bpf_ktime_get_ns()` of the first packet (CLOCK_MONOTONIC), or the capture time in replay.
-    pub first_seen_ns: u64,
     /// Time of the latest packet. Exact when that packet created the flow or added a TCP
     /// history bit (handshake, first payload, FIN, RST); otherwise the kernel's coarse clock,
     /// up to one jiffy (4 ms at CONFIG_HZ=250) early (see [`crate::table::Clock`]).
     pub last_seen_ns: u64,
-    /// Packets sent by each [`Side`].
-    pub packets: [u64; 2],
-    /// Transport payload bytes sent by each [`Side`] (from the IP header lengths).
-    pub payload_bytes: [u64; 2],
-    /// Packets with the TCP URG flag (both directions).
-    pub urgent_packets: u32,
-    /// Wrong IP fragments (see [`crate::parse::Fragment::wrong`]).
-    pub wrong_fragments: u32,
     /// TCP [`history`] bits of each side.
     pub history: [u8; 2],
     /// The [`Side`] that originated the connection.
@@ -195,6 +189,16 @@ pub struct FlowValue {
     pub tunnel: u8,
     /// The tunnel kind this connection carries, 0 when it is not a tunnel's outer connection.
     pub carries: u8,
+    /// Packets sent by each [`Side`].
+    pub packets: [u64; 2],
+    /// Transport payload bytes sent by each [`Side`] (from the IP header lengths).
+    pub payload_bytes: [u64; 2],
+    /// `bpf_ktime_get_ns()` of the first packet (CLOCK_MONOTONIC), or the capture time in replay.
+    pub first_seen_ns: u64,
+    /// Packets with the TCP URG flag (both directions).
+    pub urgent_packets: u32,
+    /// Wrong IP fragments (see [`crate::parse::Fragment::wrong`]).
+    pub wrong_fragments: u32,
 }
 
 /// What a packet did to its connection that user space must learn at once: bits of
@@ -213,10 +217,14 @@ pub mod event {
     pub const ANSWER: u32 = 1 << 3;
     /// Either way of finishing.
     pub const FINISHED: u32 = FIN_BOTH | RST;
+    /// The flow was taken out of a full table to make room for a new one (an unanswered
+    /// attempt, see `crate::slots`): its record is final as it stands, at
+    /// [`super::FlowEvent::evicted_ns`]. Sent alone, never with other bits.
+    pub const EVICTED: u32 = 1 << 4;
 }
 
 /// Ring-buffer message: what a packet did to its connection ([`event`] bits), with the entry's
-/// value as that packet left it.
+/// value as that packet left it (for [`event::EVICTED`]: as it was when it left the table).
 ///
 /// Carrying the snapshot (rather than letting user space look the entry up) keeps the record
 /// exact when the 5-tuple is reused at once by a new connection (a client reusing its port while
@@ -230,6 +238,9 @@ pub struct FlowEvent {
     pub kinds: u32,
     /// Explicit padding, always zero.
     pub _pad: u32,
+    /// For [`event::EVICTED`]: when the flow left the table (the evicting packet's time, on the
+    /// flows' clock); 0 for the other events, whose time is the value's.
+    pub evicted_ns: u64,
 }
 
 /// Key of the fragment map: the IP fragment identity (RFC 791 / RFC 8200).
@@ -280,11 +291,12 @@ mod tests {
         assert_eq!(core::mem::size_of::<FragValue>(), 40 + 4 + 4);
         assert_eq!(
             core::mem::size_of::<FlowValue>(),
-            8 + 8 + 16 + 16 + 4 + 4 + 2 + 1 + 1 + 1 + 1 + 2
+            8 + 2 + 1 + 1 + 1 + 1 + 2 + 16 + 16 + 8 + 4 + 4
         );
+        assert_eq!(core::mem::offset_of!(FlowValue, packets), 16);
         assert_eq!(
             core::mem::size_of::<FlowEvent>(),
-            40 + core::mem::size_of::<FlowValue>() + 8
+            40 + core::mem::size_of::<FlowValue>() + 8 + 8
         );
         assert_eq!(core::mem::size_of::<FragKey>(), 16 + 16 + 4 + 4);
     }

@@ -17,8 +17,10 @@ pub struct Health {
     pub parse_errors: u64,
     /// Packets that end before a header their own headers announce.
     pub truncated: u64,
-    /// Packets whose new flow could not be stored because the flow table was full (or, very
-    /// rarely, whose flow another CPU was still creating after a long wait, see `sensor-ebpf`).
+    /// Packets whose new flow could not be stored: the flow table was full and held no flow
+    /// that may be evicted (see [`crate::slots`]), or the ring buffer had no room for the
+    /// evicted flow's record (also counted in `evict_ring_full`), or, very rarely, another CPU
+    /// was still creating the flow after a long wait (see `sensor-ebpf`).
     pub table_full: u64,
     /// Connection events (begun, answered, finished) the ring buffer had no room for.
     pub ringbuf_drops: u64,
@@ -47,11 +49,18 @@ pub struct Health {
     /// nested more than `encap::MAX_TUNNEL_DEPTH` deep, or headers beyond
     /// `parse::MAX_HEADER_OFFSET`.
     pub too_deep: u64,
+    /// Flows taken out of the full table to make room for a new one (unanswered attempts, see
+    /// [`crate::slots`]), each handed to user space as a finished record through the ring buffer
+    /// (also counted in `events_sent`).
+    pub flows_evicted: u64,
+    /// Packets whose new flow found the table full and an evictable flow, but no room in the
+    /// ring buffer for its record, so nothing was evicted (also counted in `table_full`).
+    pub evict_ring_full: u64,
 }
 
 impl Health {
     /// Names of the fields, in order, for reports and metrics.
-    pub const FIELD_NAMES: [&'static str; 16] = [
+    pub const FIELD_NAMES: [&'static str; 18] = [
         "packets",
         "bytes",
         "non_ip",
@@ -68,10 +77,12 @@ impl Health {
         "flows_restarted",
         "tunnel_payloads",
         "too_deep",
+        "flows_evicted",
+        "evict_ring_full",
     ];
 
     /// The fields in [`Self::FIELD_NAMES`] order.
-    pub fn as_array(&self) -> [u64; 16] {
+    pub fn as_array(&self) -> [u64; 18] {
         [
             self.packets,
             self.bytes,
@@ -89,6 +100,8 @@ impl Health {
             self.flows_restarted,
             self.tunnel_payloads,
             self.too_deep,
+            self.flows_evicted,
+            self.evict_ring_full,
         ]
     }
 
@@ -110,6 +123,8 @@ impl Health {
         self.flows_restarted += other.flows_restarted;
         self.tunnel_payloads += other.tunnel_payloads;
         self.too_deep += other.too_deep;
+        self.flows_evicted += other.flows_evicted;
+        self.evict_ring_full += other.evict_ring_full;
     }
 }
 

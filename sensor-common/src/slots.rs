@@ -19,17 +19,65 @@
 //! Tombstones (below) count as free for inserts, so they never make the table look full; they
 //! only lengthen the walk of a lookup for an absent key (a new flow), never beyond `PROBES`.
 //!
-//! Concurrency (kernel CPUs insert and update, user space reads and removes):
+//! A slot is 128 bytes, two cache lines (the array's data is page-aligned, being mmapable):
+//! the first holds the state, the key and the words every packet writes besides its counters
+//! (`last_seen_ns`, the TCP history), the second the counters. A packet touches one aligned
+//! 128-byte block, which CPUs fetch together (the adjacent-line prefetch), where a 112-byte slot
+//! straddled up to three lines of two blocks.
+//!
+//! # A full table: evicting unanswered attempts
+//!
+//! A flood of new flows (spoofed SYNs, one-way UDP or ICMP) must not blind the sensor to the
+//! other connections by filling the table. When an insert finds the table full, the inserting
+//! CPU evicts an unanswered attempt ([`evictable`]: its responder sent nothing, and a TCP
+//! originator acknowledged nothing) to make room:
+//!
+//! - **Which**: the one whose last packet is oldest among the flows in a window of
+//!   [`EVICT_WINDOW`] slots (extended up to [`EVICT_WINDOW_MAX`] until it holds an attempt)
+//!   that a per-CPU hand sweeps around the table. At full load the
+//!   window holds about 8 flows, so the victim is on average older than ~90% of the attempts in
+//!   the table (sampled oldest-first, as Redis approximates LRU), without an ordering structure
+//!   that every packet would have to maintain. No minimum age: a new connection is an attempt
+//!   only for one round trip, while a flood's attempts fill the table for far longer (a
+//!   262,144-flow table holds 1.3 s of a 200,000 flows/s flood), so a new attempt is almost
+//!   never the oldest of its window; a minimum age would instead refuse every new flow, normal
+//!   ones included, once the flood outpaced it.
+//! - **Answered connections are never evicted**: they keep their slot until they end, so the
+//!   table cannot be taken from them by attempts; a table full of answered connections counts
+//!   `table_full` as before.
+//! - **Nothing disappears uncounted**: the evicted flow goes to user space as an
+//!   [`crate::flow::event::EVICTED`] event with its key and value, whose ring-buffer room is
+//!   reserved before anything is evicted; user space finalises it as a record (end reason
+//!   `evicted`), scored, counted and grouped into the flood's incident like any other. With
+//!   the ring full nothing is evicted, and the new flow counts as `table_full` and
+//!   `evict_ring_full`.
+//! - **The room goes to the evicting CPU**: the victim's unit of `FLOW_COUNT` passes to the
+//!   new flow (the count does not change), so no other CPU can take it in between.
+//!
+//! The victim's slot becomes a tombstone, which the evicting CPU turns back into an empty slot
+//! when the slot after it is empty (see [`reclaim_step`]), as user space does after a removal:
+//! evictions at flood rate would otherwise use up the empty slots that end the walks of new keys.
+//!
+//! # Concurrency
+//!
+//! Kernel CPUs insert, update and evict, user space reads and removes:
 //! - insert: a CPU claims a free slot with a compare-and-swap of its state (free -> busy with
 //!   the key's fingerprint), writes key and value, then publishes it (busy -> in use). A
 //!   lookup that meets a busy slot with its key's fingerprint waits (a bounded spin) for it to be
 //!   published, so that two CPUs creating the same flow do not insert it twice; after claiming,
 //!   the inserting CPU also checks the slots before its own for the same key (claimed by another
 //!   CPU meanwhile in a slot a removal freed) and gives its slot back if so.
-//! - removal (user space only, one thread): the slot becomes a tombstone. Tombstones keep probe
-//!   sequences intact and are reused by inserts; user space turns a tombstone that directly
-//!   precedes an empty slot back into an empty one (`sensor::flow_table`), and an inserting CPU
-//!   that finds an empty slot before its claimed one (reclaimed meanwhile) claims again.
+//! - removal (user space) and eviction (kernel) claim the slot the same way (in use -> busy,
+//!   a compare-and-swap on the state they read), check that it still holds what they meant to
+//!   remove, and make it a tombstone; so a flow is removed or evicted once, never both, and a
+//!   removal never takes a new connection that reused the slot meanwhile. Tombstones keep probe
+//!   sequences intact and are reused by inserts.
+//! - reclaiming a tombstone as empty ([`reclaim_step`]): an empty slot ends every walk through
+//!   it, so a tombstone may become empty only while the slot after it is empty. The reclaimer
+//!   locks the tombstone ([`state::RECLAIM`]), then reads the next slot; an inserting CPU
+//!   claims its slot, then checks the slots before it and claims again if it sees an empty or
+//!   locked one. Both orders end well: either the reclaimer sees the claim and gives up, or the
+//!   inserting CPU sees the lock and moves.
 //!
 //! - memory ordering: state changes are full-barrier atomics (compare-and-swap, exchange), but
 //!   BPF before ISA v4 has no load-acquire, so a reader loads the state and then the key with
@@ -58,13 +106,17 @@ pub mod state {
     pub const BUSY: u64 = 1;
     /// Holds a flow.
     pub const USED: u64 = 2;
-    /// Held a flow that user space removed: free for inserts, but probe sequences go on.
+    /// Held a flow that was removed or evicted: free for inserts, but probe sequences go on.
     pub const TOMB: u64 = 3;
+    /// A tombstone being reclaimed as empty ([`super::reclaim_step`]): becomes `EMPTY` or
+    /// `TOMB` again. Not free; walks go on; an inserting CPU that sees it before its own slot
+    /// claims again.
+    pub const RECLAIM: u64 = 4;
     /// The kind bits.
     pub const KIND: u64 = 0xff;
 }
 
-/// One entry of the flow array.
+/// One entry of the flow array: 128 bytes, two cache lines (see the module docs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSlot {
@@ -72,6 +124,47 @@ pub struct FlowSlot {
     pub state: u64,
     pub key: FlowKey,
     pub value: FlowValue,
+    /// Explicit padding to 128 bytes, always zero.
+    pub _pad: [u64; 2],
+}
+
+/// Slots an eviction looks at for its victim (see the module docs): about 8 flows at full load.
+pub const EVICT_WINDOW: u32 = 16;
+/// Slots an eviction looks at when its first [`EVICT_WINDOW`] hold no attempt (a table mostly
+/// of answered connections), before it gives up (the new flow counts as `table_full`).
+pub const EVICT_WINDOW_MAX: u32 = 64;
+
+/// Whether a flow is an unanswered attempt, which a full table may evict: its responder sent
+/// nothing, and its originator acknowledged nothing (a TCP ACK proves a SYN-ACK the sensor did
+/// not see: a connection, one-sided).
+#[inline(always)]
+pub fn evictable(v: &FlowValue) -> bool {
+    let orig = usize::from(v.orig_side & 1);
+    v.packets[orig ^ 1] == 0 && v.history[orig] & crate::flow::history::ACK == 0
+}
+
+/// One step of reclaiming tombstones as empty slots: the tombstone whose state word is `s`
+/// becomes empty if the slot after it (state word `next`) is empty; whether it did. Callers
+/// walk backwards from a slot they made a tombstone, while this succeeds.
+///
+/// The tombstone is locked ([`state::RECLAIM`]) before the next slot is read: see the module
+/// docs for why an inserting CPU cannot end up behind the new empty slot.
+///
+/// # Safety
+/// `s` and `next` must be valid, 8-aligned state words of the table, `next` the one after `s`.
+#[inline(always)]
+pub unsafe fn reclaim_step(s: *mut u64, next: *const u64) -> bool {
+    use crate::atomic::{compare_exchange_u64, load_u64, publish_u64};
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if !compare_exchange_u64(s, state::TOMB, state::RECLAIM) {
+            return false;
+        }
+        let empty = load_u64(next) == state::EMPTY;
+        // EMPTY (0) if the next slot is empty, TOMB otherwise, without a branch.
+        publish_u64(s, state::TOMB * u64::from(!empty));
+        empty
+    }
 }
 
 /// Slots for a table of `capacity` flows: twice as many, rounded up to a power of two (see the
@@ -171,7 +264,7 @@ pub fn probe(
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `#[repr(C)]`, `Copy`, integers and explicit padding only (no implicit padding:
-    // 8 + 40 + 64 bytes, the value 8-aligned at offset 48).
+    // 8 + 40 + 64 + 16 bytes, the value 8-aligned at offset 48).
     unsafe impl aya::Pod for super::FlowSlot {}
 }
 
@@ -181,8 +274,12 @@ mod tests {
 
     #[test]
     fn slot_layout_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<FlowSlot>(), 8 + 40 + 64);
+        assert_eq!(core::mem::size_of::<FlowSlot>(), 8 + 40 + 64 + 16);
         assert_eq!(core::mem::offset_of!(FlowSlot, value), 48);
+        // What every packet writes besides its counters shares the first line with the key.
+        let v = core::mem::offset_of!(FlowSlot, value);
+        assert!(v + core::mem::offset_of!(FlowValue, history) + 2 <= 64);
+        assert_eq!(v + core::mem::offset_of!(FlowValue, packets), 64);
     }
 
     #[test]

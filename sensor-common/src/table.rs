@@ -43,7 +43,7 @@ pub enum Insert {
     Done,
     /// Another CPU inserted the same key between our lookup and insert (`-EEXIST`).
     Exists,
-    /// The table is full (or the insert failed otherwise).
+    /// The table is full and no flow could be evicted (or the insert failed otherwise).
     Full,
 }
 
@@ -77,8 +77,11 @@ pub trait FlowTables {
     /// The pointer must stay valid until the next call on `self` (a BPF map value pointer, or a
     /// pointer into a user-space map that is not mutated meanwhile).
     fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue>;
-    /// Inserts `value` under `key` unless the key exists.
-    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) -> Insert;
+    /// Inserts `value` under `key` unless the key exists. A full table makes room by evicting an
+    /// unanswered attempt, which it hands to user space as a finished record (see
+    /// [`crate::slots`]), counting it in `h.flows_evicted` (and an eviction the ring buffer had
+    /// no room for in `h.evict_ring_full`). `value.first_seen_ns` is the time now.
+    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, h: &mut Health) -> Insert;
     /// The flow and side a fragment train's first fragment was attributed to.
     fn frag_get(&mut self, key: &FragKey) -> Option<FragValue>;
     /// Remembers a first fragment's flow. Failure is tolerated (later fragments then count as
@@ -174,7 +177,7 @@ pub fn update<T: FlowTables>(
             let now_ns = clock.exact();
             exact_ns = Some(now_ns);
             let fresh = new_value(p, &key, side, now_ns);
-            match t.flow_insert(&key, &fresh) {
+            match t.flow_insert(&key, &fresh, h) {
                 Insert::Done => {
                     h.flows_created += 1;
                     opened = event::OPEN;
@@ -235,7 +238,7 @@ mod tests {
         fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue> {
             self.flows.get_mut(key).map(|v| v as *mut FlowValue)
         }
-        fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) -> Insert {
+        fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, _h: &mut Health) -> Insert {
             self.flows.insert(*key, *value);
             Insert::Done
         }

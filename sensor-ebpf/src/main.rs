@@ -31,11 +31,12 @@ use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
     atomic::{atomic_add, compare_exchange_u64, load_u64, publish_u64},
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
+    flow::event,
     flow::{FragKey, FragValue},
     parse::{HeaderView, PacketData, Parsed, next, parse_ethernet},
     slots::{
-        BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, PROBES, fingerprint, key_eq, key_hash,
-        slot_count, state,
+        BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, EVICT_WINDOW, EVICT_WINDOW_MAX, FlowSlot, PROBES,
+        evictable, fingerprint, key_eq, key_hash, reclaim_step, slot_count, state,
     },
     table::{Clock, FlowTables, Insert, Updated, update},
 };
@@ -95,6 +96,11 @@ static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 /// This CPU's last clock reading and the jiffy it was taken in: see [`KernelClock`].
 #[map(name = "CLOCK")]
 static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's eviction hand: the slot where its next eviction window starts (see
+/// `sensor_common::slots`). 0 until the first eviction seeds it with a hash.
+#[map(name = "EVICT_HAND")]
+static EVICT_HAND: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counter of the benchmark baseline program.
 #[map(name = "BASELINE")]
@@ -467,7 +473,8 @@ struct Probe {
     /// [`NONE`], and its state then.
     free_pos: u64,
     free_state: u64,
-    /// 1 when an empty slot ended the walk before `stop`.
+    /// 1 when an empty slot ended the walk before `stop`, or a slot before it was being
+    /// reclaimed (`state::RECLAIM`).
     ended: u64,
 }
 
@@ -504,6 +511,8 @@ extern "C" fn probe_step(pos: u64, ctx: *mut c_void) -> i64 {
             return 1;
         }
         state::TOMB if c.free_pos == NONE => (c.free_pos, c.free_state) = (pos, st),
+        // Becomes empty or a tombstone again: not free, and keys may lie beyond it.
+        state::RECLAIM => c.ended = 1,
         _ => {}
     }
     0
@@ -601,6 +610,189 @@ fn settled(s: *mut FlowSlot, key: &FlowKey, fp: u64) -> Option<*mut FlowValue> {
     None
 }
 
+/// The search for an eviction victim, as the context of the `bpf_loop` callback
+/// [`victim_step`]: the evictable flow with the oldest last packet in a window of slots.
+#[repr(C)]
+struct Victim {
+    /// The window's first slot.
+    start: u64,
+    /// The candidate's slot index ([`NONE`] while there is none), its state and last packet.
+    idx: u64,
+    state: u64,
+    last_seen_ns: u64,
+}
+
+/// One slot of a [`Victim`] window: 0 to go on, 1 once the window has its [`EVICT_WINDOW`]
+/// slots and a candidate.
+#[inline(never)]
+extern "C" fn victim_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Victim` that `evict` passed to `bpf_loop`, on its stack.
+    let c = unsafe { &mut *ctx.cast::<Victim>() };
+    let idx = c.start.wrapping_add(i);
+    let Some(s) = slot(idx as u32) else {
+        return 1;
+    };
+    // SAFETY: `s` is a slot of FLOWS, valid for the program run. The value is read while
+    // other CPUs may update it: the choice is re-checked once the slot is claimed.
+    unsafe {
+        let st = load_u64(&raw const (*s).state);
+        let v = &(*s).value;
+        if st & state::KIND == state::USED
+            && evictable(v)
+            && (c.idx == NONE || v.last_seen_ns < c.last_seen_ns)
+        {
+            (c.idx, c.state, c.last_seen_ns) = (idx, st, v.last_seen_ns);
+        }
+    }
+    i64::from(i + 1 >= u64::from(EVICT_WINDOW) && c.idx != NONE)
+}
+
+/// The walk back of [`reclaim_step`] from a slot just made a tombstone, as the context of the
+/// `bpf_loop` callback [`reclaim_back_step`].
+#[repr(C)]
+struct Reclaim {
+    idx: u64,
+}
+
+/// Reclaims the tombstone at `idx` if the slot after it is empty, then moves to the one
+/// before: 1 (stop) at the first slot it cannot reclaim.
+#[inline(never)]
+extern "C" fn reclaim_back_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Reclaim` that `evict` passed to `bpf_loop`, on its stack.
+    let c = unsafe { &mut *ctx.cast::<Reclaim>() };
+    let (Some(s), Some(next)) = (slot(c.idx as u32), slot((c.idx as u32).wrapping_add(1))) else {
+        return 1;
+    };
+    // SAFETY: state words of two consecutive slots of FLOWS (masked indexes wrap around).
+    if unsafe { reclaim_step(&raw mut (*s).state, &raw const (*next).state) } {
+        c.idx = c.idx.wrapping_sub(1);
+        return 0;
+    }
+    1
+}
+
+/// Tombstones an eviction reclaims at most, walking back from its victim's slot.
+const RECLAIM_WALK: u32 = 32;
+
+/// Makes room in a full table for a new flow: evicts the unanswered attempt with the oldest
+/// last packet in this CPU's next window of [`EVICT_WINDOW`] slots (more, up to
+/// [`EVICT_WINDOW_MAX`], until the window holds one) and hands it to user space as an
+/// `EVICTED` event (`sensor_common::slots` explains the policy). `hash` seeds the hand on a
+/// CPU's first eviction; `now_ns` is the event's time. True when a flow was evicted: its unit
+/// of `FLOW_COUNT` is the caller's.
+#[inline(always)]
+fn evict(hash: u64, now_ns: u64, h: &mut Health) -> bool {
+    match evict_victim(hash, now_ns) {
+        evicted::DONE => {
+            h.flows_evicted += 1;
+            h.events_sent += 1;
+            true
+        }
+        evicted::RING_FULL => {
+            h.evict_ring_full += 1;
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Outcomes of an eviction.
+mod evicted {
+    /// No evictable flow in the window (or it changed under the eviction).
+    pub const NO_VICTIM: u64 = 0;
+    /// Evicted and handed to user space.
+    pub const DONE: u64 = 1;
+    /// A victim, but no room in the ring buffer for its record: not evicted.
+    pub const RING_FULL: u64 = 2;
+}
+
+/// Finds, claims and hands over the victim (see [`evict`]); an [`evicted`] outcome.
+#[inline(always)]
+fn evict_victim(hash: u64, now_ns: u64) -> u64 {
+    let Some(hand) = EVICT_HAND.get_ptr_mut(0) else {
+        return evicted::NO_VICTIM;
+    };
+    // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run.
+    let start = unsafe {
+        if *hand == 0 {
+            *hand = hash;
+        }
+        *hand
+    };
+    let mut c = Victim {
+        start,
+        idx: NONE,
+        state: 0,
+        last_seen_ns: 0,
+    };
+    // SAFETY: `victim_step` has the callback signature `bpf_loop` expects, and `c` outlives
+    // the call.
+    let looked = unsafe {
+        bpf_loop(
+            EVICT_WINDOW_MAX,
+            victim_step as *mut c_void,
+            (&raw mut c).cast::<c_void>(),
+            0,
+        )
+    };
+    // SAFETY: as above. The next window starts after this one.
+    unsafe { *hand = start.wrapping_add(looked as u64) };
+    if c.idx == NONE {
+        return evicted::NO_VICTIM;
+    }
+    let Some(s) = slot(c.idx as u32) else {
+        return evicted::NO_VICTIM;
+    };
+    // The record's room first: a flow leaves the table only with its record on the way.
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
+        return evicted::RING_FULL;
+    };
+    // SAFETY: `s` is a slot of FLOWS; its state is 8-aligned. Claimed (busy with the victim's
+    // fingerprint, so that a lookup of the victim waits), the slot is this CPU's: user space
+    // removes and other CPUs evict by the same compare-and-swap. The record is written in
+    // place in the ring (the stack has no room for another copy).
+    unsafe {
+        let st = &raw mut (*s).state;
+        if !compare_exchange_u64(st, c.state, state::BUSY | (c.state & !state::KIND)) {
+            entry.discard(0);
+            return evicted::NO_VICTIM;
+        }
+        let ev = entry.as_mut_ptr();
+        core::ptr::copy_nonoverlapping(&raw const (*s).key, &raw mut (*ev).key, 1);
+        core::ptr::copy_nonoverlapping(&raw const (*s).value, &raw mut (*ev).value, 1);
+        if !evictable(&(*ev).value) {
+            // Answered since the window was read: it stays.
+            publish_u64(st, c.state);
+            entry.discard(0);
+            return evicted::NO_VICTIM;
+        }
+        (*ev).kinds = event::EVICTED;
+        (*ev)._pad = 0;
+        (*ev).evicted_ns = now_ns;
+        publish_u64(st, state::TOMB);
+    }
+    entry.submit(0);
+    reclaim_from(c.idx);
+    evicted::DONE
+}
+
+/// Reclaims the tombstone at slot `idx` and those before it while each is followed by an
+/// empty slot (at most [`RECLAIM_WALK`]; see `sensor_common::slots::reclaim_step`).
+#[inline(always)]
+fn reclaim_from(idx: u64) {
+    let mut r = Reclaim { idx };
+    // SAFETY: `reclaim_back_step` has the callback signature `bpf_loop` expects, and `r`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            RECLAIM_WALK,
+            reclaim_back_step as *mut c_void,
+            (&raw mut r).cast::<c_void>(),
+            0,
+        )
+    };
+}
+
 /// How many times an insert retries reserving a unit of `FLOW_COUNT` when other CPUs change
 /// it under its compare-and-swap (each failure is another CPU's success).
 const RESERVE_TRIES: u32 = 16;
@@ -653,7 +845,9 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
     }
 
     /// Claims the first free slot of the key's probe sequence (compare-and-swap of its state),
-    /// reserves a unit of the capacity, fills the slot and publishes it. See
+    /// reserves a unit of the capacity, fills the slot and publishes it. In a full table the
+    /// unit is an evicted flow's: the insert evicts an unanswered attempt and takes its unit
+    /// over (`FLOW_COUNT` does not change, so no other CPU can take the room in between). See
     /// `sensor_common::slots`.
     ///
     /// The order matters for two CPUs creating the same flow as the table fills up: the claim
@@ -661,14 +855,14 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
     /// comes before the reservation, so the other CPU never sees the capacity taken by this
     /// very flow without also seeing the flow; it gets `Exists`, as with a BPF hash map.
     #[inline(always)]
-    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) -> Insert {
+    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, h: &mut Health) -> Insert {
         let Some(count) = FLOW_COUNT.get_ptr_mut(0) else {
             return Insert::Full;
         };
         let hash = key_hash(key, global(&FLOW_HASH_SEED));
         let fp = fingerprint(hash);
-        // A lost compare-and-swap means another CPU took the slot, or user space reclaimed
-        // the tombstone: look again.
+        // A lost compare-and-swap means another CPU took the slot, or a tombstone was
+        // reclaimed: look again.
         let mut attempt = 0;
         while attempt < 3 {
             let c = probe(key, hash, PROBES as u64);
@@ -676,15 +870,6 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
                 return Insert::Exists;
             }
             if c.free_pos == NONE {
-                break;
-            }
-            // A full table: nothing to claim (the cheap exit for a flood of new flows), unless
-            // the unit that filled it is this flow's, inserted by another CPU since our walk.
-            // SAFETY: the count slot of FLOW_COUNT, valid and 8-aligned.
-            if unsafe { core::ptr::read_volatile(count) } >= global(&FLOW_CAPACITY) {
-                if probe(key, hash, PROBES as u64).found != found::ABSENT {
-                    return Insert::Exists;
-                }
                 break;
             }
             let Some(s) = slot_at(hash, c.free_pos) else {
@@ -697,9 +882,13 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
                 continue;
             }
             // The slot is ours until published; a CPU creating the same flow waits for it.
-            if !reserve(count) {
+            if !reserve(count) && !evict(hash, value.first_seen_ns, h) {
+                // Given back as a tombstone (a CPU may have walked past it to a later slot), and
+                // reclaimed if it was empty: a table full of answered connections would
+                // otherwise turn an empty slot into a tombstone with every refused flow.
                 // SAFETY: as above.
                 unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
+                reclaim_from((hash as u32).wrapping_add(c.free_pos as u32) as u64);
                 break;
             }
             // SAFETY: as above.
@@ -716,11 +905,11 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
                 unreserve(count);
                 return Insert::Exists;
             }
-            // User space may have reclaimed a slot before ours as empty (a tombstone next to an
-            // empty slot, see `sensor::flow_table`) after our walk: lookups would stop there and
-            // never reach our slot. Give it back and claim again. Checked while our slot is
-            // busy, which keeps the check true: reclaiming only spreads empty slots backwards
-            // from an empty one, and ours is not.
+            // A slot before ours may have become empty after our walk (a tombstone reclaimed,
+            // see `sensor_common::slots::reclaim_step`): lookups would stop there and never
+            // reach our slot. Give it back and claim again. Checked while our slot is busy,
+            // which keeps the check true: a tombstone becomes empty only while the slot after
+            // it is, and ours is not.
             if before.ended != 0 {
                 // SAFETY: as above.
                 unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };
@@ -857,23 +1046,32 @@ fn account_marked<C: EbpfContext>(
 }
 
 /// Sends what an update did that user space must learn to the ring buffer.
+///
+/// The event is written in place in the ring (reserve, fill, submit) rather than built on the
+/// stack and copied by `bpf_ringbuf_output`: a `FlowEvent` is ~150 bytes, and the flow update
+/// that calls this leaves little room in the 512-byte stack (with a full table's eviction
+/// inlined into it, the copy no longer fit).
 #[inline(always)]
 fn signal(h: &mut Health, u: &Updated) {
-    if u.events != 0 {
-        // SAFETY: `u.value` is a live value of FLOWS; a concurrent update only makes the
-        // snapshot include a later packet.
-        let value = unsafe { *u.value };
-        let ev = FlowEvent {
-            key: u.key,
-            value,
-            kinds: u.events,
-            _pad: 0,
-        };
-        match EVENTS.output::<FlowEvent>(&ev, 0) {
-            Ok(()) => h.events_sent += 1,
-            Err(_) => h.ringbuf_drops += 1,
-        }
+    if u.events == 0 {
+        return;
     }
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
+        h.ringbuf_drops += 1;
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is the reserved ring entry, ours until submitted; `u.value` is a live value
+    // of FLOWS (a concurrent update only makes the snapshot include a later packet).
+    unsafe {
+        (*ev).key = u.key;
+        core::ptr::copy_nonoverlapping(u.value.cast_const(), &raw mut (*ev).value, 1);
+        (*ev).kinds = u.events;
+        (*ev)._pad = 0;
+        (*ev).evicted_ns = 0;
+    }
+    entry.submit(0);
+    h.events_sent += 1;
 }
 
 #[cfg(not(test))]

@@ -132,6 +132,60 @@ pub struct Pipeline {
     model: Arc<Model>,
     /// Overrides of the model's thresholds (from the configuration), kept across reloads.
     overrides: ThresholdOverride,
+    cache: VerdictCache,
+    cache_hits: u64,
+}
+
+/// The verdicts of recent model inputs, for connections that repeat them exactly: a flood's,
+/// a scan's or a sweep's connections differ in nothing the model reads (the same flag, counts
+/// and rates, no payload), and the tree walks are four fifths of a connection's cost.
+/// Direct-mapped by a hash of the inputs, each slot holding the whole row it answers for, so a
+/// hit is exact; connections whose inputs never repeat cost a hash and a compare. Emptied when
+/// the model changes.
+#[derive(Debug)]
+struct VerdictCache {
+    /// `SLOTS` rows of the model's input width, and their verdicts.
+    rows: Vec<f64>,
+    verdicts: Vec<Option<Verdict>>,
+    width: usize,
+}
+
+impl VerdictCache {
+    const SLOTS: usize = 1024;
+
+    fn new(width: usize) -> VerdictCache {
+        VerdictCache {
+            rows: vec![0.0; Self::SLOTS * width],
+            verdicts: vec![None; Self::SLOTS],
+            width,
+        }
+    }
+
+    /// The slot of a row of inputs.
+    fn slot(row: &[f64]) -> usize {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        for v in row {
+            h.write_u64(v.to_bits());
+        }
+        (h.finish() >> (64 - Self::SLOTS.trailing_zeros())) as usize
+    }
+
+    fn get(&self, slot: usize, row: &[f64]) -> Option<Verdict> {
+        let stored = &self.rows[slot * self.width..(slot + 1) * self.width];
+        // Bit patterns, so that a NaN input (not produced, but not excluded either) matches
+        // itself as the trees treat it.
+        let same = stored
+            .iter()
+            .zip(row)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        self.verdicts[slot].filter(|_| same)
+    }
+
+    fn put(&mut self, slot: usize, row: &[f64], v: Verdict) {
+        self.rows[slot * self.width..(slot + 1) * self.width].copy_from_slice(row);
+        self.verdicts[slot] = Some(v);
+    }
 }
 
 /// Operator overrides of the model's operating thresholds; `None` keeps the model's own.
@@ -145,6 +199,8 @@ impl Pipeline {
     pub fn new(model: Arc<Model>, features: FeatureConfig) -> Result<Pipeline, FeatureConfigError> {
         Ok(Pipeline {
             engine: FeatureEngine::new(features)?,
+            cache: VerdictCache::new(model.input_width()),
+            cache_hits: 0,
             model,
             overrides: ThresholdOverride::default(),
         })
@@ -153,7 +209,7 @@ impl Pipeline {
     /// Applies threshold overrides to this and every later model.
     pub fn with_overrides(mut self, overrides: ThresholdOverride) -> Pipeline {
         self.overrides = overrides;
-        self.model = apply(self.model, overrides);
+        self.set_model(Arc::clone(&self.model));
         self
     }
 
@@ -165,8 +221,9 @@ impl Pipeline {
     /// `Ongoing` events (early verdicts on connections still open) are scored too: the result
     /// has one [`Scored`] per event that has a record ([`ConnEvent::record`]), in order.
     pub fn process_events(&mut self, events: &[ConnEvent]) -> Vec<Scored> {
-        let mut scopes = Vec::new();
-        let mut features = Vec::new();
+        let n = events.iter().filter(|e| e.record().is_some()).count();
+        let mut scopes = Vec::with_capacity(n);
+        let mut features = Vec::with_capacity(n);
         for e in events {
             if let Some(f) = self.engine.on_event(e)
                 && let Some(r) = e.record()
@@ -186,30 +243,83 @@ impl Pipeline {
         self.score(features, recs.iter().map(NotScored::of).collect())
     }
 
-    fn score(&self, features: Vec<KddFeatures>, scopes: Vec<Option<NotScored>>) -> Vec<Scored> {
-        let verdicts = self.model.score_batch(&features);
-        features
+    fn score(&mut self, features: Vec<KddFeatures>, scopes: Vec<Option<NotScored>>) -> Vec<Scored> {
+        let verdicts = self.verdicts(&features);
+        let mut out = Vec::with_capacity(features.len());
+        for ((features, mut verdict), not_scored) in features.into_iter().zip(verdicts).zip(scopes)
+        {
+            if not_scored.is_some() {
+                verdict.anomalous = false;
+                verdict.score = 0.0;
+                verdict.detector = crate::model::Detector::None;
+            }
+            out.push(Scored {
+                features,
+                verdict,
+                not_scored,
+            });
+        }
+        out
+    }
+
+    /// The model's verdicts, from the cache where the inputs repeat (within the batch too).
+    fn verdicts(&mut self, features: &[KddFeatures]) -> Vec<Verdict> {
+        let w = self.model.input_width();
+        let mut x = Vec::with_capacity(features.len() * w);
+        for f in features {
+            self.model.push_inputs(f, &mut x);
+        }
+        // Per row: its verdict from the cache, or the index of the row to score for it.
+        let mut answers: Vec<Result<Verdict, usize>> = Vec::with_capacity(features.len());
+        // The rows to score, and for each cache slot the one of them it waits for.
+        let mut missed: Vec<(usize, usize)> = Vec::new();
+        let mut missed_x = Vec::new();
+        let mut waiting = [u32::MAX; VerdictCache::SLOTS];
+        for (i, row) in x.chunks_exact(w).enumerate() {
+            let slot = VerdictCache::slot(row);
+            if let Some(v) = self.cache.get(slot, row) {
+                answers.push(Ok(v));
+                continue;
+            }
+            let pending = waiting[slot] as usize;
+            if let Some(&(j, _)) = missed.get(pending)
+                && x[j * w..(j + 1) * w]
+                    .iter()
+                    .zip(row)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            {
+                answers.push(Err(pending));
+                continue;
+            }
+            waiting[slot] = missed.len() as u32;
+            answers.push(Err(missed.len()));
+            missed.push((i, slot));
+            missed_x.extend_from_slice(row);
+        }
+        self.cache_hits += (features.len() - missed.len()) as u64;
+        let scored = if missed.is_empty() {
+            Vec::new()
+        } else {
+            self.model.score_inputs_batch(&missed_x)
+        };
+        for (&(i, slot), v) in missed.iter().zip(&scored) {
+            self.cache.put(slot, &x[i * w..(i + 1) * w], *v);
+        }
+        answers
             .into_iter()
-            .zip(verdicts)
-            .zip(scopes)
-            .map(|((features, mut verdict), not_scored)| {
-                if not_scored.is_some() {
-                    verdict.anomalous = false;
-                    verdict.score = 0.0;
-                    verdict.detector = crate::model::Detector::None;
-                }
-                Scored {
-                    features,
-                    verdict,
-                    not_scored,
-                }
-            })
+            .map(|a| a.unwrap_or_else(|m| scored[m]))
             .collect()
+    }
+
+    /// Connections whose verdict came from the cache of repeated inputs.
+    pub fn cached_verdicts(&self) -> u64 {
+        self.cache_hits
     }
 
     /// Swaps in a new model; the feature windows carry on.
     pub fn set_model(&mut self, model: Arc<Model>) {
         self.model = apply(model, self.overrides);
+        self.cache = VerdictCache::new(self.model.input_width());
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -369,6 +479,43 @@ mod tests {
         for r in NotScored::ALL {
             assert_eq!(NotScored::ALL[r.index()], r);
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
+
+    #[test]
+    fn repeated_inputs_take_their_verdict_from_the_cache_and_it_is_the_models() {
+        let m = model();
+        let mut p = Pipeline::new(Arc::clone(&m), FeatureConfig::default()).unwrap();
+        // A flood: 2,000 attempts 1 ms apart at one port; once its counts saturate (511 in the
+        // 2-second window) they differ in nothing the model reads.
+        let r0 = recs()[0].clone();
+        let rs: Vec<ConnectionRecord> = (0..2000u64)
+            .map(|i| ConnectionRecord {
+                start_unix_ns: r0.start_unix_ns + i * 1_000_000,
+                end_unix_ns: r0.start_unix_ns + i * 1_000_000,
+                final_unix_ns: r0.start_unix_ns + i * 1_000_000,
+                orig_port: 1024 + i as u16,
+                resp_port: 443,
+                conn_state: ConnState::S0,
+                resp_packets: 0,
+                ..r0.clone()
+            })
+            .collect();
+        let scored = p.process_records(&rs);
+        assert!(p.cached_verdicts() > 1000, "{}", p.cached_verdicts());
+        for s in &scored {
+            assert_eq!(s.verdict, m.score(&s.features));
+        }
+        p.set_model(Arc::clone(&m));
+        let before = p.cached_verdicts();
+        let again = p.process_records(&rs[..1]);
+        assert_eq!(
+            p.cached_verdicts(),
+            before,
+            "a new model starts with an empty cache"
+        );
+        for s in &again {
+            assert_eq!(s.verdict, m.score(&s.features));
         }
     }
 

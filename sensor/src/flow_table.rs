@@ -3,8 +3,9 @@
 //!
 //! Both maps are created `BPF_F_MMAPABLE` and mapped into this process: reading the whole table
 //! is a memory scan, not two syscalls per entry as with a BPF hash map, and a lookup walks the
-//! same probe sequence as the kernel program. Only this side removes entries, from one thread
-//! (`&mut self`).
+//! same probe sequence as the kernel program. This side removes entries from one thread
+//! (`&mut self`); the kernel evicts entries from a full table, and a removal claims its slot the
+//! way an eviction does, so that each entry goes once.
 
 use std::{
     io,
@@ -17,7 +18,7 @@ use aya::maps::{Map, MapData};
 use sensor_common::{
     FlowKey, FlowValue,
     atomic::{compare_exchange_u64, fetch_add_u64, load_u64, publish_u64},
-    slots::{FlowSlot, Probe, key_hash, probe, state},
+    slots::{FlowSlot, Probe, key_eq, key_hash, probe, reclaim_step, state},
 };
 
 /// The seed of [`key_hash`] for every object this process loads: random, so that remote hosts
@@ -137,7 +138,7 @@ impl FlowTable {
     fn slot(&self, idx: u32) -> *mut FlowSlot {
         debug_assert!(idx < self.slot_count);
         // SAFETY: `idx` is in bounds of the mapping, whose slots are 8-aligned (page start,
-        // 112-byte slots).
+        // 128-byte slots).
         unsafe { self.slots.ptr.as_ptr().cast::<FlowSlot>().add(idx as usize) }
     }
 
@@ -190,14 +191,40 @@ impl FlowTable {
     /// moment updates a removed slot (as with a BPF hash map, whose removed elements are
     /// reused).
     pub fn remove(&mut self, key: &FlowKey) -> bool {
+        self.remove_where(key, |_| true)
+    }
+
+    /// Removes `key` if it holds the connection that began at `first_seen_ns` (not a later one
+    /// on the same 5-tuple); whether it did. False also when the kernel evicted it meanwhile:
+    /// its `EVICTED` event then brings its record.
+    pub fn remove_connection(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+        self.remove_where(key, |v| v.first_seen_ns == first_seen_ns)
+    }
+
+    /// Removes `key` if its value passes `wanted`: the slot is claimed (in use -> busy, by
+    /// compare-and-swap on the state read), checked, then made a tombstone, as a kernel
+    /// eviction does (`sensor_common::slots`); so an entry is removed or evicted, once.
+    fn remove_where(&mut self, key: &FlowKey, wanted: impl Fn(&FlowValue) -> bool) -> bool {
         let Some(idx) = self.find(key) else {
             return false;
         };
         let s = self.slot(idx);
         let count = self.count.ptr.as_ptr().cast::<u64>();
         // SAFETY: a slot of the mapping and the count word of FLOW_COUNT's mapping (8-aligned);
-        // only this thread removes, so the slot still holds `key`.
+        // key and value are read while the slot is claimed.
         unsafe {
+            let st = load_u64(&raw const (*s).state);
+            if st & state::KIND != state::USED
+                || !compare_exchange_u64(&raw mut (*s).state, st, state::BUSY | (st & !state::KIND))
+            {
+                return false;
+            }
+            let k = std::ptr::read_volatile(&raw const (*s).key);
+            let v = std::ptr::read_volatile(&raw const (*s).value);
+            if !key_eq(&k, key) || !wanted(&v) {
+                publish_u64(&raw mut (*s).state, st);
+                return false;
+            }
             publish_u64(&raw mut (*s).state, state::TOMB);
             fetch_add_u64(count, u64::MAX);
         }
@@ -206,33 +233,22 @@ impl FlowTable {
     }
 
     /// Turns the tombstone at `idx`, and the tombstones just before it, back into empty slots
-    /// when the slot after it is empty.
+    /// when the slot after it is empty (`sensor_common::slots::reclaim_step`, which the kernel
+    /// applies after an eviction too).
     ///
     /// Without this, churn would use up the empty slots, and every lookup of an absent key (each
     /// new flow) would walk the whole probe sequence. It is safe because an empty slot only
     /// ends probe sequences that no key lies beyond: a key sits in the first free slot of its
     /// sequence, so no sequence through an empty slot reaches a key after it, and turning a
-    /// tombstone that directly precedes an empty slot into an empty one keeps that true. The
-    /// state changes by compare-and-swap, so a kernel CPU claiming the tombstone at the same
-    /// time either wins (and the reclaim stops) or retries; a CPU that claimed a slot further
-    /// on meanwhile sees the new empty slot before publishing and claims again (see
-    /// `flow_insert` in `sensor-ebpf`).
+    /// tombstone that directly precedes an empty slot into an empty one keeps that true.
     fn reclaim(&mut self, idx: u32) {
         let mask = self.slot_count - 1;
         let mut i = idx;
         for _ in 0..self.slot_count {
             let next = self.slot(i.wrapping_add(1) & mask);
-            // SAFETY: slots of the mapping, states 8-aligned and accessed atomically.
-            unsafe {
-                if load_u64(&raw const (*next).state) != state::EMPTY
-                    || !compare_exchange_u64(
-                        &raw mut (*self.slot(i)).state,
-                        state::TOMB,
-                        state::EMPTY,
-                    )
-                {
-                    return;
-                }
+            // SAFETY: state words of two consecutive slots of the mapping, 8-aligned.
+            if !unsafe { reclaim_step(&raw mut (*self.slot(i)).state, &raw const (*next).state) } {
+                return;
             }
             i = i.wrapping_sub(1) & mask;
         }

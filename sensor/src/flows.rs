@@ -136,6 +136,9 @@ pub enum EndReason {
     Idle,
     /// The sensor stopped; the connection was still open.
     Shutdown,
+    /// An unanswered attempt taken out of the full flow table to make room for a new flow
+    /// (see `sensor_common::slots`): over as far as the sensor can tell, like an idle one.
+    Evicted,
     /// Not over: the record of a connection still open, for an early verdict.
     Ongoing,
 }
@@ -197,8 +200,9 @@ pub struct ConnectionRecord {
     #[serde(default)]
     pub answer_unix_ns: Option<u64>,
     /// When the connection became final, Unix ns: its last packet when FIN or RST ended it, its
-    /// last packet plus the idle timeout that applied when it went idle, the end of observation
-    /// (sensor stopped, capture ended) for `shutdown`.
+    /// last packet plus the idle timeout that applied when it went idle, the moment it left the
+    /// table for `evicted`, the end of observation (sensor stopped, capture ended) for
+    /// `shutdown`.
     #[serde(default)]
     pub final_unix_ns: u64,
     /// TCP: which kinds of packet each side sent (Zeek's history letters, as a set: `S` SYN,

@@ -18,11 +18,16 @@
 //!   the cost is one lookup per connection and timeout period whatever the table's size, and an
 //!   idle connection is final within one call of `advance` after its deadline.
 //!
+//! A full table evicts unanswered attempts to make room for new flows (`sensor_common::slots`);
+//! each evicted flow comes with its value ([`Lifecycle::on_evicted`]) and is finalised as an idle
+//! one is, with end reason `evicted`, final at the moment it left the table.
+//!
 //! A live sensor can lose events (a full ring buffer, counted by the kernel). A full scan of the
 //! store every `table_scan_interval` adopts the connections whose events were lost: it emits
 //! their `Opened` late (counted in [`LifecycleStats::adopted_by_scan`]) and finalises finished
 //! TCP connections whose `FIN`/`RST` event never came ([`LifecycleStats::finished_by_scan`]).
-//! Replay loses nothing and does not scan.
+//! Replay loses nothing and does not scan. (An eviction's event cannot be lost: the kernel
+//! evicts nothing without room for it.)
 //!
 //! [`Lifecycle::flush`] ends observation: every connection still open is finalised with end
 //! reason `shutdown`.
@@ -129,8 +134,11 @@ impl Default for LifecycleConfig {
 pub trait FlowStore {
     /// A copy of the value stored under `key`.
     fn get(&self, key: &FlowKey) -> Option<FlowValue>;
-    /// Removes `key`'s entry (a packet may create it again: that is a new connection).
-    fn remove(&mut self, key: &FlowKey);
+    /// Removes `key`'s entry if it holds the connection that began at `first_seen_ns` (a
+    /// packet may create it again: that is a new connection); whether it did. False when the
+    /// entry is gone or holds a later connection, or was evicted meanwhile (its `EVICTED` event
+    /// then brings its record).
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool;
     /// Every entry, in no particular order.
     fn entries(&self) -> Vec<(FlowKey, FlowValue)>;
 }
@@ -151,11 +159,16 @@ pub struct LifecycleStats {
     /// Connections whose entry was restarted for a new connection on the same 5-tuple before
     /// their own end was reported (their finish event was lost): their records are lost.
     pub lost_on_restart: u64,
-    /// Records emitted, by end reason: fin, rst, idle, shutdown.
+    /// Records emitted, by end reason: fin, rst, idle, shutdown, evicted.
     pub records_fin: u64,
     pub records_rst: u64,
     pub records_idle: u64,
     pub records_shutdown: u64,
+    #[serde(default)]
+    pub records_evicted: u64,
+    /// Evicted flows whose end had been reported already (a RST ended them): no second record.
+    #[serde(default)]
+    pub evicted_after_report: u64,
     /// Connections open now.
     pub open_connections: u64,
     /// Entries in the flow table at the last scan.
@@ -170,8 +183,18 @@ impl LifecycleStats {
             EndReason::Rst => self.records_rst += 1,
             EndReason::Idle => self.records_idle += 1,
             EndReason::Shutdown => self.records_shutdown += 1,
+            EndReason::Evicted => self.records_evicted += 1,
             EndReason::Ongoing => {}
         }
+    }
+
+    /// Records emitted, whatever their end reason.
+    pub fn records(&self) -> u64 {
+        self.records_fin
+            + self.records_rst
+            + self.records_idle
+            + self.records_shutdown
+            + self.records_evicted
     }
 }
 
@@ -191,6 +214,11 @@ struct OpenConn {
     /// When its handshake's outcome became known (table clock).
     answer_ns: Option<u64>,
 }
+
+/// How soon a check looks again at an entry it could not read or remove, though the
+/// connection was open: the entry was evicted (its event is on the way) or restarted, or a
+/// kernel CPU held its slot for a moment. A capture tick's default.
+const RECHECK_NS: u64 = 10_000_000;
 
 /// The lifecycle; see the module docs.
 #[derive(Debug)]
@@ -265,6 +293,30 @@ impl Lifecycle {
         }
     }
 
+    /// A flow the table evicted at `at_ns` to make room (an unanswered attempt), with its value
+    /// as it left: its record, final at that moment. The entry is gone already.
+    pub fn on_evicted(
+        &mut self,
+        key: &FlowKey,
+        v: &FlowValue,
+        at_ns: u64,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        self.stats.events += 1;
+        if self.reported.get(key) == Some(&v.first_seen_ns) {
+            // Ended by a RST and reported; lingering when the table took it.
+            self.reported.remove(key);
+            self.stats.evicted_after_report += 1;
+            return;
+        }
+        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
+            // Its `OPEN` event was lost.
+            self.stats.adopted_by_scan += 1;
+            self.open_conn(key, v, out);
+        }
+        self.finish(key, v, EndReason::Evicted, at_ns.max(v.last_seen_ns), out);
+    }
+
     /// Starts tracking a connection (from its `OPEN` event, or adopted by a scan).
     fn open_conn(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
         match self.open.get(key) {
@@ -294,7 +346,24 @@ impl Lifecycle {
             self.checks
                 .push(Reverse((due, Check::Early, *key, v.first_seen_ns)));
         }
+        self.compact_checks();
         out.push(ConnEvent::Opened(start));
+    }
+
+    /// Drops the pending checks of connections no longer open, once they outnumber the live
+    /// ones: a connection that ends by its own event (FIN, RST, eviction) leaves its checks
+    /// in the heap until they come up, up to an idle timeout later (five minutes for an
+    /// established TCP connection), which at a high connection rate would hold far more dead
+    /// checks than open connections. Amortised O(1) per connection: after a compaction the
+    /// heap holds at most the live checks, and the next one waits until it has doubled.
+    fn compact_checks(&mut self) {
+        if self.checks.len() <= 4 * self.open.len() + 4096 {
+            return;
+        }
+        let open = &self.open;
+        self.checks.retain(|Reverse((_, _, key, first_seen))| {
+            matches!(open.get(key), Some(o) if o.first_seen_ns == *first_seen)
+        });
     }
 
     /// Records the outcome of a connection's handshake, known at `at_ns`.
@@ -400,7 +469,15 @@ impl Lifecycle {
             return; // finished, or replaced by a later connection with its own check
         }
         let Some(v) = store.get(key).filter(|v| v.first_seen_ns == first_seen) else {
-            // Gone or restarted: the restart's own `OPEN` event takes it from here.
+            // Evicted (its `EVICTED` event brings the record) or restarted (its `OPEN` event
+            // takes it from here): the next check finds it no longer open. Or a kernel CPU held
+            // the slot for a moment (an eviction that changed its mind): look again.
+            self.checks.push(Reverse((
+                now_ns.saturating_add(RECHECK_NS),
+                Check::Idle,
+                *key,
+                first_seen,
+            )));
             return;
         };
         if let Some(reason) = tcp_finished(key, &v) {
@@ -413,8 +490,17 @@ impl Lifecycle {
             .last_seen_ns
             .saturating_add(idle_timeout(&self.config.timeouts, key, &v).as_nanos() as u64);
         if now_ns >= deadline {
-            self.finish(key, &v, EndReason::Idle, deadline, out);
-            store.remove(key);
+            // Removed first: an eviction at this moment would otherwise report it too.
+            if store.remove(key, first_seen) {
+                self.finish(key, &v, EndReason::Idle, deadline, out);
+            } else {
+                self.checks.push(Reverse((
+                    now_ns.saturating_add(RECHECK_NS),
+                    Check::Idle,
+                    *key,
+                    first_seen,
+                )));
+            }
         } else {
             self.checks
                 .push(Reverse((deadline, Check::Idle, *key, first_seen)));
@@ -470,8 +556,14 @@ impl Lifecycle {
             match store.get(&key) {
                 Some(v) if v.first_seen_ns == first_seen => {
                     if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
-                        store.remove(&key);
-                        self.reported.remove(&key);
+                        if store.remove(&key, first_seen) {
+                            self.reported.remove(&key);
+                        } else {
+                            // Evicted meanwhile (kept in `reported`, so that its `EVICTED`
+                            // event makes no second record), or held for a moment: look again.
+                            let due = now_ns.saturating_add(RECHECK_NS);
+                            self.lingering.push_back((due, key, first_seen));
+                        }
                     } else {
                         let due = v.last_seen_ns.saturating_add(linger_ns);
                         self.lingering.push_back((due, key, first_seen));
@@ -536,7 +628,7 @@ impl Lifecycle {
                     None => self.finish(&key, &v, EndReason::Shutdown, now_ns, out),
                 }
             }
-            store.remove(&key);
+            store.remove(&key, v.first_seen_ns);
         }
         self.open.clear();
         self.checks.clear();
@@ -577,5 +669,168 @@ pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
         Some(EndReason::Fin)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sensor_common::flow::ipproto;
+
+    const S: u64 = 1_000_000_000;
+
+    /// The kernel table as the lifecycle sees it; `evict_on_remove` plays a kernel CPU that
+    /// evicts the entry just before user space removes it.
+    #[derive(Default)]
+    struct Store {
+        flows: FxHashMap<FlowKey, FlowValue>,
+        evict_on_remove: bool,
+    }
+
+    impl FlowStore for Store {
+        fn get(&self, key: &FlowKey) -> Option<FlowValue> {
+            self.flows.get(key).copied()
+        }
+        fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+            if self.evict_on_remove {
+                self.flows.remove(key);
+                return false;
+            }
+            match self.flows.get(key) {
+                Some(v) if v.first_seen_ns == first_seen_ns => self.flows.remove(key).is_some(),
+                _ => false,
+            }
+        }
+        fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
+            self.flows.iter().map(|(k, v)| (*k, *v)).collect()
+        }
+    }
+
+    fn key(port: u16, protocol: u8) -> FlowKey {
+        FlowKey {
+            addr_lo: [u32::to_be(0xc612_0001), 0, 0, 0],
+            addr_hi: [u32::to_be(0xc612_0002), 0, 0, 0],
+            port_lo: port,
+            port_hi: 80,
+            protocol,
+            ip_version: 4,
+            _pad: [0; 2],
+        }
+    }
+
+    /// A one-packet attempt from the low side at `t`.
+    fn attempt(t: u64, protocol: u8) -> FlowValue {
+        let mut v = FlowValue {
+            first_seen_ns: t,
+            last_seen_ns: t,
+            ..FlowValue::default()
+        };
+        v.packets[SIDE_LO] = 1;
+        if protocol == ipproto::TCP {
+            v.history[SIDE_LO] = history::SYN;
+        }
+        v
+    }
+
+    fn lifecycle() -> Lifecycle {
+        Lifecycle::new(
+            LifecycleConfig {
+                table_scan_interval: None,
+                early_verdict_after: None,
+                ..LifecycleConfig::default()
+            },
+            0,
+        )
+    }
+
+    fn finished(out: &[ConnEvent]) -> Vec<&ConnectionRecord> {
+        out.iter().filter_map(ConnEvent::finished).collect()
+    }
+
+    #[test]
+    fn an_evicted_attempt_is_one_record_final_when_it_left() {
+        let (mut l, mut out) = (lifecycle(), Vec::new());
+        let (k, v) = (key(1000, ipproto::TCP), attempt(S, ipproto::TCP));
+        l.on_event(&k, &v, event::OPEN, &mut out);
+        l.on_evicted(&k, &v, S + 300_000_000, &mut out);
+        let recs = finished(&out);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].end_reason, EndReason::Evicted);
+        assert_eq!(recs[0].final_unix_ns, S + 300_000_000);
+        let st = l.stats();
+        assert_eq!(
+            (st.records_evicted, st.records(), st.open_connections),
+            (1, 1, 0)
+        );
+        // Its idle check comes up later and finds nothing to do.
+        let mut store = Store::default();
+        out.clear();
+        l.advance(10 * S, &mut store, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_eviction_whose_open_event_was_lost_is_adopted() {
+        let (mut l, mut out) = (lifecycle(), Vec::new());
+        let (k, v) = (key(1001, ipproto::UDP), attempt(S, ipproto::UDP));
+        l.on_evicted(&k, &v, 2 * S, &mut out);
+        assert!(matches!(out[0], ConnEvent::Opened(_)));
+        assert_eq!(finished(&out).len(), 1);
+        assert_eq!(l.stats().adopted_by_scan, 1);
+    }
+
+    #[test]
+    fn a_reported_connection_evicted_while_it_lingers_makes_no_second_record() {
+        let (mut l, mut out) = (lifecycle(), Vec::new());
+        let k = key(1002, ipproto::TCP);
+        let mut v = attempt(S, ipproto::TCP);
+        l.on_event(&k, &v, event::OPEN, &mut out);
+        // The originator gives up with a RST: reported at once.
+        v.history[SIDE_LO] |= history::RST;
+        v.packets[SIDE_LO] = 2;
+        l.on_event(&k, &v, event::RST, &mut out);
+        l.on_evicted(&k, &v, S + 1, &mut out);
+        let recs = finished(&out);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].end_reason, EndReason::Rst);
+        assert_eq!(l.stats().evicted_after_report, 1);
+    }
+
+    #[test]
+    fn an_idle_check_racing_an_eviction_leaves_the_record_to_the_eviction() {
+        let (mut l, mut out) = (lifecycle(), Vec::new());
+        let (k, v) = (key(1003, ipproto::UDP), attempt(S, ipproto::UDP));
+        let mut store = Store::default();
+        store.flows.insert(k, v);
+        l.on_event(&k, &v, event::OPEN, &mut out);
+        // The idle deadline passes; the kernel evicts the entry as user space removes it.
+        store.evict_on_remove = true;
+        l.advance(S + 61 * S, &mut store, &mut out);
+        assert!(finished(&out).is_empty(), "no idle record: {out:?}");
+        l.on_evicted(&k, &v, S + 61 * S, &mut out);
+        l.advance(S + 62 * S, &mut store, &mut out);
+        let recs = finished(&out);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].end_reason, EndReason::Evicted);
+    }
+
+    #[test]
+    fn checks_of_ended_connections_do_not_pile_up() {
+        let (mut l, mut out) = (lifecycle(), Vec::new());
+        // A million connections that each end by their own event long before their idle
+        // check (five minutes for an established one) would come up.
+        for i in 0..1_000_000u64 {
+            let k = FlowKey {
+                port_lo: (i % 60_000) as u16,
+                port_hi: (i / 60_000) as u16,
+                ..key(0, ipproto::UDP)
+            };
+            let v = attempt(S + i * 1000, ipproto::UDP);
+            l.on_event(&k, &v, event::OPEN, &mut out);
+            l.on_evicted(&k, &v, S + i * 1000, &mut out);
+            out.clear();
+        }
+        assert!(l.checks.len() <= 2 * 4096 + 8, "{} checks", l.checks.len());
+        assert_eq!(l.stats().records_evicted, 1_000_000);
     }
 }

@@ -529,15 +529,31 @@ impl Model {
     /// Verdicts for many connections (see [`Ensemble::mean_batch`]); the same verdicts as
     /// [`Model::score`] row by row.
     pub fn score_batch(&self, rows: &[KddFeatures]) -> Vec<Verdict> {
-        let width = self.indices.len();
-        let mut x = Vec::with_capacity(rows.len() * width);
+        let mut x = Vec::with_capacity(rows.len() * self.input_width());
         for f in rows {
-            x.extend(self.indices.iter().map(|&i| f.0[i]));
+            self.push_inputs(f, &mut x);
         }
+        self.score_inputs_batch(&x)
+    }
+
+    /// How many inputs the model reads per connection.
+    pub fn input_width(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Appends the model inputs of one connection to `x` (in model order).
+    #[inline]
+    pub fn push_inputs(&self, f: &KddFeatures, x: &mut Vec<f64>) {
+        x.extend(self.indices.iter().map(|&i| f.0[i]));
+    }
+
+    /// Verdicts for rows of model inputs ([`Model::push_inputs`], row-major).
+    pub fn score_inputs_batch(&self, x: &[f64]) -> Vec<Verdict> {
+        let width = self.input_width();
         let (mut s, mut u) = (Vec::new(), Vec::new());
-        self.data.supervised.mean_batch(&x, width, &mut s);
+        self.data.supervised.mean_batch(x, width, &mut s);
         let c = self.data.normal_profile.as_ref().map(|p| {
-            p.forest.mean_batch(&x, width, &mut u);
+            p.forest.mean_batch(x, width, &mut u);
             c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE)
         });
         let t = &self.data.thresholds;

@@ -264,26 +264,44 @@ fn the_cost_follows_the_packets_not_the_span_of_the_clock() {
 }
 
 #[test]
-fn a_full_table_counts_and_keeps_the_others_exact() {
+fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
     let mut run = Run::new(ReplayConfig {
         table_capacity: 2,
         ..ReplayConfig::default()
     });
     run.at(0, udp4(C, 1, S, 53, 10))
-        .at(1, udp4(C, 2, S, 53, 10))
-        .at(2, udp4(C, 3, S, 53, 10))
-        .at(3, udp4(S, 53, C, 1, 20));
+        .at(1, udp4(S, 53, C, 1, 20))
+        .at(2, udp4(C, 2, S, 53, 10))
+        // Full: port 2's attempt (unanswered) makes room.
+        .at(3, udp4(C, 3, S, 53, 10))
+        .at(4, udp4(S, 53, C, 3, 20))
+        // Full of answered conversations: nothing to evict.
+        .at(5, udp4(C, 4, S, 53, 10));
     let h = run.r.health();
-    assert_eq!((h.accounted, h.table_full, h.flows_created), (3, 1, 2));
+    assert_eq!(
+        (h.accounted, h.table_full, h.flows_created, h.flows_evicted),
+        (5, 1, 3, 1)
+    );
     outcomes_add_up(&h);
+    let evicted = run.take();
+    assert_eq!(evicted.len(), 1);
+    let e = &evicted[0];
+    assert_eq!((e.orig_port, e.end_reason), (2, EndReason::Evicted));
+    assert_eq!(e.final_unix_ns, T0 + 3 * MS, "final when it left the table");
     run.r.finish(&mut run.out);
     let recs = run.take();
-    // Flushed in end-time order: port 2's flow (last packet at 1 ms), then port 1's (3 ms).
+    // Flushed in end-time order: port 1's conversation (last packet at 1 ms), then port 3's.
     let brief: Vec<_> = recs
         .iter()
         .map(|r| (r.orig_port, r.orig_bytes, r.resp_bytes))
         .collect();
-    assert_eq!(brief, vec![(2, 10, 0), (1, 10, 20)]);
+    assert_eq!(brief, vec![(1, 10, 20), (3, 10, 20)]);
+    let s = run.r.stats();
+    assert_eq!(
+        (s.records(), s.records_evicted),
+        (h.flows_created, 1),
+        "every flow created is a record"
+    );
 }
 
 #[test]

@@ -4,10 +4,11 @@
 
 use integration_tests::packet::{flags::*, *};
 use sensor_common::{
-    FlowKey, Health,
+    FlowEvent, FlowKey, Health,
     account::peer,
     conn_state::{ConnState, tcp_conn_state},
-    flow::{history, ipproto},
+    flow::{event, history, ipproto},
+    map_names,
     parse::{ParseError, parse_ethernet},
 };
 
@@ -35,6 +36,8 @@ fn delta(after: &Health, before: &Health) -> Health {
         flows_restarted: d[13],
         tunnel_payloads: d[14],
         too_deep: d[15],
+        flows_evicted: d[16],
+        evict_ring_full: d[17],
     }
 }
 
@@ -469,26 +472,146 @@ fn ip_fragments_are_attributed_and_wrong_ones_counted() {
     assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
 }
 
+/// Every event waiting in the ring buffer.
+fn drain_events(x: &mut XdpHarness) -> Vec<FlowEvent> {
+    let map = x.ebpf.map_mut(map_names::EVENTS).expect("EVENTS map");
+    let mut ring = aya::maps::RingBuf::try_from(map).expect("ring buffer");
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), size_of::<FlowEvent>());
+        // SAFETY: the kernel wrote a whole FlowEvent (size checked); any alignment is read.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) });
+    }
+    out
+}
+
+/// A full table makes room for a new flow by evicting an unanswered attempt, which reaches user
+/// space as an `EVICTED` event with its counts; answered conversations are never evicted, and a
+/// table full of them counts the overflow as before.
 #[test]
-fn a_full_table_counts_the_overflow_and_keeps_existing_flows_exact() {
-    let mut x = XdpHarness::new(8);
-    for i in 0..20u16 {
-        x.run(&udp4(v4(6, 1), 10_000 + i, v4(6, 2), 53, &[0; 10]));
+fn a_full_table_evicts_unanswered_attempts_and_keeps_answered_flows_exact() {
+    const CAP: u16 = 64;
+    let mut x = XdpHarness::new(u32::from(CAP));
+    let (c, s) = (v4(6, 1), v4(6, 2));
+    let query = |port: u16| udp4(c, port, s, 53, &[0; 10]);
+    let answer = |port: u16| udp4(s, 53, c, port, &[0; 30]);
+    // Half the table: answered conversations; the other half: attempts.
+    for i in 0..CAP / 2 {
+        x.run(&query(10_000 + i));
+        x.run(&answer(10_000 + i));
     }
-    let h = x.health();
-    assert_eq!(x.flows().len(), 8);
-    assert_eq!((h.flows_created, h.accounted, h.table_full), (8, 8, 12));
-    // Stored flows keep counting exactly; the others keep being counted as overflow.
-    for i in 0..20u16 {
-        x.run(&udp4(v4(6, 1), 10_000 + i, v4(6, 2), 53, &[0; 10]));
+    for i in 0..CAP / 2 {
+        x.run(&query(20_000 + i));
     }
-    let h = x.health();
-    assert_eq!((h.accounted, h.table_full), (16, 24));
-    for (_, v) in x.flows() {
+    assert_eq!(x.flows().len(), usize::from(CAP));
+    drain_events(&mut x);
+    // 100 new attempts: each takes an attempt's place.
+    let before = x.health();
+    for i in 0..100u16 {
+        x.run(&query(30_000 + i));
+    }
+    let h = delta(&x.health(), &before);
+    assert_eq!(
+        (h.accounted, h.flows_created, h.flows_evicted, h.table_full),
+        (100, 100, 100, 0),
+        "{h:?}"
+    );
+    assert_eq!(
+        h.events_sent, 200,
+        "an OPEN for each new flow, an EVICTED for each victim"
+    );
+    let events = drain_events(&mut x);
+    let evicted: Vec<_> = events
+        .iter()
+        .filter(|e| e.kinds == event::EVICTED)
+        .collect();
+    assert_eq!(evicted.len(), 100);
+    let flows = x.flows();
+    assert_eq!(flows.len(), usize::from(CAP));
+    for e in &evicted {
+        let o = usize::from(e.value.orig_side);
+        assert_eq!(
+            (e.value.packets[o], e.value.packets[o ^ 1]),
+            (1, 0),
+            "an attempt, with its count: {e:?}"
+        );
+        assert!(e.evicted_ns >= e.value.last_seen_ns && e.evicted_ns > 0);
+        assert!(
+            !flows.iter().any(|(k, _)| *k == e.key),
+            "gone from the table"
+        );
+    }
+    // The answered conversations are all there, exact.
+    let answered: Vec<_> = flows
+        .iter()
+        .filter(|(_, v)| v.packets[0] > 0 && v.packets[1] > 0)
+        .collect();
+    assert_eq!(answered.len(), usize::from(CAP / 2));
+    for (_, v) in &answered {
         let o = usize::from(v.orig_side);
-        assert_eq!((v.packets[o], v.payload_bytes[o]), (2, 20));
+        assert_eq!((v.payload_bytes[o], v.payload_bytes[o ^ 1]), (10, 30));
     }
+    // Answer every attempt left: a table full of conversations evicts nothing.
+    for (k, v) in &flows {
+        if v.packets[0] == 0 || v.packets[1] == 0 {
+            let o = usize::from(v.orig_side);
+            let (_, port) = k.endpoint(o);
+            x.run(&answer(port));
+        }
+    }
+    let before = x.health();
+    for i in 0..20u16 {
+        x.run(&query(40_000 + i));
+    }
+    let h = delta(&x.health(), &before);
+    assert_eq!((h.flows_created, h.flows_evicted, h.table_full), (0, 0, 20));
+    let all = x.health();
+    assert_eq!(outcome_sum(&all), all.packets + all.tunnel_payloads);
+    assert_eq!(
+        all.flows_created,
+        x.flows().len() as u64 + all.flows_evicted,
+        "every flow created is in the table or was handed over"
+    );
+    // Evictions reclaimed their tombstones where they could: the table still has empty slots
+    // to end the walks of new keys.
+    let (used, tombs) = sensor::capture::open_flow_table(&x.ebpf)
+        .unwrap()
+        .occupancy();
+    assert_eq!(used, u64::from(CAP));
+    assert!(tombs < u64::from(CAP), "{tombs} tombstones");
+}
+
+/// A table evicts nothing when the ring buffer has no room for the record: the new flow counts
+/// as `table_full` and `evict_ring_full`, and the attempt stays.
+#[test]
+fn no_eviction_without_room_for_the_record() {
+    const CAP: u16 = 16;
+    let mut x = XdpHarness::new(u32::from(CAP));
+    let query = |port: u16| udp4(v4(6, 3), port, v4(6, 4), 53, &[0; 10]);
+    // Fill the table, then keep adding attempts without reading the ring buffer (64 KiB, about
+    // 500 events): each evicts another and sends two events, until the ring is full.
+    let mut i = 0u16;
+    loop {
+        let before = x.health();
+        x.run(&query(1000 + i));
+        i += 1;
+        let h = delta(&x.health(), &before);
+        if h.evict_ring_full > 0 {
+            assert_eq!((h.table_full, h.flows_evicted, h.flows_created), (1, 0, 0));
+            break;
+        }
+        assert!(i < 2000, "the ring never filled: {:?}", x.health());
+    }
+    let h = x.health();
+    assert_eq!(h.flows_created, u64::from(CAP) + h.flows_evicted);
+    assert_eq!(x.flows().len(), usize::from(CAP));
     assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
+    // Once user space reads the ring, evictions resume.
+    drain_events(&mut x);
+    let before = x.health();
+    x.run(&query(60_000));
+    let d = delta(&x.health(), &before);
+    assert_eq!((d.flows_created, d.flows_evicted, d.table_full), (1, 1, 0));
 }
 
 /// The open-addressing table (`sensor_common::slots`) under churn: removed flows leave
@@ -499,19 +622,21 @@ fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
     const CAP: u16 = 64;
     let mut x = XdpHarness::new(u32::from(CAP));
     let frame = |round: u8, i: u16| udp4(v4(7, round), 20_000 + i, v4(7, 200), 53, &[0; 10]);
+    let reply = |round: u8, i: u16| udp4(v4(7, 200), 53, v4(7, round), 20_000 + i, &[0; 10]);
     for round in 0..5u8 {
-        // Fill to capacity (plus 8 that do not fit) with new 5-tuples, twice each.
-        for _ in 0..2 {
-            for i in 0..CAP + 8 {
-                x.run(&frame(round, i));
-            }
+        // Fill to capacity (plus 8 that do not fit) with answered conversations, which a full
+        // table does not evict.
+        for i in 0..CAP + 8 {
+            x.run(&frame(round, i));
+            x.run(&reply(round, i));
         }
         let flows = x.flows();
         assert_eq!(flows.len(), usize::from(CAP), "round {round}");
         for (_, v) in &flows {
             assert_eq!(v.packets[0] + v.packets[1], 2, "round {round}: {v:?}");
         }
-        // Remove every other flow; the rest keep counting in place, new ones take the room.
+        // Remove every other flow; the rest keep counting in place, new ones take the room (the
+        // last 8, one-way, evict 8 of the new ones).
         let mut table = sensor::capture::open_flow_table(&x.ebpf).unwrap();
         for (k, _) in flows.iter().step_by(2) {
             assert!(table.remove(k));
@@ -528,13 +653,19 @@ fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
             assert_eq!(v.packets[0] + v.packets[1], 3, "round {round}: {v:?}");
         }
         x.clear_flows();
+        // As the agent would: evictions need room in the ring buffer for their records.
+        drain_events(&mut x);
         assert!(table.is_empty());
         // Every tombstone was next to an empty slot in the end: all reclaimed.
         assert_eq!(table.occupancy(), (0, 0), "round {round}");
     }
     let h = x.health();
     assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
-    assert_eq!(h.flows_created, 5 * (u64::from(CAP) + u64::from(CAP / 2)));
+    assert_eq!(
+        h.flows_created,
+        5 * (u64::from(CAP) + u64::from(CAP / 2) + 8)
+    );
+    assert_eq!(h.flows_evicted, 5 * 8);
 }
 
 /// BPF_PROG_TEST_RUN of program `fd` on `frame`, by raw syscall (usable from any thread);

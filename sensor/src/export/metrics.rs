@@ -60,6 +60,9 @@ fn transport_index(t: Transport) -> usize {
     t.index()
 }
 
+/// How many values [`end_index`] gives.
+const END_REASONS: usize = 6;
+
 fn end_index(e: EndReason) -> (usize, &'static str) {
     match e {
         EndReason::Fin => (0, "fin"),
@@ -67,6 +70,7 @@ fn end_index(e: EndReason) -> (usize, &'static str) {
         EndReason::Idle => (2, "idle"),
         EndReason::Shutdown => (3, "shutdown"),
         EndReason::Ongoing => (4, "ongoing"),
+        EndReason::Evicted => (5, "evicted"),
     }
 }
 
@@ -220,7 +224,9 @@ impl Metrics {
         Ok(Metrics {
             registry,
             connections,
-            connection_children: Children::new(Transport::ALL.len() * ConnState::ALL.len() * 5),
+            connection_children: Children::new(
+                Transport::ALL.len() * ConnState::ALL.len() * END_REASONS,
+            ),
             table_entries,
             capture_events,
             capture_duplicate_events,
@@ -264,6 +270,7 @@ impl Metrics {
             EndReason::Fin | EndReason::Rst => (0, "event"),
             EndReason::Idle => (1, "idle_timeout"),
             EndReason::Shutdown | EndReason::Ongoing => (2, "shutdown"),
+            EndReason::Evicted => (3, "eviction"),
         };
         d.latency_children
             .get(li, || d.latency.with_label_values(&[finalised_by]))
@@ -344,7 +351,7 @@ impl Metrics {
     pub fn observe_connection(&self, rec: &ConnectionRecord) {
         let (e, end) = end_index(rec.end_reason);
         let flag = rec.conn_state as usize;
-        let i = (transport_index(rec.transport) * ConnState::ALL.len() + flag) * 5 + e;
+        let i = (transport_index(rec.transport) * ConnState::ALL.len() + flag) * END_REASONS + e;
         self.connection_children
             .get(i, || {
                 self.connections.with_label_values(&[
@@ -412,7 +419,7 @@ impl Detection {
         }
         Ok(Detection {
             verdict_children: Children::new(2 * 4 * Transport::ALL.len() * (SERVICES.len() + 1)),
-            latency_children: Children::new(3),
+            latency_children: Children::new(4),
             not_scored_children: Children::new(NotScored::ALL.len()),
             not_scored: registered!(
                 "sensor_connections_not_scored_total",
@@ -558,6 +565,8 @@ struct KernelHealth {
     egress_already_seen: IntCounter,
     flows_restarted: IntCounter,
     tunnel_payloads: IntCounter,
+    flows_evicted: IntCounter,
+    evict_ring_full: IntCounter,
     read_errors: IntCounter,
     descs: Vec<Desc>,
 }
@@ -589,7 +598,7 @@ impl KernelHealth {
         )?;
         let events_sent = IntCounter::new(
             "sensor_kernel_events_sent_total",
-            "Finished-connection events sent by the kernel.",
+            "Connection events (begun, answered, finished, evicted) sent by the kernel.",
         )?;
         let egress_already_seen = IntCounter::new(
             "sensor_kernel_egress_already_seen_total",
@@ -598,6 +607,14 @@ impl KernelHealth {
         let flows_restarted = IntCounter::new(
             "sensor_kernel_flows_restarted_total",
             "Flows restarted in place by a new SYN on a 5-tuple whose connection had ended.",
+        )?;
+        let flows_evicted = IntCounter::new(
+            "sensor_kernel_flows_evicted_total",
+            "Unanswered attempts evicted from the full flow table to make room for new flows, each handed over as a finished record (end_reason evicted).",
+        )?;
+        let evict_ring_full = IntCounter::new(
+            "sensor_kernel_evict_ring_full_total",
+            "New flows not stored although the full table held an evictable attempt, because the ring buffer had no room for its record (also counted as outcome table_full).",
         )?;
         let read_errors = IntCounter::new(
             "sensor_kernel_health_read_errors_total",
@@ -612,6 +629,8 @@ impl KernelHealth {
             &egress_already_seen,
             &flows_restarted,
             &tunnel_payloads,
+            &flows_evicted,
+            &evict_ring_full,
             &read_errors,
         ] {
             descs.extend(c.desc().into_iter().cloned());
@@ -627,6 +646,8 @@ impl KernelHealth {
             egress_already_seen,
             flows_restarted,
             tunnel_payloads,
+            flows_evicted,
+            evict_ring_full,
             read_errors,
             descs,
         })
@@ -662,6 +683,8 @@ impl Collector for KernelHealth {
                 up(&self.egress_already_seen, h.egress_already_seen);
                 up(&self.flows_restarted, h.flows_restarted);
                 up(&self.tunnel_payloads, h.tunnel_payloads);
+                up(&self.flows_evicted, h.flows_evicted);
+                up(&self.evict_ring_full, h.evict_ring_full);
             }
             None => self.read_errors.inc(),
         }
@@ -674,6 +697,8 @@ impl Collector for KernelHealth {
             &self.egress_already_seen,
             &self.flows_restarted,
             &self.tunnel_payloads,
+            &self.flows_evicted,
+            &self.evict_ring_full,
             &self.read_errors,
         ] {
             out.extend(c.collect());

@@ -3,6 +3,10 @@
 //!
 //! Every map entry is removed when its count drops to 0, so the maps hold at most one entry per
 //! connection in the window, however many distinct hosts the sensor has seen.
+//!
+//! Hosts are counted by a dense id ([`HostIds`]) rather than their 128-bit address: the
+//! per-host counts are a vector indexed by it, and the per-host-and-service and
+//! per-host-and-port maps have 64-bit keys, cheaper to hash and half the size.
 
 use std::hash::Hash;
 
@@ -17,10 +21,79 @@ use crate::kdd::SERVICES;
 /// A destination host: the address as 128 bits (IPv4 as v4-mapped IPv6).
 pub type HostKey = u128;
 
+/// A host's dense id ([`HostIds`]).
+pub type HostId = u32;
+
+/// Dense ids for the hosts the windows and the open connections name, reference counted: an id
+/// is free again once nothing names it, so the ids stay as few as the hosts held.
+#[derive(Clone, Debug, Default)]
+pub struct HostIds {
+    ids: FxMap<HostKey, HostId>,
+    /// Per id: its host, and how many entries or connections name it (0: free).
+    hosts: Vec<(HostKey, u32)>,
+    free: Vec<HostId>,
+}
+
+impl HostIds {
+    /// The id of `key`, with one more reference.
+    #[inline]
+    pub fn acquire(&mut self, key: HostKey) -> HostId {
+        let hosts = &mut self.hosts;
+        let free = &mut self.free;
+        let id = *self.ids.entry(key).or_insert_with(|| match free.pop() {
+            Some(id) => {
+                hosts[id as usize] = (key, 0);
+                id
+            }
+            None => {
+                hosts.push((key, 0));
+                (hosts.len() - 1) as HostId
+            }
+        });
+        self.hosts[id as usize].1 += 1;
+        id
+    }
+
+    /// One more reference to a held id.
+    #[inline]
+    pub fn retain(&mut self, id: HostId) {
+        self.hosts[id as usize].1 += 1;
+    }
+
+    /// One reference less; the id is free when none is left.
+    #[inline]
+    pub fn release(&mut self, id: HostId) {
+        let Some(h) = self.hosts.get_mut(id as usize) else {
+            return;
+        };
+        h.1 -= 1;
+        if h.1 == 0 {
+            self.ids.remove(&h.0);
+            self.free.push(id);
+        }
+    }
+
+    /// Ids in use.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Heap bytes (capacity-based estimate).
+    pub fn heap_bytes(&self) -> usize {
+        self.ids.capacity() * (size_of::<(HostKey, HostId)>() + 1)
+            + self.hosts.capacity() * size_of::<(HostKey, u32)>()
+            + self.free.capacity() * size_of::<HostId>()
+    }
+}
+
 /// One connection as the windows see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WindowEntry {
-    pub host: HostKey,
+    pub host: HostId,
     pub service: u8,
     pub syn_error: bool,
     pub rej_error: bool,
@@ -67,11 +140,26 @@ pub struct WindowView {
 /// Counters over the entries of one window.
 #[derive(Clone, Debug, Default)]
 pub struct WindowCounts {
-    per_host: FxMap<HostKey, ErrCounts>,
-    per_host_service: FxMap<(HostKey, u8), u32>,
-    per_host_src_port: FxMap<(HostKey, u16), u32>,
+    /// By host id (grown to the largest id seen).
+    per_host: Vec<ErrCounts>,
+    /// Hosts with a connection counted.
+    hosts: usize,
+    /// By `host << 8 | service`.
+    per_host_service: FxMap<u64, u32>,
+    /// By `host << 16 | port`.
+    per_host_src_port: FxMap<u64, u32>,
     per_service: Vec<ErrCounts>,
     track_src_port: bool,
+}
+
+#[inline]
+fn host_service(e: &WindowEntry) -> u64 {
+    u64::from(e.host) << 8 | u64::from(e.service)
+}
+
+#[inline]
+fn host_port(e: &WindowEntry) -> u64 {
+    u64::from(e.host) << 16 | u64::from(e.src_port)
 }
 
 impl WindowCounts {
@@ -85,32 +173,47 @@ impl WindowCounts {
 
     #[inline]
     pub fn insert(&mut self, e: &WindowEntry) {
-        self.per_host.entry(e.host).or_default().add(e);
-        *self
-            .per_host_service
-            .entry((e.host, e.service))
-            .or_default() += 1;
+        let h = e.host as usize;
+        if h >= self.per_host.len() {
+            self.per_host.resize(h + 1, ErrCounts::default());
+        }
+        self.hosts += usize::from(self.per_host[h].n == 0);
+        self.per_host[h].add(e);
+        *self.per_host_service.entry(host_service(e)).or_default() += 1;
         if self.track_src_port {
-            *self
-                .per_host_src_port
-                .entry((e.host, e.src_port))
-                .or_default() += 1;
+            *self.per_host_src_port.entry(host_port(e)).or_default() += 1;
         }
         self.per_service[usize::from(e.service)].add(e);
+    }
+
+    /// Replaces the error status of an entry previously inserted (`old` and `new` differ only
+    /// there): only the per-host and per-service counts carry it.
+    #[inline]
+    pub fn update_status(&mut self, old: &WindowEntry, new: &WindowEntry) {
+        let (ds, dr) = (
+            u32::from(new.syn_error).wrapping_sub(u32::from(old.syn_error)),
+            u32::from(new.rej_error).wrapping_sub(u32::from(old.rej_error)),
+        );
+        let bump = |c: &mut ErrCounts| {
+            c.syn_errors = c.syn_errors.wrapping_add(ds);
+            c.rej_errors = c.rej_errors.wrapping_add(dr);
+        };
+        if let Some(h) = self.per_host.get_mut(old.host as usize) {
+            bump(h);
+        }
+        bump(&mut self.per_service[usize::from(old.service)]);
     }
 
     /// Forgets an entry previously inserted.
     #[inline]
     pub fn remove(&mut self, e: &WindowEntry) {
-        if let Some(h) = self.per_host.get_mut(&e.host) {
+        if let Some(h) = self.per_host.get_mut(e.host as usize) {
             h.sub(e);
-            if h.n == 0 {
-                self.per_host.remove(&e.host);
-            }
+            self.hosts -= usize::from(h.n == 0);
         }
-        dec(&mut self.per_host_service, (e.host, e.service));
+        dec(&mut self.per_host_service, host_service(e));
         if self.track_src_port {
-            dec(&mut self.per_host_src_port, (e.host, e.src_port));
+            dec(&mut self.per_host_src_port, host_port(e));
         }
         self.per_service[usize::from(e.service)].sub(e);
     }
@@ -118,16 +221,20 @@ impl WindowCounts {
     #[inline]
     pub fn view(&self, e: &WindowEntry) -> WindowView {
         WindowView {
-            host: self.per_host.get(&e.host).copied().unwrap_or_default(),
+            host: self
+                .per_host
+                .get(e.host as usize)
+                .copied()
+                .unwrap_or_default(),
             service: self.per_service[usize::from(e.service)],
             host_service: self
                 .per_host_service
-                .get(&(e.host, e.service))
+                .get(&host_service(e))
                 .copied()
                 .unwrap_or(0),
             host_src_port: if self.track_src_port {
                 self.per_host_src_port
-                    .get(&(e.host, e.src_port))
+                    .get(&host_port(e))
                     .copied()
                     .unwrap_or(0)
             } else {
@@ -143,7 +250,7 @@ impl WindowCounts {
 
     /// Distinct destination hosts currently counted.
     pub fn hosts(&self) -> usize {
-        self.per_host.len()
+        self.hosts
     }
 
     /// Heap bytes of the maps (capacity, keys, values and one control byte per slot).
@@ -151,7 +258,7 @@ impl WindowCounts {
         fn map_bytes<K, V>(m: &FxMap<K, V>) -> usize {
             m.capacity() * (size_of::<(K, V)>() + 1)
         }
-        map_bytes(&self.per_host)
+        self.per_host.capacity() * size_of::<ErrCounts>()
             + map_bytes(&self.per_host_service)
             + map_bytes(&self.per_host_src_port)
             + self.per_service.capacity() * size_of::<ErrCounts>()

@@ -686,3 +686,34 @@ fn a_million_distinct_hosts_stay_bounded() {
     // Queue entry (48 B) + host map slot (~65 B) + host-service slot (~33 B), with map slack.
     assert!(per_host < 400, "{per_host} bytes per host");
 }
+
+#[test]
+fn rates_round_as_f64_round_does() {
+    // Every value a rate takes (num / den for den up to 600), the halfway points and their
+    // neighbours, and a sweep of [0, 1].
+    let mut xs = vec![0.0, 1.0];
+    for den in 1..=600u32 {
+        for num in 0..=den {
+            xs.push(f64::from(num) / f64::from(den));
+        }
+    }
+    for k in 0..100 {
+        let half = (f64::from(k) + 0.5) / 100.0;
+        xs.extend([half, half.next_up(), half.next_down()]);
+    }
+    xs.extend((0..=1_000_000).map(|i| f64::from(i) / 1e6));
+    for x in xs {
+        assert_eq!(
+            super::rate_f(x, 1.0, true),
+            (x * 100.0).round() / 100.0,
+            "{x:e}"
+        );
+    }
+    // Host counts: weighted sums up to 255 and beyond, halfway points included.
+    for i in 0..=300_000u32 {
+        let c = f64::from(i) / 1000.0;
+        for y in [c, c.next_up(), c.next_down()] {
+            assert_eq!(super::round_half_up(y), y.round(), "{y:e}");
+        }
+    }
+}

@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 
-use super::counts::{WindowCounts, WindowEntry, WindowView};
+use super::counts::{HostId, HostIds, HostKey, WindowCounts, WindowEntry, WindowView};
 
 /// What one slot of the host window holds on average in the training data's normal traffic,
 /// as shares of a connection: how often it goes to the current connection's host, to its
@@ -113,6 +113,8 @@ pub struct Windows {
     host: WindowCounts,
     overflow_evictions: u64,
     now_ns: u64,
+    /// The ids of the hosts the entries and the open connections name.
+    hosts: HostIds,
 }
 
 impl Windows {
@@ -130,7 +132,18 @@ impl Windows {
             host: WindowCounts::new(true),
             overflow_evictions: 0,
             now_ns: 0,
+            hosts: HostIds::default(),
         }
+    }
+
+    /// The id of host `key` for an open connection's entry, held until [`Windows::release`].
+    pub fn acquire_host(&mut self, key: HostKey) -> HostId {
+        self.hosts.acquire(key)
+    }
+
+    /// Drops an open connection's hold on its host's id.
+    pub fn release_host(&mut self, id: HostId) {
+        self.hosts.release(id);
     }
 
     fn entry(&self, seq: u64) -> Option<&(u64, WindowEntry)> {
@@ -138,9 +151,11 @@ impl Windows {
             .get(usize::try_from(seq.checked_sub(self.base)?).ok()?)
     }
 
-    /// Adds a connection that began at `start_ns`; returns its sequence number.
+    /// Adds a connection that began at `start_ns`, its host acquired ([`Windows::acquire_host`]);
+    /// returns its sequence number.
     pub fn open(&mut self, start_ns: u64, e: WindowEntry) -> u64 {
         self.advance(start_ns);
+        self.hosts.retain(e.host);
         let seq = self.next;
         self.next += 1;
         self.entries.push_back((start_ns, e));
@@ -188,12 +203,17 @@ impl Windows {
     /// Drops the entries neither window holds any more.
     fn trim(&mut self) {
         let keep = self.time_front.min(self.host_front);
-        while self.base < keep && self.entries.pop_front().is_some() {
+        while self.base < keep {
+            let Some((_, e)) = self.entries.pop_front() else {
+                break;
+            };
+            self.hosts.release(e.host);
             self.base += 1;
         }
     }
 
-    /// Replaces the status of connection `seq` (its handshake's outcome arrived).
+    /// Replaces the status of connection `seq` (its handshake's outcome arrived): `new` differs
+    /// from its entry only in `syn_error` and `rej_error`.
     pub fn update(&mut self, seq: u64, new: WindowEntry) {
         let (in_time, in_host) = (seq >= self.time_front, seq >= self.host_front);
         let Some(i) = seq
@@ -206,13 +226,15 @@ impl Windows {
             return;
         };
         let old = std::mem::replace(&mut slot.1, new);
+        debug_assert_eq!(
+            (old.host, old.service, old.src_port),
+            (new.host, new.service, new.src_port)
+        );
         if in_time {
-            self.time.remove(&old);
-            self.time.insert(&new);
+            self.time.update_status(&old, &new);
         }
         if in_host {
-            self.host.remove(&old);
-            self.host.insert(&new);
+            self.host.update_status(&old, &new);
         }
     }
 
@@ -246,6 +268,7 @@ impl Windows {
         self.entries.capacity() * size_of::<(u64, WindowEntry)>()
             + self.time.heap_bytes()
             + self.host.heap_bytes()
+            + self.hosts.heap_bytes()
     }
 }
 

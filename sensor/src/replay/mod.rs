@@ -31,6 +31,7 @@ use sensor_common::{
     encap::{Marks, Pending, count_error, follow, update_marked},
     flow::{FragKey, FragValue},
     parse::{ParseError, Parsed, link, next, parse_ethernet, parse_from, ppp_ip_version},
+    slots::evictable,
     table::{FlowTables, Insert},
 };
 
@@ -119,6 +120,12 @@ pub struct UserTables {
     /// approximately the least recently *used*; fragment trains are short, so the two agree
     /// except under fragment floods far beyond the map's size.
     frag_order: VecDeque<FragKey>,
+    /// Flows in the order they were inserted, `(key, first_seen_ns)`, for evictions (entries
+    /// of flows gone since are skipped, and dropped when they outnumber the table).
+    flow_order: VecDeque<(FlowKey, u64)>,
+    /// Flows evicted by the last inserts, with the time they left, for the lifecycle
+    /// ([`Replayer::packet`] hands them over at once, as the kernel's ring buffer does).
+    evicted: Vec<(FlowKey, FlowValue, u64)>,
 }
 
 impl UserTables {
@@ -128,6 +135,42 @@ impl UserTables {
             capacity: capacity as usize,
             frags: FxHashMap::default(),
             frag_order: VecDeque::new(),
+            flow_order: VecDeque::new(),
+            evicted: Vec::new(),
+        }
+    }
+
+    /// Evicts the unanswered attempt that entered the table first; whether there was one. The
+    /// kernel evicts the one with the oldest last packet among a sample
+    /// (`sensor_common::slots`): the two agree on a flood of one-packet attempts, and differ
+    /// only in which attempt leaves when the table is full of older, longer ones.
+    fn evict(&mut self, now_ns: u64) -> bool {
+        // Each entry is looked at once: one that is not evicted now never will be (gone, or
+        // answered, which an attempt does not undo).
+        while let Some((key, first_seen)) = self.flow_order.pop_front() {
+            if let Some(v) = self.flows.get(&key)
+                && v.first_seen_ns == first_seen
+                && evictable(v)
+            {
+                let v = *v;
+                self.flows.remove(&key);
+                self.evicted.push((key, v, now_ns));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Remembers a flow just inserted, as a candidate for eviction.
+    fn inserted(&mut self, key: &FlowKey, first_seen_ns: u64) {
+        self.flow_order.push_back((*key, first_seen_ns));
+        if self.flow_order.len() > 2 * self.capacity + 1024 {
+            let flows = &self.flows;
+            self.flow_order.retain(|(k, t)| {
+                flows
+                    .get(k)
+                    .is_some_and(|v| v.first_seen_ns == *t && evictable(v))
+            });
         }
     }
 
@@ -155,8 +198,15 @@ impl FlowStore for UserTables {
         self.flows.get(key).copied()
     }
 
-    fn remove(&mut self, key: &FlowKey) {
-        self.flows.remove(key);
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+        if self
+            .flows
+            .get(key)
+            .is_none_or(|v| v.first_seen_ns != first_seen_ns)
+        {
+            return false;
+        }
+        self.flows.remove(key).is_some()
     }
 
     fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
@@ -171,16 +221,21 @@ impl FlowTables for UserTables {
     }
 
     #[inline]
-    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) -> Insert {
+    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, h: &mut Health) -> Insert {
         if self.flows.contains_key(key) {
             return Insert::Exists;
         }
-        // The kernel table refuses a new key once it holds its capacity (its `FLOW_COUNT`;
-        // `sensor_common::slots` explains why it never runs out of slots before).
+        // The kernel table holds its capacity (its `FLOW_COUNT`; `sensor_common::slots` explains
+        // why it never runs out of slots before), then makes room by evicting an attempt.
         if self.flows.len() >= self.capacity {
-            return Insert::Full;
+            if !self.evict(value.first_seen_ns) {
+                return Insert::Full;
+            }
+            h.flows_evicted += 1;
+            h.events_sent += 1;
         }
         self.flows.insert(*key, *value);
+        self.inserted(key, value.first_seen_ns);
         Insert::Done
     }
 
@@ -398,12 +453,17 @@ impl Replayer {
         };
         let (tables, lifecycle, clock) = (&mut self.tables, &mut self.lifecycle, self.clock_ns);
         let mut account = |h: &mut Health, p: &Parsed, marks| {
-            let Some(u) = update_marked(tables, p, h, clock, 1, marks) else {
+            let u = update_marked(tables, p, h, clock, 1, marks);
+            // Flows the insert evicted to make room (a full table) are finished as they stood.
+            for (key, value, at_ns) in tables.evicted.drain(..) {
+                lifecycle.on_evicted(&key, &value, at_ns, out);
+            }
+            let Some(u) = u else {
                 return;
             };
             if u.events != 0 {
                 // SAFETY: `u.value` points into the flow table, which nothing touched since
-                // `update` returned it.
+                // `update` returned it (draining `evicted` leaves the table alone).
                 let value = unsafe { *u.value };
                 h.events_sent += 1;
                 lifecycle.on_event(&u.key, &value, u.events, out);
