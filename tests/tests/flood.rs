@@ -1,0 +1,550 @@
+//! The sensor under attack (issue 13), in the gateway lab ([`xtask::gateway::GatewayLab`]:
+//! client, attacker, gateway and server namespaces): `sensor run` with the shipped settings
+//! (`deploy/sensor.toml`) watches every gateway interface while
+//!
+//! * a SYN flood from four spoofed sources with changing source ports (hping3, bounded in
+//!   packets and seconds) fills a deliberately small flow table many times over, and a client
+//!   fetches a page from a real HTTP server all along: the normal connections must be recorded
+//!   and scored normal, the flood reported (incident, counters), the agent's memory bounded, and
+//!   every counter must add up;
+//! * the ring buffer is made tiny, so that connection events are dropped under bursts of
+//!   normal connections: the table scan must recover every finished connection.
+//!
+//! Test-size choices (the only settings besides the lab's interfaces, files and metrics
+//! address): `--table-size 4096` for the flood (the shipped 262,144 would need a flood 64 times
+//! as long to fill), and `--ring-bytes 4096` (one page, 32 events) for the ring test. All
+//! addresses, spoofed ones too, are in 198.18.0.0/15; every generator is bounded by a count and
+//! `timeout`; the lab's guards remove every namespace, process and file on every exit path.
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{lab::Proc, require_root, sensor_bin, wait_until};
+use xtask::{
+    gateway::{self, CLIENT, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts},
+    lab::TempDir,
+};
+
+/// The two tests share the machine's two cores: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The flood's spoofed sources (an unused /24 of the lab range).
+const SPOOFED: [&str; 4] = ["198.18.5.1", "198.18.5.2", "198.18.5.3", "198.18.5.4"];
+/// SYNs per source, and the gap between two (5,000 per second each, 20,000 in all).
+const SYNS_PER_SOURCE: u32 = 15_000;
+const SYN_GAP: &str = "u200";
+/// The test's flow table: 4,096 connections, filled 14 times over by the flood.
+const TABLE_SIZE: &str = "4096";
+const METRICS: &str = "127.0.0.1:9464";
+
+/// Goals of issue 13.
+const NORMAL_MIN_RECORDED: f64 = 0.98;
+/// Resident memory of the agent at its peak: the model, the feature windows (capped) and the
+/// lifecycle's connections (bounded by the table and the ring), with room.
+const RSS_MAX_MB: u64 = 400;
+
+/// The sensor, the HTTP server and the lab, in the order they must go.
+struct Lab {
+    sensor: Proc,
+    _http: Proc,
+    lab: GatewayLab,
+    dir: TempDir,
+}
+
+impl Lab {
+    /// The gateway lab with an HTTP server on the server host and `sensor run` on the gateway
+    /// with the shipped configuration and `extra` test-size flags.
+    fn start(extra: &[&str], bound_secs: u64) -> Lab {
+        let dir = TempDir::new("flood").expect("temp dir");
+        let lab = GatewayLab::new().expect("gateway lab");
+        let www = dir.join("www");
+        std::fs::create_dir(&www).unwrap();
+        std::fs::write(www.join("index.html"), "<html><body>lab</body></html>\n").unwrap();
+        let bound = bound_secs.to_string();
+        let http = lab
+            .server
+            .spawn_logged(
+                "timeout",
+                &[
+                    &bound,
+                    "python3",
+                    "-m",
+                    "http.server",
+                    "80",
+                    "--bind",
+                    HTTP_SERVER,
+                    "--directory",
+                    &www.to_string_lossy(),
+                ],
+                &dir.join("http.log"),
+            )
+            .expect("http.server");
+        integration_tests::wait_listening(&lab.server, 80);
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let (records, alerts) = (dir.join("records.jsonl"), dir.join("alerts.jsonl"));
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--config".into(),
+            gateway::shipped_config().to_string_lossy().into_owned(),
+        ];
+        for i in &lab.gw_ifaces {
+            args.extend(["--iface".into(), i.clone()]);
+        }
+        for (k, v) in [
+            ("--model", root.join("models/nsl-kdd-flow.model")),
+            ("--records", records),
+            ("--alerts", alerts),
+        ] {
+            args.extend([k.into(), v.to_string_lossy().into_owned()]);
+        }
+        args.extend([
+            "--metrics-addr".into(),
+            METRICS.into(),
+            "--duration-secs".into(),
+            bound.clone(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut sensor = lab
+            .gateway
+            .spawn(&sensor_bin().to_string_lossy(), &args)
+            .expect("spawn sensor");
+        sensor
+            .wait_for_stderr("watching", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("the sensor did not start: {e}"));
+        Lab {
+            sensor,
+            _http: http,
+            lab,
+            dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.sensor.child.as_ref().expect("running").id()
+    }
+
+    fn scrape(&self) -> String {
+        self.lab
+            .gateway
+            .run(
+                "curl",
+                &[
+                    "-s",
+                    "--max-time",
+                    "5",
+                    &format!("http://{METRICS}/metrics"),
+                ],
+            )
+            .expect("scrape /metrics")
+    }
+
+    /// Stops the sensor and reads what it wrote; then the lab goes.
+    fn stop(self) -> Outcome {
+        let Lab {
+            mut sensor,
+            _http: http,
+            lab,
+            dir,
+        } = self;
+        sensor.terminate();
+        let (status, _, stderr) = sensor
+            .wait_output(Duration::from_secs(60))
+            .expect("sensor exit");
+        assert!(status.success(), "sensor failed ({status}): {stderr}");
+        let read = |p: &Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+                .collect()
+        };
+        let summary: serde_json::Value = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .map(|l| serde_json::from_str(l).expect("summary json"))
+            .unwrap_or_else(|| panic!("no summary line: {stderr}"));
+        let out = Outcome {
+            records: read(&dir.join("records.jsonl")),
+            alerts: read(&dir.join("alerts.jsonl")),
+            summary,
+            stderr,
+        };
+        drop(http);
+        drop(lab);
+        drop(dir);
+        out
+    }
+}
+
+struct Outcome {
+    records: Vec<serde_json::Value>,
+    alerts: Vec<serde_json::Value>,
+    summary: serde_json::Value,
+    stderr: String,
+}
+
+impl Outcome {
+    fn health(&self, name: &str) -> u64 {
+        self.summary["health"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no health counter {name}: {}", self.summary))
+    }
+
+    fn capture(&self, name: &str) -> u64 {
+        self.summary["capture"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no capture counter {name}: {}", self.summary))
+    }
+
+    /// The client's page fetches.
+    fn normal(&self) -> Vec<&serde_json::Value> {
+        self.records
+            .iter()
+            .filter(|r| {
+                r["orig_addr"] == CLIENT && r["resp_addr"] == HTTP_SERVER && r["resp_port"] == 80
+            })
+            .collect()
+    }
+}
+
+/// A sum of the samples of metric `name` whose labels include `filter`.
+fn metric(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The client's fetch loop: one page per round every `pause` seconds, for `secs` seconds and at
+/// most `max` rounds; prints the rounds run and how many succeeded.
+fn fetch_loop(lab: &GatewayLab, secs: u64, pause: &str, max: u32) -> std::process::Command {
+    let mut c = lab.client.cmd("timeout");
+    c.args([
+        &(secs + 15).to_string(),
+        "sh",
+        "-c",
+        &format!(
+            "end=$(($(date +%s)+{secs})); n=0; ok=0; \
+             while [ $(date +%s) -lt $end ] && [ $n -lt {max} ]; do \
+             if curl -sf -o /dev/null --max-time 3 http://{HTTP_SERVER}/index.html; then ok=$((ok+1)); fi; \
+             n=$((n+1)); sleep {pause}; done; echo $n $ok"
+        ),
+    ]);
+    c
+}
+
+fn made_and_ok(out: &std::process::Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|w| w.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// `/proc/<pid>/stat` CPU time (user + system) in seconds, and `/proc/<pid>/status` VmRSS in
+/// MB.
+fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((ticks / hz, kb / 1024))
+}
+
+/// A network interface counter (`/sys/class/net/<iface>/statistics/<name>`) in a namespace.
+fn iface_counter(lab: &GatewayLab, iface: &str, name: &str) -> u64 {
+    lab.gateway
+        .run(
+            "cat",
+            &[&format!("/sys/class/net/{iface}/statistics/{name}")],
+        )
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    gateway::quantile(v, q)
+}
+
+#[test]
+fn a_syn_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let timeouts = IdleTimeouts::from_file(&gateway::shipped_config()).expect("shipped config");
+    let lab = Lab::start(&["--table-size", TABLE_SIZE], 180);
+    let gw_attacker_if = lab.lab.gw_ifaces[2].clone();
+    let drops_before = iface_counter(&lab.lab, &gw_attacker_if, "rx_dropped");
+
+    // The client fetches the page every 20 ms for 8 s; the flood starts 1 s in and lasts 3 s.
+    let mut fetches = fetch_loop(&lab.lab, 8, "0.02", 400);
+    let fetcher = thread::spawn(move || fetches.output());
+    thread::sleep(Duration::from_secs(1));
+    let (cpu0, _) = cpu_and_rss(lab.pid()).expect("sensor /proc");
+    let flood_start = Instant::now();
+    let floods: Vec<_> = SPOOFED
+        .iter()
+        .map(|src| {
+            let mut c = lab.lab.attacker.cmd("timeout");
+            c.args([
+                "20", "hping3", "-q", "-S", "-a", src, "-p", "443", "-i", SYN_GAP,
+            ])
+            .args(["-c", &SYNS_PER_SOURCE.to_string(), FLOOD_TARGET]);
+            thread::spawn(move || c.output())
+        })
+        .collect();
+    // The agent's resident memory while the flood lasts (and its CPU time over it).
+    let mut rss_max = 0;
+    while floods.iter().any(|f| !f.is_finished()) {
+        if let Some((_, rss)) = cpu_and_rss(lab.pid()) {
+            rss_max = rss_max.max(rss);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let flood_secs = flood_start.elapsed().as_secs_f64();
+    let (cpu1, _) = cpu_and_rss(lab.pid()).expect("sensor /proc");
+    let mut sent = 0u64;
+    for f in floods {
+        let out = f.join().expect("hping3 thread").expect("hping3");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sent += text
+            .lines()
+            .find_map(|l| {
+                l.split_once(" packets transmitted")?
+                    .0
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("hping3 printed no statistics: {text}"));
+    }
+    let (made, ok) = made_and_ok(&fetcher.join().expect("fetch thread").expect("fetch loop"));
+    let dropped = iface_counter(&lab.lab, &gw_attacker_if, "rx_dropped") - drops_before;
+
+    // The flood's last attempts end by the shipped attempt timeout.
+    thread::sleep(timeouts.settle());
+    let metrics = lab.scrape();
+    let out = lab.stop();
+
+    let normal = out.normal();
+    let normal_ok = normal
+        .iter()
+        .filter(|r| r["anomalous"] == false && r["flag"] == "SF")
+        .count() as u64;
+    let spoofed = |r: &&serde_json::Value| SPOOFED.iter().any(|s| r["orig_addr"] == *s);
+    let flood: Vec<&serde_json::Value> = out.records.iter().filter(spoofed).collect();
+    let flood_packets: u64 = flood
+        .iter()
+        .map(|r| r["orig_packets"].as_u64().unwrap_or(0) + r["resp_packets"].as_u64().unwrap_or(0))
+        .sum();
+    let evicted = flood
+        .iter()
+        .filter(|r| r["end_reason"] == "evicted")
+        .count();
+    let latency = |rs: &[&serde_json::Value]| -> Vec<f64> {
+        rs.iter().filter_map(|r| r["latency_ms"].as_f64()).collect()
+    };
+    let (normal_lat, flood_lat) = (latency(&normal), latency(&flood));
+    let cpu_pct = 100.0 * (cpu1 - cpu0) / flood_secs;
+    println!(
+        "flood: {sent} SYNs from {} spoofed sources in {flood_secs:.1} s ({dropped} dropped by the gateway's veth before XDP); table {TABLE_SIZE}",
+        SPOOFED.len()
+    );
+    println!(
+        "normal: {made} fetches ({ok} served), {} recorded, {normal_ok} recorded SF and scored normal",
+        normal.len()
+    );
+    println!(
+        "flood records: {} ({evicted} evicted, {} anomalous), {flood_packets} packets",
+        flood.len(),
+        flood.iter().filter(|r| r["anomalous"] == true).count()
+    );
+    println!(
+        "agent during the flood: CPU {cpu_pct:.0}% of a core, RSS max {rss_max} MB; detection latency p50/p99: normal {:.1}/{:.1} ms, flood {:.1}/{:.1} ms",
+        quantile(&normal_lat, 0.5),
+        quantile(&normal_lat, 0.99),
+        quantile(&flood_lat, 0.5),
+        quantile(&flood_lat, 0.99)
+    );
+    println!("summary: {}", out.summary);
+
+    // The normal connections: recorded and scored normal.
+    assert!(
+        made >= 100 && ok == made,
+        "fetches: {made} made, {ok} served"
+    );
+    assert!(
+        normal_ok as f64 >= NORMAL_MIN_RECORDED * made as f64,
+        "{normal_ok} of {made} fetches recorded and scored normal"
+    );
+    // The flood reported: an incident naming its target, and the counters.
+    let flood_incident = out.alerts.iter().any(|l| {
+        l["type"] == "incident"
+            && l["kind"] == "flood"
+            && l["targets"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|a| a == FLOOD_TARGET))
+    });
+    assert!(flood_incident, "no flood incident naming {FLOOD_TARGET}");
+    assert!(metric(&metrics, "sensor_incidents_total", "kind=\"flood\"") >= 1.0);
+    let evicted_kernel = out.health("flows_evicted");
+    assert!(evicted_kernel > 0, "nothing evicted: {}", out.summary);
+    assert_eq!(
+        metric(&metrics, "sensor_kernel_flows_evicted_total", ""),
+        evicted_kernel as f64,
+        "the metric reads the kernel's counter"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "sensor_connections_total",
+            "end_reason=\"evicted\""
+        ) > 0.0
+    );
+    // Memory bounded.
+    assert!(rss_max > 0 && rss_max <= RSS_MAX_MB, "RSS {rss_max} MB");
+    // The counters add up: every packet has one outcome; every flow created became one record
+    // (none still open after the stop); every eviction is a record or the end of one already
+    // reported; every flood packet is in a flood record (nothing was refused a flow).
+    let outcomes: u64 = [
+        "accounted",
+        "non_ip",
+        "parse_errors",
+        "truncated",
+        "unsupported_l4",
+        "unattributed_fragments",
+        "table_full",
+    ]
+    .iter()
+    .map(|n| out.health(n))
+    .sum();
+    assert_eq!(outcomes, out.health("packets"), "{}", out.summary);
+    // A flow refused room is counted (`table_full`), never lost silently. With two CPUs
+    // inserting and evicting at once a handful still are (a few in 60,000: the flow another
+    // CPU's eviction took between its insert and its lookup, counted as vanished); more than
+    // one in a thousand means eviction is not keeping the table open.
+    let refused = out.health("table_full");
+    assert!(
+        refused * 1000 <= sent,
+        "{refused} refused of {sent}: {}",
+        out.summary
+    );
+    assert_eq!(out.health("evict_ring_full"), 0, "{}", out.summary);
+    let records_total = [
+        "records_fin",
+        "records_rst",
+        "records_idle",
+        "records_shutdown",
+    ]
+    .iter()
+    .chain(&["records_evicted"])
+    .map(|n| out.capture(n))
+    .sum::<u64>();
+    assert_eq!(
+        out.health("flows_created") + out.health("flows_restarted"),
+        records_total + out.capture("lost_on_restart"),
+        "{}",
+        out.summary
+    );
+    assert_eq!(
+        records_total,
+        out.records.len() as u64,
+        "every record written"
+    );
+    assert_eq!(
+        out.capture("records_evicted") + out.capture("evicted_after_report"),
+        evicted_kernel
+    );
+    assert_eq!(evicted as u64, out.capture("records_evicted"));
+    assert!(
+        flood_packets + dropped <= sent && flood_packets + dropped + refused >= sent,
+        "every flood SYN is in a flood record or counted as refused: {flood_packets} + {dropped} dropped + {refused} refused, {sent} sent"
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
+fn dropped_ring_buffer_events_lose_no_finished_connection() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&["--ring-bytes", "4096"], 120);
+    // Bursts of 200 fetches, 32 at a time, until the kernel has dropped events (a few bursts
+    // at most: each connection sends three, the ring holds 32).
+    let (mut made, mut ok) = (0u64, 0u64);
+    let mut drops = 0.0;
+    for _ in 0..5 {
+        let out = lab
+            .lab
+            .client
+            .cmd("timeout")
+            .args([
+                "60",
+                "sh",
+                "-c",
+                &format!(
+                    "seq 1 200 | xargs -P 32 -I{{}} sh -c 'curl -sf -o /dev/null --max-time 10 http://{HTTP_SERVER}/index.html && echo ok || echo failed'"
+                ),
+            ])
+            .output()
+            .expect("burst");
+        let text = String::from_utf8_lossy(&out.stdout);
+        made += text.lines().count() as u64;
+        ok += text.lines().filter(|l| *l == "ok").count() as u64;
+        drops = metric(&lab.scrape(), "sensor_kernel_ringbuf_drops_total", "");
+        if drops > 0.0 {
+            break;
+        }
+    }
+    assert!(drops > 0.0, "no event dropped with a 4 KiB ring");
+    // The table scan (every second with the shipped timeouts) finds what the events missed;
+    // then the linger ends and every entry is gone.
+    let settled = wait_until(Duration::from_secs(20), || {
+        let m = lab.scrape();
+        metric(&m, "sensor_connections_total", "end_reason=\"fin\"")
+            + metric(&m, "sensor_connections_total", "end_reason=\"rst\"")
+            >= ok as f64
+    });
+    thread::sleep(Duration::from_secs(3));
+    let out = lab.stop();
+    let normal = out.normal();
+    println!(
+        "ring: {made} fetches ({ok} served), {} events dropped, {} recorded; adopted by the scan {}, finished by the scan {}",
+        out.health("ringbuf_drops"),
+        normal.len(),
+        out.capture("adopted_by_scan"),
+        out.capture("finished_by_scan")
+    );
+    assert!(settled, "the records did not come: {}", out.summary);
+    assert_eq!(ok, made, "every fetch was served");
+    assert_eq!(normal.len() as u64, made, "a record for every fetch");
+    for r in &normal {
+        assert_eq!(r["flag"], "SF", "{r}");
+        assert_ne!(r["end_reason"], "shutdown", "{r}");
+    }
+    assert!(out.health("ringbuf_drops") > 0);
+    assert!(
+        out.capture("adopted_by_scan") + out.capture("finished_by_scan") > 0,
+        "{}",
+        out.summary
+    );
+}
