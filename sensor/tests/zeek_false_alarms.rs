@@ -1,0 +1,182 @@
+//! The false-alarm report on real benign traffic (issue 10): every capture of Zeek's own test
+//! traces (`../shared/data/zeek/traces` from the repository root, or `ZEEK_DATA_DIR`) replayed
+//! as a user would on their own captures, with the shipped settings and the committed model:
+//!
+//! ```text
+//! sensor replay --format jsonl --alerts alerts.jsonl capture.pcap > connections.jsonl
+//! ```
+//!
+//! It prints flagged connections and incidents by trace, transport, state and service, and
+//! checks that no incident opens (the traces are benign) and that the flagged share stays
+//! within [`MAX_FLAGGED`].
+//!
+//! The goal is at most 5% flagged; what the sensor does today is above it (about 16% of some
+//! 330 connections, see the closing note of issue 10 and `docs/features.md`), so the bound is
+//! the measured level: it catches a regression, it does not claim the goal. Each capture is
+//! replayed on its own, as its own timeline (their clocks are years apart).
+//!
+//! The data is not part of the repository. Where it is absent the test says so and passes,
+//! except under `CI=true`, where it fails: CI must run it.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// The share of connections flagged that fails the test: today's measured level (52 of 331,
+/// 15.7%) with a little room. The goal of issue 10 is 5%.
+const MAX_FLAGGED: f64 = 0.17;
+
+fn zeek_traces() -> Option<PathBuf> {
+    let dir = match std::env::var_os("ZEEK_DATA_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/zeek"),
+    };
+    let traces = dir.join("traces");
+    traces.is_dir().then_some(traces)
+}
+
+fn captures(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            captures(&p, out);
+        } else if p.extension().is_some_and(|e| e == "pcap" || e == "pcapng") {
+            out.push(p);
+        }
+    }
+}
+
+/// Flagged and total connections of one group.
+#[derive(Default)]
+struct Tally {
+    flagged: u64,
+    total: u64,
+}
+
+impl Tally {
+    fn add(&mut self, flagged: bool) {
+        self.total += 1;
+        self.flagged += u64::from(flagged);
+    }
+}
+
+fn print_table(title: &str, groups: &BTreeMap<String, Tally>) {
+    eprintln!("{title}:");
+    for (k, t) in groups {
+        if t.flagged > 0 {
+            eprintln!("  {k:50} {:4} of {:4} flagged", t.flagged, t.total);
+        }
+    }
+    let clean = groups.values().filter(|t| t.flagged == 0).count();
+    eprintln!("  ({clean} more with none flagged)");
+}
+
+#[test]
+fn benign_captures_raise_no_incident_and_few_flags() {
+    let Some(traces) = zeek_traces() else {
+        let msg = "Zeek's traces not found (../shared/data/zeek from the repository root, or \
+                   ZEEK_DATA_DIR): the false-alarm report did not run";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("{msg}");
+        return;
+    };
+    let mut files = Vec::new();
+    captures(&traces, &mut files);
+    assert!(
+        files.len() >= 50,
+        "only {} captures in {}",
+        files.len(),
+        traces.display()
+    );
+    let tmp = std::env::temp_dir().join(format!("sensor-false-alarms-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let alerts = tmp.join("alerts.jsonl");
+
+    type Groups = BTreeMap<String, Tally>;
+    let (mut by_trace, mut by_transport, mut by_state, mut by_service) =
+        (Groups::new(), Groups::new(), Groups::new(), Groups::new());
+    let (mut flagged, mut total) = (0u64, 0u64);
+    let mut incidents = Vec::new();
+    for file in &files {
+        let name = file.strip_prefix(&traces).unwrap().display().to_string();
+        let _ = std::fs::remove_file(&alerts);
+        let out = Command::new(env!("CARGO_BIN_EXE_sensor"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["replay", "--format", "jsonl", "--alerts"])
+            .arg(&alerts)
+            .arg(file)
+            .output()
+            .expect("running sensor replay");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (i, line) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
+            let r: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name}: row {}: {e}: {line}", i + 1));
+            let anomalous = r["anomalous"]
+                .as_bool()
+                .unwrap_or_else(|| panic!("{name}: row {} has no verdict", i + 1));
+            let text = |k: &str| r[k].as_str().unwrap_or("?").to_string();
+            let service = r["kdd"][2].as_str().unwrap_or("-").to_string();
+            by_trace.entry(name.clone()).or_default().add(anomalous);
+            by_transport
+                .entry(text("transport"))
+                .or_default()
+                .add(anomalous);
+            by_state
+                .entry(format!("{} {}", text("transport"), text("conn_state")))
+                .or_default()
+                .add(anomalous);
+            by_service.entry(service).or_default().add(anomalous);
+            flagged += u64::from(anomalous);
+            total += 1;
+        }
+        if alerts.exists() {
+            for line in std::fs::read_to_string(&alerts).unwrap().lines() {
+                let a: serde_json::Value = serde_json::from_str(line).unwrap();
+                if a["type"] == "incident" && a["state"] == "open" {
+                    incidents.push(format!("{name}: {line}"));
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    print_table("by trace", &by_trace);
+    print_table("by transport", &by_transport);
+    print_table("by transport and state", &by_state);
+    print_table("by service", &by_service);
+    let share = flagged as f64 / total.max(1) as f64;
+    eprintln!(
+        "{} captures: {flagged} of {total} connections flagged ({:.1}%), {} incidents",
+        files.len(),
+        100.0 * share,
+        incidents.len()
+    );
+    assert!(
+        total >= 200,
+        "only {total} connections in {} captures",
+        files.len()
+    );
+    assert!(
+        incidents.is_empty(),
+        "incidents on benign traffic:\n{}",
+        incidents.join("\n")
+    );
+    assert!(
+        share <= MAX_FLAGGED,
+        "{:.1}% of benign connections flagged, more than {:.0}%",
+        100.0 * share,
+        100.0 * MAX_FLAGGED
+    );
+}
