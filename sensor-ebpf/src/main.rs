@@ -68,9 +68,9 @@ static FLOW_HASH_SEED: u64 = 0;
 /// fingerprint before giving up (the packet then counts as `table_full`, see `on_vanished`).
 ///
 /// The writer needs a few dozen instructions, but it can be interrupted (and, under
-/// BPF_PROG_TEST_RUN, preempted) in between: with 1,024 reads the two-CPU race test lost a
-/// packet in about one run in four on the loaded 2-core VM, with 65,536 (~100-200 us) none in
-/// 50 runs. Only a CPU that meets a flow being created at that very moment ever spins.
+/// BPF_PROG_TEST_RUN, preempted) in between, for longer than 1,024 reads on a loaded machine;
+/// 65,536 reads (~100-200 us) outlast that (the two-CPU race test in `tests/tests/xdp_packets.rs`
+/// checks it). Only a CPU that meets a flow being created at that very moment ever spins.
 const BUSY_SPIN: u32 = 1 << 16;
 
 /// Non-first fragments find their flow here, by the IP fragment identity of the first fragment.

@@ -12,7 +12,7 @@
 //!   of the file format alone;
 //! * **accounting**: the baseline plus the kernel's parser and flow-table update and the live
 //!   lifecycle (events, linger, idle sweeps) on the capture clock ([`Replayer`]);
-//! * **full**: `replay::run`: accounting plus the feature engine and the committed model on every
+//! * **full**: `replay::replay_files`: accounting plus the feature engine and the committed model on every
 //!   connection, i.e. what `sensor replay` does short of formatting rows.
 //!
 //! Packets/s, connections/s and the ratios to the baseline go to stdout and to
@@ -172,7 +172,7 @@ fn full(path: &Path, model: &Arc<Model>) -> u64 {
         .expect("the default feature config is valid");
     let mut anomalous = 0u64;
     let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
-    let report = replay::run(
+    let report = replay::replay_files(
         &[path.to_path_buf()],
         ReplayConfig::default(),
         &mut pipeline,

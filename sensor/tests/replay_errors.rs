@@ -47,7 +47,7 @@ fn replay_files(files: &[PathBuf]) -> (Vec<ConnectionRecord>, ReplayReport) {
         Pipeline::new(std::sync::Arc::new(model), FeatureConfig::default()).expect("pipeline");
     let mut recs = Vec::new();
     let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
-    let report = replay::run(
+    let report = replay::replay_files(
         files,
         ReplayConfig::default(),
         &mut pipeline,

@@ -27,7 +27,7 @@ fn replay_file(path: &Path) -> (Vec<(ConnectionRecord, Scored)>, ReplayReport) {
         Pipeline::new(std::sync::Arc::new(model), FeatureConfig::default()).expect("pipeline");
     let mut rows = Vec::new();
     let mut incidents = sensor::incidents::IncidentTracker::new(Default::default());
-    let report = replay::run(
+    let report = replay::replay_files(
         &[path.to_path_buf()],
         ReplayConfig::default(),
         &mut pipeline,

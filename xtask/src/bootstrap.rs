@@ -55,7 +55,7 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
 ];
 
-pub fn run() -> Result<()> {
+pub fn ensure() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_tools()?;

@@ -21,7 +21,7 @@ pub fn run(seconds: u64) -> Result<()> {
         verbose: true,
         prometheus: None,
     };
-    let out = gateway::run(&opts).map_err(|e| anyhow!(e))?;
+    let out = gateway::run_scenario(&opts).map_err(|e| anyhow!(e))?;
     let rows = gateway::summarize(&out);
     println!("\n{}", gateway::table(&out, &rows));
     let alerts: Vec<_> = out
@@ -80,7 +80,7 @@ pub fn latency_bench() -> Result<()> {
         prometheus: None,
     };
     println!("detection latency in the gateway lab (about two minutes)...");
-    let out = gateway::run(&opts).map_err(|e| anyhow!(e))?;
+    let out = gateway::run_scenario(&opts).map_err(|e| anyhow!(e))?;
     let mut all = Vec::new();
     let (mut event, mut idle) = (Vec::new(), Vec::new());
     for c in out

@@ -47,13 +47,13 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::Bootstrap => bootstrap::ensure(),
         Cmd::Build => {
-            bootstrap::run()?;
+            bootstrap::ensure()?;
             cargo(&["build", "--release", "-p", "sensor"])
         }
         Cmd::Dist => {
-            bootstrap::run()?;
+            bootstrap::ensure()?;
             cargo(&["build", "--release", "-p", "sensor"])?;
             let root = workspace_root();
             let deb = xtask::dist::build_deb(&xtask::dist::DistOptions {
@@ -74,7 +74,7 @@ fn main() -> Result<()> {
             no_lint,
             cargo_args,
         } => {
-            bootstrap::run()?;
+            bootstrap::ensure()?;
             require_root("the integration tests create network namespaces and load BPF programs")?;
             if !no_lint {
                 cargo(&["fmt", "--all", "--check"]).context("rustfmt: run `cargo fmt --all`")?;
@@ -116,13 +116,13 @@ fn main() -> Result<()> {
             cargo_test_summarized(&args)
         }
         Cmd::Bench => {
-            bootstrap::run()?;
+            bootstrap::ensure()?;
             require_root("the XDP benchmark loads BPF programs")?;
             cargo(&["bench", "--workspace", "--exclude", "sensor-ebpf"])?;
             demo::latency_bench()
         }
         Cmd::Demo { seconds } => {
-            bootstrap::run()?;
+            bootstrap::ensure()?;
             require_root("the demo lab creates network namespaces and attaches XDP")?;
             cargo(&["build", "--release", "-p", "sensor"])?;
             demo::run(seconds)

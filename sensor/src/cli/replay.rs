@@ -53,7 +53,7 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
     let mut alerts = opts.alerts.as_ref().map(create).transpose()?;
     replay::output::write_header(&mut rows, opts.format).context("writing rows")?;
     let mut incidents = IncidentTracker::new(Default::default());
-    let report = replay::run(
+    let report = replay::replay_files(
         &opts.files,
         opts.config.clone(),
         &mut pipeline,

@@ -627,7 +627,7 @@ where
 /// ones into `incidents`, and handing finished connections and incident lines to `sink`, in
 /// order. Reading stops at the first damaged file; what was read is still finalised and
 /// reported, and the error is in the report. A `sink` error stops the output and is returned.
-pub fn run<E>(
+pub fn replay_files<E>(
     files: &[PathBuf],
     config: ReplayConfig,
     pipeline: &mut crate::detect::Pipeline,

@@ -482,7 +482,7 @@ fn scrape(lab: &GatewayLab, metrics_addr: &str) -> Result<String, String> {
 }
 
 /// Runs the scenario; see the module docs.
-pub fn run(opts: &ScenarioOptions) -> Result<Outcome, String> {
+pub fn run_scenario(opts: &ScenarioOptions) -> Result<Outcome, String> {
     let say = |s: &str| {
         if opts.verbose {
             println!("{s}");
