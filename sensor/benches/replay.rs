@@ -72,24 +72,24 @@ fn write_capture(path: &Path) -> (u64, u64) {
             let frames = match n % 10 {
                 // DNS-like request/response.
                 0 | 1 => vec![
-                    udp4(client, port, server, 53, 40),
-                    udp4(server, 53, client, port, 120),
+                    udp4(client, port, server, 53, &[b'u'; 40]),
+                    udp4(server, 53, client, port, &[b'u'; 120]),
                 ],
                 2 => vec![
-                    eth(
+                    ethernet(
                         &[],
                         0x0800,
-                        &ipv4(client, server, 1, &icmp(8, 0, port, &[0; 56])),
+                        &Ipv4::new(client, server, 1).build(&icmp(8, 0, port, &[0; 56])),
                     ),
-                    eth(
+                    ethernet(
                         &[],
                         0x0800,
-                        &ipv4(server, client, 1, &icmp(0, 0, port, &[0; 56])),
+                        &Ipv4::new(server, client, 1).build(&icmp(0, 0, port, &[0; 56])),
                     ),
                 ],
                 _ => {
-                    let c = |f, l| tcp4(client, port, server, 80, f, l);
-                    let s = |f, l| tcp4(server, 80, client, port, f, l);
+                    let c = |f, l| tcp4(client, port, server, 80, f, &vec![b'x'; l]);
+                    let s = |f, l| tcp4(server, 80, client, port, f, &vec![b'x'; l]);
                     vec![
                         c(SYN, 0),
                         s(SYN | ACK, 0),

@@ -68,12 +68,12 @@ const C: [u8; 4] = [198, 18, 0, 2];
 const S: [u8; 4] = [198, 18, 0, 1];
 
 fn handshake_and_close(run: &mut Run, t: u64, port: u16) {
-    run.at(t, tcp4(C, port, S, 80, SYN, 0))
-        .at(t + 1, tcp4(S, 80, C, port, SYN | ACK, 0))
-        .at(t + 2, tcp4(C, port, S, 80, ACK, 0))
-        .at(t + 3, tcp4(C, port, S, 80, PSH | ACK, 10))
-        .at(t + 4, tcp4(C, port, S, 80, FIN | ACK, 0))
-        .at(t + 5, tcp4(S, 80, C, port, FIN | ACK, 0));
+    run.at(t, tcp4(C, port, S, 80, SYN, &[]))
+        .at(t + 1, tcp4(S, 80, C, port, SYN | ACK, &[]))
+        .at(t + 2, tcp4(C, port, S, 80, ACK, &[]))
+        .at(t + 3, tcp4(C, port, S, 80, PSH | ACK, &[b'x'; 10]))
+        .at(t + 4, tcp4(C, port, S, 80, FIN | ACK, &[]))
+        .at(t + 5, tcp4(S, 80, C, port, FIN | ACK, &[]));
 }
 
 #[test]
@@ -87,14 +87,14 @@ fn a_trailing_ack_lingers_and_the_entry_goes_after_the_linger() {
         (ConnState::SF, EndReason::Fin)
     );
     // The last ACK and a retransmitted FIN: accounted into the lingering entry, no new record.
-    run.at(6, tcp4(C, 40000, S, 80, ACK, 0))
-        .at(500, tcp4(S, 80, C, 40000, FIN | ACK, 0));
+    run.at(6, tcp4(C, 40000, S, 80, ACK, &[]))
+        .at(500, tcp4(S, 80, C, 40000, FIN | ACK, &[]));
     assert!(run.take().is_empty());
     assert_eq!(run.r.tables().len(), 1);
     // 2 s linger after its last packet (500 ms), removed when the clock passes it.
-    run.at(2400, udp4(C, 1, S, 2, 1));
+    run.at(2400, udp4(C, 1, S, 2, &[b'u'; 1]));
     assert_eq!(run.r.tables().len(), 2, "still lingering at 2.4 s");
-    run.at(2700, udp4(C, 1, S, 2, 1));
+    run.at(2700, udp4(C, 1, S, 2, &[b'u'; 1]));
     assert_eq!(run.r.tables().len(), 1, "gone after 2.5 s");
     run.r.finish(&mut run.out);
     let recs = run.take();
@@ -130,10 +130,10 @@ fn a_syn_reusing_a_finished_five_tuple_is_a_new_connection() {
 #[test]
 fn a_second_rst_is_a_duplicate_end_signal() {
     let mut run = Run::new(ReplayConfig::default());
-    run.at(0, tcp4(C, 40000, S, 80, SYN, 0))
-        .at(1, tcp4(S, 80, C, 40000, SYN | ACK, 0))
-        .at(2, tcp4(C, 40000, S, 80, RST, 0))
-        .at(3, tcp4(S, 80, C, 40000, RST, 0));
+    run.at(0, tcp4(C, 40000, S, 80, SYN, &[]))
+        .at(1, tcp4(S, 80, C, 40000, SYN | ACK, &[]))
+        .at(2, tcp4(C, 40000, S, 80, RST, &[]))
+        .at(3, tcp4(S, 80, C, 40000, RST, &[]));
     let recs = run.take();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].conn_state, ConnState::RSTO);
@@ -146,13 +146,13 @@ fn a_second_rst_is_a_duplicate_end_signal() {
 #[test]
 fn idle_timeouts_follow_the_protocol_and_the_handshake() {
     let mut run = Run::new(ReplayConfig::default());
-    run.at(0, udp4(C, 5000, S, 53, 10)) // UDP: 60 s
-        .at(0, tcp4(C, 40001, S, 22, SYN, 0)) // attempt: 5 s
-        .at(0, tcp4(C, 40002, S, 80, SYN, 0)) // established: 300 s
-        .at(1, tcp4(S, 80, C, 40002, SYN | ACK, 0))
-        .at(2, tcp4(C, 40002, S, 80, ACK, 0));
+    run.at(0, udp4(C, 5000, S, 53, &[b'u'; 10])) // UDP: 60 s
+        .at(0, tcp4(C, 40001, S, 22, SYN, &[])) // attempt: 5 s
+        .at(0, tcp4(C, 40002, S, 80, SYN, &[])) // established: 300 s
+        .at(1, tcp4(S, 80, C, 40002, SYN | ACK, &[]))
+        .at(2, tcp4(C, 40002, S, 80, ACK, &[]));
     let ended = |run: &mut Run, t: u64| {
-        run.at(t, eth(&[], 0x88b5, &[0; 46])); // a non-IP frame moves the clock
+        run.at(t, ethernet(&[], 0x88b5, &[0; 46])); // a non-IP frame moves the clock
         run.take()
             .iter()
             .map(|r| (r.resp_port, r.end_reason))
@@ -172,12 +172,12 @@ fn idle_timeouts_follow_the_protocol_and_the_handshake() {
 #[test]
 fn events_come_in_order_and_records_carry_their_final_moment() {
     let mut run = Run::new(ReplayConfig::default());
-    run.at(0, tcp4(C, 40000, S, 80, SYN, 0))
-        .at(3, tcp4(S, 80, C, 40000, SYN | ACK, 0))
-        .at(4, tcp4(C, 40000, S, 80, ACK, 0))
-        .at(10, udp4(C, 5000, S, 53, 10))
-        .at(20, tcp4(C, 40001, S, 81, SYN, 0))
-        .at(21, tcp4(S, 81, C, 40001, RST | ACK, 0));
+    run.at(0, tcp4(C, 40000, S, 80, SYN, &[]))
+        .at(3, tcp4(S, 80, C, 40000, SYN | ACK, &[]))
+        .at(4, tcp4(C, 40000, S, 80, ACK, &[]))
+        .at(10, udp4(C, 5000, S, 53, &[b'u'; 10]))
+        .at(20, tcp4(C, 40001, S, 81, SYN, &[]))
+        .at(21, tcp4(S, 81, C, 40001, RST | ACK, &[]));
     let kinds: Vec<String> = run
         .out
         .iter()
@@ -206,7 +206,7 @@ fn events_come_in_order_and_records_carry_their_final_moment() {
     assert_eq!(refused.final_unix_ns, T0 + 21 * MS);
     // The UDP conversation, open a second later without an established handshake, gets an
     // early verdict; the answered TCP connection does not.
-    run.at(1_500, udp4(C, 9, S, 9, 1));
+    run.at(1_500, udp4(C, 9, S, 9, &[b'u'; 1]));
     let ongoing: Vec<(u16, u64)> = run
         .out
         .iter()
@@ -218,11 +218,11 @@ fn events_come_in_order_and_records_carry_their_final_moment() {
     assert_eq!(ongoing, [(53, T0 + 1010 * MS)]);
     run.take();
     // Idle: final at the last packet plus the timeout that applied, to the nanosecond.
-    run.at(70_000, udp4(C, 9, S, 9, 1));
+    run.at(70_000, udp4(C, 9, S, 9, &[b'u'; 1]));
     let idle = run.take();
     let udp = idle.iter().find(|r| r.resp_port == 53).unwrap();
     assert_eq!(udp.final_unix_ns, T0 + 10 * MS + 60_000 * MS);
-    run.at(302_000, udp4(C, 9, S, 9, 1));
+    run.at(302_000, udp4(C, 9, S, 9, &[b'u'; 1]));
     let idle = run.take();
     let tcp = idle.iter().find(|r| r.resp_port == 80).unwrap();
     assert_eq!(tcp.answer_unix_ns, Some(T0 + 3 * MS));
@@ -241,7 +241,7 @@ fn the_cost_follows_the_packets_not_the_span_of_the_clock() {
         1_000_000_000,
         60,
         LinkType::Ethernet,
-        &udp4(C, 514, S, 514, 20),
+        &udp4(C, 514, S, 514, &[b'u'; 20]),
         &mut run.out,
     );
     let later = 50 * 365 * 24 * 3600 * 1_000_000_000u64;
@@ -249,7 +249,7 @@ fn the_cost_follows_the_packets_not_the_span_of_the_clock() {
         later,
         60,
         LinkType::Ethernet,
-        &udp4(C, 514, S, 514, 20),
+        &udp4(C, 514, S, 514, &[b'u'; 20]),
         &mut run.out,
     );
     run.r.finish(&mut run.out);
@@ -269,14 +269,14 @@ fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
         table_capacity: 2,
         ..ReplayConfig::default()
     });
-    run.at(0, udp4(C, 1, S, 53, 10))
-        .at(1, udp4(S, 53, C, 1, 20))
-        .at(2, udp4(C, 2, S, 53, 10))
+    run.at(0, udp4(C, 1, S, 53, &[b'u'; 10]))
+        .at(1, udp4(S, 53, C, 1, &[b'u'; 20]))
+        .at(2, udp4(C, 2, S, 53, &[b'u'; 10]))
         // Full: port 2's attempt (unanswered) makes room.
-        .at(3, udp4(C, 3, S, 53, 10))
-        .at(4, udp4(S, 53, C, 3, 20))
+        .at(3, udp4(C, 3, S, 53, &[b'u'; 10]))
+        .at(4, udp4(S, 53, C, 3, &[b'u'; 20]))
         // Full of answered conversations: nothing to evict.
-        .at(5, udp4(C, 4, S, 53, 10));
+        .at(5, udp4(C, 4, S, 53, &[b'u'; 10]));
     let h = run.r.health();
     assert_eq!(
         (h.accounted, h.table_full, h.flows_created, h.flows_evicted),
@@ -308,14 +308,14 @@ fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
 fn fragments_are_attributed_through_the_first_one() {
     // A 2-fragment UDP datagram: the first carries the UDP header, the second only data.
     let frag = |more: bool, offset8: u16, payload: &[u8]| {
-        let mut ip = ipv4(C, S, 17, payload);
+        let mut ip = Ipv4::new(C, S, 17).build(payload);
         let ff = (u16::from(more) << 13) | offset8;
         ip[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
         ip[6..8].copy_from_slice(&ff.to_be_bytes());
-        eth(&[], 0x0800, &ip)
+        ethernet(&[], 0x0800, &ip)
     };
     let first = {
-        let mut u = udp(7000, 9000, &[7; 32]);
+        let mut u = udp(7000, 9000, None, &[7; 32]);
         u[4..6].copy_from_slice(&(8u16 + 32 + 24).to_be_bytes());
         u
     };
@@ -349,7 +349,7 @@ fn every_packet_of_the_golden_captures_is_counted_once() {
         assert_eq!(h.packets, n, "{name}");
         outcomes_add_up(&h);
         // Truncated and non-IP frames land in their own counters.
-        let mut short = tcp4(C, 1, S, 2, SYN, 0);
+        let mut short = tcp4(C, 1, S, 2, SYN, &[]);
         short.truncate(14 + 20 + 10);
         r.packet(T0, short.len() as u64, LinkType::Ethernet, &short, &mut out);
         assert_eq!(r.health().truncated, h.truncated + 1);

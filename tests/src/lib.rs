@@ -5,6 +5,7 @@
 //! only), curl and ping; every generator is bounded in count and seconds.
 
 pub mod deploy;
+pub mod frames;
 pub mod packet;
 
 use std::{

@@ -1,8 +1,5 @@
-//! Frame builders and capture writers shared by the replay tests and the replay benchmark
-//! (`#[path]`-included there). Addresses come from 198.18.0.0/15 and 2001:2::/48 only.
-//!
-//! Checksums are left zero: neither the sensor's parser nor the kernel path it mirrors reads
-//! them.
+//! Capture writers and golden captures shared by the replay tests and the replay benchmark
+//! (`#[path]`-included there), over the workspace's one frame builder (`tests/src/frames.rs`).
 #![allow(dead_code)]
 
 use std::{borrow::Cow, path::PathBuf, time::Duration};
@@ -19,105 +16,13 @@ use pcap_file::{
     },
 };
 
-/// TCP flag bits.
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
-
-/// `198.18.a.b`.
-pub fn v4(a: u8, b: u8) -> [u8; 4] {
-    [198, 18, a, b]
-}
-
-/// `2001:2::<last>`.
-pub fn v6(last: u16) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[0..4].copy_from_slice(&[0x20, 0x01, 0x00, 0x02]);
-    a[14..16].copy_from_slice(&last.to_be_bytes());
-    a
-}
-
-/// Ethernet with VLAN tags `(tpid, vid)` in front of `payload` of `ethertype`.
-pub fn eth(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-    for (tpid, vid) in tags {
-        f.extend(tpid.to_be_bytes());
-        f.extend(vid.to_be_bytes());
-    }
-    f.extend(ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-pub fn ipv4(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
-    let total = (20 + payload.len()) as u16;
-    let mut h = vec![0x45, 0];
-    h.extend(total.to_be_bytes());
-    h.extend([0, 1, 0x40, 0, 64, protocol, 0, 0]);
-    h.extend(src);
-    h.extend(dst);
-    h.extend_from_slice(payload);
-    h
-}
-
-pub fn ipv6(src: [u8; 16], dst: [u8; 16], protocol: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend((payload.len() as u16).to_be_bytes());
-    h.extend([protocol, 64]);
-    h.extend(src);
-    h.extend(dst);
-    h.extend_from_slice(payload);
-    h
-}
-
-pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut t = Vec::with_capacity(20 + payload.len());
-    t.extend(sport.to_be_bytes());
-    t.extend(dport.to_be_bytes());
-    t.extend([0, 0, 0, 1, 0, 0, 0, 1]);
-    t.extend([5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t.extend_from_slice(payload);
-    t
-}
-
-pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::with_capacity(8 + payload.len());
-    u.extend(sport.to_be_bytes());
-    u.extend(dport.to_be_bytes());
-    u.extend((8 + payload.len() as u16).to_be_bytes());
-    u.extend([0, 0]);
-    u.extend_from_slice(payload);
-    u
-}
-
-/// ICMP / ICMPv6 echo-style message: type, code, identifier, sequence 1, payload.
-pub fn icmp(kind: u8, code: u8, id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut c = vec![kind, code, 0, 0];
-    c.extend(id.to_be_bytes());
-    c.extend([0, 1]);
-    c.extend_from_slice(payload);
-    c
-}
-
-/// Ethernet / IPv4 / TCP.
-pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, len: usize) -> Vec<u8> {
-    eth(
-        &[],
-        0x0800,
-        &ipv4(src, dst, 6, &tcp(sport, dport, flags, &vec![b'x'; len])),
-    )
-}
-
-/// Ethernet / IPv4 / UDP.
-pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, len: usize) -> Vec<u8> {
-    eth(
-        &[],
-        0x0800,
-        &ipv4(src, dst, 17, &udp(sport, dport, &vec![b'u'; len])),
-    )
-}
+#[path = "../../../tests/src/frames.rs"]
+mod frames;
+pub use frames::{
+    Ipv4, ethernet,
+    flags::{ACK, FIN, PSH, RST, SYN},
+    icmp, ipv6, tcp, tcp4, udp, udp4, v4, v6,
+};
 
 /// Frames with their capture time (Unix nanoseconds).
 #[derive(Default)]
@@ -211,14 +116,14 @@ pub fn golden_captures() -> Vec<(&'static str, Vec<u8>)> {
         states.push(
             at,
             if from_client {
-                tcp4(c, 40000, s, 80, flags, len)
+                tcp4(c, 40000, s, 80, flags, &vec![b'x'; len])
             } else {
-                tcp4(s, 80, c, 40000, flags, len)
+                tcp4(s, 80, c, 40000, flags, &vec![b'x'; len])
             },
         );
     }
-    states.push(t + 100 * MS, tcp4(c, 40001, s, 23, SYN, 0));
-    states.push(t + 101 * MS, tcp4(s, 23, c, 40001, RST | ACK, 0));
+    states.push(t + 100 * MS, tcp4(c, 40001, s, 23, SYN, &[]));
+    states.push(t + 101 * MS, tcp4(s, 23, c, 40001, RST | ACK, &[]));
     let rsto = [
         (true, SYN, 0),
         (false, SYN | ACK, 0),
@@ -232,9 +137,9 @@ pub fn golden_captures() -> Vec<(&'static str, Vec<u8>)> {
         states.push(
             at,
             if from_client {
-                tcp4(c, 40002, s, 7000, flags, len)
+                tcp4(c, 40002, s, 7000, flags, &vec![b'x'; len])
             } else {
-                tcp4(s, 7000, c, 40002, flags, len)
+                tcp4(s, 7000, c, 40002, flags, &vec![b'x'; len])
             },
         );
     }
@@ -250,24 +155,24 @@ pub fn golden_captures() -> Vec<(&'static str, Vec<u8>)> {
         states.push(
             at,
             if from_client {
-                tcp4(c, 40003, s, 7000, flags, len)
+                tcp4(c, 40003, s, 7000, flags, &vec![b'x'; len])
             } else {
-                tcp4(s, 7000, c, 40003, flags, len)
+                tcp4(s, 7000, c, 40003, flags, &vec![b'x'; len])
             },
         );
     }
     for at in [400, 1400, 3400] {
-        states.push(t + at * MS, tcp4(c, 40004, silent, 22, SYN, 0));
+        states.push(t + at * MS, tcp4(c, 40004, silent, 22, SYN, &[]));
     }
-    states.push(t + 20_000 * MS, udp4(c, 5000, s, 123, 48));
+    states.push(t + 20_000 * MS, udp4(c, 5000, s, 123, &[b'u'; 48]));
 
     // UDP and ICMP: two DNS exchanges, a one-way datagram, a two-request ping.
     let mut ui = Frames::default();
-    ui.push(t, udp4(c, 5353, s, 53, 30));
-    ui.push(t + MS, udp4(s, 53, c, 5353, 120));
-    ui.push(t + 500 * MS, udp4(c, 5354, s, 53, 31));
-    ui.push(t + 501 * MS, udp4(s, 53, c, 5354, 121));
-    ui.push(t + 600 * MS, udp4(c, 6000, s, 9999, 10));
+    ui.push(t, udp4(c, 5353, s, 53, &[b'u'; 30]));
+    ui.push(t + MS, udp4(s, 53, c, 5353, &[b'u'; 120]));
+    ui.push(t + 500 * MS, udp4(c, 5354, s, 53, &[b'u'; 31]));
+    ui.push(t + 501 * MS, udp4(s, 53, c, 5354, &[b'u'; 121]));
+    ui.push(t + 600 * MS, udp4(c, 6000, s, 9999, &[b'u'; 10]));
     for (i, (req, at)) in [(true, 1000), (false, 1001), (true, 2000), (false, 2001)]
         .into_iter()
         .enumerate()
@@ -276,10 +181,10 @@ pub fn golden_captures() -> Vec<(&'static str, Vec<u8>)> {
         let (a, b, kind) = if req { (c, s, 8) } else { (s, c, 0) };
         ui.push(
             t + at * MS,
-            eth(
+            ethernet(
                 &[],
                 0x0800,
-                &ipv4(a, b, 1, &icmp(kind, 0, 0x1234, &[0x55; 56])),
+                &Ipv4::new(a, b, 1).build(&icmp(kind, 0, 0x1234, &[0x55; 56])),
             ),
         );
     }
@@ -306,20 +211,28 @@ pub fn golden_captures() -> Vec<(&'static str, Vec<u8>)> {
         };
         six.push(
             at,
-            eth(
+            ethernet(
                 &[],
                 0x86dd,
-                &ipv6(a, b, 6, &tcp(ap, bp, flags, &vec![b'y'; len])),
+                &ipv6(a, b, &[], 6, &tcp(ap, bp, flags, None, &vec![b'y'; len])),
             ),
         );
     }
     six.push(
         t + 50 * MS,
-        eth(&[], 0x86dd, &ipv6(c6, s6, 58, &icmp(128, 0, 7, &[1; 16]))),
+        ethernet(
+            &[],
+            0x86dd,
+            &ipv6(c6, s6, &[], 58, &icmp(128, 0, 7, &[1; 16])),
+        ),
     );
     six.push(
         t + 51 * MS,
-        eth(&[], 0x86dd, &ipv6(s6, c6, 58, &icmp(129, 0, 7, &[1; 16]))),
+        ethernet(
+            &[],
+            0x86dd,
+            &ipv6(s6, c6, &[], 58, &icmp(129, 0, 7, &[1; 16])),
+        ),
     );
 
     // VLAN: 802.1Q-tagged DNS, and a QinQ-tagged SYN refused with RST.
@@ -328,22 +241,34 @@ pub fn golden_captures() -> Vec<(&'static str, Vec<u8>)> {
     let qinq = [(0x88a8, 100), (0x8100, 10)];
     vlan.push(
         t,
-        eth(&q, 0x0800, &ipv4(c, s, 17, &udp(6001, 53, &[b'q'; 33]))),
+        ethernet(
+            &q,
+            0x0800,
+            &Ipv4::new(c, s, 17).build(&udp(6001, 53, None, &[b'q'; 33])),
+        ),
     );
     vlan.push(
         t + MS,
-        eth(&q, 0x0800, &ipv4(s, c, 17, &udp(53, 6001, &[b'r'; 77]))),
+        ethernet(
+            &q,
+            0x0800,
+            &Ipv4::new(s, c, 17).build(&udp(53, 6001, None, &[b'r'; 77])),
+        ),
     );
     vlan.push(
         t + 10 * MS,
-        eth(&qinq, 0x0800, &ipv4(c, s, 6, &tcp(40020, 25, SYN, &[]))),
+        ethernet(
+            &qinq,
+            0x0800,
+            &Ipv4::new(c, s, 6).build(&tcp(40020, 25, SYN, None, &[])),
+        ),
     );
     vlan.push(
         t + 11 * MS,
-        eth(
+        ethernet(
             &qinq,
             0x0800,
-            &ipv4(s, c, 6, &tcp(25, 40020, RST | ACK, &[])),
+            &Ipv4::new(s, c, 6).build(&tcp(25, 40020, RST | ACK, None, &[])),
         ),
     );
 
