@@ -3,22 +3,14 @@
 use std::{path::PathBuf, time::Duration};
 
 use integration_tests::{Pair, require_root, sensor_bin, wait_until};
+use xtask::metrics::sum;
 
 fn model_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model")
 }
 
 fn scrape(ns: &integration_tests::Netns) -> String {
-    ns.run(
-        "curl",
-        &["-s", "--max-time", "3", "http://127.0.0.1:9464/metrics"],
-    )
-    .unwrap_or_default()
-}
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    xtask::metrics::scrape(ns, "127.0.0.1:9464", 3).unwrap_or_default()
 }
 
 fn sighup(pid: u32) {
@@ -84,7 +76,7 @@ burst = 3
         .expect("sensor started");
     let pid = sensor.child.as_ref().unwrap().id();
     let m = scrape(&lab.server);
-    assert_eq!(value(&m, "sensor_flow_table_capacity"), Some(4096.0), "{m}");
+    assert_eq!(sum(&m, "sensor_flow_table_capacity", &[]), 4096.0, "{m}");
     assert!(m.contains("sensor_model_info{"), "{m}");
 
     // A corrupted model file: refused, the running model stays, the failure is counted.
@@ -95,10 +87,11 @@ burst = 3
     std::fs::write(&model, &bad).unwrap();
     sighup(pid);
     assert!(
-        wait_until(Duration::from_secs(10), || value(
+        wait_until(Duration::from_secs(10), || sum(
             &scrape(&lab.server),
-            "sensor_model_reloads_total{result=\"error\"}"
-        ) == Some(1.0)),
+            "sensor_model_reloads_total",
+            &[("result", "error")]
+        ) == 1.0),
         "the bad reload was not counted: {}",
         scrape(&lab.server)
     );
@@ -106,10 +99,11 @@ burst = 3
     std::fs::write(&model, &good).unwrap();
     sighup(pid);
     assert!(
-        wait_until(Duration::from_secs(10), || value(
+        wait_until(Duration::from_secs(10), || sum(
             &scrape(&lab.server),
-            "sensor_model_reloads_total{result=\"ok\"}"
-        ) == Some(1.0)),
+            "sensor_model_reloads_total",
+            &[("result", "ok")]
+        ) == 1.0),
         "the good reload was not counted: {}",
         scrape(&lab.server)
     );
@@ -134,8 +128,8 @@ burst = 3
         .expect("nmap");
     let ok = wait_until(Duration::from_secs(10), || {
         let m = scrape(&lab.server);
-        let a = value(&m, "sensor_alerts_total").unwrap_or(0.0);
-        let s = value(&m, "sensor_alerts_suppressed_total").unwrap_or(0.0);
+        let a = sum(&m, "sensor_alerts_total", &[]);
+        let s = sum(&m, "sensor_alerts_suppressed_total", &[]);
         a + s >= 300.0
     });
     let m = scrape(&lab.server);
@@ -160,9 +154,14 @@ burst = 3
         .filter(|l| l["type"] == "suppressed")
         .map(|l| l["suppressed"].as_u64().unwrap())
         .sum();
-    let anomalous = value(
+    let anomalous = sum(
         &m,
-        "sensor_verdicts_total{detector=\"both\",protocol=\"tcp\",service=\"private\",verdict=\"anomalous\"}",
+        "sensor_verdicts_total",
+        &[
+            ("protocol", "tcp"),
+            ("service", "private"),
+            ("verdict", "anomalous"),
+        ],
     );
     assert!(
         (3..30).contains(&written),
@@ -170,7 +169,7 @@ burst = 3
     );
     assert!(
         written as u64 + summarised >= 300,
-        "{written} written + {summarised} summarised < 300 scanned ports; {anomalous:?}"
+        "{written} written + {summarised} summarised < 300 scanned ports; {anomalous} anomalous verdicts"
     );
     let first = lines.iter().find(|l| l["type"] == "alert").unwrap();
     assert_eq!(first["resp_addr"], lab.server_v4.as_str());

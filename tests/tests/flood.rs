@@ -26,6 +26,7 @@ use integration_tests::{lab::Proc, require_root, sensor_bin, wait_until};
 use xtask::{
     gateway::{self, CLIENT, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts},
     lab::TempDir,
+    metrics,
 };
 
 /// The two tests share the machine's two cores: one at a time.
@@ -128,18 +129,7 @@ impl Lab {
     }
 
     fn scrape(&self) -> String {
-        self.lab
-            .gateway
-            .run(
-                "curl",
-                &[
-                    "-s",
-                    "--max-time",
-                    "5",
-                    &format!("http://{METRICS}/metrics"),
-                ],
-            )
-            .expect("scrape /metrics")
+        metrics::scrape(&self.lab.gateway, METRICS, 5).expect("scrape /metrics")
     }
 
     /// Stops the sensor and reads what it wrote; then the lab goes.
@@ -210,15 +200,6 @@ impl Outcome {
             })
             .collect()
     }
-}
-
-/// A sum of the samples of metric `name` whose labels include `filter`.
-fn metric(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// The client's fetch loop: one page per round every `pause` seconds, for `secs` seconds and at
@@ -406,19 +387,19 @@ fn a_syn_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
                 .is_some_and(|t| t.iter().any(|a| a == FLOOD_TARGET))
     });
     assert!(flood_incident, "no flood incident naming {FLOOD_TARGET}");
-    assert!(metric(&metrics, "sensor_incidents_total", "kind=\"flood\"") >= 1.0);
+    assert!(metrics::sum(&metrics, "sensor_incidents_total", &[("kind", "flood")]) >= 1.0);
     let evicted_kernel = out.health("flows_evicted");
     assert!(evicted_kernel > 0, "nothing evicted: {}", out.summary);
     assert_eq!(
-        metric(&metrics, "sensor_kernel_flows_evicted_total", ""),
+        metrics::sum(&metrics, "sensor_kernel_flows_evicted_total", &[]),
         evicted_kernel as f64,
         "the metric reads the kernel's counter"
     );
     assert!(
-        metric(
+        metrics::sum(
             &metrics,
             "sensor_connections_total",
-            "end_reason=\"evicted\""
+            &[("end_reason", "evicted")]
         ) > 0.0
     );
     // Memory bounded.
@@ -510,7 +491,7 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
         let text = String::from_utf8_lossy(&out.stdout);
         made += text.lines().count() as u64;
         ok += text.lines().filter(|l| *l == "ok").count() as u64;
-        drops = metric(&lab.scrape(), "sensor_kernel_ringbuf_drops_total", "");
+        drops = metrics::sum(&lab.scrape(), "sensor_kernel_ringbuf_drops_total", &[]);
         if drops > 0.0 {
             break;
         }
@@ -520,8 +501,8 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
     // then the linger ends and every entry is gone.
     let settled = wait_until(Duration::from_secs(20), || {
         let m = lab.scrape();
-        metric(&m, "sensor_connections_total", "end_reason=\"fin\"")
-            + metric(&m, "sensor_connections_total", "end_reason=\"rst\"")
+        metrics::sum(&m, "sensor_connections_total", &[("end_reason", "fin")])
+            + metrics::sum(&m, "sensor_connections_total", &[("end_reason", "rst")])
             >= ok as f64
     });
     thread::sleep(Duration::from_secs(3));

@@ -148,12 +148,7 @@ fn kill(sig: &str, pid: u32) {
 }
 
 fn scrape(pair: &Pair) -> String {
-    pair.server
-        .run(
-            "curl",
-            &["-s", "--max-time", "3", "http://127.0.0.1:9464/metrics"],
-        )
-        .unwrap_or_default()
+    xtask::metrics::scrape(&pair.server, "127.0.0.1:9464", 3).unwrap_or_default()
 }
 
 /// What `strace -f -o` recorded of one program, from its exec on.

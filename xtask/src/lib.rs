@@ -6,3 +6,4 @@ pub mod dist;
 pub mod gateway;
 pub mod lab;
 pub mod manpage;
+pub mod metrics;
