@@ -59,6 +59,19 @@ pub struct Health {
 }
 
 impl Health {
+    /// The outcome counters summed: each packet, and each tunnel payload found in one, has
+    /// exactly one outcome, so this equals `packets + tunnel_payloads` when nothing is lost.
+    pub fn outcomes(&self) -> u64 {
+        self.accounted
+            + self.non_ip
+            + self.parse_errors
+            + self.truncated
+            + self.unsupported_l4
+            + self.unattributed_fragments
+            + self.table_full
+            + self.too_deep
+    }
+
     /// Names of the fields, in order, for reports and metrics.
     pub const FIELD_NAMES: [&'static str; 18] = [
         "packets",

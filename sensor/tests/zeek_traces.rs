@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use sensor::replay::{ReplayConfig, Replayer, for_each_packet};
-use sensor_common::Health;
 
 fn zeek_data() -> Option<PathBuf> {
     let dir = match std::env::var_os("ZEEK_DATA_DIR") {
@@ -31,17 +30,6 @@ fn captures(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
-}
-
-fn outcomes(h: &Health) -> u64 {
-    h.accounted
-        + h.non_ip
-        + h.truncated
-        + h.parse_errors
-        + h.unsupported_l4
-        + h.unattributed_fragments
-        + h.table_full
-        + h.too_deep
 }
 
 #[test]
@@ -75,7 +63,7 @@ fn every_zeek_trace_is_read() {
         let h = r.health();
         assert!(n > 0 && h.packets == n, "{}: {h:?}", file.display());
         assert_eq!(
-            outcomes(&h),
+            h.outcomes(),
             h.packets + h.tunnel_payloads,
             "{}: every packet and payload has one outcome: {h:?}",
             file.display()

@@ -89,16 +89,3 @@ impl XdpHarness {
         }
     }
 }
-
-/// The outcome counters of a [`Health`], which must add up to `packets + tunnel_payloads`
-/// (every packet and every tunnel payload found in one has one outcome).
-pub fn outcome_sum(h: &Health) -> u64 {
-    h.accounted
-        + h.non_ip
-        + h.truncated
-        + h.parse_errors
-        + h.unsupported_l4
-        + h.unattributed_fragments
-        + h.table_full
-        + h.too_deep
-}

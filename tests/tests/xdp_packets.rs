@@ -89,7 +89,7 @@ fn a_tcp_exchange_is_one_exact_sf_entry() {
         (h.packets, h.accounted, h.flows_created, h.events_sent),
         (8, 8, 1, 3)
     );
-    assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
+    assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
 }
 
 #[test]
@@ -344,7 +344,7 @@ fn non_ip_deep_labels_every_ip_protocol_and_empty_ipv6_are_counted() {
     assert_eq!(run_one(&mut x, &f).unsupported_l4, 1);
     assert!(x.flows().is_empty());
     let h = x.health();
-    assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
+    assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
 }
 
 /// Every encapsulation through the real programs (the per-packet one and its continuation):
@@ -377,7 +377,7 @@ fn encapsulated_frames_account_the_inner_connection_and_its_carrier() {
         x.clear_flows();
     }
     let h = x.health();
-    assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
+    assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
 }
 
 #[test]
@@ -469,7 +469,7 @@ fn ip_fragments_are_attributed_and_wrong_ones_counted() {
         .1;
     assert_eq!(f6.payload_bytes[usize::from(f6.orig_side)], 16 + 24);
     let h = x.health();
-    assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
+    assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
 }
 
 /// Every event waiting in the ring buffer.
@@ -566,7 +566,7 @@ fn a_full_table_evicts_unanswered_attempts_and_keeps_answered_flows_exact() {
     let h = delta(&x.health(), &before);
     assert_eq!((h.flows_created, h.flows_evicted, h.table_full), (0, 0, 20));
     let all = x.health();
-    assert_eq!(outcome_sum(&all), all.packets + all.tunnel_payloads);
+    assert_eq!(all.outcomes(), all.packets + all.tunnel_payloads);
     assert_eq!(
         all.flows_created,
         x.flows().len() as u64 + all.flows_evicted,
@@ -605,7 +605,7 @@ fn no_eviction_without_room_for_the_record() {
     let h = x.health();
     assert_eq!(h.flows_created, u64::from(CAP) + h.flows_evicted);
     assert_eq!(x.flows().len(), usize::from(CAP));
-    assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
+    assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
     // Once user space reads the ring, evictions resume.
     drain_events(&mut x);
     let before = x.health();
@@ -660,7 +660,7 @@ fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
         assert_eq!(table.occupancy(), (0, 0), "round {round}");
     }
     let h = x.health();
-    assert_eq!(outcome_sum(&h), h.packets + h.tunnel_payloads);
+    assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
     assert_eq!(
         h.flows_created,
         5 * (u64::from(CAP) + u64::from(CAP / 2) + 8)
@@ -842,7 +842,7 @@ fn a_million_mutated_frames_keep_the_counters_consistent() {
     let h = x.health();
     assert_eq!(h.packets, FRAMES as u64);
     assert_eq!(
-        outcome_sum(&h),
+        h.outcomes(),
         h.packets + h.tunnel_payloads,
         "every packet and tunnel payload has exactly one outcome: {h:?}"
     );
