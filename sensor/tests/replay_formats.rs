@@ -249,6 +249,49 @@ fn zeek_rows_parse_by_their_header_and_agree_with_jsonl_and_eve() {
     assert!(connections >= 10, "{connections} connections");
 }
 
+/// Exact values on `udp_icmp.pcap`, the IDs computed independently (Python's hashlib over the
+/// spec's byte layout): the DNS query and the echo request, in all three formats.
+#[test]
+fn exact_community_ids_and_zeek_icmp_ports_of_the_udp_icmp_capture() {
+    let capture = fixtures_dir().join("udp_icmp.pcap");
+    let json = jsonl(&sensor_replay(&capture, "jsonl", &[]));
+    let zeek = ZeekLog::parse(&sensor_replay(&capture, "zeek", &[]));
+    let eve = jsonl(&sensor_replay(&capture, "eve", &[]));
+    let dns = json
+        .iter()
+        .position(|j| j["orig_port"] == 5353 && j["resp_port"] == 53)
+        .expect("the DNS query");
+    let ping = json
+        .iter()
+        .position(|j| j["transport"] == "icmp")
+        .expect("the echo request");
+    for (i, id) in [
+        (dns, "1:HWJ52N8/FPUsZK8VEmSXdog6myk="),
+        (ping, "1:7lgwrDwRAo+pE2ZdTIaNPHbT2WI="),
+    ] {
+        assert_eq!(json[i]["community_id"], id);
+        assert_eq!(zeek.get(&zeek.rows[i], "community_id"), id);
+        assert_eq!(eve[i]["community_id"], id);
+    }
+    let z = &zeek.rows[ping];
+    assert_eq!(
+        (zeek.get(z, "id.orig_p"), zeek.get(z, "id.resp_p")),
+        ("8", "0")
+    );
+    assert_eq!(zeek.get(z, "proto"), "icmp");
+    assert_eq!(zeek.get(z, "history"), "-");
+    assert_eq!(zeek.get(&zeek.rows[dns], "service"), "dns");
+    assert_eq!(eve[dns]["app_proto"], "dns");
+    assert_eq!(eve[dns]["proto"], "UDP");
+    assert_eq!(
+        (
+            eve[ping]["icmp_type"].as_u64(),
+            eve[ping]["icmp_code"].as_u64()
+        ),
+        (Some(8), Some(0))
+    );
+}
+
 #[test]
 fn the_seed_changes_every_community_id_in_every_format() {
     let capture = fixtures_dir().join("udp_icmp.pcap");
