@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod baseline;
 pub mod capture;
 pub mod cli;
+pub mod community_id;
 pub mod config;
 pub mod dataset;
 pub mod detect;

@@ -376,9 +376,13 @@ struct ReplayArgs {
     #[arg(long, default_value = sensor::config::DEFAULT_MODEL)]
     model: PathBuf,
     /// Row format: csv (NSL-KDD layout, label = verdict), wide-csv (with header, 5-tuple, times,
-    /// score) or jsonl.
+    /// score), jsonl, zeek (Zeek conn.log TSV) or eve (Suricata EVE JSON flow events).
     #[arg(long, value_enum, default_value = "csv")]
     format: sensor::replay::output::Format,
+    /// Seed of the Community IDs (jsonl, zeek and eve rows): 0, as Zeek and Suricata use by
+    /// default, unless the logs to compare with used another.
+    #[arg(long, default_value_t = 0)]
+    community_id_seed: u16,
     /// Write rows here instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -500,6 +504,7 @@ impl ReplayArgs {
             files: self.files.clone(),
             model: self.model.clone(),
             format: self.format,
+            community_id_seed: self.community_id_seed,
             output: self.output.clone(),
             alerts: self.alerts.clone(),
             connection_alerts: self.connection_alerts,

@@ -20,6 +20,8 @@ pub struct ReplayOptions {
     pub files: Vec<PathBuf>,
     pub model: PathBuf,
     pub format: Format,
+    /// Seed of the Community IDs in `jsonl`, `zeek` and `eve` rows.
+    pub community_id_seed: u16,
     /// Rows go here (`None`: the writer given to [`replay`]).
     pub output: Option<PathBuf>,
     /// The alert stream: incident lines, and with `connection_alerts` one line per anomalous
@@ -51,7 +53,8 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         None => Box::new(std::io::BufWriter::new(stdout)),
     };
     let mut alerts = opts.alerts.as_ref().map(create).transpose()?;
-    replay::output::write_header(&mut rows, opts.format).context("writing rows")?;
+    let writer = replay::output::RowWriter::new(opts.format, opts.community_id_seed);
+    writer.header(&mut rows).context("writing rows")?;
     let mut incidents = IncidentTracker::new(Default::default());
     let report = replay::replay_files(
         &opts.files,
@@ -61,7 +64,7 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         |o| {
             match o {
                 Output::Connection { record, scored } => {
-                    replay::output::write_row(&mut rows, opts.format, record, scored)?;
+                    writer.row(&mut rows, record, scored)?;
                     if let Some(a) = alerts.as_mut()
                         && opts.connection_alerts
                         && scored.verdict.anomalous
@@ -85,6 +88,7 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         },
     )
     .context("writing rows")?;
+    writer.footer(&mut rows).context("writing rows")?;
     rows.flush().context("writing rows")?;
     if let Some(mut a) = alerts {
         a.flush().context("writing alerts")?;

@@ -9,11 +9,16 @@
 //!   left out of it.
 //! * `wide-csv`: a header line, the 41 features, then the 5-tuple, start and end time, the
 //!   verdict and the score.
-//! * `jsonl`: the connection record, the 41 features in NSL-KDD order and the verdict.
+//! * `jsonl`: the connection record, its Community ID, the 41 features in NSL-KDD order and the
+//!   verdict.
+//! * `zeek`: Zeek's `conn.log` (TSV with Zeek's `#` header lines and `#close` footer), plus
+//!   `community_id`, `verdict` and `score` columns ([`super::ecosystem`]).
+//! * `eve`: Suricata EVE JSON `flow` events, one line per connection ([`super::ecosystem`]).
 
 use std::io::{self, Write};
 
 use crate::{
+    community_id,
     detect::Scored,
     flows::ConnectionRecord,
     kdd::{FEATURE_NAMES, FLAG, FLAGS, KddFeatures, PROTOCOL_TYPE, PROTOCOLS, SERVICE, SERVICES},
@@ -26,6 +31,58 @@ pub enum Format {
     Csv,
     WideCsv,
     Jsonl,
+    /// Zeek `conn.log` (TSV).
+    Zeek,
+    /// Suricata EVE JSON `flow` events.
+    Eve,
+}
+
+/// Writes rows of one format: a header, one row per connection, a footer. Holds what the rows
+/// need besides the connection: the Community ID seed.
+#[derive(Clone, Copy, Debug)]
+pub struct RowWriter {
+    pub format: Format,
+    /// Community ID seed (0 unless both sides of a comparison agree on another).
+    pub community_id_seed: u16,
+}
+
+impl RowWriter {
+    pub fn new(format: Format, community_id_seed: u16) -> RowWriter {
+        RowWriter {
+            format,
+            community_id_seed,
+        }
+    }
+
+    /// The header lines, if the format has them (`wide-csv`, `zeek`).
+    pub fn header(&self, w: &mut impl Write) -> io::Result<()> {
+        match self.format {
+            Format::Zeek => super::ecosystem::write_zeek_header(w, std::time::SystemTime::now()),
+            f => write_header(w, f),
+        }
+    }
+
+    /// One connection's row.
+    pub fn row(&self, w: &mut impl Write, rec: &ConnectionRecord, s: &Scored) -> io::Result<()> {
+        let seed = self.community_id_seed;
+        match self.format {
+            Format::Zeek => super::ecosystem::write_zeek_row(w, rec, s, seed),
+            Format::Eve => super::ecosystem::write_eve_row(w, rec, s, seed),
+            Format::Jsonl => {
+                serde_json::to_writer(&mut *w, &json_row_seeded(rec, s, seed))?;
+                w.write_all(b"\n")
+            }
+            f => write_row(w, f, rec, s),
+        }
+    }
+
+    /// The footer line, if the format has one (`zeek`: `#close`).
+    pub fn footer(&self, w: &mut impl Write) -> io::Result<()> {
+        match self.format {
+            Format::Zeek => super::ecosystem::write_zeek_footer(w, std::time::SystemTime::now()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The label column of a verdict.
@@ -59,7 +116,8 @@ fn features_csv(w: &mut impl Write, f: &KddFeatures) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes the header line of `format`, if it has one.
+/// Writes the header line of `format`, if it has one (`zeek`'s header and footer:
+/// [`RowWriter`]).
 pub fn write_header(w: &mut impl Write, format: Format) -> io::Result<()> {
     if format == Format::WideCsv {
         writeln!(
@@ -71,7 +129,7 @@ pub fn write_header(w: &mut impl Write, format: Format) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes one connection's row in `format`.
+/// Writes one connection's row in `format`, with the Community ID seed 0.
 pub fn write_row(
     w: &mut impl Write,
     format: Format,
@@ -100,16 +158,19 @@ pub fn write_row(
                 s.verdict.score
             )
         }
-        Format::Jsonl => {
-            serde_json::to_writer(&mut *w, &json_row(rec, s))?;
-            w.write_all(b"\n")
-        }
+        Format::Jsonl | Format::Zeek | Format::Eve => RowWriter::new(format, 0).row(w, rec, s),
     }
 }
 
-/// The JSON object of a connection: the record's fields, `kdd` (the 41 features in NSL-KDD order,
-/// categorical ones by name), and the verdict (`verdict`, `anomalous`, `score`, `detector`).
+/// The JSON object of a connection: the record's fields, `community_id` (seed 0), `kdd` (the 41
+/// features in NSL-KDD order, categorical ones by name), and the verdict (`verdict`,
+/// `anomalous`, `score`, `detector`).
 pub fn json_row(rec: &ConnectionRecord, s: &Scored) -> serde_json::Value {
+    json_row_seeded(rec, s, 0)
+}
+
+/// [`json_row`] with the Community ID of `seed`.
+pub fn json_row_seeded(rec: &ConnectionRecord, s: &Scored, seed: u16) -> serde_json::Value {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
     let kdd: Vec<serde_json::Value> = (0..FEATURE_NAMES.len())
         .map(|i| match i {
@@ -118,6 +179,10 @@ pub fn json_row(rec: &ConnectionRecord, s: &Scored) -> serde_json::Value {
         })
         .collect();
     if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "community_id".into(),
+            community_id::of_record(rec, seed).into(),
+        );
         o.insert("kdd".into(), kdd.into());
         o.insert("verdict".into(), label(&s.verdict).into());
         o.insert("anomalous".into(), s.verdict.anomalous.into());
