@@ -48,6 +48,10 @@ pub struct ScoredLine {
     pub not_scored: Option<crate::detect::NotScored>,
     /// The model's inputs (the 28 flow features), by KDD name.
     pub features: BTreeMap<&'static str, f64>,
+    /// In alerts: the features that moved the score most ([`crate::model::Model::explain`]),
+    /// so the operator sees why. Not computed for records (every connection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_features: Vec<crate::model::FeatureContribution>,
 }
 
 impl ScoredLine {
@@ -91,7 +95,21 @@ impl ScoredLine {
             unsupervised_score: s.verdict.unsupervised_score,
             not_scored: s.not_scored,
             features,
+            top_features: Vec::new(),
         }
+    }
+
+    /// An alert line for `s`, with its explanation by `model`.
+    pub fn alert(
+        rec: &ConnectionRecord,
+        s: &Scored,
+        model: &crate::model::Model,
+        now_unix_ns: u64,
+        latency_ms: f64,
+    ) -> ScoredLine {
+        let mut line = ScoredLine::new("alert", rec, s, now_unix_ns, latency_ms);
+        line.top_features = model.explain(&s.features, &s.verdict);
+        line
     }
 }
 
@@ -323,6 +341,7 @@ mod tests {
                 unsupervised_score: None,
             },
             not_scored: None,
+            suppressed_by: None,
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();

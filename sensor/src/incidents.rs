@@ -39,7 +39,8 @@ use serde::Serialize;
 use crate::{
     detect::Scored,
     flows::{ConnId, ConnectionRecord, EndReason, Transport},
-    kdd::{FEATURE_NAMES, FeatureSet},
+    kdd::{FEATURE_NAMES, FeatureSet, KddFeatures},
+    model::Verdict,
 };
 
 /// When evidence becomes an incident, and how long incidents last.
@@ -158,6 +159,23 @@ pub struct IncidentLine {
     pub features: Vec<FeatureMean>,
     /// One of its connections, for joining with other logs.
     pub example: Example,
+    /// The features that moved the score of its strongest connection (highest combined
+    /// score) most, filled in by [`IncidentLine::explain`] where the model is at hand. One
+    /// connection rather than an aggregate over the evidence: contributions of different
+    /// connections add up along different tree paths, and their sum explains no verdict.
+    pub top_features: Vec<crate::model::FeatureContribution>,
+    /// The strongest connection's features and verdict, for [`IncidentLine::explain`].
+    #[serde(skip)]
+    pub strongest: Option<(KddFeatures, Verdict)>,
+}
+
+impl IncidentLine {
+    /// Fills `top_features` from the strongest connection, by `model`.
+    pub fn explain(&mut self, model: &crate::model::Model) {
+        if let Some((f, v)) = &self.strongest {
+            self.top_features = model.explain(f, v);
+        }
+    }
 }
 
 /// A feature and its mean over an incident's anomalous connections.
@@ -236,6 +254,8 @@ struct Evidence {
     /// Sum of each flow feature over the anomalous connections.
     feature_sums: Vec<f64>,
     example: Option<Example>,
+    /// The anomalous connection with the highest combined score.
+    strongest: Option<(KddFeatures, Verdict)>,
 }
 
 impl Evidence {
@@ -260,6 +280,12 @@ impl Evidence {
         }
         for (sum, &i) in self.feature_sums.iter_mut().zip(inputs) {
             *sum += s.features.0[i];
+        }
+        if self
+            .strongest
+            .is_none_or(|(_, v)| s.verdict.score > v.score)
+        {
+            self.strongest = Some((s.features, s.verdict));
         }
         if self.example.is_none() {
             self.example = Some(Example {
@@ -328,6 +354,8 @@ impl Incident {
             connections: e.connections,
             anomalous_connections: e.anomalous,
             features: top_features(e),
+            top_features: Vec::new(),
+            strongest: e.strongest,
             example: e.example.clone().unwrap_or(Example {
                 orig_addr: IpAddr::from([0, 0, 0, 0]),
                 orig_port: 0,
@@ -446,6 +474,10 @@ impl IncidentTracker {
                 self.counted.insert(rec.id());
             }
         } else if self.counted.remove(&rec.id()) {
+            return;
+        }
+        // Silenced by an operator's rule: recorded and scored, but not evidence.
+        if s.suppressed_by.is_some() {
             return;
         }
         let keys = keys_of(rec);

@@ -26,4 +26,5 @@ pub mod kdd;
 pub mod lifecycle;
 pub mod model;
 pub mod replay;
+pub mod suppress;
 pub mod train;
