@@ -24,6 +24,7 @@ use crate::{
     incidents::{IncidentLine, IncidentTracker},
     lifecycle::LifecycleStats,
     model::{Model, ModelError},
+    suppress::Suppressions,
 };
 
 /// Why the agent could not start or stopped.
@@ -66,6 +67,9 @@ pub struct RunSummary {
     pub model_reloads_ok: u64,
     pub model_reloads_failed: u64,
     pub output_errors: u64,
+    /// Anomalous connections and incident lines silenced by a suppression rule.
+    pub suppressed_connections: u64,
+    pub suppressed_incident_lines: u64,
 }
 
 /// Opens a JSON-lines sink (files are appended to, so a restart keeps earlier lines).
@@ -110,6 +114,8 @@ struct Stages {
     summary: RunSummary,
     /// A model loaded by SIGHUP, waiting to be swapped in.
     reloaded: Arc<Mutex<Option<Arc<Model>>>>,
+    /// Suppression rules loaded by SIGHUP, waiting likewise.
+    reloaded_rules: Arc<Mutex<Option<Arc<Suppressions>>>>,
     model_path: String,
 }
 
@@ -122,6 +128,15 @@ impl Stages {
             self.metrics
                 .set_model(self.pipeline.model(), &self.model_path);
             log::info!("model reloaded from {}", self.model_path);
+        }
+        if let Some(r) = self
+            .reloaded_rules
+            .lock()
+            .map(|mut s| s.take())
+            .unwrap_or(None)
+        {
+            self.metrics.set_suppressions(&r);
+            self.pipeline.set_suppressions(r);
         }
         self.metrics.set_capture_stats(stats);
         // Lines are built in memory and written once per wake-up: one write per sink, not one
@@ -167,9 +182,14 @@ impl Stages {
                 &ScoredLine::new("connection", rec, s, now, latency_ms),
             );
         }
+        if let Some(rule) = &s.suppressed_by {
+            self.metrics.suppressed(rule, "connection");
+            self.summary.suppressed_connections += 1;
+            return;
+        }
         if let Some(a) = self.alerts.as_mut().filter(|_| self.connection_alerts) {
             if s.verdict.anomalous {
-                let line = ScoredLine::new("alert", rec, s, now, latency_ms);
+                let line = ScoredLine::alert(rec, s, self.pipeline.model(), now, latency_ms);
                 a.offer(&line, now, alert_buf);
             } else {
                 a.tick(now, alert_buf);
@@ -183,8 +203,9 @@ impl Stages {
         if let Some(out) = self.records.as_mut().filter(|_| !rec_buf.is_empty()) {
             failed += u64::from(out.write_all(rec_buf).and_then(|()| out.flush()).is_err());
         }
+        let lines = self.unsuppressed(lines);
         if let Some(a) = self.alerts.as_mut() {
-            for line in lines {
+            for line in &lines {
                 a.incident(line, &mut alert_buf);
             }
             a.tick(now, &mut alert_buf);
@@ -199,11 +220,31 @@ impl Stages {
         }
     }
 
+    /// The incident lines to write: those no rule silences (the others counted), explained
+    /// by the running model. Explanations only where there is an alert stream to carry them.
+    fn unsuppressed(&mut self, lines: &[IncidentLine]) -> Vec<IncidentLine> {
+        let mut out = Vec::with_capacity(lines.len());
+        for line in lines {
+            if let Some(rule) = self.pipeline.suppressions().incident(line) {
+                self.metrics.suppressed(rule, "incident");
+                self.summary.suppressed_incident_lines += 1;
+                continue;
+            }
+            let mut line = line.clone();
+            if self.alerts.is_some() {
+                line.explain(self.pipeline.model());
+            }
+            out.push(line);
+        }
+        out
+    }
+
     /// The end of the run: open incidents close, held-back alerts are summarised.
     fn finish(&mut self) {
         let mut lines = Vec::new();
         self.incidents.finish(&mut lines);
         self.metrics.set_incident_stats(self.incidents.stats());
+        let lines = self.unsuppressed(&lines);
         let mut buf = Vec::new();
         if let Some(a) = self.alerts.as_mut() {
             for line in &lines {
@@ -242,6 +283,9 @@ pub async fn run(
     )?);
     let pipeline =
         Pipeline::new(Arc::clone(&model), FeatureConfig::default())?.with_overrides(cfg.thresholds);
+    let mut pipeline = pipeline;
+    pipeline.set_suppressions(Arc::new(cfg.suppressions.clone()));
+    metrics.set_suppressions(&cfg.suppressions);
     metrics.set_model(pipeline.model(), &model_path);
     metrics.set_incident_stats(&Default::default());
     if let Some(addr) = cfg.metrics_addr {
@@ -250,11 +294,23 @@ pub async fn run(
     }
     // SIGHUP: load the model file again off the capture thread; a good one waits in the slot.
     let reloaded: Arc<Mutex<Option<Arc<Model>>>> = Arc::default();
+    let reloaded_rules: Arc<Mutex<Option<Arc<Suppressions>>>> = Arc::default();
     let reloader = spawn_reloader(
-        cfg.model.clone(),
+        Reload {
+            model: cfg.model.clone(),
+            config: cfg.file.clone(),
+        },
         Arc::clone(&reloaded),
+        Arc::clone(&reloaded_rules),
         Arc::clone(&metrics),
     );
+    if !cfg.suppressions.is_empty() {
+        log::info!(
+            "{} suppression rule(s): {}",
+            cfg.suppressions.rules().len(),
+            rule_names(&cfg.suppressions)
+        );
+    }
     let t = pipeline.model().thresholds();
     log::info!(
         "watching {interfaces} (table {} connections); model {model_path} ({:?} features, thresholds supervised {:.4}, unsupervised {:.4}{})",
@@ -278,6 +334,7 @@ pub async fn run(
         incidents: IncidentTracker::new(cfg.incidents.clone()),
         summary: RunSummary::default(),
         reloaded,
+        reloaded_rules,
         model_path,
     };
     // "Now" on the records' own time base (the kernel's monotonic clock shifted by the offset
@@ -303,13 +360,30 @@ pub async fn run(
     Ok(stages.summary)
 }
 
-/// Reloads the model on each SIGHUP. A file that fails to load or validate keeps the running
-/// model: the error is logged and counted (`sensor_model_reloads_total{result="error"}`).
+/// The files SIGHUP reads again.
+struct Reload {
+    model: PathBuf,
+    /// The configuration file, for its suppression rules (none when run without one).
+    config: Option<PathBuf>,
+}
+
+fn rule_names(s: &Suppressions) -> String {
+    let names: Vec<&str> = s.rules().iter().map(|r| &*r.name).collect();
+    names.join(", ")
+}
+
+/// Reloads the model and the configuration's suppression rules on each SIGHUP, each on its
+/// own: a file that fails to load or validate keeps what is running, and the error is logged
+/// with the file's name and counted (`sensor_model_reloads_total{result="error"}`,
+/// `sensor_config_reloads_total{result="error"}`). The rest of the configuration (interfaces,
+/// table size, sinks) needs a restart.
 fn spawn_reloader(
-    path: PathBuf,
+    files: Reload,
     slot: Arc<Mutex<Option<Arc<Model>>>>,
+    rules_slot: Arc<Mutex<Option<Arc<Suppressions>>>>,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
+    let path = files.model;
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -317,6 +391,37 @@ fn spawn_reloader(
             return;
         };
         while hup.recv().await.is_some() {
+            if let Some(c) = files.config.clone() {
+                let loaded = tokio::task::spawn_blocking(move || {
+                    crate::config::FileConfig::load_suppressions(&c)
+                })
+                .await;
+                match loaded {
+                    Ok(Ok(r)) => {
+                        metrics.config_reload(true);
+                        log::info!(
+                            "SIGHUP: {} suppression rule(s) from {}: {}",
+                            r.rules().len(),
+                            show(files.config.as_deref().unwrap_or(Path::new("?"))),
+                            rule_names(&r)
+                        );
+                        if let Ok(mut s) = rules_slot.lock() {
+                            *s = Some(Arc::new(r));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        metrics.config_reload(false);
+                        log::error!(
+                            "SIGHUP: keeping the running suppression rules: {}",
+                            anyhow_chain(&e)
+                        );
+                    }
+                    Err(e) => {
+                        metrics.config_reload(false);
+                        log::error!("SIGHUP: configuration loader failed: {e}");
+                    }
+                }
+            }
             let p = path.clone();
             let loaded = tokio::task::spawn_blocking(move || Model::load(&p)).await;
             match loaded {

@@ -33,6 +33,8 @@ pub struct ScoredLine {
     pub orig_port: u16,
     pub resp_addr: IpAddr,
     pub resp_port: u16,
+    /// Community ID v1 (seed 0), as Zeek and Suricata log it, to join their logs.
+    pub community_id: String,
     pub service: &'static str,
     pub flag: &'static str,
     pub orig_packets: u64,
@@ -48,6 +50,10 @@ pub struct ScoredLine {
     pub not_scored: Option<crate::detect::NotScored>,
     /// The model's inputs (the 28 flow features), by KDD name.
     pub features: BTreeMap<&'static str, f64>,
+    /// In alerts: the features that moved the score most ([`crate::model::Model::explain`]),
+    /// so the operator sees why. Not computed for records (every connection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_features: Vec<crate::model::FeatureContribution>,
 }
 
 impl ScoredLine {
@@ -79,6 +85,7 @@ impl ScoredLine {
             orig_port: rec.orig_port,
             resp_addr: rec.resp_addr,
             resp_port: rec.resp_port,
+            community_id: crate::community_id::of_record(rec, 0),
             service: name(&SERVICES, f[2]),
             flag: name(&FLAGS, f[3]),
             orig_packets: rec.orig_packets,
@@ -91,7 +98,21 @@ impl ScoredLine {
             unsupervised_score: s.verdict.unsupervised_score,
             not_scored: s.not_scored,
             features,
+            top_features: Vec::new(),
         }
+    }
+
+    /// An alert line for `s`, with its explanation by `model`.
+    pub fn alert(
+        rec: &ConnectionRecord,
+        s: &Scored,
+        model: &crate::model::Model,
+        now_unix_ns: u64,
+        latency_ms: f64,
+    ) -> ScoredLine {
+        let mut line = ScoredLine::new("alert", rec, s, now_unix_ns, latency_ms);
+        line.top_features = model.explain(&s.features, &s.verdict);
+        line
     }
 }
 
@@ -323,6 +344,7 @@ mod tests {
                 unsupervised_score: None,
             },
             not_scored: None,
+            suppressed_by: None,
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();

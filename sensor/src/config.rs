@@ -12,6 +12,7 @@ use crate::{
     detect::ThresholdOverride,
     incidents::IncidentConfig,
     lifecycle::{LifecycleConfig, Timeouts},
+    suppress::{RuleError, Suppressions},
 };
 
 /// The configuration file's contents; see `deploy/sensor.toml` for an annotated example.
@@ -40,6 +41,10 @@ pub struct FileConfig {
     pub incidents: IncidentsFile,
     /// Where to write every scored connection as a JSON line (off by default).
     pub records: Option<String>,
+    /// `[[suppress]]`: the operator's suppression rules ([`crate::suppress`]), validated by
+    /// [`Suppressions::compile`] so that an error can name the rule and the field.
+    #[serde(default)]
+    pub suppress: Vec<toml::Table>,
 }
 
 /// `[incidents]`: when anomalous connections become an incident (see `crate::incidents`).
@@ -138,6 +143,9 @@ pub struct RunConfig {
     pub alerts: AlertConfig,
     pub incidents: IncidentConfig,
     pub records: Sink,
+    pub suppressions: Suppressions,
+    /// The file the configuration came from, read again for the suppressions on SIGHUP.
+    pub file: Option<PathBuf>,
 }
 
 /// The default Prometheus address: loopback only, so nothing is exposed until the operator
@@ -167,6 +175,8 @@ pub enum ConfigError {
     Parse { path: String, reason: String },
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Rule(#[from] RuleError),
 }
 
 impl FileConfig {
@@ -184,6 +194,16 @@ impl FileConfig {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             reason: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Reads only the suppression rules of the file at `path` (SIGHUP, `sensor replay`):
+    /// errors name the file, and the rule and field at fault.
+    pub fn load_suppressions(path: &std::path::Path) -> Result<Suppressions, ConfigError> {
+        let f = FileConfig::load(path)?;
+        Suppressions::compile(&f.suppress).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: e.to_string(),
         })
     }
 
@@ -276,6 +296,7 @@ impl FileConfig {
                 format!("must be > 0, got {}", alerts.max_per_second),
             ));
         }
+        let suppressions = Suppressions::compile(&self.suppress)?;
         let table_scan_interval = self
             .table_scan_interval_ms
             .map(Duration::from_millis)
@@ -309,6 +330,8 @@ impl FileConfig {
                 .as_deref()
                 .map(Sink::parse)
                 .unwrap_or(Sink::Off),
+            suppressions,
+            file: None,
         })
     }
 }

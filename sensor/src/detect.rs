@@ -14,6 +14,7 @@ use crate::{
     flows::{ConnEvent, ConnectionRecord, EndReason, Transport},
     kdd::KddFeatures,
     model::{Model, Verdict},
+    suppress::Suppressions,
 };
 
 /// A connection with its features and verdict.
@@ -23,6 +24,9 @@ pub struct Scored {
     pub verdict: Verdict,
     /// Why the verdict is not the model's, for connections outside what it judges.
     pub not_scored: Option<NotScored>,
+    /// The operator's rule that silences this anomalous connection ([`crate::suppress`]): it
+    /// is recorded and counted as scored, but writes no alert and feeds no incident.
+    pub suppressed_by: Option<Arc<str>>,
 }
 
 /// Whether `rec` (TCP) is the middle or the end of a connection whose start was not seen: the
@@ -134,6 +138,8 @@ pub struct Pipeline {
     overrides: ThresholdOverride,
     cache: VerdictCache,
     cache_hits: u64,
+    /// The operator's suppressions, swapped whole on reload like the model.
+    suppressions: Arc<Suppressions>,
 }
 
 /// The verdicts of recent model inputs, for connections that repeat them exactly: a flood's,
@@ -203,6 +209,7 @@ impl Pipeline {
             cache_hits: 0,
             model,
             overrides: ThresholdOverride::default(),
+            suppressions: Arc::default(),
         })
     }
 
@@ -224,15 +231,17 @@ impl Pipeline {
         let n = events.iter().filter(|e| e.record().is_some()).count();
         let mut scopes = Vec::with_capacity(n);
         let mut features = Vec::with_capacity(n);
+        let mut recs = Vec::with_capacity(n);
         for e in events {
             if let Some(f) = self.engine.on_event(e)
                 && let Some(r) = e.record()
             {
                 features.push(f);
                 scopes.push(NotScored::of(r));
+                recs.push(r);
             }
         }
-        self.score(features, scopes)
+        self.score(features, scopes, &recs)
     }
 
     /// Scores connections known only as records, each as if it began, was answered and
@@ -240,26 +249,48 @@ impl Pipeline {
     /// began (tests, benchmarks).
     pub fn process_records(&mut self, recs: &[ConnectionRecord]) -> Vec<Scored> {
         let features: Vec<KddFeatures> = recs.iter().map(|r| self.engine.push(r)).collect();
-        self.score(features, recs.iter().map(NotScored::of).collect())
+        let refs: Vec<&ConnectionRecord> = recs.iter().collect();
+        self.score(features, recs.iter().map(NotScored::of).collect(), &refs)
     }
 
-    fn score(&mut self, features: Vec<KddFeatures>, scopes: Vec<Option<NotScored>>) -> Vec<Scored> {
+    fn score(
+        &mut self,
+        features: Vec<KddFeatures>,
+        scopes: Vec<Option<NotScored>>,
+        recs: &[&ConnectionRecord],
+    ) -> Vec<Scored> {
         let verdicts = self.verdicts(&features);
         let mut out = Vec::with_capacity(features.len());
-        for ((features, mut verdict), not_scored) in features.into_iter().zip(verdicts).zip(scopes)
+        for (((features, mut verdict), not_scored), rec) in
+            features.into_iter().zip(verdicts).zip(scopes).zip(recs)
         {
             if not_scored.is_some() {
                 verdict.anomalous = false;
                 verdict.score = 0.0;
                 verdict.detector = crate::model::Detector::None;
             }
-            out.push(Scored {
+            let mut s = Scored {
                 features,
                 verdict,
                 not_scored,
-            });
+                suppressed_by: None,
+            };
+            // Rules are tried on anomalous connections only, so normal traffic costs one test.
+            if s.verdict.anomalous && !self.suppressions.is_empty() {
+                s.suppressed_by = self.suppressions.connection(rec, &s).cloned();
+            }
+            out.push(s);
         }
         out
+    }
+
+    /// Swaps in new suppression rules (from the next connection on).
+    pub fn set_suppressions(&mut self, s: Arc<Suppressions>) {
+        self.suppressions = s;
+    }
+
+    pub fn suppressions(&self) -> &Arc<Suppressions> {
+        &self.suppressions
     }
 
     /// The model's verdicts, from the cache where the inputs repeat (within the batch too).

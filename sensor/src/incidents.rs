@@ -39,7 +39,8 @@ use serde::Serialize;
 use crate::{
     detect::Scored,
     flows::{ConnId, ConnectionRecord, EndReason, Transport},
-    kdd::{FEATURE_NAMES, FeatureSet},
+    kdd::{FEATURE_NAMES, FeatureSet, KddFeatures},
+    model::Verdict,
 };
 
 /// When evidence becomes an incident, and how long incidents last.
@@ -158,6 +159,23 @@ pub struct IncidentLine {
     pub features: Vec<FeatureMean>,
     /// One of its connections, for joining with other logs.
     pub example: Example,
+    /// The features that moved the score of its strongest connection (highest combined
+    /// score) most, filled in by [`IncidentLine::explain`] where the model is at hand. One
+    /// connection rather than an aggregate over the evidence: contributions of different
+    /// connections add up along different tree paths, and their sum explains no verdict.
+    pub top_features: Vec<crate::model::FeatureContribution>,
+    /// The strongest connection's features and verdict, for [`IncidentLine::explain`].
+    #[serde(skip)]
+    pub strongest: Option<(KddFeatures, Verdict)>,
+}
+
+impl IncidentLine {
+    /// Fills `top_features` from the strongest connection, by `model`.
+    pub fn explain(&mut self, model: &crate::model::Model) {
+        if let Some((f, v)) = &self.strongest {
+            self.top_features = model.explain(f, v);
+        }
+    }
 }
 
 /// A feature and its mean over an incident's anomalous connections.
@@ -175,6 +193,8 @@ pub struct Example {
     pub resp_addr: IpAddr,
     pub resp_port: u16,
     pub start_unix_ns: u64,
+    /// Community ID v1 (seed 0) of the example connection, to find it in Zeek or Suricata logs.
+    pub community_id: String,
 }
 
 /// The keys of the candidate groups a connection belongs to.
@@ -236,6 +256,8 @@ struct Evidence {
     /// Sum of each flow feature over the anomalous connections.
     feature_sums: Vec<f64>,
     example: Option<Example>,
+    /// The anomalous connection with the highest combined score.
+    strongest: Option<(KddFeatures, Verdict)>,
 }
 
 impl Evidence {
@@ -261,6 +283,12 @@ impl Evidence {
         for (sum, &i) in self.feature_sums.iter_mut().zip(inputs) {
             *sum += s.features.0[i];
         }
+        if self
+            .strongest
+            .is_none_or(|(_, v)| s.verdict.score > v.score)
+        {
+            self.strongest = Some((s.features, s.verdict));
+        }
         if self.example.is_none() {
             self.example = Some(Example {
                 orig_addr: rec.orig_addr,
@@ -268,6 +296,7 @@ impl Evidence {
                 resp_addr: rec.resp_addr,
                 resp_port: rec.resp_port,
                 start_unix_ns: rec.start_unix_ns,
+                community_id: crate::community_id::of_record(rec, 0),
             });
         }
     }
@@ -328,12 +357,15 @@ impl Incident {
             connections: e.connections,
             anomalous_connections: e.anomalous,
             features: top_features(e),
+            top_features: Vec::new(),
+            strongest: e.strongest,
             example: e.example.clone().unwrap_or(Example {
                 orig_addr: IpAddr::from([0, 0, 0, 0]),
                 orig_port: 0,
                 resp_addr: IpAddr::from([0, 0, 0, 0]),
                 resp_port: 0,
                 start_unix_ns: 0,
+                community_id: String::new(),
             }),
         }
     }
@@ -446,6 +478,10 @@ impl IncidentTracker {
                 self.counted.insert(rec.id());
             }
         } else if self.counted.remove(&rec.id()) {
+            return;
+        }
+        // Silenced by an operator's rule: recorded and scored, but not evidence.
+        if s.suppressed_by.is_some() {
             return;
         }
         let keys = keys_of(rec);

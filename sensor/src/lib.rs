@@ -27,4 +27,5 @@ pub mod kdd;
 pub mod lifecycle;
 pub mod model;
 pub mod replay;
+pub mod suppress;
 pub mod train;

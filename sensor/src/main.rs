@@ -236,7 +236,14 @@ impl RunArgs {
         );
         set(&mut f.timeouts.udp_secs, &self.udp_timeout_secs);
         set(&mut f.timeouts.icmp_secs, &self.icmp_timeout_secs);
-        Ok(f.resolve()?)
+        let mut c = match &self.config {
+            Some(p) => f
+                .resolve()
+                .with_context(|| format!("configuration file {}", p.display()))?,
+            None => f.resolve()?,
+        };
+        c.file.clone_from(&self.config);
+        Ok(c)
     }
 }
 
@@ -393,6 +400,9 @@ struct ReplayArgs {
     /// Add one alert line per anomalous connection to the alert stream.
     #[arg(long)]
     connection_alerts: bool,
+    /// A `sensor run` configuration file: only its `[[suppress]]` rules are used here.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Flow table capacity, in connections (as the live sensor's --table-size).
     #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_CAPACITY)]
     table_size: u32,
@@ -511,6 +521,10 @@ impl ReplayArgs {
             config: sensor::replay::ReplayConfig {
                 table_capacity: self.table_size,
                 timeouts: self.timeouts.timeouts()?,
+            },
+            suppressions: match &self.config {
+                Some(p) => sensor::config::FileConfig::load_suppressions(p)?,
+                None => Default::default(),
             },
         })
     }

@@ -76,6 +76,23 @@ impl Tree {
         }
     }
 
+    /// The expectation at each node for path attribution: a leaf's value, and for a split the
+    /// mean of its children's (see [`Ensemble::contributions`]). Children come after their
+    /// parent (checked by `validate`), so one backward pass fills every node.
+    fn node_values(&self) -> Vec<f64> {
+        let mut v = vec![0.0; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate().rev() {
+            v[i] = if n.feature == LEAF {
+                n.threshold
+            } else {
+                let l = n.left as usize;
+                let child = |c: usize| v.get(c).copied().unwrap_or(0.0);
+                (child(l) + child(l + 1)) / 2.0
+            };
+        }
+        v
+    }
+
     /// Levels from the root to the deepest leaf (0 for a lone leaf).
     pub fn depth(&self) -> usize {
         let mut depth = vec![0usize; self.nodes.len()];
@@ -134,6 +151,10 @@ pub struct Ensemble {
     /// scoring).
     #[serde(skip)]
     walk: std::sync::OnceLock<Option<Vec<WalkTree>>>,
+    /// Each tree's node expectations for [`Ensemble::contributions`], built on first use (an
+    /// explanation is asked for anomalous connections only).
+    #[serde(skip)]
+    node_values: std::sync::OnceLock<Vec<Vec<f64>>>,
 }
 
 /// Two ensembles are equal when their trees are; the walk form is a cache.
@@ -194,7 +215,47 @@ impl Ensemble {
         Ensemble {
             trees,
             walk: std::sync::OnceLock::new(),
+            node_values: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Path attribution (Saabas): for each tree, the walk from the root to `x`'s leaf credits
+    /// the change of the node expectation at every split to the split's feature; averaged over
+    /// the trees. Adds each input's contribution into `out` (one slot per model input, zeroed
+    /// first) and returns the bias, the forest's expectation at the roots, so that
+    /// `bias + sum(out) == mean(x)` up to rounding.
+    ///
+    /// The model file keeps no node populations, so a node's expectation is the plain mean of
+    /// its two children's (each split taken as even), not Saabas's population-weighted mean:
+    /// the attribution still adds up exactly, but the bias is the mean over leaves weighted by
+    /// depth rather than the training rows' mean.
+    pub fn contributions(&self, x: &[f64], out: &mut [f64]) -> f64 {
+        let values = self
+            .node_values
+            .get_or_init(|| self.trees.iter().map(Tree::node_values).collect());
+        out.fill(0.0);
+        let mut bias = 0.0;
+        for (t, v) in self.trees.iter().zip(values) {
+            let mut i = 0usize;
+            bias += v[0];
+            loop {
+                let n = &t.nodes[i];
+                if n.feature == LEAF {
+                    break;
+                }
+                let f = n.feature as usize;
+                let next = n.left as usize + usize::from(x[f] >= n.threshold);
+                if let Some(slot) = out.get_mut(f) {
+                    *slot += v[next] - v[i];
+                }
+                i = next;
+            }
+        }
+        let k = self.trees.len().max(1) as f64;
+        for c in out.iter_mut() {
+            *c /= k;
+        }
+        bias / k
     }
 
     /// The mean leaf value over the trees.
@@ -402,6 +463,20 @@ pub struct Verdict {
     pub unsupervised_score: Option<f64>,
 }
 
+/// How many features an explanation names ([`Model::explain`]).
+pub const TOP_FEATURES: usize = 3;
+
+/// One input's share of a verdict's score ([`Model::explain`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FeatureContribution {
+    /// The KDD feature name.
+    pub name: &'static str,
+    /// Its value for the connection (categorical features: their index in the vocabulary).
+    pub value: f64,
+    /// Signed contribution to the firing detector's score (see [`Model::explain`]).
+    pub contribution: f64,
+}
+
 /// A loaded, validated model.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -517,6 +592,46 @@ impl Model {
         let mut buf = [0f64; NUM_FEATURES];
         let n = self.inputs(f, &mut buf);
         self.score_inputs(&buf[..n])
+    }
+
+    /// The (up to) [`TOP_FEATURES`] inputs that moved `verdict`'s score most towards anomalous,
+    /// by [`Ensemble::contributions`] of the detector that fired: the supervised forest when it
+    /// did (alone or with the normal profile), in units of its score (attack probability); the
+    /// normal profile when it alone did, in units of log2 of its score (a shorter isolation
+    /// path is a positive contribution). Features that pushed towards normal are left out.
+    ///
+    /// About the cost of scoring the connection once more: meant for alerts and incidents, not
+    /// for every connection.
+    pub fn explain(&self, f: &KddFeatures, verdict: &Verdict) -> Vec<FeatureContribution> {
+        let mut buf = [0f64; NUM_FEATURES];
+        let n = self.inputs(f, &mut buf);
+        let x = &buf[..n];
+        let mut c = [0f64; NUM_FEATURES];
+        let c = &mut c[..n];
+        match (&self.data.normal_profile, verdict.detector) {
+            (Some(p), Detector::Unsupervised) => {
+                p.forest.contributions(x, c);
+                // log2(score) = -E[h] / c(ψ): a path made shorter is a higher score.
+                let norm = c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE);
+                for v in c.iter_mut() {
+                    *v = -*v / norm;
+                }
+            }
+            _ => {
+                self.data.supervised.contributions(x, c);
+            }
+        }
+        let mut order: Vec<usize> = (0..n).filter(|&j| c[j] > 0.0).collect();
+        order.sort_by(|&a, &b| c[b].total_cmp(&c[a]));
+        order
+            .into_iter()
+            .take(TOP_FEATURES)
+            .map(|j| FeatureContribution {
+                name: FEATURE_NAMES[self.indices[j]],
+                value: x[j],
+                contribution: c[j],
+            })
+            .collect()
     }
 
     /// The verdict from model inputs already in model order.
@@ -779,5 +894,68 @@ mod tests {
     fn isolation_normaliser_matches_the_paper() {
         assert!((c_factor(256.0) - 10.244).abs() < 0.01);
         assert_eq!(c_factor(1.0), 0.0);
+    }
+
+    #[test]
+    fn path_attribution_of_a_hand_built_forest_is_exact() {
+        // Tree A: x0 < 5 -> 0.2; else x1 < 2 -> 0.4, else 1.0. Node expectations: the split on
+        // x1 is (0.4 + 1.0) / 2 = 0.7, the root (0.2 + 0.7) / 2 = 0.45.
+        let a = Tree {
+            nodes: vec![
+                Node::split(0, 5.0, 1),
+                Node::leaf(0.2),
+                Node::split(1, 2.0, 3),
+                Node::leaf(0.4),
+                Node::leaf(1.0),
+            ],
+        };
+        // Tree B: x1 < 1 -> 0.0, else 0.6; root 0.3.
+        let b = Tree {
+            nodes: vec![Node::split(1, 1.0, 1), Node::leaf(0.0), Node::leaf(0.6)],
+        };
+        let forest = Ensemble::new(vec![a, b]);
+        let x = [6.0, 3.0, 100.0];
+        let mut c = [9.0; 3];
+        let bias = forest.contributions(&x, &mut c);
+        // A: x0 moved 0.45 -> 0.7, x1 0.7 -> 1.0; B: x1 moved 0.3 -> 0.6. Averaged over two.
+        assert!((bias - 0.375).abs() < 1e-12, "{bias}");
+        assert!((c[0] - 0.125).abs() < 1e-12, "{c:?}");
+        assert!((c[1] - 0.3).abs() < 1e-12, "{c:?}");
+        assert_eq!(c[2], 0.0, "a feature no split reads contributes nothing");
+        assert!((bias + c.iter().sum::<f64>() - forest.mean(&x)).abs() < 1e-12);
+        // Left of every split: the contributions are negative and still add up.
+        let x = [0.0, 0.0, 0.0];
+        let bias = forest.contributions(&x, &mut c);
+        assert!((bias + c.iter().sum::<f64>() - forest.mean(&x)).abs() < 1e-12);
+        assert!(c[0] < 0.0 && c[1] < 0.0, "{c:?}");
+    }
+
+    #[test]
+    fn path_attribution_adds_up_on_the_committed_model() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+        let m = Model::load(&p).expect("committed model");
+        let w = m.input_width();
+        let mut c = vec![0.0; w];
+        for seed in 0..50u64 {
+            // Inputs spread over the ranges the features take (rates, counts, bytes).
+            let x: Vec<f64> = (0..w as u64)
+                .map(|j| {
+                    let h = (seed * 31 + j * 17 + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                    (h % 1000) as f64 / [1000.0, 2.0, 0.01][(j % 3) as usize]
+                })
+                .collect();
+            for forest in [
+                &m.data.supervised,
+                &m.data.normal_profile.as_ref().unwrap().forest,
+            ] {
+                let bias = forest.contributions(&x, &mut c);
+                let mean = forest.mean(&x);
+                let sum = bias + c.iter().sum::<f64>();
+                assert!(
+                    (sum - mean).abs() < 1e-9 * mean.abs().max(1.0),
+                    "{sum} vs {mean}"
+                );
+            }
+        }
     }
 }

@@ -178,6 +178,158 @@ burst = 3
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A SYN scan of `ports` closed ports of the server.
+fn scan(lab: &Pair, ports: &str) {
+    lab.client
+        .run(
+            "timeout",
+            &[
+                "20",
+                "nmap",
+                "-sS",
+                "-n",
+                "-Pn",
+                "--max-retries",
+                "0",
+                "-p",
+                ports,
+                &lab.server_v4,
+            ],
+        )
+        .expect("nmap");
+}
+
+#[test]
+fn sighup_reloads_suppression_rules_and_keeps_them_on_a_bad_file() {
+    require_root();
+    let lab = Pair::new().expect("lab");
+    let dir = std::env::temp_dir().join(format!("sensor-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alerts = dir.join("alerts.jsonl");
+    let config = dir.join("sensor.toml");
+    let base = format!(
+        r#"
+interfaces = ["{iface}"]
+xdp_mode = "generic"
+table_size = 4096
+metrics_addr = "127.0.0.1:9464"
+model = "{model}"
+[timeouts]
+tcp_attempt_secs = 1
+[alerts]
+sink = "{alerts}"
+connections = true
+max_per_second = 1000
+burst = 1000
+"#,
+        iface = lab.veth.b,
+        model = model_file().display(),
+        alerts = alerts.display()
+    );
+    std::fs::write(&config, &base).unwrap();
+    let mut sensor = lab
+        .server
+        .spawn(
+            &sensor_bin().to_string_lossy(),
+            &[
+                "run",
+                "--config",
+                &config.to_string_lossy(),
+                "--duration-secs",
+                "60",
+            ],
+        )
+        .expect("spawn sensor");
+    sensor
+        .wait_for_stderr("watching", Duration::from_secs(30))
+        .expect("sensor started");
+    let pid = sensor.child.as_ref().unwrap().id();
+
+    // No rules: the scan alerts, and each alert says why.
+    scan(&lab, "1-100");
+    assert!(
+        wait_until(Duration::from_secs(10), || sum(
+            &scrape(&lab.server),
+            "sensor_alerts_total",
+            &[]
+        ) >= 20.0),
+        "{}",
+        scrape(&lab.server)
+    );
+
+    // A bad rule: the file is refused, named in the log, counted; nothing changes.
+    let rule =
+        |src: &str| format!("{base}\n[[suppress]]\nname = \"lab-client\"\nsrc = [\"{src}\"]\n");
+    std::fs::write(&config, rule(&format!("{}/8", lab.client_v4))).unwrap();
+    sighup(pid);
+    assert!(
+        wait_until(Duration::from_secs(10), || sum(
+            &scrape(&lab.server),
+            "sensor_config_reloads_total",
+            &[("result", "error")]
+        ) == 1.0),
+        "{}",
+        scrape(&lab.server)
+    );
+    // A good rule for the client: its scan is silenced and counted.
+    std::fs::write(&config, rule(&lab.client_v4)).unwrap();
+    sighup(pid);
+    assert!(
+        wait_until(Duration::from_secs(10), || sum(
+            &scrape(&lab.server),
+            "sensor_config_reloads_total",
+            &[("result", "ok")]
+        ) == 1.0),
+        "{}",
+        scrape(&lab.server)
+    );
+    let before = sum(&scrape(&lab.server), "sensor_alerts_total", &[]);
+    // The rules are swapped in at the next wake-up of the capture loop.
+    std::thread::sleep(Duration::from_millis(500));
+    scan(&lab, "101-160");
+    assert!(
+        wait_until(Duration::from_secs(10), || sum(
+            &scrape(&lab.server),
+            "sensor_suppressed_total",
+            &[("rule", "lab-client"), ("what", "connection")]
+        ) >= 30.0),
+        "{}",
+        scrape(&lab.server)
+    );
+    // Every probe has been judged by now (each ends at the server's RST).
+    std::thread::sleep(Duration::from_secs(2));
+    let m = scrape(&lab.server);
+    assert_eq!(sum(&m, "sensor_alerts_total", &[]), before, "{m}");
+    sensor.terminate();
+    let (status, _out, stderr) = sensor
+        .wait_output(Duration::from_secs(30))
+        .expect("sensor exit");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("keeping the running suppression rules")
+            && stderr.contains(&*config.to_string_lossy())
+            && stderr.contains("lab-client")
+            && stderr.contains("src"),
+        "the refusal names the file, rule and field: {stderr}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let alerted: Vec<_> = lines.iter().filter(|l| l["type"] == "alert").collect();
+    assert!(alerted.len() >= 20);
+    for a in &alerted {
+        assert!(
+            a["resp_port"].as_u64().unwrap() <= 100,
+            "silenced port alerted: {a}"
+        );
+        let top = a["top_features"].as_array().expect("top_features");
+        assert!((1..=3).contains(&top.len()), "{a}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn baseline_learns_a_site_profile_from_live_traffic_reproducibly() {
     require_root();

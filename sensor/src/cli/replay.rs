@@ -11,6 +11,7 @@ use crate::{
     incidents::IncidentTracker,
     model::Model,
     replay::{self, Output, ReplayConfig, output::Format},
+    suppress::Suppressions,
 };
 
 /// What `sensor replay` reads and writes.
@@ -29,6 +30,8 @@ pub struct ReplayOptions {
     pub alerts: Option<PathBuf>,
     pub connection_alerts: bool,
     pub config: ReplayConfig,
+    /// The operator's suppression rules, applied as `sensor run` applies them.
+    pub suppressions: Suppressions,
 }
 
 /// Replays `opts.files`; rows go to `opts.output` or else `stdout`, the summary to stderr. A
@@ -41,8 +44,13 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
     let model_file = super::model_path(&opts.model);
     let model = Model::load(&model_file)
         .with_context(|| format!("loading the model {}", model_file.display()))?;
-    let mut pipeline = Pipeline::new(Arc::new(model), FeatureConfig::default())
+    let model = Arc::new(model);
+    let mut pipeline = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
         .context("building the feature engine")?;
+    let suppressions = Arc::new(opts.suppressions.clone());
+    pipeline.set_suppressions(Arc::clone(&suppressions));
+    // Suppressions by rule and what was silenced, for the summary.
+    let mut suppressed: std::collections::BTreeMap<(String, &str), u64> = Default::default();
     let create = |p: &PathBuf| {
         std::fs::File::create(p)
             .map(std::io::BufWriter::new)
@@ -65,21 +73,31 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
             match o {
                 Output::Connection { record, scored } => {
                     writer.row(&mut rows, record, scored)?;
-                    if let Some(a) = alerts.as_mut()
+                    if let Some(rule) = &scored.suppressed_by {
+                        *suppressed
+                            .entry((rule.to_string(), "connection"))
+                            .or_default() += 1;
+                    } else if let Some(a) = alerts.as_mut()
                         && opts.connection_alerts
                         && scored.verdict.anomalous
                     {
                         // The live alert format, on the capture's clock (the connection's
                         // final moment); latency has no meaning offline and is 0.
                         let line =
-                            ScoredLine::new("alert", record, scored, record.final_unix_ns, 0.0);
+                            ScoredLine::alert(record, scored, &model, record.final_unix_ns, 0.0);
                         serde_json::to_writer(&mut *a, &line)?;
                         a.write_all(b"\n")?;
                     }
                 }
                 Output::Incident(line) => {
-                    if let Some(a) = alerts.as_mut() {
-                        serde_json::to_writer(&mut *a, line)?;
+                    if let Some(rule) = suppressions.incident(line) {
+                        *suppressed
+                            .entry((rule.to_string(), "incident"))
+                            .or_default() += 1;
+                    } else if let Some(a) = alerts.as_mut() {
+                        let mut line = line.clone();
+                        line.explain(&model);
+                        serde_json::to_writer(&mut *a, &line)?;
                         a.write_all(b"\n")?;
                     }
                 }
@@ -94,6 +112,13 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         a.flush().context("writing alerts")?;
     }
     eprintln!("summary: {}", report.summary_json());
+    if !suppressions.is_empty() {
+        let counts: Vec<_> = suppressed
+            .iter()
+            .map(|((rule, what), n)| serde_json::json!({"rule": rule, "what": what, "count": n}))
+            .collect();
+        eprintln!("suppressed: {}", serde_json::Value::Array(counts));
+    }
     match report.error {
         // The rows above cover the packets before the damage; the exit status says it stopped.
         Some(e) => Err(e.into()),

@@ -112,6 +112,8 @@ struct Detection {
     model_info: IntGaugeVec,
     model_threshold: GaugeVec,
     model_reloads: IntCounterVec,
+    config_reloads: IntCounterVec,
+    suppressed: IntCounterVec,
     model_loaded: Gauge,
     window_connections: IntGauge,
     window_evictions: IntCounter,
@@ -220,6 +222,7 @@ impl Metrics {
         // increase that alert rules see (a series born at 1 has no increase in PromQL).
         for result in ["ok", "error"] {
             detection.model_reloads.with_label_values(&[result]);
+            detection.config_reloads.with_label_values(&[result]);
         }
         Ok(Metrics {
             registry,
@@ -319,6 +322,33 @@ impl Metrics {
         self.detection
             .model_reloads
             .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Counts a reload of the configuration's suppression rules (`ok` or `error`).
+    pub fn config_reload(&self, ok: bool) {
+        self.detection
+            .config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Exports every rule's series at 0, so that the first suppression is an increase.
+    pub fn set_suppressions(&self, s: &crate::suppress::Suppressions) {
+        for r in s.rules() {
+            for what in ["connection", "incident"] {
+                self.detection
+                    .suppressed
+                    .with_label_values(&[&*r.name, what]);
+            }
+        }
+    }
+
+    /// Counts one suppression by `rule` of a `what` (`connection` or `incident`).
+    pub fn suppressed(&self, rule: &str, what: &str) {
+        self.detection
+            .suppressed
+            .with_label_values(&[rule, what])
             .inc();
     }
 
@@ -503,6 +533,26 @@ impl Detection {
                         "Model reloads on SIGHUP, by result; on error the running model is kept.",
                     ),
                     &["result"],
+                )
+            ),
+            config_reloads: registered!(
+                "sensor_config_reloads_total",
+                IntCounterVec::new(
+                    Opts::new(
+                        "sensor_config_reloads_total",
+                        "Reloads of the configuration file's suppression rules on SIGHUP, by result; on error the running rules are kept.",
+                    ),
+                    &["result"],
+                )
+            ),
+            suppressed: registered!(
+                "sensor_suppressed_total",
+                IntCounterVec::new(
+                    Opts::new(
+                        "sensor_suppressed_total",
+                        "Anomalous connections and incident lines silenced by an operator's suppression rule (still recorded and counted as verdicts).",
+                    ),
+                    &["rule", "what"],
                 )
             ),
             model_loaded: registered!(

@@ -1,0 +1,191 @@
+//! Operator controls through `sensor replay`: `[[suppress]]` rules from a configuration file
+//! silence the alerts and incidents they match and leave the rest, and alerts and incidents
+//! name the features that moved their score.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use pcap_file::DataLink;
+use sensor::{cli::replay::ReplayOptions, config::FileConfig, replay::output::Format};
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("controls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two sources each scan 60 ports of their own target (SYN answered by RST): 198.18.1.1 ->
+/// 198.18.2.1 and 198.18.1.2 -> 198.18.2.2, interleaved, 1 ms apart.
+fn two_scans() -> Vec<u8> {
+    let mut f = Frames::default();
+    let mut t = T0;
+    for port in 1..=60u16 {
+        for (src, dst) in [(v4(1, 1), v4(2, 1)), (v4(1, 2), v4(2, 2))] {
+            f.push(t, tcp4(src, 40_000 + port, dst, port, SYN, &[]));
+            f.push(
+                t + 100_000,
+                tcp4(dst, port, src, 40_000 + port, RST | ACK, &[]),
+            );
+            t += MS;
+        }
+    }
+    f.pcap(DataLink::ETHERNET)
+}
+
+/// Replays `capture` with the rules of `config` (if any): (rows, alert lines).
+fn replay(
+    dir: &Scratch,
+    capture: &Path,
+    config: Option<&Path>,
+) -> (String, Vec<serde_json::Value>) {
+    let out = dir.0.join("rows.jsonl");
+    let alerts = dir.0.join("alerts.jsonl");
+    let opts = ReplayOptions {
+        files: vec![capture.to_path_buf()],
+        model: model_path(),
+        format: Format::Jsonl,
+        output: Some(out.clone()),
+        alerts: Some(alerts.clone()),
+        connection_alerts: true,
+        community_id_seed: 0,
+        config: Default::default(),
+        suppressions: config
+            .map(|c| FileConfig::load_suppressions(c).expect("rules"))
+            .unwrap_or_default(),
+    };
+    sensor::cli::replay::replay(&opts, std::io::sink()).expect("replay");
+    let lines = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (std::fs::read_to_string(&out).unwrap(), lines)
+}
+
+fn of_type<'a>(lines: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|v| v["type"] == t).collect()
+}
+
+fn from(lines: &[&serde_json::Value], src: &str) -> usize {
+    lines.iter().filter(|v| v["orig_addr"] == src).count()
+}
+
+#[test]
+fn a_rule_silences_the_scanner_it_names_and_leaves_the_other() {
+    let dir = Scratch::new("suppress");
+    let capture = dir.file("scans.pcap", &two_scans());
+
+    let (rows_before, before) = replay(&dir, &capture, None);
+    let alerts = of_type(&before, "alert");
+    assert_eq!(from(&alerts, "198.18.1.1"), 60, "every probe is anomalous");
+    assert_eq!(from(&alerts, "198.18.1.2"), 60);
+    let incidents = of_type(&before, "incident");
+    let scans_of = |inc: &[&serde_json::Value], src: &str| {
+        inc.iter()
+            .filter(|v| v["kind"] == "port_scan" && v["sources"][0] == src)
+            .count()
+    };
+    assert!(scans_of(&incidents, "198.18.1.1") >= 1, "{incidents:?}");
+    assert!(scans_of(&incidents, "198.18.1.2") >= 1, "{incidents:?}");
+
+    // Every alert and incident says why, with at most three features that raised its score.
+    for v in alerts.iter().chain(&incidents) {
+        let top = v["top_features"].as_array().expect("top_features");
+        assert!(!top.is_empty() && top.len() <= 3, "{v}");
+        for f in top {
+            assert!(f["name"].is_string() && f["value"].is_number(), "{f}");
+            assert!(f["contribution"].as_f64().unwrap() > 0.0, "{f}");
+        }
+        let c: Vec<f64> = top
+            .iter()
+            .map(|f| f["contribution"].as_f64().unwrap())
+            .collect();
+        assert!(c.windows(2).all(|w| w[0] >= w[1]), "strongest first: {c:?}");
+    }
+    // Records stay as they were: no explanation per connection.
+    assert!(!rows_before.contains("top_features"));
+
+    let config = dir.file(
+        "sensor.toml",
+        br#"
+interfaces = ["eth0"]
+
+[[suppress]]
+name = "vulnerability-scanner"
+src = ["198.18.1.1/32", "2001:db8::/32"]
+"#,
+    );
+    let (rows_after, after) = replay(&dir, &capture, Some(&config));
+    let alerts = of_type(&after, "alert");
+    assert_eq!(from(&alerts, "198.18.1.1"), 0, "silenced");
+    assert_eq!(
+        from(&alerts, "198.18.1.2"),
+        60,
+        "the other scanner still alerts"
+    );
+    let incidents = of_type(&after, "incident");
+    assert_eq!(
+        scans_of(&incidents, "198.18.1.1"),
+        0,
+        "no evidence, no incident"
+    );
+    assert!(scans_of(&incidents, "198.18.1.2") >= 1);
+    // Still recorded and scored the same.
+    assert_eq!(rows_after, rows_before);
+
+    // A kind rule silences the incident lines but not the connection alerts.
+    let config = dir.file(
+        "kind.toml",
+        br#"
+[[suppress]]
+name = "scans-from-the-lab"
+kind = ["port_scan"]
+src = ["198.18.1.2"]
+"#,
+    );
+    let (_, after) = replay(&dir, &capture, Some(&config));
+    assert_eq!(from(&of_type(&after, "alert"), "198.18.1.2"), 60);
+    let incidents = of_type(&after, "incident");
+    assert_eq!(scans_of(&incidents, "198.18.1.2"), 0);
+    assert!(scans_of(&incidents, "198.18.1.1") >= 1);
+}
+
+#[test]
+fn the_binary_names_the_file_rule_and_field_of_a_bad_rule() {
+    let dir = Scratch::new("bad-rule");
+    let capture = dir.file("scans.pcap", &two_scans());
+    let config = dir.file(
+        "bad.toml",
+        b"[[suppress]]\nname = \"oops\"\ndst = [\"198.18.2.1/16\"]\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sensor"))
+        .args(["replay", "--model"])
+        .arg(model_path())
+        .arg("--config")
+        .arg(&config)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for want in [config.to_str().unwrap(), "\"oops\"", "dst", "host bits"] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+}
