@@ -35,168 +35,22 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, VecDeque},
-    time::Duration,
 };
 
 use rustc_hash::FxHashMap;
 use sensor_common::{
     FlowKey, FlowValue,
     account::{answered, peer},
-    flow::{SIDE_HI, SIDE_LO, event, history, ipproto},
+    flow::{event, history, ipproto},
 };
 
 use crate::flows::{ConnEvent, ConnStart, ConnectionRecord, EndReason};
 
-/// Idle timeouts after which a connection without packets is final.
-///
-/// Defaults follow Zeek (`tcp_inactivity_timeout` 5 min, `udp_inactivity_timeout` and
-/// `icmp_inactivity_timeout` 1 min, `tcp_attempt_delay` 5 s), whose connection semantics the KDD
-/// features were derived with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// An established TCP connection that neither closed nor reset.
-    pub tcp_established: Duration,
-    /// A TCP connection attempt without an established handshake (S0, half-open, mid-stream).
-    pub tcp_attempt: Duration,
-    pub udp: Duration,
-    pub icmp: Duration,
-}
+mod store;
+mod timeouts;
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
-impl Timeouts {
-    /// The defaults, for flags and configuration files alike.
-    pub const DEFAULT: Timeouts = Timeouts {
-        tcp_established: Duration::from_secs(300),
-        tcp_attempt: Duration::from_secs(5),
-        udp: Duration::from_secs(60),
-        icmp: Duration::from_secs(60),
-    };
-
-    /// The shortest of the four.
-    pub fn shortest(&self) -> Duration {
-        self.tcp_established
-            .min(self.tcp_attempt)
-            .min(self.udp)
-            .min(self.icmp)
-    }
-}
-
-/// How the lifecycle finalises connections.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LifecycleConfig {
-    pub timeouts: Timeouts,
-    /// How long a finished TCP connection's entry stays in the table after it was reported.
-    pub close_linger: Duration,
-    /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
-    /// (replay, which loses no event).
-    pub table_scan_interval: Option<Duration>,
-    /// How long after its first packet a connection that is still open without an
-    /// established TCP handshake gets an early verdict ([`ConnEvent::Ongoing`]); `None`: never.
-    /// Such connections (unanswered SYNs, UDP and ICMP conversations) end only by an idle
-    /// timeout, up to a minute later; an early verdict lets incidents open while a flood, a
-    /// UDP scan or a sweep is still going on.
-    pub early_verdict_after: Option<Duration>,
-}
-
-impl LifecycleConfig {
-    /// Default close linger: long enough for the trailing ACK and retransmitted FINs.
-    pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
-    /// Default delay of an early verdict: beyond any round-trip time, and the moment a
-    /// client retransmits an unanswered SYN.
-    pub const DEFAULT_EARLY_VERDICT_AFTER: Duration = Duration::from_secs(1);
-
-    /// The scan period a live sensor uses unless configured: a quarter of the shortest idle
-    /// timeout, between 50 ms and 1 s, so that a connection whose `Opened` event was lost is
-    /// adopted long before its idle deadline.
-    pub fn default_table_scan_interval(timeouts: &Timeouts) -> Duration {
-        (timeouts.shortest() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-    }
-}
-
-impl Default for LifecycleConfig {
-    fn default() -> Self {
-        let timeouts = Timeouts::default();
-        LifecycleConfig {
-            table_scan_interval: Some(Self::default_table_scan_interval(&timeouts)),
-            timeouts,
-            close_linger: Self::DEFAULT_CLOSE_LINGER,
-            early_verdict_after: Some(Self::DEFAULT_EARLY_VERDICT_AFTER),
-        }
-    }
-}
-
-/// The flow table the lifecycle runs over.
-pub trait FlowStore {
-    /// A copy of the value stored under `key`.
-    fn get(&self, key: &FlowKey) -> Option<FlowValue>;
-    /// Removes `key`'s entry if it holds the connection that began at `first_seen_ns` (a
-    /// packet may create it again: that is a new connection); whether it did. False when the
-    /// entry is gone or holds a later connection, or was evicted meanwhile (its `EVICTED` event
-    /// then brings its record).
-    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool;
-    /// Every entry, in no particular order.
-    fn entries(&self) -> Vec<(FlowKey, FlowValue)>;
-}
-
-/// Counters of the lifecycle, for reports and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LifecycleStats {
-    /// Events received from the flow-table update.
-    pub events: u64,
-    /// Finish events for a connection already reported (two CPUs raced on its last packets).
-    pub duplicate_events: u64,
-    /// Connections the table scan found without having seen their `Opened` event (lost).
-    pub adopted_by_scan: u64,
-    /// Finished TCP connections finalised by an idle check or the table scan because their
-    /// finish event never came (lost, or two CPUs raced on the last FINs so that neither
-    /// signalled).
-    pub finished_by_scan: u64,
-    /// Connections whose entry was restarted for a new connection on the same 5-tuple before
-    /// their own end was reported (their finish event was lost): their records are lost.
-    pub lost_on_restart: u64,
-    /// Records emitted, by end reason: fin, rst, idle, shutdown, evicted.
-    pub records_fin: u64,
-    pub records_rst: u64,
-    pub records_idle: u64,
-    pub records_shutdown: u64,
-    #[serde(default)]
-    pub records_evicted: u64,
-    /// Evicted flows whose end had been reported already (a RST ended them): no second record.
-    #[serde(default)]
-    pub evicted_after_report: u64,
-    /// Connections open now.
-    pub open_connections: u64,
-    /// Entries in the flow table at the last scan.
-    pub table_entries: u64,
-}
-
-impl LifecycleStats {
-    /// Counts one emitted record by why it ended.
-    pub fn count_record(&mut self, reason: EndReason) {
-        match reason {
-            EndReason::Fin => self.records_fin += 1,
-            EndReason::Rst => self.records_rst += 1,
-            EndReason::Idle => self.records_idle += 1,
-            EndReason::Shutdown => self.records_shutdown += 1,
-            EndReason::Evicted => self.records_evicted += 1,
-            EndReason::Ongoing => {}
-        }
-    }
-
-    /// Records emitted, whatever their end reason.
-    pub fn records(&self) -> u64 {
-        self.records_fin
-            + self.records_rst
-            + self.records_idle
-            + self.records_shutdown
-            + self.records_evicted
-    }
-}
+pub use store::{FlowStore, LifecycleStats};
+pub use timeouts::{LifecycleConfig, Timeouts, idle_timeout, tcp_finished};
 
 /// What a pending check of a connection does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -637,45 +491,10 @@ impl Lifecycle {
     }
 }
 
-/// The idle timeout that applies to a flow: the established one once the originator completed
-/// the handshake, the attempt one before; per protocol otherwise.
-pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
-    match key.protocol {
-        ipproto::TCP => {
-            let orig = usize::from(v.orig_side & 1);
-            let established = v.history[orig] & history::SYN != 0
-                && v.history[peer(orig)] & history::SYN_ACK != 0
-                && v.history[orig] & history::NON_SYN != 0;
-            if established {
-                t.tcp_established
-            } else {
-                t.tcp_attempt
-            }
-        }
-        ipproto::UDP => t.udp,
-        _ => t.icmp,
-    }
-}
-
-/// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
-pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
-    if key.protocol != ipproto::TCP {
-        return None;
-    }
-    let (a, b) = (v.history[SIDE_LO], v.history[SIDE_HI]);
-    if (a | b) & history::RST != 0 {
-        Some(EndReason::Rst)
-    } else if a & b & history::FIN != 0 {
-        Some(EndReason::Fin)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sensor_common::flow::ipproto;
+    use sensor_common::flow::{SIDE_LO, ipproto};
 
     const S: u64 = 1_000_000_000;
 

@@ -1,0 +1,73 @@
+//! What the lifecycle runs over (the [`FlowStore`]) and what it counts ([`LifecycleStats`]).
+
+use sensor_common::{FlowKey, FlowValue};
+
+use crate::flows::EndReason;
+
+/// The flow table the lifecycle runs over.
+pub trait FlowStore {
+    /// A copy of the value stored under `key`.
+    fn get(&self, key: &FlowKey) -> Option<FlowValue>;
+    /// Removes `key`'s entry if it holds the connection that began at `first_seen_ns` (a
+    /// packet may create it again: that is a new connection); whether it did. False when the
+    /// entry is gone or holds a later connection, or was evicted meanwhile (its `EVICTED` event
+    /// then brings its record).
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool;
+    /// Every entry, in no particular order.
+    fn entries(&self) -> Vec<(FlowKey, FlowValue)>;
+}
+
+/// Counters of the lifecycle, for reports and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LifecycleStats {
+    /// Events received from the flow-table update.
+    pub events: u64,
+    /// Finish events for a connection already reported (two CPUs raced on its last packets).
+    pub duplicate_events: u64,
+    /// Connections the table scan found without having seen their `Opened` event (lost).
+    pub adopted_by_scan: u64,
+    /// Finished TCP connections finalised by an idle check or the table scan because their
+    /// finish event never came (lost, or two CPUs raced on the last FINs so that neither
+    /// signalled).
+    pub finished_by_scan: u64,
+    /// Connections whose entry was restarted for a new connection on the same 5-tuple before
+    /// their own end was reported (their finish event was lost): their records are lost.
+    pub lost_on_restart: u64,
+    /// Records emitted, by end reason: fin, rst, idle, shutdown, evicted.
+    pub records_fin: u64,
+    pub records_rst: u64,
+    pub records_idle: u64,
+    pub records_shutdown: u64,
+    #[serde(default)]
+    pub records_evicted: u64,
+    /// Evicted flows whose end had been reported already (a RST ended them): no second record.
+    #[serde(default)]
+    pub evicted_after_report: u64,
+    /// Connections open now.
+    pub open_connections: u64,
+    /// Entries in the flow table at the last scan.
+    pub table_entries: u64,
+}
+
+impl LifecycleStats {
+    /// Counts one emitted record by why it ended.
+    pub fn count_record(&mut self, reason: EndReason) {
+        match reason {
+            EndReason::Fin => self.records_fin += 1,
+            EndReason::Rst => self.records_rst += 1,
+            EndReason::Idle => self.records_idle += 1,
+            EndReason::Shutdown => self.records_shutdown += 1,
+            EndReason::Evicted => self.records_evicted += 1,
+            EndReason::Ongoing => {}
+        }
+    }
+
+    /// Records emitted, whatever their end reason.
+    pub fn records(&self) -> u64 {
+        self.records_fin
+            + self.records_rst
+            + self.records_idle
+            + self.records_shutdown
+            + self.records_evicted
+    }
+}

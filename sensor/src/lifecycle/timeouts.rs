@@ -1,0 +1,131 @@
+//! When a connection without packets is final: the idle timeouts, the lifecycle's
+//! configuration, and the reading of a flow's TCP history they depend on.
+
+use std::time::Duration;
+
+use sensor_common::{
+    FlowKey, FlowValue,
+    account::peer,
+    flow::{SIDE_HI, SIDE_LO, history, ipproto},
+};
+
+use crate::flows::EndReason;
+
+/// Idle timeouts after which a connection without packets is final.
+///
+/// Defaults follow Zeek (`tcp_inactivity_timeout` 5 min, `udp_inactivity_timeout` and
+/// `icmp_inactivity_timeout` 1 min, `tcp_attempt_delay` 5 s), whose connection semantics the KDD
+/// features were derived with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// An established TCP connection that neither closed nor reset.
+    pub tcp_established: Duration,
+    /// A TCP connection attempt without an established handshake (S0, half-open, mid-stream).
+    pub tcp_attempt: Duration,
+    pub udp: Duration,
+    pub icmp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl Timeouts {
+    /// The defaults, for flags and configuration files alike.
+    pub const DEFAULT: Timeouts = Timeouts {
+        tcp_established: Duration::from_secs(300),
+        tcp_attempt: Duration::from_secs(5),
+        udp: Duration::from_secs(60),
+        icmp: Duration::from_secs(60),
+    };
+
+    /// The shortest of the four.
+    pub fn shortest(&self) -> Duration {
+        self.tcp_established
+            .min(self.tcp_attempt)
+            .min(self.udp)
+            .min(self.icmp)
+    }
+}
+
+/// How the lifecycle finalises connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    pub timeouts: Timeouts,
+    /// How long a finished TCP connection's entry stays in the table after it was reported.
+    pub close_linger: Duration,
+    /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
+    /// (replay, which loses no event).
+    pub table_scan_interval: Option<Duration>,
+    /// How long after its first packet a connection that is still open without an
+    /// established TCP handshake gets an early verdict
+    /// ([`ConnEvent::Ongoing`](crate::flows::ConnEvent::Ongoing)); `None`: never.
+    /// Such connections (unanswered SYNs, UDP and ICMP conversations) end only by an idle
+    /// timeout, up to a minute later; an early verdict lets incidents open while a flood, a
+    /// UDP scan or a sweep is still going on.
+    pub early_verdict_after: Option<Duration>,
+}
+
+impl LifecycleConfig {
+    /// Default close linger: long enough for the trailing ACK and retransmitted FINs.
+    pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
+    /// Default delay of an early verdict: beyond any round-trip time, and the moment a
+    /// client retransmits an unanswered SYN.
+    pub const DEFAULT_EARLY_VERDICT_AFTER: Duration = Duration::from_secs(1);
+
+    /// The scan period a live sensor uses unless configured: a quarter of the shortest idle
+    /// timeout, between 50 ms and 1 s, so that a connection whose `Opened` event was lost is
+    /// adopted long before its idle deadline.
+    pub fn default_table_scan_interval(timeouts: &Timeouts) -> Duration {
+        (timeouts.shortest() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        let timeouts = Timeouts::default();
+        LifecycleConfig {
+            table_scan_interval: Some(Self::default_table_scan_interval(&timeouts)),
+            timeouts,
+            close_linger: Self::DEFAULT_CLOSE_LINGER,
+            early_verdict_after: Some(Self::DEFAULT_EARLY_VERDICT_AFTER),
+        }
+    }
+}
+
+/// The idle timeout that applies to a flow: the established one once the originator completed
+/// the handshake, the attempt one before; per protocol otherwise.
+pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
+    match key.protocol {
+        ipproto::TCP => {
+            let orig = usize::from(v.orig_side & 1);
+            let established = v.history[orig] & history::SYN != 0
+                && v.history[peer(orig)] & history::SYN_ACK != 0
+                && v.history[orig] & history::NON_SYN != 0;
+            if established {
+                t.tcp_established
+            } else {
+                t.tcp_attempt
+            }
+        }
+        ipproto::UDP => t.udp,
+        _ => t.icmp,
+    }
+}
+
+/// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
+pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
+    if key.protocol != ipproto::TCP {
+        return None;
+    }
+    let (a, b) = (v.history[SIDE_LO], v.history[SIDE_HI]);
+    if (a | b) & history::RST != 0 {
+        Some(EndReason::Rst)
+    } else if a & b & history::FIN != 0 {
+        Some(EndReason::Fin)
+    } else {
+        None
+    }
+}
