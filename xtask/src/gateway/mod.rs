@@ -188,7 +188,7 @@ pub fn run_scenario(opts: &ScenarioOptions) -> Result<Outcome, String> {
     let settle_start = Instant::now();
     thread::sleep(settle_wait);
     let settle = settle_start.elapsed();
-    let metrics = sensor::scrape(&lab, metrics_addr)?;
+    let metrics = crate::metrics::scrape(&lab.gateway, metrics_addr, 5)?;
     let _ = std::fs::write(opts.work_dir.join("metrics.txt"), &metrics);
     let promtool = check_metrics(&opts.work_dir, &metrics);
     let prometheus = match (&prometheus, &opts.prometheus) {

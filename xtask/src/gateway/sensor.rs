@@ -56,19 +56,6 @@ pub(super) fn stop(mut sensor: Proc) -> Result<String, String> {
     Ok(stderr)
 }
 
-/// `GET /metrics` from the gateway namespace.
-pub(super) fn scrape(lab: &GatewayLab, metrics_addr: &str) -> Result<String, String> {
-    lab.gateway.run(
-        "curl",
-        &[
-            "-s",
-            "--max-time",
-            "5",
-            &format!("http://{metrics_addr}/metrics"),
-        ],
-    )
-}
-
 /// The JSON lines of a file the sensor wrote (blank lines skipped).
 pub(super) fn read_jsonl(p: &Path) -> Result<Vec<serde_json::Value>, String> {
     let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
