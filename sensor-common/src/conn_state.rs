@@ -131,10 +131,16 @@ pub fn tcp_conn_state(orig: u8, resp: u8, orig_bytes: u64, resp_bytes: u64) -> C
             ConnState::RSTR
         }
     } else if os == Reset {
-        if r_inactive {
+        if !r_inactive {
+            ConnState::RSTO
+        } else if orig & history::SYN != 0
+            && orig & (history::SYN_ACK | history::ACK | history::FIN) == 0
+        {
+            // Zeek's rule: RSTOS0 only for a SYN followed by the RST with no handshake step
+            // of the originator in between (history `^?S[^HAFGIQ]*R`); a lone RST is OTH.
             ConnState::RSTOS0
         } else {
-            ConnState::RSTO
+            ConnState::OTH
         }
     } else if rs == Closed && os == Closed {
         ConnState::SF
@@ -202,6 +208,13 @@ mod tests {
         assert_eq!(
             tcp_conn_state(SYN | NON_SYN | RST, 0, 0, 0),
             ConnState::RSTOS0
+        );
+        // A lone RST from the originator (no SYN seen): Zeek's OTH, not RSTOS0; so is a SYN,
+        // an ACK and then the RST.
+        assert_eq!(tcp_conn_state(NON_SYN | RST, 0, 0, 0), ConnState::OTH);
+        assert_eq!(
+            tcp_conn_state(SYN | NON_SYN | ACK | RST, 0, 0, 0),
+            ConnState::OTH
         );
         // Responder sent SYN-ACK then RST, no SYN seen.
         assert_eq!(
