@@ -238,8 +238,8 @@ impl FileConfig {
             icmp: secs("timeouts.icmp_secs", self.timeouts.icmp_secs, d.icmp)?,
         };
         let base = CaptureConfig::default();
-        let table_capacity = self.table_size.unwrap_or(base.table_capacity);
-        if table_capacity == 0 {
+        let table_size = self.table_size.unwrap_or(base.table_size);
+        if table_size == 0 {
             return Err(invalid("table_size", "must be at least 1".into()));
         }
         let ring_bytes = self.ring_bytes.unwrap_or(base.ring_bytes);
@@ -305,7 +305,7 @@ impl FileConfig {
             capture: CaptureConfig {
                 interfaces,
                 xdp_mode: self.xdp_mode.unwrap_or_default(),
-                table_capacity,
+                table_size,
                 ring_bytes,
                 lifecycle: LifecycleConfig {
                     timeouts,
@@ -370,7 +370,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.capture.interfaces, ["eth0", "eth1"]);
         assert_eq!(c.capture.xdp_mode, XdpAttachMode::Generic);
-        assert_eq!(c.capture.table_capacity, 1000);
+        assert_eq!(c.capture.table_size, 1000);
         assert_eq!(c.capture.ring_bytes, 65536);
         let l = &c.capture.lifecycle;
         assert_eq!(l.timeouts.tcp_attempt, Duration::from_millis(2500));

@@ -134,12 +134,9 @@ fn reg<C: Collector + Clone + 'static>(
 }
 
 impl Metrics {
-    /// Builds the registry. `health` is read at every scrape; `table_capacity` is the flow
+    /// Builds the registry. `health` is read at every scrape; `table_size` is the flow
     /// table's configured size.
-    pub fn new(
-        health: Arc<dyn HealthSource>,
-        table_capacity: u32,
-    ) -> Result<Metrics, MetricsError> {
+    pub fn new(health: Arc<dyn HealthSource>, table_size: u32) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let e = |name| move |source| MetricsError { name, source };
 
@@ -172,7 +169,7 @@ impl Metrics {
             "Capacity of the kernel flow table, in connections.",
         )
         .map_err(e("sensor_flow_table_capacity"))?;
-        capacity.set(i64::from(table_capacity));
+        capacity.set(i64::from(table_size));
         reg(&registry, "sensor_flow_table_capacity", capacity)?;
 
         let table_entries = Arc::new(AtomicU64::new(0));

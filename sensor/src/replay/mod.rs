@@ -52,14 +52,14 @@ pub const FRAG_TABLE_CAPACITY: usize = 4_096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayConfig {
     /// Flow table capacity (`--table-size` of the live sensor).
-    pub table_capacity: u32,
+    pub table_size: u32,
     pub timeouts: Timeouts,
 }
 
 impl Default for ReplayConfig {
     fn default() -> Self {
         ReplayConfig {
-            table_capacity: CaptureConfig::DEFAULT_TABLE_CAPACITY,
+            table_size: CaptureConfig::DEFAULT_TABLE_SIZE,
             timeouts: Timeouts::default(),
         }
     }
@@ -406,7 +406,7 @@ impl Replayer {
             early_verdict_after: Some(LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER),
         };
         Replayer {
-            tables: UserTables::new(config.table_capacity),
+            tables: UserTables::new(config.table_size),
             health: Health::default(),
             // Capture timestamps are Unix time already: no clock offset.
             lifecycle: Lifecycle::new(lifecycle, 0),
