@@ -279,7 +279,7 @@ pub async fn run(
     })?;
     let metrics = Arc::new(Metrics::new(
         capture.health_source(),
-        cfg.capture.table_capacity,
+        cfg.capture.table_size,
     )?);
     let pipeline =
         Pipeline::new(Arc::clone(&model), FeatureConfig::default())?.with_overrides(cfg.thresholds);
@@ -314,7 +314,7 @@ pub async fn run(
     let t = pipeline.model().thresholds();
     log::info!(
         "watching {interfaces} (table {} connections); model {model_path} ({:?} features, thresholds supervised {:.4}, unsupervised {:.4}{})",
-        cfg.capture.table_capacity,
+        cfg.capture.table_size,
         pipeline.model().feature_set(),
         t.supervised,
         t.unsupervised,

@@ -63,7 +63,7 @@ pub struct CaptureConfig {
     pub xdp_mode: XdpAttachMode,
     /// Flow table capacity (entries). A packet whose new flow does not fit is counted in
     /// `Health::table_full`.
-    pub table_capacity: u32,
+    pub table_size: u32,
     /// Ring buffer size in bytes (a power-of-two multiple of the page size).
     pub ring_bytes: u32,
     /// How connections are finalised. Its table scan reads the whole memory-mapped slot array
@@ -73,7 +73,7 @@ pub struct CaptureConfig {
 
 impl CaptureConfig {
     /// Default flow table capacity, in connections.
-    pub const DEFAULT_TABLE_CAPACITY: u32 = sensor_common::slots::DEFAULT_FLOW_CAPACITY;
+    pub const DEFAULT_TABLE_SIZE: u32 = sensor_common::slots::DEFAULT_FLOW_CAPACITY;
     /// Default ring buffer size.
     pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 }
@@ -83,7 +83,7 @@ impl Default for CaptureConfig {
         CaptureConfig {
             interfaces: Vec::new(),
             xdp_mode: XdpAttachMode::Auto,
-            table_capacity: Self::DEFAULT_TABLE_CAPACITY,
+            table_size: Self::DEFAULT_TABLE_SIZE,
             ring_bytes: Self::DEFAULT_RING_BYTES,
             lifecycle: LifecycleConfig::default(),
         }
@@ -207,10 +207,10 @@ pub fn monotonic_now_ns() -> Result<u64, CaptureError> {
 /// tunnels (`sensor_common::encap`) and installs them in their program arrays.
 ///
 /// Used by [`Capture::start`] and by packet-level tests and benchmarks (BPF_PROG_TEST_RUN).
-pub fn load_object(table_capacity: u32, ring_bytes: u32) -> Result<Ebpf, CaptureError> {
-    if table_capacity == 0 {
+pub fn load_object(table_size: u32, ring_bytes: u32) -> Result<Ebpf, CaptureError> {
+    if table_size == 0 {
         return Err(CaptureError::BadCapacity {
-            capacity: table_capacity,
+            capacity: table_size,
         });
     }
     // SAFETY: sysconf has no preconditions.
@@ -219,8 +219,8 @@ pub fn load_object(table_capacity: u32, ring_bytes: u32) -> Result<Ebpf, Capture
         return Err(CaptureError::BadRingSize { bytes: ring_bytes });
     }
     raise_memlock_limit();
-    let slots = slot_count(table_capacity);
-    let (mask, capacity, seed) = (slots - 1, u64::from(table_capacity), hash_seed());
+    let slots = slot_count(table_size);
+    let (mask, capacity, seed) = (slots - 1, u64::from(table_size), hash_seed());
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(map_names::FLOWS, slots)
         .map_max_entries(map_names::EVENTS, ring_bytes)
@@ -290,7 +290,7 @@ pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xd
 impl Capture {
     /// Loads the programs, attaches them to every configured interface, and opens the maps.
     pub fn start(config: CaptureConfig) -> Result<Capture, CaptureError> {
-        let mut ebpf = load_object(config.table_capacity, config.ring_bytes)?;
+        let mut ebpf = load_object(config.table_size, config.ring_bytes)?;
         // Before attaching, so that no forwarded packet is ever counted twice.
         {
             let mut watched: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
@@ -436,7 +436,7 @@ impl Capture {
 
     /// Flow table entries now, and the table's capacity.
     pub fn table_occupancy(&self) -> (u64, u64) {
-        (self.flows.len(), u64::from(self.config.table_capacity))
+        (self.flows.len(), u64::from(self.config.table_size))
     }
 }
 

@@ -209,7 +209,6 @@ impl FileConfig {
 
     /// Resolves into a run configuration; fields still unset take their defaults.
     pub fn resolve(self) -> Result<RunConfig, ConfigError> {
-        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
         let interfaces = self.interfaces.unwrap_or_default();
         if interfaces.is_empty() {
             return Err(invalid(
@@ -217,29 +216,10 @@ impl FileConfig {
                 "no interface to watch (set `interfaces` in the file or pass --iface)".into(),
             ));
         }
-        let d = Timeouts::default();
-        let secs = |field: &'static str, v: Option<f64>, default: Duration| match v {
-            None => Ok(default),
-            Some(s) => Duration::try_from_secs_f64(s)
-                .map_err(|_| invalid(field, format!("must be a number of seconds >= 0, got {s}"))),
-        };
-        let timeouts = Timeouts {
-            tcp_established: secs(
-                "timeouts.tcp_secs",
-                self.timeouts.tcp_secs,
-                d.tcp_established,
-            )?,
-            tcp_attempt: secs(
-                "timeouts.tcp_attempt_secs",
-                self.timeouts.tcp_attempt_secs,
-                d.tcp_attempt,
-            )?,
-            udp: secs("timeouts.udp_secs", self.timeouts.udp_secs, d.udp)?,
-            icmp: secs("timeouts.icmp_secs", self.timeouts.icmp_secs, d.icmp)?,
-        };
+        let timeouts = resolve_timeouts(&self.timeouts)?;
         let base = CaptureConfig::default();
-        let table_capacity = self.table_size.unwrap_or(base.table_capacity);
-        if table_capacity == 0 {
+        let table_size = self.table_size.unwrap_or(base.table_size);
+        if table_size == 0 {
             return Err(invalid("table_size", "must be at least 1".into()));
         }
         let ring_bytes = self.ring_bytes.unwrap_or(base.ring_bytes);
@@ -249,47 +229,10 @@ impl FileConfig {
                 format!("must be a power of two of at least 4096, got {ring_bytes}"),
             ));
         }
-        let metrics_addr = match self.metrics_addr.as_deref() {
-            Some("off") => None,
-            Some(a) => Some(
-                a.parse()
-                    .map_err(|e| invalid("metrics_addr", format!("{a:?}: {e}")))?,
-            ),
-            None => Some(default_metrics_addr()),
-        };
-        for (field, v) in [
-            ("thresholds.supervised", self.thresholds.supervised),
-            ("thresholds.unsupervised", self.thresholds.unsupervised),
-        ] {
-            if let Some(v) = v
-                && !(v.is_finite() && v > 0.0)
-            {
-                return Err(invalid(field, format!("must be a number > 0, got {v}")));
-            }
-        }
-        let da = AlertConfig::default();
-        let alerts = AlertConfig {
-            sink: self
-                .alerts
-                .sink
-                .as_deref()
-                .map(Sink::parse)
-                .unwrap_or(da.sink),
-            connections: self.alerts.connections.unwrap_or(da.connections),
-            max_per_second: self.alerts.max_per_second.unwrap_or(da.max_per_second),
-            burst: self.alerts.burst.unwrap_or(da.burst),
-        };
-        let di = IncidentConfig::default();
-        let f = &self.incidents;
-        let incidents = IncidentConfig {
-            scan_ports: f.scan_ports.unwrap_or(di.scan_ports).max(1),
-            sweep_hosts: f.sweep_hosts.unwrap_or(di.sweep_hosts).max(1),
-            flood_connections: f.flood_connections.unwrap_or(di.flood_connections).max(1),
-            source_connections: f.source_connections.unwrap_or(di.source_connections).max(1),
-            quiet: secs("incidents.quiet_secs", f.quiet_secs, di.quiet)?,
-            update_every: secs("incidents.update_secs", f.update_secs, di.update_every)?,
-            ..di
-        };
+        let metrics_addr = resolve_metrics_addr(self.metrics_addr.as_deref())?;
+        check_thresholds(&self.thresholds)?;
+        let alerts = resolve_alerts(&self.alerts);
+        let incidents = resolve_incidents(&self.incidents)?;
         if !(alerts.max_per_second.is_finite() && alerts.max_per_second > 0.0) {
             return Err(invalid(
                 "alerts.max_per_second",
@@ -305,7 +248,7 @@ impl FileConfig {
             capture: CaptureConfig {
                 interfaces,
                 xdp_mode: self.xdp_mode.unwrap_or_default(),
-                table_capacity,
+                table_size,
                 ring_bytes,
                 lifecycle: LifecycleConfig {
                     timeouts,
@@ -334,6 +277,86 @@ impl FileConfig {
             file: None,
         })
     }
+}
+
+fn invalid(field: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { field, reason }
+}
+
+/// A duration in seconds from the file, or `default` when unset.
+fn secs(field: &'static str, v: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .map_err(|_| invalid(field, format!("must be a number of seconds >= 0, got {s}"))),
+    }
+}
+
+/// The idle timeouts, each defaulting to [`Timeouts::default`]'s.
+fn resolve_timeouts(t: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
+    let d = Timeouts::default();
+    Ok(Timeouts {
+        tcp_established: secs("timeouts.tcp_secs", t.tcp_secs, d.tcp_established)?,
+        tcp_attempt: secs(
+            "timeouts.tcp_attempt_secs",
+            t.tcp_attempt_secs,
+            d.tcp_attempt,
+        )?,
+        udp: secs("timeouts.udp_secs", t.udp_secs, d.udp)?,
+        icmp: secs("timeouts.icmp_secs", t.icmp_secs, d.icmp)?,
+    })
+}
+
+/// The metrics endpoint's address: `off` for none, the default when unset.
+fn resolve_metrics_addr(addr: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    Ok(match addr {
+        Some("off") => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|e| invalid("metrics_addr", format!("{a:?}: {e}")))?,
+        ),
+        None => Some(default_metrics_addr()),
+    })
+}
+
+/// Threshold overrides, when set, must be numbers above 0.
+fn check_thresholds(t: &ThresholdsFile) -> Result<(), ConfigError> {
+    for (field, v) in [
+        ("thresholds.supervised", t.supervised),
+        ("thresholds.unsupervised", t.unsupervised),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(invalid(field, format!("must be a number > 0, got {v}")));
+        }
+    }
+    Ok(())
+}
+
+/// The alert settings, each defaulting to [`AlertConfig::default`]'s.
+fn resolve_alerts(a: &AlertsFile) -> AlertConfig {
+    let da = AlertConfig::default();
+    AlertConfig {
+        sink: a.sink.as_deref().map(Sink::parse).unwrap_or(da.sink),
+        connections: a.connections.unwrap_or(da.connections),
+        max_per_second: a.max_per_second.unwrap_or(da.max_per_second),
+        burst: a.burst.unwrap_or(da.burst),
+    }
+}
+
+/// The incident settings, each defaulting to [`IncidentConfig::default`]'s.
+fn resolve_incidents(f: &IncidentsFile) -> Result<IncidentConfig, ConfigError> {
+    let di = IncidentConfig::default();
+    Ok(IncidentConfig {
+        scan_ports: f.scan_ports.unwrap_or(di.scan_ports).max(1),
+        sweep_hosts: f.sweep_hosts.unwrap_or(di.sweep_hosts).max(1),
+        flood_connections: f.flood_connections.unwrap_or(di.flood_connections).max(1),
+        source_connections: f.source_connections.unwrap_or(di.source_connections).max(1),
+        quiet: secs("incidents.quiet_secs", f.quiet_secs, di.quiet)?,
+        update_every: secs("incidents.update_secs", f.update_secs, di.update_every)?,
+        ..di
+    })
 }
 
 #[cfg(test)]
@@ -370,7 +393,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.capture.interfaces, ["eth0", "eth1"]);
         assert_eq!(c.capture.xdp_mode, XdpAttachMode::Generic);
-        assert_eq!(c.capture.table_capacity, 1000);
+        assert_eq!(c.capture.table_size, 1000);
         assert_eq!(c.capture.ring_bytes, 65536);
         let l = &c.capture.lifecycle;
         assert_eq!(l.timeouts.tcp_attempt, Duration::from_millis(2500));

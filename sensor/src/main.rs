@@ -62,7 +62,7 @@ struct CaptureArgs {
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: XdpAttachMode,
     /// Flow table capacity, in connections.
-    #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_CAPACITY)]
+    #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_SIZE)]
     table_size: u32,
     /// Ring buffer size for connection events, in bytes (power of two).
     #[arg(long, default_value_t = CaptureConfig::DEFAULT_RING_BYTES)]
@@ -81,7 +81,7 @@ impl CaptureArgs {
         Ok(CaptureConfig {
             interfaces: self.interfaces.clone(),
             xdp_mode: self.xdp_mode,
-            table_capacity: self.table_size,
+            table_size: self.table_size,
             ring_bytes: self.ring_bytes,
             lifecycle: lifecycle_config(timeouts),
         })
@@ -404,7 +404,7 @@ struct ReplayArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Flow table capacity, in connections (as the live sensor's --table-size).
-    #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_CAPACITY)]
+    #[arg(long, default_value_t = CaptureConfig::DEFAULT_TABLE_SIZE)]
     table_size: u32,
     #[command(flatten)]
     timeouts: TimeoutArgs,
@@ -519,7 +519,7 @@ impl ReplayArgs {
             alerts: self.alerts.clone(),
             connection_alerts: self.connection_alerts,
             config: sensor::replay::ReplayConfig {
-                table_capacity: self.table_size,
+                table_size: self.table_size,
                 timeouts: self.timeouts.timeouts()?,
             },
             suppressions: match &self.config {

@@ -255,7 +255,7 @@ fn the_cost_follows_the_packets_not_the_span_of_the_clock() {
 #[test]
 fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
     let mut run = Run::new(ReplayConfig {
-        table_capacity: 2,
+        table_size: 2,
         ..ReplayConfig::default()
     });
     run.at(0, udp4(C, 1, S, 53, &[b'u'; 10]))

@@ -491,7 +491,7 @@ fn the_kernel_and_replay_tables_agree_frame_for_frame() {
     let capacity = 1 << 16;
     let mut x = XdpHarness::new(capacity);
     let mut r = Replayer::new(ReplayConfig {
-        table_capacity: capacity,
+        table_size: capacity,
         ..ReplayConfig::default()
     });
     let mut out = Vec::new();

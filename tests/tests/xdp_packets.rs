@@ -785,7 +785,7 @@ fn a_million_mutated_frames_keep_the_counters_consistent() {
     let mut x = XdpHarness::new(1 << 20);
     // Replay's parser and table update over the same frames, at one instant (nothing expires).
     let mut r = sensor::replay::Replayer::new(sensor::replay::ReplayConfig {
-        table_capacity: 1 << 20,
+        table_size: 1 << 20,
         ..Default::default()
     });
     let mut events = Vec::new();

@@ -174,8 +174,25 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
     std::fs::create_dir(&tree.root).map_err(|e| e.to_string())?;
     std::fs::set_permissions(&tree.root, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
+    let bin = install_binary(&tree, opts)?;
+    install_data(&tree, &src)?;
+    install_config(&tree, &src)?;
+    install_docs(&tree, &src, opts, &version, epoch, &date)?;
+    write_control_files(&tree, &work, &bin, &version, &arch)?;
 
-    // The binary, stripped of its debug information and build notes.
+    std::fs::create_dir_all(&opts.out_dir)
+        .map_err(|e| format!("{}: {e}", opts.out_dir.display()))?;
+    let deb = opts.out_dir.join(format!("{PACKAGE}_{version}_{arch}.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&tree.root)
+        .arg(&deb)
+        .env("SOURCE_DATE_EPOCH", epoch.to_string()))?;
+    Ok(deb)
+}
+
+/// The binary, stripped of its debug information and build notes; returns its path.
+fn install_binary(tree: &Tree, opts: &DistOptions) -> Result<PathBuf, String> {
     let bin = tree.path("/usr/bin/sensor");
     std::fs::create_dir_all(bin.parent().ok_or("no parent")?).map_err(|e| e.to_string())?;
     run(Command::new("strip")
@@ -190,8 +207,11 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
     .map_err(|e| format!("stripping the binary: {e}"))?;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
+    Ok(bin)
+}
 
-    // Data and examples the operator points other programs at.
+/// Data and examples the operator points other programs at.
+fn install_data(tree: &Tree, src: &Path) -> Result<(), String> {
     tree.copy(MODEL_PATH, &src.join("models/nsl-kdd-flow.model"), 0o644)?;
     tree.copy(
         "/usr/share/sensor/grafana/sensor.json",
@@ -205,8 +225,11 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
             0o644,
         )?;
     }
+    Ok(())
+}
 
-    // Configuration: the shipped settings, which must use the packaged model.
+/// Configuration: the shipped settings, which must use the packaged model.
+fn install_config(tree: &Tree, src: &Path) -> Result<(), String> {
     let config = src.join("deploy/sensor.toml");
     let text =
         std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
@@ -223,8 +246,18 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
         &src.join("deploy/sensor.service"),
         0o644,
     )?;
+    Ok(())
+}
 
-    // Documentation.
+/// Documentation: README, model card, docs pages, copyright, changelog and man page.
+fn install_docs(
+    tree: &Tree,
+    src: &Path,
+    opts: &DistOptions,
+    version: &str,
+    epoch: u64,
+    date: &str,
+) -> Result<(), String> {
     let doc = "/usr/share/doc/sensor";
     tree.copy(&format!("{doc}/README.md"), &src.join("README.md"), 0o644)?;
     tree.copy(
@@ -251,7 +284,7 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
     let year = output(Command::new("date").args(["-u", "-d", &format!("@{epoch}"), "+%Y"]))?;
     tree.write(
         &format!("{doc}/copyright"),
-        copyright(&src, &year)?.as_bytes(),
+        copyright(src, &year)?.as_bytes(),
         0o644,
     )?;
     tree.write_gz(
@@ -262,15 +295,24 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
         )
         .as_bytes(),
     )?;
-    let man = crate::manpage::render(&opts.sensor, &version, epoch)?;
+    let man = crate::manpage::render(&opts.sensor, version, epoch)?;
     tree.write_gz("/usr/share/man/man1/sensor.1.gz", man.as_bytes())?;
     tree.write(
         "/usr/share/lintian/overrides/sensor",
         LINTIAN_OVERRIDES.as_bytes(),
         0o644,
     )?;
+    Ok(())
+}
 
-    // Control files.
+/// Control files: control, conffiles, md5sums and the maintainer scripts.
+fn write_control_files(
+    tree: &Tree,
+    work: &TempDir,
+    bin: &Path,
+    version: &str,
+    arch: &str,
+) -> Result<(), String> {
     let files = tree.files()?;
     let conffiles: Vec<String> = files
         .iter()
@@ -290,7 +332,7 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
             md5sums.push('\n');
         }
     }
-    let depends = shlib_depends(&work, &bin)?;
+    let depends = shlib_depends(work, bin)?;
     let control = format!(
         "Package: {PACKAGE}\n\
          Version: {version}\n\
@@ -321,16 +363,7 @@ pub fn build_deb(opts: &DistOptions) -> Result<PathBuf, String> {
     tree.write("DEBIAN/postinst", POSTINST.as_bytes(), 0o755)?;
     tree.write("DEBIAN/prerm", PRERM.as_bytes(), 0o755)?;
     tree.write("DEBIAN/postrm", POSTRM.as_bytes(), 0o755)?;
-
-    std::fs::create_dir_all(&opts.out_dir)
-        .map_err(|e| format!("{}: {e}", opts.out_dir.display()))?;
-    let deb = opts.out_dir.join(format!("{PACKAGE}_{version}_{arch}.deb"));
-    run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "--build"])
-        .arg(&tree.root)
-        .arg(&deb)
-        .env("SOURCE_DATE_EPOCH", epoch.to_string()))?;
-    Ok(deb)
+    Ok(())
 }
 
 /// The binary's library dependencies as Debian package relations (`dpkg-shlibdeps`).

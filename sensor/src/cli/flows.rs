@@ -31,7 +31,7 @@ pub fn flows(opts: FlowsOptions, mut out: impl Write) -> anyhow::Result<()> {
         let metrics = match opts.metrics_addr {
             Some(addr) => {
                 let m = Arc::new(
-                    Metrics::new(capture.health_source(), config.table_capacity)
+                    Metrics::new(capture.health_source(), config.table_size)
                         .context("building the metrics registry")?,
                 );
                 let bound = crate::export::http::serve(addr, Arc::clone(&m))?;
@@ -43,7 +43,7 @@ pub fn flows(opts: FlowsOptions, mut out: impl Write) -> anyhow::Result<()> {
         log::info!(
             "watching {} (table {} connections); finished connections follow as JSON lines",
             config.interfaces.join(", "),
-            config.table_capacity
+            config.table_size
         );
         let mut write_error = None;
         let mut buf = Vec::new();

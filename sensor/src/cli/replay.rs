@@ -38,7 +38,7 @@ pub struct ReplayOptions {
 /// damaged capture ends the replay with an error after the rows of the packets before it.
 pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
     anyhow::ensure!(
-        opts.config.table_capacity > 0,
+        opts.config.table_size > 0,
         "--table-size must be at least 1"
     );
     let model_file = super::model_path(&opts.model);

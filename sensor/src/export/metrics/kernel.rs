@@ -1,0 +1,165 @@
+//! The kernel's health counters, read from the map at scrape time.
+
+use std::sync::Arc;
+
+use prometheus::{
+    IntCounter, IntCounterVec, Opts,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+
+use crate::capture::HealthSource;
+
+/// The kernel health counters as Prometheus counters, read from the map at each scrape.
+pub(super) struct KernelHealth {
+    source: Arc<dyn HealthSource>,
+    packets: IntCounterVec,
+    bytes: IntCounter,
+    ringbuf_drops: IntCounter,
+    flows_created: IntCounter,
+    events_sent: IntCounter,
+    egress_already_seen: IntCounter,
+    flows_restarted: IntCounter,
+    tunnel_payloads: IntCounter,
+    flows_evicted: IntCounter,
+    evict_ring_full: IntCounter,
+    read_errors: IntCounter,
+    descs: Vec<Desc>,
+}
+
+impl KernelHealth {
+    pub(super) fn new(source: Arc<dyn HealthSource>) -> Result<KernelHealth, prometheus::Error> {
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "sensor_kernel_packets_total",
+                "Packets seen by the kernel programs, and tunnel payloads found in them, by outcome: accounted into a flow, or why not.",
+            ),
+            &["outcome"],
+        )?;
+        let tunnel_payloads = IntCounter::new(
+            "sensor_kernel_tunnel_payloads_total",
+            "Tunnel payloads found in packets (each also counted by its outcome in sensor_kernel_packets_total).",
+        )?;
+        let bytes = IntCounter::new(
+            "sensor_kernel_bytes_total",
+            "Frame bytes seen by the kernel programs.",
+        )?;
+        let ringbuf_drops = IntCounter::new(
+            "sensor_kernel_ringbuf_drops_total",
+            "Finished-connection events the ring buffer had no room for (the idle scan still finalises those connections).",
+        )?;
+        let flows_created = IntCounter::new(
+            "sensor_kernel_flows_created_total",
+            "Flows created in the kernel flow table.",
+        )?;
+        let events_sent = IntCounter::new(
+            "sensor_kernel_events_sent_total",
+            "Connection events (begun, answered, finished, evicted) sent by the kernel.",
+        )?;
+        let egress_already_seen = IntCounter::new(
+            "sensor_kernel_egress_already_seen_total",
+            "Forwarded packets skipped on egress because XDP accounted them on a watched ingress.",
+        )?;
+        let flows_restarted = IntCounter::new(
+            "sensor_kernel_flows_restarted_total",
+            "Flows restarted in place by a new SYN on a 5-tuple whose connection had ended.",
+        )?;
+        let flows_evicted = IntCounter::new(
+            "sensor_kernel_flows_evicted_total",
+            "Unanswered attempts evicted from the full flow table to make room for new flows, each handed over as a finished record (end_reason evicted).",
+        )?;
+        let evict_ring_full = IntCounter::new(
+            "sensor_kernel_evict_ring_full_total",
+            "New flows not stored although the full table held an evictable attempt, because the ring buffer had no room for its record (also counted as outcome table_full).",
+        )?;
+        let read_errors = IntCounter::new(
+            "sensor_kernel_health_read_errors_total",
+            "Scrapes at which the kernel health counters could not be read.",
+        )?;
+        let mut descs = Vec::new();
+        for c in [
+            &bytes,
+            &ringbuf_drops,
+            &flows_created,
+            &events_sent,
+            &egress_already_seen,
+            &flows_restarted,
+            &tunnel_payloads,
+            &flows_evicted,
+            &evict_ring_full,
+            &read_errors,
+        ] {
+            descs.extend(c.desc().into_iter().cloned());
+        }
+        descs.extend(packets.desc().into_iter().cloned());
+        Ok(KernelHealth {
+            source,
+            packets,
+            bytes,
+            ringbuf_drops,
+            flows_created,
+            events_sent,
+            egress_already_seen,
+            flows_restarted,
+            tunnel_payloads,
+            flows_evicted,
+            evict_ring_full,
+            read_errors,
+            descs,
+        })
+    }
+}
+
+impl Collector for KernelHealth {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Kernel counters only grow, so the difference since the last scrape is added.
+        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        match self.source.read() {
+            Some(h) => {
+                for (outcome, v) in [
+                    ("accounted", h.accounted),
+                    ("non_ip", h.non_ip),
+                    ("truncated", h.truncated),
+                    ("parse_error", h.parse_errors),
+                    ("unsupported_l4", h.unsupported_l4),
+                    ("unattributed_fragment", h.unattributed_fragments),
+                    ("table_full", h.table_full),
+                    ("too_deep", h.too_deep),
+                ] {
+                    up(&self.packets.with_label_values(&[outcome]), v);
+                }
+                up(&self.bytes, h.bytes);
+                up(&self.ringbuf_drops, h.ringbuf_drops);
+                up(&self.flows_created, h.flows_created);
+                up(&self.events_sent, h.events_sent);
+                up(&self.egress_already_seen, h.egress_already_seen);
+                up(&self.flows_restarted, h.flows_restarted);
+                up(&self.tunnel_payloads, h.tunnel_payloads);
+                up(&self.flows_evicted, h.flows_evicted);
+                up(&self.evict_ring_full, h.evict_ring_full);
+            }
+            None => self.read_errors.inc(),
+        }
+        let mut out = Vec::new();
+        for c in [
+            &self.bytes,
+            &self.ringbuf_drops,
+            &self.flows_created,
+            &self.events_sent,
+            &self.egress_already_seen,
+            &self.flows_restarted,
+            &self.tunnel_payloads,
+            &self.flows_evicted,
+            &self.evict_ring_full,
+            &self.read_errors,
+        ] {
+            out.extend(c.collect());
+        }
+        out.extend(self.packets.collect());
+        out
+    }
+}

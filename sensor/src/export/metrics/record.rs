@@ -1,0 +1,217 @@
+//! Recording: per-connection counts, verdicts, model and reload figures.
+
+use std::sync::atomic::Ordering;
+
+use prometheus::IntCounter;
+use sensor_common::conn_state::ConnState;
+
+use super::{END_REASONS, Metrics, detector_index, end_index, transport_index};
+use crate::{
+    detect::Scored,
+    features::EngineStats,
+    flows::{ConnectionRecord, EndReason, Transport},
+    incidents::{IncidentKind, IncidentStats},
+    kdd::SERVICES,
+    lifecycle::LifecycleStats,
+    model::{Detector, Model},
+};
+
+impl Metrics {
+    /// Counts a scored connection: verdict by protocol and service, its score, and the
+    /// detection latency (seconds from the moment the connection was final to the verdict).
+    pub fn observe_scored(&self, rec: &ConnectionRecord, scored: &Scored, latency_secs: f64) {
+        let d = &self.detection;
+        let v = &scored.verdict;
+        let svc = usize::from(scored.features.service_index()).min(SERVICES.len());
+        let service = SERVICES.get(svc).copied().unwrap_or("other");
+        let (t, det) = (transport_index(rec.transport), detector_index(v.detector));
+        let i = ((usize::from(v.anomalous) * 4 + det) * Transport::ALL.len() + t)
+            * (SERVICES.len() + 1)
+            + svc;
+        d.verdict_children
+            .get(i, || {
+                d.verdicts.with_label_values(&[
+                    if v.anomalous { "anomalous" } else { "normal" },
+                    detector_name(v.detector),
+                    rec.transport.as_str(),
+                    service,
+                ])
+            })
+            .inc();
+        if let Some(reason) = scored.not_scored {
+            d.not_scored_children
+                .get(reason.index(), || {
+                    d.not_scored.with_label_values(&[reason.as_str()])
+                })
+                .inc();
+        }
+        d.score.observe(v.score);
+        let (li, finalised_by) = match rec.end_reason {
+            EndReason::Fin | EndReason::Rst => (0, "event"),
+            EndReason::Idle => (1, "idle_timeout"),
+            EndReason::Shutdown | EndReason::Ongoing => (2, "shutdown"),
+            EndReason::Evicted => (3, "eviction"),
+        };
+        d.latency_children
+            .get(li, || d.latency.with_label_values(&[finalised_by]))
+            .observe(latency_secs.max(0.0));
+    }
+
+    /// Counts alerts written and suppressed (cumulative values from the alert sink).
+    pub fn set_alert_counts(&self, written: u64, suppressed: u64) {
+        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        up(&self.detection.alerts, written);
+        up(&self.detection.alerts_suppressed, suppressed);
+    }
+
+    /// Publishes the running model's identity and thresholds.
+    pub fn set_model(&self, model: &Model, path: &str) {
+        let d = &self.detection;
+        let data = model.data();
+        d.model_info.reset();
+        d.model_info
+            .with_label_values(&[
+                path,
+                &format!("v{}", data.format_version),
+                &format!("{:?}", data.feature_set).to_lowercase(),
+                data.metadata.data_sha256.get(..12).unwrap_or(""),
+                data.normal_profile
+                    .as_ref()
+                    .map_or("none", |p| p.source.as_str()),
+            ])
+            .set(1);
+        let t = model.thresholds();
+        d.model_threshold
+            .with_label_values(&["supervised"])
+            .set(t.supervised);
+        d.model_threshold
+            .with_label_values(&["unsupervised"])
+            .set(t.unsupervised);
+        d.model_loaded.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+    }
+
+    /// Counts a model reload attempt (`ok` or `error`).
+    pub fn model_reload(&self, ok: bool) {
+        self.detection
+            .model_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Counts a reload of the configuration's suppression rules (`ok` or `error`).
+    pub fn config_reload(&self, ok: bool) {
+        self.detection
+            .config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Exports every rule's series at 0, so that the first suppression is an increase.
+    pub fn set_suppressions(&self, s: &crate::suppress::Suppressions) {
+        for r in s.rules() {
+            for what in ["connection", "incident"] {
+                self.detection
+                    .suppressed
+                    .with_label_values(&[&*r.name, what]);
+            }
+        }
+    }
+
+    /// Counts one suppression by `rule` of a `what` (`connection` or `incident`).
+    pub fn suppressed(&self, rule: &str, what: &str) {
+        self.detection
+            .suppressed
+            .with_label_values(&[rule, what])
+            .inc();
+    }
+
+    /// Reloads so far: (ok, error).
+    pub fn model_reload_counts(&self) -> (u64, u64) {
+        let r = &self.detection.model_reloads;
+        (
+            r.with_label_values(&["ok"]).get(),
+            r.with_label_values(&["error"]).get(),
+        )
+    }
+
+    /// Brings the feature engine's figures up to date.
+    pub fn set_engine_stats(&self, s: &EngineStats) {
+        let d = &self.detection;
+        d.window_connections
+            .set(i64::try_from(s.time_window_connections).unwrap_or(i64::MAX));
+        d.window_evictions.inc_by(
+            s.time_window_overflow_evictions_total
+                .saturating_sub(d.window_evictions.get()),
+        );
+    }
+
+    /// Counts a failed write of an alert or record line.
+    pub fn output_error(&self) {
+        self.detection.output_errors.inc();
+    }
+
+    /// Counts a finished connection.
+    pub fn observe_connection(&self, rec: &ConnectionRecord) {
+        let (e, end) = end_index(rec.end_reason);
+        let flag = rec.conn_state as usize;
+        let i = (transport_index(rec.transport) * ConnState::ALL.len() + flag) * END_REASONS + e;
+        self.connection_children
+            .get(i, || {
+                self.connections.with_label_values(&[
+                    rec.transport.as_str(),
+                    rec.conn_state.as_str(),
+                    end,
+                ])
+            })
+            .inc();
+    }
+
+    /// Brings the incident figures up to date.
+    pub fn set_incident_stats(&self, s: &IncidentStats) {
+        let d = &self.detection;
+        for kind in IncidentKind::ALL {
+            let opened = s.opened.get(&kind).copied().unwrap_or(0);
+            let c = d.incidents.with_label_values(&[kind.as_str()]);
+            c.inc_by(opened.saturating_sub(c.get()));
+            let open = s.open.get(&kind).copied().unwrap_or(0);
+            d.incidents_open
+                .with_label_values(&[kind.as_str()])
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Brings the capture-stage counters up to `stats` (cumulative values).
+    pub fn set_capture_stats(&self, stats: &LifecycleStats) {
+        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        up(&self.capture_events, stats.events);
+        up(&self.capture_duplicate_events, stats.duplicate_events);
+        up(&self.capture_finished_by_scan, stats.finished_by_scan);
+        up(&self.capture_adopted_by_scan, stats.adopted_by_scan);
+        up(&self.capture_lost_on_restart, stats.lost_on_restart);
+        self.table_entries
+            .store(stats.table_entries, Ordering::Relaxed);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let families = self.registry.gather();
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        out
+    }
+}
+
+fn detector_name(d: Detector) -> &'static str {
+    match d {
+        Detector::None => "none",
+        Detector::Supervised => "supervised",
+        Detector::Unsupervised => "unsupervised",
+        Detector::Both => "both",
+    }
+}

@@ -1,0 +1,367 @@
+//! Building the registry: every metric's name, help and labels.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+use sensor_common::conn_state::ConnState;
+
+use super::{Children, Detection, END_REASONS, Metrics, MetricsError, kernel::KernelHealth, reg};
+use crate::{capture::HealthSource, detect::NotScored, flows::Transport, kdd::SERVICES};
+
+impl Metrics {
+    /// Builds the registry. `health` is read at every scrape; `table_size` is the flow
+    /// table's configured size.
+    pub fn new(health: Arc<dyn HealthSource>, table_size: u32) -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let e = |name| move |source| MetricsError { name, source };
+
+        register_build_info(&registry)?;
+
+        let connections = reg(
+            &registry,
+            "sensor_connections_total",
+            IntCounterVec::new(
+                Opts::new(
+                    "sensor_connections_total",
+                    "Finished connections, by transport protocol, KDD flag (Zeek conn_state) and why they ended.",
+                ),
+                &["protocol", "flag", "end_reason"],
+            )
+            .map_err(e("sensor_connections_total"))?,
+        )?;
+
+        let table_entries = register_flow_table(&registry, table_size)?;
+
+        let kernel = KernelHealth::new(health).map_err(e("sensor_kernel_*"))?;
+        registry
+            .register(Box::new(kernel))
+            .map_err(e("sensor_kernel_*"))?;
+
+        let counter = |name: &'static str, help: &str| {
+            IntCounter::new(name, help)
+                .map_err(e(name))
+                .and_then(|c| reg(&registry, name, c))
+        };
+        let capture_events = counter(
+            "sensor_capture_events_total",
+            "Finished-connection events received from the kernel ring buffer.",
+        )?;
+        let capture_duplicate_events = counter(
+            "sensor_capture_duplicate_events_total",
+            "Ring-buffer events for a connection already reported (two CPUs raced on its last packets).",
+        )?;
+        let capture_finished_by_scan = counter(
+            "sensor_capture_finished_by_scan_total",
+            "Finished TCP connections whose finish event never came (dropped, or a race of two CPUs), finalised by an idle check or the table scan.",
+        )?;
+        let capture_adopted_by_scan = counter(
+            "sensor_capture_adopted_by_scan_total",
+            "Connections whose begin event was lost (full ring buffer), found by the table scan; their window features are approximate.",
+        )?;
+        let capture_lost_on_restart = counter(
+            "sensor_capture_lost_on_restart_total",
+            "Connections whose entry a new connection on the same 5-tuple took over before their end was reported (their finish event was lost): records lost.",
+        )?;
+        let detection = Detection::new(&registry)?;
+        // Both results exist from the start at 0, so that the first failed reload is an
+        // increase that alert rules see (a series born at 1 has no increase in PromQL).
+        for result in ["ok", "error"] {
+            detection.model_reloads.with_label_values(&[result]);
+            detection.config_reloads.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            connections,
+            connection_children: Children::new(
+                Transport::ALL.len() * ConnState::ALL.len() * END_REASONS,
+            ),
+            table_entries,
+            capture_events,
+            capture_duplicate_events,
+            capture_finished_by_scan,
+            capture_adopted_by_scan,
+            capture_lost_on_restart,
+            detection,
+        })
+    }
+}
+
+/// `sensor_build_info`: the running sensor's version.
+fn register_build_info(registry: &Registry) -> Result<(), MetricsError> {
+    let e = |name| move |source| MetricsError { name, source };
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "sensor_build_info",
+            "Build of the running sensor (value is always 1).",
+        ),
+        &["version"],
+    )
+    .map_err(e("sensor_build_info"))?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    reg(registry, "sensor_build_info", build)?;
+    Ok(())
+}
+
+/// The flow table's capacity (`table_size`) and occupancy gauges; returns the occupancy the
+/// capture loop sets.
+fn register_flow_table(
+    registry: &Registry,
+    table_size: u32,
+) -> Result<Arc<AtomicU64>, MetricsError> {
+    let e = |name| move |source| MetricsError { name, source };
+    let capacity = IntGauge::new(
+        "sensor_flow_table_capacity",
+        "Capacity of the kernel flow table, in connections.",
+    )
+    .map_err(e("sensor_flow_table_capacity"))?;
+    capacity.set(i64::from(table_size));
+    reg(registry, "sensor_flow_table_capacity", capacity)?;
+
+    let table_entries = Arc::new(AtomicU64::new(0));
+    let entries = Arc::clone(&table_entries);
+    let occupancy = prometheus::PullingGauge::new(
+        "sensor_flow_table_entries",
+        "Connections in the kernel flow table at the last table scan (at most a second old).",
+        Box::new(move || entries.load(Ordering::Relaxed) as f64),
+    )
+    .map_err(e("sensor_flow_table_entries"))?;
+    registry
+        .register(Box::new(occupancy))
+        .map_err(e("sensor_flow_table_entries"))?;
+    Ok(table_entries)
+}
+
+/// Registers metric `$name`, made by `$make` (a `Result` of prometheus's), in `$registry`.
+macro_rules! registered {
+    ($registry:expr, $name:literal, $make:expr) => {
+        reg(
+            $registry,
+            $name,
+            $make.map_err(|source| MetricsError {
+                name: $name,
+                source,
+            })?,
+        )?
+    };
+}
+
+impl Detection {
+    fn new(registry: &Registry) -> Result<Detection, MetricsError> {
+        let (not_scored, verdicts, score, latency) = verdict_metrics(registry)?;
+        let alerts = registered!(
+            registry,
+            "sensor_alerts_total",
+            IntCounter::new("sensor_alerts_total", "Alert lines written.")
+        );
+        let alerts_suppressed = registered!(
+            registry,
+            "sensor_alerts_suppressed_total",
+            IntCounter::new(
+                "sensor_alerts_suppressed_total",
+                "Anomalous connections whose alert the rate limit held back (summarised in `suppressed` lines).",
+            )
+        );
+        let (model_info, model_threshold, model_reloads, config_reloads) = model_metrics(registry)?;
+        let suppressed = registered!(
+            registry,
+            "sensor_suppressed_total",
+            IntCounterVec::new(
+                Opts::new(
+                    "sensor_suppressed_total",
+                    "Anomalous connections and incident lines silenced by an operator's suppression rule (still recorded and counted as verdicts).",
+                ),
+                &["rule", "what"],
+            )
+        );
+        let model_loaded = registered!(
+            registry,
+            "sensor_model_loaded_timestamp_seconds",
+            Gauge::new(
+                "sensor_model_loaded_timestamp_seconds",
+                "Unix time at which the running model was loaded.",
+            )
+        );
+        let window_connections = registered!(
+            registry,
+            "sensor_feature_window_connections",
+            IntGauge::new(
+                "sensor_feature_window_connections",
+                "Connections held in the 2-second feature window.",
+            )
+        );
+        let window_evictions = registered!(
+            registry,
+            "sensor_feature_window_evictions_total",
+            IntCounter::new(
+                "sensor_feature_window_evictions_total",
+                "Connections expired early from the 2-second window because of its size cap.",
+            )
+        );
+        let output_errors = registered!(
+            registry,
+            "sensor_output_errors_total",
+            IntCounter::new(
+                "sensor_output_errors_total",
+                "Alert or record lines that could not be written.",
+            )
+        );
+        let incidents = registered!(
+            registry,
+            "sensor_incidents_total",
+            IntCounterVec::new(
+                Opts::new(
+                    "sensor_incidents_total",
+                    "Incidents opened (anomalous connections grouped into one attack), by kind.",
+                ),
+                &["kind"],
+            )
+        );
+        let incidents_open = registered!(
+            registry,
+            "sensor_incidents_open",
+            IntGaugeVec::new(
+                Opts::new("sensor_incidents_open", "Incidents open now, by kind."),
+                &["kind"],
+            )
+        );
+        Ok(Detection {
+            verdict_children: Children::new(2 * 4 * Transport::ALL.len() * (SERVICES.len() + 1)),
+            latency_children: Children::new(4),
+            not_scored_children: Children::new(NotScored::ALL.len()),
+            not_scored,
+            verdicts,
+            score,
+            latency,
+            alerts,
+            alerts_suppressed,
+            model_info,
+            model_threshold,
+            model_reloads,
+            config_reloads,
+            suppressed,
+            model_loaded,
+            window_connections,
+            window_evictions,
+            output_errors,
+            incidents,
+            incidents_open,
+        })
+    }
+}
+
+/// The verdict metrics: connections not scored, verdicts, scores and detection latency.
+fn verdict_metrics(
+    registry: &Registry,
+) -> Result<(IntCounterVec, IntCounterVec, Histogram, HistogramVec), MetricsError> {
+    let not_scored = registered!(
+        registry,
+        "sensor_connections_not_scored_total",
+        IntCounterVec::new(
+            Opts::new(
+                "sensor_connections_not_scored_total",
+                "Connections the model does not judge (counted as normal verdicts too), by reason: group_destination (broadcast, multicast), one_sided (one direction of a TCP connection seen), start_not_seen (picked up mid-stream with data), end_not_seen (established and still open when observation ended), tunnel_carrier (a tunnel's outer connection), other_transport (SCTP and other IP protocols).",
+            ),
+            &["reason"],
+        )
+    );
+    let verdicts = registered!(
+        registry,
+        "sensor_verdicts_total",
+        IntCounterVec::new(
+            Opts::new(
+                "sensor_verdicts_total",
+                "Scored connections by verdict, the detector that fired (none for normal), protocol and KDD service (70 names).",
+            ),
+            &["verdict", "detector", "protocol", "service"],
+        )
+    );
+    let score = registered!(
+        registry,
+        "sensor_score",
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "sensor_score",
+                "Combined anomaly score of scored connections: each detector's score over its threshold, the larger; >= 1 is anomalous.",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 5.0]),
+        )
+    );
+    let latency = registered!(
+        registry,
+        "sensor_detection_latency_seconds",
+        HistogramVec::new(
+            HistogramOpts::new(
+                "sensor_detection_latency_seconds",
+                "Time from the moment a connection was final (its last packet for FIN/RST; last packet plus the idle timeout for idle ones) to its verdict, by how it was finalised (event: FIN/RST signalled by the kernel; idle_timeout; shutdown).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["finalised_by"],
+        )
+    );
+    Ok((not_scored, verdicts, score, latency))
+}
+
+/// The model metrics: the running model, its thresholds, and model and configuration reloads.
+fn model_metrics(
+    registry: &Registry,
+) -> Result<(IntGaugeVec, GaugeVec, IntCounterVec, IntCounterVec), MetricsError> {
+    let model_info = registered!(
+        registry,
+        "sensor_model_info",
+        IntGaugeVec::new(
+            Opts::new(
+                "sensor_model_info",
+                "The running model (value is always 1): file, format version, feature set, training data hash prefix, normal-profile source.",
+            ),
+            &[
+                "path",
+                "format",
+                "feature_set",
+                "data_sha256",
+                "normal_profile"
+            ],
+        )
+    );
+    let model_threshold = registered!(
+        registry,
+        "sensor_model_threshold",
+        GaugeVec::new(
+            Opts::new(
+                "sensor_model_threshold",
+                "Operating threshold of each detector (after any configured override).",
+            ),
+            &["detector"],
+        )
+    );
+    let model_reloads = registered!(
+        registry,
+        "sensor_model_reloads_total",
+        IntCounterVec::new(
+            Opts::new(
+                "sensor_model_reloads_total",
+                "Model reloads on SIGHUP, by result; on error the running model is kept.",
+            ),
+            &["result"],
+        )
+    );
+    let config_reloads = registered!(
+        registry,
+        "sensor_config_reloads_total",
+        IntCounterVec::new(
+            Opts::new(
+                "sensor_config_reloads_total",
+                "Reloads of the configuration file's suppression rules on SIGHUP, by result; on error the running rules are kept.",
+            ),
+            &["result"],
+        )
+    );
+    Ok((model_info, model_threshold, model_reloads, config_reloads))
+}

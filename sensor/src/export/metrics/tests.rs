@@ -1,0 +1,66 @@
+use std::sync::Arc;
+
+use sensor_common::Health;
+
+use super::Metrics;
+use crate::{capture::HealthSource, flows::ConnectionRecord};
+
+struct Fixed(Health);
+impl HealthSource for Fixed {
+    fn read(&self) -> Option<Health> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn kernel_counters_are_read_at_scrape_time_and_connections_counted() {
+    let h = Health {
+        packets: 10,
+        accounted: 7,
+        non_ip: 2,
+        table_full: 1,
+        bytes: 900,
+        tunnel_payloads: 3,
+        too_deep: 3,
+        ..Health::default()
+    };
+    let m = Metrics::new(Arc::new(Fixed(h)), 1024).unwrap();
+    let rec: ConnectionRecord = serde_json::from_str(
+        r#"{"start_unix_ns":1,"end_unix_ns":2,"transport":"tcp","ip_version":4,"orig_addr":"198.18.0.1","orig_port":1,"resp_addr":"198.18.0.2","resp_port":80,"icmp_type":null,"icmp_code":null,"orig_packets":1,"resp_packets":1,"orig_bytes":0,"resp_bytes":0,"conn_state":"REJ","urgent_packets":0,"wrong_fragments":0,"land":false,"end_reason":"rst"}"#,
+    )
+    .unwrap();
+    m.observe_connection(&rec);
+    m.observe_connection(&rec);
+    let text = m.render();
+    assert!(
+        text.contains("sensor_kernel_packets_total{outcome=\"accounted\"} 7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sensor_kernel_packets_total{outcome=\"table_full\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("sensor_kernel_bytes_total 900"), "{text}");
+    assert!(
+        text.contains("sensor_kernel_packets_total{outcome=\"too_deep\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sensor_kernel_tunnel_payloads_total 3"),
+        "{text}"
+    );
+    assert!(text.contains("sensor_flow_table_capacity 1024"), "{text}");
+    assert!(
+        text.contains(
+            "sensor_connections_total{end_reason=\"rst\",flag=\"REJ\",protocol=\"tcp\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("sensor_model_reloads_total{result=\"error\"} 0"),
+        "{text}"
+    );
+    // A second scrape does not double the kernel values.
+    let again = m.render();
+    assert!(again.contains("sensor_kernel_bytes_total 900"), "{again}");
+}

@@ -1,0 +1,164 @@
+use std::path::Path;
+
+use super::{tree::WalkTree, *};
+
+fn stump(feature: u32, threshold: f64) -> Tree {
+    Tree {
+        nodes: vec![
+            Node::split(feature as usize, threshold, 1),
+            Node::leaf(0.0),
+            Node::leaf(1.0),
+        ],
+    }
+}
+
+#[test]
+fn trees_follow_the_linfa_rule_and_reject_bad_indices() {
+    let t = stump(1, 5.0);
+    assert_eq!(t.leaf(&[0.0, 4.9]), 0.0);
+    assert_eq!(t.leaf(&[0.0, 5.0]), 1.0, "equal goes right, as in linfa");
+    assert!(t.validate(2).is_ok());
+    assert!(t.validate(1).is_err(), "feature out of range");
+    let mut bad = t.clone();
+    bad.nodes[0].left = 0;
+    assert!(bad.validate(2).is_err(), "a child pointing back would loop");
+}
+
+#[test]
+fn batch_scoring_equals_row_by_row_including_the_tail() {
+    // Two trees of different depths; 29 rows: two groups in lockstep and a tail of 5.
+    let deep = Tree {
+        nodes: vec![
+            Node::split(0, 5.0, 1),
+            Node::leaf(0.25),
+            Node::split(1, 2.0, 3),
+            Node::leaf(0.5),
+            Node::leaf(1.0),
+        ],
+    };
+    let e = Ensemble::new(vec![stump(1, 1.0), deep]);
+    assert_eq!(e.trees[1].depth(), 2);
+    let rows: Vec<[f64; 2]> = (0..29).map(|i| [(i % 13) as f64, (i % 4) as f64]).collect();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let mut out = Vec::new();
+    e.mean_batch(&flat, 2, &mut out);
+    let expected: Vec<f64> = rows.iter().map(|r| e.mean(r)).collect();
+    assert_eq!(out, expected);
+    assert!(out.contains(&0.125) && out.contains(&1.0), "{out:?}");
+}
+
+#[test]
+fn the_unchecked_walk_refuses_trees_it_cannot_prove_in_bounds() {
+    let mut bad = stump(1, 1.0);
+    bad.nodes[0].left = 2; // right child would be node 3 of 3
+    assert!(WalkTree::of(&bad).is_none());
+    let mut back = stump(1, 1.0);
+    back.nodes[0].left = 0;
+    assert!(WalkTree::of(&back).is_none(), "a child pointing back");
+    assert_eq!(WalkTree::of(&stump(1, 1.0)).map(|w| w.width), Some(2));
+}
+
+#[test]
+fn depth_counts_the_deepest_way_into_a_node_with_two_parents() {
+    // Node 3 is unreachable but valid on file; it also points at node 4, which the root
+    // reaches at depth 2. A depth taken from the last parent would say 2, and the lockstep
+    // walk would stop on node 4 (an internal node) for rows that go 0 -> 2 -> 4 -> 6/7.
+    let t = Tree {
+        nodes: vec![
+            Node::split(0, 1.0, 1),
+            Node::leaf(0.1),
+            Node::split(0, 2.0, 4),
+            Node::split(0, 3.0, 4),
+            Node::split(0, 4.0, 6),
+            Node::leaf(0.2),
+            Node::leaf(0.3),
+            Node::leaf(0.4),
+        ],
+    };
+    assert!(t.validate(1).is_ok());
+    assert_eq!(t.depth(), 3);
+    let e = Ensemble::new(vec![t]);
+    let rows: Vec<f64> = (0..24).map(|i| (i % 6) as f64).collect();
+    let mut out = Vec::new();
+    e.mean_batch(&rows, 1, &mut out);
+    let expected: Vec<f64> = rows.iter().map(|&x| e.mean(&[x])).collect();
+    assert_eq!(out, expected);
+}
+
+#[test]
+#[should_panic(expected = "index out of bounds")]
+fn rows_narrower_than_a_tree_take_the_checked_walk() {
+    // The tree reads feature 1; rows of width 1 must not be read past their end.
+    let e = Ensemble::new(vec![stump(1, 1.0)]);
+    let mut out = Vec::new();
+    e.mean_batch(&[0.0; 24], 1, &mut out);
+}
+
+#[test]
+fn isolation_normaliser_matches_the_paper() {
+    assert!((c_factor(256.0) - 10.244).abs() < 0.01);
+    assert_eq!(c_factor(1.0), 0.0);
+}
+
+#[test]
+fn path_attribution_of_a_hand_built_forest_is_exact() {
+    // Tree A: x0 < 5 -> 0.2; else x1 < 2 -> 0.4, else 1.0. Node expectations: the split on
+    // x1 is (0.4 + 1.0) / 2 = 0.7, the root (0.2 + 0.7) / 2 = 0.45.
+    let a = Tree {
+        nodes: vec![
+            Node::split(0, 5.0, 1),
+            Node::leaf(0.2),
+            Node::split(1, 2.0, 3),
+            Node::leaf(0.4),
+            Node::leaf(1.0),
+        ],
+    };
+    // Tree B: x1 < 1 -> 0.0, else 0.6; root 0.3.
+    let b = Tree {
+        nodes: vec![Node::split(1, 1.0, 1), Node::leaf(0.0), Node::leaf(0.6)],
+    };
+    let forest = Ensemble::new(vec![a, b]);
+    let x = [6.0, 3.0, 100.0];
+    let mut c = [9.0; 3];
+    let bias = forest.contributions(&x, &mut c);
+    // A: x0 moved 0.45 -> 0.7, x1 0.7 -> 1.0; B: x1 moved 0.3 -> 0.6. Averaged over two.
+    assert!((bias - 0.375).abs() < 1e-12, "{bias}");
+    assert!((c[0] - 0.125).abs() < 1e-12, "{c:?}");
+    assert!((c[1] - 0.3).abs() < 1e-12, "{c:?}");
+    assert_eq!(c[2], 0.0, "a feature no split reads contributes nothing");
+    assert!((bias + c.iter().sum::<f64>() - forest.mean(&x)).abs() < 1e-12);
+    // Left of every split: the contributions are negative and still add up.
+    let x = [0.0, 0.0, 0.0];
+    let bias = forest.contributions(&x, &mut c);
+    assert!((bias + c.iter().sum::<f64>() - forest.mean(&x)).abs() < 1e-12);
+    assert!(c[0] < 0.0 && c[1] < 0.0, "{c:?}");
+}
+
+#[test]
+fn path_attribution_adds_up_on_the_committed_model() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    let m = Model::load(&p).expect("committed model");
+    let w = m.input_width();
+    let mut c = vec![0.0; w];
+    for seed in 0..50u64 {
+        // Inputs spread over the ranges the features take (rates, counts, bytes).
+        let x: Vec<f64> = (0..w as u64)
+            .map(|j| {
+                let h = (seed * 31 + j * 17 + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                (h % 1000) as f64 / [1000.0, 2.0, 0.01][(j % 3) as usize]
+            })
+            .collect();
+        for forest in [
+            &m.data.supervised,
+            &m.data.normal_profile.as_ref().unwrap().forest,
+        ] {
+            let bias = forest.contributions(&x, &mut c);
+            let mean = forest.mean(&x);
+            let sum = bias + c.iter().sum::<f64>();
+            assert!(
+                (sum - mean).abs() < 1e-9 * mean.abs().max(1.0),
+                "{sum} vs {mean}"
+            );
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The flow and fragment tables in user space, with the kernel maps' capacity rules.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+use sensor_common::{
+    FlowKey, FlowValue, Health,
+    flow::{FragKey, FragValue},
+    slots::evictable,
+    table::{FlowTables, Insert},
+};
+
+use super::FRAG_TABLE_CAPACITY;
+use crate::lifecycle::FlowStore;
+
+/// The flow and fragment tables in user space: what the kernel's BPF maps are to the XDP
+/// program, with the same capacity rules.
+#[derive(Debug)]
+pub struct UserTables {
+    flows: FxHashMap<FlowKey, FlowValue>,
+    capacity: usize,
+    frags: FxHashMap<FragKey, FragValue>,
+    /// Insertion order of `frags`, to evict the oldest when full. The kernel's LRU map evicts
+    /// approximately the least recently *used*; fragment trains are short, so the two agree
+    /// except under fragment floods far beyond the map's size.
+    frag_order: VecDeque<FragKey>,
+    /// Flows in the order they were inserted, `(key, first_seen_ns)`, for evictions (entries
+    /// of flows gone since are skipped, and dropped when they outnumber the table).
+    flow_order: VecDeque<(FlowKey, u64)>,
+    /// Flows evicted by the last inserts, with the time they left, for the lifecycle
+    /// ([`Replayer::packet`] hands them over at once, as the kernel's ring buffer does).
+    pub(super) evicted: Vec<(FlowKey, FlowValue, u64)>,
+}
+
+impl UserTables {
+    pub fn new(capacity: u32) -> UserTables {
+        UserTables {
+            flows: FxHashMap::default(),
+            capacity: capacity as usize,
+            frags: FxHashMap::default(),
+            frag_order: VecDeque::new(),
+            flow_order: VecDeque::new(),
+            evicted: Vec::new(),
+        }
+    }
+
+    /// Evicts the unanswered attempt that entered the table first; whether there was one. The
+    /// kernel evicts the one with the oldest last packet among a sample
+    /// (`sensor_common::slots`): the two agree on a flood of one-packet attempts, and differ
+    /// only in which attempt leaves when the table is full of older, longer ones.
+    fn evict(&mut self, now_ns: u64) -> bool {
+        // Each entry is looked at once: one that is not evicted now never will be (gone, or
+        // answered, which an attempt does not undo).
+        while let Some((key, first_seen)) = self.flow_order.pop_front() {
+            if let Some(v) = self.flows.get(&key)
+                && v.first_seen_ns == first_seen
+                && evictable(v)
+            {
+                let v = *v;
+                self.flows.remove(&key);
+                self.evicted.push((key, v, now_ns));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Remembers a flow just inserted, as a candidate for eviction.
+    fn inserted(&mut self, key: &FlowKey, first_seen_ns: u64) {
+        self.flow_order.push_back((*key, first_seen_ns));
+        if self.flow_order.len() > 2 * self.capacity + 1024 {
+            let flows = &self.flows;
+            self.flow_order.retain(|(k, t)| {
+                flows
+                    .get(k)
+                    .is_some_and(|v| v.first_seen_ns == *t && evictable(v))
+            });
+        }
+    }
+
+    /// Entries in the flow table.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn get(&self, key: &FlowKey) -> Option<&FlowValue> {
+        self.flows.get(key)
+    }
+
+    /// Every flow entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowValue)> {
+        self.flows.iter()
+    }
+}
+
+impl FlowStore for UserTables {
+    fn get(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(key).copied()
+    }
+
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+        if self
+            .flows
+            .get(key)
+            .is_none_or(|v| v.first_seen_ns != first_seen_ns)
+        {
+            return false;
+        }
+        self.flows.remove(key).is_some()
+    }
+
+    fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
+        self.flows.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+impl FlowTables for UserTables {
+    #[inline]
+    fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue> {
+        self.flows.get_mut(key).map(|v| v as *mut FlowValue)
+    }
+
+    #[inline]
+    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, h: &mut Health) -> Insert {
+        if self.flows.contains_key(key) {
+            return Insert::Exists;
+        }
+        // The kernel table holds its capacity (its `FLOW_COUNT`; `sensor_common::slots` explains
+        // why it never runs out of slots before), then makes room by evicting an attempt.
+        if self.flows.len() >= self.capacity {
+            if !self.evict(value.first_seen_ns) {
+                return Insert::Full;
+            }
+            h.flows_evicted += 1;
+            h.events_sent += 1;
+        }
+        self.flows.insert(*key, *value);
+        self.inserted(key, value.first_seen_ns);
+        Insert::Done
+    }
+
+    #[inline]
+    fn frag_get(&mut self, key: &FragKey) -> Option<FragValue> {
+        self.frags.get(key).copied()
+    }
+
+    #[inline]
+    fn frag_insert(&mut self, key: &FragKey, value: &FragValue) {
+        if self.frags.insert(*key, *value).is_none() {
+            self.frag_order.push_back(*key);
+            while self.frags.len() > FRAG_TABLE_CAPACITY {
+                match self.frag_order.pop_front() {
+                    Some(old) => {
+                        self.frags.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+}
