@@ -30,12 +30,27 @@ pub fn promtool(args: &[&str]) -> String {
 }
 
 /// The metric names the sensor registers: every `"sensor_..."` string literal of the export
-/// module (each metric is registered once, by its literal name).
+/// module and its submodules (each metric is registered once, by its literal name).
 pub fn registered_metric_names() -> BTreeSet<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sensor/src/export");
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sensor/src/export"),
+        &mut files,
+    );
     let mut names = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).expect("sensor/src/export") {
-        let text = std::fs::read_to_string(entry.expect("dir entry").path()).expect("read");
+    for file in files {
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         for lit in text.split('"').skip(1).step_by(2) {
             if lit.starts_with("sensor_")
                 && lit
