@@ -127,6 +127,12 @@ impl Lifecycle {
     /// as that packet left it.
     pub fn on_event(&mut self, key: &FlowKey, v: &FlowValue, kinds: u32, out: &mut Vec<ConnEvent>) {
         self.stats.events += 1;
+        if self.reported.get(key) == Some(&v.first_seen_ns) {
+            // Reported already: the table scan finished it while this event was in the ring.
+            // Its `OPEN` or `ANSWER` must not reopen it (a second record would follow).
+            self.stats.duplicate_events += 1;
+            return;
+        }
         if kinds & event::OPEN != 0 {
             self.open_conn(key, v, out);
         }
@@ -134,10 +140,6 @@ impl Lifecycle {
             self.answer(key, v, v.last_seen_ns, out);
         }
         if kinds & event::FINISHED != 0 {
-            if self.reported.get(key) == Some(&v.first_seen_ns) {
-                self.stats.duplicate_events += 1;
-                return;
-            }
             let reason = if kinds & event::RST != 0 {
                 EndReason::Rst
             } else {
@@ -304,7 +306,7 @@ impl Lifecycle {
         if let Some(every) = self.config.table_scan_interval
             && now_ns >= self.next_scan_ns
         {
-            self.scan(store, out);
+            self.scan(now_ns, every.as_nanos() as u64, store, out);
             self.next_scan_ns = now_ns.saturating_add(every.as_nanos() as u64);
         }
     }
@@ -431,17 +433,33 @@ impl Lifecycle {
         }
     }
 
-    /// Walks the store and adopts what the events missed: connections never opened here, and
-    /// finished ones never reported.
-    fn scan(&mut self, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
+    /// Walks the store at `now_ns` and adopts what the events missed: connections never opened
+    /// here, and finished ones never reported.
+    ///
+    /// Only what is older than `grace_ns` counts as missed: a connection that began (or
+    /// finished) less than `grace_ns` ago may have its event still in the ring (the kernel
+    /// keeps writing while the scan runs, and two CPUs' events can come in either order).
+    /// Adopting it would report it twice once that event arrives. A lost event is then
+    /// recovered at most two scan periods after its packet, long before any idle deadline.
+    fn scan(
+        &mut self,
+        now_ns: u64,
+        grace_ns: u64,
+        store: &mut impl FlowStore,
+        out: &mut Vec<ConnEvent>,
+    ) {
         let entries = store.entries();
         self.stats.table_entries = entries.len() as u64;
+        let settled = |t: u64| now_ns.saturating_sub(t) >= grace_ns;
         for (key, v) in entries {
             if self.reported.get(&key) == Some(&v.first_seen_ns) {
                 continue; // lingering after its report
             }
             let known =
                 matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
+            if !known && !settled(v.first_seen_ns) {
+                continue; // its `OPEN` event may still be on the way
+            }
             if !known {
                 self.stats.adopted_by_scan += 1;
                 self.open_conn(&key, &v, out);
@@ -451,7 +469,9 @@ impl Lifecycle {
                     self.answer(&key, &v, v.first_seen_ns, out);
                 }
             }
-            if let Some(reason) = tcp_finished(&key, &v) {
+            if let Some(reason) = tcp_finished(&key, &v)
+                && settled(v.last_seen_ns)
+            {
                 self.stats.finished_by_scan += 1;
                 self.finish(&key, &v, reason, v.last_seen_ns, out);
             }
@@ -493,8 +513,10 @@ impl Lifecycle {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use sensor_common::flow::{SIDE_LO, ipproto};
+    use sensor_common::flow::{SIDE_HI, SIDE_LO, ipproto};
 
     const S: u64 = 1_000_000_000;
 
@@ -631,6 +653,72 @@ mod tests {
         let recs = finished(&out);
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].end_reason, EndReason::Evicted);
+    }
+
+    /// A lifecycle that scans the table every second, as a live sensor does.
+    fn scanning() -> Lifecycle {
+        Lifecycle::new(
+            LifecycleConfig {
+                table_scan_interval: Some(Duration::from_secs(1)),
+                early_verdict_after: None,
+                ..LifecycleConfig::default()
+            },
+            0,
+        )
+    }
+
+    /// An attempt from `t` refused by a RST from the responder at `t` + 1 ms.
+    fn refused(t: u64) -> FlowValue {
+        let mut v = attempt(t, ipproto::TCP);
+        v.history[SIDE_HI] = history::RST;
+        v.packets[SIDE_HI] = 1;
+        v.last_seen_ns = t + 1_000_000;
+        v
+    }
+
+    #[test]
+    fn a_scan_leaves_a_fresh_connection_to_its_events() {
+        let (mut l, mut out) = (scanning(), Vec::new());
+        let (k, v) = (key(1004, ipproto::TCP), refused(10 * S));
+        let mut store = Store::default();
+        store.flows.insert(k, v);
+        // The scan runs while the connection's events are still in the ring.
+        l.advance(10 * S + 5_000_000, &mut store, &mut out);
+        assert!(out.is_empty(), "adopted too early: {out:?}");
+        l.on_event(&k, &v, event::OPEN, &mut out);
+        l.on_event(&k, &v, event::ANSWER | event::RST, &mut out);
+        l.advance(12 * S, &mut store, &mut out);
+        l.advance(20 * S, &mut store, &mut out);
+        assert_eq!(finished(&out).len(), 1, "{out:?}");
+        let st = l.stats();
+        assert_eq!((st.adopted_by_scan, st.finished_by_scan), (0, 0));
+    }
+
+    #[test]
+    fn late_events_of_a_connection_the_scan_finished_make_no_second_record() {
+        let (mut l, mut out) = (scanning(), Vec::new());
+        let (k, v) = (key(1005, ipproto::TCP), refused(10 * S));
+        let mut store = Store::default();
+        store.flows.insert(k, v);
+        // Its events were held up for longer than a scan period.
+        l.advance(12 * S, &mut store, &mut out);
+        assert_eq!(finished(&out).len(), 1, "{out:?}");
+        l.on_event(&k, &v, event::OPEN, &mut out);
+        l.on_event(&k, &v, event::ANSWER | event::RST, &mut out);
+        for t in 13..80 {
+            l.advance(t * S, &mut store, &mut out);
+        }
+        let opened = out
+            .iter()
+            .filter(|e| matches!(e, ConnEvent::Opened(_)))
+            .count();
+        assert_eq!((opened, finished(&out).len()), (1, 1), "{out:?}");
+        let st = l.stats();
+        assert_eq!(
+            (st.adopted_by_scan, st.finished_by_scan, st.duplicate_events),
+            (1, 1, 2)
+        );
+        assert_eq!(st.open_connections, 0);
     }
 
     #[test]
