@@ -165,7 +165,8 @@ pub fn tcp_conn_state(orig: u8, resp: u8, orig_bytes: u64, resp_bytes: u64) -> C
     }
 }
 
-/// Zeek's `conn_state` for UDP and ICMP: which sides sent anything.
+/// Zeek's `conn_state` for UDP: which sides sent anything. (Zeek's ICMP `conn_state` is
+/// always `OTH`.)
 pub fn datagram_conn_state(orig_packets: u64, resp_packets: u64) -> ConnState {
     match (orig_packets > 0, resp_packets > 0) {
         (true, true) => ConnState::SF,

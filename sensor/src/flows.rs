@@ -375,11 +375,11 @@ impl ConnectionRecord {
                 v.payload_bytes[orig],
                 v.payload_bytes[resp],
             ),
-            Transport::Udp | Transport::Icmp => {
-                datagram_conn_state(v.packets[orig], v.packets[resp])
-            }
-            // Zeek follows no state for these: `OTH` whatever was seen.
-            Transport::Sctp | Transport::Unknown => ConnState::OTH,
+            Transport::Udp => datagram_conn_state(v.packets[orig], v.packets[resp]),
+            // Zeek follows no state for these: `OTH` whatever was seen. (ICMP's KDD `flag` is
+            // `SF` whatever the state, `features::basic::flag_index`; whether an echo was
+            // answered is in the packet counts.)
+            Transport::Icmp | Transport::Sctp | Transport::Unknown => ConnState::OTH,
         };
         let end_unix_ns = to_unix(v.last_seen_ns, mono_to_unix_ns);
         Some(ConnectionRecord {

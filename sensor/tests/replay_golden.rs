@@ -179,7 +179,8 @@ fn udp_and_icmp_are_exact() {
             b(c, 6000, s, 9999, S0, Shutdown, (1, 0), (10, 0)),
             // Echo request/reply pairs meet under the identifier (0x1234) as both "ports";
             // 56 payload bytes after the 8-byte ICMP header, twice each way.
-            b(c, 0x1234, s, 0x1234, SF, Shutdown, (2, 2), (112, 112)),
+            // ICMP's state is Zeek's `OTH` (the KDD flag below is `SF`).
+            b(c, 0x1234, s, 0x1234, OTH, Shutdown, (2, 2), (112, 112)),
         ]
     );
     assert_eq!(rows[3].0.icmp_type, Some(8));
@@ -205,7 +206,7 @@ fn ipv6_pcapng_with_nanosecond_stamps_is_exact() {
         brief(&rows),
         vec![
             b(c, 40010, s, 80, SF, Fin, (4, 3), (20, 40)),
-            b(c, 7, s, 7, SF, Shutdown, (1, 1), (16, 16)),
+            b(c, 7, s, 7, OTH, Shutdown, (1, 1), (16, 16)),
         ]
     );
     assert_eq!(rows[0].0.ip_version, 6);

@@ -30,7 +30,7 @@ use serde_json::Value;
 /// 4 split by Zeek's attempt timer, 1 merged with its tunnelled twin).
 const MEASURED_MATCHED: usize = 309;
 /// Measured level: matched connections whose `conn_state` agrees with Zeek's.
-const MEASURED_STATE: usize = 269;
+const MEASURED_STATE: usize = 291;
 /// Measured level: matched connections whose two packet counts agree with Zeek's.
 const MEASURED_PACKETS: usize = 226;
 /// Measured level: matched connections whose two byte counts agree with Zeek's.
@@ -52,9 +52,6 @@ enum Why {
     /// SCTP is `sctp` with its ports here; Zeek 7 logs it as `unknown_transport` without ports
     /// (docs/replay.md). The Zeek row (`ip_proto` 132) is looked up by its two addresses.
     SctpPorts,
-    /// ICMP records carry the KDD flag (`S0` unanswered, `SF` answered), as the NSL-KDD data the
-    /// model is trained on does; Zeek's ICMP `conn_state` is always `OTH`.
-    IcmpKddFlag,
     /// Zeek flipped the connection by its ports (`^` in its history: the first packet came from
     /// the server port); the sensor keeps the first packet's sender as originator (it flips only
     /// a TCP connection first seen at its SYN-ACK), so its state is Zeek's mirrored
@@ -290,9 +287,6 @@ fn mirror(state: &str) -> &str {
 }
 
 fn explain_state(z: &ZeekRow, r: &Record, flipped: bool) -> Option<Why> {
-    if z.proto == "icmp" && z.state == "OTH" && matches!(r.state.as_str(), "S0" | "SF") {
-        return Some(Why::IcmpKddFlag);
-    }
     if z.history.contains('^') && flipped && mirror(&r.state) == z.state {
         return Some(Why::ZeekFlipByPort);
     }
