@@ -16,7 +16,7 @@ use std::{
 use crate::{
     alerts::{AlertSink, ScoredLine},
     capture::{self, Capture, CaptureError},
-    config::{RunConfig, Sink},
+    config::{RecordsFormat, RunConfig, Sink},
     detect::{Pipeline, Scored},
     export::Metrics,
     features::FeatureConfig,
@@ -24,6 +24,7 @@ use crate::{
     incidents::{IncidentLine, IncidentTracker},
     lifecycle::LifecycleStats,
     model::{Model, ModelError},
+    replay::output::{Format, RowWriter},
     suppress::Suppressions,
 };
 
@@ -90,6 +91,37 @@ fn open_sink(sink: &Sink) -> Result<Option<Box<dyn Write + Send>>, AgentError> {
     })
 }
 
+/// The records' row writer for a layout other than the sensor's JSON lines.
+fn record_rows(format: RecordsFormat) -> Option<RowWriter> {
+    let format = match format {
+        RecordsFormat::Jsonl => return None,
+        RecordsFormat::Zeek => Format::Zeek,
+        RecordsFormat::Eve => Format::Eve,
+    };
+    // Community IDs with seed 0, as the alert lines and Zeek and Suricata by default.
+    Some(RowWriter::new(format, 0))
+}
+
+/// Opens the records sink and writes the layout's header (Zeek's `#` lines) at once.
+fn open_records(
+    sink: &Sink,
+    rows: Option<&RowWriter>,
+) -> Result<Option<Box<dyn Write + Send>>, AgentError> {
+    let mut out = open_sink(sink)?;
+    if let (Some(o), Some(w)) = (out.as_mut(), rows) {
+        w.header(o)
+            .and_then(|()| o.flush())
+            .map_err(|source| AgentError::Open {
+                path: match sink {
+                    Sink::File(p) => p.display().to_string(),
+                    _ => "stdout".into(),
+                },
+                source,
+            })?;
+    }
+    Ok(out)
+}
+
 fn push_line<T: serde::Serialize>(buf: &mut Vec<u8>, v: &T) {
     // Serialising our own structs to memory cannot fail.
     if serde_json::to_writer(&mut *buf, v).is_ok() {
@@ -110,6 +142,8 @@ struct Stages {
     alerts: Option<AlertSink>,
     connection_alerts: bool,
     records: Option<Box<dyn Write + Send>>,
+    /// The records' layout other than the sensor's JSON lines (`zeek`, `eve`).
+    record_rows: Option<RowWriter>,
     incidents: IncidentTracker,
     summary: RunSummary,
     /// A model loaded by SIGHUP, waiting to be swapped in.
@@ -177,10 +211,14 @@ impl Stages {
         self.summary.connections += 1;
         self.summary.anomalous += u64::from(s.verdict.anomalous);
         if self.records.is_some() {
-            push_line(
-                rec_buf,
-                &ScoredLine::new("connection", rec, s, now, latency_ms),
-            );
+            match &self.record_rows {
+                None => push_line(
+                    rec_buf,
+                    &ScoredLine::new("connection", rec, s, now, latency_ms),
+                ),
+                // Writing to memory cannot fail.
+                Some(w) => drop(w.row(rec_buf, rec, s)),
+            }
         }
         if let Some(rule) = &s.suppressed_by {
             self.metrics.suppressed(rule, "connection");
@@ -241,6 +279,11 @@ impl Stages {
 
     /// The end of the run: open incidents close, held-back alerts are summarised.
     fn finish(&mut self) {
+        if let (Some(out), Some(w)) = (self.records.as_mut(), &self.record_rows)
+            && w.footer(out).and_then(|()| out.flush()).is_err()
+        {
+            self.summary.output_errors += 1;
+        }
         let mut lines = Vec::new();
         self.incidents.finish(&mut lines);
         self.metrics.set_incident_stats(self.incidents.stats());
@@ -324,13 +367,17 @@ pub async fn run(
             ", no normal profile"
         }
     );
+    let record_rows = record_rows(cfg.records_format);
     let mut stages = Stages {
         pipeline,
         metrics,
-        alerts: open_sink(&cfg.alerts.sink)?
-            .map(|out| AlertSink::new(out, cfg.alerts.max_per_second, cfg.alerts.burst)),
+        alerts: open_sink(&cfg.alerts.sink)?.map(|out| {
+            AlertSink::new(out, cfg.alerts.max_per_second, cfg.alerts.burst)
+                .with_format(cfg.alerts.format)
+        }),
         connection_alerts: cfg.alerts.connections,
-        records: open_sink(&cfg.records)?,
+        records: open_records(&cfg.records, record_rows.as_ref())?,
+        record_rows,
         incidents: IncidentTracker::new(cfg.incidents.clone()),
         summary: RunSummary::default(),
         reloaded,

@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, io::Write, net::IpAddr};
 use serde::Serialize;
 
 use crate::{
+    config::AlertFormat,
     detect::Scored,
     flows::ConnectionRecord,
     kdd::{FLAGS, FeatureSet, PROTOCOLS, SERVICES},
@@ -191,6 +192,7 @@ impl RateLimiter {
 /// Writes alerts to a sink through the rate limit.
 pub struct AlertSink {
     out: Box<dyn Write + Send>,
+    format: AlertFormat,
     limiter: RateLimiter,
     /// Per-connection alert lines written and held back by the rate limit.
     pub written_total: u64,
@@ -203,11 +205,17 @@ impl AlertSink {
     pub fn new(out: Box<dyn Write + Send>, max_per_second: f64, burst: u32) -> AlertSink {
         AlertSink {
             out,
+            format: AlertFormat::Json,
             limiter: RateLimiter::new(max_per_second, burst),
             written_total: 0,
             suppressed_total: 0,
             incidents_written_total: 0,
         }
+    }
+
+    /// The same sink writing `format`.
+    pub fn with_format(self, format: AlertFormat) -> AlertSink {
+        AlertSink { format, ..self }
     }
 
     /// Offers one anomalous connection's alert at `now_ns` (Unix ns); what is to be written is
@@ -223,7 +231,7 @@ impl AlertSink {
             return Offer::Suppressed;
         }
         self.flush_suppressed(buf);
-        push_line(buf, line);
+        write_connection_alert(self.format, buf, line);
         self.written_total += 1;
         Offer::Written
     }
@@ -231,7 +239,7 @@ impl AlertSink {
     /// Appends an incident's line. Incident lines are not rate-limited: the tracker writes at
     /// most one per incident and `update_every`.
     pub fn incident(&mut self, line: &crate::incidents::IncidentLine, buf: &mut Vec<u8>) {
-        push_line(buf, line);
+        write_incident(self.format, buf, line);
         self.incidents_written_total += 1;
     }
 
@@ -239,7 +247,15 @@ impl AlertSink {
     /// the bucket has refilled, and at shutdown).
     pub fn flush_suppressed(&mut self, buf: &mut Vec<u8>) {
         if let Some(p) = self.limiter.pending.take() {
-            push_line(buf, &p);
+            match self.format {
+                AlertFormat::Json => push_line(buf, &p),
+                AlertFormat::Eve => drop(crate::ecosystem::write_eve_other(
+                    buf,
+                    p.kind,
+                    p.last_unix_ns,
+                    &p,
+                )),
+            }
         }
     }
 
@@ -258,6 +274,27 @@ impl AlertSink {
         }
         self.out.write_all(buf)?;
         self.out.flush()
+    }
+}
+
+/// Appends an incident's line in `format` (also for `sensor replay`'s alert stream).
+pub fn write_incident(
+    format: AlertFormat,
+    buf: &mut Vec<u8>,
+    line: &crate::incidents::IncidentLine,
+) {
+    match format {
+        AlertFormat::Json => push_line(buf, line),
+        // Writing to memory cannot fail.
+        AlertFormat::Eve => drop(crate::ecosystem::write_eve_incident(buf, line)),
+    }
+}
+
+/// Appends a connection alert's line in `format` (also for `sensor replay`'s alert stream).
+pub fn write_connection_alert(format: AlertFormat, buf: &mut Vec<u8>, line: &ScoredLine) {
+    match format {
+        AlertFormat::Json => push_line(buf, line),
+        AlertFormat::Eve => drop(crate::ecosystem::write_eve_connection_alert(buf, line)),
     }
 }
 

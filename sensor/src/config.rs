@@ -39,8 +39,10 @@ pub struct FileConfig {
     pub alerts: AlertsFile,
     #[serde(default)]
     pub incidents: IncidentsFile,
-    /// Where to write every scored connection as a JSON line (off by default).
+    /// Where to write every scored connection (off by default).
     pub records: Option<String>,
+    /// The records' layout: `jsonl` (default), `zeek` or `eve`.
+    pub records_format: Option<RecordsFormat>,
     /// `[[suppress]]`: the operator's suppression rules ([`crate::suppress`]), validated by
     /// [`Suppressions::compile`] so that an error can name the rule and the field.
     #[serde(default)]
@@ -84,6 +86,33 @@ pub struct AlertsFile {
     pub connections: Option<bool>,
     pub max_per_second: Option<f64>,
     pub burst: Option<u32>,
+    /// `json` (default) or `eve`.
+    pub format: Option<AlertFormat>,
+}
+
+/// The layout of the records stream (every scored connection).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordsFormat {
+    /// One JSON line per connection (`"type": "connection"`), as the alert lines.
+    #[default]
+    Jsonl,
+    /// Zeek's `conn.log` (TSV with its `#` headers and `#close` footer), plus the verdict.
+    Zeek,
+    /// Suricata EVE JSON `flow` events, plus the verdict.
+    Eve,
+}
+
+/// The layout of the alert stream.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    /// The sensor's own JSON lines (`"type": "incident"`, `"alert"`, `"suppressed"`).
+    #[default]
+    Json,
+    /// Suricata EVE JSON `alert` events (the sensor's line under `sensor`), which the
+    /// Elastic and Splunk Suricata integrations ingest.
+    Eve,
 }
 
 /// Where a stream of JSON lines goes.
@@ -118,6 +147,7 @@ pub struct AlertConfig {
     pub max_per_second: f64,
     /// Connection alerts allowed in a burst above the sustained rate.
     pub burst: u32,
+    pub format: AlertFormat,
 }
 
 impl Default for AlertConfig {
@@ -127,6 +157,7 @@ impl Default for AlertConfig {
             connections: false,
             max_per_second: 50.0,
             burst: 200,
+            format: AlertFormat::Json,
         }
     }
 }
@@ -143,6 +174,7 @@ pub struct RunConfig {
     pub alerts: AlertConfig,
     pub incidents: IncidentConfig,
     pub records: Sink,
+    pub records_format: RecordsFormat,
     pub suppressions: Suppressions,
     /// The file the configuration came from, read again for the suppressions on SIGHUP.
     pub file: Option<PathBuf>,
@@ -273,6 +305,7 @@ impl FileConfig {
                 .as_deref()
                 .map(Sink::parse)
                 .unwrap_or(Sink::Off),
+            records_format: self.records_format.unwrap_or_default(),
             suppressions,
             file: None,
         })
@@ -342,6 +375,7 @@ fn resolve_alerts(a: &AlertsFile) -> AlertConfig {
         connections: a.connections.unwrap_or(da.connections),
         max_per_second: a.max_per_second.unwrap_or(da.max_per_second),
         burst: a.burst.unwrap_or(da.burst),
+        format: a.format.unwrap_or(da.format),
     }
 }
 
@@ -374,7 +408,8 @@ mod tests {
             table_scan_interval_ms = 500
             metrics_addr = "0.0.0.0:9500"
             model = "/var/lib/sensor/site.model"
-            records = "/var/log/sensor/connections.jsonl"
+            records = "/var/log/sensor/conn.log"
+            records_format = "zeek"
             [timeouts]
             tcp_secs = 60
             tcp_attempt_secs = 2.5
@@ -386,6 +421,7 @@ mod tests {
             sink = "/var/log/sensor/alerts.jsonl"
             max_per_second = 5
             burst = 10
+            format = "eve"
         "#;
         let c = FileConfig::parse(text, "t.toml")
             .unwrap()
@@ -409,10 +445,9 @@ mod tests {
             Sink::File("/var/log/sensor/alerts.jsonl".into())
         );
         assert_eq!(c.alerts.burst, 10);
-        assert_eq!(
-            c.records,
-            Sink::File("/var/log/sensor/connections.jsonl".into())
-        );
+        assert_eq!(c.alerts.format, AlertFormat::Eve);
+        assert_eq!(c.records, Sink::File("/var/log/sensor/conn.log".into()));
+        assert_eq!(c.records_format, RecordsFormat::Zeek);
     }
 
     #[test]
@@ -424,6 +459,8 @@ mod tests {
         assert_eq!(c.metrics_addr, Some(default_metrics_addr()));
         assert!(c.metrics_addr.unwrap().ip().is_loopback());
         assert_eq!(c.alerts.sink, Sink::Stdout);
+        assert_eq!(c.alerts.format, AlertFormat::Json);
+        assert_eq!(c.records_format, RecordsFormat::Jsonl);
         assert_eq!(c.records, Sink::Off);
         assert_eq!(c.capture.lifecycle.timeouts, Timeouts::default());
         assert_eq!(c.tick, DEFAULT_TICK);

@@ -18,6 +18,7 @@ pub mod community_id;
 pub mod config;
 pub mod dataset;
 pub mod detect;
+pub mod ecosystem;
 pub mod export;
 pub mod features;
 pub mod flow_table;

@@ -179,9 +179,15 @@ struct RunArgs {
     /// Alerts allowed in a burst above the sustained rate [default 200].
     #[arg(long)]
     alerts_burst: Option<u32>,
-    /// Every scored connection as a JSON line: "stdout", "off" or a file [default off].
+    /// Alert stream layout [default json].
+    #[arg(long, value_enum)]
+    alerts_format: Option<sensor::config::AlertFormat>,
+    /// Every scored connection: "stdout", "off" or a file [default off].
     #[arg(long)]
     records: Option<String>,
+    /// Records layout: jsonl, zeek (conn.log TSV) or eve (Suricata flow events) [default jsonl].
+    #[arg(long, value_enum)]
+    records_format: Option<sensor::config::RecordsFormat>,
     /// Override of the supervised threshold.
     #[arg(long)]
     threshold_supervised: Option<f64>,
@@ -226,7 +232,9 @@ impl RunArgs {
         set(&mut f.alerts.sink, &self.alerts);
         set(&mut f.alerts.max_per_second, &self.alerts_max_per_second);
         set(&mut f.alerts.burst, &self.alerts_burst);
+        set(&mut f.alerts.format, &self.alerts_format);
         set(&mut f.records, &self.records);
+        set(&mut f.records_format, &self.records_format);
         set(&mut f.thresholds.supervised, &self.threshold_supervised);
         set(&mut f.thresholds.unsupervised, &self.threshold_unsupervised);
         set(&mut f.timeouts.tcp_secs, &self.tcp_timeout_secs);
@@ -400,6 +408,9 @@ struct ReplayArgs {
     /// Add one alert line per anomalous connection to the alert stream.
     #[arg(long)]
     connection_alerts: bool,
+    /// Alert stream layout: json (the sensor's lines) or eve (Suricata `alert` events).
+    #[arg(long, value_enum, default_value_t = sensor::config::AlertFormat::Json)]
+    alerts_format: sensor::config::AlertFormat,
     /// A `sensor run` configuration file: only its `[[suppress]]` rules are used here.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -518,6 +529,7 @@ impl ReplayArgs {
             output: self.output.clone(),
             alerts: self.alerts.clone(),
             connection_alerts: self.connection_alerts,
+            alerts_format: self.alerts_format,
             config: sensor::replay::ReplayConfig {
                 table_size: self.table_size,
                 timeouts: self.timeouts.timeouts()?,

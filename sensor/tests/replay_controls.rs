@@ -1,13 +1,18 @@
 //! Operator controls through `sensor replay`: `[[suppress]]` rules from a configuration file
-//! silence the alerts and incidents they match and leave the rest, and alerts and incidents
-//! name the features that moved their score.
+//! silence the alerts and incidents they match and leave the rest, alerts and incidents name
+//! the features that moved their score, and the alert stream can be Suricata EVE `alert`
+//! events that join the EVE `flow` rows.
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::*;
 use pcap_file::DataLink;
-use sensor::{cli::replay::ReplayOptions, config::FileConfig, replay::output::Format};
+use sensor::{
+    cli::replay::ReplayOptions,
+    config::{AlertFormat, FileConfig},
+    replay::output::Format,
+};
 
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
@@ -64,6 +69,7 @@ fn replay(
         output: Some(out.clone()),
         alerts: Some(alerts.clone()),
         connection_alerts: true,
+        alerts_format: AlertFormat::Json,
         community_id_seed: 0,
         config: Default::default(),
         suppressions: config
@@ -188,4 +194,98 @@ fn the_binary_names_the_file_rule_and_field_of_a_bad_rule() {
     for want in [config.to_str().unwrap(), "\"oops\"", "dst", "host bits"] {
         assert!(stderr.contains(want), "{want}: {stderr}");
     }
+}
+
+#[test]
+fn eve_alerts_join_the_eve_flow_rows_and_keep_the_sensor_line() {
+    let dir = Scratch::new("eve");
+    let capture = dir.file("scans.pcap", &two_scans());
+    let (rows, alerts) = (dir.0.join("flows.jsonl"), dir.0.join("alerts.jsonl"));
+    let opts = ReplayOptions {
+        files: vec![capture],
+        model: model_path(),
+        format: Format::Eve,
+        output: Some(rows.clone()),
+        alerts: Some(alerts.clone()),
+        connection_alerts: true,
+        alerts_format: AlertFormat::Eve,
+        community_id_seed: 0,
+        config: Default::default(),
+        suppressions: Default::default(),
+    };
+    sensor::cli::replay::replay(&opts, std::io::sink()).expect("replay");
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (flows, lines) = (read(&rows), read(&alerts));
+    assert_eq!(flows.len(), 120);
+    assert!(
+        lines.iter().all(|l| l["event_type"] == "alert"),
+        "{lines:?}"
+    );
+    // Each connection alert carries its flow's id and Community ID, and the sensor's line.
+    let conn_alerts: Vec<_> = lines
+        .iter()
+        .filter(|l| l["sensor"]["type"] == "alert")
+        .collect();
+    assert_eq!(conn_alerts.len(), 120, "every probe is anomalous");
+    for a in &conn_alerts {
+        let flow = flows
+            .iter()
+            .find(|f| f["flow_id"] == a["flow_id"])
+            .unwrap_or_else(|| panic!("no flow row with the alert's flow_id: {a}"));
+        for field in [
+            "src_ip",
+            "src_port",
+            "dest_ip",
+            "dest_port",
+            "proto",
+            "community_id",
+        ] {
+            assert_eq!(flow[field], a[field], "{field}: {a} vs {flow}");
+        }
+        assert_eq!(a["alert"]["gid"], 1);
+        assert_eq!(a["alert"]["action"], "allowed");
+        assert!(
+            a["alert"]["signature"]
+                .as_str()
+                .unwrap()
+                .starts_with("SENSOR ")
+        );
+        assert_eq!(a["sensor"]["community_id"], a["community_id"]);
+    }
+    // Incidents: one signature per kind and state change, a flow id shared by the states of
+    // one incident, the example connection's 5-tuple and Community ID.
+    let incidents: Vec<_> = lines
+        .iter()
+        .filter(|l| l["sensor"]["type"] == "incident")
+        .collect();
+    let opened: Vec<_> = incidents
+        .iter()
+        .filter(|l| l["alert"]["signature"] == "SENSOR port_scan incident open")
+        .collect();
+    assert_eq!(opened.len(), 2, "one port scan per scanner: {incidents:?}");
+    for open in &opened {
+        let id = &open["sensor"]["id"];
+        let closed: Vec<_> = incidents
+            .iter()
+            .filter(|l| &l["sensor"]["id"] == id && l["sensor"]["state"] == "closed")
+            .collect();
+        assert_eq!(closed.len(), 1, "{incidents:?}");
+        assert_eq!(closed[0]["flow_id"], open["flow_id"]);
+        assert_eq!(
+            closed[0]["alert"]["signature_id"],
+            open["alert"]["signature_id"]
+        );
+        let example = &open["sensor"]["example"];
+        assert_eq!(open["community_id"], example["community_id"]);
+        assert_eq!(open["src_ip"], example["orig_addr"]);
+        assert_eq!(open["dest_port"], example["resp_port"]);
+        assert_eq!(open["alert"]["category"], "Attempted Information Leak");
+    }
+    assert_ne!(opened[0]["flow_id"], opened[1]["flow_id"]);
 }

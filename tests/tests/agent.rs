@@ -330,6 +330,117 @@ burst = 1000
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `sensor run` writing its records as Zeek's `conn.log` and its alerts as Suricata EVE
+/// `alert` events, for the tools operators already feed.
+#[test]
+fn records_as_zeek_conn_log_and_alerts_as_eve_events() {
+    require_root();
+    let lab = Pair::new().expect("lab");
+    let dir = std::env::temp_dir().join(format!("sensor-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (alerts, records) = (dir.join("alerts.eve.json"), dir.join("conn.log"));
+    let config = dir.join("sensor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+interfaces = ["{iface}"]
+xdp_mode = "generic"
+table_size = 4096
+metrics_addr = "off"
+model = "{model}"
+records = "{records}"
+records_format = "zeek"
+[alerts]
+sink = "{alerts}"
+format = "eve"
+"#,
+            iface = lab.veth.b,
+            model = model_file().display(),
+            records = records.display(),
+            alerts = alerts.display()
+        ),
+    )
+    .unwrap();
+    let mut sensor = lab
+        .server
+        .spawn(
+            &sensor_bin().to_string_lossy(),
+            &[
+                "run",
+                "--config",
+                &config.to_string_lossy(),
+                "--duration-secs",
+                "60",
+            ],
+        )
+        .expect("spawn sensor");
+    sensor
+        .wait_for_stderr("watching", Duration::from_secs(30))
+        .expect("sensor started");
+    scan(&lab, "1-60");
+    // Every probe ends at the server's RST; the incident opens on the way.
+    std::thread::sleep(Duration::from_secs(2));
+    sensor.terminate();
+    let (status, _out, stderr) = sensor
+        .wait_output(Duration::from_secs(30))
+        .expect("sensor exit");
+    assert!(status.success(), "{stderr}");
+
+    let log = std::fs::read_to_string(&records).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "#separator \\x09", "{log}");
+    assert_eq!(lines[4], "#path\tconn");
+    let fields: Vec<&str> = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("#fields\t"))
+        .expect("#fields")
+        .split('\t')
+        .collect();
+    assert!(lines.last().unwrap().starts_with("#close\t"), "{log}");
+    let col = |name: &str| fields.iter().position(|f| *f == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines
+        .iter()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert!(rows.iter().all(|r| r.len() == fields.len()), "{log}");
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r[col("id.orig_h")] == lab.client_v4 && r[col("conn_state")] == "REJ")
+        .collect();
+    assert!(refused.len() >= 55, "the scan's probes, refused: {log}");
+    for r in &refused {
+        assert!(r[col("uid")].starts_with('C'));
+        assert!(r[col("community_id")].starts_with("1:"));
+        assert_eq!(r[col("proto")], "tcp");
+        assert_eq!(r[col("verdict")], "anomaly");
+    }
+
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().all(|e| e["event_type"] == "alert"),
+        "{events:?}"
+    );
+    let open = events
+        .iter()
+        .find(|e| e["alert"]["signature"] == "SENSOR port_scan incident open")
+        .unwrap_or_else(|| panic!("no port scan incident: {events:?}"));
+    assert_eq!(open["src_ip"], lab.client_v4.as_str());
+    assert_eq!(open["dest_ip"], lab.server_v4.as_str());
+    // The alert's Community ID is one of the conn.log's.
+    let cid = open["community_id"].as_str().unwrap();
+    assert!(
+        rows.iter().any(|r| r[col("community_id")] == cid),
+        "{cid} not in conn.log"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn baseline_learns_a_site_profile_from_live_traffic_reproducibly() {
     require_root();

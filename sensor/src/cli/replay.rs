@@ -5,7 +5,8 @@ use std::{io::Write, path::PathBuf, sync::Arc};
 use anyhow::Context;
 
 use crate::{
-    alerts::ScoredLine,
+    alerts::{ScoredLine, write_connection_alert, write_incident},
+    config::AlertFormat,
     detect::Pipeline,
     features::FeatureConfig,
     incidents::IncidentTracker,
@@ -29,6 +30,8 @@ pub struct ReplayOptions {
     /// connection.
     pub alerts: Option<PathBuf>,
     pub connection_alerts: bool,
+    /// The alert stream's layout: the sensor's JSON lines or Suricata EVE `alert` events.
+    pub alerts_format: AlertFormat,
     pub config: ReplayConfig,
     /// The operator's suppression rules, applied as `sensor run` applies them.
     pub suppressions: Suppressions,
@@ -85,8 +88,9 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
                         // final moment); latency has no meaning offline and is 0.
                         let line =
                             ScoredLine::alert(record, scored, &model, record.final_unix_ns, 0.0);
-                        serde_json::to_writer(&mut *a, &line)?;
-                        a.write_all(b"\n")?;
+                        let mut buf = Vec::new();
+                        write_connection_alert(opts.alerts_format, &mut buf, &line);
+                        a.write_all(&buf)?;
                     }
                 }
                 Output::Incident(line) => {
@@ -97,8 +101,9 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
                     } else if let Some(a) = alerts.as_mut() {
                         let mut line = line.clone();
                         line.explain(&model);
-                        serde_json::to_writer(&mut *a, &line)?;
-                        a.write_all(b"\n")?;
+                        let mut buf = Vec::new();
+                        write_incident(opts.alerts_format, &mut buf, &line);
+                        a.write_all(&buf)?;
                     }
                 }
             }

@@ -20,7 +20,6 @@
 //! deadline where replay does it at the deadline (a packet arriving within that tick joins the
 //! old connection live, and starts a new one here).
 
-pub mod ecosystem;
 pub mod output;
 mod reader;
 

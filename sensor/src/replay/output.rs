@@ -12,8 +12,8 @@
 //! * `jsonl`: the connection record, its Community ID, the 41 features in NSL-KDD order and the
 //!   verdict.
 //! * `zeek`: Zeek's `conn.log` (TSV with Zeek's `#` header lines and `#close` footer), plus
-//!   `community_id`, `verdict` and `score` columns ([`super::ecosystem`]).
-//! * `eve`: Suricata EVE JSON `flow` events, one line per connection ([`super::ecosystem`]).
+//!   `community_id`, `verdict` and `score` columns ([`crate::ecosystem`]).
+//! * `eve`: Suricata EVE JSON `flow` events, one line per connection ([`crate::ecosystem`]).
 
 use std::io::{self, Write};
 
@@ -57,7 +57,7 @@ impl RowWriter {
     /// The header lines, if the format has them (`wide-csv`, `zeek`).
     pub fn header(&self, w: &mut impl Write) -> io::Result<()> {
         match self.format {
-            Format::Zeek => super::ecosystem::write_zeek_header(w, std::time::SystemTime::now()),
+            Format::Zeek => crate::ecosystem::write_zeek_header(w, std::time::SystemTime::now()),
             f => write_header(w, f),
         }
     }
@@ -66,8 +66,8 @@ impl RowWriter {
     pub fn row(&self, w: &mut impl Write, rec: &ConnectionRecord, s: &Scored) -> io::Result<()> {
         let seed = self.community_id_seed;
         match self.format {
-            Format::Zeek => super::ecosystem::write_zeek_row(w, rec, s, seed),
-            Format::Eve => super::ecosystem::write_eve_row(w, rec, s, seed),
+            Format::Zeek => crate::ecosystem::write_zeek_row(w, rec, s, seed),
+            Format::Eve => crate::ecosystem::write_eve_row(w, rec, s, seed),
             Format::Jsonl => {
                 serde_json::to_writer(&mut *w, &json_row_seeded(rec, s, seed))?;
                 w.write_all(b"\n")
@@ -79,7 +79,7 @@ impl RowWriter {
     /// The footer line, if the format has one (`zeek`: `#close`).
     pub fn footer(&self, w: &mut impl Write) -> io::Result<()> {
         match self.format {
-            Format::Zeek => super::ecosystem::write_zeek_footer(w, std::time::SystemTime::now()),
+            Format::Zeek => crate::ecosystem::write_zeek_footer(w, std::time::SystemTime::now()),
             _ => Ok(()),
         }
     }

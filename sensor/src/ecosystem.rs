@@ -1,5 +1,6 @@
 //! Rows in the layouts other tools read: Zeek's `conn.log` (TSV with its `#` header lines) and
-//! Suricata's EVE JSON `flow` events. See `docs/replay.md` for what each column holds and what
+//! Suricata's EVE JSON `flow` events (connection records, in `sensor replay` and `sensor run`),
+//! and EVE `alert` events (the alert stream's incidents and connection alerts). See `docs/replay.md` for what each column holds and what
 //! differs from the real thing.
 
 use std::{
@@ -12,14 +13,16 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    alerts::ScoredLine,
     community_id,
     detect::Scored,
     flows::{ConnectionRecord, EndReason, Transport},
+    incidents::{IncidentKind, IncidentLine},
     kdd::{SERVICE, SERVICES},
 };
 use sensor_common::conn_state::ConnState;
 
-use super::output::label;
+use crate::replay::output::label;
 
 /// The `#fields` of the Zeek rows: Zeek's `conn.log` columns (with `ip_proto`, as Zeek 6 and
 /// later write it), then the sensor's own `community_id`, `verdict` and `score`.
@@ -116,17 +119,27 @@ fn zeek_time(ns: u64) -> String {
 /// A Zeek-style connection uid: `C` and the base62 digits of a 96-bit hash of the 5-tuple and
 /// the start time. The same connection gets the same uid on every run.
 pub fn uid(rec: &ConnectionRecord) -> String {
+    uid_of(
+        rec.start_unix_ns,
+        community_id::ip_proto(rec),
+        (rec.orig_addr, rec.orig_port),
+        (rec.resp_addr, rec.resp_port),
+    )
+}
+
+/// [`uid`] from its parts: start, IP protocol, originator and responder.
+fn uid_of(start_unix_ns: u64, ip_proto: u8, orig: (IpAddr, u16), resp: (IpAddr, u16)) -> String {
     let mut h = Sha256::new();
-    h.update(rec.start_unix_ns.to_be_bytes());
-    h.update([community_id::ip_proto(rec)]);
-    for a in [rec.orig_addr, rec.resp_addr] {
+    h.update(start_unix_ns.to_be_bytes());
+    h.update([ip_proto]);
+    for a in [orig.0, resp.0] {
         match a {
             IpAddr::V4(a) => h.update(a.octets()),
             IpAddr::V6(a) => h.update(a.octets()),
         }
     }
-    h.update(rec.orig_port.to_be_bytes());
-    h.update(rec.resp_port.to_be_bytes());
+    h.update(orig.1.to_be_bytes());
+    h.update(resp.1.to_be_bytes());
     let d = h.finalize();
     let mut n = d[..12].iter().fold(0u128, |n, &b| (n << 8) | u128::from(b));
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -354,6 +367,175 @@ fn eve_reason(rec: &ConnectionRecord) -> &'static str {
     }
 }
 
+/// An EVE `flow_id` for a connection uid (or another stable name): Suricata's flow ids are
+/// positive 51-bit numbers (they must survive JSON doubles).
+fn flow_id(name: &str) -> u64 {
+    let hash = Sha256::digest(name.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(id) & ((1 << 51) - 1)
+}
+
+/// Suricata's `alert` object. The sensor's signatures are gid 1 with ids from
+/// [`SIGNATURE_ID_BASE`] (in the range Suricata leaves to local rules).
+#[derive(Serialize)]
+struct EveAlertInfo {
+    action: &'static str,
+    gid: u32,
+    signature_id: u32,
+    rev: u32,
+    signature: String,
+    category: &'static str,
+    severity: u8,
+}
+
+/// First signature id of the sensor's alerts: 9,000,000-9,999,999 is the local range.
+pub const SIGNATURE_ID_BASE: u32 = 9_100_000;
+
+/// An EVE `alert` event, with the sensor's own line (incident or connection alert) under
+/// `sensor` so that nothing of it is lost.
+#[derive(Serialize)]
+struct EveAlert<'a, T: Serialize> {
+    timestamp: String,
+    flow_id: u64,
+    event_type: &'static str,
+    src_ip: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_port: Option<u16>,
+    dest_ip: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dest_port: Option<u16>,
+    proto: &'static str,
+    community_id: &'a str,
+    alert: EveAlertInfo,
+    sensor: &'a T,
+}
+
+/// Suricata's `proto` for a KDD protocol name (`tcp`, `udp`, `icmp`) and address family.
+fn eve_proto(protocol: &str, v6: bool) -> &'static str {
+    match protocol {
+        "tcp" => "TCP",
+        "udp" => "UDP",
+        "icmp" if v6 => "IPv6-ICMP",
+        "icmp" => "ICMP",
+        "sctp" => "SCTP",
+        _ => "IP",
+    }
+}
+
+/// The IP protocol number of a KDD protocol name and address family.
+fn ip_proto_of(protocol: &str, v6: bool) -> u8 {
+    match protocol {
+        "tcp" => 6,
+        "udp" => 17,
+        "icmp" if v6 => 58,
+        "icmp" => 1,
+        "sctp" => 132,
+        _ => 0,
+    }
+}
+
+/// An incident's state change as an EVE `alert` event: the example connection's 5-tuple and
+/// Community ID (so that the alert joins the flow in Zeek and Suricata logs), signature
+/// `SENSOR <kind> incident <state>`, one signature id per kind. `flow_id` is stable for the
+/// incident (open, updates and close share it).
+pub fn write_eve_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result<()> {
+    let e = &line.example;
+    let kind = line.kind;
+    let index = IncidentKind::ALL
+        .iter()
+        .position(|&k| k == kind)
+        .unwrap_or(0) as u32;
+    let (category, severity) = match kind {
+        IncidentKind::PortScan | IncidentKind::HostSweep => ("Attempted Information Leak", 2),
+        IncidentKind::Flood | IncidentKind::UdpFlood | IncidentKind::IcmpFlood => {
+            ("Attempted Denial of Service", 1)
+        }
+        IncidentKind::AnomalousSource => ("Potentially Bad Traffic", 2),
+    };
+    let ports = line.protocol != "icmp";
+    let state = serde_json::to_value(line.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let event = EveAlert {
+        timestamp: suricata_time(line.last_unix_ns),
+        flow_id: flow_id(&format!("incident {}", line.id)),
+        event_type: "alert",
+        src_ip: e.orig_addr,
+        src_port: ports.then_some(e.orig_port),
+        dest_ip: e.resp_addr,
+        dest_port: ports.then_some(e.resp_port),
+        proto: eve_proto(line.protocol, e.orig_addr.is_ipv6()),
+        community_id: &e.community_id,
+        alert: EveAlertInfo {
+            action: "allowed",
+            gid: 1,
+            signature_id: SIGNATURE_ID_BASE + 1 + index,
+            rev: 1,
+            signature: format!("SENSOR {} incident {state}", kind.as_str()),
+            category,
+            severity,
+        },
+        sensor: line,
+    };
+    serde_json::to_writer(&mut *w, &event)?;
+    w.write_all(b"\n")
+}
+
+/// One anomalous connection's alert as an EVE `alert` event; its `flow_id` is the one of the
+/// connection's EVE `flow` event ([`write_eve_row`]).
+pub fn write_eve_connection_alert(w: &mut impl Write, line: &ScoredLine) -> io::Result<()> {
+    let v6 = line.orig_addr.is_ipv6();
+    let ports = line.protocol != "icmp";
+    let uid = uid_of(
+        line.start_unix_ns,
+        ip_proto_of(line.protocol, v6),
+        (line.orig_addr, line.orig_port),
+        (line.resp_addr, line.resp_port),
+    );
+    let event = EveAlert {
+        timestamp: suricata_time(line.end_unix_ns),
+        flow_id: flow_id(&uid),
+        event_type: "alert",
+        src_ip: line.orig_addr,
+        src_port: ports.then_some(line.orig_port),
+        dest_ip: line.resp_addr,
+        dest_port: ports.then_some(line.resp_port),
+        proto: eve_proto(line.protocol, v6),
+        community_id: &line.community_id,
+        alert: EveAlertInfo {
+            action: "allowed",
+            gid: 1,
+            signature_id: SIGNATURE_ID_BASE,
+            rev: 1,
+            signature: format!("SENSOR anomalous {} connection", line.service),
+            category: "Potentially Bad Traffic",
+            severity: 3,
+        },
+        sensor: line,
+    };
+    serde_json::to_writer(&mut *w, &event)?;
+    w.write_all(b"\n")
+}
+
+/// Any other line of the alert stream (the rate limit's `suppressed` summary) as an EVE event
+/// of the sensor's own type `sensor_<type>`, at `at_unix_ns`.
+pub fn write_eve_other<T: Serialize>(
+    w: &mut impl Write,
+    event_type: &str,
+    at_unix_ns: u64,
+    line: &T,
+) -> io::Result<()> {
+    let event = serde_json::json!({
+        "timestamp": suricata_time(at_unix_ns),
+        "event_type": format!("sensor_{event_type}"),
+        "sensor": line,
+    });
+    serde_json::to_writer(&mut *w, &event)?;
+    w.write_all(b"\n")
+}
+
 /// One connection as an EVE `flow` event (one JSON line). `timestamp` is the moment the
 /// connection became final (when Suricata would log it); byte counts are transport payload
 /// bytes (Suricata counts whole packets).
@@ -366,13 +548,9 @@ pub fn write_eve_row(
     let icmp = rec.transport == Transport::Icmp;
     let ports = rec.transport != Transport::Unknown && !icmp;
     let kdd = kdd_service(s);
-    let uid_hash = Sha256::digest(uid(rec).as_bytes());
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&uid_hash[..8]);
     let event = EveEvent {
         timestamp: suricata_time(rec.final_unix_ns.max(rec.end_unix_ns)),
-        // Suricata's flow ids are positive 51-bit numbers (they must survive JSON doubles).
-        flow_id: u64::from_be_bytes(id) & ((1 << 51) - 1),
+        flow_id: flow_id(&uid(rec)),
         event_type: "flow",
         src_ip: rec.orig_addr,
         src_port: ports.then_some(rec.orig_port),
