@@ -222,11 +222,7 @@ impl AlertSink {
     /// appended to `buf` (see [`AlertSink::write`]).
     pub fn offer(&mut self, line: &ScoredLine, now_ns: u64, buf: &mut Vec<u8>) -> Offer {
         if !self.limiter.admit(now_ns) {
-            let det = serde_json::to_value(line.detector)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            self.limiter.hold(now_ns, &det, line.flag);
+            self.limiter.hold(now_ns, line.detector.as_str(), line.flag);
             self.suppressed_total += 1;
             return Offer::Suppressed;
         }

@@ -260,16 +260,23 @@ fn install(ebpf: &mut Ebpf, name: &'static str, prog: &ProgramFd) -> Result<(), 
         .map_err(|source| CaptureError::Map { name, source })
 }
 
+/// A program of the object as its type `P`, not loaded yet.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, CaptureError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(CaptureError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| CaptureError::Verify { name, source })
+}
+
 /// Loads (verifies) a TC classifier of the object.
 pub fn load_tc<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, CaptureError> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or(CaptureError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| CaptureError::Verify { name, source })?;
+    let prog: &mut SchedClassifier = program(ebpf, name)?;
     prog.load()
         .map_err(|source| CaptureError::Verify { name, source })?;
     Ok(prog)
@@ -277,11 +284,7 @@ pub fn load_tc<'a>(
 
 /// Loads (verifies) an XDP program of the object.
 pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, CaptureError> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(CaptureError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| CaptureError::Verify { name, source })?;
+    let prog: &mut Xdp = program(ebpf, name)?;
     prog.load()
         .map_err(|source| CaptureError::Verify { name, source })?;
     Ok(prog)

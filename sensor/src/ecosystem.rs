@@ -313,8 +313,9 @@ struct EveAnomaly {
     not_scored: Option<crate::detect::NotScored>,
 }
 
+/// The fields every EVE event of a flow begins with.
 #[derive(Serialize)]
-struct EveEvent {
+struct EveHead {
     timestamp: String,
     flow_id: u64,
     event_type: &'static str,
@@ -325,6 +326,12 @@ struct EveEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     dest_port: Option<u16>,
     proto: String,
+}
+
+#[derive(Serialize)]
+struct EveEvent {
+    #[serde(flatten)]
+    head: EveHead,
     #[serde(skip_serializing_if = "Option::is_none")]
     icmp_type: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -396,16 +403,8 @@ pub const SIGNATURE_ID_BASE: u32 = 9_100_000;
 /// `sensor` so that nothing of it is lost.
 #[derive(Serialize)]
 struct EveAlert<'a, T: Serialize> {
-    timestamp: String,
-    flow_id: u64,
-    event_type: &'static str,
-    src_ip: IpAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src_port: Option<u16>,
-    dest_ip: IpAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dest_port: Option<u16>,
-    proto: &'static str,
+    #[serde(flatten)]
+    head: EveHead,
     community_id: &'a str,
     alert: EveAlertInfo,
     sensor: &'a T,
@@ -459,14 +458,16 @@ pub fn write_eve_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     let event = EveAlert {
-        timestamp: suricata_time(line.last_unix_ns),
-        flow_id: flow_id(&format!("incident {}", line.id)),
-        event_type: "alert",
-        src_ip: e.orig_addr,
-        src_port: ports.then_some(e.orig_port),
-        dest_ip: e.resp_addr,
-        dest_port: ports.then_some(e.resp_port),
-        proto: eve_proto(line.protocol, e.orig_addr.is_ipv6()),
+        head: EveHead {
+            timestamp: suricata_time(line.last_unix_ns),
+            flow_id: flow_id(&format!("incident {}", line.id)),
+            event_type: "alert",
+            src_ip: e.orig_addr,
+            src_port: ports.then_some(e.orig_port),
+            dest_ip: e.resp_addr,
+            dest_port: ports.then_some(e.resp_port),
+            proto: eve_proto(line.protocol, e.orig_addr.is_ipv6()).into(),
+        },
         community_id: &e.community_id,
         alert: EveAlertInfo {
             action: "allowed",
@@ -495,14 +496,16 @@ pub fn write_eve_connection_alert(w: &mut impl Write, line: &ScoredLine) -> io::
         (line.resp_addr, line.resp_port),
     );
     let event = EveAlert {
-        timestamp: suricata_time(line.end_unix_ns),
-        flow_id: flow_id(&uid),
-        event_type: "alert",
-        src_ip: line.orig_addr,
-        src_port: ports.then_some(line.orig_port),
-        dest_ip: line.resp_addr,
-        dest_port: ports.then_some(line.resp_port),
-        proto: eve_proto(line.protocol, v6),
+        head: EveHead {
+            timestamp: suricata_time(line.end_unix_ns),
+            flow_id: flow_id(&uid),
+            event_type: "alert",
+            src_ip: line.orig_addr,
+            src_port: ports.then_some(line.orig_port),
+            dest_ip: line.resp_addr,
+            dest_port: ports.then_some(line.resp_port),
+            proto: eve_proto(line.protocol, v6).into(),
+        },
         community_id: &line.community_id,
         alert: EveAlertInfo {
             action: "allowed",
@@ -549,14 +552,16 @@ pub fn write_eve_row(
     let ports = rec.transport != Transport::Unknown && !icmp;
     let kdd = kdd_service(s);
     let event = EveEvent {
-        timestamp: suricata_time(rec.final_unix_ns.max(rec.end_unix_ns)),
-        flow_id: flow_id(&uid(rec)),
-        event_type: "flow",
-        src_ip: rec.orig_addr,
-        src_port: ports.then_some(rec.orig_port),
-        dest_ip: rec.resp_addr,
-        dest_port: ports.then_some(rec.resp_port),
-        proto: suricata_proto(rec),
+        head: EveHead {
+            timestamp: suricata_time(rec.final_unix_ns.max(rec.end_unix_ns)),
+            flow_id: flow_id(&uid(rec)),
+            event_type: "flow",
+            src_ip: rec.orig_addr,
+            src_port: ports.then_some(rec.orig_port),
+            dest_ip: rec.resp_addr,
+            dest_port: ports.then_some(rec.resp_port),
+            proto: suricata_proto(rec),
+        },
         icmp_type: rec.icmp_type.filter(|_| icmp),
         icmp_code: rec.icmp_code.filter(|_| icmp),
         app_proto: suricata_app_proto(kdd),

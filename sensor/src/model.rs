@@ -112,6 +112,18 @@ pub enum Detector {
     Both,
 }
 
+impl Detector {
+    /// Its name, as serialised and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::None => "none",
+            Detector::Supervised => "supervised",
+            Detector::Unsupervised => "unsupervised",
+            Detector::Both => "both",
+        }
+    }
+}
+
 /// The verdict on one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {

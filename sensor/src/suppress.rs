@@ -150,15 +150,6 @@ pub struct RuleError {
     pub reason: String,
 }
 
-fn detector_name(d: Detector) -> &'static str {
-    match d {
-        Detector::None => "none",
-        Detector::Supervised => "supervised",
-        Detector::Unsupervised => "unsupervised",
-        Detector::Both => "both",
-    }
-}
-
 /// The detectors a rule may name: those that flag a connection (`none` never alerts).
 const DETECTORS: [Detector; 3] = [Detector::Supervised, Detector::Unsupervised, Detector::Both];
 
@@ -235,7 +226,7 @@ impl Rule {
                     .map(|s| {
                         DETECTORS
                             .into_iter()
-                            .find(|d| detector_name(*d) == s)
+                            .find(|d| Detector::as_str(*d) == s)
                             .ok_or_else(|| {
                                 err(
                                     "detector",

@@ -22,6 +22,28 @@ fn sighup(pid: u32) {
     assert!(st.success());
 }
 
+/// `sensor run --config FILE` on the lab's server side for at most a minute, once it is
+/// watching.
+fn run_sensor(lab: &Pair, config: &std::path::Path) -> xtask::lab::Proc {
+    let mut sensor = lab
+        .server
+        .spawn(
+            &sensor_bin().to_string_lossy(),
+            &[
+                "run",
+                "--config",
+                &config.to_string_lossy(),
+                "--duration-secs",
+                "60",
+            ],
+        )
+        .expect("spawn sensor");
+    sensor
+        .wait_for_stderr("watching", Duration::from_secs(30))
+        .expect("sensor started");
+    sensor
+}
+
 #[test]
 fn config_file_sighup_reload_keeps_the_model_on_a_bad_file_and_alerts_are_rate_limited() {
     require_root();
@@ -58,22 +80,7 @@ burst = 3
         ),
     )
     .unwrap();
-    let mut sensor = lab
-        .server
-        .spawn(
-            &sensor_bin().to_string_lossy(),
-            &[
-                "run",
-                "--config",
-                &config.to_string_lossy(),
-                "--duration-secs",
-                "60",
-            ],
-        )
-        .expect("spawn sensor");
-    sensor
-        .wait_for_stderr("watching", Duration::from_secs(30))
-        .expect("sensor started");
+    let mut sensor = run_sensor(&lab, &config);
     let pid = sensor.child.as_ref().unwrap().id();
     let m = scrape(&lab.server);
     assert_eq!(sum(&m, "sensor_flow_table_capacity", &[]), 4096.0, "{m}");
@@ -227,22 +234,7 @@ burst = 1000
         alerts = alerts.display()
     );
     std::fs::write(&config, &base).unwrap();
-    let mut sensor = lab
-        .server
-        .spawn(
-            &sensor_bin().to_string_lossy(),
-            &[
-                "run",
-                "--config",
-                &config.to_string_lossy(),
-                "--duration-secs",
-                "60",
-            ],
-        )
-        .expect("spawn sensor");
-    sensor
-        .wait_for_stderr("watching", Duration::from_secs(30))
-        .expect("sensor started");
+    let mut sensor = run_sensor(&lab, &config);
     let pid = sensor.child.as_ref().unwrap().id();
 
     // No rules: the scan alerts, and each alert says why.
@@ -362,22 +354,7 @@ format = "eve"
         ),
     )
     .unwrap();
-    let mut sensor = lab
-        .server
-        .spawn(
-            &sensor_bin().to_string_lossy(),
-            &[
-                "run",
-                "--config",
-                &config.to_string_lossy(),
-                "--duration-secs",
-                "60",
-            ],
-        )
-        .expect("spawn sensor");
-    sensor
-        .wait_for_stderr("watching", Duration::from_secs(30))
-        .expect("sensor started");
+    let mut sensor = run_sensor(&lab, &config);
     scan(&lab, "1-60");
     // Every probe ends at the server's RST; the incident opens on the way.
     std::thread::sleep(Duration::from_secs(2));

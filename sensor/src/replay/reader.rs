@@ -142,16 +142,9 @@ fn read_pcap(
     // exactly what a capture cut with `tcpdump -s` contains.
     while let Some(pkt) = r.next_raw_packet() {
         let number = n + 1;
-        let pkt = pkt.map_err(|source| ReplayError::Corrupt {
-            file: path.to_path_buf(),
-            packet: number,
-            source,
-        })?;
-        let bad = |reason| ReplayError::BadPacket {
-            file: path.to_path_buf(),
-            packet: number,
-            reason,
-        };
+        let at = At { path, number };
+        let pkt = pkt.map_err(|e| at.corrupt(e))?;
+        let bad = |reason| at.bad(reason);
         if u64::from(pkt.ts_frac) * frac_ns >= 1_000_000_000 {
             return Err(bad("timestamp fraction is a second or more"));
         }
@@ -168,6 +161,33 @@ fn read_pcap(
         });
     }
     Ok(n)
+}
+
+/// Packet `number` (from 1) of the capture `path`, for its errors.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    path: &'a Path,
+    number: u64,
+}
+
+impl At<'_> {
+    /// The reader could not read the packet (or block) at all.
+    fn corrupt(self, source: pcap_file::PcapError) -> ReplayError {
+        ReplayError::Corrupt {
+            file: self.path.to_path_buf(),
+            packet: self.number,
+            source,
+        }
+    }
+
+    /// The packet was read and is inconsistent.
+    fn bad(self, reason: &'static str) -> ReplayError {
+        ReplayError::BadPacket {
+            file: self.path.to_path_buf(),
+            packet: self.number,
+            reason,
+        }
+    }
 }
 
 /// An interface of a pcapng section: its link type and timestamp unit.
@@ -206,16 +226,9 @@ fn read_pcapng(
     let mut last_ts = 0u64;
     while let Some(block) = r.next_block() {
         let number = n + 1;
-        let block = block.map_err(|source| ReplayError::Corrupt {
-            file: path.to_path_buf(),
-            packet: number,
-            source,
-        })?;
-        let bad = |reason| ReplayError::BadPacket {
-            file: path.to_path_buf(),
-            packet: number,
-            reason,
-        };
+        let at = At { path, number };
+        let block = block.map_err(|e| at.corrupt(e))?;
+        let bad = |reason| at.bad(reason);
         // (interface, timestamp in that interface's units or None, wire length, data)
         let (iface, ticks, wire_len, data) = match &block {
             Block::SectionHeader(_) => {

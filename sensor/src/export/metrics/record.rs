@@ -32,7 +32,7 @@ impl Metrics {
             .get(i, || {
                 d.verdicts.with_label_values(&[
                     if v.anomalous { "anomalous" } else { "normal" },
-                    detector_name(v.detector),
+                    Detector::as_str(v.detector),
                     rec.transport.as_str(),
                     service,
                 ])
@@ -204,14 +204,5 @@ impl Metrics {
             log::error!("encoding metrics failed: {e}");
         }
         out
-    }
-}
-
-fn detector_name(d: Detector) -> &'static str {
-    match d {
-        Detector::None => "none",
-        Detector::Supervised => "supervised",
-        Detector::Unsupervised => "unsupervised",
-        Detector::Both => "both",
     }
 }
