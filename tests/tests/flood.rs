@@ -205,19 +205,8 @@ impl Outcome {
 /// The client's fetch loop: one page per round every `pause` seconds, for `secs` seconds and at
 /// most `max` rounds; prints the rounds run and how many succeeded.
 fn fetch_loop(lab: &GatewayLab, secs: u64, pause: &str, max: u32) -> std::process::Command {
-    let mut c = lab.client.cmd("timeout");
-    c.args([
-        &(secs + 15).to_string(),
-        "sh",
-        "-c",
-        &format!(
-            "end=$(($(date +%s)+{secs})); n=0; ok=0; \
-             while [ $(date +%s) -lt $end ] && [ $n -lt {max} ]; do \
-             if curl -sf -o /dev/null --max-time 3 http://{HTTP_SERVER}/index.html; then ok=$((ok+1)); fi; \
-             n=$((n+1)); sleep {pause}; done; echo $n $ok"
-        ),
-    ]);
-    c
+    let fetch = format!("curl -sf -o /dev/null --max-time 3 http://{HTTP_SERVER}/index.html");
+    gateway::host_loop(&lab.client, secs, max, &fetch, pause)
 }
 
 fn made_and_ok(out: &std::process::Output) -> (u64, u64) {

@@ -54,6 +54,7 @@ pub use scenario::{AttackRun, IdleTimeouts, Made, Outcome, ScenarioOptions, Timi
 pub use sensor::check_metrics;
 use services::Services;
 pub use topology::GatewayLab;
+pub use traffic::host_loop;
 use traffic::{traffic_script, unix_now_ns};
 
 pub use prometheus::{PROMETHEUS_ADDR, PrometheusOptions, PrometheusOutcome};

@@ -31,17 +31,19 @@ pub(super) fn unix_now_ns() -> u64 {
 }
 
 /// A shell loop on a host, bounded by a count and by `timeout`: runs `body` (one connection per
-/// round, `$n` is the round number) every `pause` seconds for `secs` seconds, and prints the
-/// rounds run and how many succeeded (`body` exited 0).
-fn host_loop(ns: &Netns, secs: u64, body: &str, pause: &str) -> Command {
+/// round, `$n` is the round number) every `pause` seconds for `secs` seconds and at most `max`
+/// rounds, and prints the rounds run and how many succeeded (`body` exited 0). Seconds are
+/// counted on the boot clock (`/proc/uptime`), which a step of the wall clock (NTP, a paused
+/// virtual machine) does not move.
+pub fn host_loop(ns: &Netns, secs: u64, max: u32, body: &str, pause: &str) -> Command {
     let mut c = ns.cmd("timeout");
     c.args([
         &(secs + 15).to_string(),
         "sh",
         "-c",
         &format!(
-            "end=$(($(date +%s)+{secs})); n=0; ok=0; \
-             while [ $(date +%s) -lt $end ] && [ $n -lt 1000 ]; do \
+            "now() {{ cut -d. -f1 /proc/uptime; }}; end=$(($(now)+{secs})); n=0; ok=0; \
+             while [ $(now) -lt $end ] && [ $n -lt {max} ]; do \
              if {body}; then ok=$((ok+1)); fi; n=$((n+1)); sleep {pause}; done; echo $n $ok"
         ),
     ]);
@@ -90,7 +92,7 @@ pub(super) fn start_normal(
     normal
         .into_iter()
         .map(|(name, host, body, pause)| {
-            let mut cmd = host_loop(host, secs, &body, pause);
+            let mut cmd = host_loop(host, secs, 1000, &body, pause);
             thread::spawn(move || {
                 let out = cmd.output();
                 let text = out
