@@ -453,10 +453,6 @@ pub fn write_eve_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result
         IncidentKind::AnomalousSource => ("Potentially Bad Traffic", 2),
     };
     let ports = line.protocol != "icmp";
-    let state = serde_json::to_value(line.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
     let event = EveAlert {
         head: EveHead {
             timestamp: suricata_time(line.last_unix_ns),
@@ -474,7 +470,7 @@ pub fn write_eve_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result
             gid: 1,
             signature_id: SIGNATURE_ID_BASE + 1 + index,
             rev: 1,
-            signature: format!("SENSOR {} incident {state}", kind.as_str()),
+            signature: format!("SENSOR {} incident {}", kind.as_str(), line.state.as_str()),
             category,
             severity,
         },

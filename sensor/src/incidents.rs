@@ -34,7 +34,10 @@ use std::{
 };
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Serialize;
+
+mod line;
+
+pub use line::{Example, FeatureMean, IncidentKind, IncidentLine, IncidentState};
 
 use crate::{
     detect::Scored,
@@ -82,120 +85,12 @@ impl Default for IncidentConfig {
     }
 }
 
-/// The kinds of incident; see the module docs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentKind {
-    Flood,
-    UdpFlood,
-    IcmpFlood,
-    PortScan,
-    HostSweep,
-    AnomalousSource,
-}
-
-impl IncidentKind {
-    pub const ALL: [IncidentKind; 6] = [
-        IncidentKind::Flood,
-        IncidentKind::UdpFlood,
-        IncidentKind::IcmpFlood,
-        IncidentKind::PortScan,
-        IncidentKind::HostSweep,
-        IncidentKind::AnomalousSource,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IncidentKind::Flood => "flood",
-            IncidentKind::UdpFlood => "udp_flood",
-            IncidentKind::IcmpFlood => "icmp_flood",
-            IncidentKind::PortScan => "port_scan",
-            IncidentKind::HostSweep => "host_sweep",
-            IncidentKind::AnomalousSource => "anomalous_source",
-        }
-    }
-}
-
-/// An incident's state change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentState {
-    Open,
-    Update,
-    Closed,
-}
-
 /// How many distinct values an incident lists in its lines.
 const LISTED: usize = 10;
 /// How many distinct values an incident remembers exactly (counts beyond are "at least").
 const REMEMBERED: usize = 65_536;
 /// How many features an incident names as the ones that drove its verdicts.
 const TOP_FEATURES: usize = 5;
-
-/// One incident line of the alert stream.
-#[derive(Clone, Debug, Serialize)]
-pub struct IncidentLine {
-    #[serde(rename = "type")]
-    pub kind_of_line: &'static str,
-    pub id: String,
-    pub state: IncidentState,
-    pub kind: IncidentKind,
-    pub protocol: &'static str,
-    /// First packet of its first connection, and the latest evidence's moment.
-    pub start_unix_ns: u64,
-    pub last_unix_ns: u64,
-    /// Up to ten sources and targets, and how many there are.
-    pub sources: Vec<IpAddr>,
-    pub source_count: usize,
-    pub targets: Vec<IpAddr>,
-    pub target_count: usize,
-    /// Up to ten target ports (or ICMP types), and how many distinct ones.
-    pub ports: Vec<u16>,
-    pub port_count: usize,
-    /// Connections on the incident's key while it was open, and how many were anomalous.
-    pub connections: u64,
-    pub anomalous_connections: u64,
-    /// The features whose values set its anomalous connections apart most, with their mean.
-    pub features: Vec<FeatureMean>,
-    /// One of its connections, for joining with other logs.
-    pub example: Example,
-    /// The features that moved the score of its strongest connection (highest combined
-    /// score) most, filled in by [`IncidentLine::explain`] where the model is at hand. One
-    /// connection rather than an aggregate over the evidence: contributions of different
-    /// connections add up along different tree paths, and their sum explains no verdict.
-    pub top_features: Vec<crate::model::FeatureContribution>,
-    /// The strongest connection's features and verdict, for [`IncidentLine::explain`].
-    #[serde(skip)]
-    pub strongest: Option<(KddFeatures, Verdict)>,
-}
-
-impl IncidentLine {
-    /// Fills `top_features` from the strongest connection, by `model`.
-    pub fn explain(&mut self, model: &crate::model::Model) {
-        if let Some((f, v)) = &self.strongest {
-            self.top_features = model.explain(f, v);
-        }
-    }
-}
-
-/// A feature and its mean over an incident's anomalous connections.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FeatureMean {
-    pub name: &'static str,
-    pub mean: f64,
-}
-
-/// A connection's 5-tuple and start.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Example {
-    pub orig_addr: IpAddr,
-    pub orig_port: u16,
-    pub resp_addr: IpAddr,
-    pub resp_port: u16,
-    pub start_unix_ns: u64,
-    /// Community ID v1 (seed 0) of the example connection, to find it in Zeek or Suricata logs.
-    pub community_id: String,
-}
 
 /// The keys of the candidate groups a connection belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use integration_tests::*;
+use sensor::flows::EndReason;
 
 fn one(records: Vec<&ConnectionRecord>, what: &str) -> ConnectionRecord {
     assert_eq!(
@@ -23,20 +24,40 @@ fn num(s: &str) -> u64 {
         .unwrap_or_else(|e| panic!("not a number {s:?}: {e}"))
 }
 
-#[test]
-fn http_request_response_is_one_sf_record_with_exact_bytes() {
-    require_root();
-    let lab = Pair::new().unwrap();
-    let _server = lab
-        .server
-        .spawn(
-            "python3",
-            &["-m", "http.server", "8080", "--bind", &lab.server_v4],
-        )
-        .unwrap();
-    wait_listening(&lab.server, 8080);
-    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
-    let url = format!("http://{}:8080/", lab.server_v4);
+/// The server side of a [`TcpCase`].
+#[derive(Clone, Copy)]
+enum Server {
+    /// Nothing listens: the server's stack refuses the SYN.
+    Closed,
+    /// Python's `http.server`.
+    Http,
+    /// `tcp_server.py` in this mode (`close` or `abort` after its 300-byte answer).
+    Tcp(&'static str),
+}
+
+/// One row of the TCP state table: a server on `port`, the client's exchange with it (which
+/// returns the payload bytes each side sent, as the tools count them), and the record the
+/// sensor must write for it.
+struct TcpCase {
+    name: &'static str,
+    port: u16,
+    server: Server,
+    client: fn(&Pair, u16) -> (u64, u64),
+    state: ConnState,
+    end: EndReason,
+    packets: Packets,
+}
+
+/// The packet counts a [`TcpCase`]'s record must have (originator, responder).
+#[derive(Clone, Copy)]
+enum Packets {
+    Exact(u64, u64),
+    AtLeast(u64, u64),
+}
+
+/// A page fetched with curl: (request bytes, response header + body bytes).
+fn http_get(lab: &Pair, port: u16) -> (u64, u64) {
+    let url = format!("http://{}:{port}/", lab.server_v4);
     let out = lab
         .client
         .run(
@@ -54,29 +75,11 @@ fn http_request_response_is_one_sf_record_with_exact_bytes() {
         )
         .unwrap();
     let sizes: Vec<u64> = out.split_whitespace().map(num).collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let done = sensor.stop();
-    let rec = one(done.between(&lab.client_v4, &lab.server_v4), "HTTP");
-    assert_eq!(rec.transport, Transport::Tcp);
-    assert_eq!(rec.conn_state, ConnState::SF, "{rec:#?}");
-    assert_eq!(rec.orig_addr.to_string(), lab.client_v4);
-    assert_eq!(rec.resp_port, 8080);
-    assert_eq!(rec.orig_bytes, sizes[0], "request bytes sent by curl");
-    assert_eq!(
-        rec.resp_bytes,
-        sizes[1] + sizes[2],
-        "response header + body bytes"
-    );
-    assert_eq!(rec.end_reason, sensor::flows::EndReason::Fin);
-    assert!(rec.orig_packets >= 4 && rec.resp_packets >= 3, "{rec:#?}");
-    done.assert_packets_add_up();
+    (sizes[0], sizes[1] + sizes[2])
 }
 
-#[test]
-fn syn_to_a_closed_port_is_rej() {
-    require_root();
-    let lab = Pair::new().unwrap();
-    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+/// A connection attempt to a closed port: nothing sent either way.
+fn refused(lab: &Pair, port: u16) -> (u64, u64) {
     let st = lab
         .client
         .cmd("curl")
@@ -84,19 +87,132 @@ fn syn_to_a_closed_port_is_rej() {
             "-s",
             "--max-time",
             "2",
-            &format!("http://{}:9/", lab.server_v4),
+            &format!("http://{}:{port}/", lab.server_v4),
         ])
         .status()
         .unwrap();
-    assert!(!st.success(), "port 9 should be closed");
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(!st.success(), "port {port} should be closed");
+    (0, 0)
+}
+
+/// 100 bytes to `tcp_server.py`, 300 back, then `mode` (`close` or `abort`) on the client.
+fn exchange(lab: &Pair, port: u16, mode: &str) -> (u64, u64) {
+    let n = lab
+        .client
+        .run(
+            "python3",
+            &[
+                &traffic("tcp_client.py"),
+                &lab.server_v4,
+                &port.to_string(),
+                "100",
+                "300",
+                mode,
+                "1",
+                "10",
+            ],
+        )
+        .unwrap();
+    assert_eq!(num(&n), 1, "the client completed its exchange");
+    (100, 300)
+}
+
+const TCP_CASES: [TcpCase; 4] = [
+    TcpCase {
+        name: "HTTP request and response",
+        port: 8080,
+        server: Server::Http,
+        client: http_get,
+        state: ConnState::SF,
+        end: EndReason::Fin,
+        // Handshake, request and FIN; SYN-ACK, response and FIN.
+        packets: Packets::AtLeast(4, 3),
+    },
+    TcpCase {
+        name: "SYN to a closed port",
+        port: 9,
+        server: Server::Closed,
+        client: refused,
+        state: ConnState::REJ,
+        end: EndReason::Rst,
+        packets: Packets::Exact(1, 1),
+    },
+    TcpCase {
+        name: "originator abort",
+        port: 7000,
+        server: Server::Tcp("close"),
+        client: |lab, port| exchange(lab, port, "abort"),
+        state: ConnState::RSTO,
+        end: EndReason::Rst,
+        // SYN, ACK and the 100 bytes; SYN-ACK and the 300 bytes.
+        packets: Packets::AtLeast(3, 2),
+    },
+    TcpCase {
+        name: "responder abort",
+        port: 7001,
+        server: Server::Tcp("abort"),
+        client: |lab, port| exchange(lab, port, "close"),
+        state: ConnState::RSTR,
+        end: EndReason::Rst,
+        // SYN, ACK and the 100 bytes; SYN-ACK and the 300 bytes.
+        packets: Packets::AtLeast(3, 2),
+    },
+];
+
+/// The TCP state table: each case's exchange, watched by one sensor, is one record with Zeek's
+/// state, the bytes the tools sent, and its end.
+#[test]
+fn tcp_exchanges_are_one_record_each_with_state_bytes_and_end() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let mut servers = Vec::new();
+    for c in &TCP_CASES {
+        let port = c.port.to_string();
+        let proc = match c.server {
+            Server::Closed => continue,
+            Server::Http => lab.server.spawn(
+                "python3",
+                &["-m", "http.server", &port, "--bind", &lab.server_v4],
+            ),
+            Server::Tcp(mode) => lab.server.spawn(
+                "python3",
+                &[
+                    &traffic("tcp_server.py"),
+                    &lab.server_v4,
+                    &port,
+                    "100",
+                    "300",
+                    mode,
+                    "20",
+                ],
+            ),
+        };
+        servers.push(proc.unwrap());
+        wait_listening(&lab.server, c.port);
+    }
+    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
+    let sent: Vec<(u64, u64)> = TCP_CASES.iter().map(|c| (c.client)(&lab, c.port)).collect();
+    std::thread::sleep(Duration::from_millis(300));
     let done = sensor.stop();
-    let rec = one(done.between(&lab.client_v4, &lab.server_v4), "REJ");
-    assert_eq!(rec.conn_state, ConnState::REJ, "{rec:#?}");
-    assert_eq!((rec.orig_packets, rec.resp_packets), (1, 1));
-    assert_eq!((rec.orig_bytes, rec.resp_bytes), (0, 0));
-    assert_eq!(rec.resp_port, 9);
-    assert_eq!(rec.end_reason, sensor::flows::EndReason::Rst);
+    for (c, bytes) in TCP_CASES.iter().zip(sent) {
+        let of_case: Vec<_> = done
+            .between(&lab.client_v4, &lab.server_v4)
+            .into_iter()
+            .filter(|r| r.resp_port == c.port)
+            .collect();
+        let rec = one(of_case, c.name);
+        let what = format!("{}: {rec:#?}", c.name);
+        assert_eq!(rec.transport, Transport::Tcp, "{what}");
+        assert_eq!(rec.orig_addr.to_string(), lab.client_v4, "{what}");
+        assert_eq!(rec.conn_state, c.state, "{what}");
+        assert_eq!((rec.orig_bytes, rec.resp_bytes), bytes, "{what}");
+        assert_eq!(rec.end_reason, c.end, "{what}");
+        let packets = (rec.orig_packets, rec.resp_packets);
+        match c.packets {
+            Packets::Exact(o, r) => assert_eq!(packets, (o, r), "{what}"),
+            Packets::AtLeast(o, r) => assert!(packets.0 >= o && packets.1 >= r, "{what}"),
+        }
+    }
     done.assert_packets_add_up();
 }
 
@@ -146,65 +262,8 @@ fn syn_to_a_silent_peer_is_s0() {
     assert_eq!(rec.conn_state, ConnState::S0, "{rec:#?}");
     assert!(rec.orig_packets >= 1, "{rec:#?}");
     assert_eq!(rec.resp_packets, 0);
-    assert_eq!(rec.end_reason, sensor::flows::EndReason::Idle);
+    assert_eq!(rec.end_reason, EndReason::Idle);
     done.assert_packets_add_up();
-}
-
-fn aborted(server_mode: &str, client_mode: &str, expected: ConnState) {
-    require_root();
-    let lab = Pair::new().unwrap();
-    let _srv = lab
-        .server
-        .spawn(
-            "python3",
-            &[
-                &traffic("tcp_server.py"),
-                &lab.server_v4,
-                "7000",
-                "100",
-                "300",
-                server_mode,
-                "20",
-            ],
-        )
-        .unwrap();
-    wait_listening(&lab.server, 7000);
-    let sensor = SensorRun::start(&lab.server, &[&lab.veth.b], FAST_TIMEOUTS);
-    let n = lab
-        .client
-        .run(
-            "python3",
-            &[
-                &traffic("tcp_client.py"),
-                &lab.server_v4,
-                "7000",
-                "100",
-                "300",
-                client_mode,
-                "1",
-                "10",
-            ],
-        )
-        .unwrap();
-    assert_eq!(num(&n), 1, "the client completed its exchange");
-    std::thread::sleep(Duration::from_millis(300));
-    let done = sensor.stop();
-    let rec = one(done.between(&lab.client_v4, &lab.server_v4), "aborted");
-    assert_eq!(rec.conn_state, expected, "{rec:#?}");
-    assert_eq!((rec.orig_bytes, rec.resp_bytes), (100, 300));
-    assert_eq!(rec.orig_addr.to_string(), lab.client_v4);
-    assert_eq!(rec.end_reason, sensor::flows::EndReason::Rst);
-    done.assert_packets_add_up();
-}
-
-#[test]
-fn originator_abort_is_rsto() {
-    aborted("close", "abort", ConnState::RSTO);
-}
-
-#[test]
-fn responder_abort_is_rstr() {
-    aborted("abort", "close", ConnState::RSTR);
 }
 
 #[test]
