@@ -1,0 +1,227 @@
+use std::time::Duration;
+
+use super::*;
+use sensor_common::flow::{SIDE_HI, SIDE_LO, ipproto};
+
+const S: u64 = 1_000_000_000;
+
+/// The kernel table as the lifecycle sees it; `evict_on_remove` plays a kernel CPU that
+/// evicts the entry just before user space removes it.
+#[derive(Default)]
+struct Store {
+    flows: FxHashMap<FlowKey, FlowValue>,
+    evict_on_remove: bool,
+}
+
+impl FlowStore for Store {
+    fn get(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(key).copied()
+    }
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+        if self.evict_on_remove {
+            self.flows.remove(key);
+            return false;
+        }
+        match self.flows.get(key) {
+            Some(v) if v.first_seen_ns == first_seen_ns => self.flows.remove(key).is_some(),
+            _ => false,
+        }
+    }
+    fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
+        self.flows.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+fn key(port: u16, protocol: u8) -> FlowKey {
+    FlowKey {
+        addr_lo: [u32::to_be(0xc612_0001), 0, 0, 0],
+        addr_hi: [u32::to_be(0xc612_0002), 0, 0, 0],
+        port_lo: port,
+        port_hi: 80,
+        protocol,
+        ip_version: 4,
+        _pad: [0; 2],
+    }
+}
+
+/// A one-packet attempt from the low side at `t`.
+fn attempt(t: u64, protocol: u8) -> FlowValue {
+    let mut v = FlowValue {
+        first_seen_ns: t,
+        last_seen_ns: t,
+        ..FlowValue::default()
+    };
+    v.packets[SIDE_LO] = 1;
+    if protocol == ipproto::TCP {
+        v.history[SIDE_LO] = history::SYN;
+    }
+    v
+}
+
+fn lifecycle() -> Lifecycle {
+    Lifecycle::new(
+        LifecycleConfig {
+            table_scan_interval: None,
+            early_verdict_after: None,
+            ..LifecycleConfig::default()
+        },
+        0,
+    )
+}
+
+fn finished(out: &[ConnEvent]) -> Vec<&ConnectionRecord> {
+    out.iter().filter_map(ConnEvent::finished).collect()
+}
+
+#[test]
+fn an_evicted_attempt_is_one_record_final_when_it_left() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, v) = (key(1000, ipproto::TCP), attempt(S, ipproto::TCP));
+    l.on_event(&k, &v, event::OPEN, &mut out);
+    l.on_evicted(&k, &v, S + 300_000_000, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, EndReason::Evicted);
+    assert_eq!(recs[0].final_unix_ns, S + 300_000_000);
+    let st = l.stats();
+    assert_eq!(
+        (st.records_evicted, st.records(), st.open_connections),
+        (1, 1, 0)
+    );
+    // Its idle check comes up later and finds nothing to do.
+    let mut store = Store::default();
+    out.clear();
+    l.advance(10 * S, &mut store, &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn an_eviction_whose_open_event_was_lost_is_adopted() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, v) = (key(1001, ipproto::UDP), attempt(S, ipproto::UDP));
+    l.on_evicted(&k, &v, 2 * S, &mut out);
+    assert!(matches!(out[0], ConnEvent::Opened(_)));
+    assert_eq!(finished(&out).len(), 1);
+    assert_eq!(l.stats().adopted_by_scan, 1);
+}
+
+#[test]
+fn a_reported_connection_evicted_while_it_lingers_makes_no_second_record() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let k = key(1002, ipproto::TCP);
+    let mut v = attempt(S, ipproto::TCP);
+    l.on_event(&k, &v, event::OPEN, &mut out);
+    // The originator gives up with a RST: reported at once.
+    v.history[SIDE_LO] |= history::RST;
+    v.packets[SIDE_LO] = 2;
+    l.on_event(&k, &v, event::RST, &mut out);
+    l.on_evicted(&k, &v, S + 1, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, EndReason::Rst);
+    assert_eq!(l.stats().evicted_after_report, 1);
+}
+
+#[test]
+fn an_idle_check_racing_an_eviction_leaves_the_record_to_the_eviction() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, v) = (key(1003, ipproto::UDP), attempt(S, ipproto::UDP));
+    let mut store = Store::default();
+    store.flows.insert(k, v);
+    l.on_event(&k, &v, event::OPEN, &mut out);
+    // The idle deadline passes; the kernel evicts the entry as user space removes it.
+    store.evict_on_remove = true;
+    l.advance(S + 61 * S, &mut store, &mut out);
+    assert!(finished(&out).is_empty(), "no idle record: {out:?}");
+    l.on_evicted(&k, &v, S + 61 * S, &mut out);
+    l.advance(S + 62 * S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, EndReason::Evicted);
+}
+
+/// A lifecycle that scans the table every second, as a live sensor does.
+fn scanning() -> Lifecycle {
+    Lifecycle::new(
+        LifecycleConfig {
+            table_scan_interval: Some(Duration::from_secs(1)),
+            early_verdict_after: None,
+            ..LifecycleConfig::default()
+        },
+        0,
+    )
+}
+
+/// An attempt from `t` refused by a RST from the responder at `t` + 1 ms.
+fn refused(t: u64) -> FlowValue {
+    let mut v = attempt(t, ipproto::TCP);
+    v.history[SIDE_HI] = history::RST;
+    v.packets[SIDE_HI] = 1;
+    v.last_seen_ns = t + 1_000_000;
+    v
+}
+
+#[test]
+fn a_scan_leaves_a_fresh_connection_to_its_events() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, v) = (key(1004, ipproto::TCP), refused(10 * S));
+    let mut store = Store::default();
+    store.flows.insert(k, v);
+    // The scan runs while the connection's events are still in the ring.
+    l.advance(10 * S + 5_000_000, &mut store, &mut out);
+    assert!(out.is_empty(), "adopted too early: {out:?}");
+    l.on_event(&k, &v, event::OPEN, &mut out);
+    l.on_event(&k, &v, event::ANSWER | event::RST, &mut out);
+    l.advance(12 * S, &mut store, &mut out);
+    l.advance(20 * S, &mut store, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    let st = l.stats();
+    assert_eq!((st.adopted_by_scan, st.finished_by_scan), (0, 0));
+}
+
+#[test]
+fn late_events_of_a_connection_the_scan_finished_make_no_second_record() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, v) = (key(1005, ipproto::TCP), refused(10 * S));
+    let mut store = Store::default();
+    store.flows.insert(k, v);
+    // Its events were held up for longer than a scan period.
+    l.advance(12 * S, &mut store, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    l.on_event(&k, &v, event::OPEN, &mut out);
+    l.on_event(&k, &v, event::ANSWER | event::RST, &mut out);
+    for t in 13..80 {
+        l.advance(t * S, &mut store, &mut out);
+    }
+    let opened = out
+        .iter()
+        .filter(|e| matches!(e, ConnEvent::Opened(_)))
+        .count();
+    assert_eq!((opened, finished(&out).len()), (1, 1), "{out:?}");
+    let st = l.stats();
+    assert_eq!(
+        (st.adopted_by_scan, st.finished_by_scan, st.duplicate_events),
+        (1, 1, 2)
+    );
+    assert_eq!(st.open_connections, 0);
+}
+
+#[test]
+fn checks_of_ended_connections_do_not_pile_up() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    // A million connections that each end by their own event long before their idle
+    // check (five minutes for an established one) would come up.
+    for i in 0..1_000_000u64 {
+        let k = FlowKey {
+            port_lo: (i % 60_000) as u16,
+            port_hi: (i / 60_000) as u16,
+            ..key(0, ipproto::UDP)
+        };
+        let v = attempt(S + i * 1000, ipproto::UDP);
+        l.on_event(&k, &v, event::OPEN, &mut out);
+        l.on_evicted(&k, &v, S + i * 1000, &mut out);
+        out.clear();
+    }
+    assert!(l.checks.len() <= 2 * 4096 + 8, "{} checks", l.checks.len());
+    assert_eq!(l.stats().records_evicted, 1_000_000);
+}
