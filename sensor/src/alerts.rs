@@ -5,6 +5,8 @@
 //! operator and the disk. A token bucket lets `burst` connection alerts through at once and
 //! `max_per_second` sustained; the rest are counted, by detector and flag, and reported in one
 //! `suppressed` line when alerts flow again (or at shutdown), so nothing is lost silently.
+pub mod eve;
+
 use std::{collections::BTreeMap, io::Write, net::IpAddr};
 
 use serde::Serialize;
@@ -245,12 +247,7 @@ impl AlertSink {
         if let Some(p) = self.limiter.pending.take() {
             match self.format {
                 AlertFormat::Json => push_line(buf, &p),
-                AlertFormat::Eve => drop(crate::ecosystem::write_eve_other(
-                    buf,
-                    p.kind,
-                    p.last_unix_ns,
-                    &p,
-                )),
+                AlertFormat::Eve => drop(eve::write_other(buf, p.kind, p.last_unix_ns, &p)),
             }
         }
     }
@@ -282,7 +279,7 @@ pub fn write_incident(
     match format {
         AlertFormat::Json => push_line(buf, line),
         // Writing to memory cannot fail.
-        AlertFormat::Eve => drop(crate::ecosystem::write_eve_incident(buf, line)),
+        AlertFormat::Eve => drop(eve::write_incident(buf, line)),
     }
 }
 
@@ -290,7 +287,7 @@ pub fn write_incident(
 pub fn write_connection_alert(format: AlertFormat, buf: &mut Vec<u8>, line: &ScoredLine) {
     match format {
         AlertFormat::Json => push_line(buf, line),
-        AlertFormat::Eve => drop(crate::ecosystem::write_eve_connection_alert(buf, line)),
+        AlertFormat::Eve => drop(eve::write_connection_alert(buf, line)),
     }
 }
 

@@ -277,7 +277,10 @@ impl Pipeline {
             };
             // Rules are tried on anomalous connections only, so normal traffic costs one test.
             if s.verdict.anomalous && !self.suppressions.is_empty() {
-                s.suppressed_by = self.suppressions.connection(rec, &s).cloned();
+                s.suppressed_by = self
+                    .suppressions
+                    .connection(rec, &s.features, &s.verdict)
+                    .cloned();
             }
             out.push(s);
         }

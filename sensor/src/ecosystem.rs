@@ -1,7 +1,7 @@
 //! Rows in the layouts other tools read: Zeek's `conn.log` (TSV with its `#` header lines) and
-//! Suricata's EVE JSON `flow` events (connection records, in `sensor replay` and `sensor run`),
-//! and EVE `alert` events (the alert stream's incidents and connection alerts). See `docs/replay.md` for what each column holds and what
-//! differs from the real thing.
+//! Suricata's EVE JSON `flow` events (connection records, in `sensor replay` and `sensor run`).
+//! (The alert stream's EVE `alert` events are written by `alerts::eve`.) See `docs/formats.md`
+//! and `docs/replay.md` for what each column holds and what differs from the real thing.
 
 use std::{
     io::{self, Write},
@@ -13,16 +13,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    alerts::ScoredLine,
     community_id,
     detect::Scored,
     flows::{ConnectionRecord, EndReason, Transport},
-    incidents::{IncidentKind, IncidentLine},
     kdd::{SERVICE, SERVICES},
 };
 use sensor_common::conn_state::ConnState;
-
-use crate::replay::output::label;
 
 /// The `#fields` of the Zeek rows: Zeek's `conn.log` columns (with `ip_proto`, as Zeek 6 and
 /// later write it), then the sensor's own `community_id`, `verdict` and `score`.
@@ -128,7 +124,12 @@ pub fn uid(rec: &ConnectionRecord) -> String {
 }
 
 /// [`uid`] from its parts: start, IP protocol, originator and responder.
-fn uid_of(start_unix_ns: u64, ip_proto: u8, orig: (IpAddr, u16), resp: (IpAddr, u16)) -> String {
+pub(crate) fn uid_of(
+    start_unix_ns: u64,
+    ip_proto: u8,
+    orig: (IpAddr, u16),
+    resp: (IpAddr, u16),
+) -> String {
     let mut h = Sha256::new();
     h.update(start_unix_ns.to_be_bytes());
     h.update([ip_proto]);
@@ -254,7 +255,7 @@ pub fn write_zeek_row(
         UNSET.into(),
         community_id::ip_proto(rec).to_string(),
         community_id::of_record(rec, seed),
-        label(&s.verdict).into(),
+        s.verdict.label().into(),
         s.verdict.score.to_string(),
     ];
     writeln!(w, "{}", fields.join("\t"))
@@ -315,17 +316,17 @@ struct EveAnomaly {
 
 /// The fields every EVE event of a flow begins with.
 #[derive(Serialize)]
-struct EveHead {
-    timestamp: String,
-    flow_id: u64,
-    event_type: &'static str,
-    src_ip: IpAddr,
+pub(crate) struct EveHead {
+    pub(crate) timestamp: String,
+    pub(crate) flow_id: u64,
+    pub(crate) event_type: &'static str,
+    pub(crate) src_ip: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
-    src_port: Option<u16>,
-    dest_ip: IpAddr,
+    pub(crate) src_port: Option<u16>,
+    pub(crate) dest_ip: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
-    dest_port: Option<u16>,
-    proto: String,
+    pub(crate) dest_port: Option<u16>,
+    pub(crate) proto: String,
 }
 
 #[derive(Serialize)]
@@ -376,163 +377,11 @@ fn eve_reason(rec: &ConnectionRecord) -> &'static str {
 
 /// An EVE `flow_id` for a connection uid (or another stable name): Suricata's flow ids are
 /// positive 51-bit numbers (they must survive JSON doubles).
-fn flow_id(name: &str) -> u64 {
+pub(crate) fn flow_id(name: &str) -> u64 {
     let hash = Sha256::digest(name.as_bytes());
     let mut id = [0u8; 8];
     id.copy_from_slice(&hash[..8]);
     u64::from_be_bytes(id) & ((1 << 51) - 1)
-}
-
-/// Suricata's `alert` object. The sensor's signatures are gid 1 with ids from
-/// [`SIGNATURE_ID_BASE`] (in the range Suricata leaves to local rules).
-#[derive(Serialize)]
-struct EveAlertInfo {
-    action: &'static str,
-    gid: u32,
-    signature_id: u32,
-    rev: u32,
-    signature: String,
-    category: &'static str,
-    severity: u8,
-}
-
-/// First signature id of the sensor's alerts: 9,000,000-9,999,999 is the local range.
-pub const SIGNATURE_ID_BASE: u32 = 9_100_000;
-
-/// An EVE `alert` event, with the sensor's own line (incident or connection alert) under
-/// `sensor` so that nothing of it is lost.
-#[derive(Serialize)]
-struct EveAlert<'a, T: Serialize> {
-    #[serde(flatten)]
-    head: EveHead,
-    community_id: &'a str,
-    alert: EveAlertInfo,
-    sensor: &'a T,
-}
-
-/// Suricata's `proto` for a KDD protocol name (`tcp`, `udp`, `icmp`) and address family.
-fn eve_proto(protocol: &str, v6: bool) -> &'static str {
-    match protocol {
-        "tcp" => "TCP",
-        "udp" => "UDP",
-        "icmp" if v6 => "IPv6-ICMP",
-        "icmp" => "ICMP",
-        "sctp" => "SCTP",
-        _ => "IP",
-    }
-}
-
-/// The IP protocol number of a KDD protocol name and address family.
-fn ip_proto_of(protocol: &str, v6: bool) -> u8 {
-    match protocol {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" if v6 => 58,
-        "icmp" => 1,
-        "sctp" => 132,
-        _ => 0,
-    }
-}
-
-/// An incident's state change as an EVE `alert` event: the example connection's 5-tuple and
-/// Community ID (so that the alert joins the flow in Zeek and Suricata logs), signature
-/// `SENSOR <kind> incident <state>`, one signature id per kind. `flow_id` is stable for the
-/// incident (open, updates and close share it).
-pub fn write_eve_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result<()> {
-    let e = &line.example;
-    let kind = line.kind;
-    let index = IncidentKind::ALL
-        .iter()
-        .position(|&k| k == kind)
-        .unwrap_or(0) as u32;
-    let (category, severity) = match kind {
-        IncidentKind::PortScan | IncidentKind::HostSweep => ("Attempted Information Leak", 2),
-        IncidentKind::Flood | IncidentKind::UdpFlood | IncidentKind::IcmpFlood => {
-            ("Attempted Denial of Service", 1)
-        }
-        IncidentKind::AnomalousSource => ("Potentially Bad Traffic", 2),
-    };
-    let ports = line.protocol != "icmp";
-    let event = EveAlert {
-        head: EveHead {
-            timestamp: suricata_time(line.last_unix_ns),
-            flow_id: flow_id(&format!("incident {}", line.id)),
-            event_type: "alert",
-            src_ip: e.orig_addr,
-            src_port: ports.then_some(e.orig_port),
-            dest_ip: e.resp_addr,
-            dest_port: ports.then_some(e.resp_port),
-            proto: eve_proto(line.protocol, e.orig_addr.is_ipv6()).into(),
-        },
-        community_id: &e.community_id,
-        alert: EveAlertInfo {
-            action: "allowed",
-            gid: 1,
-            signature_id: SIGNATURE_ID_BASE + 1 + index,
-            rev: 1,
-            signature: format!("SENSOR {} incident {}", kind.as_str(), line.state.as_str()),
-            category,
-            severity,
-        },
-        sensor: line,
-    };
-    serde_json::to_writer(&mut *w, &event)?;
-    w.write_all(b"\n")
-}
-
-/// One anomalous connection's alert as an EVE `alert` event; its `flow_id` is the one of the
-/// connection's EVE `flow` event ([`write_eve_row`]).
-pub fn write_eve_connection_alert(w: &mut impl Write, line: &ScoredLine) -> io::Result<()> {
-    let v6 = line.orig_addr.is_ipv6();
-    let ports = line.protocol != "icmp";
-    let uid = uid_of(
-        line.start_unix_ns,
-        ip_proto_of(line.protocol, v6),
-        (line.orig_addr, line.orig_port),
-        (line.resp_addr, line.resp_port),
-    );
-    let event = EveAlert {
-        head: EveHead {
-            timestamp: suricata_time(line.end_unix_ns),
-            flow_id: flow_id(&uid),
-            event_type: "alert",
-            src_ip: line.orig_addr,
-            src_port: ports.then_some(line.orig_port),
-            dest_ip: line.resp_addr,
-            dest_port: ports.then_some(line.resp_port),
-            proto: eve_proto(line.protocol, v6).into(),
-        },
-        community_id: &line.community_id,
-        alert: EveAlertInfo {
-            action: "allowed",
-            gid: 1,
-            signature_id: SIGNATURE_ID_BASE,
-            rev: 1,
-            signature: format!("SENSOR anomalous {} connection", line.service),
-            category: "Potentially Bad Traffic",
-            severity: 3,
-        },
-        sensor: line,
-    };
-    serde_json::to_writer(&mut *w, &event)?;
-    w.write_all(b"\n")
-}
-
-/// Any other line of the alert stream (the rate limit's `suppressed` summary) as an EVE event
-/// of the sensor's own type `sensor_<type>`, at `at_unix_ns`.
-pub fn write_eve_other<T: Serialize>(
-    w: &mut impl Write,
-    event_type: &str,
-    at_unix_ns: u64,
-    line: &T,
-) -> io::Result<()> {
-    let event = serde_json::json!({
-        "timestamp": suricata_time(at_unix_ns),
-        "event_type": format!("sensor_{event_type}"),
-        "sensor": line,
-    });
-    serde_json::to_writer(&mut *w, &event)?;
-    w.write_all(b"\n")
 }
 
 /// One connection as an EVE `flow` event (one JSON line). `timestamp` is the moment the
@@ -575,7 +424,7 @@ pub fn write_eve_row(
         },
         community_id: community_id::of_record(rec, seed),
         anomaly: EveAnomaly {
-            verdict: label(&s.verdict),
+            verdict: s.verdict.label(),
             score: s.verdict.score,
             detector: s.verdict.detector,
             not_scored: s.not_scored,

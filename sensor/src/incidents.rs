@@ -35,7 +35,7 @@ use std::{
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-mod line;
+pub mod line;
 
 pub use line::{Example, FeatureMean, IncidentKind, IncidentLine, IncidentState};
 

@@ -135,6 +135,14 @@ pub struct Verdict {
     pub unsupervised_score: Option<f64>,
 }
 
+impl Verdict {
+    /// The verdict as the data files' label column and the rows' `verdict`: `normal` or
+    /// `anomaly` (the ARFF files' class names).
+    pub fn label(&self) -> &'static str {
+        if self.anomalous { "anomaly" } else { "normal" }
+    }
+}
+
 /// A loaded, validated model.
 #[derive(Clone, Debug)]
 pub struct Model {

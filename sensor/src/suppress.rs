@@ -25,11 +25,10 @@ use std::{fmt, net::IpAddr, str::FromStr, sync::Arc};
 use serde::Deserialize;
 
 use crate::{
-    detect::Scored,
     flows::ConnectionRecord,
-    incidents::{IncidentKind, IncidentLine},
-    kdd::SERVICES,
-    model::Detector,
+    incidents::line::{IncidentKind, IncidentLine},
+    kdd::{KddFeatures, SERVICES},
+    model::{Detector, Verdict},
 };
 
 /// An IPv4 or IPv6 network, `address/prefix` (a bare address is a host).
@@ -279,7 +278,12 @@ impl Rule {
     }
 
     /// Whether this rule silences an anomalous connection.
-    pub fn matches_connection(&self, rec: &ConnectionRecord, s: &Scored) -> bool {
+    pub fn matches_connection(
+        &self,
+        rec: &ConnectionRecord,
+        features: &KddFeatures,
+        verdict: &Verdict,
+    ) -> bool {
         if self.kind.is_some() {
             return false;
         }
@@ -289,7 +293,7 @@ impl Rule {
         };
         let service = || {
             SERVICES
-                .get(s.features.0[crate::kdd::SERVICE] as usize)
+                .get(features.0[crate::kdd::SERVICE] as usize)
                 .copied()
                 .unwrap_or("?")
         };
@@ -303,7 +307,7 @@ impl Rule {
             && self
                 .detector
                 .as_ref()
-                .is_none_or(|d| d.contains(&s.verdict.detector))
+                .is_none_or(|d| d.contains(&verdict.detector))
     }
 
     /// Whether this rule silences an incident line.
@@ -362,14 +366,20 @@ impl Suppressions {
         &self.rules
     }
 
-    /// The first rule that silences `s` (only anomalous connections are ever silenced).
-    pub fn connection(&self, rec: &ConnectionRecord, s: &Scored) -> Option<&Arc<str>> {
-        if !s.verdict.anomalous {
+    /// The first rule that silences a connection with these features and verdict (only
+    /// anomalous connections are ever silenced).
+    pub fn connection(
+        &self,
+        rec: &ConnectionRecord,
+        features: &KddFeatures,
+        verdict: &Verdict,
+    ) -> Option<&Arc<str>> {
+        if !verdict.anomalous {
             return None;
         }
         self.rules
             .iter()
-            .find(|r| r.matches_connection(rec, s))
+            .find(|r| r.matches_connection(rec, features, verdict))
             .map(|r| &r.name)
     }
 

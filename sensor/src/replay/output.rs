@@ -22,7 +22,6 @@ use crate::{
     detect::Scored,
     flows::ConnectionRecord,
     kdd::{FEATURE_NAMES, FLAG, FLAGS, KddFeatures, PROTOCOL_TYPE, PROTOCOLS, SERVICE, SERVICES},
-    model::Verdict,
 };
 
 /// Output formats; see the module docs.
@@ -85,11 +84,6 @@ impl RowWriter {
     }
 }
 
-/// The label column of a verdict.
-pub fn label(v: &Verdict) -> &'static str {
-    if v.anomalous { "anomaly" } else { "normal" }
-}
-
 /// Feature `i` as the data files print it: categorical ones by name, numbers in their shortest
 /// exact form (`0`, `1`, `0.05`), as the rounded rates are.
 pub fn feature_text(f: &KddFeatures, i: usize) -> String {
@@ -140,7 +134,7 @@ pub fn write_row(
         Format::Csv if !rec.transport.is_kdd() => Ok(()),
         Format::Csv => {
             features_csv(w, &s.features)?;
-            writeln!(w, ",{},0", label(&s.verdict))
+            writeln!(w, ",{},0", s.verdict.label())
         }
         Format::WideCsv => {
             features_csv(w, &s.features)?;
@@ -154,7 +148,7 @@ pub fn write_row(
                 rec.transport.as_str(),
                 rec.start_unix_ns,
                 rec.end_unix_ns,
-                label(&s.verdict),
+                s.verdict.label(),
                 s.verdict.score
             )
         }
@@ -184,7 +178,7 @@ pub fn json_row_seeded(rec: &ConnectionRecord, s: &Scored, seed: u16) -> serde_j
             community_id::of_record(rec, seed).into(),
         );
         o.insert("kdd".into(), kdd.into());
-        o.insert("verdict".into(), label(&s.verdict).into());
+        o.insert("verdict".into(), s.verdict.label().into());
         o.insert("anomalous".into(), s.verdict.anomalous.into());
         o.insert("score".into(), s.verdict.score.into());
         o.insert(

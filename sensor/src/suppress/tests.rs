@@ -1,8 +1,7 @@
 use super::*;
 use crate::{
+    detect::Scored,
     incidents::{Example, IncidentState},
-    kdd::KddFeatures,
-    model::Verdict,
 };
 
 fn rules(text: &str) -> Result<Suppressions, String> {
@@ -39,6 +38,17 @@ fn record(src: &str, dst: &str, port: u16) -> ConnectionRecord {
         answer_unix_ns: None,
         final_unix_ns: 2,
     }
+}
+
+/// The rule of `rules` that silences a connection to `service` judged by `detector`.
+fn silenced<'a>(
+    rules: &'a Suppressions,
+    rec: &ConnectionRecord,
+    service: &str,
+    detector: Detector,
+) -> Option<&'a Arc<str>> {
+    let s = scored(service, detector);
+    rules.connection(rec, &s.features, &s.verdict)
 }
 
 fn scored(service: &str, detector: Detector) -> Scored {
@@ -206,8 +216,7 @@ fn a_rule_matches_only_when_every_matcher_does() {
     )
     .unwrap();
     let hit = |src: &str, port: u16, d: Detector| {
-        r.connection(&record(src, "198.51.100.1", port), &scored("http", d))
-            .map(|n| n.to_string())
+        silenced(&r, &record(src, "198.51.100.1", port), "http", d).map(|n| n.to_string())
     };
     assert_eq!(
         hit("192.0.2.15", 22, Detector::Supervised).as_deref(),
@@ -229,19 +238,10 @@ fn a_rule_matches_only_when_every_matcher_does() {
     )
     .unwrap();
     let rec = record("203.0.113.1", "198.51.100.53", 53);
-    assert!(
-        svc.connection(&rec, &scored("domain_u", Detector::Unsupervised))
-            .is_some()
-    );
-    assert!(
-        svc.connection(&rec, &scored("private", Detector::Unsupervised))
-            .is_none()
-    );
+    assert!(silenced(&svc, &rec, "domain_u", Detector::Unsupervised).is_some());
+    assert!(silenced(&svc, &rec, "private", Detector::Unsupervised).is_none());
     let other = record("203.0.113.1", "198.51.101.53", 53);
-    assert!(
-        svc.connection(&other, &scored("domain_u", Detector::Unsupervised))
-            .is_none()
-    );
+    assert!(silenced(&svc, &other, "domain_u", Detector::Unsupervised).is_none());
 }
 
 #[test]
@@ -257,9 +257,11 @@ fn kind_rules_are_for_incidents_and_need_every_source_inside() {
     .unwrap();
     // A kind rule never silences a connection.
     assert!(
-        r.connection(
+        silenced(
+            &r,
             &record("192.0.2.1", "198.51.100.1", 22),
-            &scored("ssh", Detector::Both)
+            "ssh",
+            Detector::Both
         )
         .is_none()
     );
