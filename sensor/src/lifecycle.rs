@@ -140,6 +140,13 @@ impl Lifecycle {
             self.answer(key, v, v.last_seen_ns, out);
         }
         if kinds & event::FINISHED != 0 {
+            if kinds & event::OPEN == 0
+                && !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns)
+            {
+                // Its `OPEN` event was lost: adopt it, so that the windows see it begin.
+                self.stats.adopted_by_scan += 1;
+                self.open_conn(key, v, out);
+            }
             let reason = if kinds & event::RST != 0 {
                 EndReason::Rst
             } else {

@@ -511,10 +511,13 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
         assert_eq!(r["flag"], "SF", "{r}");
         assert_ne!(r["end_reason"], "shutdown", "{r}");
     }
-    assert!(out.health("ringbuf_drops") > 0);
-    assert!(
-        out.capture("adopted_by_scan") + out.capture("finished_by_scan") > 0,
-        "{}",
-        out.summary
-    );
+    // Nothing lost silently: each fetch is three events (begun, answered, both FINs), and every
+    // one the kernel could not put on the ring is counted; what reached user space was read.
+    let (sent, dropped) = (out.health("events_sent"), out.health("ringbuf_drops"));
+    assert!(dropped > 0);
+    assert_eq!(sent + dropped, 3 * made, "{}", out.summary);
+    assert_eq!(out.capture("events"), sent, "{}", out.summary);
+    // Which events were dropped decides who recovers each connection (a lost `OPEN` is adopted
+    // from its next event or by the scan, a lost `ANSWER` needs nothing, a lost FIN event is the
+    // scan's), so the counts of recoveries are reported, not required.
 }

@@ -225,3 +225,15 @@ fn checks_of_ended_connections_do_not_pile_up() {
     assert!(l.checks.len() <= 2 * 4096 + 8, "{} checks", l.checks.len());
     assert_eq!(l.stats().records_evicted, 1_000_000);
 }
+
+#[test]
+fn a_finish_whose_open_event_was_lost_is_adopted_first() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, v) = (key(1006, ipproto::TCP), refused(10 * S));
+    // Its `OPEN` and `ANSWER` events were dropped; the RST's event came.
+    l.on_event(&k, &v, event::RST, &mut out);
+    assert!(matches!(out[0], ConnEvent::Opened(_)), "{out:?}");
+    assert_eq!(finished(&out).len(), 1);
+    assert_eq!(l.stats().adopted_by_scan, 1);
+    assert_eq!(l.stats().open_connections, 0);
+}
