@@ -221,6 +221,12 @@ pub mod event {
     /// attempt, see `crate::slots`): its record is final as it stands, at
     /// [`super::FlowEvent::evicted_ns`]. Sent alone, never with other bits.
     pub const EVICTED: u32 = 1 << 4;
+    /// A SYN reused the 5-tuple of a connection that had ended (FIN or RST) and restarted its
+    /// entry in place: the value is the old connection's as it ended, sent before the new
+    /// connection's [`OPEN`]. Its own finish event may have been lost (a full ring buffer),
+    /// and the restart overwrites the entry that the table scan would otherwise have found.
+    /// Sent alone, never with other bits.
+    pub const REPLACED: u32 = 1 << 5;
 }
 
 /// Ring-buffer message: what a packet did to its connection ([`event`] bits), with the entry's
@@ -238,8 +244,9 @@ pub struct FlowEvent {
     pub kinds: u32,
     /// Explicit padding, always zero.
     pub _pad: u32,
-    /// For [`event::EVICTED`]: when the flow left the table (the evicting packet's time, on the
-    /// flows' clock); 0 for the other events, whose time is the value's.
+    /// For [`event::EVICTED`] and [`event::REPLACED`]: when the flow left the table (the
+    /// evicting or restarting packet's time, on the flows' clock); 0 for the other events,
+    /// whose time is the value's.
     pub evicted_ns: u64,
 }
 

@@ -82,6 +82,10 @@ pub trait FlowTables {
     /// [`crate::slots`]), counting it in `h.flows_evicted` (and an eviction the ring buffer had
     /// no room for in `h.evict_ring_full`). `value.first_seen_ns` is the time now.
     fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, h: &mut Health) -> Insert;
+    /// Hands the connection in the entry `old` to user space before a SYN reusing its
+    /// 5-tuple restarts the entry in place (at `now_ns`): an [`event::REPLACED`] event with its
+    /// value, counted in `h.events_sent` (or `h.ringbuf_drops` when the ring has no room).
+    fn on_restart(&mut self, key: &FlowKey, old: &FlowValue, now_ns: u64, h: &mut Health);
     /// The flow and side a fragment train's first fragment was attributed to.
     fn frag_get(&mut self, key: &FragKey) -> Option<FragValue>;
     /// Remembers a first fragment's flow. Failure is tolerated (later fragments then count as
@@ -166,6 +170,10 @@ pub fn update<T: FlowTables>(
             if starts_new_connection(unsafe { &*v }, p) {
                 let now_ns = clock.exact();
                 exact_ns = Some(now_ns);
+                // The old connection's finish event may have been lost; its value goes with
+                // the entry, so it is handed over first.
+                // SAFETY: as above.
+                t.on_restart(&key, unsafe { &*v }, now_ns, h);
                 // SAFETY: as above; a port-reusing SYN restarts the entry in place.
                 unsafe { *v = new_value(p, &key, side, now_ns) };
                 h.flows_restarted += 1;
@@ -241,6 +249,9 @@ mod tests {
         fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, _h: &mut Health) -> Insert {
             self.flows.insert(*key, *value);
             Insert::Done
+        }
+        fn on_restart(&mut self, _: &FlowKey, _: &FlowValue, _: u64, h: &mut Health) {
+            h.events_sent += 1;
         }
         fn frag_get(&mut self, key: &FragKey) -> Option<FragValue> {
             self.frags.get(key).copied()

@@ -1,6 +1,6 @@
 //! Connection events on the ring buffer.
 
-use sensor_common::{FlowEvent, Health, table::Updated};
+use sensor_common::{FlowEvent, FlowKey, FlowValue, Health, flow::event, table::Updated};
 
 use crate::EVENTS;
 
@@ -28,6 +28,29 @@ pub(crate) fn signal(h: &mut Health, u: &Updated) {
         (*ev).kinds = u.events;
         (*ev)._pad = 0;
         (*ev).evicted_ns = 0;
+    }
+    entry.submit(0);
+    h.events_sent += 1;
+}
+
+/// Sends the connection an entry held before a port-reusing SYN restarts it
+/// ([`event::REPLACED`]), with its value as it ended, written in place in the ring as
+/// [`signal`] does.
+#[inline(always)]
+pub(crate) fn replaced(key: &FlowKey, old: &FlowValue, now_ns: u64, h: &mut Health) {
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
+        h.ringbuf_drops += 1;
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is the reserved ring entry, ours until submitted; `old` is the value in
+    // FLOWS, not yet overwritten by the restart.
+    unsafe {
+        (*ev).key = *key;
+        core::ptr::copy_nonoverlapping(old, &raw mut (*ev).value, 1);
+        (*ev).kinds = event::REPLACED;
+        (*ev)._pad = 0;
+        (*ev).evicted_ns = now_ns;
     }
     entry.submit(0);
     h.events_sent += 1;

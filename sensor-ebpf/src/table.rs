@@ -346,6 +346,11 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
     }
 
     #[inline(always)]
+    fn on_restart(&mut self, key: &FlowKey, old: &FlowValue, now_ns: u64, h: &mut Health) {
+        crate::signal::replaced(key, old, now_ns, h);
+    }
+
+    #[inline(always)]
     fn frag_get(&mut self, key: &FragKey) -> Option<FragValue> {
         // SAFETY: the value is copied out at once.
         unsafe { FRAGS.get(key) }.copied()

@@ -26,6 +26,9 @@
 //! store every `table_scan_interval` adopts the connections whose events were lost: it emits
 //! their `Opened` late (counted in [`LifecycleStats::adopted_by_scan`]) and finalises finished
 //! TCP connections whose `FIN`/`RST` event never came ([`LifecycleStats::finished_by_scan`]).
+//! A SYN that reuses a finished connection's 5-tuple restarts its entry; the kernel hands the
+//! old value over first ([`event::REPLACED`]), so a connection whose finish event was lost is
+//! still finalised ([`LifecycleStats::finished_on_restart`]).
 //! Replay loses nothing and does not scan. (An eviction's event cannot be lost: the kernel
 //! evicts nothing without room for it.)
 //!
@@ -127,6 +130,9 @@ impl Lifecycle {
     /// as that packet left it.
     pub fn on_event(&mut self, key: &FlowKey, v: &FlowValue, kinds: u32, out: &mut Vec<ConnEvent>) {
         self.stats.events += 1;
+        if kinds & event::REPLACED != 0 {
+            return self.on_replaced(key, v, out);
+        }
         if self.reported.get(key) == Some(&v.first_seen_ns) {
             // Reported already: the table scan finished it while this event was in the ring.
             // Its `OPEN` or `ANSWER` must not reopen it (a second record would follow).
@@ -154,6 +160,21 @@ impl Lifecycle {
             };
             self.finish(key, v, reason, v.last_seen_ns, out);
         }
+    }
+
+    /// A connection whose entry a port-reusing SYN restarted, with its value as it ended
+    /// ([`event::REPLACED`]). Usually its end was reported already (its finish event came
+    /// first) and this says nothing new. A connection still open here lost its finish event
+    /// (or was only half closed): it is finalised now, before the new connection's `OPEN`.
+    /// One this lifecycle never knew as open is left alone: it was reported and forgotten
+    /// (its linger over), or its `OPEN` was lost too, and a second record must not follow.
+    fn on_replaced(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
+        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
+            return;
+        }
+        self.stats.finished_on_restart += 1;
+        let reason = tcp_finished(key, v).unwrap_or(EndReason::Fin);
+        self.finish(key, v, reason, v.last_seen_ns, out);
     }
 
     /// A flow the table evicted at `at_ns` to make room (an unanswered attempt), with its value

@@ -109,11 +109,31 @@ fn a_syn_reusing_a_finished_five_tuple_is_a_new_connection() {
     }
     assert_eq!(recs[1].start_unix_ns, T0 + 100 * MS);
     let h = run.r.health();
-    // Each connection: opened, answered, finished.
+    // Each connection: opened, answered, finished; and the first one handed over again when
+    // the second restarted its entry (already reported: no second record).
     assert_eq!(
         (h.flows_created, h.flows_restarted, h.events_sent),
-        (1, 1, 6)
+        (1, 1, 7)
     );
+    let s = run.r.stats();
+    assert_eq!((s.finished_on_restart, s.lost_on_restart), (0, 0));
+}
+
+#[test]
+fn a_half_closed_connection_whose_port_is_reused_keeps_its_record() {
+    let mut run = Run::new(ReplayConfig::default());
+    run.at(0, tcp4(C, 40000, S, 80, SYN, &[]))
+        .at(1, tcp4(S, 80, C, 40000, SYN | ACK, &[]))
+        .at(2, tcp4(C, 40000, S, 80, ACK | PSH, &[b'x'; 10]))
+        .at(3, tcp4(C, 40000, S, 80, FIN | ACK, &[]));
+    // The server never closes its side; the client opens a new connection from the same port.
+    handshake_and_close(&mut run, 100, 40000);
+    let recs = run.take();
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    assert_eq!((recs[0].start_unix_ns, recs[0].orig_packets), (T0, 3));
+    assert_eq!(recs[1].start_unix_ns, T0 + 100 * MS);
+    let s = run.r.stats();
+    assert_eq!((s.finished_on_restart, s.lost_on_restart), (1, 0));
 }
 
 #[test]

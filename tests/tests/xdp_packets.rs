@@ -90,6 +90,25 @@ fn a_tcp_exchange_is_one_exact_sf_entry() {
         (8, 8, 1, 3)
     );
     assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
+    // The client reuses the port: the entry restarts for the new connection, and the old one
+    // goes to user space first, as it ended (its FIN event may have been lost).
+    drain_events(&mut x);
+    let h = run_one(&mut x, &frames[0]);
+    assert_eq!((h.flows_restarted, h.events_sent), (1, 2));
+    let events = drain_events(&mut x);
+    let kinds: Vec<u32> = events.iter().map(|e| e.kinds).collect();
+    assert_eq!(kinds, [event::REPLACED, event::OPEN]);
+    assert_eq!(
+        (events[0].key, events[0].value),
+        (k, v),
+        "the old value, whole"
+    );
+    assert!(events[0].evicted_ns >= v.last_seen_ns);
+    let o = usize::from(events[1].value.orig_side);
+    assert_eq!(
+        events[1].value.packets[o] + events[1].value.packets[o ^ 1],
+        1
+    );
 }
 
 #[test]

@@ -83,6 +83,7 @@ pub struct Metrics {
     capture_finished_by_scan: IntCounter,
     capture_adopted_by_scan: IntCounter,
     capture_lost_on_restart: IntCounter,
+    capture_finished_on_restart: IntCounter,
     detection: Detection,
 }
 

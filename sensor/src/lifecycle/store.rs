@@ -31,8 +31,13 @@ pub struct LifecycleStats {
     /// signalled).
     pub finished_by_scan: u64,
     /// Connections whose entry was restarted for a new connection on the same 5-tuple before
-    /// their own end was reported (their finish event was lost): their records are lost.
+    /// their own end was reported, and whose `REPLACED` event (which carries the old value)
+    /// was lost too: their records are lost.
     pub lost_on_restart: u64,
+    /// Connections finalised from their `REPLACED` event: their finish event was lost (or the
+    /// connection was only half closed) when a SYN reused their 5-tuple.
+    #[serde(default)]
+    pub finished_on_restart: u64,
     /// Records emitted, by end reason: fin, rst, idle, shutdown, evicted.
     pub records_fin: u64,
     pub records_rst: u64,

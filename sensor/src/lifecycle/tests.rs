@@ -237,3 +237,56 @@ fn a_finish_whose_open_event_was_lost_is_adopted_first() {
     assert_eq!(l.stats().adopted_by_scan, 1);
     assert_eq!(l.stats().open_connections, 0);
 }
+
+/// A completed exchange from `t`: handshake, data, both FINs, the last packet at `t` + 10 ms.
+fn closed(t: u64) -> FlowValue {
+    let mut v = attempt(t, ipproto::TCP);
+    v.history[SIDE_LO] |= history::ACK | history::NON_SYN | history::DATA | history::FIN;
+    v.history[SIDE_HI] = history::SYN_ACK | history::NON_SYN | history::DATA | history::FIN;
+    v.packets = [5, 4];
+    v.last_seen_ns = t + 10_000_000;
+    v
+}
+
+/// The kernel's part of a port reuse: the old value as `REPLACED`, then the new one's `OPEN`.
+fn reuse(l: &mut Lifecycle, k: &FlowKey, old: &FlowValue, t: u64, out: &mut Vec<ConnEvent>) {
+    l.on_event(k, old, event::REPLACED, out);
+    l.on_event(k, &attempt(t, ipproto::TCP), event::OPEN, out);
+}
+
+#[test]
+fn a_reused_five_tuple_hands_over_a_connection_whose_finish_event_was_lost() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, old) = (key(1007, ipproto::TCP), closed(10 * S));
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    // The FIN event was dropped; the client reuses the port before the scan comes.
+    reuse(&mut l, &k, &old, 10 * S + 20_000_000, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(
+        (recs[0].end_reason, recs[0].orig_packets),
+        (EndReason::Fin, 5)
+    );
+    let st = l.stats();
+    assert_eq!((st.finished_on_restart, st.lost_on_restart), (1, 0));
+    assert_eq!(st.open_connections, 1, "the new connection is open");
+}
+
+#[test]
+fn a_reused_five_tuple_after_a_reported_finish_makes_no_second_record() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, old) = (key(1008, ipproto::TCP), closed(10 * S));
+    let mut store = Store::default();
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    l.on_event(&k, &old, event::FIN_BOTH, &mut out);
+    reuse(&mut l, &k, &old, 10 * S + 20_000_000, &mut out);
+    // The replaced event can also come after the linger forgot the report.
+    store
+        .flows
+        .insert(k, attempt(10 * S + 20_000_000, ipproto::TCP));
+    l.advance(15 * S, &mut store, &mut out);
+    l.on_event(&k, &old, event::REPLACED, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    let st = l.stats();
+    assert_eq!((st.finished_on_restart, st.lost_on_restart), (0, 0));
+}

@@ -3,6 +3,7 @@
 use sensor_common::{
     Health,
     encap::{Marks, Pending, count_error, follow, update_marked},
+    flow::event,
     parse::{Parsed, next},
 };
 
@@ -90,6 +91,10 @@ impl Replayer {
             // Flows the insert evicted to make room (a full table) are finished as they stood.
             for (key, value, at_ns) in tables.evicted.drain(..) {
                 lifecycle.on_evicted(&key, &value, at_ns, out);
+            }
+            // A connection whose entry a port-reusing SYN restarted, before the new one opens.
+            for (key, value) in tables.replaced.drain(..) {
+                lifecycle.on_event(&key, &value, event::REPLACED, out);
             }
             let Some(u) = u else {
                 return;

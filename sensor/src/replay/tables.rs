@@ -30,6 +30,9 @@ pub struct UserTables {
     /// Flows evicted by the last inserts, with the time they left, for the lifecycle
     /// ([`Replayer::packet`] hands them over at once, as the kernel's ring buffer does).
     pub(super) evicted: Vec<(FlowKey, FlowValue, u64)>,
+    /// Connections whose entries the last update restarted for a new connection on the same
+    /// 5-tuple, as they ended (the kernel's `REPLACED` events).
+    pub(super) replaced: Vec<(FlowKey, FlowValue)>,
 }
 
 impl UserTables {
@@ -41,6 +44,7 @@ impl UserTables {
             frag_order: VecDeque::new(),
             flow_order: VecDeque::new(),
             evicted: Vec::new(),
+            replaced: Vec::new(),
         }
     }
 
@@ -141,6 +145,12 @@ impl FlowTables for UserTables {
         self.flows.insert(*key, *value);
         self.inserted(key, value.first_seen_ns);
         Insert::Done
+    }
+
+    #[inline]
+    fn on_restart(&mut self, key: &FlowKey, old: &FlowValue, _now_ns: u64, h: &mut Health) {
+        self.replaced.push((*key, *old));
+        h.events_sent += 1;
     }
 
     #[inline]

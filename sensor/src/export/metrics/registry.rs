@@ -66,7 +66,11 @@ impl Metrics {
         )?;
         let capture_lost_on_restart = counter(
             "sensor_capture_lost_on_restart_total",
-            "Connections whose entry a new connection on the same 5-tuple took over before their end was reported (their finish event was lost): records lost.",
+            "Connections whose entry a new connection on the same 5-tuple took over before their end was reported, whose finish and replaced events were both lost: records lost.",
+        )?;
+        let capture_finished_on_restart = counter(
+            "sensor_capture_finished_on_restart_total",
+            "Connections finalised from the kernel's replaced event when a SYN reused their 5-tuple, because their finish event was lost (or they were only half closed).",
         )?;
         let detection = Detection::new(&registry)?;
         // Both results exist from the start at 0, so that the first failed reload is an
@@ -87,6 +91,7 @@ impl Metrics {
             capture_finished_by_scan,
             capture_adopted_by_scan,
             capture_lost_on_restart,
+            capture_finished_on_restart,
             detection,
         })
     }
