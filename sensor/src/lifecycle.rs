@@ -9,8 +9,9 @@
 //!   became known, it finished (FIN both ways or RST). The first two become
 //!   [`ConnEvent::Opened`] and [`ConnEvent::Answered`] at once, so that the feature windows see
 //!   connections in the order they began, whenever they end; a finished connection becomes a
-//!   [`ConnEvent::Finished`] record at once and its entry lingers for `close_linger`, so that
-//!   trailing ACKs do not open a phantom connection.
+//!   [`ConnEvent::Finished`] record (at once after a RST; after a short `close_settle` after
+//!   the second FIN, so that the final ACK is in it, as in Zeek's) and its entry lingers for
+//!   `close_linger`, so that later trailing packets do not open a phantom connection.
 //! * [`Lifecycle::advance`]: the passing of time. Every open connection has one pending idle
 //!   check, due at its last packet plus the idle timeout that applies to it
 //!   ([`idle_timeout`]). The check reads the entry and either finalises the connection (end
@@ -62,6 +63,8 @@ enum Check {
     Early,
     /// The idle deadline.
     Idle,
+    /// The end of a FIN-closed connection's settle ([`LifecycleConfig::close_settle`]).
+    Close,
 }
 
 /// A connection the lifecycle knows to be open.
@@ -87,6 +90,9 @@ pub struct Lifecycle {
     /// Pending checks `(due_ns, kind, key, first_seen_ns)`, earliest first ([`Check`]). A check
     /// whose connection has ended or was replaced is dropped when it comes up.
     checks: BinaryHeap<Reverse<(u64, Check, FlowKey, u64)>>,
+    /// TCP connections closed by FINs whose record waits for the final ACK
+    /// ([`LifecycleConfig::close_settle`]), with their value at the second FIN.
+    closing: FxHashMap<FlowKey, FlowValue>,
     /// Finished connections already reported and still lingering, by their `first_seen_ns`.
     reported: FxHashMap<FlowKey, u64>,
     /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
@@ -103,6 +109,7 @@ impl Lifecycle {
             mono_to_unix_ns,
             open: FxHashMap::default(),
             checks: BinaryHeap::new(),
+            closing: FxHashMap::default(),
             reported: FxHashMap::default(),
             lingering: VecDeque::new(),
             next_scan_ns: 0,
@@ -153,18 +160,67 @@ impl Lifecycle {
                 self.stats.adopted_by_scan += 1;
                 self.open_conn(key, v, out);
             }
-            let reason = if kinds & event::RST != 0 {
-                EndReason::Rst
+            if kinds & event::RST != 0 {
+                self.finish(key, v, EndReason::Rst, v.last_seen_ns, out);
+            } else if self.config.close_settle.is_zero() {
+                self.finish(key, v, EndReason::Fin, v.last_seen_ns, out);
             } else {
-                EndReason::Fin
-            };
-            self.finish(key, v, reason, v.last_seen_ns, out);
+                self.settle(key, v);
+            }
         }
+    }
+
+    /// Holds the record of a connection whose second FIN `v` is, until the final ACK had time
+    /// to come ([`Check::Close`]).
+    fn settle(&mut self, key: &FlowKey, v: &FlowValue) {
+        if self.is_closing(key, v.first_seen_ns) {
+            // A second FIN event (two CPUs raced on the last FINs).
+            self.stats.duplicate_events += 1;
+            return;
+        }
+        self.closing.insert(*key, *v);
+        let due = v
+            .last_seen_ns
+            .saturating_add(self.config.close_settle.as_nanos() as u64);
+        self.checks
+            .push(Reverse((due, Check::Close, *key, v.first_seen_ns)));
+    }
+
+    /// Whether the connection of `key` that began at `first_seen` waits for its final ACK.
+    fn is_closing(&self, key: &FlowKey, first_seen: u64) -> bool {
+        self.closing
+            .get(key)
+            .is_some_and(|c| c.first_seen_ns == first_seen)
+    }
+
+    /// The end of a close settle: the record, with the counts the entry holds now (the final
+    /// ACK and anything else that trailed the FINs), or as it was at the second FIN if the
+    /// entry is gone. Its end stays the second FIN, as Zeek's duration does (and the KDD
+    /// `duration` it was trained on): only the counts take the trailing packets in.
+    fn close(
+        &mut self,
+        key: &FlowKey,
+        first_seen: u64,
+        store: &impl FlowStore,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        if !self.is_closing(key, first_seen) {
+            return; // finished meanwhile (a RST, a reuse of its 5-tuple)
+        }
+        let Some(at_fin) = self.closing.get(key).copied() else {
+            return;
+        };
+        let mut v = store
+            .get(key)
+            .filter(|v| v.first_seen_ns == first_seen)
+            .unwrap_or(at_fin);
+        v.last_seen_ns = at_fin.last_seen_ns;
+        self.finish(key, &v, EndReason::Fin, at_fin.last_seen_ns, out);
     }
 
     /// A connection whose entry a port-reusing SYN restarted, with its value as it ended
     /// ([`event::REPLACED`]). Usually its end was reported already (its finish event came
-    /// first) and this says nothing new. A connection still open here lost its finish event
+    /// first) and this says nothing new, or it waits for its final ACK and is finalised now. A connection still open here lost its finish event
     /// (or was only half closed): it is finalised now, before the new connection's `OPEN`.
     /// One this lifecycle never knew as open is left alone: it was reported and forgotten
     /// (its linger over), or its `OPEN` was lost too, and a second record must not follow.
@@ -172,7 +228,9 @@ impl Lifecycle {
         if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
             return;
         }
-        self.stats.finished_on_restart += 1;
+        if !self.is_closing(key, v.first_seen_ns) {
+            self.stats.finished_on_restart += 1;
+        }
         let reason = tcp_finished(key, v).unwrap_or(EndReason::Fin);
         self.finish(key, v, reason, v.last_seen_ns, out);
     }
@@ -288,6 +346,9 @@ impl Lifecycle {
         final_ns: u64,
         out: &mut Vec<ConnEvent>,
     ) {
+        if self.is_closing(key, v.first_seen_ns) {
+            self.closing.remove(key);
+        }
         let answer_ns = match self.open.remove(key) {
             Some(o) if o.first_seen_ns == v.first_seen_ns => o.answer_ns,
             Some(o) => {
@@ -329,6 +390,7 @@ impl Lifecycle {
             match kind {
                 Check::Idle => self.check(&key, first_seen, now_ns, store, out),
                 Check::Early => self.early(&key, first_seen, due, store, out),
+                Check::Close => self.close(&key, first_seen, store, out),
             }
         }
         if let Some(every) = self.config.table_scan_interval
@@ -349,8 +411,12 @@ impl Lifecycle {
         store: &mut impl FlowStore,
         out: &mut Vec<ConnEvent>,
     ) {
-        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == first_seen) {
-            return; // finished, or replaced by a later connection with its own check
+        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == first_seen)
+            || self.is_closing(key, first_seen)
+        {
+            // Finished, replaced by a later connection with its own check, or closed by FINs
+            // and waiting for its final ACK (its close check finishes it).
+            return;
         }
         let Some(v) = store.get(key).filter(|v| v.first_seen_ns == first_seen) else {
             // Evicted (its `EVICTED` event brings the record) or restarted (its `OPEN` event
@@ -480,8 +546,10 @@ impl Lifecycle {
         self.stats.table_entries = entries.len() as u64;
         let settled = |t: u64| now_ns.saturating_sub(t) >= grace_ns;
         for (key, v) in entries {
-            if self.reported.get(&key) == Some(&v.first_seen_ns) {
-                continue; // lingering after its report
+            if self.reported.get(&key) == Some(&v.first_seen_ns)
+                || self.is_closing(&key, v.first_seen_ns)
+            {
+                continue; // lingering after its report, or waiting for its final ACK
             }
             let known =
                 matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
@@ -511,6 +579,16 @@ impl Lifecycle {
     /// entry removed.
     pub fn flush(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
         self.expire_lingering(now_ns, store);
+        // Closed by FINs and waiting for the final ACK: their settle ends now.
+        let mut closing: Vec<_> = self
+            .closing
+            .iter()
+            .map(|(k, v)| (v.last_seen_ns, *k, v.first_seen_ns))
+            .collect();
+        closing.sort_unstable();
+        for (_, key, first_seen) in closing {
+            self.close(&key, first_seen, store, out);
+        }
         let mut entries = store.entries();
         // Deterministic order: by last packet, then first packet, then key.
         entries.sort_unstable_by_key(|(k, v)| (v.last_seen_ns, v.first_seen_ns, *k));

@@ -133,8 +133,9 @@ fn tcp_states_sf_rej_rsto_rstr_s0_are_exact() {
     assert_eq!(
         brief(&rows),
         vec![
-            // 9 packets; the trailing ACK after the second FIN is not in the finished record.
-            b(c, 40000, s, 80, SF, Fin, (4, 4), (100, 300)),
+            // 9 packets; the final ACK after the second FIN is in the record (its close
+            // settle), as in Zeek's conn.log.
+            b(c, 40000, s, 80, SF, Fin, (5, 4), (100, 300)),
             b(c, 40001, s, 23, REJ, Rst, (1, 1), (0, 0)),
             b(c, 40002, s, 7000, RSTO, Rst, (4, 2), (50, 60)),
             b(c, 40003, s, 7000, RSTR, Rst, (3, 2), (10, 0)),
@@ -205,7 +206,7 @@ fn ipv6_pcapng_with_nanosecond_stamps_is_exact() {
     assert_eq!(
         brief(&rows),
         vec![
-            b(c, 40010, s, 80, SF, Fin, (4, 3), (20, 40)),
+            b(c, 40010, s, 80, SF, Fin, (5, 3), (20, 40)),
             b(c, 7, s, 7, OTH, Shutdown, (1, 1), (16, 16)),
         ]
     );

@@ -279,14 +279,64 @@ fn a_reused_five_tuple_after_a_reported_finish_makes_no_second_record() {
     let mut store = Store::default();
     l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
     l.on_event(&k, &old, event::FIN_BOTH, &mut out);
-    reuse(&mut l, &k, &old, 10 * S + 20_000_000, &mut out);
+    l.advance(10 * S + 15_000_000, &mut store, &mut out);
+    assert!(finished(&out).is_empty(), "waiting for the final ACK: {out:?}");
+    l.advance(10 * S + 30_000_000, &mut store, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    reuse(&mut l, &k, &old, 10 * S + 40_000_000, &mut out);
     // The replaced event can also come after the linger forgot the report.
     store
         .flows
-        .insert(k, attempt(10 * S + 20_000_000, ipproto::TCP));
+        .insert(k, attempt(10 * S + 40_000_000, ipproto::TCP));
     l.advance(15 * S, &mut store, &mut out);
     l.on_event(&k, &old, event::REPLACED, &mut out);
     assert_eq!(finished(&out).len(), 1, "{out:?}");
     let st = l.stats();
     assert_eq!((st.finished_on_restart, st.lost_on_restart), (0, 0));
+}
+
+#[test]
+fn a_fin_closed_record_waits_for_the_final_ack_and_counts_it() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, at_fin) = (key(1009, ipproto::TCP), closed(10 * S));
+    let mut store = Store::default();
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    // The final ACK, 1 ms after the second FIN.
+    let mut now = at_fin;
+    now.packets[SIDE_LO] += 1;
+    now.last_seen_ns += 1_000_000;
+    store.flows.insert(k, now);
+    // A scan and an idle check during the wait leave it to its close check.
+    l.advance(10 * S + 15_000_000, &mut store, &mut out);
+    assert!(finished(&out).is_empty(), "{out:?}");
+    l.advance(10 * S + 25_000_000, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!((recs[0].orig_packets, recs[0].resp_packets), (6, 4));
+    // It ends at the second FIN, as Zeek's duration does.
+    assert_eq!(recs[0].end_unix_ns, at_fin.last_seen_ns);
+    assert_eq!(recs[0].final_unix_ns, at_fin.last_seen_ns);
+    let st = l.stats();
+    assert_eq!((st.records_fin, st.finished_by_scan, st.open_connections), (1, 0, 0));
+    // A duplicate FIN event, a later scan and the shutdown add nothing.
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    l.advance(12 * S, &mut store, &mut out);
+    l.flush(13 * S, &mut store, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+}
+
+#[test]
+fn a_fin_closed_connection_still_waiting_at_shutdown_is_recorded_once() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, at_fin) = (key(1010, ipproto::TCP), closed(10 * S));
+    let mut store = Store::default();
+    store.flows.insert(k, at_fin);
+    l.on_event(&k, &at_fin, event::OPEN, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    l.flush(10 * S + 11_000_000, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(recs[0].end_reason, EndReason::Fin);
+    assert_eq!(l.stats().finished_by_scan, 0);
 }

@@ -35,6 +35,7 @@ impl Replayer {
         let lifecycle = LifecycleConfig {
             timeouts: config.timeouts,
             close_linger: LifecycleConfig::DEFAULT_CLOSE_LINGER,
+            close_settle: LifecycleConfig::DEFAULT_CLOSE_SETTLE,
             table_scan_interval: None,
             early_verdict_after: Some(LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER),
         };
