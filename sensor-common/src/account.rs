@@ -83,7 +83,8 @@ pub fn history_bits(tcp: u8, payload_len: u32) -> u8 {
 ///
 /// Returns the [`event`] bits user space must learn from this packet: [`event::ANSWER`] when it
 /// made the outcome of the originator's SYN known (see [`answered`]), [`event::RST`] for a side's
-/// first RST, [`event::FIN_BOTH`] for the first FIN of the second side; 0 for most packets. A
+/// first RST, [`event::FIN_BOTH`] for the first FIN of the second side, [`event::CLOSED`] for
+/// the first packet after both FINs; 0 for most packets. A
 /// retransmitted FIN or a repeated RST sets no new bit and signals nothing; user space ignores
 /// the rare duplicate that two CPUs racing on the same flow could produce.
 ///
@@ -130,19 +131,25 @@ pub unsafe fn account(
             atomic_add(&raw mut (*v).urgent_packets, 1u32);
         }
         let old = (*v).history[side];
-        let new = old | history_bits(p.tcp_flags, p.payload_len);
+        let other = (*v).history[peer(side)];
+        // 1 for the first packet after both FINs: both had sent one before it, and neither
+        // side has sent a packet after them yet.
+        let both_fins = (old & other & history::FIN) >> history::FIN.trailing_zeros();
+        let after_before =
+            ((old | other) & history::AFTER_FINS) >> history::AFTER_FINS.trailing_zeros();
+        let after = both_fins & (after_before ^ 1);
+        let new = old | history_bits(p.tcp_flags, p.payload_len) | (after * history::AFTER_FINS);
         if new == old {
             return 0;
         }
         (*v).history[side] = new;
-        let other = (*v).history[peer(side)];
         // Branch-free (the verifier walks every branch of every packet's path): `m` is all ones
         // when this packet's sender is the originator.
         let m = 0u8.wrapping_sub(u8::from(side == usize::from((*v).orig_side & 1)));
         let (orig_old, resp_old) = ((old & m) | (other & !m), (other & m) | (old & !m));
         let (orig_new, resp_new) = ((new & m) | (other & !m), (other & m) | (new & !m));
         let answer = answered_bit(orig_new, resp_new) & !answered_bit(orig_old, resp_old);
-        let mut events = answer * event::ANSWER;
+        let mut events = (answer * event::ANSWER) | (u32::from(after) * event::CLOSED);
         let added = new & !old;
         if added & history::RST != 0 {
             events |= event::RST;
@@ -246,7 +253,17 @@ mod tests {
         }
         assert_eq!(
             events,
-            [0, event::ANSWER, 0, 0, 0, 0, 0, event::FIN_BOTH, 0]
+            [
+                0,
+                event::ANSWER,
+                0,
+                0,
+                0,
+                0,
+                0,
+                event::FIN_BOTH,
+                event::CLOSED
+            ]
         );
         let orig = v.orig_side as usize;
         assert_eq!(orig, side0);
@@ -293,6 +310,40 @@ mod tests {
         assert_eq!(events_of(&[c(ACK | PSH, 10), s(ACK, 0)]), [0, 0]);
         // Seen from the SYN-ACK on (flipped): the originator's SYN was not seen.
         assert_eq!(events_of(&[s(SYN | ACK, 0), c(ACK, 0)]), [0, 0]);
+    }
+
+    #[test]
+    fn the_first_packet_after_both_fins_signals_closed_once() {
+        use tcp_flags::*;
+        let c = |f| tcp(2, 40000, 1, 80, f, 0);
+        let s = |f| tcp(1, 80, 2, 40000, f, 0);
+        let close = [
+            c(SYN),
+            s(SYN | ACK),
+            c(ACK),
+            c(FIN | ACK),
+            s(FIN | ACK),
+            c(ACK),       // the final ACK
+            s(ACK),       // nothing new
+            c(FIN | ACK), // a retransmitted FIN
+        ];
+        assert_eq!(
+            events_of(&close),
+            [0, event::ANSWER, 0, 0, event::FIN_BOTH, event::CLOSED, 0, 0]
+        );
+        // The FINs crossed: the first packet after both, from either side, is the one.
+        let crossed = [
+            c(SYN),
+            s(SYN | ACK),
+            c(FIN | ACK),
+            s(FIN | ACK),
+            s(ACK),
+            c(ACK),
+        ];
+        assert_eq!(
+            events_of(&crossed),
+            [0, event::ANSWER, 0, event::FIN_BOTH, event::CLOSED, 0]
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub mod history {
     /// sender completed a handshake even where the peer's SYN-ACK was not seen (one-sided
     /// capture, asymmetric routing).
     pub const ACK: u8 = 1 << 6;
+    /// A packet sent after both sides' FINs (the final ACK, a retransmitted FIN): set on the
+    /// first side that sends one, on neither after that. Not a Zeek letter.
+    pub const AFTER_FINS: u8 = 1 << 7;
 }
 
 /// The flow table key. IPv4 addresses occupy the first word of each address, the rest is zero.
@@ -227,6 +230,10 @@ pub mod event {
     /// and the restart overwrites the entry that the table scan would otherwise have found.
     /// Sent alone, never with other bits.
     pub const REPLACED: u32 = 1 << 5;
+    /// The first packet after both FINs (normally the final ACK): a FIN-closed connection's
+    /// record waits for it (or for a short settle, see `sensor::lifecycle`), so that it counts
+    /// the final ACK as Zeek does.
+    pub const CLOSED: u32 = 1 << 6;
 }
 
 /// Ring-buffer message: what a packet did to its connection ([`event`] bits), with the entry's

@@ -9,8 +9,9 @@
 //!   became known, it finished (FIN both ways or RST). The first two become
 //!   [`ConnEvent::Opened`] and [`ConnEvent::Answered`] at once, so that the feature windows see
 //!   connections in the order they began, whenever they end; a finished connection becomes a
-//!   [`ConnEvent::Finished`] record (at once after a RST; after a short `close_settle` after
-//!   the second FIN, so that the final ACK is in it, as in Zeek's) and its entry lingers for
+//!   [`ConnEvent::Finished`] record (at once after a RST; after the second FIN, at the final
+//!   ACK's event or after a short `close_settle` if none comes, so that the final ACK is in it,
+//!   as in Zeek's) and its entry lingers for
 //!   `close_linger`, so that later trailing packets do not open a phantom connection.
 //! * [`Lifecycle::advance`]: the passing of time. Every open connection has one pending idle
 //!   check, due at its last packet plus the idle timeout that applies to it
@@ -140,6 +141,10 @@ impl Lifecycle {
         if kinds & event::REPLACED != 0 {
             return self.on_replaced(key, v, out);
         }
+        if kinds & event::CLOSED != 0 && self.is_closing(key, v.first_seen_ns) {
+            // The final ACK came: the record needs no more waiting.
+            return self.close_with(key, v, out);
+        }
         if self.reported.get(key) == Some(&v.first_seen_ns) {
             // Reported already: the table scan finished it while this event was in the ring.
             // Its `OPEN` or `ANSWER` must not reopen it (a second record would follow).
@@ -170,8 +175,8 @@ impl Lifecycle {
         }
     }
 
-    /// Holds the record of a connection whose second FIN `v` is, until the final ACK had time
-    /// to come ([`Check::Close`]).
+    /// Holds the record of a connection whose second FIN `v` is, until its final ACK comes
+    /// ([`event::CLOSED`]) or the settle is over ([`Check::Close`]): whichever is first.
     fn settle(&mut self, key: &FlowKey, v: &FlowValue) {
         if self.is_closing(key, v.first_seen_ns) {
             // A second FIN event (two CPUs raced on the last FINs).
@@ -205,15 +210,25 @@ impl Lifecycle {
         out: &mut Vec<ConnEvent>,
     ) {
         if !self.is_closing(key, first_seen) {
-            return; // finished meanwhile (a RST, a reuse of its 5-tuple)
+            return; // finished meanwhile (a RST, a reuse of its 5-tuple, its final ACK)
         }
         let Some(at_fin) = self.closing.get(key).copied() else {
             return;
         };
-        let mut v = store
+        let v = store
             .get(key)
             .filter(|v| v.first_seen_ns == first_seen)
             .unwrap_or(at_fin);
+        self.close_with(key, &v, out);
+    }
+
+    /// The record of a connection closed by FINs, with the counts of `v` (a later value of
+    /// its entry) and the end of its second FIN.
+    fn close_with(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
+        let Some(at_fin) = self.closing.get(key).copied() else {
+            return;
+        };
+        let mut v = *v;
         v.last_seen_ns = at_fin.last_seen_ns;
         self.finish(key, &v, EndReason::Fin, at_fin.last_seen_ns, out);
     }

@@ -158,8 +158,9 @@ fn tcp_states_sf_rej_rsto_rstr_s0_are_exact() {
     );
     let h = report.health;
     assert_eq!((h.packets, h.accounted, h.flows_created), (26, 26, 6));
-    // Events: 6 connections begun, 4 answered (the REJ's answer and reset in one), 4 finished.
-    assert_eq!((h.events_sent, report.stats.records_idle), (13, 1));
+    // Events: 6 connections begun, 4 answered (the REJ's answer and reset in one), 4 finished,
+    // 1 final ACK after both FINs (the SF one).
+    assert_eq!((h.events_sent, report.stats.records_idle), (14, 1));
     // Connection times are the capture's own (Unix) timestamps.
     assert_eq!(rows[0].0.start_unix_ns, T0);
     assert_eq!(rows[0].0.end_unix_ns, T0 + 7 * MS);

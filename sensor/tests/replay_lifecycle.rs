@@ -62,7 +62,8 @@ fn handshake_and_close(run: &mut Run, t: u64, port: u16) {
         .at(t + 2, tcp4(C, port, S, 80, ACK, &[]))
         .at(t + 3, tcp4(C, port, S, 80, PSH | ACK, &[b'x'; 10]))
         .at(t + 4, tcp4(C, port, S, 80, FIN | ACK, &[]))
-        .at(t + 5, tcp4(S, 80, C, port, FIN | ACK, &[]));
+        .at(t + 5, tcp4(S, 80, C, port, FIN | ACK, &[]))
+        .at(t + 6, tcp4(C, port, S, 80, ACK, &[]));
 }
 
 #[test]
@@ -75,8 +76,15 @@ fn a_trailing_ack_lingers_and_the_entry_goes_after_the_linger() {
         (recs[0].conn_state, recs[0].end_reason),
         (ConnState::SF, EndReason::Fin)
     );
-    // The last ACK and a retransmitted FIN: accounted into the lingering entry, no new record.
-    run.at(6, tcp4(C, 40000, S, 80, ACK, &[]))
+    // The final ACK is in the record (its event ended the wait for it).
+    assert_eq!((recs[0].orig_packets, recs[0].resp_packets), (5, 2));
+    assert_eq!(
+        recs[0].end_unix_ns,
+        T0 + 5 * MS,
+        "it ends at the second FIN"
+    );
+    // A repeated ACK and a retransmitted FIN: accounted into the lingering entry, no new record.
+    run.at(7, tcp4(C, 40000, S, 80, ACK, &[]))
         .at(500, tcp4(S, 80, C, 40000, FIN | ACK, &[]));
     assert!(run.take().is_empty());
     assert_eq!(run.r.tables().len(), 1);
@@ -105,15 +113,15 @@ fn a_syn_reusing_a_finished_five_tuple_is_a_new_connection() {
     let recs = run.take();
     assert_eq!(recs.len(), 2, "{recs:#?}");
     for r in &recs {
-        assert_eq!((r.orig_packets, r.resp_packets, r.orig_bytes), (4, 2, 10));
+        assert_eq!((r.orig_packets, r.resp_packets, r.orig_bytes), (5, 2, 10));
     }
     assert_eq!(recs[1].start_unix_ns, T0 + 100 * MS);
     let h = run.r.health();
-    // Each connection: opened, answered, finished; and the first one handed over again when
-    // the second restarted its entry (already reported: no second record).
+    // Each connection: opened, answered, finished, its final ACK; and the first one handed
+    // over again when the second restarted its entry (already reported: no second record).
     assert_eq!(
         (h.flows_created, h.flows_restarted, h.events_sent),
-        (1, 1, 7)
+        (1, 1, 9)
     );
     let s = run.r.stats();
     assert_eq!((s.finished_on_restart, s.lost_on_restart), (0, 0));
@@ -134,6 +142,24 @@ fn a_half_closed_connection_whose_port_is_reused_keeps_its_record() {
     assert_eq!(recs[1].start_unix_ns, T0 + 100 * MS);
     let s = run.r.stats();
     assert_eq!((s.finished_on_restart, s.lost_on_restart), (1, 0));
+}
+
+#[test]
+fn a_close_without_a_final_ack_is_recorded_after_the_settle() {
+    let mut run = Run::new(ReplayConfig::default());
+    run.at(0, tcp4(C, 40000, S, 80, SYN, &[]))
+        .at(1, tcp4(S, 80, C, 40000, SYN | ACK, &[]))
+        .at(2, tcp4(C, 40000, S, 80, ACK, &[]))
+        .at(3, tcp4(C, 40000, S, 80, FIN | ACK, &[]))
+        .at(4, tcp4(S, 80, C, 40000, FIN | ACK, &[]));
+    assert!(run.take().is_empty(), "waiting for the final ACK");
+    run.at(13, udp4(C, 1, S, 2, &[b'u'; 1]));
+    assert!(run.take().is_empty(), "still within the 10 ms settle");
+    run.at(15, udp4(C, 1, S, 2, &[b'u'; 1]));
+    let recs = run.take();
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!((recs[0].orig_packets, recs[0].resp_packets), (3, 2));
+    assert_eq!(recs[0].final_unix_ns, T0 + 4 * MS);
 }
 
 #[test]

@@ -32,7 +32,7 @@ const MEASURED_MATCHED: usize = 309;
 /// Measured level: matched connections whose `conn_state` agrees with Zeek's.
 const MEASURED_STATE: usize = 291;
 /// Measured level: matched connections whose two packet counts agree with Zeek's.
-const MEASURED_PACKETS: usize = 273;
+const MEASURED_PACKETS: usize = 265;
 /// Measured level: matched connections whose two byte counts agree with Zeek's.
 const MEASURED_BYTES: usize = 253;
 /// Measured level: matched connections whose `conn_state` agrees or differs for a named reason.
@@ -61,9 +61,9 @@ enum Why {
     /// the second FIN), so it is not in the record (Zeek counts it): both `SF`, one side
     /// exactly one packet short.
     FinalAckAfterFins,
-    /// As [`Why::FinalAckAfterFins`] with more packets after the second FIN (the final ACK with
-    /// retransmitted FINs and their ACKs): both `SF`, the sensor short on both sides or by more
-    /// than one, never over.
+    /// Packets after the second FIN beyond the first one, which ends the record's wait (a
+    /// crossed close's second ACK, retransmitted FINs and their ACKs), or a late final ACK with
+    /// more: both `SF`, the sensor short, never over.
     PacketsAfterFins,
     /// The record is written at the RST, so packets after it (a second RST) are in Zeek's counts
     /// only: the same `RST*` state, the sensor short, never over.

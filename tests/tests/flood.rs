@@ -459,7 +459,7 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::start(&["--ring-bytes", "4096"], 120);
     // Bursts of 200 fetches, 32 at a time, until the kernel has dropped events (a few bursts
-    // at most: each connection sends three, the ring holds 32).
+    // at most: each connection sends four, the ring holds 32).
     let (mut made, mut ok) = (0u64, 0u64);
     let mut drops = 0.0;
     for _ in 0..5 {
@@ -512,15 +512,15 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
         assert_eq!(r["flag"], "SF", "{r}");
         assert_ne!(r["end_reason"], "shutdown", "{r}");
     }
-    // Nothing lost silently: each fetch is three events (begun, answered, both FINs), plus one
-    // when its client port reused an entry still in the table (the old connection handed
-    // over), and every one the kernel could not put on the ring is counted; what reached user
-    // space was read.
+    // Nothing lost silently: each fetch is four events (begun, answered, both FINs, the final
+    // ACK), plus one when its client port reused an entry still in the table (the old
+    // connection handed over), and every one the kernel could not put on the ring is counted;
+    // what reached user space was read.
     let (sent, dropped) = (out.health("events_sent"), out.health("ringbuf_drops"));
     assert!(dropped > 0);
     assert_eq!(
         sent + dropped,
-        3 * made + out.health("flows_restarted"),
+        4 * made + out.health("flows_restarted"),
         "{}",
         out.summary
     );

@@ -84,10 +84,11 @@ fn a_tcp_exchange_is_one_exact_sf_entry() {
         ConnState::SF
     );
     let h = x.health();
-    // Three events: the connection began, its SYN was answered, both sides sent FIN.
+    // Four events: the connection began, its SYN was answered, both sides sent FIN, the final
+    // ACK followed.
     assert_eq!(
         (h.packets, h.accounted, h.flows_created, h.events_sent),
-        (8, 8, 1, 3)
+        (8, 8, 1, 4)
     );
     assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
     // The client reuses the port: the entry restarts for the new connection, and the old one

@@ -280,7 +280,10 @@ fn a_reused_five_tuple_after_a_reported_finish_makes_no_second_record() {
     l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
     l.on_event(&k, &old, event::FIN_BOTH, &mut out);
     l.advance(10 * S + 15_000_000, &mut store, &mut out);
-    assert!(finished(&out).is_empty(), "waiting for the final ACK: {out:?}");
+    assert!(
+        finished(&out).is_empty(),
+        "waiting for the final ACK: {out:?}"
+    );
     l.advance(10 * S + 30_000_000, &mut store, &mut out);
     assert_eq!(finished(&out).len(), 1, "{out:?}");
     reuse(&mut l, &k, &old, 10 * S + 40_000_000, &mut out);
@@ -318,7 +321,10 @@ fn a_fin_closed_record_waits_for_the_final_ack_and_counts_it() {
     assert_eq!(recs[0].end_unix_ns, at_fin.last_seen_ns);
     assert_eq!(recs[0].final_unix_ns, at_fin.last_seen_ns);
     let st = l.stats();
-    assert_eq!((st.records_fin, st.finished_by_scan, st.open_connections), (1, 0, 0));
+    assert_eq!(
+        (st.records_fin, st.finished_by_scan, st.open_connections),
+        (1, 0, 0)
+    );
     // A duplicate FIN event, a later scan and the shutdown add nothing.
     l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
     l.advance(12 * S, &mut store, &mut out);
@@ -339,4 +345,25 @@ fn a_fin_closed_connection_still_waiting_at_shutdown_is_recorded_once() {
     assert_eq!(recs.len(), 1, "{out:?}");
     assert_eq!(recs[0].end_reason, EndReason::Fin);
     assert_eq!(l.stats().finished_by_scan, 0);
+}
+
+#[test]
+fn the_final_ack_event_ends_the_wait_at_once() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, at_fin) = (key(1011, ipproto::TCP), closed(10 * S));
+    l.on_event(&k, &at_fin, event::OPEN, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    assert!(finished(&out).is_empty());
+    let mut acked = at_fin;
+    acked.packets[SIDE_LO] += 1;
+    acked.last_seen_ns += 200_000;
+    l.on_event(&k, &acked, event::CLOSED, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(recs[0].orig_packets, 6);
+    assert_eq!(recs[0].end_unix_ns, at_fin.last_seen_ns);
+    // Its close check finds it finished; a second side's packet after the FINs adds nothing.
+    l.advance(11 * S, &mut Store::default(), &mut out);
+    l.on_event(&k, &acked, event::CLOSED, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
 }

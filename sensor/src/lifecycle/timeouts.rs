@@ -56,9 +56,9 @@ pub struct LifecycleConfig {
     pub timeouts: Timeouts,
     /// How long a finished TCP connection's entry stays in the table after it was reported.
     pub close_linger: Duration,
-    /// How long after its second FIN a TCP connection's record waits for the final ACK (and
-    /// whatever else trails the FINs), so that the record counts them as Zeek's does; zero:
-    /// the record is written at the second FIN.
+    /// How long after its second FIN a TCP connection's record waits at most for the final
+    /// ACK (whose event, `CLOSED`, ends the wait at once), so that the record counts it as
+    /// Zeek's does; zero: the record is written at the second FIN.
     pub close_settle: Duration,
     /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
     /// (replay, which loses no event).
@@ -78,9 +78,10 @@ impl LifecycleConfig {
     /// Default close settle: one capture tick (`config::DEFAULT_TICK`). The final ACK follows
     /// the second FIN by the round trip between the sensor and the host that closed first,
     /// well under a millisecond for a gateway next to its hosts (and nothing for a capture on
-    /// one of them); the wait costs a FIN-closed connection this much detection latency, a
-    /// fifth of the 50 ms target. A final ACK later than that is left out of the record, as
-    /// it was before the wait (`docs/replay.md`).
+    /// one of them), and its event ends the wait; only a connection whose final ACK never
+    /// comes (or later than this) waits it out, which costs it this much detection latency, a
+    /// fifth of the 50 ms target. A final ACK later than that is left out of the record
+    /// (`docs/replay.md`).
     pub const DEFAULT_CLOSE_SETTLE: Duration = Duration::from_millis(10);
     /// Default delay of an early verdict: beyond any round-trip time, and the moment a
     /// client retransmits an unanswered SYN.
