@@ -119,7 +119,8 @@ fn main() -> Result<()> {
             bootstrap::ensure()?;
             require_root("the XDP benchmark loads BPF programs")?;
             cargo(&["bench", "--workspace", "--exclude", "sensor-ebpf"])?;
-            demo::latency_bench()
+            demo::latency_bench()?;
+            xtask::bench_report::report(&workspace_root().join("target"))
         }
         Cmd::Demo { seconds } => {
             bootstrap::ensure()?;
