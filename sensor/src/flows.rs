@@ -409,9 +409,11 @@ impl ConnectionRecord {
             answer_unix_ns: None,
             final_unix_ns: end_unix_ns,
             history: match transport {
+                // Without `AFTER_FINS`, which only ends the record's wait and has no letter:
+                // the history is what its letters say.
                 Transport::Tcp => History {
-                    orig: v.history[orig],
-                    resp: v.history[resp],
+                    orig: v.history[orig] & !history::AFTER_FINS,
+                    resp: v.history[resp] & !history::AFTER_FINS,
                 },
                 _ => History::default(),
             },

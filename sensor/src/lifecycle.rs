@@ -147,8 +147,11 @@ impl Lifecycle {
         }
         if self.reported.get(key) == Some(&v.first_seen_ns) {
             // Reported already: the table scan finished it while this event was in the ring.
-            // Its `OPEN` or `ANSWER` must not reopen it (a second record would follow).
-            self.stats.duplicate_events += 1;
+            // Its `OPEN` or `ANSWER` must not reopen it (a second record would follow). A final
+            // ACK that came after the settle is no duplicate: it is only late.
+            if kinds != event::CLOSED {
+                self.stats.duplicate_events += 1;
+            }
             return;
         }
         if kinds & event::OPEN != 0 {
@@ -165,7 +168,10 @@ impl Lifecycle {
                 self.stats.adopted_by_scan += 1;
                 self.open_conn(key, v, out);
             }
-            if kinds & event::RST != 0 {
+            if self.is_closing(key, v.first_seen_ns) {
+                // A RST after both FINs: the connection was over at the second FIN.
+                self.close_with(key, v, out);
+            } else if kinds & event::RST != 0 {
                 self.finish(key, v, EndReason::Rst, v.last_seen_ns, out);
             } else if self.config.close_settle.is_zero() {
                 self.finish(key, v, EndReason::Fin, v.last_seen_ns, out);
@@ -235,17 +241,19 @@ impl Lifecycle {
 
     /// A connection whose entry a port-reusing SYN restarted, with its value as it ended
     /// ([`event::REPLACED`]). Usually its end was reported already (its finish event came
-    /// first) and this says nothing new, or it waits for its final ACK and is finalised now. A connection still open here lost its finish event
-    /// (or was only half closed): it is finalised now, before the new connection's `OPEN`.
+    /// first) and this says nothing new, or it waits for its final ACK and is finalised now.
+    /// A connection still open here lost its finish event (or was only half closed): it is
+    /// finalised now, before the new connection's `OPEN`.
     /// One this lifecycle never knew as open is left alone: it was reported and forgotten
     /// (its linger over), or its `OPEN` was lost too, and a second record must not follow.
     fn on_replaced(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
         if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
             return;
         }
-        if !self.is_closing(key, v.first_seen_ns) {
-            self.stats.finished_on_restart += 1;
+        if self.is_closing(key, v.first_seen_ns) {
+            return self.close_with(key, v, out);
         }
+        self.stats.finished_on_restart += 1;
         let reason = tcp_finished(key, v).unwrap_or(EndReason::Fin);
         self.finish(key, v, reason, v.last_seen_ns, out);
     }
@@ -278,8 +286,15 @@ impl Lifecycle {
     fn open_conn(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
         match self.open.get(key) {
             Some(o) if o.first_seen_ns == v.first_seen_ns => return,
+            // The entry was restarted for a new connection while the old one waited for its
+            // final ACK (its `REPLACED` event lost): its record, as it was at the second FIN.
+            Some(o) if self.is_closing(key, o.first_seen_ns) => {
+                if let Some(at_fin) = self.closing.get(key).copied() {
+                    self.close_with(key, &at_fin, out);
+                }
+            }
             // The entry was restarted for a new connection before the old one's end was
-            // reported: that record is gone with the old value.
+            // reported, and its `REPLACED` event was lost: that record is gone.
             Some(_) => self.stats.lost_on_restart += 1,
             None => {}
         }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Opens COUNT TCP connections one after the other: send REQ_BYTES, read RESP_BYTES, then close
-normally (FIN) or abort (RST, with MODE=abort). Prints how many completed.
+normally (FIN) or abort (RST, with MODE=abort; MODE=abort-after-fin waits for the server's FIN
+first, so that the RST follows it: the packets' order is then fixed). Prints how many completed.
 
 usage: tcp_client.py ADDR PORT REQ_BYTES RESP_BYTES MODE COUNT MAX_SECONDS
 """
@@ -27,7 +28,10 @@ for _ in range(count):
             got += len(d)
         if got >= resp:
             done += 1  # the exchange completed; how the connection ends is the test's choice
-        if mode == "abort":
+        if mode == "abort-after-fin":
+            while c.recv(65536):
+                pass
+        if mode.startswith("abort"):
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         else:
             c.shutdown(socket.SHUT_WR)

@@ -4,7 +4,7 @@
 //! perfectly: the same XDP program measured 2.2x its baseline on one Intel CPU and 5.1x on
 //! another (`docs/performance.md`), so a figure without its CPU cannot be compared.
 
-use std::path::Path;
+use std::{path::Path, time::SystemTime};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -25,7 +25,12 @@ fn model_name(cpuinfo: &str) -> Option<String> {
     })
 }
 
-/// Every `*ratio*` figure of a bench report, by its path of keys (nested objects joined
+/// Whether a report key names a ratio: `*ratio*` or `*_vs_baseline` (the replay bench's).
+fn is_ratio(key: &str) -> bool {
+    key.contains("ratio") || key.ends_with("_vs_baseline")
+}
+
+/// Every ratio of a bench report ([`is_ratio`]), by its path of keys (nested objects joined
 /// with `.`).
 fn ratios(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
     if let Value::Object(map) = v {
@@ -36,7 +41,7 @@ fn ratios(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
                 format!("{prefix}.{k}")
             };
             match v {
-                Value::Number(n) if k.contains("ratio") => {
+                Value::Number(n) if is_ratio(k) => {
                     if let Some(x) = n.as_f64() {
                         out.push((name, x));
                     }
@@ -48,8 +53,9 @@ fn ratios(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
     }
 }
 
-/// Adds the CPU model to every `bench-*.json` in `target` and prints each ratio with it.
-pub fn report(target: &Path) -> Result<()> {
+/// Adds the CPU model to every `bench-*.json` in `target` written since `since` (this run's:
+/// older files may come from another machine) and prints each ratio with it.
+pub fn report(target: &Path, since: SystemTime) -> Result<()> {
     let cpu = cpu_model();
     let mut files: Vec<_> = std::fs::read_dir(target)
         .with_context(|| format!("reading {}", target.display()))?
@@ -58,6 +64,9 @@ pub fn report(target: &Path) -> Result<()> {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("bench-") && n.ends_with(".json"))
+                && std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
         })
         .collect();
     files.sort();
@@ -101,6 +110,7 @@ mod tests {
         let v: Value = serde_json::json!({
             "hot_ratio": 5.5, "baseline_hot_ns": 16.0,
             "encapsulations_hot": {"gre_ratio": 14.0, "note": "x"},
+            "full_time_vs_baseline": 7.0,
         });
         let mut out = Vec::new();
         ratios("", &v, &mut out);
@@ -109,6 +119,7 @@ mod tests {
             out,
             [
                 ("encapsulations_hot.gre_ratio".to_string(), 14.0),
+                ("full_time_vs_baseline".to_string(), 7.0),
                 ("hot_ratio".to_string(), 5.5)
             ]
         );

@@ -118,9 +118,10 @@ fn main() -> Result<()> {
         Cmd::Bench => {
             bootstrap::ensure()?;
             require_root("the XDP benchmark loads BPF programs")?;
+            let started = std::time::SystemTime::now();
             cargo(&["bench", "--workspace", "--exclude", "sensor-ebpf"])?;
             demo::latency_bench()?;
-            xtask::bench_report::report(&workspace_root().join("target"))
+            xtask::bench_report::report(&workspace_root().join("target"), started)
         }
         Cmd::Demo { seconds } => {
             bootstrap::ensure()?;

@@ -367,3 +367,97 @@ fn the_final_ack_event_ends_the_wait_at_once() {
     l.on_event(&k, &acked, event::CLOSED, &mut out);
     assert_eq!(finished(&out).len(), 1, "{out:?}");
 }
+
+/// A scanning lifecycle whose close settle (5 s) outlasts the scan's grace and the idle
+/// timeouts (1 s), so that a connection waiting for its final ACK meets both.
+fn slow_settle() -> Lifecycle {
+    Lifecycle::new(
+        LifecycleConfig {
+            timeouts: Timeouts {
+                tcp_established: Duration::from_secs(1),
+                tcp_attempt: Duration::from_secs(1),
+                ..Timeouts::default()
+            },
+            close_settle: Duration::from_secs(5),
+            table_scan_interval: Some(Duration::from_secs(1)),
+            early_verdict_after: None,
+            ..LifecycleConfig::default()
+        },
+        0,
+    )
+}
+
+#[test]
+fn neither_the_scan_nor_an_idle_check_finishes_a_connection_waiting_for_its_final_ack() {
+    let (mut l, mut out) = (slow_settle(), Vec::new());
+    let (k, at_fin) = (key(1012, ipproto::TCP), closed(10 * S));
+    let mut store = Store::default();
+    store.flows.insert(k, at_fin);
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    for t in 11..15 {
+        l.advance(t * S, &mut store, &mut out);
+    }
+    assert!(finished(&out).is_empty(), "{out:?}");
+    l.advance(16 * S, &mut store, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    let st = l.stats();
+    assert_eq!((st.finished_by_scan, st.records_fin), (0, 1));
+}
+
+#[test]
+fn a_new_connection_on_the_five_tuple_ends_the_wait_with_the_old_record() {
+    for replaced_event_came in [true, false] {
+        let (mut l, mut out) = (slow_settle(), Vec::new());
+        let (k, at_fin) = (key(1013, ipproto::TCP), closed(10 * S));
+        l.on_event(&k, &at_fin, event::OPEN, &mut out);
+        l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+        let mut later = at_fin;
+        later.packets[SIDE_LO] += 1;
+        later.last_seen_ns += 1_000_000;
+        if replaced_event_came {
+            reuse(&mut l, &k, &later, 10 * S + 50_000_000, &mut out);
+        } else {
+            let new = attempt(10 * S + 50_000_000, ipproto::TCP);
+            l.on_event(&k, &new, event::OPEN, &mut out);
+        }
+        let recs = finished(&out);
+        assert_eq!(recs.len(), 1, "{replaced_event_came}: {out:?}");
+        assert_eq!(
+            recs[0].end_unix_ns, at_fin.last_seen_ns,
+            "ends at the second FIN"
+        );
+        let want_packets = if replaced_event_came { 6 } else { 5 };
+        assert_eq!(recs[0].orig_packets, want_packets);
+        let st = l.stats();
+        assert_eq!((st.lost_on_restart, st.finished_on_restart), (0, 0));
+        assert_eq!(st.open_connections, 1, "the new connection");
+        // Its close check, when it comes, finds nothing to do.
+        l.advance(16 * S, &mut Store::default(), &mut out);
+        assert_eq!(finished(&out).len(), 1, "{out:?}");
+    }
+}
+
+#[test]
+fn a_final_ack_event_before_the_fin_event_leaves_the_record_to_the_settle() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, at_fin) = (key(1014, ipproto::TCP), closed(10 * S));
+    let mut acked = at_fin;
+    acked.packets[SIDE_LO] += 1;
+    acked.last_seen_ns += 100_000;
+    let mut store = Store::default();
+    store.flows.insert(k, acked);
+    l.on_event(&k, &at_fin, event::OPEN, &mut out);
+    // Two CPUs: the final ACK's event is read before the second FIN's.
+    l.on_event(&k, &acked, event::CLOSED, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    assert!(finished(&out).is_empty());
+    l.advance(10 * S + 30_000_000, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(
+        recs[0].orig_packets, 6,
+        "the entry's counts at the settle's end"
+    );
+    assert_eq!(l.stats().duplicate_events, 0);
+}
