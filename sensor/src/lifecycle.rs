@@ -243,12 +243,27 @@ impl Lifecycle {
     /// ([`event::REPLACED`]). Usually its end was reported already (its finish event came
     /// first) and this says nothing new, or it waits for its final ACK and is finalised now.
     /// A connection still open here lost its finish event (or was only half closed): it is
-    /// finalised now, before the new connection's `OPEN`.
-    /// One this lifecycle never knew as open is left alone: it was reported and forgotten
-    /// (its linger over), or its `OPEN` was lost too, and a second record must not follow.
+    /// finalised now, before the new connection's `OPEN`. One neither open nor reported lost
+    /// all its events: it is adopted and finalised (a reported one stays in `reported` while
+    /// a new connection holds its entry, so it is not taken for one).
     fn on_replaced(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
-        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
-            return;
+        if self.reported.get(key) == Some(&v.first_seen_ns) {
+            return; // its finish event came first: the usual case
+        }
+        match self.open.get(key) {
+            Some(o) if o.first_seen_ns == v.first_seen_ns => {}
+            // The new connection's events came first (not expected: they follow this one on
+            // the same CPU); it keeps its place, the old one is lost.
+            Some(_) => {
+                self.stats.lost_on_restart += 1;
+                return;
+            }
+            // Neither open nor reported: all its events were lost (a reported connection
+            // stays in `reported` while a new one holds its entry, see `expire_lingering`).
+            None => {
+                self.stats.adopted_by_scan += 1;
+                self.open_conn(key, v, out);
+            }
         }
         if self.is_closing(key, v.first_seen_ns) {
             return self.close_with(key, v, out);
@@ -549,8 +564,15 @@ impl Lifecycle {
                         self.lingering.push_back((due, key, first_seen));
                     }
                 }
-                // Gone, or taken over by a new connection on the same 5-tuple.
-                _ => {
+                // Taken over by a new connection on the same 5-tuple: remembered while the new
+                // one holds the entry, so that the old one's `REPLACED` event (which may come
+                // after this) is known as reported.
+                Some(_) => {
+                    let due = now_ns.saturating_add(linger_ns);
+                    self.lingering.push_back((due, key, first_seen));
+                }
+                // Gone.
+                None => {
                     self.reported.remove(&key);
                 }
             }

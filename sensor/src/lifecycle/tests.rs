@@ -461,3 +461,51 @@ fn a_final_ack_event_before_the_fin_event_leaves_the_record_to_the_settle() {
     );
     assert_eq!(l.stats().duplicate_events, 0);
 }
+
+#[test]
+fn a_connection_whose_events_were_all_lost_is_recorded_from_its_replaced_event() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, old) = (key(1015, ipproto::TCP), closed(10 * S));
+    // OPEN, ANSWER, FIN and final-ACK events all dropped; the client reuses the port.
+    reuse(&mut l, &k, &old, 10 * S + 50_000_000, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!((recs[0].start_unix_ns, recs[0].orig_packets), (10 * S, 5));
+    let st = l.stats();
+    assert_eq!(
+        (
+            st.adopted_by_scan,
+            st.finished_on_restart,
+            st.lost_on_restart
+        ),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn a_reported_connection_taken_over_during_its_linger_is_not_recorded_again() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let (k, old) = (key(1016, ipproto::TCP), closed(10 * S));
+    let mut store = Store::default();
+    store.flows.insert(k, old);
+    l.on_event(&k, &old, event::OPEN, &mut out);
+    l.on_event(&k, &old, event::FIN_BOTH | event::CLOSED, &mut out);
+    l.on_event(&k, &old, event::CLOSED, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    // A new connection takes the entry over; the linger ends before its REPLACED event is read.
+    let new = attempt(11 * S, ipproto::TCP);
+    store.flows.insert(k, new);
+    l.advance(13 * S, &mut store, &mut out);
+    reuse(&mut l, &k, &old, 11 * S, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    let st = l.stats();
+    // (The scan at 13 s adopted the new connection, whose OPEN event was still unread.)
+    assert_eq!(
+        (
+            st.adopted_by_scan,
+            st.finished_on_restart,
+            st.lost_on_restart
+        ),
+        (1, 0, 0)
+    );
+}
