@@ -161,12 +161,9 @@ impl Lifecycle {
             self.answer(key, v, v.last_seen_ns, out);
         }
         if kinds & event::FINISHED != 0 {
-            if kinds & event::OPEN == 0
-                && !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns)
-            {
-                // Its `OPEN` event was lost: adopt it, so that the windows see it begin.
-                self.stats.adopted_by_scan += 1;
-                self.open_conn(key, v, out);
+            if kinds & event::OPEN == 0 {
+                // If its `OPEN` event was lost: adopted, so that the windows see it begin.
+                self.adopt(key, v, out);
             }
             if self.is_closing(key, v.first_seen_ns) {
                 // A RST after both FINs: the connection was over at the second FIN.
@@ -218,14 +215,10 @@ impl Lifecycle {
         if !self.is_closing(key, first_seen) {
             return; // finished meanwhile (a RST, a reuse of its 5-tuple, its final ACK)
         }
-        let Some(at_fin) = self.closing.get(key).copied() else {
-            return;
-        };
-        let v = store
-            .get(key)
-            .filter(|v| v.first_seen_ns == first_seen)
-            .unwrap_or(at_fin);
-        self.close_with(key, &v, out);
+        let now = store.get(key).filter(|v| v.first_seen_ns == first_seen);
+        if let Some(v) = now.or_else(|| self.closing.get(key).copied()) {
+            self.close_with(key, &v, out);
+        }
     }
 
     /// The record of a connection closed by FINs, with the counts of `v` (a later value of
@@ -260,10 +253,7 @@ impl Lifecycle {
             }
             // Neither open nor reported: all its events were lost (a reported connection
             // stays in `reported` while a new one holds its entry, see `expire_lingering`).
-            None => {
-                self.stats.adopted_by_scan += 1;
-                self.open_conn(key, v, out);
-            }
+            None => self.adopt(key, v, out),
         }
         if self.is_closing(key, v.first_seen_ns) {
             return self.close_with(key, v, out);
@@ -289,12 +279,24 @@ impl Lifecycle {
             self.stats.evicted_after_report += 1;
             return;
         }
-        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
-            // Its `OPEN` event was lost.
+        self.adopt(key, v, out);
+        self.finish(key, v, EndReason::Evicted, at_ns.max(v.last_seen_ns), out);
+    }
+
+    /// Whether the connection of `key` that began at `first_seen` is open here.
+    fn is_open(&self, key: &FlowKey, first_seen: u64) -> bool {
+        self.open
+            .get(key)
+            .is_some_and(|o| o.first_seen_ns == first_seen)
+    }
+
+    /// Starts tracking a connection whose `OPEN` event was lost, unless it is open already
+    /// (counted in [`LifecycleStats::adopted_by_scan`]).
+    fn adopt(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
+        if !self.is_open(key, v.first_seen_ns) {
             self.stats.adopted_by_scan += 1;
             self.open_conn(key, v, out);
         }
-        self.finish(key, v, EndReason::Evicted, at_ns.max(v.last_seen_ns), out);
     }
 
     /// Starts tracking a connection (from its `OPEN` event, or adopted by a scan).
@@ -355,11 +357,7 @@ impl Lifecycle {
 
     /// Records the outcome of a connection's handshake, known at `at_ns`.
     fn answer(&mut self, key: &FlowKey, v: &FlowValue, at_ns: u64, out: &mut Vec<ConnEvent>) {
-        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == v.first_seen_ns) {
-            // Its `OPEN` event was lost: adopt it now.
-            self.stats.adopted_by_scan += 1;
-            self.open_conn(key, v, out);
-        }
+        self.adopt(key, v, out);
         let Some(o) = self.open.get_mut(key) else {
             return;
         };
@@ -456,9 +454,7 @@ impl Lifecycle {
         store: &mut impl FlowStore,
         out: &mut Vec<ConnEvent>,
     ) {
-        if !matches!(self.open.get(key), Some(o) if o.first_seen_ns == first_seen)
-            || self.is_closing(key, first_seen)
-        {
+        if !self.is_open(key, first_seen) || self.is_closing(key, first_seen) {
             // Finished, replaced by a later connection with its own check, or closed by FINs
             // and waiting for its final ACK (its close check finishes it).
             return;
@@ -603,14 +599,12 @@ impl Lifecycle {
             {
                 continue; // lingering after its report, or waiting for its final ACK
             }
-            let known =
-                matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
+            let known = self.is_open(&key, v.first_seen_ns);
             if !known && !settled(v.first_seen_ns) {
                 continue; // its `OPEN` event may still be on the way
             }
             if !known {
-                self.stats.adopted_by_scan += 1;
-                self.open_conn(&key, &v, out);
+                self.adopt(&key, &v, out);
                 let orig = usize::from(v.orig_side & 1);
                 if answered(v.history[orig], v.history[peer(orig)]) {
                     // The exact moment is lost with the event; the first packet bounds it.
@@ -646,12 +640,7 @@ impl Lifecycle {
         entries.sort_unstable_by_key(|(k, v)| (v.last_seen_ns, v.first_seen_ns, *k));
         for (key, v) in entries {
             if self.reported.get(&key) != Some(&v.first_seen_ns) {
-                let known =
-                    matches!(self.open.get(&key), Some(o) if o.first_seen_ns == v.first_seen_ns);
-                if !known {
-                    self.stats.adopted_by_scan += 1;
-                    self.open_conn(&key, &v, out);
-                }
+                self.adopt(&key, &v, out);
                 match tcp_finished(&key, &v) {
                     Some(reason) => {
                         self.stats.finished_by_scan += 1;
