@@ -201,6 +201,43 @@ pub struct ThresholdOverride {
     pub unsupervised: Option<f64>,
 }
 
+/// The connections of one scoring batch: their features, scopes and records, and for those in
+/// a cold host window the rows of its contexts.
+struct Batch<'a> {
+    features: Vec<KddFeatures>,
+    scopes: Vec<Option<NotScored>>,
+    recs: Vec<&'a ConnectionRecord>,
+    /// `(connection, its rows in context_rows)`.
+    contexts: Vec<(usize, std::ops::Range<usize>)>,
+    context_rows: Vec<KddFeatures>,
+}
+
+impl<'a> Batch<'a> {
+    fn with_capacity(n: usize) -> Batch<'a> {
+        Batch {
+            features: Vec::with_capacity(n),
+            scopes: Vec::with_capacity(n),
+            recs: Vec::with_capacity(n),
+            contexts: Vec::new(),
+            context_rows: Vec::new(),
+        }
+    }
+
+    /// Adds the connection whose features `engine` computed last.
+    fn push(&mut self, engine: &FeatureEngine, f: KddFeatures, rec: &'a ConnectionRecord) {
+        let scope = NotScored::of(rec);
+        if scope.is_none() && engine.last_was_cold() {
+            let from = self.context_rows.len();
+            engine.cold_contexts(&f, &mut self.context_rows);
+            self.contexts
+                .push((self.features.len(), from..self.context_rows.len()));
+        }
+        self.features.push(f);
+        self.scopes.push(scope);
+        self.recs.push(rec);
+    }
+}
+
 impl Pipeline {
     pub fn new(model: Arc<Model>, features: FeatureConfig) -> Result<Pipeline, FeatureConfigError> {
         Ok(Pipeline {
@@ -229,37 +266,48 @@ impl Pipeline {
     /// has one [`Scored`] per event that has a record ([`ConnEvent::record`]), in order.
     pub fn process_events(&mut self, events: &[ConnEvent]) -> Vec<Scored> {
         let n = events.iter().filter(|e| e.record().is_some()).count();
-        let mut scopes = Vec::with_capacity(n);
-        let mut features = Vec::with_capacity(n);
-        let mut recs = Vec::with_capacity(n);
+        let mut batch = Batch::with_capacity(n);
         for e in events {
             if let Some(f) = self.engine.on_event(e)
                 && let Some(r) = e.record()
             {
-                features.push(f);
-                scopes.push(NotScored::of(r));
-                recs.push(r);
+                batch.push(&self.engine, f, r);
             }
         }
-        self.score(features, scopes, &recs)
+        self.score(batch)
     }
 
     /// Scores connections known only as records, each as if it began, was answered and
     /// finished when it is its turn ([`FeatureEngine::push`]): for records in the order they
     /// began (tests, benchmarks).
     pub fn process_records(&mut self, recs: &[ConnectionRecord]) -> Vec<Scored> {
-        let features: Vec<KddFeatures> = recs.iter().map(|r| self.engine.push(r)).collect();
-        let refs: Vec<&ConnectionRecord> = recs.iter().collect();
-        self.score(features, recs.iter().map(NotScored::of).collect(), &refs)
+        let mut batch = Batch::with_capacity(recs.len());
+        for r in recs {
+            let f = self.engine.push(r);
+            batch.push(&self.engine, f, r);
+        }
+        self.score(batch)
     }
 
-    fn score(
-        &mut self,
-        features: Vec<KddFeatures>,
-        scopes: Vec<Option<NotScored>>,
-        recs: &[&ConnectionRecord],
-    ) -> Vec<Scored> {
-        let verdicts = self.verdicts(&features);
+    fn score(&mut self, batch: Batch<'_>) -> Vec<Scored> {
+        let Batch {
+            features,
+            scopes,
+            recs,
+            contexts,
+            context_rows,
+        } = batch;
+        let mut verdicts = self.verdicts(&features);
+        if !context_rows.is_empty() {
+            // A connection in a cold host window: the mean over the contexts (see
+            // `FeatureEngine::cold_contexts`).
+            let scored = self.verdicts(&context_rows);
+            for (i, range) in contexts {
+                if let Some(v) = self.model.mean_verdict(&scored[range]) {
+                    verdicts[i] = v;
+                }
+            }
+        }
         let mut out = Vec::with_capacity(features.len());
         for (((features, mut verdict), not_scored), rec) in
             features.into_iter().zip(verdicts).zip(scopes).zip(recs)
@@ -517,6 +565,43 @@ mod tests {
     }
 
     #[test]
+    fn a_cold_host_window_gets_the_mean_verdict_over_the_contexts() {
+        let m = model();
+        let rs = recs();
+        let mut engine = FeatureEngine::new(FeatureConfig::default()).unwrap();
+        let mut p = Pipeline::new(Arc::clone(&m), FeatureConfig::default()).unwrap();
+        let scored = p.process_records(&rs);
+        for (r, s) in rs.iter().zip(&scored) {
+            let f = engine.push(r);
+            assert_eq!(
+                f, s.features,
+                "the features reported are the mean context's"
+            );
+            if !engine.last_was_cold() {
+                // The 256th connection on: the window is full, the verdict the model's.
+                assert_eq!(s.verdict, m.score(&f));
+                continue;
+            }
+            let mut contexts = Vec::new();
+            engine.cold_contexts(&f, &mut contexts);
+            assert_eq!(
+                contexts.len(),
+                crate::features::cold_contexts::COLD_CONTEXT_COUNT
+            );
+            // Only the host window (KDD 32-41) differs between the contexts.
+            assert!(contexts.iter().all(|c| c.0[..31] == f.0[..31]));
+            assert!(contexts.iter().any(|c| c.0[31..] != f.0[31..]));
+            let each: Vec<Verdict> = contexts.iter().map(|c| m.score(c)).collect();
+            let want = m.mean_verdict(&each).unwrap();
+            assert_eq!(s.verdict, want);
+            let mean_s = each.iter().map(|v| v.supervised_score).sum::<f64>() / each.len() as f64;
+            assert!((s.verdict.supervised_score - mean_s).abs() < 1e-12);
+        }
+        assert_eq!(engine.stats().connections_total, 300);
+        assert_eq!(m.mean_verdict(&[]), None);
+    }
+
+    #[test]
     fn repeated_inputs_take_their_verdict_from_the_cache_and_it_is_the_models() {
         let m = model();
         let mut p = Pipeline::new(Arc::clone(&m), FeatureConfig::default()).unwrap();
@@ -537,7 +622,9 @@ mod tests {
             .collect();
         let scored = p.process_records(&rs);
         assert!(p.cached_verdicts() > 1000, "{}", p.cached_verdicts());
-        for s in &scored {
+        // Past the cold host window (255 connections), each verdict is the model's on the
+        // connection's features.
+        for s in &scored[255..] {
             assert_eq!(s.verdict, m.score(&s.features));
         }
         p.set_model(Arc::clone(&m));

@@ -203,6 +203,23 @@ impl Model {
     }
 
     /// How many inputs the model reads per connection.
+    /// The verdict of the mean of several verdicts' detector scores: the expected score over
+    /// contexts the sensor could not see (a cold host window, `crate::features`), judged at
+    /// this model's thresholds. `None` for an empty set.
+    pub fn mean_verdict(&self, verdicts: &[Verdict]) -> Option<Verdict> {
+        if verdicts.is_empty() {
+            return None;
+        }
+        let n = verdicts.len() as f64;
+        let s = verdicts.iter().map(|v| v.supervised_score).sum::<f64>() / n;
+        let u = verdicts
+            .iter()
+            .map(|v| v.unsupervised_score)
+            .sum::<Option<f64>>()
+            .map(|u| u / n);
+        Some(verdict(s, u, &self.data.thresholds))
+    }
+
     pub fn input_width(&self) -> usize {
         self.indices.len()
     }

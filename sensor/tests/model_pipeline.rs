@@ -293,3 +293,53 @@ fn leave_types_out_search_picks_the_lowest_sufficient_operating_point() {
     assert!(best > 0.0 && best <= 1.0, "{best}");
     assert_eq!(t.search.len(), 4, "2 depths x 2 feature counts x 1 profile");
 }
+
+/// The contexts a cold host window is completed with are what their doc says: normal rows of
+/// `KDDTrain+.txt`, evenly spaced in file order, with their host-window shares.
+#[test]
+fn cold_contexts_are_the_training_data_normal_rows() {
+    use sensor::features::cold_contexts::{COLD_CONTEXT_COUNT, COLD_CONTEXTS};
+    let Some(dir) = data_dir() else { return };
+    let path = dir.join("KDDTrain+.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let normal: Vec<Vec<f64>> = text
+        .lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| c.len() > 41 && c[41] == "normal")
+        .map(|c| c[31..41].iter().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(normal.len(), 67_343, "{}", path.display());
+    let (n, k) = (normal.len(), COLD_CONTEXT_COUNT);
+    for (i, got) in COLD_CONTEXTS.iter().enumerate() {
+        let row = &normal[(2 * i * (n - 1) + (k - 1)) / (2 * (k - 1))];
+        // dst_host_count, dst_host_srv_count, same_srv, diff_srv, same_src_port,
+        // srv_diff_host, serror, srv_serror, rerror, srv_rerror
+        let (dh, ds) = (row[0], row[1]);
+        let want = [
+            dh / 255.0,
+            ds / 255.0,
+            dh * row[2] / 255.0,
+            dh * row[4] / 255.0,
+            dh * row[6] / 255.0,
+            ds * row[7] / 255.0,
+            dh * row[8] / 255.0,
+            ds * row[9] / 255.0,
+        ];
+        let have = [
+            got.host,
+            got.service,
+            got.host_service,
+            got.host_src_port,
+            got.host_syn,
+            got.service_syn,
+            got.host_rej,
+            got.service_rej,
+        ];
+        for (w, h) in want.iter().zip(have) {
+            assert!(
+                (w - h).abs() <= 0.5e-4 + 1e-9,
+                "context {i}: {have:?} vs {want:?}"
+            );
+        }
+    }
+}

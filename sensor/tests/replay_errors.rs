@@ -296,8 +296,13 @@ fn the_binary_writes_csv_that_reads_back_as_nsl_kdd_and_evaluates() {
         assert_eq!(v["features"].as_object().unwrap().len(), 28);
     }
 
-    // The model agrees with itself on its own verdicts: evaluate reads the file. (A small
-    // training file names the attack types seen in training: this needs no NSL-KDD.)
+    // Evaluate reads the file, and the model agrees with the verdicts it gave: on most rows,
+    // not all, because every connection of a capture this small is in a cold host window,
+    // whose verdict is the mean over the training data's normal contexts while the row
+    // carries the features of their mean composition (docs/features.md, "cold host window";
+    // `a_cold_host_window_gets_the_mean_verdict_over_the_contexts` checks the verdicts
+    // exactly). (A small training file names the attack types seen in training: this needs
+    // no NSL-KDD.)
     let train_data = fixtures_dir().join("../good3.txt");
     let (ok, _, stdout, stderr) = sensor(&[
         "evaluate",
@@ -312,5 +317,6 @@ fn the_binary_writes_csv_that_reads_back_as_nsl_kdd_and_evaluates() {
     assert!(ok, "{stderr}");
     let e: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(e["metrics"]["rows"], connections);
-    assert_eq!(e["metrics"]["accuracy"], 1.0);
+    let accuracy = e["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.8, "{accuracy}");
 }

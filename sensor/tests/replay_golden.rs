@@ -6,7 +6,9 @@
 //! REJ to 198.18.0.1:23 is the second connection to that host within 2 s: `count` 2,
 //! `srv_count` 1, `rerror_rate` 0.5, `srv_rerror_rate` 1, `same_srv_rate` 0.5). The label column
 //! is the committed model's verdict, which pins the model too: retraining the model may change
-//! those, and only those.
+//! those, and only those. (Every connection of these captures is in a cold host window, so its
+//! verdict is the mean over the training data's normal contexts, while the row prints the
+//! features of their mean composition: docs/features.md.)
 mod common;
 
 use std::path::Path;
@@ -150,7 +152,7 @@ fn tcp_states_sf_rej_rsto_rstr_s0_are_exact() {
         [
             "0,tcp,http,SF,100,300,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,1,0,0,0,0,1,0,0,148,191,0.78,0.22,0.09,0.39,0.02,0,0.02,0.04,normal,0",
             "0,tcp,telnet,REJ,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,2,1,0,0,0.5,1,0.5,0.5,0,148,190,0.78,0.22,0.09,0.39,0.02,0,0.02,0.05,anomaly,0",
-            "0,tcp,other,RSTO,50,60,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,3,1,0,0,0.33,0,0.33,0.67,0,149,189,0.77,0.23,0.09,0.39,0.02,0,0.02,0.04,anomaly,0",
+            "0,tcp,other,RSTO,50,60,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,3,1,0,0,0.33,0,0.33,0.67,0,149,189,0.77,0.23,0.09,0.39,0.02,0,0.02,0.04,normal,0",
             "0,tcp,other,RSTR,10,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,4,2,0,0,0.25,0,0.5,0.5,0,149,189,0.77,0.23,0.09,0.39,0.02,0,0.02,0.04,anomaly,0",
             "3,tcp,ssh,S0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,1,1,1,0,0,1,0,0,146,188,0.78,0.22,0.09,0.39,0.02,0.01,0.02,0.04,anomaly,0",
             "0,udp,ntp_u,SF,48,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,1,0,0,0,0,1,0,0,149,187,0.76,0.24,0.09,0.39,0.02,0,0.02,0.04,normal,0",
@@ -192,7 +194,7 @@ fn udp_and_icmp_are_exact() {
             "0,udp,domain_u,SF,30,120,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,1,0,0,0,0,1,0,0,148,191,0.78,0.22,0.09,0.39,0.02,0,0.02,0.04,normal,0",
             "0,udp,domain_u,SF,31,121,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,2,2,0,0,0,0,1,0,0,148,191,0.78,0.22,0.09,0.39,0.02,0,0.02,0.04,normal,0",
             "0,udp,other,SF,10,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,3,1,0,0,0,0,0.33,0.67,0,149,189,0.77,0.23,0.09,0.39,0.02,0,0.02,0.04,anomaly,0",
-            "1,icmp,eco_i,SF,112,112,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,4,1,0,0,0,0,0.25,0.75,0,149,188,0.77,0.23,0.09,0.39,0.02,0,0.02,0.04,anomaly,0",
+            "1,icmp,eco_i,SF,112,112,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,4,1,0,0,0,0,0.25,0.75,0,149,188,0.77,0.23,0.09,0.39,0.02,0,0.02,0.04,normal,0",
         ]
     );
     assert_eq!((report.health.packets, report.health.accounted), (9, 9));

@@ -32,6 +32,7 @@
 //!   hosts.
 
 pub mod basic;
+pub mod cold_contexts;
 pub mod counts;
 pub mod service;
 pub mod window;
@@ -80,6 +81,8 @@ pub struct FeatureConfig {
     /// are assumed to be like the normal traffic of the training data, not absent. The training
     /// data's windows are full, so small counts there mean rare hosts and services
     /// (attack-like), which is not what a sensor that just started, or a short capture, knows.
+    /// The verdict on such a connection is the mean over [`cold_contexts::COLD_CONTEXTS`]
+    /// ([`FeatureEngine::cold_contexts`]); the features it carries use the mean composition.
     pub fill_cold_host_window: bool,
 }
 
@@ -158,6 +161,17 @@ pub struct FeatureEngine {
     open: FxHashMap<ConnId, OpenEntry>,
     connections_total: u64,
     unopened_total: u64,
+    /// The host window as the last features computed saw it, when it was cold: what
+    /// [`FeatureEngine::cold_contexts`] completes with each of [`cold_contexts::COLD_CONTEXTS`].
+    last_cold: Option<ColdHost>,
+}
+
+/// A cold host window's known part: the snapshot (with the connection's own final status) and
+/// how many of its slots were not seen yet.
+#[derive(Clone, Copy, Debug)]
+struct ColdHost {
+    snap: Snapshot,
+    unseen: f64,
 }
 
 /// The window key of an address: IPv4 as v4-mapped IPv6, so both families share one map.
@@ -181,6 +195,7 @@ impl FeatureEngine {
             open: FxHashMap::default(),
             connections_total: 0,
             unopened_total: 0,
+            last_cold: None,
         })
     }
 
@@ -308,7 +323,7 @@ impl FeatureEngine {
         self.finished(rec)
     }
 
-    fn features(&self, rec: &ConnectionRecord, service: u8, snap: Snapshot) -> KddFeatures {
+    fn features(&mut self, rec: &ConnectionRecord, service: u8, snap: Snapshot) -> KddFeatures {
         let mut out = [0.0; NUM_FEATURES];
         let flag = basic::flag_index(rec.transport, basic::kdd_state(rec));
         basic::fill_basic(rec, flag, &mut out);
@@ -328,20 +343,43 @@ impl FeatureEngine {
         out[29] = r(t.host.n - t.host_service, t.host.n);
         out[30] = r(t.service.n - t.host_service, t.service.n);
 
-        let h = HostCounts::of(&snap, self.unseen_slots(snap.host_window_len));
-        let rf = |num: f64, den: f64| rate_f(num, den, round);
-        let count = |c: f64| round_half_up(c).min(f64::from(HOST_COUNT_MAX));
-        out[31] = count(h.host);
-        out[32] = count(h.service);
-        out[33] = rf(h.host_service, h.host);
-        out[34] = rf(h.host - h.host_service, h.host);
-        out[35] = rf(h.host_src_port, h.host);
-        out[36] = rf(h.service - h.host_service, h.service);
-        out[37] = rf(h.host_syn, h.host);
-        out[38] = rf(h.service_syn, h.service);
-        out[39] = rf(h.host_rej, h.host);
-        out[40] = rf(h.service_rej, h.service);
+        let unseen = self.unseen_slots(snap.host_window_len);
+        host_features(
+            &HostCounts::of(&snap, unseen, &window::COLD_PRIOR),
+            round,
+            &mut out,
+        );
+        self.last_cold = (unseen > 0.0).then_some(ColdHost { snap, unseen });
         KddFeatures(out)
+    }
+
+    /// Whether the host window was cold (not yet full, and filled with the prior) for the
+    /// connection whose features the engine computed last.
+    pub fn last_was_cold(&self) -> bool {
+        self.last_cold.is_some()
+    }
+
+    /// The features `base` of the connection the engine computed last, once per context of
+    /// [`cold_contexts::COLD_CONTEXTS`] (appended to `out`): its host-window features with the slots
+    /// not seen yet filled like the host window of one normal connection of the training data.
+    /// Nothing when its host window was full. The model's verdict on a connection in a cold
+    /// window is the mean over these contexts ([`crate::detect::Pipeline`]): the expected score
+    /// given what was seen, where the single mean context of [`window::COLD_PRIOR`] is a mix
+    /// of compositions that no normal connection has (a little of every error rate), which trees
+    /// split on as if it were seen.
+    pub fn cold_contexts(&self, base: &KddFeatures, out: &mut Vec<KddFeatures>) {
+        let Some(c) = self.last_cold else {
+            return;
+        };
+        for prior in &cold_contexts::COLD_CONTEXTS {
+            let mut f = base.0;
+            host_features(
+                &HostCounts::of(&c.snap, c.unseen, prior),
+                self.config.round_rates,
+                &mut f,
+            );
+            out.push(KddFeatures(f));
+        }
     }
 
     /// Slots of the host window not filled yet, when the cold window is filled with the
@@ -406,8 +444,8 @@ pub fn events_from_records(records: &[ConnectionRecord]) -> Vec<ConnEvent> {
         .collect()
 }
 
-/// The host window's counts, the slots not seen yet filled with the training data's normal
-/// traffic ([`window::COLD_PRIOR`]).
+/// The host window's counts, the slots not seen yet filled with a composition of the training
+/// data's normal traffic ([`window::COLD_PRIOR`], or one of [`cold_contexts::COLD_CONTEXTS`]).
 #[derive(Clone, Copy, Debug)]
 struct HostCounts {
     host: f64,
@@ -421,9 +459,8 @@ struct HostCounts {
 }
 
 impl HostCounts {
-    fn of(snap: &Snapshot, unseen: f64) -> HostCounts {
+    fn of(snap: &Snapshot, unseen: f64, p: &window::SlotPrior) -> HostCounts {
         let h = &snap.host;
-        let p = &window::COLD_PRIOR;
         let c = |seen: u32, share: f64| f64::from(seen) + unseen * share;
         HostCounts {
             host: c(h.host.n, p.host),
@@ -436,6 +473,22 @@ impl HostCounts {
             service_rej: c(h.service.rej_errors, p.service_rej),
         }
     }
+}
+
+/// KDD 32-41 from the host window's counts, into `out`.
+fn host_features(h: &HostCounts, round: bool, out: &mut [f64; NUM_FEATURES]) {
+    let rf = |num: f64, den: f64| rate_f(num, den, round);
+    let count = |c: f64| round_half_up(c).min(f64::from(HOST_COUNT_MAX));
+    out[31] = count(h.host);
+    out[32] = count(h.service);
+    out[33] = rf(h.host_service, h.host);
+    out[34] = rf(h.host - h.host_service, h.host);
+    out[35] = rf(h.host_src_port, h.host);
+    out[36] = rf(h.service - h.host_service, h.service);
+    out[37] = rf(h.host_syn, h.host);
+    out[38] = rf(h.service_syn, h.service);
+    out[39] = rf(h.host_rej, h.host);
+    out[40] = rf(h.service_rej, h.service);
 }
 
 /// [`rate`] of weighted counts.
