@@ -186,12 +186,38 @@ impl Lifecycle {
             self.stats.duplicate_events += 1;
             return;
         }
+        let due = v.last_seen_ns.saturating_add(self.close_settle_ns(key, v));
         self.closing.insert(*key, *v);
-        let due = v
-            .last_seen_ns
-            .saturating_add(self.config.close_settle.as_nanos() as u64);
         self.checks
             .push(Reverse((due, Check::Close, *key, v.first_seen_ns)));
+    }
+
+    /// How long after its second FIN (`v`) the record of `key`'s connection waits for its
+    /// final ACK: the configured settle, or, when the handshake timed the responder's round
+    /// trip from the sensor (its SYN-ACK after the originator's SYN), one and a half of that
+    /// round trip, up to [`LifecycleConfig::MAX_CLOSE_SETTLE`]. The final ACK follows the
+    /// second FIN by the round trip of the side that sends it: on Zeek's WAN captures
+    /// (`ftp`, `pop3`, `http/no_crlf`), 47-346 ms, which a fixed 10 ms missed, while in a LAN
+    /// or on a gateway next to the hosts the settle stays the configured one. Its event
+    /// (`CLOSED`) ends the wait at once in any case, so a longer settle delays only a record
+    /// whose final ACK never comes. The originator's round trip is not timed (the table keeps
+    /// no time of its first ACK), so a final ACK from a far originator after a near responder's
+    /// FIN still comes after a short settle (`docs/replay.md`).
+    fn close_settle_ns(&self, key: &FlowKey, v: &FlowValue) -> u64 {
+        let configured = self.config.close_settle.as_nanos() as u64;
+        let orig = usize::from(v.orig_side & 1);
+        let timed =
+            v.history[orig] & history::SYN != 0 && v.history[peer(orig)] & history::SYN_ACK != 0;
+        let answer = match self.open.get(key) {
+            Some(o) if timed && o.first_seen_ns == v.first_seen_ns => o.answer_ns,
+            _ => None,
+        };
+        let Some(answer_ns) = answer else {
+            return configured;
+        };
+        let rtt = answer_ns.saturating_sub(v.first_seen_ns);
+        let max = (LifecycleConfig::MAX_CLOSE_SETTLE.as_nanos() as u64).max(configured);
+        (rtt.saturating_mul(3) / 2).clamp(configured, max)
     }
 
     /// Whether the connection of `key` that began at `first_seen` waits for its final ACK.
@@ -222,14 +248,21 @@ impl Lifecycle {
     }
 
     /// The record of a connection closed by FINs, with the counts of `v` (a later value of
-    /// its entry) and the end of its second FIN.
+    /// its entry) and the end of its second FIN (Zeek's `duration`). A RST after both FINs
+    /// counts as a packet but leaves the state what the FINs made it (`SF`, as in Zeek's
+    /// `conn.log`): the connection was over at the second FIN. It became final at its last
+    /// packet, normally the final ACK: detection latency runs from there.
     fn close_with(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
         let Some(at_fin) = self.closing.get(key).copied() else {
             return;
         };
+        let final_ns = v.last_seen_ns.max(at_fin.last_seen_ns);
         let mut v = *v;
         v.last_seen_ns = at_fin.last_seen_ns;
-        self.finish(key, &v, EndReason::Fin, at_fin.last_seen_ns, out);
+        for (now, then) in v.history.iter_mut().zip(at_fin.history) {
+            *now &= !history::RST | then;
+        }
+        self.finish(key, &v, EndReason::Fin, final_ns, out);
     }
 
     /// A connection whose entry a port-reusing SYN restarted, with its value as it ended

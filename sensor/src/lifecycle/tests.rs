@@ -317,9 +317,10 @@ fn a_fin_closed_record_waits_for_the_final_ack_and_counts_it() {
     let recs = finished(&out);
     assert_eq!(recs.len(), 1, "{out:?}");
     assert_eq!((recs[0].orig_packets, recs[0].resp_packets), (6, 4));
-    // It ends at the second FIN, as Zeek's duration does.
+    // It ends at the second FIN, as Zeek's duration does, and became final at its last
+    // packet, the final ACK (detection latency runs from there).
     assert_eq!(recs[0].end_unix_ns, at_fin.last_seen_ns);
-    assert_eq!(recs[0].final_unix_ns, at_fin.last_seen_ns);
+    assert_eq!(recs[0].final_unix_ns, now.last_seen_ns);
     let st = l.stats();
     assert_eq!(
         (st.records_fin, st.finished_by_scan, st.open_connections),
@@ -330,6 +331,52 @@ fn a_fin_closed_record_waits_for_the_final_ack_and_counts_it() {
     l.advance(12 * S, &mut store, &mut out);
     l.flush(13 * S, &mut store, &mut out);
     assert_eq!(finished(&out).len(), 1, "{out:?}");
+}
+
+#[test]
+fn the_wait_for_the_final_ack_follows_the_responders_round_trip() {
+    // (SYN-ACK after the SYN, when the final ACK comes after the second FIN, whether the
+    // record counts it): a WAN responder (80 ms) gets 120 ms, a LAN one the configured 10 ms,
+    // a retransmitted SYN's answer (3 s) at most `MAX_CLOSE_SETTLE`.
+    const MS: u64 = 1_000_000;
+    for (port, rtt, ack_after, counted) in [
+        (1020, 80 * MS, 75 * MS, true),
+        (1021, 80 * MS, 130 * MS, false),
+        (1022, MS / 10, 8 * MS, true),
+        (1023, MS / 10, 12 * MS, false),
+        (1024, 3_000 * MS, 900 * MS, true),
+        (1025, 3_000 * MS, 1_100 * MS, false),
+    ] {
+        let (mut l, mut out) = (scanning(), Vec::new());
+        let k = key(port, ipproto::TCP);
+        let syn = attempt(10 * S, ipproto::TCP);
+        l.on_event(&k, &syn, event::OPEN, &mut out);
+        let mut answered = syn;
+        answered.history[SIDE_HI] = history::SYN_ACK;
+        answered.packets[SIDE_HI] = 1;
+        answered.last_seen_ns += rtt;
+        l.on_event(&k, &answered, event::ANSWER, &mut out);
+        let mut at_fin = closed(10 * S);
+        at_fin.last_seen_ns = 20 * S;
+        l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+        // The final ACK: in the table, its event late or lost.
+        let mut acked = at_fin;
+        acked.packets[SIDE_LO] += 1;
+        acked.last_seen_ns += ack_after;
+        let mut store = Store::default();
+        store.flows.insert(k, at_fin);
+        l.advance(at_fin.last_seen_ns + ack_after - 1, &mut store, &mut out);
+        store.flows.insert(k, acked);
+        l.advance(at_fin.last_seen_ns + 2 * S, &mut store, &mut out);
+        let recs = finished(&out);
+        assert_eq!(recs.len(), 1, "{port}: {out:?}");
+        let want = if counted { 6 } else { 5 };
+        assert_eq!(
+            recs[0].orig_packets, want,
+            "{port}: rtt {rtt}, ack after {ack_after}"
+        );
+        assert_eq!(recs[0].end_unix_ns, at_fin.last_seen_ns, "{port}");
+    }
 }
 
 #[test]

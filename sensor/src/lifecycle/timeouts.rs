@@ -58,7 +58,9 @@ pub struct LifecycleConfig {
     pub close_linger: Duration,
     /// How long after its second FIN a TCP connection's record waits at most for the final
     /// ACK (whose event, `CLOSED`, ends the wait at once), so that the record counts it as
-    /// Zeek's does; zero: the record is written at the second FIN.
+    /// Zeek's does; longer for a connection whose responder's round trip, timed by its
+    /// handshake, is longer (up to [`Self::MAX_CLOSE_SETTLE`]); zero: the record is written at
+    /// the second FIN.
     pub close_settle: Duration,
     /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
     /// (replay, which loses no event).
@@ -83,6 +85,10 @@ impl LifecycleConfig {
     /// fifth of the 50 ms target. A final ACK later than that is left out of the record
     /// (`docs/replay.md`).
     pub const DEFAULT_CLOSE_SETTLE: Duration = Duration::from_millis(10);
+    /// Longest wait for a final ACK, however slow the responder's handshake was (a SYN-ACK
+    /// to a retransmitted SYN times the retransmission, seconds): a satellite link's round
+    /// trip is about 600 ms, and one and a half of it fits.
+    pub const MAX_CLOSE_SETTLE: Duration = Duration::from_secs(1);
     /// Default delay of an early verdict: beyond any round-trip time, and the moment a
     /// client retransmits an unanswered SYN.
     pub const DEFAULT_EARLY_VERDICT_AFTER: Duration = Duration::from_secs(1);
