@@ -297,17 +297,40 @@ impl Pipeline {
             contexts,
             context_rows,
         } = batch;
-        let mut verdicts = self.verdicts(&features);
-        if !context_rows.is_empty() {
-            // A connection in a cold host window: the mean over the contexts (see
-            // `FeatureEngine::cold_contexts`).
-            let scored = self.verdicts(&context_rows);
-            for (i, range) in contexts {
-                if let Some(v) = self.model.mean_verdict(&scored[range]) {
-                    verdicts[i] = v;
-                }
+        let verdicts = if contexts.is_empty() {
+            self.verdicts(&features)
+        } else {
+            // A connection in a cold host window: the mean over its contexts (see
+            // `FeatureEngine::cold_contexts`); the others, their own features.
+            let mut cold = vec![false; features.len()];
+            for (i, _) in &contexts {
+                cold[*i] = true;
             }
-        }
+            let warm: Vec<KddFeatures> = features
+                .iter()
+                .zip(&cold)
+                .filter(|(_, c)| !**c)
+                .map(|(f, _)| *f)
+                .collect();
+            let mut warm = self.verdicts(&warm).into_iter();
+            // Context rows from the cache are not connections from the cache.
+            let hits = self.cache_hits;
+            let scored = self.verdicts(&context_rows);
+            self.cache_hits = hits;
+            let mut contexts = contexts.into_iter();
+            let mut out = Vec::with_capacity(features.len());
+            for (i, is_cold) in cold.into_iter().enumerate() {
+                let v = if is_cold {
+                    let (j, range) = contexts.next().expect("one range per cold connection");
+                    debug_assert_eq!(i, j);
+                    self.model.mean_verdict(&scored[range])
+                } else {
+                    warm.next()
+                };
+                out.push(v.expect("a verdict per connection"));
+            }
+            out
+        };
         let mut out = Vec::with_capacity(features.len());
         for (((features, mut verdict), not_scored), rec) in
             features.into_iter().zip(verdicts).zip(scopes).zip(recs)

@@ -202,7 +202,6 @@ impl Model {
         self.score_inputs_batch(&x)
     }
 
-    /// How many inputs the model reads per connection.
     /// The verdict of the mean of several verdicts' detector scores: the expected score over
     /// contexts the sensor could not see (a cold host window, `crate::features`), judged at
     /// this model's thresholds. `None` for an empty set.
@@ -220,6 +219,7 @@ impl Model {
         Some(verdict(s, u, &self.data.thresholds))
     }
 
+    /// How many inputs the model reads per connection.
     pub fn input_width(&self) -> usize {
         self.indices.len()
     }

@@ -118,10 +118,11 @@ fn record_live(
 fn write_report(report: &BaselineReport, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "baseline: {} connections ({} fitted, {} held out); profile threshold {:.4} at target FPR {:.2}%",
+        "baseline: {} connections ({} fitted, {} held out, {} first ones of a cold host window left out); profile threshold {:.4} at target FPR {:.2}%",
         report.connections,
         report.fitted_on,
         report.held_out,
+        report.cold_left_out,
         report.threshold,
         100.0 * report.target_fpr
     )?;

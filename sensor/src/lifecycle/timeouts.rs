@@ -78,12 +78,13 @@ impl LifecycleConfig {
     /// Default close linger: long enough for the trailing ACK and retransmitted FINs.
     pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
     /// Default close settle: one capture tick (`config::DEFAULT_TICK`). The final ACK follows
-    /// the second FIN by the round trip between the sensor and the host that closed first,
-    /// well under a millisecond for a gateway next to its hosts (and nothing for a capture on
-    /// one of them), and its event ends the wait; only a connection whose final ACK never
-    /// comes (or later than this) waits it out, which costs it this much detection latency, a
-    /// fifth of the 50 ms target. A final ACK later than that is left out of the record
-    /// (`docs/replay.md`).
+    /// the second FIN by the round trip between the sensor and the host that sends it, well
+    /// under a millisecond for a gateway next to its hosts (and nothing for a capture on one
+    /// of them), and its event ends the wait; a connection whose responder's handshake took
+    /// longer waits longer (see `Lifecycle::close_settle_ns`, at most
+    /// [`Self::MAX_CLOSE_SETTLE`]). Only a connection whose final ACK never comes (or later)
+    /// waits it out, which is then part of its detection latency. A final ACK later than the
+    /// settle is left out of the record (`docs/replay.md`).
     pub const DEFAULT_CLOSE_SETTLE: Duration = Duration::from_millis(10);
     /// Longest wait for a final ACK, however slow the responder's handshake was (a SYN-ACK
     /// to a retransmitted SYN times the retransmission, seconds): a satellite link's round
