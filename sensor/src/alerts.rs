@@ -114,7 +114,7 @@ impl ScoredLine {
         latency_ms: f64,
     ) -> ScoredLine {
         let mut line = ScoredLine::new("alert", rec, s, now_unix_ns, latency_ms);
-        line.top_features = model.explain(&s.features, &s.verdict);
+        line.top_features = s.explain(model);
         line
     }
 }
@@ -375,6 +375,7 @@ mod tests {
             },
             not_scored: None,
             suppressed_by: None,
+            cold: None,
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sensor_common::conn_state::ConnState;
 
 use crate::{
-    features::{FeatureConfig, FeatureConfigError, FeatureEngine},
+    features::{ColdWindow, FeatureConfig, FeatureConfigError, FeatureEngine},
     flows::{ConnEvent, ConnectionRecord, EndReason, Transport},
     kdd::KddFeatures,
     model::{Model, Verdict},
@@ -27,6 +27,16 @@ pub struct Scored {
     /// The operator's rule that silences this anomalous connection ([`crate::suppress`]): it
     /// is recorded and counted as scored, but writes no alert and feeds no incident.
     pub suppressed_by: Option<Arc<str>>,
+    /// The cold host window its verdict is the mean over (`None` for a full window, and for
+    /// connections not scored): `features` hold the mean composition's row.
+    pub cold: Option<ColdWindow>,
+}
+
+impl Scored {
+    /// The features that moved its verdict most ([`Model::explain_verdict`]).
+    pub fn explain(&self, model: &Model) -> Vec<crate::model::FeatureContribution> {
+        model.explain_verdict(&self.features, self.cold.as_ref(), &self.verdict)
+    }
 }
 
 /// Whether `rec` (TCP) is the middle or the end of a connection whose start was not seen: the
@@ -210,6 +220,8 @@ struct Batch<'a> {
     /// `(connection, its rows in context_rows)`.
     contexts: Vec<(usize, std::ops::Range<usize>)>,
     context_rows: Vec<KddFeatures>,
+    /// Each connection's cold host window, if its verdict is the mean over its contexts.
+    colds: Vec<Option<ColdWindow>>,
 }
 
 impl<'a> Batch<'a> {
@@ -220,18 +232,21 @@ impl<'a> Batch<'a> {
             recs: Vec::with_capacity(n),
             contexts: Vec::new(),
             context_rows: Vec::new(),
+            colds: Vec::with_capacity(n),
         }
     }
 
     /// Adds the connection whose features `engine` computed last.
     fn push(&mut self, engine: &FeatureEngine, f: KddFeatures, rec: &'a ConnectionRecord) {
         let scope = NotScored::of(rec);
-        if scope.is_none() && engine.last_was_cold() {
+        let cold = engine.last_cold().filter(|_| scope.is_none());
+        if let Some(c) = cold {
             let from = self.context_rows.len();
-            engine.cold_contexts(&f, &mut self.context_rows);
+            c.contexts(&f, &mut self.context_rows);
             self.contexts
                 .push((self.features.len(), from..self.context_rows.len()));
         }
+        self.colds.push(cold);
         self.features.push(f);
         self.scopes.push(scope);
         self.recs.push(rec);
@@ -296,6 +311,7 @@ impl Pipeline {
             recs,
             contexts,
             context_rows,
+            colds,
         } = batch;
         let verdicts = if contexts.is_empty() {
             self.verdicts(&features)
@@ -332,8 +348,12 @@ impl Pipeline {
             out
         };
         let mut out = Vec::with_capacity(features.len());
-        for (((features, mut verdict), not_scored), rec) in
-            features.into_iter().zip(verdicts).zip(scopes).zip(recs)
+        for ((((features, mut verdict), not_scored), rec), cold) in features
+            .into_iter()
+            .zip(verdicts)
+            .zip(scopes)
+            .zip(recs)
+            .zip(colds)
         {
             if not_scored.is_some() {
                 verdict.anomalous = false;
@@ -345,6 +365,7 @@ impl Pipeline {
                 verdict,
                 not_scored,
                 suppressed_by: None,
+                cold,
             };
             // Rules are tried on anomalous connections only, so normal traffic costs one test.
             if s.verdict.anomalous && !self.suppressions.is_empty() {
@@ -601,10 +622,13 @@ mod tests {
                 "the features reported are the mean context's"
             );
             if !engine.last_was_cold() {
-                // The 256th connection on: the window is full, the verdict the model's.
+                // The 255th connection on: the window is full, the verdict the model's.
                 assert_eq!(s.verdict, m.score(&f));
+                assert_eq!(s.cold, None);
+                assert_eq!(s.explain(&m), m.explain(&f, &s.verdict));
                 continue;
             }
+            assert_eq!(s.cold, engine.last_cold());
             let mut contexts = Vec::new();
             engine.cold_contexts(&f, &mut contexts);
             assert_eq!(
@@ -617,6 +641,8 @@ mod tests {
             let each: Vec<Verdict> = contexts.iter().map(|c| m.score(c)).collect();
             let want = m.mean_verdict(&each).unwrap();
             assert_eq!(s.verdict, want);
+            // Its explanation is over the contexts too.
+            assert_eq!(s.explain(&m), m.explain_over(&contexts, &s.verdict));
             let mean_s = each.iter().map(|v| v.supervised_score).sum::<f64>() / each.len() as f64;
             assert!((s.verdict.supervised_score - mean_s).abs() < 1e-12);
         }

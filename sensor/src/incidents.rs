@@ -41,6 +41,7 @@ pub use line::{Example, FeatureMean, IncidentKind, IncidentLine, IncidentState};
 
 use crate::{
     detect::Scored,
+    features::ColdWindow,
     flows::{ConnId, ConnectionRecord, EndReason, Transport},
     kdd::{FEATURE_NAMES, FeatureSet, KddFeatures},
     model::Verdict,
@@ -151,8 +152,9 @@ struct Evidence {
     /// Sum of each flow feature over the anomalous connections.
     feature_sums: Vec<f64>,
     example: Option<Example>,
-    /// The anomalous connection with the highest combined score.
-    strongest: Option<(KddFeatures, Verdict)>,
+    /// The anomalous connection with the highest combined score (its features, verdict and
+    /// cold host window, for its explanation).
+    strongest: Option<(KddFeatures, Verdict, Option<ColdWindow>)>,
 }
 
 impl Evidence {
@@ -180,9 +182,9 @@ impl Evidence {
         }
         if self
             .strongest
-            .is_none_or(|(_, v)| s.verdict.score > v.score)
+            .is_none_or(|(_, v, _)| s.verdict.score > v.score)
         {
-            self.strongest = Some((s.features, s.verdict));
+            self.strongest = Some((s.features, s.verdict, s.cold));
         }
         if self.example.is_none() {
             self.example = Some(Example {

@@ -163,15 +163,35 @@ pub struct FeatureEngine {
     unopened_total: u64,
     /// The host window as the last features computed saw it, when it was cold: what
     /// [`FeatureEngine::cold_contexts`] completes with each of [`cold_contexts::COLD_CONTEXTS`].
-    last_cold: Option<ColdHost>,
+    last_cold: Option<ColdWindow>,
 }
 
 /// A cold host window's known part: the snapshot (with the connection's own final status) and
-/// how many of its slots were not seen yet.
-#[derive(Clone, Copy, Debug)]
-struct ColdHost {
+/// how many of its slots were not seen yet. Small and `Copy`, so that a verdict's explanation
+/// can rebuild the contexts it was the mean over ([`ColdWindow::contexts`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColdWindow {
     snap: Snapshot,
     unseen: f64,
+    round: bool,
+}
+
+impl ColdWindow {
+    /// The features `base` of its connection once per context of
+    /// [`cold_contexts::COLD_CONTEXTS`] (appended to `out`): its host-window features with the
+    /// slots not seen yet filled like the host window of one normal connection of the training
+    /// data.
+    pub fn contexts(&self, base: &KddFeatures, out: &mut Vec<KddFeatures>) {
+        for prior in &cold_contexts::COLD_CONTEXTS {
+            let mut f = base.0;
+            host_features(
+                &HostCounts::of(&self.snap, self.unseen, prior),
+                self.round,
+                &mut f,
+            );
+            out.push(KddFeatures(f));
+        }
+    }
 }
 
 /// The window key of an address: IPv4 as v4-mapped IPv6, so both families share one map.
@@ -349,7 +369,11 @@ impl FeatureEngine {
             round,
             &mut out,
         );
-        self.last_cold = (unseen > 0.0).then_some(ColdHost { snap, unseen });
+        self.last_cold = (unseen > 0.0).then_some(ColdWindow {
+            snap,
+            unseen,
+            round,
+        });
         KddFeatures(out)
     }
 
@@ -359,26 +383,21 @@ impl FeatureEngine {
         self.last_cold.is_some()
     }
 
-    /// The features `base` of the connection the engine computed last, once per context of
-    /// [`cold_contexts::COLD_CONTEXTS`] (appended to `out`): its host-window features with the slots
-    /// not seen yet filled like the host window of one normal connection of the training data.
-    /// Nothing when its host window was full. The model's verdict on a connection in a cold
-    /// window is the mean over these contexts ([`crate::detect::Pipeline`]): the expected score
-    /// given what was seen, where the single mean context of [`window::COLD_PRIOR`] is a mix
-    /// of compositions that no normal connection has (a little of every error rate), which trees
-    /// split on as if it were seen.
+    /// The cold host window of the connection whose features the engine computed last; `None`
+    /// when its window was full. The model's verdict on a connection in a cold window is the
+    /// mean over its contexts ([`ColdWindow::contexts`], `crate::detect::Pipeline`): the
+    /// expected score given what was seen, where the single mean context of
+    /// [`window::COLD_PRIOR`] is a mix of compositions that no normal connection has (a little
+    /// of every error rate), which trees split on as if it were seen.
+    pub fn last_cold(&self) -> Option<ColdWindow> {
+        self.last_cold
+    }
+
+    /// [`ColdWindow::contexts`] of the connection the engine computed last (nothing when its
+    /// host window was full).
     pub fn cold_contexts(&self, base: &KddFeatures, out: &mut Vec<KddFeatures>) {
-        let Some(c) = self.last_cold else {
-            return;
-        };
-        for prior in &cold_contexts::COLD_CONTEXTS {
-            let mut f = base.0;
-            host_features(
-                &HostCounts::of(&c.snap, c.unseen, prior),
-                self.config.round_rates,
-                &mut f,
-            );
-            out.push(KddFeatures(f));
+        if let Some(c) = self.last_cold {
+            c.contexts(base, out);
         }
     }
 

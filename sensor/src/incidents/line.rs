@@ -94,14 +94,14 @@ pub struct IncidentLine {
     pub top_features: Vec<crate::model::FeatureContribution>,
     /// The strongest connection's features and verdict, for [`IncidentLine::explain`].
     #[serde(skip)]
-    pub strongest: Option<(KddFeatures, Verdict)>,
+    pub strongest: Option<(KddFeatures, Verdict, Option<crate::features::ColdWindow>)>,
 }
 
 impl IncidentLine {
     /// Fills `top_features` from the strongest connection, by `model`.
     pub fn explain(&mut self, model: &crate::model::Model) {
-        if let Some((f, v)) = &self.strongest {
-            self.top_features = model.explain(f, v);
+        if let Some((f, v, cold)) = &self.strongest {
+            self.top_features = model.explain_verdict(f, cold.as_ref(), v);
         }
     }
 }

@@ -3,7 +3,10 @@
 use serde::Serialize;
 
 use super::{Detector, Model, Verdict, c_factor};
-use crate::kdd::{FEATURE_NAMES, KddFeatures, NUM_FEATURES};
+use crate::{
+    features::{ColdWindow, cold_contexts::COLD_CONTEXT_COUNT},
+    kdd::{FEATURE_NAMES, KddFeatures, NUM_FEATURES},
+};
 
 /// How many features an explanation names ([`Model::explain`]).
 pub const TOP_FEATURES: usize = 3;
@@ -29,23 +32,68 @@ impl Model {
     /// About the cost of scoring the connection once more: meant for alerts and incidents, not
     /// for every connection.
     pub fn explain(&self, f: &KddFeatures, verdict: &Verdict) -> Vec<FeatureContribution> {
+        self.explain_over(std::slice::from_ref(f), verdict)
+    }
+
+    /// [`Model::explain`] of a scored connection: for one in a cold host window (`cold`),
+    /// averaged over the contexts its verdict is the mean over ([`ColdWindow::contexts`]), not
+    /// on `f`, the mean composition's row it carries.
+    pub fn explain_verdict(
+        &self,
+        f: &KddFeatures,
+        cold: Option<&ColdWindow>,
+        verdict: &Verdict,
+    ) -> Vec<FeatureContribution> {
+        match cold {
+            Some(c) => {
+                let mut rows = Vec::with_capacity(COLD_CONTEXT_COUNT);
+                c.contexts(f, &mut rows);
+                self.explain_over(&rows, verdict)
+            }
+            None => self.explain(f, verdict),
+        }
+    }
+
+    /// [`Model::explain`] of a verdict that is the mean over several rows (the contexts of a
+    /// cold host window, `crate::features::ColdWindow`): each input's contribution and value
+    /// averaged over `rows`. Contributions add up along each row's tree paths to that row's
+    /// score, so their mean adds up to the mean score (the supervised forest's, exactly).
+    pub fn explain_over(
+        &self,
+        rows: &[KddFeatures],
+        verdict: &Verdict,
+    ) -> Vec<FeatureContribution> {
         let mut buf = [0f64; NUM_FEATURES];
-        let n = self.inputs(f, &mut buf);
-        let x = &buf[..n];
+        let mut x = [0f64; NUM_FEATURES];
+        let mut one = [0f64; NUM_FEATURES];
         let mut c = [0f64; NUM_FEATURES];
-        let c = &mut c[..n];
-        match (&self.data.normal_profile, verdict.detector) {
-            (Some(p), Detector::Unsupervised) => {
-                p.forest.contributions(x, c);
-                // log2(score) = -E[h] / c(ψ): a path made shorter is a higher score.
-                let norm = c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE);
-                for v in c.iter_mut() {
-                    *v = -*v / norm;
+        let mut n = 0;
+        for f in rows {
+            n = self.inputs(f, &mut buf);
+            let one = &mut one[..n];
+            match (&self.data.normal_profile, verdict.detector) {
+                (Some(p), Detector::Unsupervised) => {
+                    p.forest.contributions(&buf[..n], one);
+                    // log2(score) = -E[h] / c(ψ): a path made shorter is a higher score.
+                    let norm = c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE);
+                    for v in one.iter_mut() {
+                        *v = -*v / norm;
+                    }
+                }
+                _ => {
+                    self.data.supervised.contributions(&buf[..n], one);
                 }
             }
-            _ => {
-                self.data.supervised.contributions(x, c);
+            for j in 0..n {
+                x[j] += buf[j];
+                c[j] += one[j];
             }
+        }
+        let k = rows.len().max(1) as f64;
+        let (x, c) = (&mut x[..n], &mut c[..n]);
+        for j in 0..n {
+            x[j] /= k;
+            c[j] /= k;
         }
         let mut order: Vec<usize> = (0..n).filter(|&j| c[j] > 0.0).collect();
         order.sort_by(|&a, &b| c[b].total_cmp(&c[a]));

@@ -162,3 +162,70 @@ fn path_attribution_adds_up_on_the_committed_model() {
         }
     }
 }
+
+#[test]
+fn an_explanation_over_rows_averages_their_contributions_and_values() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    let m = Model::load(&p).expect("committed model");
+    // Two connections that differ in their host window (as two contexts of a cold window do).
+    let mut a = [0.0; NUM_FEATURES];
+    a[1] = 0.0; // tcp
+    a[3] = 1.0;
+    a[22] = 40.0;
+    a[23] = 40.0;
+    a[24] = 1.0;
+    a[25] = 1.0;
+    a[31] = 255.0;
+    a[32] = 10.0;
+    let mut b = a;
+    b[31] = 3.0;
+    b[32] = 255.0;
+    b[33] = 1.0;
+    let rows = [KddFeatures(a), KddFeatures(b)];
+    let v = m
+        .mean_verdict(&[m.score(&rows[0]), m.score(&rows[1])])
+        .unwrap();
+    // By hand: each row's supervised contributions, averaged; the top three positive ones.
+    let w = m.input_width();
+    let (mut ca, mut cb) = (vec![0.0; w], vec![0.0; w]);
+    let (mut xa, mut xb) = ([0.0; NUM_FEATURES], [0.0; NUM_FEATURES]);
+    m.inputs(&rows[0], &mut xa);
+    m.inputs(&rows[1], &mut xb);
+    m.data.supervised.contributions(&xa[..w], &mut ca);
+    m.data.supervised.contributions(&xb[..w], &mut cb);
+    let mean: Vec<f64> = ca.iter().zip(&cb).map(|(p, q)| (p + q) / 2.0).collect();
+    let mut order: Vec<usize> = (0..w).filter(|&j| mean[j] > 0.0).collect();
+    order.sort_by(|&i, &j| mean[j].total_cmp(&mean[i]));
+    let want: Vec<(&str, f64, f64)> = order
+        .iter()
+        .take(super::explain::TOP_FEATURES)
+        .map(|&j| {
+            (
+                crate::kdd::FEATURE_NAMES[m.indices[j]],
+                (xa[j] + xb[j]) / 2.0,
+                mean[j],
+            )
+        })
+        .collect();
+    let mut force = v;
+    force.detector = Detector::Supervised;
+    let got: Vec<(&str, f64, f64)> = m
+        .explain_over(&rows, &force)
+        .into_iter()
+        .map(|c| (c.name, c.value, c.contribution))
+        .collect();
+    assert!(!got.is_empty());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0);
+        assert!(
+            (g.1 - w.1).abs() < 1e-12 && (g.2 - w.2).abs() < 1e-12,
+            "{g:?} vs {w:?}"
+        );
+    }
+    // One row: the plain explanation.
+    assert_eq!(
+        m.explain_over(&rows[..1], &force),
+        m.explain(&rows[0], &force)
+    );
+}

@@ -65,6 +65,7 @@ fn scored(service: &str, detector: Detector) -> Scored {
         },
         not_scored: None,
         suppressed_by: None,
+        cold: None,
     }
 }
 
