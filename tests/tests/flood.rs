@@ -512,18 +512,27 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
         assert_eq!(r["flag"], "SF", "{r}");
         assert_ne!(r["end_reason"], "shutdown", "{r}");
     }
-    // Nothing lost silently: each fetch is four events (begun, answered, both FINs, the final
-    // ACK), plus one when its client port reused an entry still in the table (the old
-    // connection handed over), and every one the kernel could not put on the ring is counted;
-    // what reached user space was read.
+    // Nothing lost silently: each fetch is three events (begun, answered, both FINs) and a
+    // fourth for the first packet after both FINs (normally the final ACK; none if no packet
+    // followed them while the entry was in the table: one CI rehearsal in many had 1,599 of
+    // 1,600 with every record there), plus one when its client port reused an entry still in
+    // the table (the old connection handed over); every event the kernel could not put on the
+    // ring is counted, and what reached user space was read.
     let (sent, dropped) = (out.health("events_sent"), out.health("ringbuf_drops"));
+    let restarted = out.health("flows_restarted");
     assert!(dropped > 0);
-    assert_eq!(
+    assert!(
+        (3 * made + restarted..=4 * made + restarted).contains(&(sent + dropped)),
+        "{} events sent or dropped for {made} fetches: {}",
         sent + dropped,
-        4 * made + out.health("flows_restarted"),
-        "{}",
         out.summary
     );
+    if sent + dropped < 4 * made + restarted {
+        println!(
+            "{} fetches without a packet after both FINs in the table",
+            4 * made + restarted - sent - dropped
+        );
+    }
     assert_eq!(out.capture("lost_on_restart"), 0, "{}", out.summary);
     assert_eq!(out.capture("events"), sent, "{}", out.summary);
     // Which events were dropped decides who recovers each connection (a lost `OPEN` is adopted
