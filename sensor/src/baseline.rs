@@ -78,7 +78,7 @@ pub struct BaselineReport {
 ///
 /// The first connections of a recording see a host window that is not full yet: their
 /// host-window features carry the training data's mean composition, which the live sensor
-/// does not score them on (it averages over contexts, `FeatureEngine::cold_contexts`). They
+/// does not score them on (it averages over contexts, `ColdWindow::contexts`). They
 /// are left out when at least [`MIN_CONNECTIONS`] others remain, so that the profile learns
 /// the site's own windows, not that composition.
 fn feature_rows(
@@ -91,7 +91,7 @@ fn feature_rows(
     for e in events_from_records(records) {
         if let Some(f) = engine.on_event(&e) {
             let row: Vec<f64> = indices.iter().map(|&i| f.0[i]).collect();
-            rows.push((row, engine.last_was_cold()));
+            rows.push((row, engine.last_cold().is_some()));
         }
     }
     let warm = rows.iter().filter(|(_, cold)| !cold).count();
@@ -292,7 +292,7 @@ mod tests {
         let mut scores = Vec::new();
         for e in events_from_records(&site) {
             if let Some(f) = engine.on_event(&e)
-                && !engine.last_was_cold()
+                && engine.last_cold().is_none()
             {
                 scores.push(new.score(&f).unwrap_unsupervised());
             }

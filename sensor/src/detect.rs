@@ -317,7 +317,7 @@ impl Pipeline {
             self.verdicts(&features)
         } else {
             // A connection in a cold host window: the mean over its contexts (see
-            // `FeatureEngine::cold_contexts`); the others, their own features.
+            // `ColdWindow::contexts`); the others, their own features.
             let mut cold = vec![false; features.len()];
             for (i, _) in &contexts {
                 cold[*i] = true;
@@ -621,7 +621,7 @@ mod tests {
                 f, s.features,
                 "the features reported are the mean context's"
             );
-            if !engine.last_was_cold() {
+            if engine.last_cold().is_none() {
                 // The 255th connection on: the window is full, the verdict the model's.
                 assert_eq!(s.verdict, m.score(&f));
                 assert_eq!(s.cold, None);
@@ -630,7 +630,7 @@ mod tests {
             }
             assert_eq!(s.cold, engine.last_cold());
             let mut contexts = Vec::new();
-            engine.cold_contexts(&f, &mut contexts);
+            engine.last_cold().unwrap().contexts(&f, &mut contexts);
             assert_eq!(
                 contexts.len(),
                 crate::features::cold_contexts::COLD_CONTEXT_COUNT

@@ -16,7 +16,7 @@ pub const COLD_CONTEXT_COUNT: usize = 128;
 /// the normal rows of `KDDTrain+.txt` in file order (67343 of them), numbers `i * 67342 / 127`
 /// rounded half up for `i` in `0..128`, each row's shares computed as for
 /// [`super::window::COLD_PRIOR`] and rounded to 4 decimals. A cold host window's verdict is
-/// the mean over them (`FeatureEngine::cold_contexts`).
+/// the mean over them (`ColdWindow::contexts`).
 pub const COLD_CONTEXTS: [SlotPrior; COLD_CONTEXT_COUNT] = [
     ctx([
         0.5882, 0.0980, 0.1000, 0.1000, 0.0000, 0.0000, 0.0294, 0.0000,

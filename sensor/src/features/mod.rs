@@ -82,7 +82,7 @@ pub struct FeatureConfig {
     /// data's windows are full, so small counts there mean rare hosts and services
     /// (attack-like), which is not what a sensor that just started, or a short capture, knows.
     /// The verdict on such a connection is the mean over [`cold_contexts::COLD_CONTEXTS`]
-    /// ([`FeatureEngine::cold_contexts`]); the features it carries use the mean composition.
+    /// ([`ColdWindow::contexts`]); the features it carries use the mean composition.
     pub fill_cold_host_window: bool,
 }
 
@@ -162,7 +162,7 @@ pub struct FeatureEngine {
     connections_total: u64,
     unopened_total: u64,
     /// The host window as the last features computed saw it, when it was cold: what
-    /// [`FeatureEngine::cold_contexts`] completes with each of [`cold_contexts::COLD_CONTEXTS`].
+    /// [`ColdWindow::contexts`] completes with each of [`cold_contexts::COLD_CONTEXTS`].
     last_cold: Option<ColdWindow>,
 }
 
@@ -377,12 +377,6 @@ impl FeatureEngine {
         KddFeatures(out)
     }
 
-    /// Whether the host window was cold (not yet full, and filled with the prior) for the
-    /// connection whose features the engine computed last.
-    pub fn last_was_cold(&self) -> bool {
-        self.last_cold.is_some()
-    }
-
     /// The cold host window of the connection whose features the engine computed last; `None`
     /// when its window was full. The model's verdict on a connection in a cold window is the
     /// mean over its contexts ([`ColdWindow::contexts`], `crate::detect::Pipeline`): the
@@ -391,14 +385,6 @@ impl FeatureEngine {
     /// of every error rate), which trees split on as if it were seen.
     pub fn last_cold(&self) -> Option<ColdWindow> {
         self.last_cold
-    }
-
-    /// [`ColdWindow::contexts`] of the connection the engine computed last (nothing when its
-    /// host window was full).
-    pub fn cold_contexts(&self, base: &KddFeatures, out: &mut Vec<KddFeatures>) {
-        if let Some(c) = self.last_cold {
-            c.contexts(base, out);
-        }
     }
 
     /// Slots of the host window not filled yet, when the cold window is filled with the
