@@ -149,6 +149,11 @@ pub unsafe fn account(
         let (orig_old, resp_old) = ((old & m) | (other & !m), (other & m) | (old & !m));
         let (orig_new, resp_new) = ((new & m) | (other & !m), (other & m) | (new & !m));
         let answer = answered_bit(orig_new, resp_new) & !answered_bit(orig_old, resp_old);
+        // The originator's first ACK: its time, stored without a branch (0 until now, so an
+        // OR with a mask of all ones or none).
+        let orig_acked =
+            u64::from((orig_new & !orig_old & history::ACK) >> history::ACK.trailing_zeros());
+        (*v).orig_ack_ns |= now_ns & 0u64.wrapping_sub(orig_acked);
         let mut events = (answer * event::ANSWER) | (u32::from(after) * event::CLOSED);
         let added = new & !old;
         if added & history::RST != 0 {
@@ -272,6 +277,40 @@ mod tests {
         assert_eq!(v.payload_bytes[orig], 100);
         assert_eq!(v.payload_bytes[peer(orig)], 300);
         assert_eq!((v.first_seen_ns, v.last_seen_ns), (10, 18));
+        // The originator's first ACK (the third packet), kept through its later ACKs.
+        assert_eq!(v.orig_ack_ns, 12);
+    }
+
+    #[test]
+    fn the_originators_first_ack_is_timed_only_by_the_originator() {
+        use tcp_flags::*;
+        let c = |f, l| tcp(2, 40000, 1, 80, f, l);
+        let s = |f, l| tcp(1, 80, 2, 40000, f, l);
+        let time_of = |pkts: &[Parsed]| {
+            let (key, side0) = key_side(&pkts[0]);
+            let mut v = new_value(&pkts[0], &key, side0, 100);
+            for (i, p) in pkts.iter().enumerate() {
+                let (_, side) = key_side(p);
+                // SAFETY: `v` is a live local.
+                unsafe { account(&mut v, p, side, 100 + i as u64, 1) };
+            }
+            v.orig_ack_ns
+        };
+        // The responder's ACKs and a RST do not count; the originator's data ACK does.
+        assert_eq!(time_of(&[c(SYN, 0), s(SYN | ACK, 0), s(ACK, 0)]), 0);
+        assert_eq!(time_of(&[c(SYN, 0), s(SYN | ACK, 0), c(RST | ACK, 0)]), 0);
+        assert_eq!(
+            time_of(&[c(SYN, 0), s(SYN | ACK, 0), c(ACK | PSH, 20), c(ACK, 0)]),
+            102
+        );
+        // Picked up at its SYN-ACK (flipped): the client is the originator.
+        assert_eq!(time_of(&[s(SYN | ACK, 0), c(ACK, 0)]), 101);
+        // UDP has none.
+        let u = |src, sport, dst, dport| Parsed {
+            protocol: ipproto::UDP,
+            ..tcp(src, sport, dst, dport, 0, 10)
+        };
+        assert_eq!(time_of(&[u(2, 40000, 1, 53), u(1, 53, 2, 40000)]), 0);
     }
 
     /// The events each packet of `pkts` signals (the first one opens the flow).

@@ -202,6 +202,11 @@ pub struct FlowValue {
     pub urgent_packets: u32,
     /// Wrong IP fragments (see [`crate::parse::Fragment::wrong`]).
     pub wrong_fragments: u32,
+    /// Time of the TCP originator's first ACK (normally the handshake's third packet), 0 until
+    /// it came: with the responder's SYN-ACK it times the originator's round trip from the
+    /// sensor, which a close waits on for the originator's final ACK (`sensor`'s lifecycle).
+    /// Written once per connection, so it sits in the slot's second cache line.
+    pub orig_ack_ns: u64,
 }
 
 /// What a packet did to its connection that user space must learn at once: bits of
@@ -305,7 +310,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<FragValue>(), 40 + 4 + 4);
         assert_eq!(
             core::mem::size_of::<FlowValue>(),
-            8 + 2 + 1 + 1 + 1 + 1 + 2 + 16 + 16 + 8 + 4 + 4
+            8 + 2 + 1 + 1 + 1 + 1 + 2 + 16 + 16 + 8 + 4 + 4 + 8
         );
         assert_eq!(core::mem::offset_of!(FlowValue, packets), 16);
         assert_eq!(

@@ -193,16 +193,15 @@ impl Lifecycle {
     }
 
     /// How long after its second FIN (`v`) the record of `key`'s connection waits for its
-    /// final ACK: the configured settle, or, when the handshake timed the responder's round
-    /// trip from the sensor (its SYN-ACK after the originator's SYN), one and a half of that
-    /// round trip, up to [`LifecycleConfig::MAX_CLOSE_SETTLE`]. The final ACK follows the
-    /// second FIN by the round trip of the side that sends it: on Zeek's WAN captures
-    /// (`ftp`, `pop3`, `http/no_crlf`), 47-346 ms, which a fixed 10 ms missed, while in a LAN
-    /// or on a gateway next to the hosts the settle stays the configured one. Its event
-    /// (`CLOSED`) ends the wait at once in any case, so a longer settle delays only a record
-    /// whose final ACK never comes. The originator's round trip is not timed (the table keeps
-    /// no time of its first ACK), so a final ACK from a far originator after a near responder's
-    /// FIN still comes after a short settle (`docs/replay.md`).
+    /// final ACK: the configured settle, or, when the handshake timed the round trips from the
+    /// sensor (the responder's: its SYN-ACK after the originator's SYN; the originator's: its
+    /// first ACK after that SYN-ACK, [`FlowValue::orig_ack_ns`]), one and a half of the longer
+    /// one, up to [`LifecycleConfig::MAX_CLOSE_SETTLE`]. The final ACK follows the second FIN
+    /// by the round trip of the side that sends it: on Zeek's WAN captures (`ftp`, `pop3`,
+    /// `http/no_crlf`, `modbus`), 47-346 ms, which a fixed 10 ms missed, while in a LAN or on a
+    /// gateway next to the hosts the settle stays the configured one. Its event (`CLOSED`)
+    /// ends the wait at once in any case, so a longer settle delays only a record whose final
+    /// ACK never comes.
     fn close_settle_ns(&self, key: &FlowKey, v: &FlowValue) -> u64 {
         let configured = self.config.close_settle.as_nanos() as u64;
         let orig = usize::from(v.orig_side & 1);
@@ -215,7 +214,12 @@ impl Lifecycle {
         let Some(answer_ns) = answer else {
             return configured;
         };
-        let rtt = answer_ns.saturating_sub(v.first_seen_ns);
+        // The responder's round trip (SYN to SYN-ACK) and the originator's (SYN-ACK to its
+        // first ACK, when that came after the SYN-ACK): the final ACK is the one of the side
+        // whose peer sent the second FIN, either of them.
+        let resp_rtt = answer_ns.saturating_sub(v.first_seen_ns);
+        let orig_rtt = v.orig_ack_ns.saturating_sub(answer_ns);
+        let rtt = resp_rtt.max(orig_rtt);
         let max = (LifecycleConfig::MAX_CLOSE_SETTLE.as_nanos() as u64).max(configured);
         (rtt.saturating_mul(3) / 2).clamp(configured, max)
     }

@@ -37,7 +37,7 @@ const MEASURED_KDD_MATCHED: usize = 293;
 /// Measured level: matched connections whose `conn_state` agrees with Zeek's.
 const MEASURED_STATE: usize = 291;
 /// Measured level: matched connections whose two packet counts agree with Zeek's.
-const MEASURED_PACKETS: usize = 278;
+const MEASURED_PACKETS: usize = 287;
 /// Measured level: matched connections whose two byte counts agree with Zeek's as the two
 /// `conn.log`s write them (41 of them unset in both: connections of duration 0).
 const MEASURED_BYTES: usize = 294;
@@ -64,9 +64,8 @@ enum Why {
     /// (`S0`/`SH` for `SHR`, `RSTOS0` for `RSTRH`, a lone RST's `OTH` for `RSTRH`).
     ZeekFlipByPort,
     /// The final ACK after both FINs came later than the record's close settle (10 ms after
-    /// the second FIN, or one and a half of the responder's handshake round trip: an
-    /// originator's final ACK after a near responder's FIN), so it is not in the record (Zeek
-    /// counts it): both `SF`, one side exactly one packet short.
+    /// the second FIN, or one and a half of the longer handshake round trip), so it is not in
+    /// the record (Zeek counts it): both `SF`, one side exactly one packet short.
     FinalAckAfterFins,
     /// Packets after the second FIN beyond the first one, which ends the record's wait (a
     /// crossed close's second ACK, retransmitted FINs and their ACKs), or a late final ACK with

@@ -58,8 +58,8 @@ pub struct LifecycleConfig {
     pub close_linger: Duration,
     /// How long after its second FIN a TCP connection's record waits at most for the final
     /// ACK (whose event, `CLOSED`, ends the wait at once), so that the record counts it as
-    /// Zeek's does; longer for a connection whose responder's round trip, timed by its
-    /// handshake, is longer (up to [`Self::MAX_CLOSE_SETTLE`]); zero: the record is written at
+    /// Zeek's does; longer for a connection whose round trips (the responder's and the
+    /// originator's), timed by its handshake, are longer (up to [`Self::MAX_CLOSE_SETTLE`]); zero: the record is written at
     /// the second FIN.
     pub close_settle: Duration,
     /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
@@ -80,8 +80,8 @@ impl LifecycleConfig {
     /// Default close settle: one capture tick (`config::DEFAULT_TICK`). The final ACK follows
     /// the second FIN by the round trip between the sensor and the host that sends it, well
     /// under a millisecond for a gateway next to its hosts (and nothing for a capture on one
-    /// of them), and its event ends the wait; a connection whose responder's handshake took
-    /// longer waits longer (see `Lifecycle::close_settle_ns`, at most
+    /// of them), and its event ends the wait; a connection whose handshake took longer (either
+    /// side's round trip) waits longer (see `Lifecycle::close_settle_ns`, at most
     /// [`Self::MAX_CLOSE_SETTLE`]). Only a connection whose final ACK never comes (or later)
     /// waits it out, which is then part of its detection latency. A final ACK later than the
     /// settle is left out of the record (`docs/replay.md`).
