@@ -157,6 +157,11 @@ fn window_features_do_not_depend_on_the_idle_timeouts() {
         .map(|k| r[k].to_string())
     };
     let (mut shared, mut same) = (0u64, 0u64);
+    // Differing connections whose 2-second window (KDD 23-31) agrees: only the host window
+    // differs, which in these short captures is never full, so part of it is filled for the
+    // slots not seen yet (docs/features.md, "A cold host window") and one more connection held
+    // (a split conversation's second part) shifts the filled counts.
+    let mut host_window_only = 0u64;
     let (mut shared_when_equal_sets, mut same_when_equal_sets) = (0u64, 0u64);
     for file in &files {
         let runs = ["2", "60"].map(|t| {
@@ -172,6 +177,8 @@ fn window_features_do_not_depend_on_the_idle_timeouts() {
             let Some(b) = runs[1].get(k) else { continue };
             let windows = |r: &serde_json::Value| r["kdd"].as_array().unwrap()[22..].to_vec();
             let eq = windows(a) == windows(b);
+            let time_window = |r: &serde_json::Value| r["kdd"].as_array().unwrap()[22..31].to_vec();
+            host_window_only += u64::from(!eq && time_window(a) == time_window(b));
             shared += 1;
             same += u64::from(eq);
             if equal_sets {
@@ -198,9 +205,11 @@ fn window_features_do_not_depend_on_the_idle_timeouts() {
     eprintln!(
         "window features equal under 2 s and 60 s timeouts: {same} of {shared} shared \
          connections ({:.1}%; goal {:.0}%); where both runs have the same connections: \
-         {same_when_equal_sets} of {shared_when_equal_sets}",
+         {same_when_equal_sets} of {shared_when_equal_sets}; of the {} that differ, {host_window_only} \
+         only in the host window",
         100.0 * share,
-        100.0 * SAME_WINDOWS_GOAL
+        100.0 * SAME_WINDOWS_GOAL,
+        shared - same
     );
     assert!(shared >= 200, "only {shared} shared connections");
     // Where the timeouts change no connection, nothing else may change the features.
