@@ -149,11 +149,11 @@ pub unsafe fn account(
         let (orig_old, resp_old) = ((old & m) | (other & !m), (other & m) | (old & !m));
         let (orig_new, resp_new) = ((new & m) | (other & !m), (other & m) | (new & !m));
         let answer = answered_bit(orig_new, resp_new) & !answered_bit(orig_old, resp_old);
-        // The originator's first ACK: its time, stored without a branch (0 until now, so an
-        // OR with a mask of all ones or none).
-        let orig_acked =
-            u64::from((orig_new & !orig_old & history::ACK) >> history::ACK.trailing_zeros());
-        (*v).orig_ack_ns |= now_ns & 0u64.wrapping_sub(orig_acked);
+        // The originator's first ACK: its time. Stored only by that packet (a store on every
+        // history change, from either side, could write a stale 0 back over another CPU's).
+        if orig_new & !orig_old & history::ACK != 0 {
+            (*v).orig_ack_ns = now_ns;
+        }
         let mut events = (answer * event::ANSWER) | (u32::from(after) * event::CLOSED);
         let added = new & !old;
         if added & history::RST != 0 {

@@ -205,7 +205,9 @@ pub struct FlowValue {
     /// Time of the TCP originator's first ACK (normally the handshake's third packet), 0 until
     /// it came: with the responder's SYN-ACK it times the originator's round trip from the
     /// sensor, which a close waits on for the originator's final ACK (`sensor`'s lifecycle).
-    /// Written once per connection, so it sits in the slot's second cache line.
+    /// Written once per connection, by the originator's packet that first carries an ACK (a
+    /// responder's packet never writes it, so it cannot race it back to 0), so it sits in the
+    /// slot's second cache line.
     pub orig_ack_ns: u64,
 }
 

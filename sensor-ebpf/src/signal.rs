@@ -23,7 +23,7 @@ pub(crate) fn replaced(key: &FlowKey, old: &FlowValue, now_ns: u64, h: &mut Heal
 /// One event, counted in `h.events_sent`, or in `h.ringbuf_drops` when the ring is full.
 ///
 /// The event is written in place in the ring (reserve, fill, submit) rather than built on the
-/// stack and copied by `bpf_ringbuf_output`: a `FlowEvent` is ~150 bytes, and the flow update
+/// stack and copied by `bpf_ringbuf_output`: a `FlowEvent` is 128 bytes, and the flow update
 /// that calls this leaves little room in the 512-byte stack (with a full table's eviction
 /// inlined into it, the copy no longer fit).
 #[inline(always)]

@@ -201,7 +201,9 @@ impl Lifecycle {
     /// `http/no_crlf`, `modbus`), 47-346 ms, which a fixed 10 ms missed, while in a LAN or on a
     /// gateway next to the hosts the settle stays the configured one. Its event (`CLOSED`)
     /// ends the wait at once in any case, so a longer settle delays only a record whose final
-    /// ACK never comes.
+    /// ACK never comes. A connection the table scan adopted (its `ANSWER` lost) has its answer
+    /// at its first packet, so its originator's round trip includes the responder's: the wait
+    /// errs long, never short.
     fn close_settle_ns(&self, key: &FlowKey, v: &FlowValue) -> u64 {
         let configured = self.config.close_settle.as_nanos() as u64;
         let orig = usize::from(v.orig_side & 1);

@@ -518,13 +518,30 @@ fn the_kernel_and_replay_tables_agree_frame_for_frame() {
         orig_ack_ns: u64::from(v.orig_ack_ns != 0),
         ..*v
     };
-    let kernel: BTreeMap<FlowKey, FlowValue> = x
-        .flows()
-        .into_iter()
-        .map(|(k, v)| (k, untimed(&v)))
-        .collect();
+    // Where timed, the originator's first ACK is one of the flow's own packets.
+    let ack_in_flow = |v: &FlowValue| {
+        v.orig_ack_ns == 0 || (v.first_seen_ns..=v.last_seen_ns).contains(&v.orig_ack_ns)
+    };
+    let (kernel_flows, replay_flows) = (x.flows(), r.tables());
+    let timed_acks = kernel_flows
+        .iter()
+        .filter(|(_, v)| v.orig_ack_ns != 0)
+        .count();
+    assert!(
+        timed_acks > 0,
+        "no originator ACK timed in the kernel table"
+    );
+    for (k, v) in kernel_flows
+        .iter()
+        .map(|(k, v)| (k, v))
+        .chain(replay_flows.iter())
+    {
+        assert!(ack_in_flow(v), "orig_ack_ns outside its flow: {k:?} {v:?}");
+    }
+    let kernel: BTreeMap<FlowKey, FlowValue> =
+        kernel_flows.iter().map(|(k, v)| (*k, untimed(v))).collect();
     let replay: BTreeMap<FlowKey, FlowValue> =
-        r.tables().iter().map(|(k, v)| (*k, untimed(v))).collect();
+        replay_flows.iter().map(|(k, v)| (*k, untimed(v))).collect();
     assert_eq!(kernel.len(), replay.len(), "entries");
     for (k, v) in &kernel {
         assert_eq!(Some(v), replay.get(k), "entry {k:?}");

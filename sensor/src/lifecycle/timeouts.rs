@@ -86,8 +86,9 @@ impl LifecycleConfig {
     /// waits it out, which is then part of its detection latency. A final ACK later than the
     /// settle is left out of the record (`docs/replay.md`).
     pub const DEFAULT_CLOSE_SETTLE: Duration = Duration::from_millis(10);
-    /// Longest wait for a final ACK, however slow the responder's handshake was (a SYN-ACK
-    /// to a retransmitted SYN times the retransmission, seconds): a satellite link's round
+    /// Longest wait for a final ACK, however slow the handshake was (a SYN-ACK to a
+    /// retransmitted SYN, or an ACK to a retransmitted SYN-ACK, times the retransmission,
+    /// seconds): a satellite link's round
     /// trip is about 600 ms, and one and a half of it fits.
     pub const MAX_CLOSE_SETTLE: Duration = Duration::from_secs(1);
     /// Default delay of an early verdict: beyond any round-trip time, and the moment a
