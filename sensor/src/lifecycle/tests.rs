@@ -335,11 +335,14 @@ fn a_fin_closed_record_waits_for_the_final_ack_and_counts_it() {
 
 #[test]
 fn the_wait_for_the_final_ack_follows_the_longer_round_trip() {
-    // (SYN-ACK after the SYN, the originator's first ACK after the SYN-ACK (0: none), when the
-    // final ACK comes after the second FIN, whether the record counts it): a WAN responder
-    // (80 ms) gets 120 ms, a LAN one the configured 10 ms, a retransmitted SYN's answer (3 s)
-    // at most `MAX_CLOSE_SETTLE`; a WAN originator (80 ms) behind a LAN responder gets 120 ms.
+    // (SYN-ACK after the SYN, the originator's first ACK after the SYN-ACK (0: none; negative:
+    // before it, as when the sensor saw that ACK but not the SYN-ACK in time), when the final
+    // ACK comes after the second FIN, whether the record counts it): a WAN responder (80 ms)
+    // gets 120 ms, a LAN one the configured 10 ms, a retransmitted SYN's answer (3 s) at most
+    // `MAX_CLOSE_SETTLE`; a WAN originator (80 ms) behind a LAN responder gets 120 ms; an ACK
+    // before the answer times nothing.
     const MS: u64 = 1_000_000;
+    const MS_I: i64 = 1_000_000;
     for (port, rtt, orig_rtt, ack_after, counted) in [
         (1020, 80 * MS, 0, 75 * MS, true),
         (1021, 80 * MS, 0, 130 * MS, false),
@@ -347,9 +350,10 @@ fn the_wait_for_the_final_ack_follows_the_longer_round_trip() {
         (1023, MS / 10, 0, 12 * MS, false),
         (1024, 3_000 * MS, 0, 900 * MS, true),
         (1025, 3_000 * MS, 0, 1_100 * MS, false),
-        (1026, MS / 10, 80 * MS, 110 * MS, true),
-        (1027, MS / 10, 80 * MS, 130 * MS, false),
-        (1028, 80 * MS, MS / 10, 110 * MS, true),
+        (1026, MS / 10, 80 * MS_I, 110 * MS, true),
+        (1027, MS / 10, 80 * MS_I, 130 * MS, false),
+        (1028, 80 * MS, MS_I / 10, 110 * MS, true),
+        (1029, 2 * MS, -MS_I, 12 * MS, false),
     ] {
         let (mut l, mut out) = (scanning(), Vec::new());
         let k = key(port, ipproto::TCP);
@@ -362,8 +366,8 @@ fn the_wait_for_the_final_ack_follows_the_longer_round_trip() {
         l.on_event(&k, &answered, event::ANSWER, &mut out);
         let mut at_fin = closed(10 * S);
         at_fin.last_seen_ns = 20 * S;
-        if orig_rtt > 0 {
-            at_fin.orig_ack_ns = answered.last_seen_ns + orig_rtt;
+        if orig_rtt != 0 {
+            at_fin.orig_ack_ns = answered.last_seen_ns.saturating_add_signed(orig_rtt);
         }
         l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
         // The final ACK: in the table, its event late or lost.
