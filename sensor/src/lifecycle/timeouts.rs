@@ -59,8 +59,8 @@ pub struct LifecycleConfig {
     /// How long after its second FIN a TCP connection's record waits at most for the final
     /// ACK (whose event, `CLOSED`, ends the wait at once), so that the record counts it as
     /// Zeek's does; longer for a connection whose round trips (the responder's and the
-    /// originator's), timed by its handshake, are longer (up to [`Self::MAX_CLOSE_SETTLE`]); zero: the record is written at
-    /// the second FIN.
+    /// originator's), timed by its handshake, are longer (up to [`Self::MAX_CLOSE_SETTLE`]);
+    /// zero: the record is written at the second FIN.
     pub close_settle: Duration,
     /// Period of the full scan that adopts connections whose events were lost; `None`: no scan
     /// (replay, which loses no event).
@@ -88,8 +88,7 @@ impl LifecycleConfig {
     pub const DEFAULT_CLOSE_SETTLE: Duration = Duration::from_millis(10);
     /// Longest wait for a final ACK, however slow the handshake was (a SYN-ACK to a
     /// retransmitted SYN, or an ACK to a retransmitted SYN-ACK, times the retransmission,
-    /// seconds): a satellite link's round
-    /// trip is about 600 ms, and one and a half of it fits.
+    /// seconds): a satellite link's round trip is about 600 ms, and one and a half of it fits.
     pub const MAX_CLOSE_SETTLE: Duration = Duration::from_secs(1);
     /// Default delay of an early verdict: beyond any round-trip time, and the moment a
     /// client retransmits an unanswered SYN.
