@@ -52,6 +52,30 @@ fn start_not_seen(rec: &ConnectionRecord) -> bool {
     !h.is_empty() && !h.start_seen() && (data || acknowledged)
 }
 
+/// Whether `rec` (TCP) holds nothing but answers to a start the sensor did not see: no SYN from
+/// the originator, no payload, and every packet a SYN-ACK or a RST. What sends those is a host
+/// answering (a SYN-ACK answers a SYN, a RST answers a segment of a connection it does not
+/// have): backscatter of a spoofed flood elsewhere, the tail of a connection that outlived its
+/// idle timeout, a capture that began between a SYN and its answer. The record's originator
+/// is then the side that answered, not one that acted; the packets that acted were not seen.
+/// Probes (SYN, FIN, NULL, Xmas, ACK, Maimon scans) each carry a packet of neither kind and
+/// are still scored.
+fn answers_only(rec: &ConnectionRecord) -> bool {
+    use sensor_common::flow::history::{NON_SYN, RST, SYN_ACK};
+    let h = rec.history;
+    let answers = |bits: u8| {
+        bits & !(SYN_ACK | RST | NON_SYN) == 0
+        // A packet without SYN that set no other bit is a RST here only if RST is set (else a
+        // NULL probe).
+        && (bits & NON_SYN == 0 || bits & RST != 0)
+    };
+    !h.is_empty()
+        && !h.start_seen()
+        && rec.orig_bytes + rec.resp_bytes == 0
+        && answers(h.orig)
+        && answers(h.resp)
+}
+
 /// Connections the model does not judge: their verdict is normal, with the detectors' scores
 /// kept for reference and the combined score 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -73,6 +97,10 @@ pub enum NotScored {
     /// without a handshake (FIN, NULL, Xmas, ACK scans) prove nothing of the kind and are still
     /// scored.
     StartNotSeen,
+    /// A TCP connection whose packets are all answers (SYN-ACKs, RSTs) to a start not seen,
+    /// without payload: backscatter, or the tail of a connection that outlived its idle timeout
+    /// ([`answers_only`]). The side it calls the originator is the one that answered.
+    AnswersOnly,
     /// An established TCP connection still open when observation ended (the sensor stopped,
     /// the capture ended): its end was not seen, so its state (`S1`), duration and bytes
     /// describe a fragment. Attempts that were never answered are still scored.
@@ -87,10 +115,11 @@ pub enum NotScored {
 
 impl NotScored {
     /// Every reason, in the order of [`NotScored::index`].
-    pub const ALL: [NotScored; 6] = [
+    pub const ALL: [NotScored; 7] = [
         NotScored::GroupDestination,
         NotScored::OneSided,
         NotScored::StartNotSeen,
+        NotScored::AnswersOnly,
         NotScored::EndNotSeen,
         NotScored::TunnelCarrier,
         NotScored::OtherTransport,
@@ -102,6 +131,7 @@ impl NotScored {
             NotScored::GroupDestination => "group_destination",
             NotScored::OneSided => "one_sided",
             NotScored::StartNotSeen => "start_not_seen",
+            NotScored::AnswersOnly => "answers_only",
             NotScored::EndNotSeen => "end_not_seen",
             NotScored::TunnelCarrier => "tunnel_carrier",
             NotScored::OtherTransport => "other_transport",
@@ -125,6 +155,8 @@ impl NotScored {
             Some(NotScored::OneSided)
         } else if rec.transport == Transport::Tcp && start_not_seen(rec) {
             Some(NotScored::StartNotSeen)
+        } else if rec.transport == Transport::Tcp && answers_only(rec) {
+            Some(NotScored::AnswersOnly)
         } else if rec.transport == Transport::Tcp
             && rec.end_reason == EndReason::Shutdown
             && matches!(
@@ -583,6 +615,34 @@ mod tests {
             assert_eq!(
                 with(probe, answer, ConnState::RSTR, (0, 0), EndReason::Rst),
                 None
+            );
+        }
+        // Answers to a start not seen (backscatter, a timed-out connection's tail): a lone RST,
+        // a lone SYN-ACK, a SYN-ACK then a RST, RSTs both ways.
+        for (orig, resp, state) in [
+            (NON_SYN | RST, 0, ConnState::OTH),
+            (0, SYN_ACK, ConnState::OTH),
+            (0, SYN_ACK | NON_SYN | RST, ConnState::RSTRH),
+            (NON_SYN | RST, NON_SYN | RST, ConnState::OTH),
+        ] {
+            assert_eq!(
+                with(orig, resp, state, (0, 0), EndReason::Rst),
+                Some(NotScored::AnswersOnly),
+                "{orig:#b} {resp:#b}"
+            );
+        }
+        // Not answers only: a NULL probe (a packet without SYN, RST, ACK or FIN), a SYN, an
+        // answered ACK probe, data.
+        for (orig, resp, bytes) in [
+            (NON_SYN, NON_SYN | RST, (0, 0)),
+            (SYN, SYN_ACK, (0, 0)),
+            (NON_SYN | ACK, NON_SYN | RST, (0, 0)),
+            (NON_SYN | RST | DATA, 0, (10, 0)),
+        ] {
+            assert_ne!(
+                with(orig, resp, ConnState::OTH, bytes, EndReason::Rst),
+                Some(NotScored::AnswersOnly),
+                "{orig:#b} {resp:#b}"
             );
         }
         // Open at the end of observation: established fragments are not scored, attempts are.

@@ -105,12 +105,45 @@ pub fn duration_whole_secs(rec: &ConnectionRecord) -> u64 {
 
 /// Writes KDD 1, 2, 4-9 into `out` (the service, 3, is [`super::service`]'s).
 pub fn fill_basic(rec: &ConnectionRecord, flag: u8, out: &mut [f64; 41]) {
-    out[0] = duration_whole_secs(rec) as f64;
+    // ICMP rows are single messages in the data (all 8,291 of KDDTrain+ have duration 0; see
+    // `kdd_bytes`).
+    out[0] = if rec.transport == Transport::Icmp {
+        0.0
+    } else {
+        duration_whole_secs(rec) as f64
+    };
     out[1] = f64::from(protocol_index(rec.transport));
     out[3] = f64::from(flag);
-    out[4] = rec.orig_bytes as f64;
-    out[5] = rec.resp_bytes as f64;
+    let (src_bytes, dst_bytes) = kdd_bytes(rec);
+    out[4] = src_bytes as f64;
+    out[5] = dst_bytes as f64;
     out[6] = f64::from(u8::from(rec.land));
     out[7] = f64::from(rec.wrong_fragments);
     out[8] = f64::from(rec.urgent_packets);
+}
+
+/// The ICMP header's length, which the data's ICMP byte counts include.
+const ICMP_HEADER_BYTES: u64 = 8;
+
+/// KDD 5-6. TCP and UDP: the payload bytes each way. ICMP: the data's rows are single messages
+/// with the header counted (`src_bytes` 8 for `ipsweep`'s and `nmap`'s empty echoes, 30 or 64
+/// for the normal rows' echoes), so a conversation reads as one exchange: the originator's mean
+/// message with its header, and the responder's (0 if it sent nothing). The data's `dst_bytes`
+/// is always 0 for ICMP (an answer is a row of its own there); keeping the answer's size keeps
+/// the evidence that the destination answered (docs/features.md, "ICMP byte counts").
+pub fn kdd_bytes(rec: &ConnectionRecord) -> (u64, u64) {
+    match rec.transport {
+        Transport::Icmp => {
+            let message = |bytes: u64, packets: u64| {
+                bytes
+                    .checked_div(packets)
+                    .map_or(0, |b| b + ICMP_HEADER_BYTES)
+            };
+            (
+                message(rec.orig_bytes, rec.orig_packets),
+                message(rec.resp_bytes, rec.resp_packets),
+            )
+        }
+        _ => (rec.orig_bytes, rec.resp_bytes),
+    }
 }

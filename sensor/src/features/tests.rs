@@ -393,6 +393,27 @@ fn basic_features_duration_floor_bytes_land() {
     assert_eq!(col(&engine().push(&r), "duration"), 0.0);
 }
 
+/// An ICMP conversation reads as one exchange on the data's scale: duration 0, each side's
+/// mean message with its 8-byte header.
+#[test]
+fn icmp_is_one_exchange_of_whole_messages() {
+    let mut r = icmp(4, 8, 0);
+    r.start_unix_ns = T0 - 3_000_000_000;
+    // Four 56-byte echoes answered by four replies (Unix `ping`): 64-byte messages.
+    (r.orig_packets, r.orig_bytes, r.resp_packets, r.resp_bytes) = (4, 224, 4, 224);
+    let f = engine().push(&r);
+    assert_eq!(col(&f, "duration"), 0.0);
+    assert_eq!(col(&f, "src_bytes"), 64.0);
+    assert_eq!(col(&f, "dst_bytes"), 64.0);
+    // nmap's empty echo to a host that does not answer: 8 bytes, as `ipsweep` in the data.
+    (r.orig_packets, r.orig_bytes, r.resp_packets, r.resp_bytes) = (1, 0, 0, 0);
+    let f = engine().push(&r);
+    assert_eq!((col(&f, "src_bytes"), col(&f, "dst_bytes")), (8.0, 0.0));
+    // A side that sent nothing has 0 bytes, not a header.
+    (r.orig_packets, r.resp_packets, r.resp_bytes) = (0, 1, 28);
+    let f = engine().push(&r);
+    assert_eq!((col(&f, "src_bytes"), col(&f, "dst_bytes")), (0.0, 36.0));
+}
 #[test]
 fn config_is_validated() {
     let bad = FeatureConfig {
