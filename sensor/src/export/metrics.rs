@@ -106,6 +106,7 @@ struct Detection {
     model_loaded: Gauge,
     window_connections: IntGauge,
     window_evictions: IntCounter,
+    window_resumed: IntCounterVec,
     output_errors: IntCounter,
     incidents: IntCounterVec,
     incidents_open: IntGaugeVec,

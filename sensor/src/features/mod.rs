@@ -34,6 +34,7 @@
 pub mod basic;
 pub mod cold_contexts;
 pub mod counts;
+mod resume;
 pub mod service;
 pub mod window;
 
@@ -45,11 +46,12 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 
 use crate::{
-    flows::{ConnEvent, ConnId, ConnStart, ConnectionRecord},
+    flows::{ConnEvent, ConnId, ConnStart, ConnectionRecord, EndReason},
     kdd::{KddFeatures, NUM_FEATURES},
 };
 
 use counts::{HostKey, WindowEntry};
+use resume::Resumptions;
 use window::{Snapshot, Windows};
 
 /// Saturation of `count` and `srv_count` (the data's maximum).
@@ -84,6 +86,12 @@ pub struct FeatureConfig {
     /// The verdict on such a connection is the mean over [`cold_contexts::COLD_CONTEXTS`]
     /// ([`ColdWindow::contexts`]); the features it carries use the mean composition.
     pub fill_cold_host_window: bool,
+    /// A UDP or ICMP conversation that its idle timeout ended and that resumes on the same
+    /// address and port pair within this gap (from its last packet) is the same conversation
+    /// for the windows: its next record does not enter them again (see [`Resumptions`]). So
+    /// the window features do not depend on UDP/ICMP idle timeouts up to this gap (default
+    /// 60 s, the shipped timeouts, Zeek's).
+    pub resume_gap_ns: u64,
 }
 
 impl Default for FeatureConfig {
@@ -95,6 +103,7 @@ impl Default for FeatureConfig {
             private_port_below: 1024,
             round_rates: true,
             fill_cold_host_window: true,
+            resume_gap_ns: 60_000_000_000,
         }
     }
 }
@@ -141,14 +150,21 @@ pub struct EngineStats {
     pub host_window_hosts: usize,
     /// Open connections waiting for their end.
     pub open_connections: usize,
+    /// Connections that resumed a UDP/ICMP conversation its idle timeout ended, and so did
+    /// not enter the windows again ([`FeatureConfig::resume_gap_ns`]).
+    pub resumed_total: u64,
+    /// Ended conversations forgotten early because the memory of them was full (a resumption
+    /// of one enters the windows as a new connection).
+    pub resume_forgotten_total: u64,
     /// Heap bytes held by the windows (capacity-based estimate).
     pub heap_bytes: usize,
 }
 
-/// An open connection: its place in the windows and its latest snapshot.
+/// An open connection: its place in the windows (none for a resumed conversation) and its
+/// latest snapshot.
 #[derive(Clone, Copy, Debug)]
 struct OpenEntry {
-    seq: u64,
+    seq: Option<u64>,
     entry: WindowEntry,
     snapshot: Snapshot,
 }
@@ -159,6 +175,7 @@ pub struct FeatureEngine {
     config: FeatureConfig,
     windows: Windows,
     open: FxHashMap<ConnId, OpenEntry>,
+    resumptions: Resumptions,
     connections_total: u64,
     unopened_total: u64,
     /// The host window as the last features computed saw it, when it was cold: what
@@ -213,6 +230,7 @@ impl FeatureEngine {
             ),
             config,
             open: FxHashMap::default(),
+            resumptions: Resumptions::default(),
             connections_total: 0,
             unopened_total: 0,
             last_cold: None,
@@ -261,7 +279,9 @@ impl FeatureEngine {
         }
     }
 
-    /// A connection began: it enters the windows, unanswered if it awaits an answer.
+    /// A connection began: it enters the windows, unanswered if it awaits an answer, unless it
+    /// resumes a UDP/ICMP conversation its idle timeout ended ([`Resumptions`]): that one is
+    /// already in them, from when it began.
     pub fn opened(&mut self, s: &ConnStart) {
         let entry = WindowEntry {
             host: self.windows.acquire_host(host_key(s.id.resp_addr)),
@@ -270,8 +290,13 @@ impl FeatureEngine {
             rej_error: false,
             src_port: s.id.orig_port,
         };
-        let seq = self.windows.open(s.id.start_unix_ns, entry);
-        let snapshot = self.windows.snapshot(seq, &entry);
+        let start = s.id.start_unix_ns;
+        let (seq, snapshot) = if self.resumptions.resumes(&s.id, self.config.resume_gap_ns) {
+            (None, self.windows.snapshot_outside(start, &entry))
+        } else {
+            let seq = self.windows.open(start, entry);
+            (Some(seq), self.windows.snapshot(seq, &entry))
+        };
         let replaced = self.open.insert(
             s.id,
             OpenEntry {
@@ -297,9 +322,14 @@ impl FeatureEngine {
             rej_error: refused,
             ..o.entry
         };
-        self.windows.update(o.seq, entry);
         o.entry = entry;
-        o.snapshot = self.windows.snapshot(o.seq, &entry);
+        o.snapshot = match o.seq {
+            Some(seq) => {
+                self.windows.update(seq, entry);
+                self.windows.snapshot(seq, &entry)
+            }
+            None => self.windows.snapshot_outside(at_unix_ns, &entry),
+        };
     }
 
     /// A connection finished: its 41 features.
@@ -314,6 +344,9 @@ impl FeatureEngine {
             }
         };
         self.connections_total += 1;
+        if rec.end_reason == EndReason::Idle {
+            self.resumptions.ended(rec, self.config.resume_gap_ns);
+        }
         match open {
             Some(o) => {
                 self.windows.release_host(o.entry.host);
@@ -412,7 +445,10 @@ impl FeatureEngine {
             time_window_hosts: time_hosts,
             host_window_hosts: host_hosts,
             open_connections: self.open.len(),
+            resumed_total: self.resumptions.resumed_total,
+            resume_forgotten_total: self.resumptions.forgotten_total,
             heap_bytes: self.windows.heap_bytes()
+                + self.resumptions.heap_bytes()
                 + self.open.capacity() * (size_of::<(ConnId, OpenEntry)>() + 1),
         }
     }

@@ -738,3 +738,113 @@ fn rates_round_as_f64_round_does() {
         }
     }
 }
+
+/// A UDP record between the lab client and `dst`:53 over `[start, end]`, ended by its idle
+/// timeout `timeout_ns` after its last packet.
+fn udp_idle(start_ns: u64, end_ns: u64, dst: IpAddr, timeout_ns: u64) -> ConnectionRecord {
+    ConnectionRecord {
+        transport: Transport::Udp,
+        start_unix_ns: start_ns,
+        end_unix_ns: end_ns,
+        final_unix_ns: end_ns + timeout_ns,
+        end_reason: EndReason::Idle,
+        orig_port: 5000,
+        ..tcp(end_ns, dst, 53, 5000, ConnState::SF)
+    }
+}
+
+/// The features of the last record of `recs`, run through the engine as the live sensor's
+/// events, and the engine's figures.
+fn last_features(recs: &[ConnectionRecord]) -> (KddFeatures, EngineStats) {
+    let mut e = engine();
+    let last = recs.last().unwrap().id();
+    let mut out = None;
+    for ev in events_from_records(recs) {
+        let f = e.on_event(&ev);
+        if let ConnEvent::Finished(r) = &ev
+            && r.id() == last
+        {
+            out = f;
+        }
+    }
+    (out.unwrap(), e.stats())
+}
+
+/// A conversation with a 5 s pause is one record under a 60 s timeout and two under 2 s; its
+/// neighbours' window features are the same either way, because the second record resumes the
+/// conversation and does not enter the windows again.
+#[test]
+fn a_conversation_split_by_its_idle_timeout_is_in_the_windows_once() {
+    let server = v4(1);
+    let neighbour = tcp(T0 + 6_500_000_000, server, 80, 41000, ConnState::SF);
+    let whole = vec![
+        udp_idle(T0, T0 + 7 * SEC_NS, server, 60 * SEC_NS),
+        neighbour.clone(),
+    ];
+    let split = vec![
+        udp_idle(T0, T0 + SEC_NS, server, 2 * SEC_NS),
+        udp_idle(T0 + 6 * SEC_NS, T0 + 7 * SEC_NS, server, 2 * SEC_NS),
+        neighbour.clone(),
+    ];
+    let (f_whole, s_whole) = last_features(&whole);
+    let (f_split, s_split) = last_features(&split);
+    assert_eq!(f_whole.0[22..], f_split.0[22..]);
+    assert_eq!((s_whole.resumed_total, s_split.resumed_total), (0, 1));
+    // The resumed record itself is scored with the windows as they stand, itself counted once:
+    // it and its neighbour are the two connections to the server in the last 2 s.
+    let (f_resumed, _) = last_features(&split[..2]);
+    assert_eq!(col(&f_resumed, "count"), 1.0);
+    assert_eq!(col(&f_split, "count"), 1.0);
+    assert_eq!(col(&f_split, "dst_host_count"), 2.0);
+
+    // Resumed by the other side: the same conversation.
+    let mut reversed = split.clone();
+    let r = &mut reversed[1];
+    (r.orig_addr, r.resp_addr) = (r.resp_addr, r.orig_addr);
+    (r.orig_port, r.resp_port) = (r.resp_port, r.orig_port);
+    assert_eq!(last_features(&reversed).1.resumed_total, 1);
+
+    // After more than the gap (60 s), a new conversation: it enters the windows.
+    let late = vec![
+        udp_idle(T0, T0 + SEC_NS, server, 2 * SEC_NS),
+        udp_idle(T0 + 62 * SEC_NS, T0 + 63 * SEC_NS, server, 2 * SEC_NS),
+        tcp(T0 + 62_500_000_000, server, 80, 41000, ConnState::SF),
+    ];
+    let (f_late, s_late) = last_features(&late);
+    assert_eq!(s_late.resumed_total, 0);
+    assert_eq!(col(&f_late, "count"), 2.0);
+
+    // TCP is never a resumption: a new SYN is a new connection.
+    let tcp_twice = vec![
+        ConnectionRecord {
+            end_reason: EndReason::Idle,
+            ..tcp(T0, server, 80, 41000, ConnState::SF)
+        },
+        tcp(T0 + 6 * SEC_NS, server, 80, 41000, ConnState::SF),
+    ];
+    assert_eq!(last_features(&tcp_twice).1.resumed_total, 0);
+}
+
+/// The memory of ended conversations is bounded; what it forgets early is counted, and its
+/// resumption enters the windows as a new connection.
+#[test]
+fn ended_conversations_are_remembered_within_a_bound_and_forgetting_is_counted() {
+    let n = resume::Resumptions::CAPACITY + 10;
+    let mut e = engine();
+    let mut first = None;
+    for i in 0..n {
+        let ip = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (i as u32 % 60_000);
+        let mut r = udp_idle(T0, T0 + 1_000, IpAddr::V4(Ipv4Addr::from(ip)), 2 * SEC_NS);
+        r.orig_port = 1024 + (i / 60_000) as u16;
+        first.get_or_insert_with(|| r.clone());
+        e.push(&r);
+    }
+    let s = e.stats();
+    assert_eq!(s.resume_forgotten_total, 10);
+    assert!(s.heap_bytes < 64 << 20, "{} heap bytes", s.heap_bytes);
+    let mut again = first.unwrap();
+    again.start_unix_ns = T0 + 3 * SEC_NS;
+    again.end_unix_ns = again.start_unix_ns;
+    e.push(&again);
+    assert_eq!(e.stats().resumed_total, 0, "the first one was forgotten");
+}

@@ -250,6 +250,19 @@ impl Windows {
     }
 
     /// Entries expired before their 2 s because of the cap.
+    /// The view of a connection that does not enter the windows (a resumed conversation, see
+    /// `FeatureEngine::opened`): the windows as they stand at `now_ns`, itself added.
+    pub fn snapshot_outside(&mut self, now_ns: u64, e: &WindowEntry) -> Snapshot {
+        self.advance(now_ns);
+        Snapshot {
+            time: view_including(&self.time, false, e),
+            host: view_including(&self.host, false, e),
+            host_window_len: (self.next - self.host_front + 1).min(self.host_len) as u32,
+            own_syn_error: e.syn_error,
+            own_rej_error: e.rej_error,
+        }
+    }
+
     pub fn overflow_evictions(&self) -> u64 {
         self.overflow_evictions
     }

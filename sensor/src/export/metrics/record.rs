@@ -147,6 +147,13 @@ impl Metrics {
             s.time_window_overflow_evictions_total
                 .saturating_sub(d.window_evictions.get()),
         );
+        for (outcome, total) in [
+            ("resumed", s.resumed_total),
+            ("forgotten", s.resume_forgotten_total),
+        ] {
+            let c = d.window_resumed.with_label_values(&[outcome]);
+            c.inc_by(total.saturating_sub(c.get()));
+        }
     }
 
     /// Counts a failed write of an alert or record line.

@@ -208,6 +208,17 @@ impl Detection {
                 "Connections expired early from the 2-second window because of its size cap.",
             )
         );
+        let window_resumed = registered!(
+            registry,
+            "sensor_feature_window_resumed_total",
+            IntCounterVec::new(
+                Opts::new(
+                    "sensor_feature_window_resumed_total",
+                    "UDP/ICMP connections that resumed a conversation its idle timeout ended (within 60 s): outcome resumed (held once in the feature windows) or forgotten (the memory of ended conversations was full, so it entered them as a new connection).",
+                ),
+                &["outcome"],
+            )
+        );
         let output_errors = registered!(
             registry,
             "sensor_output_errors_total",
@@ -253,6 +264,7 @@ impl Detection {
             model_loaded,
             window_connections,
             window_evictions,
+            window_resumed,
             output_errors,
             incidents,
             incidents_open,
