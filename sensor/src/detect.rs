@@ -99,7 +99,7 @@ pub enum NotScored {
     StartNotSeen,
     /// A TCP connection whose packets are all answers (SYN-ACKs, RSTs) to a start not seen,
     /// without payload: backscatter, or the tail of a connection that outlived its idle timeout
-    /// ([`answers_only`]). The side it calls the originator is the one that answered.
+    /// (`answers_only`). The side it calls the originator is the one that answered.
     AnswersOnly,
     /// An established TCP connection still open when observation ended (the sensor stopped,
     /// the capture ended): its end was not seen, so its state (`S1`), duration and bytes

@@ -72,7 +72,7 @@ pub mod tunnel {
 pub mod next {
     /// Nothing left: the packet is parsed.
     pub const NONE: u8 = 0;
-    /// The frame's own L2 headers go on past what [`super::parse_ethernet`] walks (a third
+    /// The frame's own L2 headers go on past what [`parse_ethernet`](crate::parse::parse_ethernet) walks (a third
     /// VLAN tag, MPLS, PPPoE, FabricPath): [`super::Parsed::next_off`] is the offset of the
     /// ethertype field to continue at. Not a tunnel, and the packet has no IP header yet.
     pub const L2: u8 = 0xff;

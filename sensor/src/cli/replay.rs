@@ -24,7 +24,7 @@ pub struct ReplayOptions {
     pub format: Format,
     /// Seed of the Community IDs in `jsonl`, `zeek` and `eve` rows.
     pub community_id_seed: u16,
-    /// Rows go here (`None`: the writer given to [`replay`]).
+    /// Rows go here (`None`: the writer given to [`replay()`]).
     pub output: Option<PathBuf>,
     /// The alert stream: incident lines, and with `connection_alerts` one line per anomalous
     /// connection.

@@ -88,7 +88,7 @@ pub struct FeatureConfig {
     pub fill_cold_host_window: bool,
     /// A UDP or ICMP conversation that its idle timeout ended and that resumes on the same
     /// address and port pair within this gap (from its last packet) is the same conversation
-    /// for the windows: its next record does not enter them again (see [`Resumptions`]). So
+    /// for the windows: its next record does not enter them again (see `features::resume`). So
     /// the window features do not depend on UDP/ICMP idle timeouts up to this gap (default
     /// 60 s, the shipped timeouts, Zeek's).
     pub resume_gap_ns: u64,
@@ -280,7 +280,7 @@ impl FeatureEngine {
     }
 
     /// A connection began: it enters the windows, unanswered if it awaits an answer, unless it
-    /// resumes a UDP/ICMP conversation its idle timeout ended ([`Resumptions`]): that one is
+    /// resumes a UDP/ICMP conversation its idle timeout ended (`features::resume`): that one is
     /// already in them, from when it began.
     pub fn opened(&mut self, s: &ConnStart) {
         let entry = WindowEntry {

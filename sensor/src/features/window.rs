@@ -136,7 +136,7 @@ impl Windows {
         }
     }
 
-    /// The id of host `key` for an open connection's entry, held until [`Windows::release`].
+    /// The id of host `key` for an open connection's entry, held until [`Windows::release_host`].
     pub fn acquire_host(&mut self, key: HostKey) -> HostId {
         self.hosts.acquire(key)
     }

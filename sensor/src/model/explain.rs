@@ -24,7 +24,7 @@ pub struct FeatureContribution {
 
 impl Model {
     /// The (up to) [`TOP_FEATURES`] inputs that moved `verdict`'s score most towards anomalous,
-    /// by [`Ensemble::contributions`] of the detector that fired: the supervised forest when it
+    /// by [`Ensemble::contributions`](crate::model::tree::Ensemble::contributions) of the detector that fired: the supervised forest when it
     /// did (alone or with the normal profile), in units of its score (attack probability); the
     /// normal profile when it alone did, in units of log2 of its score (a shorter isolation
     /// path is a positive contribution). Features that pushed towards normal are left out.

@@ -5,7 +5,7 @@ use sensor_common::parse::{ParseError, Parsed, link, parse_ethernet, parse_from,
 use super::LinkType;
 
 /// Parses one captured frame of link type `link` with the kernel's parser: Ethernet as the
-/// kernel's per-packet path does (what it hands on is followed by [`Replayer::packet`] as the
+/// kernel's per-packet path does (what it hands on is followed by [`Replayer::packet`](super::replayer::Replayer::packet) as the
 /// kernel's continuation does), the other link layers straight to IP.
 #[inline]
 pub fn parse_frame(link: LinkType, data: &[u8]) -> Result<Parsed, ParseError> {
