@@ -168,9 +168,10 @@ fn agent_batch(p: &mut Pipeline, m: &Metrics, batch: &[ConnEvent]) -> usize {
         ConnEvent::Finished(r) => Some(r),
         _ => None,
     });
+    let mut observed = m.scored_batch();
     for (rec, s) in finished.zip(p.process_events(batch)) {
         m.observe_connection(rec);
-        m.observe_scored(rec, &s, 0.001);
+        observed.observe(rec, &s, 0.001);
         flagged += usize::from(s.verdict.anomalous);
     }
     flagged

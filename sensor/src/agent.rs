@@ -18,7 +18,7 @@ use crate::{
     capture::{self, Capture, CaptureError},
     config::{RecordsFormat, RunConfig, Sink},
     detect::{Pipeline, Scored},
-    export::Metrics,
+    export::{Metrics, metrics::ScoredBatch},
     features::FeatureConfig,
     flows::{ConnEvent, ConnectionRecord, EndReason},
     incidents::{IncidentLine, IncidentTracker},
@@ -179,14 +179,17 @@ impl Stages {
         let scored = self.pipeline.process_events(events);
         // The verdicts exist from here: latency counts the whole batch's processing.
         let now = now();
+        let metrics = Arc::clone(&self.metrics);
+        let mut observed = metrics.scored_batch();
         for (ev, s) in events.iter().filter(|e| e.record().is_some()).zip(&scored) {
             let Some(rec) = ev.record() else { continue };
             self.incidents
                 .observe(rec, s, rec.final_unix_ns, &mut lines);
             if let ConnEvent::Finished(rec) = ev {
-                self.finished(rec, s, now, &mut rec_buf, &mut alert_buf);
+                self.finished(rec, s, now, &mut observed, &mut rec_buf, &mut alert_buf);
             }
         }
+        drop(observed);
         self.incidents.tick(now, &mut lines);
         self.metrics.set_incident_stats(self.incidents.stats());
         self.write(&rec_buf, alert_buf, &lines, now);
@@ -200,13 +203,14 @@ impl Stages {
         rec: &ConnectionRecord,
         s: &Scored,
         now: u64,
+        observed: &mut ScoredBatch<'_>,
         rec_buf: &mut Vec<u8>,
         alert_buf: &mut Vec<u8>,
     ) {
         let latency_ms = now.saturating_sub(rec.final_unix_ns) as f64 / 1e6;
         self.metrics.observe_connection(rec);
         if rec.end_reason != EndReason::Shutdown {
-            self.metrics.observe_scored(rec, s, latency_ms / 1e3);
+            observed.observe(rec, s, latency_ms / 1e3);
         }
         self.summary.connections += 1;
         self.summary.anomalous += u64::from(s.verdict.anomalous);

@@ -125,6 +125,7 @@ fn reg<C: Collector + Clone + 'static>(
 
 mod kernel;
 mod record;
+pub use record::ScoredBatch;
 mod registry;
 #[cfg(test)]
 mod tests;
