@@ -64,3 +64,49 @@ fn kernel_counters_are_read_at_scrape_time_and_connections_counted() {
     let again = m.render();
     assert!(again.contains("sensor_kernel_bytes_total 900"), "{again}");
 }
+
+/// A batch's histograms reach the scrape when the batch is dropped, all of them, once.
+#[test]
+fn a_scored_batch_publishes_its_histograms_when_dropped() {
+    use crate::{
+        detect::Scored,
+        kdd::KddFeatures,
+        model::{Detector, Verdict},
+    };
+    let m = Metrics::new(Arc::new(Fixed(Health::default())), 1024).unwrap();
+    let rec: ConnectionRecord = serde_json::from_str(
+        r#"{"start_unix_ns":1,"end_unix_ns":2,"transport":"udp","ip_version":4,"orig_addr":"198.18.0.1","orig_port":1,"resp_addr":"198.18.0.2","resp_port":53,"icmp_type":null,"icmp_code":null,"orig_packets":1,"resp_packets":1,"orig_bytes":30,"resp_bytes":90,"conn_state":"SF","urgent_packets":0,"wrong_fragments":0,"land":false,"end_reason":"idle"}"#,
+    )
+    .unwrap();
+    let s = Scored {
+        features: KddFeatures([0.0; 41]),
+        verdict: Verdict {
+            anomalous: false,
+            score: 0.25,
+            detector: Detector::None,
+            supervised_score: 0.1,
+            unsupervised_score: None,
+        },
+        not_scored: None,
+        suppressed_by: None,
+        cold: None,
+    };
+    let count = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let mut batch = m.scored_batch();
+    for _ in 0..3 {
+        batch.observe(&rec, &s, 0.002);
+    }
+    let before = m.render();
+    drop(batch);
+    let after = m.render();
+    let latency = "sensor_detection_latency_seconds_count{finalised_by=\"idle_timeout\"}";
+    assert_eq!(count(&before, "sensor_score_count"), Some(0), "{before}");
+    assert_eq!(count(&after, "sensor_score_count"), Some(3), "{after}");
+    assert_eq!(count(&after, latency), Some(3), "{after}");
+    m.observe_scored(&rec, &s, 0.002);
+    assert_eq!(count(&m.render(), latency), Some(4));
+}
