@@ -76,6 +76,19 @@ fn answers_only(rec: &ConnectionRecord) -> bool {
         && answers(h.resp)
 }
 
+/// Whether `rec` is IPv6 neighbour discovery or multicast listener signalling (ICMPv6 router
+/// and neighbour solicitations and advertisements, MLD queries and reports): the link's own
+/// control plane, IPv6's counterparts of ARP and IGMP. The training data has no rows for
+/// either (ARP is not IP; IGMP is neither tcp, udp nor icmp, so IPv4's is `other_transport`
+/// here), and unicast neighbour solicitations and advertisements run every few seconds
+/// between neighbours on any IPv6 link (RFC 4861 reachability confirmation). Redirects keep
+/// their data counterpart (`red_i`) and are scored.
+fn link_control(rec: &ConnectionRecord) -> bool {
+    rec.transport == Transport::Icmp
+        && rec.ip_version == 6
+        && matches!(rec.icmp_type, Some(130..=136 | 143))
+}
+
 /// Connections the model does not judge: their verdict is normal, with the detectors' scores
 /// kept for reference and the combined score 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -85,6 +98,10 @@ pub enum NotScored {
     /// one-to-many announcement, not a conversation between two hosts, which is what the KDD
     /// connection features describe. It stays in the windows of other connections as traffic.
     GroupDestination,
+    /// IPv6 neighbour discovery and multicast listener messages ([`link_control`] in the
+    /// source): the link's control plane, the counterparts of ARP and IGMP, which the data has
+    /// no rows for. It stays in the windows of other connections as traffic.
+    LinkControl,
     /// A TCP connection of which the sensor saw one side only, while that side proves the
     /// other exists (the originator acknowledged a SYN-ACK never seen, or the responder sent
     /// data after a SYN-ACK to an originator never seen): a one-sided capture or asymmetric
@@ -115,8 +132,9 @@ pub enum NotScored {
 
 impl NotScored {
     /// Every reason, in the order of [`NotScored::index`].
-    pub const ALL: [NotScored; 7] = [
+    pub const ALL: [NotScored; 8] = [
         NotScored::GroupDestination,
+        NotScored::LinkControl,
         NotScored::OneSided,
         NotScored::StartNotSeen,
         NotScored::AnswersOnly,
@@ -129,6 +147,7 @@ impl NotScored {
     pub fn as_str(self) -> &'static str {
         match self {
             NotScored::GroupDestination => "group_destination",
+            NotScored::LinkControl => "link_control",
             NotScored::OneSided => "one_sided",
             NotScored::StartNotSeen => "start_not_seen",
             NotScored::AnswersOnly => "answers_only",
@@ -151,6 +170,8 @@ impl NotScored {
             Some(NotScored::OtherTransport)
         } else if rec.to_group {
             Some(NotScored::GroupDestination)
+        } else if link_control(rec) {
+            Some(NotScored::LinkControl)
         } else if crate::features::basic::one_sided(rec) {
             Some(NotScored::OneSided)
         } else if rec.transport == Transport::Tcp && start_not_seen(rec) {
@@ -667,6 +688,25 @@ mod tests {
             with(SYN, 0, ConnState::S0, (0, 0), EndReason::Shutdown),
             None
         );
+        // IPv6 neighbour discovery and MLD are the link's control plane; echoes, redirects and
+        // errors, and every ICMPv4 type, are scored.
+        let icmp = |ip_version: u8, t: u8| {
+            NotScored::of(&ConnectionRecord {
+                transport: Transport::Icmp,
+                ip_version,
+                icmp_type: Some(t),
+                icmp_code: Some(0),
+                history: History::default(),
+                ..base.clone()
+            })
+        };
+        for t in [130, 131, 132, 133, 134, 135, 136, 143] {
+            assert_eq!(icmp(6, t), Some(NotScored::LinkControl), "type {t}");
+            assert_eq!(icmp(4, t), None, "ICMPv4 type {t}");
+        }
+        for t in [1, 2, 3, 128, 129, 137] {
+            assert_eq!(icmp(6, t), None, "type {t}");
+        }
         // Records without TCP history (UDP, files from older versions) are scored.
         assert_eq!(with(0, 0, ConnState::OTH, (5, 5), EndReason::Idle), None);
         for r in NotScored::ALL {
