@@ -234,6 +234,8 @@ pub struct FeatureEngine {
     config: FeatureConfig,
     windows: Windows,
     open: OpenConnections,
+    /// Open FTP control connections by (client, server) host pair ([`service::ftp_data_of`]).
+    ftp_sessions: FxHashMap<(HostKey, HostKey), u32>,
     resumptions: Resumptions,
     connections_total: u64,
     unopened_total: u64,
@@ -270,6 +272,11 @@ impl ColdWindow {
     }
 }
 
+/// Whether a connection is an FTP session's control connection.
+fn is_ftp_control(id: &ConnId) -> bool {
+    id.transport == crate::flows::Transport::Tcp && id.resp_port == service::FTP_CONTROL_PORT
+}
+
 /// The window key of an address: IPv4 as v4-mapped IPv6, so both families share one map.
 pub fn host_key(addr: IpAddr) -> HostKey {
     match addr {
@@ -289,6 +296,7 @@ impl FeatureEngine {
             ),
             config,
             open: OpenConnections::default(),
+            ftp_sessions: FxHashMap::default(),
             resumptions: Resumptions::default(),
             connections_total: 0,
             unopened_total: 0,
@@ -342,9 +350,21 @@ impl FeatureEngine {
     /// resumes a UDP/ICMP conversation its idle timeout ended (`features::resume`): that one is
     /// already in them, from when it began.
     pub fn opened(&mut self, s: &ConnStart) {
+        let (orig, resp) = (host_key(s.id.orig_addr), host_key(s.id.resp_addr));
+        let session_open = !self.ftp_sessions.is_empty()
+            && (self.ftp_sessions.contains_key(&(orig, resp))
+                || self.ftp_sessions.contains_key(&(resp, orig)));
+        let service = service::ftp_data_of(
+            s,
+            service::service_index(s, self.config.private_port_below),
+            session_open,
+        );
+        if is_ftp_control(&s.id) {
+            *self.ftp_sessions.entry((orig, resp)).or_default() += 1;
+        }
         let entry = WindowEntry {
-            host: self.windows.acquire_host(host_key(s.id.resp_addr)),
-            service: service::service_index(s, self.config.private_port_below),
+            host: self.windows.acquire_host(resp),
+            service,
             syn_error: s.awaits_answer,
             rej_error: false,
             src_port: s.id.orig_port,
@@ -366,6 +386,7 @@ impl FeatureEngine {
         );
         if let Some(old) = replaced {
             self.windows.release_host(old.entry.host);
+            self.ftp_session_ended(&s.id);
         }
     }
 
@@ -409,9 +430,24 @@ impl FeatureEngine {
         match open {
             Some(o) => {
                 self.windows.release_host(o.entry.host);
+                self.ftp_session_ended(&id);
                 self.features(rec, o.entry.service, o.snapshot)
             }
             None => self.features(rec, 0, Snapshot::default()),
+        }
+    }
+
+    /// A connection left the open set: if it was an FTP session, one fewer between its hosts.
+    fn ftp_session_ended(&mut self, id: &ConnId) {
+        if !is_ftp_control(id) {
+            return;
+        }
+        let key = (host_key(id.orig_addr), host_key(id.resp_addr));
+        if let Some(n) = self.ftp_sessions.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.ftp_sessions.remove(&key);
+            }
         }
     }
 

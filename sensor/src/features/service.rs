@@ -139,6 +139,7 @@ static TABLES: LazyLock<PortTables> = LazyLock::new(|| {
 struct Named {
     private: u8,
     other: u8,
+    ftp_data: u8,
     eco_i: u8,
     ecr_i: u8,
     urp_i: u8,
@@ -150,6 +151,7 @@ struct Named {
 static NAMED: LazyLock<Named> = LazyLock::new(|| Named {
     private: index_of("private"),
     other: index_of("other"),
+    ftp_data: index_of("ftp_data"),
     eco_i: index_of("eco_i"),
     ecr_i: index_of("ecr_i"),
     urp_i: index_of("urp_i"),
@@ -159,6 +161,27 @@ static NAMED: LazyLock<Named> = LazyLock::new(|| Named {
 });
 
 /// The KDD service index of a connection (see the module table).
+/// The FTP control port: a TCP connection to it is an FTP session, whose data connections go to
+/// ports it negotiates ([`ftp_data_of`]).
+pub const FTP_CONTROL_PORT: u16 = 21;
+
+/// `ftp_data` for a TCP connection whose port names no service while an FTP session between
+/// the same two hosts is open (`session_open`), or that comes from port 20 (active mode's
+/// data port); else `service` unchanged. An FTP session negotiates its data connections'
+/// ports (`PASV`/`EPSV` to a server port, `PORT`/`EPRT` from the server to a client port),
+/// which the 1998 data's services call `ftp_data` (4,984 normal rows of KDDTrain+), and Zeek
+/// `ftp-data`; by their ports alone they would be `other` or `private`, services the data
+/// knows mostly from probes.
+pub fn ftp_data_of(conn: &ConnStart, service: u8, session_open: bool) -> u8 {
+    let n = &*NAMED;
+    let unnamed = service == n.other || service == n.private;
+    if conn.id.transport == Transport::Tcp && unnamed && (session_open || conn.id.orig_port == 20) {
+        n.ftp_data
+    } else {
+        service
+    }
+}
+
 pub fn service_index(conn: &ConnStart, private_port_below: u16) -> u8 {
     let n = &*NAMED;
     let resp_port = conn.id.resp_port;

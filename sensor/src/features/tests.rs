@@ -848,3 +848,40 @@ fn ended_conversations_are_remembered_within_a_bound_and_forgetting_is_counted()
     e.push(&again);
     assert_eq!(e.stats().resumed_total, 0, "the first one was forgotten");
 }
+
+/// An FTP session's data connections are `ftp_data`, whichever ports it negotiated: while a
+/// control connection between the two hosts is open, or from port 20.
+#[test]
+fn an_ftp_sessions_data_connections_are_ftp_data() {
+    let server = v4(1);
+    let mut control = tcp(T0 + 10 * SEC_NS, server, 21, 40000, ConnState::SF);
+    control.start_unix_ns = T0;
+    let passive = tcp(T0 + 2 * SEC_NS, server, 50000, 40001, ConnState::SF);
+    // Active mode: the server connects back to the client (here from a port other than 20).
+    let active = ConnectionRecord {
+        orig_addr: server,
+        resp_addr: v4(200),
+        ..tcp(T0 + 3 * SEC_NS, server, 40002, 61920, ConnState::SF)
+    };
+    let after = tcp(T0 + 20 * SEC_NS, server, 50001, 40003, ConnState::SF);
+    let from_20 = ConnectionRecord {
+        orig_addr: server,
+        resp_addr: v4(200),
+        ..tcp(T0 + 21 * SEC_NS, server, 40004, 20, ConnState::SF)
+    };
+    let other_host = tcp(T0 + 2 * SEC_NS, v4(2), 50000, 40005, ConnState::SF);
+    let mut e = engine();
+    let mut service = std::collections::HashMap::new();
+    let recs = [control, passive, active, after, from_20, other_host];
+    for ev in events_from_records(&recs) {
+        if let (Some(f), ConnEvent::Finished(r)) = (e.on_event(&ev), &ev) {
+            service.insert(r.orig_port, col(&f, "service"));
+        }
+    }
+    assert_eq!(service[&40000], svc("ftp"));
+    assert_eq!(service[&40001], svc("ftp_data"), "passive, session open");
+    assert_eq!(service[&61920], svc("ftp_data"), "active, session open");
+    assert_eq!(service[&40003], svc("other"), "after the session closed");
+    assert_eq!(service[&20], svc("ftp_data"), "from port 20");
+    assert_eq!(service[&40005], svc("other"), "another host");
+}
