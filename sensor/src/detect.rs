@@ -242,19 +242,19 @@ impl VerdictCache {
 
     fn get(&self, slot: usize, row: &[f64]) -> Option<Verdict> {
         let stored = &self.rows[slot * self.width..(slot + 1) * self.width];
-        // Bit patterns, so that a NaN input (not produced, but not excluded either) matches
-        // itself as the trees treat it.
-        let same = stored
-            .iter()
-            .zip(row)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        self.verdicts[slot].filter(|_| same)
+        self.verdicts[slot].filter(|_| same_inputs(stored, row))
     }
 
     fn put(&mut self, slot: usize, row: &[f64], v: Verdict) {
         self.rows[slot * self.width..(slot + 1) * self.width].copy_from_slice(row);
         self.verdicts[slot] = Some(v);
     }
+}
+
+/// Whether two rows of model inputs are the same, bit for bit, so that a NaN input (not
+/// produced, but not excluded either) matches itself as the trees treat it.
+fn same_inputs(a: &[f64], b: &[f64]) -> bool {
+    a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
 }
 
 /// Operator overrides of the model's operating thresholds; `None` keeps the model's own.
@@ -454,11 +454,10 @@ impl Pipeline {
         let mut missed: Vec<(usize, usize)> = Vec::new();
         let mut missed_x = Vec::new();
         let mut waiting = [u32::MAX; VerdictCache::SLOTS];
-        let same = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
         for (i, row) in x.chunks_exact(w).enumerate() {
             // A flood's rows repeat back to back: the previous row's answer, without hashing
             // (a row that differs usually does so in its first inputs, so this costs little).
-            if i > 0 && same(&x[(i - 1) * w..i * w], row) {
+            if i > 0 && same_inputs(&x[(i - 1) * w..i * w], row) {
                 answers.push(answers[i - 1]);
                 continue;
             }
@@ -469,10 +468,7 @@ impl Pipeline {
             }
             let pending = waiting[slot] as usize;
             if let Some(&(j, _)) = missed.get(pending)
-                && x[j * w..(j + 1) * w]
-                    .iter()
-                    .zip(row)
-                    .all(|(a, b)| a.to_bits() == b.to_bits())
+                && same_inputs(&x[j * w..(j + 1) * w], row)
             {
                 answers.push(Err(pending));
                 continue;

@@ -131,7 +131,7 @@ const ICMP_HEADER_BYTES: u64 = 8;
 /// message with its header, and the responder's (0 if it sent nothing). The data's `dst_bytes`
 /// is always 0 for ICMP (an answer is a row of its own there); keeping the answer's size keeps
 /// the evidence that the destination answered (docs/features.md, "ICMP byte counts").
-pub fn kdd_bytes(rec: &ConnectionRecord) -> (u64, u64) {
+fn kdd_bytes(rec: &ConnectionRecord) -> (u64, u64) {
     match rec.transport {
         Transport::Icmp => {
             let message = |bytes: u64, packets: u64| {

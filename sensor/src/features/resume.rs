@@ -22,8 +22,18 @@ use crate::flows::{ConnId, ConnectionRecord, Transport};
 /// found too.
 type PairKey = (Transport, (u128, u16), (u128, u16));
 
-fn pair(t: Transport, a: (u128, u16), b: (u128, u16)) -> PairKey {
-    if a <= b { (t, a, b) } else { (t, b, a) }
+/// The endpoint pair of a UDP or ICMP connection; `None` for other transports.
+fn pair(id: &ConnId) -> Option<PairKey> {
+    if !matches!(id.transport, Transport::Udp | Transport::Icmp) {
+        return None;
+    }
+    let a = (host_key(id.orig_addr), id.orig_port);
+    let b = (host_key(id.resp_addr), id.resp_port);
+    Some(if a <= b {
+        (id.transport, a, b)
+    } else {
+        (id.transport, b, a)
+    })
 }
 
 /// Conversations an idle timeout ended in the last `resume_gap`, by endpoint pair.
@@ -42,22 +52,20 @@ pub struct Resumptions {
 }
 
 impl Resumptions {
-    /// Ended conversations remembered at most (about 80 bytes each): a flood of one-packet UDP
-    /// flows ends a conversation per packet, and must not grow this without bound.
+    /// Ended conversations remembered at most (about 100 bytes each in the queue, as many in the
+    /// map): a flood of
+    /// one-packet UDP flows ends a conversation per packet, and must not grow this without
+    /// bound. The queue is what is bounded (the map never holds more than it), so that
+    /// conversations ending and resuming over and over cannot grow it either.
     pub const CAPACITY: usize = 1 << 16;
 
     /// A record ended by its idle timeout: remembered for `gap_ns` (UDP and ICMP only).
     pub fn ended(&mut self, rec: &ConnectionRecord, gap_ns: u64) {
-        if !matches!(rec.transport, Transport::Udp | Transport::Icmp) {
+        let Some(key) = pair(&rec.id()) else {
             return;
-        }
-        let key = pair(
-            rec.transport,
-            (host_key(rec.orig_addr), rec.orig_port),
-            (host_key(rec.resp_addr), rec.resp_port),
-        );
+        };
         self.expire(rec.end_unix_ns.saturating_sub(gap_ns));
-        while self.last_ns.len() >= Self::CAPACITY {
+        while self.order.len() >= Self::CAPACITY {
             let Some((t, k)) = self.order.pop_front() else {
                 break;
             };
@@ -73,14 +81,12 @@ impl Resumptions {
     /// Whether a connection that begins now resumes a conversation ended within `gap_ns`
     /// (then it is no longer remembered: its own record will be, if it too ends idle).
     pub fn resumes(&mut self, id: &ConnId, gap_ns: u64) -> bool {
-        if !matches!(id.transport, Transport::Udp | Transport::Icmp) || self.last_ns.is_empty() {
+        if self.last_ns.is_empty() {
             return false;
         }
-        let key = pair(
-            id.transport,
-            (host_key(id.orig_addr), id.orig_port),
-            (host_key(id.resp_addr), id.resp_port),
-        );
+        let Some(key) = pair(id) else {
+            return false;
+        };
         match self.last_ns.get(&key) {
             Some(&last) if last <= id.start_unix_ns && id.start_unix_ns - last <= gap_ns => {
                 self.last_ns.remove(&key);

@@ -885,3 +885,19 @@ fn an_ftp_sessions_data_connections_are_ftp_data() {
     assert_eq!(service[&20], svc("ftp_data"), "from port 20");
     assert_eq!(service[&40005], svc("other"), "another host");
 }
+
+/// A conversation that ends and resumes over and over within the gap does not grow the memory
+/// of ended conversations past its bound.
+#[test]
+fn ending_and_resuming_over_and_over_stays_bounded() {
+    let mut r = resume::Resumptions::default();
+    let server = v4(1);
+    for i in 0..4 * resume::Resumptions::CAPACITY as u64 {
+        let rec = udp_idle(T0 + i * 10, T0 + i * 10 + 1, server, 2 * SEC_NS);
+        r.ended(&rec, 60 * SEC_NS);
+        let mut next = rec.id();
+        next.start_unix_ns = T0 + i * 10 + 5;
+        assert!(r.resumes(&next, 60 * SEC_NS));
+    }
+    assert!(r.heap_bytes() < 8 << 20, "{} heap bytes", r.heap_bytes());
+}

@@ -82,11 +82,6 @@ impl Metrics {
         }
     }
 
-    /// Counts one scored connection ([`ScoredBatch::observe`] for many).
-    pub fn observe_scored(&self, rec: &ConnectionRecord, scored: &Scored, latency_secs: f64) {
-        self.scored_batch().observe(rec, scored, latency_secs);
-    }
-
     /// Counts alerts written and suppressed (cumulative values from the alert sink).
     pub fn set_alert_counts(&self, written: u64, suppressed: u64) {
         let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));

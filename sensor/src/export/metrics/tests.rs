@@ -107,6 +107,6 @@ fn a_scored_batch_publishes_its_histograms_when_dropped() {
     assert_eq!(count(&before, "sensor_score_count"), Some(0), "{before}");
     assert_eq!(count(&after, "sensor_score_count"), Some(3), "{after}");
     assert_eq!(count(&after, latency), Some(3), "{after}");
-    m.observe_scored(&rec, &s, 0.002);
+    m.scored_batch().observe(&rec, &s, 0.002);
     assert_eq!(count(&m.render(), latency), Some(4));
 }
