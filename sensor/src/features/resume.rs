@@ -52,11 +52,10 @@ pub struct Resumptions {
 }
 
 impl Resumptions {
-    /// Ended conversations remembered at most (about 100 bytes each in the queue, as many in the
-    /// map): a flood of
-    /// one-packet UDP flows ends a conversation per packet, and must not grow this without
-    /// bound. The queue is what is bounded (the map never holds more than it), so that
-    /// conversations ending and resuming over and over cannot grow it either.
+    /// Ended conversations remembered at most (about 100 bytes each in the queue, as many in
+    /// the map): a flood of one-packet UDP flows ends a conversation per packet, and must not
+    /// grow this without bound. The queue is what is bounded (the map never holds more than
+    /// it), so that conversations ending and resuming over and over cannot grow it either.
     pub const CAPACITY: usize = 1 << 16;
 
     /// A record ended by its idle timeout: remembered for `gap_ns` (UDP and ICMP only).
