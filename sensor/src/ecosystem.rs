@@ -203,19 +203,23 @@ pub fn suricata_app_proto(kdd: &str) -> Option<&'static str> {
     })
 }
 
-/// One connection as a `conn.log` row (tab-separated, [`ZEEK_FIELDS`] in order).
+/// One connection as a `conn.log` row (tab-separated, [`ZEEK_FIELDS`] in order), oriented as
+/// Zeek orients it ([`orientation::zeek_view`]: a connection whose first packet was not a SYN
+/// may have its sides swapped, with `^` in its history); the uid is the record's own.
 ///
 /// As Zeek does, `duration`, `orig_bytes` and `resp_bytes` are unset when the connection's
 /// packets all came at one instant. Unknown to the sensor, and unset: `local_orig`,
 /// `local_resp`, `missed_bytes`, the IP-level byte counts and `tunnel_parents`; `history` is
-/// the set of letters seen (not Zeek's sequence) and unset for UDP and ICMP.
+/// the set of letters seen (not Zeek's sequence; for UDP `D`/`d`, payload from either side) and
+/// unset for other protocols.
 pub fn write_zeek_row(
     w: &mut impl Write,
-    rec: &ConnectionRecord,
+    record: &ConnectionRecord,
     s: &Scored,
     seed: u16,
 ) -> io::Result<()> {
-    let (orig_p, resp_p) = community_id::flow_ports(rec)
+    let (rec, how) = orientation::zeek_view(record);
+    let (orig_p, resp_p) = community_id::flow_ports(&rec)
         .map(|(o, r, _)| (o, r))
         .unwrap_or((0, 0));
     let timed = rec.end_unix_ns > rec.start_unix_ns;
@@ -226,14 +230,10 @@ pub fn write_zeek_row(
     } else {
         UNSET.into()
     };
-    let history = if rec.history.is_empty() {
-        UNSET.into()
-    } else {
-        rec.history.letters()
-    };
+    let history = orientation::zeek_history(&rec, how).unwrap_or_else(|| UNSET.into());
     let fields: [String; 25] = [
         zeek_time(rec.start_unix_ns),
-        uid(rec),
+        uid(record),
         rec.orig_addr.to_string(),
         orig_p.to_string(),
         rec.resp_addr.to_string(),
@@ -253,8 +253,8 @@ pub fn write_zeek_row(
         rec.resp_packets.to_string(),
         UNSET.into(),
         UNSET.into(),
-        community_id::ip_proto(rec).to_string(),
-        community_id::of_record(rec, seed),
+        community_id::ip_proto(&rec).to_string(),
+        community_id::of_record(&rec, seed),
         s.verdict.label().into(),
         s.verdict.score.to_string(),
     ];
@@ -433,6 +433,8 @@ pub fn write_eve_row(
     serde_json::to_writer(&mut *w, &event)?;
     w.write_all(b"\n")
 }
+
+pub mod orientation;
 
 #[cfg(test)]
 mod tests;

@@ -118,7 +118,7 @@ fn jsonl(text: &str) -> Vec<Value> {
 
 #[test]
 fn zeek_rows_parse_by_their_header_and_agree_with_jsonl_and_eve() {
-    let mut connections = 0;
+    let (mut connections, mut swapped_rows) = (0, 0);
     for name in [
         "tcp_states.pcap",
         "udp_icmp.pcap",
@@ -167,18 +167,28 @@ fn zeek_rows_parse_by_their_header_and_agree_with_jsonl_and_eve() {
             assert_eq!(zeek.get(z, "community_id"), cid, "{ctx}");
             assert_eq!(e["community_id"], cid, "{ctx}");
 
-            assert_eq!(zeek.get(z, "id.orig_h"), j["orig_addr"], "{ctx}");
-            assert_eq!(zeek.get(z, "id.resp_h"), j["resp_addr"], "{ctx}");
+            // Zeek's orientation (`ecosystem::orientation`): the record's sides, or swapped. The
+            // captures' swapped rows are checked in `zeek_rows_are_oriented_as_zeek_orients_them`.
+            let swapped = zeek.get(z, "id.orig_h") != j["orig_addr"];
+            let (orig, resp) = if swapped {
+                ("resp", "orig")
+            } else {
+                ("orig", "resp")
+            };
+            assert_eq!(zeek.get(z, "id.orig_h"), j[format!("{orig}_addr")], "{ctx}");
+            assert_eq!(zeek.get(z, "id.resp_h"), j[format!("{resp}_addr")], "{ctx}");
             assert_eq!(zeek.get(z, "proto"), j["transport"], "{ctx}");
-            assert_eq!(zeek.get(z, "conn_state"), j["conn_state"], "{ctx}");
+            if !swapped {
+                assert_eq!(zeek.get(z, "conn_state"), j["conn_state"], "{ctx}");
+            }
             assert_eq!(
                 zeek.get(z, "orig_pkts"),
-                j["orig_packets"].to_string(),
+                j[format!("{orig}_packets")].to_string(),
                 "{ctx}"
             );
             assert_eq!(
                 zeek.get(z, "resp_pkts"),
-                j["resp_packets"].to_string(),
+                j[format!("{resp}_packets")].to_string(),
                 "{ctx}"
             );
             assert_eq!(zeek.get(z, "verdict"), j["verdict"], "{ctx}");
@@ -194,12 +204,21 @@ fn zeek_rows_parse_by_their_header_and_agree_with_jsonl_and_eve() {
                 ),
                 "{ctx}"
             );
-            let history = j["history"].as_str().unwrap();
-            assert_eq!(
-                zeek.get(z, "history"),
-                if history.is_empty() { "-" } else { history },
-                "{ctx}"
-            );
+            // TCP: the record's letters (`^` first where Zeek turns the connection round);
+            // UDP: `D`/`d` for payload from either side; nothing for the others.
+            let history = zeek.get(z, "history").trim_start_matches('^');
+            let want = match j["transport"].as_str().unwrap() {
+                "tcp" if !swapped => j["history"].as_str().unwrap().to_string(),
+                "udp" => [(orig, 'D'), (resp, 'd')]
+                    .iter()
+                    .filter(|(side, _)| j[format!("{side}_bytes")].as_u64().unwrap() > 0)
+                    .map(|&(_, c)| c)
+                    .collect(),
+                "tcp" => history.to_string(), // swapped: its own test
+                _ => String::new(),
+            };
+            assert_eq!(history, if want.is_empty() { "-" } else { &want }, "{ctx}");
+            swapped_rows += usize::from(swapped);
 
             assert_eq!(e["event_type"], "flow", "{ctx}");
             assert_eq!(e["src_ip"], j["orig_addr"], "{ctx}");
@@ -218,12 +237,12 @@ fn zeek_rows_parse_by_their_header_and_agree_with_jsonl_and_eve() {
                     assert_eq!(e["proto"], t.to_uppercase(), "{ctx}");
                     assert_eq!(
                         zeek.get(z, "id.orig_p"),
-                        j["orig_port"].to_string(),
+                        j[format!("{orig}_port")].to_string(),
                         "{ctx}"
                     );
                     assert_eq!(
                         zeek.get(z, "id.resp_p"),
-                        j["resp_port"].to_string(),
+                        j[format!("{resp}_port")].to_string(),
                         "{ctx}"
                     );
                     assert_eq!(e["src_port"], j["orig_port"], "{ctx}");
@@ -247,6 +266,77 @@ fn zeek_rows_parse_by_their_header_and_agree_with_jsonl_and_eve() {
         }
     }
     assert!(connections >= 10, "{connections} connections");
+    eprintln!("{connections} connections, {swapped_rows} turned round in the conn.log rows");
+}
+
+/// The `conn.log` rows name the originator Zeek would name (`ecosystem::orientation`), while
+/// the JSON records keep the first packet's sender: a server's lone DNS answer and a TCP
+/// connection picked up mid-stream from a server's port are turned round (`^`, Zeek's states
+/// for that side); a SYN from a server port and a datagram between two server ports are not.
+/// The uid and Community ID stay the record's.
+#[test]
+fn zeek_rows_are_oriented_as_zeek_orients_them() {
+    let (c, s) = (v4(0, 1), v4(0, 2));
+    let t = 1_700_000_000_000_000_000u64;
+    const MS: u64 = 1_000_000;
+    let mut f = Frames::default();
+    f.push(t, udp4(s, 53, c, 40_000, &[b'a'; 60])); // an answer whose query was not seen
+    f.push(t + MS, tcp4(s, 22, c, 50_000, ACK | PSH, &[b'x'; 40])); // mid-stream, server first
+    f.push(t + 2 * MS, tcp4(c, 50_000, s, 22, ACK, &[]));
+    f.push(t + 3 * MS, tcp4(s, 80, c, 40_001, SYN, &[])); // a SYN is never turned round
+    f.push(t + 4 * MS, udp4(s, 53, c, 123, &[b'q'; 48])); // two server ports: kept
+    let dir = std::env::temp_dir().join(format!("zeek-orientation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("orientation.pcap");
+    std::fs::write(&capture, f.pcap(pcap_file::DataLink::ETHERNET)).unwrap();
+    let json = jsonl(&sensor_replay(&capture, "jsonl", &[]));
+    let zeek = ZeekLog::parse(&sensor_replay(&capture, "zeek", &[]));
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(json.len(), 4, "{json:?}");
+    let row = |port: u64| {
+        let j = json
+            .iter()
+            .find(|j| j["orig_port"] == port || j["resp_port"] == port)
+            .unwrap_or_else(|| panic!("no record with port {port}: {json:?}"));
+        let z = zeek
+            .rows
+            .iter()
+            .find(|z| zeek.get(z, "community_id") == j["community_id"])
+            .expect("a conn.log row with the record's Community ID");
+        (j.clone(), z.clone())
+    };
+    let field = |z: &Vec<String>, name: &str| zeek.get(z, name).to_string();
+    let tuple =
+        |z: &Vec<String>| ["id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p"].map(|n| field(z, n));
+
+    // The DNS answer: the record's S0 from port 53, Zeek's SHR towards it.
+    let (j, z) = row(40_000);
+    assert_eq!(j["orig_port"], 53);
+    assert_eq!(j["conn_state"], "S0");
+    assert_eq!(tuple(&z), ["198.18.0.1", "40000", "198.18.0.2", "53"]);
+    assert_eq!(field(&z, "conn_state"), "SHR");
+    assert_eq!(field(&z, "history"), "^d");
+    assert_eq!(field(&z, "orig_pkts"), "0");
+    assert_eq!(field(&z, "resp_pkts"), "1");
+
+    // Mid-stream from the server's port 22: turned round, the client's side first.
+    let (j, z) = row(50_000);
+    assert_eq!(j["orig_port"], 22);
+    assert_eq!(tuple(&z), ["198.18.0.1", "50000", "198.18.0.2", "22"]);
+    assert!(field(&z, "history").starts_with('^'), "{z:?}");
+    assert_eq!(field(&z, "orig_bytes"), "0");
+    assert_eq!(field(&z, "resp_bytes"), "40");
+
+    // Not turned round: the SYN, and the datagram between two server ports.
+    for port in [40_001, 123] {
+        let (j, z) = row(port);
+        assert_eq!(field(&z, "id.orig_p"), j["orig_port"].to_string(), "{z:?}");
+        assert_eq!(field(&z, "conn_state"), j["conn_state"], "{z:?}");
+        assert!(!field(&z, "history").starts_with('^'), "{z:?}");
+    }
+    // The uid is the record's, whichever way the row names the sides.
+    let uids: HashSet<String> = zeek.rows.iter().map(|z| field(z, "uid")).collect();
+    assert_eq!(uids.len(), 4);
 }
 
 /// Exact values on `udp_icmp.pcap`, the IDs computed independently (Python's hashlib over the
