@@ -24,7 +24,7 @@ use crate::{
     incidents::{IncidentLine, IncidentTracker},
     lifecycle::LifecycleStats,
     model::{Model, ModelError},
-    replay::output::{Format, RowWriter},
+    replay::output::{Format, LogRows, RowWriter},
     suppress::Suppressions,
 };
 
@@ -92,20 +92,20 @@ fn open_sink(sink: &Sink) -> Result<Option<Box<dyn Write + Send>>, AgentError> {
 }
 
 /// The records' row writer for a layout other than the sensor's JSON lines.
-fn record_rows(format: RecordsFormat) -> Option<RowWriter> {
+fn record_rows(format: RecordsFormat) -> Option<LogRows> {
     let format = match format {
         RecordsFormat::Jsonl => return None,
         RecordsFormat::Zeek => Format::Zeek,
         RecordsFormat::Eve => Format::Eve,
     };
     // Community IDs with seed 0, as the alert lines and Zeek and Suricata by default.
-    Some(RowWriter::new(format, 0))
+    Some(LogRows::new(RowWriter::new(format, 0)))
 }
 
 /// Opens the records sink and writes the layout's header (Zeek's `#` lines) at once.
 fn open_records(
     sink: &Sink,
-    rows: Option<&RowWriter>,
+    rows: Option<&LogRows>,
 ) -> Result<Option<Box<dyn Write + Send>>, AgentError> {
     let mut out = open_sink(sink)?;
     if let (Some(o), Some(w)) = (out.as_mut(), rows) {
@@ -143,7 +143,7 @@ struct Stages {
     connection_alerts: bool,
     records: Option<Box<dyn Write + Send>>,
     /// The records' layout other than the sensor's JSON lines (`zeek`, `eve`).
-    record_rows: Option<RowWriter>,
+    record_rows: Option<LogRows>,
     incidents: IncidentTracker,
     summary: RunSummary,
     /// A model loaded by SIGHUP, waiting to be swapped in.
@@ -181,8 +181,15 @@ impl Stages {
         let now = now();
         let metrics = Arc::clone(&self.metrics);
         let mut observed = metrics.scored_batch();
-        for (ev, s) in events.iter().filter(|e| e.record().is_some()).zip(&scored) {
+        let mut verdicts = scored.iter();
+        for ev in events {
+            if let (ConnEvent::Settled(last), Some(w)) = (ev, self.record_rows.as_mut()) {
+                // Writing to memory cannot fail.
+                drop(w.settled(&mut rec_buf, last));
+                continue;
+            }
             let Some(rec) = ev.record() else { continue };
+            let Some(s) = verdicts.next() else { break };
             self.incidents
                 .observe(rec, s, rec.final_unix_ns, &mut lines);
             if let ConnEvent::Finished(rec) = ev {
@@ -215,7 +222,7 @@ impl Stages {
         self.summary.connections += 1;
         self.summary.anomalous += u64::from(s.verdict.anomalous);
         if self.records.is_some() {
-            match &self.record_rows {
+            match self.record_rows.as_mut() {
                 None => push_line(
                     rec_buf,
                     &ScoredLine::new("connection", rec, s, now, latency_ms),
@@ -283,8 +290,8 @@ impl Stages {
 
     /// The end of the run: open incidents close, held-back alerts are summarised.
     fn finish(&mut self) {
-        if let (Some(out), Some(w)) = (self.records.as_mut(), &self.record_rows)
-            && w.footer(out).and_then(|()| out.flush()).is_err()
+        if let (Some(out), Some(w)) = (self.records.as_mut(), self.record_rows.as_mut())
+            && w.finish(out).and_then(|()| out.flush()).is_err()
         {
             self.summary.output_errors += 1;
         }

@@ -335,6 +335,13 @@ pub enum ConnEvent {
     Ongoing(ConnectionRecord),
     /// It is over.
     Finished(ConnectionRecord),
+    /// A connection ended by FINs or a RST left the table, after the linger that catches its
+    /// trailing packets (the ACKs of a crossed close, retransmitted FINs, a second RST): its
+    /// record again, with the packet and byte counts of every packet the entry saw. Exactly one
+    /// follows each such `Finished` (same [`ConnectionRecord::id`]). Not scored: detection
+    /// does not wait for stragglers. It is for the logs other tools read, whose counts Zeek and
+    /// Suricata take when they drop a connection's state (`replay::output::LogRows`).
+    Settled(ConnectionRecord),
 }
 
 impl ConnEvent {

@@ -68,6 +68,17 @@ enum Check {
     Close,
 }
 
+/// A finished connection already reported (`Finished`), while its entry lingers.
+#[derive(Clone, Copy, Debug)]
+struct Reported {
+    first_seen_ns: u64,
+    reason: EndReason,
+    /// Its value as last read: at the report, or later (its `REPLACED` or `EVICTED` event).
+    value: FlowValue,
+    /// Its [`ConnEvent::Settled`] record was emitted.
+    settled: bool,
+}
+
 /// A connection the lifecycle knows to be open.
 #[derive(Clone, Copy, Debug)]
 struct OpenConn {
@@ -94,8 +105,8 @@ pub struct Lifecycle {
     /// TCP connections closed by FINs whose record waits for the final ACK
     /// ([`LifecycleConfig::close_settle`]), with their value at the second FIN.
     closing: FxHashMap<FlowKey, FlowValue>,
-    /// Finished connections already reported and still lingering, by their `first_seen_ns`.
-    reported: FxHashMap<FlowKey, u64>,
+    /// Finished connections already reported and still lingering.
+    reported: FxHashMap<FlowKey, Reported>,
     /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
     lingering: VecDeque<(u64, FlowKey, u64)>,
     /// Table-clock time of the next scan.
@@ -145,7 +156,7 @@ impl Lifecycle {
             // The final ACK came: the record needs no more waiting.
             return self.close_with(key, v, out);
         }
-        if self.reported.get(key) == Some(&v.first_seen_ns) {
+        if self.is_reported(key, v.first_seen_ns) {
             // Reported already: the table scan finished it while this event was in the ring.
             // Its `OPEN` or `ANSWER` must not reopen it (a second record would follow). A final
             // ACK that came after the settle is no duplicate: it is only late.
@@ -279,8 +290,10 @@ impl Lifecycle {
     /// all its events: it is adopted and finalised (a reported one stays in `reported` while
     /// a new connection holds its entry, so it is not taken for one).
     fn on_replaced(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
-        if self.reported.get(key) == Some(&v.first_seen_ns) {
-            return; // its finish event came first: the usual case
+        if self.is_reported(key, v.first_seen_ns) {
+            // Its finish event came first: the usual case. Its entry's last value is here.
+            self.settle_report(key, Some(v), out);
+            return;
         }
         match self.open.get(key) {
             Some(o) if o.first_seen_ns == v.first_seen_ns => {}
@@ -312,8 +325,9 @@ impl Lifecycle {
         out: &mut Vec<ConnEvent>,
     ) {
         self.stats.events += 1;
-        if self.reported.get(key) == Some(&v.first_seen_ns) {
+        if self.is_reported(key, v.first_seen_ns) {
             // Ended by a RST and reported; lingering when the table took it.
+            self.settle_report(key, Some(v), out);
             self.reported.remove(key);
             self.stats.evicted_after_report += 1;
             return;
@@ -441,7 +455,20 @@ impl Lifecycle {
             None => None,
         };
         if matches!(reason, EndReason::Fin | EndReason::Rst) {
-            self.reported.insert(*key, v.first_seen_ns);
+            // An earlier connection on this 5-tuple still lingering (its `REPLACED` event was
+            // lost) is settled as last read.
+            if !self.is_reported(key, v.first_seen_ns) {
+                self.settle_report(key, None, out);
+            }
+            self.reported.insert(
+                *key,
+                Reported {
+                    first_seen_ns: v.first_seen_ns,
+                    reason,
+                    value: *v,
+                    settled: false,
+                },
+            );
             let due = v
                 .last_seen_ns
                 .saturating_add(self.config.close_linger.as_nanos() as u64);
@@ -463,7 +490,7 @@ impl Lifecycle {
     /// Moves time on to `now_ns` (table clock): lingering entries whose time is up are removed,
     /// idle checks that are due run, and the table scan runs when due.
     pub fn advance(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
-        self.expire_lingering(now_ns, store);
+        self.expire_lingering(now_ns, store, out);
         while let Some(&Reverse((due, kind, key, first_seen))) = self.checks.peek() {
             if due > now_ns {
                 break;
@@ -570,23 +597,53 @@ impl Lifecycle {
         out.push(ConnEvent::Ongoing(rec));
     }
 
-    /// Removes finished connections whose linger is over. An entry that still sees packets
-    /// (trailing ACKs, retransmissions) lingers on; one that a new connection on the same
-    /// 5-tuple took over is left to that connection.
-    fn expire_lingering(&mut self, now_ns: u64, store: &mut impl FlowStore) {
+    /// Whether the connection of `key` that began at `first_seen` was reported and lingers.
+    fn is_reported(&self, key: &FlowKey, first_seen: u64) -> bool {
+        self.reported
+            .get(key)
+            .is_some_and(|r| r.first_seen_ns == first_seen)
+    }
+
+    /// Emits the [`ConnEvent::Settled`] record of the reported connection of `key`, once: from
+    /// `v`, its entry's last value, where read, else from its value as last read.
+    fn settle_report(&mut self, key: &FlowKey, v: Option<&FlowValue>, out: &mut Vec<ConnEvent>) {
+        let Some(r) = self.reported.get_mut(key).filter(|r| !r.settled) else {
+            return;
+        };
+        if let Some(v) = v.filter(|v| v.first_seen_ns == r.first_seen_ns) {
+            r.value = *v;
+        }
+        r.settled = true;
+        let (value, reason) = (r.value, r.reason);
+        if let Some(rec) = ConnectionRecord::from_flow(key, &value, self.mono_to_unix_ns, reason) {
+            out.push(ConnEvent::Settled(rec));
+        }
+    }
+
+    /// Removes finished connections whose linger is over, each with its
+    /// [`ConnEvent::Settled`] record. An entry that still sees packets (trailing ACKs,
+    /// retransmissions) lingers on; one that a new connection on the same 5-tuple took over is
+    /// left to that connection.
+    fn expire_lingering(
+        &mut self,
+        now_ns: u64,
+        store: &mut impl FlowStore,
+        out: &mut Vec<ConnEvent>,
+    ) {
         let linger_ns = self.config.close_linger.as_nanos() as u64;
         while let Some(&(due, key, first_seen)) = self.lingering.front() {
             if due > now_ns {
                 break;
             }
             self.lingering.pop_front();
-            if self.reported.get(&key) != Some(&first_seen) {
+            if !self.is_reported(&key, first_seen) {
                 continue; // superseded by a later report of the same 5-tuple
             }
             match store.get(&key) {
                 Some(v) if v.first_seen_ns == first_seen => {
                     if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
                         if store.remove(&key, first_seen) {
+                            self.settle_report(&key, Some(&v), out);
                             self.reported.remove(&key);
                         } else {
                             // Evicted meanwhile (kept in `reported`, so that its `EVICTED`
@@ -608,6 +665,7 @@ impl Lifecycle {
                 }
                 // Gone.
                 None => {
+                    self.settle_report(&key, None, out);
                     self.reported.remove(&key);
                 }
             }
@@ -633,9 +691,7 @@ impl Lifecycle {
         self.stats.table_entries = entries.len() as u64;
         let settled = |t: u64| now_ns.saturating_sub(t) >= grace_ns;
         for (key, v) in entries {
-            if self.reported.get(&key) == Some(&v.first_seen_ns)
-                || self.is_closing(&key, v.first_seen_ns)
-            {
+            if self.is_reported(&key, v.first_seen_ns) || self.is_closing(&key, v.first_seen_ns) {
                 continue; // lingering after its report, or waiting for its final ACK
             }
             let known = self.is_open(&key, v.first_seen_ns);
@@ -663,7 +719,7 @@ impl Lifecycle {
     /// reason `shutdown`, or `fin`/`rst` for finished ones whose event never came) and every
     /// entry removed.
     pub fn flush(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
-        self.expire_lingering(now_ns, store);
+        self.expire_lingering(now_ns, store, out);
         // Closed by FINs and waiting for the final ACK: their settle ends now.
         let mut closing: Vec<_> = self
             .closing
@@ -678,7 +734,9 @@ impl Lifecycle {
         // Deterministic order: by last packet, then first packet, then key.
         entries.sort_unstable_by_key(|(k, v)| (v.last_seen_ns, v.first_seen_ns, *k));
         for (key, v) in entries {
-            if self.reported.get(&key) != Some(&v.first_seen_ns) {
+            if self.is_reported(&key, v.first_seen_ns) {
+                self.settle_report(&key, Some(&v), out);
+            } else {
                 self.adopt(&key, &v, out);
                 match tcp_finished(&key, &v) {
                     Some(reason) => {
@@ -689,6 +747,18 @@ impl Lifecycle {
                 }
             }
             store.remove(&key, v.first_seen_ns);
+        }
+        // Reported ones whose entry is gone already (taken over by a connection that finished
+        // since), in the order of their last packet.
+        let mut left: Vec<_> = self
+            .reported
+            .iter()
+            .filter(|(_, r)| !r.settled)
+            .map(|(k, r)| (r.value.last_seen_ns, *k))
+            .collect();
+        left.sort_unstable();
+        for (_, key) in left {
+            self.settle_report(&key, None, out);
         }
         self.open.clear();
         self.checks.clear();

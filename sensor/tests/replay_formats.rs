@@ -160,7 +160,22 @@ fn zeek_rows_parse_by_their_header_and_agree_with_jsonl_and_eve() {
         let uids: HashSet<&str> = zeek.rows.iter().map(|r| zeek.get(r, "uid")).collect();
         assert_eq!(uids.len(), zeek.rows.len(), "{name}: uids are unique");
 
-        for ((j, z), e) in json.iter().zip(&zeek.rows).zip(&eve) {
+        // The rows of connections ended by FINs or a RST come when their entry leaves the
+        // table (`replay::output::LogRows`): the three formats are compared connection by
+        // connection, by Community ID (unique in these captures).
+        let mut json = json;
+        let mut eve = eve;
+        let mut zrows = zeek.rows.clone();
+        json.sort_by_key(|j| j["community_id"].as_str().unwrap_or("").to_string());
+        eve.sort_by_key(|e| e["community_id"].as_str().unwrap_or("").to_string());
+        zrows.sort_by_key(|z| zeek.get(z, "community_id").to_string());
+        let cids: HashSet<&str> = json
+            .iter()
+            .map(|j| j["community_id"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(cids.len(), json.len(), "{name}: Community IDs are unique");
+
+        for ((j, z), e) in json.iter().zip(&zrows).zip(&eve) {
             let ctx = format!("{name}: {j}");
             let cid = j["community_id"].as_str().expect("community_id");
             assert!(cid.starts_with("1:") && cid.len() == 30, "{ctx}");
@@ -499,4 +514,68 @@ fn zeek_rows_match_zeeks_own_conn_log_of_an_http_get() {
             );
         }
     }
+}
+
+/// A connection closed by FINs gets its verdict at the final ACK, and the JSON record has the
+/// packets up to it; the `conn.log` and EVE rows are written when its entry leaves the table
+/// (`replay::output::LogRows`), with the trailing packets the linger caught (here a
+/// retransmitted FIN and its ACK), as Zeek and Suricata count them. Other columns agree.
+#[test]
+fn log_rows_count_the_packets_after_the_close() {
+    let (c, s) = (v4(0, 1), v4(0, 2));
+    let t = 1_700_000_000_000_000_000u64;
+    const MS: u64 = 1_000_000;
+    let mut f = Frames::default();
+    let mut at = |dt_ms: u64, frame: Vec<u8>| f.push(t + dt_ms * MS, frame);
+    at(0, tcp4(c, 40_000, s, 80, SYN, &[]));
+    at(1, tcp4(s, 80, c, 40_000, SYN | ACK, &[]));
+    at(2, tcp4(c, 40_000, s, 80, ACK, &[]));
+    at(3, tcp4(c, 40_000, s, 80, ACK | PSH, &[b'g'; 50]));
+    at(4, tcp4(s, 80, c, 40_000, ACK | PSH, &[b'r'; 500]));
+    at(5, tcp4(c, 40_000, s, 80, FIN | ACK, &[]));
+    at(6, tcp4(s, 80, c, 40_000, FIN | ACK, &[]));
+    at(7, tcp4(c, 40_000, s, 80, ACK, &[])); // the final ACK: the record is final here
+    at(300, tcp4(s, 80, c, 40_000, FIN | ACK, &[])); // retransmitted
+    at(301, tcp4(c, 40_000, s, 80, ACK, &[]));
+    // A later, unrelated datagram moves the capture's clock past the linger.
+    at(5_000, udp4(c, 5_000, s, 9_999, &[b'u'; 10]));
+    let dir = std::env::temp_dir().join(format!("log-rows-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("close.pcap");
+    std::fs::write(&capture, f.pcap(pcap_file::DataLink::ETHERNET)).unwrap();
+    let json = jsonl(&sensor_replay(&capture, "jsonl", &[]));
+    let zeek = ZeekLog::parse(&sensor_replay(&capture, "zeek", &[]));
+    let eve = jsonl(&sensor_replay(&capture, "eve", &[]));
+    std::fs::remove_dir_all(&dir).ok();
+    let j = json
+        .iter()
+        .find(|j| j["resp_port"] == 80)
+        .expect("the TCP record");
+    assert_eq!(
+        (&j["orig_packets"], &j["resp_packets"]),
+        (&5.into(), &3.into()),
+        "{j}"
+    );
+    assert_eq!(j["conn_state"], "SF");
+    let cid = j["community_id"].as_str().unwrap();
+    let z = zeek
+        .rows
+        .iter()
+        .find(|z| zeek.get(z, "community_id") == cid)
+        .expect("its conn.log row");
+    assert_eq!(zeek.get(z, "orig_pkts"), "6");
+    assert_eq!(zeek.get(z, "resp_pkts"), "4");
+    assert_eq!(zeek.get(z, "conn_state"), "SF");
+    assert_eq!(zeek.get(z, "orig_bytes"), "50");
+    assert_eq!(zeek.get(z, "resp_bytes"), "500");
+    assert_eq!(zeek.get(z, "verdict"), j["verdict"]);
+    let e = eve
+        .iter()
+        .find(|e| e["community_id"] == cid)
+        .expect("its EVE flow event");
+    assert_eq!(e["flow"]["pkts_toserver"], 6);
+    assert_eq!(e["flow"]["pkts_toclient"], 4);
+    // Every connection has its row, the held one included.
+    assert_eq!(zeek.rows.len(), json.len());
+    assert_eq!(eve.len(), json.len());
 }

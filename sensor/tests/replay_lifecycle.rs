@@ -223,6 +223,7 @@ fn events_come_in_order_and_records_carry_their_final_moment() {
             }
             ConnEvent::Ongoing(r) => format!("ongoing {}", r.resp_port),
             ConnEvent::Finished(r) => format!("finish {} {:?}", r.resp_port, r.end_reason),
+            ConnEvent::Settled(r) => format!("settled {}", r.resp_port),
         })
         .collect();
     assert_eq!(

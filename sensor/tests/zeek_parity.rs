@@ -35,7 +35,7 @@ const MEASURED_KDD_MATCHED: usize = 293;
 /// Measured level: matched connections whose `conn_state` agrees with Zeek's.
 const MEASURED_STATE: usize = 302;
 /// Measured level: matched connections whose two packet counts agree with Zeek's.
-const MEASURED_PACKETS: usize = 287;
+const MEASURED_PACKETS: usize = 297;
 /// Measured level: matched connections whose two byte counts agree with Zeek's as the two
 /// `conn.log`s write them (41 of them unset in both: connections of duration 0).
 const MEASURED_BYTES: usize = 294;
@@ -56,17 +56,13 @@ enum Why {
     /// SCTP is `sctp` with its ports here; Zeek 7 logs it as `unknown_transport` without ports
     /// (docs/replay.md). The Zeek row (`ip_proto` 132) is looked up by its two addresses.
     SctpPorts,
-    /// The final ACK after both FINs came later than the record's close settle (10 ms after
-    /// the second FIN, or one and a half of the longer handshake round trip), so it is not in
-    /// the record (Zeek counts it): both `SF`, one side exactly one packet short.
-    FinalAckAfterFins,
-    /// Packets after the second FIN beyond the first one, which ends the record's wait (a
-    /// crossed close's second ACK, retransmitted FINs and their ACKs), or a late final ACK with
-    /// more: both `SF`, the sensor short, never over.
-    PacketsAfterFins,
-    /// The record is written at the RST, so packets after it (a second RST) are in Zeek's counts
-    /// only: the same `RST*` state, the sensor short, never over.
-    PacketsAfterRst,
+    /// A packet came after the entry's linger had ended (2 s after its last packet): it is
+    /// missing from this row's counts and opened a record of its own (a FIN retransmitted
+    /// after the linger: one of the records without a Zeek row). Both `SF`, one side exactly
+    /// one packet short. (The rows of connections ended by FINs or a RST are written when
+    /// their entry leaves the table, so every packet within the linger is counted:
+    /// `replay::output::LogRows`.)
+    PacketAfterLinger,
     /// Zeek left the byte counts unset (its duration 0) where the sensor's record has a
     /// duration, so the sensor's `conn.log` row has them (none today: the 41 rows Zeek leaves
     /// unset have duration 0 here too, and both `conn.log`s write `-`).
@@ -275,12 +271,7 @@ fn explain_packets(z: &ZeekRow, r: &Record, packets: (u64, u64)) -> Option<Why> 
         return None;
     }
     let short = (z.packets.0 - packets.0, z.packets.1 - packets.1);
-    match z.state.as_str() {
-        "SF" if short == (1, 0) || short == (0, 1) => Some(Why::FinalAckAfterFins),
-        "SF" => Some(Why::PacketsAfterFins),
-        s if s.starts_with("RST") => Some(Why::PacketsAfterRst),
-        _ => None,
-    }
+    (z.state == "SF" && (short == (1, 0) || short == (0, 1))).then_some(Why::PacketAfterLinger)
 }
 
 fn explain_bytes(z: &ZeekRow, r: &Record) -> Option<Why> {

@@ -64,7 +64,10 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         None => Box::new(std::io::BufWriter::new(stdout)),
     };
     let mut alerts = opts.alerts.as_ref().map(create).transpose()?;
-    let writer = replay::output::RowWriter::new(opts.format, opts.community_id_seed);
+    let mut writer = replay::output::LogRows::new(replay::output::RowWriter::new(
+        opts.format,
+        opts.community_id_seed,
+    ));
     writer.header(&mut rows).context("writing rows")?;
     let mut incidents = IncidentTracker::new(Default::default());
     let report = replay::replay_files(
@@ -93,6 +96,7 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
                         a.write_all(&buf)?;
                     }
                 }
+                Output::Settled(record) => writer.settled(&mut rows, record)?,
                 Output::Incident(line) => {
                     if let Some(rule) = suppressions.incident(line) {
                         *suppressed
@@ -111,7 +115,7 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         },
     )
     .context("writing rows")?;
-    writer.footer(&mut rows).context("writing rows")?;
+    writer.finish(&mut rows).context("writing rows")?;
     rows.flush().context("writing rows")?;
     if let Some(mut a) = alerts {
         a.flush().context("writing alerts")?;

@@ -329,6 +329,7 @@ impl FeatureEngine {
             }
             ConnEvent::Ongoing(rec) => Some(self.ongoing(rec)),
             ConnEvent::Finished(rec) => Some(self.finished(rec)),
+            ConnEvent::Settled(_) => None,
         }
     }
 

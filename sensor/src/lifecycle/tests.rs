@@ -567,3 +567,72 @@ fn a_reported_connection_taken_over_during_its_linger_is_not_recorded_again() {
         (1, 0, 0)
     );
 }
+
+fn settled(out: &[ConnEvent]) -> Vec<&ConnectionRecord> {
+    out.iter()
+        .filter_map(|e| match e {
+            ConnEvent::Settled(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_finished_connection_settles_once_with_its_trailing_packets() {
+    const MS: u64 = 1_000_000;
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let mut store = Store::default();
+    // FIN-closed, its record at the final ACK; then a crossed close's second ACK and a
+    // retransmitted FIN land in the lingering entry.
+    let (k, at_fin) = (key(1020, ipproto::TCP), closed(10 * S));
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    let mut last = at_fin;
+    last.packets[SIDE_LO] += 1;
+    last.last_seen_ns += MS;
+    l.on_event(&k, &last, event::CLOSED, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!((recs[0].orig_packets, recs[0].resp_packets), (6, 4));
+    assert!(
+        settled(&out).is_empty(),
+        "no settled record before the linger: {out:?}"
+    );
+    last.packets = [7, 5];
+    last.last_seen_ns += 5 * MS;
+    store.flows.insert(k, last);
+    // The linger runs from the last packet; until it is over the entry stays.
+    l.advance(last.last_seen_ns + S, &mut store, &mut out);
+    assert!(settled(&out).is_empty(), "{out:?}");
+    l.advance(last.last_seen_ns + 3 * S, &mut store, &mut out);
+    let done = settled(&out);
+    assert_eq!(done.len(), 1, "{out:?}");
+    assert_eq!(done[0].id(), finished(&out)[0].id());
+    assert_eq!((done[0].orig_packets, done[0].resp_packets), (7, 5));
+    assert_eq!(done[0].end_reason, EndReason::Fin);
+    assert!(store.flows.is_empty());
+
+    // Refused, reported at the RST; its entry evicted while it lingers: settled by the
+    // eviction, with the value the kernel handed over. A shutdown adds nothing.
+    let (k2, v2) = (key(1021, ipproto::TCP), refused(20 * S));
+    l.on_event(&k2, &v2, event::OPEN | event::RST, &mut out);
+    let mut gone = v2;
+    gone.packets[SIDE_HI] += 1;
+    l.on_evicted(&k2, &gone, 20 * S + 2 * MS, &mut out);
+    let done = settled(&out);
+    assert_eq!(done.len(), 2, "{out:?}");
+    assert_eq!((done[1].orig_packets, done[1].resp_packets), (1, 2));
+    assert_eq!(done[1].end_reason, EndReason::Rst);
+
+    // One still lingering at the shutdown: settled by the flush, as its entry leaves.
+    let (k3, v3) = (key(1022, ipproto::TCP), refused(30 * S));
+    l.on_event(&k3, &v3, event::OPEN | event::RST, &mut out);
+    store.flows.insert(k3, v3);
+    l.flush(30 * S + 10 * MS, &mut store, &mut out);
+    let (recs, done) = (finished(&out), settled(&out));
+    assert_eq!((recs.len(), done.len()), (3, 3), "{out:?}");
+    assert_eq!(done[2].id(), recs[2].id());
+    // Every finished record by FINs or a RST is settled exactly once.
+    let ids: std::collections::HashSet<_> = done.iter().map(|r| r.id()).collect();
+    assert_eq!(ids.len(), 3);
+}

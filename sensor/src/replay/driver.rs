@@ -67,6 +67,9 @@ pub enum Output<'a> {
     },
     /// An incident's state change.
     Incident(&'a IncidentLine),
+    /// A connection ended by FINs or a RST left the table, with its final counts
+    /// ([`ConnEvent::Settled`]).
+    Settled(&'a ConnectionRecord),
 }
 
 /// Connection events in order, scored in batches; finished connections and incident lines
@@ -109,8 +112,14 @@ where
         let events = std::mem::take(&mut self.events);
         let mut lines = Vec::new();
         let mut clock = 0;
-        for (ev, s) in events.iter().filter(|e| e.record().is_some()).zip(&scored) {
+        let mut verdicts = scored.iter();
+        for ev in &events {
+            if let ConnEvent::Settled(record) = ev {
+                self.emit(Output::Settled(record));
+                continue;
+            }
             let Some(rec) = ev.record() else { continue };
+            let Some(s) = verdicts.next() else { break };
             clock = clock.max(rec.final_unix_ns);
             self.incidents
                 .observe(rec, s, rec.final_unix_ns, &mut lines);

@@ -17,10 +17,12 @@
 
 use std::io::{self, Write};
 
+use rustc_hash::FxHashMap;
+
 use crate::{
     community_id,
     detect::Scored,
-    flows::ConnectionRecord,
+    flows::{ConnId, ConnectionRecord, EndReason},
     kdd::{FEATURE_NAMES, FLAG, FLAGS, KddFeatures, PROTOCOL_TYPE, PROTOCOLS, SERVICE, SERVICES},
 };
 
@@ -81,6 +83,81 @@ impl RowWriter {
             Format::Zeek => crate::ecosystem::write_zeek_footer(w, std::time::SystemTime::now()),
             _ => Ok(()),
         }
+    }
+}
+
+/// Rows in the order a log takes them: [`RowWriter`]'s rows, except that in the layouts of the
+/// logs other tools read (`zeek`, `eve`) a connection ended by FINs or a RST is written when its
+/// entry leaves the table ([`crate::flows::ConnEvent::Settled`]), with the packet and byte
+/// counts of its trailing packets (the ACKs of a crossed close, retransmitted FINs), as Zeek
+/// and Suricata write a connection when they drop its state. Its verdict and every other
+/// column are those of the record that was scored; its row comes up to the linger
+/// (`close_linger`, 2 s) later than the others. The sensor's own layouts (`jsonl`, CSV) are
+/// the scored records, written at once.
+#[derive(Debug)]
+pub struct LogRows {
+    writer: RowWriter,
+    /// Rows waiting for their connection's `Settled` record.
+    held: FxHashMap<ConnId, (ConnectionRecord, Scored)>,
+}
+
+impl LogRows {
+    pub fn new(writer: RowWriter) -> LogRows {
+        LogRows {
+            writer,
+            held: FxHashMap::default(),
+        }
+    }
+
+    /// The header lines ([`RowWriter::header`]).
+    pub fn header(&self, w: &mut impl Write) -> io::Result<()> {
+        self.writer.header(w)
+    }
+
+    /// A finished connection: its row now, or held for its `Settled` record.
+    pub fn row(
+        &mut self,
+        w: &mut impl Write,
+        rec: &ConnectionRecord,
+        s: &Scored,
+    ) -> io::Result<()> {
+        let waits = matches!(self.writer.format, Format::Zeek | Format::Eve)
+            && matches!(rec.end_reason, EndReason::Fin | EndReason::Rst);
+        if waits {
+            self.held.insert(rec.id(), (rec.clone(), s.clone()));
+            Ok(())
+        } else {
+            self.writer.row(w, rec, s)
+        }
+    }
+
+    /// A connection's entry left the table: its held row, with the final counts.
+    pub fn settled(&mut self, w: &mut impl Write, last: &ConnectionRecord) -> io::Result<()> {
+        let Some((mut rec, s)) = self.held.remove(&last.id()) else {
+            return Ok(());
+        };
+        // Only ever more: a trailing packet adds, nothing takes away.
+        rec.orig_packets = rec.orig_packets.max(last.orig_packets);
+        rec.resp_packets = rec.resp_packets.max(last.resp_packets);
+        rec.orig_bytes = rec.orig_bytes.max(last.orig_bytes);
+        rec.resp_bytes = rec.resp_bytes.max(last.resp_bytes);
+        self.writer.row(w, &rec, &s)
+    }
+
+    /// Rows held now (a gauge for tests and the summary).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The end: rows still held (none, when the lifecycle flushed its table first) in the
+    /// order their connections ended, then the footer.
+    pub fn finish(&mut self, w: &mut impl Write) -> io::Result<()> {
+        let mut held: Vec<_> = self.held.drain().map(|(_, row)| row).collect();
+        held.sort_by_key(|(r, _)| (r.final_unix_ns, r.start_unix_ns));
+        for (rec, s) in &held {
+            self.writer.row(w, rec, s)?;
+        }
+        self.writer.footer(w)
     }
 }
 
