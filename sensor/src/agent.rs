@@ -406,10 +406,12 @@ pub async fn run(
     let capture = capture::run(capture, cfg.tick, shutdown, |events, stats| {
         stages.handle(events, stats, unix_now_ns)
     })
-    .await
-    .map_err(|e| AgentError::Loop(Box::new(e)))?;
+    .await;
     reloader.abort();
+    // Also when the loop failed: the rows held for their connections' last counts, the open
+    // incidents and the held-back alerts are written before the error is returned.
     stages.finish();
+    let capture = capture.map_err(|e| AgentError::Loop(Box::new(e)))?;
     match capture::summary_json(&capture) {
         Ok(s) => eprintln!("summary: {s}"),
         Err(e) => log::warn!("reading the final health counters: {e}"),

@@ -308,11 +308,14 @@ impl Lifecycle {
             None => self.adopt(key, v, out),
         }
         if self.is_closing(key, v.first_seen_ns) {
-            return self.close_with(key, v, out);
+            self.close_with(key, v, out);
+        } else {
+            self.stats.finished_on_restart += 1;
+            let reason = tcp_finished(key, v).unwrap_or(EndReason::Fin);
+            self.finish(key, v, reason, v.last_seen_ns, out);
         }
-        self.stats.finished_on_restart += 1;
-        let reason = tcp_finished(key, v).unwrap_or(EndReason::Fin);
-        self.finish(key, v, reason, v.last_seen_ns, out);
+        // Its entry is the new connection's now: this was its last value.
+        self.settle_report(key, Some(v), out);
     }
 
     /// A flow the table evicted at `at_ns` to make room (an unanswered attempt), with its value
@@ -361,6 +364,8 @@ impl Lifecycle {
             Some(o) if self.is_closing(key, o.first_seen_ns) => {
                 if let Some(at_fin) = self.closing.get(key).copied() {
                     self.close_with(key, &at_fin, out);
+                    // Its entry is the new connection's: nothing more will be read of it.
+                    self.settle_report(key, None, out);
                 }
             }
             // The entry was restarted for a new connection before the old one's end was

@@ -39,6 +39,12 @@ const MEASURED_PACKETS: usize = 297;
 /// Measured level: matched connections whose two byte counts agree with Zeek's as the two
 /// `conn.log`s write them (41 of them unset in both: connections of duration 0).
 const MEASURED_BYTES: usize = 294;
+/// Measured level: matched connections whose `conn.log` row names the originator Zeek names
+/// (`ecosystem::orientation`; the one other is `misordered-ntp.pcap`, which Zeek's NTP analyzer
+/// turns round by the payload).
+const MEASURED_ORIENTED: usize = 308;
+/// Measured level of the second part of that: `^` in both histories or in neither.
+const MEASURED_CARET: usize = 309;
 /// Measured level: matched connections whose `conn_state` agrees or differs for a named reason.
 const MEASURED_STATE_EXPLAINED: usize = 309;
 /// Measured level: matched connections whose packet counts agree or differ for a named reason.
@@ -221,6 +227,8 @@ struct Record {
     bytes: Option<(u64, u64)>,
     /// The outer connection of a GRE or IP-in-IP tunnel: a row here, `tunnel.log` in Zeek.
     carries: bool,
+    /// Zeek turned it round by its ports (`^` first in the history).
+    flipped: bool,
 }
 
 /// Replays a trace into the sensor's `conn.log` layout (oriented as Zeek orients connections,
@@ -261,6 +269,7 @@ fn replay(trace: &Path) -> (BTreeMap<Key, Vec<Record>>, Option<String>) {
             state: r.state,
             packets: r.packets,
             bytes: r.bytes,
+            flipped: r.history.starts_with('^'),
         });
     }
     (records, error)
@@ -355,6 +364,9 @@ fn zeek_conn_log_parity() {
     let mut n_pairs = 0;
     // Zeek's TCP, UDP and ICMP rows, and those found among the records (the goal's measure).
     let (mut kdd_rows, mut kdd_matched) = (0usize, 0usize);
+    // Rows oriented as Zeek's, and with Zeek's `^` (or without, as Zeek's).
+    let (mut oriented, mut caret) = (0usize, 0usize);
+    let mut misoriented = Vec::new();
     for line in pairs
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -420,6 +432,8 @@ fn zeek_conn_log_parity() {
             t.matched += 1;
             kdd_matched += usize::from(kdd_transport);
             let flipped = r.orig != z.orig || (z.proto != "icmp" && r.orig_port != z.orig_port);
+            oriented += usize::from(!flipped);
+            caret += usize::from(r.flipped == z.history.starts_with('^'));
             let (packets, bytes) = if flipped {
                 ((r.packets.1, r.packets.0), r.bytes.map(|(o, r)| (r, o)))
             } else {
@@ -430,6 +444,9 @@ fn zeek_conn_log_parity() {
                 r.state,
                 if flipped { " (flipped)" } else { "" }
             );
+            if flipped || r.flipped != z.history.starts_with('^') {
+                misoriented.push(ours.clone());
+            }
             if r.state == z.state {
                 t.state += 1;
             } else {
@@ -488,6 +505,13 @@ fn zeek_conn_log_parity() {
         100.0 * MATCHED_GOAL
     );
     println!(
+        "oriented as Zeek's: {oriented} of {} matched; `^` as Zeek's: {caret}",
+        all.matched
+    );
+    for m in &misoriented {
+        println!("  orientation or ^ differs: {m}");
+    }
+    println!(
         "traces refused: {}; Zeek rows excluded from matching by name: {}; sensor records \
          without a Zeek row (carriers left out): {}",
         refused.len(),
@@ -540,6 +564,11 @@ fn zeek_conn_log_parity() {
         all.packets
     );
     assert!(all.bytes >= MEASURED_BYTES, "bytes agree {}", all.bytes);
+    assert!(
+        oriented >= MEASURED_ORIENTED,
+        "oriented as Zeek's: {oriented}"
+    );
+    assert!(caret >= MEASURED_CARET, "`^` as Zeek's: {caret}");
     let state = all.state + all.state_explained;
     let packets = all.packets + all.packets_explained;
     let bytes = all.bytes + all.bytes_explained;

@@ -2,9 +2,10 @@
 //! and captured by tcpdump on the same interface at the same time, gives the same connection
 //! records (counts, bytes, flags, ports, end reasons) and the same features and verdicts.
 //!
-//! Live verdicts come from the live records in the order the sensor emitted them, through
-//! `detect::Pipeline` (the stage `sensor run` feeds); replay verdicts from the `sensor replay`
-//! binary. Only times differ (kernel clock vs. pcap timestamps) and are not compared, except that
+//! Live verdicts come from the live records (`sensor flows`) through `detect::Pipeline` (the
+//! stage `sensor run` feeds), in the event order `features::events_from_records` rebuilds from
+//! the records' times (not the order the live agent received its events); replay verdicts from
+//! the `sensor replay` binary. Only times differ (kernel clock vs. pcap timestamps) and are not compared, except that
 //! durations must agree to a few milliseconds.
 //!
 //! Two workloads: ordinary exchanges (every record equal, times aside), and scans (the same
@@ -62,8 +63,8 @@ fn timeless(r: &ConnectionRecord) -> ConnectionRecord {
     }
 }
 
-/// What one observation gave: the live records with the server as an endpoint, scored in the
-/// order the sensor emitted them through the live pipeline, by identity; the replayed rows
+/// What one observation gave: the live records with the server as an endpoint, scored through
+/// the live pipeline in the event order their times give, by identity; the replayed rows
 /// (record and JSON row); replay's stderr.
 struct Observed {
     live_scored: BTreeMap<Id, (ConnectionRecord, sensor::detect::Scored)>,

@@ -20,8 +20,8 @@
 //! * TCP whose first packet is not a SYN: turned round if the sender's port is a likely server
 //!   port and the receiver's is not; if both are, only if the sender's port is the lower one and
 //!   the first packet is not a SYN-ACK (a SYN-ACK first is how stealth scans look). A SYN-ACK
-//!   first is turned round later too, once its receiver sends a packet (Zeek's "SYN/SYN-ACK
-//!   reversal" in `TCPSessionAdapter`).
+//!   first is turned round later too, once its receiver answers it (Zeek's traces
+//!   `zeek-image-post-1080-8000-x.pcap` and `http-on-irc-port-missing-syn.pcapng`: `^hADadFf`).
 //! * UDP: turned round if the sender's port is a likely server port and the receiver's is not.
 //! * Never where the first packet went to the IPv4 broadcast address (`NewConn`), and never for
 //!   ICMP and other protocols.
@@ -156,8 +156,8 @@ pub struct ZeekOrientation {
     pub swapped: bool,
     /// Zeek turned the connection round after taking its first packet's sender for the
     /// originator (`^` in its history). Not the same as `swapped`: a SYN-ACK first is turned round
-    /// by both where the client answers it or its port is a server's, by the sensor alone where
-    /// neither.
+    /// by both where the client answers it or it came from a server's port, by the sensor alone
+    /// where neither.
     pub flipped: bool,
 }
 
@@ -176,9 +176,11 @@ pub fn zeek_orientation(rec: &ConnectionRecord) -> ZeekOrientation {
             let h = rec.history;
             if h.resp & history::SYN_ACK != 0 && h.orig & history::SYN_ACK == 0 {
                 // Began with the responder's SYN-ACK, which the sensor turned round. Zeek does
-                // too where the SYN-ACK came from a likely server port to another port, or later,
-                // once the client answers it (its "SYN/SYN-ACK reversal"); else its originator
-                // is the SYN-ACK's sender.
+                // too (with `^`) where the SYN-ACK came from a likely server port to another
+                // port, or later, once the client answers it (Zeek's own traces show it: a
+                // SYN-ACK between two server ports, 8000 to 1080 or 80 to 6669, then the
+                // client's ACK and data, is logged `^hADadFf` from the client); else, the client
+                // silent (backscatter of a spoofed SYN), its originator is the SYN-ACK's sender.
                 let flipped = (likely(r) && !likely(o) && !broadcast(rec.orig_addr)) || h.orig != 0;
                 ZeekOrientation {
                     swapped: !flipped,
@@ -230,10 +232,10 @@ pub fn zeek_history(view: &ConnectionRecord, how: ZeekOrientation) -> Option<Str
     match view.transport {
         Transport::Tcp => s.push_str(&view.history.letters()),
         Transport::Udp => {
-            if view.orig_bytes > 0 {
+            if view.orig_packets > 0 {
                 s.push('D');
             }
-            if view.resp_bytes > 0 {
+            if view.resp_packets > 0 {
                 s.push('d');
             }
         }
@@ -390,19 +392,20 @@ mod tests {
         let (view, how) = zeek_view(&from_server);
         assert_eq!(view.orig_port, 50_000);
         assert_eq!(zeek_history(&view, how).as_deref(), Some("^h"));
-        // ... or where the client answered it, whatever the ports.
-        let answered = record(Transport::Tcp, (8080, 80), (NON_SYN | ACK, SYN_ACK));
-        assert_eq!(
-            zeek_orientation(&answered),
-            ZeekOrientation {
-                swapped: false,
-                flipped: true
-            }
+        // ... or where the client answered it, whatever the ports (as Zeek logged a SYN-ACK
+        // from port 8000 to port 1080 answered by the client: `^hADadFf`).
+        let answered = record(
+            Transport::Tcp,
+            (1080, 8000),
+            (NON_SYN | ACK | DATA, SYN_ACK),
         );
+        let (view, how) = zeek_view(&answered);
+        assert!(!how.swapped && how.flipped);
+        assert_eq!(zeek_history(&view, how).as_deref(), Some("^ADh"));
         // Unanswered from another port (backscatter of a spoofed SYN), or between two server
         // ports: the SYN-ACK's sender is Zeek's originator.
-        for ports in [(80, 50_000), (8080, 80)] {
-            let rec = record(Transport::Tcp, ports, (0, SYN_ACK));
+        for (ports, client) in [((80, 50_000), 0), ((8080, 80), 0)] {
+            let rec = record(Transport::Tcp, ports, (client, SYN_ACK));
             let (view, how) = zeek_view(&rec);
             assert_eq!(
                 how,
@@ -410,7 +413,7 @@ mod tests {
                     swapped: true,
                     flipped: false
                 },
-                "{ports:?}"
+                "{ports:?} {client}"
             );
             assert_eq!((view.orig_port, view.resp_port), (ports.1, ports.0));
             assert_eq!(view.history.orig, SYN_ACK);

@@ -636,3 +636,45 @@ fn a_finished_connection_settles_once_with_its_trailing_packets() {
     let ids: std::collections::HashSet<_> = done.iter().map(|r| r.id()).collect();
     assert_eq!(ids.len(), 3);
 }
+
+#[test]
+fn a_reused_five_tuple_settles_the_old_connection_once() {
+    const MS: u64 = 1_000_000;
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let mut store = Store::default();
+    // Refused and reported at its RST; a SYN reusing the 5-tuple restarts the entry while it
+    // lingers: the REPLACED value (with a late retransmitted RST) settles it at once.
+    let (k, old) = (key(1030, ipproto::TCP), refused(10 * S));
+    l.on_event(&k, &old, event::OPEN | event::RST, &mut out);
+    let mut last = old;
+    last.packets[SIDE_HI] += 1;
+    reuse(&mut l, &k, &last, 10 * S + 50 * MS, &mut out);
+    let done = settled(&out);
+    assert_eq!(done.len(), 1, "{out:?}");
+    assert_eq!((done[0].orig_packets, done[0].resp_packets), (1, 2));
+    // Its linger ends later, the entry held by the new connection: nothing more.
+    store
+        .flows
+        .insert(k, attempt(10 * S + 50 * MS, ipproto::TCP));
+    l.advance(13 * S, &mut store, &mut out);
+    assert_eq!(settled(&out).len(), 1, "{out:?}");
+
+    // The new one is refused too, and reported: settled on its own, once, at the shutdown.
+    let second = refused(10 * S + 50 * MS);
+    l.on_event(&k, &second, event::RST, &mut out);
+    store.flows.insert(k, second);
+    l.flush(14 * S, &mut store, &mut out);
+    let done = settled(&out);
+    assert_eq!(done.len(), 2, "{out:?}");
+    assert_eq!(done[1].start_unix_ns, 10 * S + 50 * MS);
+
+    // Never reported (its RST event lost): the REPLACED value finishes and settles it at once.
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, old) = (key(1031, ipproto::TCP), refused(20 * S));
+    l.on_event(&k, &attempt(20 * S, ipproto::TCP), event::OPEN, &mut out);
+    reuse(&mut l, &k, &old, 20 * S + 50 * MS, &mut out);
+    let (recs, done) = (finished(&out), settled(&out));
+    assert_eq!((recs.len(), done.len()), (1, 1), "{out:?}");
+    assert_eq!(recs[0].id(), done[0].id());
+    assert_eq!(recs[0].end_reason, EndReason::Rst);
+}

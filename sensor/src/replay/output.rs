@@ -91,9 +91,9 @@ impl RowWriter {
 /// entry leaves the table ([`crate::flows::ConnEvent::Settled`]), with the packet and byte
 /// counts of its trailing packets (the ACKs of a crossed close, retransmitted FINs), as Zeek
 /// and Suricata write a connection when they drop its state. Its verdict and every other
-/// column are those of the record that was scored; its row comes up to the linger
-/// (`close_linger`, 2 s) later than the others. The sensor's own layouts (`jsonl`, CSV) are
-/// the scored records, written at once.
+/// column are those of the record that was scored; its row comes at least the linger
+/// (`close_linger`, 2 s) after the connection's last packet, later while packets keep coming.
+/// The sensor's own layouts (`jsonl`, CSV) are the scored records, written at once.
 #[derive(Debug)]
 pub struct LogRows {
     writer: RowWriter,
