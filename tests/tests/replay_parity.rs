@@ -191,18 +191,25 @@ fn observe(lab: &Pair, send: impl FnOnce(&Pair)) -> Observed {
     }
 }
 
-#[test]
-fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
-    require_root();
-    let lab = Pair::new().unwrap();
-
-    let _http = lab
+/// An HTTP server on the server's port 8080, listening when this returns (killed on drop).
+fn http_server(lab: &Pair) -> Proc {
+    let p = lab
         .server
         .spawn(
             "python3",
             &["-m", "http.server", "8080", "--bind", &lab.server_v4],
         )
         .unwrap();
+    wait_listening(&lab.server, 8080);
+    p
+}
+
+#[test]
+fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
+    require_root();
+    let lab = Pair::new().unwrap();
+
+    let _http = http_server(&lab);
     let _tcp = lab
         .server
         .spawn(
@@ -231,7 +238,6 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
             ],
         )
         .unwrap();
-    wait_listening(&lab.server, 8080);
     wait_listening(&lab.server, 7000);
     wait_udp_bound(&lab.server, 5353);
 
@@ -405,14 +411,7 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
 fn scans_watched_live_and_replayed_get_the_same_verdicts() {
     require_root();
     let lab = Pair::new().unwrap();
-    let _http = lab
-        .server
-        .spawn(
-            "python3",
-            &["-m", "http.server", "8080", "--bind", &lab.server_v4],
-        )
-        .unwrap();
-    wait_listening(&lab.server, 8080);
+    let _http = http_server(&lab);
     let Observed {
         live_scored,
         replayed,
