@@ -98,7 +98,7 @@ pub enum NotScored {
     /// one-to-many announcement, not a conversation between two hosts, which is what the KDD
     /// connection features describe. It stays in the windows of other connections as traffic.
     GroupDestination,
-    /// IPv6 neighbour discovery and multicast listener messages ([`link_control`] in the
+    /// IPv6 neighbour discovery and multicast listener messages (`link_control` in the
     /// source): the link's control plane, the counterparts of ARP and IGMP, which the data has
     /// no rows for. It stays in the windows of other connections as traffic.
     LinkControl,
