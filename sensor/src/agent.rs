@@ -327,7 +327,10 @@ pub async fn run(
     let model = Arc::new(Model::load(&cfg.model)?);
     let model_path = cfg.model.display().to_string();
     let interfaces = cfg.capture.interfaces.join(", ");
-    let capture = Capture::start(cfg.capture.clone()).map_err(|source| AgentError::Capture {
+    let mut capture_config = cfg.capture.clone();
+    // Trailing packets are handed on only for records in Zeek's or Suricata's layout.
+    capture_config.lifecycle.settled_records = record_rows(cfg.records_format).is_some();
+    let capture = Capture::start(capture_config).map_err(|source| AgentError::Capture {
         interfaces: interfaces.clone(),
         source: Box::new(source),
     })?;

@@ -210,8 +210,8 @@ pub fn suricata_app_proto(kdd: &str) -> Option<&'static str> {
 /// As Zeek does, `duration`, `orig_bytes` and `resp_bytes` are unset when the connection's
 /// packets all came at one instant. Unknown to the sensor, and unset: `local_orig`,
 /// `local_resp`, `missed_bytes`, the IP-level byte counts and `tunnel_parents`; `history` is
-/// the set of letters seen (not Zeek's sequence; for UDP `D`/`d`, payload from either side) and
-/// unset for other protocols.
+/// the set of letters seen (not Zeek's sequence; for UDP `D`/`d`, a datagram from either side)
+/// and unset for other protocols.
 pub fn write_zeek_row(
     w: &mut impl Write,
     record: &ConnectionRecord,

@@ -12,7 +12,9 @@
 //!   [`ConnEvent::Finished`] record (at once after a RST; after the second FIN, at the final
 //!   ACK's event or after a short `close_settle` if none comes, so that the final ACK is in it,
 //!   as in Zeek's) and its entry lingers for
-//!   `close_linger`, so that later trailing packets do not open a phantom connection.
+//!   `close_linger`, so that later trailing packets do not open a phantom connection; when the
+//!   entry leaves, its record comes once more with those packets counted
+//!   ([`ConnEvent::Settled`], where `LifecycleConfig::settled_records` asks for it).
 //! * [`Lifecycle::advance`]: the passing of time. Every open connection has one pending idle
 //!   check, due at its last packet plus the idle timeout that applies to it
 //!   ([`idle_timeout`]). The check reads the entry and either finalises the connection (end
@@ -619,6 +621,9 @@ impl Lifecycle {
             r.value = *v;
         }
         r.settled = true;
+        if !self.config.settled_records {
+            return;
+        }
         let (value, reason) = (r.value, r.reason);
         if let Some(rec) = ConnectionRecord::from_flow(key, &value, self.mono_to_unix_ns, reason) {
             out.push(ConnEvent::Settled(rec));

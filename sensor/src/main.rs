@@ -533,6 +533,8 @@ impl ReplayArgs {
             config: sensor::replay::ReplayConfig {
                 table_size: self.table_size,
                 timeouts: self.timeouts.timeouts()?,
+                // Only the layouts whose rows wait for a connection's trailing packets.
+                settled_records: sensor::replay::output::LogRows::uses_settled(self.format),
             },
             suppressions: match &self.config {
                 Some(p) => sensor::config::FileConfig::load_suppressions(p)?,
@@ -547,6 +549,8 @@ fn lifecycle_config(timeouts: Timeouts) -> LifecycleConfig {
     LifecycleConfig {
         table_scan_interval: Some(LifecycleConfig::default_table_scan_interval(&timeouts)),
         timeouts,
+        // `sensor flows` and `sensor baseline` write no `conn.log` or EVE rows.
+        settled_records: false,
         ..LifecycleConfig::default()
     }
 }

@@ -221,8 +221,9 @@ pub fn zeek_view(rec: &ConnectionRecord) -> (Cow<'_, ConnectionRecord>, ZeekOrie
     (Cow::Owned(v), how)
 }
 
-/// The `history` column of a row oriented by [`zeek_view`]: `^` where Zeek turned it round, then TCP's letters (the set of kinds each side sent, not Zeek's sequence), or for
-/// UDP Zeek's `D`/`d` for payload sent by the originator/responder. `None` where there is
+/// The `history` column of a row oriented by [`zeek_view`]: `^` where Zeek turned it round,
+/// then TCP's letters (the set of kinds each side sent, not Zeek's sequence), or for UDP Zeek's
+/// `D`/`d` for a datagram (empty ones too) from the originator/responder. `None` where there is
 /// nothing to write (Zeek's unset field).
 pub fn zeek_history(view: &ConnectionRecord, how: ZeekOrientation) -> Option<String> {
     let mut s = String::new();

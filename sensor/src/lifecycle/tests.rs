@@ -678,3 +678,30 @@ fn a_reused_five_tuple_settles_the_old_connection_once() {
     assert_eq!(recs[0].id(), done[0].id());
     assert_eq!(recs[0].end_reason, EndReason::Rst);
 }
+
+#[test]
+fn no_settled_records_where_no_log_reads_them() {
+    let (mut l, mut out) = (
+        Lifecycle::new(
+            LifecycleConfig {
+                table_scan_interval: None,
+                early_verdict_after: None,
+                settled_records: false,
+                ..LifecycleConfig::default()
+            },
+            0,
+        ),
+        Vec::new(),
+    );
+    let mut store = Store::default();
+    let (k, v) = (key(1040, ipproto::TCP), refused(10 * S));
+    l.on_event(&k, &v, event::OPEN | event::RST, &mut out);
+    store.flows.insert(k, v);
+    l.advance(13 * S, &mut store, &mut out);
+    // The record as ever, its entry gone after the linger, and nothing more.
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    assert!(store.flows.is_empty());
+    assert!(settled(&out).is_empty(), "{out:?}");
+    l.flush(14 * S, &mut store, &mut out);
+    assert!(settled(&out).is_empty(), "{out:?}");
+}

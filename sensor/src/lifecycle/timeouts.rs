@@ -72,6 +72,11 @@ pub struct LifecycleConfig {
     /// timeout, up to a minute later; an early verdict lets incidents open while a flood, a
     /// UDP scan or a sweep is still going on.
     pub early_verdict_after: Option<Duration>,
+    /// Whether a connection ended by FINs or a RST is handed on again, with its trailing
+    /// packets, when its entry leaves the table ([`ConnEvent::Settled`](crate::flows::ConnEvent::Settled)).
+    /// Only the `conn.log` and EVE rows use it (`replay::output::LogRows`); the agent and replay
+    /// turn it off for the other layouts, so that they build no record nobody reads.
+    pub settled_records: bool,
 }
 
 impl LifecycleConfig {
@@ -111,6 +116,7 @@ impl Default for LifecycleConfig {
             close_linger: Self::DEFAULT_CLOSE_LINGER,
             close_settle: Self::DEFAULT_CLOSE_SETTLE,
             early_verdict_after: Some(Self::DEFAULT_EARLY_VERDICT_AFTER),
+            settled_records: true,
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct ReplayConfig {
     /// Flow table capacity (`--table-size` of the live sensor).
     pub table_size: u32,
     pub timeouts: Timeouts,
+    /// [`LifecycleConfig::settled_records`](crate::lifecycle::LifecycleConfig::settled_records).
+    pub settled_records: bool,
 }
 
 impl Default for ReplayConfig {
@@ -54,6 +56,7 @@ impl Default for ReplayConfig {
         ReplayConfig {
             table_size: CaptureConfig::DEFAULT_TABLE_SIZE,
             timeouts: Timeouts::default(),
+            settled_records: true,
         }
     }
 }

@@ -114,6 +114,11 @@ impl LogRows {
         self.writer.header(w)
     }
 
+    /// Whether rows of `format` wait for their connections' `Settled` records.
+    pub fn uses_settled(format: Format) -> bool {
+        matches!(format, Format::Zeek | Format::Eve)
+    }
+
     /// A finished connection: its row now, or held for its `Settled` record.
     pub fn row(
         &mut self,
@@ -121,7 +126,7 @@ impl LogRows {
         rec: &ConnectionRecord,
         s: &Scored,
     ) -> io::Result<()> {
-        let waits = matches!(self.writer.format, Format::Zeek | Format::Eve)
+        let waits = Self::uses_settled(self.writer.format)
             && matches!(rec.end_reason, EndReason::Fin | EndReason::Rst);
         if waits {
             self.held.insert(rec.id(), (rec.clone(), s.clone()));
@@ -142,11 +147,6 @@ impl LogRows {
         rec.orig_bytes = rec.orig_bytes.max(last.orig_bytes);
         rec.resp_bytes = rec.resp_bytes.max(last.resp_bytes);
         self.writer.row(w, &rec, &s)
-    }
-
-    /// Rows held now (a gauge for tests and the summary).
-    pub fn held(&self) -> usize {
-        self.held.len()
     }
 
     /// The end: rows still held (none, when the lifecycle flushed its table first) in the

@@ -38,6 +38,7 @@ impl Replayer {
             close_settle: LifecycleConfig::DEFAULT_CLOSE_SETTLE,
             table_scan_interval: None,
             early_verdict_after: Some(LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER),
+            settled_records: config.settled_records,
         };
         Replayer {
             tables: UserTables::new(config.table_size),
