@@ -453,16 +453,38 @@ fn a_syn_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
+/// A process stopped (SIGSTOP) until this is dropped (SIGCONT), on every exit path.
+struct Paused(libc::pid_t);
+
+impl Paused {
+    fn new(pid: u32) -> Paused {
+        let pid = pid as libc::pid_t;
+        // SAFETY: kill has no memory preconditions; `pid` is our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 #[test]
 fn dropped_ring_buffer_events_lose_no_finished_connection() {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::start(&["--ring-bytes", "4096"], 120);
-    // Bursts of 200 fetches, 32 at a time, until the kernel has dropped events (a few bursts
-    // at most: each connection sends four, the ring holds 32).
+    // Bursts of 200 fetches, 32 at a time, while the agent is stopped (SIGSTOP), so that it
+    // reads nothing and the ring (32 events; each connection sends four) overflows whatever
+    // the machine's speed: an agent that keeps up would otherwise leave nothing dropped.
+    let pid = lab.sensor.child.as_ref().expect("sensor running").id();
     let (mut made, mut ok) = (0u64, 0u64);
     let mut drops = 0.0;
     for _ in 0..5 {
+        let paused = Paused::new(pid);
         let out = lab
             .lab
             .client
@@ -477,9 +499,14 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
             ])
             .output()
             .expect("burst");
+        drop(paused);
         let text = String::from_utf8_lossy(&out.stdout);
         made += text.lines().count() as u64;
         ok += text.lines().filter(|l| *l == "ok").count() as u64;
+        // The health counters are read on the agent's next poll.
+        let _ = wait_until(Duration::from_secs(5), || {
+            metrics::sum(&lab.scrape(), "sensor_kernel_ringbuf_drops_total", &[]) > 0.0
+        });
         drops = metrics::sum(&lab.scrape(), "sensor_kernel_ringbuf_drops_total", &[]);
         if drops > 0.0 {
             break;
