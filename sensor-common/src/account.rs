@@ -100,6 +100,34 @@ pub unsafe fn account(
     now_ns: u64,
     segments: u32,
 ) -> u32 {
+    // SAFETY: the caller's guarantees are `account_bits`'s.
+    unsafe {
+        account_bits(
+            v,
+            p,
+            side,
+            history_bits(p.tcp_flags, p.payload_len),
+            now_ns,
+            segments,
+        )
+    }
+}
+
+/// [`account`] with the packet's [`history_bits`] already computed (`bits`, ignored for
+/// protocols other than TCP): the flow update computes them once for [`adds_history_bits`]
+/// and for this.
+///
+/// # Safety
+/// As for [`account`].
+#[inline(always)]
+pub unsafe fn account_bits(
+    v: *mut FlowValue,
+    p: &Parsed,
+    side: Side,
+    bits: u8,
+    now_ns: u64,
+    segments: u32,
+) -> u32 {
     // Masked so that indexing provably stays in bounds (no panic path for the verifier), even
     // for a side read back from a map.
     let side = side & 1;
@@ -138,7 +166,7 @@ pub unsafe fn account(
         let after_before =
             ((old | other) & history::AFTER_FINS) >> history::AFTER_FINS.trailing_zeros();
         let after = both_fins & (after_before ^ 1);
-        let new = old | history_bits(p.tcp_flags, p.payload_len) | (after * history::AFTER_FINS);
+        let new = old | bits | (after * history::AFTER_FINS);
         if new == old {
             return 0;
         }
@@ -190,8 +218,14 @@ pub fn answered(orig: u8, resp: u8) -> bool {
 /// protocols.
 #[inline(always)]
 pub fn adds_history(v: &FlowValue, p: &Parsed, side: Side) -> bool {
+    adds_history_bits(v, p, side, history_bits(p.tcp_flags, p.payload_len))
+}
+
+/// [`adds_history`] with the packet's [`history_bits`] already computed (`bits`).
+#[inline(always)]
+pub fn adds_history_bits(v: &FlowValue, p: &Parsed, side: Side, bits: u8) -> bool {
     let old = v.history[side & 1];
-    p.protocol == ipproto::TCP && old | history_bits(p.tcp_flags, p.payload_len) != old
+    p.protocol == ipproto::TCP && old | bits != old
 }
 
 /// Whether a SYN on a flow whose connection already ended starts a new connection on the same

@@ -53,7 +53,7 @@ pub mod global_names {
     pub const FLOW_SLOT_MASK: &str = "FLOW_SLOT_MASK";
     /// `u64`: how many flows `FLOWS` may hold.
     pub const FLOW_CAPACITY: &str = "FLOW_CAPACITY";
-    /// `u64`: the seed of [`crate::slots::key_hash`].
+    /// `[u64; 5]`: the [`crate::slots::seed_words`] of the seed of [`crate::slots::key_hash`].
     pub const FLOW_HASH_SEED: &str = "FLOW_HASH_SEED";
 }
 

@@ -193,6 +193,26 @@ pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
 /// multiply latencies in all), and every key bit reaches the low bits used as index.
 #[inline(always)]
 pub fn key_hash(key: &FlowKey, seed: u64) -> u64 {
+    key_hash_words(key, &seed_words(seed))
+}
+
+/// The five words [`key_hash`] mixes into the key's five words: the seed rotated by 13 bits
+/// more for each. Computed once by the loader and handed to the kernel program as a global,
+/// which then spends no instructions on them per packet ([`key_hash_words`]).
+#[inline(always)]
+pub const fn seed_words(seed: u64) -> [u64; 5] {
+    [
+        seed,
+        seed.rotate_left(13),
+        seed.rotate_left(26),
+        seed.rotate_left(39),
+        seed.rotate_left(52),
+    ]
+}
+
+/// [`key_hash`] with the seed's [`seed_words`] already computed.
+#[inline(always)]
+pub fn key_hash_words(key: &FlowKey, seed: &[u64; 5]) -> u64 {
     const K: [u64; 5] = [
         0x9e37_79b9_7f4a_7c15,
         0xc2b2_ae3d_27d4_eb4f,
@@ -201,7 +221,7 @@ pub fn key_hash(key: &FlowKey, seed: u64) -> u64 {
         0xff51_afd7_ed55_8ccd,
     ];
     let w = key.words();
-    let m = |i: usize| (w[i] ^ seed.rotate_left(13 * i as u32)).wrapping_mul(K[i]);
+    let m = |i: usize| (w[i] ^ seed[i]).wrapping_mul(K[i]);
     let mut h = m(0)
         ^ m(1).rotate_left(13)
         ^ m(2).rotate_left(26)

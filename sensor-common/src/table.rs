@@ -30,7 +30,7 @@
 
 use crate::{
     FlowKey, FlowValue, Health,
-    account::{account, adds_history, new_value, starts_new_connection},
+    account::{account_bits, adds_history_bits, history_bits, new_value, starts_new_connection},
     flow::{FragKey, FragValue, event},
     parse::{FragmentKind, Parsed},
 };
@@ -208,15 +208,17 @@ pub fn update<T: FlowTables>(
         }
     };
     h.accounted += segments as u64;
+    // Once for both uses below.
+    let bits = history_bits(p.tcp_flags, p.payload_len);
     let now_ns = match exact_ns {
         Some(ns) => ns,
         // SAFETY: as below; a racy read only decides which clock reading to take.
-        None if adds_history(unsafe { &*v }, p, side) => clock.exact(),
+        None if adds_history_bits(unsafe { &*v }, p, side, bits) => clock.exact(),
         None => clock.coarse(),
     };
     // SAFETY: `v` is a live, aligned value of the flow table (see `FlowTables::flow_ptr`);
     // concurrent updates are allowed by `account`.
-    let events = opened | unsafe { account(v, p, side, now_ns, segments) };
+    let events = opened | unsafe { account_bits(v, p, side, bits, now_ns, segments) };
     Some(Updated {
         key,
         value: v,

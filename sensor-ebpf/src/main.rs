@@ -34,7 +34,7 @@ use sensor_common::{
     Health,
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
     flow::{FragKey, FragValue},
-    parse::{Parsed, next, parse_ethernet},
+    parse::{Parsed, next, parse_ethernet_into},
     slots::{BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, slot_count},
     table::update,
 };
@@ -63,9 +63,9 @@ static FLOW_SLOT_MASK: u32 = slot_count(DEFAULT_FLOW_CAPACITY) - 1;
 #[unsafe(no_mangle)]
 static FLOW_CAPACITY: u64 = DEFAULT_FLOW_CAPACITY as u64;
 
-/// Seed of `slots::key_hash`. Set by the loader (random).
+/// Seed of `slots::key_hash`, as its `slots::seed_words`. Set by the loader (random).
 #[unsafe(no_mangle)]
-static FLOW_HASH_SEED: u64 = 0;
+static FLOW_HASH_SEED: [u64; 5] = [0; 5];
 
 /// Non-first fragments find their flow here, by the IP fragment identity of the first fragment.
 /// An LRU map: fragment trains are short-lived, and an evicted entry only makes a late fragment
@@ -231,23 +231,28 @@ fn process<C: EbpfContext + FrameLen>(
     // accounted, non_ip, truncated, parse_errors, unsupported_l4, unattributed_fragments,
     // table_full, too_deep. Tests check that invariant.
     let pkt = KernelPacket { ctx, start, end };
-    match parse_ethernet(&pkt) {
-        Ok(p) if p.next != next::NONE => hand_on(ctx, &p, (0, 0), h, segments, next_prog),
-        // The update reads the packet from a map value, whose contents the verifier does not
-        // track: it walks the update once for every path through the parser, instead of once
-        // per path (each of which knows other constants: the protocol, the fragment kind, zero
-        // ports or address words, ...). The lookup of index 0 cannot fail (the verifier knows).
-        Ok(p) => {
-            if let Some(slot) = PARSED.get_ptr_mut(0) {
-                // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the
-                // programs of one CPU run one at a time. The empty `asm!` (which may read and
-                // write any memory, for all the compiler knows) keeps the compiler from handing
-                // the stored values on to the update instead of its reads of the slot.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(&p, slot, 1);
-                    core::arch::asm!("");
-                    account_packet(ctx, &*slot, h, segments);
-                }
+    // The parse writes straight into a map value and the update reads it from there. The
+    // verifier does not track what map memory holds: it walks the update once for every path
+    // through the parser, instead of once per path (each of which knows other constants: the
+    // protocol, the fragment kind, zero ports or address words, ...). And no `Parsed` is built
+    // on the stack and copied (`parse_ethernet_into` says what that cost). The lookup of index
+    // 0 cannot fail (the verifier knows).
+    let Some(slot) = PARSED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the programs
+    // of one CPU run one at a time, and nothing else holds a reference to it.
+    let p = unsafe { &mut *slot };
+    match parse_ethernet_into(&pkt, p) {
+        Ok(()) => {
+            // SAFETY: an empty `asm!`: it may read and write any memory for all the compiler
+            // knows, which keeps the compiler from handing the values the parse stored on to
+            // the update instead of the update's reads of the slot.
+            unsafe { core::arch::asm!("") };
+            if p.next != next::NONE {
+                hand_on(ctx, p, (0, 0), h, segments, next_prog);
+            } else {
+                account_packet(ctx, p, h, segments);
             }
         }
         Err(e) => count_error(h, e, segments as u64),

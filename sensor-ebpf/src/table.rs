@@ -7,7 +7,7 @@ use sensor_common::{
     FlowKey, FlowValue, Health,
     atomic::{atomic_add, compare_exchange_u64, load_u64, publish_u64},
     flow::{FragKey, FragValue},
-    slots::{FlowSlot, PROBES, fingerprint, key_eq, key_hash, state},
+    slots::{FlowSlot, PROBES, fingerprint, key_eq, key_hash_words, state},
     table::{FlowTables, Insert},
 };
 
@@ -34,6 +34,14 @@ pub(crate) struct KernelTables<'a, C: EbpfContext> {
 pub(crate) fn global<T: Copy>(g: &T) -> T {
     // SAFETY: a valid reference to a global.
     unsafe { core::ptr::read_volatile(g) }
+}
+
+/// The hash seed's words (`FLOW_HASH_SEED`), each read through a volatile load (see [`global`]).
+#[inline(always)]
+fn seed() -> [u64; 5] {
+    let s = (&raw const FLOW_HASH_SEED).cast::<u64>();
+    // SAFETY: five reads within the global array.
+    unsafe { core::array::from_fn(|i| core::ptr::read_volatile(s.add(i))) }
 }
 
 /// The slot at `idx` (masked, so always in bounds of the array).
@@ -251,7 +259,7 @@ fn unreserve(count: *mut u64) {
 impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
     #[inline(always)]
     fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue> {
-        let hash = key_hash(key, global(&FLOW_HASH_SEED));
+        let hash = key_hash_words(key, &seed());
         if let Some(v) = home_hit(key, hash) {
             return Some(v);
         }
@@ -280,7 +288,7 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
         let Some(count) = FLOW_COUNT.get_ptr_mut(0) else {
             return Insert::Full;
         };
-        let hash = key_hash(key, global(&FLOW_HASH_SEED));
+        let hash = key_hash_words(key, &seed());
         let fp = fingerprint(hash);
         // A lost compare-and-swap means another CPU took the slot, or a tombstone was
         // reclaimed: look again.

@@ -19,8 +19,10 @@ use aya::{
 };
 use log::{debug, warn};
 use sensor_common::{
-    FlowEvent, FlowKey, FlowValue, Health, flow::event, global_names, map_names, program_names,
-    slots::slot_count,
+    FlowEvent, FlowKey, FlowValue, Health,
+    flow::event,
+    global_names, map_names, program_names,
+    slots::{seed_words, slot_count},
 };
 
 use crate::{
@@ -220,7 +222,8 @@ pub fn load_object(table_size: u32, ring_bytes: u32) -> Result<Ebpf, CaptureErro
     }
     raise_memlock_limit();
     let slots = slot_count(table_size);
-    let (mask, capacity, seed) = (slots - 1, u64::from(table_size), hash_seed());
+    let (mask, capacity) = (slots - 1, u64::from(table_size));
+    let seed = seed_words(hash_seed());
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(map_names::FLOWS, slots)
         .map_max_entries(map_names::EVENTS, ring_bytes)

@@ -36,6 +36,24 @@ use crate::flow::ipproto;
 /// program (up to two VLAN tags; deeper L2 headers are handed on as [`next::L2`]).
 #[inline(always)]
 pub fn parse_ethernet<P: PacketData + ?Sized>(pkt: &P) -> Result<Parsed, ParseError> {
+    let mut p = Parsed::default();
+    parse_ethernet_into(pkt, &mut p)?;
+    Ok(p)
+}
+
+/// [`parse_ethernet`] into `out`, which it overwrites whole when it succeeds (and leaves in an
+/// unspecified state when it fails).
+///
+/// Why a destination rather than a return value: the kernel parses straight into the map value
+/// the flow update reads (see `sensor-ebpf`). A returned `Parsed` is built in registers that
+/// the BPF backend, with its ten registers, spills to the stack field by field, and then copied
+/// to the map value: about a fifth of the per-packet path on the CPUs measured
+/// (`docs/performance.md`).
+#[inline(always)]
+pub fn parse_ethernet_into<P: PacketData + ?Sized>(
+    pkt: &P,
+    out: &mut Parsed,
+) -> Result<(), ParseError> {
     let eth = pkt.header::<14>(0).ok_or(ParseError::Truncated)?;
     let mut ether_type = eth.be16(12);
     let mut off = 14usize;
@@ -54,20 +72,21 @@ pub fn parse_ethernet<P: PacketData + ?Sized>(pkt: &P) -> Result<Parsed, ParseEr
     // the IP parsers rather than set afterwards, which would add a merge of their results.
     let l2_group = eth.u8(0) & 1;
     match ether_type {
-        ethertype::IPV4 => parse_ipv4_in(pkt, off, l2_group),
-        ethertype::IPV6 => parse_ipv6_in(pkt, off, l2_group),
+        ethertype::IPV4 => parse_ipv4_into(pkt, off, l2_group, out),
+        ethertype::IPV6 => parse_ipv6_into(pkt, off, l2_group, out),
         ethertype::VLAN
         | ethertype::QINQ
         | ethertype::QINQ_9100
         | ethertype::MPLS
         | ethertype::MPLS_MULTICAST
         | ethertype::PPPOE_SESSION
-        | ethertype::FABRICPATH => Ok(Parsed {
-            next: next::L2,
-            next_off: (off - 2) as u16,
-            l2_group,
-            ..Parsed::default()
-        }),
+        | ethertype::FABRICPATH => {
+            out.clear();
+            out.next = next::L2;
+            out.next_off = (off - 2) as u16;
+            out.l2_group = l2_group;
+            Ok(())
+        }
         _ => Err(ParseError::NonIp),
     }
 }
@@ -99,10 +118,12 @@ pub fn parse_from<P: PacketData + ?Sized>(
         _ => (ip_version_at(pkt, off)?, off, l2_group),
     };
     let ip_off = forget_offset(pkt, ip_off)?;
+    let mut p = Parsed::default();
     match version {
-        4 => parse_ipv4_in(pkt, ip_off, l2_group),
-        _ => parse_ipv6_in(pkt, ip_off, l2_group),
+        4 => parse_ipv4_into(pkt, ip_off, l2_group, &mut p)?,
+        _ => parse_ipv6_into(pkt, ip_off, l2_group, &mut p)?,
     }
+    Ok(p)
 }
 
 /// `off` through [`PacketData::forget`], and bounded by [`MAX_HEADER_OFFSET`] (the bound the
@@ -209,16 +230,20 @@ fn skip_mpls<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<usize, Parse
 /// Parses an IPv4 packet at `off`.
 #[inline(always)]
 pub fn parse_ipv4<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed, ParseError> {
-    parse_ipv4_in(pkt, off, 0)
+    let mut p = Parsed::default();
+    parse_ipv4_into(pkt, off, 0, &mut p)?;
+    Ok(p)
 }
 
-/// [`parse_ipv4`] of a frame sent to a link-layer group address or not ([`Parsed::l2_group`]).
+/// [`parse_ipv4`] of a frame sent to a link-layer group address or not ([`Parsed::l2_group`]),
+/// into `out` (see [`parse_ethernet_into`]).
 #[inline(always)]
-fn parse_ipv4_in<P: PacketData + ?Sized>(
+fn parse_ipv4_into<P: PacketData + ?Sized>(
     pkt: &P,
     off: usize,
     l2_group: u8,
-) -> Result<Parsed, ParseError> {
+    out: &mut Parsed,
+) -> Result<(), ParseError> {
     let h = pkt.header::<20>(off).ok_or(ParseError::Truncated)?;
     let vihl = h.u8(0);
     if vihl >> 4 != 4 {
@@ -247,16 +272,16 @@ fn parse_ipv4_in<P: PacketData + ?Sized>(
     let frag_offset = ((flags_frag & 0x1fff) as usize) * 8;
     let ip_payload = total_len - ihl;
 
-    let mut p = Parsed {
-        src: [h.ne32(12), 0, 0, 0],
-        dst: [h.ne32(16), 0, 0, 0],
-        protocol: h.u8(9),
-        ip_version: 4,
-        l2_group,
-        ..Parsed::default()
-    };
+    let protocol = h.u8(9);
+    // Field by field after `clear`: see `Parsed::clear`.
+    out.clear();
+    out.src[0] = h.ne32(12);
+    out.dst[0] = h.ne32(16);
+    out.protocol = protocol;
+    out.ip_version = 4;
+    out.l2_group = l2_group;
     if more_fragments || frag_offset != 0 {
-        p.fragment = Fragment {
+        out.fragment = Fragment {
             kind: if frag_offset == 0 {
                 FragmentKind::First
             } else {
@@ -266,11 +291,11 @@ fn parse_ipv4_in<P: PacketData + ?Sized>(
             wrong: fragment_is_wrong(more_fragments, frag_offset, ip_payload, ihl),
         };
         if frag_offset != 0 {
-            p.payload_len = ip_payload as u32;
-            return Ok(p);
+            out.payload_len = ip_payload as u32;
+            return Ok(());
         }
     }
-    parse_l4(pkt, off + ihl, ip_payload, p)
+    parse_l4_into(pkt, off + ihl, ip_payload, protocol, out)
 }
 
 /// See [`Fragment::wrong`]. `header_len` is the IP header (plus extension headers) length.
@@ -291,29 +316,32 @@ mod ipv6_ext {
 /// destination-options headers.
 #[inline(always)]
 pub fn parse_ipv6<P: PacketData + ?Sized>(pkt: &P, off: usize) -> Result<Parsed, ParseError> {
-    parse_ipv6_in(pkt, off, 0)
+    let mut p = Parsed::default();
+    parse_ipv6_into(pkt, off, 0, &mut p)?;
+    Ok(p)
 }
 
-/// [`parse_ipv6`] of a frame sent to a link-layer group address or not ([`Parsed::l2_group`]).
+/// [`parse_ipv6`] of a frame sent to a link-layer group address or not ([`Parsed::l2_group`]),
+/// into `out` (see [`parse_ethernet_into`]).
 #[inline(always)]
-fn parse_ipv6_in<P: PacketData + ?Sized>(
+fn parse_ipv6_into<P: PacketData + ?Sized>(
     pkt: &P,
     off: usize,
     l2_group: u8,
-) -> Result<Parsed, ParseError> {
+    out: &mut Parsed,
+) -> Result<(), ParseError> {
     let h = pkt.header::<40>(off).ok_or(ParseError::Truncated)?;
     if h.u8(0) >> 4 != 6 {
         return Err(ParseError::Malformed);
     }
     let mut remaining = h.be16(4) as usize;
     let mut next = h.u8(6);
-    let mut p = Parsed {
-        src: [h.ne32(8), h.ne32(12), h.ne32(16), h.ne32(20)],
-        dst: [h.ne32(24), h.ne32(28), h.ne32(32), h.ne32(36)],
-        ip_version: 6,
-        l2_group,
-        ..Parsed::default()
-    };
+    // Field by field after `clear`: see `Parsed::clear`.
+    out.clear();
+    out.src = [h.ne32(8), h.ne32(12), h.ne32(16), h.ne32(20)];
+    out.dst = [h.ne32(24), h.ne32(28), h.ne32(32), h.ne32(36)];
+    out.ip_version = 6;
+    out.l2_group = l2_group;
     let mut l4 = off + 40;
     let mut i = 0;
     while i < MAX_IPV6_EXT_HEADERS {
@@ -340,7 +368,7 @@ fn parse_ipv6_in<P: PacketData + ?Sized>(
                 let offset = (fo & 0xfff8) as usize;
                 let more = fo & 1 != 0;
                 if more || offset != 0 {
-                    p.fragment = Fragment {
+                    out.fragment = Fragment {
                         kind: if offset == 0 {
                             FragmentKind::First
                         } else {
@@ -350,15 +378,15 @@ fn parse_ipv6_in<P: PacketData + ?Sized>(
                         wrong: fragment_is_wrong(more, offset, remaining, 0),
                     };
                     if offset != 0 {
-                        p.protocol = next;
-                        p.payload_len = remaining as u32;
-                        return Ok(p);
+                        out.protocol = next;
+                        out.payload_len = remaining as u32;
+                        return Ok(());
                     }
                 }
             }
             _ => {
-                p.protocol = next;
-                return parse_l4(pkt, l4, remaining, p);
+                out.protocol = next;
+                return parse_l4_into(pkt, l4, remaining, next, out);
             }
         }
         i += 1;
@@ -379,16 +407,18 @@ fn udp_tunnel_port(port: u16) -> u8 {
     }
 }
 
-/// Parses the transport header at `off`; `ip_payload` is the transport segment's length
-/// according to the IP header.
+/// Parses the transport header at `off` into `p`, whose IP part is filled in; `ip_payload` is
+/// the transport segment's length according to the IP header, `protocol` the IP protocol (as
+/// in `p`, passed to spare the kernel a read back of the map value).
 #[inline(always)]
-fn parse_l4<P: PacketData + ?Sized>(
+fn parse_l4_into<P: PacketData + ?Sized>(
     pkt: &P,
     off: usize,
     ip_payload: usize,
-    mut p: Parsed,
-) -> Result<Parsed, ParseError> {
-    match p.protocol {
+    protocol: u8,
+    p: &mut Parsed,
+) -> Result<(), ParseError> {
+    match protocol {
         ipproto::TCP => {
             let t = pkt.header::<20>(off).ok_or(ParseError::Truncated)?;
             let doff = ((t.u8(12) >> 4) as usize) * 4;
@@ -408,32 +438,36 @@ fn parse_l4<P: PacketData + ?Sized>(
             if ip_payload < 8 || udp_len < 8 {
                 return Err(ParseError::Malformed);
             }
-            p.sport = u.be16(0);
-            p.dport = u.be16(2);
-            p.payload_len = (ip_payload - 8) as u32;
-            p.next_off = (off + 8) as u16;
-            p.next = match udp_tunnel_port(p.dport) {
-                tunnel::NONE => udp_tunnel_port(p.sport),
+            let (sport, dport) = (u.be16(0), u.be16(2));
+            let payload_len = (ip_payload - 8) as u32;
+            let mut next = match udp_tunnel_port(dport) {
+                tunnel::NONE => udp_tunnel_port(sport),
                 k => k,
             };
-            if p.next == tunnel::NONE
+            if next == tunnel::NONE
                 && let Some(ip6) = pkt.header::<6>(off + 8)
                 && ip6.u8(0) >> 4 == 6
-                && u32::from(ip6.be16(4)) + 40 == p.payload_len
+                && u32::from(ip6.be16(4)) + 40 == payload_len
             {
                 // Teredo between a client and a peer is on any port: a datagram that is
                 // exactly one IPv6 packet is a candidate (`crate::encap` checks the rest).
-                p.next = tunnel::TEREDO;
+                next = tunnel::TEREDO;
             }
+            p.sport = sport;
+            p.dport = dport;
+            p.payload_len = payload_len;
+            p.next_off = (off + 8) as u16;
+            p.next = next;
         }
         ipproto::ICMP | ipproto::ICMPV6 => {
             let c = pkt.header::<8>(off).ok_or(ParseError::Truncated)?;
             if ip_payload < 8 {
                 return Err(ParseError::Malformed);
             }
-            p.icmp_type = c.u8(0);
+            let icmp_type = c.u8(0);
+            p.icmp_type = icmp_type;
             p.icmp_code = c.u8(1);
-            if is_echo(p.protocol, p.icmp_type) {
+            if is_echo(protocol, icmp_type) {
                 let id = c.be16(4);
                 p.sport = id;
                 p.dport = id;
@@ -465,7 +499,7 @@ fn parse_l4<P: PacketData + ?Sized>(
         // without ports, as Zeek keys it.
         _ => p.payload_len = ip_payload as u32,
     }
-    Ok(p)
+    Ok(())
 }
 
 /// ICMP echo request or reply (v4: 8/0, v6: 128/129).

@@ -162,7 +162,10 @@ pub struct Fragment {
 }
 
 /// What a packet contributes to its flow.
+///
+/// Aligned to 8 bytes so that [`Parsed::clear`] can zero it with word stores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(align(8))]
 pub struct Parsed {
     /// Source address, network byte order words (IPv4 in word 0).
     pub src: [u32; 4],
@@ -199,4 +202,58 @@ pub struct Parsed {
     /// Where [`Parsed::next`] begins: the ethertype field to continue at ([`next::L2`]), the GRE
     /// header, the inner IP header (IP-in-IP) or the UDP payload.
     pub next_off: u16,
+}
+
+impl Parsed {
+    /// Sets every field to its default, with one store per 8-byte word.
+    ///
+    /// Why not `*self = Parsed::default()`: where `self` is a BPF map value (the kernel parses
+    /// into one, see `crate::parse::parse_ethernet_into`), LLVM turns the zero fields of such an
+    /// assignment into a call of a byte-wise `memset`. Volatile word stores are neither merged
+    /// into one nor dropped.
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        const WORDS: usize = core::mem::size_of::<Parsed>() / 8;
+        const _: () = assert!(core::mem::size_of::<Parsed>().is_multiple_of(8));
+        let words = (self as *mut Parsed).cast::<u64>();
+        let mut i = 0;
+        while i < WORDS {
+            // SAFETY: `self` is valid for writes of its whole size and 8-aligned
+            // (`repr(align(8))`); every field's default is all zero bits (a test checks it), so
+            // the result is a valid `Parsed`.
+            unsafe { words.add(i).write_volatile(0) };
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clear_gives_the_default() {
+        let mut p = Parsed {
+            src: [1, 2, 3, 4],
+            dst: [5, 6, 7, 8],
+            sport: 9,
+            dport: 10,
+            protocol: 11,
+            ip_version: 6,
+            tcp_flags: 12,
+            icmp_type: 13,
+            icmp_code: 14,
+            payload_len: 15,
+            fragment: Fragment {
+                kind: FragmentKind::Later,
+                id: 16,
+                wrong: true,
+            },
+            l2_group: 1,
+            next: 17,
+            next_off: 18,
+        };
+        p.clear();
+        assert_eq!(p, Parsed::default());
+    }
 }
