@@ -264,6 +264,17 @@ pub struct FlowEvent {
     pub evicted_ns: u64,
 }
 
+/// Key of the parking map (`map_names::PARKED`): a connection whose entry a port-reusing SYN
+/// restarted while the ring buffer had no room for its [`event::REPLACED`] event. The value
+/// is the old connection's [`FlowValue`] as it ended; the start time tells two connections of
+/// one 5-tuple apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParkedKey {
+    pub key: FlowKey,
+    pub first_seen_ns: u64,
+}
+
 /// Key of the fragment map: the IP fragment identity (RFC 791 / RFC 8200).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -299,6 +310,8 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FragValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ParkedKey {}
 }
 
 #[cfg(test)]

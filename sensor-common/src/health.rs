@@ -56,6 +56,13 @@ pub struct Health {
     /// Packets whose new flow found the table full and an evictable flow, but no room in the
     /// ring buffer for its record, so nothing was evicted (also counted in `table_full`).
     pub evict_ring_full: u64,
+    /// Connections whose entry a port-reusing SYN restarted while the ring buffer had no room
+    /// for their `REPLACED` event: their value was parked in `map_names::PARKED` for user
+    /// space to take at its table scan (not counted in `ringbuf_drops`).
+    pub restarts_parked: u64,
+    /// Connections lost when a port-reusing SYN restarted their entry: neither the ring buffer
+    /// nor the parking map had room for them (also counted in `ringbuf_drops`).
+    pub restarts_lost: u64,
 }
 
 impl Health {
@@ -73,7 +80,7 @@ impl Health {
     }
 
     /// Names of the fields, in order, for reports and metrics.
-    pub const FIELD_NAMES: [&'static str; 18] = [
+    pub const FIELD_NAMES: [&'static str; 20] = [
         "packets",
         "bytes",
         "non_ip",
@@ -92,10 +99,12 @@ impl Health {
         "too_deep",
         "flows_evicted",
         "evict_ring_full",
+        "restarts_parked",
+        "restarts_lost",
     ];
 
     /// The fields in [`Self::FIELD_NAMES`] order.
-    pub fn as_array(&self) -> [u64; 18] {
+    pub fn as_array(&self) -> [u64; 20] {
         [
             self.packets,
             self.bytes,
@@ -115,6 +124,8 @@ impl Health {
             self.too_deep,
             self.flows_evicted,
             self.evict_ring_full,
+            self.restarts_parked,
+            self.restarts_lost,
         ]
     }
 
@@ -138,6 +149,8 @@ impl Health {
         self.too_deep += other.too_deep;
         self.flows_evicted += other.flows_evicted;
         self.evict_ring_full += other.evict_ring_full;
+        self.restarts_parked += other.restarts_parked;
+        self.restarts_lost += other.restarts_lost;
     }
 }
 

@@ -36,6 +36,10 @@ pub mod map_names {
     pub const HEALTH: &str = "HEALTH";
     /// `RingBuf` of [`crate::FlowEvent`]: connections begun, answered and finished.
     pub const EVENTS: &str = "EVENTS";
+    /// `HashMap<ParkedKey, FlowValue>`: connections whose entry a port-reusing SYN restarted
+    /// while the ring buffer was full (their `REPLACED` event had no room); user space takes
+    /// them out at its table scan (see [`crate::flow::ParkedKey`]).
+    pub const PARKED: &str = "PARKED";
     /// `HashMap<u32, u8>`: ifindexes whose ingress XDP watches.
     pub const WATCHED: &str = "WATCHED";
     /// `ProgramArray` with one entry: the XDP continuation program

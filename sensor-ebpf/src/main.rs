@@ -31,9 +31,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use sensor_common::{
-    Health,
+    FlowValue, Health,
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
-    flow::{FragKey, FragValue},
+    flow::{FragKey, FragValue, ParkedKey},
     parse::{Parsed, next, parse_ethernet_into},
     slots::{BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, slot_count},
     table::update,
@@ -80,6 +80,16 @@ static HEALTH: PerCpuArray<Health> = PerCpuArray::with_max_entries(1, 0);
 /// `sensor_common::flow::event`). Size set by the loader; a power-of-two number of pages.
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Connections whose entry a port-reusing SYN restarted while `EVENTS` was full (see
+/// `signal::replaced`); user space takes them out at its table scan. Sized for a burst of
+/// such restarts between two scans; a restart that finds it full too is a counted loss.
+#[map(name = "PARKED")]
+static PARKED: HashMap<ParkedKey, FlowValue> = HashMap::with_max_entries(16_384, 0);
+
+/// Where `signal::replaced` builds a `PARKED` key.
+#[map(name = "PARK_KEY")]
+static PARK_KEY: PerCpuArray<ParkedKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Interfaces (ifindex -> 1) whose ingress the XDP program watches. The TC egress program skips
 /// packets forwarded from one of them: XDP already accounted them on the way in, and a gateway

@@ -20,7 +20,7 @@ use aya::{
 use log::{debug, warn};
 use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
-    flow::event,
+    flow::{ParkedKey, event},
     global_names, map_names, program_names,
     slots::{seed_words, slot_count},
 };
@@ -147,6 +147,8 @@ pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
     flows: FlowTable,
+    /// Connections the kernel parked when its ring was full (see [`KernelStore`]).
+    parked: HashMap<MapData, ParkedKey, FlowValue>,
     health: Arc<HealthReader>,
     events: RingBuf<MapData>,
     config: CaptureConfig,
@@ -157,17 +159,43 @@ pub struct Capture {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-impl FlowStore for FlowTable {
+/// The kernel's flow store for the lifecycle: the flow table, and the map where the kernel
+/// parks connections whose `REPLACED` event the full ring had no room for.
+struct KernelStore<'a> {
+    table: &'a mut FlowTable,
+    parked: &'a mut HashMap<MapData, ParkedKey, FlowValue>,
+}
+
+impl FlowStore for KernelStore<'_> {
     fn get(&self, key: &FlowKey) -> Option<FlowValue> {
-        FlowTable::get(self, key)
+        self.table.get(key)
     }
 
     fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
-        FlowTable::remove_connection(self, key, first_seen_ns)
+        self.table.remove_connection(key, first_seen_ns)
     }
 
     fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
-        FlowTable::entries(self)
+        self.table.entries()
+    }
+
+    /// Each parked connection, removed from the map. A map read that fails leaves the entry
+    /// for the next scan (logged).
+    fn take_parked(&mut self) -> Vec<(FlowKey, FlowValue)> {
+        let keys: Vec<ParkedKey> = self.parked.keys().filter_map(Result::ok).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            match self.parked.get(&k, 0) {
+                Ok(v) => {
+                    if let Err(e) = self.parked.remove(&k) {
+                        warn!("removing a parked connection failed: {e}");
+                    }
+                    out.push((k.key, v));
+                }
+                Err(e) => warn!("reading a parked connection failed: {e}"),
+            }
+        }
+        out
     }
 }
 
@@ -346,10 +374,12 @@ impl Capture {
         let flows = open_flow_table(&ebpf)?;
         let health = Arc::new(HealthReader(take_map(&mut ebpf, map_names::HEALTH)?));
         let events = take_map(&mut ebpf, map_names::EVENTS)?;
+        let parked = take_map(&mut ebpf, map_names::PARKED)?;
         let mono_to_unix_ns = clock_ns(libc::CLOCK_REALTIME)? - clock_ns(libc::CLOCK_MONOTONIC)?;
         Ok(Capture {
             _ebpf: ebpf,
             flows,
+            parked,
             health,
             events,
             lifecycle: Lifecycle::new(config.lifecycle.clone(), mono_to_unix_ns),
@@ -431,13 +461,21 @@ impl Capture {
     /// lifecycle's due idle checks, lingering entries and table scan.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<ConnEvent>) {
         self.drain_events(out);
-        self.lifecycle.advance(now_ns, &mut self.flows, out);
+        let mut store = KernelStore {
+            table: &mut self.flows,
+            parked: &mut self.parked,
+        };
+        self.lifecycle.advance(now_ns, &mut store, out);
     }
 
     /// The end of observation: every connection still open is finalised and removed.
     pub fn flush(&mut self, now_ns: u64, out: &mut Vec<ConnEvent>) {
         self.drain_events(out);
-        self.lifecycle.flush(now_ns, &mut self.flows, out);
+        let mut store = KernelStore {
+            table: &mut self.flows,
+            parked: &mut self.parked,
+        };
+        self.lifecycle.flush(now_ns, &mut store, out);
     }
 
     /// Flow table entries now, and the table's capacity.

@@ -44,7 +44,7 @@ use std::{
     collections::{BinaryHeap, VecDeque},
 };
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use sensor_common::{
     FlowKey, FlowValue,
     account::{answered, peer},
@@ -113,6 +113,11 @@ pub struct Lifecycle {
     lingering: VecDeque<(u64, FlowKey, u64)>,
     /// Table-clock time of the next scan.
     next_scan_ns: u64,
+    /// Connections `(key, first_seen_ns)` whose entry a new connection took over before their
+    /// end was known here, and whose `REPLACED` value has not come yet: the kernel may have
+    /// parked it (its ring full), so they count as lost only if the next table scan finds no
+    /// parked value for them either.
+    displaced: FxHashSet<(FlowKey, u64)>,
     stats: LifecycleStats,
 }
 
@@ -127,6 +132,7 @@ impl Lifecycle {
             reported: FxHashMap::default(),
             lingering: VecDeque::new(),
             next_scan_ns: 0,
+            displaced: FxHashSet::default(),
             stats: LifecycleStats::default(),
         }
     }
@@ -299,10 +305,12 @@ impl Lifecycle {
         }
         match self.open.get(key) {
             Some(o) if o.first_seen_ns == v.first_seen_ns => {}
-            // The new connection's events came first (not expected: they follow this one on
-            // the same CPU); it keeps its place, the old one is lost.
+            // The new connection's events came first: the kernel parked this value (its ring
+            // was full) and the table scan took it out. The new one keeps its place; this one's
+            // record is final as it stands.
             Some(_) => {
-                self.stats.lost_on_restart += 1;
+                self.displaced.remove(&(*key, v.first_seen_ns));
+                self.finish_detached(key, v, out);
                 return;
             }
             // Neither open nor reported: all its events were lost (a reported connection
@@ -371,8 +379,11 @@ impl Lifecycle {
                 }
             }
             // The entry was restarted for a new connection before the old one's end was
-            // reported, and its `REPLACED` event was lost: that record is gone.
-            Some(_) => self.stats.lost_on_restart += 1,
+            // reported, and its `REPLACED` event did not come first: the kernel parked it
+            // (its ring full) or lost it. The next table scan tells which.
+            Some(o) => {
+                self.displaced.insert((*key, o.first_seen_ns));
+            }
             None => {}
         }
         let Some(start) = ConnStart::from_flow(key, v, self.mono_to_unix_ns) else {
@@ -492,6 +503,40 @@ impl Lifecycle {
         rec.final_unix_ns = self.to_unix(final_ns);
         self.stats.count_record(reason);
         out.push(ConnEvent::Finished(rec));
+    }
+
+    /// The record of a connection whose entry a later connection holds already (its
+    /// `REPLACED` value parked by the kernel and taken out after the new connection's `OPEN`):
+    /// final as its value stands, and settled at once (its entry is gone), without touching
+    /// what is tracked of the connection that holds the entry now.
+    fn finish_detached(&mut self, key: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
+        let reason = tcp_finished(key, v).unwrap_or(EndReason::Fin);
+        let Some(mut rec) = ConnectionRecord::from_flow(key, v, self.mono_to_unix_ns, reason)
+        else {
+            return;
+        };
+        self.stats.finished_on_restart += 1;
+        let orig = usize::from(v.orig_side & 1);
+        rec.answer_unix_ns =
+            answered(v.history[orig], v.history[peer(orig)]).then(|| self.to_unix(v.last_seen_ns));
+        rec.final_unix_ns = self.to_unix(v.last_seen_ns);
+        self.stats.count_record(reason);
+        let settled = self.config.settled_records.then(|| rec.clone());
+        out.push(ConnEvent::Finished(rec));
+        if let Some(rec) = settled {
+            out.push(ConnEvent::Settled(rec));
+        }
+    }
+
+    /// The connections the kernel parked (see [`FlowStore::take_parked`]), each handled as its
+    /// `REPLACED` event; then every displaced connection without a parked value is a loss.
+    fn take_parked(&mut self, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
+        for (key, v) in store.take_parked() {
+            self.stats.taken_from_park += 1;
+            self.on_replaced(&key, &v, out);
+        }
+        self.stats.lost_on_restart += self.displaced.len() as u64;
+        self.displaced.clear();
     }
 
     /// Moves time on to `now_ns` (table clock): lingering entries whose time is up are removed,
@@ -697,6 +742,7 @@ impl Lifecycle {
         store: &mut impl FlowStore,
         out: &mut Vec<ConnEvent>,
     ) {
+        self.take_parked(store, out);
         let entries = store.entries();
         self.stats.table_entries = entries.len() as u64;
         let settled = |t: u64| now_ns.saturating_sub(t) >= grace_ns;
@@ -729,6 +775,7 @@ impl Lifecycle {
     /// reason `shutdown`, or `fin`/`rst` for finished ones whose event never came) and every
     /// entry removed.
     pub fn flush(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
+        self.take_parked(store, out);
         self.expire_lingering(now_ns, store, out);
         // Closed by FINs and waiting for the final ACK: their settle ends now.
         let mut closing: Vec<_> = self

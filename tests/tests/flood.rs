@@ -453,6 +453,38 @@ fn a_syn_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
+/// Fetches made one after another from one client port, while the ring is full.
+const REUSED_FETCHES: u64 = 10;
+/// Their client port.
+const REUSED_PORT: u16 = 45_000;
+
+/// Fetches the page `n` times from one client port (argv: server, port, n), printing `ok` or
+/// `failed` for each. It reads each response to the end, so that the server closes first and
+/// the client port is free again at once (no TIME_WAIT on the client's side).
+const REUSE_CLIENT: &str = r#"
+import socket, sys
+server, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout(10)
+        s.bind(("", port))
+        s.connect((server, 80))
+        s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        print("ok" if data.startswith(b"HTTP/1.0 200") else "failed", flush=True)
+    except OSError as e:
+        print("failed", e, file=sys.stderr, flush=True)
+        print("failed", flush=True)
+"#;
+
 /// A process stopped (SIGSTOP) until this is dropped (SIGCONT), on every exit path.
 struct Paused(libc::pid_t);
 
@@ -499,10 +531,28 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
             ])
             .output()
             .expect("burst");
+        // With the ring full, fetches that all reuse one client port: each SYN restarts the
+        // entry of the connection before it, whose value the kernel can only park.
+        let reuse = lab
+            .lab
+            .client
+            .cmd("timeout")
+            .args([
+                "60",
+                "sh",
+                "-c",
+                &format!(
+                    "python3 -c '{REUSE_CLIENT}' {HTTP_SERVER} {REUSED_PORT} {REUSED_FETCHES}"
+                ),
+            ])
+            .output()
+            .expect("port reuse");
         drop(paused);
-        let text = String::from_utf8_lossy(&out.stdout);
-        made += text.lines().count() as u64;
-        ok += text.lines().filter(|l| *l == "ok").count() as u64;
+        for out in [&out, &reuse] {
+            let text = String::from_utf8_lossy(&out.stdout);
+            made += text.lines().count() as u64;
+            ok += text.lines().filter(|l| *l == "ok").count() as u64;
+        }
         // The health counters are read on the agent's next poll.
         let _ = wait_until(Duration::from_secs(5), || {
             metrics::sum(&lab.scrape(), "sensor_kernel_ringbuf_drops_total", &[]) > 0.0
@@ -545,21 +595,33 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
     // 1,600 with every record there), plus one when its client port reused an entry still in
     // the table (the old connection handed over); every event the kernel could not put on the
     // ring is counted, and what reached user space was read.
+    // A restart's hand-over is an event, or parked when the ring is full.
     let (sent, dropped) = (out.health("events_sent"), out.health("ringbuf_drops"));
-    let restarted = out.health("flows_restarted");
+    let (restarted, parked) = (out.health("flows_restarted"), out.health("restarts_parked"));
     assert!(dropped > 0);
+    let handled = sent + dropped + parked;
     assert!(
-        (3 * made + restarted..=4 * made + restarted).contains(&(sent + dropped)),
-        "{} events sent or dropped for {made} fetches: {}",
-        sent + dropped,
+        (3 * made + restarted..=4 * made + restarted).contains(&handled),
+        "{handled} events sent, dropped or parked for {made} fetches: {}",
         out.summary
     );
-    if sent + dropped < 4 * made + restarted {
+    if handled < 4 * made + restarted {
         println!(
             "{} fetches without a packet after both FINs in the table",
-            4 * made + restarted - sent - dropped
+            4 * made + restarted - handled
         );
     }
+    // The fetches from one port: each after the first restarted its predecessor's entry with
+    // the ring full, so the kernel parked it, and the scan made its record.
+    let reused = normal
+        .iter()
+        .filter(|r| r["orig_port"].as_u64() == Some(u64::from(REUSED_PORT)))
+        .count() as u64;
+    println!("port reuse: {reused} records, {parked} parked");
+    assert_eq!(reused, REUSED_FETCHES, "{}", out.summary);
+    assert!(parked >= REUSED_FETCHES - 1, "{}", out.summary);
+    assert_eq!(parked, out.capture("taken_from_park"), "{}", out.summary);
+    assert_eq!(out.health("restarts_lost"), 0, "{}", out.summary);
     assert_eq!(out.capture("lost_on_restart"), 0, "{}", out.summary);
     assert_eq!(out.capture("events"), sent, "{}", out.summary);
     // Which events were dropped decides who recovers each connection (a lost `OPEN` is adopted

@@ -84,6 +84,7 @@ pub struct Metrics {
     capture_adopted_by_scan: IntCounter,
     capture_lost_on_restart: IntCounter,
     capture_finished_on_restart: IntCounter,
+    capture_taken_from_park: IntCounter,
     detection: Detection,
 }
 

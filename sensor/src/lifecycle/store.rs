@@ -15,6 +15,12 @@ pub trait FlowStore {
     fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool;
     /// Every entry, in no particular order.
     fn entries(&self) -> Vec<(FlowKey, FlowValue)>;
+    /// Takes out the connections the kernel parked when a port-reusing SYN restarted their
+    /// entry and the ring buffer had no room for their `REPLACED` event (`map_names::PARKED`),
+    /// each with its value as it ended. Stores without a ring buffer (replay's) have none.
+    fn take_parked(&mut self) -> Vec<(FlowKey, FlowValue)> {
+        Vec::new()
+    }
 }
 
 /// Counters of the lifecycle, for reports and metrics.
@@ -34,6 +40,10 @@ pub struct LifecycleStats {
     /// their own end was reported, and whose `REPLACED` event (which carries the old value)
     /// was lost too: their records are lost.
     pub lost_on_restart: u64,
+    /// Connections whose `REPLACED` value the kernel parked (its ring buffer full) and the
+    /// table scan took out: each finalised then, or settled if it was reported already.
+    #[serde(default)]
+    pub taken_from_park: u64,
     /// Connections finalised from their `REPLACED` event: their finish event was lost (or the
     /// connection was only half closed) when a SYN reused their 5-tuple.
     #[serde(default)]

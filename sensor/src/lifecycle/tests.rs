@@ -11,6 +11,8 @@ const S: u64 = 1_000_000_000;
 struct Store {
     flows: FxHashMap<FlowKey, FlowValue>,
     evict_on_remove: bool,
+    /// What the kernel parked (its ring full when a SYN restarted these entries).
+    parked: Vec<(FlowKey, FlowValue)>,
 }
 
 impl FlowStore for Store {
@@ -29,6 +31,9 @@ impl FlowStore for Store {
     }
     fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
         self.flows.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+    fn take_parked(&mut self) -> Vec<(FlowKey, FlowValue)> {
+        std::mem::take(&mut self.parked)
     }
 }
 
@@ -270,6 +275,80 @@ fn a_reused_five_tuple_hands_over_a_connection_whose_finish_event_was_lost() {
     let st = l.stats();
     assert_eq!((st.finished_on_restart, st.lost_on_restart), (1, 0));
     assert_eq!(st.open_connections, 1, "the new connection is open");
+}
+
+#[test]
+fn a_connection_parked_by_the_kernel_gets_its_record_at_the_scan() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let mut store = Store::default();
+    let (k, old) = (key(1010, ipproto::TCP), closed(10 * S));
+    let new_start = 10 * S + 20_000_000;
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    // The FIN event was dropped, and the ring was still full at the restart: the kernel parked
+    // the old value. The new connection's OPEN got through.
+    store.parked.push((k, old));
+    store.flows.insert(k, attempt(new_start, ipproto::TCP));
+    l.on_event(&k, &attempt(new_start, ipproto::TCP), event::OPEN, &mut out);
+    assert!(finished(&out).is_empty(), "not known yet: {out:?}");
+    l.advance(11 * S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(
+        (
+            recs[0].end_reason,
+            recs[0].orig_packets,
+            recs[0].resp_packets
+        ),
+        (EndReason::Fin, 5, 4)
+    );
+    assert_eq!(settled(&out).len(), 1, "its entry is gone: settled at once");
+    let st = l.stats();
+    assert_eq!(
+        (
+            st.taken_from_park,
+            st.finished_on_restart,
+            st.lost_on_restart
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(st.open_connections, 1, "the new connection is still open");
+    // The new connection keeps its own record.
+    l.on_event(&k, &refused(new_start), event::RST, &mut out);
+    assert_eq!(finished(&out).len(), 2, "{out:?}");
+}
+
+#[test]
+fn a_parked_connection_whose_events_were_all_lost_is_adopted_and_finished() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let mut store = Store::default();
+    let (k, old) = (key(1011, ipproto::TCP), closed(10 * S));
+    store.parked.push((k, old));
+    l.advance(11 * S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(recs[0].end_reason, EndReason::Fin);
+    let st = l.stats();
+    assert_eq!((st.taken_from_park, st.adopted_by_scan), (1, 1));
+}
+
+#[test]
+fn a_displaced_connection_without_a_parked_value_counts_as_lost_at_the_scan() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let mut store = Store::default();
+    let k = key(1012, ipproto::TCP);
+    let new_start = 10 * S + 20_000_000;
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    // Both its FIN and its REPLACED were lost (the parking map full too).
+    store.flows.insert(k, attempt(new_start, ipproto::TCP));
+    l.on_event(&k, &attempt(new_start, ipproto::TCP), event::OPEN, &mut out);
+    assert_eq!(
+        l.stats().lost_on_restart,
+        0,
+        "maybe parked: not counted yet"
+    );
+    l.advance(11 * S, &mut store, &mut out);
+    assert!(finished(&out).is_empty(), "{out:?}");
+    assert_eq!(l.stats().lost_on_restart, 1);
 }
 
 #[test]

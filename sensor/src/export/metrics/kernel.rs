@@ -23,6 +23,8 @@ pub(super) struct KernelHealth {
     tunnel_payloads: IntCounter,
     flows_evicted: IntCounter,
     evict_ring_full: IntCounter,
+    restarts_parked: IntCounter,
+    restarts_lost: IntCounter,
     read_errors: IntCounter,
     descs: Vec<Desc>,
 }
@@ -72,6 +74,14 @@ impl KernelHealth {
             "sensor_kernel_evict_ring_full_total",
             "New flows not stored although the full table held an evictable attempt, because the ring buffer had no room for its record (also counted as outcome table_full).",
         )?;
+        let restarts_parked = IntCounter::new(
+            "sensor_kernel_restarts_parked_total",
+            "Connections whose 5-tuple a new SYN reused while the ring buffer was full: parked in a map for the agent's table scan instead of lost.",
+        )?;
+        let restarts_lost = IntCounter::new(
+            "sensor_kernel_restarts_lost_total",
+            "Connections lost when a new SYN reused their 5-tuple while both the ring buffer and the parking map were full (also counted in sensor_kernel_ringbuf_drops_total).",
+        )?;
         let read_errors = IntCounter::new(
             "sensor_kernel_health_read_errors_total",
             "Scrapes at which the kernel health counters could not be read.",
@@ -87,6 +97,8 @@ impl KernelHealth {
             &tunnel_payloads,
             &flows_evicted,
             &evict_ring_full,
+            &restarts_parked,
+            &restarts_lost,
             &read_errors,
         ] {
             descs.extend(c.desc().into_iter().cloned());
@@ -104,6 +116,8 @@ impl KernelHealth {
             tunnel_payloads,
             flows_evicted,
             evict_ring_full,
+            restarts_parked,
+            restarts_lost,
             read_errors,
             descs,
         })
@@ -141,6 +155,8 @@ impl Collector for KernelHealth {
                 up(&self.tunnel_payloads, h.tunnel_payloads);
                 up(&self.flows_evicted, h.flows_evicted);
                 up(&self.evict_ring_full, h.evict_ring_full);
+                up(&self.restarts_parked, h.restarts_parked);
+                up(&self.restarts_lost, h.restarts_lost);
             }
             None => self.read_errors.inc(),
         }
@@ -155,6 +171,8 @@ impl Collector for KernelHealth {
             &self.tunnel_payloads,
             &self.flows_evicted,
             &self.evict_ring_full,
+            &self.restarts_parked,
+            &self.restarts_lost,
             &self.read_errors,
         ] {
             out.extend(c.collect());

@@ -225,6 +225,7 @@ impl Metrics {
         up(&self.capture_adopted_by_scan, stats.adopted_by_scan);
         up(&self.capture_lost_on_restart, stats.lost_on_restart);
         up(&self.capture_finished_on_restart, stats.finished_on_restart);
+        up(&self.capture_taken_from_park, stats.taken_from_park);
         self.table_entries
             .store(stats.table_entries, Ordering::Relaxed);
     }

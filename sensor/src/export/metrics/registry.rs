@@ -66,11 +66,15 @@ impl Metrics {
         )?;
         let capture_lost_on_restart = counter(
             "sensor_capture_lost_on_restart_total",
-            "Connections whose entry a new connection on the same 5-tuple took over before their end was reported, whose finish and replaced events were both lost: records lost.",
+            "Connections whose entry a new connection on the same 5-tuple took over before their end was reported, whose finish and replaced events were both lost (not parked either): records lost.",
         )?;
         let capture_finished_on_restart = counter(
             "sensor_capture_finished_on_restart_total",
             "Connections finalised from the kernel's replaced event when a SYN reused their 5-tuple, because their finish event was lost (or they were only half closed).",
+        )?;
+        let capture_taken_from_park = counter(
+            "sensor_capture_taken_from_park_total",
+            "Connections the kernel parked when a SYN reused their 5-tuple while the ring buffer was full, taken out by the table scan and finalised then.",
         )?;
         let detection = Detection::new(&registry)?;
         // Both results exist from the start at 0, so that the first failed reload is an
@@ -92,6 +96,7 @@ impl Metrics {
             capture_adopted_by_scan,
             capture_lost_on_restart,
             capture_finished_on_restart,
+            capture_taken_from_park,
             detection,
         })
     }
