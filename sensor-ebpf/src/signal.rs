@@ -1,6 +1,10 @@
 //! Connection events on the ring buffer.
 
-use sensor_common::{FlowEvent, FlowKey, FlowValue, Health, flow::event, table::Updated};
+use sensor_common::{
+    FlowEvent, FlowKey, FlowValue, Health,
+    flow::{ParkedKey, event},
+    table::Updated,
+};
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 
@@ -34,8 +38,9 @@ pub(crate) fn replaced(key: &FlowKey, old: &FlowValue, now_ns: u64, h: &mut Heal
         // a live value of FLOWS.
         let parked = unsafe {
             (*k).key = *key;
-            (*k).first_seen_ns = (*old).first_seen_ns;
-            PARKED.insert(&*k, &*old, u64::from(BPF_NOEXIST)).is_ok()
+            (*k).first_seen_ns = old.first_seen_ns;
+            let k: &ParkedKey = &*k;
+            PARKED.insert(k, old, u64::from(BPF_NOEXIST)).is_ok()
         };
         if parked {
             h.restarts_parked += 1;
