@@ -4,9 +4,9 @@
 //! fragment through the fragment table, remember a first fragment, find or create the flow
 //! (restarting it in place when a SYN reuses a finished 5-tuple), count a full table, and add the
 //! packet with [`account`](crate::account::account). Only the map operations differ between the
-//! two worlds, so they are behind [`FlowTables`]: BPF maps in the kernel (`sensor-ebpf`, the flow table being open
-//! addressing in a BPF array, see [`crate::slots`]), hash maps in user space
-//! (`sensor::replay`).
+//! two worlds, so they are behind [`FlowTables`]: BPF maps in the kernel (`sensor-ebpf`, the
+//! flow table being open addressing in a BPF array, see [`crate::slots`]), hash maps in user
+//! space (`sensor::replay`).
 //!
 //! Why this split and not a shared function per step: exact parity between live mode and
 //! `sensor replay` is the point of replay, and the subtle parts (the order of the fragment map
