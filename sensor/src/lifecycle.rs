@@ -303,20 +303,26 @@ impl Lifecycle {
             self.settle_report(key, Some(v), out);
             return;
         }
-        match self.open.get(key) {
-            Some(o) if o.first_seen_ns == v.first_seen_ns => {}
-            // The new connection's events came first: the kernel parked this value (its ring
-            // was full) and the table scan took it out. The new one keeps its place; this one's
-            // record is final as it stands.
-            Some(_) => {
-                self.displaced.remove(&(*key, v.first_seen_ns));
-                self.finish_detached(key, v, out);
-                return;
-            }
-            // Neither open nor reported: all its events were lost (a reported connection
-            // stays in `reported` while a new one holds its entry, see `expire_lingering`).
-            None => self.adopt(key, v, out),
+        // The new connection's events came first (it is open here, or even reported): the
+        // kernel parked this value (its ring was full) and the table scan took it out. What
+        // is tracked of the new one stays as it is; this one's record is final as it stands.
+        let later_known = self
+            .open
+            .get(key)
+            .is_some_and(|o| o.first_seen_ns != v.first_seen_ns)
+            || self
+                .reported
+                .get(key)
+                .is_some_and(|r| r.first_seen_ns > v.first_seen_ns);
+        if later_known {
+            self.displaced.remove(&(*key, v.first_seen_ns));
+            self.finish_detached(key, v, out);
+            return;
         }
+        // Open here, or (neither open nor reported) all its events were lost and it is adopted
+        // now (a reported connection stays in `reported` while a new one holds its entry, see
+        // `expire_lingering`).
+        self.adopt(key, v, out);
         if self.is_closing(key, v.first_seen_ns) {
             self.close_with(key, v, out);
         } else {

@@ -318,6 +318,44 @@ fn a_connection_parked_by_the_kernel_gets_its_record_at_the_scan() {
 }
 
 #[test]
+fn a_connection_parked_after_the_new_one_finished_leaves_the_new_one_alone() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let mut store = Store::default();
+    let (k, old) = (key(1013, ipproto::TCP), closed(10 * S));
+    let new_start = 10 * S + 20_000_000;
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    // The old value parked; the new connection opened, was refused and reported, all before
+    // the scan took the parked value out.
+    store.parked.push((k, old));
+    store.flows.insert(k, refused(new_start));
+    l.on_event(&k, &refused(new_start), event::OPEN | event::RST, &mut out);
+    l.advance(11 * S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 2, "one record each: {out:?}");
+    assert_eq!(
+        (recs[0].end_reason, recs[1].end_reason),
+        (EndReason::Rst, EndReason::Fin)
+    );
+    assert_eq!(
+        settled(&out).len(),
+        1,
+        "only the parked one settles now: {out:?}"
+    );
+    let new_id = recs[0].id();
+    // The new one lingers until its own linger ends, and is settled then, once.
+    l.advance(14 * S, &mut store, &mut out);
+    assert_eq!(finished(&out).len(), 2, "no second record: {out:?}");
+    let done = settled(&out);
+    assert_eq!(done.len(), 2, "{out:?}");
+    assert_eq!(done[1].id(), new_id);
+    assert!(
+        store.flows.is_empty(),
+        "the new one's entry removed at its linger's end"
+    );
+    assert_eq!(l.stats().lost_on_restart, 0);
+}
+
+#[test]
 fn a_parked_connection_whose_events_were_all_lost_is_adopted_and_finished() {
     let (mut l, mut out) = (scanning(), Vec::new());
     let mut store = Store::default();
