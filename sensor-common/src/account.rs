@@ -233,15 +233,9 @@ pub fn answered(orig: u8, resp: u8) -> bool {
     answered_bit(orig, resp) != 0
 }
 
-/// Whether TCP packet `p` from `side` would set a history bit that `v` does not have yet (the
-/// packets whose time must be exact, see `crate::table::Clock`). Always false for other
-/// protocols.
-#[inline(always)]
-pub fn adds_history(v: &FlowValue, p: &Parsed, side: Side) -> bool {
-    adds_history_bits(v, p, side, history_bits(p.tcp_flags, p.payload_len))
-}
-
-/// [`adds_history`] with the packet's [`history_bits`] already computed (`bits`).
+/// Whether TCP packet `p` from `side`, whose [`history_bits`] are `bits`, would set a history
+/// bit that `v` does not have yet (the packets whose time must be exact, see
+/// `crate::table::Clock`). Always false for other protocols.
 #[inline(always)]
 pub fn adds_history_bits(v: &FlowValue, p: &Parsed, side: Side, bits: u8) -> bool {
     let old = v.history[side & 1];

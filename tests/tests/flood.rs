@@ -56,6 +56,16 @@ struct Lab {
 }
 
 impl Lab {
+    /// Runs `script` with `sh -c` on the client, bounded to 60 s; its output.
+    fn client_sh(&self, script: &str) -> std::process::Output {
+        self.lab
+            .client
+            .cmd("timeout")
+            .args(["60", "sh", "-c", script])
+            .output()
+            .expect("client script")
+    }
+
     /// The gateway lab with an HTTP server on the server host and `sensor run` on the gateway
     /// with the shipped configuration and `extra` test-size flags.
     fn start(extra: &[&str], bound_secs: u64) -> Lab {
@@ -517,36 +527,14 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
     let mut drops = 0.0;
     for _ in 0..5 {
         let paused = Paused::new(pid);
-        let out = lab
-            .lab
-            .client
-            .cmd("timeout")
-            .args([
-                "60",
-                "sh",
-                "-c",
-                &format!(
-                    "seq 1 200 | xargs -P 32 -I{{}} sh -c 'curl -sf -o /dev/null --max-time 10 http://{HTTP_SERVER}/index.html && echo ok || echo failed'"
-                ),
-            ])
-            .output()
-            .expect("burst");
+        let out = lab.client_sh(&format!(
+            "seq 1 200 | xargs -P 32 -I{{}} sh -c 'curl -sf -o /dev/null --max-time 10 http://{HTTP_SERVER}/index.html && echo ok || echo failed'"
+        ));
         // With the ring full, fetches that all reuse one client port: each SYN restarts the
         // entry of the connection before it, whose value the kernel can only park.
-        let reuse = lab
-            .lab
-            .client
-            .cmd("timeout")
-            .args([
-                "60",
-                "sh",
-                "-c",
-                &format!(
-                    "python3 -c '{REUSE_CLIENT}' {HTTP_SERVER} {REUSED_PORT} {REUSED_FETCHES}"
-                ),
-            ])
-            .output()
-            .expect("port reuse");
+        let reuse = lab.client_sh(&format!(
+            "python3 -c '{REUSE_CLIENT}' {HTTP_SERVER} {REUSED_PORT} {REUSED_FETCHES}"
+        ));
         drop(paused);
         for out in [&out, &reuse] {
             let text = String::from_utf8_lossy(&out.stdout);
