@@ -171,7 +171,7 @@ impl FlowStore for KernelStore<'_> {
         self.table.get(key)
     }
 
-    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> Option<FlowValue> {
         self.table.remove_connection(key, first_seen_ns)
     }
 

@@ -191,45 +191,51 @@ impl FlowTable {
     /// moment updates a removed slot (as with a BPF hash map, whose removed elements are
     /// reused).
     pub fn remove(&mut self, key: &FlowKey) -> bool {
-        self.remove_where(key, |_| true)
+        self.remove_where(key, |_| true).is_some()
     }
 
     /// Removes `key` if it holds the connection that began at `first_seen_ns` (not a later one
-    /// on the same 5-tuple); whether it did. False also when the kernel evicted it meanwhile:
-    /// its `EVICTED` event then brings its record.
-    pub fn remove_connection(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+    /// on the same 5-tuple), and returns its value as removed (read while the slot was
+    /// claimed: only a packet a kernel CPU was counting at that very moment can miss it, see
+    /// [`Self::remove`]). `None` also when the
+    /// kernel evicted it meanwhile: its `EVICTED` event then brings its record.
+    pub fn remove_connection(&mut self, key: &FlowKey, first_seen_ns: u64) -> Option<FlowValue> {
         self.remove_where(key, |v| v.first_seen_ns == first_seen_ns)
     }
 
-    /// Removes `key` if its value passes `wanted`: the slot is claimed (in use -> busy, by
-    /// compare-and-swap on the state read), checked, then made a tombstone, as a kernel
-    /// eviction does (`sensor_common::slots`); so an entry is removed or evicted, once.
-    fn remove_where(&mut self, key: &FlowKey, wanted: impl Fn(&FlowValue) -> bool) -> bool {
-        let Some(idx) = self.find(key) else {
-            return false;
-        };
+    /// Removes `key` if its value passes `wanted`, and returns that value: the slot is claimed
+    /// (in use -> busy, by compare-and-swap on the state read), checked, then made a tombstone,
+    /// as a kernel eviction does (`sensor_common::slots`); so an entry is removed or evicted,
+    /// once.
+    fn remove_where(
+        &mut self,
+        key: &FlowKey,
+        wanted: impl Fn(&FlowValue) -> bool,
+    ) -> Option<FlowValue> {
+        let idx = self.find(key)?;
         let s = self.slot(idx);
         let count = self.count.ptr.as_ptr().cast::<u64>();
         // SAFETY: a slot of the mapping and the count word of FLOW_COUNT's mapping (8-aligned);
         // key and value are read while the slot is claimed.
-        unsafe {
+        let v = unsafe {
             let st = load_u64(&raw const (*s).state);
             if st & state::KIND != state::USED
                 || !compare_exchange_u64(&raw mut (*s).state, st, state::BUSY | (st & !state::KIND))
             {
-                return false;
+                return None;
             }
             let k = std::ptr::read_volatile(&raw const (*s).key);
             let v = std::ptr::read_volatile(&raw const (*s).value);
             if !key_eq(&k, key) || !wanted(&v) {
                 publish_u64(&raw mut (*s).state, st);
-                return false;
+                return None;
             }
             publish_u64(&raw mut (*s).state, state::TOMB);
             fetch_add_u64(count, u64::MAX);
-        }
+            v
+        };
         self.reclaim(idx);
-        true
+        Some(v)
     }
 
     /// Turns the tombstone at `idx`, and the tombstones just before it, back into empty slots

@@ -17,7 +17,8 @@
 //!   ([`ConnEvent::Settled`], where `LifecycleConfig::settled_records` asks for it).
 //! * [`Lifecycle::advance`]: the passing of time. Every open connection has one pending idle
 //!   check, due at its last packet plus the idle timeout that applies to it
-//!   ([`idle_timeout`]). The check reads the entry and either finalises the connection (end
+//!   ([`idle_timeout`]), or for an unanswered TCP attempt 5 s after its SYN, as Zeek's attempt
+//!   timer ends it ([`final_deadline_ns`]). The check reads the entry and either finalises the connection (end
 //!   reason `idle`, final at exactly that deadline) or moves the check to the new deadline, so
 //!   the cost is one lookup per connection and timeout period whatever the table's size, and an
 //!   idle connection is final within one call of `advance` after its deadline.
@@ -57,7 +58,10 @@ mod store;
 mod timeouts;
 
 pub use store::{FlowStore, LifecycleStats};
-pub use timeouts::{LifecycleConfig, Timeouts, idle_timeout, tcp_finished};
+pub use timeouts::{
+    LifecycleConfig, Timeouts, final_deadline_ns, idle_timeout, tcp_finished,
+    unanswered_syn_attempt,
+};
 
 /// What a pending check of a connection does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -402,9 +406,7 @@ impl Lifecycle {
                 answer_ns: None,
             },
         );
-        let due = v
-            .last_seen_ns
-            .saturating_add(idle_timeout(&self.config.timeouts, key, v).as_nanos() as u64);
+        let due = final_deadline_ns(&self.config.timeouts, key, v);
         self.checks
             .push(Reverse((due, Check::Idle, *key, v.first_seen_ns)));
         if let Some(after) = self.config.early_verdict_after {
@@ -601,13 +603,15 @@ impl Lifecycle {
             self.finish(key, &v, reason, v.last_seen_ns, out);
             return;
         }
-        let deadline = v
-            .last_seen_ns
-            .saturating_add(idle_timeout(&self.config.timeouts, key, &v).as_nanos() as u64);
+        let deadline = final_deadline_ns(&self.config.timeouts, key, &v);
         if now_ns >= deadline {
-            // Removed first: an eviction at this moment would otherwise report it too.
-            if store.remove(key, first_seen) {
-                self.finish(key, &v, EndReason::Idle, deadline, out);
+            // Removed first: an eviction at this moment would otherwise report it too. The
+            // record is the value as removed: an attempt that Zeek's attempt timer ends may
+            // still be sending (`final_deadline_ns`), and its packets up to the removal are
+            // its own (replay removes it before the first packet past the deadline).
+            if let Some(last) = store.remove(key, first_seen) {
+                let final_ns = deadline.max(last.last_seen_ns);
+                self.finish(key, &last, EndReason::Idle, final_ns, out);
             } else {
                 self.checks.push(Reverse((
                     now_ns.saturating_add(RECHECK_NS),
@@ -703,8 +707,8 @@ impl Lifecycle {
             match store.get(&key) {
                 Some(v) if v.first_seen_ns == first_seen => {
                     if now_ns.saturating_sub(v.last_seen_ns) >= linger_ns {
-                        if store.remove(&key, first_seen) {
-                            self.settle_report(&key, Some(&v), out);
+                        if let Some(last) = store.remove(&key, first_seen) {
+                            self.settle_report(&key, Some(&last), out);
                             self.reported.remove(&key);
                         } else {
                             // Evicted meanwhile (kept in `reported`, so that its `EVICTED`

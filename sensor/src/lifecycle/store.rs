@@ -9,10 +9,11 @@ pub trait FlowStore {
     /// A copy of the value stored under `key`.
     fn get(&self, key: &FlowKey) -> Option<FlowValue>;
     /// Removes `key`'s entry if it holds the connection that began at `first_seen_ns` (a
-    /// packet may create it again: that is a new connection); whether it did. False when the
-    /// entry is gone or holds a later connection, or was evicted meanwhile (its `EVICTED` event
-    /// then brings its record).
-    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool;
+    /// packet may create it again: that is a new connection), and returns its value as it was
+    /// removed: a packet counted after the caller's last read of it is in it. `None` when the entry
+    /// is gone or holds a later connection, or was evicted meanwhile (its `EVICTED` event then
+    /// brings its record).
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> Option<FlowValue>;
     /// Every entry, in no particular order.
     fn entries(&self) -> Vec<(FlowKey, FlowValue)>;
     /// Takes out the connections the kernel parked when a port-reusing SYN restarted their

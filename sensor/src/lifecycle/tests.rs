@@ -19,14 +19,14 @@ impl FlowStore for Store {
     fn get(&self, key: &FlowKey) -> Option<FlowValue> {
         self.flows.get(key).copied()
     }
-    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> Option<FlowValue> {
         if self.evict_on_remove {
             self.flows.remove(key);
-            return false;
+            return None;
         }
         match self.flows.get(key) {
-            Some(v) if v.first_seen_ns == first_seen_ns => self.flows.remove(key).is_some(),
-            _ => false,
+            Some(v) if v.first_seen_ns == first_seen_ns => self.flows.remove(key),
+            _ => None,
         }
     }
     fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
@@ -143,6 +143,75 @@ fn an_idle_check_racing_an_eviction_leaves_the_record_to_the_eviction() {
     let recs = finished(&out);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].end_reason, EndReason::Evicted);
+}
+
+/// Zeek's attempt timer: a connection that began with the originator's SYN and got no answer is
+/// final 5 s (the attempt timeout) after the SYN, though the originator keeps sending, with the
+/// packets counted until the entry was removed; its next packet starts a new connection.
+#[test]
+fn an_unanswered_attempt_ends_at_the_attempt_timeout_after_its_syn_while_still_sending() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let k = key(1010, ipproto::TCP);
+    let mut v = attempt(S, ipproto::TCP);
+    let mut store = Store::default();
+    store.flows.insert(k, v);
+    l.on_event(&k, &v, event::OPEN, &mut out);
+    // The originator (whose server's answers the capture misses) acknowledges and sends data
+    // every second.
+    for t in 1..=4 {
+        v.history[SIDE_LO] |= history::NON_SYN | history::ACK | history::DATA;
+        v.packets[SIDE_LO] += 1;
+        v.payload_bytes[SIDE_LO] += 100;
+        v.last_seen_ns = S + t * S;
+        store.flows.insert(k, v);
+        l.advance(S + t * S, &mut store, &mut out);
+    }
+    assert!(finished(&out).is_empty(), "{out:?}");
+    // One more packet just before the deadline.
+    v.packets[SIDE_LO] += 1;
+    v.last_seen_ns = S + 5 * S - 1;
+    store.flows.insert(k, v);
+    l.advance(S + 5 * S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(recs[0].end_reason, EndReason::Idle);
+    assert_eq!(recs[0].final_unix_ns, S + 5 * S);
+    assert_eq!((recs[0].orig_packets, recs[0].resp_packets), (6, 0));
+    assert_eq!(recs[0].orig_bytes, 400);
+    assert!(store.flows.is_empty(), "the entry was removed");
+    assert_eq!(l.stats().open_connections, 0);
+}
+
+/// The attempt timer leaves alone what Zeek's leaves alone: an answered connection, and one
+/// whose originator closed it; both idle out from their last packet.
+#[test]
+fn the_attempt_timer_leaves_answered_and_closed_connections_to_their_idle_timeouts() {
+    let t = Timeouts::default();
+    let k = key(1011, ipproto::TCP);
+    let attempt_ns = t.tcp_attempt.as_nanos() as u64;
+    let mut v = attempt(S, ipproto::TCP);
+    v.last_seen_ns = S + 3 * S;
+    assert!(unanswered_syn_attempt(&k, &v));
+    assert_eq!(final_deadline_ns(&t, &k, &v), S + attempt_ns);
+    // Answered by a RST... or by anything: the responder sent a packet.
+    let mut answered = v;
+    answered.packets[SIDE_HI] = 1;
+    assert!(!unanswered_syn_attempt(&k, &answered));
+    assert_eq!(final_deadline_ns(&t, &k, &answered), S + 3 * S + attempt_ns);
+    // The originator sent a FIN: Zeek's timer finds it closed.
+    let mut closed = v;
+    closed.history[SIDE_LO] |= history::FIN;
+    assert!(!unanswered_syn_attempt(&k, &closed));
+    assert_eq!(final_deadline_ns(&t, &k, &closed), S + 3 * S + attempt_ns);
+    // Picked up mid-stream (no SYN), and UDP: idle from the last packet.
+    let mut mid = v;
+    mid.history[SIDE_LO] = history::NON_SYN | history::ACK;
+    assert_eq!(final_deadline_ns(&t, &k, &mid), S + 3 * S + attempt_ns);
+    let u = key(1011, ipproto::UDP);
+    assert_eq!(
+        final_deadline_ns(&t, &u, &v),
+        S + 3 * S + t.udp.as_nanos() as u64
+    );
 }
 
 /// A lifecycle that scans the table every second, as a live sensor does.

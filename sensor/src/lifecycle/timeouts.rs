@@ -141,6 +141,42 @@ pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
     }
 }
 
+/// The moment (table clock) a connection that sends nothing more is final: its last packet
+/// plus the [`idle_timeout`] that applies, except for a TCP attempt that began with the
+/// originator's SYN and got no answer (its responder sent nothing, its originator neither
+/// closed nor reset): that one is final [`Timeouts::tcp_attempt`] after its first packet,
+/// whatever the originator sent since.
+///
+/// That is Zeek's attempt timer (`tcp_attempt_delay`): Zeek ends such a connection as `S0` 5 s
+/// after its SYN even while the originator keeps sending (a client that sends its ACK and data
+/// to a server whose answers the capture does not hold), and the originator's later packets
+/// open a connection of their own, picked up mid-stream. Following it keeps the records, and
+/// so the KDD features, those of the connection semantics the features were defined with, and
+/// bounds how long an unanswered connection's retransmissions keep one record open.
+pub fn final_deadline_ns(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> u64 {
+    let idle_ns = v
+        .last_seen_ns
+        .saturating_add(idle_timeout(t, key, v).as_nanos() as u64);
+    if unanswered_syn_attempt(key, v) {
+        idle_ns.min(
+            v.first_seen_ns
+                .saturating_add(t.tcp_attempt.as_nanos() as u64),
+        )
+    } else {
+        idle_ns
+    }
+}
+
+/// A TCP connection whose originator sent a SYN, and neither FIN nor RST, and whose responder
+/// sent nothing: what Zeek's attempt timer ends ([`final_deadline_ns`]).
+pub fn unanswered_syn_attempt(key: &FlowKey, v: &FlowValue) -> bool {
+    let orig = usize::from(v.orig_side & 1);
+    key.protocol == ipproto::TCP
+        && v.history[orig] & history::SYN != 0
+        && v.history[orig] & (history::FIN | history::RST) == 0
+        && v.packets[peer(orig)] == 0
+}
+
 /// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
 pub fn tcp_finished(key: &FlowKey, v: &FlowValue) -> Option<EndReason> {
     if key.protocol != ipproto::TCP {

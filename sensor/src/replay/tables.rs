@@ -106,15 +106,15 @@ impl FlowStore for UserTables {
         self.flows.get(key).copied()
     }
 
-    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> bool {
+    fn remove(&mut self, key: &FlowKey, first_seen_ns: u64) -> Option<FlowValue> {
         if self
             .flows
             .get(key)
             .is_none_or(|v| v.first_seen_ns != first_seen_ns)
         {
-            return false;
+            return None;
         }
-        self.flows.remove(key).is_some()
+        self.flows.remove(key)
     }
 
     fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
