@@ -183,7 +183,8 @@ fn an_unanswered_attempt_ends_at_the_attempt_timeout_after_its_syn_while_still_s
 }
 
 /// The attempt timer leaves alone what Zeek's leaves alone: an answered connection, and one
-/// whose originator closed it; both idle out from their last packet.
+/// whose originator closed it; both idle out from their last packet. And which idle timeout
+/// applies: a conversation picked up mid-stream is established, a one-sided one is not.
 #[test]
 fn the_attempt_timer_leaves_answered_and_closed_connections_to_their_idle_timeouts() {
     let t = Timeouts::default();
@@ -207,6 +208,21 @@ fn the_attempt_timer_leaves_answered_and_closed_connections_to_their_idle_timeou
     let mut mid = v;
     mid.history[SIDE_LO] = history::NON_SYN | history::ACK;
     assert_eq!(final_deadline_ns(&t, &k, &mid), S + 3 * S + attempt_ns);
+    // Mid-stream with both sides talking: established; until one side closes.
+    mid.history[SIDE_HI] = history::NON_SYN | history::ACK | history::DATA;
+    mid.packets[SIDE_HI] = 1;
+    let established_ns = t.tcp_established.as_nanos() as u64;
+    assert_eq!(final_deadline_ns(&t, &k, &mid), S + 3 * S + established_ns);
+    mid.history[SIDE_HI] |= history::FIN;
+    assert_eq!(final_deadline_ns(&t, &k, &mid), S + 3 * S + attempt_ns);
+    // A handshake the originator never completed (a SYN flood's, answered): an attempt.
+    let mut half_open = v;
+    half_open.history[SIDE_HI] = history::SYN_ACK;
+    half_open.packets[SIDE_HI] = 1;
+    assert_eq!(
+        final_deadline_ns(&t, &k, &half_open),
+        S + 3 * S + attempt_ns
+    );
     let u = key(1011, ipproto::UDP);
     assert_eq!(
         final_deadline_ns(&t, &u, &v),

@@ -121,16 +121,28 @@ impl Default for LifecycleConfig {
     }
 }
 
-/// The idle timeout that applies to a flow: the established one once the originator completed
-/// the handshake, the attempt one before; per protocol otherwise.
+/// The idle timeout that applies to a flow: for TCP the established one once the connection
+/// is established, the attempt one before; per protocol otherwise.
+///
+/// Established: the originator completed the handshake (SYN, the responder's SYN-ACK, then a
+/// packet without SYN), or, for a connection picked up mid-stream (no SYN either way, its
+/// handshake before the capture began), both sides sent packets without SYN and neither has
+/// closed: a conversation, which Zeek too keeps for its inactivity timeout. A one-sided
+/// connection without a handshake (a capture of one direction, or spoofed packets) stays an
+/// attempt, so that packets nobody answers cannot hold table room for minutes; so does a
+/// half-closed one picked up at its FIN (Zeek ends those after a short close delay), and a
+/// handshake the originator never completed (a SYN flood's half-open connections, answered by
+/// SYN-ACKs).
 pub fn idle_timeout(t: &Timeouts, key: &FlowKey, v: &FlowValue) -> Duration {
     match key.protocol {
         ipproto::TCP => {
             let orig = usize::from(v.orig_side & 1);
-            let established = v.history[orig] & history::SYN != 0
-                && v.history[peer(orig)] & history::SYN_ACK != 0
-                && v.history[orig] & history::NON_SYN != 0;
-            if established {
+            let (o, r) = (v.history[orig], v.history[peer(orig)]);
+            let handshake =
+                o & history::SYN != 0 && r & history::SYN_ACK != 0 && o & history::NON_SYN != 0;
+            let mid_stream = (o | r) & (history::SYN | history::SYN_ACK | history::FIN) == 0
+                && o & r & history::NON_SYN != 0;
+            if handshake || mid_stream {
                 t.tcp_established
             } else {
                 t.tcp_attempt
