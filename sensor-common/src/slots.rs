@@ -25,15 +25,16 @@
 //! 128-byte block, which CPUs fetch together (the adjacent-line prefetch), where a 112-byte slot
 //! straddled up to three lines of two blocks.
 //!
-//! # A full table: evicting unanswered attempts
+//! # A full table: evicting unanswered attempts and finished connections
 //!
 //! A flood of new flows (spoofed SYNs, one-way UDP or ICMP) must not blind the sensor to the
 //! other connections by filling the table. When an insert finds the table full, the inserting
-//! CPU evicts an unanswered attempt ([`evictable`]: its responder sent nothing, and a TCP
-//! originator acknowledged nothing) to make room:
+//! CPU evicts an unanswered attempt or a finished TCP connection ([`evictable`]: its responder
+//! sent nothing and a TCP originator acknowledged nothing; or FINs both ways or a RST ended it,
+//! and its entry only lingers for trailing packets after its record) to make room:
 //!
 //! - **Which**: the one whose last packet is oldest among the flows in a window of
-//!   [`EVICT_WINDOW`] slots (extended up to [`EVICT_WINDOW_MAX`] until it holds an attempt)
+//!   [`EVICT_WINDOW`] slots (extended up to [`EVICT_WINDOW_MAX`] until it holds a candidate)
 //!   that a per-CPU hand sweeps around the table. At full load the
 //!   window holds about 8 flows, so the victim is on average older than ~90% of the attempts in
 //!   the table (sampled oldest-first, as Redis approximates LRU), without an ordering structure
@@ -42,13 +43,19 @@
 //!   262,144-flow table holds 1.3 s of a 200,000 flows/s flood), so a new attempt is almost
 //!   never the oldest of its window; a minimum age would instead refuse every new flow, normal
 //!   ones included, once the flood outpaced it.
-//! - **Answered connections are never evicted**: they keep their slot until they end, so the
-//!   table cannot be taken from them by attempts; a table full of answered connections counts
-//!   `table_full` as before.
+//! - **Answered connections are never evicted while open**: they keep their slot until they
+//!   end, so the table cannot be taken from them by attempts; a table full of open answered
+//!   connections counts `table_full` as before. Once ended, a connection's record is made (or
+//!   on its way: its finish event came first), and its lingering entry is the cheapest room
+//!   there is: taking it costs at most a trailing packet (a retransmitted FIN) that then opens
+//!   a record of its own. Without this a busy gateway's table would fill with the lingering
+//!   entries of connections that ended in the last seconds (`close_linger`, 5 s, as Zeek's
+//!   `tcp_close_delay`), which no flood is needed for.
 //! - **Nothing disappears uncounted**: the evicted flow goes to user space as an
 //!   [`crate::flow::event::EVICTED`] event with its key and value, whose ring-buffer room is
-//!   reserved before anything is evicted; user space finalises it as a record (end reason
-//!   `evicted`), scored, counted and grouped into the flood's incident like any other. With
+//!   reserved before anything is evicted; user space finalises an attempt as a record (end
+//!   reason `evicted`), scored, counted and grouped into the flood's incident like any other,
+//!   and a finished connection as the record of its end (FIN or RST) unless it had one. With
 //!   the ring full nothing is evicted, and the new flow counts as `table_full` and
 //!   `evict_ring_full`.
 //! - **The room goes to the evicting CPU**: the victim's unit of `FLOW_COUNT` passes to the
@@ -130,17 +137,23 @@ pub struct FlowSlot {
 
 /// Slots an eviction looks at for its victim (see the module docs): about 8 flows at full load.
 pub const EVICT_WINDOW: u32 = 16;
-/// Slots an eviction looks at when its first [`EVICT_WINDOW`] hold no attempt (a table mostly
-/// of answered connections), before it gives up (the new flow counts as `table_full`).
+/// Slots an eviction looks at when its first [`EVICT_WINDOW`] hold nothing [`evictable`] (a
+/// table mostly of open answered connections), before it gives up (the new flow counts as
+/// `table_full`).
 pub const EVICT_WINDOW_MAX: u32 = 64;
 
-/// Whether a flow is an unanswered attempt, which a full table may evict: its responder sent
-/// nothing, and its originator acknowledged nothing (a TCP ACK proves a SYN-ACK the sensor did
-/// not see: a connection, one-sided).
+/// Whether a full table may evict a flow (see the module docs): an unanswered attempt (its
+/// responder sent nothing, and its originator acknowledged nothing: a TCP ACK proves a SYN-ACK
+/// the sensor did not see, a connection, one-sided), or a finished TCP connection (FINs both
+/// ways, or a RST), whose entry only lingers.
 #[inline(always)]
 pub fn evictable(v: &FlowValue) -> bool {
+    use crate::flow::history::{ACK, FIN, RST};
     let orig = usize::from(v.orig_side & 1);
-    v.packets[orig ^ 1] == 0 && v.history[orig] & crate::flow::history::ACK == 0
+    let (a, b) = (v.history[0], v.history[1]);
+    let attempt = v.packets[orig ^ 1] == 0 && v.history[orig] & ACK == 0;
+    let finished = (a | b) & RST != 0 || a & b & FIN != 0;
+    attempt || finished
 }
 
 /// One step of reclaiming tombstones as empty slots: the tombstone whose state word is `s`

@@ -349,13 +349,26 @@ impl Lifecycle {
     ) {
         self.stats.events += 1;
         if self.is_reported(key, v.first_seen_ns) {
-            // Ended by a RST and reported; lingering when the table took it.
+            // Ended by FINs or a RST and reported; lingering when the table took it.
             self.settle_report(key, Some(v), out);
             self.reported.remove(key);
             self.stats.evicted_after_report += 1;
             return;
         }
         self.adopt(key, v, out);
+        if let Some(reason) = tcp_finished(key, v) {
+            // Finished but not reported yet: waiting for its final ACK, or its finish event is
+            // late or lost. Its record is that of its end, from the value as it left; it stays
+            // among the reported (its entry gone) until its linger ends, so that a finish event
+            // still on its way makes no second record.
+            if self.is_closing(key, v.first_seen_ns) {
+                self.close_with(key, v, out);
+            } else {
+                self.stats.finished_by_scan += 1;
+                self.finish(key, v, reason, v.last_seen_ns, out);
+            }
+            return;
+        }
         self.finish(key, v, EndReason::Evicted, at_ns.max(v.last_seen_ns), out);
     }
 

@@ -88,11 +88,11 @@ fn a_trailing_ack_lingers_and_the_entry_goes_after_the_linger() {
         .at(500, tcp4(S, 80, C, 40000, FIN | ACK, &[]));
     assert!(run.take().is_empty());
     assert_eq!(run.r.tables().len(), 1);
-    // 2 s linger after its last packet (500 ms), removed when the clock passes it.
-    run.at(2400, udp4(C, 1, S, 2, &[b'u'; 1]));
-    assert_eq!(run.r.tables().len(), 2, "still lingering at 2.4 s");
-    run.at(2700, udp4(C, 1, S, 2, &[b'u'; 1]));
-    assert_eq!(run.r.tables().len(), 1, "gone after 2.5 s");
+    // 5 s linger after its last packet (500 ms), removed when the clock passes it.
+    run.at(5400, udp4(C, 1, S, 2, &[b'u'; 1]));
+    assert_eq!(run.r.tables().len(), 2, "still lingering at 5.4 s");
+    run.at(5700, udp4(C, 1, S, 2, &[b'u'; 1]));
+    assert_eq!(run.r.tables().len(), 1, "gone after 5.5 s");
     run.r.finish(&mut run.out);
     let recs = run.take();
     assert_eq!(recs.len(), 1, "only the UDP flow is left: {recs:#?}");
@@ -338,6 +338,43 @@ fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
         (h.flows_created, 1),
         "every flow created is a record"
     );
+}
+
+/// A finished connection's lingering entry is room a new flow may take: a table full of
+/// connections that ended moments ago admits new ones, and each ended connection keeps its one
+/// record.
+#[test]
+fn a_full_table_evicts_finished_connections_that_linger() {
+    let mut run = Run::new(ReplayConfig {
+        table_size: 2,
+        ..ReplayConfig::default()
+    });
+    handshake_and_close(&mut run, 0, 40001);
+    handshake_and_close(&mut run, 10, 40002);
+    assert_eq!(run.r.tables().len(), 2, "both linger");
+    let closed = run.take();
+    assert_eq!(closed.len(), 2);
+    // An open, answered conversation takes the first one's room; a second the other's.
+    run.at(20, udp4(C, 3, S, 53, &[b'u'; 10]))
+        .at(21, udp4(S, 53, C, 3, &[b'u'; 20]))
+        .at(22, udp4(C, 4, S, 53, &[b'u'; 10]))
+        .at(23, udp4(S, 53, C, 4, &[b'u'; 20]));
+    let h = run.r.health();
+    assert_eq!((h.table_full, h.flows_evicted), (0, 2), "{h:?}");
+    assert!(run.take().is_empty(), "no second record of the closed ones");
+    // Now full of open conversations: nothing to evict.
+    run.at(24, udp4(C, 5, S, 53, &[b'u'; 10]));
+    assert_eq!(run.r.health().table_full, 1);
+    run.r.finish(&mut run.out);
+    let recs = run.take();
+    let ports: Vec<_> = recs.iter().map(|r| r.orig_port).collect();
+    assert_eq!(ports, vec![3, 4]);
+    let s = run.r.stats();
+    assert_eq!(
+        (s.records(), s.records_fin, s.evicted_after_report),
+        (4, 2, 2)
+    );
+    outcomes_add_up(&run.r.health());
 }
 
 #[test]

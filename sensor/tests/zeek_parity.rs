@@ -35,7 +35,7 @@ const MEASURED_KDD_MATCHED: usize = 297;
 /// Measured level: matched connections whose `conn_state` agrees with Zeek's.
 const MEASURED_STATE: usize = 310;
 /// Measured level: matched connections whose two packet counts agree with Zeek's.
-const MEASURED_PACKETS: usize = 306;
+const MEASURED_PACKETS: usize = 307;
 /// Measured level: matched connections whose two byte counts agree with Zeek's as the two
 /// `conn.log`s write them (41 of them unset in both: connections of duration 0).
 const MEASURED_BYTES: usize = 303;
@@ -62,7 +62,7 @@ enum Why {
     /// SCTP is `sctp` with its ports here; Zeek 7 logs it as `unknown_transport` without ports
     /// (docs/replay.md). The Zeek row (`ip_proto` 132) is looked up by its two addresses.
     SctpPorts,
-    /// A packet came after the entry's linger had ended (2 s after its last packet): it is
+    /// A packet came after the entry's linger had ended (5 s after its last packet): it is
     /// missing from this row's counts and opened a record of its own (a FIN retransmitted
     /// after the linger: one of the records without a Zeek row). Both `SF`, one side exactly
     /// one packet short. (The rows of connections ended by FINs or a RST are written when

@@ -632,7 +632,7 @@ fn the_kernel_and_replay_tables_agree_frame_for_frame() {
     });
     let mut out = Vec::new();
     // A microsecond per frame: no idle sweep or linger expiry moves entries out of the replay
-    // table (the shortest, the 1 s early verdict and 2 s linger, are far off), as nothing moves
+    // table (the shortest, the 1 s early verdict and 5 s linger, are far off), as nothing moves
     // them out of the kernel's here; and a connection restarted on its 5-tuple starts at
     // another time than the one before, which is how the lifecycle tells them apart.
     for (i, f) in frames.iter().enumerate() {

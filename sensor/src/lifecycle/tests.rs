@@ -4,6 +4,8 @@ use super::*;
 use sensor_common::flow::{SIDE_HI, SIDE_LO, ipproto};
 
 const S: u64 = 1_000_000_000;
+/// The default close linger, which the tests run with.
+const LINGER_NS: u64 = LifecycleConfig::DEFAULT_CLOSE_LINGER.as_nanos() as u64;
 
 /// The kernel table as the lifecycle sees it; `evict_on_remove` plays a kernel CPU that
 /// evicts the entry just before user space removes it.
@@ -428,7 +430,7 @@ fn a_connection_parked_after_the_new_one_finished_leaves_the_new_one_alone() {
     );
     let new_id = recs[0].id();
     // The new one lingers until its own linger ends, and is settled then, once.
-    l.advance(14 * S, &mut store, &mut out);
+    l.advance(11 * S + LINGER_NS, &mut store, &mut out);
     assert_eq!(finished(&out).len(), 2, "no second record: {out:?}");
     let done = settled(&out);
     assert_eq!(done.len(), 2, "{out:?}");
@@ -806,7 +808,7 @@ fn a_finished_connection_settles_once_with_its_trailing_packets() {
     // The linger runs from the last packet; until it is over the entry stays.
     l.advance(last.last_seen_ns + S, &mut store, &mut out);
     assert!(settled(&out).is_empty(), "{out:?}");
-    l.advance(last.last_seen_ns + 3 * S, &mut store, &mut out);
+    l.advance(last.last_seen_ns + LINGER_NS + S, &mut store, &mut out);
     let done = settled(&out);
     assert_eq!(done.len(), 1, "{out:?}");
     assert_eq!(done[0].id(), finished(&out)[0].id());
@@ -899,11 +901,56 @@ fn no_settled_records_where_no_log_reads_them() {
     let (k, v) = (key(1040, ipproto::TCP), refused(10 * S));
     l.on_event(&k, &v, event::OPEN | event::RST, &mut out);
     store.flows.insert(k, v);
-    l.advance(13 * S, &mut store, &mut out);
+    l.advance(11 * S + LINGER_NS, &mut store, &mut out);
     // The record as ever, its entry gone after the linger, and nothing more.
     assert_eq!(finished(&out).len(), 1, "{out:?}");
     assert!(store.flows.is_empty());
     assert!(settled(&out).is_empty(), "{out:?}");
-    l.flush(14 * S, &mut store, &mut out);
+    l.flush(12 * S + LINGER_NS, &mut store, &mut out);
     assert!(settled(&out).is_empty(), "{out:?}");
+}
+
+/// A full table evicts finished connections too (`slots::evictable`): one that waited for its
+/// final ACK is recorded as closed by its FINs, once, though its `FIN_BOTH` event was handled
+/// and a late duplicate of it comes after the eviction.
+#[test]
+fn a_closing_connection_the_table_evicted_is_one_fin_record() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, at_fin) = (key(1050, ipproto::TCP), closed(10 * S));
+    assert!(sensor_common::slots::evictable(&at_fin));
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    assert!(finished(&out).is_empty(), "waiting for the final ACK");
+    l.on_evicted(&k, &at_fin, at_fin.last_seen_ns + 1_000, &mut out);
+    l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
+    let mut store = Store::default();
+    l.advance(at_fin.last_seen_ns + LINGER_NS + S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(recs[0].end_reason, EndReason::Fin);
+    assert_eq!((recs[0].orig_packets, recs[0].resp_packets), (5, 4));
+    let st = l.stats();
+    assert_eq!(
+        (st.records_fin, st.records_evicted, st.open_connections),
+        (1, 0, 0)
+    );
+}
+
+/// A finished connection whose finish event was lost, evicted: its record says how it ended.
+#[test]
+fn a_finished_connection_evicted_before_its_event_keeps_its_end_reason() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let k = key(1051, ipproto::TCP);
+    let mut v = refused(10 * S);
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    v.packets[SIDE_LO] = 1;
+    l.on_evicted(&k, &v, 11 * S, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(recs[0].end_reason, EndReason::Rst);
+    assert_eq!(recs[0].final_unix_ns, v.last_seen_ns);
+    // Its event, late: no second record.
+    l.on_event(&k, &v, event::ANSWER | event::RST, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    assert_eq!(l.stats().finished_by_scan, 1);
 }

@@ -80,8 +80,12 @@ pub struct LifecycleConfig {
 }
 
 impl LifecycleConfig {
-    /// Default close linger: long enough for the trailing ACK and retransmitted FINs.
-    pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
+    /// Default close linger: Zeek's `tcp_close_delay` (5 s), long enough for the trailing ACK
+    /// and the retransmissions of a FIN whose ACK was lost (backing off 0.2 s, 0.4 s, ... they
+    /// reach 3 s after the first four; at 2 s, a capture of Zeek's missed one). A lingering
+    /// entry costs no room a new flow needs: a full table evicts finished connections
+    /// (`sensor_common::slots::evictable`).
+    pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(5);
     /// Default close settle: one capture tick (`config::DEFAULT_TICK`). The final ACK follows
     /// the second FIN by the round trip between the sensor and the host that sends it, well
     /// under a millisecond for a gateway next to its hosts (and nothing for a capture on one

@@ -92,7 +92,7 @@ impl RowWriter {
 /// counts of its trailing packets (the ACKs of a crossed close, retransmitted FINs), as Zeek
 /// and Suricata write a connection when they drop its state. Its verdict and every other
 /// column are those of the record that was scored; its row comes at least the linger
-/// (`close_linger`, 2 s) after the connection's last packet, later while packets keep coming.
+/// (`close_linger`, 5 s) after the connection's last packet, later while packets keep coming.
 /// The sensor's own layouts (`jsonl`, CSV) are the scored records, written at once.
 #[derive(Debug)]
 pub struct LogRows {

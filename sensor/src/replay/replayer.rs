@@ -105,6 +105,9 @@ impl Replayer {
                 // SAFETY: `u.value` points into the flow table, which nothing touched since
                 // `update` returned it (draining `evicted` leaves the table alone).
                 let value = unsafe { *u.value };
+                if u.events & event::FINISHED != 0 {
+                    tables.finished(&u.key, value.first_seen_ns);
+                }
                 h.events_sent += 1;
                 lifecycle.on_event(&u.key, &value, u.events, out);
             }

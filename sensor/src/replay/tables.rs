@@ -24,8 +24,9 @@ pub struct UserTables {
     /// approximately the least recently *used*; fragment trains are short, so the two agree
     /// except under fragment floods far beyond the map's size.
     frag_order: VecDeque<FragKey>,
-    /// Flows in the order they were inserted, `(key, first_seen_ns)`, for evictions (entries
-    /// of flows gone since are skipped, and dropped when they outnumber the table).
+    /// Eviction candidates in the order they became one, `(key, first_seen_ns)`: a flow when
+    /// it was inserted (an attempt), again when it finished (entries of flows gone or answered
+    /// since are skipped, and dropped when they outnumber the table).
     flow_order: VecDeque<(FlowKey, u64)>,
     /// Flows evicted by the last inserts, with the time they left, for the lifecycle
     /// ([`Replayer::packet`] hands them over at once, as the kernel's ring buffer does).
@@ -48,13 +49,14 @@ impl UserTables {
         }
     }
 
-    /// Evicts the unanswered attempt that entered the table first; whether there was one. The
+    /// Evicts the [`evictable`] flow that became a candidate first (an unanswered attempt when
+    /// it entered the table, a TCP connection when it finished); whether there was one. The
     /// kernel evicts the one with the oldest last packet among a sample
     /// (`sensor_common::slots`): the two agree on a flood of one-packet attempts, and differ
-    /// only in which attempt leaves when the table is full of older, longer ones.
+    /// only in which candidate leaves when the table is full of older, longer ones.
     fn evict(&mut self, now_ns: u64) -> bool {
-        // Each entry is looked at once: one that is not evicted now never will be (gone, or
-        // answered, which an attempt does not undo).
+        // Each entry is looked at once: one that is not evictable now will not be until it
+        // finishes, which queues it again (`finished`).
         while let Some((key, first_seen)) = self.flow_order.pop_front() {
             if let Some(v) = self.flows.get(&key)
                 && v.first_seen_ns == first_seen
@@ -67,6 +69,12 @@ impl UserTables {
             }
         }
         false
+    }
+
+    /// Remembers a TCP connection that just finished (FINs both ways, or a RST) as a candidate
+    /// for eviction: its entry only lingers now.
+    pub fn finished(&mut self, key: &FlowKey, first_seen_ns: u64) {
+        self.inserted(key, first_seen_ns);
     }
 
     /// Remembers a flow just inserted, as a candidate for eviction.

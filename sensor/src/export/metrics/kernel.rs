@@ -68,11 +68,11 @@ impl KernelHealth {
         )?;
         let flows_evicted = IntCounter::new(
             "sensor_kernel_flows_evicted_total",
-            "Unanswered attempts evicted from the full flow table to make room for new flows, each handed over as a finished record (end_reason evicted).",
+            "Flows evicted from the full flow table to make room for new flows: unanswered attempts, each handed over as a finished record (end_reason evicted), and finished TCP connections whose entry lingered after their record.",
         )?;
         let evict_ring_full = IntCounter::new(
             "sensor_kernel_evict_ring_full_total",
-            "New flows not stored although the full table held an evictable attempt, because the ring buffer had no room for its record (also counted as outcome table_full).",
+            "New flows not stored although the full table held an evictable flow, because the ring buffer had no room for its record (also counted as outcome table_full).",
         )?;
         let restarts_parked = IntCounter::new(
             "sensor_kernel_restarts_parked_total",
