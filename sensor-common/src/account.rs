@@ -12,7 +12,9 @@
 //! first [`SHARED_PACKETS`] packets are counted with atomic adds, the rest with plain ones. Why:
 //! an atomic add is a locked instruction, about 20 ns on this project's Intel machines, and the
 //! two per packet were 40% of the program's time for a steady flow. The rare counters (URG,
-//! wrong fragments) stay atomic.
+//! wrong fragments) are plain saturating adds too. A TCP side's sequence span is moved by its
+//! own packets and by its peer's acknowledgments (so by both directions): it only ever moves to
+//! a sequence number a packet carried, so a lost race leaves it behind until the next packet.
 
 use crate::{
     atomic::atomic_add,
@@ -170,13 +172,32 @@ pub unsafe fn account_bits(
             (*v).last_seen_ns = now_ns;
         }
         if p.fragment.wrong {
-            atomic_add(&raw mut (*v).wrong_fragments, 1u32);
+            (*v).wrong_fragments = (*v).wrong_fragments.saturating_add(1);
         }
         if p.protocol != ipproto::TCP {
             return 0;
         }
         if p.tcp_flags & tcp_flags::URG != 0 {
-            atomic_add(&raw mut (*v).urgent_packets, 1u32);
+            (*v).urgent_packets = (*v).urgent_packets.saturating_add(1);
+        }
+        // The side's sequence space (`FlowValue::seq_top`): from its first packet's sequence
+        // number (after a SYN's octet) to the highest its packets reached (a FIN's octet
+        // included) or its peer acknowledged.
+        let syn = u32::from(p.tcp_flags & tcp_flags::SYN != 0);
+        let fin = u32::from(p.tcp_flags & tcp_flags::FIN != 0);
+        let start = p.tcp_seq.wrapping_add(syn);
+        if seen == 0 {
+            (*v).seq_base[side] = start;
+        }
+        let end = start.wrapping_add(p.payload_len).wrapping_add(fin);
+        advance_seq(&raw mut (*v).seq_top[side], (*v).seq_base[side], end);
+        let other_side = peer(side);
+        if p.tcp_flags & tcp_flags::ACK != 0 && (*v).packets[other_side] != 0 {
+            advance_seq(
+                &raw mut (*v).seq_top[other_side],
+                (*v).seq_base[other_side],
+                p.tcp_ack,
+            );
         }
         let old = (*v).history[side];
         let other = (*v).history[peer(side)];
@@ -200,7 +221,7 @@ pub unsafe fn account_bits(
         // The originator's first ACK: its time. Stored only by that packet (a store on every
         // history change, from either side, could write a stale 0 back over another CPU's).
         if orig_new & !orig_old & history::ACK != 0 {
-            (*v).orig_ack_ns = now_ns;
+            (*v).set_orig_ack_ns(now_ns);
         }
         let mut events = (answer * event::ANSWER) | (u32::from(after) * event::CLOSED);
         let added = new & !old;
@@ -211,6 +232,41 @@ pub unsafe fn account_bits(
         }
         events
     }
+}
+
+/// Moves a side's sequence span (`top`, counted from `base`) up to `seq` if `seq` lies ahead
+/// of it. A `seq` behind it (a retransmission, an old duplicate, a reordered segment) or more
+/// than 2 GiB ahead changes nothing.
+///
+/// # Safety
+/// `top` must be valid and aligned for the duration of the call.
+#[inline(always)]
+unsafe fn advance_seq(top: *mut u32, base: u32, seq: u32) {
+    // SAFETY: forwarded from the caller. A plain read-modify-write: both sides' packets move a
+    // side's span (its data, its peer's acknowledgments), and a lost race only leaves it behind
+    // until the next packet of either moves it again.
+    unsafe {
+        let cur = *top;
+        let span = seq.wrapping_sub(base);
+        if (span.wrapping_sub(cur) as i32) > 0 {
+            *top = span;
+        }
+    }
+}
+
+/// The data bytes a TCP side sent as its sequence numbers count them, as Zeek sizes it (its
+/// `orig_bytes`/`resp_bytes`): the side's span ([`FlowValue::seq_top`]) without the octet of
+/// its FIN. Retransmitted data counts once; data the capture missed but the peer acknowledged
+/// counts. Up to 4 GiB (the span is 32 bits). 0 for a side that sent nothing, and for other
+/// protocols.
+#[inline(always)]
+pub fn stream_bytes(protocol: u8, v: &FlowValue, side: Side) -> u64 {
+    let side = side & 1;
+    if protocol != ipproto::TCP || v.packets[side] == 0 {
+        return 0;
+    }
+    let fin = v.history[side] & history::FIN != 0;
+    u64::from(v.seq_top[side]).saturating_sub(u64::from(fin))
 }
 
 /// [`answered`] as 0 or 1, computed without branches.
@@ -295,14 +351,15 @@ mod tests {
             s(FIN | ACK, 0),
             c(ACK, 0),
         ];
+        const U: u64 = crate::flow::ORIG_ACK_UNIT_NS;
         let (key, side0) = key_side(&pkts[0]);
-        let mut v = new_value(&pkts[0], &key, side0, 10);
+        let mut v = new_value(&pkts[0], &key, side0, 10 * U);
         let mut events = [0u32; 9];
         for (i, p) in pkts.iter().enumerate() {
             let (k, side) = key_side(p);
             assert_eq!(k, key);
             // SAFETY: `v` is a live local.
-            events[i] = unsafe { account(&mut v, p, side, 10 + i as u64, 1) };
+            events[i] = unsafe { account(&mut v, p, side, (10 + i as u64) * U, 1) };
         }
         assert_eq!(
             events,
@@ -324,9 +381,9 @@ mod tests {
         assert_eq!(v.packets[peer(orig)], 3);
         assert_eq!(v.payload_bytes[orig], 100);
         assert_eq!(v.payload_bytes[peer(orig)], 300);
-        assert_eq!((v.first_seen_ns, v.last_seen_ns), (10, 18));
+        assert_eq!((v.first_seen_ns, v.last_seen_ns), (10 * U, 18 * U));
         // The originator's first ACK (the third packet), kept through its later ACKs.
-        assert_eq!(v.orig_ack_ns, 12);
+        assert_eq!(v.orig_ack_ns(), 12 * U);
     }
 
     #[test]
@@ -334,15 +391,16 @@ mod tests {
         use tcp_flags::*;
         let c = |f, l| tcp(2, 40000, 1, 80, f, l);
         let s = |f, l| tcp(1, 80, 2, 40000, f, l);
+        const U: u64 = crate::flow::ORIG_ACK_UNIT_NS;
         let time_of = |pkts: &[Parsed]| {
             let (key, side0) = key_side(&pkts[0]);
-            let mut v = new_value(&pkts[0], &key, side0, 100);
+            let mut v = new_value(&pkts[0], &key, side0, 100 * U);
             for (i, p) in pkts.iter().enumerate() {
                 let (_, side) = key_side(p);
                 // SAFETY: `v` is a live local.
-                unsafe { account(&mut v, p, side, 100 + i as u64, 1) };
+                unsafe { account(&mut v, p, side, (100 + i as u64) * U, 1) };
             }
-            v.orig_ack_ns
+            v.orig_ack_ns() / U
         };
         // The responder's ACKs and a RST do not count; the originator's data ACK does.
         assert_eq!(time_of(&[c(SYN, 0), s(SYN | ACK, 0), s(ACK, 0)]), 0);
@@ -359,6 +417,63 @@ mod tests {
             ..tcp(src, sport, dst, dport, 0, 10)
         };
         assert_eq!(time_of(&[u(2, 40000, 1, 53), u(1, 53, 2, 40000)]), 0);
+    }
+
+    /// A side's bytes as Zeek counts them: sequence space, so a retransmission counts once and
+    /// data the capture missed but the peer acknowledged counts; the SYN's and FIN's octets do
+    /// not. The payload counters still count every packet's payload.
+    #[test]
+    fn stream_bytes_follow_the_sequence_numbers() {
+        use tcp_flags::*;
+        let seg = |from_client: bool, f: u8, seq: u32, ack: u32, len: u32| {
+            let mut p = if from_client {
+                tcp(2, 40000, 1, 80, f, len)
+            } else {
+                tcp(1, 80, 2, 40000, f, len)
+            };
+            (p.tcp_seq, p.tcp_ack) = (seq, ack);
+            p
+        };
+        // Sequence numbers near the wrap, so that the span crosses it.
+        let (c0, s0) = (u32::MAX - 50, 7_000);
+        let pkts = [
+            seg(true, SYN, c0, 0, 0),
+            seg(false, SYN | ACK, s0, c0.wrapping_add(1), 0),
+            seg(true, ACK, c0.wrapping_add(1), s0 + 1, 0),
+            seg(true, ACK | PSH, c0.wrapping_add(1), s0 + 1, 100),
+            // Retransmitted.
+            seg(true, ACK | PSH, c0.wrapping_add(1), s0 + 1, 100),
+            // The server's first 300 bytes are not in the capture; its next 200 are.
+            seg(false, ACK | PSH, s0 + 301, c0.wrapping_add(101), 200),
+            seg(true, FIN | ACK, c0.wrapping_add(101), s0 + 501, 0),
+            seg(false, FIN | ACK, s0 + 501, c0.wrapping_add(102), 0),
+            seg(true, ACK, c0.wrapping_add(102), s0 + 502, 0),
+        ];
+        let (key, side0) = key_side(&pkts[0]);
+        let mut v = new_value(&pkts[0], &key, side0, 1);
+        for p in &pkts {
+            let (_, side) = key_side(p);
+            // SAFETY: `v` is a live local.
+            unsafe { account(&mut v, p, side, 1, 1) };
+        }
+        let (o, r) = (usize::from(v.orig_side), peer(usize::from(v.orig_side)));
+        assert_eq!(
+            (
+                stream_bytes(ipproto::TCP, &v, o),
+                stream_bytes(ipproto::TCP, &v, r)
+            ),
+            (100, 500)
+        );
+        assert_eq!((v.payload_bytes[o], v.payload_bytes[r]), (200, 200));
+        // Mid-stream (no SYN): from the first packet's sequence number.
+        let (key, side0) = key_side(&pkts[3]);
+        let mut v = new_value(&pkts[3], &key, side0, 1);
+        for p in &pkts[3..5] {
+            // SAFETY: `v` is a live local.
+            unsafe { account(&mut v, p, side0, 1, 1) };
+        }
+        assert_eq!(stream_bytes(ipproto::TCP, &v, side0), 100);
+        assert_eq!(stream_bytes(ipproto::TCP, &v, peer(side0)), 0);
     }
 
     /// The events each packet of `pkts` signals (the first one opens the flow).

@@ -198,17 +198,54 @@ pub struct FlowValue {
     pub payload_bytes: [u64; 2],
     /// `bpf_ktime_get_ns()` of the first packet (CLOCK_MONOTONIC), or the capture time in replay.
     pub first_seen_ns: u64,
-    /// Packets with the TCP URG flag (both directions).
-    pub urgent_packets: u32,
-    /// Wrong IP fragments (see [`crate::parse::Fragment::wrong`]).
-    pub wrong_fragments: u32,
-    /// Time of the TCP originator's first ACK (normally the handshake's third packet), 0 until
-    /// it came: with the responder's SYN-ACK it times the originator's round trip from the
-    /// sensor, which a close waits on for the originator's final ACK (`sensor`'s lifecycle).
-    /// Written once per connection, by the originator's packet that first carries an ACK (a
-    /// responder's packet never writes it, so it cannot race it back to 0), so it sits in the
-    /// slot's second cache line.
-    pub orig_ack_ns: u64,
+    /// Packets with the TCP URG flag (both directions), saturating (plain adds: a rare
+    /// counter, which two CPUs' packets of one flow almost never race on).
+    pub urgent_packets: u16,
+    /// Wrong IP fragments (see [`crate::parse::Fragment::wrong`]), saturating, as above.
+    pub wrong_fragments: u16,
+    /// When the TCP originator's first ACK came (normally the handshake's third packet), in
+    /// [`ORIG_ACK_UNIT_NS`] after [`Self::first_seen_ns`], plus one; 0 until it came (read it
+    /// with [`Self::orig_ack_ns`]). With the responder's SYN-ACK it times the originator's
+    /// round trip from the sensor, which a close waits on for the originator's final ACK
+    /// (`sensor`'s lifecycle). Written once per connection, by the originator's packet that
+    /// first carries an ACK (a responder's packet never writes it, so it cannot race it back to
+    /// 0), so it sits in the slot's second cache line. 32 bits, so that the sequence fields
+    /// below fit the slot; an ACK more than 73 minutes after the first packet saturates.
+    pub orig_ack_units: u32,
+    /// TCP: the sequence number each [`Side`]'s data starts at (its first packet's, after a
+    /// SYN's octet), set by that side's first packet.
+    pub seq_base: [u32; 2],
+    /// TCP: how far each [`Side`]'s sequence space reached from [`Self::seq_base`]: the highest
+    /// sequence number its packets carried (a FIN's octet included) or its peer acknowledged,
+    /// as Zeek sizes a side (its `orig_bytes`/`resp_bytes`: retransmitted data counts once,
+    /// data the capture missed but the peer acknowledged counts). Read with
+    /// [`crate::account::stream_bytes`].
+    pub seq_top: [u32; 2],
+}
+
+/// The unit of [`FlowValue::orig_ack_units`]: 1,024 ns (a shift, not a division, in the
+/// kernel).
+pub const ORIG_ACK_UNIT_NS: u64 = 1 << ORIG_ACK_UNIT_SHIFT;
+/// `log2` of [`ORIG_ACK_UNIT_NS`].
+pub const ORIG_ACK_UNIT_SHIFT: u32 = 10;
+
+impl FlowValue {
+    /// When the TCP originator's first ACK came (the table clock, to the unit of
+    /// [`ORIG_ACK_UNIT_NS`]), or 0 if it has not.
+    pub fn orig_ack_ns(&self) -> u64 {
+        match self.orig_ack_units {
+            0 => 0,
+            u => self.first_seen_ns + (u64::from(u - 1) << ORIG_ACK_UNIT_SHIFT),
+        }
+    }
+
+    /// Records `at_ns` as the time of the TCP originator's first ACK
+    /// ([`Self::orig_ack_units`]).
+    #[inline(always)]
+    pub fn set_orig_ack_ns(&mut self, at_ns: u64) {
+        let units = at_ns.saturating_sub(self.first_seen_ns) >> ORIG_ACK_UNIT_SHIFT;
+        self.orig_ack_units = units.min(u64::from(u32::MAX - 1)) as u32 + 1;
+    }
 }
 
 /// What a packet did to its connection that user space must learn at once: bits of
@@ -325,7 +362,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<FragValue>(), 40 + 4 + 4);
         assert_eq!(
             core::mem::size_of::<FlowValue>(),
-            8 + 2 + 1 + 1 + 1 + 1 + 2 + 16 + 16 + 8 + 4 + 4 + 8
+            8 + 2 + 1 + 1 + 1 + 1 + 2 + 16 + 16 + 8 + 2 + 2 + 4 + 8 + 8
         );
         assert_eq!(core::mem::offset_of!(FlowValue, packets), 16);
         assert_eq!(

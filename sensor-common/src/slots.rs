@@ -21,9 +21,9 @@
 //!
 //! A slot is 128 bytes, two cache lines (the array's data is page-aligned, being mmapable):
 //! the first holds the state, the key and the words every packet writes besides its counters
-//! (`last_seen_ns`, the TCP history), the second the counters. A packet touches one aligned
-//! 128-byte block, which CPUs fetch together (the adjacent-line prefetch), where a 112-byte slot
-//! straddled up to three lines of two blocks.
+//! (`last_seen_ns`, the TCP history), the second the counters and the TCP sequence spans. A
+//! packet touches one aligned 128-byte block, which CPUs fetch together (the adjacent-line
+//! prefetch), where a 112-byte slot straddled up to three lines of two blocks.
 //!
 //! # A full table: evicting unanswered attempts and finished connections
 //!
@@ -131,8 +131,6 @@ pub struct FlowSlot {
     pub state: u64,
     pub key: FlowKey,
     pub value: FlowValue,
-    /// Explicit padding to 128 bytes, always zero.
-    pub _pad: [u64; 1],
 }
 
 /// Slots an eviction looks at for its victim (see the module docs): about 8 flows at full load.
@@ -307,7 +305,7 @@ mod tests {
 
     #[test]
     fn slot_layout_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<FlowSlot>(), 8 + 40 + 72 + 8);
+        assert_eq!(core::mem::size_of::<FlowSlot>(), 8 + 40 + 80);
         assert_eq!(core::mem::offset_of!(FlowSlot, value), 48);
         // What every packet writes besides its counters shares the first line with the key.
         let v = core::mem::offset_of!(FlowSlot, value);

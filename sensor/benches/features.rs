@@ -34,6 +34,7 @@ fn records(distinct_hosts: bool) -> Vec<ConnectionRecord> {
             let start = T0_NS + i as u64 * 1_000;
             let end = start + rng.random_range(0..3_000_000_000);
             ConnectionRecord {
+                stream_bytes: None,
                 history: Default::default(),
                 start_unix_ns: start,
                 end_unix_ns: end,

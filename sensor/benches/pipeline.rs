@@ -62,6 +62,7 @@ fn records(n: usize, distinct_hosts: bool, seed: u64) -> Vec<ConnectionRecord> {
             let end = start + rng.random_range(0..200_000_000);
             let attack = rng.random_bool(0.2);
             ConnectionRecord {
+                stream_bytes: None,
                 history: Default::default(),
                 start_unix_ns: start,
                 end_unix_ns: end,
@@ -114,6 +115,7 @@ fn flood_records(n: usize, t0_ns: u64) -> Vec<ConnectionRecord> {
         .map(|i| {
             let start = t0_ns + i as u64 * 5_000;
             ConnectionRecord {
+                stream_bytes: None,
                 history: Default::default(),
                 start_unix_ns: start,
                 end_unix_ns: start,

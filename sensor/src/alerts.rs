@@ -330,6 +330,7 @@ mod tests {
 
     fn record() -> ConnectionRecord {
         ConnectionRecord {
+            stream_bytes: None,
             history: Default::default(),
             start_unix_ns: 1,
             end_unix_ns: 2,

@@ -213,6 +213,7 @@ mod tests {
     fn rec(i: u64, port: u16, state: ConnState, bytes: (u64, u64)) -> ConnectionRecord {
         let t = 1_700_000_000_000_000_000 + i * 300_000_000;
         ConnectionRecord {
+            stream_bytes: None,
             history: Default::default(),
             start_unix_ns: t,
             end_unix_ns: t + 2_000_000,

@@ -544,6 +544,7 @@ mod tests {
     fn recs() -> Vec<ConnectionRecord> {
         (0..300u64)
             .map(|i| ConnectionRecord {
+                stream_bytes: None,
                 history: Default::default(),
                 start_unix_ns: 1_000_000_000 + i * 10_000_000,
                 end_unix_ns: 1_000_000_000 + i * 10_000_000,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sensor_common::{
     FlowKey, FlowValue,
-    account::peer,
+    account::{peer, stream_bytes},
     conn_state::{ConnState, datagram_conn_state, tcp_conn_state},
     flow::{history, ipproto, value_flags},
     parse::tunnel,
@@ -210,6 +210,14 @@ pub struct ConnectionRecord {
     /// the responder). Empty for UDP and ICMP.
     #[serde(default)]
     pub history: History,
+    /// TCP: the data bytes each side sent (originator, responder) as their sequence numbers
+    /// count them, as Zeek's `orig_bytes` and `resp_bytes` do: retransmitted data once, data
+    /// the capture missed but the peer acknowledged included (`account::stream_bytes`). The
+    /// `conn.log` rows write these; the KDD features and the JSON and CSV rows keep the payload
+    /// of the packets seen ([`Self::orig_bytes`], as the model was trained). `None` for other
+    /// transports and for records read back from files (not serialized).
+    #[serde(skip)]
+    pub stream_bytes: Option<(u64, u64)>,
 }
 
 /// The TCP history bits of both sides ([`history`]), as Zeek's history letters in JSON.
@@ -405,8 +413,8 @@ impl ConnectionRecord {
             orig_bytes: v.payload_bytes[orig],
             resp_bytes: v.payload_bytes[resp],
             conn_state,
-            urgent_packets: v.urgent_packets,
-            wrong_fragments: v.wrong_fragments,
+            urgent_packets: u32::from(v.urgent_packets),
+            wrong_fragments: u32::from(v.wrong_fragments),
             land: v.flags & value_flags::LAND != 0,
             to_group: v.flags & value_flags::GROUP != 0 || is_group_address(start.id.resp_addr),
             end_reason,
@@ -424,6 +432,12 @@ impl ConnectionRecord {
                 },
                 _ => History::default(),
             },
+            stream_bytes: (transport == Transport::Tcp).then(|| {
+                (
+                    stream_bytes(key.protocol, v, orig),
+                    stream_bytes(key.protocol, v, resp),
+                )
+            }),
         })
     }
 

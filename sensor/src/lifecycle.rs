@@ -243,7 +243,7 @@ impl Lifecycle {
         // first ACK, when that came after the SYN-ACK): the final ACK is the one of the side
         // whose peer sent the second FIN, either of them.
         let resp_rtt = answer_ns.saturating_sub(v.first_seen_ns);
-        let orig_rtt = v.orig_ack_ns.saturating_sub(answer_ns);
+        let orig_rtt = v.orig_ack_ns().saturating_sub(answer_ns);
         let rtt = resp_rtt.max(orig_rtt);
         let max = (LifecycleConfig::MAX_CLOSE_SETTLE.as_nanos() as u64).max(configured);
         (rtt.saturating_mul(3) / 2).clamp(configured, max)

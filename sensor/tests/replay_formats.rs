@@ -535,16 +535,20 @@ fn log_rows_count_the_packets_after_the_close() {
     const MS: u64 = 1_000_000;
     let mut f = Frames::default();
     let mut at = |dt_ms: u64, frame: Vec<u8>| f.push(t + dt_ms * MS, frame);
-    at(0, tcp4(c, 40_000, s, 80, SYN, &[]));
-    at(1, tcp4(s, 80, c, 40_000, SYN | ACK, &[]));
-    at(2, tcp4(c, 40_000, s, 80, ACK, &[]));
-    at(3, tcp4(c, 40_000, s, 80, ACK | PSH, &[b'g'; 50]));
-    at(4, tcp4(s, 80, c, 40_000, ACK | PSH, &[b'r'; 500]));
-    at(5, tcp4(c, 40_000, s, 80, FIN | ACK, &[]));
-    at(6, tcp4(s, 80, c, 40_000, FIN | ACK, &[]));
-    at(7, tcp4(c, 40_000, s, 80, ACK, &[])); // the final ACK: the record is final here
-    at(300, tcp4(s, 80, c, 40_000, FIN | ACK, &[])); // retransmitted
-    at(301, tcp4(c, 40_000, s, 80, ACK, &[]));
+    // Sequence numbers as a real exchange has them (the `conn.log` counts bytes by them).
+    let (ci, si): (u32, u32) = (1_000, 9_000);
+    let cl = |f, seq: u32, ack: u32, p: &[u8]| tcp4_seq(c, 40_000, s, 80, f, ci + seq, si + ack, p);
+    let sv = |f, seq: u32, ack: u32, p: &[u8]| tcp4_seq(s, 80, c, 40_000, f, si + seq, ci + ack, p);
+    at(0, tcp4_seq(c, 40_000, s, 80, SYN, ci, 0, &[]));
+    at(1, sv(SYN | ACK, 0, 1, &[]));
+    at(2, cl(ACK, 1, 1, &[]));
+    at(3, cl(ACK | PSH, 1, 1, &[b'g'; 50]));
+    at(4, sv(ACK | PSH, 1, 51, &[b'r'; 500]));
+    at(5, cl(FIN | ACK, 51, 501, &[]));
+    at(6, sv(FIN | ACK, 501, 52, &[]));
+    at(7, cl(ACK, 52, 502, &[])); // the final ACK: the record is final here
+    at(300, sv(FIN | ACK, 501, 52, &[])); // retransmitted
+    at(301, cl(ACK, 52, 502, &[]));
     // A later, unrelated datagram moves the capture's clock past the linger; another one, past
     // the first one's idle timeout (1 s here), ends it by idle before the capture ends.
     at(5_000, udp4(c, 5_000, s, 9_999, &[b'u'; 10]));

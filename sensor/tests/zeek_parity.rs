@@ -38,7 +38,7 @@ const MEASURED_STATE: usize = 310;
 const MEASURED_PACKETS: usize = 307;
 /// Measured level: matched connections whose two byte counts agree with Zeek's as the two
 /// `conn.log`s write them (41 of them unset in both: connections of duration 0).
-const MEASURED_BYTES: usize = 303;
+const MEASURED_BYTES: usize = 307;
 /// Measured level: matched connections whose `conn.log` row names the originator Zeek names
 /// (`ecosystem::orientation`; the one other is `misordered-ntp.pcap`, which Zeek's NTP analyzer
 /// turns round by the payload).
@@ -73,9 +73,10 @@ enum Why {
     /// duration, so the sensor's `conn.log` row has them (none today: the 41 rows Zeek leaves
     /// unset have duration 0 here too, and both `conn.log`s write `-`).
     ZeekUnsetBytes,
-    /// Zeek's TCP byte counts come from sequence numbers: they include bytes missed in the
-    /// capture (`missed_bytes` > 0) and count retransmitted data once (`t`/`T` in its history);
-    /// the sensor counts the payload of the packets it saw (the KDD `src_bytes`/`dst_bytes`).
+    /// Both count TCP bytes by sequence numbers (bytes missed in the capture, `missed_bytes` >
+    /// 0, included; retransmitted data, `t`/`T` in Zeek's history, once), but the flow table
+    /// keeps a side's span in 32 bits: a side that sent more than 4 GiB wraps (one transfer of
+    /// 5.4 GB in `ftp/bigtransfer.pcap`), where Zeek counts the wraps.
     SequenceNumberBytes,
     /// IP fragments are not reassembled: a tunnel in a fragmented outer packet is followed from
     /// its first fragment and the carrier counts every fragment (docs/replay.md).

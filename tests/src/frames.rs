@@ -123,12 +123,27 @@ pub fn ipv6_fragment(offset: u16, more: bool, id: u32) -> Vec<u8> {
     h
 }
 
-/// A TCP segment (20-byte header unless `doff` overrides the data offset, in 32-bit words).
+/// A TCP segment (20-byte header unless `doff` overrides the data offset, in 32-bit words),
+/// with sequence and acknowledgment numbers 1 (see [`tcp4_seq`] for real ones).
 pub fn tcp(sport: u16, dport: u16, flags: u8, doff: Option<u8>, payload: &[u8]) -> Vec<u8> {
+    tcp_seq(sport, dport, flags, doff, 1, 1, payload)
+}
+
+/// A TCP segment with sequence number `seq` and acknowledgment number `ack`.
+pub fn tcp_seq(
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    doff: Option<u8>,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend(sport.to_be_bytes());
     t.extend(dport.to_be_bytes());
-    t.extend([0, 0, 0, 1, 0, 0, 0, 1]);
+    t.extend(seq.to_be_bytes());
+    t.extend(ack.to_be_bytes());
     t.extend([doff.unwrap_or(5) << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
     t.extend_from_slice(payload);
     t
@@ -167,6 +182,25 @@ pub fn tcp4(
         &[],
         0x0800,
         &Ipv4::new(src, dst, 6).build(&tcp(sport, dport, flags, None, payload)),
+    )
+}
+
+/// An Ethernet/IPv4/TCP frame with sequence number `seq` and acknowledgment number `ack`.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp4_seq(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    ethernet(
+        &[],
+        0x0800,
+        &Ipv4::new(src, dst, 6).build(&tcp_seq(sport, dport, flags, None, seq, ack, payload)),
     )
 }
 

@@ -649,17 +649,17 @@ fn the_kernel_and_replay_tables_agree_frame_for_frame() {
     let untimed = |v: &FlowValue| FlowValue {
         first_seen_ns: 0,
         last_seen_ns: 0,
-        orig_ack_ns: u64::from(v.orig_ack_ns != 0),
+        orig_ack_units: u32::from(v.orig_ack_units != 0),
         ..*v
     };
     // Where timed, the originator's first ACK is one of the flow's own packets.
     let ack_in_flow = |v: &FlowValue| {
-        v.orig_ack_ns == 0 || (v.first_seen_ns..=v.last_seen_ns).contains(&v.orig_ack_ns)
+        v.orig_ack_units == 0 || (v.first_seen_ns..=v.last_seen_ns).contains(&v.orig_ack_ns())
     };
     let (kernel_flows, replay_flows) = (x.flows(), r.tables());
     let timed_acks = kernel_flows
         .iter()
-        .filter(|(_, v)| v.orig_ack_ns != 0)
+        .filter(|(_, v)| v.orig_ack_units != 0)
         .count();
     assert!(
         timed_acks > 0,

@@ -428,6 +428,8 @@ fn parse_l4_into<P: PacketData + ?Sized>(
             p.sport = t.be16(0);
             p.dport = t.be16(2);
             p.tcp_flags = t.u8(13);
+            p.tcp_seq = u32::from_be(t.ne32(4));
+            p.tcp_ack = u32::from_be(t.ne32(8));
             p.payload_len = (ip_payload - doff) as u32;
         }
         ipproto::UDP => {

@@ -189,6 +189,10 @@ pub struct Parsed {
     /// Transport payload bytes, from the IP header's lengths (not the captured length): after
     /// the TCP, UDP, ICMP or SCTP header; the whole IP payload for other protocols.
     pub payload_len: u32,
+    /// TCP sequence number (host byte order; 0 otherwise).
+    pub tcp_seq: u32,
+    /// TCP acknowledgment number (host byte order; 0 otherwise), meaningful with the ACK flag.
+    pub tcp_ack: u32,
     pub fragment: Fragment,
     /// 1 when the frame went to a link-layer group address (broadcast or multicast): a
     /// one-to-many datagram rather than a conversation between two hosts; else 0. A number,
@@ -244,6 +248,8 @@ mod tests {
             icmp_type: 13,
             icmp_code: 14,
             payload_len: 15,
+            tcp_seq: 19,
+            tcp_ack: 20,
             fragment: Fragment {
                 kind: FragmentKind::Later,
                 id: 16,

@@ -195,15 +195,31 @@ pub fn zeek_orientation(rec: &ConnectionRecord) -> ZeekOrientation {
     }
 }
 
-/// `rec` as Zeek's `conn.log` orients it: where Zeek's originator is the sensor's responder,
-/// the two sides swapped (addresses, ports, counts, history) and `conn_state` derived again for
-/// that orientation, as Zeek derives it. Times, uid and Community ID are unchanged.
+/// `rec` as Zeek's `conn.log` orients and counts it: TCP's byte counts from its sequence
+/// numbers ([`ConnectionRecord::stream_bytes`]), as Zeek's; and where Zeek's originator is the
+/// sensor's responder, the two sides swapped (addresses, ports, counts, history) and
+/// `conn_state` derived again for that orientation, as Zeek derives it. Times, uid and
+/// Community ID are unchanged.
 pub fn zeek_view(rec: &ConnectionRecord) -> (Cow<'_, ConnectionRecord>, ZeekOrientation) {
     let how = zeek_orientation(rec);
+    // TCP's byte counts as Zeek's: sequence space (`ConnectionRecord::stream_bytes`).
+    let stream = rec
+        .stream_bytes
+        .filter(|&(o, r)| (o, r) != (rec.orig_bytes, rec.resp_bytes));
     if !how.swapped {
-        return (Cow::Borrowed(rec), how);
+        return match stream {
+            None => (Cow::Borrowed(rec), how),
+            Some((o, r)) => {
+                let mut v = rec.clone();
+                (v.orig_bytes, v.resp_bytes) = (o, r);
+                (Cow::Owned(v), how)
+            }
+        };
     }
     let mut v = rec.clone();
+    if let Some((o, r)) = stream {
+        (v.orig_bytes, v.resp_bytes) = (o, r);
+    }
     std::mem::swap(&mut v.orig_addr, &mut v.resp_addr);
     std::mem::swap(&mut v.orig_port, &mut v.resp_port);
     std::mem::swap(&mut v.orig_packets, &mut v.resp_packets);
@@ -258,6 +274,7 @@ mod tests {
         let tcp = transport == Transport::Tcp;
         let (op, rp) = (u64::from(ho != 0 || !tcp), u64::from(hr != 0));
         let mut rec = ConnectionRecord {
+            stream_bytes: None,
             start_unix_ns: 1,
             end_unix_ns: 2,
             transport,

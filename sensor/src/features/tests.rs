@@ -21,6 +21,7 @@ fn v4(last: u8) -> IpAddr {
 
 fn tcp(end_ns: u64, dst: IpAddr, dport: u16, sport: u16, st: ConnState) -> ConnectionRecord {
     ConnectionRecord {
+        stream_bytes: None,
         history: Default::default(),
         start_unix_ns: end_ns,
         end_unix_ns: end_ns,

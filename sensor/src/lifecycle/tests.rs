@@ -571,7 +571,7 @@ fn the_wait_for_the_final_ack_follows_the_longer_round_trip() {
         let mut at_fin = closed(10 * S);
         at_fin.last_seen_ns = 20 * S;
         if orig_rtt != 0 {
-            at_fin.orig_ack_ns = answered.last_seen_ns.saturating_add_signed(orig_rtt);
+            at_fin.set_orig_ack_ns(answered.last_seen_ns.saturating_add_signed(orig_rtt));
         }
         l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
         // The final ACK: in the table, its event late or lost.

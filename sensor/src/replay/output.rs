@@ -146,6 +146,10 @@ impl LogRows {
         rec.resp_packets = rec.resp_packets.max(last.resp_packets);
         rec.orig_bytes = rec.orig_bytes.max(last.orig_bytes);
         rec.resp_bytes = rec.resp_bytes.max(last.resp_bytes);
+        rec.stream_bytes = match (rec.stream_bytes, last.stream_bytes) {
+            (Some((o, r)), Some((lo, lr))) => Some((o.max(lo), r.max(lr))),
+            (a, b) => a.or(b),
+        };
         self.writer.row(w, &rec, &s)
     }
 

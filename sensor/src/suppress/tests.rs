@@ -11,6 +11,7 @@ fn rules(text: &str) -> Result<Suppressions, String> {
 
 fn record(src: &str, dst: &str, port: u16) -> ConnectionRecord {
     ConnectionRecord {
+        stream_bytes: None,
         history: Default::default(),
         start_unix_ns: 1,
         end_unix_ns: 2,

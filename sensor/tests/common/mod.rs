@@ -18,6 +18,10 @@ use pcap_file::{
 
 #[path = "../../../tests/src/frames.rs"]
 mod frames;
+/// Only some of the test crates that include this module build frames with their own sequence
+/// numbers.
+#[allow(unused_imports)]
+pub use frames::tcp4_seq;
 pub use frames::{
     Ipv4, ethernet,
     flags::{ACK, FIN, PSH, RST, SYN},
