@@ -169,7 +169,7 @@ pub fn icmp(kind: u8, code: u8, id: u16, payload: &[u8]) -> Vec<u8> {
     c
 }
 
-/// An Ethernet/IPv4/TCP frame.
+/// An Ethernet/IPv4/TCP frame, with sequence and acknowledgment numbers 1.
 pub fn tcp4(
     src: [u8; 4],
     sport: u16,
@@ -178,11 +178,7 @@ pub fn tcp4(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    ethernet(
-        &[],
-        0x0800,
-        &Ipv4::new(src, dst, 6).build(&tcp(sport, dport, flags, None, payload)),
-    )
+    tcp4_seq(src, sport, dst, dport, flags, 1, 1, payload)
 }
 
 /// An Ethernet/IPv4/TCP frame with sequence number `seq` and acknowledgment number `ack`.
