@@ -257,16 +257,22 @@ unsafe fn advance_seq(top: *mut u32, base: u32, seq: u32) {
 /// The data bytes a TCP side sent as its sequence numbers count them, as Zeek sizes it (its
 /// `orig_bytes`/`resp_bytes`): the side's span ([`FlowValue::seq_top`]) without the octet of
 /// its FIN. Retransmitted data counts once; data the capture missed but the peer acknowledged
-/// counts. Up to 4 GiB (the span is 32 bits). 0 for a side that sent nothing, and for other
-/// protocols.
+/// counts. 0 for a side that sent nothing, and for other protocols.
+///
+/// The span is 32 bits: beyond 4 GiB it wraps. The wraps are taken as those that put it
+/// nearest the payload the side's packets carried (64 bits, [`FlowValue::payload_bytes`]), so
+/// a long transfer the capture saw is counted right; only one whose retransmitted and missed
+/// data differ by more than 2 GiB is not.
 #[inline(always)]
 pub fn stream_bytes(protocol: u8, v: &FlowValue, side: Side) -> u64 {
     let side = side & 1;
     if protocol != ipproto::TCP || v.packets[side] == 0 {
         return 0;
     }
+    let span = u64::from(v.seq_top[side]);
+    let wraps = (v.payload_bytes[side].saturating_sub(span) + (1 << 31)) >> 32;
     let fin = v.history[side] & history::FIN != 0;
-    u64::from(v.seq_top[side]).saturating_sub(u64::from(fin))
+    (span + (wraps << 32)).saturating_sub(u64::from(fin))
 }
 
 /// [`answered`] as 0 or 1, computed without branches.
@@ -474,6 +480,11 @@ mod tests {
         }
         assert_eq!(stream_bytes(ipproto::TCP, &v, side0), 100);
         assert_eq!(stream_bytes(ipproto::TCP, &v, peer(side0)), 0);
+        // A side that sent 10 GiB and some: its 32-bit span wrapped twice, which the payload
+        // its packets carried tells.
+        v.payload_bytes[side0] = (10 << 30) + 1_000;
+        v.seq_top[side0] = (2 << 30) + 900;
+        assert_eq!(stream_bytes(ipproto::TCP, &v, side0), (10 << 30) + 900);
     }
 
     /// The events each packet of `pkts` signals (the first one opens the flow).

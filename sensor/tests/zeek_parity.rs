@@ -75,8 +75,9 @@ enum Why {
     ZeekUnsetBytes,
     /// Both count TCP bytes by sequence numbers (bytes missed in the capture, `missed_bytes` >
     /// 0, included; retransmitted data, `t`/`T` in Zeek's history, once), but the flow table
-    /// keeps a side's span in 32 bits: a side that sent more than 4 GiB wraps (one transfer of
-    /// 5.4 GB in `ftp/bigtransfer.pcap`), where Zeek counts the wraps.
+    /// keeps a side's span in 32 bits and takes its wraps from the payload seen: a side that
+    /// sent more than 4 GiB, most of it missed in the capture, is counted modulo 4 GiB (one
+    /// transfer of 5.4 GB in `ftp/bigtransfer.pcap`), where Zeek counts the wraps.
     SequenceNumberBytes,
     /// IP fragments are not reassembled: a tunnel in a fragmented outer packet is followed from
     /// its first fragment and the carrier counts every fragment (docs/replay.md).

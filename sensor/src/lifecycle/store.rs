@@ -33,9 +33,9 @@ pub struct LifecycleStats {
     pub duplicate_events: u64,
     /// Connections the table scan found without having seen their `Opened` event (lost).
     pub adopted_by_scan: u64,
-    /// Finished TCP connections finalised by an idle check or the table scan because their
-    /// finish event never came (lost, or two CPUs raced on the last FINs so that neither
-    /// signalled).
+    /// Finished TCP connections finalised by an idle check, the table scan or their eviction
+    /// because their finish event had not come (lost, late in the ring, or two CPUs raced on
+    /// the last FINs so that neither signalled).
     pub finished_by_scan: u64,
     /// Connections whose entry was restarted for a new connection on the same 5-tuple before
     /// their own end was reported, and whose `REPLACED` event (which carries the old value)

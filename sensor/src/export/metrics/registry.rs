@@ -58,7 +58,7 @@ impl Metrics {
         )?;
         let capture_finished_by_scan = counter(
             "sensor_capture_finished_by_scan_total",
-            "Finished TCP connections whose finish event never came (dropped, or a race of two CPUs), finalised by an idle check or the table scan.",
+            "Finished TCP connections whose finish event had not come (dropped, late, or a race of two CPUs), finalised by an idle check, the table scan or their eviction from a full table.",
         )?;
         let capture_adopted_by_scan = counter(
             "sensor_capture_adopted_by_scan_total",
