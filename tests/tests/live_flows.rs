@@ -216,12 +216,9 @@ fn tcp_exchanges_are_one_record_each_with_state_bytes_and_end() {
     done.assert_packets_add_up();
 }
 
-#[test]
-fn syn_to_a_silent_peer_is_s0() {
-    require_root();
-    let lab = Pair::new().unwrap();
-    // An address on the link that nobody owns: frames reach the server's interface (the sensor
-    // sees them) and the server's stack drops them (forwarding is off). No reply ever comes.
+/// An address on `lab`'s link that nobody owns: frames reach the server's interface (the
+/// sensor sees them) and the server's stack drops them (forwarding is off). No reply ever comes.
+fn silent_peer(lab: &Pair) -> String {
     let silent = lab
         .server_v4
         .rsplit_once('.')
@@ -241,6 +238,14 @@ fn syn_to_a_silent_peer_is_s0() {
             "permanent",
         ])
         .unwrap();
+    silent
+}
+
+#[test]
+fn syn_to_a_silent_peer_is_s0() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let silent = silent_peer(&lab);
     // The client retransmits its SYN 1 s after the first (Linux's initial retransmission
     // timeout): with an attempt timeout of 1 s that would be a second attempt. 2.5 s keeps the
     // retransmission in the same attempt, as Zeek's 5 s does.
@@ -254,8 +259,7 @@ fn syn_to_a_silent_peer_is_s0() {
         .cmd("curl")
         .args(["-s", "--max-time", "1.5", &format!("http://{silent}:80/")])
         .status();
-    // Idle for longer than the attempt timeout after the retransmission: finalised at its
-    // idle deadline.
+    // Finalised when the attempt timeout has passed since its first SYN.
     std::thread::sleep(Duration::from_millis(2800));
     let done = sensor.stop();
     let rec = one(done.between(&lab.client_v4, &silent), "S0");
@@ -263,6 +267,62 @@ fn syn_to_a_silent_peer_is_s0() {
     assert!(rec.orig_packets >= 1, "{rec:#?}");
     assert_eq!(rec.resp_packets, 0);
     assert_eq!(rec.end_reason, EndReason::Idle);
+    done.assert_packets_add_up();
+}
+
+/// Zeek's attempt timer on live traffic: an unanswered connection ends the attempt timeout
+/// after its first SYN although its client keeps retransmitting; the user side removes the
+/// entry while the flow is still sending, and the SYN after that is a connection of its own.
+#[test]
+fn an_unanswered_attempt_ends_at_its_timer_and_the_next_syn_is_a_new_attempt() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    let silent = silent_peer(&lab);
+    let sensor = SensorRun::start(
+        &lab.server,
+        &[&lab.veth.b],
+        &["--tcp-attempt-timeout-secs", "2.5"],
+    );
+    // SYNs at about 0, 1 and 2 or 3 s, and 3 s (Linux retransmits an unanswered SYN after 1 s,
+    // then after 1 s again or 2 s, as `tcp_syn_linear_timeouts` says): the one at 3 s comes
+    // after the first attempt's timer (2.5 s).
+    let _ = lab
+        .client
+        .cmd("curl")
+        .args(["-s", "--max-time", "3.5", &format!("http://{silent}:80/")])
+        .status();
+    std::thread::sleep(Duration::from_millis(3000));
+    let done = sensor.stop();
+    let mut recs = done.between(&lab.client_v4, &silent);
+    recs.sort_by_key(|r| r.start_unix_ns);
+    assert_eq!(recs.len(), 2, "two attempts: {recs:#?}");
+    let (first, second) = (recs[0], recs[1]);
+    for r in [first, second] {
+        assert_eq!(
+            (r.conn_state, r.resp_packets, r.end_reason),
+            (ConnState::S0, 0, EndReason::Idle),
+            "{r:#?}"
+        );
+        assert_eq!(r.orig_port, first.orig_port, "one client port: {recs:#?}");
+    }
+    assert!(
+        first.orig_packets >= 2,
+        "the SYN and its retransmissions: {first:#?}"
+    );
+    let ms = |a: u64, b: u64| (b - a) / 1_000_000;
+    assert!(
+        ms(first.start_unix_ns, first.end_unix_ns) < 2_500,
+        "its last SYN within the timer: {first:#?}"
+    );
+    // Final 2.5 s after its first SYN (the check runs within a capture tick of that), and the
+    // next SYN a connection of its own.
+    let final_after_ms = ms(first.start_unix_ns, first.final_unix_ns);
+    assert!(
+        (2_500..2_700).contains(&final_after_ms),
+        "final {final_after_ms} ms after its SYN"
+    );
+    assert!(second.orig_packets >= 1);
+    assert!(second.start_unix_ns >= first.final_unix_ns, "{recs:#?}");
     done.assert_packets_add_up();
 }
 
