@@ -603,6 +603,69 @@ fn a_full_table_evicts_unanswered_attempts_and_keeps_answered_flows_exact() {
     assert!(tombs < u64::from(CAP), "{tombs} tombstones");
 }
 
+/// A full table also makes room by evicting finished TCP connections, whose entries only
+/// linger after their record (`slots::evictable`): a table full of connections closed by FINs
+/// or reset admits new flows, each victim handed over as an `EVICTED` event with its counts.
+#[test]
+fn a_full_table_evicts_finished_connections() {
+    const CAP: u16 = 16;
+    let mut x = XdpHarness::new(u32::from(CAP));
+    let (c, s) = (v4(7, 1), v4(7, 2));
+    for i in 0..CAP {
+        let port = 10_000 + i;
+        x.run(&tcp4(c, port, s, 80, SYN, &[]));
+        x.run(&tcp4(s, 80, c, port, SYN | ACK, &[]));
+        x.run(&tcp4(c, port, s, 80, ACK, &[]));
+        if i % 2 == 0 {
+            x.run(&tcp4(c, port, s, 80, FIN | ACK, &[]));
+            x.run(&tcp4(s, 80, c, port, FIN | ACK, &[]));
+            x.run(&tcp4(c, port, s, 80, ACK, &[]));
+        } else {
+            x.run(&tcp4(s, 80, c, port, RST | ACK, &[]));
+        }
+    }
+    assert_eq!(x.flows().len(), usize::from(CAP));
+    drain_events(&mut x);
+    // Each new flow finds the table full; the first can only take a finished connection's room
+    // (the later ones may take an earlier new attempt's, the older of their window).
+    let before = x.health();
+    x.run(&udp4(c, 20_000, s, 53, &[0; 10]));
+    let evicted: Vec<_> = drain_events(&mut x)
+        .into_iter()
+        .filter(|e| e.kinds == event::EVICTED)
+        .collect();
+    assert_eq!(evicted.len(), 1);
+    let e = &evicted[0];
+    let (a, b) = (e.value.history[0], e.value.history[1]);
+    assert_eq!(e.key.protocol, ipproto::TCP);
+    assert!(
+        (a | b) & history::RST != 0 || a & b & history::FIN != 0,
+        "a finished connection: {e:?}"
+    );
+    for i in 1..CAP {
+        x.run(&udp4(c, 20_000 + i, s, 53, &[0; 10]));
+    }
+    let h = delta(&x.health(), &before);
+    assert_eq!(
+        (h.flows_created, h.flows_evicted, h.table_full),
+        (u64::from(CAP), u64::from(CAP), 0),
+        "{h:?}"
+    );
+    // Open answered connections stay: a table of them evicts nothing.
+    let mut y = XdpHarness::new(u32::from(CAP));
+    for i in 0..CAP {
+        let port = 30_000 + i;
+        y.run(&tcp4(c, port, s, 80, SYN, &[]));
+        y.run(&tcp4(s, 80, c, port, SYN | ACK, &[]));
+        y.run(&tcp4(c, port, s, 80, ACK, &[]));
+    }
+    drain_events(&mut y);
+    let before = y.health();
+    y.run(&udp4(c, 40_000, s, 53, &[0; 10]));
+    let h = delta(&y.health(), &before);
+    assert_eq!((h.flows_evicted, h.table_full), (0, 1), "{h:?}");
+}
+
 /// A table evicts nothing when the ring buffer has no room for the record: the new flow counts
 /// as `table_full` and `evict_ring_full`, and the attempt stays.
 #[test]
