@@ -47,8 +47,9 @@
 //!   end, so the table cannot be taken from them by attempts; a table full of open answered
 //!   connections counts `table_full` as before. Once ended, a connection's record is made (or
 //!   on its way: its finish event came first), and its lingering entry is the cheapest room
-//!   there is: taking it costs at most a trailing packet (a retransmitted FIN) that then opens
-//!   a record of its own. Without this a busy gateway's table would fill with the lingering
+//!   there is: taking it costs at most a trailing packet (a retransmitted FIN, or the final ACK
+//!   of a connection taken between its second FIN and that ACK) that then opens a record of
+//!   its own. Without this a busy gateway's table would fill with the lingering
 //!   entries of connections that ended in the last seconds (`close_linger`, 5 s, as Zeek's
 //!   `tcp_close_delay`), which no flood is needed for.
 //! - **Nothing disappears uncounted**: the evicted flow goes to user space as an

@@ -78,7 +78,8 @@ pub trait FlowTables {
     /// pointer into a user-space map that is not mutated meanwhile).
     fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue>;
     /// Inserts `value` under `key` unless the key exists. A full table makes room by evicting an
-    /// unanswered attempt, which it hands to user space as a finished record (see
+    /// unanswered attempt or a finished TCP connection, which it hands to user space with its
+    /// value (see
     /// [`crate::slots`]), counting it in `h.flows_evicted` (and an eviction the ring buffer had
     /// no room for in `h.evict_ring_full`). `value.first_seen_ns` is the time now.
     fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue, h: &mut Health) -> Insert;

@@ -76,9 +76,9 @@ extern "C" fn reclaim_back_step(_i: u64, ctx: *mut c_void) -> i64 {
 /// Tombstones an eviction reclaims at most, walking back from its victim's slot.
 const RECLAIM_WALK: u32 = 32;
 
-/// Makes room in a full table for a new flow: evicts the unanswered attempt with the oldest
-/// last packet in this CPU's next window of [`EVICT_WINDOW`] slots (more, up to
-/// [`EVICT_WINDOW_MAX`], until the window holds one) and hands it to user space as an
+/// Makes room in a full table for a new flow: evicts the [`evictable`] flow (an unanswered
+/// attempt or a finished TCP connection) with the oldest last packet in this CPU's next window
+/// of [`EVICT_WINDOW`] slots (more, up to [`EVICT_WINDOW_MAX`], until the window holds one) and hands it to user space as an
 /// `EVICTED` event (`sensor_common::slots` explains the policy). `hash` seeds the hand on a
 /// CPU's first eviction; `now_ns` is the event's time. True when a flow was evicted: its unit
 /// of `FLOW_COUNT` is the caller's.

@@ -62,7 +62,7 @@ fn send(h: &mut Health, key: &FlowKey, value: *const FlowValue, kinds: u32, evic
 /// One event, counted in `h.events_sent`; false (and nothing counted) when the ring is full.
 ///
 /// The event is written in place in the ring (reserve, fill, submit) rather than built on the
-/// stack and copied by `bpf_ringbuf_output`: a `FlowEvent` is 128 bytes, and the flow update
+/// stack and copied by `bpf_ringbuf_output`: a `FlowEvent` is 136 bytes, and the flow update
 /// that calls this leaves little room in the 512-byte stack (with a full table's eviction
 /// inlined into it, the copy no longer fit).
 #[inline(always)]

@@ -18,14 +18,17 @@
 //! * [`Lifecycle::advance`]: the passing of time. Every open connection has one pending idle
 //!   check, due at its last packet plus the idle timeout that applies to it
 //!   ([`idle_timeout`]), or for an unanswered TCP attempt 5 s after its SYN, as Zeek's attempt
-//!   timer ends it ([`final_deadline_ns`]). The check reads the entry and either finalises the connection (end
-//!   reason `idle`, final at exactly that deadline) or moves the check to the new deadline, so
-//!   the cost is one lookup per connection and timeout period whatever the table's size, and an
-//!   idle connection is final within one call of `advance` after its deadline.
+//!   timer ends it ([`final_deadline_ns`]). The check reads the entry and either finalises the
+//!   connection (end reason `idle`, final at that deadline, or at its last packet if one came
+//!   after it before the removal) or moves the check to the new deadline, so the cost is one
+//!   lookup per connection and timeout period whatever the table's size, and an idle
+//!   connection is final within one call of `advance` after its deadline.
 //!
-//! A full table evicts unanswered attempts to make room for new flows (`sensor_common::slots`);
-//! each evicted flow comes with its value ([`Lifecycle::on_evicted`]) and is finalised as an idle
-//! one is, with end reason `evicted`, final at the moment it left the table.
+//! A full table evicts unanswered attempts and finished TCP connections to make room for new
+//! flows (`sensor_common::slots`); each evicted flow comes with its value
+//! ([`Lifecycle::on_evicted`]): an attempt is finalised as an idle one is, with end reason
+//! `evicted`, final at the moment it left the table; a finished connection has the record of
+//! its end (made already, or made then).
 //!
 //! A live sensor can lose events (a full ring buffer, counted by the kernel). A full scan of the
 //! store every `table_scan_interval` adopts the connections whose events were lost: it emits
@@ -338,8 +341,10 @@ impl Lifecycle {
         self.settle_report(key, Some(v), out);
     }
 
-    /// A flow the table evicted at `at_ns` to make room (an unanswered attempt), with its value
-    /// as it left: its record, final at that moment. The entry is gone already.
+    /// A flow the table evicted at `at_ns` to make room, with its value as it left; the entry is
+    /// gone already. An unanswered attempt: its record, final at that moment (end reason
+    /// `evicted`). A finished TCP connection: its record was made (its settled record now), or
+    /// is made now as closed by its FINs or reset.
     pub fn on_evicted(
         &mut self,
         key: &FlowKey,
@@ -494,24 +499,7 @@ impl Lifecycle {
             None => None,
         };
         if matches!(reason, EndReason::Fin | EndReason::Rst) {
-            // An earlier connection on this 5-tuple still lingering (its `REPLACED` event was
-            // lost) is settled as last read.
-            if !self.is_reported(key, v.first_seen_ns) {
-                self.settle_report(key, None, out);
-            }
-            self.reported.insert(
-                *key,
-                Reported {
-                    first_seen_ns: v.first_seen_ns,
-                    reason,
-                    value: *v,
-                    settled: false,
-                },
-            );
-            let due = v
-                .last_seen_ns
-                .saturating_add(self.config.close_linger.as_nanos() as u64);
-            self.lingering.push_back((due, *key, v.first_seen_ns));
+            self.remember_reported(key, v, reason, out);
         }
         let Some(mut rec) = ConnectionRecord::from_flow(key, v, self.mono_to_unix_ns, reason)
         else {
@@ -524,6 +512,36 @@ impl Lifecycle {
         rec.final_unix_ns = self.to_unix(final_ns);
         self.stats.count_record(reason);
         out.push(ConnEvent::Finished(rec));
+    }
+
+    /// Keeps a reported connection among the [`Self::reported`] ones until its linger ends: its
+    /// entry's trailing packets are counted in its settled record, and an event of it that comes
+    /// late is known as a duplicate instead of opening it again.
+    fn remember_reported(
+        &mut self,
+        key: &FlowKey,
+        v: &FlowValue,
+        reason: EndReason,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        // An earlier connection on this 5-tuple still lingering (its `REPLACED` event was
+        // lost) is settled as last read.
+        if !self.is_reported(key, v.first_seen_ns) {
+            self.settle_report(key, None, out);
+        }
+        self.reported.insert(
+            *key,
+            Reported {
+                first_seen_ns: v.first_seen_ns,
+                reason,
+                value: *v,
+                settled: false,
+            },
+        );
+        let due = v
+            .last_seen_ns
+            .saturating_add(self.config.close_linger.as_nanos() as u64);
+        self.lingering.push_back((due, *key, v.first_seen_ns));
     }
 
     /// The record of a connection whose entry a later connection holds already (its
@@ -623,8 +641,20 @@ impl Lifecycle {
             // still be sending (`final_deadline_ns`), and its packets up to the removal are
             // its own (replay removes it before the first packet past the deadline).
             if let Some(last) = store.remove(key, first_seen) {
-                let final_ns = deadline.max(last.last_seen_ns);
-                self.finish(key, &last, EndReason::Idle, final_ns, out);
+                if let Some(reason) = tcp_finished(key, &last) {
+                    // Its RST (or last FIN) came between the read and the removal.
+                    self.stats.finished_by_scan += 1;
+                    self.finish(key, &last, reason, last.last_seen_ns, out);
+                } else {
+                    let final_ns = deadline.max(last.last_seen_ns);
+                    self.finish(key, &last, EndReason::Idle, final_ns, out);
+                    if last != v {
+                        // A packet came between the read and the removal (an answer, say), so
+                        // its event may still be on its way: known as this record's, it must
+                        // not open the connection again.
+                        self.remember_reported(key, &last, EndReason::Idle, out);
+                    }
+                }
             } else {
                 self.checks.push(Reverse((
                     now_ns.saturating_add(RECHECK_NS),

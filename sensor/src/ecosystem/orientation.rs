@@ -206,28 +206,24 @@ pub fn zeek_view(rec: &ConnectionRecord) -> (Cow<'_, ConnectionRecord>, ZeekOrie
     let stream = rec
         .stream_bytes
         .filter(|&(o, r)| (o, r) != (rec.orig_bytes, rec.resp_bytes));
-    if !how.swapped {
-        return match stream {
-            None => (Cow::Borrowed(rec), how),
-            Some((o, r)) => {
-                let mut v = rec.clone();
-                (v.orig_bytes, v.resp_bytes) = (o, r);
-                (Cow::Owned(v), how)
-            }
-        };
+    if !how.swapped && stream.is_none() {
+        return (Cow::Borrowed(rec), how);
     }
     let mut v = rec.clone();
     if let Some((o, r)) = stream {
         (v.orig_bytes, v.resp_bytes) = (o, r);
     }
-    std::mem::swap(&mut v.orig_addr, &mut v.resp_addr);
-    std::mem::swap(&mut v.orig_port, &mut v.resp_port);
-    std::mem::swap(&mut v.orig_packets, &mut v.resp_packets);
-    std::mem::swap(&mut v.orig_bytes, &mut v.resp_bytes);
-    v.history = History {
-        orig: rec.history.resp,
-        resp: rec.history.orig,
-    };
+    if how.swapped {
+        std::mem::swap(&mut v.orig_addr, &mut v.resp_addr);
+        std::mem::swap(&mut v.orig_port, &mut v.resp_port);
+        std::mem::swap(&mut v.orig_packets, &mut v.resp_packets);
+        std::mem::swap(&mut v.orig_bytes, &mut v.resp_bytes);
+        v.history = History {
+            orig: rec.history.resp,
+            resp: rec.history.orig,
+        };
+    }
+    // Derived again from what the row says, as Zeek derives it from its own counts.
     v.conn_state = match v.transport {
         Transport::Tcp => {
             tcp_conn_state(v.history.orig, v.history.resp, v.orig_bytes, v.resp_bytes)

@@ -8,11 +8,13 @@ const S: u64 = 1_000_000_000;
 const LINGER_NS: u64 = LifecycleConfig::DEFAULT_CLOSE_LINGER.as_nanos() as u64;
 
 /// The kernel table as the lifecycle sees it; `evict_on_remove` plays a kernel CPU that
-/// evicts the entry just before user space removes it.
+/// evicts the entry just before user space removes it, `packet_on_remove` one that counts a
+/// packet in it between the lifecycle's read and its removal.
 #[derive(Default)]
 struct Store {
     flows: FxHashMap<FlowKey, FlowValue>,
     evict_on_remove: bool,
+    packet_on_remove: Option<FlowValue>,
     /// What the kernel parked (its ring full when a SYN restarted these entries).
     parked: Vec<(FlowKey, FlowValue)>,
 }
@@ -27,7 +29,10 @@ impl FlowStore for Store {
             return None;
         }
         match self.flows.get(key) {
-            Some(v) if v.first_seen_ns == first_seen_ns => self.flows.remove(key),
+            Some(v) if v.first_seen_ns == first_seen_ns => {
+                let removed = self.flows.remove(key);
+                self.packet_on_remove.take().or(removed)
+            }
             _ => None,
         }
     }
@@ -182,6 +187,47 @@ fn an_unanswered_attempt_ends_at_the_attempt_timeout_after_its_syn_while_still_s
     assert_eq!(recs[0].orig_bytes, 400);
     assert!(store.flows.is_empty(), "the entry was removed");
     assert_eq!(l.stats().open_connections, 0);
+}
+
+/// A packet counted between the idle check's read and its removal is in the record, and its
+/// event, coming after, opens nothing: a RST makes the record a reset one; an answer leaves it
+/// idle, and its late `ANSWER` event is a duplicate.
+#[test]
+fn a_packet_between_the_idle_checks_read_and_removal_is_in_the_record_once() {
+    for (port, rst) in [(1012u16, true), (1013, false)] {
+        let (mut l, mut out) = (lifecycle(), Vec::new());
+        let k = key(port, ipproto::TCP);
+        let v = attempt(S, ipproto::TCP);
+        let mut store = Store::default();
+        store.flows.insert(k, v);
+        l.on_event(&k, &v, event::OPEN, &mut out);
+        let mut last = v;
+        last.last_seen_ns = S + 5 * S;
+        if rst {
+            last.history[SIDE_LO] |= history::RST | history::NON_SYN;
+            last.packets[SIDE_LO] += 1;
+        } else {
+            last.history[SIDE_HI] = history::SYN_ACK;
+            last.packets[SIDE_HI] = 1;
+        }
+        store.packet_on_remove = Some(last);
+        l.advance(S + 5 * S, &mut store, &mut out);
+        let kinds = if rst { event::RST } else { event::ANSWER };
+        l.on_event(&k, &last, kinds, &mut out);
+        l.advance(S + 5 * S + LINGER_NS + S, &mut store, &mut out);
+        let recs = finished(&out);
+        assert_eq!(recs.len(), 1, "{out:?}");
+        let want = if rst { EndReason::Rst } else { EndReason::Idle };
+        assert_eq!(recs[0].end_reason, want);
+        assert_eq!(recs[0].orig_packets + recs[0].resp_packets, 2);
+        let opened = out
+            .iter()
+            .filter(|e| matches!(e, ConnEvent::Opened(_)))
+            .count();
+        assert_eq!(opened, 1, "opened once: {out:?}");
+        let st = l.stats();
+        assert_eq!((st.open_connections, st.duplicate_events), (0, 1));
+    }
 }
 
 /// The attempt timer leaves alone what Zeek's leaves alone: an answered connection, and one

@@ -142,7 +142,8 @@ impl FlowTables for UserTables {
             return Insert::Exists;
         }
         // The kernel table holds its capacity (its `FLOW_COUNT`; `sensor_common::slots` explains
-        // why it never runs out of slots before), then makes room by evicting an attempt.
+        // why it never runs out of slots before), then makes room by evicting an attempt or a
+        // finished connection.
         if self.flows.len() >= self.capacity {
             if !self.evict(value.first_seen_ns) {
                 return Insert::Full;
@@ -156,9 +157,11 @@ impl FlowTables for UserTables {
     }
 
     #[inline]
-    fn on_restart(&mut self, key: &FlowKey, old: &FlowValue, _now_ns: u64, h: &mut Health) {
+    fn on_restart(&mut self, key: &FlowKey, old: &FlowValue, now_ns: u64, h: &mut Health) {
         self.replaced.push((*key, *old));
         h.events_sent += 1;
+        // The new connection in the entry is an attempt: a candidate for eviction.
+        self.inserted(key, now_ns);
     }
 
     #[inline]

@@ -320,7 +320,7 @@ fn verdict_metrics(
         HistogramVec::new(
             HistogramOpts::new(
                 "sensor_detection_latency_seconds",
-                "Time from the moment a connection was final (its last packet for FIN/RST; last packet plus the idle timeout for idle ones) to its verdict, by how it was finalised (event: FIN/RST signalled by the kernel; idle_timeout; shutdown).",
+                "Time from the moment a connection was final (its last packet for FIN/RST; last packet plus the idle timeout for idle ones, first packet plus the attempt timeout for an unanswered TCP attempt) to its verdict, by how it was finalised (event: FIN/RST signalled by the kernel; idle_timeout; shutdown).",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
