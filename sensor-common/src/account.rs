@@ -183,8 +183,7 @@ pub unsafe fn account_bits(
         }
         // The side's sequence space (`FlowValue::seq_top`): from its first packet's sequence
         // number (after a SYN's octet) to the highest its packets reached (a FIN's octet
-        // included) or its peer acknowledged. A later IP fragment carries no TCP header (its
-        // fields are zero): it moves nothing.
+        // included) or its peer acknowledged.
         // Without branches but the first packet's store: BPF has no conditional set, so each
         // comparison would be a branch, and each branch doubles the paths the verifier walks
         // in the continuation programs, which inline several flow updates.
@@ -219,7 +218,7 @@ pub unsafe fn account_bits(
             header & ack,
         );
         let old = (*v).history[side];
-        let other = (*v).history[peer(side)];
+        let other = (*v).history[other_side];
         // 1 for the first packet after both FINs: both had sent one before it, and neither
         // side has sent a packet after them yet.
         let both_fins = (old & other & history::FIN) >> history::FIN.trailing_zeros();

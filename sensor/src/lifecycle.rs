@@ -369,8 +369,7 @@ impl Lifecycle {
             if self.is_closing(key, v.first_seen_ns) {
                 self.close_with(key, v, out);
             } else {
-                self.stats.finished_by_scan += 1;
-                self.finish(key, v, reason, v.last_seen_ns, out);
+                self.finish_unsignalled(key, v, reason, out);
             }
             return;
         }
@@ -514,6 +513,20 @@ impl Lifecycle {
         out.push(ConnEvent::Finished(rec));
     }
 
+    /// The record of a finished TCP connection (`reason`: FIN or RST) whose finish event has not
+    /// come (lost, late, or never signalled: two CPUs raced on its last FINs), final at its last
+    /// packet; counted in [`LifecycleStats::finished_by_scan`].
+    fn finish_unsignalled(
+        &mut self,
+        key: &FlowKey,
+        v: &FlowValue,
+        reason: EndReason,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        self.stats.finished_by_scan += 1;
+        self.finish(key, v, reason, v.last_seen_ns, out);
+    }
+
     /// Keeps a reported connection among the [`Self::reported`] ones until its linger ends: its
     /// entry's trailing packets are counted in its settled record, and an event of it that comes
     /// late is known as a duplicate instead of opening it again.
@@ -630,8 +643,7 @@ impl Lifecycle {
         };
         if let Some(reason) = tcp_finished(key, &v) {
             // Its finish event was lost.
-            self.stats.finished_by_scan += 1;
-            self.finish(key, &v, reason, v.last_seen_ns, out);
+            self.finish_unsignalled(key, &v, reason, out);
             return;
         }
         let deadline = final_deadline_ns(&self.config.timeouts, key, &v);
@@ -643,8 +655,7 @@ impl Lifecycle {
             if let Some(last) = store.remove(key, first_seen) {
                 if let Some(reason) = tcp_finished(key, &last) {
                     // Its RST (or last FIN) came between the read and the removal.
-                    self.stats.finished_by_scan += 1;
-                    self.finish(key, &last, reason, last.last_seen_ns, out);
+                    self.finish_unsignalled(key, &last, reason, out);
                 } else {
                     let final_ns = deadline.max(last.last_seen_ns);
                     self.finish(key, &last, EndReason::Idle, final_ns, out);
@@ -818,8 +829,7 @@ impl Lifecycle {
             if let Some(reason) = tcp_finished(&key, &v)
                 && settled(v.last_seen_ns)
             {
-                self.stats.finished_by_scan += 1;
-                self.finish(&key, &v, reason, v.last_seen_ns, out);
+                self.finish_unsignalled(&key, &v, reason, out);
             }
         }
     }
@@ -850,8 +860,7 @@ impl Lifecycle {
                 self.adopt(&key, &v, out);
                 match tcp_finished(&key, &v) {
                     Some(reason) => {
-                        self.stats.finished_by_scan += 1;
-                        self.finish(&key, &v, reason, v.last_seen_ns, out);
+                        self.finish_unsignalled(&key, &v, reason, out);
                     }
                     None => self.finish(&key, &v, EndReason::Shutdown, now_ns, out),
                 }

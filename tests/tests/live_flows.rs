@@ -216,9 +216,12 @@ fn tcp_exchanges_are_one_record_each_with_state_bytes_and_end() {
     done.assert_packets_add_up();
 }
 
-/// An address on `lab`'s link that nobody owns: frames reach the server's interface (the
-/// sensor sees them) and the server's stack drops them (forwarding is off). No reply ever comes.
-fn silent_peer(lab: &Pair) -> String {
+/// A client's connection attempt to an address on `lab`'s link that nobody owns, watched by
+/// the sensor with a 2.5 s attempt timeout: frames reach the server's interface (the sensor
+/// sees them) and the server's stack drops them (forwarding is off), so no reply ever comes.
+/// The client (curl) gives up after `curl_secs`; the sensor stops `wait_ms` later. Returns the
+/// silent address and what the sensor recorded.
+fn attempt_to_a_silent_peer(lab: &Pair, curl_secs: &str, wait_ms: u64) -> (String, Finished) {
     let silent = lab
         .server_v4
         .rsplit_once('.')
@@ -238,17 +241,6 @@ fn silent_peer(lab: &Pair) -> String {
             "permanent",
         ])
         .unwrap();
-    silent
-}
-
-#[test]
-fn syn_to_a_silent_peer_is_s0() {
-    require_root();
-    let lab = Pair::new().unwrap();
-    let silent = silent_peer(&lab);
-    // The client retransmits its SYN 1 s after the first (Linux's initial retransmission
-    // timeout): with an attempt timeout of 1 s that would be a second attempt. 2.5 s keeps the
-    // retransmission in the same attempt, as Zeek's 5 s does.
     let sensor = SensorRun::start(
         &lab.server,
         &[&lab.veth.b],
@@ -257,11 +249,26 @@ fn syn_to_a_silent_peer_is_s0() {
     let _ = lab
         .client
         .cmd("curl")
-        .args(["-s", "--max-time", "1.5", &format!("http://{silent}:80/")])
+        .args([
+            "-s",
+            "--max-time",
+            curl_secs,
+            &format!("http://{silent}:80/"),
+        ])
         .status();
-    // Finalised when the attempt timeout has passed since its first SYN.
-    std::thread::sleep(Duration::from_millis(2800));
-    let done = sensor.stop();
+    std::thread::sleep(Duration::from_millis(wait_ms));
+    (silent, sensor.stop())
+}
+
+#[test]
+fn syn_to_a_silent_peer_is_s0() {
+    require_root();
+    let lab = Pair::new().unwrap();
+    // The client retransmits its SYN 1 s after the first (Linux's initial retransmission
+    // timeout): with an attempt timeout of 1 s that would be a second attempt. 2.5 s keeps the
+    // retransmission in the same attempt, as Zeek's 5 s does. Finalised when the attempt
+    // timeout has passed since its first SYN.
+    let (silent, done) = attempt_to_a_silent_peer(&lab, "1.5", 2800);
     let rec = one(done.between(&lab.client_v4, &silent), "S0");
     assert_eq!(rec.conn_state, ConnState::S0, "{rec:#?}");
     assert!(rec.orig_packets >= 1, "{rec:#?}");
@@ -277,22 +284,10 @@ fn syn_to_a_silent_peer_is_s0() {
 fn an_unanswered_attempt_ends_at_its_timer_and_the_next_syn_is_a_new_attempt() {
     require_root();
     let lab = Pair::new().unwrap();
-    let silent = silent_peer(&lab);
-    let sensor = SensorRun::start(
-        &lab.server,
-        &[&lab.veth.b],
-        &["--tcp-attempt-timeout-secs", "2.5"],
-    );
     // SYNs at about 0, 1 and 2 or 3 s, and 3 s (Linux retransmits an unanswered SYN after 1 s,
     // then after 1 s again or 2 s, as `tcp_syn_linear_timeouts` says): the one at 3 s comes
     // after the first attempt's timer (2.5 s).
-    let _ = lab
-        .client
-        .cmd("curl")
-        .args(["-s", "--max-time", "3.5", &format!("http://{silent}:80/")])
-        .status();
-    std::thread::sleep(Duration::from_millis(3000));
-    let done = sensor.stop();
+    let (silent, done) = attempt_to_a_silent_peer(&lab, "3.5", 3000);
     let mut recs = done.between(&lab.client_v4, &silent);
     recs.sort_by_key(|r| r.start_unix_ns);
     assert_eq!(recs.len(), 2, "two attempts: {recs:#?}");
