@@ -366,6 +366,7 @@ impl Lifecycle {
             // late or lost. Its record is that of its end, from the value as it left; it stays
             // among the reported (its entry gone) until its linger ends, so that a finish event
             // still on its way makes no second record.
+            self.stats.evicted_before_report += 1;
             if self.is_closing(key, v.first_seen_ns) {
                 self.close_with(key, v, out);
             } else {

@@ -56,9 +56,16 @@ pub struct LifecycleStats {
     pub records_shutdown: u64,
     #[serde(default)]
     pub records_evicted: u64,
-    /// Evicted flows whose end had been reported already (a RST ended them): no second record.
+    /// Evicted flows whose end had been reported already (FINs or a RST ended them): no second
+    /// record.
     #[serde(default)]
     pub evicted_after_report: u64,
+    /// Evicted finished TCP connections whose end was not reported yet (waiting for the final
+    /// ACK, or their finish event late or lost): recorded then, by how they ended (`fin` or
+    /// `rst`, not `evicted`). With `records_evicted` and `evicted_after_report`, every flow the
+    /// table evicted.
+    #[serde(default)]
+    pub evicted_before_report: u64,
     /// Connections open now.
     pub open_connections: u64,
     /// Entries in the flow table at the last scan.
