@@ -24,6 +24,15 @@ pub fn run(seconds: u64) -> Result<()> {
     let out = gateway::run_scenario(&opts).map_err(|e| anyhow!(e))?;
     let rows = gateway::summarize(&out);
     println!("\n{}", gateway::table(&out, &rows));
+    let incidents = gateway::incident_summary(&out.alert_lines);
+    println!(
+        "incidents: {} in {} (a line for each opening, update and close); each one's latest:",
+        incidents.len(),
+        work_dir.join("alerts.jsonl").display()
+    );
+    for line in &incidents {
+        println!("  {line}");
+    }
     let alerts: Vec<_> = out
         .alert_lines
         .iter()
@@ -35,13 +44,15 @@ pub fn run(seconds: u64) -> Result<()> {
         .filter(|a| a["type"] == "suppressed")
         .filter_map(|a| a["suppressed"].as_u64())
         .sum();
-    println!(
-        "alerts: {} lines in {} ({suppressed} more held back by the rate limit and summarised); the first:",
-        alerts.len(),
-        work_dir.join("alerts.jsonl").display()
-    );
-    if let Some(a) = alerts.first() {
-        println!("{a}");
+    // Per-connection alert lines are off in the shipped settings (`[alerts] connections`).
+    if !alerts.is_empty() || suppressed > 0 {
+        println!(
+            "per-connection alerts: {} lines ({suppressed} more held back by the rate limit and summarised); the first:",
+            alerts.len(),
+        );
+        if let Some(a) = alerts.first() {
+            println!("  {a}");
+        }
     }
     println!(
         "every scored connection: {}",

@@ -47,8 +47,9 @@ mod topology;
 mod traffic;
 
 pub use report::{
-    ATTACK_KINDS, EXACT_KINDS, Incident, KindSummary, NORMAL_KINDS, PROVOKED_KIND, all_kinds,
-    incidents, kind, parse_rfc3339_utc, quantile, summarize, table,
+    ATTACK_KINDS, COLLATERAL_WINDOW_NS, EXACT_KINDS, Incident, KindSummary, NORMAL_KINDS,
+    PROVOKED_KIND, all_kinds, incident_summary, incidents, kind, parse_rfc3339_utc, quantile,
+    summarize, table,
 };
 pub use scenario::{AttackRun, IdleTimeouts, Made, Outcome, ScenarioOptions, Timings};
 pub use sensor::check_metrics;

@@ -235,6 +235,9 @@ pub struct KindSummary {
     /// Connections finalised by their own end (FIN, RST, idle timeout).
     pub connections: u64,
     pub flagged: u64,
+    /// Of `flagged` (normal kinds only), those whose service an attack probed within 2 s of
+    /// their start ([`COLLATERAL_WINDOW_NS`]).
+    pub flagged_beside_attacks: u64,
     /// Connections finalised by the sensor's stop (the shutdown flush) instead of their own end.
     pub finalised_at_shutdown: u64,
     /// Incidents naming an address of this kind.
@@ -251,13 +254,27 @@ impl KindSummary {
     }
 }
 
+/// How close in time (either way) an attack's connection to the same service makes a flagged
+/// normal connection collateral. The KDD "same service" window features (`srv_count`,
+/// `srv_rerror_rate`, `srv_diff_host_rate` ...) count every host's connections to that service
+/// in the last 2 s, so a scan's refused probe of port 22 puts a concurrent SSH session in the
+/// scan's company by the features' own definition.
+pub const COLLATERAL_WINDOW_NS: u64 = 2_000_000_000;
+
 /// Per-kind figures: connections and verdicts from the records, made from the generators,
 /// incidents from the alert stream.
 pub fn summarize(out: &Outcome) -> BTreeMap<&'static str, KindSummary> {
     let mut rows: BTreeMap<&'static str, KindSummary> =
         all_kinds().map(|k| (k, KindSummary::default())).collect();
+    let attack_starts: Vec<(&str, u64)> = out
+        .connections
+        .iter()
+        .filter(|r| ATTACK_KINDS.contains(&kind(r)))
+        .filter_map(|r| Some((r["service"].as_str()?, r["start_unix_ns"].as_u64()?)))
+        .collect();
     for c in &out.connections {
-        let e = rows.entry(kind(c)).or_default();
+        let k = kind(c);
+        let e = rows.entry(k).or_default();
         if c["end_reason"] == "shutdown" {
             e.finalised_at_shutdown += 1;
             continue;
@@ -265,6 +282,13 @@ pub fn summarize(out: &Outcome) -> BTreeMap<&'static str, KindSummary> {
         e.connections += 1;
         if c["anomalous"].as_bool() == Some(true) {
             e.flagged += 1;
+            let (service, start) = (c["service"].as_str(), c["start_unix_ns"].as_u64());
+            let beside_attack = NORMAL_KINDS.contains(&k)
+                && attack_starts.iter().any(|(s, t)| {
+                    Some(*s) == service
+                        && start.is_some_and(|st| st.abs_diff(*t) <= COLLATERAL_WINDOW_NS)
+                });
+            e.flagged_beside_attacks += u64::from(beside_attack);
         }
         if let Some(l) = c["latency_ms"].as_f64() {
             e.latencies_ms.push(l);
@@ -301,12 +325,13 @@ pub fn table(out: &Outcome, rows: &BTreeMap<&'static str, KindSummary>) -> Strin
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<11} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>12} {:>11} {:>11}",
+        "{:<11} {:>6} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9} {:>12} {:>11} {:>11}",
         "traffic",
         "made",
         "connections",
         "flagged",
         "flagged%",
+        "collat.",
         "incidents",
         "shutdown",
         "1st incident",
@@ -326,12 +351,17 @@ pub fn table(out: &Outcome, rows: &BTreeMap<&'static str, KindSummary>) -> Strin
             .map_or("-".into(), |f| format!("+{f:.1} s"));
         let _ = writeln!(
             s,
-            "{:<11} {:>6} {:>11} {:>8} {:>7.1}% {:>9} {:>9} {:>12} {:>8.1} ms {:>8.1} ms",
+            "{:<11} {:>6} {:>11} {:>8} {:>7.1}% {:>8} {:>9} {:>9} {:>12} {:>8.1} ms {:>8.1} ms",
             k,
             made,
             r.connections,
             r.flagged,
             100.0 * r.flagged_share(),
+            if NORMAL_KINDS.contains(&k) {
+                r.flagged_beside_attacks.to_string()
+            } else {
+                "-".into()
+            },
             r.incidents,
             r.finalised_at_shutdown,
             first,
@@ -351,6 +381,9 @@ pub fn table(out: &Outcome, rows: &BTreeMap<&'static str, KindSummary>) -> Strin
         "
 connections: finalised by their own end (FIN, RST, idle timeout); shutdown: finalised by the
   sensor's stop instead ({shutdown} in this run), not counted in the other columns.
+collat.: of a normal kind's flagged connections, those that began within 2 s of an attack's
+  connection to the same service (a scan's probe of port 22 beside an SSH session): the KDD
+  same-service window features count both, so the attack is in their company by definition.
 latency: from the moment a connection was final (its last packet after FIN or RST, its last
   packet plus the idle timeout otherwise) to its verdict.
 incidents: `\"type\":\"incident\"` alert lines ({incident_lines} in this run), counted towards a kind
@@ -370,6 +403,61 @@ run: {:.0} s (setup {:.0} s, traffic {:.0} s, waiting for the last connections t
         t.settle.as_secs_f64(),
     );
     s
+}
+
+/// The incidents of an alert stream, one line each from its latest state change: state, kind,
+/// protocol, who (one address, or how many), what (one port, or how many), connections and
+/// how long it has lasted. What an operator paging on the stream would see of each attack.
+pub fn incident_summary(alert_lines: &[serde_json::Value]) -> Vec<String> {
+    let mut latest: BTreeMap<String, &serde_json::Value> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for line in alert_lines.iter().filter(|l| l["type"] == "incident") {
+        let id = match &line["id"] {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        if latest.insert(id.clone(), line).is_none() {
+            order.push(id);
+        }
+    }
+    let one_or_count = |l: &serde_json::Value, list: &str, count: &str, noun: &str| {
+        let n = l[count].as_u64().unwrap_or(0);
+        match (n, l[list].get(0)) {
+            (1, Some(v)) => v.as_str().map_or(v.to_string(), str::to_string),
+            _ => format!("{n} {noun}"),
+        }
+    };
+    order
+        .iter()
+        .map(|id| {
+            let l = latest[id];
+            let ports = match (l["port_count"].as_u64().unwrap_or(0), l["ports"].get(0)) {
+                (1, Some(p)) => format!("port {p}"),
+                (n, _) => format!("{n} ports"),
+            };
+            let lasted_ns = l["last_unix_ns"]
+                .as_u64()
+                .zip(l["start_unix_ns"].as_u64())
+                .map_or(0, |(last, start)| last.saturating_sub(start));
+            let lasted = if lasted_ns < 1_000_000_000 {
+                format!("{} ms", lasted_ns / 1_000_000)
+            } else {
+                format!("{:.1} s", lasted_ns as f64 / 1e9)
+            };
+            format!(
+                "{:<7} {:<14} {:<5} {} -> {}, {}: {} connections ({} anomalous) in {}",
+                l["state"].as_str().unwrap_or("?"),
+                l["kind"].as_str().unwrap_or("?"),
+                l["protocol"].as_str().unwrap_or("-"),
+                one_or_count(l, "sources", "source_count", "sources"),
+                one_or_count(l, "targets", "target_count", "hosts"),
+                ports,
+                l["connections"].as_u64().unwrap_or(0),
+                l["anomalous_connections"].as_u64().unwrap_or(0),
+                lasted,
+            )
+        })
+        .collect()
 }
 
 /// The `q` quantile (0..1) of `v` (nearest rank); 0 for an empty slice.
@@ -453,6 +541,94 @@ mod tests {
         assert_eq!(inc[1].kinds, BTreeSet::from(["dns"]));
         assert_eq!(inc[1].opened_unix_ns, Some(5));
         assert!(inc[2].kinds.is_empty());
+    }
+
+    fn outcome(connections: Vec<serde_json::Value>) -> Outcome {
+        Outcome {
+            connections,
+            alert_lines: Vec::new(),
+            metrics: String::new(),
+            promtool: Ok(()),
+            generated: BTreeMap::new(),
+            attacks: Vec::new(),
+            timings: Default::default(),
+            config: Default::default(),
+            timeouts: crate::gateway::IdleTimeouts {
+                tcp: Default::default(),
+                tcp_attempt: Default::default(),
+                udp: Default::default(),
+                icmp: Default::default(),
+                tick: Default::default(),
+            },
+            sensor_stderr: String::new(),
+            metrics_addr: String::new(),
+            prometheus: None,
+            traffic_start_unix: 0.0,
+        }
+    }
+
+    #[test]
+    fn flagged_normal_connections_beside_an_attack_on_their_service_are_collateral() {
+        let c = |orig: &str, resp: &str, port: u16, service: &str, start_s: u64, anomalous| {
+            json!({"protocol": "tcp", "orig_addr": orig, "resp_addr": resp, "resp_port": port,
+                   "service": service, "start_unix_ns": start_s * 1_000_000_000,
+                   "anomalous": anomalous, "end_reason": "fin"})
+        };
+        let rows = summarize(&outcome(vec![
+            // The scan probes port 22 at 10 s.
+            c(PORT_SCAN_SOURCE, PORT_SCAN_TARGET, 22, "ssh", 10, true),
+            // Flagged SSH sessions: 1 s after the probe (collateral), 5 s after (not).
+            c(CLIENT, SSH_SERVER, 22, "ssh", 11, true),
+            c(CLIENT, SSH_SERVER, 22, "ssh", 15, true),
+            // A clean session beside the probe, and a flagged HTTP exchange beside it (another
+            // service: not collateral).
+            c(CLIENT, SSH_SERVER, 22, "ssh", 10, false),
+            c(CLIENT, HTTP_SERVER, 80, "http", 10, true),
+        ]));
+        assert_eq!(rows["ssh"].connections, 3);
+        assert_eq!(rows["ssh"].flagged, 2);
+        assert_eq!(rows["ssh"].flagged_beside_attacks, 1);
+        assert_eq!(rows["http"].flagged_beside_attacks, 0);
+        assert_eq!(rows["port-scan"].flagged_beside_attacks, 0);
+    }
+
+    #[test]
+    fn incident_summary_takes_each_incident_latest_line() {
+        let lines = vec![
+            json!({"type": "alert", "resp_addr": DNS_SERVER}),
+            json!({"type": "incident", "id": "a-1", "state": "open", "kind": "flood",
+                   "protocol": "tcp", "sources": [FLOOD_SOURCE], "source_count": 1,
+                   "targets": [FLOOD_TARGET], "target_count": 1, "ports": [443],
+                   "port_count": 1, "connections": 100, "anomalous_connections": 100,
+                   "start_unix_ns": 1_000_000_000u64, "last_unix_ns": 1_500_000_000u64}),
+            json!({"type": "incident", "id": "a-2", "state": "open", "kind": "host_sweep",
+                   "protocol": "icmp", "sources": [SWEEP_SOURCE], "source_count": 1,
+                   "targets": ["198.18.2.11", "198.18.2.12"], "target_count": 30,
+                   "ports": [8], "port_count": 1, "connections": 30,
+                   "anomalous_connections": 29, "start_unix_ns": 0, "last_unix_ns": 0}),
+            json!({"type": "incident", "id": "a-1", "state": "closed", "kind": "flood",
+                   "protocol": "tcp", "sources": [FLOOD_SOURCE, "198.18.4.9"],
+                   "source_count": 2, "targets": [FLOOD_TARGET], "target_count": 1,
+                   "ports": [443, 444], "port_count": 2, "connections": 2000,
+                   "anomalous_connections": 1990, "start_unix_ns": 1_000_000_000u64,
+                   "last_unix_ns": 3_250_000_000u64}),
+        ];
+        let got = incident_summary(&lines);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0],
+            format!(
+                "closed  flood          tcp   2 sources -> {FLOOD_TARGET}, 2 ports: 2000 \
+                 connections (1990 anomalous) in 2.2 s"
+            )
+        );
+        assert_eq!(
+            got[1],
+            format!(
+                "open    host_sweep     icmp  {SWEEP_SOURCE} -> 30 hosts, port 8: 30 connections \
+                 (29 anomalous) in 0 ms"
+            )
+        );
     }
 
     #[test]
