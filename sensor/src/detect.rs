@@ -392,7 +392,8 @@ impl Pipeline {
                 let v = if is_cold {
                     let (j, range) = contexts.next().expect("one range per cold connection");
                     debug_assert_eq!(i, j);
-                    self.model.mean_verdict(&scored[range])
+                    let unseen = colds[i].map_or(0.0, |c| c.unseen_share());
+                    self.model.mean_verdict(&scored[range], unseen)
                 } else {
                     warm.next()
                 };
@@ -743,7 +744,8 @@ mod tests {
             assert!(contexts.iter().all(|c| c.0[..31] == f.0[..31]));
             assert!(contexts.iter().any(|c| c.0[31..] != f.0[31..]));
             let each: Vec<Verdict> = contexts.iter().map(|c| m.score(c)).collect();
-            let want = m.mean_verdict(&each).unwrap();
+            let cold = engine.last_cold().unwrap();
+            let want = m.mean_verdict(&each, cold.unseen_share()).unwrap();
             assert_eq!(s.verdict, want);
             // Its explanation is over the contexts too.
             assert_eq!(s.explain(&m), m.explain_over(&contexts, &s.verdict));
@@ -751,7 +753,7 @@ mod tests {
             assert!((s.verdict.supervised_score - mean_s).abs() < 1e-12);
         }
         assert_eq!(engine.stats().connections_total, 300);
-        assert_eq!(m.mean_verdict(&[]), None);
+        assert_eq!(m.mean_verdict(&[], 1.0), None);
     }
 
     #[test]

@@ -74,6 +74,15 @@ pub struct ModelData {
     pub supervised: Ensemble,
     pub normal_profile: Option<NormalProfile>,
     pub thresholds: Thresholds,
+    /// The thresholds of a connection whose host window the sensor has not seen at all (its
+    /// first connections, a short capture), chosen on validation rows scored that way: the
+    /// mean over the cold contexts (`crate::features::cold_contexts`). Averaging narrows the
+    /// scores, so at [`Self::thresholds`] that mean flags about three times the target share
+    /// of normal rows. A partly seen window gets thresholds between the two
+    /// ([`Model::thresholds_at`]). Absent in older files and after a site baseline replaced
+    /// the normal profile: then the cold verdict uses [`Self::thresholds`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_thresholds: Option<Thresholds>,
     pub metadata: TrainingMetadata,
 }
 
@@ -164,8 +173,46 @@ impl Model {
         self.data.thresholds
     }
 
-    /// Replaces the operating thresholds (an operator's override).
+    /// The thresholds of a cold host window ([`ModelData::cold_thresholds`]), if the model
+    /// has them.
+    pub fn cold_thresholds(&self) -> Option<Thresholds> {
+        self.data.cold_thresholds
+    }
+
+    /// The thresholds for a verdict over the cold contexts of a host window of which
+    /// `unseen_share` (0 to 1) was not seen: [`Model::thresholds`] at 0, the cold thresholds at
+    /// 1, in proportion between.
+    pub fn thresholds_at(&self, unseen_share: f64) -> Thresholds {
+        let warm = self.data.thresholds;
+        let Some(cold) = self.data.cold_thresholds else {
+            return warm;
+        };
+        let k = unseen_share.clamp(0.0, 1.0);
+        let mix = |w: f64, c: f64| w + (c - w) * k;
+        Thresholds {
+            supervised: mix(warm.supervised, cold.supervised),
+            unsupervised: mix(warm.unsupervised, cold.unsupervised),
+            target_fpr: warm.target_fpr,
+        }
+    }
+
+    /// Replaces the operating thresholds (an operator's override, a site baseline). The cold
+    /// thresholds move with them, each by the same factor, so a cold verdict keeps its
+    /// calibrated margin over a warm one.
     pub fn set_thresholds(&mut self, t: Thresholds) {
+        let old = self.data.thresholds;
+        if let Some(c) = &mut self.data.cold_thresholds {
+            let scale = |cold: f64, new: f64, old: f64| {
+                if old > 0.0 && old.is_finite() && new.is_finite() {
+                    cold * new / old
+                } else {
+                    new
+                }
+            };
+            c.supervised = scale(c.supervised, t.supervised, old.supervised);
+            c.unsupervised = scale(c.unsupervised, t.unsupervised, old.unsupervised);
+            c.target_fpr = t.target_fpr;
+        }
         self.data.thresholds = t;
     }
 
@@ -203,9 +250,10 @@ impl Model {
     }
 
     /// The verdict of the mean of several verdicts' detector scores: the expected score over
-    /// contexts the sensor could not see (a cold host window, `crate::features`), judged at
-    /// this model's thresholds. `None` for an empty set.
-    pub fn mean_verdict(&self, verdicts: &[Verdict]) -> Option<Verdict> {
+    /// contexts the sensor could not see (a cold host window of which `unseen_share` was not
+    /// seen, `crate::features`), judged at [`Model::thresholds_at`] that share. `None` for an
+    /// empty set.
+    pub fn mean_verdict(&self, verdicts: &[Verdict], unseen_share: f64) -> Option<Verdict> {
         if verdicts.is_empty() {
             return None;
         }
@@ -216,7 +264,7 @@ impl Model {
             .map(|v| v.unsupervised_score)
             .sum::<Option<f64>>()
             .map(|u| u / n);
-        Some(verdict(s, u, &self.data.thresholds))
+        Some(verdict(s, u, &self.thresholds_at(unseen_share)))
     }
 
     /// How many inputs the model reads per connection.

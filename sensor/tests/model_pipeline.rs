@@ -292,6 +292,25 @@ fn leave_types_out_search_picks_the_lowest_sufficient_operating_point() {
     // search table is filled for every configuration.
     assert!(best > 0.0 && best <= 1.0, "{best}");
     assert_eq!(t.search.len(), 4, "2 depths x 2 feature counts x 1 profile");
+
+    // The cold-window thresholds: chosen on the validation rows scored cold, within the
+    // operating point there; saved in the model.
+    let cold = &t.cold;
+    assert_eq!(t.model.cold_thresholds(), Some(cold.thresholds));
+    assert!(
+        cold.normal_flagged_at_cold <= t.operating_fpr + 1e-12,
+        "{cold:?}"
+    );
+    // (How much the warm thresholds would over-flag depends on the forest: about three times
+    // the target with the committed model, nothing with this small one.)
+    assert!(cold.attacks_flagged_at_cold > 0.9, "{cold:?}");
+    // A verdict over a window half seen is judged halfway between the two.
+    let half = t.model.thresholds_at(0.5);
+    assert!(
+        (half.supervised - (th.supervised + cold.thresholds.supervised) / 2.0).abs() < 1e-12,
+        "{half:?}"
+    );
+    assert_eq!(t.model.thresholds_at(0.0), th);
 }
 
 /// The contexts a cold host window is completed with are what their doc says: normal rows of

@@ -255,6 +255,54 @@ pub struct ColdWindow {
 }
 
 impl ColdWindow {
+    /// The cold window of a connection the sensor saw alone, the first it saw: of a host window
+    /// of `host_window_connections`, only the connection itself is known, with the error
+    /// status of its `flag` (an index into [`crate::kdd::FLAGS`]). The training pipeline scores
+    /// validation rows this way to choose the cold thresholds
+    /// (`crate::model::ModelData::cold_thresholds`).
+    pub fn lone(flag: u8, host_window_connections: usize, round: bool) -> ColdWindow {
+        let own = counts::ErrCounts {
+            n: 1,
+            syn_errors: u32::from(basic::is_syn_error(flag)),
+            rej_errors: u32::from(basic::is_rej_error(flag)),
+        };
+        let host = counts::WindowView {
+            host: own,
+            service: own,
+            host_service: 1,
+            host_src_port: 1,
+        };
+        // The 2 s window does not track source ports.
+        let time = counts::WindowView {
+            host_src_port: 0,
+            ..host
+        };
+        ColdWindow {
+            snap: Snapshot {
+                time,
+                host,
+                host_window_len: 1,
+                own_syn_error: own.syn_errors > 0,
+                own_rej_error: own.rej_errors > 0,
+            },
+            unseen: host_window_connections.saturating_sub(1) as f64,
+            round,
+        }
+    }
+
+    /// The share of the host window not seen, of the slots other than the connection's own:
+    /// 1 for the first connection a sensor sees, falling to 0 as the window fills. The
+    /// verdict's thresholds move from the cold ones to the warm ones with it
+    /// (`crate::model::Model::thresholds_at`).
+    pub fn unseen_share(&self) -> f64 {
+        let others = self.unseen + f64::from(self.snap.host_window_len.saturating_sub(1));
+        if others > 0.0 {
+            self.unseen / others
+        } else {
+            0.0
+        }
+    }
+
     /// The features `base` of its connection once per context of
     /// [`cold_contexts::COLD_CONTEXTS`] (appended to `out`): its host-window features with the
     /// slots not seen yet filled like the host window of one normal connection of the training

@@ -476,6 +476,52 @@ fn a_cold_host_window_is_filled_with_the_training_data_normal_traffic() {
     assert_eq!(col(&f, "dst_host_srv_count"), 1.0);
 }
 
+#[test]
+fn a_lone_cold_window_is_the_first_connection_a_sensor_sees() {
+    // What training scores validation rows with (`ColdWindow::lone`) is what the engine has
+    // for its first connection, whatever its state: the same window, the same contexts.
+    for state in [
+        ConnState::SF,
+        ConnState::REJ,
+        ConnState::S0,
+        ConnState::RSTO,
+    ] {
+        let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
+        let f = e.push(&tcp(T0, v4(1), 110, 1000, state));
+        let seen = e
+            .last_cold()
+            .expect("the first connection's window is cold");
+        let cfg = FeatureConfig::default();
+        let lone = ColdWindow::lone(
+            f.0[crate::kdd::FLAG] as u8,
+            cfg.host_window_connections,
+            cfg.round_rates,
+        );
+        assert_eq!(lone, seen, "{state:?}");
+        assert_eq!(seen.unseen_share(), 1.0);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        lone.contexts(&f, &mut a);
+        seen.contexts(&f, &mut b);
+        assert_eq!(a, b);
+    }
+    // The share not seen falls as the window fills, to none once it is full.
+    let mut e = FeatureEngine::new(FeatureConfig::default()).unwrap();
+    let mut shares = Vec::new();
+    for i in 0..300 {
+        e.push(&tcp(T0 + i, v4(3), 80, 1000, ConnState::SF));
+        shares.push(e.last_cold().map_or(0.0, |c| c.unseen_share()));
+    }
+    assert_eq!(shares[0], 1.0);
+    assert!(
+        (shares[127] - 127.0 / 254.0).abs() < 1e-12,
+        "{}",
+        shares[127]
+    );
+    assert!(shares.windows(2).all(|w| w[1] <= w[0]));
+    assert_eq!(shares[254], 0.0);
+    assert_eq!(shares[299], 0.0);
+}
+
 /// One connection of the naive model.
 #[derive(Clone)]
 struct Past {

@@ -79,6 +79,11 @@ impl Model {
     ) -> Result<Model, ModelError> {
         self.data.normal_profile = Some(profile);
         self.data.thresholds.unsupervised = threshold;
+        // The cold threshold was calibrated for the profile replaced; a new profile's cold
+        // verdicts are judged at its own threshold.
+        if let Some(c) = &mut self.data.cold_thresholds {
+            c.unsupervised = threshold;
+        }
         validate(&self.data, "<memory>")?;
         Ok(self)
     }

@@ -183,7 +183,7 @@ fn an_explanation_over_rows_averages_their_contributions_and_values() {
     b[33] = 1.0;
     let rows = [KddFeatures(a), KddFeatures(b)];
     let v = m
-        .mean_verdict(&[m.score(&rows[0]), m.score(&rows[1])])
+        .mean_verdict(&[m.score(&rows[0]), m.score(&rows[1])], 0.0)
         .unwrap();
     // By hand: each row's supervised contributions, averaged; the top three positive ones.
     let w = m.input_width();
@@ -228,4 +228,54 @@ fn an_explanation_over_rows_averages_their_contributions_and_values() {
         m.explain_over(&rows[..1], &force),
         m.explain(&rows[0], &force)
     );
+}
+
+#[test]
+fn cold_thresholds_judge_cold_verdicts_and_move_with_overrides() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    let mut m = Model::load(&p).expect("committed model");
+    let warm = Thresholds {
+        supervised: 0.2,
+        unsupervised: 0.6,
+        target_fpr: 0.02,
+    };
+    m.data.thresholds = warm;
+    m.data.cold_thresholds = None;
+    // Without cold thresholds every share is judged at the model's own.
+    assert_eq!(m.thresholds_at(1.0), warm);
+    m.data.cold_thresholds = Some(Thresholds {
+        supervised: 0.3,
+        unsupervised: 0.66,
+        target_fpr: 0.02,
+    });
+    let at = |k: f64| m.thresholds_at(k);
+    assert_eq!(at(0.0), warm);
+    assert!((at(1.0).supervised - 0.3).abs() < 1e-12);
+    assert!((at(0.25).supervised - 0.225).abs() < 1e-12);
+    assert!((at(0.25).unsupervised - 0.615).abs() < 1e-12);
+    assert_eq!(at(7.0), at(1.0), "the share is clamped");
+    // A mean supervised score of 0.25 is anomalous in a full window, normal in an unseen one.
+    let v = |s: f64| Verdict {
+        anomalous: false,
+        score: 0.0,
+        detector: Detector::None,
+        supervised_score: s,
+        unsupervised_score: Some(0.1),
+    };
+    assert!(m.mean_verdict(&[v(0.2), v(0.3)], 0.0).unwrap().anomalous);
+    let cold = m.mean_verdict(&[v(0.2), v(0.3)], 1.0).unwrap();
+    assert!(!cold.anomalous);
+    assert!((cold.score - 0.25 / 0.3).abs() < 1e-12, "{}", cold.score);
+    // An override moves the cold thresholds by the same factor.
+    m.set_thresholds(Thresholds {
+        supervised: 0.4,
+        ..warm
+    });
+    let c = m.cold_thresholds().unwrap();
+    assert!((c.supervised - 0.6).abs() < 1e-12, "{c:?}");
+    assert!((c.unsupervised - 0.66).abs() < 1e-12, "{c:?}");
+    // A new normal profile has no cold calibration: its own threshold judges both.
+    let profile = m.data.normal_profile.clone().unwrap();
+    let m = m.with_normal_profile(profile, 0.55).unwrap();
+    assert_eq!(m.cold_thresholds().unwrap().unsupervised, 0.55);
 }

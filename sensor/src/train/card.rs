@@ -198,6 +198,18 @@ impl Card {
             pct(t.operating_fpr),
             pct(SEARCH_TOLERANCE)
         ));
+        let cold = &t.cold;
+        self.line("");
+        self.line(&format!(
+            "A connection whose host window the sensor has not seen (its first connections after a start, every connection of a short capture) is scored as the mean over the cold contexts (`docs/features.md`). Averaging narrows the scores: at the thresholds above, the validation rows scored that way (each alone in an unseen window) flag {} of the normal rows, not {}. So such a verdict has thresholds of its own, chosen the same way on those scores: forest {:.4}, normal profile {:.4}. They flag {} of the normal rows and {} of the attack rows scored cold ({} at the thresholds above). A partly seen window gets thresholds between the two, in proportion to the share not seen.",
+            pct(cold.normal_flagged_at_warm),
+            pct(th.target_fpr),
+            cold.thresholds.supervised,
+            cold.thresholds.unsupervised,
+            pct(cold.normal_flagged_at_cold),
+            pct(cold.attacks_flagged_at_cold),
+            pct(cold.attacks_flagged_at_warm),
+        ));
         self.line("");
         self.line(
             "| false-positive budget on validation | unseen-type recall, mean over types | all rows |",

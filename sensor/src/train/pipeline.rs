@@ -15,10 +15,11 @@ use super::{
 };
 use crate::{
     dataset::Sample,
-    kdd::{FLAGS, FeatureSet, PROTOCOLS, SERVICES, VOCABULARY_VERSION},
+    features::{ColdWindow, FeatureConfig},
+    kdd::{self, FLAGS, FeatureSet, PROTOCOLS, SERVICES, VOCABULARY_VERSION},
     model::{
         ClassificationMetrics, Ensemble, FORMAT_VERSION, Model, ModelData, Node, NormalProfile,
-        Thresholds, TrainingMetadata, Tree,
+        Thresholds, TrainingMetadata, Tree, c_factor,
     },
 };
 
@@ -36,6 +37,22 @@ pub struct Trained {
     pub holdout: Evaluation,
     pub train_labels: Vec<String>,
     pub chosen: ForestParams,
+    /// How the cold-window verdict was calibrated.
+    pub cold: ColdCalibration,
+}
+
+/// The cold-window thresholds ([`ModelData::cold_thresholds`]) and what they do on the
+/// validation rows scored as the sensor scores a connection whose host window it has not seen
+/// (the mean over the cold contexts of the row alone in its window).
+#[derive(Clone, Debug)]
+pub struct ColdCalibration {
+    pub thresholds: Thresholds,
+    /// Validation normal rows flagged, scored cold, at the warm thresholds and at the cold ones.
+    pub normal_flagged_at_warm: f64,
+    pub normal_flagged_at_cold: f64,
+    /// Validation attack rows flagged, scored cold, at the warm and at the cold thresholds.
+    pub attacks_flagged_at_warm: f64,
+    pub attacks_flagged_at_cold: f64,
 }
 
 /// The full pipeline on the training file's samples: candidates fitted on the 70% split,
@@ -82,6 +99,7 @@ pub fn train(
         },
     )?;
 
+    let cold = calibrate_cold(&split, cfg, &hybrid, operating_fpr);
     let maker = ModelMaker::new(cfg, data_file, data_sha256, command);
     let train_labels = training_labels(split.fit.iter().copied());
     let hyperparameters = serde_json::json!({
@@ -93,7 +111,14 @@ pub fn train(
         "target_fpr": cfg.target_fpr,
         "operating_fpr": operating_fpr,
     });
-    let model = deployed_model(&maker, &hybrid, &split, hyperparameters, &train_labels)?;
+    let model = deployed_model(
+        &maker,
+        &hybrid,
+        cold.thresholds,
+        &split,
+        hyperparameters,
+        &train_labels,
+    )?;
 
     let holdout_rows: Vec<Sample> = split.holdout.iter().map(|s| (*s).clone()).collect();
     let holdout = evaluate(&model, &holdout_rows, "holdout", &train_labels);
@@ -103,6 +128,7 @@ pub fn train(
             alone.supervised,
             alone.profile,
             alone.thresholds,
+            None,
             ClassificationMetrics::default(),
             alone.hyperparameters,
         )?;
@@ -126,7 +152,65 @@ pub fn train(
         holdout,
         train_labels,
         chosen,
+        cold,
     })
+}
+
+/// The cold thresholds: [`choose_thresholds`] (same target and operating point) over the
+/// validation rows scored as a connection alone in a cold host window is scored, the mean of
+/// each detector's score over the cold contexts ([`ColdWindow::lone`], `Model::mean_verdict`).
+/// Averaging over contexts narrows the scores: at the warm thresholds it flags about three times
+/// the target share of normal rows.
+fn calibrate_cold(
+    split: &Splits<'_>,
+    cfg: &TrainConfig,
+    h: &Hybrid,
+    operating_fpr: f64,
+) -> ColdCalibration {
+    let features = FeatureConfig::default();
+    let idx = cfg.feature_set.indices();
+    let c = c_factor(h.profile.sample_size as f64).max(f64::MIN_POSITIVE);
+    let (mut sup, mut unsup) = (Vec::new(), Vec::new());
+    let (mut contexts, mut x) = (Vec::new(), Vec::new());
+    let (mut s, mut u) = (Vec::new(), Vec::new());
+    for row in &split.validation {
+        let f = &row.features;
+        contexts.clear();
+        ColdWindow::lone(
+            f.0[kdd::FLAG] as u8,
+            features.host_window_connections,
+            features.round_rates,
+        )
+        .contexts(f, &mut contexts);
+        x.clear();
+        for g in &contexts {
+            x.extend(idx.iter().map(|&i| g.0[i]));
+        }
+        h.forest.mean_batch(&x, idx.len(), &mut s);
+        h.profile.forest.mean_batch(&x, idx.len(), &mut u);
+        let n = contexts.len().max(1) as f64;
+        sup.push(s.iter().sum::<f64>() / n);
+        unsup.push(u.iter().map(|p| (2f64).powf(-p / c)).sum::<f64>() / n);
+    }
+    let attack = &split.attack_validation;
+    let thresholds = choose_thresholds(&sup, &unsup, attack, cfg.target_fpr, operating_fpr);
+    let flagged = |t: &Thresholds, attacks: bool| {
+        let (mut hit, mut n) = (0usize, 0usize);
+        for ((s, u), a) in sup.iter().zip(&unsup).zip(attack) {
+            if *a == attacks {
+                n += 1;
+                hit += usize::from(*s >= t.supervised || *u >= t.unsupervised);
+            }
+        }
+        hit as f64 / n.max(1) as f64
+    };
+    ColdCalibration {
+        normal_flagged_at_warm: flagged(&h.thresholds, false),
+        normal_flagged_at_cold: flagged(&thresholds, false),
+        attacks_flagged_at_warm: flagged(&h.thresholds, true),
+        attacks_flagged_at_cold: flagged(&thresholds, true),
+        thresholds,
+    }
 }
 
 /// The normal profile's scores on the validation rows.
@@ -212,6 +296,7 @@ fn fit_hybrid(
 fn deployed_model(
     maker: &ModelMaker<'_>,
     h: &Hybrid,
+    cold: Thresholds,
     split: &Splits<'_>,
     hyperparameters: serde_json::Value,
     train_labels: &[String],
@@ -221,6 +306,7 @@ fn deployed_model(
             h.forest.clone(),
             Some(h.profile.clone()),
             h.thresholds,
+            Some(cold),
             validation,
             hp,
         )
@@ -333,6 +419,7 @@ impl<'a> ModelMaker<'a> {
         supervised: Ensemble,
         normal_profile: Option<NormalProfile>,
         thresholds: Thresholds,
+        cold_thresholds: Option<Thresholds>,
         validation: ClassificationMetrics,
         hyperparameters: serde_json::Value,
     ) -> Result<Model, TrainError> {
@@ -348,6 +435,7 @@ impl<'a> ModelMaker<'a> {
             supervised,
             normal_profile,
             thresholds,
+            cold_thresholds,
             metadata: TrainingMetadata {
                 data_file: self.data_file.clone(),
                 data_sha256: self.data_sha256.to_string(),
