@@ -370,11 +370,19 @@ pub async fn run(
     }
     let t = pipeline.model().thresholds();
     log::info!(
-        "watching {interfaces} (table {} connections); model {model_path} ({:?} features, thresholds supervised {:.4}, unsupervised {:.4}{})",
+        "watching {interfaces} (table {} connections); model {model_path} ({:?} features, thresholds supervised {:.4}, unsupervised {:.4}{}{})",
         cfg.capture.table_size,
         pipeline.model().feature_set(),
         t.supervised,
         t.unsupervised,
+        pipeline
+            .model()
+            .cold_thresholds()
+            .map(|c| format!(
+                "; in a host window not seen yet {:.4} and {:.4}",
+                c.supervised, c.unsupervised
+            ))
+            .unwrap_or_default(),
         if pipeline.model().data().normal_profile.is_some() {
             ""
         } else {
