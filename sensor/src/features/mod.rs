@@ -455,7 +455,7 @@ impl FeatureEngine {
         o.snapshot = match o.seq {
             Some(seq) => {
                 self.windows.update(seq, entry);
-                self.windows.snapshot(seq, &entry)
+                self.windows.snapshot_answered(seq, &entry)
             }
             None => self.windows.snapshot_outside(at_unix_ns, &entry),
         };

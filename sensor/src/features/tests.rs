@@ -522,6 +522,66 @@ fn a_lone_cold_window_is_the_first_connection_a_sensor_sees() {
     assert_eq!(shares[299], 0.0);
 }
 
+#[test]
+fn a_syn_in_flight_during_a_handshake_is_not_a_syn_error_of_it() {
+    let server = v4(1);
+    // Six parallel connections to one server, as a browser opens them: SYNs 10 us apart,
+    // answered 1 ms later in the same order, all established.
+    let parallel = |answer_order: [u64; 6]| -> Vec<ConnectionRecord> {
+        (0..6u64)
+            .map(|i| ConnectionRecord {
+                start_unix_ns: T0 + i * 10_000,
+                answer_unix_ns: Some(T0 + 1_000_000 + answer_order[i as usize] * 10_000),
+                ..tcp(
+                    T0 + 50_000_000 + i,
+                    server,
+                    80,
+                    40000 + i as u16,
+                    ConnState::SF,
+                )
+            })
+            .collect()
+    };
+    let serror_by_port = |recs: &[ConnectionRecord]| {
+        let mut e = FeatureEngine::new(raw()).unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for ev in events_from_records(recs) {
+            if let (Some(f), ConnEvent::Finished(r)) = (e.on_event(&ev), &ev) {
+                out.insert(
+                    r.orig_port,
+                    (col(&f, "serror_rate"), col(&f, "dst_host_serror_rate")),
+                );
+            }
+        }
+        out
+    };
+    // In order: when each is answered, the others still waiting began after it.
+    let got = serror_by_port(&parallel([0, 1, 2, 3, 4, 5]));
+    assert!(got.values().all(|&v| v == (0.0, 0.0)), "{got:?}");
+    // The second answered first: the first, still waiting, began before it and counts.
+    let got = serror_by_port(&parallel([1, 0, 2, 3, 4, 5]));
+    assert_eq!(got[&40001], (0.17, 0.17), "{got:?}");
+    assert_eq!(got[&40000], (0.0, 0.0), "{got:?}");
+    // A flood: unanswered SYNs are errors of each other (each one's moment is its SYN).
+    let flood: Vec<ConnectionRecord> = (0..6u64)
+        .map(|i| ConnectionRecord {
+            start_unix_ns: T0 + i * 10_000,
+            ..tcp(T0 + i * 10_000, server, 80, 41000 + i as u16, ConnState::S0)
+        })
+        .collect();
+    let got = serror_by_port(&flood);
+    assert_eq!(got[&41005], (1.0, 1.0), "{got:?}");
+    // An unanswered SYN that began before an answered connection is its SYN error.
+    let mut older = vec![flood[0].clone()];
+    older.push(ConnectionRecord {
+        start_unix_ns: T0 + 10_000,
+        answer_unix_ns: Some(T0 + 1_000_000),
+        ..tcp(T0 + 50_000_000, server, 80, 42000, ConnState::SF)
+    });
+    let got = serror_by_port(&older);
+    assert_eq!(got[&42000], (0.5, 0.5), "{got:?}");
+}
+
 /// One connection of the naive model.
 #[derive(Clone)]
 struct Past {

@@ -28,6 +28,11 @@ use std::collections::VecDeque;
 
 use super::counts::{HostId, HostIds, HostKey, WindowCounts, WindowEntry, WindowView};
 
+/// How many connections begun during a handshake [`Windows::snapshot_answered`] looks at for
+/// SYNs in flight: 16,384 is 80 ms of handshake at 200,000 new connections per second, a bound
+/// on the work per answered connection under a flood.
+pub const IN_FLIGHT_SCAN: u64 = 16_384;
+
 /// What one slot of the host window holds on average in the training data's normal traffic,
 /// as shares of a connection: how often it goes to the current connection's host, to its
 /// service, to both, from its source port, and is a SYN or REJ error on the host or service.
@@ -247,6 +252,41 @@ impl Windows {
             own_syn_error: e.syn_error,
             own_rej_error: e.rej_error,
         }
+    }
+
+    /// Both windows as connection `seq` (whose entry is `e`) sees them at its handshake's
+    /// answer: as [`Windows::snapshot`], except that a SYN still unanswered that began after
+    /// `seq` did is not a SYN error. It has waited less than the current connection's own
+    /// handshake took, so it is in flight, not failed: a browser's parallel connections to one
+    /// server, or two clients' concurrent requests, would otherwise read as SYN errors of each
+    /// other at their answers. An unanswered attempt's moment is its first packet, after which
+    /// nothing has begun, so a flood's SYNs are errors of each other as before. At most
+    /// [`IN_FLIGHT_SCAN`] later connections are looked at (the rest count as they stand).
+    pub fn snapshot_answered(&self, seq: u64, e: &WindowEntry) -> Snapshot {
+        let mut snap = self.snapshot(seq, e);
+        let end = self.next.min(seq.saturating_add(1 + IN_FLIGHT_SCAN));
+        for q in seq + 1..end {
+            let Some(&(_, d)) = self.entry(q) else {
+                continue;
+            };
+            if !d.syn_error || (d.host != e.host && d.service != e.service) {
+                continue;
+            }
+            for (view, inside) in [
+                (&mut snap.time, q >= self.time_front),
+                (&mut snap.host, q >= self.host_front),
+            ] {
+                if inside {
+                    if d.host == e.host {
+                        view.host.syn_errors = view.host.syn_errors.saturating_sub(1);
+                    }
+                    if d.service == e.service {
+                        view.service.syn_errors = view.service.syn_errors.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        snap
     }
 
     /// Entries expired before their 2 s because of the cap.
