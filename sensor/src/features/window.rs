@@ -264,8 +264,19 @@ impl Windows {
     /// [`IN_FLIGHT_SCAN`] later connections are looked at (the rest count as they stand).
     pub fn snapshot_answered(&self, seq: u64, e: &WindowEntry) -> Snapshot {
         let mut snap = self.snapshot(seq, e);
+        // Nothing to take back once no view counts a SYN error of the current host or service
+        // (ordinary traffic: at once).
+        let none_left = |s: &Snapshot| {
+            s.time.host.syn_errors == 0
+                && s.time.service.syn_errors == 0
+                && s.host.host.syn_errors == 0
+                && s.host.service.syn_errors == 0
+        };
         let end = self.next.min(seq.saturating_add(1 + IN_FLIGHT_SCAN));
         for q in seq + 1..end {
+            if none_left(&snap) {
+                break;
+            }
             let Some(&(_, d)) = self.entry(q) else {
                 continue;
             };
