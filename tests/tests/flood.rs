@@ -471,10 +471,10 @@ fn a_syn_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
 
 /// Fetches made one after another from one client port, while the ring is full.
 const REUSED_FETCHES: u64 = 10;
-/// Their client port: below Linux's ephemeral range (32768-60999 by default), so that none of
-/// the other fetches, whose ports the kernel picks, can share it (45,000 once did, one CI
-/// rehearsal in many: 11 records on the port for 10 fetches).
-const REUSED_PORT: u16 = 30_000;
+/// Their client port. It is reserved in the client's namespace (`ip_local_reserved_ports`), so
+/// that none of the other fetches, whose ports the kernel picks from the ephemeral range, can
+/// share it (one once did, one CI rehearsal in many: 11 records on the port for 10 fetches).
+const REUSED_PORT: u16 = 45_000;
 
 /// Fetches the page `n` times from one client port (argv: server, port, n), printing `ok` or
 /// `failed` for each. It reads each response to the end, so that the server closes first and
@@ -530,6 +530,13 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
     // Bursts of 200 fetches, 32 at a time, while the agent is stopped (SIGSTOP), so that it
     // reads nothing and the ring (32 events; each connection sends four) overflows whatever
     // the machine's speed: an agent that keeps up would otherwise leave nothing dropped.
+    let reserve = lab.client_sh(&format!(
+        "sysctl -qw net.ipv4.ip_local_reserved_ports={REUSED_PORT}"
+    ));
+    assert!(
+        reserve.status.success(),
+        "reserving the reused port: {reserve:?}"
+    );
     let pid = lab.sensor.child.as_ref().expect("sensor running").id();
     let (mut made, mut ok) = (0u64, 0u64);
     let mut drops = 0.0;
@@ -591,16 +598,29 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
     // 1,600 with every record there), plus one when its client port reused an entry still in
     // the table (the old connection handed over); every event the kernel could not put on the
     // ring is counted, and what reached user space was read.
-    // A restart's hand-over is an event, or parked when the ring is full.
+    // A restart's hand-over is an event, or parked when the ring is full. Two CPUs racing on
+    // one flow can send an event twice (`sensor_common::account::account`; user space counts
+    // and ignores the duplicates it receives, `duplicate_events`); here nearly every event is
+    // dropped, so a duplicate shows only as one more drop, which cannot be named: one run in
+    // about four had 850 for the 849 of four per fetch (December 4, the fetches 32 at a time on
+    // 2 CPUs); a duplicate is the one known way to get more. So up to 2% more is allowed and
+    // reported; a double count of one kind of event would be a fetch's worth more.
     let (sent, dropped) = (out.health("events_sent"), out.health("ringbuf_drops"));
     let (restarted, parked) = (out.health("flows_restarted"), out.health("restarts_parked"));
     assert!(dropped > 0);
     let handled = sent + dropped + parked;
+    let duplicates_allowed = made / 50;
     assert!(
-        (3 * made + restarted..=4 * made + restarted).contains(&handled),
+        (3 * made + restarted..=4 * made + restarted + duplicates_allowed).contains(&handled),
         "{handled} events sent, dropped or parked for {made} fetches: {}",
         out.summary
     );
+    if handled > 4 * made + restarted {
+        println!(
+            "{} events more than four per fetch: duplicates of racing CPUs",
+            handled - 4 * made - restarted
+        );
+    }
     if handled < 4 * made + restarted {
         println!(
             "{} fetches without a packet after both FINs in the table",
