@@ -355,8 +355,24 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
         "the marker moved replay's clock past the idle timeouts: {states:?}"
     );
 
+    // The 2 s window's boundary: live times come from the kernel's clock, the capture's from
+    // the capture's (durations agree within 50 ms, checked below). A connection that began
+    // within that of another's moment minus 2 s is inside one window and outside the other
+    // by chance (one CI rehearsal in many: an ICMP echo's `count` 5 live, 4 in replay), so
+    // the 2 s window's features (KDD 23-31) of such a connection are not compared.
+    const CLOCKS_NS: u64 = 50_000_000;
+    let starts: Vec<u64> = replayed.iter().map(|(r, _)| r.start_unix_ns).collect();
+    let at_the_edge = |r: &ConnectionRecord| {
+        let moment = r.handshake_answer().map_or(r.start_unix_ns, |(at, _)| at);
+        let edge = moment.saturating_sub(2_000_000_000);
+        starts.iter().any(|&s| s.abs_diff(edge) < CLOCKS_NS)
+    };
     for (k, (l, scored)) in &live_scored {
         let (r, row) = replay_by_id[k];
+        let edge = at_the_edge(r);
+        if edge {
+            eprintln!("{k:?}: a connection began at its 2 s window's edge; KDD 23-31 not compared");
+        }
         let (mut lt, mut rt) = (timeless(l), timeless(r));
         let (ld, rd) = (lt.end_unix_ns, rt.end_unix_ns);
         assert!(
@@ -367,6 +383,9 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
         assert_eq!(lt, rt, "record of {k:?}");
         let kdd: Vec<serde_json::Value> = row["kdd"].as_array().unwrap().clone();
         for (i, v) in kdd.iter().enumerate() {
+            if edge && (22..=30).contains(&i) {
+                continue;
+            }
             let want = match i {
                 1..=3 => serde_json::Value::from(sensor::replay::output::feature_text(
                     &scored.features,
