@@ -342,7 +342,14 @@ pub struct NormalProfile {
 impl NormalProfile {
     /// Anomaly score in (0, 1): 2^(−E[h(x)] / c(ψ)); near 1 is anomalous, ≤ 0.5 normal.
     pub fn score(&self, x: &[f64]) -> f64 {
+        self.score_of_path(self.forest.mean(x))
+    }
+
+    /// The anomaly score of a mean path length over the trees (what [`Ensemble::mean`] or
+    /// [`Ensemble::mean_batch`] of [`Self::forest`] gives).
+    #[inline]
+    pub fn score_of_path(&self, mean_path: f64) -> f64 {
         let c = c_factor(self.sample_size as f64).max(f64::MIN_POSITIVE);
-        (2f64).powf(-self.forest.mean(x) / c)
+        (2f64).powf(-mean_path / c)
     }
 }

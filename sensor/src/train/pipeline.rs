@@ -19,7 +19,7 @@ use crate::{
     kdd::{self, FLAGS, FeatureSet, PROTOCOLS, SERVICES, VOCABULARY_VERSION},
     model::{
         ClassificationMetrics, Ensemble, FORMAT_VERSION, Model, ModelData, Node, NormalProfile,
-        Thresholds, TrainingMetadata, Tree, c_factor,
+        Thresholds, TrainingMetadata, Tree,
     },
 };
 
@@ -169,7 +169,6 @@ fn calibrate_cold(
 ) -> ColdCalibration {
     let features = FeatureConfig::default();
     let idx = cfg.feature_set.indices();
-    let c = c_factor(h.profile.sample_size as f64).max(f64::MIN_POSITIVE);
     let (mut sup, mut unsup) = (Vec::new(), Vec::new());
     let (mut contexts, mut x) = (Vec::new(), Vec::new());
     let (mut s, mut u) = (Vec::new(), Vec::new());
@@ -190,7 +189,7 @@ fn calibrate_cold(
         h.profile.forest.mean_batch(&x, idx.len(), &mut u);
         let n = contexts.len().max(1) as f64;
         sup.push(s.iter().sum::<f64>() / n);
-        unsup.push(u.iter().map(|p| (2f64).powf(-p / c)).sum::<f64>() / n);
+        unsup.push(u.iter().map(|&p| h.profile.score_of_path(p)).sum::<f64>() / n);
     }
     let attack = &split.attack_validation;
     let thresholds = choose_thresholds(&sup, &unsup, attack, cfg.target_fpr, operating_fpr);
