@@ -115,7 +115,10 @@ burst = 3
         scrape(&lab.server)
     );
 
-    // A SYN scan of 300 closed ports: all anomalous; 3 alerts pass, the rest are summarised.
+    // A SYN scan of 300 closed ports: nearly all anomalous (the first probes come while the
+    // sensor's host window is still cold, judged at the cold thresholds: one CI rehearsal had
+    // a refused probe of port 21 scored normal); 3 alerts pass, the rest of the anomalous ones
+    // are summarised.
     lab.client
         .run(
             "timeout",
@@ -135,12 +138,21 @@ burst = 3
         .expect("nmap");
     let ok = wait_until(Duration::from_secs(10), || {
         let m = scrape(&lab.server);
+        let scored = sum(&m, "sensor_verdicts_total", &[("protocol", "tcp")]);
+        let anomalous = sum(
+            &m,
+            "sensor_verdicts_total",
+            &[("protocol", "tcp"), ("verdict", "anomalous")],
+        );
         let a = sum(&m, "sensor_alerts_total", &[]);
         let s = sum(&m, "sensor_alerts_suppressed_total", &[]);
-        a + s >= 300.0
+        scored >= 300.0 && anomalous >= 294.0 && a + s == anomalous
     });
     let m = scrape(&lab.server);
-    assert!(ok, "scan alerts not all accounted for: {m}");
+    assert!(
+        ok,
+        "scan alerts not all accounted for (at least 294 of 300 anomalous, each an alert or summarised): {m}"
+    );
     sensor.terminate();
     let (status, _out, stderr) = sensor
         .wait_output(Duration::from_secs(30))
