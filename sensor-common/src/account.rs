@@ -109,7 +109,10 @@ pub const fn flag_history(tcp: u8) -> u8 {
 /// first RST, [`event::FIN_BOTH`] for the first FIN of the second side, [`event::CLOSED`] for
 /// the first packet after both FINs; 0 for most packets. A
 /// retransmitted FIN or a repeated RST sets no new bit and signals nothing; user space ignores
-/// the rare duplicate that two CPUs racing on the same flow could produce.
+/// the rare duplicate that two CPUs racing on the same flow could produce. The converse race,
+/// two CPUs taking the two sides' last FINs at once so that neither sees the other's, signals
+/// no `FIN_BOTH`: the next packet (the final ACK) still signals `CLOSED`, from which user space
+/// finalises the connection.
 ///
 /// # Safety
 /// `v` must point to a live, properly aligned `FlowValue` (a map value or a local) for the

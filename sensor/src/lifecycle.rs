@@ -34,6 +34,9 @@
 //! store every `table_scan_interval` adopts the connections whose events were lost: it emits
 //! their `Opened` late (counted in [`LifecycleStats::adopted_by_scan`]) and finalises finished
 //! TCP connections whose `FIN`/`RST` event never came ([`LifecycleStats::finished_by_scan`]).
+//! A FIN-closed connection whose second FIN signalled nothing (two kernel CPUs took the last
+//! FINs at once) is finalised earlier, at the event of its final ACK
+//! ([`LifecycleStats::finished_at_final_ack`]).
 //! A SYN that reuses a finished connection's 5-tuple restarts its entry; the kernel hands the
 //! old value over first ([`event::REPLACED`]), so a connection whose finish event was lost is
 //! still finalised ([`LifecycleStats::finished_on_restart`]).
@@ -179,6 +182,19 @@ impl Lifecycle {
                 self.stats.duplicate_events += 1;
             }
             return;
+        }
+        if kinds & (event::CLOSED | event::FINISHED) == event::CLOSED {
+            // The first packet after both FINs, for a connection not waiting for its final
+            // ACK: its second FIN signalled nothing here. Two CPUs took the two FINs at once
+            // (a simultaneous close, or the two directions' packets crossing) and neither saw
+            // the other's, or that event is still behind this one in the ring. Either way the
+            // connection is over: finalised now rather than left to the table scan, a second
+            // later. It ends at this packet, since the second FIN's time is not known here.
+            if kinds & event::OPEN == 0 {
+                self.adopt(key, v, out);
+            }
+            self.stats.finished_at_final_ack += 1;
+            return self.finish(key, v, EndReason::Fin, v.last_seen_ns, out);
         }
         if kinds & event::OPEN != 0 {
             self.open_conn(key, v, out);

@@ -589,6 +589,10 @@ fn ten_thousand_short_connections_are_all_accounted() {
     // Every finish was signalled by the kernel, or found by an idle check or the table scan (a
     // dropped event, or two CPUs racing on the last FINs).
     let by_scan = done.capture["finished_by_scan"].as_u64().unwrap();
+    println!(
+        "finished by the scan: {by_scan}, at the final ACK: {}, duplicate events: {}",
+        done.capture["finished_at_final_ack"], done.capture["duplicate_events"]
+    );
     assert!(
         done.health("events_sent") + by_scan >= 10_000,
         "{:?} {:?}",

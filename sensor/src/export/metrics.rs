@@ -81,6 +81,7 @@ pub struct Metrics {
     capture_events: IntCounter,
     capture_duplicate_events: IntCounter,
     capture_finished_by_scan: IntCounter,
+    capture_finished_at_final_ack: IntCounter,
     capture_adopted_by_scan: IntCounter,
     capture_lost_on_restart: IntCounter,
     capture_finished_on_restart: IntCounter,

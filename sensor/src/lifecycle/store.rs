@@ -35,8 +35,15 @@ pub struct LifecycleStats {
     pub adopted_by_scan: u64,
     /// Finished TCP connections finalised by an idle check, the table scan or their eviction
     /// because their finish event had not come (lost, late in the ring, or two CPUs raced on
-    /// the last FINs so that neither signalled).
+    /// the last FINs so that neither signalled, and no packet followed the FINs: see
+    /// `finished_at_final_ack`).
     pub finished_by_scan: u64,
+    /// TCP connections closed by FINs whose second FIN's event had not come when the first
+    /// packet after both FINs (normally the final ACK) signalled: two CPUs took the last FINs
+    /// at once and neither saw the other's, or that event was behind in the ring or lost.
+    /// Finalised at that packet.
+    #[serde(default)]
+    pub finished_at_final_ack: u64,
     /// Connections whose entry was restarted for a new connection on the same 5-tuple before
     /// their own end was reported, and whose `REPLACED` event (which carries the old value)
     /// was lost too: their records are lost.

@@ -222,6 +222,10 @@ impl Metrics {
         up(&self.capture_events, stats.events);
         up(&self.capture_duplicate_events, stats.duplicate_events);
         up(&self.capture_finished_by_scan, stats.finished_by_scan);
+        up(
+            &self.capture_finished_at_final_ack,
+            stats.finished_at_final_ack,
+        );
         up(&self.capture_adopted_by_scan, stats.adopted_by_scan);
         up(&self.capture_lost_on_restart, stats.lost_on_restart);
         up(&self.capture_finished_on_restart, stats.finished_on_restart);

@@ -60,6 +60,10 @@ impl Metrics {
             "sensor_capture_finished_by_scan_total",
             "Finished TCP connections whose finish event had not come (dropped, late, or a race of two CPUs), finalised by an idle check, the table scan or their eviction from a full table.",
         )?;
+        let capture_finished_at_final_ack = counter(
+            "sensor_capture_finished_at_final_ack_total",
+            "FIN-closed TCP connections whose second FIN signalled nothing (two CPUs took the last FINs at once, or its event was late or lost), finalised at the first packet after both FINs.",
+        )?;
         let capture_adopted_by_scan = counter(
             "sensor_capture_adopted_by_scan_total",
             "Connections whose begin event was lost (full ring buffer), found by the table scan; their window features are approximate.",
@@ -93,6 +97,7 @@ impl Metrics {
             capture_events,
             capture_duplicate_events,
             capture_finished_by_scan,
+            capture_finished_at_final_ack,
             capture_adopted_by_scan,
             capture_lost_on_restart,
             capture_finished_on_restart,
