@@ -455,11 +455,17 @@ fn spawn_reloader(
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     let path = files.model;
+    // Installed here, before the agent says it is watching, not in the task when it first
+    // runs: SIGHUP's default action ends the process, and a reload sent right after the start
+    // (`systemctl reload`) must not.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            log::error!("cannot install the SIGHUP handler; model reload disabled");
-            return;
+        let mut hup = match hup {
+            Ok(h) => h,
+            Err(e) => {
+                log::error!("cannot install the SIGHUP handler ({e}); model reload disabled");
+                return;
+            }
         };
         while hup.recv().await.is_some() {
             if let Some(c) = files.config.clone() {

@@ -176,19 +176,17 @@ burst = 3
     let anomalous = sum(
         &m,
         "sensor_verdicts_total",
-        &[
-            ("protocol", "tcp"),
-            ("service", "private"),
-            ("verdict", "anomalous"),
-        ],
+        &[("protocol", "tcp"), ("verdict", "anomalous")],
     );
     assert!(
         (3..30).contains(&written),
         "rate limit let {written} through"
     );
+    // Every anomalous verdict of the scan (at least 294 of its 300 probes, see above) is a
+    // line of the sink or counted in one of its summaries.
     assert!(
-        written as u64 + summarised >= 300,
-        "{written} written + {summarised} summarised < 300 scanned ports; {anomalous} anomalous verdicts"
+        written as f64 + summarised as f64 >= anomalous && anomalous >= 294.0,
+        "{written} written + {summarised} summarised; {anomalous} anomalous verdicts"
     );
     let first = lines.iter().find(|l| l["type"] == "alert").unwrap();
     assert_eq!(first["resp_addr"], lab.server_v4.as_str());

@@ -382,10 +382,8 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
         (lt.end_unix_ns, rt.end_unix_ns) = (0, 0);
         assert_eq!(lt, rt, "record of {k:?}");
         let kdd: Vec<serde_json::Value> = row["kdd"].as_array().unwrap().clone();
+        let mut windows_differ = false;
         for (i, v) in kdd.iter().enumerate() {
-            if edge && (22..=30).contains(&i) {
-                continue;
-            }
             let want = match i {
                 1..=3 => serde_json::Value::from(sensor::replay::output::feature_text(
                     &scored.features,
@@ -393,12 +391,21 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
                 )),
                 _ => serde_json::Value::from(scored.features.0[i]),
             };
+            if edge && (22..=30).contains(&i) {
+                windows_differ |= *v != want;
+                continue;
+            }
             assert_eq!(
                 *v,
                 want,
                 "feature {} of {k:?}",
                 sensor::kdd::FEATURE_NAMES[i]
             );
+        }
+        if windows_differ {
+            // Its inputs differ, so may its score: the rest of its record was compared.
+            eprintln!("{k:?}: 2 s window features differ at the edge; verdict not compared");
+            continue;
         }
         assert_eq!(
             row["anomalous"], scored.verdict.anomalous,

@@ -91,23 +91,20 @@ fn record_live(
     super::current_thread_runtime()?.block_on(async {
         let capture = Capture::start(config.clone())
             .with_context(|| format!("starting the capture on {}", config.interfaces.join(", ")))?;
-        // Said once attached, so that whoever waits for it knows traffic is seen.
+        let stop = super::shutdown_signal(Some(duration));
+        // Said once attached (and the signal handlers installed), so that whoever waits for it
+        // knows traffic is seen.
         log::info!(
             "recording the site's connections on {} for {:.0} s",
             config.interfaces.join(", "),
             duration.as_secs_f64()
         );
-        capture::run(
-            capture,
-            tick,
-            super::shutdown_signal(Some(duration)),
-            |events, _| {
-                records.extend(events.iter().filter_map(|e| match e {
-                    ConnEvent::Finished(r) => Some(r.clone()),
-                    _ => None,
-                }))
-            },
-        )
+        capture::run(capture, tick, stop, |events, _| {
+            records.extend(events.iter().filter_map(|e| match e {
+                ConnEvent::Finished(r) => Some(r.clone()),
+                _ => None,
+            }))
+        })
         .await
         .context("capture loop")?;
         anyhow::Ok(())

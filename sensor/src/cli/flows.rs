@@ -40,6 +40,7 @@ pub fn flows(opts: FlowsOptions, mut out: impl Write) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let stop = super::shutdown_signal(opts.limit);
         log::info!(
             "watching {} (table {} connections); finished connections follow as JSON lines",
             config.interfaces.join(", "),
@@ -47,32 +48,27 @@ pub fn flows(opts: FlowsOptions, mut out: impl Write) -> anyhow::Result<()> {
         );
         let mut write_error = None;
         let mut buf = Vec::new();
-        let capture = capture::run(
-            capture,
-            opts.tick,
-            super::shutdown_signal(opts.limit),
-            |events, stats| {
-                buf.clear();
-                for rec in events.iter().filter_map(|ev| match ev {
-                    ConnEvent::Finished(rec) => Some(rec),
-                    _ => None,
-                }) {
-                    if let Some(m) = &metrics {
-                        m.observe_connection(rec);
-                    }
-                    if let Err(e) = serde_json::to_writer(&mut buf, rec) {
-                        write_error.get_or_insert(std::io::Error::from(e));
-                    }
-                    buf.push(b'\n');
-                }
+        let capture = capture::run(capture, opts.tick, stop, |events, stats| {
+            buf.clear();
+            for rec in events.iter().filter_map(|ev| match ev {
+                ConnEvent::Finished(rec) => Some(rec),
+                _ => None,
+            }) {
                 if let Some(m) = &metrics {
-                    m.set_capture_stats(stats);
+                    m.observe_connection(rec);
                 }
-                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
-                    write_error.get_or_insert(e);
+                if let Err(e) = serde_json::to_writer(&mut buf, rec) {
+                    write_error.get_or_insert(std::io::Error::from(e));
                 }
-            },
-        )
+                buf.push(b'\n');
+            }
+            if let Some(m) = &metrics {
+                m.set_capture_stats(stats);
+            }
+            if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+                write_error.get_or_insert(e);
+            }
+        })
         .await
         .context("capture loop")?;
         if let Some(e) = write_error {

@@ -34,26 +34,39 @@ pub fn model_path(path: &Path) -> PathBuf {
     PathBuf::from(INSTALLED_MODEL)
 }
 
-/// Resolves on SIGINT, SIGTERM, or after `limit`.
-pub async fn shutdown_signal(limit: Option<Duration>) {
+/// A future that resolves on SIGINT, SIGTERM, or after `limit`.
+///
+/// The handlers are installed by this call, not when the future is first polled: the commands
+/// log that they are watching before their loop polls it, and a SIGTERM in between (a service
+/// manager's stop right after the start) would otherwise take the default action and kill the
+/// process without its summary. Must be called inside the runtime.
+pub fn shutdown_signal(limit: Option<Duration>) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
+    let handlers = match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        log::error!("cannot install signal handlers; stopping");
-        return;
-    };
-    let timer = async {
-        match limit {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+    ) {
+        (Ok(int), Ok(term)) => Some((int, term)),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("cannot install signal handlers ({e}); stopping");
+            None
         }
     };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-        _ = timer => {}
+    async move {
+        let Some((mut int, mut term)) = handlers else {
+            return;
+        };
+        let timer = async {
+            match limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = timer => {}
+        }
     }
 }
 

@@ -7,8 +7,11 @@ use crate::config::RunConfig;
 /// line.
 pub fn run_sensor(mut config: RunConfig, limit: Option<Duration>) -> anyhow::Result<()> {
     config.model = super::model_path(&config.model);
-    let summary = super::current_thread_runtime()?
-        .block_on(crate::agent::run(config, super::shutdown_signal(limit)))?;
+    let summary = super::current_thread_runtime()?.block_on(async {
+        // The handlers before the agent starts (see `shutdown_signal`).
+        let stop = super::shutdown_signal(limit);
+        crate::agent::run(config, stop).await
+    })?;
     eprintln!("run: {}", serde_json::to_string(&summary)?);
     Ok(())
 }
