@@ -183,7 +183,7 @@ fn tcp_exchanges_are_one_record_each_with_state_bytes_and_end() {
                     "100",
                     "300",
                     mode,
-                    "20",
+                    "60",
                 ],
             ),
         };
@@ -334,7 +334,7 @@ fn udp_request_response_and_icmp_echo_have_exact_counts() {
                 &lab.server_v4,
                 "5353",
                 "120",
-                "20",
+                "60",
             ],
         )
         .unwrap();
@@ -394,7 +394,7 @@ fn ipv6_tcp_connection_is_exact() {
                 "1000",
                 "5000",
                 "close",
-                "20",
+                "60",
             ],
         )
         .unwrap();
@@ -619,7 +619,7 @@ fn a_too_small_table_counts_the_overflow_and_keeps_the_rest_exact() {
                 &lab.server_v4,
                 "5354",
                 "120",
-                "20",
+                "60",
             ],
         )
         .unwrap();

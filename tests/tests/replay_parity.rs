@@ -124,7 +124,15 @@ fn observe(lab: &Pair, send: impl FnOnce(&Pair)) -> Observed {
     lab.client
         .run("python3", &[&traffic("raw_frame.py"), &lab.veth.a, &marker])
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // tcpdump writes each packet as it comes (`-U`): wait until the marker is in the file (its
+    // source MAC and ethertype), so that terminating cannot lose it on a busy machine.
+    let marker_bytes: Vec<u8> = (0..8)
+        .map(|i| u8::from_str_radix(&marker[12 + 2 * i..14 + 2 * i], 16).unwrap())
+        .collect();
+    let written = integration_tests::wait_until(Duration::from_secs(10), || {
+        std::fs::read(&pcap).is_ok_and(|b| b.windows(marker_bytes.len()).any(|w| w == marker_bytes))
+    });
+    assert!(written, "the marker frame never reached {}", pcap.display());
     tcpdump.terminate();
     let (_, _, td_err) = tcpdump
         .wait_output(Duration::from_secs(10))
@@ -221,7 +229,7 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
                 "100",
                 "300",
                 "close",
-                "20",
+                "60",
             ],
         )
         .unwrap();
@@ -234,7 +242,7 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
                 &lab.server_v4,
                 "5353",
                 "120",
-                "20",
+                "60",
             ],
         )
         .unwrap();

@@ -293,7 +293,7 @@ fn sensor_run_works_with_the_units_capabilities_user_system_calls_and_files() {
                 "100",
                 "300",
                 "close",
-                "30",
+                "120",
             ],
         )
         .expect("tcp server");
