@@ -344,7 +344,16 @@ fn udp_request_response_and_icmp_echo_have_exact_counts() {
         .client
         .run(
             "python3",
-            &[&traffic("udp_client.py"), &lab.server_v4, "5353", "40", "3"],
+            // Fixed, distinct source ports: three flows for sure.
+            &[
+                &traffic("udp_client.py"),
+                &lab.server_v4,
+                "5353",
+                "40",
+                "3",
+                "0",
+                "21000",
+            ],
         )
         .unwrap();
     assert_eq!(num(&ok), 3, "three UDP replies");

@@ -309,6 +309,8 @@ fn live_and_replayed_traffic_give_the_same_records_and_verdicts() {
                     "40",
                     "3",
                     "0.6",
+                    // Fixed, distinct source ports: three flows for sure.
+                    "21000",
                 ],
             )
             .unwrap();
