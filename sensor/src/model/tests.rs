@@ -26,7 +26,9 @@ fn trees_follow_the_linfa_rule_and_reject_bad_indices() {
 
 #[test]
 fn batch_scoring_equals_row_by_row_including_the_tail() {
-    // Two trees of different depths; 29 rows: two groups in lockstep and a tail of 5.
+    // Two trees of different depths; 29 rows: two groups in lockstep and a tail of 5, taken
+    // in the order of the first tree's leaves (the stump splits them in two), so that the
+    // groups and the tail mix rows from all over the batch.
     let deep = Tree {
         nodes: vec![
             Node::split(0, 5.0, 1),
