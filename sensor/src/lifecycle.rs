@@ -190,9 +190,12 @@ impl Lifecycle {
             // the other's, or that event is still behind this one in the ring. Either way the
             // connection is over: finalised now rather than left to the table scan, a second
             // later. It ends at this packet, since the second FIN's time is not known here.
-            if kinds & event::OPEN == 0 {
-                self.adopt(key, v, out);
+            // A late event of a connection whose 5-tuple a later one took over says nothing
+            // about the later one: the old record comes with its `REPLACED` value.
+            if self.later_known(key, v.first_seen_ns) {
+                return;
             }
+            self.adopt(key, v, out);
             self.stats.finished_at_final_ack += 1;
             return self.finish(key, v, EndReason::Fin, v.last_seen_ns, out);
         }
@@ -329,15 +332,7 @@ impl Lifecycle {
         // The new connection's events came first (it is open here, or even reported): the
         // kernel parked this value (its ring was full) and the table scan took it out. What
         // is tracked of the new one stays as it is; this one's record is final as it stands.
-        let later_known = self
-            .open
-            .get(key)
-            .is_some_and(|o| o.first_seen_ns != v.first_seen_ns)
-            || self
-                .reported
-                .get(key)
-                .is_some_and(|r| r.first_seen_ns > v.first_seen_ns);
-        if later_known {
+        if self.later_known(key, v.first_seen_ns) {
             self.displaced.remove(&(*key, v.first_seen_ns));
             self.finish_detached(key, v, out);
             return;
@@ -391,6 +386,18 @@ impl Lifecycle {
             return;
         }
         self.finish(key, v, EndReason::Evicted, at_ns.max(v.last_seen_ns), out);
+    }
+
+    /// Whether a connection on `key` later than the one that began at `first_seen` is known
+    /// here (open, or reported and still lingering).
+    fn later_known(&self, key: &FlowKey, first_seen: u64) -> bool {
+        self.open
+            .get(key)
+            .is_some_and(|o| o.first_seen_ns != first_seen)
+            || self
+                .reported
+                .get(key)
+                .is_some_and(|r| r.first_seen_ns > first_seen)
     }
 
     /// Whether the connection of `key` that began at `first_seen` is open here.

@@ -590,23 +590,20 @@ fn ten_thousand_short_connections_are_all_accounted() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 10_000, "distinct connections");
+    // Every connection ended by its FINs, whether the kernel's event said so, the final ACK's
+    // did, or (the events dropped from the full ring) an idle check or the table scan found it.
     for r in &recs {
         assert_eq!(r.conn_state, ConnState::SF, "{r:#?}");
         assert_eq!((r.orig_bytes, r.resp_bytes), (10, 20), "{r:#?}");
+        assert_eq!(r.end_reason, EndReason::Fin, "{r:#?}");
     }
     assert_eq!(done.health("table_full"), 0, "{}", done.stderr);
-    // Every finish was signalled by the kernel, or found by an idle check or the table scan (a
-    // dropped event, or two CPUs racing on the last FINs).
     let by_scan = done.capture["finished_by_scan"].as_u64().unwrap();
     println!(
-        "finished by the scan: {by_scan}, at the final ACK: {}, duplicate events: {}",
-        done.capture["finished_at_final_ack"], done.capture["duplicate_events"]
-    );
-    assert!(
-        done.health("events_sent") + by_scan >= 10_000,
-        "{:?} {:?}",
-        done.health,
-        done.capture
+        "finished by the scan: {by_scan}, at the final ACK: {}, duplicate events: {}, events dropped: {}",
+        done.capture["finished_at_final_ack"],
+        done.capture["duplicate_events"],
+        done.health("ringbuf_drops")
     );
     done.assert_packets_add_up();
 }

@@ -450,6 +450,46 @@ fn a_connection_parked_by_the_kernel_gets_its_record_at_the_scan() {
     assert_eq!(finished(&out).len(), 2, "{out:?}");
 }
 
+/// The old connection's final ACK event, read after a new connection on its 5-tuple opened
+/// (the kernel parked the old one's `REPLACED` value, its ring full): it must not disturb the
+/// new connection; the old record comes from the parked value at the scan.
+#[test]
+fn a_late_final_ack_event_of_a_replaced_connection_leaves_the_new_one_alone() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let mut store = Store::default();
+    let (k, old) = (key(1016, ipproto::TCP), closed(10 * S));
+    let new_start = 10 * S + 20_000_000;
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    store.parked.push((k, old));
+    store.flows.insert(k, attempt(new_start, ipproto::TCP));
+    l.on_event(&k, &attempt(new_start, ipproto::TCP), event::OPEN, &mut out);
+    let opened = out.len();
+    l.on_event(&k, &old, event::CLOSED, &mut out);
+    assert_eq!(out.len(), opened, "nothing from the stale event: {out:?}");
+    l.advance(11 * S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:?}");
+    assert_eq!(recs[0].start_unix_ns, old.first_seen_ns);
+    let st = l.stats();
+    assert_eq!(
+        (
+            st.finished_at_final_ack,
+            st.taken_from_park,
+            st.lost_on_restart,
+            st.open_connections
+        ),
+        (0, 1, 0, 1)
+    );
+    let opened: Vec<_> = out
+        .iter()
+        .filter(|e| matches!(e, ConnEvent::Opened(_)))
+        .collect();
+    assert_eq!(opened.len(), 2, "one Opened per connection: {out:?}");
+    // The new connection keeps its own record.
+    l.on_event(&k, &refused(new_start), event::RST, &mut out);
+    assert_eq!(finished(&out).len(), 2, "{out:?}");
+}
+
 #[test]
 fn a_connection_parked_after_the_new_one_finished_leaves_the_new_one_alone() {
     let (mut l, mut out) = (scanning(), Vec::new());
@@ -763,6 +803,9 @@ fn a_final_ack_event_before_the_fin_event_finishes_the_connection_once() {
     assert_eq!(recs[0].orig_packets, 6, "the final ACK counted");
     assert_eq!(recs[0].conn_state, sensor_common::conn_state::ConnState::SF);
     assert_eq!(recs[0].final_unix_ns, acked.last_seen_ns);
+    // The second FIN's time is not known from this event: the record ends at the final ACK
+    // (one round trip later than from the FIN's event).
+    assert_eq!(recs[0].end_unix_ns, acked.last_seen_ns);
     // The second FIN's event, the settle's time and the scan add nothing.
     l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
     l.advance(10 * S + 30_000_000, &mut store, &mut out);

@@ -251,7 +251,8 @@ impl Ensemble {
 
     /// [`Ensemble::mean`] of every row of `x` (row-major, `width` inputs per row) into `out`.
     ///
-    /// One allocation for the whole batch, no per-row gathering.
+    /// No per-row gathering: the output, and for a batch of two lane groups or more the order
+    /// of its rows, are the only allocations.
     pub fn mean_batch(&self, x: &[f64], width: usize, out: &mut Vec<f64>) {
         let n = x.len() / width.max(1);
         out.clear();
@@ -349,7 +350,11 @@ fn path_order(
             let mut i = 0usize;
             for _ in 0..t.depth {
                 let nd = &t.nodes[i];
-                i = nd.left as usize + usize::from(row[nd.feature as usize] >= nd.threshold);
+                let next = nd.left as usize + usize::from(row[nd.feature as usize] >= nd.threshold);
+                if next == i {
+                    break; // a leaf (it loops onto itself)
+                }
+                i = next;
             }
             (i as u32, r as u32)
         })
