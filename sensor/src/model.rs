@@ -283,17 +283,14 @@ impl Model {
         let width = self.input_width();
         let (mut s, mut u) = (Vec::new(), Vec::new());
         self.data.supervised.mean_batch(x, width, &mut s);
-        let c = self.data.normal_profile.as_ref().map(|p| {
-            p.forest.mean_batch(x, width, &mut u);
-            c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE)
-        });
+        let profile = self.data.normal_profile.as_ref();
+        if let Some(p) = profile {
+            p.score_batch(x, width, &mut u);
+        }
         let t = &self.data.thresholds;
         s.iter()
             .enumerate()
-            .map(|(i, &s)| {
-                let u = c.map(|c| (2f64).powf(-u[i] / c));
-                verdict(s, u, t)
-            })
+            .map(|(i, &s)| verdict(s, profile.map(|_| u[i]), t))
             .collect()
     }
 }

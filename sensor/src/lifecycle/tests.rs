@@ -410,18 +410,34 @@ fn a_reused_five_tuple_hands_over_a_connection_whose_finish_event_was_lost() {
     assert_eq!(st.open_connections, 1, "the new connection is open");
 }
 
+/// The kernel's part of a port reuse while its ring was full: the old connection (open here
+/// from its first packet at 10 s) had its `REPLACED` value parked, and the new connection's
+/// entry `new` got its event (`kinds`) through.
+fn park_and_restart(
+    l: &mut Lifecycle,
+    store: &mut Store,
+    k: &FlowKey,
+    old: &FlowValue,
+    new: FlowValue,
+    kinds: u32,
+    out: &mut Vec<ConnEvent>,
+) {
+    l.on_event(k, &attempt(10 * S, ipproto::TCP), event::OPEN, out);
+    store.parked.push((*k, *old));
+    store.flows.insert(*k, new);
+    l.on_event(k, &new, kinds, out);
+}
+
 #[test]
 fn a_connection_parked_by_the_kernel_gets_its_record_at_the_scan() {
     let (mut l, mut out) = (scanning(), Vec::new());
     let mut store = Store::default();
     let (k, old) = (key(1010, ipproto::TCP), closed(10 * S));
     let new_start = 10 * S + 20_000_000;
-    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
     // The FIN event was dropped, and the ring was still full at the restart: the kernel parked
     // the old value. The new connection's OPEN got through.
-    store.parked.push((k, old));
-    store.flows.insert(k, attempt(new_start, ipproto::TCP));
-    l.on_event(&k, &attempt(new_start, ipproto::TCP), event::OPEN, &mut out);
+    let new = attempt(new_start, ipproto::TCP);
+    park_and_restart(&mut l, &mut store, &k, &old, new, event::OPEN, &mut out);
     assert!(finished(&out).is_empty(), "not known yet: {out:?}");
     l.advance(11 * S, &mut store, &mut out);
     let recs = finished(&out);
@@ -459,10 +475,8 @@ fn a_late_final_ack_event_of_a_replaced_connection_leaves_the_new_one_alone() {
     let mut store = Store::default();
     let (k, old) = (key(1016, ipproto::TCP), closed(10 * S));
     let new_start = 10 * S + 20_000_000;
-    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
-    store.parked.push((k, old));
-    store.flows.insert(k, attempt(new_start, ipproto::TCP));
-    l.on_event(&k, &attempt(new_start, ipproto::TCP), event::OPEN, &mut out);
+    let new = attempt(new_start, ipproto::TCP);
+    park_and_restart(&mut l, &mut store, &k, &old, new, event::OPEN, &mut out);
     let opened = out.len();
     l.on_event(&k, &old, event::CLOSED, &mut out);
     assert_eq!(out.len(), opened, "nothing from the stale event: {out:?}");
@@ -496,12 +510,18 @@ fn a_connection_parked_after_the_new_one_finished_leaves_the_new_one_alone() {
     let mut store = Store::default();
     let (k, old) = (key(1013, ipproto::TCP), closed(10 * S));
     let new_start = 10 * S + 20_000_000;
-    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
     // The old value parked; the new connection opened, was refused and reported, all before
     // the scan took the parked value out.
-    store.parked.push((k, old));
-    store.flows.insert(k, refused(new_start));
-    l.on_event(&k, &refused(new_start), event::OPEN | event::RST, &mut out);
+    let new = refused(new_start);
+    park_and_restart(
+        &mut l,
+        &mut store,
+        &k,
+        &old,
+        new,
+        event::OPEN | event::RST,
+        &mut out,
+    );
     l.advance(11 * S, &mut store, &mut out);
     let recs = finished(&out);
     assert_eq!(recs.len(), 2, "one record each: {out:?}");

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Detector, Model, Verdict, c_factor};
+use super::{Detector, Model, Verdict};
 use crate::{
     features::{ColdWindow, cold_contexts::COLD_CONTEXT_COUNT},
     kdd::{FEATURE_NAMES, KddFeatures, NUM_FEATURES},
@@ -75,7 +75,7 @@ impl Model {
                 (Some(p), Detector::Unsupervised) => {
                     p.forest.contributions(&buf[..n], one);
                     // log2(score) = -E[h] / c(ψ): a path made shorter is a higher score.
-                    let norm = c_factor(p.sample_size as f64).max(f64::MIN_POSITIVE);
+                    let norm = p.normaliser();
                     for v in one.iter_mut() {
                         *v = -*v / norm;
                     }

@@ -389,14 +389,21 @@ pub struct NormalProfile {
 impl NormalProfile {
     /// Anomaly score in (0, 1): 2^(−E[h(x)] / c(ψ)); near 1 is anomalous, ≤ 0.5 normal.
     pub fn score(&self, x: &[f64]) -> f64 {
-        self.score_of_path(self.forest.mean(x))
+        (2f64).powf(-self.forest.mean(x) / self.normaliser())
     }
 
-    /// The anomaly score of a mean path length over the trees (what [`Ensemble::mean`] or
-    /// [`Ensemble::mean_batch`] of [`Self::forest`] gives).
-    #[inline]
-    pub fn score_of_path(&self, mean_path: f64) -> f64 {
-        let c = c_factor(self.sample_size as f64).max(f64::MIN_POSITIVE);
-        (2f64).powf(-mean_path / c)
+    /// [`NormalProfile::score`] of every row of `x` (row-major, `width` inputs per row) into
+    /// `out`, through [`Ensemble::mean_batch`].
+    pub fn score_batch(&self, x: &[f64], width: usize, out: &mut Vec<f64>) {
+        self.forest.mean_batch(x, width, out);
+        let c = self.normaliser();
+        for p in out.iter_mut() {
+            *p = (2f64).powf(-*p / c);
+        }
+    }
+
+    /// `c(ψ)`, the mean path length the scores are measured against (never 0).
+    pub fn normaliser(&self) -> f64 {
+        c_factor(self.sample_size as f64).max(f64::MIN_POSITIVE)
     }
 }

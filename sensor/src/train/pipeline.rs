@@ -186,10 +186,10 @@ fn calibrate_cold(
             x.extend(idx.iter().map(|&i| g.0[i]));
         }
         h.forest.mean_batch(&x, idx.len(), &mut s);
-        h.profile.forest.mean_batch(&x, idx.len(), &mut u);
+        h.profile.score_batch(&x, idx.len(), &mut u);
         let n = contexts.len().max(1) as f64;
         sup.push(s.iter().sum::<f64>() / n);
-        unsup.push(u.iter().map(|&p| h.profile.score_of_path(p)).sum::<f64>() / n);
+        unsup.push(u.iter().sum::<f64>() / n);
     }
     let attack = &split.attack_validation;
     let thresholds = choose_thresholds(&sup, &unsup, attack, cfg.target_fpr, operating_fpr);
