@@ -361,7 +361,7 @@ impl FeatureEngine {
         match ev {
             ConnEvent::Opened(s) if !s.id.transport.is_kdd() => None,
             ConnEvent::Ongoing(rec) | ConnEvent::Finished(rec) if !rec.transport.is_kdd() => {
-                Some(self.features(rec, 0, Snapshot::default()))
+                Some(self.outside_kdd(rec))
             }
             ConnEvent::Opened(s) => {
                 self.opened(s);
@@ -514,10 +514,17 @@ impl FeatureEngine {
     /// event order of a set of records.
     pub fn push(&mut self, rec: &ConnectionRecord) -> KddFeatures {
         if !rec.transport.is_kdd() {
-            return self.features(rec, 0, Snapshot::default());
+            return self.outside_kdd(rec);
         }
         self.open_from_record(rec);
         self.finished(rec)
+    }
+
+    /// The features of a connection of a transport the KDD data does not have: its basic ones,
+    /// with the service `service_index` gives such transports (`other`), never a named one.
+    fn outside_kdd(&mut self, rec: &ConnectionRecord) -> KddFeatures {
+        let service = service::service_index(&rec.start(), self.config.private_port_below);
+        self.features(rec, service, Snapshot::default())
     }
 
     fn features(&mut self, rec: &ConnectionRecord, service: u8, snap: Snapshot) -> KddFeatures {

@@ -1008,3 +1008,25 @@ fn ending_and_resuming_over_and_over_stays_bounded() {
     }
     assert!(r.heap_bytes() < 8 << 20, "{} heap bytes", r.heap_bytes());
 }
+
+#[test]
+fn a_transport_outside_the_data_gets_service_other_and_no_window() {
+    // Zeek's `unknown_transport` rows (IP protocols 99, 132 ...) are printed, never scored:
+    // their service is `other`, not the vocabulary's first name.
+    for transport in [Transport::Unknown, Transport::Sctp] {
+        let mut e = engine();
+        for port in [0, 48879] {
+            let f = e.push(&with(transport, port));
+            assert_eq!(
+                col(&f, "service"),
+                svc("other"),
+                "{transport:?} port {port}"
+            );
+            assert_eq!(
+                col(&f, "count"),
+                0.0,
+                "{transport:?} stays out of the windows"
+            );
+        }
+    }
+}
