@@ -89,9 +89,10 @@ fn record_live(
 ) -> anyhow::Result<Vec<ConnectionRecord>> {
     let mut records = Vec::new();
     super::current_thread_runtime()?.block_on(async {
+        // The handlers before the programs are attached (see `shutdown_signal`).
+        let stop = super::shutdown_signal(Some(duration));
         let capture = Capture::start(config.clone())
             .with_context(|| format!("starting the capture on {}", config.interfaces.join(", ")))?;
-        let stop = super::shutdown_signal(Some(duration));
         // Said once attached (and the signal handlers installed), so that whoever waits for it
         // knows traffic is seen.
         log::info!(

@@ -26,6 +26,9 @@ pub struct FlowsOptions {
 pub fn flows(opts: FlowsOptions, mut out: impl Write) -> anyhow::Result<()> {
     let config = opts.capture;
     super::current_thread_runtime()?.block_on(async move {
+        // The handlers before the programs are attached (see `shutdown_signal`): a SIGTERM
+        // while they attach then stops the loop at its first poll, which detaches them.
+        let stop = super::shutdown_signal(opts.limit);
         let capture = Capture::start(config.clone())
             .with_context(|| format!("starting the sensor on {}", config.interfaces.join(", ")))?;
         let metrics = match opts.metrics_addr {
@@ -40,7 +43,6 @@ pub fn flows(opts: FlowsOptions, mut out: impl Write) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let stop = super::shutdown_signal(opts.limit);
         log::info!(
             "watching {} (table {} connections); finished connections follow as JSON lines",
             config.interfaces.join(", "),
