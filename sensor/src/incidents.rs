@@ -33,7 +33,7 @@ use std::{
     time::Duration,
 };
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use crate::hashing::{Map, Set};
 
 pub mod line;
 
@@ -326,12 +326,12 @@ pub struct IncidentTracker {
     /// A prefix that makes ids unique across runs (the first evidence's time, hex).
     id_prefix: Option<String>,
     next_id: u64,
-    candidates: FxHashMap<Key, Evidence>,
+    candidates: Map<Key, Evidence>,
     /// Candidate keys in the order they were last fed, for expiry (stale entries skipped).
     fed: VecDeque<(u64, Key)>,
-    open: FxHashMap<Key, Incident>,
+    open: Map<Key, Incident>,
     /// Connections still open whose anomalous early verdict was counted as evidence.
-    counted: FxHashSet<ConnId>,
+    counted: Set<ConnId>,
     stats: IncidentStats,
 }
 
@@ -341,10 +341,10 @@ impl IncidentTracker {
             config,
             id_prefix: None,
             next_id: 0,
-            candidates: FxHashMap::default(),
+            candidates: Map::default(),
             fed: VecDeque::new(),
-            open: FxHashMap::default(),
-            counted: FxHashSet::default(),
+            open: Map::default(),
+            counted: Set::default(),
             stats: IncidentStats::default(),
         }
     }

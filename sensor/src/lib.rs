@@ -23,6 +23,7 @@ pub mod export;
 pub mod features;
 pub mod flow_table;
 pub mod flows;
+pub mod hashing;
 pub mod incidents;
 pub mod kdd;
 pub mod lifecycle;

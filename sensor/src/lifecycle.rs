@@ -51,7 +51,7 @@ use std::{
     collections::{BinaryHeap, VecDeque},
 };
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use crate::hashing::{Map, Set};
 use sensor_common::{
     FlowKey, FlowValue,
     account::{answered, peer},
@@ -110,15 +110,15 @@ pub struct Lifecycle {
     config: LifecycleConfig,
     /// Table clock + this = Unix time (CLOCK_REALTIME − CLOCK_MONOTONIC live, 0 for replay).
     mono_to_unix_ns: i128,
-    open: FxHashMap<FlowKey, OpenConn>,
+    open: Map<FlowKey, OpenConn>,
     /// Pending checks `(due_ns, kind, key, first_seen_ns)`, earliest first ([`Check`]). A check
     /// whose connection has ended or was replaced is dropped when it comes up.
     checks: BinaryHeap<Reverse<(u64, Check, FlowKey, u64)>>,
     /// TCP connections closed by FINs whose record waits for the final ACK
     /// ([`LifecycleConfig::close_settle`]), with their value at the second FIN.
-    closing: FxHashMap<FlowKey, FlowValue>,
+    closing: Map<FlowKey, FlowValue>,
     /// Finished connections already reported and still lingering.
-    reported: FxHashMap<FlowKey, Reported>,
+    reported: Map<FlowKey, Reported>,
     /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
     lingering: VecDeque<(u64, FlowKey, u64)>,
     /// Table-clock time of the next scan.
@@ -127,7 +127,7 @@ pub struct Lifecycle {
     /// end was known here, and whose `REPLACED` value has not come yet: the kernel may have
     /// parked it (its ring full), so they count as lost only if the next table scan finds no
     /// parked value for them either.
-    displaced: FxHashSet<(FlowKey, u64)>,
+    displaced: Set<(FlowKey, u64)>,
     stats: LifecycleStats,
 }
 
@@ -136,13 +136,13 @@ impl Lifecycle {
         Lifecycle {
             config,
             mono_to_unix_ns,
-            open: FxHashMap::default(),
+            open: Map::default(),
             checks: BinaryHeap::new(),
-            closing: FxHashMap::default(),
-            reported: FxHashMap::default(),
+            closing: Map::default(),
+            reported: Map::default(),
             lingering: VecDeque::new(),
             next_scan_ns: 0,
-            displaced: FxHashSet::default(),
+            displaced: Set::default(),
             stats: LifecycleStats::default(),
         }
     }

@@ -10,13 +10,13 @@
 
 use std::hash::Hash;
 
-use rustc_hash::FxHashMap as FxMap;
+use crate::hashing::Map;
 
 use crate::kdd::SERVICES;
 
-// The maps use the Fx hash (rustc-hash). Keys are addresses an attacker chooses, but the maps
-// are bounded by the windows and hold counters only, so collision flooding costs CPU, not
-// memory; SipHash would cost ~2x on every connection.
+// The maps are `crate::hashing::Map`s, seeded per map: keys are addresses an attacker
+// chooses, and with an unseeded hash a flood of keys computed to collide would turn every
+// lookup into a walk of all of them (see `crate::hashing`).
 
 /// A destination host: the address as 128 bits (IPv4 as v4-mapped IPv6).
 pub type HostKey = u128;
@@ -28,7 +28,7 @@ pub type HostId = u32;
 /// is free again once nothing names it, so the ids stay as few as the hosts held.
 #[derive(Clone, Debug, Default)]
 pub struct HostIds {
-    ids: FxMap<HostKey, HostId>,
+    ids: Map<HostKey, HostId>,
     /// Per id: its host, and how many entries or connections name it (0: free).
     hosts: Vec<(HostKey, u32)>,
     free: Vec<HostId>,
@@ -145,9 +145,9 @@ pub struct WindowCounts {
     /// Hosts with a connection counted.
     hosts: usize,
     /// By `host << 8 | service`.
-    per_host_service: FxMap<u64, u32>,
+    per_host_service: Map<u64, u32>,
     /// By `host << 16 | port`.
-    per_host_src_port: FxMap<u64, u32>,
+    per_host_src_port: Map<u64, u32>,
     per_service: Vec<ErrCounts>,
     track_src_port: bool,
 }
@@ -255,7 +255,7 @@ impl WindowCounts {
 
     /// Heap bytes of the maps (capacity, keys, values and one control byte per slot).
     pub fn heap_bytes(&self) -> usize {
-        fn map_bytes<K, V>(m: &FxMap<K, V>) -> usize {
+        fn map_bytes<K, V>(m: &Map<K, V>) -> usize {
             m.capacity() * (size_of::<(K, V)>() + 1)
         }
         self.per_host.capacity() * size_of::<ErrCounts>()
@@ -266,7 +266,7 @@ impl WindowCounts {
 }
 
 #[inline]
-fn dec<K: Hash + Eq>(m: &mut FxMap<K, u32>, k: K) {
+fn dec<K: Hash + Eq>(m: &mut Map<K, u32>, k: K) {
     if let Some(c) = m.get_mut(&k) {
         *c -= 1;
         if *c == 0 {

@@ -43,7 +43,7 @@ mod tests;
 
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
+use crate::hashing::Map;
 
 use crate::{
     flows::{ConnEvent, ConnId, ConnStart, ConnectionRecord, EndReason},
@@ -174,7 +174,7 @@ struct OpenEntry {
 /// probes were a tenth of the live path's time under a flood.
 #[derive(Debug, Default)]
 struct OpenConnections {
-    index: FxHashMap<ConnId, u32>,
+    index: Map<ConnId, u32>,
     slab: Vec<OpenEntry>,
     free: Vec<u32>,
 }
@@ -235,7 +235,7 @@ pub struct FeatureEngine {
     windows: Windows,
     open: OpenConnections,
     /// Open FTP control connections by (client, server) host pair ([`service::ftp_data_of`]).
-    ftp_sessions: FxHashMap<(HostKey, HostKey), u32>,
+    ftp_sessions: Map<(HostKey, HostKey), u32>,
     resumptions: Resumptions,
     connections_total: u64,
     unopened_total: u64,
@@ -344,7 +344,7 @@ impl FeatureEngine {
             ),
             config,
             open: OpenConnections::default(),
-            ftp_sessions: FxHashMap::default(),
+            ftp_sessions: Map::default(),
             resumptions: Resumptions::default(),
             connections_total: 0,
             unopened_total: 0,

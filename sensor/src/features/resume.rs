@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
+use crate::hashing::Map;
 
 use super::host_key;
 use crate::flows::{ConnId, ConnectionRecord, Transport};
@@ -40,7 +40,7 @@ fn pair(id: &ConnId) -> Option<PairKey> {
 #[derive(Debug, Default)]
 pub struct Resumptions {
     /// The last packet of each pair's latest idle-ended record.
-    last_ns: FxHashMap<PairKey, u64>,
+    last_ns: Map<PairKey, u64>,
     /// The same, in the order they ended, to forget them after the gap (an entry whose pair
     /// ended again later, or resumed, is skipped when it comes up).
     order: VecDeque<(u64, PairKey)>,

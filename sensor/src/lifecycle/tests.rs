@@ -1,6 +1,8 @@
 use std::time::Duration;
 
 use super::*;
+// Fx, unseeded: the store's iteration order (the table scan's) is the same on every run.
+use rustc_hash::FxHashMap;
 use sensor_common::flow::{SIDE_HI, SIDE_LO, ipproto};
 
 const S: u64 = 1_000_000_000;
