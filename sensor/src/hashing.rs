@@ -15,8 +15,11 @@
 //! not known outside the process (foldhash's "minimal DoS resistance": it does not claim to
 //! resist an attacker who can watch hash values, which the sensor never shows).
 //!
-//! Replay keeps Fx for its own flow table: it is offline, and its table's iteration order must
-//! be the same on every run, so that a capture replays to the same rows.
+//! Replay's flow and fragment tables are seeded maps too (a capture of such a flood replays as
+//! fast as any other); their order never reaches the rows, since the lifecycle's flush sorts
+//! the entries and replay runs no table scan. Replay's rows held for their final counts stay in
+//! an Fx map: they are drained in a sort whose ties keep the map's order, which must be the
+//! same on every run.
 
 /// A hash map keyed by traffic-chosen values, with a per-map random seed.
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -98,6 +98,7 @@ impl RowWriter {
 pub struct LogRows {
     writer: RowWriter,
     /// Rows waiting for their connection's `Settled` record.
+    /// Fx, unseeded: drained in a sort whose ties keep the map's order, the same on every run.
     held: FxHashMap<ConnId, (ConnectionRecord, Scored)>,
 }
 

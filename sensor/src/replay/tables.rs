@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
 use sensor_common::{
     FlowKey, FlowValue, Health,
     flow::{FragKey, FragValue},
@@ -11,15 +10,18 @@ use sensor_common::{
 };
 
 use super::FRAG_TABLE_CAPACITY;
-use crate::lifecycle::FlowStore;
+use crate::{hashing::Map, lifecycle::FlowStore};
 
 /// The flow and fragment tables in user space: what the kernel's BPF maps are to the XDP
-/// program, with the same capacity rules.
+/// program, with the same capacity rules. Seeded maps (`crate::hashing`), as the kernel's
+/// table is: a capture of a flood from sources computed against a fixed hash replays as fast
+/// as any other. Their order is never seen: the lifecycle's flush sorts the entries, and
+/// replay runs no table scan.
 #[derive(Debug)]
 pub struct UserTables {
-    flows: FxHashMap<FlowKey, FlowValue>,
+    flows: Map<FlowKey, FlowValue>,
     capacity: usize,
-    frags: FxHashMap<FragKey, FragValue>,
+    frags: Map<FragKey, FragValue>,
     /// Insertion order of `frags`, to evict the oldest when full. The kernel's LRU map evicts
     /// approximately the least recently *used*; fragment trains are short, so the two agree
     /// except under fragment floods far beyond the map's size.
@@ -39,9 +41,9 @@ pub struct UserTables {
 impl UserTables {
     pub fn new(capacity: u32) -> UserTables {
         UserTables {
-            flows: FxHashMap::default(),
+            flows: Map::default(),
             capacity: capacity as usize,
-            frags: FxHashMap::default(),
+            frags: Map::default(),
             frag_order: VecDeque::new(),
             flow_order: VecDeque::new(),
             evicted: Vec::new(),
