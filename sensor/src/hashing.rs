@@ -2,30 +2,78 @@
 //!
 //! A gateway sensor is a target (issue 13), and spoofed sources let an attacker choose the keys
 //! of the lifecycle's, the feature windows' and the incidents' maps. With an unseeded hash
-//! (`rustc_hash`'s Fx, used here before) keys that all hash alike can be computed offline for
-//! every deployment at once: a `u128` address is hashed as `(lo * K + hi) * K`, so any `hi`
-//! has a `lo` that lands on the same value, and a 16-byte address whose first eight bytes equal
-//! Fx's public `SEED1` compresses to one value whatever its last eight. A flood from such
-//! sources puts every connection in one probe chain: each insert and lookup then walks all of
-//! them, and the agent falls behind the ring (tests in this module, figures in
-//! `cargo bench -p sensor --bench features`).
+//! (`rustc_hash`'s Fx, used here before) keys that all hash alike can be computed offline, once
+//! for every deployment:
 //!
-//! These maps use foldhash with a random seed per map (`foldhash::fast::RandomState`): about
-//! as fast as Fx for these keys, and no precomputed set of keys collides, since the seed is
-//! not known outside the process (foldhash's "minimal DoS resistance": it does not claim to
-//! resist an attacker who can watch hash values, which the sensor never shows).
+//! - a byte string of 9 to 16 bytes whose first eight equal Fx's public `SEED1` compresses to
+//!   one value whatever its last eight: every [`FlowKey`](sensor_common::FlowKey) (addresses
+//!   as `[u32; 4]`, hashed as bytes) from IPv6 sources `SEED1:*` to one port hashes alike;
+//! - a `u128` (the windows' host keys; an `IpAddr` hashes as its variant and a `u128`) is
+//!   hashed as `(lo * K + hi) * K`, so for any `hi` some `lo` lands on the same value.
 //!
-//! Replay's flow and fragment tables are seeded maps too (a capture of such a flood replays as
-//! fast as any other); their order never reaches the rows, since the lifecycle's flush sorts
-//! the entries and replay runs no table scan. Replay's rows held for their final counts stay in
-//! an Fx map: they are drained in a sort whose ties keep the map's order, which must be the
-//! same on every run.
+//! A flood from such sources puts every connection in one probe chain: each insert and lookup
+//! then walks all of them (`cargo bench -p sensor --bench hashing`: 118x the time of an
+//! ordinary flood through the lifecycle with Fx, figures in `docs/performance.md`).
+//!
+//! These maps use foldhash (about as fast as Fx for these keys) behind [`Seeded`]: a secret
+//! shared seed from the kernel's random generator, the one the XDP flow table's seed comes
+//! from ([`crate::flow_table::hash_seed`]), and a different seed for each map. No set of keys
+//! computed outside the process collides; foldhash does not claim to resist an attacker who
+//! can watch hash values, which the sensor never shows.
+//!
+//! Replay's tables and rows use these maps too; no order of theirs reaches the rows (the
+//! lifecycle's flush sorts the entries, replay runs no table scan, held rows are written in a
+//! total order).
 
-/// A hash map keyed by traffic-chosen values, with a per-map random seed.
-pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use std::{
+    hash::BuildHasher,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
-/// A hash set of traffic-chosen values, with a per-set random seed.
-pub type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+use foldhash::{
+    SharedSeed,
+    fast::{FoldHasher, SeedableRandomState},
+};
+
+/// A hash map keyed by traffic-chosen values ([`Seeded`]).
+pub type Map<K, V> = std::collections::HashMap<K, V, Seeded>;
+
+/// A hash set of traffic-chosen values ([`Seeded`]).
+pub type Set<T> = std::collections::HashSet<T, Seeded>;
+
+/// foldhash with the process's secret seed and a seed of its own per map (per `default()`).
+#[derive(Clone, Debug)]
+pub struct Seeded(SeedableRandomState);
+
+impl Default for Seeded {
+    fn default() -> Seeded {
+        static SHARED: OnceLock<Option<SharedSeed>> = OnceLock::new();
+        static NEXT_MAP: AtomicU64 = AtomicU64::new(0);
+        let shared = SHARED.get_or_init(|| {
+            // 0 only when the kernel has no getrandom (logged there): then foldhash's own
+            // global seed (addresses and the clock at start) is the best there is.
+            let seed = crate::flow_table::hash_seed();
+            (seed != 0).then(|| SharedSeed::from_u64(seed ^ 0x6d61_7073_2d75_7365))
+        });
+        let shared = shared.as_ref().unwrap_or_else(SharedSeed::global_random);
+        Seeded(SeedableRandomState::with_seed(
+            NEXT_MAP.fetch_add(1, Ordering::Relaxed),
+            shared,
+        ))
+    }
+}
+
+impl BuildHasher for Seeded {
+    type Hasher = FoldHasher<'static>;
+
+    #[inline(always)]
+    fn build_hasher(&self) -> FoldHasher<'static> {
+        self.0.build_hasher()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -105,11 +153,27 @@ mod tests {
         // The threat is real: under Fx each set is one hash value (one probe chain).
         assert_eq!(distinct(&flows, &rustc_hash::FxBuildHasher), 1);
         assert_eq!(distinct(&hosts, &rustc_hash::FxBuildHasher), 1);
-        // The maps' hasher spreads them as it spreads any keys.
+        // The maps' hasher spreads them as it spreads any keys, down to the low bits that pick
+        // a bucket: 4,096 random hashes fill about 2,589 of 4,096 buckets (1 - 1/e), with a
+        // standard deviation of about 19.
         let m: Map<FlowKey, ()> = Map::default();
-        assert!(distinct(&flows, m.hasher()) >= flows.len() - 1);
         let s: Set<u128> = Set::default();
-        assert!(distinct(&hosts, s.hasher()) >= hosts.len() - 1);
+        for (name, hashes) in [
+            (
+                "flow keys",
+                flows
+                    .iter()
+                    .map(|k| m.hasher().hash_one(k))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "u128 hosts",
+                hosts.iter().map(|k| s.hasher().hash_one(k)).collect(),
+            ),
+        ] {
+            let buckets: HashSet<u64> = hashes.iter().map(|h| h & 0xfff).collect();
+            assert!(buckets.len() >= 2_400, "{name}: {} buckets", buckets.len());
+        }
     }
 
     #[test]

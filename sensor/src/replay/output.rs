@@ -17,12 +17,11 @@
 
 use std::io::{self, Write};
 
-use rustc_hash::FxHashMap;
-
 use crate::{
     community_id,
     detect::Scored,
     flows::{ConnId, ConnectionRecord, EndReason},
+    hashing::Map,
     kdd::{FEATURE_NAMES, FLAG, FLAGS, KddFeatures, PROTOCOL_TYPE, PROTOCOLS, SERVICE, SERVICES},
 };
 
@@ -98,15 +97,14 @@ impl RowWriter {
 pub struct LogRows {
     writer: RowWriter,
     /// Rows waiting for their connection's `Settled` record.
-    /// Fx, unseeded: drained in a sort whose ties keep the map's order, the same on every run.
-    held: FxHashMap<ConnId, (ConnectionRecord, Scored)>,
+    held: Map<ConnId, (ConnectionRecord, Scored)>,
 }
 
 impl LogRows {
     pub fn new(writer: RowWriter) -> LogRows {
         LogRows {
             writer,
-            held: FxHashMap::default(),
+            held: Map::default(),
         }
     }
 
@@ -158,7 +156,19 @@ impl LogRows {
     /// order their connections ended, then the footer.
     pub fn finish(&mut self, w: &mut impl Write) -> io::Result<()> {
         let mut held: Vec<_> = self.held.drain().map(|(_, row)| row).collect();
-        held.sort_by_key(|(r, _)| (r.final_unix_ns, r.start_unix_ns));
+        // A total order (the connection's id breaks the ties), so that the map's order, which
+        // differs from run to run, never shows.
+        held.sort_unstable_by_key(|(r, _)| {
+            (
+                r.final_unix_ns,
+                r.start_unix_ns,
+                r.ip_proto,
+                r.orig_addr,
+                r.orig_port,
+                r.resp_addr,
+                r.resp_port,
+            )
+        });
         for (rec, s) in &held {
             self.writer.row(w, rec, s)?;
         }

@@ -14,8 +14,8 @@ use crate::{hashing::Map, lifecycle::FlowStore};
 
 /// The flow and fragment tables in user space: what the kernel's BPF maps are to the XDP
 /// program, with the same capacity rules. Seeded maps (`crate::hashing`), as the kernel's
-/// table is: a capture of a flood from sources computed against a fixed hash replays as fast
-/// as any other. Their order is never seen: the lifecycle's flush sorts the entries, and
+/// table is seeded: a capture of a flood from sources computed against a fixed hash replays as
+/// fast as any other. Their order is never seen: the lifecycle's flush sorts the entries, and
 /// replay runs no table scan.
 #[derive(Debug)]
 pub struct UserTables {
