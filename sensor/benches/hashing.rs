@@ -30,7 +30,9 @@ const FX_SEED1: u64 = 0x243f6a8885a308d3;
 
 fn key(source: [u8; 16], source_port: u16) -> FlowKey {
     let words = |b: &[u8; 16]| -> [u32; 4] {
-        std::array::from_fn(|w| u32::from_ne_bytes(b[w * 4..w * 4 + 4].try_into().unwrap()))
+        std::array::from_fn(|w| {
+            u32::from_ne_bytes([b[4 * w], b[4 * w + 1], b[4 * w + 2], b[4 * w + 3]])
+        })
     };
     let mut server = [0u8; 16];
     server[0] = 0xfd;

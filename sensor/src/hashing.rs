@@ -106,9 +106,9 @@ mod tests {
                 let mut bytes = [0u8; 16];
                 bytes[..8].copy_from_slice(&prefix);
                 bytes[8..].copy_from_slice(&(i.wrapping_mul(0x9e37_79b9) + 1).to_be_bytes());
-                let words = |b: &[u8]| -> [u32; 4] {
+                let words = |b: &[u8; 16]| -> [u32; 4] {
                     std::array::from_fn(|w| {
-                        u32::from_ne_bytes(b[w * 4..w * 4 + 4].try_into().unwrap())
+                        u32::from_ne_bytes([b[4 * w], b[4 * w + 1], b[4 * w + 2], b[4 * w + 3]])
                     })
                 };
                 FlowKey {

@@ -33,8 +33,6 @@ use std::{
     time::Duration,
 };
 
-use crate::hashing::{Map, Set};
-
 pub mod line;
 
 pub use line::{Example, FeatureMean, IncidentKind, IncidentLine, IncidentState};
@@ -43,6 +41,7 @@ use crate::{
     detect::Scored,
     features::ColdWindow,
     flows::{ConnId, ConnectionRecord, EndReason, Transport},
+    hashing::{Map, Set},
     kdd::{FEATURE_NAMES, FeatureSet, KddFeatures},
     model::Verdict,
 };

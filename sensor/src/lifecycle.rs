@@ -51,14 +51,16 @@ use std::{
     collections::{BinaryHeap, VecDeque},
 };
 
-use crate::hashing::{Map, Set};
 use sensor_common::{
     FlowKey, FlowValue,
     account::{answered, peer},
     flow::{event, history, ipproto},
 };
 
-use crate::flows::{ConnEvent, ConnStart, ConnectionRecord, EndReason};
+use crate::{
+    flows::{ConnEvent, ConnStart, ConnectionRecord, EndReason},
+    hashing::{Map, Set},
+};
 
 mod store;
 mod timeouts;

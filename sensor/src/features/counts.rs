@@ -10,9 +10,7 @@
 
 use std::hash::Hash;
 
-use crate::hashing::Map;
-
-use crate::kdd::SERVICES;
+use crate::{hashing::Map, kdd::SERVICES};
 
 // The maps are `crate::hashing::Map`s, seeded per map: keys are addresses an attacker
 // chooses, and with an unseeded hash a flood of keys computed to collide would turn every

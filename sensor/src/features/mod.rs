@@ -43,10 +43,9 @@ mod tests;
 
 use std::net::IpAddr;
 
-use crate::hashing::Map;
-
 use crate::{
     flows::{ConnEvent, ConnId, ConnStart, ConnectionRecord, EndReason},
+    hashing::Map,
     kdd::{KddFeatures, NUM_FEATURES},
 };
 

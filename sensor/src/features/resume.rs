@@ -13,10 +13,11 @@
 
 use std::collections::VecDeque;
 
-use crate::hashing::Map;
-
 use super::host_key;
-use crate::flows::{ConnId, ConnectionRecord, Transport};
+use crate::{
+    flows::{ConnId, ConnectionRecord, Transport},
+    hashing::Map,
+};
 
 /// Both endpoints, the lower one first, so that a conversation resumed by the other side is
 /// found too.
