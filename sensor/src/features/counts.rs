@@ -10,6 +10,7 @@
 
 use std::hash::Hash;
 
+use super::service::ServiceKey;
 use crate::{hashing::Map, kdd::SERVICES};
 
 // The maps are `crate::hashing::Map`s, seeded per map: keys are addresses an attacker
@@ -92,18 +93,25 @@ impl HostIds {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WindowEntry {
     pub host: HostId,
+    /// The KDD service (an index into [`SERVICES`]).
     pub service: u8,
+    /// The service as the windows count it (`super::service::window_key`).
+    pub service_key: ServiceKey,
     pub syn_error: bool,
     pub rej_error: bool,
     pub src_port: u16,
 }
 
-/// Connections and their errors.
+/// Connections, their errors, and how many distinct values of the other key they hold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ErrCounts {
     pub n: u32,
     pub syn_errors: u32,
     pub rej_errors: u32,
+    /// Distinct services among a host's connections, or distinct hosts among a service's
+    /// (KDD's `diff_srv_rate` and `srv_diff_host_rate` count these, see
+    /// `super::distinct_rate`).
+    pub distinct: u32,
 }
 
 impl ErrCounts {
@@ -142,17 +150,21 @@ pub struct WindowCounts {
     per_host: Vec<ErrCounts>,
     /// Hosts with a connection counted.
     hosts: usize,
-    /// By `host << 8 | service`.
+    /// By `host << 32 | service key`.
     per_host_service: Map<u64, u32>,
     /// By `host << 16 | port`.
     per_host_src_port: Map<u64, u32>,
+    /// By service key, for the named services (keys below [`SERVICES`]'s length).
     per_service: Vec<ErrCounts>,
+    /// By service key, for the unnamed ports (each a service, `super::service::window_key`);
+    /// an entry is removed when its count drops to 0.
+    per_port_service: Map<ServiceKey, ErrCounts>,
     track_src_port: bool,
 }
 
 #[inline]
 fn host_service(e: &WindowEntry) -> u64 {
-    u64::from(e.host) << 8 | u64::from(e.service)
+    u64::from(e.host) << 32 | u64::from(e.service_key)
 }
 
 #[inline]
@@ -176,12 +188,37 @@ impl WindowCounts {
             self.per_host.resize(h + 1, ErrCounts::default());
         }
         self.hosts += usize::from(self.per_host[h].n == 0);
+        let pair = self.per_host_service.entry(host_service(e)).or_default();
+        *pair += 1;
+        // The pair's first connection: one more service of the host, one more host of the
+        // service.
+        let new_pair = u32::from(*pair == 1);
         self.per_host[h].add(e);
-        *self.per_host_service.entry(host_service(e)).or_default() += 1;
+        self.per_host[h].distinct += new_pair;
         if self.track_src_port {
             *self.per_host_src_port.entry(host_port(e)).or_default() += 1;
         }
-        self.per_service[usize::from(e.service)].add(e);
+        let s = self.service_mut(e.service_key);
+        s.add(e);
+        s.distinct += new_pair;
+    }
+
+    /// The counts of a service key, created at zero for an unnamed port not counted yet.
+    #[inline]
+    fn service_mut(&mut self, key: ServiceKey) -> &mut ErrCounts {
+        if (key as usize) < self.per_service.len() {
+            &mut self.per_service[key as usize]
+        } else {
+            self.per_port_service.entry(key).or_default()
+        }
+    }
+
+    #[inline]
+    fn service(&self, key: ServiceKey) -> ErrCounts {
+        match self.per_service.get(key as usize) {
+            Some(c) => *c,
+            None => self.per_port_service.get(&key).copied().unwrap_or_default(),
+        }
     }
 
     /// Replaces the error status of an entry previously inserted (`old` and `new` differ only
@@ -199,21 +236,28 @@ impl WindowCounts {
         if let Some(h) = self.per_host.get_mut(old.host as usize) {
             bump(h);
         }
-        bump(&mut self.per_service[usize::from(old.service)]);
+        bump(self.service_mut(old.service_key));
     }
 
     /// Forgets an entry previously inserted.
     #[inline]
     pub fn remove(&mut self, e: &WindowEntry) {
+        // The pair's last connection: one service of the host fewer, one host of the service.
+        let gone_pair = u32::from(dec(&mut self.per_host_service, host_service(e)));
         if let Some(h) = self.per_host.get_mut(e.host as usize) {
             h.sub(e);
+            h.distinct -= gone_pair;
             self.hosts -= usize::from(h.n == 0);
         }
-        dec(&mut self.per_host_service, host_service(e));
         if self.track_src_port {
             dec(&mut self.per_host_src_port, host_port(e));
         }
-        self.per_service[usize::from(e.service)].sub(e);
+        let s = self.service_mut(e.service_key);
+        s.sub(e);
+        s.distinct -= gone_pair;
+        if s.n == 0 && e.service_key as usize >= self.per_service.len() {
+            self.per_port_service.remove(&e.service_key);
+        }
     }
 
     #[inline]
@@ -224,7 +268,7 @@ impl WindowCounts {
                 .get(e.host as usize)
                 .copied()
                 .unwrap_or_default(),
-            service: self.per_service[usize::from(e.service)],
+            service: self.service(e.service_key),
             host_service: self
                 .per_host_service
                 .get(&host_service(e))
@@ -259,16 +303,20 @@ impl WindowCounts {
         self.per_host.capacity() * size_of::<ErrCounts>()
             + map_bytes(&self.per_host_service)
             + map_bytes(&self.per_host_src_port)
+            + map_bytes(&self.per_port_service)
             + self.per_service.capacity() * size_of::<ErrCounts>()
     }
 }
 
+/// One less of `k`, removed at 0; whether it reached 0.
 #[inline]
-fn dec<K: Hash + Eq>(m: &mut Map<K, u32>, k: K) {
+fn dec<K: Hash + Eq>(m: &mut Map<K, u32>, k: K) -> bool {
     if let Some(c) = m.get_mut(&k) {
         *c -= 1;
         if *c == 0 {
             m.remove(&k);
+            return true;
         }
     }
+    false
 }

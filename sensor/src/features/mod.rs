@@ -264,6 +264,7 @@ impl ColdWindow {
             n: 1,
             syn_errors: u32::from(basic::is_syn_error(flag)),
             rej_errors: u32::from(basic::is_rej_error(flag)),
+            distinct: 1,
         };
         let host = counts::WindowView {
             host: own,
@@ -413,6 +414,7 @@ impl FeatureEngine {
         let entry = WindowEntry {
             host: self.windows.acquire_host(resp),
             service,
+            service_key: service::window_key(s, service),
             syn_error: s.awaits_answer,
             rej_error: false,
             src_port: s.id.orig_port,
@@ -543,8 +545,8 @@ impl FeatureEngine {
         out[26] = r(t.host.rej_errors, t.host.n);
         out[27] = r(t.service.rej_errors, t.service.n);
         out[28] = r(t.host_service, t.host.n);
-        out[29] = r(t.host.n - t.host_service, t.host.n);
-        out[30] = r(t.service.n - t.host_service, t.service.n);
+        out[29] = distinct_rate(f64::from(t.host.distinct), f64::from(t.host.n), round);
+        out[30] = distinct_rate(f64::from(t.service.distinct), f64::from(t.service.n), round);
 
         let unseen = self.unseen_slots(snap.host_window_len);
         host_features(
@@ -647,6 +649,8 @@ struct HostCounts {
     service_syn: f64,
     host_rej: f64,
     service_rej: f64,
+    host_distinct: f64,
+    service_distinct: f64,
 }
 
 impl HostCounts {
@@ -662,6 +666,8 @@ impl HostCounts {
             service_syn: c(h.service.syn_errors, p.service_syn),
             host_rej: c(h.host.rej_errors, p.host_rej),
             service_rej: c(h.service.rej_errors, p.service_rej),
+            host_distinct: c(h.host.distinct, p.host_distinct),
+            service_distinct: c(h.service.distinct, p.service_distinct),
         }
     }
 }
@@ -673,13 +679,36 @@ fn host_features(h: &HostCounts, round: bool, out: &mut [f64; NUM_FEATURES]) {
     out[31] = count(h.host);
     out[32] = count(h.service);
     out[33] = rf(h.host_service, h.host);
-    out[34] = rf(h.host - h.host_service, h.host);
+    out[34] = distinct_rate(h.host_distinct, h.host, round);
     out[35] = rf(h.host_src_port, h.host);
-    out[36] = rf(h.service - h.host_service, h.service);
+    out[36] = distinct_rate(h.service_distinct, h.service, round);
     out[37] = rf(h.host_syn, h.host);
     out[38] = rf(h.service_syn, h.service);
     out[39] = rf(h.host_rej, h.host);
     out[40] = rf(h.service_rej, h.service);
+}
+
+/// KDD's "different" rates (`diff_srv_rate`, `srv_diff_host_rate` and their host-window
+/// twins) from the `distinct` services (or hosts) among a group of `n` connections, the
+/// current one's included: 0 when they all share one, else `distinct / n`.
+///
+/// Not the share of the group that differs, which the textual definition suggests: the
+/// training data never prints a single different connection's `1 / n`. Where `count` is 2 to
+/// 60, every one of the 8,728 rows with a nonzero `diff_srv_rate` prints `k / count` for a
+/// `k` of at least 2 (and 5,135 of 5,135 for `dst_host_diff_srv_rate`); `srv_count` 2 prints
+/// `srv_diff_host_rate` 0 or 1.00 (never 0.50), `srv_count` 3 prints 0, 0.67 or 1.00, and 4
+/// prints 0, 0.50, 0.75 or 1.00. A host with 254 connections to one service and one to
+/// another prints `dst_host_diff_srv_rate` 0.01 (2 / 255), where the share would be 0.00; one
+/// with 200 of 255 to its main service and 55 spread over three others prints 0.02 (4 / 255)
+/// where the share would be 0.22, a value the data knows from scans. `distinct` may be a
+/// weighted count (a cold window's); under 1.5 it is one.
+#[inline]
+fn distinct_rate(distinct: f64, n: f64, round: bool) -> f64 {
+    if distinct < 1.5 {
+        0.0
+    } else {
+        rate_f(distinct, n, round)
+    }
 }
 
 /// [`rate`] of weighted counts.

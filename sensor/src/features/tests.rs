@@ -105,6 +105,105 @@ fn the_current_connection_is_counted() {
     assert_eq!(col(&f, "srv_diff_host_rate"), 0.0);
 }
 
+/// The "different" rates count distinct services (hosts), as the training data does: 0 when
+/// the group holds one, else the distinct ones over the group (`distinct_rate`).
+#[test]
+fn different_services_and_hosts_are_counted_as_distinct_values() {
+    let ms = 1_000_000;
+    // Host 1: four connections to http, then one to ftp. Five connections, two distinct
+    // services: 2/5, where the share that differs would be 1/5.
+    let mut e = engine();
+    for i in 0..4 {
+        e.push(&tcp(T0 + i * ms, v4(1), 80, 1000 + i as u16, ConnState::SF));
+    }
+    let f = e.push(&tcp(T0 + 5 * ms, v4(1), 21, 2000, ConnState::SF));
+    assert_eq!(col(&f, "count"), 5.0);
+    assert_eq!(col(&f, "same_srv_rate"), 0.2);
+    assert_eq!(col(&f, "diff_srv_rate"), 0.4);
+    assert_eq!(col(&f, "dst_host_same_srv_rate"), 0.2);
+    assert_eq!(col(&f, "dst_host_diff_srv_rate"), 0.4);
+    // One more http connection: still two services, now among six.
+    let f = e.push(&tcp(T0 + 6 * ms, v4(1), 80, 2001, ConnState::SF));
+    assert_eq!(col(&f, "diff_srv_rate"), 0.33);
+    // A host with one service: 0, not 1/n.
+    let mut e = engine();
+    for i in 0..3 {
+        e.push(&tcp(T0 + i * ms, v4(2), 80, 1000 + i as u16, ConnState::SF));
+    }
+    let f = e.push(&tcp(T0 + 3 * ms, v4(2), 80, 1003, ConnState::SF));
+    assert_eq!(col(&f, "diff_srv_rate"), 0.0);
+    assert_eq!(col(&f, "dst_host_diff_srv_rate"), 0.0);
+    // The service's hosts: three connections to http on host 3, one on host 4: two distinct
+    // hosts among four (the data prints 0.50 for srv_count 4 with two hosts, never 0.25).
+    let mut e = engine();
+    for i in 0..3 {
+        e.push(&tcp(T0 + i * ms, v4(3), 80, 1000 + i as u16, ConnState::SF));
+    }
+    let f = e.push(&tcp(T0 + 3 * ms, v4(4), 80, 1003, ConnState::SF));
+    assert_eq!(col(&f, "srv_count"), 4.0);
+    assert_eq!(col(&f, "srv_diff_host_rate"), 0.5);
+    assert_eq!(col(&f, "dst_host_srv_diff_host_rate"), 0.5);
+    // 254 connections to one service and one to another: 2/255 rounds to 0.01 (the data's
+    // 2,069 normal rows with dst_host_count 255, dst_host_srv_count 254 all print 0.01).
+    let mut e = engine();
+    for i in 0..254u64 {
+        e.push(&tcp(
+            T0 + i * SEC_NS,
+            v4(5),
+            53,
+            1000 + i as u16,
+            ConnState::SF,
+        ));
+    }
+    let f = e.push(&tcp(T0 + 300 * SEC_NS, v4(5), 25, 3000, ConnState::SF));
+    assert_eq!(col(&f, "dst_host_count"), 255.0);
+    assert_eq!(col(&f, "dst_host_diff_srv_rate"), 0.01);
+}
+
+/// Each unnamed port (`private` below 1024, `other` above) is a service of its own in the
+/// windows, as in the training data (`service::window_key`); named services count by name.
+#[test]
+fn unnamed_ports_are_services_of_their_own() {
+    let ms = 1_000_000;
+    // A scan of three unnamed ports: srv_count 1 each (not 1, 2, 3), every service distinct.
+    let mut e = engine();
+    e.push(&tcp(T0, v4(1), 1500, 1000, ConnState::REJ));
+    e.push(&tcp(T0 + ms, v4(1), 1501, 1000, ConnState::REJ));
+    let f = e.push(&tcp(T0 + 2 * ms, v4(1), 1502, 1000, ConnState::REJ));
+    assert_eq!(col(&f, "service"), svc("other"));
+    assert_eq!(col(&f, "count"), 3.0);
+    assert_eq!(col(&f, "srv_count"), 1.0);
+    assert_eq!(col(&f, "same_srv_rate"), 0.33);
+    assert_eq!(col(&f, "diff_srv_rate"), 1.0);
+    assert_eq!(col(&f, "srv_rerror_rate"), 1.0);
+    assert_eq!(col(&f, "dst_host_srv_count"), 1.0);
+    assert_eq!(col(&f, "dst_host_diff_srv_rate"), 1.0);
+    // Two hosts' connections to one unnamed port are one service; to another port, not.
+    let mut e = engine();
+    e.push(&tcp(T0, v4(2), 8443, 1000, ConnState::SF));
+    e.push(&tcp(T0 + ms, v4(3), 9000, 1000, ConnState::SF));
+    let f = e.push(&tcp(T0 + 2 * ms, v4(3), 8443, 1001, ConnState::SF));
+    assert_eq!(col(&f, "srv_count"), 2.0);
+    assert_eq!(col(&f, "srv_diff_host_rate"), 1.0);
+    assert_eq!(col(&f, "same_srv_rate"), 0.5);
+    // The same port over UDP is another service; private ports likewise.
+    let mut e = engine();
+    e.push(&tcp(T0, v4(4), 900, 1000, ConnState::S0));
+    let mut udp = tcp(T0 + ms, v4(4), 900, 1001, ConnState::S0);
+    udp.transport = Transport::Udp;
+    e.push(&udp);
+    let f = e.push(&tcp(T0 + 2 * ms, v4(4), 900, 1002, ConnState::S0));
+    assert_eq!(col(&f, "service"), svc("private"));
+    assert_eq!(col(&f, "srv_count"), 2.0);
+    // Named services count by name whatever the port: X11 on displays 0 and 1.
+    let mut e = engine();
+    e.push(&tcp(T0, v4(5), 6000, 1000, ConnState::SF));
+    let f = e.push(&tcp(T0 + ms, v4(5), 6001, 1001, ConnState::SF));
+    assert_eq!(col(&f, "service"), svc("X11"));
+    assert_eq!(col(&f, "srv_count"), 2.0);
+    assert_eq!(col(&f, "diff_srv_rate"), 0.0);
+}
+
 #[test]
 fn counts_saturate_at_511_and_255() {
     let mut e = engine();
@@ -156,11 +255,11 @@ fn counts_saturate_at_511_and_255() {
 /// | c5 (current) | +0.4 s | H1 | http | SF | 1000 |
 ///
 /// 2 s window (c1-c5): count = 4 (c1 c2 c4 c5), srv_count = 4 (c1 c2 c3 c5);
-/// serror 1/4, srv_serror 2/4, rerror 1/4, srv_rerror 1/4, same_srv 3/4, diff_srv 1/4,
-/// srv_diff_host 1/4.
+/// serror 1/4, srv_serror 2/4, rerror 1/4, srv_rerror 1/4, same_srv 3/4, diff_srv 2/4 (two
+/// distinct services, http and ftp), srv_diff_host 2/4 (two distinct hosts, H1 and H2).
 /// Host window (c0-c5): dst_host_count = 5, dst_host_srv_count = 4; same_srv 3/5 = .6,
-/// diff_srv .4, same_src_port 4/5 = .8, srv_diff_host 1/4, serror 2/5 = .4, srv_serror 2/4,
-/// rerror 1/5, srv_rerror 1/4.
+/// diff_srv 3/5 = .6 (telnet, http, ftp), same_src_port 4/5 = .8, srv_diff_host 2/4,
+/// serror 2/5 = .4, srv_serror 2/4, rerror 1/5, srv_rerror 1/4.
 #[test]
 fn every_rate_on_a_hand_computed_window() {
     let ms = 1_000_000;
@@ -179,14 +278,14 @@ fn every_rate_on_a_hand_computed_window() {
         ("rerror_rate", 0.25),
         ("srv_rerror_rate", 0.25),
         ("same_srv_rate", 0.75),
-        ("diff_srv_rate", 0.25),
-        ("srv_diff_host_rate", 0.25),
+        ("diff_srv_rate", 0.5),
+        ("srv_diff_host_rate", 0.5),
         ("dst_host_count", 5.0),
         ("dst_host_srv_count", 4.0),
         ("dst_host_same_srv_rate", 0.6),
-        ("dst_host_diff_srv_rate", 0.4),
+        ("dst_host_diff_srv_rate", 0.6),
         ("dst_host_same_src_port_rate", 0.8),
-        ("dst_host_srv_diff_host_rate", 0.25),
+        ("dst_host_srv_diff_host_rate", 0.5),
         ("dst_host_serror_rate", 0.4),
         ("dst_host_srv_serror_rate", 0.5),
         ("dst_host_rerror_rate", 0.2),
@@ -587,7 +686,9 @@ fn a_syn_in_flight_during_a_handshake_is_not_a_syn_error_of_it() {
 struct Past {
     start_ns: u64,
     host: IpAddr,
-    service: u8,
+    /// What "the same service" is: the KDD service, or for `private` and `other` the
+    /// transport and responder port (ICMP type).
+    service: (u8, u16),
     /// As a member of another connection's window: its handshake's outcome.
     member_syn_error: bool,
     member_rej_error: bool,
@@ -644,8 +745,17 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
         let hp = same_host.iter().filter(|p| p.sport == cur.sport).count();
         (same_host, same_srv, hs, hp)
     }
+    // Distinct services of the host's connections, distinct hosts of the service's.
+    fn distinct<T: Ord>(w: &[&Past], key: impl Fn(&Past) -> T) -> usize {
+        w.iter()
+            .map(|p| key(p))
+            .collect::<std::collections::BTreeSet<T>>()
+            .len()
+    }
     let (h, s, hs, _) = stats(&time, cur);
     let (hh, hsv, hhs, hhp) = stats(&hostw, cur);
+    // KDD's "different" rates: 0 when one distinct value, else distinct / n.
+    let rd = |d: usize, n: usize| if d <= 1 { 0.0 } else { r(d, n) };
     let full = cfg.host_window_connections as f64;
     let held = past.len().min(cfg.host_window_connections) as f64;
     let unseen = if cfg.fill_cold_host_window {
@@ -664,6 +774,7 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
             x
         }
     };
+    let rwd = |d: f64, n: f64| if d < 1.5 { 0.0 } else { rw(d, n) };
     let (hn, sn) = (w(hh.len(), p.host), w(hsv.len(), p.service));
     [
         h.len().min(511) as f64,
@@ -673,14 +784,14 @@ fn naive(past: &[Past], cfg: &FeatureConfig) -> [f64; 19] {
         r(rerr(&h), h.len()),
         r(rerr(&s), s.len()),
         r(hs, h.len()),
-        r(h.len() - hs, h.len()),
-        r(s.iter().filter(|p| p.host != cur.host).count(), s.len()),
+        rd(distinct(&h, |p| p.service), h.len()),
+        rd(distinct(&s, |p| p.host), s.len()),
         hn.round().min(255.0),
         sn.round().min(255.0),
         rw(w(hhs, p.host_service), hn),
-        rw(hn - w(hhs, p.host_service), hn),
+        rwd(w(distinct(&hh, |p| p.service), p.host_distinct), hn),
         rw(w(hhp, p.host_src_port), hn),
-        rw(sn - w(hhs, p.host_service), sn),
+        rwd(w(distinct(&hsv, |p| p.host), p.service_distinct), sn),
         rw(w(serr(&hh), p.host_syn), hn),
         rw(w(serr(&hsv), p.service_syn), sn),
         rw(w(rerr(&hh), p.host_rej), hn),
@@ -710,7 +821,9 @@ fn random_record(rng: &mut StdRng, start_ns: u64) -> ConnectionRecord {
     } else {
         v4(rng.random_range(0..12))
     };
-    let ports = [21, 22, 23, 25, 53, 80, 123, 443, 7, 1500, 50000];
+    // Named services, and unnamed ports (`private` below 1024, `other` above), each a service
+    // of its own in the windows.
+    let ports = [21, 22, 23, 25, 53, 80, 123, 443, 7, 999, 1500, 1501, 50000];
     let mut r = tcp(
         start_ns,
         dst,
@@ -762,7 +875,16 @@ fn incremental_engine_matches_naive_rescan() {
             past.push(Past {
                 start_ns: t,
                 host: rec.resp_addr,
-                service: f.0[2] as u8,
+                service: {
+                    let svc = f.0[2] as u8;
+                    match SERVICES[usize::from(svc)] {
+                        "other" | "private" => (
+                            1 + rec.transport as u8,
+                            rec.icmp_type.map_or(rec.resp_port, u16::from),
+                        ),
+                        _ => (0, u16::from(svc)),
+                    }
+                },
                 member_syn_error: rec.start().awaits_answer && answer.is_none(),
                 member_rej_error: answer.is_some_and(|(_, refused)| refused),
                 flag: f.0[3] as u8,

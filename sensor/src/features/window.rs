@@ -52,6 +52,16 @@ pub struct SlotPrior {
     pub service_syn: f64,
     pub host_rej: f64,
     pub service_rej: f64,
+    /// Distinct services beyond the current connection's own that one of the other slots
+    /// adds to its host's connections: `(D - 1) / 254` for a row whose host window holds `D`
+    /// distinct services among its `dst_host_count` connections (`D` =
+    /// `dst_host_diff_srv_rate x dst_host_count`, 1 where that rate is 0: see
+    /// `super::distinct_rate`), so that a window of the connection alone plus 254 such slots
+    /// holds the row's `D`.
+    pub host_distinct: f64,
+    /// The same for the distinct hosts of the service's connections
+    /// (`dst_host_srv_diff_host_rate x dst_host_srv_count`).
+    pub service_distinct: f64,
 }
 
 /// See [`SlotPrior`].
@@ -64,6 +74,8 @@ pub const COLD_PRIOR: SlotPrior = SlotPrior {
     service_syn: 0.0016,
     host_rej: 0.0093,
     service_rej: 0.0313,
+    host_distinct: 0.0253,
+    service_distinct: 0.0143,
 };
 
 /// What the two windows say about one connection at one moment.
@@ -232,8 +244,8 @@ impl Windows {
         };
         let old = std::mem::replace(&mut slot.1, new);
         debug_assert_eq!(
-            (old.host, old.service, old.src_port),
-            (new.host, new.service, new.src_port)
+            (old.host, old.service_key, old.src_port),
+            (new.host, new.service_key, new.src_port)
         );
         if in_time {
             self.time.update_status(&old, &new);
@@ -280,7 +292,7 @@ impl Windows {
             let Some(&(_, d)) = self.entry(q) else {
                 continue;
             };
-            if !d.syn_error || (d.host != e.host && d.service != e.service) {
+            if !d.syn_error || (d.host != e.host && d.service_key != e.service_key) {
                 continue;
             }
             for (view, inside) in [
@@ -291,7 +303,7 @@ impl Windows {
                     if d.host == e.host {
                         view.host.syn_errors = view.host.syn_errors.saturating_sub(1);
                     }
-                    if d.service == e.service {
+                    if d.service_key == e.service_key {
                         view.service.syn_errors = view.service.syn_errors.saturating_sub(1);
                     }
                 }
@@ -340,8 +352,13 @@ impl Windows {
 fn view_including(counts: &WindowCounts, inside: bool, e: &WindowEntry) -> WindowView {
     let mut v = counts.view(e);
     if !inside {
+        // Its host-and-service pair's first connection: a new service of the host, a new host
+        // of the service.
+        let new_pair = u32::from(v.host_service == 0);
         v.host.add(e);
+        v.host.distinct += new_pair;
         v.service.add(e);
+        v.service.distinct += new_pair;
         v.host_service += 1;
         v.host_src_port += u32::from(counts.tracks_src_port());
     }

@@ -200,16 +200,27 @@ impl Card {
         ));
         let cold = &t.cold;
         self.line("");
-        self.line(&format!(
-            "A connection whose host window the sensor has not seen (its first connections after a start, every connection of a short capture) is scored as the mean over the cold contexts (`docs/features.md`). Averaging narrows the scores: at the thresholds above, the validation rows scored that way (each alone in an unseen window) flag {} of the normal rows, not {}. So such a verdict has thresholds of its own, chosen the same way on those scores: forest {:.4}, normal profile {:.4}. They flag {} of the normal rows and {} of the attack rows scored cold ({} at the thresholds above). A partly seen window gets thresholds between the two, in proportion to the share not seen.",
+        let intro = format!(
+            "A connection whose host window the sensor has not seen (its first connections after a start, every connection of a short capture) is scored as the mean over the cold contexts (`docs/features.md`). Averaging narrows the scores: at the thresholds above, the validation rows scored that way (each alone in an unseen window) flag {} of the normal rows and {} of the attack rows.",
             pct(cold.normal_flagged_at_warm),
-            pct(th.target_fpr),
-            cold.thresholds.supervised,
-            cold.thresholds.unsupervised,
-            pct(cold.normal_flagged_at_cold),
-            pct(cold.attacks_flagged_at_cold),
             pct(cold.attacks_flagged_at_warm),
-        ));
+        );
+        let rule = "Such a verdict's thresholds are chosen the same way on those scores, never below the thresholds above (a window judged on less evidence gets no lower bar)";
+        if cold.thresholds.supervised == th.supervised
+            && cold.thresholds.unsupervised == th.unsupervised
+        {
+            self.line(&format!(
+                "{intro} {rule}: within the target there, so the thresholds above judge it too."
+            ));
+        } else {
+            self.line(&format!(
+                "{intro} {rule}: forest {:.4}, normal profile {:.4}. They flag {} of the normal rows and {} of the attack rows scored cold. A partly seen window gets thresholds between the two, in proportion to the share not seen.",
+                cold.thresholds.supervised,
+                cold.thresholds.unsupervised,
+                pct(cold.normal_flagged_at_cold),
+                pct(cold.attacks_flagged_at_cold),
+            ));
+        }
         self.line("");
         self.line(
             "| false-positive budget on validation | unseen-type recall, mean over types | all rows |",

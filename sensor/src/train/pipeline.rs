@@ -11,7 +11,7 @@ use super::{
         progress_bar, reestimate_leaves,
     },
     search::{self, NOVELTY_FOLDS, NovelRecall, SearchRow, novelty_folds},
-    thresholds::{choose_thresholds, normal_scores, threshold_at_fpr},
+    thresholds::{choose_thresholds, no_lower_than, normal_scores, threshold_at_fpr},
 };
 use crate::{
     dataset::Sample,
@@ -158,9 +158,9 @@ pub fn train(
 
 /// The cold thresholds: [`choose_thresholds`] (same target and operating point) over the
 /// validation rows scored as a connection alone in a cold host window is scored, the mean of
-/// each detector's score over the cold contexts ([`ColdWindow::lone`], `Model::mean_verdict`).
-/// Averaging over contexts narrows the scores: at the warm thresholds it flags about three times
-/// the target share of normal rows.
+/// each detector's score over the cold contexts ([`ColdWindow::lone`], `Model::mean_verdict`),
+/// each never below the warm one ([`no_lower_than`]). Averaging over contexts narrows the
+/// scores, so the share of normal rows over the warm thresholds is not the target.
 fn calibrate_cold(
     split: &Splits<'_>,
     cfg: &TrainConfig,
@@ -192,7 +192,10 @@ fn calibrate_cold(
         unsup.push(u.iter().sum::<f64>() / n);
     }
     let attack = &split.attack_validation;
-    let thresholds = choose_thresholds(&sup, &unsup, attack, cfg.target_fpr, operating_fpr);
+    let thresholds = no_lower_than(
+        choose_thresholds(&sup, &unsup, attack, cfg.target_fpr, operating_fpr),
+        &h.thresholds,
+    );
     let flagged = |t: &Thresholds, attacks: bool| {
         let (mut hit, mut n) = (0usize, 0usize);
         for ((s, u), a) in sup.iter().zip(&unsup).zip(attack) {

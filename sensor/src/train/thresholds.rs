@@ -97,10 +97,39 @@ pub fn choose_thresholds(
     }
 }
 
+/// The thresholds of a cold verdict (`cold`, chosen on the cold scores) raised to the warm ones
+/// (`warm`) where they fall below, detector by detector. A cold window is judged on less
+/// evidence than a full one (part of its host window is the training data's normal traffic,
+/// not the connection's own): its verdict may need a higher bar, when averaging over the
+/// contexts lets more normal rows over the warm one, but never a lower one. Below the warm
+/// bar, a cold window's budget would be spent on connections the sensor knows less about, and
+/// traffic unlike the training rows (every real network) raises the false-positive rate of any
+/// threshold chosen on them.
+pub fn no_lower_than(cold: Thresholds, warm: &Thresholds) -> Thresholds {
+    Thresholds {
+        supervised: cold.supervised.max(warm.supervised),
+        unsupervised: cold.unsupervised.max(warm.unsupervised),
+        ..cold
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataset::SplitMix64;
+
+    #[test]
+    fn cold_thresholds_are_never_below_the_warm_ones() {
+        let t = |s, u| Thresholds {
+            supervised: s,
+            unsupervised: u,
+            target_fpr: 0.02,
+        };
+        let warm = t(0.23, 0.57);
+        assert_eq!(no_lower_than(t(0.19, 0.60), &warm), t(0.23, 0.60));
+        assert_eq!(no_lower_than(t(0.27, 0.55), &warm), t(0.27, 0.57));
+        assert_eq!(no_lower_than(t(0.27, 0.59), &warm), t(0.27, 0.59));
+    }
 
     #[test]
     fn threshold_at_fpr_on_a_known_case() {
