@@ -168,7 +168,7 @@ struct OpenEntry {
     snapshot: Snapshot,
 }
 
-/// The open connections by id. The entries (about 100 bytes) live in a slab and the map holds
+/// The open connections by id. The entries (about 120 bytes) live in a slab and the map holds
 /// their index, so that the map's buckets stay small: with thousands of connections open its
 /// probes were a tenth of the live path's time under a flood.
 #[derive(Debug, Default)]

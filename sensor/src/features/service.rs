@@ -187,7 +187,8 @@ pub type ServiceKey = u32;
 
 /// The windows' identity of the service `service` of a connection: the service itself when
 /// it is named, and for the port buckets `private` and `other` the transport with the
-/// responder port (the ICMP type for ICMP): each unnamed port is a service of its own.
+/// responder port (the ICMP type for ICMP, ICMPv6 apart from ICMPv4, whose type numbers mean
+/// other messages): each unnamed port is a service of its own.
 ///
 /// The training data counts them so. A SYN flood over private ports (`neptune`, service
 /// `private`) has `srv_count` 14 among `count` 144 (same_srv_rate 0.10), where one `private`
@@ -205,6 +206,9 @@ pub fn window_key(conn: &ConnStart, service: u8) -> ServiceKey {
     let (transport, port) = match conn.id.transport {
         Transport::Tcp => (1, conn.id.resp_port),
         Transport::Udp => (2, conn.id.resp_port),
+        Transport::Icmp if conn.ip_version == 6 => {
+            (5, u16::from(conn.icmp_type.unwrap_or(u8::MAX)))
+        }
         Transport::Icmp => (3, u16::from(conn.icmp_type.unwrap_or(u8::MAX))),
         Transport::Sctp | Transport::Unknown => (4, conn.id.resp_port),
     };

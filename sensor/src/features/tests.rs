@@ -687,8 +687,8 @@ struct Past {
     start_ns: u64,
     host: IpAddr,
     /// What "the same service" is: the KDD service, or for `private` and `other` the
-    /// transport and responder port (ICMP type).
-    service: (u8, u16),
+    /// transport (ICMP by IP version) and responder port (ICMP type).
+    service: (u8, u8, u16),
     /// As a member of another connection's window: its handshake's outcome.
     member_syn_error: bool,
     member_rej_error: bool,
@@ -880,9 +880,14 @@ fn incremental_engine_matches_naive_rescan() {
                     match SERVICES[usize::from(svc)] {
                         "other" | "private" => (
                             1 + rec.transport as u8,
+                            if rec.transport == Transport::Icmp {
+                                rec.ip_version
+                            } else {
+                                0
+                            },
                             rec.icmp_type.map_or(rec.resp_port, u16::from),
                         ),
-                        _ => (0, u16::from(svc)),
+                        _ => (0, 0, u16::from(svc)),
                     }
                 },
                 member_syn_error: rec.start().awaits_answer && answer.is_none(),

@@ -244,8 +244,8 @@ impl Windows {
         };
         let old = std::mem::replace(&mut slot.1, new);
         debug_assert_eq!(
-            (old.host, old.service_key, old.src_port),
-            (new.host, new.service_key, new.src_port)
+            (old.host, old.service, old.service_key, old.src_port),
+            (new.host, new.service, new.service_key, new.src_port)
         );
         if in_time {
             self.time.update_status(&old, &new);
@@ -312,7 +312,6 @@ impl Windows {
         snap
     }
 
-    /// Entries expired before their 2 s because of the cap.
     /// The view of a connection that does not enter the windows (a resumed conversation, see
     /// `FeatureEngine::opened`): the windows as they stand at `now_ns`, itself added.
     pub fn snapshot_outside(&mut self, now_ns: u64, e: &WindowEntry) -> Snapshot {
@@ -326,6 +325,7 @@ impl Windows {
         }
     }
 
+    /// Entries expired before their 2 s because of the cap.
     pub fn overflow_evictions(&self) -> u64 {
         self.overflow_evictions
     }
