@@ -1120,6 +1120,45 @@ fn an_ftp_sessions_data_connections_are_ftp_data() {
     assert_eq!(service[&40005], svc("other"), "another host");
 }
 
+/// An FTP session's data connections on different negotiated ports are one service in the
+/// windows (`ftp_data`, a named service), not one unnamed port each: the data prints
+/// `dst_host_diff_srv_rate` 0.02-0.03 for `ftp_data` beside `dst_host_same_srv_rate` 0.22-0.40.
+#[test]
+fn ftp_data_connections_on_different_ports_are_one_service() {
+    let server = v4(1);
+    let mut control = tcp(T0 + 10 * SEC_NS, server, 21, 40000, ConnState::SF);
+    control.start_unix_ns = T0;
+    let data: Vec<ConnectionRecord> = (0..3u64)
+        .map(|i| {
+            tcp(
+                T0 + (i + 1) * 100_000_000,
+                server,
+                50000 + i as u16,
+                40001 + i as u16,
+                ConnState::SF,
+            )
+        })
+        .collect();
+    let mut e = engine();
+    let mut last = None;
+    let mut recs = vec![control];
+    recs.extend(data);
+    for ev in events_from_records(&recs) {
+        if let (Some(f), ConnEvent::Finished(r)) = (e.on_event(&ev), &ev)
+            && r.orig_port == 40003
+        {
+            last = Some(f);
+        }
+    }
+    let f = last.expect("the third data connection");
+    assert_eq!(col(&f, "service"), svc("ftp_data"));
+    // The control connection and three data connections to the server within 2 s: the data
+    // ones are one service, so two distinct services among four connections.
+    assert_eq!(col(&f, "count"), 4.0);
+    assert_eq!(col(&f, "srv_count"), 3.0);
+    assert_eq!(col(&f, "diff_srv_rate"), 0.5);
+}
+
 /// A conversation that ends and resumes over and over within the gap does not grow the memory
 /// of ended conversations past its bound.
 #[test]
