@@ -78,9 +78,9 @@ pub struct ModelData {
     /// first connections, a short capture), chosen on validation rows scored that way: the
     /// mean over the cold contexts (`crate::features::cold_contexts`). Averaging narrows the
     /// scores, so at [`Self::thresholds`] that mean does not flag the target share of normal
-    /// rows; the cold thresholds are never below [`Self::thresholds`] (with the committed
-    /// model they are equal: 1.09% of the cold-scored normal rows over them). A partly seen
-    /// window gets thresholds between the two ([`Model::thresholds_at`]). Absent in older files and after a site baseline replaced
+    /// rows; the cold thresholds are never below [`Self::thresholds`] (the model card says
+    /// where they stand). A partly seen window gets thresholds between the two
+    /// ([`Model::thresholds_at`]). Absent in older files and after a site baseline replaced
     /// the normal profile: then the cold verdict uses [`Self::thresholds`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_thresholds: Option<Thresholds>,

@@ -172,13 +172,19 @@ pub const FTP_CONTROL_PORT: u16 = 21;
 /// `ftp-data`; by their ports alone they would be `other` or `private`, services the data
 /// knows mostly from probes.
 pub fn ftp_data_of(conn: &ConnStart, service: u8, session_open: bool) -> u8 {
-    let n = &*NAMED;
-    let unnamed = service == n.other || service == n.private;
-    if conn.id.transport == Transport::Tcp && unnamed && (session_open || conn.id.orig_port == 20) {
-        n.ftp_data
+    if conn.id.transport == Transport::Tcp
+        && is_port_bucket(service)
+        && (session_open || conn.id.orig_port == 20)
+    {
+        NAMED.ftp_data
     } else {
         service
     }
+}
+
+/// Whether `service` is one of the buckets of ports no name covers (`private`, `other`).
+fn is_port_bucket(service: u8) -> bool {
+    service == NAMED.other || service == NAMED.private
 }
 
 /// A service as the windows count it: what "the same service" means in `srv_count`,
@@ -199,17 +205,16 @@ pub type ServiceKey = u32;
 /// connections (whose ports vary) print `dst_host_diff_srv_rate` 0.02-0.03 beside
 /// `dst_host_same_srv_rate` 0.22-0.40.
 pub fn window_key(conn: &ConnStart, service: u8) -> ServiceKey {
-    let n = &*NAMED;
-    if service != n.other && service != n.private {
+    if !is_port_bucket(service) {
         return ServiceKey::from(service);
     }
     let (transport, port) = match conn.id.transport {
         Transport::Tcp => (1, conn.id.resp_port),
         Transport::Udp => (2, conn.id.resp_port),
-        Transport::Icmp if conn.ip_version == 6 => {
-            (5, u16::from(conn.icmp_type.unwrap_or(u8::MAX)))
-        }
-        Transport::Icmp => (3, u16::from(conn.icmp_type.unwrap_or(u8::MAX))),
+        Transport::Icmp => (
+            if conn.ip_version == 6 { 5 } else { 3 },
+            u16::from(conn.icmp_type.unwrap_or(u8::MAX)),
+        ),
         Transport::Sctp | Transport::Unknown => (4, conn.id.resp_port),
     };
     transport << 16 | ServiceKey::from(port)
