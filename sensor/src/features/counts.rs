@@ -122,8 +122,9 @@ impl ErrCounts {
         self.syn_errors += u32::from(e.syn_error);
         self.rej_errors += u32::from(e.rej_error);
     }
+    /// Counts one connection fewer.
     #[inline]
-    fn sub(&mut self, e: &WindowEntry) {
+    pub fn sub(&mut self, e: &WindowEntry) {
         self.n -= 1;
         self.syn_errors -= u32::from(e.syn_error);
         self.rej_errors -= u32::from(e.rej_error);

@@ -910,6 +910,209 @@ fn incremental_engine_matches_naive_rescan() {
     }
 }
 
+/// A live stream for [`late_answers_in_live_order_match_the_naive_rescan`]: `n` connections of
+/// `random_record` in start order, about 45 ms apart, on a 1 ms grid (so that starts, answers
+/// and the 2 s boundary often tie). TCP is answered (half of the answers after 2 s, a quarter
+/// after 6 to 30 s, when a hundred or more later connections have begun), refused (as late),
+/// unanswered, picked up mid-stream, or answered with no answer time recorded (taken as
+/// answered at its start); UDP and ICMP as they come. Every connection finishes up to 25 s
+/// after its moment, so that finishes interleave with other connections' opens and answers. No
+/// two connections share an id (the events name a connection by it).
+fn live_stream(rng: &mut StdRng, n: usize) -> Vec<ConnectionRecord> {
+    use ConnState::*;
+    let ms = 1_000_000;
+    let mut ids = std::collections::HashSet::new();
+    let mut recs = Vec::with_capacity(n);
+    let mut t = T0;
+    while recs.len() < n {
+        t += ms
+            * match rng.random_range(0..100) {
+                0..10 => 0,
+                10 => 2_000,
+                11 => rng.random_range(0..3_000),
+                _ => rng.random_range(0..20),
+            };
+        let mut r = random_record(rng, t);
+        if r.transport == Transport::Tcp {
+            let delay = ms
+                * match rng.random_range(0..4) {
+                    0 => rng.random_range(0..5),
+                    1 => rng.random_range(0..2_000),
+                    2 => rng.random_range(2_000..6_000),
+                    _ => rng.random_range(6_000..30_000),
+                };
+            (r.conn_state, r.answer_unix_ns) = match rng.random_range(0..10) {
+                0..5 => (
+                    [SF, S1, S2, S3, RSTO, RSTR][rng.random_range(0..6)],
+                    Some(t + delay),
+                ),
+                5 => (REJ, Some(t + delay)),
+                6 | 7 => ([S0, SH, RSTOS0][rng.random_range(0..3)], None),
+                8 => ([OTH, SHR, RSTRH][rng.random_range(0..3)], None),
+                _ => ([SF, REJ][rng.random_range(0..2)], None),
+            };
+        }
+        r.end_unix_ns = r.answer_unix_ns.unwrap_or(t) + ms * rng.random_range(0..20_000);
+        r.final_unix_ns = r.end_unix_ns + ms * rng.random_range(0..5_000);
+        if ids.insert(r.id()) {
+            recs.push(r);
+        }
+    }
+    recs
+}
+
+/// The window features (23-41) of every connection of `recs` (in start order, so that index
+/// order is the order they open) from the definitions in `docs/features.md`, "A connection's
+/// moment", by rescanning all of them. The live order is that of `events_from_records`: an
+/// event's instant is its time, then opens before answers before finishes, then start, then
+/// index. A connection's moment is its answer (TCP answered or refused), else its start. The
+/// windows are taken over the connections opened before that instant, in the order they
+/// opened, with the connection itself last, placed at its moment (`naive`): the 2 s window is
+/// those that began in `(moment - 2 s, moment]` and the connection; the host window the last
+/// `host_window_connections`, "the current one included" (`FeatureConfig`), so one that began
+/// that many connections ago is counted with the latest `host_window_connections - 1`. Another
+/// connection counts with its outcome as known at the moment: a SYN not answered by then is a
+/// SYN error, unless the moment is an answer and it began after the current connection (in
+/// flight); a RST answered by then is a REJ error. "The same service" is `naive`'s, with an
+/// unnamed TCP port `ftp_data` while an FTP control connection between the two hosts is open
+/// (opened before it, finished after it opened).
+fn naive_live(recs: &[ConnectionRecord], cfg: &FeatureConfig) -> Vec<[f64; 19]> {
+    let opened = |i: usize| (recs[i].start_unix_ns, 0, recs[i].start_unix_ns, i);
+    let answered = |i: usize| {
+        let r = &recs[i];
+        r.handshake_answer()
+            .map(|(at, refused)| ((at, 1, r.start_unix_ns, i), refused))
+    };
+    let finished = |i: usize| {
+        let r = &recs[i];
+        (r.final_unix_ns.max(r.end_unix_ns), 2, r.start_unix_ns, i)
+    };
+    let ftp_data = svc("ftp_data") as u8;
+    let services: Vec<(u8, u8, u16)> = (0..recs.len())
+        .map(|i| {
+            let r = &recs[i];
+            let named = service::service_index(&r.start(), cfg.private_port_below);
+            let unnamed = matches!(SERVICES[usize::from(named)], "private" | "other");
+            let ftp_session_open = (0..recs.len()).any(|c| {
+                let ctl = &recs[c];
+                ctl.transport == Transport::Tcp
+                    && ctl.resp_port == 21
+                    && ([ctl.orig_addr, ctl.resp_addr] == [r.orig_addr, r.resp_addr]
+                        || [ctl.orig_addr, ctl.resp_addr] == [r.resp_addr, r.orig_addr])
+                    && opened(c) < opened(i)
+                    && opened(i) < finished(c)
+            });
+            match (unnamed, r.transport == Transport::Tcp && ftp_session_open) {
+                (true, true) => (0, 0, u16::from(ftp_data)),
+                (true, false) => (
+                    1 + r.transport as u8,
+                    if r.transport == Transport::Icmp {
+                        r.ip_version
+                    } else {
+                        0
+                    },
+                    r.icmp_type.map_or(r.resp_port, u16::from),
+                ),
+                (false, _) => (0, 0, u16::from(named)),
+            }
+        })
+        .collect();
+    let past = |j: usize, start_ns: u64, syn_error: bool, rej_error: bool| Past {
+        start_ns,
+        host: recs[j].resp_addr,
+        service: services[j],
+        member_syn_error: syn_error,
+        member_rej_error: rej_error,
+        flag: basic::flag_index(recs[j].transport, basic::kdd_state(&recs[j])),
+        sport: recs[j].orig_port,
+    };
+    (0..recs.len())
+        .map(|i| {
+            let moment = answered(i).map_or(opened(i), |(at, _)| at);
+            let mut window: Vec<Past> = (0..recs.len())
+                .filter(|&j| j != i && opened(j) < moment)
+                .map(|j| {
+                    let known = answered(j).filter(|&(at, _)| at < moment);
+                    let in_flight = answered(i).is_some() && opened(j) > opened(i);
+                    past(
+                        j,
+                        recs[j].start_unix_ns,
+                        recs[j].start().awaits_answer && known.is_none() && !in_flight,
+                        known.is_some_and(|(_, refused)| refused),
+                    )
+                })
+                .collect();
+            window.push(past(i, moment.0, false, false));
+            naive(&window, cfg)
+        })
+        .collect()
+}
+
+/// The live path with late answers: random streams (`live_stream`) turned into events by
+/// `events_from_records` and fed to `on_event` against the docs' definitions rescanned
+/// (`naive_live`), every one of the 19 window features of every connection. Unlike
+/// `incremental_engine_matches_naive_rescan` (`push`: opened, answered and finished at once),
+/// here an answer can come after its connection has left the 2 s window and after more than
+/// the host window's length of later connections began, its status changes in the snapshots
+/// of the connections after it, SYNs are in flight or failed depending on who began first,
+/// and finishes come long after later connections were scored.
+#[test]
+fn late_answers_in_live_order_match_the_naive_rescan() {
+    for (seed, host_window_connections, round_rates, fill_cold_host_window) in [
+        (21u64, 17, true, false),
+        (22, 255, false, false),
+        (23, 255, true, true),
+        (24, 17, false, true),
+    ] {
+        let cfg = FeatureConfig {
+            host_window_connections,
+            round_rates,
+            fill_cold_host_window,
+            ..FeatureConfig::default()
+        };
+        let recs = live_stream(&mut StdRng::seed_from_u64(seed), 3_000);
+        // The path under test is exercised: answers after 2 s and after more than the host
+        // window's length of later connections began.
+        let late = recs
+            .iter()
+            .enumerate()
+            .filter(|&(i, r)| {
+                r.answer_unix_ns.is_some_and(|at| {
+                    at - r.start_unix_ns >= 2 * SEC_NS
+                        && recs.partition_point(|o| o.start_unix_ns <= at) - (i + 1)
+                            > host_window_connections
+                })
+            })
+            .count();
+        assert!(late >= 100, "seed {seed}: {late} late answers");
+        let want = naive_live(&recs, &cfg);
+        let index: std::collections::HashMap<ConnId, usize> =
+            recs.iter().enumerate().map(|(i, r)| (r.id(), i)).collect();
+        let mut e = FeatureEngine::new(cfg).unwrap();
+        let mut finished = 0;
+        for ev in events_from_records(&recs) {
+            let got = e.on_event(&ev);
+            let ConnEvent::Finished(r) = &ev else {
+                assert_eq!(got, None);
+                continue;
+            };
+            let i = index[&r.id()];
+            let got = got.expect("a finished connection's features");
+            for (k, (g, w)) in got.0[22..].iter().zip(&want[i]).enumerate() {
+                assert_eq!(
+                    g,
+                    w,
+                    "seed {seed} connection {i} column {} ({})",
+                    23 + k,
+                    crate::kdd::FEATURE_NAMES[22 + k]
+                );
+            }
+            finished += 1;
+        }
+        assert_eq!(finished, recs.len());
+    }
+}
+
 /// 1,000,000 distinct destination hosts, 1 us apart: the 2 s window would hold all of them, the
 /// cap keeps 100,000; memory stays bounded and the evictions are counted.
 #[test]

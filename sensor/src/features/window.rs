@@ -258,8 +258,8 @@ impl Windows {
     /// Both windows as connection `seq` (whose entry is `e`) sees them now.
     pub fn snapshot(&self, seq: u64, e: &WindowEntry) -> Snapshot {
         Snapshot {
-            time: view_including(&self.time, seq >= self.time_front, e),
-            host: view_including(&self.host, seq >= self.host_front, e),
+            time: view_including(&self.time, seq >= self.time_front, e, None),
+            host: self.host_view(seq >= self.host_front, e),
             host_window_len: (self.next - self.host_front) as u32,
             own_syn_error: e.syn_error,
             own_rej_error: e.rej_error,
@@ -285,6 +285,9 @@ impl Windows {
                 && s.host.service.syn_errors == 0
         };
         let end = self.next.min(seq.saturating_add(1 + IN_FLIGHT_SCAN));
+        // The host view's first entry: past the oldest one when the current connection took its
+        // place (`Windows::host_view`).
+        let host_first = self.host_front + u64::from(seq < self.host_front);
         for q in seq + 1..end {
             if none_left(&snap) {
                 break;
@@ -297,7 +300,7 @@ impl Windows {
             }
             for (view, inside) in [
                 (&mut snap.time, q >= self.time_front),
-                (&mut snap.host, q >= self.host_front),
+                (&mut snap.host, q >= host_first),
             ] {
                 if inside {
                     if d.host == e.host {
@@ -317,12 +320,27 @@ impl Windows {
     pub fn snapshot_outside(&mut self, now_ns: u64, e: &WindowEntry) -> Snapshot {
         self.advance(now_ns);
         Snapshot {
-            time: view_including(&self.time, false, e),
-            host: view_including(&self.host, false, e),
+            time: view_including(&self.time, false, e, None),
+            host: self.host_view(false, e),
             host_window_len: (self.next - self.host_front + 1).min(self.host_len) as u32,
             own_syn_error: e.syn_error,
             own_rej_error: e.rej_error,
         }
+    }
+
+    /// The host window's view of `e`'s groups, `e` in the window when `inside`. Otherwise `e`
+    /// (answered after the window moved past it, or a resumed conversation) is added, and
+    /// takes the place of the oldest entry when the window is full: the window is the last
+    /// `host_len` connections, the current one included, never one more (KDD's
+    /// `dst_host_count` is at most 255, and its rates are over that count).
+    fn host_view(&self, inside: bool, e: &WindowEntry) -> WindowView {
+        let front = match inside {
+            false if self.next - self.host_front >= self.host_len => {
+                self.entry(self.host_front).map(|(_, f)| f)
+            }
+            _ => None,
+        };
+        view_including(&self.host, inside, e, front)
     }
 
     /// Entries expired before their 2 s because of the cap.
@@ -348,9 +366,31 @@ impl Windows {
     }
 }
 
-/// `counts`' view of `e`'s groups, with `e` itself added when it is no longer in the window.
-fn view_including(counts: &WindowCounts, inside: bool, e: &WindowEntry) -> WindowView {
+/// `counts`' view of `e`'s groups, with `e` itself added when it is no longer in the window,
+/// in place of `replaced` (an entry of the window) if given.
+fn view_including(
+    counts: &WindowCounts,
+    inside: bool,
+    e: &WindowEntry,
+    replaced: Option<&WindowEntry>,
+) -> WindowView {
     let mut v = counts.view(e);
+    if let (false, Some(f)) = (inside, replaced) {
+        let (same_host, same_service) = (f.host == e.host, f.service_key == e.service_key);
+        // The replaced entry was its host-and-service pair's last: one service of its host
+        // fewer, one host of its service fewer.
+        let gone_pair = u32::from(counts.view(f).host_service == 1);
+        if same_host {
+            v.host.sub(f);
+            v.host.distinct -= gone_pair;
+            v.host_src_port -= u32::from(counts.tracks_src_port() && f.src_port == e.src_port);
+        }
+        if same_service {
+            v.service.sub(f);
+            v.service.distinct -= gone_pair;
+        }
+        v.host_service -= u32::from(same_host && same_service);
+    }
     if !inside {
         // Its host-and-service pair's first connection: a new service of the host, a new host
         // of the service.
