@@ -144,9 +144,13 @@ pub fn fit(
     let held: Vec<&Vec<f64>> = held.into_iter().map(|(_, r)| r).collect();
     let unsup: Vec<f64> = held.iter().map(|r| profile.score(r)).collect();
     let threshold = threshold_at_fpr(&unsup, PROFILE_SHARE * target_fpr);
+    // The forest's scores with the site profile in place: where the profile finds a connection
+    // ordinary, the forest's verdict counts only the votes its training attacks support
+    // (`crate::model::AttackSupport`), and which connections those are is the site profile's say.
+    let mut new = model.clone().with_normal_profile(profile, threshold)?;
     let sup: Vec<f64> = held
         .iter()
-        .map(|r| model.score_inputs(r).supervised_score)
+        .map(|r| new.score_inputs(r).supervised_score)
         .collect();
     // The forest flags what the profile does not, within the rest of the budget.
     let forest_only: Vec<f64> = sup
@@ -164,7 +168,6 @@ pub fn fit(
         .iter()
         .map(|r| model.score_inputs(r).anomalous)
         .collect();
-    let mut new = model.clone().with_normal_profile(profile, threshold)?;
     let mut t = new.thresholds();
     t.supervised = supervised_threshold;
     new.set_thresholds(t);

@@ -6,6 +6,7 @@
 
 mod explain;
 mod file;
+mod support;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -16,6 +17,7 @@ use crate::kdd::{FeatureSet, KddFeatures, NUM_FEATURES};
 
 pub use explain::{FeatureContribution, TOP_FEATURES};
 pub use file::{hex, save_data};
+pub use support::{AttackSupport, PROFILE_ORDINARY_BELOW, SUPPORT_TOLERANCE, Scale, TreeSupport};
 pub use tree::{Ensemble, LEAF, Node, NormalProfile, Tree, c_factor};
 
 /// Version of the model file layout. Bumped on any incompatible change.
@@ -84,6 +86,11 @@ pub struct ModelData {
     /// the normal profile: then the cold verdict uses [`Self::thresholds`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_thresholds: Option<Thresholds>,
+    /// Where the forest saw attacks: a connection the normal profile finds ordinary is judged
+    /// by the forest's votes inside those boxes only ([`AttackSupport`]). Absent in older
+    /// files: then every vote counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack_support: Option<AttackSupport>,
     pub metadata: TrainingMetadata,
 }
 
@@ -235,9 +242,25 @@ impl Model {
 
     /// The verdict from model inputs already in model order.
     pub fn score_inputs(&self, x: &[f64]) -> Verdict {
-        let s = self.data.supervised.mean(x);
         let u = self.data.normal_profile.as_ref().map(|p| p.score(x));
+        let s = self.supported(x, self.data.supervised.mean(x), u);
         verdict(s, u, &self.data.thresholds)
+    }
+
+    /// The forest's score `s` of `x`, or where it reaches the forest's threshold while the
+    /// normal profile's score `u` finds `x` ordinary, the mean of only the votes the training
+    /// attack rows support ([`AttackSupport`]): the forest's word alone, outside anything it
+    /// saw attacks do, is an extrapolation from 1998's traffic. Never more than `s`.
+    #[inline]
+    fn supported(&self, x: &[f64], s: f64, u: Option<f64>) -> f64 {
+        match (&self.data.attack_support, u) {
+            (Some(a), Some(u))
+                if s >= self.data.thresholds.supervised && u < a.profile_ordinary_below =>
+            {
+                a.supported_mean(&self.data.supervised, x)
+            }
+            _ => s,
+        }
     }
 
     /// Verdicts for many connections (see [`Ensemble::mean_batch`]); the same verdicts as
@@ -291,7 +314,11 @@ impl Model {
         let t = &self.data.thresholds;
         s.iter()
             .enumerate()
-            .map(|(i, &s)| verdict(s, profile.map(|_| u[i]), t))
+            .map(|(i, &s)| {
+                let u = profile.map(|_| u[i]);
+                let s = self.supported(&x[i * width..(i + 1) * width], s, u);
+                verdict(s, u, t)
+            })
             .collect()
     }
 }

@@ -4,7 +4,7 @@ use std::{fs, path::Path};
 
 use sha2::{Digest, Sha256};
 
-use super::{FORMAT_VERSION, MAGIC, Model, ModelData, ModelError, NormalProfile};
+use super::{AttackSupport, FORMAT_VERSION, MAGIC, Model, ModelData, ModelError, NormalProfile};
 use crate::kdd::{FEATURE_NAMES, FLAGS, PROTOCOLS, SERVICES, VOCABULARY_VERSION};
 
 impl Model {
@@ -69,6 +69,19 @@ impl Model {
     /// Writes the model file (header with format version and SHA-256 of the body, then JSON).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         save_data(&self.data, path)
+    }
+
+    /// Sets (or removes) the forest's attack boxes, validated against the forest.
+    pub fn set_attack_support(&mut self, support: Option<AttackSupport>) -> Result<(), ModelError> {
+        if let Some(a) = &support {
+            a.validate(&self.data.supervised, self.indices.len())
+                .map_err(|reason| ModelError::Malformed {
+                    path: "<memory>".into(),
+                    reason,
+                })?;
+        }
+        self.data.attack_support = support;
+        Ok(())
     }
 
     /// Replaces the normal profile and its threshold (a site baseline).
@@ -159,6 +172,9 @@ fn validate(d: &ModelData, path: &str) -> Result<(), ModelError> {
             t.validate(n)
                 .map_err(|r| malformed(format!("normal-profile tree {i}: {r}")))?;
         }
+    }
+    if let Some(a) = &d.attack_support {
+        a.validate(&d.supervised, n).map_err(malformed)?;
     }
     let t = &d.thresholds;
     if !(t.supervised.is_finite() && t.unsupervised.is_finite() && t.target_fpr.is_finite()) {

@@ -281,3 +281,128 @@ fn cold_thresholds_judge_cold_verdicts_and_move_with_overrides() {
     let m = m.with_normal_profile(profile, 0.55).unwrap();
     assert_eq!(m.cold_thresholds().unwrap().unsupervised, 0.55);
 }
+
+#[test]
+fn a_leaf_supports_only_what_its_training_attacks_span() {
+    // One stump: inputs below 5 go to a "normal" leaf, the rest to an "attack" leaf.
+    let forest = Ensemble::new(vec![stump(0, 5.0)]);
+    let scales = [Scale::Linear, Scale::Log, Scale::Unboxed];
+    // Attack rows reaching the attack leaf span [6, 8] and [10, 100] bytes; the normal row
+    // and the attack row in the normal leaf box nothing.
+    let x = [
+        6.0, 10.0, 3.0, 8.0, 100.0, 7.0, 1.0, 1e6, 0.0, 2.0, 50.0, 0.0,
+    ];
+    let attack = [true, true, false, true];
+    let a = AttackSupport::fit(&forest, &scales, &x, &attack);
+    assert_eq!(a.trees[0].box_of, vec![u32::MAX, u32::MAX, 0]);
+    let s = |row: [f64; 3]| a.supported_mean(&forest, &row);
+    assert_eq!(s([7.0, 50.0, 99.0]), 1.0, "inside; a category is not boxed");
+    assert_eq!(s([8.05, 100.0, 0.0]), 1.0, "within the tolerance");
+    assert_eq!(s([8.2, 50.0, 0.0]), 0.0, "a rate-like input beyond it");
+    assert_eq!(
+        s([7.0, 5_000.0, 0.0]),
+        0.0,
+        "bytes far beyond (on the log scale)"
+    );
+    assert_eq!(s([7.0, 9.0, 0.0]), 1.0, "ln(10) - ln(11) is within 0.1");
+    assert_eq!(s([1.0, 50.0, 0.0]), 0.0, "a normal leaf never votes");
+    assert!(a.validate(&forest, 3).is_ok());
+    assert!(
+        a.validate(&forest, 2).is_err(),
+        "scales must cover every input"
+    );
+    let mut bad = a.clone();
+    bad.trees[0].box_of[0] = 0;
+    assert!(bad.validate(&forest, 3).is_err(), "a box on a split node");
+    let mut bad = a;
+    bad.trees[0].box_of[2] = 1;
+    assert!(
+        bad.validate(&forest, 3).is_err(),
+        "a box index out of range"
+    );
+}
+
+/// A KDD row as the committed model sees it.
+fn kdd_row(row: &str) -> KddFeatures {
+    crate::dataset::parse_row(Path::new("<test>"), 1, row, false)
+        .expect("a valid NSL-KDD row")
+        .features
+}
+
+#[test]
+fn the_forest_alone_outside_its_attacks_does_not_flag_what_the_profile_finds_ordinary() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    let m = Model::load(&p).expect("committed model");
+    assert!(
+        m.data.attack_support.is_some(),
+        "the committed model has its boxes"
+    );
+    let mut plain = m.clone();
+    plain.data.attack_support = None;
+    // A 6-byte request and a 9-byte response on an unnamed TCP port (a Redis PING) of a host
+    // that serves several services: the data has no normal TCP `other` row with a response,
+    // and the forest's nearest attack rows are `satan` probes, which never answered so.
+    let ping = kdd_row(
+        "0,tcp,other,SF,6,9,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,16,7,0,0,0,0,0.44,0.13,0,73,25,\
+         0.34,0.04,0.01,0,0,0,0,0,normal,0",
+    );
+    let before = plain.score(&ping);
+    assert!(
+        before.anomalous && before.detector == Detector::Supervised,
+        "{before:?}"
+    );
+    assert!(before.unsupervised_score.unwrap() < PROFILE_ORDINARY_BELOW);
+    let after = m.score(&ping);
+    assert!(!after.anomalous, "{after:?}");
+    assert!(after.supervised_score < before.supervised_score);
+    // A SYN flood row of the training data keeps its verdict: its votes are supported.
+    let neptune = kdd_row(
+        "0,tcp,private,S0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,123,6,1.00,1.00,0.00,0.00,0.05,\
+         0.07,0.00,255,26,0.10,0.05,0.00,0.00,1.00,1.00,0.00,0.00,neptune,19",
+    );
+    assert!(m.score(&neptune).anomalous);
+    assert_eq!(
+        m.score(&neptune).supervised_score,
+        plain.score(&neptune).supervised_score
+    );
+}
+
+#[test]
+fn batch_verdicts_apply_the_support_as_row_verdicts_do() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    let m = Model::load(&p).expect("committed model");
+    // Variations of the small exchange on an unnamed port above and of a SYN flood row: sizes,
+    // counts and rates moved, so that some stay vetoed, some not, and some the profile flags.
+    let ping = kdd_row(
+        "0,tcp,other,SF,6,9,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,16,7,0,0,0,0,0.44,0.13,0,73,25,\
+         0.34,0.04,0.01,0,0,0,0,0,normal,0",
+    );
+    let neptune = kdd_row(
+        "0,tcp,private,S0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,123,6,1.00,1.00,0.00,0.00,0.05,\
+         0.07,0.00,255,26,0.10,0.05,0.00,0.00,1.00,1.00,0.00,0.00,neptune,19",
+    );
+    let mut rows = Vec::new();
+    for i in 0..150u32 {
+        for base in [&ping, &neptune] {
+            let mut f = *base;
+            f.0[4] = f64::from(i % 10) * 3.0; // src_bytes
+            f.0[5] = f64::from(i % 7) * 20.0; // dst_bytes
+            f.0[22] = f64::from(1 + i % 40); // count
+            f.0[28] = f64::from(i % 5) / 4.0; // same_srv_rate
+            rows.push(f);
+        }
+    }
+    let batch = m.score_batch(&rows);
+    let mut vetoed = 0;
+    for (i, (v, f)) in batch.iter().zip(&rows).enumerate() {
+        assert_eq!(*v, m.score(f), "row {i}");
+        let mut x = [0.0; NUM_FEATURES];
+        let n = m.inputs(f, &mut x);
+        vetoed += usize::from(v.supervised_score < m.data.supervised.mean(&x[..n]));
+    }
+    assert!(
+        vetoed > 0 && vetoed < rows.len(),
+        "{vetoed} of {} vetoed",
+        rows.len()
+    );
+}

@@ -49,12 +49,18 @@ impl Tree {
     /// The leaf value reached by `x` (indexed by model input position).
     #[inline]
     pub fn leaf(&self, x: &[f64]) -> f64 {
+        self.nodes[self.leaf_index(x)].threshold
+    }
+
+    /// The index of the leaf reached by `x`.
+    #[inline]
+    pub fn leaf_index(&self, x: &[f64]) -> usize {
         let nodes = &self.nodes[..];
         let mut i = 0usize;
         loop {
             let n = &nodes[i];
             if n.feature == LEAF {
-                return n.threshold;
+                return i;
             }
             i = n.left as usize + usize::from(x[n.feature as usize] >= n.threshold);
         }

@@ -38,7 +38,7 @@ pub use fit::{
     ForestParams, ProfileParams, TrainError, fit_forest, fit_profile, fit_tree, flatten, matrix,
     reestimate_leaves,
 };
-pub use pipeline::{Trained, train};
+pub use pipeline::{SupportEffect, Trained, train};
 pub use plot::{
     Figure, PlotError, RECALL_FILE, ROC_FILE, RocCurve, card_figures, recall_svg, roc_svg,
 };

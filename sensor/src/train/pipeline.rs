@@ -18,8 +18,8 @@ use crate::{
     features::{ColdWindow, FeatureConfig},
     kdd::{self, FLAGS, FeatureSet, PROTOCOLS, SERVICES, VOCABULARY_VERSION},
     model::{
-        ClassificationMetrics, Ensemble, FORMAT_VERSION, Model, ModelData, Node, NormalProfile,
-        Thresholds, TrainingMetadata, Tree,
+        AttackSupport, ClassificationMetrics, Ensemble, FORMAT_VERSION, Model, ModelData, Node,
+        NormalProfile, Scale, Thresholds, TrainingMetadata, Tree,
     },
 };
 
@@ -39,6 +39,19 @@ pub struct Trained {
     pub chosen: ForestParams,
     /// How the cold-window verdict was calibrated.
     pub cold: ColdCalibration,
+    /// What the forest's attack boxes change on validation.
+    pub support: SupportEffect,
+}
+
+/// The deployed model on the validation rows with every forest vote counted and with the
+/// attack boxes' rule ([`AttackSupport`]): the rule only withdraws verdicts, so its false
+/// positives and recall are at most those without it.
+#[derive(Clone, Debug)]
+pub struct SupportEffect {
+    /// Attack-voting leaves with a box, over all trees.
+    pub boxes: usize,
+    pub without: ClassificationMetrics,
+    pub with: ClassificationMetrics,
 }
 
 /// The cold-window thresholds ([`ModelData::cold_thresholds`]) and what they do on the
@@ -111,7 +124,7 @@ pub fn train(
         "target_fpr": cfg.target_fpr,
         "operating_fpr": operating_fpr,
     });
-    let model = deployed_model(
+    let (model, support) = deployed_model(
         &maker,
         &hybrid,
         cold.thresholds,
@@ -153,6 +166,7 @@ pub fn train(
         train_labels,
         chosen,
         cold,
+        support,
     })
 }
 
@@ -294,7 +308,8 @@ fn fit_hybrid(
     })
 }
 
-/// The deployed model, with its own metrics on the validation rows recorded in it.
+/// The deployed model, with its own metrics on the validation rows recorded in it, and what
+/// its attack boxes change there.
 fn deployed_model(
     maker: &ModelMaker<'_>,
     h: &Hybrid,
@@ -302,21 +317,52 @@ fn deployed_model(
     split: &Splits<'_>,
     hyperparameters: serde_json::Value,
     train_labels: &[String],
-) -> Result<Model, TrainError> {
-    let make = |validation: ClassificationMetrics, hp: serde_json::Value| {
-        maker.make(
+) -> Result<(Model, SupportEffect), TrainError> {
+    let scales: Vec<Scale> = maker.set.names().into_iter().map(Scale::of).collect();
+    let attack: Vec<bool> = split.y_fit.iter().map(|&y| y == 1).collect();
+    let x_fit: Vec<f64> = split.x_fit.iter().copied().collect();
+    let support = AttackSupport::fit(&h.forest, &scales, &x_fit, &attack);
+    let boxes = support.trees.iter().map(|t| t.lo.len()).sum::<usize>()
+        / scales
+            .iter()
+            .filter(|s| **s != Scale::Unboxed)
+            .count()
+            .max(1);
+    let make = |validation: ClassificationMetrics,
+                hp: serde_json::Value,
+                support: Option<AttackSupport>| {
+        let mut m = maker.make(
             h.forest.clone(),
             Some(h.profile.clone()),
             h.thresholds,
             Some(cold),
             validation,
             hp,
-        )
+        )?;
+        m.set_attack_support(support)
+            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        Ok::<Model, TrainError>(m)
     };
-    let provisional = make(ClassificationMetrics::default(), hyperparameters.clone())?;
     let validation_rows: Vec<Sample> = split.validation.iter().map(|s| (*s).clone()).collect();
-    let validation = evaluate(&provisional, &validation_rows, "validation", train_labels).metrics;
-    make(validation, hyperparameters)
+    let on_validation =
+        |m: &Model| evaluate(m, &validation_rows, "validation", train_labels).metrics;
+    let every_vote = make(
+        ClassificationMetrics::default(),
+        hyperparameters.clone(),
+        None,
+    )?;
+    let provisional = make(
+        ClassificationMetrics::default(),
+        hyperparameters.clone(),
+        Some(support.clone()),
+    )?;
+    let effect = SupportEffect {
+        boxes,
+        without: on_validation(&every_vote),
+        with: on_validation(&provisional),
+    };
+    let model = make(effect.with.clone(), hyperparameters, Some(support))?;
+    Ok((model, effect))
 }
 
 /// A detector of the hybrid (or a single tree) on its own, for the comparison on the holdout.
@@ -438,6 +484,7 @@ impl<'a> ModelMaker<'a> {
             normal_profile,
             thresholds,
             cold_thresholds,
+            attack_support: None,
             metadata: TrainingMetadata {
                 data_file: self.data_file.clone(),
                 data_sha256: self.data_sha256.to_string(),
