@@ -20,8 +20,13 @@ pub use file::{hex, save_data};
 pub use support::{AttackSupport, PROFILE_ORDINARY_BELOW, SUPPORT_TOLERANCE, Scale, TreeSupport};
 pub use tree::{Ensemble, LEAF, Node, NormalProfile, Tree, c_factor};
 
-/// Version of the model file layout. Bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the model file layout written. Bumped on any incompatible change, and on a
+/// change that an older sensor would read without error but judge differently: 2 added the
+/// forest's attack boxes ([`ModelData::attack_support`]), which a version-1 sensor would
+/// ignore.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest layout this sensor reads (version 1: no attack boxes, every vote counts).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// First bytes of a model file.
 pub const MAGIC: &str = "SENSOR-MODEL";
 
@@ -107,7 +112,7 @@ pub enum ModelError {
     NotAModel { path: String },
     #[error("{path}: checksum mismatch: the file is corrupted or truncated")]
     Checksum { path: String },
-    #[error("{path}: model format version {found}, this sensor reads {expected}")]
+    #[error("{path}: model format version {found}, this sensor reads versions 1 to {expected}")]
     Version {
         path: String,
         found: u32,
@@ -247,16 +252,17 @@ impl Model {
         verdict(s, u, &self.data.thresholds)
     }
 
-    /// The forest's score `s` of `x`, or where it reaches the forest's threshold while the
-    /// normal profile's score `u` finds `x` ordinary, the mean of only the votes the training
-    /// attack rows support ([`AttackSupport`]): the forest's word alone, outside anything it
-    /// saw attacks do, is an extrapolation from 1998's traffic. Never more than `s`.
+    /// The forest's score of `x` given its plain score `s` and the normal profile's `u`: where
+    /// the profile finds `x` ordinary, the mean of only the votes the training attack rows
+    /// support ([`AttackSupport`]), since the forest's word alone, outside anything it saw
+    /// attacks do, is an extrapolation from 1998's traffic. Never more than `s`; a function of
+    /// the row alone (no threshold), so that a cold window's contexts and a site baseline
+    /// average and calibrate the score that judges. Rows no tree votes "attack" for are 0
+    /// either way and skip the second look.
     #[inline]
     fn supported(&self, x: &[f64], s: f64, u: Option<f64>) -> f64 {
         match (&self.data.attack_support, u) {
-            (Some(a), Some(u))
-                if s >= self.data.thresholds.supervised && u < a.profile_ordinary_below =>
-            {
+            (Some(a), Some(u)) if s > 0.0 && a.applies(u) => {
                 a.supported_mean(&self.data.supervised, x)
             }
             _ => s,

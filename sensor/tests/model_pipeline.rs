@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use sensor::{
     dataset::{self, DatasetError, LoadOptions},
     kdd::FeatureSet,
-    model::{Model, ModelError, save_data},
+    model::{FORMAT_VERSION, Model, ModelError, save_data},
     train::{self, TrainConfig},
 };
 
@@ -144,7 +144,24 @@ fn corrupted_truncated_and_mismatched_files_are_refused() {
     let good = tmp.join("good.model");
     m.save(&good).unwrap();
     let text = std::fs::read_to_string(&good).unwrap();
-    assert!(Model::load(&good).is_ok(), "a saved model loads again");
+    let again = Model::load(&good).expect("a saved model loads again");
+    assert_eq!(again.data(), m.data(), "attack boxes included");
+    assert!(m.data().attack_support.is_some());
+    assert_eq!(m.data().format_version, FORMAT_VERSION);
+
+    // A file of the previous layout (version 1, no attack boxes) still loads, and judges with
+    // every vote.
+    let mut v1 = m.data().clone();
+    v1.format_version = 1;
+    v1.attack_support = None;
+    let old = tmp.join("v1.model");
+    save_data(&v1, &old).unwrap();
+    assert!(
+        std::fs::read_to_string(&old)
+            .unwrap()
+            .starts_with("SENSOR-MODEL v1 ")
+    );
+    assert!(Model::load(&old).unwrap().data().attack_support.is_none());
 
     let corrupted = tmp.join("corrupted.model");
     let pos = text.len() / 2;
@@ -173,7 +190,11 @@ fn corrupted_truncated_and_mismatched_files_are_refused() {
     let future = tmp.join("future.model");
     std::fs::write(
         &future,
-        text.replacen("SENSOR-MODEL v1 ", "SENSOR-MODEL v9 ", 1),
+        text.replacen(
+            &format!("SENSOR-MODEL v{FORMAT_VERSION} "),
+            "SENSOR-MODEL v9 ",
+            1,
+        ),
     )
     .unwrap();
     assert!(matches!(

@@ -27,7 +27,10 @@ impl Model {
     /// by [`Ensemble::contributions`](crate::model::tree::Ensemble::contributions) of the detector that fired: the supervised forest when it
     /// did (alone or with the normal profile), in units of its score (attack probability); the
     /// normal profile when it alone did, in units of log2 of its score (a shorter isolation
-    /// path is a positive contribution). Features that pushed towards normal are left out.
+    /// path is a positive contribution). Where the attack boxes' rule scored the forest
+    /// ([`crate::model::AttackSupport`]), only the votes it kept are attributed, so the
+    /// contributions add up to the score that judged. Features that pushed towards normal are
+    /// left out.
     ///
     /// About the cost of scoring the connection once more: meant for alerts and incidents, not
     /// for every connection.
@@ -80,8 +83,20 @@ impl Model {
                         *v = -*v / norm;
                     }
                 }
-                _ => {
-                    self.data.supervised.contributions(&buf[..n], one);
+                (profile, _) => {
+                    let x = &buf[..n];
+                    let forest = &self.data.supervised;
+                    // Where the attack boxes' rule scored the row, the votes it kept.
+                    match (&self.data.attack_support, profile) {
+                        (Some(a), Some(p)) if a.applies(p.score(x)) => {
+                            let mut kept = vec![false; forest.trees.len()];
+                            a.for_each_supported(forest, x, |t, _| kept[t] = true);
+                            forest.contributions_of(x, one, |t| kept[t]);
+                        }
+                        _ => {
+                            forest.contributions(x, one);
+                        }
+                    }
                 }
             }
             for j in 0..n {

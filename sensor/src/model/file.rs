@@ -4,7 +4,10 @@ use std::{fs, path::Path};
 
 use sha2::{Digest, Sha256};
 
-use super::{AttackSupport, FORMAT_VERSION, MAGIC, Model, ModelData, ModelError, NormalProfile};
+use super::{
+    AttackSupport, FORMAT_VERSION, MAGIC, Model, ModelData, ModelError, NormalProfile,
+    OLDEST_FORMAT_VERSION,
+};
 use crate::kdd::{FEATURE_NAMES, FLAGS, PROTOCOLS, SERVICES, VOCABULARY_VERSION};
 
 impl Model {
@@ -40,7 +43,7 @@ impl Model {
                 path: p.clone(),
                 reason: "bad header".into(),
             })?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(ModelError::Version {
                 path: p,
                 found: version,
@@ -80,6 +83,10 @@ impl Model {
                     reason,
                 })?;
         }
+        if support.is_some() {
+            // A version-1 sensor would read the boxes without error and ignore them.
+            self.data.format_version = FORMAT_VERSION;
+        }
         self.data.attack_support = support;
         Ok(())
     }
@@ -110,7 +117,8 @@ pub fn save_data(data: &ModelData, path: &Path) -> Result<(), ModelError> {
         reason: e.to_string(),
     })?;
     let text = format!(
-        "{MAGIC} v{FORMAT_VERSION} sha256={}\n{body}",
+        "{MAGIC} v{} sha256={}\n{body}",
+        data.format_version,
         hex(&Sha256::digest(body.as_bytes()))
     );
     fs::write(path, text).map_err(|source| ModelError::Io { path: p, source })
@@ -126,7 +134,7 @@ fn validate(d: &ModelData, path: &str) -> Result<(), ModelError> {
         path: path.into(),
         reason,
     };
-    if d.format_version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&d.format_version) {
         return Err(ModelError::Version {
             path: path.into(),
             found: d.format_version,

@@ -7,19 +7,20 @@
 //! in leaves grown on attack rows that share only some of its values (a `satan` probe's service
 //! and size, not its answer), and the forest's vote there is an extrapolation. Where the
 //! normal profile finds such a connection ordinary, those votes are not evidence of an attack.
-//! So the forest's score of a connection that reaches its threshold while the profile scores
-//! it below [`AttackSupport::profile_ordinary_below`] (0.5, the isolation forest's own line
-//! between "as easy to isolate as an average point" and "easier") is recomputed counting only
-//! the votes of leaves whose box holds the connection (`Model::score_inputs`).
+//! So the forest's score of a row the profile scores below
+//! [`AttackSupport::profile_ordinary_below`] (0.5, the isolation forest's own line between "as
+//! easy to isolate as an average point" and "easier") counts only the votes of leaves whose box
+//! holds the row (`Model::score_inputs`). It is a property of the row, not of any threshold:
+//! the score a cold window's contexts average, and the one `sensor baseline` calibrates on.
 //!
 //! Not the forest everywhere: votes outside the boxes are also how the forest catches attack
-//! types it was not fitted on, and dropping all of them cost KDDTest+ 2.4 to 4.2 points of
-//! accuracy, below the floor (`docs/model.md`, "Where the forest extrapolates"). A connection
-//! the profile finds unusual keeps every vote.
+//! types it was not fitted on, and a row the profile finds unusual keeps every vote
+//! (`docs/model.md`, "Where the forest extrapolates", has the variants measured).
 
 use serde::{Deserialize, Serialize};
 
 use super::tree::{Ensemble, LEAF};
+use crate::kdd::NUM_FEATURES;
 
 /// How an input is compared with a box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,15 +57,16 @@ impl Scale {
     }
 }
 
-/// The attack rows' boxes of one tree's attack-voting leaves.
+/// The attack rows' boxes of one tree's leaves with an attack vote (a value above 0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TreeSupport {
-    /// Per node of the tree: the index of its box, or `u32::MAX` (not an attack-voting leaf, or
-    /// one no training attack row reached).
+    /// Per node of the tree: the index of its box, or `u32::MAX` (a split, a leaf without an
+    /// attack vote, or one no training attack row reached).
     pub box_of: Vec<u32>,
-    /// Boxes, `boxed` values each (the inputs whose scale is not [`Scale::Unboxed`], in input
-    /// order), on their scale.
+    /// The boxes' lower bounds, [`AttackSupport::boxed`] values each (the inputs whose scale is
+    /// not [`Scale::Unboxed`], in input order), on their scale.
     pub lo: Vec<f32>,
+    /// The boxes' upper bounds, laid out as `lo`.
     pub hi: Vec<f32>,
 }
 
@@ -83,19 +85,20 @@ pub struct AttackSupport {
 
 /// Default [`AttackSupport::tolerance`].
 pub const SUPPORT_TOLERANCE: f64 = 0.1;
+/// Slack on the tolerance for the bounds' `f32` rounding: a rate of 0.23 is within 0.1 of a
+/// bound of 0.13 whichever way either was rounded.
+const ROUNDING_SLACK: f64 = 1e-6;
 /// Default [`AttackSupport::profile_ordinary_below`]: an isolation score of 0.5 means a path as
 /// long as the average one (`2^-1`).
 pub const PROFILE_ORDINARY_BELOW: f64 = 0.5;
 
 impl AttackSupport {
-    /// The boxes of `forest`'s attack-voting leaves over the attack rows of `x` (row-major,
-    /// `scales.len()` inputs per row) with `attack[r]`.
+    /// The boxes of `forest`'s leaves with an attack vote over the attack rows of `x`
+    /// (row-major, `scales.len()` inputs per row) with `attack[r]`.
     pub fn fit(forest: &Ensemble, scales: &[Scale], x: &[f64], attack: &[bool]) -> AttackSupport {
         let width = scales.len();
-        let boxed: Vec<usize> = (0..width)
-            .filter(|&i| scales[i] != Scale::Unboxed)
-            .collect();
-        let k = boxed.len();
+        let k = boxed_count(scales);
+        let mut buf = [0f64; NUM_FEATURES];
         let trees = forest
             .trees
             .iter()
@@ -104,19 +107,19 @@ impl AttackSupport {
                 let (mut lo, mut hi) = (Vec::new(), Vec::new());
                 for (row, _) in x.chunks_exact(width).zip(attack).filter(|(_, a)| **a) {
                     let leaf = t.leaf_index(row);
-                    if t.nodes[leaf].threshold <= 0.0 {
-                        continue; // a leaf that votes "normal": nothing to support
+                    if t.nodes[leaf].threshold <= 0.0 || k == 0 {
+                        continue; // no attack vote to support, or nothing to box
                     }
                     if box_of[leaf] == u32::MAX {
-                        box_of[leaf] = (lo.len() / k.max(1)) as u32;
+                        box_of[leaf] = (lo.len() / k) as u32;
                         lo.resize(lo.len() + k, f32::INFINITY);
                         hi.resize(hi.len() + k, f32::NEG_INFINITY);
                     }
                     let b = box_of[leaf] as usize * k;
-                    for (j, &i) in boxed.iter().enumerate() {
-                        let v = scales[i].apply(row[i]) as f32;
-                        lo[b + j] = lo[b + j].min(v);
-                        hi[b + j] = hi[b + j].max(v);
+                    let scaled = scale_row(scales, row, &mut buf);
+                    for (j, &v) in scaled.iter().enumerate() {
+                        lo[b + j] = lo[b + j].min(v as f32);
+                        hi[b + j] = hi[b + j].max(v as f32);
                     }
                 }
                 TreeSupport { box_of, lo, hi }
@@ -130,39 +133,54 @@ impl AttackSupport {
         }
     }
 
+    /// How many inputs are boxed (each box's length).
+    pub fn boxed(&self) -> usize {
+        boxed_count(&self.scales)
+    }
+
+    /// Whether the rule applies to a row the normal profile scored `u`.
+    #[inline]
+    pub fn applies(&self, u: f64) -> bool {
+        u < self.profile_ordinary_below
+    }
+
     /// The forest's mean vote on `x` counting only the leaves whose attack box holds `x`.
     pub fn supported_mean(&self, forest: &Ensemble, x: &[f64]) -> f64 {
-        let k = self.scales.iter().filter(|s| **s != Scale::Unboxed).count();
-        let tol = self.tolerance as f32;
         let mut sum = 0.0;
-        for (t, s) in forest.trees.iter().zip(&self.trees) {
-            let leaf = t.leaf_index(x);
-            let value = t.nodes[leaf].threshold;
-            let Some(&b) = s.box_of.get(leaf) else {
-                continue;
-            };
-            if value <= 0.0 || b == u32::MAX {
-                continue;
-            }
-            let b = b as usize * k;
-            let inside = self
-                .scales
-                .iter()
-                .zip(x)
-                .filter(|(sc, _)| **sc != Scale::Unboxed)
-                .enumerate()
-                .all(|(j, (sc, &v))| {
-                    let v = sc.apply(v) as f32;
-                    v >= s.lo[b + j] - tol && v <= s.hi[b + j] + tol
-                });
-            if inside {
-                sum += value;
-            }
-        }
+        self.for_each_supported(forest, x, |_, vote| sum += vote);
         sum / forest.trees.len().max(1) as f64
     }
 
-    /// Checks the boxes against the forest, so that a corrupted file cannot index out of bounds.
+    /// Calls `f` with the index and the vote of every tree whose leaf for `x` has an attack vote
+    /// and a box that holds `x`. (The trees are walked again: keeping every row's leaves from
+    /// the batch walk cost more, in memory traffic, than the second walk of the few rows that
+    /// need it.)
+    pub fn for_each_supported(&self, forest: &Ensemble, x: &[f64], mut f: impl FnMut(usize, f64)) {
+        let k = self.boxed();
+        let mut buf = [0f64; NUM_FEATURES];
+        let scaled = scale_row(&self.scales, x, &mut buf);
+        let tol = self.tolerance + ROUNDING_SLACK;
+        for (i, (t, s)) in forest.trees.iter().zip(&self.trees).enumerate() {
+            let leaf = t.leaf_index(x);
+            match (s.box_of.get(leaf), t.nodes.get(leaf)) {
+                (Some(&b), Some(node)) if b != u32::MAX && node.threshold > 0.0 => {
+                    let b = b as usize * k;
+                    let (lo, hi) = (&s.lo[b..b + k], &s.hi[b..b + k]);
+                    let inside = scaled
+                        .iter()
+                        .zip(lo.iter().zip(hi))
+                        .all(|(&v, (&l, &h))| v >= f64::from(l) - tol && v <= f64::from(h) + tol);
+                    if inside {
+                        f(i, node.threshold);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Checks the boxes against the forest, so that a corrupted file cannot index out of bounds
+    /// or make the supported score exceed the forest's.
     pub(super) fn validate(&self, forest: &Ensemble, n_inputs: usize) -> Result<(), String> {
         if self.scales.len() != n_inputs {
             return Err(format!(
@@ -176,7 +194,7 @@ impl AttackSupport {
         if !(self.tolerance.is_finite() && self.profile_ordinary_below.is_finite()) {
             return Err("attack support: parameters not finite".into());
         }
-        let k = self.scales.iter().filter(|s| **s != Scale::Unboxed).count();
+        let k = self.boxed();
         for (i, (s, t)) in self.trees.iter().zip(&forest.trees).enumerate() {
             let boxes = s.lo.len() / k.max(1);
             if s.box_of.len() != t.nodes.len()
@@ -191,8 +209,32 @@ impl AttackSupport {
                         "attack support of tree {i}: box index out of range"
                     ));
                 }
+                if n.feature == LEAF && !(0.0..=1.0).contains(&n.threshold) {
+                    return Err(format!(
+                        "tree {i}: a leaf's attack probability outside [0, 1]"
+                    ));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// How many of `scales` are boxed.
+fn boxed_count(scales: &[Scale]) -> usize {
+    scales.iter().filter(|s| **s != Scale::Unboxed).count()
+}
+
+/// The boxed inputs of `row`, on their scales, in `buf`'s first slots (a model has at most
+/// [`NUM_FEATURES`] inputs).
+#[inline]
+fn scale_row<'a>(scales: &[Scale], row: &[f64], buf: &'a mut [f64; NUM_FEATURES]) -> &'a [f64] {
+    let mut k = 0;
+    for (s, &v) in scales.iter().zip(row) {
+        if *s != Scale::Unboxed && k < NUM_FEATURES {
+            buf[k] = s.apply(v);
+            k += 1;
+        }
+    }
+    &buf[..k]
 }

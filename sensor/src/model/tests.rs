@@ -287,10 +287,10 @@ fn a_leaf_supports_only_what_its_training_attacks_span() {
     // One stump: inputs below 5 go to a "normal" leaf, the rest to an "attack" leaf.
     let forest = Ensemble::new(vec![stump(0, 5.0)]);
     let scales = [Scale::Linear, Scale::Log, Scale::Unboxed];
-    // Attack rows reaching the attack leaf span [6, 8] and [10, 100] bytes; the normal row
-    // and the attack row in the normal leaf box nothing.
+    // Attack rows reaching the attack leaf span [6, 8] and [10, 100] bytes; the normal row in
+    // the attack leaf and the attack row in the normal leaf box nothing.
     let x = [
-        6.0, 10.0, 3.0, 8.0, 100.0, 7.0, 1.0, 1e6, 0.0, 2.0, 50.0, 0.0,
+        6.0, 10.0, 3.0, 8.0, 100.0, 7.0, 7.0, 1e6, 0.0, 2.0, 50.0, 0.0,
     ];
     let attack = [true, true, false, true];
     let a = AttackSupport::fit(&forest, &scales, &x, &attack);
@@ -302,7 +302,7 @@ fn a_leaf_supports_only_what_its_training_attacks_span() {
     assert_eq!(
         s([7.0, 5_000.0, 0.0]),
         0.0,
-        "bytes far beyond (on the log scale)"
+        "bytes far beyond (on the log scale), where only a normal row went"
     );
     assert_eq!(s([7.0, 9.0, 0.0]), 1.0, "ln(10) - ln(11) is within 0.1");
     assert_eq!(s([1.0, 50.0, 0.0]), 0.0, "a normal leaf never votes");
@@ -320,6 +320,30 @@ fn a_leaf_supports_only_what_its_training_attacks_span() {
         bad.validate(&forest, 3).is_err(),
         "a box index out of range"
     );
+
+    // Rates on the data's two decimals: exactly 0.1 beyond a bound is within, whatever the
+    // bound's f32 rounding.
+    let forest = Ensemble::new(vec![stump(0, 0.05)]);
+    let a = AttackSupport::fit(&forest, &[Scale::Linear], &[0.3, 0.13], &[true, true]);
+    let s = |v: f64| a.supported_mean(&forest, &[v]);
+    assert_eq!((s(0.03), s(0.23), s(0.24)), (0.0, 1.0, 1.0));
+    assert_eq!((s(0.40), s(0.41)), (1.0, 0.0));
+    let a = AttackSupport::fit(&forest, &[Scale::Linear], &[0.3], &[true]);
+    let s = |v: f64| a.supported_mean(&forest, &[v]);
+    assert_eq!((s(0.19), s(0.20), s(0.40), s(0.41)), (0.0, 1.0, 1.0, 0.0));
+}
+
+/// A normal profile whose score is `u` for every row.
+fn constant_profile(u: f64) -> NormalProfile {
+    let sample_size = 256;
+    let path = -u.log2() * c_factor(sample_size as f64);
+    NormalProfile {
+        forest: Ensemble::new(vec![Tree {
+            nodes: vec![Node::leaf(path)],
+        }]),
+        sample_size,
+        source: "test".into(),
+    }
 }
 
 /// A KDD row as the committed model sees it.
@@ -355,6 +379,22 @@ fn the_forest_alone_outside_its_attacks_does_not_flag_what_the_profile_finds_ord
     let after = m.score(&ping);
     assert!(!after.anomalous, "{after:?}");
     assert!(after.supervised_score < before.supervised_score);
+    // The rule is the profile's to call: the same row, to a profile that finds it unusual
+    // (0.55, not enough to flag it itself), keeps every vote; to one that finds it ordinary
+    // (0.45), only the supported ones.
+    let with_profile = |u: f64| {
+        m.clone()
+            .with_normal_profile(constant_profile(u), 0.9)
+            .unwrap()
+            .score(&ping)
+    };
+    let unusual = with_profile(0.55);
+    assert!((unusual.unsupervised_score.unwrap() - 0.55).abs() < 1e-9);
+    assert_eq!(unusual.supervised_score, before.supervised_score);
+    assert_eq!(unusual.detector, Detector::Supervised);
+    let ordinary = with_profile(0.45);
+    assert_eq!(ordinary.supervised_score, after.supervised_score);
+    assert!(!ordinary.anomalous);
     // A SYN flood row of the training data keeps its verdict: its votes are supported.
     let neptune = kdd_row(
         "0,tcp,private,S0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,123,6,1.00,1.00,0.00,0.00,0.05,\
@@ -405,4 +445,39 @@ fn batch_verdicts_apply_the_support_as_row_verdicts_do() {
         "{vetoed} of {} vetoed",
         rows.len()
     );
+}
+
+#[test]
+fn an_explanation_of_a_supported_score_attributes_the_votes_that_judged() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nsl-kdd-flow.model");
+    let m = Model::load(&p).expect("committed model");
+    let a = m.data.attack_support.as_ref().unwrap();
+    let forest = &m.data.supervised;
+    // A small exchange on an unnamed port whose supported score still flags it.
+    let f = kdd_row(
+        "0,tcp,other,SF,27,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,10,7,0,0,0,0,1,0.13,0,73,25,\
+         0.34,0.04,0.01,0,0,0,0,0,normal,0",
+    );
+    let v = m.score(&f);
+    let mut x = [0.0; NUM_FEATURES];
+    let n = m.inputs(&f, &mut x);
+    let x = &x[..n];
+    let plain = forest.mean(x);
+    assert!(v.anomalous && v.supervised_score < plain, "{v:?} {plain}");
+    let mut kept = vec![false; forest.trees.len()];
+    a.for_each_supported(forest, x, |t, _| kept[t] = true);
+    let mut c = vec![0.0; n];
+    let bias = forest.contributions_of(x, &mut c, |t| kept[t]);
+    let sum = bias + c.iter().sum::<f64>();
+    assert!(
+        (sum - v.supervised_score).abs() < 1e-9,
+        "{sum} vs {}",
+        v.supervised_score
+    );
+    // The explanation is of those votes: its top contribution is theirs, not the whole forest's.
+    let top = &m.explain(&f, &v)[0];
+    let j = (0..n)
+        .find(|&j| crate::kdd::FEATURE_NAMES[m.indices[j]] == top.name)
+        .unwrap();
+    assert_eq!(top.contribution, c[j]);
 }

@@ -220,12 +220,31 @@ impl Ensemble {
     /// the attribution still adds up exactly, but the bias is the mean over leaves weighted by
     /// depth rather than the training rows' mean.
     pub fn contributions(&self, x: &[f64], out: &mut [f64]) -> f64 {
+        self.contributions_of(x, out, |_| true)
+    }
+
+    /// [`Ensemble::contributions`] of the trees `include` selects, still over the whole
+    /// forest's size: `bias + sum(out)` is the sum of their leaves over the tree count (the
+    /// score of a forest whose other trees vote 0, as the attack boxes' rule scores,
+    /// `crate::model::AttackSupport`).
+    pub fn contributions_of(
+        &self,
+        x: &[f64],
+        out: &mut [f64],
+        include: impl Fn(usize) -> bool,
+    ) -> f64 {
         let values = self
             .node_values
             .get_or_init(|| self.trees.iter().map(Tree::node_values).collect());
         out.fill(0.0);
         let mut bias = 0.0;
-        for (t, v) in self.trees.iter().zip(values) {
+        for (_, (t, v)) in self
+            .trees
+            .iter()
+            .zip(values)
+            .enumerate()
+            .filter(|(i, _)| include(*i))
+        {
             let mut i = 0usize;
             bias += v[0];
             loop {

@@ -10,7 +10,7 @@ use super::{
     search::{NOVELTY_FOLDS, SEARCH_TOLERANCE, depth_str},
     thresholds::PROFILE_SHARE,
 };
-use crate::model::{ClassificationMetrics, PROFILE_ORDINARY_BELOW, SUPPORT_TOLERANCE};
+use crate::model::ClassificationMetrics;
 
 /// A metrics table row.
 fn metrics_row(name: &str, m: &ClassificationMetrics) -> String {
@@ -221,18 +221,6 @@ impl Card {
                 pct(cold.attacks_flagged_at_cold),
             ));
         }
-        let sup = &t.support;
-        self.line("");
-        self.line(&format!(
-            "Where the forest saw attacks: each of its {} attack-voting leaves keeps the box of the fit rows' attacks that reach it. A connection the forest flags while the normal profile scores it below {} (ordinary to it) is judged by the votes of the leaves whose box holds it (within {} on each input's scale), so that the forest's extrapolation from 1998's attacks alone does not flag traffic the data has no normal rows of (`docs/model.md`). The thresholds above are chosen without the rule, which only withdraws verdicts: on validation it moves the false-positive rate from {} to {} and recall from {} to {}.",
-            sup.boxes,
-            PROFILE_ORDINARY_BELOW,
-            SUPPORT_TOLERANCE,
-            pct(sup.without.false_positive_rate),
-            pct(sup.with.false_positive_rate),
-            pct(sup.without.recall),
-            pct(sup.with.recall),
-        ));
         self.line("");
         self.line(
             "| false-positive budget on validation | unseen-type recall, mean over types | all rows |",
@@ -265,6 +253,20 @@ impl Card {
             self.line(&format!(
                 "Unseen-type recall per type at the chosen point (validation rows caught / rows): {}.",
                 per.join(", ")
+            ));
+            self.line("");
+        }
+        if let Some(a) = &t.model.data().attack_support {
+            let sup = &t.support;
+            self.line(&format!(
+                "Where the forest saw attacks: each of its {} leaves with an attack vote keeps the box of the fit rows' attacks that reach it. Where the normal profile scores a connection below {} (ordinary to it), the forest's score counts only the votes of the leaves whose box holds it (within {} on each input's scale), so that the forest's extrapolation from 1998's attacks alone does not flag traffic the data has no normal rows of (`docs/model.md`). The thresholds and the leave-types-out table are chosen without the rule, which only lowers scores: on validation it moves the false-positive rate from {} to {} and recall from {} to {}. The cold calibration above scores with it.",
+                sup.boxes,
+                a.profile_ordinary_below,
+                a.tolerance,
+                pct(sup.without.false_positive_rate),
+                pct(sup.with.false_positive_rate),
+                pct(sup.without.recall),
+                pct(sup.with.recall),
             ));
             self.line("");
         }

@@ -112,7 +112,8 @@ pub fn train(
         },
     )?;
 
-    let cold = calibrate_cold(&split, cfg, &hybrid, operating_fpr);
+    let support = fit_support(&split, cfg.feature_set, &hybrid.forest);
+    let cold = calibrate_cold(&split, cfg, &hybrid, &support, operating_fpr);
     let maker = ModelMaker::new(cfg, data_file, data_sha256, command);
     let train_labels = training_labels(split.fit.iter().copied());
     let hyperparameters = serde_json::json!({
@@ -127,6 +128,7 @@ pub fn train(
     let (model, support) = deployed_model(
         &maker,
         &hybrid,
+        support,
         cold.thresholds,
         &split,
         hyperparameters,
@@ -179,6 +181,7 @@ fn calibrate_cold(
     split: &Splits<'_>,
     cfg: &TrainConfig,
     h: &Hybrid,
+    support: &AttackSupport,
     operating_fpr: f64,
 ) -> ColdCalibration {
     let features = FeatureConfig::default();
@@ -201,6 +204,12 @@ fn calibrate_cold(
         }
         h.forest.mean_batch(&x, idx.len(), &mut s);
         h.profile.score_batch(&x, idx.len(), &mut u);
+        // Each context's forest score as the model scores it (`Model::supported`).
+        for ((s, &u), row) in s.iter_mut().zip(&u).zip(x.chunks_exact(idx.len())) {
+            if *s > 0.0 && support.applies(u) {
+                *s = support.supported_mean(&h.forest, row);
+            }
+        }
         let n = contexts.len().max(1) as f64;
         sup.push(s.iter().sum::<f64>() / n);
         unsup.push(u.iter().sum::<f64>() / n);
@@ -227,6 +236,14 @@ fn calibrate_cold(
         attacks_flagged_at_cold: flagged(&thresholds, true),
         thresholds,
     }
+}
+
+/// The boxes of the forest's attack-voting leaves over the fit split's attack rows.
+fn fit_support(split: &Splits<'_>, set: FeatureSet, forest: &Ensemble) -> AttackSupport {
+    let scales: Vec<Scale> = set.names().into_iter().map(Scale::of).collect();
+    let attack: Vec<bool> = split.y_fit.iter().map(|&y| y == 1).collect();
+    let x_fit: Vec<f64> = split.x_fit.iter().copied().collect();
+    AttackSupport::fit(forest, &scales, &x_fit, &attack)
 }
 
 /// The normal profile's scores on the validation rows.
@@ -313,21 +330,13 @@ fn fit_hybrid(
 fn deployed_model(
     maker: &ModelMaker<'_>,
     h: &Hybrid,
+    support: AttackSupport,
     cold: Thresholds,
     split: &Splits<'_>,
     hyperparameters: serde_json::Value,
     train_labels: &[String],
 ) -> Result<(Model, SupportEffect), TrainError> {
-    let scales: Vec<Scale> = maker.set.names().into_iter().map(Scale::of).collect();
-    let attack: Vec<bool> = split.y_fit.iter().map(|&y| y == 1).collect();
-    let x_fit: Vec<f64> = split.x_fit.iter().copied().collect();
-    let support = AttackSupport::fit(&h.forest, &scales, &x_fit, &attack);
-    let boxes = support.trees.iter().map(|t| t.lo.len()).sum::<usize>()
-        / scales
-            .iter()
-            .filter(|s| **s != Scale::Unboxed)
-            .count()
-            .max(1);
+    let boxes = support.trees.iter().map(|t| t.lo.len()).sum::<usize>() / support.boxed().max(1);
     let make = |validation: ClassificationMetrics,
                 hp: serde_json::Value,
                 support: Option<AttackSupport>| {
