@@ -312,19 +312,32 @@ impl Model {
     pub fn score_inputs_batch(&self, x: &[f64]) -> Vec<Verdict> {
         let width = self.input_width();
         let (mut s, mut u) = (Vec::new(), Vec::new());
-        self.data.supervised.mean_batch(x, width, &mut s);
         let profile = self.data.normal_profile.as_ref();
         if let Some(p) = profile {
             p.score_batch(x, width, &mut u);
         }
+        let forest = &self.data.supervised;
+        match (&self.data.attack_support, profile) {
+            // The attack boxes' second look (`Model::supported`, whose rule this is), at each
+            // row's leaves as its walk ends.
+            (Some(a), Some(_)) => {
+                let mut supported = Vec::new();
+                forest.mean_batch_then(x, width, &mut s, |r, mean, leaves| {
+                    if mean > 0.0 && a.applies(u[r]) {
+                        let row = &x[r * width..(r + 1) * width];
+                        supported.push((r, a.supported_mean_at(forest, row, Some(leaves))));
+                    }
+                });
+                for (r, v) in supported {
+                    s[r] = v;
+                }
+            }
+            _ => forest.mean_batch(x, width, &mut s),
+        }
         let t = &self.data.thresholds;
         s.iter()
             .enumerate()
-            .map(|(i, &s)| {
-                let u = profile.map(|_| u[i]);
-                let s = self.supported(&x[i * width..(i + 1) * width], s, u);
-                verdict(s, u, t)
-            })
+            .map(|(i, &s)| verdict(s, profile.map(|_| u[i]), t))
             .collect()
     }
 }

@@ -146,22 +146,39 @@ impl AttackSupport {
 
     /// The forest's mean vote on `x` counting only the leaves whose attack box holds `x`.
     pub fn supported_mean(&self, forest: &Ensemble, x: &[f64]) -> f64 {
+        self.supported_mean_at(forest, x, None)
+    }
+
+    /// [`AttackSupport::supported_mean`] given `x`'s leaf in each tree if known (from
+    /// [`Ensemble::mean_batch_then`]), else found by walking the trees.
+    pub fn supported_mean_at(&self, forest: &Ensemble, x: &[f64], leaves: Option<&[u32]>) -> f64 {
         let mut sum = 0.0;
-        self.for_each_supported(forest, x, |_, vote| sum += vote);
+        self.for_each_supported_at(forest, x, leaves, |_, vote| sum += vote);
         sum / forest.trees.len().max(1) as f64
     }
 
     /// Calls `f` with the index and the vote of every tree whose leaf for `x` has an attack vote
-    /// and a box that holds `x`. (The trees are walked again: keeping every row's leaves from
-    /// the batch walk cost more, in memory traffic, than the second walk of the few rows that
-    /// need it.)
-    pub fn for_each_supported(&self, forest: &Ensemble, x: &[f64], mut f: impl FnMut(usize, f64)) {
+    /// and a box that holds `x`.
+    pub fn for_each_supported(&self, forest: &Ensemble, x: &[f64], f: impl FnMut(usize, f64)) {
+        self.for_each_supported_at(forest, x, None, f);
+    }
+
+    fn for_each_supported_at(
+        &self,
+        forest: &Ensemble,
+        x: &[f64],
+        leaves: Option<&[u32]>,
+        mut f: impl FnMut(usize, f64),
+    ) {
         let k = self.boxed();
         let mut buf = [0f64; NUM_FEATURES];
         let scaled = scale_row(&self.scales, x, &mut buf);
         let tol = self.tolerance + ROUNDING_SLACK;
         for (i, (t, s)) in forest.trees.iter().zip(&self.trees).enumerate() {
-            let leaf = t.leaf_index(x);
+            let leaf = match leaves.and_then(|l| l.get(i)) {
+                Some(&l) => l as usize,
+                None => t.leaf_index(x),
+            };
             match (s.box_of.get(leaf), t.nodes.get(leaf)) {
                 (Some(&b), Some(node)) if b != u32::MAX && node.threshold > 0.0 => {
                     let b = b as usize * k;

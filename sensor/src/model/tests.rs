@@ -46,6 +46,17 @@ fn batch_scoring_equals_row_by_row_including_the_tail() {
     e.mean_batch(&flat, 2, &mut out);
     let expected: Vec<f64> = rows.iter().map(|r| e.mean(r)).collect();
     assert_eq!(out, expected);
+    // The same walk handing each row's leaves on: every row once, with its own leaves.
+    let mut seen = vec![0; rows.len()];
+    let mut again = Vec::new();
+    e.mean_batch_then(&flat, 2, &mut again, |r, mean, leaves| {
+        seen[r] += 1;
+        assert_eq!(mean, expected[r]);
+        let want: Vec<u32> = e.trees.iter().map(|t| t.leaf_index(&rows[r]) as u32).collect();
+        assert_eq!(leaves, &want[..], "row {r}");
+    });
+    assert_eq!(again, expected);
+    assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
     assert!(out.contains(&0.125) && out.contains(&1.0), "{out:?}");
 }
 

@@ -132,6 +132,10 @@ impl Tree {
     }
 }
 
+/// Rows walked together by [`Ensemble::mean_batch`]: 12 measured fastest of 8 to 16 on the
+/// committed model (about 25% faster than 8); more lanes spill registers.
+const LANES: usize = 12;
+
 /// A set of trees whose leaf values are averaged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ensemble {
@@ -279,14 +283,40 @@ impl Ensemble {
     /// No per-row gathering: the output, and for a batch of two lane groups or more the order
     /// of its rows, are the only allocations.
     pub fn mean_batch(&self, x: &[f64], width: usize, out: &mut Vec<f64>) {
+        self.walk_batch(x, width, out, None::<fn(usize, f64, &[u32])>);
+    }
+
+    /// [`Ensemble::mean_batch`], calling `then(row, mean, leaves)` for every row as its walk
+    /// ends, with the node index of its leaf in each tree: a second look at the leaves (the
+    /// attack boxes, `crate::model::AttackSupport`) without walking the trees again, or keeping
+    /// every row's leaves (a batch of cold contexts has 32,000 rows).
+    pub fn mean_batch_then(
+        &self,
+        x: &[f64],
+        width: usize,
+        out: &mut Vec<f64>,
+        then: impl FnMut(usize, f64, &[u32]),
+    ) {
+        self.walk_batch(x, width, out, Some(then));
+    }
+
+    fn walk_batch(
+        &self,
+        x: &[f64],
+        width: usize,
+        out: &mut Vec<f64>,
+        mut then: Option<impl FnMut(usize, f64, &[u32])>,
+    ) {
         let n = x.len() / width.max(1);
+        let trees = self.trees.len();
+        let k_trees = trees.max(1) as f64;
         out.clear();
         out.resize(n, 0.0);
+        // The leaves of a group's rows (lane-major), for `then`.
+        let mut leaves = vec![0u32; if then.is_some() { LANES * trees } else { 0 }];
         // Groups of LANES rows walk each tree together (a row that reached its leaf stays
         // there): LANES independent chains of dependent loads that the CPU overlaps, where one
-        // row at a time waits for every load in turn. 12 measured fastest of 8 to 16 on the
-        // committed model (about 25% faster than 8); more lanes spill registers.
-        const LANES: usize = 12;
+        // row at a time waits for every load in turn.
         let walk = self
             .walk
             .get_or_init(|| self.trees.iter().map(WalkTree::of).collect())
@@ -308,7 +338,7 @@ impl Ensemble {
                 &x[r * width..(r + 1) * width]
             });
             let mut sums = [0f64; LANES];
-            for t in walk {
+            for (ti, t) in walk.iter().enumerate() {
                 let nodes = &t.nodes[..];
                 let mut idx = [0usize; LANES];
                 // At most the tree's depth; fewer once every lane sits on its leaf (a step
@@ -335,6 +365,17 @@ impl Ensemble {
                 for k in 0..LANES {
                     sums[k] += t.values[idx[k]];
                 }
+                if then.is_some() {
+                    for (k, &leaf) in idx.iter().enumerate() {
+                        leaves[k * trees + ti] = leaf as u32;
+                    }
+                }
+            }
+            if let Some(f) = then.as_mut() {
+                for (k, sum) in sums.iter().enumerate() {
+                    let r = order.as_ref().map_or(start + k, |o| o[start + k]);
+                    f(r, sum / k_trees, &leaves[k * trees..(k + 1) * trees]);
+                }
             }
             match &order {
                 Some(o) => {
@@ -349,10 +390,15 @@ impl Ensemble {
             let r = order.as_ref().map_or(i, |o| o[i]);
             let xr = &x[r * width..(r + 1) * width];
             out[r] = self.trees.iter().map(|t| t.leaf(xr)).sum();
+            if let Some(f) = then.as_mut() {
+                for (slot, t) in leaves.iter_mut().zip(&self.trees) {
+                    *slot = t.leaf_index(xr) as u32;
+                }
+                f(r, out[r] / k_trees, &leaves[..trees]);
+            }
         }
-        let k = self.trees.len().max(1) as f64;
         for v in out.iter_mut() {
-            *v /= k;
+            *v /= k_trees;
         }
     }
 }
