@@ -52,7 +52,11 @@ fn batch_scoring_equals_row_by_row_including_the_tail() {
     e.mean_batch_then(&flat, 2, &mut again, |r, mean, leaves| {
         seen[r] += 1;
         assert_eq!(mean, expected[r]);
-        let want: Vec<u32> = e.trees.iter().map(|t| t.leaf_index(&rows[r]) as u32).collect();
+        let want: Vec<u32> = e
+            .trees
+            .iter()
+            .map(|t| t.leaf_index(&rows[r]) as u32)
+            .collect();
         assert_eq!(leaves, &want[..], "row {r}");
     });
     assert_eq!(again, expected);
