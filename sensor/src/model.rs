@@ -252,19 +252,16 @@ impl Model {
         verdict(s, u, &self.data.thresholds)
     }
 
-    /// The forest's score of `x` given its plain score `s` and the normal profile's `u`: where
-    /// the profile finds `x` ordinary, the mean of only the votes the training attack rows
-    /// support ([`AttackSupport`]), since the forest's word alone, outside anything it saw
-    /// attacks do, is an extrapolation from 1998's traffic. Never more than `s`; a function of
-    /// the row alone (no threshold), so that a cold window's contexts and a site baseline
-    /// average and calibrate the score that judges. Rows no tree votes "attack" for are 0
-    /// either way and skip the second look.
+    /// The forest's score of `x` given its plain score `s` and the normal profile's `u`:
+    /// [`AttackSupport::score`] where the model has attack boxes and a profile, since the
+    /// forest's word alone, outside anything it saw attacks do, is an extrapolation from
+    /// 1998's traffic. Never more than `s`; a function of the row alone (no threshold), so
+    /// that a cold window's contexts and a site baseline average and calibrate the score that
+    /// judges.
     #[inline]
     fn supported(&self, x: &[f64], s: f64, u: Option<f64>) -> f64 {
         match (&self.data.attack_support, u) {
-            (Some(a), Some(u)) if s > 0.0 && a.applies(u) => {
-                a.supported_mean(&self.data.supervised, x)
-            }
+            (Some(a), Some(u)) => a.score(&self.data.supervised, x, s, u, None),
             _ => s,
         }
     }
@@ -318,14 +315,14 @@ impl Model {
         }
         let forest = &self.data.supervised;
         match (&self.data.attack_support, profile) {
-            // The attack boxes' second look (`Model::supported`, whose rule this is), at each
-            // row's leaves as its walk ends.
+            // `Model::supported`, at each row's leaves as its walk ends.
             (Some(a), Some(_)) => {
                 let mut supported = Vec::new();
                 forest.mean_batch_then(x, width, &mut s, |r, mean, leaves| {
-                    if mean > 0.0 && a.applies(u[r]) {
-                        let row = &x[r * width..(r + 1) * width];
-                        supported.push((r, a.supported_mean_at(forest, row, Some(leaves))));
+                    let row = &x[r * width..(r + 1) * width];
+                    let v = a.score(forest, row, mean, u[r], Some(leaves));
+                    if v != mean {
+                        supported.push((r, v));
                     }
                 });
                 for (r, v) in supported {

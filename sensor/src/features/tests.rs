@@ -842,6 +842,38 @@ fn random_record(rng: &mut StdRng, start_ns: u64) -> ConnectionRecord {
     r
 }
 
+/// What "the same service" is to the oracles (`Past::service`) for a connection `rec` of KDD
+/// service `svc`: the service, or for `private` and `other` the transport (ICMP by IP version)
+/// and the responder port (ICMP type).
+fn oracle_service(rec: &ConnectionRecord, svc: u8) -> (u8, u8, u16) {
+    match SERVICES[usize::from(svc)] {
+        "other" | "private" => (
+            1 + rec.transport as u8,
+            if rec.transport == Transport::Icmp {
+                rec.ip_version
+            } else {
+                0
+            },
+            rec.icmp_type.map_or(rec.resp_port, u16::from),
+        ),
+        _ => (0, 0, u16::from(svc)),
+    }
+}
+
+/// The feature configuration an oracle test runs with.
+fn oracle_config(
+    host_window_connections: usize,
+    round_rates: bool,
+    fill_cold_host_window: bool,
+) -> FeatureConfig {
+    FeatureConfig {
+        host_window_connections,
+        round_rates,
+        fill_cold_host_window,
+        ..FeatureConfig::default()
+    }
+}
+
 /// 5,000 random connections (in start order, with ties and exact 2 s gaps) through the engine
 /// and through the naive rescan: every one of the 41 columns must agree.
 #[test]
@@ -852,12 +884,7 @@ fn incremental_engine_matches_naive_rescan() {
         (9, 600, true, false),
         (10, 255, true, true),
     ] {
-        let cfg = FeatureConfig {
-            host_window_connections,
-            round_rates,
-            fill_cold_host_window,
-            ..FeatureConfig::default()
-        };
+        let cfg = oracle_config(host_window_connections, round_rates, fill_cold_host_window);
         let mut e = FeatureEngine::new(cfg.clone()).unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut past: Vec<Past> = Vec::new();
@@ -875,21 +902,7 @@ fn incremental_engine_matches_naive_rescan() {
             past.push(Past {
                 start_ns: t,
                 host: rec.resp_addr,
-                service: {
-                    let svc = f.0[2] as u8;
-                    match SERVICES[usize::from(svc)] {
-                        "other" | "private" => (
-                            1 + rec.transport as u8,
-                            if rec.transport == Transport::Icmp {
-                                rec.ip_version
-                            } else {
-                                0
-                            },
-                            rec.icmp_type.map_or(rec.resp_port, u16::from),
-                        ),
-                        _ => (0, 0, u16::from(svc)),
-                    }
-                },
+                service: oracle_service(&rec, f.0[2] as u8),
                 member_syn_error: rec.start().awaits_answer && answer.is_none(),
                 member_rej_error: answer.is_some_and(|(_, refused)| refused),
                 flag: f.0[3] as u8,
@@ -1002,18 +1015,10 @@ fn naive_live(recs: &[ConnectionRecord], cfg: &FeatureConfig) -> Vec<[f64; 19]> 
                     && opened(c) < opened(i)
                     && opened(i) < finished(c)
             });
-            match (unnamed, r.transport == Transport::Tcp && ftp_session_open) {
-                (true, true) => (0, 0, u16::from(ftp_data)),
-                (true, false) => (
-                    1 + r.transport as u8,
-                    if r.transport == Transport::Icmp {
-                        r.ip_version
-                    } else {
-                        0
-                    },
-                    r.icmp_type.map_or(r.resp_port, u16::from),
-                ),
-                (false, _) => (0, 0, u16::from(named)),
+            if unnamed && r.transport == Transport::Tcp && ftp_session_open {
+                oracle_service(r, ftp_data)
+            } else {
+                oracle_service(r, named)
             }
         })
         .collect();
@@ -1064,12 +1069,7 @@ fn late_answers_in_live_order_match_the_naive_rescan() {
         (23, 255, true, true),
         (24, 17, false, true),
     ] {
-        let cfg = FeatureConfig {
-            host_window_connections,
-            round_rates,
-            fill_cold_host_window,
-            ..FeatureConfig::default()
-        };
+        let cfg = oracle_config(host_window_connections, round_rates, fill_cold_host_window);
         let recs = live_stream(&mut StdRng::seed_from_u64(seed), 3_000);
         // The path under test is exercised: answers after 2 s and after more than the host
         // window's length of later connections began.

@@ -82,8 +82,6 @@ impl Model {
                     path: "<memory>".into(),
                     reason,
                 })?;
-        }
-        if support.is_some() {
             // A version-1 sensor would read the boxes without error and ignore them.
             self.data.format_version = FORMAT_VERSION;
         }

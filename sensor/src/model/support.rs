@@ -144,6 +144,33 @@ impl AttackSupport {
         u < self.profile_ordinary_below
     }
 
+    /// Attack-voting leaves with a box, over all trees.
+    pub fn box_count(&self) -> usize {
+        let k = self.boxed().max(1);
+        self.trees.iter().map(|t| t.lo.len() / k).sum()
+    }
+
+    /// The forest's score of `x` under the rule, given its plain score `s` (the mean vote) and
+    /// the normal profile's score `u`: where the profile finds `x` ordinary, the mean of only
+    /// the supported votes; else `s`. Rows no tree votes "attack" for are 0 either way and skip
+    /// the second look. `leaves`: `x`'s leaf in each tree, when the walk that scored it kept
+    /// them.
+    #[inline]
+    pub fn score(
+        &self,
+        forest: &Ensemble,
+        x: &[f64],
+        s: f64,
+        u: f64,
+        leaves: Option<&[u32]>,
+    ) -> f64 {
+        if s > 0.0 && self.applies(u) {
+            self.supported_mean_at(forest, x, leaves)
+        } else {
+            s
+        }
+    }
+
     /// The forest's mean vote on `x` counting only the leaves whose attack box holds `x`.
     pub fn supported_mean(&self, forest: &Ensemble, x: &[f64]) -> f64 {
         self.supported_mean_at(forest, x, None)

@@ -242,13 +242,8 @@ impl Ensemble {
             .get_or_init(|| self.trees.iter().map(Tree::node_values).collect());
         out.fill(0.0);
         let mut bias = 0.0;
-        for (_, (t, v)) in self
-            .trees
-            .iter()
-            .zip(values)
-            .enumerate()
-            .filter(|(i, _)| include(*i))
-        {
+        let trees = self.trees.iter().zip(values).enumerate();
+        for (t, v) in trees.filter(|(i, _)| include(*i)).map(|(_, tv)| tv) {
             let mut i = 0usize;
             bias += v[0];
             loop {

@@ -206,9 +206,7 @@ fn calibrate_cold(
         h.profile.score_batch(&x, idx.len(), &mut u);
         // Each context's forest score as the model scores it (`Model::supported`).
         for ((s, &u), row) in s.iter_mut().zip(&u).zip(x.chunks_exact(idx.len())) {
-            if *s > 0.0 && support.applies(u) {
-                *s = support.supported_mean(&h.forest, row);
-            }
+            *s = support.score(&h.forest, row, *s, u, None);
         }
         let n = contexts.len().max(1) as f64;
         sup.push(s.iter().sum::<f64>() / n);
@@ -336,7 +334,7 @@ fn deployed_model(
     hyperparameters: serde_json::Value,
     train_labels: &[String],
 ) -> Result<(Model, SupportEffect), TrainError> {
-    let boxes = support.trees.iter().map(|t| t.lo.len()).sum::<usize>() / support.boxed().max(1);
+    let boxes = support.box_count();
     let make = |validation: ClassificationMetrics,
                 hp: serde_json::Value,
                 support: Option<AttackSupport>| {
