@@ -91,6 +91,9 @@ struct Reported {
     value: FlowValue,
     /// Its [`ConnEvent::Settled`] record was emitted.
     settled: bool,
+    /// `value` is the entry's last (read from its `REPLACED` or `EVICTED` event): nothing of
+    /// it can still come from the kernel's park.
+    last_read: bool,
 }
 
 /// A connection the lifecycle knows to be open.
@@ -130,6 +133,15 @@ pub struct Lifecycle {
     /// parked it (its ring full), so they count as lost only if the next table scan finds no
     /// parked value for them either.
     displaced: Set<(FlowKey, u64)>,
+    /// Reported connections `(key, first_seen_ns)` that a later report on the same 5-tuple
+    /// took the place of in [`Self::reported`] before their `REPLACED` value came: if the
+    /// kernel parked that value, the scan brings it, and it must be known as a reported
+    /// connection's last value, not taken for one whose end was never seen. The kernel parks
+    /// the value before the new connection's first event, so the first scan after the later
+    /// report takes it out; entries live two scans (`superseded_before` holds the previous
+    /// scan's), which bounds the set by the port reuses of two scan periods.
+    superseded: Set<(FlowKey, u64)>,
+    superseded_before: Set<(FlowKey, u64)>,
     stats: LifecycleStats,
 }
 
@@ -145,6 +157,8 @@ impl Lifecycle {
             lingering: VecDeque::new(),
             next_scan_ns: 0,
             displaced: Set::default(),
+            superseded: Set::default(),
+            superseded_before: Set::default(),
             stats: LifecycleStats::default(),
         }
     }
@@ -329,6 +343,12 @@ impl Lifecycle {
         if self.is_reported(key, v.first_seen_ns) {
             // Its finish event came first: the usual case. Its entry's last value is here.
             self.settle_report(key, Some(v), out);
+            return;
+        }
+        let id = (*key, v.first_seen_ns);
+        if self.superseded.remove(&id) || self.superseded_before.remove(&id) {
+            // Reported, and a later connection on its 5-tuple was reported after it while this
+            // value sat in the kernel's park: its record and its settled record are out.
             return;
         }
         // The new connection's events came first (it is open here, or even reported): the
@@ -564,8 +584,13 @@ impl Lifecycle {
         out: &mut Vec<ConnEvent>,
     ) {
         // An earlier connection on this 5-tuple still lingering (its `REPLACED` event was
-        // lost) is settled as last read.
-        if !self.is_reported(key, v.first_seen_ns) {
+        // lost, or parked and not taken out yet) is settled as last read.
+        if let Some(earlier) = self
+            .reported
+            .get(key)
+            .filter(|r| r.first_seen_ns != v.first_seen_ns && !r.last_read)
+        {
+            self.superseded.insert((*key, earlier.first_seen_ns));
             self.settle_report(key, None, out);
         }
         self.reported.insert(
@@ -575,6 +600,7 @@ impl Lifecycle {
                 reason,
                 value: *v,
                 settled: false,
+                last_read: false,
             },
         );
         let due = v
@@ -615,6 +641,7 @@ impl Lifecycle {
         }
         self.stats.lost_on_restart += self.displaced.len() as u64;
         self.displaced.clear();
+        self.superseded_before = std::mem::take(&mut self.superseded);
     }
 
     /// Moves time on to `now_ns` (table clock): lingering entries whose time is up are removed,
@@ -749,11 +776,17 @@ impl Lifecycle {
     /// Emits the [`ConnEvent::Settled`] record of the reported connection of `key`, once: from
     /// `v`, its entry's last value, where read, else from its value as last read.
     fn settle_report(&mut self, key: &FlowKey, v: Option<&FlowValue>, out: &mut Vec<ConnEvent>) {
-        let Some(r) = self.reported.get_mut(key).filter(|r| !r.settled) else {
+        let Some(r) = self.reported.get_mut(key) else {
             return;
         };
         if let Some(v) = v.filter(|v| v.first_seen_ns == r.first_seen_ns) {
-            r.value = *v;
+            r.last_read = true;
+            if !r.settled {
+                r.value = *v;
+            }
+        }
+        if r.settled {
+            return;
         }
         r.settled = true;
         if !self.config.settled_records {

@@ -550,6 +550,46 @@ fn a_connection_parked_after_the_new_one_finished_leaves_the_new_one_alone() {
     assert_eq!(l.stats().lost_on_restart, 0);
 }
 
+/// The old connection was reported (its FIN event came), but the ring was full at the
+/// restart, so its `REPLACED` value was parked; the new connection then finished and was
+/// reported too, all before the scan took the parked value out. The parked value is the
+/// first connection's last value, not a connection of its own: no second record.
+#[test]
+fn a_parked_value_of_a_connection_reported_before_the_new_one_finished_makes_no_second_record() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let mut store = Store::default();
+    let (k, old) = (key(1017, ipproto::TCP), closed(10 * S));
+    l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
+    l.on_event(&k, &old, event::FIN_BOTH, &mut out);
+    l.on_event(&k, &old, event::CLOSED, &mut out);
+    assert_eq!(finished(&out).len(), 1, "{out:?}");
+    // A third connection on the same 5-tuple (the client cycles through its ports fast).
+    for (i, start) in [10 * S + 20_000_000, 10 * S + 40_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let new = refused(start);
+        let replaced = if i == 0 {
+            old
+        } else {
+            refused(10 * S + 20_000_000)
+        };
+        store.parked.push((k, replaced));
+        store.flows.insert(k, new);
+        l.on_event(&k, &new, event::OPEN | event::RST, &mut out);
+    }
+    assert_eq!(finished(&out).len(), 3, "{out:?}");
+    l.advance(11 * S, &mut store, &mut out);
+    l.advance(12 * S, &mut store, &mut out);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 3, "one record per connection: {out:?}");
+    let mut ids: Vec<_> = recs.iter().map(|r| r.start_unix_ns).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{out:?}");
+    let st = l.stats();
+    assert_eq!((st.taken_from_park, st.lost_on_restart), (2, 0));
+}
+
 #[test]
 fn a_parked_connection_whose_events_were_all_lost_is_adopted_and_finished() {
     let (mut l, mut out) = (scanning(), Vec::new());
@@ -915,7 +955,7 @@ fn a_reported_connection_taken_over_during_its_linger_is_not_recorded_again() {
     let mut store = Store::default();
     store.flows.insert(k, old);
     l.on_event(&k, &old, event::OPEN, &mut out);
-    l.on_event(&k, &old, event::FIN_BOTH | event::CLOSED, &mut out);
+    l.on_event(&k, &old, event::FIN_BOTH, &mut out);
     l.on_event(&k, &old, event::CLOSED, &mut out);
     assert_eq!(finished(&out).len(), 1, "{out:?}");
     // A new connection takes the entry over; the linger ends before its REPLACED event is read.
