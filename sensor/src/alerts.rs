@@ -373,6 +373,8 @@ mod tests {
                 detector: Detector::Supervised,
                 supervised_score: 1.0,
                 unsupervised_score: None,
+                supervised_score_plain: 1.0,
+                withdrawn_by_attack_boxes: false,
             },
             not_scored: None,
             suppressed_by: None,

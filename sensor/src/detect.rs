@@ -413,6 +413,7 @@ impl Pipeline {
                 verdict.anomalous = false;
                 verdict.score = 0.0;
                 verdict.detector = crate::model::Detector::None;
+                verdict.withdrawn_by_attack_boxes = false;
             }
             let mut s = Scored {
                 features,

@@ -155,7 +155,23 @@ pub struct Verdict {
     pub detector: Detector,
     pub supervised_score: f64,
     pub unsupervised_score: Option<f64>,
+    /// The forest's score before the attack boxes' rule ([`AttackSupport`]): the plain mean
+    /// of its trees' votes, `supervised_score` wherever the rule did not lower it. An f32, so
+    /// that it fits beside the flags and a verdict stays 40 bytes: a cold window's contexts
+    /// make vectors of 32,000 verdicts, and 48-byte ones cost the bench's fresh flood 20%
+    /// (allocator page faults). It is for reading; `withdrawn_by_attack_boxes` is decided
+    /// on the f64 score.
+    #[serde(default)]
+    pub supervised_score_plain: f32,
+    /// The forest alone would have flagged the connection, and the attack boxes' rule left it
+    /// normal: a verdict the rule withdrew (`sensor_verdicts_withdrawn_by_attack_boxes_total`),
+    /// marked on its record so that a missed attack can be found.
+    #[serde(default)]
+    pub withdrawn_by_attack_boxes: bool,
 }
+
+// A cold window's contexts make vectors of 32,000 verdicts (see `supervised_score_plain`).
+const _: () = assert!(std::mem::size_of::<Verdict>() == 40);
 
 impl Verdict {
     /// The verdict as the data files' label column and the rows' `verdict`: `normal` or
@@ -248,8 +264,9 @@ impl Model {
     /// The verdict from model inputs already in model order.
     pub fn score_inputs(&self, x: &[f64]) -> Verdict {
         let u = self.data.normal_profile.as_ref().map(|p| p.score(x));
-        let s = self.supported(x, self.data.supervised.mean(x), u);
-        verdict(s, u, &self.data.thresholds)
+        let plain = self.data.supervised.mean(x);
+        let s = self.supported(x, plain, u);
+        verdict(s, plain, u, &self.data.thresholds)
     }
 
     /// The forest's score of `x` given its plain score `s` and the normal profile's `u`:
@@ -286,12 +303,17 @@ impl Model {
         }
         let n = verdicts.len() as f64;
         let s = verdicts.iter().map(|v| v.supervised_score).sum::<f64>() / n;
+        let plain = verdicts
+            .iter()
+            .map(|v| f64::from(v.supervised_score_plain))
+            .sum::<f64>()
+            / n;
         let u = verdicts
             .iter()
             .map(|v| v.unsupervised_score)
             .sum::<Option<f64>>()
             .map(|u| u / n);
-        Some(verdict(s, u, &self.thresholds_at(unseen_share)))
+        Some(verdict(s, plain, u, &self.thresholds_at(unseen_share)))
     }
 
     /// How many inputs the model reads per connection.
@@ -314,10 +336,11 @@ impl Model {
             p.score_batch(x, width, &mut u);
         }
         let forest = &self.data.supervised;
+        // The rows the attack boxes' rule lowered, with their supported score.
+        let mut supported = Vec::new();
         match (&self.data.attack_support, profile) {
             // `Model::supported`, at each row's leaves as its walk ends.
             (Some(a), Some(_)) => {
-                let mut supported = Vec::new();
                 forest.mean_batch_then(x, width, &mut s, |r, mean, leaves| {
                     let row = &x[r * width..(r + 1) * width];
                     let v = a.score(forest, row, mean, u[r], Some(leaves));
@@ -325,22 +348,26 @@ impl Model {
                         supported.push((r, v));
                     }
                 });
-                for (r, v) in supported {
-                    s[r] = v;
-                }
             }
             _ => forest.mean_batch(x, width, &mut s),
         }
         let t = &self.data.thresholds;
-        s.iter()
+        let u_of = |i: usize| profile.map(|_| u[i]);
+        let mut out: Vec<Verdict> = s
+            .iter()
             .enumerate()
-            .map(|(i, &s)| verdict(s, profile.map(|_| u[i]), t))
-            .collect()
+            .map(|(i, &s)| verdict(s, s, u_of(i), t))
+            .collect();
+        for (r, v) in supported {
+            out[r] = verdict(v, s[r], u_of(r), t);
+        }
+        out
     }
 }
 
-/// The verdict from the detectors' scores.
-fn verdict(s: f64, u: Option<f64>, t: &Thresholds) -> Verdict {
+/// The verdict from the detectors' scores: the forest's `s` (after the attack boxes' rule) and
+/// `plain` (before it), the normal profile's `u`.
+fn verdict(s: f64, plain: f64, u: Option<f64>, t: &Thresholds) -> Verdict {
     let s_hit = s >= t.supervised;
     let u_hit = u.is_some_and(|u| u >= t.unsupervised);
     let detector = match (s_hit, u_hit) {
@@ -355,6 +382,8 @@ fn verdict(s: f64, u: Option<f64>, t: &Thresholds) -> Verdict {
         detector,
         supervised_score: s,
         unsupervised_score: u,
+        supervised_score_plain: plain as f32,
+        withdrawn_by_attack_boxes: !(s_hit || u_hit) && plain >= t.supervised,
     }
 }
 

@@ -225,7 +225,7 @@ fn benign_captures_raise_no_incident_and_few_flags() {
     type Groups = BTreeMap<String, Tally>;
     let (mut by_trace, mut by_transport, mut by_state, mut by_service) =
         (Groups::new(), Groups::new(), Groups::new(), Groups::new());
-    let (mut flagged, mut total) = (0u64, 0u64);
+    let (mut flagged, mut total, mut withdrawn) = (0u64, 0u64, 0u64);
     let mut incidents = Vec::new();
     for file in &files {
         let name = file.strip_prefix(&traces).unwrap().display().to_string();
@@ -248,6 +248,10 @@ fn benign_captures_raise_no_incident_and_few_flags() {
             let anomalous = r["anomalous"]
                 .as_bool()
                 .unwrap_or_else(|| panic!("{name}: row {} has no verdict", i + 1));
+            // Marked only where the attack boxes' rule withdrew the forest's verdict.
+            let boxed = r["withdrawn_by_attack_boxes"].as_bool().unwrap_or(false);
+            assert!(!(boxed && anomalous), "{name}: row {}: {line}", i + 1);
+            withdrawn += u64::from(boxed);
             let text = |k: &str| r[k].as_str().unwrap_or("?").to_string();
             let service = r["kdd"][2].as_str().unwrap_or("-").to_string();
             by_trace.entry(name.clone()).or_default().add(anomalous);
@@ -280,7 +284,8 @@ fn benign_captures_raise_no_incident_and_few_flags() {
     print_table("by service", &by_service);
     let share = flagged as f64 / total.max(1) as f64;
     eprintln!(
-        "{} captures: {flagged} of {total} connections flagged ({:.1}%), {} incidents",
+        "{} captures: {flagged} of {total} connections flagged ({:.1}%), {} incidents; \
+         {withdrawn} more the forest alone would have flagged, left normal by the attack boxes",
         files.len(),
         100.0 * share,
         incidents.len()

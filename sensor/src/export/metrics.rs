@@ -100,6 +100,7 @@ struct Detection {
     latency: HistogramVec,
     alerts: IntCounter,
     alerts_suppressed: IntCounter,
+    withdrawn: IntCounter,
     model_info: IntGaugeVec,
     model_threshold: GaugeVec,
     model_reloads: IntCounterVec,

@@ -278,6 +278,8 @@ fn cold_thresholds_judge_cold_verdicts_and_move_with_overrides() {
         detector: Detector::None,
         supervised_score: s,
         unsupervised_score: Some(0.1),
+        supervised_score_plain: s as f32,
+        withdrawn_by_attack_boxes: false,
     };
     assert!(m.mean_verdict(&[v(0.2), v(0.3)], 0.0).unwrap().anomalous);
     let cold = m.mean_verdict(&[v(0.2), v(0.3)], 1.0).unwrap();
@@ -394,6 +396,14 @@ fn the_forest_alone_outside_its_attacks_does_not_flag_what_the_profile_finds_ord
     let after = m.score(&ping);
     assert!(!after.anomalous, "{after:?}");
     assert!(after.supervised_score < before.supervised_score);
+    // The verdict says what the rule withdrew, and from which score.
+    assert!(after.withdrawn_by_attack_boxes, "{after:?}");
+    assert_eq!(after.supervised_score_plain, before.supervised_score as f32);
+    assert!(!before.withdrawn_by_attack_boxes);
+    assert_eq!(
+        before.supervised_score_plain,
+        before.supervised_score as f32
+    );
     // The rule is the profile's to call: the same row, to a profile that finds it unusual
     // (0.55, not enough to flag it itself), keeps every vote; to one that finds it ordinary
     // (0.45), only the supported ones.
@@ -407,6 +417,7 @@ fn the_forest_alone_outside_its_attacks_does_not_flag_what_the_profile_finds_ord
     assert!((unusual.unsupervised_score.unwrap() - 0.55).abs() < 1e-9);
     assert_eq!(unusual.supervised_score, before.supervised_score);
     assert_eq!(unusual.detector, Detector::Supervised);
+    assert!(!unusual.withdrawn_by_attack_boxes);
     let ordinary = with_profile(0.45);
     assert_eq!(ordinary.supervised_score, after.supervised_score);
     assert!(!ordinary.anomalous);
@@ -416,6 +427,7 @@ fn the_forest_alone_outside_its_attacks_does_not_flag_what_the_profile_finds_ord
          0.07,0.00,255,26,0.10,0.05,0.00,0.00,1.00,1.00,0.00,0.00,neptune,19",
     );
     assert!(m.score(&neptune).anomalous);
+    assert!(!m.score(&neptune).withdrawn_by_attack_boxes);
     assert_eq!(
         m.score(&neptune).supervised_score,
         plain.score(&neptune).supervised_score
@@ -448,18 +460,28 @@ fn batch_verdicts_apply_the_support_as_row_verdicts_do() {
         }
     }
     let batch = m.score_batch(&rows);
-    let mut vetoed = 0;
+    let (mut vetoed, mut withdrawn) = (0, 0);
     for (i, (v, f)) in batch.iter().zip(&rows).enumerate() {
         assert_eq!(*v, m.score(f), "row {i}");
         let mut x = [0.0; NUM_FEATURES];
         let n = m.inputs(f, &mut x);
-        vetoed += usize::from(v.supervised_score < m.data.supervised.mean(&x[..n]));
+        let plain = m.data.supervised.mean(&x[..n]);
+        vetoed += usize::from(v.supervised_score < plain);
+        assert_eq!(v.supervised_score_plain, plain as f32, "row {i}");
+        let flagged_alone = plain >= m.data.thresholds.supervised;
+        assert_eq!(
+            v.withdrawn_by_attack_boxes,
+            flagged_alone && !v.anomalous,
+            "row {i}: {v:?}"
+        );
+        withdrawn += usize::from(v.withdrawn_by_attack_boxes);
     }
     assert!(
         vetoed > 0 && vetoed < rows.len(),
         "{vetoed} of {} vetoed",
         rows.len()
     );
+    assert!(withdrawn > 0, "some verdicts withdrawn");
 }
 
 #[test]

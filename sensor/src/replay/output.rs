@@ -277,6 +277,9 @@ pub fn json_row_seeded(rec: &ConnectionRecord, s: &Scored, seed: u16) -> serde_j
             "detector".into(),
             serde_json::to_value(s.verdict.detector).unwrap_or_default(),
         );
+        if s.verdict.withdrawn_by_attack_boxes {
+            o.insert("withdrawn_by_attack_boxes".into(), true.into());
+        }
         if let Some(n) = s.not_scored {
             o.insert(
                 "not_scored".into(),

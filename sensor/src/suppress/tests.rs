@@ -63,6 +63,8 @@ fn scored(service: &str, detector: Detector) -> Scored {
             detector,
             supervised_score: 1.0,
             unsupervised_score: None,
+            supervised_score_plain: 1.0,
+            withdrawn_by_attack_boxes: false,
         },
         not_scored: None,
         suppressed_by: None,

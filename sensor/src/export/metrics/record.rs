@@ -55,6 +55,9 @@ impl ScoredBatch<'_> {
                 .inc();
         }
         self.score.observe(v.score);
+        if v.withdrawn_by_attack_boxes {
+            d.withdrawn.inc();
+        }
         let (li, finalised_by) = match rec.end_reason {
             EndReason::Fin | EndReason::Rst => (0, "event"),
             EndReason::Idle => (1, "idle_timeout"),

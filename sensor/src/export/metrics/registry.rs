@@ -182,6 +182,14 @@ impl Detection {
                 "Anomalous connections whose alert the rate limit held back (summarised in `suppressed` lines).",
             )
         );
+        let withdrawn = registered!(
+            registry,
+            "sensor_verdicts_withdrawn_by_attack_boxes_total",
+            IntCounter::new(
+                "sensor_verdicts_withdrawn_by_attack_boxes_total",
+                "Connections the forest alone would have flagged and the attack boxes' rule judged normal (outside every box of the attacks the forest learnt, where the normal profile finds them ordinary; docs/model.md). Their records carry withdrawn_by_attack_boxes.",
+            )
+        );
         let (model_info, model_threshold, model_reloads, config_reloads) = model_metrics(registry)?;
         let suppressed = registered!(
             registry,
@@ -266,6 +274,7 @@ impl Detection {
             latency,
             alerts,
             alerts_suppressed,
+            withdrawn,
             model_info,
             model_threshold,
             model_reloads,

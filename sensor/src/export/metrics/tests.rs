@@ -86,6 +86,8 @@ fn a_scored_batch_publishes_its_histograms_when_dropped() {
             detector: Detector::None,
             supervised_score: 0.1,
             unsupervised_score: None,
+            supervised_score_plain: 0.1,
+            withdrawn_by_attack_boxes: false,
         },
         not_scored: None,
         suppressed_by: None,
@@ -109,4 +111,16 @@ fn a_scored_batch_publishes_its_histograms_when_dropped() {
     assert_eq!(count(&after, latency), Some(3), "{after}");
     m.scored_batch().observe(&rec, &s, 0.002);
     assert_eq!(count(&m.render(), latency), Some(4));
+    // A verdict the attack boxes withdrew is counted as such, at once, and as a normal verdict.
+    let withdrawn = "sensor_verdicts_withdrawn_by_attack_boxes_total";
+    assert_eq!(count(&m.render(), withdrawn), Some(0));
+    let mut w = s.clone();
+    w.verdict.supervised_score_plain = 0.9;
+    w.verdict.withdrawn_by_attack_boxes = true;
+    m.scored_batch().observe(&rec, &w, 0.002);
+    let text = m.render();
+    assert_eq!(count(&text, withdrawn), Some(1), "{text}");
+    // (The service is the features' index 0: the test's features are zeros.)
+    let normal = "sensor_verdicts_total{detector=\"none\",protocol=\"udp\"";
+    assert_eq!(count(&text, normal), Some(5), "{text}");
 }
