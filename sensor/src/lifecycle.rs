@@ -91,9 +91,6 @@ struct Reported {
     value: FlowValue,
     /// Its [`ConnEvent::Settled`] record was emitted.
     settled: bool,
-    /// `value` is the entry's last (read from its `REPLACED` or `EVICTED` event): nothing of
-    /// it can still come from the kernel's park.
-    last_read: bool,
 }
 
 /// A connection the lifecycle knows to be open.
@@ -133,13 +130,18 @@ pub struct Lifecycle {
     /// parked it (its ring full), so they count as lost only if the next table scan finds no
     /// parked value for them either.
     displaced: Set<(FlowKey, u64)>,
-    /// Reported connections `(key, first_seen_ns)` that a later report on the same 5-tuple
-    /// took the place of in [`Self::reported`] before their `REPLACED` value came: if the
-    /// kernel parked that value, the scan brings it, and it must be known as a reported
-    /// connection's last value, not taken for one whose end was never seen. The kernel parks
-    /// the value before the new connection's first event, so the first scan after the later
-    /// report takes it out; entries live two scans (`superseded_before` holds the previous
-    /// scan's), which bounds the set by the port reuses of two scan periods.
+    /// Reported connections `(key, first_seen_ns)` that are no longer the one
+    /// [`Self::reported`] holds for their 5-tuple: a later report took their place, or their
+    /// record was made from a parked value while another connection on the 5-tuple was
+    /// tracked (`finish_detached`). Their parked `REPLACED` value, or their own events still
+    /// in the ring (written after a tick's read of the ring and before its scan took the park
+    /// out, with the SYNs that restarted the entry), must be known as theirs, not taken for a
+    /// connection whose end was never seen: each would make a second record. The kernel parks
+    /// a value before the new connection's first event, so the first scan after it takes it
+    /// out, and the ring is read at every tick; entries live two scans (`superseded_before`
+    /// holds the previous scan's), which bounds the set by the port reuses of two scan
+    /// periods. Only a scanning lifecycle (live) keeps them: replay loses no event and parks
+    /// nothing.
     superseded: Set<(FlowKey, u64)>,
     superseded_before: Set<(FlowKey, u64)>,
     stats: LifecycleStats,
@@ -185,6 +187,11 @@ impl Lifecycle {
         self.stats.events += 1;
         if kinds & event::REPLACED != 0 {
             return self.on_replaced(key, v, out);
+        }
+        if self.is_superseded(key, v.first_seen_ns) {
+            // A late event of a connection recorded already (see `superseded`).
+            self.stats.duplicate_events += 1;
+            return;
         }
         if kinds & event::CLOSED != 0 && self.is_closing(key, v.first_seen_ns) {
             // The final ACK came: the record needs no more waiting.
@@ -345,10 +352,9 @@ impl Lifecycle {
             self.settle_report(key, Some(v), out);
             return;
         }
-        let id = (*key, v.first_seen_ns);
-        if self.superseded.remove(&id) || self.superseded_before.remove(&id) {
-            // Reported, and a later connection on its 5-tuple was reported after it while this
-            // value sat in the kernel's park: its record and its settled record are out.
+        if self.is_superseded(key, v.first_seen_ns) {
+            // Reported, and no longer the report held for its 5-tuple while this value sat in
+            // the kernel's park: its record and its settled record are out.
             return;
         }
         // The new connection's events came first (it is open here, or even reported): the
@@ -588,9 +594,10 @@ impl Lifecycle {
         if let Some(earlier) = self
             .reported
             .get(key)
-            .filter(|r| r.first_seen_ns != v.first_seen_ns && !r.last_read)
+            .filter(|r| r.first_seen_ns != v.first_seen_ns)
         {
-            self.superseded.insert((*key, earlier.first_seen_ns));
+            let earlier = earlier.first_seen_ns;
+            self.supersede(key, earlier);
             self.settle_report(key, None, out);
         }
         self.reported.insert(
@@ -600,7 +607,6 @@ impl Lifecycle {
                 reason,
                 value: *v,
                 settled: false,
-                last_read: false,
             },
         );
         let due = v
@@ -620,6 +626,12 @@ impl Lifecycle {
             return;
         };
         self.stats.finished_on_restart += 1;
+        // Its events may still be in the ring; and if it is the connection open here (a later
+        // one held the 5-tuple's report), it is over: not displaced by the next `OPEN`.
+        self.supersede(key, v.first_seen_ns);
+        if self.is_open(key, v.first_seen_ns) {
+            self.open.remove(key);
+        }
         let orig = usize::from(v.orig_side & 1);
         rec.answer_unix_ns =
             answered(v.history[orig], v.history[peer(orig)]).then(|| self.to_unix(v.last_seen_ns));
@@ -766,6 +778,22 @@ impl Lifecycle {
         out.push(ConnEvent::Ongoing(rec));
     }
 
+    /// Remembers the connection of `key` that began at `first_seen` as recorded, though no
+    /// longer the report held for its 5-tuple (see [`Self::superseded`]).
+    fn supersede(&mut self, key: &FlowKey, first_seen: u64) {
+        if self.config.table_scan_interval.is_some() {
+            self.superseded.insert((*key, first_seen));
+        }
+    }
+
+    /// Whether the connection of `key` that began at `first_seen` was recorded and is no longer
+    /// the report held for its 5-tuple (see [`Self::superseded`]).
+    fn is_superseded(&self, key: &FlowKey, first_seen: u64) -> bool {
+        let id = (*key, first_seen);
+        !(self.superseded.is_empty() && self.superseded_before.is_empty())
+            && (self.superseded.contains(&id) || self.superseded_before.contains(&id))
+    }
+
     /// Whether the connection of `key` that began at `first_seen` was reported and lingers.
     fn is_reported(&self, key: &FlowKey, first_seen: u64) -> bool {
         self.reported
@@ -776,17 +804,11 @@ impl Lifecycle {
     /// Emits the [`ConnEvent::Settled`] record of the reported connection of `key`, once: from
     /// `v`, its entry's last value, where read, else from its value as last read.
     fn settle_report(&mut self, key: &FlowKey, v: Option<&FlowValue>, out: &mut Vec<ConnEvent>) {
-        let Some(r) = self.reported.get_mut(key) else {
+        let Some(r) = self.reported.get_mut(key).filter(|r| !r.settled) else {
             return;
         };
         if let Some(v) = v.filter(|v| v.first_seen_ns == r.first_seen_ns) {
-            r.last_read = true;
-            if !r.settled {
-                r.value = *v;
-            }
-        }
-        if r.settled {
-            return;
+            r.value = *v;
         }
         r.settled = true;
         if !self.config.settled_records {
