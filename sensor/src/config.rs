@@ -59,6 +59,7 @@ pub struct IncidentsFile {
     pub source_connections: Option<u32>,
     pub quiet_secs: Option<f64>,
     pub update_secs: Option<f64>,
+    pub horizon_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -389,6 +390,7 @@ fn resolve_incidents(f: &IncidentsFile) -> Result<IncidentConfig, ConfigError> {
         source_connections: f.source_connections.unwrap_or(di.source_connections).max(1),
         quiet: secs("incidents.quiet_secs", f.quiet_secs, di.quiet)?,
         update_every: secs("incidents.update_secs", f.update_secs, di.update_every)?,
+        horizon: secs("incidents.horizon_secs", f.horizon_secs, di.horizon)?,
         ..di
     })
 }
@@ -422,6 +424,10 @@ mod tests {
             max_per_second = 5
             burst = 10
             format = "eve"
+            [incidents]
+            scan_ports = 15
+            quiet_secs = 60
+            horizon_secs = 120
         "#;
         let c = FileConfig::parse(text, "t.toml")
             .unwrap()
@@ -448,6 +454,13 @@ mod tests {
         assert_eq!(c.alerts.format, AlertFormat::Eve);
         assert_eq!(c.records, Sink::File("/var/log/sensor/conn.log".into()));
         assert_eq!(c.records_format, RecordsFormat::Zeek);
+        assert_eq!(c.incidents.scan_ports, 15);
+        assert_eq!(c.incidents.quiet, Duration::from_secs(60));
+        assert_eq!(c.incidents.horizon, Duration::from_secs(120));
+        assert_eq!(
+            c.incidents.flood_connections,
+            IncidentConfig::default().flood_connections
+        );
     }
 
     #[test]

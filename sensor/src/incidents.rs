@@ -22,7 +22,12 @@
 //! count towards one open on their key.
 //!
 //! Evidence is counted on the connections' own clock (their final moment, or for an early
-//! verdict the moment it was taken), so replay and live mode group alike. Memory is bounded:
+//! verdict the moment it was taken), so replay and live mode group alike. It counts over at
+//! most `horizon` from a candidate's first connection, then counting starts again: a threshold
+//! is a rate (so many in five minutes), so that a trickle of false alarms that never stops (a
+//! busy server's 0.5% of flagged connections, a client's occasional odd exchange) cannot add up
+//! to an incident however long the sensor runs, while an attack at the threshold's rate passes
+//! it within two horizons at most. Memory is bounded:
 //! candidates not fed for `window` are forgotten, at most `max_candidates` are kept (the oldest
 //! goes first, counted), and the distinct ports, hosts and sources an incident remembers are
 //! capped (the counts then say "at least").
@@ -60,6 +65,10 @@ pub struct IncidentConfig {
     pub source_connections: u32,
     /// Evidence older than this (without new evidence for its candidate) is forgotten.
     pub window: Duration,
+    /// The longest a candidate's evidence counts from its first connection: then it starts
+    /// again from the connection at hand (see the module docs). Five minutes, Zeek's
+    /// `Scan::scan_interval`: a slow scan of 20 ports in five minutes still opens.
+    pub horizon: Duration,
     /// An incident closes after this long without new evidence.
     pub quiet: Duration,
     /// At most one `update` line per incident per this long.
@@ -78,6 +87,7 @@ impl Default for IncidentConfig {
             // source.
             source_connections: 200,
             window: Duration::from_secs(60),
+            horizon: Duration::from_secs(300),
             quiet: Duration::from_secs(30),
             update_every: Duration::from_secs(10),
             max_candidates: 100_000,
@@ -316,6 +326,8 @@ pub struct IncidentStats {
     pub open: BTreeMap<IncidentKind, u64>,
     /// Candidates dropped because of `max_candidates`.
     pub candidates_dropped: u64,
+    /// Candidates whose evidence outlived the horizon and started again.
+    pub candidates_restarted: u64,
 }
 
 /// Groups anomalous connections into incidents; see the module docs.
@@ -398,8 +410,14 @@ impl IncidentTracker {
         if !s.verdict.anomalous || is_icmp_error(rec) {
             return;
         }
+        let horizon = self.config.horizon.as_nanos() as u64;
         for key in keys.into_iter().flatten() {
             let e = self.candidates.entry(key).or_default();
+            if e.anomalous > 0 && at_ns.saturating_sub(e.first_ns) >= horizon {
+                // Older than the horizon: a rate, not a running total (see the module docs).
+                *e = Evidence::default();
+                self.stats.candidates_restarted += 1;
+            }
             e.add(rec, s, at_ns);
             self.fed.push_back((at_ns, key));
             if let Some(kind) = self.passes(&key) {
@@ -531,3 +549,6 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 4] {
         Some(Key::Source(rec.orig_addr)),
     ]
 }
+
+#[cfg(test)]
+mod tests;

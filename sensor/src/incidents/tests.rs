@@ -1,0 +1,173 @@
+use std::net::Ipv4Addr;
+
+use sensor_common::conn_state::ConnState;
+
+use super::*;
+use crate::model::Detector;
+
+const S: u64 = 1_000_000_000;
+/// The connections' clock starts here (any Unix time).
+const T0: u64 = 1_800_000_000 * S;
+
+fn addr(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 9, last))
+}
+
+/// A refused TCP connection from `src` to `dst:port` at `t_ns`.
+fn conn(src: IpAddr, src_port: u16, dst: IpAddr, port: u16, t_ns: u64) -> ConnectionRecord {
+    ConnectionRecord {
+        stream_bytes: None,
+        history: Default::default(),
+        start_unix_ns: t_ns,
+        end_unix_ns: t_ns,
+        transport: Transport::Tcp,
+        ip_version: 4,
+        orig_addr: src,
+        orig_port: src_port,
+        resp_addr: dst,
+        resp_port: port,
+        icmp_type: None,
+        icmp_code: None,
+        orig_packets: 1,
+        resp_packets: 1,
+        orig_bytes: 0,
+        resp_bytes: 0,
+        conn_state: ConnState::REJ,
+        urgent_packets: 0,
+        wrong_fragments: 0,
+        land: false,
+        to_group: false,
+        end_reason: EndReason::Rst,
+        ip_proto: 6,
+        tunnel: None,
+        carries: None,
+        answer_unix_ns: Some(t_ns),
+        final_unix_ns: t_ns,
+    }
+}
+
+fn flagged() -> Scored {
+    Scored {
+        features: KddFeatures([0.0; 41]),
+        verdict: Verdict {
+            anomalous: true,
+            score: 1.5,
+            detector: Detector::Supervised,
+            supervised_score: 0.9,
+            unsupervised_score: None,
+            supervised_score_plain: 0.9,
+            withdrawn_by_attack_boxes: false,
+        },
+        not_scored: None,
+        suppressed_by: None,
+        cold: None,
+    }
+}
+
+/// Feeds `conns` (in time order) to a tracker with the default settings, ticking it every
+/// second of their clock as the agent does, and returns the kinds of the incidents opened.
+fn opened(conns: &[ConnectionRecord]) -> Vec<IncidentKind> {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let (mut out, s) = (Vec::new(), flagged());
+    let mut next_tick = T0;
+    for c in conns {
+        while next_tick <= c.final_unix_ns {
+            tracker.tick(next_tick, &mut out);
+            next_tick += S;
+        }
+        tracker.observe(c, &s, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    out.iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .map(|l| l.kind)
+        .collect()
+}
+
+/// Four hours of false alarms at a steady low rate, each shaped like the evidence of one
+/// kind: one a minute would never have been forgotten (fed within the 60 s window), so
+/// before the horizon each added up to its threshold within the first hour.
+#[test]
+fn a_trickle_of_false_alarms_never_adds_up_to_an_incident() {
+    let server = addr(1);
+    let mut conns = Vec::new();
+    for i in 0..(4 * 3600 / 5) as u64 {
+        let t = T0 + i * 5 * S;
+        // One client's odd exchanges with a multi-service server, every 20 s, over 40 ports
+        // (15 distinct ports per five minutes; `scan_ports` is 20).
+        if i % 4 == 0 {
+            conns.push(conn(
+                addr(2),
+                40_000,
+                server,
+                9_000 + (i / 4 % 40) as u16,
+                t,
+            ));
+        }
+        // A busy resolver's flagged queries from ever new clients, every 5 s (60 per five
+        // minutes; `flood_connections` is 100).
+        conns.push(conn(addr(100 + (i % 100) as u8), 50_000, server, 53, t + S));
+        // A monitoring host whose probes of 20 hosts are now and then flagged, every 40 s
+        // (8 hosts per five minutes; `sweep_hosts` is 10).
+        if i % 8 == 0 {
+            conns.push(conn(
+                addr(3),
+                41_000,
+                addr(200 + (i / 8 % 20) as u8),
+                161,
+                t + 2 * S,
+            ));
+        }
+    }
+    assert_eq!(opened(&conns), Vec::<IncidentKind>::new());
+}
+
+/// A scan of one port every 10 s: 20 ports in 190 s, within the horizon.
+#[test]
+fn a_slow_scan_within_the_horizon_opens_one_port_scan() {
+    let conns: Vec<_> = (0..60u64)
+        .map(|i| conn(addr(4), 42_000, addr(1), 1 + i as u16, T0 + i * 10 * S))
+        .collect();
+    assert_eq!(opened(&conns), vec![IncidentKind::PortScan]);
+}
+
+/// A scan that begins just before a candidate's horizon ends (the candidate began with a
+/// false alarm from the same source) still opens: counting starts again with it.
+#[test]
+fn a_scan_at_the_end_of_a_horizon_still_opens() {
+    let mut conns = vec![conn(addr(5), 43_000, addr(1), 22, T0)];
+    conns.extend((0..40u64).map(|i| {
+        conn(
+            addr(5),
+            43_001,
+            addr(1),
+            100 + i as u16,
+            T0 + 290 * S + i * S,
+        )
+    }));
+    assert_eq!(opened(&conns), vec![IncidentKind::PortScan]);
+}
+
+/// A flood passes its threshold as fast as before: 100 anomalous connections in a second.
+#[test]
+fn a_flood_opens_within_its_first_second() {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let (mut out, s) = (Vec::new(), flagged());
+    for i in 0..150u64 {
+        let c = conn(
+            addr(10 + (i % 4) as u8),
+            1024 + i as u16,
+            addr(1),
+            443,
+            T0 + i * 5_000_000,
+        );
+        tracker.observe(&c, &s, c.final_unix_ns, &mut out);
+    }
+    let open: Vec<_> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].kind, IncidentKind::Flood);
+    assert!(open[0].last_unix_ns < T0 + S);
+}
