@@ -49,6 +49,15 @@ pub struct FileConfig {
     pub suppress: Vec<toml::Table>,
 }
 
+/// What `sensor replay --config` takes of a configuration file
+/// ([`FileConfig::load_for_replay`]).
+#[derive(Clone, Debug, Default)]
+pub struct ReplaySettings {
+    pub suppressions: Suppressions,
+    pub thresholds: ThresholdOverride,
+    pub incidents: IncidentConfig,
+}
+
 /// `[incidents]`: when anomalous connections become an incident (see `crate::incidents`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +246,27 @@ impl FileConfig {
         Suppressions::compile(&f.suppress).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
             reason: e.to_string(),
+        })
+    }
+
+    /// What `sensor replay --config` takes of the file at `path`: its suppression rules, its
+    /// threshold overrides and its incident settings, so that a capture replayed with a site's
+    /// file is judged and grouped as `sensor run` with that file would. (Its timeouts and table
+    /// size are replay's flags; its interfaces, outputs and model are the live agent's.)
+    pub fn load_for_replay(path: &std::path::Path) -> Result<ReplaySettings, ConfigError> {
+        let f = FileConfig::load(path)?;
+        let named = |e: ConfigError| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        check_thresholds(&f.thresholds).map_err(named)?;
+        Ok(ReplaySettings {
+            suppressions: Suppressions::compile(&f.suppress).map_err(|e| named(e.into()))?,
+            thresholds: ThresholdOverride {
+                supervised: f.thresholds.supervised,
+                unsupervised: f.thresholds.unsupervised,
+            },
+            incidents: resolve_incidents(&f.incidents).map_err(named)?,
         })
     }
 

@@ -411,7 +411,8 @@ struct ReplayArgs {
     /// Alert stream layout: json (the sensor's lines) or eve (Suricata `alert` events).
     #[arg(long, value_enum, default_value_t = sensor::config::AlertFormat::Json)]
     alerts_format: sensor::config::AlertFormat,
-    /// A `sensor run` configuration file: only its `[[suppress]]` rules are used here.
+    /// A `sensor run` configuration file: its `[[suppress]]` rules, `[thresholds]` and
+    /// `[incidents]` apply as in `sensor run` (timeouts and table size are this command's flags).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Flow table capacity, in connections (as the live sensor's --table-size).
@@ -536,8 +537,8 @@ impl ReplayArgs {
                 // Only the layouts whose rows wait for a connection's trailing packets.
                 settled_records: sensor::replay::output::LogRows::uses_settled(self.format),
             },
-            suppressions: match &self.config {
-                Some(p) => sensor::config::FileConfig::load_suppressions(p)?,
+            site: match &self.config {
+                Some(p) => sensor::config::FileConfig::load_for_replay(p)?,
                 None => Default::default(),
             },
         })

@@ -72,8 +72,8 @@ fn replay(
         alerts_format: AlertFormat::Json,
         community_id_seed: 0,
         config: Default::default(),
-        suppressions: config
-            .map(|c| FileConfig::load_suppressions(c).expect("rules"))
+        site: config
+            .map(|c| FileConfig::load_for_replay(c).expect("config"))
             .unwrap_or_default(),
     };
     sensor::cli::replay::replay(&opts, std::io::sink()).expect("replay");
@@ -191,6 +191,37 @@ src = ["198.18.1.2"]
     assert!(scans_of(&incidents, "198.18.1.1") >= 1);
 }
 
+/// A site's `[thresholds]` and `[incidents]` judge and group a replayed capture as `sensor run`
+/// with the same file would.
+#[test]
+fn a_config_files_thresholds_and_incident_settings_apply_to_replay() {
+    let dir = Scratch::new("site-settings");
+    let capture = dir.file("scans.pcap", &two_scans());
+    let (rows, lines) = replay(&dir, &capture, None);
+    let kinds = |lines: &[serde_json::Value]| -> Vec<String> {
+        of_type(lines, "incident")
+            .iter()
+            .filter(|v| v["state"] == "open")
+            .map(|v| v["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&lines), ["port_scan", "port_scan"]);
+    // Each scanner touches 60 ports: a site that pages only beyond 100 gets no incident.
+    let config = dir.file("quiet.toml", b"[incidents]\nscan_ports = 100\n");
+    let (same_rows, lines) = replay(&dir, &capture, Some(&config));
+    assert_eq!(same_rows, rows, "the verdicts do not change");
+    assert_eq!(kinds(&lines), Vec::<String>::new());
+    // Thresholds no score reaches: nothing anomalous, so no alert either.
+    let config = dir.file(
+        "lenient.toml",
+        b"[thresholds]\nsupervised = 1.0\nunsupervised = 1.0\n",
+    );
+    let (rows, lines) = replay(&dir, &capture, Some(&config));
+    assert_eq!(anomalous_from(&rows, "198.18.1.1"), 0);
+    assert_eq!(anomalous_from(&rows, "198.18.1.2"), 0);
+    assert!(of_type(&lines, "alert").is_empty());
+}
+
 #[test]
 fn the_binary_names_the_file_rule_and_field_of_a_bad_rule() {
     let dir = Scratch::new("bad-rule");
@@ -229,7 +260,7 @@ fn eve_alerts_join_the_eve_flow_rows_and_keep_the_sensor_line() {
         alerts_format: AlertFormat::Eve,
         community_id_seed: 0,
         config: Default::default(),
-        suppressions: Default::default(),
+        site: Default::default(),
     };
     sensor::cli::replay::replay(&opts, std::io::sink()).expect("replay");
     let read = |p: &Path| -> Vec<serde_json::Value> {

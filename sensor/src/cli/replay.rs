@@ -6,13 +6,12 @@ use anyhow::Context;
 
 use crate::{
     alerts::{ScoredLine, write_connection_alert, write_incident},
-    config::AlertFormat,
+    config::{AlertFormat, ReplaySettings},
     detect::Pipeline,
     features::FeatureConfig,
     incidents::IncidentTracker,
     model::Model,
     replay::{self, Output, ReplayConfig, output::Format},
-    suppress::Suppressions,
 };
 
 /// What `sensor replay` reads and writes.
@@ -33,8 +32,9 @@ pub struct ReplayOptions {
     /// The alert stream's layout: the sensor's JSON lines or Suricata EVE `alert` events.
     pub alerts_format: AlertFormat,
     pub config: ReplayConfig,
-    /// The operator's suppression rules, applied as `sensor run` applies them.
-    pub suppressions: Suppressions,
+    /// The operator's suppression rules, threshold overrides and incident settings (a `sensor
+    /// run` configuration file's), applied as `sensor run` applies them.
+    pub site: ReplaySettings,
 }
 
 /// Replays `opts.files`; rows go to `opts.output` or else `stdout`, the summary to stderr. A
@@ -49,8 +49,9 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         .with_context(|| format!("loading the model {}", model_file.display()))?;
     let model = Arc::new(model);
     let mut pipeline = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
-        .context("building the feature engine")?;
-    let suppressions = Arc::new(opts.suppressions.clone());
+        .context("building the feature engine")?
+        .with_overrides(opts.site.thresholds);
+    let suppressions = Arc::new(opts.site.suppressions.clone());
     pipeline.set_suppressions(Arc::clone(&suppressions));
     // Suppressions by rule and what was silenced, for the summary.
     let mut suppressed: std::collections::BTreeMap<(String, &str), u64> = Default::default();
@@ -69,7 +70,7 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
         opts.community_id_seed,
     ));
     writer.header(&mut rows).context("writing rows")?;
-    let mut incidents = IncidentTracker::new(Default::default());
+    let mut incidents = IncidentTracker::new(opts.site.incidents.clone());
     let report = replay::replay_files(
         &opts.files,
         opts.config.clone(),
