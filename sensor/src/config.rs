@@ -239,7 +239,7 @@ impl FileConfig {
         })
     }
 
-    /// Reads only the suppression rules of the file at `path` (SIGHUP, `sensor replay`):
+    /// Reads only the suppression rules of the file at `path` (SIGHUP):
     /// errors name the file, and the rule and field at fault.
     pub fn load_suppressions(path: &std::path::Path) -> Result<Suppressions, ConfigError> {
         let f = FileConfig::load(path)?;
@@ -251,8 +251,9 @@ impl FileConfig {
 
     /// What `sensor replay --config` takes of the file at `path`: its suppression rules, its
     /// threshold overrides and its incident settings, so that a capture replayed with a site's
-    /// file is judged and grouped as `sensor run` with that file would. (Its timeouts and table
-    /// size are replay's flags; its interfaces, outputs and model are the live agent's.)
+    /// file is judged and grouped with the site's settings. Its timeouts and table size are
+    /// replay's own flags (they decide when connections end, so a site that changed them passes
+    /// the same values there); its interfaces, outputs and model are the live agent's.
     pub fn load_for_replay(path: &std::path::Path) -> Result<ReplaySettings, ConfigError> {
         let f = FileConfig::load(path)?;
         let named = |e: ConfigError| ConfigError::Parse {
@@ -420,7 +421,16 @@ fn resolve_incidents(f: &IncidentsFile) -> Result<IncidentConfig, ConfigError> {
         source_connections: f.source_connections.unwrap_or(di.source_connections).max(1),
         quiet: secs("incidents.quiet_secs", f.quiet_secs, di.quiet)?,
         update_every: secs("incidents.update_secs", f.update_secs, di.update_every)?,
-        horizon: secs("incidents.horizon_secs", f.horizon_secs, di.horizon)?,
+        horizon: match secs("incidents.horizon_secs", f.horizon_secs, di.horizon)? {
+            // Evidence would start again at every connection: no incident could open.
+            d if d.is_zero() => {
+                return Err(invalid(
+                    "incidents.horizon_secs",
+                    "must be > 0 (the evidence of one connection could never add up)".into(),
+                ));
+            }
+            d => d,
+        },
         ..di
     })
 }
@@ -491,6 +501,13 @@ mod tests {
             c.incidents.flood_connections,
             IncidentConfig::default().flood_connections
         );
+    }
+
+    #[test]
+    fn a_zero_incident_horizon_is_refused_by_name() {
+        let text = "interfaces = [\"lo\"]\n[incidents]\nhorizon_secs = 0\n";
+        let e = FileConfig::parse(text, "t").unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("incidents.horizon_secs"), "{e}");
     }
 
     #[test]

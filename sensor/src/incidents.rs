@@ -172,6 +172,9 @@ impl Evidence {
             self.first_ns = at_ns;
             self.start_ns = rec.start_unix_ns;
         }
+        // Final moments come a little out of order (a record the table scan finished is a
+        // second late): the horizon runs from the earliest.
+        self.first_ns = self.first_ns.min(at_ns);
         self.start_ns = self.start_ns.min(rec.start_unix_ns);
         self.last_ns = self.last_ns.max(at_ns);
         self.connections += 1;
@@ -410,7 +413,7 @@ impl IncidentTracker {
         if !s.verdict.anomalous || is_icmp_error(rec) {
             return;
         }
-        let horizon = self.config.horizon.as_nanos() as u64;
+        let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
         for key in keys.into_iter().flatten() {
             let e = self.candidates.entry(key).or_default();
             if e.anomalous > 0 && at_ns.saturating_sub(e.first_ns) >= horizon {

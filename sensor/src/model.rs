@@ -159,8 +159,9 @@ pub struct Verdict {
     /// of its trees' votes, `supervised_score` wherever the rule did not lower it. An f32, so
     /// that it fits beside the flags and a verdict stays 40 bytes: a cold window's contexts
     /// make vectors of 32,000 verdicts, and 48-byte ones cost the bench's fresh flood 20%
-    /// (allocator page faults). It is for reading; `withdrawn_by_attack_boxes` is decided
-    /// on the f64 score.
+    /// (allocator page faults). It is for reading: `withdrawn_by_attack_boxes` is decided on
+    /// the f64 score, and a cold window's mean takes each context's exact score where the rule
+    /// did not lower it.
     #[serde(default)]
     pub supervised_score_plain: f32,
     /// The forest alone would have flagged the connection, and the attack boxes' rule left it
@@ -303,9 +304,16 @@ impl Model {
         }
         let n = verdicts.len() as f64;
         let s = verdicts.iter().map(|v| v.supervised_score).sum::<f64>() / n;
+        // A context the rule did not lower has its exact score here, not the f32 copy.
         let plain = verdicts
             .iter()
-            .map(|v| f64::from(v.supervised_score_plain))
+            .map(|v| {
+                if v.supervised_score as f32 == v.supervised_score_plain {
+                    v.supervised_score
+                } else {
+                    f64::from(v.supervised_score_plain)
+                }
+            })
             .sum::<f64>()
             / n;
         let u = verdicts
@@ -383,7 +391,7 @@ fn verdict(s: f64, plain: f64, u: Option<f64>, t: &Thresholds) -> Verdict {
         supervised_score: s,
         unsupervised_score: u,
         supervised_score_plain: plain as f32,
-        withdrawn_by_attack_boxes: !(s_hit || u_hit) && plain >= t.supervised,
+        withdrawn_by_attack_boxes: !(s_hit || u_hit) && plain >= t.supervised && s < plain,
     }
 }
 

@@ -211,10 +211,10 @@ fn a_config_files_thresholds_and_incident_settings_apply_to_replay() {
     let (same_rows, lines) = replay(&dir, &capture, Some(&config));
     assert_eq!(same_rows, rows, "the verdicts do not change");
     assert_eq!(kinds(&lines), Vec::<String>::new());
-    // Thresholds no score reaches: nothing anomalous, so no alert either.
+    // Thresholds no score reaches (both scores are at most 1): nothing anomalous, so no alert.
     let config = dir.file(
         "lenient.toml",
-        b"[thresholds]\nsupervised = 1.0\nunsupervised = 1.0\n",
+        b"[thresholds]\nsupervised = 1.5\nunsupervised = 1.5\n",
     );
     let (rows, lines) = replay(&dir, &capture, Some(&config));
     assert_eq!(anomalous_from(&rows, "198.18.1.1"), 0);

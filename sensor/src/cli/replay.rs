@@ -51,6 +51,8 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
         .context("building the feature engine")?
         .with_overrides(opts.site.thresholds);
+    // The model as it judges, the site's threshold overrides in place, as live alerts use it.
+    let model = Arc::clone(pipeline.model());
     let suppressions = Arc::new(opts.site.suppressions.clone());
     pipeline.set_suppressions(Arc::clone(&suppressions));
     // Suppressions by rule and what was silenced, for the summary.
