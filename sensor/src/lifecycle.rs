@@ -138,9 +138,10 @@ pub struct Lifecycle {
     /// out, with the SYNs that restarted the entry), must be known as theirs, not taken for a
     /// connection whose end was never seen: each would make a second record. The kernel parks
     /// a value before the new connection's first event, so the first scan after it takes it
-    /// out, and the ring is read at every tick; entries live two scans (`superseded_before`
-    /// holds the previous scan's), which bounds the set by the port reuses of two scan
-    /// periods. Only a scanning lifecycle (live) keeps them: replay loses no event and parks
+    /// out, and the ring is read at every tick; entries are dropped at the second scan after
+    /// they were made (`superseded_before` holds the previous scan's; one made during a scan's
+    /// own taking of the park lives one period), which bounds the set by the port reuses of two
+    /// scan periods. Only a scanning lifecycle (live) keeps them: replay loses no event and parks
     /// nothing.
     superseded: Set<(FlowKey, u64)>,
     superseded_before: Set<(FlowKey, u64)>,
