@@ -110,6 +110,7 @@ impl Netns {
         let child = cmd.spawn().map_err(|e| format!("spawning {cmd:?}: {e}"))?;
         Ok(Proc {
             child: Some(child),
+            stdout_reader: None,
             stderr_reader: None,
         })
     }
@@ -191,21 +192,35 @@ impl Veth {
 /// A child process killed (SIGTERM, then SIGKILL) on drop.
 pub struct Proc {
     pub child: Option<Child>,
+    /// Collects stdout from the start.
+    stdout_reader: Option<thread::JoinHandle<String>>,
     /// Collects stderr once [`Proc::wait_for_stderr`] took it over.
     stderr_reader: Option<thread::JoinHandle<String>>,
 }
 
 impl Proc {
-    /// Spawns with piped stdout/stderr.
+    /// Spawns with piped stdout/stderr. Stdout is read as it comes, by a thread of its own:
+    /// a child that prints a line per record (`sensor flows`) would otherwise block on the
+    /// full pipe (64 KiB) long before [`Proc::wait_output`], and a sensor blocked on its
+    /// output stops reading its ring buffer, whose overflow the test would then measure
+    /// instead of the traffic.
     pub fn spawn(cmd: &mut Command) -> Result<Proc, String> {
-        let child = cmd
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawning {cmd:?}: {e}"))?;
+        let stdout_reader = child.stdout.take().map(|mut so| {
+            thread::spawn(move || {
+                let mut s = String::new();
+                let _ = so.read_to_string(&mut s);
+                s
+            })
+        });
         Ok(Proc {
             child: Some(child),
+            stdout_reader,
             stderr_reader: None,
         })
     }
@@ -222,12 +237,7 @@ impl Proc {
     /// Waits up to `limit` for exit, collecting stdout and stderr; kills it past the limit.
     pub fn wait_output(mut self, limit: Duration) -> Result<(ExitStatus, String, String), String> {
         let mut child = self.child.take().ok_or("process already collected")?;
-        let mut so = child.stdout.take().ok_or("no stdout")?;
-        let t1 = thread::spawn(move || {
-            let mut s = String::new();
-            let _ = so.read_to_string(&mut s);
-            s
-        });
+        let t1 = self.stdout_reader.take().ok_or("no stdout")?;
         let t2 = match (self.stderr_reader.take(), child.stderr.take()) {
             (Some(reader), _) => reader,
             (None, Some(mut se)) => thread::spawn(move || {
