@@ -338,9 +338,9 @@ pub async fn run(
         capture.health_source(),
         cfg.capture.table_size,
     )?);
-    let pipeline =
-        Pipeline::new(Arc::clone(&model), FeatureConfig::default())?.with_overrides(cfg.thresholds);
-    let mut pipeline = pipeline;
+    let mut pipeline = Pipeline::new(Arc::clone(&model), FeatureConfig::default())?
+        .with_overrides(cfg.thresholds)
+        .with_volume(cfg.volume);
     pipeline.set_suppressions(Arc::new(cfg.suppressions.clone()));
     metrics.set_suppressions(&cfg.suppressions);
     metrics.set_model(pipeline.model(), &model_path);

@@ -51,6 +51,10 @@ pub struct ScoredLine {
     /// Why the model did not judge this connection (its verdict is then normal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_scored: Option<crate::detect::NotScored>,
+    /// The originator's packets per second, where the volume rule flagged the conversation
+    /// by it (`detector` `volume`; `crate::detect::volume`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_per_second: Option<f64>,
     /// The model's inputs (the 28 flow features), by KDD name.
     pub features: BTreeMap<&'static str, f64>,
     /// In alerts: the features that moved the score most ([`crate::model::Model::explain`]),
@@ -100,6 +104,8 @@ impl ScoredLine {
             supervised_score: s.verdict.supervised_score,
             unsupervised_score: s.verdict.unsupervised_score,
             not_scored: s.not_scored,
+            packets_per_second: (s.verdict.detector == Detector::Volume)
+                .then(|| crate::detect::volume::orig_packets_per_second(rec).round()),
             features,
             top_features: Vec::new(),
         }

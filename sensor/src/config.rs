@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::{
     capture::{CaptureConfig, XdpAttachMode},
-    detect::ThresholdOverride,
+    detect::{ThresholdOverride, VolumeConfig},
     incidents::IncidentConfig,
     lifecycle::{LifecycleConfig, Timeouts},
     suppress::{RuleError, Suppressions},
@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub alerts: AlertsFile,
     #[serde(default)]
     pub incidents: IncidentsFile,
+    #[serde(default)]
+    pub volume: VolumeFile,
     /// Where to write every scored connection (off by default).
     pub records: Option<String>,
     /// The records' layout: `jsonl` (default), `zeek` or `eve`.
@@ -56,6 +58,17 @@ pub struct ReplaySettings {
     pub suppressions: Suppressions,
     pub thresholds: ThresholdOverride,
     pub incidents: IncidentConfig,
+    pub volume: VolumeConfig,
+}
+
+/// `[volume]`: when one conversation's packet rate flags it (see `crate::detect::volume`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeFile {
+    pub enabled: Option<bool>,
+    pub min_packets: Option<u64>,
+    pub icmp_echo_pps: Option<f64>,
+    pub udp_one_way_pps: Option<f64>,
 }
 
 /// `[incidents]`: when anomalous connections become an incident (see `crate::incidents`).
@@ -183,6 +196,7 @@ pub struct RunConfig {
     pub thresholds: ThresholdOverride,
     pub alerts: AlertConfig,
     pub incidents: IncidentConfig,
+    pub volume: VolumeConfig,
     pub records: Sink,
     pub records_format: RecordsFormat,
     pub suppressions: Suppressions,
@@ -268,6 +282,7 @@ impl FileConfig {
                 unsupervised: f.thresholds.unsupervised,
             },
             incidents: resolve_incidents(&f.incidents).map_err(named)?,
+            volume: resolve_volume(&f.volume).map_err(named)?,
         })
     }
 
@@ -297,6 +312,7 @@ impl FileConfig {
         check_thresholds(&self.thresholds)?;
         let alerts = resolve_alerts(&self.alerts);
         let incidents = resolve_incidents(&self.incidents)?;
+        let volume = resolve_volume(&self.volume)?;
         if !(alerts.max_per_second.is_finite() && alerts.max_per_second > 0.0) {
             return Err(invalid(
                 "alerts.max_per_second",
@@ -332,6 +348,7 @@ impl FileConfig {
             },
             alerts,
             incidents,
+            volume,
             records: self
                 .records
                 .as_deref()
@@ -411,6 +428,37 @@ fn resolve_alerts(a: &AlertsFile) -> AlertConfig {
     }
 }
 
+/// The volume rule's settings, each defaulting to [`VolumeConfig::default`]'s. A rate must be
+/// a number above 0 (`enabled = false` turns the rule off), and `min_packets` at least 2: a
+/// rate over one packet means nothing.
+fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
+    let d = VolumeConfig::default();
+    for (field, v) in [
+        ("volume.icmp_echo_pps", f.icmp_echo_pps),
+        ("volume.udp_one_way_pps", f.udp_one_way_pps),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(invalid(field, format!("must be a number > 0, got {v}")));
+        }
+    }
+    if let Some(n) = f.min_packets
+        && n < 2
+    {
+        return Err(invalid(
+            "volume.min_packets",
+            format!("must be at least 2, got {n}"),
+        ));
+    }
+    Ok(VolumeConfig {
+        enabled: f.enabled.unwrap_or(d.enabled),
+        min_packets: f.min_packets.unwrap_or(d.min_packets),
+        icmp_echo_pps: f.icmp_echo_pps.unwrap_or(d.icmp_echo_pps),
+        udp_one_way_pps: f.udp_one_way_pps.unwrap_or(d.udp_one_way_pps),
+    })
+}
+
 /// The incident settings, each defaulting to [`IncidentConfig::default`]'s.
 fn resolve_incidents(f: &IncidentsFile) -> Result<IncidentConfig, ConfigError> {
     let di = IncidentConfig::default();
@@ -468,6 +516,9 @@ mod tests {
             scan_ports = 15
             quiet_secs = 60
             horizon_secs = 120
+            [volume]
+            udp_one_way_pps = 20000
+            min_packets = 500
         "#;
         let c = FileConfig::parse(text, "t.toml")
             .unwrap()
@@ -501,6 +552,40 @@ mod tests {
             c.incidents.flood_connections,
             IncidentConfig::default().flood_connections
         );
+        let v = VolumeConfig::default();
+        assert_eq!(
+            c.volume,
+            VolumeConfig {
+                udp_one_way_pps: 20_000.0,
+                min_packets: 500,
+                ..v
+            }
+        );
+    }
+
+    #[test]
+    fn volume_settings_that_mean_nothing_are_refused_by_name() {
+        for (text, field) in [
+            ("[volume]\nicmp_echo_pps = 0\n", "volume.icmp_echo_pps"),
+            ("[volume]\nudp_one_way_pps = -5\n", "volume.udp_one_way_pps"),
+            (
+                "[volume]\nudp_one_way_pps = nan\n",
+                "volume.udp_one_way_pps",
+            ),
+            ("[volume]\nmin_packets = 1\n", "volume.min_packets"),
+        ] {
+            let text = format!("interfaces = [\"lo\"]\n{text}");
+            let e = FileConfig::parse(&text, "t")
+                .unwrap()
+                .resolve()
+                .unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+        let off = FileConfig::parse("interfaces = [\"lo\"]\n[volume]\nenabled = false\n", "t")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert!(!off.volume.enabled);
     }
 
     #[test]

@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use sensor_common::conn_state::ConnState;
 
+pub mod volume;
+
+pub use volume::VolumeConfig;
+
 use crate::{
     features::{ColdWindow, FeatureConfig, FeatureConfigError, FeatureEngine},
     flows::{ConnEvent, ConnectionRecord, EndReason, Transport},
@@ -34,7 +38,11 @@ pub struct Scored {
 
 impl Scored {
     /// The features that moved its verdict most ([`Model::explain_verdict`]).
+    /// None for a verdict of the volume rule, which no feature moved.
     pub fn explain(&self, model: &Model) -> Vec<crate::model::FeatureContribution> {
+        if self.verdict.detector == crate::model::Detector::Volume {
+            return Vec::new();
+        }
         model.explain_verdict(&self.features, self.cold.as_ref(), &self.verdict)
     }
 }
@@ -203,6 +211,8 @@ pub struct Pipeline {
     cache_hits: u64,
     /// The operator's suppressions, swapped whole on reload like the model.
     suppressions: Arc<Suppressions>,
+    /// The rule that flags a conversation by its packet rate ([`volume`]).
+    volume: VolumeConfig,
 }
 
 /// The verdicts of recent model inputs, for connections that repeat them exactly: a flood's,
@@ -315,7 +325,14 @@ impl Pipeline {
             model,
             overrides: ThresholdOverride::default(),
             suppressions: Arc::default(),
+            volume: VolumeConfig::default(),
         })
+    }
+
+    /// Sets the volume rule's thresholds (the configuration's `[volume]`).
+    pub fn with_volume(mut self, volume: VolumeConfig) -> Pipeline {
+        self.volume = volume;
+        self
     }
 
     /// Applies threshold overrides to this and every later model.
@@ -413,6 +430,12 @@ impl Pipeline {
                 verdict.anomalous = false;
                 verdict.score = 0.0;
                 verdict.detector = crate::model::Detector::None;
+                verdict.withdrawn_by_attack_boxes = false;
+            } else if let Some(hit) = self.volume.judge(rec) {
+                // A flood by its rate, whatever the model said of its features.
+                verdict.anomalous = true;
+                verdict.score = verdict.score.max(hit.ratio);
+                verdict.detector = crate::model::Detector::Volume;
                 verdict.withdrawn_by_attack_boxes = false;
             }
             let mut s = Scored {
@@ -579,6 +602,60 @@ mod tests {
                 final_unix_ns: 1_000_000_000 + i * 10_000_000,
             })
             .collect()
+    }
+
+    /// The volume rule on the pipeline's verdicts: a ping flood in one conversation is
+    /// anomalous by its rate (detector `volume`, combined score its rate over the threshold)
+    /// whatever the model said; the same stream to a multicast group is not judged; a pipeline
+    /// with the rule off keeps the model's verdict.
+    #[test]
+    fn a_conversation_at_a_floods_rate_is_the_volume_rules_unless_unjudged_or_off() {
+        let mut flood = recs()[0].clone();
+        flood.transport = Transport::Icmp;
+        flood.ip_proto = 1;
+        flood.icmp_type = Some(8);
+        flood.icmp_code = Some(0);
+        flood.conn_state = ConnState::OTH;
+        flood.orig_packets = 20_000;
+        flood.resp_packets = 20_000;
+        flood.end_unix_ns = flood.start_unix_ns + 2_000_000_000;
+        flood.final_unix_ns = flood.end_unix_ns;
+        flood.end_reason = EndReason::Idle;
+        let mut group = flood.clone();
+        group.to_group = true;
+        let recs = [flood, group];
+        let mut p = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+        let out = p.process_records(&recs);
+        let v = out[0].verdict;
+        assert!(v.anomalous, "{v:?}");
+        assert_eq!(v.detector, crate::model::Detector::Volume);
+        assert!(
+            (v.score - 10.0).abs() < 1e-9,
+            "10,000/s over 1,000/s: {v:?}"
+        );
+        assert_eq!(out[1].not_scored, Some(NotScored::GroupDestination));
+        assert!(!out[1].verdict.anomalous);
+        assert!(out[0].explain(p.model()).is_empty(), "no feature moved it");
+
+        let off = VolumeConfig {
+            enabled: false,
+            ..VolumeConfig::default()
+        };
+        let mut p = Pipeline::new(model(), FeatureConfig::default())
+            .unwrap()
+            .with_volume(off);
+        let v = p.process_records(&recs)[0].verdict;
+        assert_ne!(v.detector, crate::model::Detector::Volume);
+        // The model's own verdict, whose scores the rule left as they were.
+        let on = out[0].verdict;
+        assert_eq!(
+            (v.supervised_score, v.unsupervised_score),
+            (on.supervised_score, on.unsupervised_score)
+        );
+        assert!(
+            !v.anomalous,
+            "the model finds one conversation ordinary: {v:?}"
+        );
     }
 
     /// What a fragment is: data without the originator's SYN, an established connection

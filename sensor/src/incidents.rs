@@ -48,7 +48,7 @@ use crate::{
     flows::{ConnId, ConnectionRecord, EndReason, Transport},
     hashing::{Map, Set},
     kdd::{FEATURE_NAMES, FeatureSet, KddFeatures},
-    model::Verdict,
+    model::{Detector, Verdict},
 };
 
 /// When evidence becomes an incident, and how long incidents last.
@@ -164,6 +164,9 @@ struct Evidence {
     /// The anomalous connection with the highest combined score (its features, verdict and
     /// cold host window, for its explanation).
     strongest: Option<(KddFeatures, Verdict, Option<ColdWindow>)>,
+    /// The highest rate of a conversation the volume rule flagged: such a conversation is a
+    /// flood by itself (see [`IncidentTracker::passes`]).
+    peak_pps: Option<f64>,
 }
 
 impl Evidence {
@@ -182,6 +185,10 @@ impl Evidence {
             return;
         }
         self.anomalous += 1;
+        if s.verdict.detector == Detector::Volume {
+            let pps = crate::detect::volume::orig_packets_per_second(rec);
+            self.peak_pps = Some(self.peak_pps.map_or(pps, |p| p.max(pps)));
+        }
         self.sources.insert(rec.orig_addr);
         self.targets.insert(rec.resp_addr);
         self.ports.insert(port_of(rec));
@@ -265,6 +272,7 @@ impl Incident {
             port_count: e.ports.len(),
             connections: e.connections,
             anomalous_connections: e.anomalous,
+            peak_packets_per_second: e.peak_pps,
             features: top_features(e),
             top_features: Vec::new(),
             strongest: e.strongest,
@@ -437,13 +445,18 @@ impl IncidentTracker {
         let c = &self.config;
         let e = self.candidates.get(key)?;
         match key {
-            Key::Flood(_, t, _) if e.anomalous >= u64::from(c.flood_connections) => match t {
-                Transport::Tcp => Some(IncidentKind::Flood),
-                Transport::Udp => Some(IncidentKind::UdpFlood),
-                Transport::Icmp => Some(IncidentKind::IcmpFlood),
-                // Never anomalous: not scored.
-                Transport::Sctp | Transport::Unknown => None,
-            },
+            // One conversation at a flood's rate is the flood (`crate::detect::volume`).
+            Key::Flood(_, t, _)
+                if e.anomalous >= u64::from(c.flood_connections) || e.peak_pps.is_some() =>
+            {
+                match t {
+                    Transport::Tcp => Some(IncidentKind::Flood),
+                    Transport::Udp => Some(IncidentKind::UdpFlood),
+                    Transport::Icmp => Some(IncidentKind::IcmpFlood),
+                    // Never anomalous: not scored.
+                    Transport::Sctp | Transport::Unknown => None,
+                }
+            }
             Key::Scan(..) if e.ports.len() >= c.scan_ports as usize => Some(IncidentKind::PortScan),
             Key::Sweep(..) if e.targets.len() >= c.sweep_hosts as usize => {
                 Some(IncidentKind::HostSweep)

@@ -132,6 +132,9 @@ pub enum Detector {
     Supervised,
     Unsupervised,
     Both,
+    /// The volume rule ([`crate::detect::volume`]), not the model: one conversation's packet
+    /// rate is a flood's.
+    Volume,
 }
 
 impl Detector {
@@ -142,6 +145,7 @@ impl Detector {
             Detector::Supervised => "supervised",
             Detector::Unsupervised => "unsupervised",
             Detector::Both => "both",
+            Detector::Volume => "volume",
         }
     }
 }

@@ -150,7 +150,12 @@ pub struct RuleError {
 }
 
 /// The detectors a rule may name: those that flag a connection (`none` never alerts).
-const DETECTORS: [Detector; 3] = [Detector::Supervised, Detector::Unsupervised, Detector::Both];
+const DETECTORS: [Detector; 4] = [
+    Detector::Supervised,
+    Detector::Unsupervised,
+    Detector::Both,
+    Detector::Volume,
+];
 
 impl Rule {
     /// Validates one `[[suppress]]` table; `position` is its 1-based place in the file.
@@ -230,7 +235,7 @@ impl Rule {
                                 err(
                                     "detector",
                                     format!(
-                                        "unknown detector {s:?} (one of \"supervised\", \"unsupervised\", \"both\")"
+                                        "unknown detector {s:?} (one of \"supervised\", \"unsupervised\", \"both\", \"volume\")"
                                     ),
                                 )
                             })

@@ -222,6 +222,92 @@ fn a_config_files_thresholds_and_incident_settings_apply_to_replay() {
     assert!(of_type(&lines, "alert").is_empty());
 }
 
+/// Floods that keep one conversation, and a person's pings beside them: 198.18.1.1 sends
+/// 3,000 echo requests with one identifier 200 us apart (5,000 per second), each answered;
+/// 198.18.1.3 sends 20,000 UDP datagrams from one source port 50 us apart to a port that
+/// never answers; 198.18.1.2 pings once a second for ten seconds.
+fn floods_in_one_conversation() -> Vec<u8> {
+    let echo = |src, dst, kind| {
+        ethernet(
+            &[],
+            0x0800,
+            &Ipv4::new(src, dst, 1).build(&icmp(kind, 0, 0x4242, &[0x55; 56])),
+        )
+    };
+    let mut f = Frames::default();
+    for i in 0..3_000u64 {
+        let t = T0 + i * 200_000;
+        f.push(t, echo(v4(1, 1), v4(2, 1), 8));
+        f.push(t + 50_000, echo(v4(2, 1), v4(1, 1), 0));
+    }
+    for i in 0..20_000u64 {
+        f.push(
+            T0 + i * 50_000,
+            udp4(v4(1, 3), 40_000, v4(2, 3), 9_999, &[]),
+        );
+    }
+    for i in 0..10u64 {
+        let t = T0 + i * 1_000 * MS;
+        f.push(t, echo(v4(1, 2), v4(2, 1), 8));
+        f.push(t + MS, echo(v4(2, 1), v4(1, 2), 0));
+    }
+    f.0.sort_by_key(|(t, _)| *t);
+    f.pcap(DataLink::ETHERNET)
+}
+
+/// The volume rule (`sensor::detect::volume`) through replay: each flood is one anomalous
+/// conversation (detector `volume`, its rate in the alert) and one incident of its kind; the
+/// pings beside them stay normal; a site that turns the rule off gets the model's verdicts.
+#[test]
+fn floods_in_one_conversation_are_flagged_by_their_rate_unless_the_site_turns_the_rule_off() {
+    let dir = Scratch::new("volume");
+    let capture = dir.file("floods.pcap", &floods_in_one_conversation());
+    let (rows, lines) = replay(&dir, &capture, None);
+    let opened = |lines: &[serde_json::Value], kind: &str| {
+        of_type(lines, "incident")
+            .into_iter()
+            .filter(|v| v["state"] == "open" && v["kind"] == kind)
+            .count()
+    };
+    assert_eq!(opened(&lines, "icmp_flood"), 1, "{lines:?}");
+    assert_eq!(opened(&lines, "udp_flood"), 1, "{lines:?}");
+    assert_eq!(anomalous_from(&rows, "198.18.1.1"), 1);
+    assert_eq!(anomalous_from(&rows, "198.18.1.3"), 1);
+    assert_eq!(anomalous_from(&rows, "198.18.1.2"), 0, "a person's pings");
+    let alerts = of_type(&lines, "alert");
+    for (src, pps) in [("198.18.1.1", 5_000.0), ("198.18.1.3", 20_000.0)] {
+        let a: Vec<_> = alerts.iter().filter(|a| a["orig_addr"] == src).collect();
+        assert!(!a.is_empty(), "no alert from {src}");
+        for a in a {
+            assert_eq!(a["detector"], "volume", "{a}");
+            let got = a["packets_per_second"].as_f64().unwrap();
+            assert!(
+                (got - pps).abs() / pps < 0.01,
+                "{src}: {got} packets/s, sent {pps}"
+            );
+            assert!(a.get("top_features").is_none(), "no feature moved it: {a}");
+        }
+    }
+
+    let config = dir.file("off.toml", b"[volume]\nenabled = false\n");
+    let (rows, lines) = replay(&dir, &capture, Some(&config));
+    assert_eq!(
+        opened(&lines, "icmp_flood") + opened(&lines, "udp_flood"),
+        0
+    );
+    assert!(rows.lines().all(|l| !l.contains("\"volume\"")), "{rows}");
+    // A higher bar than either rate: nothing by volume either.
+    let config = dir.file(
+        "high.toml",
+        b"[volume]\nicmp_echo_pps = 6000\nudp_one_way_pps = 30000\n",
+    );
+    let (_, lines) = replay(&dir, &capture, Some(&config));
+    assert_eq!(
+        opened(&lines, "icmp_flood") + opened(&lines, "udp_flood"),
+        0
+    );
+}
+
 #[test]
 fn the_binary_names_the_file_rule_and_field_of_a_bad_rule() {
     let dir = Scratch::new("bad-rule");

@@ -8,7 +8,10 @@
 //!   and scored normal, the flood reported (incident, counters), the agent's memory bounded, and
 //!   every counter must add up;
 //! * the ring buffer is made tiny, so that connection events are dropped under bursts of
-//!   normal connections: the table scan must recover every finished connection.
+//!   normal connections: the table scan must recover every finished connection;
+//! * floods that keep one conversation (`ping -f`, hping3's UDP datagrams from one source
+//!   port), which the model sees as one ordinary exchange each: the volume rule must report
+//!   each as an incident by its rate while a client's ordinary pings stay normal.
 //!
 //! Test-size choices (the only settings besides the lab's interfaces, files and metrics
 //! address): `--table-size 4096` for the flood (the shipped 262,144 would need a flood 64 times
@@ -24,7 +27,10 @@ use std::{
 
 use integration_tests::{lab::Proc, require_root, sensor_bin, wait_until};
 use xtask::{
-    gateway::{self, CLIENT, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts},
+    gateway::{
+        self, CLIENT, FLOOD_SOURCE, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts,
+        UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+    },
     lab::TempDir,
     metrics,
 };
@@ -643,4 +649,151 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
     // Which events were dropped decides who recovers each connection (a lost `OPEN` is adopted
     // from its next event or by the scan, a lost `ANSWER` needs nothing, a lost FIN event is the
     // scan's), so the counts of recoveries are reported, not required.
+}
+
+/// The volume rule's case (`sensor::detect::volume`): floods whose packets all belong to one
+/// conversation, so that the model, which reads one row per conversation, sees one ordinary
+/// exchange. `ping -f` (one echo identifier, 5,000 requests, answered by the server) and hping3
+/// UDP datagrams from one source port to a closed port (20,000, every 10 us at most, unanswered
+/// but for the server's rate-limited ICMP errors), each bounded by count and `timeout`, while a
+/// client pings the same server as a person would. Shipped settings.
+#[test]
+fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&[], 90);
+    let pings = {
+        let mut c = lab.lab.client.cmd("timeout");
+        c.args(["20", "ping", "-q", "-c", "10", "-i", "0.2", HTTP_SERVER]);
+        thread::spawn(move || c.output())
+    };
+    let ping_flood = lab
+        .lab
+        .attacker
+        .cmd("timeout")
+        .args([
+            "20",
+            "ping",
+            "-q",
+            "-f",
+            "-c",
+            "5000",
+            "-I",
+            FLOOD_SOURCE,
+            HTTP_SERVER,
+        ])
+        .output()
+        .expect("ping -f");
+    let ping_text = String::from_utf8_lossy(&ping_flood.stdout).into_owned();
+    assert!(
+        ping_text.contains("5000 packets transmitted"),
+        "ping -f: {ping_text}"
+    );
+    let udp_flood = lab
+        .lab
+        .attacker
+        .cmd("timeout")
+        .args([
+            "20",
+            "hping3",
+            "-q",
+            "--udp",
+            "-k",
+            "-s",
+            "40000",
+            "-p",
+            "9999",
+            "-a",
+            UDP_SCAN_SOURCE,
+            "-i",
+            "u10",
+            "-c",
+            "20000",
+            UDP_SCAN_TARGET,
+        ])
+        .output()
+        .expect("hping3 --udp");
+    let udp_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&udp_flood.stdout),
+        String::from_utf8_lossy(&udp_flood.stderr)
+    );
+    assert!(
+        udp_text.contains("20000 packets transmitted"),
+        "hping3: {udp_text}"
+    );
+    let pinged = pings.join().expect("ping thread").expect("ping");
+    assert!(pinged.status.success(), "the client's pings: {pinged:?}");
+
+    // Each flood's incident opens on its early verdict, a second after its first packet.
+    let alerts_file = lab.dir.join("alerts.jsonl");
+    let opened = |kind: &str| {
+        std::fs::read_to_string(&alerts_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"state\":\"open\"") && l.contains(kind))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || opened("\"icmp_flood\"") > 0
+            && opened("\"udp_flood\"") > 0),
+        "no incidents: {}",
+        std::fs::read_to_string(&alerts_file).unwrap_or_default()
+    );
+    let metrics = lab.scrape();
+    let out = lab.stop();
+
+    let incidents = |kind: &str| -> Vec<&serde_json::Value> {
+        out.alerts
+            .iter()
+            .filter(|a| a["type"] == "incident" && a["state"] == "open" && a["kind"] == kind)
+            .collect()
+    };
+    let (icmp, udp) = (incidents("icmp_flood"), incidents("udp_flood"));
+    assert_eq!(icmp.len(), 1, "one incident for the ping flood: {icmp:?}");
+    assert_eq!(udp.len(), 1, "one incident for the UDP flood: {udp:?}");
+    for (inc, source, target, floor) in [
+        (icmp[0], FLOOD_SOURCE, HTTP_SERVER, 1_000.0),
+        (udp[0], UDP_SCAN_SOURCE, UDP_SCAN_TARGET, 5_000.0),
+    ] {
+        assert_eq!(inc["sources"], serde_json::json!([source]), "{inc}");
+        assert_eq!(inc["targets"], serde_json::json!([target]), "{inc}");
+        let pps = inc["peak_packets_per_second"].as_f64().unwrap_or(0.0);
+        assert!(pps >= floor, "its rate is the evidence: {inc}");
+    }
+    // Every conversation of the floods is the volume rule's, and nothing else is.
+    let by_volume: Vec<&serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| r["detector"] == "volume")
+        .collect();
+    assert!(!by_volume.is_empty(), "no volume verdict in the records");
+    for r in &by_volume {
+        assert!(
+            r["orig_addr"] == FLOOD_SOURCE || r["orig_addr"] == UDP_SCAN_SOURCE,
+            "the volume rule flagged {r}"
+        );
+        assert_eq!(r["anomalous"], true, "{r}");
+        assert!(r["packets_per_second"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    }
+    // The client's ordinary pings: recorded, normal.
+    let client_pings: Vec<&serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| r["orig_addr"] == CLIENT && r["protocol"] == "icmp")
+        .collect();
+    assert!(
+        !client_pings.is_empty(),
+        "the client's pings were not recorded"
+    );
+    for r in &client_pings {
+        assert_eq!(r["anomalous"], false, "an ordinary ping flagged: {r}");
+    }
+    for kind in ["icmp_flood", "udp_flood"] {
+        assert_eq!(
+            metrics::sum(&metrics, "sensor_incidents_total", &[("kind", kind)]),
+            1.0,
+            "sensor_incidents_total{{kind={kind:?}}}"
+        );
+    }
 }

@@ -62,12 +62,16 @@ fn end_index(e: EndReason) -> (usize, &'static str) {
     }
 }
 
+/// How many values [`detector_index`] gives.
+const DETECTORS: usize = 5;
+
 fn detector_index(d: Detector) -> usize {
     match d {
         Detector::None => 0,
         Detector::Supervised => 1,
         Detector::Unsupervised => 2,
         Detector::Both => 3,
+        Detector::Volume => 4,
     }
 }
 

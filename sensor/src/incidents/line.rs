@@ -83,6 +83,11 @@ pub struct IncidentLine {
     /// Connections on the incident's key while it was open, and how many were anomalous.
     pub connections: u64,
     pub anomalous_connections: u64,
+    /// The highest packet rate (the originator's packets per second) of a conversation the
+    /// volume rule flagged (`crate::detect::volume`): what makes one conversation a flood.
+    /// Absent where the rule flagged none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_packets_per_second: Option<f64>,
     /// The features whose values set its anomalous connections apart most, with their mean.
     pub features: Vec<FeatureMean>,
     /// One of its connections, for joining with other logs.
@@ -100,7 +105,9 @@ pub struct IncidentLine {
 impl IncidentLine {
     /// Fills `top_features` from the strongest connection, by `model`.
     pub fn explain(&mut self, model: &crate::model::Model) {
-        if let Some((f, v, cold)) = &self.strongest {
+        if let Some((f, v, cold)) = &self.strongest
+            && v.detector != crate::model::Detector::Volume
+        {
             self.top_features = model.explain_verdict(f, cold.as_ref(), v);
         }
     }

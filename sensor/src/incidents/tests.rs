@@ -171,3 +171,53 @@ fn a_flood_opens_within_its_first_second() {
     assert_eq!(open[0].kind, IncidentKind::Flood);
     assert!(open[0].last_unix_ns < T0 + S);
 }
+
+/// A UDP conversation of `packets` datagrams over one second from `src`, unanswered: an early
+/// verdict (`Ongoing`) or its final record.
+fn udp_stream(src: IpAddr, packets: u64, end_reason: EndReason) -> ConnectionRecord {
+    let mut c = conn(src, 40_000, addr(99), 53, T0);
+    c.transport = Transport::Udp;
+    c.ip_proto = 17;
+    c.conn_state = ConnState::S0;
+    c.answer_unix_ns = None;
+    c.orig_packets = packets;
+    c.resp_packets = 0;
+    c.end_unix_ns = T0 + S;
+    c.final_unix_ns = T0 + S;
+    c.end_reason = end_reason;
+    c
+}
+
+#[test]
+fn one_conversation_at_a_floods_rate_opens_its_flood_once() {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let mut by_volume = flagged();
+    by_volume.verdict.detector = Detector::Volume;
+    // The early verdict opens the flood at once; the final record of the same conversation
+    // (a minute later, after the UDP timeout) adds nothing.
+    let early = udp_stream(addr(1), 20_000, EndReason::Ongoing);
+    tracker.observe(&early, &by_volume, T0 + S, &mut out);
+    let mut last = udp_stream(addr(1), 40_000, EndReason::Idle);
+    last.end_unix_ns = T0 + 2 * S;
+    last.final_unix_ns = T0 + 62 * S;
+    tracker.observe(&last, &by_volume, last.final_unix_ns, &mut out);
+    tracker.finish(&mut out);
+    let opens: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .collect();
+    assert_eq!(opens.len(), 1, "{out:?}");
+    assert_eq!(opens[0].kind, IncidentKind::UdpFlood);
+    assert_eq!(opens[0].anomalous_connections, 1);
+    let pps = opens[0].peak_packets_per_second.expect("the rate");
+    assert!((pps - 20_000.0).abs() < 1e-6, "{pps}");
+    assert_eq!(opens[0].targets, vec![addr(99)]);
+
+    // The same conversation flagged by the model: one anomalous connection is no flood.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    tracker.observe(&early, &flagged(), T0 + S, &mut out);
+    tracker.finish(&mut out);
+    assert!(out.is_empty(), "{out:?}");
+}

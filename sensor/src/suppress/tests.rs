@@ -94,6 +94,7 @@ fn incident(
         port_count: ports.len(),
         connections: 10,
         anomalous_connections: 10,
+        peak_packets_per_second: None,
         features: Vec::new(),
         example: Example {
             orig_addr: "192.0.2.9".parse().unwrap(),

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use prometheus::{IntCounter, local::LocalHistogram};
 use sensor_common::conn_state::ConnState;
 
-use super::{END_REASONS, Metrics, detector_index, end_index, transport_index};
+use super::{DETECTORS, END_REASONS, Metrics, detector_index, end_index, transport_index};
 use crate::{
     detect::Scored,
     features::EngineStats,
@@ -34,7 +34,7 @@ impl ScoredBatch<'_> {
         let svc = usize::from(scored.features.service_index()).min(SERVICES.len());
         let service = SERVICES.get(svc).copied().unwrap_or("other");
         let (t, det) = (transport_index(rec.transport), detector_index(v.detector));
-        let i = ((usize::from(v.anomalous) * 4 + det) * Transport::ALL.len() + t)
+        let i = ((usize::from(v.anomalous) * DETECTORS + det) * Transport::ALL.len() + t)
             * (SERVICES.len() + 1)
             + svc;
         d.verdict_children

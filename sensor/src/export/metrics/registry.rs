@@ -11,7 +11,9 @@ use prometheus::{
 };
 use sensor_common::conn_state::ConnState;
 
-use super::{Children, Detection, END_REASONS, Metrics, MetricsError, kernel::KernelHealth, reg};
+use super::{
+    Children, DETECTORS, Detection, END_REASONS, Metrics, MetricsError, kernel::KernelHealth, reg,
+};
 use crate::{capture::HealthSource, detect::NotScored, flows::Transport, kdd::SERVICES};
 
 impl Metrics {
@@ -265,7 +267,9 @@ impl Detection {
             )
         );
         Ok(Detection {
-            verdict_children: Children::new(2 * 4 * Transport::ALL.len() * (SERVICES.len() + 1)),
+            verdict_children: Children::new(
+                2 * DETECTORS * Transport::ALL.len() * (SERVICES.len() + 1),
+            ),
             latency_children: Children::new(4),
             not_scored_children: Children::new(NotScored::ALL.len()),
             not_scored,
