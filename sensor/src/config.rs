@@ -403,10 +403,16 @@ fn resolve_metrics_addr(addr: Option<&str>) -> Result<Option<SocketAddr>, Config
 
 /// Threshold overrides, when set, must be numbers above 0.
 fn check_thresholds(t: &ThresholdsFile) -> Result<(), ConfigError> {
-    for (field, v) in [
+    check_positive(&[
         ("thresholds.supervised", t.supervised),
         ("thresholds.unsupervised", t.unsupervised),
-    ] {
+    ])
+}
+
+/// Each value that is set must be a finite number above 0; the error names the first field
+/// that is not.
+fn check_positive(fields: &[(&'static str, Option<f64>)]) -> Result<(), ConfigError> {
+    for &(field, v) in fields {
         if let Some(v) = v
             && !(v.is_finite() && v > 0.0)
         {
@@ -433,16 +439,10 @@ fn resolve_alerts(a: &AlertsFile) -> AlertConfig {
 /// rate over one packet means nothing.
 fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
     let d = VolumeConfig::default();
-    for (field, v) in [
+    check_positive(&[
         ("volume.icmp_echo_pps", f.icmp_echo_pps),
         ("volume.udp_one_way_pps", f.udp_one_way_pps),
-    ] {
-        if let Some(v) = v
-            && !(v.is_finite() && v > 0.0)
-        {
-            return Err(invalid(field, format!("must be a number > 0, got {v}")));
-        }
-    }
+    ])?;
     if let Some(n) = f.min_packets
         && n < 2
     {

@@ -371,6 +371,15 @@ impl ConnEvent {
 }
 
 impl ConnectionRecord {
+    /// An ICMP echo conversation (request or reply: ICMP types 8 and 0, ICMPv6 128 and 129).
+    pub fn is_icmp_echo(&self) -> bool {
+        self.transport == Transport::Icmp
+            && match self.ip_version {
+                6 => matches!(self.icmp_type, Some(128 | 129)),
+                _ => matches!(self.icmp_type, Some(0 | 8)),
+            }
+    }
+
     /// Builds the record of a flow table entry. `mono_to_unix_ns` converts the entry's clock
     /// (CLOCK_MONOTONIC in the kernel; 0 for replay, whose clock is already Unix time).
     pub fn from_flow(

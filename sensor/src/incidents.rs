@@ -236,11 +236,6 @@ fn is_icmp_error(rec: &ConnectionRecord) -> bool {
         }
 }
 
-/// ICMP echo (request or reply).
-fn is_icmp_echo(rec: &ConnectionRecord) -> bool {
-    rec.transport == Transport::Icmp && matches!(rec.icmp_type, Some(0 | 8 | 128 | 129))
-}
-
 /// An incident being tracked.
 #[derive(Debug)]
 struct Incident {
@@ -251,6 +246,9 @@ struct Incident {
     last_line_ns: u64,
     /// Evidence since the last line.
     dirty: bool,
+    /// Conversations still open that the volume rule flagged at their early verdict
+    /// ([`IncidentTracker::live`]): the incident stays open until their final records come.
+    live: u32,
 }
 
 impl Incident {
@@ -272,7 +270,7 @@ impl Incident {
             port_count: e.ports.len(),
             connections: e.connections,
             anomalous_connections: e.anomalous,
-            peak_packets_per_second: e.peak_pps,
+            peak_packets_per_second: e.peak_pps.map(f64::round),
             features: top_features(e),
             top_features: Vec::new(),
             strongest: e.strongest,
@@ -354,6 +352,13 @@ pub struct IncidentTracker {
     open: Map<Key, Incident>,
     /// Connections still open whose anomalous early verdict was counted as evidence.
     counted: Set<ConnId>,
+    /// Conversations still open that the volume rule flagged at their early verdict, and the
+    /// key of the incident that took them. Such a conversation is a flood by itself and gets
+    /// one early verdict: without this, its incident would close `quiet` after that verdict
+    /// while the flood goes on. Until its final record (the flood's end plus the idle timeout)
+    /// its incident stays open; the final record moves the incident's last moment to the
+    /// flood's last packet.
+    live: Map<ConnId, Key>,
     stats: IncidentStats,
 }
 
@@ -367,6 +372,7 @@ impl IncidentTracker {
             fed: VecDeque::new(),
             open: Map::default(),
             counted: Set::default(),
+            live: Map::default(),
             stats: IncidentStats::default(),
         }
     }
@@ -396,8 +402,13 @@ impl IncidentTracker {
                 }
                 self.counted.insert(rec.id());
             }
-        } else if self.counted.remove(&rec.id()) {
-            return;
+        } else {
+            if let Some(key) = self.live.remove(&rec.id()) {
+                self.conversation_ended(key, rec, s);
+            }
+            if self.counted.remove(&rec.id()) {
+                return;
+            }
         }
         // Silenced by an operator's rule: recorded and scored, but not evidence.
         if s.suppressed_by.is_some() {
@@ -407,7 +418,9 @@ impl IncidentTracker {
         // An incident already open on one of its keys takes it, anomalous or not.
         if let Some(key) = keys.iter().flatten().find(|k| self.open.contains_key(k)) {
             let update_every = self.config.update_every.as_nanos() as u64;
-            if let Some(inc) = self.open.get_mut(key) {
+            let key = *key;
+            self.pin_if_live(key, rec, s);
+            if let Some(inc) = self.open.get_mut(&key) {
                 inc.evidence.add(rec, s, at_ns);
                 inc.dirty |= s.verdict.anomalous;
                 if inc.dirty && at_ns.saturating_sub(inc.last_line_ns) >= update_every {
@@ -434,10 +447,45 @@ impl IncidentTracker {
             if let Some(kind) = self.passes(&key) {
                 let evidence = self.candidates.remove(&key).unwrap_or_default();
                 self.open_incident(key, kind, rec, evidence, at_ns, out);
+                self.pin_if_live(key, rec, s);
                 break;
             }
         }
         self.bound_candidates();
+    }
+
+    /// Keeps the incident open on `key` open while `rec` lasts, if `rec` is the early verdict
+    /// of a conversation the volume rule flagged (see [`Self::live`]). At most
+    /// `max_candidates` such conversations are followed; beyond, an incident closes `quiet`
+    /// after its last evidence, as any other.
+    fn pin_if_live(&mut self, key: Key, rec: &ConnectionRecord, s: &Scored) {
+        let pinned = rec.end_reason == EndReason::Ongoing
+            && s.verdict.detector == Detector::Volume
+            && self.live.len() < self.config.max_candidates;
+        if !pinned || self.live.contains_key(&rec.id()) {
+            return;
+        }
+        if let Some(inc) = self.open.get_mut(&key) {
+            inc.live += 1;
+            self.live.insert(rec.id(), key);
+        }
+    }
+
+    /// The final record of a conversation that kept the incident on `key` open: the incident
+    /// may close once `quiet` has passed since the conversation's last packet, and the
+    /// conversation's rate over its whole life counts towards the incident's peak.
+    fn conversation_ended(&mut self, key: Key, rec: &ConnectionRecord, s: &Scored) {
+        let Some(inc) = self.open.get_mut(&key) else {
+            return;
+        };
+        inc.live = inc.live.saturating_sub(1);
+        let e = &mut inc.evidence;
+        e.last_ns = e.last_ns.max(rec.end_unix_ns);
+        if s.verdict.detector == Detector::Volume {
+            let pps = crate::detect::volume::orig_packets_per_second(rec);
+            e.peak_pps = Some(e.peak_pps.map_or(pps, |p| p.max(pps)));
+        }
+        inc.dirty = true;
     }
 
     /// Which incident a candidate's evidence makes, if it passes its threshold.
@@ -489,6 +537,7 @@ impl IncidentTracker {
             evidence,
             last_line_ns: at_ns,
             dirty: false,
+            live: 0,
         };
         out.push(inc.line(IncidentState::Open));
         *self.stats.opened.entry(kind).or_default() += 1;
@@ -503,7 +552,9 @@ impl IncidentTracker {
         let mut closed: Vec<Key> = self
             .open
             .iter()
-            .filter(|(_, inc)| now_ns.saturating_sub(inc.evidence.last_ns) >= quiet)
+            .filter(|(_, inc)| {
+                inc.live == 0 && now_ns.saturating_sub(inc.evidence.last_ns) >= quiet
+            })
             .map(|(k, _)| *k)
             .collect();
         closed.sort_unstable();
@@ -531,8 +582,13 @@ impl IncidentTracker {
         }
     }
 
-    /// Closes every open incident (end of observation).
+    /// Closes every open incident (end of observation), those of conversations still open
+    /// too.
     pub fn finish(&mut self, out: &mut Vec<IncidentLine>) {
+        self.live.clear();
+        for inc in self.open.values_mut() {
+            inc.live = 0;
+        }
         self.tick(u64::MAX, out);
     }
 
@@ -555,7 +611,7 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 4] {
     let t = rec.transport;
     let port = port_of(rec);
     let flood = match t {
-        Transport::Icmp if !is_icmp_echo(rec) => None,
+        Transport::Icmp if !rec.is_icmp_echo() => None,
         _ => Some(Key::Flood(rec.resp_addr, t, port)),
     };
     [

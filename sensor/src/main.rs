@@ -411,8 +411,9 @@ struct ReplayArgs {
     /// Alert stream layout: json (the sensor's lines) or eve (Suricata `alert` events).
     #[arg(long, value_enum, default_value_t = sensor::config::AlertFormat::Json)]
     alerts_format: sensor::config::AlertFormat,
-    /// A `sensor run` configuration file: its `[[suppress]]` rules, `[thresholds]` and
-    /// `[incidents]` apply as in `sensor run` (timeouts and table size are this command's flags).
+    /// A `sensor run` configuration file: its `[[suppress]]` rules, `[thresholds]`,
+    /// `[incidents]` and `[volume]` apply as in `sensor run` (timeouts and table size are this
+    /// command's flags).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Flow table capacity, in connections (as the live sensor's --table-size).

@@ -77,11 +77,6 @@ pub fn orig_packets_per_second(rec: &ConnectionRecord) -> f64 {
     rec.orig_packets as f64 * 1e9 / span_ns as f64
 }
 
-/// ICMP echo request or reply (v4 and v6).
-fn is_icmp_echo(rec: &ConnectionRecord) -> bool {
-    rec.transport == Transport::Icmp && matches!(rec.icmp_type, Some(0 | 8 | 128 | 129))
-}
-
 impl VolumeConfig {
     /// Whether `rec` is a flood by its rate alone, and by how much.
     pub fn judge(&self, rec: &ConnectionRecord) -> Option<VolumeHit> {
@@ -89,7 +84,7 @@ impl VolumeConfig {
             return None;
         }
         let threshold = match rec.transport {
-            Transport::Icmp if is_icmp_echo(rec) => self.icmp_echo_pps,
+            Transport::Icmp if rec.is_icmp_echo() => self.icmp_echo_pps,
             // At most 1% answered, in integers: 100 * answers <= datagrams.
             Transport::Udp if rec.resp_packets.saturating_mul(100) <= rec.orig_packets => {
                 self.udp_one_way_pps
@@ -128,7 +123,11 @@ mod tests {
             start_unix_ns: start,
             end_unix_ns: start + span_ms * 1_000_000,
             transport,
-            ip_version: 4,
+            ip_version: if icmp_type.is_some_and(|t| t >= 128) {
+                6
+            } else {
+                4
+            },
             orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
             orig_port: if transport == Transport::Icmp {
                 0
@@ -161,102 +160,79 @@ mod tests {
         }
     }
 
+    /// Whether the default rule flags a conversation of `orig` packets over `span_ms`.
+    fn flags(
+        transport: Transport,
+        icmp_type: Option<u8>,
+        orig: u64,
+        resp: u64,
+        span_ms: u64,
+    ) -> bool {
+        VolumeConfig::default()
+            .judge(&conv(transport, icmp_type, orig, resp, span_ms))
+            .is_some()
+    }
+
+    const ICMP: Transport = Transport::Icmp;
+    const UDP: Transport = Transport::Udp;
+
     #[test]
     fn an_echo_flood_is_flagged_by_its_rate_answered_or_not() {
         let v = VolumeConfig::default();
         // 7,000 requests in a second, each answered: `hping3 --icmp --flood`'s shape.
-        let hit = v
-            .judge(&conv(Transport::Icmp, Some(8), 7_000, 7_000, 1_000))
-            .unwrap();
+        let hit = v.judge(&conv(ICMP, Some(8), 7_000, 7_000, 1_000)).unwrap();
         assert!((hit.packets_per_second - 7_000.0).abs() < 1e-6, "{hit:?}");
         assert!((hit.ratio - 7.0).abs() < 1e-9, "{hit:?}");
         // Unasked replies (a reflected flood), and ICMPv6 echo.
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(0), 5_000, 0, 1_000))
-                .is_some()
-        );
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(128), 5_000, 5_000, 1_000))
-                .is_some()
-        );
+        assert!(flags(ICMP, Some(0), 5_000, 0, 1_000));
+        assert!(flags(ICMP, Some(128), 5_000, 5_000, 1_000));
+        // Type 128 is not echo in ICMPv4.
+        let mut v4_128 = conv(ICMP, Some(128), 5_000, 0, 1_000);
+        v4_128.ip_version = 4;
+        assert!(v.judge(&v4_128).is_none());
+        // All at one instant: counted over a microsecond, not divided by zero.
+        let hit = v.judge(&conv(ICMP, Some(8), 1_000, 0, 0)).unwrap();
+        assert!((hit.packets_per_second - 1e9).abs() < 1e-3, "{hit:?}");
     }
 
     #[test]
     fn ordinary_pings_and_short_bursts_are_not() {
-        let v = VolumeConfig::default();
         // An hour of `ping` (1 per second), and `ping -i 0.2` for ten minutes.
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(8), 3_600, 3_600, 3_600_000))
-                .is_none()
-        );
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(8), 3_000, 3_000, 600_000))
-                .is_none()
-        );
-        // Fast, but fewer than `min_packets`.
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(8), 999, 999, 10))
-                .is_none()
-        );
-        // Just under the rate, and just at it.
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(8), 1_998, 0, 2_000))
-                .is_none()
-        );
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(8), 2_000, 0, 2_000))
-                .is_some()
-        );
+        assert!(!flags(ICMP, Some(8), 3_600, 3_600, 3_600_000));
+        assert!(!flags(ICMP, Some(8), 3_000, 3_000, 600_000));
+        // Fast, but one packet short of `min_packets`; then exactly `min_packets`.
+        assert!(!flags(ICMP, Some(8), 999, 999, 10));
+        assert!(flags(ICMP, Some(8), 1_000, 1_000, 10));
+        // Just under the rate, and at it.
+        assert!(!flags(ICMP, Some(8), 1_998, 0, 2_000));
+        assert!(flags(ICMP, Some(8), 2_000, 0, 2_000));
         // ICMP errors are answers to other traffic, whatever their rate.
-        assert!(
-            v.judge(&conv(Transport::Icmp, Some(3), 50_000, 0, 1_000))
-                .is_none()
-        );
+        assert!(!flags(ICMP, Some(3), 50_000, 0, 1_000));
     }
 
     #[test]
     fn only_unanswered_udp_is_judged_by_its_rate() {
-        let v = VolumeConfig::default();
         // `hping3 --udp --flood` from one source port: nothing answers.
-        assert!(
-            v.judge(&conv(Transport::Udp, None, 20_000, 0, 2_000))
-                .is_some()
-        );
+        assert!(flags(UDP, None, 20_000, 0, 2_000));
+        // Just under the bar, and at it.
+        assert!(!flags(UDP, None, 9_998, 0, 2_000));
+        assert!(flags(UDP, None, 10_000, 0, 2_000));
         // 1% answered still counts as unanswered; 1.01% does not.
-        assert!(
-            v.judge(&conv(Transport::Udp, None, 20_000, 200, 2_000))
-                .is_some()
-        );
-        assert!(
-            v.judge(&conv(Transport::Udp, None, 20_000, 202, 2_000))
-                .is_none()
-        );
+        assert!(flags(UDP, None, 20_000, 200, 2_000));
+        assert!(!flags(UDP, None, 20_000, 202, 2_000));
         // A QUIC download or a VPN tunnel: answered, at any rate.
-        assert!(
-            v.judge(&conv(Transport::Udp, None, 80_000, 40_000, 1_000))
-                .is_none()
-        );
+        assert!(!flags(UDP, None, 80_000, 40_000, 1_000));
         // A 4K video stream over RTP (about 2,000 datagrams/s, one way) for a minute.
-        assert!(
-            v.judge(&conv(Transport::Udp, None, 120_000, 0, 60_000))
-                .is_none()
-        );
+        assert!(!flags(UDP, None, 120_000, 0, 60_000));
     }
 
     #[test]
     fn tcp_is_left_to_the_model_and_the_rule_can_be_turned_off() {
-        let v = VolumeConfig::default();
-        assert!(
-            v.judge(&conv(Transport::Tcp, None, 100_000, 0, 1_000))
-                .is_none()
-        );
+        assert!(!flags(Transport::Tcp, None, 100_000, 0, 1_000));
         let off = VolumeConfig {
             enabled: false,
-            ..v
+            ..VolumeConfig::default()
         };
-        assert!(
-            off.judge(&conv(Transport::Icmp, Some(8), 20_000, 0, 1_000))
-                .is_none()
-        );
+        assert!(off.judge(&conv(ICMP, Some(8), 20_000, 0, 1_000)).is_none());
     }
 }

@@ -235,8 +235,32 @@ fn a_rule_matches_only_when_every_matcher_does() {
     assert_eq!(hit("192.0.2.16", 22, Detector::Supervised), None, "src");
     assert_eq!(hit("192.0.2.15", 80, Detector::Supervised), None, "port");
     assert_eq!(hit("192.0.2.15", 22, Detector::Both), None, "detector");
+    assert_eq!(hit("192.0.2.15", 22, Detector::Volume), None, "detector");
     // Normal connections are never silenced (nothing to silence).
     assert_eq!(hit("192.0.2.15", 22, Detector::None), None);
+
+    // A site's known fast one-way stream, silenced for the volume rule only.
+    let stream = rules(
+        "[[suppress]]\nname = \"camera\"\ndst = [\"198.51.100.1/32\"]\ndetector = [\"volume\"]",
+    )
+    .unwrap();
+    let hit = |d: Detector| {
+        silenced(
+            &stream,
+            &record("192.0.2.15", "198.51.100.1", 554),
+            "other",
+            d,
+        )
+    };
+    assert_eq!(
+        hit(Detector::Volume).map(|n| n.to_string()).as_deref(),
+        Some("camera")
+    );
+    assert_eq!(
+        hit(Detector::Supervised),
+        None,
+        "the model's verdicts still alert"
+    );
 
     let svc = rules(
         "[[suppress]]\nname = \"dns\"\nservice = [\"domain_u\"]\ndst = [\"198.51.100.0/24\"]",
