@@ -202,6 +202,7 @@ impl Stages {
         self.write(&rec_buf, alert_buf, &lines, now);
         self.metrics
             .set_engine_stats(&self.pipeline.engine().stats());
+        self.metrics.set_volume_targets(self.pipeline.targets());
     }
 
     /// A finished connection's metrics, record line and connection alert.

@@ -51,8 +51,12 @@ pub struct ScoredLine {
     /// Why the model did not judge this connection (its verdict is then normal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_scored: Option<crate::detect::NotScored>,
-    /// The originator's packets per second, where the volume rule flagged the conversation
-    /// by it (`detector` `volume`; `crate::detect::volume`).
+    /// Where the volume rule flagged the connection (`detector` `volume`;
+    /// `crate::detect::volume`): whose rate it measured, `conversation` (the originator's
+    /// packets per second in this conversation) or `target` (new unanswered conversations per
+    /// second to its responder's service), and that rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_scope: Option<crate::detect::VolumeScope>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packets_per_second: Option<f64>,
     /// The model's inputs (the 28 flow features), by KDD name.
@@ -104,8 +108,8 @@ impl ScoredLine {
             supervised_score: s.verdict.supervised_score,
             unsupervised_score: s.verdict.unsupervised_score,
             not_scored: s.not_scored,
-            packets_per_second: (s.verdict.detector == Detector::Volume)
-                .then(|| crate::detect::volume::orig_packets_per_second(rec).round()),
+            volume_scope: s.volume.map(|h| h.scope),
+            packets_per_second: s.volume.map(|h| h.packets_per_second.round()),
             features,
             top_features: Vec::new(),
         }
@@ -385,6 +389,7 @@ mod tests {
             not_scored: None,
             suppressed_by: None,
             cold: None,
+            volume: None,
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();

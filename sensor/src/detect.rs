@@ -11,7 +11,7 @@ use sensor_common::conn_state::ConnState;
 
 pub mod volume;
 
-pub use volume::VolumeConfig;
+pub use volume::{TargetRates, VolumeConfig, VolumeHit, VolumeScope};
 
 use crate::{
     features::{ColdWindow, FeatureConfig, FeatureConfigError, FeatureEngine},
@@ -34,6 +34,8 @@ pub struct Scored {
     /// The cold host window its verdict is the mean over (`None` for a full window, and for
     /// connections not scored): `features` hold the mean composition's row.
     pub cold: Option<ColdWindow>,
+    /// What the volume rule found, where it flagged the connection (detector `volume`).
+    pub volume: Option<VolumeHit>,
 }
 
 impl Scored {
@@ -213,6 +215,8 @@ pub struct Pipeline {
     suppressions: Arc<Suppressions>,
     /// The rule that flags a conversation by its packet rate ([`volume`]).
     volume: VolumeConfig,
+    /// New UDP conversations per target, for the rule's second half ([`TargetRates`]).
+    targets: TargetRates,
 }
 
 /// The verdicts of recent model inputs, for connections that repeat them exactly: a flood's,
@@ -326,6 +330,7 @@ impl Pipeline {
             overrides: ThresholdOverride::default(),
             suppressions: Arc::default(),
             volume: VolumeConfig::default(),
+            targets: TargetRates::default(),
         })
     }
 
@@ -353,6 +358,11 @@ impl Pipeline {
         let n = events.iter().filter(|e| e.record().is_some()).count();
         let mut batch = Batch::with_capacity(n);
         for e in events {
+            if let ConnEvent::Opened(s) = e {
+                let id = &s.id;
+                self.targets
+                    .opened(id.transport, id.resp_addr, id.resp_port, id.start_unix_ns);
+            }
             if let Some(f) = self.engine.on_event(e)
                 && let Some(r) = e.record()
             {
@@ -368,6 +378,8 @@ impl Pipeline {
     pub fn process_records(&mut self, recs: &[ConnectionRecord]) -> Vec<Scored> {
         let mut batch = Batch::with_capacity(recs.len());
         for r in recs {
+            self.targets
+                .opened(r.transport, r.resp_addr, r.resp_port, r.start_unix_ns);
             let f = self.engine.push(r);
             batch.push(&self.engine, f, r);
         }
@@ -426,12 +438,18 @@ impl Pipeline {
             .zip(recs)
             .zip(colds)
         {
+            let mut volume = None;
             if not_scored.is_some() {
                 verdict.anomalous = false;
                 verdict.score = 0.0;
                 verdict.detector = crate::model::Detector::None;
                 verdict.withdrawn_by_attack_boxes = false;
-            } else if let Some(hit) = self.volume.judge(rec) {
+            } else {
+                // Every UDP verdict counts towards its target's answered share.
+                let target = self.targets.judge(&self.volume, rec);
+                volume = self.volume.judge(rec).or(target);
+            }
+            if let Some(hit) = volume {
                 // A flood by its rate, whatever the model said of its features.
                 verdict.anomalous = true;
                 verdict.score = verdict.score.max(hit.ratio);
@@ -444,6 +462,7 @@ impl Pipeline {
                 not_scored,
                 suppressed_by: None,
                 cold,
+                volume,
             };
             // Rules are tried on anomalous connections only, so normal traffic costs one test.
             if s.verdict.anomalous && !self.suppressions.is_empty() {
@@ -535,6 +554,11 @@ impl Pipeline {
 
     pub fn engine(&self) -> &FeatureEngine {
         &self.engine
+    }
+
+    /// The volume rule's per-target counts ([`TargetRates`]), for their metrics.
+    pub fn targets(&self) -> &TargetRates {
+        &self.targets
     }
 }
 

@@ -43,12 +43,12 @@ pub mod line;
 pub use line::{Example, FeatureMean, IncidentKind, IncidentLine, IncidentState};
 
 use crate::{
-    detect::Scored,
+    detect::{Scored, VolumeScope},
     features::ColdWindow,
     flows::{ConnId, ConnectionRecord, EndReason, Transport},
     hashing::{Map, Set},
     kdd::{FEATURE_NAMES, FeatureSet, KddFeatures},
-    model::{Detector, Verdict},
+    model::Verdict,
 };
 
 /// When evidence becomes an incident, and how long incidents last.
@@ -185,8 +185,8 @@ impl Evidence {
             return;
         }
         self.anomalous += 1;
-        if s.verdict.detector == Detector::Volume {
-            let pps = crate::detect::volume::orig_packets_per_second(rec);
+        if let Some(hit) = s.volume {
+            let pps = hit.packets_per_second;
             self.peak_pps = Some(self.peak_pps.map_or(pps, |p| p.max(pps)));
         }
         self.sources.insert(rec.orig_addr);
@@ -460,7 +460,8 @@ impl IncidentTracker {
     /// after its last evidence, as any other.
     fn pin_if_live(&mut self, key: Key, rec: &ConnectionRecord, s: &Scored) {
         let pinned = rec.end_reason == EndReason::Ongoing
-            && s.verdict.detector == Detector::Volume
+            && s.volume
+                .is_some_and(|h| h.scope == VolumeScope::Conversation)
             && self.live.len() < self.config.max_candidates;
         if !pinned || self.live.contains_key(&rec.id()) {
             return;
@@ -481,8 +482,8 @@ impl IncidentTracker {
         inc.live = inc.live.saturating_sub(1);
         let e = &mut inc.evidence;
         e.last_ns = e.last_ns.max(rec.end_unix_ns);
-        if s.verdict.detector == Detector::Volume {
-            let pps = crate::detect::volume::orig_packets_per_second(rec);
+        if let Some(hit) = s.volume {
+            let pps = hit.packets_per_second;
             e.peak_pps = Some(e.peak_pps.map_or(pps, |p| p.max(pps)));
         }
         inc.dirty = true;

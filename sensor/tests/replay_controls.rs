@@ -225,7 +225,10 @@ fn a_config_files_thresholds_and_incident_settings_apply_to_replay() {
 /// Floods that keep one conversation, and a person's pings beside them: 198.18.1.1 sends
 /// 3,000 echo requests with one identifier 200 us apart (5,000 per second), each answered;
 /// 198.18.1.3 sends 20,000 UDP datagrams from one source port 50 us apart to a port that
-/// never answers; 198.18.1.2 pings once a second for ten seconds.
+/// never answers; 198.18.1.2 pings once a second for ten seconds. And floods of one datagram
+/// per conversation: 198.18.1.4 sends 10,000 UDP datagrams from changing source ports 100 us
+/// apart to port 53 of 198.18.2.4, which never answers (`hping3 --udp`'s default); 198.18.1.5
+/// as many queries to 198.18.2.5, a busy resolver that answers all but every hundredth.
 fn floods_in_one_conversation() -> Vec<u8> {
     let echo = |src, dst, kind| {
         ethernet(
@@ -251,6 +254,14 @@ fn floods_in_one_conversation() -> Vec<u8> {
         f.push(t, echo(v4(1, 2), v4(2, 1), 8));
         f.push(t + MS, echo(v4(2, 1), v4(1, 2), 0));
     }
+    for i in 0..10_000u64 {
+        let (t, port) = (T0 + i * 100_000, 1_024 + i as u16);
+        f.push(t, udp4(v4(1, 4), port, v4(2, 4), 53, &[0x42; 32]));
+        f.push(t + 30_000, udp4(v4(1, 5), port, v4(2, 5), 53, &[0x42; 32]));
+        if i % 100 != 0 {
+            f.push(t + 500_000, udp4(v4(2, 5), 53, v4(1, 5), port, &[0x24; 64]));
+        }
+    }
     f.0.sort_by_key(|(t, _)| *t);
     f.pcap(DataLink::ETHERNET)
 }
@@ -270,16 +281,45 @@ fn floods_in_one_conversation_are_flagged_by_their_rate_unless_the_site_turns_th
             .count()
     };
     assert_eq!(opened(&lines, "icmp_flood"), 1, "{lines:?}");
-    assert_eq!(opened(&lines, "udp_flood"), 1, "{lines:?}");
+    assert_eq!(opened(&lines, "udp_flood"), 2, "{lines:?}");
+    let mut udp_targets: Vec<String> = of_type(&lines, "incident")
+        .into_iter()
+        .filter(|v| v["state"] == "open" && v["kind"] == "udp_flood")
+        .map(|v| v["targets"][0].as_str().unwrap_or_default().to_string())
+        .collect();
+    udp_targets.sort();
+    assert_eq!(
+        udp_targets,
+        ["198.18.2.3", "198.18.2.4"],
+        "not the resolver"
+    );
+    // The flood of one datagram per conversation: all but the first 99 flagged (judged
+    // before the target's answered share counts) at their early verdicts, every one at its
+    // final record; the resolver's unanswered hundredth are not.
+    let flagged = anomalous_from(&rows, "198.18.1.4");
+    assert_eq!(flagged, 10_000, "{flagged} of 10,000");
+    let by_volume_from = |src: &str| {
+        rows.lines()
+            .filter(|l| l.contains(&format!("\"orig_addr\":\"{src}\"")))
+            .filter(|l| l.contains("\"detector\":\"volume\""))
+            .count()
+    };
+    assert_eq!(by_volume_from("198.18.1.5"), 0, "a busy resolver");
+    assert_eq!(by_volume_from("198.18.1.4"), 10_000);
     assert_eq!(anomalous_from(&rows, "198.18.1.1"), 1);
     assert_eq!(anomalous_from(&rows, "198.18.1.3"), 1);
     assert_eq!(anomalous_from(&rows, "198.18.1.2"), 0, "a person's pings");
     let alerts = of_type(&lines, "alert");
-    for (src, pps) in [("198.18.1.1", 5_000.0), ("198.18.1.3", 20_000.0)] {
+    for (src, pps, scope) in [
+        ("198.18.1.1", 5_000.0, "conversation"),
+        ("198.18.1.3", 20_000.0, "conversation"),
+        ("198.18.1.4", 10_000.0, "target"),
+    ] {
         let a: Vec<_> = alerts.iter().filter(|a| a["orig_addr"] == src).collect();
         assert!(!a.is_empty(), "no alert from {src}");
         for a in a {
             assert_eq!(a["detector"], "volume", "{a}");
+            assert_eq!(a["volume_scope"], scope, "{a}");
             let got = a["packets_per_second"].as_f64().unwrap();
             assert!(
                 (got - pps).abs() / pps < 0.01,

@@ -10,8 +10,9 @@
 //! * the ring buffer is made tiny, so that connection events are dropped under bursts of
 //!   normal connections: the table scan must recover every finished connection;
 //! * floods that keep one conversation (`ping -f`, hping3's UDP datagrams from one source
-//!   port), which the model sees as one ordinary exchange each: the volume rule must report
-//!   each as an incident by its rate while a client's ordinary pings stay normal.
+//!   port), which the model sees as one ordinary exchange each, and hping3's default UDP flood
+//!   (a new source port per datagram: one ordinary conversation each): the volume rule must
+//!   report each as an incident by its rate while a client's ordinary pings stay normal.
 //!
 //! Test-size choices (the only settings besides the lab's interfaces, files and metrics
 //! address): `--table-size 4096` for the flood (the shipped 262,144 would need a flood 64 times
@@ -29,7 +30,7 @@ use integration_tests::{lab::Proc, require_root, sensor_bin, wait_until};
 use xtask::{
     gateway::{
         self, CLIENT, FLOOD_SOURCE, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts,
-        UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+        PORT_SCAN_SOURCE, PORT_SCAN_TARGET, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
     },
     lab::TempDir,
     metrics,
@@ -655,8 +656,10 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
 /// conversation, so that the model, which reads one row per conversation, sees one ordinary
 /// exchange. `ping -f` (one echo identifier, 5,000 requests, answered by the server) and hping3
 /// UDP datagrams from one source port to a closed port (20,000, every 10 us at most, unanswered
-/// but for the server's rate-limited ICMP errors), each bounded by count and `timeout`, while a
-/// client pings the same server as a person would. Shipped settings.
+/// but for the server's rate-limited ICMP errors); then hping3's default UDP flood, a new
+/// source port per datagram (20,000 to closed port 53 of another host), whose conversations
+/// are one datagram each. Each is bounded by count and `timeout`, while a client pings the
+/// same server as a person would. Shipped settings.
 #[test]
 fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     require_root();
@@ -722,6 +725,36 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
         udp_text.contains("20000 packets transmitted"),
         "hping3: {udp_text}"
     );
+    let spread = lab
+        .lab
+        .attacker
+        .cmd("timeout")
+        .args([
+            "20",
+            "hping3",
+            "-q",
+            "--udp",
+            "-p",
+            "53",
+            "-a",
+            PORT_SCAN_SOURCE,
+            "-i",
+            "u10",
+            "-c",
+            "20000",
+            PORT_SCAN_TARGET,
+        ])
+        .output()
+        .expect("hping3 --udp, changing ports");
+    let spread_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&spread.stdout),
+        String::from_utf8_lossy(&spread.stderr)
+    );
+    assert!(
+        spread_text.contains("20000 packets transmitted"),
+        "hping3: {spread_text}"
+    );
     let pinged = pings.join().expect("ping thread").expect("ping");
     assert!(pinged.status.success(), "the client's pings: {pinged:?}");
 
@@ -736,7 +769,7 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     };
     assert!(
         wait_until(Duration::from_secs(15), || opened("\"icmp_flood\"") > 0
-            && opened("\"udp_flood\"") > 0),
+            && opened("\"udp_flood\"") > 1),
         "no incidents: {}",
         std::fs::read_to_string(&alerts_file).unwrap_or_default()
     );
@@ -749,12 +782,14 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
             .filter(|a| a["type"] == "incident" && a["state"] == "open" && a["kind"] == kind)
             .collect()
     };
-    let (icmp, udp) = (incidents("icmp_flood"), incidents("udp_flood"));
+    let (icmp, mut udp) = (incidents("icmp_flood"), incidents("udp_flood"));
     assert_eq!(icmp.len(), 1, "one incident for the ping flood: {icmp:?}");
-    assert_eq!(udp.len(), 1, "one incident for the UDP flood: {udp:?}");
+    assert_eq!(udp.len(), 2, "one incident for each UDP flood: {udp:?}");
+    udp.sort_by_key(|inc| inc["targets"][0].as_str().unwrap_or_default().to_string());
     for (inc, source, target, floor) in [
         (icmp[0], FLOOD_SOURCE, HTTP_SERVER, 1_000.0),
-        (udp[0], UDP_SCAN_SOURCE, UDP_SCAN_TARGET, 5_000.0),
+        (udp[0], PORT_SCAN_SOURCE, PORT_SCAN_TARGET, 5_000.0),
+        (udp[1], UDP_SCAN_SOURCE, UDP_SCAN_TARGET, 5_000.0),
     ] {
         assert_eq!(inc["sources"], serde_json::json!([source]), "{inc}");
         assert_eq!(inc["targets"], serde_json::json!([target]), "{inc}");
@@ -770,7 +805,8 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     assert!(!by_volume.is_empty(), "no volume verdict in the records");
     for r in &by_volume {
         assert!(
-            r["orig_addr"] == FLOOD_SOURCE || r["orig_addr"] == UDP_SCAN_SOURCE,
+            [FLOOD_SOURCE, UDP_SCAN_SOURCE, PORT_SCAN_SOURCE]
+                .contains(&r["orig_addr"].as_str().unwrap_or_default()),
             "the volume rule flagged {r}"
         );
         assert_eq!(r["anomalous"], true, "{r}");
@@ -789,10 +825,10 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     for r in &client_pings {
         assert_eq!(r["anomalous"], false, "an ordinary ping flagged: {r}");
     }
-    for kind in ["icmp_flood", "udp_flood"] {
+    for (kind, n) in [("icmp_flood", 1.0), ("udp_flood", 2.0)] {
         assert_eq!(
             metrics::sum(&metrics, "sensor_incidents_total", &[("kind", kind)]),
-            1.0,
+            n,
             "sensor_incidents_total{{kind={kind:?}}}"
         );
     }

@@ -22,12 +22,16 @@
 //!   few thousand). Answered UDP at any rate is a conversation (QUIC, a VPN, a call), and
 //!   multicast and broadcast streams are not judged (`NotScored::GroupDestination`).
 //!
+//! Its second half, [`TargetRates`], judges a UDP flood from changing source ports (one
+//! conversation per datagram, each ordinary) by its target's rate instead.
+//!
 //! TCP is left to the model: a SYN, ACK or RST flood is many connections or a connection
 //! without a handshake, which the model and the incidents' `flood` already catch, and an
 //! established TCP connection at any rate is a transfer.
 //!
-//! A flagged conversation is anomalous with detector `volume` and a combined score of its rate
-//! over the threshold (at least 1), and opens its flood incident by itself
+//! A flagged conversation is anomalous with detector `volume` and a combined score of the
+//! larger of the model's and its rate over the threshold (at least 1), and opens its flood
+//! incident by itself
 //! (`crate::incidents`): the rate is the evidence that a hundred anomalous connections are for
 //! the model's verdicts. The thresholds are settings (`[volume]` in the configuration file): a
 //! site with a legitimate faster one-way stream raises them, or silences the stream with a
@@ -61,10 +65,23 @@ impl Default for VolumeConfig {
     }
 }
 
+/// Whose rate a [`VolumeHit`] measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeScope {
+    /// The conversation's own packets ([`VolumeConfig::judge`]).
+    Conversation,
+    /// New unanswered UDP conversations to one service of one host ([`TargetRates`]).
+    Target,
+}
+
 /// What the rule found in a conversation it flags.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct VolumeHit {
-    /// The originator's mean packets per second over the conversation so far.
+    pub scope: VolumeScope,
+    /// [`VolumeScope::Conversation`]: the originator's mean packets per second over the
+    /// conversation so far. [`VolumeScope::Target`]: the new conversations per second to its
+    /// target's service (at least one datagram each).
     pub packets_per_second: f64,
     /// That rate over the threshold it passed (at least 1): the verdict's combined score.
     pub ratio: f64,
@@ -85,17 +102,159 @@ impl VolumeConfig {
         }
         let threshold = match rec.transport {
             Transport::Icmp if rec.is_icmp_echo() => self.icmp_echo_pps,
-            // At most 1% answered, in integers: 100 * answers <= datagrams.
-            Transport::Udp if rec.resp_packets.saturating_mul(100) <= rec.orig_packets => {
-                self.udp_one_way_pps
-            }
+            Transport::Udp if unanswered(rec) => self.udp_one_way_pps,
             _ => return None,
         };
         let pps = orig_packets_per_second(rec);
         (threshold > 0.0 && pps >= threshold).then_some(VolumeHit {
+            scope: VolumeScope::Conversation,
             packets_per_second: pps,
             ratio: pps / threshold,
         })
+    }
+}
+
+/// Whether the responder answered at most 1% of the originator's packets (in integers:
+/// `100 * answers <= packets`).
+fn unanswered(rec: &ConnectionRecord) -> bool {
+    rec.resp_packets.saturating_mul(100) <= rec.orig_packets
+}
+
+/// Targets followed at most; beyond, the ones quiet for two seconds are forgotten, and a new
+/// target finds no room until some are ([`TargetRates::untracked`]). A UDP scan touches a new
+/// port per datagram: it fills the map with targets of one conversation each, none a flood.
+const MAX_TARGETS: usize = 65_536;
+/// How often a target's verdict counts are halved, so that its answered share follows its
+/// recent conversations.
+const JUDGED_SECS: u64 = 10;
+/// Verdicts a target's answered share needs before it counts: the first few conversations of
+/// a busy server can be the unanswered ones.
+const MIN_JUDGED: u64 = 100;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// The second half of the volume rule: a UDP flood from changing source ports (`hping3 --udp
+/// --flood` by default) is one conversation of one datagram per packet, each ordinary, and no
+/// conversation has a rate. Its target's service receives them at the rate instead. This counts,
+/// for each UDP service of each host (address and port), the conversations that began in each
+/// second (from their `Opened` events, so a second is complete when its conversations' early
+/// verdicts come, a second after each began), and the verdicts on its conversations over the
+/// last [`JUDGED_SECS`], answered or not. An unanswered conversation is flagged when its
+/// target's service received at least [`VolumeConfig::udp_one_way_pps`] new conversations in the
+/// second it began (or the next), and at most 1% of the target's conversations judged lately
+/// (at least [`MIN_JUDGED`] of them) were answered: a busy resolver receives as many, and
+/// answers them.
+#[derive(Debug, Default)]
+pub struct TargetRates {
+    targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
+    untracked: u64,
+}
+
+/// One target's counts; see [`TargetRates`].
+#[derive(Clone, Copy, Debug, Default)]
+struct TargetCounts {
+    /// The latest second (Unix seconds) a conversation began in, how many did, and how many
+    /// began in the second before it.
+    second: u64,
+    opened: u32,
+    opened_before: u32,
+    /// Verdicts on the target's conversations since the second `judged_since`.
+    judged_since: u64,
+    answered: u32,
+    unanswered: u32,
+}
+
+impl TargetCounts {
+    /// Conversations that began in the second `s`, while it is one of the last two.
+    fn opened_in(&self, s: u64) -> u32 {
+        if s == self.second {
+            self.opened
+        } else if s + 1 == self.second {
+            self.opened_before
+        } else {
+            0
+        }
+    }
+}
+
+impl TargetRates {
+    /// A conversation began (its `Opened` event, or a record pushed without events).
+    pub fn opened(
+        &mut self,
+        rec_transport: Transport,
+        target: std::net::IpAddr,
+        port: u16,
+        start_ns: u64,
+    ) {
+        if rec_transport != Transport::Udp {
+            return;
+        }
+        let s = start_ns / NS_PER_SEC;
+        let key = (target, port);
+        if !self.targets.contains_key(&key) && self.targets.len() >= MAX_TARGETS {
+            self.targets.retain(|_, c| c.second + 2 >= s);
+            if self.targets.len() >= MAX_TARGETS {
+                self.untracked += 1;
+                return;
+            }
+        }
+        let c = self.targets.entry(key).or_default();
+        if s == c.second {
+            c.opened = c.opened.saturating_add(1);
+        } else if s == c.second + 1 {
+            (c.second, c.opened_before, c.opened) = (s, c.opened, 1);
+        } else if s > c.second {
+            (c.second, c.opened_before, c.opened) = (s, 0, 1);
+        } else if s + 1 == c.second {
+            // A second late (an event the table scan recovered).
+            c.opened_before = c.opened_before.saturating_add(1);
+        }
+    }
+
+    /// Counts the verdict on `rec` towards its target's answered share, and flags it if it is
+    /// an unanswered UDP conversation to a target flooded as [`TargetRates`] says.
+    pub fn judge(&mut self, cfg: &VolumeConfig, rec: &ConnectionRecord) -> Option<VolumeHit> {
+        if !cfg.enabled || rec.transport != Transport::Udp {
+            return None;
+        }
+        let c = self.targets.get_mut(&(rec.resp_addr, rec.resp_port))?;
+        let now = rec.final_unix_ns.max(rec.end_unix_ns) / NS_PER_SEC;
+        if now >= c.judged_since + JUDGED_SECS {
+            (c.judged_since, c.answered, c.unanswered) = (now, c.answered / 2, c.unanswered / 2);
+        }
+        let quiet = unanswered(rec);
+        if quiet {
+            c.unanswered = c.unanswered.saturating_add(1);
+        } else {
+            c.answered = c.answered.saturating_add(1);
+        }
+        let judged = u64::from(c.answered) + u64::from(c.unanswered);
+        let s = rec.start_unix_ns / NS_PER_SEC;
+        let rate = f64::from(c.opened_in(s).max(c.opened_in(s + 1)));
+        let threshold = cfg.udp_one_way_pps;
+        (quiet
+            && threshold > 0.0
+            && rate >= threshold
+            && judged >= MIN_JUDGED
+            && u64::from(c.unanswered) * 100 >= judged * 99)
+            .then_some(VolumeHit {
+                scope: VolumeScope::Target,
+                packets_per_second: rate,
+                ratio: rate / threshold,
+            })
+    }
+
+    /// New targets not followed because the map was full of recent ones.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+
+    /// Targets followed now.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
     }
 }
 
@@ -234,5 +393,110 @@ mod tests {
             ..VolumeConfig::default()
         };
         assert!(off.judge(&conv(ICMP, Some(8), 20_000, 0, 1_000)).is_none());
+    }
+
+    /// One-datagram UDP conversations to port 53 of the target, `per_second` of them over
+    /// `secs` seconds from `first_port`, each answered unless `answered(i)` says not; every
+    /// one is opened, then each judged at its early verdict (a second after it began), as
+    /// the pipeline sees them. How many were flagged, and the largest rate found.
+    fn udp_burst(
+        rates: &mut TargetRates,
+        per_second: u64,
+        secs: u64,
+        answered: impl Fn(u64) -> bool,
+    ) -> (usize, f64) {
+        let v = VolumeConfig::default();
+        let n = per_second * secs;
+        let gap_ns = NS_PER_SEC / per_second;
+        let convs: Vec<ConnectionRecord> = (0..n)
+            .map(|i| {
+                let mut c = conv(UDP, None, 1, u64::from(answered(i)), 0);
+                c.orig_port = 1024 + (i % 60_000) as u16;
+                c.start_unix_ns += i * gap_ns;
+                c.end_unix_ns = c.start_unix_ns;
+                c.final_unix_ns = c.start_unix_ns + NS_PER_SEC;
+                c
+            })
+            .collect();
+        let (mut flagged, mut peak) = (0, 0f64);
+        let mut judged = 0;
+        for c in &convs {
+            rates.opened(c.transport, c.resp_addr, c.resp_port, c.start_unix_ns);
+            // The early verdicts due by now.
+            while convs[judged].final_unix_ns <= c.start_unix_ns {
+                if let Some(h) = rates.judge(&v, &convs[judged]) {
+                    assert_eq!(h.scope, VolumeScope::Target);
+                    flagged += 1;
+                    peak = peak.max(h.packets_per_second);
+                }
+                judged += 1;
+            }
+        }
+        for c in &convs[judged..] {
+            if let Some(h) = rates.judge(&v, c) {
+                flagged += 1;
+                peak = peak.max(h.packets_per_second);
+            }
+        }
+        (flagged, peak)
+    }
+
+    #[test]
+    fn a_flood_of_one_datagram_conversations_is_flagged_by_its_targets_rate() {
+        // `hping3 --udp --flood` to a closed port: 10,000 a second for three seconds.
+        let mut rates = TargetRates::default();
+        let (flagged, peak) = udp_burst(&mut rates, 10_000, 3, |_| false);
+        // All but the first 99, judged before the target's share counts.
+        assert_eq!(flagged, 30_000 - 99);
+        assert_eq!(peak, 10_000.0);
+        // Under the bar: 4,000 a second.
+        let mut rates = TargetRates::default();
+        assert_eq!(udp_burst(&mut rates, 4_000, 3, |_| false), (0, 0.0));
+        // Off.
+        let mut rates = TargetRates::default();
+        let c = conv(UDP, None, 1, 0, 0);
+        for _ in 0..10_000 {
+            rates.opened(UDP, c.resp_addr, c.resp_port, c.start_unix_ns);
+        }
+        let off = VolumeConfig {
+            enabled: false,
+            ..VolumeConfig::default()
+        };
+        assert!(rates.judge(&off, &c).is_none());
+        let on = VolumeConfig::default();
+        let flagged = (0..100).filter(|_| rates.judge(&on, &c).is_some()).count();
+        assert_eq!(flagged, 1, "the hundredth verdict");
+    }
+
+    #[test]
+    fn a_busy_resolver_answers_and_is_not_a_flood() {
+        // 10,000 queries a second, every hundredth unanswered (1%): the unanswered ones are
+        // not flagged, since the server answers its traffic.
+        let mut rates = TargetRates::default();
+        assert_eq!(udp_burst(&mut rates, 10_000, 3, |i| i % 100 != 0), (0, 0.0));
+        // Half unanswered: not a flood by this rule either (at most 1% may be answered).
+        let mut rates = TargetRates::default();
+        assert_eq!(udp_burst(&mut rates, 10_000, 3, |i| i % 2 == 0), (0, 0.0));
+    }
+
+    #[test]
+    fn a_scan_of_many_ports_fills_the_targets_only_up_to_their_bound() {
+        let mut rates = TargetRates::default();
+        let c = conv(UDP, None, 1, 0, 0);
+        let t = c.start_unix_ns;
+        for port in 0..MAX_TARGETS {
+            rates.opened(UDP, c.resp_addr, port as u16, t);
+        }
+        assert_eq!(rates.len(), MAX_TARGETS);
+        // Full of targets touched this second: a new one is not followed, and counted.
+        let other: std::net::IpAddr = "198.18.0.9".parse().unwrap();
+        rates.opened(UDP, other, 53, t);
+        assert_eq!((rates.len(), rates.untracked()), (MAX_TARGETS, 1));
+        // Three seconds later the quiet ones go.
+        rates.opened(UDP, other, 53, t + 3 * NS_PER_SEC);
+        assert_eq!((rates.len(), rates.untracked()), (1, 1));
+        // Other transports are not counted.
+        rates.opened(Transport::Tcp, other, 80, t + 3 * NS_PER_SEC);
+        assert_eq!(rates.len(), 1);
     }
 }

@@ -114,6 +114,8 @@ struct Detection {
     window_connections: IntGauge,
     window_evictions: IntCounter,
     window_resumed: IntCounterVec,
+    volume_targets: IntGauge,
+    volume_targets_untracked: IntCounter,
     output_errors: IntCounter,
     incidents: IntCounterVec,
     incidents_open: IntGaugeVec,

@@ -61,6 +61,7 @@ fn flagged() -> Scored {
         not_scored: None,
         suppressed_by: None,
         cold: None,
+        volume: None,
     }
 }
 
@@ -192,16 +193,25 @@ fn udp_stream(src: IpAddr, packets: u64, end_reason: EndReason) -> ConnectionRec
 fn one_conversation_at_a_floods_rate_opens_its_flood_once() {
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
-    let mut by_volume = flagged();
-    by_volume.verdict.detector = Detector::Volume;
+    // The rule's verdicts: 20,000 per second over the first second, 30,000 over the flood.
+    let by_volume = |pps: f64| {
+        let mut s = flagged();
+        s.verdict.detector = Detector::Volume;
+        s.volume = Some(crate::detect::VolumeHit {
+            scope: crate::detect::VolumeScope::Conversation,
+            packets_per_second: pps,
+            ratio: pps / 5_000.0,
+        });
+        s
+    };
     // The early verdict opens the flood at once; the final record of the same conversation
     // (a minute later, after the UDP timeout) adds nothing.
     let early = udp_stream(addr(1), 20_000, EndReason::Ongoing);
-    tracker.observe(&early, &by_volume, T0 + S, &mut out);
+    tracker.observe(&early, &by_volume(20_000.0), T0 + S, &mut out);
     let mut last = udp_stream(addr(1), 40_000, EndReason::Idle);
     last.end_unix_ns = T0 + 2 * S;
     last.final_unix_ns = T0 + 62 * S;
-    tracker.observe(&last, &by_volume, last.final_unix_ns, &mut out);
+    tracker.observe(&last, &by_volume(30_000.0), last.final_unix_ns, &mut out);
     tracker.finish(&mut out);
     let opens: Vec<&IncidentLine> = out
         .iter()

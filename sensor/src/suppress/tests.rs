@@ -69,6 +69,7 @@ fn scored(service: &str, detector: Detector) -> Scored {
         not_scored: None,
         suppressed_by: None,
         cold: None,
+        volume: None,
     }
 }
 

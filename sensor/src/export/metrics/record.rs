@@ -184,6 +184,17 @@ impl Metrics {
         }
     }
 
+    /// The volume rule's per-target counts ([`crate::detect::TargetRates`]).
+    pub fn set_volume_targets(&self, t: &crate::detect::TargetRates) {
+        let d = &self.detection;
+        d.volume_targets
+            .set(i64::try_from(t.len()).unwrap_or(i64::MAX));
+        d.volume_targets_untracked.inc_by(
+            t.untracked()
+                .saturating_sub(d.volume_targets_untracked.get()),
+        );
+    }
+
     /// Counts a failed write of an alert or record line.
     pub fn output_error(&self) {
         self.detection.output_errors.inc();

@@ -239,6 +239,22 @@ impl Detection {
                 &["outcome"],
             )
         );
+        let volume_targets = registered!(
+            registry,
+            "sensor_volume_targets",
+            IntGauge::new(
+                "sensor_volume_targets",
+                "UDP services of hosts (address and port) whose new conversations per second the volume rule follows (at most 65,536).",
+            )
+        );
+        let volume_targets_untracked = registered!(
+            registry,
+            "sensor_volume_targets_untracked_total",
+            IntCounter::new(
+                "sensor_volume_targets_untracked_total",
+                "New UDP conversations to a service the volume rule could not follow: the map of targets was full of ones active in the last two seconds (a wide UDP scan), so a flood of one-datagram conversations to it is not flagged by its rate.",
+            )
+        );
         let output_errors = registered!(
             registry,
             "sensor_output_errors_total",
@@ -288,6 +304,8 @@ impl Detection {
             window_connections,
             window_evictions,
             window_resumed,
+            volume_targets,
+            volume_targets_untracked,
             output_errors,
             incidents,
             incidents_open,

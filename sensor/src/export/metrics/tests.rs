@@ -92,6 +92,7 @@ fn a_scored_batch_publishes_its_histograms_when_dropped() {
         not_scored: None,
         suppressed_by: None,
         cold: None,
+        volume: None,
     };
     let count = |text: &str, name: &str| {
         text.lines()
