@@ -147,6 +147,9 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 pub struct TargetRates {
     targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
     untracked: u64,
+    /// The second of the last sweep of quiet targets: at most one a second, so that a full map
+    /// costs a scan of it per second, not per new target.
+    swept: Option<u64>,
 }
 
 /// One target's counts; see [`TargetRates`].
@@ -191,7 +194,10 @@ impl TargetRates {
         let s = start_ns / NS_PER_SEC;
         let key = (target, port);
         if !self.targets.contains_key(&key) && self.targets.len() >= MAX_TARGETS {
-            self.targets.retain(|_, c| c.second + 2 >= s);
+            if self.swept.is_none_or(|w| s > w) {
+                self.swept = Some(s);
+                self.targets.retain(|_, c| c.second + 2 >= s);
+            }
             if self.targets.len() >= MAX_TARGETS {
                 self.untracked += 1;
                 return;
@@ -492,9 +498,13 @@ mod tests {
         let other: std::net::IpAddr = "198.18.0.9".parse().unwrap();
         rates.opened(UDP, other, 53, t);
         assert_eq!((rates.len(), rates.untracked()), (MAX_TARGETS, 1));
+        // One sweep a second: the next new target of the second is not followed either.
+        rates.opened(UDP, other, 54, t);
+        assert_eq!((rates.len(), rates.untracked()), (MAX_TARGETS, 2));
+        assert_eq!(rates.swept, Some(t / NS_PER_SEC));
         // Three seconds later the quiet ones go.
         rates.opened(UDP, other, 53, t + 3 * NS_PER_SEC);
-        assert_eq!((rates.len(), rates.untracked()), (1, 1));
+        assert_eq!((rates.len(), rates.untracked()), (1, 2));
         // Other transports are not counted.
         rates.opened(Transport::Tcp, other, 80, t + 3 * NS_PER_SEC);
         assert_eq!(rates.len(), 1);
