@@ -289,6 +289,8 @@ struct Batch<'a> {
     context_rows: Vec<KddFeatures>,
     /// Each connection's cold host window, if its verdict is the mean over its contexts.
     colds: Vec<Option<ColdWindow>>,
+    /// What the volume rule's per-target half found, judged in event order ([`TargetRates`]).
+    target_hits: Vec<Option<VolumeHit>>,
 }
 
 impl<'a> Batch<'a> {
@@ -300,12 +302,23 @@ impl<'a> Batch<'a> {
             contexts: Vec::new(),
             context_rows: Vec::new(),
             colds: Vec::with_capacity(n),
+            target_hits: Vec::with_capacity(n),
         }
     }
 
-    /// Adds the connection whose features `engine` computed last.
-    fn push(&mut self, engine: &FeatureEngine, f: KddFeatures, rec: &'a ConnectionRecord) {
+    /// Adds the connection whose features `engine` computed last; `targets` judges it by its
+    /// target's rate now, in event order, where the model judges it.
+    fn push(
+        &mut self,
+        engine: &FeatureEngine,
+        f: KddFeatures,
+        rec: &'a ConnectionRecord,
+        targets: (&mut TargetRates, &VolumeConfig),
+    ) {
         let scope = NotScored::of(rec);
+        let (rates, volume) = targets;
+        self.target_hits
+            .push(scope.is_none().then(|| rates.judge(volume, rec)).flatten());
         let cold = engine.last_cold().filter(|_| scope.is_none());
         if let Some(c) = cold {
             let from = self.context_rows.len();
@@ -360,13 +373,18 @@ impl Pipeline {
         for e in events {
             if let ConnEvent::Opened(s) = e {
                 let id = &s.id;
-                self.targets
-                    .opened(id.transport, id.resp_addr, id.resp_port, id.start_unix_ns);
+                self.targets.opened(
+                    &self.volume,
+                    id.transport,
+                    id.resp_addr,
+                    id.resp_port,
+                    id.start_unix_ns,
+                );
             }
             if let Some(f) = self.engine.on_event(e)
                 && let Some(r) = e.record()
             {
-                batch.push(&self.engine, f, r);
+                batch.push(&self.engine, f, r, (&mut self.targets, &self.volume));
             }
         }
         self.score(batch)
@@ -378,10 +396,15 @@ impl Pipeline {
     pub fn process_records(&mut self, recs: &[ConnectionRecord]) -> Vec<Scored> {
         let mut batch = Batch::with_capacity(recs.len());
         for r in recs {
-            self.targets
-                .opened(r.transport, r.resp_addr, r.resp_port, r.start_unix_ns);
+            self.targets.opened(
+                &self.volume,
+                r.transport,
+                r.resp_addr,
+                r.resp_port,
+                r.start_unix_ns,
+            );
             let f = self.engine.push(r);
-            batch.push(&self.engine, f, r);
+            batch.push(&self.engine, f, r, (&mut self.targets, &self.volume));
         }
         self.score(batch)
     }
@@ -394,6 +417,7 @@ impl Pipeline {
             contexts,
             context_rows,
             colds,
+            target_hits,
         } = batch;
         let verdicts = if contexts.is_empty() {
             self.verdicts(&features)
@@ -431,12 +455,13 @@ impl Pipeline {
             out
         };
         let mut out = Vec::with_capacity(features.len());
-        for ((((features, mut verdict), not_scored), rec), cold) in features
+        for (((((features, mut verdict), not_scored), rec), cold), target) in features
             .into_iter()
             .zip(verdicts)
             .zip(scopes)
             .zip(recs)
             .zip(colds)
+            .zip(target_hits)
         {
             let mut volume = None;
             if not_scored.is_some() {
@@ -445,8 +470,6 @@ impl Pipeline {
                 verdict.detector = crate::model::Detector::None;
                 verdict.withdrawn_by_attack_boxes = false;
             } else {
-                // Every UDP verdict counts towards its target's answered share.
-                let target = self.targets.judge(&self.volume, rec);
                 volume = self.volume.judge(rec).or(target);
             }
             if let Some(hit) = volume {

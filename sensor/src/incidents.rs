@@ -431,7 +431,7 @@ impl IncidentTracker {
             }
             return;
         }
-        if !s.verdict.anomalous || is_icmp_error(rec) {
+        if !s.verdict.anomalous || is_icmp_error(rec) || late_target_verdict(rec, s) {
             return;
         }
         let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
@@ -605,6 +605,19 @@ impl IncidentTracker {
             }
         }
     }
+}
+
+/// Whether `s` is the volume rule's verdict by its target's rate on the final record of a
+/// conversation old enough to have had its early verdict (`crate::detect::TargetRates`): a
+/// flood's conversation judged again a minute later (the UDP idle timeout), after the flood's
+/// incident may have closed. It counts towards that incident while it is open, and opens
+/// nothing: the flood was judged when it happened. (A conversation the rule flagged by its
+/// own rate keeps its incident open until its final record instead, `IncidentTracker::live`.)
+fn late_target_verdict(rec: &ConnectionRecord, s: &Scored) -> bool {
+    let early_ns = crate::lifecycle::LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER.as_nanos() as u64;
+    s.volume.is_some_and(|h| h.scope == VolumeScope::Target)
+        && rec.end_reason != EndReason::Ongoing
+        && rec.final_unix_ns.saturating_sub(rec.start_unix_ns) >= early_ns
 }
 
 /// The candidate keys of a connection, in the order an open incident claims it.

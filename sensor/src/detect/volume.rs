@@ -71,7 +71,8 @@ impl Default for VolumeConfig {
 pub enum VolumeScope {
     /// The conversation's own packets ([`VolumeConfig::judge`]).
     Conversation,
-    /// New unanswered UDP conversations to one service of one host ([`TargetRates`]).
+    /// New UDP conversations to one service of one host that answers at most 1% of them
+    /// ([`TargetRates`]).
     Target,
 }
 
@@ -81,7 +82,8 @@ pub struct VolumeHit {
     pub scope: VolumeScope,
     /// [`VolumeScope::Conversation`]: the originator's mean packets per second over the
     /// conversation so far. [`VolumeScope::Target`]: the new conversations per second to its
-    /// target's service (at least one datagram each).
+    /// target's service (at least one datagram each), answered or not, in the second it began
+    /// (or the next), or its flood episode's peak.
     pub packets_per_second: f64,
     /// That rate over the threshold it passed (at least 1): the verdict's combined score.
     pub ratio: f64,
@@ -120,9 +122,9 @@ fn unanswered(rec: &ConnectionRecord) -> bool {
     rec.resp_packets.saturating_mul(100) <= rec.orig_packets
 }
 
-/// Targets followed at most; beyond, the ones quiet for two seconds are forgotten, and a new
-/// target finds no room until some are ([`TargetRates::untracked`]). A UDP scan touches a new
-/// port per datagram: it fills the map with targets of one conversation each, none a flood.
+/// Targets followed at most; beyond, a new target finds no room until the once-a-second sweep
+/// forgets the quiet ones ([`TargetRates::untracked`]). A UDP scan touches a new port per
+/// datagram: it fills the map with targets of one conversation each, none a flood.
 const MAX_TARGETS: usize = 65_536;
 /// How often a target's verdict counts are halved, so that its answered share follows its
 /// recent conversations.
@@ -130,52 +132,84 @@ const JUDGED_SECS: u64 = 10;
 /// Verdicts a target's answered share needs before it counts: the first few conversations of
 /// a busy server can be the unanswered ones.
 const MIN_JUDGED: u64 = 100;
+/// Seconds of openings kept per target: a second is complete about one second after it ends
+/// (its conversations' early verdicts), and an `Opened` event the table scan recovered comes
+/// up to about a second late.
+const KEPT_SECS: u64 = 4;
+/// A target quiet this long is forgotten by the sweep.
+const QUIET_SECS: u64 = 4;
+/// Seconds between two flagged seconds that still make one flood (an episode, below).
+const EPISODE_GAP_SECS: u64 = 2;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// The second half of the volume rule: a UDP flood from changing source ports (`hping3 --udp
 /// --flood` by default) is one conversation of one datagram per packet, each ordinary, and no
 /// conversation has a rate. Its target's service receives them at the rate instead. This counts,
 /// for each UDP service of each host (address and port), the conversations that began in each
-/// second (from their `Opened` events, so a second is complete when its conversations' early
-/// verdicts come, a second after each began), and the verdicts on its conversations over the
-/// last [`JUDGED_SECS`], answered or not. An unanswered conversation is flagged when its
-/// target's service received at least [`VolumeConfig::udp_one_way_pps`] new conversations in the
-/// second it began (or the next), and at most 1% of the target's conversations judged lately
-/// (at least [`MIN_JUDGED`] of them) were answered: a busy resolver receives as many, and
-/// answers them.
+/// second, answered or not (from their `Opened` events, so a second is complete when its
+/// conversations' early verdicts come, a second after each began), and the verdicts on its
+/// conversations (each is judged about twice: early and final), answered or not, halved every
+/// [`JUDGED_SECS`]. An unanswered conversation is flagged when its target's service received
+/// at least [`VolumeConfig::udp_one_way_pps`] new conversations in the second it began (or the
+/// next), and at most 1% of the verdicts on the service's conversations (at least
+/// [`MIN_JUDGED`] of them) were answered: a busy resolver receives as many, and answers them.
+///
+/// The seconds so flagged make the target's flood *episode*. A conversation's final record
+/// comes a minute after its early verdict (the UDP idle timeout), when its second's count is
+/// long forgotten: an unanswered final record whose conversation began within the episode is
+/// flagged too, with the episode's peak, so that a flood's records agree with its early
+/// verdicts however long it lasts.
 #[derive(Debug, Default)]
 pub struct TargetRates {
     targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
+    /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
-    /// The second of the last sweep of quiet targets: at most one a second, so that a full map
-    /// costs a scan of it per second, not per new target.
-    swept: Option<u64>,
+    /// The latest second an opening began in (the clock of the sweep).
+    now_s: u64,
+    /// The second of the last sweep of quiet targets: one a second, so that the map costs a
+    /// scan of it per second, not per new target.
+    swept_s: u64,
 }
 
 /// One target's counts; see [`TargetRates`].
 #[derive(Clone, Copy, Debug, Default)]
 struct TargetCounts {
-    /// The latest second (Unix seconds) a conversation began in, how many did, and how many
-    /// began in the second before it.
+    /// The latest second (Unix seconds) a conversation began in, and the openings of it and
+    /// the [`KEPT_SECS`] - 1 before it, by second modulo [`KEPT_SECS`].
     second: u64,
-    opened: u32,
-    opened_before: u32,
+    opened: [u32; KEPT_SECS as usize],
     /// Verdicts on the target's conversations since the second `judged_since`.
     judged_since: u64,
     answered: u32,
     unanswered: u32,
+    /// The flood episode: the first and last second flagged, and the peak rate.
+    episode: Option<(u64, u64, u32)>,
 }
 
 impl TargetCounts {
-    /// Conversations that began in the second `s`, while it is one of the last two.
+    /// Conversations that began in the second `s`, while it is one of those kept.
     fn opened_in(&self, s: u64) -> u32 {
-        if s == self.second {
-            self.opened
-        } else if s + 1 == self.second {
-            self.opened_before
+        if s <= self.second && self.second - s < KEPT_SECS {
+            self.opened[(s % KEPT_SECS) as usize]
         } else {
             0
         }
+    }
+
+    /// Counts an opening in the second `s`; false if `s` is too late to count.
+    fn open(&mut self, s: u64) -> bool {
+        if s > self.second {
+            // Forget the seconds that fell out of the kept ones.
+            for k in (self.second + 1).max(s.saturating_sub(KEPT_SECS - 1))..=s {
+                self.opened[(k % KEPT_SECS) as usize] = 0;
+            }
+            self.second = s;
+        } else if self.second - s >= KEPT_SECS {
+            return false;
+        }
+        let slot = &mut self.opened[(s % KEPT_SECS) as usize];
+        *slot = slot.saturating_add(1);
+        true
     }
 }
 
@@ -183,36 +217,35 @@ impl TargetRates {
     /// A conversation began (its `Opened` event, or a record pushed without events).
     pub fn opened(
         &mut self,
-        rec_transport: Transport,
+        cfg: &VolumeConfig,
+        transport: Transport,
         target: std::net::IpAddr,
         port: u16,
         start_ns: u64,
     ) {
-        if rec_transport != Transport::Udp {
+        if !cfg.enabled || transport != Transport::Udp {
             return;
         }
         let s = start_ns / NS_PER_SEC;
+        if s > self.now_s {
+            self.now_s = s;
+        }
+        // One sweep a second.
+        if self.now_s != self.swept_s {
+            self.swept_s = self.now_s;
+            let now = self.now_s;
+            self.targets.retain(|_, c| {
+                c.second + QUIET_SECS > now
+                    || c.episode.is_some_and(|(_, last, _)| last + 120 > now)
+            });
+        }
         let key = (target, port);
         if !self.targets.contains_key(&key) && self.targets.len() >= MAX_TARGETS {
-            if self.swept.is_none_or(|w| s > w) {
-                self.swept = Some(s);
-                self.targets.retain(|_, c| c.second + 2 >= s);
-            }
-            if self.targets.len() >= MAX_TARGETS {
-                self.untracked += 1;
-                return;
-            }
+            self.untracked += 1;
+            return;
         }
-        let c = self.targets.entry(key).or_default();
-        if s == c.second {
-            c.opened = c.opened.saturating_add(1);
-        } else if s == c.second + 1 {
-            (c.second, c.opened_before, c.opened) = (s, c.opened, 1);
-        } else if s > c.second {
-            (c.second, c.opened_before, c.opened) = (s, 0, 1);
-        } else if s + 1 == c.second {
-            // A second late (an event the table scan recovered).
-            c.opened_before = c.opened_before.saturating_add(1);
+        if !self.targets.entry(key).or_default().open(s) {
+            self.untracked += 1;
         }
     }
 
@@ -225,7 +258,11 @@ impl TargetRates {
         let c = self.targets.get_mut(&(rec.resp_addr, rec.resp_port))?;
         let now = rec.final_unix_ns.max(rec.end_unix_ns) / NS_PER_SEC;
         if now >= c.judged_since + JUDGED_SECS {
-            (c.judged_since, c.answered, c.unanswered) = (now, c.answered / 2, c.unanswered / 2);
+            // Halved once per period gone by, so that a long quiet spell forgets.
+            let halvings = ((now - c.judged_since) / JUDGED_SECS).min(31) as u32;
+            c.answered >>= halvings;
+            c.unanswered >>= halvings;
+            c.judged_since = now;
         }
         let quiet = unanswered(rec);
         if quiet {
@@ -233,23 +270,43 @@ impl TargetRates {
         } else {
             c.answered = c.answered.saturating_add(1);
         }
+        if !quiet || cfg.udp_one_way_pps <= 0.0 {
+            return None;
+        }
         let judged = u64::from(c.answered) + u64::from(c.unanswered);
         let s = rec.start_unix_ns / NS_PER_SEC;
-        let rate = f64::from(c.opened_in(s).max(c.opened_in(s + 1)));
+        let count = c.opened_in(s).max(c.opened_in(s + 1));
         let threshold = cfg.udp_one_way_pps;
-        (quiet
-            && threshold > 0.0
-            && rate >= threshold
+        let flood = f64::from(count) >= threshold
             && judged >= MIN_JUDGED
-            && u64::from(c.unanswered) * 100 >= judged * 99)
-            .then_some(VolumeHit {
-                scope: VolumeScope::Target,
-                packets_per_second: rate,
-                ratio: rate / threshold,
-            })
+            && u64::from(c.unanswered) * 100 >= judged * 99;
+        let rate = if flood {
+            c.episode = Some(match c.episode {
+                Some((first, last, peak))
+                    if s <= last + EPISODE_GAP_SECS && s + EPISODE_GAP_SECS >= first =>
+                {
+                    (first.min(s), last.max(s), peak.max(count))
+                }
+                _ => (s, s, count),
+            });
+            count
+        } else {
+            // A conversation of the episode judged when its second is forgotten (its final
+            // record): flagged at the episode's peak.
+            match c.episode {
+                Some((first, last, peak)) if (first..=last).contains(&s) => peak,
+                _ => return None,
+            }
+        };
+        let rate = f64::from(rate);
+        Some(VolumeHit {
+            scope: VolumeScope::Target,
+            packets_per_second: rate,
+            ratio: rate / threshold,
+        })
     }
 
-    /// New targets not followed because the map was full of recent ones.
+    /// Openings not counted: their target found no room, or came too late.
     pub fn untracked(&self) -> u64 {
         self.untracked
     }
@@ -427,7 +484,7 @@ mod tests {
         let (mut flagged, mut peak) = (0, 0f64);
         let mut judged = 0;
         for c in &convs {
-            rates.opened(c.transport, c.resp_addr, c.resp_port, c.start_unix_ns);
+            rates.opened(&v, c.transport, c.resp_addr, c.resp_port, c.start_unix_ns);
             // The early verdicts due by now.
             while convs[judged].final_unix_ns <= c.start_unix_ns {
                 if let Some(h) = rates.judge(&v, &convs[judged]) {
@@ -462,7 +519,13 @@ mod tests {
         let mut rates = TargetRates::default();
         let c = conv(UDP, None, 1, 0, 0);
         for _ in 0..10_000 {
-            rates.opened(UDP, c.resp_addr, c.resp_port, c.start_unix_ns);
+            rates.opened(
+                &VolumeConfig::default(),
+                UDP,
+                c.resp_addr,
+                c.resp_port,
+                c.start_unix_ns,
+            );
         }
         let off = VolumeConfig {
             enabled: false,
@@ -487,26 +550,103 @@ mod tests {
 
     #[test]
     fn a_scan_of_many_ports_fills_the_targets_only_up_to_their_bound() {
+        let v = VolumeConfig::default();
         let mut rates = TargetRates::default();
         let c = conv(UDP, None, 1, 0, 0);
         let t = c.start_unix_ns;
         for port in 0..MAX_TARGETS {
-            rates.opened(UDP, c.resp_addr, port as u16, t);
+            rates.opened(&v, UDP, c.resp_addr, port as u16, t);
         }
         assert_eq!(rates.len(), MAX_TARGETS);
         // Full of targets touched this second: a new one is not followed, and counted.
         let other: std::net::IpAddr = "198.18.0.9".parse().unwrap();
-        rates.opened(UDP, other, 53, t);
+        rates.opened(&v, UDP, other, 53, t);
         assert_eq!((rates.len(), rates.untracked()), (MAX_TARGETS, 1));
         // One sweep a second: the next new target of the second is not followed either.
-        rates.opened(UDP, other, 54, t);
+        rates.opened(&v, UDP, other, 54, t);
         assert_eq!((rates.len(), rates.untracked()), (MAX_TARGETS, 2));
-        assert_eq!(rates.swept, Some(t / NS_PER_SEC));
-        // Three seconds later the quiet ones go.
-        rates.opened(UDP, other, 53, t + 3 * NS_PER_SEC);
+        assert_eq!(rates.swept_s, t / NS_PER_SEC);
+        // Once they are quiet for `QUIET_SECS`, the sweep forgets them.
+        rates.opened(&v, UDP, other, 53, t + QUIET_SECS * NS_PER_SEC);
         assert_eq!((rates.len(), rates.untracked()), (1, 2));
         // Other transports are not counted.
-        rates.opened(Transport::Tcp, other, 80, t + 3 * NS_PER_SEC);
+        rates.opened(&v, Transport::Tcp, other, 80, t + QUIET_SECS * NS_PER_SEC);
         assert_eq!(rates.len(), 1);
+    }
+
+    #[test]
+    fn a_long_floods_final_records_agree_with_its_early_verdicts() {
+        // Ten seconds of 10,000 a second; each conversation's final record a minute after its
+        // early verdict, when its second's count is long gone: flagged by the episode, at its
+        // peak. A conversation that began after the flood, to the same target, is not.
+        let v = VolumeConfig::default();
+        let mut rates = TargetRates::default();
+        let (flagged, _) = udp_burst(&mut rates, 10_000, 10, |_| false);
+        assert_eq!(flagged, 100_000 - 99);
+        let base = conv(UDP, None, 1, 0, 0);
+        let at = |start_s: u64| {
+            let mut c = base.clone();
+            c.start_unix_ns += start_s * NS_PER_SEC;
+            c.end_unix_ns = c.start_unix_ns;
+            c.final_unix_ns = c.start_unix_ns + 61 * NS_PER_SEC;
+            c
+        };
+        for start_s in [0, 5, 9] {
+            let hit = rates
+                .judge(&v, &at(start_s))
+                .expect("a flood's final record");
+            assert_eq!(hit.packets_per_second, 10_000.0);
+        }
+        assert!(rates.judge(&v, &at(30)).is_none(), "after the flood");
+        // The first 99, not flagged at their early verdicts, are at their final records.
+        assert!(rates.judge(&v, &at(0)).is_some());
+    }
+
+    #[test]
+    fn late_openings_count_in_their_second_and_quiet_spells_forget_the_answers() {
+        let v = VolumeConfig::default();
+        let c = conv(UDP, None, 1, 0, 0);
+        let mut counts = TargetCounts::default();
+        assert!(counts.open(10) && counts.open(12));
+        // Two seconds late (recovered by the table scan): still counted in its own second.
+        assert!(counts.open(10));
+        assert_eq!(
+            (
+                counts.opened_in(10),
+                counts.opened_in(11),
+                counts.opened_in(12)
+            ),
+            (2, 0, 1)
+        );
+        // Past the seconds kept: not counted, and the caller counts it as untracked.
+        assert!(counts.open(20));
+        assert!(!counts.open(16));
+        assert_eq!(
+            counts.opened_in(12),
+            0,
+            "forgotten once out of the kept seconds"
+        );
+
+        // A resolver that answered 20,000 queries, then an hour of quiet, then a flood: the
+        // old answers are halved away, so the flood is flagged from its first hundred.
+        let mut rates = TargetRates::default();
+        let mut answered = c.clone();
+        answered.resp_packets = 1;
+        rates.opened(&v, UDP, c.resp_addr, c.resp_port, c.start_unix_ns);
+        for _ in 0..20_000 {
+            rates.judge(&v, &answered);
+        }
+        let hour = 3_600 * NS_PER_SEC;
+        let mut late = c.clone();
+        late.start_unix_ns += hour;
+        late.end_unix_ns = late.start_unix_ns;
+        late.final_unix_ns = late.start_unix_ns + NS_PER_SEC;
+        for _ in 0..10_000 {
+            rates.opened(&v, UDP, c.resp_addr, c.resp_port, late.start_unix_ns);
+        }
+        let flagged = (0..200)
+            .filter(|_| rates.judge(&v, &late).is_some())
+            .count();
+        assert!(flagged >= 100, "{flagged} of 200 after an hour's quiet");
     }
 }

@@ -83,9 +83,10 @@ pub struct IncidentLine {
     /// Connections on the incident's key while it was open, and how many were anomalous.
     pub connections: u64,
     pub anomalous_connections: u64,
-    /// The highest packet rate (the originator's packets per second) of a conversation the
-    /// volume rule flagged (`crate::detect::volume`): what makes one conversation a flood.
-    /// Absent where the rule flagged none.
+    /// The highest rate the volume rule found in the incident's connections
+    /// (`crate::detect::volume`): a conversation's own packets per second, or its target's new
+    /// conversations per second (`volume_scope` in their alerts). Absent where the rule flagged
+    /// none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_packets_per_second: Option<f64>,
     /// The features whose values set its anomalous connections apart most, with their mean.

@@ -231,3 +231,51 @@ fn one_conversation_at_a_floods_rate_opens_its_flood_once() {
     tracker.finish(&mut out);
     assert!(out.is_empty(), "{out:?}");
 }
+
+#[test]
+fn a_target_floods_final_records_a_minute_later_open_nothing_new() {
+    // A flood of one-datagram conversations, judged by its target's rate: 200 early verdicts
+    // in its second second open one `udp_flood`; it closes `quiet` after them; their final
+    // records a minute later (the UDP timeout), flagged again and 99 of them flagged only
+    // then, must not open a second incident.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let mut by_target = flagged();
+    by_target.verdict.detector = Detector::Volume;
+    by_target.volume = Some(crate::detect::VolumeHit {
+        scope: crate::detect::VolumeScope::Target,
+        packets_per_second: 8_000.0,
+        ratio: 1.6,
+    });
+    let conv = |i: u64, end_reason: EndReason| {
+        let mut c = udp_stream(addr(1), 1, end_reason);
+        c.orig_port = 1_024 + i as u16;
+        c.start_unix_ns = T0 + i * 1_000_000;
+        c.end_unix_ns = c.start_unix_ns;
+        c.final_unix_ns = match end_reason {
+            EndReason::Ongoing => c.start_unix_ns + S,
+            _ => c.start_unix_ns + 60 * S,
+        };
+        c
+    };
+    for i in 0..200 {
+        let c = conv(i, EndReason::Ongoing);
+        tracker.observe(&c, &by_target, c.final_unix_ns, &mut out);
+    }
+    for t in 2..60 {
+        tracker.tick(T0 + t * S, &mut out);
+    }
+    for i in 0..300 {
+        let c = conv(i, EndReason::Idle);
+        tracker.observe(&c, &by_target, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let states: Vec<IncidentState> = out.iter().map(|l| l.state).collect();
+    assert_eq!(
+        states,
+        [IncidentState::Open, IncidentState::Closed],
+        "{out:?}"
+    );
+    assert_eq!(out[0].kind, IncidentKind::UdpFlood);
+    assert_eq!(out[0].peak_packets_per_second, Some(8_000.0));
+}
