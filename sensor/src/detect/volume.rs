@@ -164,8 +164,6 @@ pub struct TargetRates {
     targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
-    /// The latest second an opening began in (the clock of the sweep).
-    now_s: u64,
     /// The second of the last sweep of quiet targets: one a second, so that the map costs a
     /// scan of it per second, not per new target.
     swept_s: u64,
@@ -227,24 +225,27 @@ impl TargetRates {
             return;
         }
         let s = start_ns / NS_PER_SEC;
-        if s > self.now_s {
-            self.now_s = s;
-        }
-        // One sweep a second.
-        if self.now_s != self.swept_s {
-            self.swept_s = self.now_s;
-            let now = self.now_s;
+        // One sweep a second; and one when the clock went back a minute or more (a capture
+        // with a bogus timestamp far ahead would otherwise stop the sweeps until it is reached).
+        if s > self.swept_s || s + 60 < self.swept_s {
+            self.swept_s = s;
             self.targets.retain(|_, c| {
-                c.second + QUIET_SECS > now
-                    || c.episode.is_some_and(|(_, last, _)| last + 120 > now)
+                c.second + QUIET_SECS > s || c.episode.is_some_and(|(_, last, _)| last + 120 > s)
             });
         }
         let key = (target, port);
-        if !self.targets.contains_key(&key) && self.targets.len() >= MAX_TARGETS {
-            self.untracked += 1;
-            return;
-        }
-        if !self.targets.entry(key).or_default().open(s) {
+        let room = self.targets.len() < MAX_TARGETS;
+        let counted = match self.targets.get_mut(&key) {
+            Some(c) => c.open(s),
+            None if room => {
+                let mut c = TargetCounts::default();
+                let counted = c.open(s);
+                self.targets.insert(key, c);
+                counted
+            }
+            None => false,
+        };
+        if !counted {
             self.untracked += 1;
         }
     }
@@ -572,6 +573,13 @@ mod tests {
         // Other transports are not counted.
         rates.opened(&v, Transport::Tcp, other, 80, t + QUIET_SECS * NS_PER_SEC);
         assert_eq!(rates.len(), 1);
+        // A bogus timestamp a day ahead does not stop the sweeps: the next opening of the
+        // right time sweeps again.
+        let day = 86_400 * NS_PER_SEC;
+        rates.opened(&v, UDP, other, 7, t + day);
+        assert_eq!(rates.swept_s, (t + day) / NS_PER_SEC);
+        rates.opened(&v, UDP, other, 8, t + 5 * NS_PER_SEC);
+        assert_eq!(rates.swept_s, t / NS_PER_SEC + 5);
     }
 
     #[test]
