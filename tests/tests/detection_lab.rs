@@ -379,6 +379,7 @@ fn gateway_lab_with_real_services_and_shipped_settings() {
             "flood" => "syn-flood",
             "port_scan" => "port-scan",
             "host_sweep" => "ping-sweep",
+            "icmp_flood" => "ping-flood",
             _ => "",
         };
         out.attacks

@@ -9,17 +9,18 @@
 //! request/response service (NTP-sized, `tests/traffic/udp_server.py`), ping, and the hosts'
 //! own IPv6 link-local chatter (duplicate address detection, router solicitations, MLD
 //! reports: IPv6 is switched on once the sensor watches). Attacks from real tools run one after
-//! another from the attacker: an hping3 SYN flood, nmap TCP and UDP port scans, an nmap ping
-//! sweep. After the traffic the scenario waits out the shipped idle timeouts, so every
+//! another from the attacker: a ping flood (`ping -f`, one conversation, which only the volume
+//! rule sees), an hping3 SYN flood, nmap TCP and UDP port scans, an nmap ping sweep. After the traffic the scenario waits out the shipped idle timeouts, so every
 //! connection ends the way it would in production rather than in the shutdown flush.
 //!
 //! Addresses (all in 198.18.0.0/15; no namespace has a route beyond it; IPv6 is link-local only):
 //! * client 198.18.1.1, second client 198.18.3.1;
 //! * attacker: one address per attack, so that a connection or an incident names its attack by
-//!   address alone: 198.18.4.1 flood, .2 TCP scan, .3 UDP scan, .4 ping sweep;
+//!   address alone: 198.18.4.1 flood, .2 TCP scan, .3 UDP scan, .4 ping sweep, .5 ping flood;
 //! * gateway 198.18.N.254 on each segment;
 //! * server: HTTP 198.18.2.1, DNS 198.18.2.2, ping 198.18.2.3, TCP scan target 198.18.2.4,
-//!   SSH 198.18.2.5, UDP scan target 198.18.2.6, UDP request/response 198.18.2.7, ping-sweep
+//!   SSH 198.18.2.5, UDP scan target 198.18.2.6, UDP request/response 198.18.2.7, ping-flood
+//!   target 198.18.2.8, ping-sweep
 //!   targets 198.18.2.10-29 (20 addresses; .30-.39 answer nothing);
 //! * flood target 198.18.2.99: blackholed on the gateway, so the SYNs are never answered (a
 //!   host that no longer answers, as a flood's victim does; it yields KDD's `S0`).
@@ -81,6 +82,10 @@ pub const FLOOD_SOURCE: &str = "198.18.4.1";
 pub const PORT_SCAN_SOURCE: &str = "198.18.4.2";
 pub const UDP_SCAN_SOURCE: &str = "198.18.4.3";
 pub const SWEEP_SOURCE: &str = "198.18.4.4";
+pub const PING_FLOOD_SOURCE: &str = "198.18.4.5";
+/// The ping flood's target, a server address of its own (so that its incident names no
+/// service of the lab).
+pub const PING_FLOOD_TARGET: &str = "198.18.2.8";
 /// Names dnsmasq serves (under `lab.test`, a reserved test domain).
 pub const DNS_NAMES: [(&str, &str); 4] = [
     ("www.lab.test", HTTP_SERVER),
@@ -93,6 +98,8 @@ pub const FLOOD_SYNS: u32 = 2000;
 pub const TCP_SCAN_PORTS: u32 = 1000;
 pub const UDP_SCAN_PORTS: u32 = 500;
 pub const SWEEP_HOSTS: u32 = SWEEP_LAST as u32 - SWEEP_FIRST as u32 + 1;
+/// Echo requests of the ping flood (`ping -f`: one identifier, so one conversation).
+pub const PING_FLOOD_PACKETS: u32 = 5000;
 
 /// The shipped configuration, `deploy/sensor.toml`.
 pub fn shipped_config() -> PathBuf {

@@ -7,24 +7,31 @@ use std::{
 };
 
 use super::{
-    DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, HTTP_SERVER, Made, Outcome, PING_SERVER,
-    PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SSH_SERVER, SWEEP_FIRST, SWEEP_LAST, SWEEP_SOURCE,
-    UDP_RR_PORT, UDP_RR_SERVER, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+    DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, HTTP_SERVER, Made, Outcome, PING_FLOOD_SOURCE,
+    PING_FLOOD_TARGET, PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SSH_SERVER, SWEEP_FIRST,
+    SWEEP_LAST, SWEEP_SOURCE, UDP_RR_PORT, UDP_RR_SERVER, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
 };
 
 /// Normal kinds (should not be flagged) and attack kinds (should be).
 pub const NORMAL_KINDS: [&str; 6] = ["http", "dns", "ssh", "udp-rr", "ping", "ipv6-local"];
-pub const ATTACK_KINDS: [&str; 4] = ["syn-flood", "port-scan", "udp-scan", "ping-sweep"];
+pub const ATTACK_KINDS: [&str; 5] = [
+    "ping-flood",
+    "syn-flood",
+    "port-scan",
+    "udp-scan",
+    "ping-sweep",
+];
 /// ICMP errors the attacks provoke (port unreachable from the scanned host, host unreachable
 /// from the gateway), sent to the attacker: neither normal traffic nor the attack's own probes.
 pub const PROVOKED_KIND: &str = "icmp-errors";
 /// Kinds whose generator says exactly how many connections it made.
-pub const EXACT_KINDS: [&str; 9] = [
+pub const EXACT_KINDS: [&str; 10] = [
     "http",
     "dns",
     "ssh",
     "udp-rr",
     "ping",
+    "ping-flood",
     "syn-flood",
     "port-scan",
     "udp-scan",
@@ -47,6 +54,7 @@ fn attack_of_address(a: IpAddr) -> Option<&'static str> {
         PORT_SCAN_SOURCE | PORT_SCAN_TARGET => return Some("port-scan"),
         UDP_SCAN_SOURCE | UDP_SCAN_TARGET => return Some("udp-scan"),
         SWEEP_SOURCE => return Some("ping-sweep"),
+        PING_FLOOD_SOURCE | PING_FLOOD_TARGET => return Some("ping-flood"),
         _ => {}
     }
     match a {
@@ -65,6 +73,7 @@ fn attack_source(kind: &str) -> Option<&'static str> {
         "port-scan" => Some(PORT_SCAN_SOURCE),
         "udp-scan" => Some(UDP_SCAN_SOURCE),
         "ping-sweep" => Some(SWEEP_SOURCE),
+        "ping-flood" => Some(PING_FLOOD_SOURCE),
         _ => None,
     }
 }

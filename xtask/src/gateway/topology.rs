@@ -1,9 +1,9 @@
 //! The lab's network: five namespaces (two clients, an attacker, the gateway, the server) and
 //! the veth pairs between them, addressed as the module docs of [`super`] say.
 use super::{
-    CLIENT, CLIENT2, DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, HTTP_SERVER, PING_SERVER,
-    PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SSH_SERVER, SWEEP_FIRST, SWEEP_SOURCE, UDP_RR_SERVER,
-    UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+    CLIENT, CLIENT2, DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, HTTP_SERVER, PING_FLOOD_SOURCE,
+    PING_FLOOD_TARGET, PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SSH_SERVER, SWEEP_FIRST,
+    SWEEP_SOURCE, UDP_RR_SERVER, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
 };
 use crate::lab::{Netns, Veth};
 
@@ -48,7 +48,12 @@ impl GatewayLab {
         addr(&client, &format!("{CLIENT}/24"), &cv.a)?;
         addr(&client2, &format!("{CLIENT2}/24"), &dv.a)?;
         addr(&attacker, &format!("{FLOOD_SOURCE}/24"), &av.a)?;
-        for a in [PORT_SCAN_SOURCE, UDP_SCAN_SOURCE, SWEEP_SOURCE] {
+        for a in [
+            PORT_SCAN_SOURCE,
+            UDP_SCAN_SOURCE,
+            SWEEP_SOURCE,
+            PING_FLOOD_SOURCE,
+        ] {
             addr(&attacker, &format!("{a}/32"), &av.a)?;
         }
         addr(&gateway, "198.18.1.254/24", &cv.b)?;
@@ -63,6 +68,7 @@ impl GatewayLab {
             SSH_SERVER,
             UDP_SCAN_TARGET,
             UDP_RR_SERVER,
+            PING_FLOOD_TARGET,
         ]
         .iter()
         .map(|s| s.to_string())

@@ -10,9 +10,10 @@ use std::{
 
 use super::{
     AttackRun, CLIENT, CLIENT2, DNS_NAMES, DNS_SERVER, FLOOD_SOURCE, FLOOD_SYNS, FLOOD_TARGET,
-    GatewayLab, HTTP_SERVER, Made, PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_HOSTS,
-    SWEEP_RANGE, SWEEP_SOURCE, TCP_SCAN_PORTS, UDP_RR_PORT, UDP_RR_SERVER, UDP_SCAN_PORTS,
-    UDP_SCAN_SOURCE, UDP_SCAN_TARGET, services::SshClient,
+    GatewayLab, HTTP_SERVER, Made, PING_FLOOD_PACKETS, PING_FLOOD_SOURCE, PING_FLOOD_TARGET,
+    PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_HOSTS, SWEEP_RANGE, SWEEP_SOURCE,
+    TCP_SCAN_PORTS, UDP_RR_PORT, UDP_RR_SERVER, UDP_SCAN_PORTS, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+    services::SshClient,
 };
 use crate::lab::Netns;
 
@@ -130,6 +131,17 @@ pub(super) fn tally(
     Ok(generated)
 }
 
+/// How an attack's tool says how many connections it made.
+#[derive(Clone, Copy)]
+enum Size {
+    /// nmap: one per port or host, once it ran to its end.
+    Nmap(u32),
+    /// hping3: one per packet, from its statistics.
+    Hping3,
+    /// One conversation (`ping -f`: one identifier), once all its packets were sent.
+    Conversation(u32),
+}
+
 /// The attacks, one after another from the attacker host, each at its second of the traffic
 /// phase (`started`) and from its own address; each tool bounded by its size and `timeout`.
 pub(super) fn run_attacks(
@@ -138,9 +150,17 @@ pub(super) fn run_attacks(
     say: &dyn Fn(&str),
 ) -> Result<Vec<AttackRun>, String> {
     let iface = &lab.attacker_if;
-    // (kind, second of the traffic phase, tool, arguments, connections it makes: for nmap one
-    // per port or host; hping3 says how many SYNs it sent).
-    let plan: [(&'static str, u64, &str, String, Option<u32>); 4] = [
+    // (kind, second of the traffic phase, tool, arguments, how it says the connections it made).
+    let plan: [(&'static str, u64, &str, String, Size); 5] = [
+        // 5,000 echo requests as fast as the replies come, one identifier: one conversation,
+        // which the model reads as one ping and the volume rule flags by its rate.
+        (
+            "ping-flood",
+            2,
+            "ping",
+            format!("-q -f -c {PING_FLOOD_PACKETS} -I {PING_FLOOD_SOURCE} {PING_FLOOD_TARGET}"),
+            Size::Conversation(PING_FLOOD_PACKETS),
+        ),
         // 2000 SYNs at 1 kpps, source port incrementing: 2000 distinct connection attempts,
         // none answered.
         (
@@ -148,7 +168,7 @@ pub(super) fn run_attacks(
             4,
             "hping3",
             format!("-q -S -a {FLOOD_SOURCE} -p 443 -i u500 -c {FLOOD_SYNS} {FLOOD_TARGET}"),
-            None,
+            Size::Hping3,
         ),
         (
             "port-scan",
@@ -157,7 +177,7 @@ pub(super) fn run_attacks(
             format!(
                 "-sS -n -Pn -e {iface} -S {PORT_SCAN_SOURCE} --max-retries 0 -T4 -p 1-{TCP_SCAN_PORTS} {PORT_SCAN_TARGET}"
             ),
-            Some(TCP_SCAN_PORTS),
+            Size::Nmap(TCP_SCAN_PORTS),
         ),
         (
             "udp-scan",
@@ -166,14 +186,14 @@ pub(super) fn run_attacks(
             format!(
                 "-sU -n -Pn -e {iface} -S {UDP_SCAN_SOURCE} --max-retries 0 --min-rate 1000 -p 1-{UDP_SCAN_PORTS} {UDP_SCAN_TARGET}"
             ),
-            Some(UDP_SCAN_PORTS),
+            Size::Nmap(UDP_SCAN_PORTS),
         ),
         (
             "ping-sweep",
             20,
             "nmap",
             format!("-sn -PE -n -e {iface} -S {SWEEP_SOURCE} --max-retries 0 {SWEEP_RANGE}"),
-            Some(SWEEP_HOSTS),
+            Size::Nmap(SWEEP_HOSTS),
         ),
     ];
     let mut runs = Vec::new();
@@ -198,7 +218,7 @@ pub(super) fn run_attacks(
         );
         let connections = match size {
             // nmap ran to its end (not cut short by `timeout`).
-            Some(n) => {
+            Size::Nmap(n) => {
                 if !out.status.success() || !text.contains("Nmap done") {
                     return Err(format!(
                         "{kind}: nmap did not finish ({}): {text}",
@@ -207,9 +227,16 @@ pub(super) fn run_attacks(
                 }
                 u64::from(n)
             }
+            // Every request sent: "5000 packets transmitted, 5000 received, ...".
+            Size::Conversation(n) => {
+                if !text.contains(&format!("{n} packets transmitted")) {
+                    return Err(format!("{kind}: {program} did not send {n}: {text}"));
+                }
+                1
+            }
             // hping3 exits 1 when nothing answered (the flood's point); its statistics say
             // what it sent: "2000 packets transmitted, 0 packets received, ...".
-            None => text
+            Size::Hping3 => text
                 .lines()
                 .find_map(|l| l.split_once(" packets transmitted")?.0.trim().parse().ok())
                 .ok_or_else(|| format!("{kind}: hping3 printed no statistics: {text}"))?,
