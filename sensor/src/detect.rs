@@ -289,8 +289,9 @@ struct Batch<'a> {
     context_rows: Vec<KddFeatures>,
     /// Each connection's cold host window, if its verdict is the mean over its contexts.
     colds: Vec<Option<ColdWindow>>,
-    /// What the volume rule's per-target half found, judged in event order ([`TargetRates`]).
-    target_hits: Vec<Option<VolumeHit>>,
+    /// What the volume rule found, judged in event order (its per-target half counts each
+    /// verdict as it comes, [`TargetRates`]).
+    volume_hits: Vec<Option<VolumeHit>>,
 }
 
 impl<'a> Batch<'a> {
@@ -302,23 +303,31 @@ impl<'a> Batch<'a> {
             contexts: Vec::new(),
             context_rows: Vec::new(),
             colds: Vec::with_capacity(n),
-            target_hits: Vec::with_capacity(n),
+            volume_hits: Vec::with_capacity(n),
         }
     }
 
-    /// Adds the connection whose features `engine` computed last; `targets` judges it by its
-    /// target's rate now, in event order, where the model judges it.
+    /// Adds the connection whose features `engine` computed last; the volume rule judges it
+    /// now, in event order, where the model judges it.
     fn push(
         &mut self,
         engine: &FeatureEngine,
         f: KddFeatures,
         rec: &'a ConnectionRecord,
-        targets: (&mut TargetRates, &VolumeConfig),
+        volume: (&mut TargetRates, &VolumeConfig),
     ) {
         let scope = NotScored::of(rec);
-        let (rates, volume) = targets;
-        self.target_hits
-            .push(scope.is_none().then(|| rates.judge(volume, rec)).flatten());
+        let (rates, cfg) = volume;
+        self.volume_hits.push(
+            scope
+                .is_none()
+                .then(|| {
+                    // Every UDP verdict counts towards its target's answered share.
+                    let target = rates.judge(cfg, rec);
+                    cfg.judge(rec).or(target)
+                })
+                .flatten(),
+        );
         let cold = engine.last_cold().filter(|_| scope.is_none());
         if let Some(c) = cold {
             let from = self.context_rows.len();
@@ -417,7 +426,7 @@ impl Pipeline {
             contexts,
             context_rows,
             colds,
-            target_hits,
+            volume_hits,
         } = batch;
         let verdicts = if contexts.is_empty() {
             self.verdicts(&features)
@@ -455,22 +464,19 @@ impl Pipeline {
             out
         };
         let mut out = Vec::with_capacity(features.len());
-        for (((((features, mut verdict), not_scored), rec), cold), target) in features
+        for (((((features, mut verdict), not_scored), rec), cold), volume) in features
             .into_iter()
             .zip(verdicts)
             .zip(scopes)
             .zip(recs)
             .zip(colds)
-            .zip(target_hits)
+            .zip(volume_hits)
         {
-            let mut volume = None;
             if not_scored.is_some() {
                 verdict.anomalous = false;
                 verdict.score = 0.0;
                 verdict.detector = crate::model::Detector::None;
                 verdict.withdrawn_by_attack_boxes = false;
-            } else {
-                volume = self.volume.judge(rec).or(target);
             }
             if let Some(hit) = volume {
                 // A flood by its rate, whatever the model said of its features.

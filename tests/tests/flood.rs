@@ -141,6 +141,28 @@ impl Lab {
         }
     }
 
+    /// Runs `command` (a tool and its arguments) on the attacker, bounded to 20 s, and checks
+    /// that it sent `packets` (its "N packets transmitted" statistics line).
+    fn attack(&self, command: &str, packets: u32) {
+        let out = self
+            .lab
+            .attacker
+            .cmd("timeout")
+            .arg("20")
+            .args(command.split_whitespace())
+            .output()
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("{packets} packets transmitted")),
+            "{command}: {text}"
+        );
+    }
+
     fn pid(&self) -> u32 {
         self.sensor.child.as_ref().expect("running").id()
     }
@@ -670,90 +692,20 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
         c.args(["20", "ping", "-q", "-c", "10", "-i", "0.2", HTTP_SERVER]);
         thread::spawn(move || c.output())
     };
-    let ping_flood = lab
-        .lab
-        .attacker
-        .cmd("timeout")
-        .args([
-            "20",
-            "ping",
-            "-q",
-            "-f",
-            "-c",
-            "5000",
-            "-I",
-            FLOOD_SOURCE,
-            HTTP_SERVER,
-        ])
-        .output()
-        .expect("ping -f");
-    let ping_text = String::from_utf8_lossy(&ping_flood.stdout).into_owned();
-    assert!(
-        ping_text.contains("5000 packets transmitted"),
-        "ping -f: {ping_text}"
+    lab.attack(
+        &format!("ping -q -f -c 5000 -I {FLOOD_SOURCE} {HTTP_SERVER}"),
+        5_000,
     );
-    let udp_flood = lab
-        .lab
-        .attacker
-        .cmd("timeout")
-        .args([
-            "20",
-            "hping3",
-            "-q",
-            "--udp",
-            "-k",
-            "-s",
-            "40000",
-            "-p",
-            "9999",
-            "-a",
-            UDP_SCAN_SOURCE,
-            "-i",
-            "u10",
-            "-c",
-            "20000",
-            UDP_SCAN_TARGET,
-        ])
-        .output()
-        .expect("hping3 --udp");
-    let udp_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&udp_flood.stdout),
-        String::from_utf8_lossy(&udp_flood.stderr)
+    lab.attack(
+        &format!(
+            "hping3 -q --udp -k -s 40000 -p 9999 -a {UDP_SCAN_SOURCE} -i u10 -c 20000 {UDP_SCAN_TARGET}"
+        ),
+        20_000,
     );
-    assert!(
-        udp_text.contains("20000 packets transmitted"),
-        "hping3: {udp_text}"
-    );
-    let spread = lab
-        .lab
-        .attacker
-        .cmd("timeout")
-        .args([
-            "20",
-            "hping3",
-            "-q",
-            "--udp",
-            "-p",
-            "53",
-            "-a",
-            PORT_SCAN_SOURCE,
-            "-i",
-            "u10",
-            "-c",
-            "20000",
-            PORT_SCAN_TARGET,
-        ])
-        .output()
-        .expect("hping3 --udp, changing ports");
-    let spread_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&spread.stdout),
-        String::from_utf8_lossy(&spread.stderr)
-    );
-    assert!(
-        spread_text.contains("20000 packets transmitted"),
-        "hping3: {spread_text}"
+    // hping3's default: a new source port per datagram.
+    lab.attack(
+        &format!("hping3 -q --udp -p 53 -a {PORT_SCAN_SOURCE} -i u10 -c 20000 {PORT_SCAN_TARGET}"),
+        20_000,
     );
     let pinged = pings.join().expect("ping thread").expect("ping");
     assert!(pinged.status.success(), "the client's pings: {pinged:?}");

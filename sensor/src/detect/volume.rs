@@ -91,7 +91,7 @@ pub struct VolumeHit {
 
 /// The originator's mean packets per second over `rec`'s life so far (first to last packet;
 /// a conversation of one instant counts as one microsecond long).
-pub fn orig_packets_per_second(rec: &ConnectionRecord) -> f64 {
+fn orig_packets_per_second(rec: &ConnectionRecord) -> f64 {
     let span_ns = rec.end_unix_ns.saturating_sub(rec.start_unix_ns).max(1_000);
     rec.orig_packets as f64 * 1e9 / span_ns as f64
 }

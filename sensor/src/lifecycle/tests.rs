@@ -1527,13 +1527,7 @@ fn a_connection_recorded_from_the_park_ignores_its_own_late_events() {
     store.flows.insert(k, c);
     l.advance(11 * S, &mut store, &mut out);
     // The next tick's ring read: B's OPEN and RST, C's OPEN.
-    l.on_event(
-        &k,
-        &attempt(b.first_seen_ns, ipproto::TCP),
-        event::OPEN,
-        &mut out,
-    );
-    l.on_event(&k, &b, event::ANSWER | event::RST, &mut out);
+    refused_events(&mut l, &k, &b, &mut out);
     l.on_event(&k, &c, event::OPEN, &mut out);
     let recs = finished(&out);
     let of_b = recs
@@ -1564,14 +1558,15 @@ fn two_parked_connections_of_one_five_tuple_are_recorded_once_each() {
     assert_eq!(finished(&out).len(), 2, "{out:#?}");
     // The next tick's ring read.
     for v in [b, c] {
-        l.on_event(
-            &k,
-            &attempt(v.first_seen_ns, ipproto::TCP),
-            event::OPEN,
-            &mut out,
-        );
-        l.on_event(&k, &v, event::ANSWER | event::RST, &mut out);
+        refused_events(&mut l, &k, &v, &mut out);
     }
     l.on_event(&k, &d, event::OPEN, &mut out);
     assert_eq!(finished(&out).len(), 2, "one record each: {out:#?}");
+}
+
+/// The ring's events of the refused connection `v` on `k`, as a tick reads them: its OPEN (the
+/// value of its SYN) and its RST.
+fn refused_events(l: &mut Lifecycle, k: &FlowKey, v: &FlowValue, out: &mut Vec<ConnEvent>) {
+    l.on_event(k, &attempt(v.first_seen_ns, ipproto::TCP), event::OPEN, out);
+    l.on_event(k, v, event::ANSWER | event::RST, out);
 }
