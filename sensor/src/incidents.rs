@@ -9,7 +9,7 @@
 //! | kind | evidence | key |
 //! |---|---|---|
 //! | `flood` | anomalous TCP connections to one port of one host, from any number of sources (spoofed ones included) | target host, protocol, port |
-//! | `udp_flood` | the same over UDP | target host, protocol, port |
+//! | `udp_flood` | the same over UDP; or the volume rule's verdicts on a host flooded on many ports (`crate::detect::volume`) | target host, protocol, port; or target host |
 //! | `icmp_flood` | anomalous ICMP echo conversations to one host | target host |
 //! | `port_scan` | one source, anomalous connections to many ports of one host | source, target host, protocol |
 //! | `host_sweep` | one source, anomalous connections to one port (or ICMP echo) on many hosts | source, protocol, port |
@@ -107,6 +107,10 @@ const TOP_FEATURES: usize = 5;
 enum Key {
     /// Target host, transport, port (ICMP: the echo type).
     Flood(IpAddr, Transport, u16),
+    /// Target host of a UDP flood over many ports: fed by the volume rule's verdicts at the
+    /// host ([`VolumeScope::Host`]) only, since each port of such a flood is a flood of its own
+    /// by the rate, and would open one incident per port.
+    HostFlood(IpAddr),
     /// Source, target host, transport.
     Scan(IpAddr, IpAddr, Transport),
     /// Source, transport, port.
@@ -141,6 +145,12 @@ impl<T: Ord + Copy> Distinct<T> {
     }
     fn len(&self) -> usize {
         self.set.len() + usize::from(self.overflow)
+    }
+    fn extend(&mut self, other: &Distinct<T>) {
+        for v in &other.set {
+            self.insert(*v);
+        }
+        self.overflow |= other.overflow;
     }
     fn first(&self) -> Vec<T> {
         self.set.iter().take(LISTED).copied().collect()
@@ -218,6 +228,41 @@ impl Evidence {
     }
 }
 
+impl Evidence {
+    /// Adds `other`'s evidence (another incident's, taken over) to this.
+    fn merge(&mut self, other: &Evidence) {
+        if other.connections == 0 {
+            return;
+        }
+        self.first_ns = self.first_ns.min(other.first_ns);
+        self.start_ns = self.start_ns.min(other.start_ns);
+        self.last_ns = self.last_ns.max(other.last_ns);
+        self.connections += other.connections;
+        self.anomalous += other.anomalous;
+        self.sources.extend(&other.sources);
+        self.targets.extend(&other.targets);
+        self.ports.extend(&other.ports);
+        if self.feature_sums.len() < other.feature_sums.len() {
+            self.feature_sums.resize(other.feature_sums.len(), 0.0);
+        }
+        for (sum, o) in self.feature_sums.iter_mut().zip(&other.feature_sums) {
+            *sum += o;
+        }
+        if let Some(o) = other.strongest
+            && self.strongest.is_none_or(|(_, v, _)| o.1.score > v.score)
+        {
+            self.strongest = Some(o);
+        }
+        if other.start_ns <= self.start_ns || self.example.is_none() {
+            self.example = other.example.clone().or(self.example.take());
+        }
+        self.peak_pps = match (self.peak_pps, other.peak_pps) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// The target port of a connection (ICMP: its type).
 fn port_of(rec: &ConnectionRecord) -> u16 {
     match rec.transport {
@@ -271,6 +316,7 @@ impl Incident {
             connections: e.connections,
             anomalous_connections: e.anomalous,
             peak_packets_per_second: e.peak_pps.map(f64::round),
+            merged_into: None,
             features: top_features(e),
             top_features: Vec::new(),
             strongest: e.strongest,
@@ -415,10 +461,24 @@ impl IncidentTracker {
             return;
         }
         let keys = keys_of(rec);
+        // A verdict at the host belongs to the host's flood: taken by it when open, opening it
+        // otherwise (below), even where a port scan of the host is open (the scan's first
+        // connections, judged by the model before the host's rate could be).
+        let at_host = s.volume.is_some_and(|h| h.scope == VolumeScope::Host);
+        let host_key = Key::HostFlood(rec.resp_addr);
+        let claimed = if at_host && self.open.contains_key(&host_key) {
+            Some(host_key)
+        } else if at_host && !late_target_verdict(rec, s) {
+            None
+        } else {
+            keys.iter()
+                .flatten()
+                .find(|k| self.open.contains_key(k))
+                .copied()
+        };
         // An incident already open on one of its keys takes it, anomalous or not.
-        if let Some(key) = keys.iter().flatten().find(|k| self.open.contains_key(k)) {
+        if let Some(key) = claimed {
             let update_every = self.config.update_every.as_nanos() as u64;
-            let key = *key;
             self.pin_if_live(key, rec, s);
             if let Some(inc) = self.open.get_mut(&key) {
                 inc.evidence.add(rec, s, at_ns);
@@ -435,7 +495,14 @@ impl IncidentTracker {
             return;
         }
         let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
-        for key in keys.into_iter().flatten() {
+        // A verdict at the host is evidence for the host's flood, not its port's; any other
+        // is evidence for the port's.
+        let candidates = keys.into_iter().flatten().filter(|k| match k {
+            Key::HostFlood(_) => at_host,
+            Key::Flood(..) => !at_host,
+            _ => true,
+        });
+        for key in candidates {
             let e = self.candidates.entry(key).or_default();
             if e.anomalous > 0 && at_ns.saturating_sub(e.first_ns) >= horizon {
                 // Older than the horizon: a rate, not a running total (see the module docs).
@@ -452,6 +519,47 @@ impl IncidentTracker {
             }
         }
         self.bound_candidates();
+    }
+
+    /// The host's UDP flood `flood`, opening on `key`, takes over the open UDP port scans of
+    /// its `target`: their evidence joins the flood's (so its `open` line tells the whole
+    /// attack), and each scan closes with a line naming the flood (`merged_into`), returned,
+    /// so that the attack is one incident to follow. A flood over many ports from few sources
+    /// is a port scan to the model's first verdicts, before the volume rule has seen enough of
+    /// the host to judge it.
+    fn take_over_scans(
+        &mut self,
+        key: Key,
+        flood: &mut Incident,
+        target: IpAddr,
+    ) -> Vec<IncidentLine> {
+        let mut scans: Vec<Key> = self
+            .open
+            .keys()
+            .filter(|k| matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target))
+            .copied()
+            .collect();
+        scans.sort_unstable();
+        let mut closed = Vec::new();
+        for scan_key in scans {
+            let Some(scan) = self.open.remove(&scan_key) else {
+                continue;
+            };
+            flood.evidence.merge(&scan.evidence);
+            flood.live += scan.live;
+            for k in self.live.values_mut() {
+                if *k == scan_key {
+                    *k = key;
+                }
+            }
+            let mut line = scan.line(IncidentState::Closed);
+            line.merged_into = Some(flood.id.clone());
+            closed.push(line);
+            if let Some(n) = self.stats.open.get_mut(&scan.kind) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        closed
     }
 
     /// Keeps the incident open on `key` open while `rec` lasts, if `rec` is the early verdict
@@ -506,6 +614,7 @@ impl IncidentTracker {
                     Transport::Sctp | Transport::Unknown => None,
                 }
             }
+            Key::HostFlood(_) if e.peak_pps.is_some() => Some(IncidentKind::UdpFlood),
             Key::Scan(..) if e.ports.len() >= c.scan_ports as usize => Some(IncidentKind::PortScan),
             Key::Sweep(..) if e.targets.len() >= c.sweep_hosts as usize => {
                 Some(IncidentKind::HostSweep)
@@ -531,7 +640,7 @@ impl IncidentTracker {
             .get_or_insert_with(|| format!("{:x}", evidence.first_ns / 1_000_000))
             .clone();
         self.next_id += 1;
-        let inc = Incident {
+        let mut inc = Incident {
             id: format!("{prefix}-{}", self.next_id),
             kind,
             protocol: rec.transport.as_str(),
@@ -540,7 +649,12 @@ impl IncidentTracker {
             dirty: false,
             live: 0,
         };
+        let taken_over = match key {
+            Key::HostFlood(target) => self.take_over_scans(key, &mut inc, target),
+            _ => Vec::new(),
+        };
         out.push(inc.line(IncidentState::Open));
+        out.extend(taken_over);
         *self.stats.opened.entry(kind).or_default() += 1;
         *self.stats.open.entry(kind).or_default() += 1;
         self.open.insert(key, inc);
@@ -615,13 +729,14 @@ impl IncidentTracker {
 /// own rate keeps its incident open until its final record instead, `IncidentTracker::live`.)
 fn late_target_verdict(rec: &ConnectionRecord, s: &Scored) -> bool {
     let early_ns = crate::lifecycle::LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER.as_nanos() as u64;
-    s.volume.is_some_and(|h| h.scope == VolumeScope::Target)
+    s.volume
+        .is_some_and(|h| matches!(h.scope, VolumeScope::Target | VolumeScope::Host))
         && rec.end_reason != EndReason::Ongoing
         && rec.final_unix_ns.saturating_sub(rec.start_unix_ns) >= early_ns
 }
 
 /// The candidate keys of a connection, in the order an open incident claims it.
-fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 4] {
+fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 5] {
     let t = rec.transport;
     let port = port_of(rec);
     let flood = match t {
@@ -630,6 +745,7 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 4] {
     };
     [
         flood,
+        (t == Transport::Udp).then_some(Key::HostFlood(rec.resp_addr)),
         Some(Key::Scan(rec.orig_addr, rec.resp_addr, t)),
         Some(Key::Sweep(rec.orig_addr, t, port)),
         Some(Key::Source(rec.orig_addr)),

@@ -30,7 +30,7 @@ use integration_tests::{lab::Proc, require_root, sensor_bin, wait_until};
 use xtask::{
     gateway::{
         self, CLIENT, FLOOD_SOURCE, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts,
-        PORT_SCAN_SOURCE, PORT_SCAN_TARGET, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+        PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_SOURCE, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
     },
     lab::TempDir,
     metrics,
@@ -680,10 +680,11 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
 /// UDP datagrams from one source port to a closed port (20,000, every 10 us at most, unanswered
 /// but for the server's rate-limited ICMP errors); then hping3's default UDP flood, a new
 /// source port per datagram (20,000 to closed port 53 of another host), whose conversations
-/// are one datagram each. Each is bounded by count and `timeout`, while a client pings the
+/// are one datagram each, and the same to the next destination port every datagram (a third
+/// host), which no port's rate gives away but the host's. Each is bounded by count and `timeout`, while a client pings the
 /// same server as a person would. Shipped settings.
 #[test]
-fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
+fn floods_the_model_cannot_see_are_reported_by_their_rate() {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::start(&[], 90);
@@ -707,6 +708,12 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
         &format!("hping3 -q --udp -p 53 -a {PORT_SCAN_SOURCE} -i u10 -c 20000 {PORT_SCAN_TARGET}"),
         20_000,
     );
+    // And the next destination port with every datagram (`-p ++1`): no port gets more than
+    // one, the host gets them all.
+    lab.attack(
+        &format!("hping3 -q --udp -p ++1 -a {SWEEP_SOURCE} -i u10 -c 20000 {FLOOD_TARGET}"),
+        20_000,
+    );
     let pinged = pings.join().expect("ping thread").expect("ping");
     assert!(pinged.status.success(), "the client's pings: {pinged:?}");
 
@@ -721,7 +728,7 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     };
     assert!(
         wait_until(Duration::from_secs(15), || opened("\"icmp_flood\"") > 0
-            && opened("\"udp_flood\"") > 1),
+            && opened("\"udp_flood\"") > 2),
         "no incidents: {}",
         std::fs::read_to_string(&alerts_file).unwrap_or_default()
     );
@@ -736,18 +743,52 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     };
     let (icmp, mut udp) = (incidents("icmp_flood"), incidents("udp_flood"));
     assert_eq!(icmp.len(), 1, "one incident for the ping flood: {icmp:?}");
-    assert_eq!(udp.len(), 2, "one incident for each UDP flood: {udp:?}");
+    assert_eq!(udp.len(), 3, "one incident for each UDP flood: {udp:?}");
     udp.sort_by_key(|inc| inc["targets"][0].as_str().unwrap_or_default().to_string());
     for (inc, source, target, floor) in [
         (icmp[0], FLOOD_SOURCE, HTTP_SERVER, 1_000.0),
         (udp[0], PORT_SCAN_SOURCE, PORT_SCAN_TARGET, 5_000.0),
         (udp[1], UDP_SCAN_SOURCE, UDP_SCAN_TARGET, 5_000.0),
+        (udp[2], SWEEP_SOURCE, FLOOD_TARGET, 5_000.0),
     ] {
         assert_eq!(inc["sources"], serde_json::json!([source]), "{inc}");
         assert_eq!(inc["targets"], serde_json::json!([target]), "{inc}");
         let pps = inc["peak_packets_per_second"].as_f64().unwrap_or(0.0);
         assert!(pps >= floor, "its rate is the evidence: {inc}");
     }
+    // The flood over many ports is one incident at its host, naming its ports (when it
+    // closes, at the sensor's stop, it has all of them).
+    let host_flood_closed = out
+        .alerts
+        .iter()
+        .find(|a| a["id"] == udp[2]["id"] && a["state"] == "closed")
+        .expect("the host's flood closes when the sensor stops");
+    assert!(
+        host_flood_closed["port_count"].as_u64().unwrap_or(0) >= 10_000,
+        "{host_flood_closed}"
+    );
+    // Its first conversations, judged by the model before the host's rate could be, may
+    // open a port scan: the flood takes it over.
+    for scan in out
+        .alerts
+        .iter()
+        .filter(|a| a["type"] == "incident" && a["kind"] == "port_scan")
+    {
+        assert_eq!(scan["targets"], serde_json::json!([FLOOD_TARGET]), "{scan}");
+        if scan["state"] == "closed" {
+            assert_eq!(scan["merged_into"], udp[2]["id"], "{scan}");
+        }
+    }
+    let closed_scans = out
+        .alerts
+        .iter()
+        .filter(|a| a["kind"] == "port_scan" && a["state"] == "closed")
+        .count();
+    assert_eq!(
+        closed_scans,
+        incidents("port_scan").len(),
+        "every scan taken over"
+    );
     // Every conversation of the floods is the volume rule's, and nothing else is.
     let by_volume: Vec<&serde_json::Value> = out
         .records
@@ -757,8 +798,13 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     assert!(!by_volume.is_empty(), "no volume verdict in the records");
     for r in &by_volume {
         assert!(
-            [FLOOD_SOURCE, UDP_SCAN_SOURCE, PORT_SCAN_SOURCE]
-                .contains(&r["orig_addr"].as_str().unwrap_or_default()),
+            [
+                FLOOD_SOURCE,
+                UDP_SCAN_SOURCE,
+                PORT_SCAN_SOURCE,
+                SWEEP_SOURCE
+            ]
+            .contains(&r["orig_addr"].as_str().unwrap_or_default()),
             "the volume rule flagged {r}"
         );
         assert_eq!(r["anomalous"], true, "{r}");
@@ -777,7 +823,7 @@ fn floods_that_keep_one_conversation_are_reported_by_their_rate() {
     for r in &client_pings {
         assert_eq!(r["anomalous"], false, "an ordinary ping flagged: {r}");
     }
-    for (kind, n) in [("icmp_flood", 1.0), ("udp_flood", 2.0)] {
+    for (kind, n) in [("icmp_flood", 1.0), ("udp_flood", 3.0)] {
         assert_eq!(
             metrics::sum(&metrics, "sensor_incidents_total", &[("kind", kind)]),
             n,

@@ -23,7 +23,8 @@
 //!   multicast and broadcast streams are not judged (`NotScored::GroupDestination`).
 //!
 //! Its second half, [`TargetRates`], judges a UDP flood from changing source ports (one
-//! conversation per datagram, each ordinary) by its target's rate instead.
+//! conversation per datagram, each ordinary) by its target's rate instead: the rate at one
+//! service of a host, or, for a flood that changes destination ports too, at the host.
 //!
 //! TCP is left to the model: a SYN, ACK or RST flood is many connections or a connection
 //! without a handshake, which the model and the incidents' `flood` already catch, and an
@@ -66,7 +67,7 @@ impl Default for VolumeConfig {
 }
 
 /// Whose rate a [`VolumeHit`] measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeScope {
     /// The conversation's own packets ([`VolumeConfig::judge`]).
@@ -74,6 +75,10 @@ pub enum VolumeScope {
     /// New UDP conversations to one service of one host that answers at most 1% of them
     /// ([`TargetRates`]).
     Target,
+    /// New UDP conversations to one host, whatever their ports, that answers at most 1% of
+    /// them ([`TargetRates`]): a flood that changes destination ports, no port of which
+    /// reaches the bar.
+    Host,
 }
 
 /// What the rule found in a conversation it flags.
@@ -122,9 +127,10 @@ fn unanswered(rec: &ConnectionRecord) -> bool {
     rec.resp_packets.saturating_mul(100) <= rec.orig_packets
 }
 
-/// Targets followed at most; beyond, a new target finds no room until the once-a-second sweep
-/// forgets the quiet ones ([`TargetRates::untracked`]). A UDP scan touches a new port per
-/// datagram: it fills the map with targets of one conversation each, none a flood.
+/// Targets followed at most, services and hosts each; beyond, a new target finds no room until
+/// the once-a-second sweep forgets the quiet ones ([`TargetRates::untracked`]). A UDP scan
+/// touches a new port per datagram: it fills the services with targets of one conversation
+/// each, none a flood, while its host keeps its own room.
 const MAX_TARGETS: usize = 65_536;
 /// How often a target's verdict counts are halved, so that its answered share follows its
 /// recent conversations.
@@ -159,9 +165,18 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// long forgotten: an unanswered final record whose conversation began within the episode is
 /// flagged too, with the episode's peak, so that a flood's records agree with its early
 /// verdicts however long it lasts.
+///
+/// The same counts are kept for each host over all its UDP ports: a flood that changes its
+/// destination port with every datagram (`hping3 --udp -p ++1`, random ports) spreads over
+/// thousands of services, none near the bar, and reaches it at the host. A host's answered
+/// share is over all its services, so a host that runs a busy service it answers is not judged
+/// flooded on its other ports (a miss, not a false alarm). A conversation is judged at its
+/// service first, then at its host ([`VolumeScope::Host`]).
 #[derive(Debug, Default)]
 pub struct TargetRates {
     targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
+    /// The same counts per host, over all its UDP ports.
+    hosts: crate::hashing::Map<std::net::IpAddr, TargetCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
     /// The second of the last sweep of quiet targets: one a second, so that the map costs a
@@ -211,6 +226,71 @@ impl TargetCounts {
     }
 }
 
+impl TargetCounts {
+    /// Counts the verdict on a conversation that began in the second `s`, judged at the
+    /// second `now`, answered or not (`quiet`), and returns the rate it is flagged at, if its
+    /// target is flooded as [`TargetRates`] says.
+    fn judge(&mut self, now: u64, s: u64, quiet: bool, threshold: f64) -> Option<u32> {
+        if now >= self.judged_since + JUDGED_SECS {
+            // Halved once per period gone by, so that a long quiet spell forgets.
+            let halvings = ((now - self.judged_since) / JUDGED_SECS).min(31) as u32;
+            self.answered >>= halvings;
+            self.unanswered >>= halvings;
+            self.judged_since = now;
+        }
+        if quiet {
+            self.unanswered = self.unanswered.saturating_add(1);
+        } else {
+            self.answered = self.answered.saturating_add(1);
+        }
+        if !quiet || threshold <= 0.0 {
+            return None;
+        }
+        let judged = u64::from(self.answered) + u64::from(self.unanswered);
+        let count = self.opened_in(s).max(self.opened_in(s + 1));
+        let flood = f64::from(count) >= threshold
+            && judged >= MIN_JUDGED
+            && u64::from(self.unanswered) * 100 >= judged * 99;
+        if flood {
+            self.episode = Some(match self.episode {
+                Some((first, last, peak))
+                    if s <= last + EPISODE_GAP_SECS && s + EPISODE_GAP_SECS >= first =>
+                {
+                    (first.min(s), last.max(s), peak.max(count))
+                }
+                _ => (s, s, count),
+            });
+            return Some(count);
+        }
+        // A conversation of the episode judged when its second is forgotten (its final
+        // record): flagged at the episode's peak.
+        match self.episode {
+            Some((first, last, peak)) if (first..=last).contains(&s) => Some(peak),
+            _ => None,
+        }
+    }
+}
+
+/// Counts an opening in the second `s` for `key`, which finds room while `map` follows fewer
+/// than [`MAX_TARGETS`]; false if it was not counted (no room, or too late).
+fn open_in<K: std::hash::Hash + Eq>(
+    map: &mut crate::hashing::Map<K, TargetCounts>,
+    key: K,
+    s: u64,
+) -> bool {
+    let room = map.len() < MAX_TARGETS;
+    match map.get_mut(&key) {
+        Some(c) => c.open(s),
+        None if room => {
+            let mut c = TargetCounts::default();
+            let counted = c.open(s);
+            map.insert(key, c);
+            counted
+        }
+        None => false,
+    }
+}
+
 impl TargetRates {
     /// A conversation began (its `Opened` event, or a record pushed without events).
     pub fn opened(
@@ -229,79 +309,47 @@ impl TargetRates {
         // with a bogus timestamp far ahead would otherwise stop the sweeps until it is reached).
         if s > self.swept_s || s + 60 < self.swept_s {
             self.swept_s = s;
-            self.targets.retain(|_, c| {
+            let kept = |c: &TargetCounts| {
                 c.second + QUIET_SECS > s || c.episode.is_some_and(|(_, last, _)| last + 120 > s)
-            });
+            };
+            self.targets.retain(|_, c| kept(c));
+            self.hosts.retain(|_, c| kept(c));
         }
-        let key = (target, port);
-        let room = self.targets.len() < MAX_TARGETS;
-        let counted = match self.targets.get_mut(&key) {
-            Some(c) => c.open(s),
-            None if room => {
-                let mut c = TargetCounts::default();
-                let counted = c.open(s);
-                self.targets.insert(key, c);
-                counted
-            }
-            None => false,
-        };
-        if !counted {
+        let service = open_in(&mut self.targets, (target, port), s);
+        let host = open_in(&mut self.hosts, target, s);
+        if !(service && host) {
             self.untracked += 1;
         }
     }
 
-    /// Counts the verdict on `rec` towards its target's answered share, and flags it if it is
-    /// an unanswered UDP conversation to a target flooded as [`TargetRates`] says.
+    /// Counts the verdict on `rec` towards its target's answered share (its service's and
+    /// its host's), and flags it if it is an unanswered UDP conversation to a target flooded
+    /// as [`TargetRates`] says: its service, or else its host.
     pub fn judge(&mut self, cfg: &VolumeConfig, rec: &ConnectionRecord) -> Option<VolumeHit> {
         if !cfg.enabled || rec.transport != Transport::Udp {
             return None;
         }
-        let c = self.targets.get_mut(&(rec.resp_addr, rec.resp_port))?;
         let now = rec.final_unix_ns.max(rec.end_unix_ns) / NS_PER_SEC;
-        if now >= c.judged_since + JUDGED_SECS {
-            // Halved once per period gone by, so that a long quiet spell forgets.
-            let halvings = ((now - c.judged_since) / JUDGED_SECS).min(31) as u32;
-            c.answered >>= halvings;
-            c.unanswered >>= halvings;
-            c.judged_since = now;
-        }
-        let quiet = unanswered(rec);
-        if quiet {
-            c.unanswered = c.unanswered.saturating_add(1);
-        } else {
-            c.answered = c.answered.saturating_add(1);
-        }
-        if !quiet || cfg.udp_one_way_pps <= 0.0 {
-            return None;
-        }
-        let judged = u64::from(c.answered) + u64::from(c.unanswered);
         let s = rec.start_unix_ns / NS_PER_SEC;
-        let count = c.opened_in(s).max(c.opened_in(s + 1));
+        let quiet = unanswered(rec);
         let threshold = cfg.udp_one_way_pps;
-        let flood = f64::from(count) >= threshold
-            && judged >= MIN_JUDGED
-            && u64::from(c.unanswered) * 100 >= judged * 99;
-        let rate = if flood {
-            c.episode = Some(match c.episode {
-                Some((first, last, peak))
-                    if s <= last + EPISODE_GAP_SECS && s + EPISODE_GAP_SECS >= first =>
-                {
-                    (first.min(s), last.max(s), peak.max(count))
-                }
-                _ => (s, s, count),
-            });
-            count
-        } else {
-            // A conversation of the episode judged when its second is forgotten (its final
-            // record): flagged at the episode's peak.
-            match c.episode {
-                Some((first, last, peak)) if (first..=last).contains(&s) => peak,
-                _ => return None,
-            }
+        // Both count the verdict, whichever flags it.
+        let service = self
+            .targets
+            .get_mut(&(rec.resp_addr, rec.resp_port))
+            .and_then(|c| c.judge(now, s, quiet, threshold));
+        let host = self
+            .hosts
+            .get_mut(&rec.resp_addr)
+            .and_then(|c| c.judge(now, s, quiet, threshold));
+        let (scope, rate) = match (service, host) {
+            (Some(rate), _) => (VolumeScope::Target, rate),
+            (None, Some(rate)) => (VolumeScope::Host, rate),
+            (None, None) => return None,
         };
         let rate = f64::from(rate);
         Some(VolumeHit {
-            scope: VolumeScope::Target,
+            scope,
             packets_per_second: rate,
             ratio: rate / threshold,
         })
@@ -312,13 +360,13 @@ impl TargetRates {
         self.untracked
     }
 
-    /// Targets followed now.
+    /// Targets followed now: services, and hosts.
     pub fn len(&self) -> usize {
-        self.targets.len()
+        self.targets.len() + self.hosts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
+        self.targets.is_empty() && self.hosts.is_empty()
     }
 }
 
@@ -460,15 +508,31 @@ mod tests {
     }
 
     /// One-datagram UDP conversations to port 53 of the target, `per_second` of them over
-    /// `secs` seconds from `first_port`, each answered unless `answered(i)` says not; every
-    /// one is opened, then each judged at its early verdict (a second after it began), as
-    /// the pipeline sees them. How many were flagged, and the largest rate found.
+    /// `secs` seconds from changing source ports, each answered unless `answered(i)` says
+    /// not; every one is opened, then each judged at its early verdict (a second after it
+    /// began), as the pipeline sees them. How many were flagged, and the largest rate found.
     fn udp_burst(
         rates: &mut TargetRates,
         per_second: u64,
         secs: u64,
         answered: impl Fn(u64) -> bool,
     ) -> (usize, f64) {
+        let (flagged, peak, scopes) = udp_burst_to(rates, per_second, secs, answered, |_| 53);
+        assert!(
+            scopes.iter().all(|s| *s == VolumeScope::Target),
+            "{scopes:?}"
+        );
+        (flagged, peak)
+    }
+
+    /// [`udp_burst`] with the `i`-th conversation to `port(i)`, and the scopes of the hits.
+    fn udp_burst_to(
+        rates: &mut TargetRates,
+        per_second: u64,
+        secs: u64,
+        answered: impl Fn(u64) -> bool,
+        port: impl Fn(u64) -> u16,
+    ) -> (usize, f64, std::collections::BTreeSet<VolumeScope>) {
         let v = VolumeConfig::default();
         let n = per_second * secs;
         let gap_ns = NS_PER_SEC / per_second;
@@ -476,33 +540,34 @@ mod tests {
             .map(|i| {
                 let mut c = conv(UDP, None, 1, u64::from(answered(i)), 0);
                 c.orig_port = 1024 + (i % 60_000) as u16;
+                c.resp_port = port(i);
                 c.start_unix_ns += i * gap_ns;
                 c.end_unix_ns = c.start_unix_ns;
                 c.final_unix_ns = c.start_unix_ns + NS_PER_SEC;
                 c
             })
             .collect();
-        let (mut flagged, mut peak) = (0, 0f64);
+        let (mut flagged, mut peak, mut scopes) = (0, 0f64, std::collections::BTreeSet::new());
+        let mut judge = |rates: &mut TargetRates, c: &ConnectionRecord| {
+            if let Some(h) = rates.judge(&v, c) {
+                flagged += 1;
+                peak = peak.max(h.packets_per_second);
+                scopes.insert(h.scope);
+            }
+        };
         let mut judged = 0;
         for c in &convs {
             rates.opened(&v, c.transport, c.resp_addr, c.resp_port, c.start_unix_ns);
             // The early verdicts due by now.
             while convs[judged].final_unix_ns <= c.start_unix_ns {
-                if let Some(h) = rates.judge(&v, &convs[judged]) {
-                    assert_eq!(h.scope, VolumeScope::Target);
-                    flagged += 1;
-                    peak = peak.max(h.packets_per_second);
-                }
+                judge(rates, &convs[judged]);
                 judged += 1;
             }
         }
         for c in &convs[judged..] {
-            if let Some(h) = rates.judge(&v, c) {
-                flagged += 1;
-                peak = peak.max(h.packets_per_second);
-            }
+            judge(rates, c);
         }
-        (flagged, peak)
+        (flagged, peak, scopes)
     }
 
     #[test]
@@ -550,6 +615,33 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_over_many_ports_is_flagged_at_its_host() {
+        let host = std::collections::BTreeSet::from([VolumeScope::Host]);
+        // `hping3 --udp -p ++1 --flood`: 10,000 a second for three seconds, each to the next
+        // port, so no port gets more than one a second.
+        let mut rates = TargetRates::default();
+        let next_port = |i: u64| 1 + (i % 65_535) as u16;
+        let (flagged, peak, scopes) = udp_burst_to(&mut rates, 10_000, 3, |_| false, next_port);
+        assert_eq!((flagged, peak, &scopes), (30_000 - 99, 10_000.0, &host));
+        // Under the bar (4,000 a second): an `nmap -sU` at its fastest usual timing is slower.
+        let mut rates = TargetRates::default();
+        let quiet = udp_burst_to(&mut rates, 4_000, 3, |_| false, next_port);
+        assert_eq!((quiet.0, quiet.1), (0, 0.0));
+        // A media server that answers what it receives on many ports (a conference bridge, a
+        // BitTorrent node): a busy host, not a flood.
+        let mut rates = TargetRates::default();
+        let answered = udp_burst_to(&mut rates, 10_000, 3, |i| i % 50 != 0, next_port);
+        assert_eq!((answered.0, answered.1), (0, 0.0));
+        // A flood of one port is its service's, not its host's.
+        let mut rates = TargetRates::default();
+        let one_port = udp_burst_to(&mut rates, 10_000, 3, |_| false, |_| 9);
+        assert_eq!(
+            one_port.2,
+            std::collections::BTreeSet::from([VolumeScope::Target])
+        );
+    }
+
+    #[test]
     fn a_scan_of_many_ports_fills_the_targets_only_up_to_their_bound() {
         let v = VolumeConfig::default();
         let mut rates = TargetRates::default();
@@ -558,21 +650,24 @@ mod tests {
         for port in 0..MAX_TARGETS {
             rates.opened(&v, UDP, c.resp_addr, port as u16, t);
         }
-        assert_eq!(rates.len(), MAX_TARGETS);
-        // Full of targets touched this second: a new one is not followed, and counted.
+        let followed = |r: &TargetRates| (r.targets.len(), r.hosts.len(), r.untracked());
+        assert_eq!(followed(&rates), (MAX_TARGETS, 1, 0));
+        assert_eq!(rates.len(), MAX_TARGETS + 1);
+        // Full of services touched this second: a new one is not followed, and counted; its
+        // host is, since hosts have room of their own.
         let other: std::net::IpAddr = "198.18.0.9".parse().unwrap();
         rates.opened(&v, UDP, other, 53, t);
-        assert_eq!((rates.len(), rates.untracked()), (MAX_TARGETS, 1));
-        // One sweep a second: the next new target of the second is not followed either.
+        assert_eq!(followed(&rates), (MAX_TARGETS, 2, 1));
+        // One sweep a second: the next new service of the second is not followed either.
         rates.opened(&v, UDP, other, 54, t);
-        assert_eq!((rates.len(), rates.untracked()), (MAX_TARGETS, 2));
+        assert_eq!(followed(&rates), (MAX_TARGETS, 2, 2));
         assert_eq!(rates.swept_s, t / NS_PER_SEC);
         // Once they are quiet for `QUIET_SECS`, the sweep forgets them.
         rates.opened(&v, UDP, other, 53, t + QUIET_SECS * NS_PER_SEC);
-        assert_eq!((rates.len(), rates.untracked()), (1, 2));
+        assert_eq!(followed(&rates), (1, 1, 2));
         // Other transports are not counted.
         rates.opened(&v, Transport::Tcp, other, 80, t + QUIET_SECS * NS_PER_SEC);
-        assert_eq!(rates.len(), 1);
+        assert_eq!(rates.len(), 2);
         // A bogus timestamp a day ahead does not stop the sweeps: the next opening of the
         // right time sweeps again.
         let day = 86_400 * NS_PER_SEC;

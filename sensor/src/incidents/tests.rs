@@ -279,3 +279,141 @@ fn a_target_floods_final_records_a_minute_later_open_nothing_new() {
     assert_eq!(out[0].kind, IncidentKind::UdpFlood);
     assert_eq!(out[0].peak_packets_per_second, Some(8_000.0));
 }
+
+#[test]
+fn a_flood_over_many_ports_is_one_incident_at_its_host() {
+    // One-datagram conversations from four spoofed sources, each to the next port of one
+    // host, flagged by the host's rate: one `udp_flood` for the host, not one per port (each
+    // port's verdicts carry a rate, which opens a flood by itself) nor a port scan per source.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let mut by_host = flagged();
+    by_host.verdict.detector = Detector::Volume;
+    by_host.volume = Some(crate::detect::VolumeHit {
+        scope: crate::detect::VolumeScope::Host,
+        packets_per_second: 9_000.0,
+        ratio: 1.8,
+    });
+    for i in 0..2_000u64 {
+        let mut c = udp_stream(addr(1 + (i % 4) as u8), 1, EndReason::Ongoing);
+        c.orig_port = 1_024 + i as u16;
+        c.resp_port = 1 + i as u16;
+        c.start_unix_ns = T0 + i * 100_000;
+        c.end_unix_ns = c.start_unix_ns;
+        c.final_unix_ns = c.start_unix_ns + S;
+        tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
+    }
+    // A query to the host's resolver during the flood, answered and normal: counted there.
+    let mut query = udp_stream(addr(7), 1, EndReason::Idle);
+    query.resp_port = 53;
+    query.resp_packets = 1;
+    query.final_unix_ns = T0 + S;
+    tracker.observe(
+        &query,
+        &Scored {
+            verdict: Verdict {
+                anomalous: false,
+                ..flagged().verdict
+            },
+            ..flagged()
+        },
+        T0 + S,
+        &mut out,
+    );
+    tracker.finish(&mut out);
+    let states: Vec<(IncidentState, IncidentKind)> =
+        out.iter().map(|l| (l.state, l.kind)).collect();
+    assert_eq!(
+        states,
+        [
+            (IncidentState::Open, IncidentKind::UdpFlood),
+            (IncidentState::Closed, IncidentKind::UdpFlood)
+        ],
+        "{out:?}"
+    );
+    let closed = &out[1];
+    assert_eq!(closed.targets, vec![addr(99)]);
+    assert_eq!(closed.source_count, 4);
+    assert_eq!(closed.port_count, 2_000);
+    assert_eq!(closed.connections, 2_001);
+    assert_eq!(closed.anomalous_connections, 2_000);
+    assert_eq!(closed.peak_packets_per_second, Some(9_000.0));
+
+    // The same verdicts by the model (no rate): anomalous connections to many ports of one
+    // host are port scans by their sources, as before, and no host flood.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    for i in 0..200u64 {
+        let mut c = udp_stream(addr(1), 1, EndReason::Idle);
+        c.orig_port = 1_024 + i as u16;
+        c.resp_port = 1 + i as u16;
+        c.final_unix_ns = T0 + i * 1_000_000;
+        tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let kinds: Vec<IncidentKind> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .map(|l| l.kind)
+        .collect();
+    assert_eq!(kinds, [IncidentKind::PortScan], "{out:?}");
+}
+
+#[test]
+fn a_port_scan_that_turns_out_a_host_flood_is_taken_over_by_it() {
+    // `hping3 --udp -p ++1 --flood`: its first conversations are judged by the model alone
+    // (the volume rule waits for a hundred verdicts on the host) and walk ports, so a
+    // `port_scan` opens at the twentieth; then the host's rate flags the rest.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let mut by_host = flagged();
+    by_host.verdict.detector = Detector::Volume;
+    by_host.volume = Some(crate::detect::VolumeHit {
+        scope: crate::detect::VolumeScope::Host,
+        packets_per_second: 20_000.0,
+        ratio: 4.0,
+    });
+    for i in 0..1_000u64 {
+        let mut c = udp_stream(addr(1), 1, EndReason::Ongoing);
+        c.orig_port = 1_024 + i as u16;
+        c.resp_port = 1 + i as u16;
+        c.start_unix_ns = T0 + i * 50_000;
+        c.end_unix_ns = c.start_unix_ns;
+        c.final_unix_ns = c.start_unix_ns + S;
+        let s = if i < 99 { flagged() } else { by_host.clone() };
+        tracker.observe(&c, &s, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let lines: Vec<(IncidentState, IncidentKind, Option<&str>)> = out
+        .iter()
+        .map(|l| (l.state, l.kind, l.merged_into.as_deref()))
+        .collect();
+    let flood_id = out
+        .iter()
+        .find(|l| l.kind == IncidentKind::UdpFlood)
+        .map(|l| l.id.as_str())
+        .expect("a udp_flood");
+    assert_eq!(
+        lines,
+        [
+            (IncidentState::Open, IncidentKind::PortScan, None),
+            (IncidentState::Open, IncidentKind::UdpFlood, None),
+            (
+                IncidentState::Closed,
+                IncidentKind::PortScan,
+                Some(flood_id)
+            ),
+            (IncidentState::Closed, IncidentKind::UdpFlood, None),
+        ],
+        "{out:?}"
+    );
+    // The flood's first line already tells the whole attack so far, the scan's 99 included.
+    assert_eq!((out[1].connections, out[1].port_count), (100, 100));
+    // The flood holds every connection of the attack.
+    let closed = out.last().unwrap();
+    assert_eq!(closed.connections, 1_000);
+    assert_eq!(closed.port_count, 1_000);
+    assert_eq!(closed.start_unix_ns, T0);
+    assert_eq!(tracker.stats().open.values().sum::<u64>(), 0);
+    assert_eq!(tracker.stats().opened[&IncidentKind::PortScan], 1);
+}

@@ -96,6 +96,7 @@ fn incident(
         connections: 10,
         anomalous_connections: 10,
         peak_packets_per_second: None,
+        merged_into: None,
         features: Vec::new(),
         example: Example {
             orig_addr: "192.0.2.9".parse().unwrap(),
