@@ -33,38 +33,30 @@ fn records(distinct_hosts: bool) -> Vec<ConnectionRecord> {
             };
             let start = T0_NS + i as u64 * 1_000;
             let end = start + rng.random_range(0..3_000_000_000);
+            // Drawn in the order the mix has always drawn them, so that it stays the same.
+            let transport = if rng.random_bool(0.8) {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            };
+            let orig = (
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                rng.random_range(1024..65535),
+            );
+            let resp = (
+                IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + host)),
+                ports[rng.random_range(0..ports.len())],
+            );
             ConnectionRecord {
-                stream_bytes: None,
-                history: Default::default(),
-                start_unix_ns: start,
                 end_unix_ns: end,
-                transport: if rng.random_bool(0.8) {
-                    Transport::Tcp
-                } else {
-                    Transport::Udp
-                },
-                ip_version: 4,
-                orig_addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-                orig_port: rng.random_range(1024..65535),
-                resp_addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + host)),
-                resp_port: ports[rng.random_range(0..ports.len())],
-                icmp_type: None,
-                icmp_code: None,
                 orig_packets: 5,
                 resp_packets: 4,
                 orig_bytes: 300,
                 resp_bytes: 1500,
                 conn_state: ConnState::ALL[rng.random_range(0..ConnState::ALL.len())],
-                urgent_packets: 0,
-                wrong_fragments: 0,
-                land: false,
-                to_group: false,
                 end_reason: EndReason::Fin,
-                ip_proto: 6,
-                tunnel: None,
-                carries: None,
-                answer_unix_ns: None,
                 final_unix_ns: end,
+                ..ConnectionRecord::new(transport, orig, resp, start)
             }
         })
         .collect()

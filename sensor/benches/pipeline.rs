@@ -39,33 +39,19 @@ fn flood_records(n: usize, t0_ns: u64) -> Vec<ConnectionRecord> {
         .map(|i| {
             let start = t0_ns + i as u64 * 5_000;
             ConnectionRecord {
-                stream_bytes: None,
-                history: Default::default(),
-                start_unix_ns: start,
-                end_unix_ns: start,
-                transport: Transport::Tcp,
-                ip_version: 4,
-                orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 4, 1 + (i % 4) as u8)),
-                orig_port: 1024 + (i % 60_000) as u16,
-                resp_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 2, 99)),
-                resp_port: 443,
-                icmp_type: None,
-                icmp_code: None,
                 orig_packets: 1,
-                resp_packets: 0,
-                orig_bytes: 0,
-                resp_bytes: 0,
                 conn_state: ConnState::S0,
-                urgent_packets: 0,
-                wrong_fragments: 0,
-                land: false,
-                to_group: false,
                 end_reason: EndReason::Evicted,
-                ip_proto: 6,
-                tunnel: None,
-                carries: None,
-                answer_unix_ns: None,
                 final_unix_ns: start + 1_000_000,
+                ..ConnectionRecord::new(
+                    Transport::Tcp,
+                    (
+                        IpAddr::V4(Ipv4Addr::new(198, 18, 4, 1 + (i % 4) as u8)),
+                        1024 + (i % 60_000) as u16,
+                    ),
+                    (IpAddr::V4(Ipv4Addr::new(198, 18, 2, 99)), 443),
+                    start,
+                )
             }
         })
         .collect()

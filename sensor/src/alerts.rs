@@ -340,33 +340,18 @@ mod tests {
 
     fn record() -> ConnectionRecord {
         ConnectionRecord {
-            stream_bytes: None,
-            history: Default::default(),
-            start_unix_ns: 1,
             end_unix_ns: 2,
-            transport: crate::flows::Transport::Tcp,
-            ip_version: 4,
-            orig_addr: "198.18.1.1".parse().unwrap(),
-            orig_port: 40000,
-            resp_addr: "198.18.2.1".parse().unwrap(),
-            resp_port: 80,
-            icmp_type: None,
-            icmp_code: None,
             orig_packets: 1,
-            resp_packets: 0,
-            orig_bytes: 0,
-            resp_bytes: 0,
             conn_state: sensor_common::conn_state::ConnState::S0,
-            urgent_packets: 0,
-            wrong_fragments: 0,
-            land: false,
-            to_group: false,
             end_reason: crate::flows::EndReason::Idle,
             ip_proto: 6,
-            tunnel: None,
-            carries: None,
-            answer_unix_ns: None,
             final_unix_ns: 5_000_000_002,
+            ..ConnectionRecord::new(
+                crate::flows::Transport::Tcp,
+                ("198.18.1.1".parse::<IpAddr>().unwrap(), 40000),
+                ("198.18.2.1".parse::<IpAddr>().unwrap(), 80),
+                1,
+            )
         }
     }
 

@@ -211,38 +211,29 @@ mod tests {
     use super::*;
     use crate::flows::{EndReason, Transport};
     use sensor_common::conn_state::ConnState;
+    use std::net::IpAddr;
     use std::path::Path;
 
     fn rec(i: u64, port: u16, state: ConnState, bytes: (u64, u64)) -> ConnectionRecord {
         let t = 1_700_000_000_000_000_000 + i * 300_000_000;
         ConnectionRecord {
-            stream_bytes: None,
-            history: Default::default(),
-            start_unix_ns: t,
             end_unix_ns: t + 2_000_000,
-            transport: Transport::Tcp,
-            ip_version: 4,
-            orig_addr: "198.18.1.1".parse().unwrap(),
-            orig_port: 40_000 + (i % 20_000) as u16,
-            resp_addr: "198.18.2.1".parse().unwrap(),
-            resp_port: port,
-            icmp_type: None,
-            icmp_code: None,
             orig_packets: 5,
             resp_packets: 5,
             orig_bytes: bytes.0,
             resp_bytes: bytes.1,
             conn_state: state,
-            urgent_packets: 0,
-            wrong_fragments: 0,
-            land: false,
-            to_group: false,
             end_reason: EndReason::Fin,
-            ip_proto: 6,
-            tunnel: None,
-            carries: None,
-            answer_unix_ns: None,
             final_unix_ns: t + 2_000_000,
+            ..ConnectionRecord::new(
+                Transport::Tcp,
+                (
+                    "198.18.1.1".parse::<IpAddr>().unwrap(),
+                    40_000 + (i % 20_000) as u16,
+                ),
+                ("198.18.2.1".parse::<IpAddr>().unwrap(), port),
+                t,
+            )
         }
     }
 

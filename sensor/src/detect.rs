@@ -612,6 +612,7 @@ mod tests {
     use super::*;
     use crate::flows::{EndReason, Transport};
     use sensor_common::conn_state::ConnState;
+    use std::net::IpAddr;
 
     fn model() -> Arc<Model> {
         let p =
@@ -622,37 +623,23 @@ mod tests {
     fn recs() -> Vec<ConnectionRecord> {
         (0..300u64)
             .map(|i| ConnectionRecord {
-                stream_bytes: None,
-                history: Default::default(),
-                start_unix_ns: 1_000_000_000 + i * 10_000_000,
-                end_unix_ns: 1_000_000_000 + i * 10_000_000,
-                transport: Transport::Tcp,
-                ip_version: 4,
-                orig_addr: "198.18.1.1".parse().unwrap(),
-                orig_port: 40_000 + i as u16,
-                resp_addr: "198.18.2.4".parse().unwrap(),
-                resp_port: 1 + (i % 100) as u16 * if i < 150 { 0 } else { 1 },
-                icmp_type: None,
-                icmp_code: None,
                 orig_packets: 1,
                 resp_packets: 1,
-                orig_bytes: 0,
-                resp_bytes: 0,
                 conn_state: if i % 3 == 0 {
                     ConnState::SF
                 } else {
                     ConnState::REJ
                 },
-                urgent_packets: 0,
-                wrong_fragments: 0,
-                land: false,
-                to_group: false,
                 end_reason: EndReason::Rst,
-                ip_proto: 6,
-                tunnel: None,
-                carries: None,
-                answer_unix_ns: None,
-                final_unix_ns: 1_000_000_000 + i * 10_000_000,
+                ..ConnectionRecord::new(
+                    Transport::Tcp,
+                    ("198.18.1.1".parse::<IpAddr>().unwrap(), 40_000 + i as u16),
+                    (
+                        "198.18.2.4".parse::<IpAddr>().unwrap(),
+                        1 + (i % 100) as u16 * if i < 150 { 0 } else { 1 },
+                    ),
+                    1_000_000_000 + i * 10_000_000,
+                )
             })
             .collect()
     }

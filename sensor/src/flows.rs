@@ -3,7 +3,7 @@
 //! oriented from the originator, built from a flow table entry (live) or from the same
 //! accounting run in user space (replay).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sensor_common::{
     FlowKey, FlowValue,
@@ -371,6 +371,60 @@ impl ConnEvent {
 }
 
 impl ConnectionRecord {
+    /// A connection over `transport` from `orig` to `resp` (address and port, as a `SocketAddr` or a pair; for
+    /// ICMP echo the identifier, for other ICMP 0) whose first packet came at `start_unix_ns`, with
+    /// nothing else known: no packet counted, Zeek state `OTH`, its last packet and final
+    /// moment its first, ended `idle`. The IP version follows the originator's address, the
+    /// IP protocol number the transport. The agent builds its records from the flow table
+    /// ([`Self::from_flow`]); tests, benchmarks and tools that make records of their own set
+    /// what they know beyond this with struct update syntax (`ConnectionRecord { orig_packets:
+    /// 3, ..ConnectionRecord::new(..) }`), so that a new field is added in one place.
+    pub fn new(
+        transport: Transport,
+        orig: impl Into<SocketAddr>,
+        resp: impl Into<SocketAddr>,
+        start_unix_ns: u64,
+    ) -> ConnectionRecord {
+        let (orig, resp): (SocketAddr, SocketAddr) = (orig.into(), resp.into());
+        let ip_version = if orig.is_ipv4() { 4 } else { 6 };
+        ConnectionRecord {
+            start_unix_ns,
+            end_unix_ns: start_unix_ns,
+            transport,
+            ip_version,
+            orig_addr: orig.ip(),
+            orig_port: orig.port(),
+            resp_addr: resp.ip(),
+            resp_port: resp.port(),
+            icmp_type: None,
+            icmp_code: None,
+            orig_packets: 0,
+            resp_packets: 0,
+            orig_bytes: 0,
+            resp_bytes: 0,
+            conn_state: ConnState::OTH,
+            urgent_packets: 0,
+            wrong_fragments: 0,
+            land: false,
+            to_group: false,
+            end_reason: EndReason::Idle,
+            ip_proto: match (transport, ip_version) {
+                (Transport::Tcp, _) => 6,
+                (Transport::Udp, _) => 17,
+                (Transport::Icmp, 4) => 1,
+                (Transport::Icmp, _) => 58,
+                (Transport::Sctp, _) => 132,
+                (Transport::Unknown, _) => 0,
+            },
+            tunnel: None,
+            carries: None,
+            answer_unix_ns: None,
+            final_unix_ns: start_unix_ns,
+            history: History::default(),
+            stream_bytes: None,
+        }
+    }
+
     /// An ICMP echo conversation (request or reply: ICMP types 8 and 0, ICMPv6 128 and 129).
     pub fn is_icmp_echo(&self) -> bool {
         self.transport == Transport::Icmp

@@ -58,27 +58,26 @@ pub fn record(i: usize, distinct_hosts: bool, rng: &mut StdRng) -> ConnectionRec
     let start = T0_NS + i as u64 * 2_000;
     let end = start + rng.random_range(0..200_000_000);
     let attack = rng.random_bool(0.2);
-    ConnectionRecord {
-        stream_bytes: None,
-        history: Default::default(),
-        start_unix_ns: start,
-        end_unix_ns: end,
-        transport: if rng.random_bool(0.8) {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        },
-        ip_version: 4,
-        orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 1, rng.random_range(1..200))),
-        orig_port: rng.random_range(1024..65535),
-        resp_addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + host)),
-        resp_port: if attack {
+    // Drawn in the order the mix has always drawn them, so that it stays the same.
+    let transport = if rng.random_bool(0.8) {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let orig = (
+        IpAddr::V4(Ipv4Addr::new(198, 18, 1, rng.random_range(1..200))),
+        rng.random_range(1024..65535),
+    );
+    let resp = (
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + host)),
+        if attack {
             rng.random_range(1..1024)
         } else {
             ports[rng.random_range(0..ports.len())]
         },
-        icmp_type: None,
-        icmp_code: None,
+    );
+    ConnectionRecord {
+        end_unix_ns: end,
         orig_packets: 5,
         resp_packets: 4,
         orig_bytes: rng.random_range(0..2_000),
@@ -88,16 +87,10 @@ pub fn record(i: usize, distinct_hosts: bool, rng: &mut StdRng) -> ConnectionRec
         } else {
             ConnState::SF
         },
-        urgent_packets: 0,
-        wrong_fragments: 0,
-        land: false,
-        to_group: false,
         end_reason: EndReason::Fin,
-        ip_proto: 6,
-        tunnel: None,
-        carries: None,
         answer_unix_ns: (!attack).then_some(start + 100_000),
         final_unix_ns: end,
+        ..ConnectionRecord::new(transport, orig, resp, start)
     }
 }
 

@@ -389,24 +389,12 @@ mod tests {
     ) -> ConnectionRecord {
         let start = 1_700_000_000_000_000_000;
         ConnectionRecord {
-            stream_bytes: None,
-            history: Default::default(),
-            start_unix_ns: start,
             end_unix_ns: start + span_ms * 1_000_000,
-            transport,
             ip_version: if icmp_type.is_some_and(|t| t >= 128) {
                 6
             } else {
                 4
             },
-            orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            orig_port: if transport == Transport::Icmp {
-                0
-            } else {
-                40_000
-            },
-            resp_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
-            resp_port: if transport == Transport::Icmp { 0 } else { 53 },
             icmp_type,
             icmp_code: icmp_type.map(|_| 0),
             orig_packets: orig,
@@ -414,20 +402,29 @@ mod tests {
             orig_bytes: orig * 64,
             resp_bytes: resp * 64,
             conn_state: ConnState::SF,
-            urgent_packets: 0,
-            wrong_fragments: 0,
-            land: false,
-            to_group: false,
             end_reason: EndReason::Ongoing,
             ip_proto: match transport {
                 Transport::Icmp => 1,
                 Transport::Udp => 17,
                 _ => 6,
             },
-            tunnel: None,
-            carries: None,
-            answer_unix_ns: None,
             final_unix_ns: start + span_ms * 1_000_000,
+            ..ConnectionRecord::new(
+                transport,
+                (
+                    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+                    if transport == Transport::Icmp {
+                        0
+                    } else {
+                        40_000
+                    },
+                ),
+                (
+                    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+                    if transport == Transport::Icmp { 0 } else { 53 },
+                ),
+                start,
+            )
         }
     }
 

@@ -264,39 +264,24 @@ mod tests {
     use sensor_common::{conn_state::ConnState, flow::history::*};
 
     use super::*;
-    use crate::flows::EndReason;
 
     fn record(transport: Transport, (o, r): (u16, u16), (ho, hr): (u8, u8)) -> ConnectionRecord {
         let tcp = transport == Transport::Tcp;
         let (op, rp) = (u64::from(ho != 0 || !tcp), u64::from(hr != 0));
         let mut rec = ConnectionRecord {
-            stream_bytes: None,
-            start_unix_ns: 1,
             end_unix_ns: 2,
-            transport,
-            ip_version: 4,
-            orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            orig_port: o,
-            resp_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
-            resp_port: r,
-            icmp_type: None,
-            icmp_code: None,
             orig_packets: op,
             resp_packets: rp,
             orig_bytes: 10 * op,
-            resp_bytes: 0,
-            conn_state: ConnState::OTH,
-            urgent_packets: 0,
-            wrong_fragments: 0,
-            land: false,
-            to_group: false,
-            end_reason: EndReason::Idle,
             ip_proto: if tcp { 6 } else { 17 },
-            tunnel: None,
-            carries: None,
-            answer_unix_ns: None,
             final_unix_ns: 2,
             history: History { orig: ho, resp: hr },
+            ..ConnectionRecord::new(
+                transport,
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), o),
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), r),
+                1,
+            )
         };
         rec.conn_state = match transport {
             Transport::Tcp => tcp_conn_state(ho, hr, rec.orig_bytes, rec.resp_bytes),

@@ -21,33 +21,11 @@ fn v4(last: u8) -> IpAddr {
 
 fn tcp(end_ns: u64, dst: IpAddr, dport: u16, sport: u16, st: ConnState) -> ConnectionRecord {
     ConnectionRecord {
-        stream_bytes: None,
-        history: Default::default(),
-        start_unix_ns: end_ns,
-        end_unix_ns: end_ns,
-        transport: Transport::Tcp,
-        ip_version: 4,
-        orig_addr: v4(200),
-        orig_port: sport,
-        resp_addr: dst,
-        resp_port: dport,
-        icmp_type: None,
-        icmp_code: None,
         orig_packets: 1,
         resp_packets: 1,
-        orig_bytes: 0,
-        resp_bytes: 0,
         conn_state: st,
-        urgent_packets: 0,
-        wrong_fragments: 0,
-        land: false,
-        to_group: false,
         end_reason: EndReason::Fin,
-        ip_proto: 6,
-        tunnel: None,
-        carries: None,
-        answer_unix_ns: None,
-        final_unix_ns: end_ns,
+        ..ConnectionRecord::new(Transport::Tcp, (v4(200), sport), (dst, dport), end_ns)
     }
 }
 

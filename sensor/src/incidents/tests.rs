@@ -16,33 +16,12 @@ fn addr(last: u8) -> IpAddr {
 /// A refused TCP connection from `src` to `dst:port` at `t_ns`.
 fn conn(src: IpAddr, src_port: u16, dst: IpAddr, port: u16, t_ns: u64) -> ConnectionRecord {
     ConnectionRecord {
-        stream_bytes: None,
-        history: Default::default(),
-        start_unix_ns: t_ns,
-        end_unix_ns: t_ns,
-        transport: Transport::Tcp,
-        ip_version: 4,
-        orig_addr: src,
-        orig_port: src_port,
-        resp_addr: dst,
-        resp_port: port,
-        icmp_type: None,
-        icmp_code: None,
         orig_packets: 1,
         resp_packets: 1,
-        orig_bytes: 0,
-        resp_bytes: 0,
         conn_state: ConnState::REJ,
-        urgent_packets: 0,
-        wrong_fragments: 0,
-        land: false,
-        to_group: false,
         end_reason: EndReason::Rst,
-        ip_proto: 6,
-        tunnel: None,
-        carries: None,
         answer_unix_ns: Some(t_ns),
-        final_unix_ns: t_ns,
+        ..ConnectionRecord::new(Transport::Tcp, (src, src_port), (dst, port), t_ns)
     }
 }
 
@@ -189,21 +168,36 @@ fn udp_stream(src: IpAddr, packets: u64, end_reason: EndReason) -> ConnectionRec
     c
 }
 
+/// A verdict of the volume rule at `scope`, `pps` its rate (over a bar of 5,000).
+fn by_volume(scope: crate::detect::VolumeScope, pps: f64) -> Scored {
+    let mut s = flagged();
+    s.verdict.detector = Detector::Volume;
+    s.volume = Some(crate::detect::VolumeHit {
+        scope,
+        packets_per_second: pps,
+        ratio: pps / 5_000.0,
+    });
+    s
+}
+
+/// The early verdict's record of the `i`-th one-datagram conversation from `src` of a flood
+/// to the next port of the target each, `gap_ns` apart.
+fn datagram_to_next_port(src: IpAddr, i: u64, gap_ns: u64) -> ConnectionRecord {
+    let mut c = udp_stream(src, 1, EndReason::Ongoing);
+    c.orig_port = 1_024 + i as u16;
+    c.resp_port = 1 + i as u16;
+    c.start_unix_ns = T0 + i * gap_ns;
+    c.end_unix_ns = c.start_unix_ns;
+    c.final_unix_ns = c.start_unix_ns + S;
+    c
+}
+
 #[test]
 fn one_conversation_at_a_floods_rate_opens_its_flood_once() {
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
     // The rule's verdicts: 20,000 per second over the first second, 30,000 over the flood.
-    let by_volume = |pps: f64| {
-        let mut s = flagged();
-        s.verdict.detector = Detector::Volume;
-        s.volume = Some(crate::detect::VolumeHit {
-            scope: crate::detect::VolumeScope::Conversation,
-            packets_per_second: pps,
-            ratio: pps / 5_000.0,
-        });
-        s
-    };
+    let by_volume = |pps: f64| by_volume(crate::detect::VolumeScope::Conversation, pps);
     // The early verdict opens the flood at once; the final record of the same conversation
     // (a minute later, after the UDP timeout) adds nothing.
     let early = udp_stream(addr(1), 20_000, EndReason::Ongoing);
@@ -240,13 +234,7 @@ fn a_target_floods_final_records_a_minute_later_open_nothing_new() {
     // then, must not open a second incident.
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
-    let mut by_target = flagged();
-    by_target.verdict.detector = Detector::Volume;
-    by_target.volume = Some(crate::detect::VolumeHit {
-        scope: crate::detect::VolumeScope::Target,
-        packets_per_second: 8_000.0,
-        ratio: 1.6,
-    });
+    let by_target = by_volume(crate::detect::VolumeScope::Target, 8_000.0);
     let conv = |i: u64, end_reason: EndReason| {
         let mut c = udp_stream(addr(1), 1, end_reason);
         c.orig_port = 1_024 + i as u16;
@@ -287,20 +275,9 @@ fn a_flood_over_many_ports_is_one_incident_at_its_host() {
     // port's verdicts carry a rate, which opens a flood by itself) nor a port scan per source.
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
-    let mut by_host = flagged();
-    by_host.verdict.detector = Detector::Volume;
-    by_host.volume = Some(crate::detect::VolumeHit {
-        scope: crate::detect::VolumeScope::Host,
-        packets_per_second: 9_000.0,
-        ratio: 1.8,
-    });
+    let by_host = by_volume(crate::detect::VolumeScope::Host, 9_000.0);
     for i in 0..2_000u64 {
-        let mut c = udp_stream(addr(1 + (i % 4) as u8), 1, EndReason::Ongoing);
-        c.orig_port = 1_024 + i as u16;
-        c.resp_port = 1 + i as u16;
-        c.start_unix_ns = T0 + i * 100_000;
-        c.end_unix_ns = c.start_unix_ns;
-        c.final_unix_ns = c.start_unix_ns + S;
+        let c = datagram_to_next_port(addr(1 + (i % 4) as u8), i, 100_000);
         tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
     }
     // A query to the host's resolver during the flood, answered and normal: counted there.
@@ -344,10 +321,7 @@ fn a_flood_over_many_ports_is_one_incident_at_its_host() {
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
     for i in 0..200u64 {
-        let mut c = udp_stream(addr(1), 1, EndReason::Idle);
-        c.orig_port = 1_024 + i as u16;
-        c.resp_port = 1 + i as u16;
-        c.final_unix_ns = T0 + i * 1_000_000;
+        let c = datagram_to_next_port(addr(1), i, 1_000_000);
         tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
     }
     tracker.finish(&mut out);
@@ -366,20 +340,9 @@ fn a_port_scan_that_turns_out_a_host_flood_is_taken_over_by_it() {
     // `port_scan` opens at the twentieth; then the host's rate flags the rest.
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
-    let mut by_host = flagged();
-    by_host.verdict.detector = Detector::Volume;
-    by_host.volume = Some(crate::detect::VolumeHit {
-        scope: crate::detect::VolumeScope::Host,
-        packets_per_second: 20_000.0,
-        ratio: 4.0,
-    });
+    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
     for i in 0..1_000u64 {
-        let mut c = udp_stream(addr(1), 1, EndReason::Ongoing);
-        c.orig_port = 1_024 + i as u16;
-        c.resp_port = 1 + i as u16;
-        c.start_unix_ns = T0 + i * 50_000;
-        c.end_unix_ns = c.start_unix_ns;
-        c.final_unix_ns = c.start_unix_ns + S;
+        let c = datagram_to_next_port(addr(1), i, 50_000);
         let s = if i < 99 { flagged() } else { by_host.clone() };
         tracker.observe(&c, &s, c.final_unix_ns, &mut out);
     }

@@ -11,33 +11,16 @@ fn rules(text: &str) -> Result<Suppressions, String> {
 
 fn record(src: &str, dst: &str, port: u16) -> ConnectionRecord {
     ConnectionRecord {
-        stream_bytes: None,
-        history: Default::default(),
-        start_unix_ns: 1,
         end_unix_ns: 2,
-        transport: crate::flows::Transport::Tcp,
-        ip_version: if src.contains(':') { 6 } else { 4 },
-        orig_addr: src.parse().unwrap(),
-        orig_port: 40000,
-        resp_addr: dst.parse().unwrap(),
-        resp_port: port,
-        icmp_type: None,
-        icmp_code: None,
         orig_packets: 1,
-        resp_packets: 0,
-        orig_bytes: 0,
-        resp_bytes: 0,
         conn_state: sensor_common::conn_state::ConnState::S0,
-        urgent_packets: 0,
-        wrong_fragments: 0,
-        land: false,
-        to_group: false,
-        end_reason: crate::flows::EndReason::Idle,
-        ip_proto: 6,
-        tunnel: None,
-        carries: None,
-        answer_unix_ns: None,
         final_unix_ns: 2,
+        ..ConnectionRecord::new(
+            crate::flows::Transport::Tcp,
+            (src.parse::<std::net::IpAddr>().unwrap(), 40000),
+            (dst.parse::<std::net::IpAddr>().unwrap(), port),
+            1,
+        )
     }
 }
 
