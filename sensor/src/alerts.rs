@@ -375,6 +375,7 @@ mod tests {
             suppressed_by: None,
             cold: None,
             volume: None,
+            volume_pending: false,
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();

@@ -11,7 +11,7 @@ use sensor_common::conn_state::ConnState;
 
 pub mod volume;
 
-pub use volume::{TargetRates, VolumeConfig, VolumeHit, VolumeScope};
+pub use volume::{TargetRates, TargetVerdict, VolumeConfig, VolumeHit, VolumeScope};
 
 use crate::{
     features::{ColdWindow, FeatureConfig, FeatureConfigError, FeatureEngine},
@@ -36,6 +36,9 @@ pub struct Scored {
     pub cold: Option<ColdWindow>,
     /// What the volume rule found, where it flagged the connection (detector `volume`).
     pub volume: Option<VolumeHit>,
+    /// The volume rule could not judge it yet ([`TargetVerdict::pending`]): its host gets a
+    /// flood's rate of new UDP conversations, none answered, too few judged to tell.
+    pub volume_pending: bool,
 }
 
 impl Scored {
@@ -292,6 +295,8 @@ struct Batch<'a> {
     /// What the volume rule found, judged in event order (its per-target half counts each
     /// verdict as it comes, [`TargetRates`]).
     volume_hits: Vec<Option<VolumeHit>>,
+    /// Whether the rule's per-target half was undecided ([`TargetVerdict::pending`]).
+    volume_pending: Vec<bool>,
 }
 
 impl<'a> Batch<'a> {
@@ -304,6 +309,7 @@ impl<'a> Batch<'a> {
             context_rows: Vec::new(),
             colds: Vec::with_capacity(n),
             volume_hits: Vec::with_capacity(n),
+            volume_pending: Vec::with_capacity(n),
         }
     }
 
@@ -318,16 +324,14 @@ impl<'a> Batch<'a> {
     ) {
         let scope = NotScored::of(rec);
         let (rates, cfg) = volume;
-        self.volume_hits.push(
-            scope
-                .is_none()
-                .then(|| {
-                    // Every UDP verdict counts towards its target's answered share.
-                    let target = rates.judge(cfg, rec);
-                    cfg.judge(rec).or(target)
-                })
-                .flatten(),
-        );
+        // Every UDP verdict counts towards its target's answered share.
+        let target = match scope {
+            None => rates.judge(cfg, rec),
+            Some(_) => TargetVerdict::default(),
+        };
+        let hit = scope.is_none().then(|| cfg.judge(rec)).flatten();
+        self.volume_hits.push(hit.or(target.hit));
+        self.volume_pending.push(hit.is_none() && target.pending);
         let cold = engine.last_cold().filter(|_| scope.is_none());
         if let Some(c) = cold {
             let from = self.context_rows.len();
@@ -427,6 +431,7 @@ impl Pipeline {
             context_rows,
             colds,
             volume_hits,
+            volume_pending,
         } = batch;
         let verdicts = if contexts.is_empty() {
             self.verdicts(&features)
@@ -464,13 +469,15 @@ impl Pipeline {
             out
         };
         let mut out = Vec::with_capacity(features.len());
-        for (((((features, mut verdict), not_scored), rec), cold), volume) in features
-            .into_iter()
-            .zip(verdicts)
-            .zip(scopes)
-            .zip(recs)
-            .zip(colds)
-            .zip(volume_hits)
+        for ((((((features, mut verdict), not_scored), rec), cold), volume), volume_pending) in
+            features
+                .into_iter()
+                .zip(verdicts)
+                .zip(scopes)
+                .zip(recs)
+                .zip(colds)
+                .zip(volume_hits)
+                .zip(volume_pending)
         {
             if not_scored.is_some() {
                 verdict.anomalous = false;
@@ -492,6 +499,7 @@ impl Pipeline {
                 suppressed_by: None,
                 cold,
                 volume,
+                volume_pending,
             };
             // Rules are tried on anomalous connections only, so normal traffic costs one test.
             if s.verdict.anomalous && !self.suppressions.is_empty() {

@@ -511,7 +511,11 @@ impl IncidentTracker {
             }
             e.add(rec, s, at_ns);
             self.fed.push_back((at_ns, key));
-            if let Some(kind) = self.passes(&key) {
+            // A UDP port scan of a host the volume rule cannot judge yet may be a flood's
+            // first moments (`crate::detect::TargetVerdict::pending`): its evidence waits
+            // for the rule's verdict, a hundred conversations later at most.
+            let undecided = s.volume_pending && matches!(key, Key::Scan(_, _, Transport::Udp));
+            if let Some(kind) = self.passes(&key).filter(|_| !undecided) {
                 let evidence = self.candidates.remove(&key).unwrap_or_default();
                 self.open_incident(key, kind, rec, evidence, at_ns, out);
                 self.pin_if_live(key, rec, s);
@@ -521,12 +525,14 @@ impl IncidentTracker {
         self.bound_candidates();
     }
 
-    /// The host's UDP flood `flood`, opening on `key`, takes over the open UDP port scans of
-    /// its `target`: their evidence joins the flood's (so its `open` line tells the whole
-    /// attack), and each scan closes with a line naming the flood (`merged_into`), returned,
-    /// so that the attack is one incident to follow. A flood over many ports from few sources
-    /// is a port scan to the model's first verdicts, before the volume rule has seen enough of
-    /// the host to judge it.
+    /// The host's UDP flood `flood`, opening on `key`, takes over the UDP port scans of its
+    /// `target`, candidates and open ones: their evidence joins the flood's (so its `open`
+    /// line tells the whole attack), and each open scan closes with a line naming the flood
+    /// (`merged_into`), returned, so that the attack is one incident to follow. A flood over
+    /// many ports from few sources is a port scan to the model's first verdicts, before the
+    /// volume rule has seen enough of the host to judge it: such a scan waits while the rule
+    /// is undecided (`Scored::volume_pending`), and opens only where a connection's own
+    /// verdict came too late for the wait (a scan already open when the flood began).
     fn take_over_scans(
         &mut self,
         key: Key,
@@ -540,6 +546,18 @@ impl IncidentTracker {
             .copied()
             .collect();
         scans.sort_unstable();
+        let mut waiting: Vec<Key> = self
+            .candidates
+            .keys()
+            .filter(|k| matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target))
+            .copied()
+            .collect();
+        waiting.sort_unstable();
+        for k in waiting {
+            if let Some(e) = self.candidates.remove(&k) {
+                flood.evidence.merge(&e);
+            }
+        }
         let mut closed = Vec::new();
         for scan_key in scans {
             let Some(scan) = self.open.remove(&scan_key) else {

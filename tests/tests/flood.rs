@@ -767,27 +767,12 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
         host_flood_closed["port_count"].as_u64().unwrap_or(0) >= 10_000,
         "{host_flood_closed}"
     );
-    // Its first conversations, judged by the model before the host's rate could be, may
-    // open a port scan: the flood takes it over.
-    for scan in out
-        .alerts
-        .iter()
-        .filter(|a| a["type"] == "incident" && a["kind"] == "port_scan")
-    {
-        assert_eq!(scan["targets"], serde_json::json!([FLOOD_TARGET]), "{scan}");
-        if scan["state"] == "closed" {
-            assert_eq!(scan["merged_into"], udp[2]["id"], "{scan}");
-        }
-    }
-    let closed_scans = out
-        .alerts
-        .iter()
-        .filter(|a| a["kind"] == "port_scan" && a["state"] == "closed")
-        .count();
-    assert_eq!(
-        closed_scans,
-        incidents("port_scan").len(),
-        "every scan taken over"
+    // Its first conversations, judged by the model while the volume rule could not judge the
+    // host yet, walk ports from one source: no port scan opens for them, the flood holds them.
+    assert!(
+        incidents("port_scan").is_empty(),
+        "the flood over many ports is one incident: {:?}",
+        incidents("port_scan")
     );
     // Every conversation of the floods is the volume rule's, and nothing else is.
     let by_volume: Vec<&serde_json::Value> = out

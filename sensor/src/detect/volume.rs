@@ -226,7 +226,30 @@ impl TargetCounts {
     }
 }
 
+/// What [`TargetRates::judge`] found in a conversation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TargetVerdict {
+    /// Flagged: its service's or its host's rate is a flood's.
+    pub hit: Option<VolumeHit>,
+    /// Not flagged yet, but undecided: an unanswered conversation whose host received a
+    /// flood's rate of new conversations in its second, with too few verdicts yet
+    /// ([`MIN_JUDGED`]) to tell a flood from a busy server's first moments, and few enough
+    /// answered (one in the first hundred) that it may still be a flood. A flood over many ports is a port scan to the model meanwhile
+    /// (`crate::incidents` waits before opening one of such a host).
+    pub pending: bool,
+}
+
 impl TargetCounts {
+    /// Whether a conversation of the second `s` is undecided as [`TargetVerdict::pending`]
+    /// says (its own verdict counted).
+    fn pending(&self, s: u64, threshold: f64) -> bool {
+        let judged = u64::from(self.answered) + u64::from(self.unanswered);
+        let count = self.opened_in(s).max(self.opened_in(s + 1));
+        // Still a flood at the hundredth verdict if at most 1% of those are answered.
+        let may_flood = u64::from(self.answered) * 100 <= MIN_JUDGED;
+        threshold > 0.0 && f64::from(count) >= threshold && judged < MIN_JUDGED && may_flood
+    }
+
     /// Counts the verdict on a conversation that began in the second `s`, judged at the
     /// second `now`, answered or not (`quiet`), and returns the rate it is flagged at, if its
     /// target is flooded as [`TargetRates`] says.
@@ -325,9 +348,9 @@ impl TargetRates {
     /// Counts the verdict on `rec` towards its target's answered share (its service's and
     /// its host's), and flags it if it is an unanswered UDP conversation to a target flooded
     /// as [`TargetRates`] says: its service, or else its host.
-    pub fn judge(&mut self, cfg: &VolumeConfig, rec: &ConnectionRecord) -> Option<VolumeHit> {
+    pub fn judge(&mut self, cfg: &VolumeConfig, rec: &ConnectionRecord) -> TargetVerdict {
         if !cfg.enabled || rec.transport != Transport::Udp {
-            return None;
+            return TargetVerdict::default();
         }
         let now = rec.final_unix_ns.max(rec.end_unix_ns) / NS_PER_SEC;
         let s = rec.start_unix_ns / NS_PER_SEC;
@@ -338,21 +361,27 @@ impl TargetRates {
             .targets
             .get_mut(&(rec.resp_addr, rec.resp_port))
             .and_then(|c| c.judge(now, s, quiet, threshold));
-        let host = self
-            .hosts
-            .get_mut(&rec.resp_addr)
-            .and_then(|c| c.judge(now, s, quiet, threshold));
+        let (host, pending) = match self.hosts.get_mut(&rec.resp_addr) {
+            Some(c) => {
+                let rate = c.judge(now, s, quiet, threshold);
+                (rate, quiet && rate.is_none() && c.pending(s, threshold))
+            }
+            None => (None, false),
+        };
         let (scope, rate) = match (service, host) {
             (Some(rate), _) => (VolumeScope::Target, rate),
             (None, Some(rate)) => (VolumeScope::Host, rate),
-            (None, None) => return None,
+            (None, None) => return TargetVerdict { hit: None, pending },
         };
         let rate = f64::from(rate);
-        Some(VolumeHit {
-            scope,
-            packets_per_second: rate,
-            ratio: rate / threshold,
-        })
+        TargetVerdict {
+            hit: Some(VolumeHit {
+                scope,
+                packets_per_second: rate,
+                ratio: rate / threshold,
+            }),
+            pending: false,
+        }
     }
 
     /// Openings not counted: their target found no room, or came too late.
@@ -546,7 +575,7 @@ mod tests {
             .collect();
         let (mut flagged, mut peak, mut scopes) = (0, 0f64, std::collections::BTreeSet::new());
         let mut judge = |rates: &mut TargetRates, c: &ConnectionRecord| {
-            if let Some(h) = rates.judge(&v, c) {
+            if let Some(h) = rates.judge(&v, c).hit {
                 flagged += 1;
                 peak = peak.max(h.packets_per_second);
                 scopes.insert(h.scope);
@@ -594,9 +623,11 @@ mod tests {
             enabled: false,
             ..VolumeConfig::default()
         };
-        assert!(rates.judge(&off, &c).is_none());
+        assert!(rates.judge(&off, &c).hit.is_none());
         let on = VolumeConfig::default();
-        let flagged = (0..100).filter(|_| rates.judge(&on, &c).is_some()).count();
+        let flagged = (0..100)
+            .filter(|_| rates.judge(&on, &c).hit.is_some())
+            .count();
         assert_eq!(flagged, 1, "the hundredth verdict");
     }
 
@@ -636,6 +667,51 @@ mod tests {
             one_port.2,
             std::collections::BTreeSet::from([VolumeScope::Target])
         );
+    }
+
+    #[test]
+    fn a_hosts_first_unanswered_conversations_at_a_floods_rate_are_pending() {
+        let v = VolumeConfig::default();
+        // 10,000 conversations to as many ports of one host in one second, judged a second
+        // later: the first 99 are undecided, the hundredth is the flood's.
+        let opened = |rates: &mut TargetRates, n: u64| {
+            let c = conv(UDP, None, 1, 0, 0);
+            for i in 0..n {
+                rates.opened(&v, UDP, c.resp_addr, 1 + i as u16, c.start_unix_ns);
+            }
+            c
+        };
+        let mut rates = TargetRates::default();
+        let c = opened(&mut rates, 10_000);
+        let to = |port: u16, answered: u64| ConnectionRecord {
+            resp_port: port,
+            resp_packets: answered,
+            ..c.clone()
+        };
+        for port in 1..100 {
+            let t = rates.judge(&v, &to(port, 0));
+            assert_eq!((t.hit, t.pending), (None, true), "port {port}");
+        }
+        let t = rates.judge(&v, &to(100, 0));
+        assert_eq!(
+            (t.hit.map(|h| h.scope), t.pending),
+            (Some(VolumeScope::Host), false)
+        );
+        // A host that answered two of its first conversations is a server, not undecided
+        // (one in a hundred may be a flood's: a closed port's ICMP error, say).
+        let mut rates = TargetRates::default();
+        opened(&mut rates, 10_000);
+        assert!(!rates.judge(&v, &to(1, 1)).pending, "answered itself");
+        assert!(
+            rates.judge(&v, &to(2, 0)).pending,
+            "one answered in a hundred"
+        );
+        assert!(!rates.judge(&v, &to(3, 1)).pending, "answered itself");
+        assert!(!rates.judge(&v, &to(4, 0)).pending, "its host answered two");
+        // Under the bar: nothing is undecided.
+        let mut rates = TargetRates::default();
+        opened(&mut rates, 4_000);
+        assert!(!rates.judge(&v, &to(1, 0)).pending);
     }
 
     #[test]
@@ -694,12 +770,13 @@ mod tests {
         for start_s in [0, 5, 9] {
             let hit = rates
                 .judge(&v, &at(start_s))
+                .hit
                 .expect("a flood's final record");
             assert_eq!(hit.packets_per_second, 10_000.0);
         }
-        assert!(rates.judge(&v, &at(30)).is_none(), "after the flood");
+        assert!(rates.judge(&v, &at(30)).hit.is_none(), "after the flood");
         // The first 99, not flagged at their early verdicts, are at their final records.
-        assert!(rates.judge(&v, &at(0)).is_some());
+        assert!(rates.judge(&v, &at(0)).hit.is_some());
     }
 
     #[test]
@@ -745,7 +822,7 @@ mod tests {
             rates.opened(&v, UDP, c.resp_addr, c.resp_port, late.start_unix_ns);
         }
         let flagged = (0..200)
-            .filter(|_| rates.judge(&v, &late).is_some())
+            .filter(|_| rates.judge(&v, &late).hit.is_some())
             .count();
         assert!(flagged >= 100, "{flagged} of 200 after an hour's quiet");
     }

@@ -89,11 +89,11 @@ pub struct IncidentLine {
     /// none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_packets_per_second: Option<f64>,
-    /// On the `closed` line of a port scan whose target turned out to be flooded over many
-    /// UDP ports (the volume rule's verdicts at the host, `crate::detect::volume`): the id of
-    /// the host's `udp_flood`, which took over its evidence. The scan's first connections were
-    /// judged by the model before the host's rate could be, so one attack opened both; the
-    /// flood is the one to follow.
+    /// On the `closed` line of a UDP port scan whose target turned out to be flooded over many
+    /// ports (the volume rule's verdicts at the host, `crate::detect::volume`): the id of the
+    /// host's `udp_flood`, which took over its evidence. A scan waits while the rule cannot
+    /// judge its host yet, so this is a scan that was open before the flood began; the flood
+    /// is the one to follow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<String>,
     /// The features whose values set its anomalous connections apart most, with their mean.

@@ -41,6 +41,7 @@ fn flagged() -> Scored {
         suppressed_by: None,
         cold: None,
         volume: None,
+        volume_pending: false,
     }
 }
 
@@ -335,9 +336,9 @@ fn a_flood_over_many_ports_is_one_incident_at_its_host() {
 
 #[test]
 fn a_port_scan_that_turns_out_a_host_flood_is_taken_over_by_it() {
-    // `hping3 --udp -p ++1 --flood`: its first conversations are judged by the model alone
-    // (the volume rule waits for a hundred verdicts on the host) and walk ports, so a
-    // `port_scan` opens at the twentieth; then the host's rate flags the rest.
+    // A UDP port scan of a host, judged by the model alone and open (at its twentieth port)
+    // before the host was flooded, then `hping3 --udp -p ++1 --flood` at the same host: the
+    // host's rate flags the rest, and its flood takes the scan over.
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
     let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
@@ -379,4 +380,53 @@ fn a_port_scan_that_turns_out_a_host_flood_is_taken_over_by_it() {
     assert_eq!(closed.start_unix_ns, T0);
     assert_eq!(tracker.stats().open.values().sum::<u64>(), 0);
     assert_eq!(tracker.stats().opened[&IncidentKind::PortScan], 1);
+}
+
+#[test]
+fn a_port_scan_waits_while_the_volume_rule_cannot_judge_its_host() {
+    // The same flood, its first 99 conversations marked undecided by the volume rule (the
+    // host's rate is a flood's, too few verdicts to tell): no port scan opens, and the host's
+    // flood, when the rule flags it, holds them all.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
+    let pending = Scored {
+        volume_pending: true,
+        ..flagged()
+    };
+    for i in 0..1_000u64 {
+        let c = datagram_to_next_port(addr(1), i, 50_000);
+        let s = if i < 99 { &pending } else { &by_host };
+        tracker.observe(&c, s, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let lines: Vec<(IncidentState, IncidentKind)> = out.iter().map(|l| (l.state, l.kind)).collect();
+    assert_eq!(
+        lines,
+        [
+            (IncidentState::Open, IncidentKind::UdpFlood),
+            (IncidentState::Closed, IncidentKind::UdpFlood),
+        ],
+        "{out:?}"
+    );
+    assert_eq!((out[0].connections, out[0].port_count), (100, 100));
+    assert_eq!(out[1].connections, 1_000);
+
+    // Undecided, then not a flood after all (the host answers): the scan opens at the first
+    // anomalous connection the rule has decided on.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    for i in 0..30u64 {
+        let c = datagram_to_next_port(addr(1), i, 50_000);
+        let s = if i < 25 { &pending } else { &flagged() };
+        tracker.observe(&c, s, c.final_unix_ns, &mut out);
+        if i < 25 {
+            assert!(out.is_empty(), "opened while undecided: {out:?}");
+        }
+    }
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].kind, out[0].port_count),
+        (IncidentKind::PortScan, 26)
+    );
 }

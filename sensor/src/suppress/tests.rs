@@ -53,6 +53,7 @@ fn scored(service: &str, detector: Detector) -> Scored {
         suppressed_by: None,
         cold: None,
         volume: None,
+        volume_pending: false,
     }
 }
 

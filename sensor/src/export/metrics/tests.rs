@@ -93,6 +93,7 @@ fn a_scored_batch_publishes_its_histograms_when_dropped() {
         suppressed_by: None,
         cold: None,
         volume: None,
+        volume_pending: false,
     };
     let count = |text: &str, name: &str| {
         text.lines()
