@@ -15,11 +15,14 @@
 //! | `host_sweep` | one source, anomalous connections to one port (or ICMP echo) on many hosts | source, protocol, port |
 //! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
 //!
-//! A connection that fits an incident already open is counted there (flood, then scan, then
-//! sweep, then source); otherwise it is evidence for candidates of every kind, and the first
-//! candidate to pass its threshold opens. ICMP error messages (unreachable, time exceeded) are
-//! responses to other traffic, not attacks of their own: they never open an incident, and they
-//! count towards one open on their key.
+//! A connection that fits an incident already open is counted there (flood, then the host's
+//! UDP flood, scan, sweep, source); otherwise it is evidence for candidates of every kind, and
+//! the first candidate to pass its threshold opens. The host's UDP flood is the exception to
+//! both: it is fed only by the volume rule's verdicts at the host, which it takes first (and
+//! which feed no port's flood), and it takes only anomalous connections; a UDP port scan of a
+//! host the rule cannot judge yet waits (`IncidentTracker::take_over_scans`). ICMP error
+//! messages (unreachable, time exceeded) are responses to other traffic, not attacks of their
+//! own: they never open an incident, and they count towards one open on their key.
 //!
 //! Evidence is counted on the connections' own clock (their final moment, or for an early
 //! verdict the moment it was taken), so replay and live mode group alike. It counts over at
@@ -94,6 +97,14 @@ impl Default for IncidentConfig {
         }
     }
 }
+
+/// How long the volume rule takes at most to judge a host's flood (the second it began, and
+/// the early verdict's delay after it): a UDP port scan of the host that began within this of
+/// the flood is the flood's own start (`IncidentTracker::take_over_scans`), and a scan that
+/// waited for the rule opens once its last connection is this old (`IncidentTracker::tick`).
+const TAKE_OVER_NS: u64 = crate::lifecycle::LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER.as_nanos()
+    as u64
+    + 1_000_000_000;
 
 /// How many distinct values an incident lists in its lines.
 const LISTED: usize = 10;
@@ -177,6 +188,10 @@ struct Evidence {
     /// The highest rate of a conversation the volume rule flagged: such a conversation is a
     /// flood by itself (see [`IncidentTracker::passes`]).
     peak_pps: Option<f64>,
+    /// Passed its threshold while the volume rule could not judge its host (a UDP port scan,
+    /// `crate::detect::TargetVerdict::pending`): opens at [`IncidentTracker::tick`] once the
+    /// rule has had time to decide, unless the host's flood took it over.
+    waiting: bool,
 }
 
 impl Evidence {
@@ -471,12 +486,16 @@ impl IncidentTracker {
         } else if at_host && !late_target_verdict(rec, s) {
             None
         } else {
+            // A host's flood takes only anomalous connections: it spans every UDP port of the
+            // host, whose ordinary traffic (a resolver's queries) would keep it open forever.
             keys.iter()
                 .flatten()
+                .filter(|k| s.verdict.anomalous || !matches!(k, Key::HostFlood(_)))
                 .find(|k| self.open.contains_key(k))
                 .copied()
         };
-        // An incident already open on one of its keys takes it, anomalous or not.
+        // An incident already open on one of its keys takes it, anomalous or not (a host's
+        // flood: anomalous only).
         if let Some(key) = claimed {
             let update_every = self.config.update_every.as_nanos() as u64;
             self.pin_if_live(key, rec, s);
@@ -513,11 +532,18 @@ impl IncidentTracker {
             self.fed.push_back((at_ns, key));
             // A UDP port scan of a host the volume rule cannot judge yet may be a flood's
             // first moments (`crate::detect::TargetVerdict::pending`): its evidence waits
-            // for the rule's verdict, a hundred conversations later at most.
+            // for the rule's verdict, the next decided connection on its key or `tick`.
             let undecided = s.volume_pending && matches!(key, Key::Scan(_, _, Transport::Udp));
-            if let Some(kind) = self.passes(&key).filter(|_| !undecided) {
+            let passed = self.passes(&key);
+            if undecided && passed.is_some() {
+                if let Some(e) = self.candidates.get_mut(&key) {
+                    e.waiting = true;
+                }
+                continue;
+            }
+            if let Some(kind) = passed {
                 let evidence = self.candidates.remove(&key).unwrap_or_default();
-                self.open_incident(key, kind, rec, evidence, at_ns, out);
+                self.open_incident(key, kind, rec.transport.as_str(), evidence, at_ns, out);
                 self.pin_if_live(key, rec, s);
                 break;
             }
@@ -526,7 +552,7 @@ impl IncidentTracker {
     }
 
     /// The host's UDP flood `flood`, opening on `key`, takes over the UDP port scans of its
-    /// `target`, candidates and open ones: their evidence joins the flood's (so its `open`
+    /// `target` that began with it, candidates and open ones: their evidence joins the flood's (so its `open`
     /// line tells the whole attack), and each open scan closes with a line naming the flood
     /// (`merged_into`), returned, so that the attack is one incident to follow. A flood over
     /// many ports from few sources is a port scan to the model's first verdicts, before the
@@ -539,18 +565,25 @@ impl IncidentTracker {
         flood: &mut Incident,
         target: IpAddr,
     ) -> Vec<IncidentLine> {
+        // The flood's own first connections began at most the rule's time to decide before
+        // the flood's first verdict at the host (the second it began, and the early verdict's
+        // delay); a scan that began earlier is another attack, and stays one.
+        let since_ns = flood.evidence.start_ns.saturating_sub(TAKE_OVER_NS);
+        let of_flood = |k: &Key, e: &Evidence| {
+            matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target) && e.start_ns >= since_ns
+        };
         let mut scans: Vec<Key> = self
             .open
-            .keys()
-            .filter(|k| matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target))
-            .copied()
+            .iter()
+            .filter(|(k, inc)| of_flood(k, &inc.evidence))
+            .map(|(k, _)| *k)
             .collect();
         scans.sort_unstable();
         let mut waiting: Vec<Key> = self
             .candidates
-            .keys()
-            .filter(|k| matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target))
-            .copied()
+            .iter()
+            .filter(|(k, e)| of_flood(k, e))
+            .map(|(k, _)| *k)
             .collect();
         waiting.sort_unstable();
         for k in waiting {
@@ -648,7 +681,7 @@ impl IncidentTracker {
         &mut self,
         key: Key,
         kind: IncidentKind,
-        rec: &ConnectionRecord,
+        protocol: &'static str,
         evidence: Evidence,
         at_ns: u64,
         out: &mut Vec<IncidentLine>,
@@ -661,7 +694,7 @@ impl IncidentTracker {
         let mut inc = Incident {
             id: format!("{prefix}-{}", self.next_id),
             kind,
-            protocol: rec.transport.as_str(),
+            protocol,
             evidence,
             last_line_ns: at_ns,
             dirty: false,
@@ -681,6 +714,23 @@ impl IncidentTracker {
     /// Closes incidents quiet for `quiet` and forgets candidates not fed for `window`, as of
     /// `now_ns` (the connections' clock).
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<IncidentLine>) {
+        // Waiting scans (`Evidence::waiting`) whose last connection is older than the volume
+        // rule's time to decide: the rule found no flood of their host, or a flood that did
+        // not take them over.
+        let mut waited: Vec<Key> = self
+            .candidates
+            .iter()
+            .filter(|(_, e)| e.waiting && now_ns.saturating_sub(e.last_ns) >= TAKE_OVER_NS)
+            .map(|(k, _)| *k)
+            .collect();
+        waited.sort_unstable();
+        for key in waited {
+            if let (Some(kind), Key::Scan(_, _, t)) = (self.passes(&key), key)
+                && let Some(evidence) = self.candidates.remove(&key)
+            {
+                self.open_incident(key, kind, t.as_str(), evidence, now_ns, out);
+            }
+        }
         let quiet = self.config.quiet.as_nanos() as u64;
         let mut closed: Vec<Key> = self
             .open

@@ -168,7 +168,9 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 ///
 /// The same counts are kept for each host over all its UDP ports: a flood that changes its
 /// destination port with every datagram (`hping3 --udp -p ++1`, random ports) spreads over
-/// thousands of services, none near the bar, and reaches it at the host. A host's answered
+/// thousands of services, none near the bar, and reaches it at the host. A host's count of a
+/// second leaves out the services that reached the bar in it by themselves: a flood of one
+/// port is its service's, and would otherwise make every other port of the host look flooded. A host's answered
 /// share is over all its services, so a host that runs a busy service it answers is not judged
 /// flooded on its other ports (a miss, not a false alarm). A conversation is judged at its
 /// service first, then at its host ([`VolumeScope::Host`]).
@@ -209,6 +211,14 @@ impl TargetCounts {
         }
     }
 
+    /// Takes `n` openings of the second `s` back, while it is one of those kept.
+    fn retract(&mut self, s: u64, n: u32) {
+        if s <= self.second && self.second - s < KEPT_SECS {
+            let slot = &mut self.opened[(s % KEPT_SECS) as usize];
+            *slot = slot.saturating_sub(n);
+        }
+    }
+
     /// Counts an opening in the second `s`; false if `s` is too late to count.
     fn open(&mut self, s: u64) -> bool {
         if s > self.second {
@@ -234,8 +244,9 @@ pub struct TargetVerdict {
     /// Not flagged yet, but undecided: an unanswered conversation whose host received a
     /// flood's rate of new conversations in its second, with too few verdicts yet
     /// ([`MIN_JUDGED`]) to tell a flood from a busy server's first moments, and few enough
-    /// answered (one in the first hundred) that it may still be a flood. A flood over many ports is a port scan to the model meanwhile
-    /// (`crate::incidents` waits before opening one of such a host).
+    /// answered (one in the first hundred) that it may still be a flood. A flood over many
+    /// ports is a port scan to the model meanwhile (`crate::incidents` waits before opening
+    /// one of such a host).
     pub pending: bool,
 }
 
@@ -339,7 +350,25 @@ impl TargetRates {
             self.hosts.retain(|_, c| kept(c));
         }
         let service = open_in(&mut self.targets, (target, port), s);
-        let host = open_in(&mut self.hosts, target, s);
+        // A service at the bar in this second is a flood of its own: its openings leave the
+        // host's count (those before, once, as it reaches the bar), so that it does not make
+        // the host's other ports look flooded.
+        let at_bar = service
+            .then(|| self.targets.get(&(target, port)))
+            .flatten()
+            .map(|c| c.opened_in(s))
+            .filter(|&n| cfg.udp_one_way_pps > 0.0 && f64::from(n) >= cfg.udp_one_way_pps);
+        let host = match at_bar {
+            None => open_in(&mut self.hosts, target, s),
+            Some(n) => {
+                if f64::from(n - 1) < cfg.udp_one_way_pps
+                    && let Some(h) = self.hosts.get_mut(&target)
+                {
+                    h.retract(s, n - 1);
+                }
+                true
+            }
+        };
         if !(service && host) {
             self.untracked += 1;
         }
@@ -712,6 +741,31 @@ mod tests {
         let mut rates = TargetRates::default();
         opened(&mut rates, 4_000);
         assert!(!rates.judge(&v, &to(1, 0)).pending);
+    }
+
+    #[test]
+    fn a_flood_of_one_port_leaves_the_hosts_other_ports_alone() {
+        // 10,000 a second to port 9 for three seconds: the service's flood, not the host's;
+        // an unanswered datagram to another port of the host meanwhile is not flagged, nor
+        // undecided.
+        let v = VolumeConfig::default();
+        let mut rates = TargetRates::default();
+        let (flagged, _, scopes) = udp_burst_to(&mut rates, 10_000, 3, |_| false, |_| 9);
+        assert_eq!(flagged, 30_000 - 99);
+        assert_eq!(
+            scopes,
+            std::collections::BTreeSet::from([VolumeScope::Target])
+        );
+        let mut syslog = conv(UDP, None, 1, 0, 0);
+        syslog.resp_port = 514;
+        syslog.start_unix_ns += NS_PER_SEC;
+        rates.opened(&v, UDP, syslog.resp_addr, 514, syslog.start_unix_ns);
+        let t = rates.judge(&v, &syslog);
+        assert_eq!((t.hit, t.pending), (None, false));
+        // Two ports at 3,000 a second each: neither service's flood, the host's.
+        let mut rates = TargetRates::default();
+        let two = udp_burst_to(&mut rates, 6_000, 3, |_| false, |i| 9 + (i % 2) as u16);
+        assert_eq!(two.2, std::collections::BTreeSet::from([VolumeScope::Host]));
     }
 
     #[test]

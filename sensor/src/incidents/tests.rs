@@ -281,7 +281,8 @@ fn a_flood_over_many_ports_is_one_incident_at_its_host() {
         let c = datagram_to_next_port(addr(1 + (i % 4) as u8), i, 100_000);
         tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
     }
-    // A query to the host's resolver during the flood, answered and normal: counted there.
+    // A query to the host's resolver during the flood, answered and normal: not the flood's
+    // (its key spans every port of the host, whose ordinary traffic would keep it open).
     let mut query = udp_stream(addr(7), 1, EndReason::Idle);
     query.resp_port = 53;
     query.resp_packets = 1;
@@ -313,7 +314,7 @@ fn a_flood_over_many_ports_is_one_incident_at_its_host() {
     assert_eq!(closed.targets, vec![addr(99)]);
     assert_eq!(closed.source_count, 4);
     assert_eq!(closed.port_count, 2_000);
-    assert_eq!(closed.connections, 2_001);
+    assert_eq!(closed.connections, 2_000);
     assert_eq!(closed.anomalous_connections, 2_000);
     assert_eq!(closed.peak_packets_per_second, Some(9_000.0));
 
@@ -428,5 +429,63 @@ fn a_port_scan_waits_while_the_volume_rule_cannot_judge_its_host() {
     assert_eq!(
         (out[0].kind, out[0].port_count),
         (IncidentKind::PortScan, 26)
+    );
+
+    // Undecided to its end (a short scan while another source kept the host busy), and no
+    // flood of the host follows: the scan opens once the rule has had time to decide.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let mut last_ns = 0;
+    for i in 0..25u64 {
+        let c = datagram_to_next_port(addr(1), i, 50_000);
+        tracker.observe(&c, &pending, c.final_unix_ns, &mut out);
+        last_ns = c.final_unix_ns;
+    }
+    tracker.tick(last_ns + TAKE_OVER_NS - 1, &mut out);
+    assert!(
+        out.is_empty(),
+        "opened before the rule could decide: {out:?}"
+    );
+    tracker.tick(last_ns + TAKE_OVER_NS, &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].state, out[0].kind, out[0].port_count),
+        (IncidentState::Open, IncidentKind::PortScan, 25)
+    );
+}
+
+#[test]
+fn a_scan_that_began_before_the_flood_is_not_taken_over() {
+    // A UDP scan of 30 ports of the host by the model's verdicts, open; ten seconds later a
+    // flood over many ports from another source: two attacks, two incidents.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    for i in 0..30u64 {
+        let c = datagram_to_next_port(addr(5), i, 1_000_000);
+        tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
+    }
+    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
+    for i in 0..200u64 {
+        let mut c = datagram_to_next_port(addr(1), i, 50_000);
+        c.start_unix_ns += 10 * S;
+        c.end_unix_ns = c.start_unix_ns;
+        c.final_unix_ns = c.start_unix_ns + S;
+        tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let mut lines: Vec<(IncidentState, IncidentKind, Option<&str>, u64)> = out
+        .iter()
+        .map(|l| (l.state, l.kind, l.merged_into.as_deref(), l.connections))
+        .collect();
+    lines.sort_by_key(|l| (l.0 as u8, l.1));
+    assert_eq!(
+        lines,
+        [
+            (IncidentState::Open, IncidentKind::UdpFlood, None, 1),
+            (IncidentState::Open, IncidentKind::PortScan, None, 20),
+            (IncidentState::Closed, IncidentKind::UdpFlood, None, 200),
+            (IncidentState::Closed, IncidentKind::PortScan, None, 30),
+        ],
+        "{out:?}"
     );
 }
