@@ -15,8 +15,8 @@
 //! | `host_sweep` | one source, anomalous connections to one port (or ICMP echo) on many hosts | source, protocol, port |
 //! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
 //!
-//! A connection that fits an incident already open is counted there (flood, then the host's
-//! UDP flood, scan, sweep, source); otherwise it is evidence for candidates of every kind, and
+//! A connection that fits an incident already open is counted there (flood, then scan, the
+//! host's UDP flood, sweep, source); otherwise it is evidence for candidates of every kind, and
 //! the first candidate to pass its threshold opens. The host's UDP flood is the exception to
 //! both: it is fed only by the volume rule's verdicts at the host, which it takes first (and
 //! which feed no port's flood), and it takes only anomalous connections; a UDP port scan of a
@@ -514,13 +514,12 @@ impl IncidentTracker {
             return;
         }
         let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
-        // A verdict at the host is evidence for the host's flood, not its port's; any other
-        // is evidence for the port's.
-        let candidates = keys.into_iter().flatten().filter(|k| match k {
-            Key::HostFlood(_) => at_host,
-            Key::Flood(..) => !at_host,
-            _ => true,
-        });
+        // A verdict at the host is evidence for the host's flood alone (which it opens: it
+        // carries a rate); any other is evidence for every other kind.
+        let candidates = keys
+            .into_iter()
+            .flatten()
+            .filter(|k| matches!(k, Key::HostFlood(_)) == at_host);
         for key in candidates {
             let e = self.candidates.entry(key).or_default();
             if e.anomalous > 0 && at_ns.saturating_sub(e.first_ns) >= horizon {
@@ -552,13 +551,16 @@ impl IncidentTracker {
     }
 
     /// The host's UDP flood `flood`, opening on `key`, takes over the UDP port scans of its
-    /// `target` that began with it, candidates and open ones: their evidence joins the flood's (so its `open`
-    /// line tells the whole attack), and each open scan closes with a line naming the flood
-    /// (`merged_into`), returned, so that the attack is one incident to follow. A flood over
-    /// many ports from few sources is a port scan to the model's first verdicts, before the
-    /// volume rule has seen enough of the host to judge it: such a scan waits while the rule
-    /// is undecided (`Scored::volume_pending`), and opens only where a connection's own
-    /// verdict came too late for the wait (a scan already open when the flood began).
+    /// `target` that are its own start: those that waited for the volume rule's verdict on
+    /// the host, and those that began at most [`TAKE_OVER_NS`] before the flood, candidates and
+    /// open ones. Their evidence joins the flood's (so its `open` line tells the whole
+    /// attack), and each open scan closes with a line naming the flood (`merged_into`),
+    /// returned, so that the attack is one incident to follow. A flood over many ports from
+    /// few sources is a port scan to the model's first verdicts, before the rule has seen
+    /// enough of the host to judge it: such a scan waits while the rule is undecided
+    /// (`Scored::volume_pending`), and is open here only where a verdict came without the
+    /// mark (a verdict of a conversation whose second was not yet at the host's bar). A scan
+    /// that began earlier is another attack, and stays one.
     fn take_over_scans(
         &mut self,
         key: Key,
@@ -569,8 +571,11 @@ impl IncidentTracker {
         // the flood's first verdict at the host (the second it began, and the early verdict's
         // delay); a scan that began earlier is another attack, and stays one.
         let since_ns = flood.evidence.start_ns.saturating_sub(TAKE_OVER_NS);
+        // A scan that waited for the rule's verdict on this host is the flood's, whenever it
+        // began (its source may have sent a few odd datagrams a minute before).
         let of_flood = |k: &Key, e: &Evidence| {
-            matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target) && e.start_ns >= since_ns
+            matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target)
+                && (e.start_ns >= since_ns || e.waiting)
         };
         let mut scans: Vec<Key> = self
             .open
@@ -813,8 +818,10 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 5] {
     };
     [
         flood,
-        (t == Transport::Udp).then_some(Key::HostFlood(rec.resp_addr)),
         Some(Key::Scan(rec.orig_addr, rec.resp_addr, t)),
+        // After a scan: a scan of the host open before its flood keeps its own connections
+        // (the flood takes the volume rule's verdicts at the host first, in `observe`).
+        (t == Transport::Udp).then_some(Key::HostFlood(rec.resp_addr)),
         Some(Key::Sweep(rec.orig_addr, t, port)),
         Some(Key::Source(rec.orig_addr)),
     ]

@@ -169,8 +169,9 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// The same counts are kept for each host over all its UDP ports: a flood that changes its
 /// destination port with every datagram (`hping3 --udp -p ++1`, random ports) spreads over
 /// thousands of services, none near the bar, and reaches it at the host. A host's count of a
-/// second leaves out the services that reached the bar in it by themselves: a flood of one
-/// port is its service's, and would otherwise make every other port of the host look flooded. A host's answered
+/// second leaves out its busiest service's: a flood of one port is its service's, and would
+/// otherwise make every other port of the host look flooded. (A flood over two or three ports,
+/// each under the bar, can then go unflagged: a miss, not a false alarm.) A host's answered
 /// share is over all its services, so a host that runs a busy service it answers is not judged
 /// flooded on its other ports (a miss, not a false alarm). A conversation is judged at its
 /// service first, then at its host ([`VolumeScope::Host`]).
@@ -193,6 +194,9 @@ struct TargetCounts {
     /// the [`KEPT_SECS`] - 1 before it, by second modulo [`KEPT_SECS`].
     second: u64,
     opened: [u32; KEPT_SECS as usize],
+    /// A host's: the openings of its busiest service in each of those seconds, which its
+    /// count leaves out ([`TargetCounts::spread_in`]). 0 for a service.
+    busiest: [u32; KEPT_SECS as usize],
     /// Verdicts on the target's conversations since the second `judged_since`.
     judged_since: u64,
     answered: u32,
@@ -211,11 +215,27 @@ impl TargetCounts {
         }
     }
 
-    /// Takes `n` openings of the second `s` back, while it is one of those kept.
-    fn retract(&mut self, s: u64, n: u32) {
+    /// The openings of the second `s` that its rate is judged on: a service's all; a host's
+    /// all but its busiest service's. A flood of one port is its service's, and must not make
+    /// the host's other ports look flooded, while the host is for a flood spread over its
+    /// ports (a maximum, not the services at the bar: that grows with the second, where
+    /// leaving those out only once they reach it would let a service just under the bar
+    /// count at the host for a moment).
+    fn spread_in(&self, s: u64) -> u32 {
         if s <= self.second && self.second - s < KEPT_SECS {
-            let slot = &mut self.opened[(s % KEPT_SECS) as usize];
-            *slot = slot.saturating_sub(n);
+            let k = (s % KEPT_SECS) as usize;
+            self.opened[k].saturating_sub(self.busiest[k])
+        } else {
+            0
+        }
+    }
+
+    /// Notes that a service of this host has had `n` openings in the second `s` (the host's
+    /// own opening of it counted first).
+    fn service_count(&mut self, s: u64, n: u32) {
+        if s <= self.second && self.second - s < KEPT_SECS {
+            let slot = &mut self.busiest[(s % KEPT_SECS) as usize];
+            *slot = (*slot).max(n);
         }
     }
 
@@ -225,6 +245,7 @@ impl TargetCounts {
             // Forget the seconds that fell out of the kept ones.
             for k in (self.second + 1).max(s.saturating_sub(KEPT_SECS - 1))..=s {
                 self.opened[(k % KEPT_SECS) as usize] = 0;
+                self.busiest[(k % KEPT_SECS) as usize] = 0;
             }
             self.second = s;
         } else if self.second - s >= KEPT_SECS {
@@ -255,7 +276,7 @@ impl TargetCounts {
     /// says (its own verdict counted).
     fn pending(&self, s: u64, threshold: f64) -> bool {
         let judged = u64::from(self.answered) + u64::from(self.unanswered);
-        let count = self.opened_in(s).max(self.opened_in(s + 1));
+        let count = self.spread_in(s).max(self.spread_in(s + 1));
         // Still a flood at the hundredth verdict if at most 1% of those are answered.
         let may_flood = u64::from(self.answered) * 100 <= MIN_JUDGED;
         threshold > 0.0 && f64::from(count) >= threshold && judged < MIN_JUDGED && may_flood
@@ -281,8 +302,10 @@ impl TargetCounts {
             return None;
         }
         let judged = u64::from(self.answered) + u64::from(self.unanswered);
+        // Judged on the spread, reported as all the new conversations it got.
+        let spread = self.spread_in(s).max(self.spread_in(s + 1));
         let count = self.opened_in(s).max(self.opened_in(s + 1));
-        let flood = f64::from(count) >= threshold
+        let flood = f64::from(spread) >= threshold
             && judged >= MIN_JUDGED
             && u64::from(self.unanswered) * 100 >= judged * 99;
         if flood {
@@ -350,25 +373,15 @@ impl TargetRates {
             self.hosts.retain(|_, c| kept(c));
         }
         let service = open_in(&mut self.targets, (target, port), s);
-        // A service at the bar in this second is a flood of its own: its openings leave the
-        // host's count (those before, once, as it reaches the bar), so that it does not make
-        // the host's other ports look flooded.
-        let at_bar = service
-            .then(|| self.targets.get(&(target, port)))
-            .flatten()
-            .map(|c| c.opened_in(s))
-            .filter(|&n| cfg.udp_one_way_pps > 0.0 && f64::from(n) >= cfg.udp_one_way_pps);
-        let host = match at_bar {
-            None => open_in(&mut self.hosts, target, s),
-            Some(n) => {
-                if f64::from(n - 1) < cfg.udp_one_way_pps
-                    && let Some(h) = self.hosts.get_mut(&target)
-                {
-                    h.retract(s, n - 1);
-                }
-                true
-            }
-        };
+        let host = open_in(&mut self.hosts, target, s);
+        // The host's count leaves out its busiest service ([`TargetCounts::spread_in`]).
+        if service
+            && host
+            && let Some(n) = self.targets.get(&(target, port)).map(|c| c.opened_in(s))
+            && let Some(h) = self.hosts.get_mut(&target)
+        {
+            h.service_count(s, n);
+        }
         if !(service && host) {
             self.untracked += 1;
         }
@@ -745,27 +758,36 @@ mod tests {
 
     #[test]
     fn a_flood_of_one_port_leaves_the_hosts_other_ports_alone() {
-        // 10,000 a second to port 9 for three seconds: the service's flood, not the host's;
-        // an unanswered datagram to another port of the host meanwhile is not flagged, nor
-        // undecided.
+        // 10,000 a second to port 9 for three seconds, and in the middle of each second one
+        // syslog datagram to port 514, unanswered: the service's flood, not the host's. The
+        // syslog datagrams are flagged neither at their early verdicts nor at their final
+        // records a minute later, nor undecided.
         let v = VolumeConfig::default();
         let mut rates = TargetRates::default();
-        let (flagged, _, scopes) = udp_burst_to(&mut rates, 10_000, 3, |_| false, |_| 9);
-        assert_eq!(flagged, 30_000 - 99);
+        let port = |i: u64| if i % 10_000 == 5_000 { 514 } else { 9 };
+        let (flagged, _, scopes) = udp_burst_to(&mut rates, 10_000, 3, |_| false, port);
+        assert_eq!(flagged, 30_000 - 3 - 99);
         assert_eq!(
             scopes,
             std::collections::BTreeSet::from([VolumeScope::Target])
         );
-        let mut syslog = conv(UDP, None, 1, 0, 0);
-        syslog.resp_port = 514;
-        syslog.start_unix_ns += NS_PER_SEC;
-        rates.opened(&v, UDP, syslog.resp_addr, 514, syslog.start_unix_ns);
-        let t = rates.judge(&v, &syslog);
-        assert_eq!((t.hit, t.pending), (None, false));
-        // Two ports at 3,000 a second each: neither service's flood, the host's.
+        for k in 0..3 {
+            let mut syslog = conv(UDP, None, 1, 0, 0);
+            syslog.resp_port = 514;
+            syslog.start_unix_ns += k * NS_PER_SEC + NS_PER_SEC / 2;
+            syslog.end_unix_ns = syslog.start_unix_ns;
+            syslog.final_unix_ns = syslog.start_unix_ns + 61 * NS_PER_SEC;
+            let t = rates.judge(&v, &syslog);
+            assert_eq!((t.hit, t.pending), (None, false), "second {k}");
+        }
+        // The same 10,000 a second over four ports (2,500 each): under the bar at every
+        // service, over it at the host without its busiest.
         let mut rates = TargetRates::default();
-        let two = udp_burst_to(&mut rates, 6_000, 3, |_| false, |i| 9 + (i % 2) as u16);
-        assert_eq!(two.2, std::collections::BTreeSet::from([VolumeScope::Host]));
+        let four = udp_burst_to(&mut rates, 10_000, 3, |_| false, |i| 9 + (i % 4) as u16);
+        assert_eq!(
+            four.2,
+            std::collections::BTreeSet::from([VolumeScope::Host])
+        );
     }
 
     #[test]

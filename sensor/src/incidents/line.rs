@@ -91,9 +91,9 @@ pub struct IncidentLine {
     pub peak_packets_per_second: Option<f64>,
     /// On the `closed` line of a UDP port scan whose target turned out to be flooded over many
     /// ports (the volume rule's verdicts at the host, `crate::detect::volume`): the id of the
-    /// host's `udp_flood`, which took over its evidence. A scan waits while the rule cannot
-    /// judge its host yet, so this is a scan that was open before the flood began; the flood
-    /// is the one to follow.
+    /// host's `udp_flood`, which took over its evidence: a scan that was the flood's own start
+    /// (it began at most two seconds before), opened by verdicts the rule could not mark as
+    /// undecided. The flood is the one to follow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<String>,
     /// The features whose values set its anomalous connections apart most, with their mean.

@@ -471,6 +471,14 @@ fn a_scan_that_began_before_the_flood_is_not_taken_over() {
         c.end_unix_ns = c.start_unix_ns;
         c.final_unix_ns = c.start_unix_ns + S;
         tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
+        // The scan goes on meanwhile, at other ports: its connections stay its own.
+        if i % 20 == 0 {
+            let mut c = datagram_to_next_port(addr(5), 1_000 + i, 0);
+            c.start_unix_ns = T0 + 10 * S + i * 50_000;
+            c.end_unix_ns = c.start_unix_ns;
+            c.final_unix_ns = c.start_unix_ns + S;
+            tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
+        }
     }
     tracker.finish(&mut out);
     let mut lines: Vec<(IncidentState, IncidentKind, Option<&str>, u64)> = out
@@ -484,8 +492,43 @@ fn a_scan_that_began_before_the_flood_is_not_taken_over() {
             (IncidentState::Open, IncidentKind::UdpFlood, None, 1),
             (IncidentState::Open, IncidentKind::PortScan, None, 20),
             (IncidentState::Closed, IncidentKind::UdpFlood, None, 200),
-            (IncidentState::Closed, IncidentKind::PortScan, None, 30),
+            (IncidentState::Closed, IncidentKind::PortScan, None, 40),
         ],
         "{out:?}"
     );
+}
+
+#[test]
+fn a_scan_that_waited_for_the_rule_is_the_floods_however_early_it_began() {
+    // The flood's source sent one odd datagram to the host half a minute before (flagged by
+    // the model); then the flood, its first 99 conversations undecided: its scan candidate
+    // began long before the flood, but waited for the rule's verdict, so the flood takes it.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let early = datagram_to_next_port(addr(1), 5_000, 0);
+    tracker.observe(&early, &flagged(), early.final_unix_ns, &mut out);
+    let pending = Scored {
+        volume_pending: true,
+        ..flagged()
+    };
+    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
+    for i in 0..1_000u64 {
+        let mut c = datagram_to_next_port(addr(1), i, 50_000);
+        c.start_unix_ns += 30 * S;
+        c.end_unix_ns = c.start_unix_ns;
+        c.final_unix_ns = c.start_unix_ns + S;
+        let s = if i < 99 { &pending } else { &by_host };
+        tracker.observe(&c, s, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let kinds: Vec<(IncidentState, IncidentKind)> = out.iter().map(|l| (l.state, l.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (IncidentState::Open, IncidentKind::UdpFlood),
+            (IncidentState::Closed, IncidentKind::UdpFlood),
+        ],
+        "{out:?}"
+    );
+    assert_eq!(out[1].connections, 1_001);
 }
