@@ -188,10 +188,11 @@ struct Evidence {
     /// The highest rate of a conversation the volume rule flagged: such a conversation is a
     /// flood by itself (see [`IncidentTracker::passes`]).
     peak_pps: Option<f64>,
-    /// Passed its threshold while the volume rule could not judge its host (a UDP port scan,
-    /// `crate::detect::TargetVerdict::pending`): opens at [`IncidentTracker::tick`] once the
-    /// rule has had time to decide, unless the host's flood took it over.
-    waiting: bool,
+    /// When it first passed its threshold while the volume rule could not judge its host (a
+    /// UDP port scan, `crate::detect::TargetVerdict::pending`): it opens at
+    /// [`IncidentTracker::tick`] once the rule has had time to decide, unless a flood of the
+    /// host that began then took it over.
+    waited_ns: Option<u64>,
 }
 
 impl Evidence {
@@ -536,7 +537,7 @@ impl IncidentTracker {
             let passed = self.passes(&key);
             if undecided && passed.is_some() {
                 if let Some(e) = self.candidates.get_mut(&key) {
-                    e.waiting = true;
+                    e.waited_ns.get_or_insert(at_ns);
                 }
                 continue;
             }
@@ -571,11 +572,12 @@ impl IncidentTracker {
         // the flood's first verdict at the host (the second it began, and the early verdict's
         // delay); a scan that began earlier is another attack, and stays one.
         let since_ns = flood.evidence.start_ns.saturating_sub(TAKE_OVER_NS);
-        // A scan that waited for the rule's verdict on this host is the flood's, whenever it
-        // began (its source may have sent a few odd datagrams a minute before).
+        // A scan that waited for the rule's verdict on this host as the flood began is the
+        // flood's, whenever it began (its source may have sent a few odd datagrams a minute
+        // before).
         let of_flood = |k: &Key, e: &Evidence| {
             matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target)
-                && (e.start_ns >= since_ns || e.waiting)
+                && (e.start_ns >= since_ns || e.waited_ns.is_some_and(|w| w >= since_ns))
         };
         let mut scans: Vec<Key> = self
             .open
@@ -719,13 +721,15 @@ impl IncidentTracker {
     /// Closes incidents quiet for `quiet` and forgets candidates not fed for `window`, as of
     /// `now_ns` (the connections' clock).
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<IncidentLine>) {
-        // Waiting scans (`Evidence::waiting`) whose last connection is older than the volume
+        // Waiting scans (`Evidence::waited_ns`) whose last connection is older than the volume
         // rule's time to decide: the rule found no flood of their host, or a flood that did
         // not take them over.
         let mut waited: Vec<Key> = self
             .candidates
             .iter()
-            .filter(|(_, e)| e.waiting && now_ns.saturating_sub(e.last_ns) >= TAKE_OVER_NS)
+            .filter(|(_, e)| {
+                e.waited_ns.is_some() && now_ns.saturating_sub(e.last_ns) >= TAKE_OVER_NS
+            })
             .map(|(k, _)| *k)
             .collect();
         waited.sort_unstable();

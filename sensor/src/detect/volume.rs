@@ -169,9 +169,10 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// The same counts are kept for each host over all its UDP ports: a flood that changes its
 /// destination port with every datagram (`hping3 --udp -p ++1`, random ports) spreads over
 /// thousands of services, none near the bar, and reaches it at the host. A host's count of a
-/// second leaves out its busiest service's: a flood of one port is its service's, and would
-/// otherwise make every other port of the host look flooded. (A flood over two or three ports,
-/// each under the bar, can then go unflagged: a miss, not a false alarm.) A host's answered
+/// second leaves out its busiest service's, or all its services' at the bar if more: a flood
+/// of a port or a few is theirs, and would otherwise make every other port of the host look
+/// flooded. (A flood over a few ports that is under the bar once its busiest is left out goes
+/// unflagged: a miss, not a false alarm.) A host's answered
 /// share is over all its services, so a host that runs a busy service it answers is not judged
 /// flooded on its other ports (a miss, not a false alarm). A conversation is judged at its
 /// service first, then at its host ([`VolumeScope::Host`]).
@@ -194,9 +195,11 @@ struct TargetCounts {
     /// the [`KEPT_SECS`] - 1 before it, by second modulo [`KEPT_SECS`].
     second: u64,
     opened: [u32; KEPT_SECS as usize],
-    /// A host's: the openings of its busiest service in each of those seconds, which its
-    /// count leaves out ([`TargetCounts::spread_in`]). 0 for a service.
+    /// A host's: the openings of its busiest service in each of those seconds, and of all its
+    /// services that reached the bar in it, the larger of which its count leaves out
+    /// ([`TargetCounts::spread_in`]). 0 for a service.
     busiest: [u32; KEPT_SECS as usize],
+    at_bar: [u32; KEPT_SECS as usize],
     /// Verdicts on the target's conversations since the second `judged_since`.
     judged_since: u64,
     answered: u32,
@@ -216,7 +219,7 @@ impl TargetCounts {
     }
 
     /// The openings of the second `s` that its rate is judged on: a service's all; a host's
-    /// all but its busiest service's. A flood of one port is its service's, and must not make
+    /// all but its busiest service's, or those of all its services at the bar if more. A flood of one port is its service's, and must not make
     /// the host's other ports look flooded, while the host is for a flood spread over its
     /// ports (a maximum, not the services at the bar: that grows with the second, where
     /// leaving those out only once they reach it would let a service just under the bar
@@ -224,18 +227,23 @@ impl TargetCounts {
     fn spread_in(&self, s: u64) -> u32 {
         if s <= self.second && self.second - s < KEPT_SECS {
             let k = (s % KEPT_SECS) as usize;
-            self.opened[k].saturating_sub(self.busiest[k])
+            self.opened[k].saturating_sub(self.busiest[k].max(self.at_bar[k]))
         } else {
             0
         }
     }
 
     /// Notes that a service of this host has had `n` openings in the second `s` (the host's
-    /// own opening of it counted first).
-    fn service_count(&mut self, s: u64, n: u32) {
+    /// own opening of it counted first), the bar being `threshold`.
+    fn service_count(&mut self, s: u64, n: u32, threshold: f64) {
         if s <= self.second && self.second - s < KEPT_SECS {
-            let slot = &mut self.busiest[(s % KEPT_SECS) as usize];
-            *slot = (*slot).max(n);
+            let k = (s % KEPT_SECS) as usize;
+            self.busiest[k] = self.busiest[k].max(n);
+            if threshold > 0.0 && f64::from(n) >= threshold {
+                // All of its openings when it reaches the bar, then each one.
+                let add = if f64::from(n - 1) < threshold { n } else { 1 };
+                self.at_bar[k] = self.at_bar[k].saturating_add(add);
+            }
         }
     }
 
@@ -246,6 +254,7 @@ impl TargetCounts {
             for k in (self.second + 1).max(s.saturating_sub(KEPT_SECS - 1))..=s {
                 self.opened[(k % KEPT_SECS) as usize] = 0;
                 self.busiest[(k % KEPT_SECS) as usize] = 0;
+                self.at_bar[(k % KEPT_SECS) as usize] = 0;
             }
             self.second = s;
         } else if self.second - s >= KEPT_SECS {
@@ -380,7 +389,7 @@ impl TargetRates {
             && let Some(n) = self.targets.get(&(target, port)).map(|c| c.opened_in(s))
             && let Some(h) = self.hosts.get_mut(&target)
         {
-            h.service_count(s, n);
+            h.service_count(s, n, cfg.udp_one_way_pps);
         }
         if !(service && host) {
             self.untracked += 1;
@@ -779,6 +788,26 @@ mod tests {
             syslog.final_unix_ns = syslog.start_unix_ns + 61 * NS_PER_SEC;
             let t = rates.judge(&v, &syslog);
             assert_eq!((t.hit, t.pending), (None, false), "second {k}");
+        }
+        // Two ports at 10,000 a second each, and the syslog trickle: each port's flood, not
+        // the host's.
+        let mut rates = TargetRates::default();
+        let two = |i: u64| match i % 20_000 {
+            10_000 => 514,
+            k => 9 + (k % 2) as u16,
+        };
+        let (_, _, scopes) = udp_burst_to(&mut rates, 20_000, 3, |_| false, two);
+        assert_eq!(
+            scopes,
+            std::collections::BTreeSet::from([VolumeScope::Target])
+        );
+        for k in 0..3 {
+            let mut syslog = conv(UDP, None, 1, 0, 0);
+            syslog.resp_port = 514;
+            syslog.start_unix_ns += k * NS_PER_SEC + NS_PER_SEC / 2;
+            syslog.end_unix_ns = syslog.start_unix_ns;
+            syslog.final_unix_ns = syslog.start_unix_ns + 61 * NS_PER_SEC;
+            assert_eq!(rates.judge(&v, &syslog).hit, None, "second {k}");
         }
         // The same 10,000 a second over four ports (2,500 each): under the bar at every
         // service, over it at the host without its busiest.

@@ -532,3 +532,53 @@ fn a_scan_that_waited_for_the_rule_is_the_floods_however_early_it_began() {
     );
     assert_eq!(out[1].connections, 1_001);
 }
+
+#[test]
+fn a_scan_that_waited_long_before_a_flood_is_not_taken_over() {
+    // A slow scan waited for the rule once (its host busy), opened when the rule found no
+    // flood, and is still going an hour later when a flood of the host begins from another
+    // source: two attacks, two incidents.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let pending = Scored {
+        volume_pending: true,
+        ..flagged()
+    };
+    let mut last_ns = 0;
+    for i in 0..25u64 {
+        let c = datagram_to_next_port(addr(5), i, 50_000);
+        tracker.observe(&c, &pending, c.final_unix_ns, &mut out);
+        last_ns = c.final_unix_ns;
+    }
+    tracker.tick(last_ns + TAKE_OVER_NS, &mut out);
+    assert_eq!(out.len(), 1, "the scan opened: {out:?}");
+    let hour = 3_600 * S;
+    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
+    for i in 0..200u64 {
+        // The scan keeps going (one port a minute would do; here every tenth datagram).
+        if i % 10 == 0 {
+            let mut c = datagram_to_next_port(addr(5), 100 + i, 0);
+            c.start_unix_ns = T0 + hour + i * 50_000;
+            c.end_unix_ns = c.start_unix_ns;
+            c.final_unix_ns = c.start_unix_ns + S;
+            tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
+        }
+        let mut c = datagram_to_next_port(addr(1), i, 50_000);
+        c.start_unix_ns += hour;
+        c.end_unix_ns = c.start_unix_ns;
+        c.final_unix_ns = c.start_unix_ns + S;
+        tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    assert!(out.iter().all(|l| l.merged_into.is_none()), "{out:?}");
+    let opened: Vec<IncidentKind> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .map(|l| l.kind)
+        .collect();
+    assert_eq!(
+        opened,
+        [IncidentKind::PortScan, IncidentKind::UdpFlood],
+        "{out:?}"
+    );
+}
