@@ -780,13 +780,17 @@ mod tests {
             scopes,
             std::collections::BTreeSet::from([VolumeScope::Target])
         );
+        // The final record of the syslog datagram of the flood's `k`-th second.
+        let syslog = |k: u64| {
+            let mut c = conv(UDP, None, 1, 0, 0);
+            c.resp_port = 514;
+            c.start_unix_ns += k * NS_PER_SEC + NS_PER_SEC / 2;
+            c.end_unix_ns = c.start_unix_ns;
+            c.final_unix_ns = c.start_unix_ns + 61 * NS_PER_SEC;
+            c
+        };
         for k in 0..3 {
-            let mut syslog = conv(UDP, None, 1, 0, 0);
-            syslog.resp_port = 514;
-            syslog.start_unix_ns += k * NS_PER_SEC + NS_PER_SEC / 2;
-            syslog.end_unix_ns = syslog.start_unix_ns;
-            syslog.final_unix_ns = syslog.start_unix_ns + 61 * NS_PER_SEC;
-            let t = rates.judge(&v, &syslog);
+            let t = rates.judge(&v, &syslog(k));
             assert_eq!((t.hit, t.pending), (None, false), "second {k}");
         }
         // Two ports at 10,000 a second each, and the syslog trickle: each port's flood, not
@@ -802,12 +806,7 @@ mod tests {
             std::collections::BTreeSet::from([VolumeScope::Target])
         );
         for k in 0..3 {
-            let mut syslog = conv(UDP, None, 1, 0, 0);
-            syslog.resp_port = 514;
-            syslog.start_unix_ns += k * NS_PER_SEC + NS_PER_SEC / 2;
-            syslog.end_unix_ns = syslog.start_unix_ns;
-            syslog.final_unix_ns = syslog.start_unix_ns + 61 * NS_PER_SEC;
-            assert_eq!(rates.judge(&v, &syslog).hit, None, "second {k}");
+            assert_eq!(rates.judge(&v, &syslog(k)).hit, None, "second {k}");
         }
         // The same 10,000 a second over four ports (2,500 each): under the bar at every
         // service, over it at the host without its busiest.

@@ -184,12 +184,17 @@ fn by_volume(scope: crate::detect::VolumeScope, pps: f64) -> Scored {
 /// The early verdict's record of the `i`-th one-datagram conversation from `src` of a flood
 /// to the next port of the target each, `gap_ns` apart.
 fn datagram_to_next_port(src: IpAddr, i: u64, gap_ns: u64) -> ConnectionRecord {
+    datagram_at(src, i, T0 + i * gap_ns)
+}
+
+/// [`datagram_to_next_port`]'s `i`-th conversation, begun at `start_ns`.
+fn datagram_at(src: IpAddr, i: u64, start_ns: u64) -> ConnectionRecord {
     let mut c = udp_stream(src, 1, EndReason::Ongoing);
     c.orig_port = 1_024 + i as u16;
     c.resp_port = 1 + i as u16;
-    c.start_unix_ns = T0 + i * gap_ns;
-    c.end_unix_ns = c.start_unix_ns;
-    c.final_unix_ns = c.start_unix_ns + S;
+    c.start_unix_ns = start_ns;
+    c.end_unix_ns = start_ns;
+    c.final_unix_ns = start_ns + S;
     c
 }
 
@@ -466,17 +471,11 @@ fn a_scan_that_began_before_the_flood_is_not_taken_over() {
     }
     let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
     for i in 0..200u64 {
-        let mut c = datagram_to_next_port(addr(1), i, 50_000);
-        c.start_unix_ns += 10 * S;
-        c.end_unix_ns = c.start_unix_ns;
-        c.final_unix_ns = c.start_unix_ns + S;
+        let c = datagram_at(addr(1), i, T0 + 10 * S + i * 50_000);
         tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
         // The scan goes on meanwhile, at other ports: its connections stay its own.
         if i % 20 == 0 {
-            let mut c = datagram_to_next_port(addr(5), 1_000 + i, 0);
-            c.start_unix_ns = T0 + 10 * S + i * 50_000;
-            c.end_unix_ns = c.start_unix_ns;
-            c.final_unix_ns = c.start_unix_ns + S;
+            let c = datagram_at(addr(5), 1_000 + i, T0 + 10 * S + i * 50_000);
             tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
         }
     }
@@ -513,10 +512,7 @@ fn a_scan_that_waited_for_the_rule_is_the_floods_however_early_it_began() {
     };
     let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
     for i in 0..1_000u64 {
-        let mut c = datagram_to_next_port(addr(1), i, 50_000);
-        c.start_unix_ns += 30 * S;
-        c.end_unix_ns = c.start_unix_ns;
-        c.final_unix_ns = c.start_unix_ns + S;
+        let c = datagram_at(addr(1), i, T0 + 30 * S + i * 50_000);
         let s = if i < 99 { &pending } else { &by_host };
         tracker.observe(&c, s, c.final_unix_ns, &mut out);
     }
@@ -557,16 +553,10 @@ fn a_scan_that_waited_long_before_a_flood_is_not_taken_over() {
     for i in 0..200u64 {
         // The scan keeps going (one port a minute would do; here every tenth datagram).
         if i % 10 == 0 {
-            let mut c = datagram_to_next_port(addr(5), 100 + i, 0);
-            c.start_unix_ns = T0 + hour + i * 50_000;
-            c.end_unix_ns = c.start_unix_ns;
-            c.final_unix_ns = c.start_unix_ns + S;
+            let c = datagram_at(addr(5), 100 + i, T0 + hour + i * 50_000);
             tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
         }
-        let mut c = datagram_to_next_port(addr(1), i, 50_000);
-        c.start_unix_ns += hour;
-        c.end_unix_ns = c.start_unix_ns;
-        c.final_unix_ns = c.start_unix_ns + S;
+        let c = datagram_at(addr(1), i, T0 + hour + i * 50_000);
         tracker.observe(&c, &by_host, c.final_unix_ns, &mut out);
     }
     tracker.finish(&mut out);
