@@ -37,7 +37,7 @@ pub struct Scored {
     /// What the volume rule found, where it flagged the connection (detector `volume`).
     pub volume: Option<VolumeHit>,
     /// The volume rule could not judge it yet ([`TargetVerdict::pending`]): its host gets a
-    /// flood's rate of new UDP conversations, none answered, too few judged to tell.
+    /// flood's rate of new UDP conversations, at most one answered, too few judged to tell.
     pub volume_pending: bool,
 }
 

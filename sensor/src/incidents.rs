@@ -421,6 +421,10 @@ pub struct IncidentTracker {
     /// its incident stays open; the final record moves the incident's last moment to the
     /// flood's last packet.
     live: Map<ConnId, Key>,
+    /// Keys of the candidates waiting for the volume rule (`Evidence::waited_ns`), so that
+    /// `tick` looks at those, not at every candidate (up to `max_candidates` per kind, under a
+    /// flood). An entry whose candidate went (opened, taken over, forgotten) is dropped there.
+    waiting: Set<Key>,
     stats: IncidentStats,
 }
 
@@ -435,6 +439,7 @@ impl IncidentTracker {
             open: Map::default(),
             counted: Set::default(),
             live: Map::default(),
+            waiting: Set::default(),
             stats: IncidentStats::default(),
         }
     }
@@ -538,6 +543,7 @@ impl IncidentTracker {
             if undecided && passed.is_some() {
                 if let Some(e) = self.candidates.get_mut(&key) {
                     e.waited_ns.get_or_insert(at_ns);
+                    self.waiting.insert(key);
                 }
                 continue;
             }
@@ -724,16 +730,22 @@ impl IncidentTracker {
         // Waiting scans (`Evidence::waited_ns`) whose last connection is older than the volume
         // rule's time to decide: the rule found no flood of their host, or a flood that did
         // not take them over.
+        let candidates = &self.candidates;
+        self.waiting
+            .retain(|k| candidates.get(k).is_some_and(|e| e.waited_ns.is_some()));
         let mut waited: Vec<Key> = self
-            .candidates
+            .waiting
             .iter()
-            .filter(|(_, e)| {
-                e.waited_ns.is_some() && now_ns.saturating_sub(e.last_ns) >= TAKE_OVER_NS
+            .filter(|k| {
+                candidates
+                    .get(k)
+                    .is_some_and(|e| now_ns.saturating_sub(e.last_ns) >= TAKE_OVER_NS)
             })
-            .map(|(k, _)| *k)
+            .copied()
             .collect();
         waited.sort_unstable();
         for key in waited {
+            self.waiting.remove(&key);
             if let (Some(kind), Key::Scan(_, _, t)) = (self.passes(&key), key)
                 && let Some(evidence) = self.candidates.remove(&key)
             {

@@ -338,23 +338,20 @@ impl TargetCounts {
 }
 
 /// Counts an opening in the second `s` for `key`, which finds room while `map` follows fewer
-/// than [`MAX_TARGETS`]; false if it was not counted (no room, or too late).
+/// than [`MAX_TARGETS`]: the openings of `s` so far, or `None` if it was not counted (no room,
+/// or too late).
 fn open_in<K: std::hash::Hash + Eq>(
     map: &mut crate::hashing::Map<K, TargetCounts>,
     key: K,
     s: u64,
-) -> bool {
+) -> Option<u32> {
     let room = map.len() < MAX_TARGETS;
-    match map.get_mut(&key) {
-        Some(c) => c.open(s),
-        None if room => {
-            let mut c = TargetCounts::default();
-            let counted = c.open(s);
-            map.insert(key, c);
-            counted
-        }
-        None => false,
-    }
+    let c = match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) if room => e.insert(TargetCounts::default()),
+        std::collections::hash_map::Entry::Vacant(_) => return None,
+    };
+    c.open(s).then(|| c.opened_in(s))
 }
 
 impl TargetRates {
@@ -382,16 +379,14 @@ impl TargetRates {
             self.hosts.retain(|_, c| kept(c));
         }
         let service = open_in(&mut self.targets, (target, port), s);
-        let host = open_in(&mut self.hosts, target, s);
+        let host = open_in(&mut self.hosts, target, s).is_some();
         // The host's count leaves out its busiest service ([`TargetCounts::spread_in`]).
-        if service
-            && host
-            && let Some(n) = self.targets.get(&(target, port)).map(|c| c.opened_in(s))
+        if let Some(n) = service.filter(|_| host)
             && let Some(h) = self.hosts.get_mut(&target)
         {
             h.service_count(s, n, cfg.udp_one_way_pps);
         }
-        if !(service && host) {
+        if !(service.is_some() && host) {
             self.untracked += 1;
         }
     }
