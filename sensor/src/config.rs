@@ -69,6 +69,7 @@ pub struct VolumeFile {
     pub min_packets: Option<u64>,
     pub icmp_echo_pps: Option<f64>,
     pub udp_one_way_pps: Option<f64>,
+    pub tcp_attempts_per_sec: Option<f64>,
 }
 
 /// `[incidents]`: when anomalous connections become an incident (see `crate::incidents`).
@@ -442,6 +443,7 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
     check_positive(&[
         ("volume.icmp_echo_pps", f.icmp_echo_pps),
         ("volume.udp_one_way_pps", f.udp_one_way_pps),
+        ("volume.tcp_attempts_per_sec", f.tcp_attempts_per_sec),
     ])?;
     if let Some(n) = f.min_packets
         && n < 2
@@ -456,6 +458,7 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
         min_packets: f.min_packets.unwrap_or(d.min_packets),
         icmp_echo_pps: f.icmp_echo_pps.unwrap_or(d.icmp_echo_pps),
         udp_one_way_pps: f.udp_one_way_pps.unwrap_or(d.udp_one_way_pps),
+        tcp_attempts_per_sec: f.tcp_attempts_per_sec.unwrap_or(d.tcp_attempts_per_sec),
     })
 }
 
@@ -518,6 +521,7 @@ mod tests {
             horizon_secs = 120
             [volume]
             udp_one_way_pps = 20000
+            tcp_attempts_per_sec = 8000
             min_packets = 500
         "#;
         let c = FileConfig::parse(text, "t.toml")
@@ -557,6 +561,7 @@ mod tests {
             c.volume,
             VolumeConfig {
                 udp_one_way_pps: 20_000.0,
+                tcp_attempts_per_sec: 8_000.0,
                 min_packets: 500,
                 ..v
             }
@@ -573,6 +578,10 @@ mod tests {
                 "volume.udp_one_way_pps",
             ),
             ("[volume]\nmin_packets = 1\n", "volume.min_packets"),
+            (
+                "[volume]\ntcp_attempts_per_sec = 0\n",
+                "volume.tcp_attempts_per_sec",
+            ),
         ] {
             let text = format!("interfaces = [\"lo\"]\n{text}");
             let e = FileConfig::parse(&text, "t")

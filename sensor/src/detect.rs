@@ -324,7 +324,7 @@ impl<'a> Batch<'a> {
     ) {
         let scope = NotScored::of(rec);
         let (rates, cfg) = volume;
-        // Every UDP verdict counts towards its target's answered share.
+        // Every UDP and TCP verdict counts towards its target's answered share.
         let target = match scope {
             None => rates.judge(cfg, rec),
             Some(_) => TargetVerdict::default(),

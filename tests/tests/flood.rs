@@ -30,7 +30,8 @@ use integration_tests::{lab::Proc, require_root, sensor_bin, wait_until};
 use xtask::{
     gateway::{
         self, CLIENT, FLOOD_SOURCE, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts,
-        PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_SOURCE, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+        PING_FLOOD_SOURCE, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_SOURCE, UDP_SCAN_SOURCE,
+        UDP_SCAN_TARGET,
     },
     lab::TempDir,
     metrics,
@@ -714,6 +715,13 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
         &format!("hping3 -q --udp -p ++1 -a {SWEEP_SOURCE} -i u10 -c 20000 {FLOOD_TARGET}"),
         20_000,
     );
+    // A SYN flood from an address of the attacker's own, to the web server's open port: the
+    // server answers each SYN, the attacker's kernel resets each answer (a zero-byte `RSTO`
+    // each, which the model leaves to the rule on a web port).
+    lab.attack(
+        &format!("hping3 -q -S -p 80 -a {PING_FLOOD_SOURCE} -i u10 -c 20000 {HTTP_SERVER}"),
+        20_000,
+    );
     let pinged = pings.join().expect("ping thread").expect("ping");
     assert!(pinged.status.success(), "the client's pings: {pinged:?}");
 
@@ -728,7 +736,8 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
     };
     assert!(
         wait_until(Duration::from_secs(15), || opened("\"icmp_flood\"") > 0
-            && opened("\"udp_flood\"") > 2),
+            && opened("\"udp_flood\"") > 2
+            && opened("\"flood\"") > 0),
         "no incidents: {}",
         std::fs::read_to_string(&alerts_file).unwrap_or_default()
     );
@@ -742,14 +751,17 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
             .collect()
     };
     let (icmp, mut udp) = (incidents("icmp_flood"), incidents("udp_flood"));
+    let syn = incidents("flood");
     assert_eq!(icmp.len(), 1, "one incident for the ping flood: {icmp:?}");
     assert_eq!(udp.len(), 3, "one incident for each UDP flood: {udp:?}");
+    assert_eq!(syn.len(), 1, "one incident for the SYN flood: {syn:?}");
     udp.sort_by_key(|inc| inc["targets"][0].as_str().unwrap_or_default().to_string());
     for (inc, source, target, floor) in [
         (icmp[0], FLOOD_SOURCE, HTTP_SERVER, 1_000.0),
         (udp[0], PORT_SCAN_SOURCE, PORT_SCAN_TARGET, 5_000.0),
         (udp[1], UDP_SCAN_SOURCE, UDP_SCAN_TARGET, 5_000.0),
         (udp[2], SWEEP_SOURCE, FLOOD_TARGET, 5_000.0),
+        (syn[0], PING_FLOOD_SOURCE, HTTP_SERVER, 5_000.0),
     ] {
         assert_eq!(inc["sources"], serde_json::json!([source]), "{inc}");
         assert_eq!(inc["targets"], serde_json::json!([target]), "{inc}");
@@ -787,7 +799,8 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
                 FLOOD_SOURCE,
                 UDP_SCAN_SOURCE,
                 PORT_SCAN_SOURCE,
-                SWEEP_SOURCE
+                SWEEP_SOURCE,
+                PING_FLOOD_SOURCE
             ]
             .contains(&r["orig_addr"].as_str().unwrap_or_default()),
             "the volume rule flagged {r}"
@@ -808,7 +821,27 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
     for r in &client_pings {
         assert_eq!(r["anomalous"], false, "an ordinary ping flagged: {r}");
     }
-    for (kind, n) in [("icmp_flood", 1.0), ("udp_flood", 3.0)] {
+    // The SYN flood's attempts: most flagged by the rule (not those before its rate reached
+    // the bar), and never a client's fetch.
+    let syn_attempts: Vec<&serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| r["orig_addr"] == PING_FLOOD_SOURCE && r["protocol"] == "tcp")
+        .collect();
+    let syn_flagged = syn_attempts
+        .iter()
+        .filter(|r| r["detector"] == "volume")
+        .count();
+    println!(
+        "SYN flood: {syn_flagged} of {} attempts flagged by their rate",
+        syn_attempts.len()
+    );
+    assert!(
+        syn_attempts.len() >= 19_000 && syn_flagged * 2 >= syn_attempts.len(),
+        "{syn_flagged} of {} SYN flood attempts flagged by their rate",
+        syn_attempts.len()
+    );
+    for (kind, n) in [("icmp_flood", 1.0), ("udp_flood", 3.0), ("flood", 1.0)] {
         assert_eq!(
             metrics::sum(&metrics, "sensor_incidents_total", &[("kind", kind)]),
             n,

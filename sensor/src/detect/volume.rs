@@ -24,11 +24,14 @@
 //!
 //! Its second half, [`TargetRates`], judges a UDP flood from changing source ports (one
 //! conversation per datagram, each ordinary) by its target's rate instead: the rate at one
-//! service of a host, or, for a flood that changes destination ports too, at the host.
+//! service of a host, or, for a flood that changes destination ports too, at the host. It
+//! judges a TCP SYN flood the same way, by the new connections per second to one service
+//! that never complete their handshake: the model catches most SYN floods (unanswered, or
+//! refused), but not one whose SYN-ACKs its source resets (`hping3 -S` from the attacker's own
+//! address, whose kernel knows no such connection): each is a zero-byte `RSTO` with
+//! ordinary window features, which the normal profile finds ordinary on a web port.
 //!
-//! TCP is left to the model: a SYN, ACK or RST flood is many connections or a connection
-//! without a handshake, which the model and the incidents' `flood` already catch, and an
-//! established TCP connection at any rate is a transfer.
+//! An established TCP connection at any rate is a transfer: the first half leaves TCP alone.
 //!
 //! A flagged conversation is anomalous with detector `volume` and a combined score of the
 //! larger of the model's and its rate over the threshold (at least 1), and opens its flood
@@ -53,6 +56,9 @@ pub struct VolumeConfig {
     /// Mean UDP datagrams per second from the originator, in a conversation the responder
     /// answered at most 1% of.
     pub udp_one_way_pps: f64,
+    /// New TCP connections per second to one service of which at most 1% complete their
+    /// handshake ([`TargetRates`]).
+    pub tcp_attempts_per_sec: f64,
 }
 
 impl Default for VolumeConfig {
@@ -62,6 +68,7 @@ impl Default for VolumeConfig {
             min_packets: 1_000,
             icmp_echo_pps: 1_000.0,
             udp_one_way_pps: 5_000.0,
+            tcp_attempts_per_sec: 5_000.0,
         }
     }
 }
@@ -72,7 +79,8 @@ impl Default for VolumeConfig {
 pub enum VolumeScope {
     /// The conversation's own packets ([`VolumeConfig::judge`]).
     Conversation,
-    /// New UDP conversations to one service of one host that answers at most 1% of them
+    /// New UDP conversations to one service of one host that answers at most 1% of them, or
+    /// new TCP connections to one that at most 1% of complete their handshake
     /// ([`TargetRates`]).
     Target,
     /// New UDP conversations to one host, whatever their ports, that answers at most 1% of
@@ -127,6 +135,18 @@ fn unanswered(rec: &ConnectionRecord) -> bool {
     rec.resp_packets.saturating_mul(100) <= rec.orig_packets
 }
 
+/// Whether a TCP connection never completed its handshake: its originator acknowledged
+/// nothing (a SYN-ACK's final ACK, or anything later; a RST carries no acknowledgement in the
+/// history) and no payload went either way. A SYN flood's connections are all such, answered
+/// (SYN-ACK, RST) or not; every connection a client makes completes, whatever it carries.
+fn incomplete(rec: &ConnectionRecord) -> bool {
+    use sensor_common::flow::history::{ACK, DATA};
+    rec.history.orig & (ACK | DATA) == 0
+        && rec.history.resp & DATA == 0
+        && rec.orig_bytes == 0
+        && rec.resp_bytes == 0
+}
+
 /// Targets followed at most, services and hosts each; beyond, a new target finds no room until
 /// the once-a-second sweep forgets the quiet ones ([`TargetRates::untracked`]). A UDP scan
 /// touches a new port per datagram: it fills the services with targets of one conversation
@@ -176,11 +196,26 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// share is over all its services, so a host that runs a busy service it answers is not judged
 /// flooded on its other ports (a miss, not a false alarm). A conversation is judged at its
 /// service first, then at its host ([`VolumeScope::Host`]).
+///
+/// TCP services are counted the same way, in a map of their own (a wide TCP scan must not
+/// crowd out the UDP services): the new connections per second, and the verdicts on them,
+/// those that completed their handshake counting as answered. A connection that never
+/// completed it ([`incomplete`]) is flagged when its service received at least
+/// [`VolumeConfig::tcp_attempts_per_sec`] new connections in the second it began (or the next),
+/// or in the second up to its start, and at most 1% of the verdicts on the service's
+/// connections (100 at least) were on completed ones: a busy web server receives as many, and
+/// completes them. The second up to its start (its own second so far, and the second before
+/// in proportion) counts because a reset attempt's record comes at once, before its second is
+/// over (a UDP conversation's first verdict comes a second after it began). Only
+/// services: a SYN flood over many ports of a host is a scan to the model, which catches its
+/// refused and unanswered attempts.
 #[derive(Debug, Default)]
 pub struct TargetRates {
     targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
     /// The same counts per host, over all its UDP ports.
     hosts: crate::hashing::Map<std::net::IpAddr, TargetCounts>,
+    /// The counts per TCP service.
+    tcp_targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
     /// The second of the last sweep of quiet targets: one a second, so that the map costs a
@@ -293,8 +328,17 @@ impl TargetCounts {
 
     /// Counts the verdict on a conversation that began in the second `s`, judged at the
     /// second `now`, answered or not (`quiet`), and returns the rate it is flagged at, if its
-    /// target is flooded as [`TargetRates`] says.
-    fn judge(&mut self, now: u64, s: u64, quiet: bool, threshold: f64) -> Option<u32> {
+    /// target is flooded as [`TargetRates`] says: its rate in the second `s` or the next, or
+    /// with `sliding` (TCP: how far into its second the conversation began, 0 to 1) over the
+    /// second up to its start too.
+    fn judge(
+        &mut self,
+        now: u64,
+        s: u64,
+        quiet: bool,
+        threshold: f64,
+        sliding: Option<f64>,
+    ) -> Option<u32> {
         if now >= self.judged_since + JUDGED_SECS {
             // Halved once per period gone by, so that a long quiet spell forgets.
             let halvings = ((now - self.judged_since) / JUDGED_SECS).min(31) as u32;
@@ -312,8 +356,19 @@ impl TargetCounts {
         }
         let judged = u64::from(self.answered) + u64::from(self.unanswered);
         // Judged on the spread, reported as all the new conversations it got.
+        let in_last_second = |of: &dyn Fn(u64) -> u32| match (sliding, s.checked_sub(1)) {
+            // The second before it began, in proportion to the part of it within one second
+            // of its start, and its own second so far.
+            (Some(frac), Some(before)) => {
+                let carried = f64::from(of(before)) * (1.0 - frac.clamp(0.0, 1.0));
+                of(s).saturating_add(carried as u32)
+            }
+            _ => 0,
+        };
         let spread = self.spread_in(s).max(self.spread_in(s + 1));
+        let spread = spread.max(in_last_second(&|k| self.spread_in(k)));
         let count = self.opened_in(s).max(self.opened_in(s + 1));
+        let count = count.max(in_last_second(&|k| self.opened_in(k)));
         let flood = f64::from(spread) >= threshold
             && judged >= MIN_JUDGED
             && u64::from(self.unanswered) * 100 >= judged * 99;
@@ -364,7 +419,7 @@ impl TargetRates {
         port: u16,
         start_ns: u64,
     ) {
-        if !cfg.enabled || transport != Transport::Udp {
+        if !cfg.enabled || !matches!(transport, Transport::Udp | Transport::Tcp) {
             return;
         }
         let s = start_ns / NS_PER_SEC;
@@ -377,6 +432,13 @@ impl TargetRates {
             };
             self.targets.retain(|_, c| kept(c));
             self.hosts.retain(|_, c| kept(c));
+            self.tcp_targets.retain(|_, c| kept(c));
+        }
+        if transport == Transport::Tcp {
+            if open_in(&mut self.tcp_targets, (target, port), s).is_none() {
+                self.untracked += 1;
+            }
+            return;
         }
         let service = open_in(&mut self.targets, (target, port), s);
         let host = open_in(&mut self.hosts, target, s).is_some();
@@ -393,23 +455,42 @@ impl TargetRates {
 
     /// Counts the verdict on `rec` towards its target's answered share (its service's and
     /// its host's), and flags it if it is an unanswered UDP conversation to a target flooded
-    /// as [`TargetRates`] says: its service, or else its host.
+    /// as [`TargetRates`] says (its service, or else its host), or a TCP connection that
+    /// never completed its handshake to a flooded service.
     pub fn judge(&mut self, cfg: &VolumeConfig, rec: &ConnectionRecord) -> TargetVerdict {
-        if !cfg.enabled || rec.transport != Transport::Udp {
-            return TargetVerdict::default();
-        }
         let now = rec.final_unix_ns.max(rec.end_unix_ns) / NS_PER_SEC;
         let s = rec.start_unix_ns / NS_PER_SEC;
+        match rec.transport {
+            _ if !cfg.enabled => return TargetVerdict::default(),
+            Transport::Udp => {}
+            Transport::Tcp => {
+                let threshold = cfg.tcp_attempts_per_sec;
+                let frac = (rec.start_unix_ns % NS_PER_SEC) as f64 / NS_PER_SEC as f64;
+                let rate = self
+                    .tcp_targets
+                    .get_mut(&(rec.resp_addr, rec.resp_port))
+                    .and_then(|c| c.judge(now, s, incomplete(rec), threshold, Some(frac)));
+                return TargetVerdict {
+                    hit: rate.map(|rate| VolumeHit {
+                        scope: VolumeScope::Target,
+                        packets_per_second: f64::from(rate),
+                        ratio: f64::from(rate) / threshold,
+                    }),
+                    pending: false,
+                };
+            }
+            _ => return TargetVerdict::default(),
+        }
         let quiet = unanswered(rec);
         let threshold = cfg.udp_one_way_pps;
         // Both count the verdict, whichever flags it.
         let service = self
             .targets
             .get_mut(&(rec.resp_addr, rec.resp_port))
-            .and_then(|c| c.judge(now, s, quiet, threshold));
+            .and_then(|c| c.judge(now, s, quiet, threshold, None));
         let (host, pending) = match self.hosts.get_mut(&rec.resp_addr) {
             Some(c) => {
-                let rate = c.judge(now, s, quiet, threshold);
+                let rate = c.judge(now, s, quiet, threshold, None);
                 (rate, quiet && rate.is_none() && c.pending(s, threshold))
             }
             None => (None, false),
@@ -435,13 +516,13 @@ impl TargetRates {
         self.untracked
     }
 
-    /// Targets followed now: services, and hosts.
+    /// Targets followed now: UDP services and hosts, and TCP services.
     pub fn len(&self) -> usize {
-        self.targets.len() + self.hosts.len()
+        self.targets.len() + self.hosts.len() + self.tcp_targets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.hosts.is_empty()
+        self.len() == 0
     }
 }
 
@@ -570,7 +651,7 @@ mod tests {
     }
 
     #[test]
-    fn tcp_is_left_to_the_model_and_the_rule_can_be_turned_off() {
+    fn one_tcp_connection_is_not_judged_by_its_rate_and_the_rule_can_be_turned_off() {
         assert!(!flags(Transport::Tcp, None, 100_000, 0, 1_000));
         let off = VolumeConfig {
             enabled: false,
@@ -675,6 +756,129 @@ mod tests {
             .filter(|_| rates.judge(&on, &c).hit.is_some())
             .count();
         assert_eq!(flagged, 1, "the hundredth verdict");
+    }
+
+    /// TCP connections to port 80 of the target, `per_second` of them over `secs` seconds from
+    /// changing source ports, each completing its handshake and carrying a request and its
+    /// answer if `completes(i)`, else answered by a SYN-ACK that its source resets (`hping3
+    /// -S` from the attacker's own address). Each is opened, then judged at once, as a reset
+    /// connection's record comes before its second is over. How many were flagged, and the
+    /// largest rate found.
+    fn tcp_burst(
+        rates: &mut TargetRates,
+        per_second: u64,
+        secs: u64,
+        completes: impl Fn(u64) -> bool,
+    ) -> (usize, f64) {
+        tcp_burst_from(rates, per_second, secs, 0, completes)
+    }
+
+    /// [`tcp_burst`] beginning `offset_ns` into a second.
+    fn tcp_burst_from(
+        rates: &mut TargetRates,
+        per_second: u64,
+        secs: u64,
+        offset_ns: u64,
+        completes: impl Fn(u64) -> bool,
+    ) -> (usize, f64) {
+        use sensor_common::flow::history::{ACK, DATA, FIN, RST, SYN, SYN_ACK};
+        let v = VolumeConfig::default();
+        let gap_ns = NS_PER_SEC / per_second;
+        let (mut flagged, mut peak) = (0, 0f64);
+        for i in 0..per_second * secs {
+            let mut c = conv(Transport::Tcp, None, 2, 1, 0);
+            c.orig_port = 1024 + (i % 60_000) as u16;
+            c.resp_port = 80;
+            c.start_unix_ns += offset_ns + i * gap_ns;
+            c.end_unix_ns = c.start_unix_ns + 10_000;
+            c.final_unix_ns = c.end_unix_ns;
+            if completes(i) {
+                c.history.orig = SYN | ACK | DATA | FIN;
+                c.history.resp = SYN_ACK | ACK | DATA | FIN;
+                (c.orig_bytes, c.resp_bytes) = (80, 400);
+            } else {
+                c.history.orig = SYN | RST;
+                c.history.resp = SYN_ACK;
+                (c.orig_bytes, c.resp_bytes) = (0, 0);
+                c.conn_state = ConnState::RSTO;
+            }
+            rates.opened(&v, c.transport, c.resp_addr, c.resp_port, c.start_unix_ns);
+            if let Some(h) = rates.judge(&v, &c).hit {
+                assert_eq!(h.scope, VolumeScope::Target, "{h:?}");
+                assert!(!completes(i), "a completed connection flagged: {i}");
+                flagged += 1;
+                peak = peak.max(h.packets_per_second);
+            }
+        }
+        (flagged, peak)
+    }
+
+    #[test]
+    fn a_syn_flood_whose_source_resets_its_answers_is_flagged_by_its_services_rate() {
+        // 10,000 attempts a second for three seconds, none completed. In the first second,
+        // each is judged on the attempts of that second so far: flagged from the 5,000th on;
+        // in the next two, on the second up to its start (10,000, or 10,001 counting both
+        // ends).
+        let mut rates = TargetRates::default();
+        let (flagged, peak) = tcp_burst(&mut rates, 10_000, 3, |_| false);
+        assert_eq!(flagged, 5_001 + 20_000);
+        assert!((10_000.0..=10_001.0).contains(&peak), "{peak}");
+        // 6,000 a second starting half a second into a second: 3,000 in the first, under the
+        // bar. In the next, at a fraction f of it, the second before counts as if spread evenly
+        // (3,000 (1 - f)) beside this one's 6,000 f: 5,000 at f = 2/3, after 4,000 more
+        // attempts; every attempt from there on is flagged, 11,000 of the 18,000.
+        let mut rates = TargetRates::default();
+        let (flagged, _) = tcp_burst_from(&mut rates, 6_000, 3, NS_PER_SEC / 2, |_| false);
+        assert!((10_999..=11_001).contains(&flagged), "{flagged}");
+        // Under the bar: 4,000 a second.
+        let mut rates = TargetRates::default();
+        assert_eq!(tcp_burst(&mut rates, 4_000, 3, |_| false), (0, 0.0));
+        // Counted apart from UDP: a UDP service on the same port is not flooded by it.
+        let mut udp = conv(UDP, None, 1, 0, 0);
+        udp.resp_port = 80;
+        udp.start_unix_ns += NS_PER_SEC;
+        let v = VolumeConfig::default();
+        let mut rates = TargetRates::default();
+        tcp_burst(&mut rates, 10_000, 3, |_| false);
+        for _ in 0..200 {
+            rates.opened(&v, UDP, udp.resp_addr, 80, udp.start_unix_ns);
+            assert!(rates.judge(&v, &udp).hit.is_none());
+        }
+        // A bar of its own: 10,000 unanswered SYNs in one second are under a bar of 20,000.
+        let higher = VolumeConfig {
+            tcp_attempts_per_sec: 20_000.0,
+            ..v
+        };
+        let mut rates = TargetRates::default();
+        let mut attempt = conv(Transport::Tcp, None, 1, 0, 0);
+        attempt.conn_state = ConnState::S0;
+        attempt.history.orig = sensor_common::flow::history::SYN;
+        (attempt.orig_bytes, attempt.resp_bytes) = (0, 0);
+        for _ in 0..10_000 {
+            rates.opened(
+                &higher,
+                Transport::Tcp,
+                attempt.resp_addr,
+                53,
+                attempt.start_unix_ns,
+            );
+            assert!(
+                rates.judge(&higher, &attempt).hit.is_none(),
+                "under its bar"
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_web_server_completes_its_connections_and_is_not_a_flood() {
+        // 10,000 connections a second, every hundredth reset before it completed (1%): not
+        // flagged, since the server's connections complete.
+        let mut rates = TargetRates::default();
+        assert_eq!(tcp_burst(&mut rates, 10_000, 3, |i| i % 100 != 0), (0, 0.0));
+        // A flood against it: two in three attempts, one in three completed. Not flagged by
+        // this rule (a miss, not a false alarm: the model judges each attempt).
+        let mut rates = TargetRates::default();
+        assert_eq!(tcp_burst(&mut rates, 15_000, 3, |i| i % 3 == 0), (0, 0.0));
     }
 
     #[test]
@@ -837,9 +1041,11 @@ mod tests {
         // Once they are quiet for `QUIET_SECS`, the sweep forgets them.
         rates.opened(&v, UDP, other, 53, t + QUIET_SECS * NS_PER_SEC);
         assert_eq!(followed(&rates), (1, 1, 2));
-        // Other transports are not counted.
+        // A TCP service has room of its own; other transports are not counted.
         rates.opened(&v, Transport::Tcp, other, 80, t + QUIET_SECS * NS_PER_SEC);
-        assert_eq!(rates.len(), 2);
+        assert_eq!((rates.tcp_targets.len(), rates.len()), (1, 3));
+        rates.opened(&v, Transport::Icmp, other, 0, t + QUIET_SECS * NS_PER_SEC);
+        assert_eq!(rates.len(), 3);
         // A bogus timestamp a day ahead does not stop the sweeps: the next opening of the
         // right time sweeps again.
         let day = 86_400 * NS_PER_SEC;
