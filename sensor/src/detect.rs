@@ -218,7 +218,8 @@ pub struct Pipeline {
     suppressions: Arc<Suppressions>,
     /// The rule that flags a conversation by its packet rate ([`volume`]).
     volume: VolumeConfig,
-    /// New UDP conversations per target, for the rule's second half ([`TargetRates`]).
+    /// New UDP conversations per target, and TCP attempts that never completed per service,
+    /// for the rule's second half ([`TargetRates`]).
     targets: TargetRates,
 }
 

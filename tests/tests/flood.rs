@@ -682,8 +682,11 @@ fn dropped_ring_buffer_events_lose_no_finished_connection() {
 /// but for the server's rate-limited ICMP errors); then hping3's default UDP flood, a new
 /// source port per datagram (20,000 to closed port 53 of another host), whose conversations
 /// are one datagram each, and the same to the next destination port every datagram (a third
-/// host), which no port's rate gives away but the host's. Each is bounded by count and `timeout`, while a client pings the
-/// same server as a person would. Shipped settings.
+/// host), which no port's rate gives away but the host's; and a SYN flood to the web server's
+/// open port from an address of the attacker's own (20,000 SYNs, each SYN-ACK reset by the
+/// attacker's kernel: zero-byte attempts the model leaves normal on a web port), which the
+/// service's rate of attempts that never complete gives away. Each is bounded by count and
+/// `timeout`, while a client pings the same server as a person would. Shipped settings.
 #[test]
 fn floods_the_model_cannot_see_are_reported_by_their_rate() {
     require_root();
