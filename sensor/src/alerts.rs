@@ -54,9 +54,9 @@ pub struct ScoredLine {
     /// Where the volume rule flagged the connection (`detector` `volume`;
     /// `crate::detect::volume`): whose rate it measured, `conversation` (the originator's
     /// packets per second in this conversation), `target` (new conversations per second to
-    /// its responder's service, which answers at most 1% of them, or for TCP completes at
-    /// most 1% of their handshakes) or `host` (the same over all the responder's UDP ports),
-    /// and that rate.
+    /// its responder's service, which answers at most 1% of them; for TCP the attempts per
+    /// second that never completed their handshake) or `host` (the same as `target` over all
+    /// the responder's UDP ports), and that rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_scope: Option<crate::detect::VolumeScope>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -816,10 +816,13 @@ impl IncidentTracker {
 /// incident may have closed. It counts towards that incident while it is open, and opens
 /// nothing: the flood was judged when it happened. (A conversation the rule flagged by its
 /// own rate keeps its incident open until its final record instead, `IncidentTracker::live`.)
+/// Not TCP: the rule judges a TCP attempt at its final record only (an unanswered one's comes
+/// at the attempt timeout), which is then the flood as it happens.
 fn late_target_verdict(rec: &ConnectionRecord, s: &Scored) -> bool {
     let early_ns = crate::lifecycle::LifecycleConfig::DEFAULT_EARLY_VERDICT_AFTER.as_nanos() as u64;
     s.volume
         .is_some_and(|h| matches!(h.scope, VolumeScope::Target | VolumeScope::Host))
+        && rec.transport != Transport::Tcp
         && rec.end_reason != EndReason::Ongoing
         && rec.final_unix_ns.saturating_sub(rec.start_unix_ns) >= early_ns
 }

@@ -56,8 +56,8 @@ pub struct VolumeConfig {
     /// Mean UDP datagrams per second from the originator, in a conversation the responder
     /// answered at most 1% of.
     pub udp_one_way_pps: f64,
-    /// New TCP connections per second to one service of which at most 1% complete their
-    /// handshake ([`TargetRates`]).
+    /// TCP attempts per second to one service that never complete their handshake, where at
+    /// most 1% of the verdicts on its connections are on completed ones ([`TargetRates`]).
     pub tcp_attempts_per_sec: f64,
 }
 
@@ -80,8 +80,8 @@ pub enum VolumeScope {
     /// The conversation's own packets ([`VolumeConfig::judge`]).
     Conversation,
     /// New UDP conversations to one service of one host that answers at most 1% of them, or
-    /// new TCP connections to one that at most 1% of complete their handshake
-    /// ([`TargetRates`]).
+    /// TCP attempts to one that never complete their handshake, where at most 1% of its
+    /// connections complete ([`TargetRates`]).
     Target,
     /// New UDP conversations to one host, whatever their ports, that answers at most 1% of
     /// them ([`TargetRates`]): a flood that changes destination ports, no port of which
@@ -164,6 +164,10 @@ const MIN_JUDGED: u64 = 100;
 /// (its conversations' early verdicts), and an `Opened` event the table scan recovered comes
 /// up to about a second late.
 const KEPT_SECS: u64 = 4;
+/// Seconds of failed attempts kept per TCP service: their records come at once (reset,
+/// refused), at the attempt timeout (5 s, nobody answered) or about 12 s after they began (a
+/// SYN-ACK nobody answered, retransmitted by the server), each counted in the second it began.
+const TCP_KEPT_SECS: u64 = 16;
 /// A target quiet this long is forgotten by the sweep.
 const QUIET_SECS: u64 = 4;
 /// Seconds between two flagged seconds that still make one flood (an episode, below).
@@ -214,34 +218,38 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// refused and unanswered attempts.
 #[derive(Debug, Default)]
 pub struct TargetRates {
-    targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
+    targets: crate::hashing::Map<(std::net::IpAddr, u16), UdpCounts>,
     /// The same counts per host, over all its UDP ports.
-    hosts: crate::hashing::Map<std::net::IpAddr, TargetCounts>,
+    hosts: crate::hashing::Map<std::net::IpAddr, UdpCounts>,
     /// The counts per TCP service: its connections that never completed, by the second they
     /// began, and the verdicts on its connections.
-    tcp_targets: crate::hashing::Map<(std::net::IpAddr, u16), TargetCounts>,
+    tcp_targets: crate::hashing::Map<(std::net::IpAddr, u16), TcpCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
     /// The second of the last sweep of quiet targets: one a second, so that the map costs a
     /// scan of it per second, not per new target.
     swept_s: u64,
-    /// The same for the TCP services, swept by the start seconds of the TCP records (which
-    /// come up to the attempt timeout after they began, where UDP openings come at once).
+    /// The same for the TCP services, by the seconds their records come in (a record comes up
+    /// to a few seconds after its attempt began, a long connection's much later).
     tcp_swept_s: u64,
 }
 
-/// One target's counts; see [`TargetRates`].
-#[derive(Clone, Copy, Debug, Default)]
-struct TargetCounts {
+/// One target's counts over the last `K` seconds; see [`TargetRates`].
+#[derive(Clone, Copy, Debug)]
+struct TargetCounts<const K: usize> {
     /// The latest second (Unix seconds) a conversation began in, and the openings of it and
-    /// the [`KEPT_SECS`] - 1 before it, by second modulo [`KEPT_SECS`].
+    /// the `K` - 1 before it, by second modulo `K`. For a TCP service: its attempts that
+    /// never completed.
     second: u64,
-    opened: [u32; KEPT_SECS as usize],
+    opened: [u32; K],
     /// A host's: the openings of its busiest service in each of those seconds, and of all its
     /// services that reached the bar in it, the larger of which its count leaves out
     /// ([`TargetCounts::spread_in`]). 0 for a service.
-    busiest: [u32; KEPT_SECS as usize],
-    at_bar: [u32; KEPT_SECS as usize],
+    busiest: [u32; K],
+    at_bar: [u32; K],
+    /// A TCP service's: the latest second one of its records came in, for the sweep (its
+    /// records come up to seconds after their attempts began, long connections' much later).
+    active_s: u64,
     /// Verdicts on the target's conversations since the second `judged_since`.
     judged_since: u64,
     answered: u32,
@@ -250,11 +258,35 @@ struct TargetCounts {
     episode: Option<(u64, u64, u32)>,
 }
 
-impl TargetCounts {
+/// A UDP service's or host's counts.
+type UdpCounts = TargetCounts<{ KEPT_SECS as usize }>;
+/// A TCP service's counts.
+type TcpCounts = TargetCounts<{ TCP_KEPT_SECS as usize }>;
+
+impl<const K: usize> Default for TargetCounts<K> {
+    fn default() -> Self {
+        TargetCounts {
+            second: 0,
+            opened: [0; K],
+            busiest: [0; K],
+            at_bar: [0; K],
+            active_s: 0,
+            judged_since: 0,
+            answered: 0,
+            unanswered: 0,
+            episode: None,
+        }
+    }
+}
+
+impl<const K: usize> TargetCounts<K> {
+    /// The seconds kept.
+    const KEPT: u64 = K as u64;
+
     /// Conversations that began in the second `s`, while it is one of those kept.
     fn opened_in(&self, s: u64) -> u32 {
-        if s <= self.second && self.second - s < KEPT_SECS {
-            self.opened[(s % KEPT_SECS) as usize]
+        if s <= self.second && self.second - s < Self::KEPT {
+            self.opened[(s % Self::KEPT) as usize]
         } else {
             0
         }
@@ -267,8 +299,8 @@ impl TargetCounts {
     /// leaving those out only once they reach it would let a service just under the bar
     /// count at the host for a moment).
     fn spread_in(&self, s: u64) -> u32 {
-        if s <= self.second && self.second - s < KEPT_SECS {
-            let k = (s % KEPT_SECS) as usize;
+        if s <= self.second && self.second - s < Self::KEPT {
+            let k = (s % Self::KEPT) as usize;
             self.opened[k].saturating_sub(self.busiest[k].max(self.at_bar[k]))
         } else {
             0
@@ -278,8 +310,8 @@ impl TargetCounts {
     /// Notes that a service of this host has had `n` openings in the second `s` (the host's
     /// own opening of it counted first), the bar being `threshold`.
     fn service_count(&mut self, s: u64, n: u32, threshold: f64) {
-        if s <= self.second && self.second - s < KEPT_SECS {
-            let k = (s % KEPT_SECS) as usize;
+        if s <= self.second && self.second - s < Self::KEPT {
+            let k = (s % Self::KEPT) as usize;
             self.busiest[k] = self.busiest[k].max(n);
             if threshold > 0.0 && f64::from(n) >= threshold {
                 // All of its openings when it reaches the bar, then each one.
@@ -300,16 +332,16 @@ impl TargetCounts {
     fn open(&mut self, s: u64) -> bool {
         if s > self.second {
             // Forget the seconds that fell out of the kept ones.
-            for k in (self.second + 1).max(s.saturating_sub(KEPT_SECS - 1))..=s {
-                self.opened[(k % KEPT_SECS) as usize] = 0;
-                self.busiest[(k % KEPT_SECS) as usize] = 0;
-                self.at_bar[(k % KEPT_SECS) as usize] = 0;
+            for k in (self.second + 1).max(s.saturating_sub(Self::KEPT - 1))..=s {
+                self.opened[(k % Self::KEPT) as usize] = 0;
+                self.busiest[(k % Self::KEPT) as usize] = 0;
+                self.at_bar[(k % Self::KEPT) as usize] = 0;
             }
             self.second = s;
-        } else if self.second - s >= KEPT_SECS {
+        } else if self.second - s >= Self::KEPT {
             return false;
         }
-        let slot = &mut self.opened[(s % KEPT_SECS) as usize];
+        let slot = &mut self.opened[(s % Self::KEPT) as usize];
         *slot = slot.saturating_add(1);
         true
     }
@@ -329,7 +361,7 @@ pub struct TargetVerdict {
     pub pending: bool,
 }
 
-impl TargetCounts {
+impl<const K: usize> TargetCounts<K> {
     /// Whether a conversation of the second `s` is undecided as [`TargetVerdict::pending`]
     /// says (its own verdict counted).
     fn pending(&self, s: u64, threshold: f64) -> bool {
@@ -343,8 +375,8 @@ impl TargetCounts {
     /// Counts the verdict on a conversation that began in the second `s`, judged at the
     /// second `now`, answered or not (`quiet`), and returns the rate it is flagged at, if its
     /// target is flooded as [`TargetRates`] says: its rate in the second `s` or the next, or
-    /// with `sliding` (TCP: how far into its second the conversation began, 0 to 1) over the
-    /// second up to its start too.
+    /// with `sliding` (TCP: how far into its second the conversation began, 0 to 1) in the
+    /// second up to its start (or in `s`, once a later second has begun).
     fn judge(
         &mut self,
         now: u64,
@@ -370,19 +402,26 @@ impl TargetCounts {
         }
         let judged = u64::from(self.answered) + u64::from(self.unanswered);
         // Judged on the spread, reported as all the new conversations it got.
-        let in_last_second = |of: &dyn Fn(u64) -> u32| match (sliding, s.checked_sub(1)) {
-            // The second before it began, in proportion to the part of it within one second
-            // of its start, and its own second so far.
-            (Some(frac), Some(before)) => {
-                let carried = f64::from(of(before)) * (1.0 - frac.clamp(0.0, 1.0));
-                of(s).saturating_add(carried as u32)
+        let (spread, count) = match sliding {
+            // TCP (a service's spread is its count): the second up to its start, while its
+            // second is the latest (its count so far, and the second before in proportion to
+            // the part of it within one second of its start); the whole second it began once
+            // later ones came (its count is then complete).
+            Some(frac) => {
+                let before = s.checked_sub(1).map_or(0, |b| self.opened_in(b));
+                let carried = f64::from(before) * (1.0 - frac.clamp(0.0, 1.0));
+                let count = if s == self.second {
+                    self.opened_in(s).saturating_add(carried as u32)
+                } else {
+                    self.opened_in(s)
+                };
+                (count, count)
             }
-            _ => 0,
+            None => (
+                self.spread_in(s).max(self.spread_in(s + 1)),
+                self.opened_in(s).max(self.opened_in(s + 1)),
+            ),
         };
-        let spread = self.spread_in(s).max(self.spread_in(s + 1));
-        let spread = spread.max(in_last_second(&|k| self.spread_in(k)));
-        let count = self.opened_in(s).max(self.opened_in(s + 1));
-        let count = count.max(in_last_second(&|k| self.opened_in(k)));
         let flood = f64::from(spread) >= threshold
             && judged >= MIN_JUDGED
             && u64::from(self.unanswered) * 100 >= judged * 99;
@@ -421,9 +460,9 @@ fn sweep_due(swept_s: &mut u64, s: u64) -> bool {
 /// Counts an opening in the second `s` for `key`, which finds room while `map` follows fewer
 /// than [`MAX_TARGETS`]: the openings of `s` so far, or `None` if it was not counted (no room,
 /// or too late).
-fn open_in<K: std::hash::Hash + Eq>(
-    map: &mut crate::hashing::Map<K, TargetCounts>,
-    key: K,
+fn open_in<T: std::hash::Hash + Eq, const K: usize>(
+    map: &mut crate::hashing::Map<T, TargetCounts<K>>,
+    key: T,
     s: u64,
 ) -> Option<u32> {
     let room = map.len() < MAX_TARGETS;
@@ -535,19 +574,31 @@ impl TargetRates {
         now: u64,
         s: u64,
     ) -> Option<u32> {
-        if rec.end_reason == EndReason::Ongoing {
+        // Not an attempt: a packet of a connection the sensor did not see begin (a bare ACK
+        // probe answered by a reset, a connection picked up mid-stream) neither tries nor
+        // completes a handshake.
+        if rec.end_reason == EndReason::Ongoing || !rec.history.start_seen() {
             return None;
         }
-        if sweep_due(&mut self.tcp_swept_s, s) {
-            self.tcp_targets.retain(|_, c| c.kept(s));
+        if sweep_due(&mut self.tcp_swept_s, now) {
+            self.tcp_targets.retain(|_, c| {
+                c.active_s + QUIET_SECS > now
+                    || c.episode.is_some_and(|(_, last, _)| last + 120 > now)
+            });
         }
         let quiet = incomplete(rec);
         let key = (rec.resp_addr, rec.resp_port);
-        if quiet && open_in(&mut self.tcp_targets, key, s).is_none() {
-            self.untracked += 1;
+        if quiet {
+            match open_in(&mut self.tcp_targets, key, s) {
+                Some(_) => {}
+                None => self.untracked += 1,
+            }
         }
         // A service none of whose connections failed to complete is not followed.
         let c = self.tcp_targets.get_mut(&key)?;
+        if quiet {
+            c.active_s = c.active_s.max(now);
+        }
         // Its records come about in the order the attempts began, so its second's count so
         // far is the attempts up to it.
         let frac = (rec.start_unix_ns % NS_PER_SEC) as f64 / NS_PER_SEC as f64;
@@ -806,9 +857,25 @@ mod tests {
     /// final record comes.
     #[derive(Clone, Copy)]
     enum Tcp {
-        Completed { record_after_ns: u64 },
+        Completed {
+            record_after_ns: u64,
+        },
         Reset,
         Unanswered,
+        /// A bare ACK (`hping3 -A`), reset by the target: no SYN seen.
+        BareAck,
+    }
+
+    impl Tcp {
+        /// Its index in [`tcp_flood_by_kind`]'s counts.
+        fn index(self) -> usize {
+            match self {
+                Tcp::Completed { .. } => 0,
+                Tcp::Reset => 1,
+                Tcp::Unanswered => 2,
+                Tcp::BareAck => 3,
+            }
+        }
     }
 
     /// TCP connections to port 80 of the target, `per_second` of them over `secs` seconds
@@ -819,9 +886,20 @@ mod tests {
     fn tcp_flood(
         rates: &mut TargetRates,
         v: &VolumeConfig,
-        (per_second, secs, offset_ns): (u64, u64, u64),
+        shape: (u64, u64, u64),
         how: impl Fn(u64) -> Tcp,
     ) -> (usize, f64) {
+        let (flagged, peak) = tcp_flood_by_kind(rates, v, shape, how);
+        (flagged.iter().sum(), peak)
+    }
+
+    /// [`tcp_flood`], the final records flagged counted by [`Tcp`] kind.
+    fn tcp_flood_by_kind(
+        rates: &mut TargetRates,
+        v: &VolumeConfig,
+        (per_second, secs, offset_ns): (u64, u64, u64),
+        how: impl Fn(u64) -> Tcp,
+    ) -> ([usize; 4], f64) {
         use sensor_common::flow::history::{ACK, DATA, FIN, RST, SYN, SYN_ACK};
         let gap_ns = NS_PER_SEC / per_second;
         let mut recs = Vec::new();
@@ -854,29 +932,36 @@ mod tests {
                     c.conn_state = ConnState::S0;
                     let mut early = c.clone();
                     early.final_unix_ns = early.start_unix_ns + NS_PER_SEC;
-                    recs.push(early);
+                    recs.push((early, how(i)));
                     c.end_reason = EndReason::Idle;
                     5 * NS_PER_SEC
+                }
+                Tcp::BareAck => {
+                    c.history.orig = ACK;
+                    c.history.resp = RST;
+                    (c.orig_packets, c.resp_packets) = (1, 1);
+                    c.conn_state = ConnState::OTH;
+                    c.end_reason = EndReason::Rst;
+                    10_000
                 }
             };
             c.end_unix_ns = c.start_unix_ns + after_ns.min(10_000);
             c.final_unix_ns = c.start_unix_ns + after_ns;
-            recs.push(c);
+            recs.push((c, how(i)));
         }
-        recs.sort_by_key(|c| c.final_unix_ns);
-        let (mut flagged, mut peak) = (0, 0f64);
-        for c in &recs {
+        recs.sort_by_key(|(c, _)| c.final_unix_ns);
+        let (mut flagged, mut peak) = ([0; 4], 0f64);
+        for (c, kind) in &recs {
             let Some(h) = rates.judge(v, c).hit else {
                 continue;
             };
             assert_eq!(h.scope, VolumeScope::Target, "{h:?}");
             assert_ne!(c.end_reason, EndReason::Ongoing, "an early verdict flagged");
-            assert_ne!(
-                c.conn_state,
-                ConnState::SF,
-                "a completed connection flagged"
+            assert!(
+                matches!(kind, Tcp::Reset | Tcp::Unanswered),
+                "a connection that completed, or was no attempt, flagged"
             );
-            flagged += 1;
+            flagged[kind.index()] += 1;
             peak = peak.max(h.packets_per_second);
         }
         (flagged, peak)
@@ -957,6 +1042,56 @@ mod tests {
     }
 
     #[test]
+    fn a_floods_attempts_count_however_late_their_records_come() {
+        let v = VolumeConfig::default();
+        // Ten seconds of 12,000 attempts a second, half reset (their records at once), half
+        // unanswered (at the attempt timeout, 5 s later): the unanswered half counts in the
+        // seconds it began though the reset half's have moved on, and is flagged.
+        let mut rates = TargetRates::default();
+        let half = |i: u64| {
+            if i.is_multiple_of(2) {
+                Tcp::Reset
+            } else {
+                Tcp::Unanswered
+            }
+        };
+        let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (12_000, 10, 0), half);
+        assert_eq!(rates.untracked(), 0);
+        assert!(flagged[Tcp::Unanswered.index()] >= 59_000, "{flagged:?}");
+        // A bare ACK among every 50 attempts (`hping3 -A`, reset by the target) is no attempt
+        // and no completed handshake: it does not hide the flood.
+        let mut rates = TargetRates::default();
+        let with_acks = |i: u64| {
+            if i.is_multiple_of(50) {
+                Tcp::BareAck
+            } else {
+                Tcp::Reset
+            }
+        };
+        let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (10_000, 3, 0), with_acks);
+        assert!(flagged[Tcp::Reset.index()] >= 24_000, "{flagged:?}");
+        // Forgotten by the sweep once quiet (no flood here: 100 attempts a second), kept while
+        // flagged.
+        let mut rates = TargetRates::default();
+        tcp_flood(&mut rates, &v, (100, 3, 0), |_| Tcp::Reset);
+        assert_eq!(rates.tcp_targets.len(), 1);
+        let mut later = conv(Transport::Tcp, None, 1, 1, 0);
+        later.history.orig = sensor_common::flow::history::SYN;
+        later.history.resp = sensor_common::flow::history::RST;
+        (later.orig_bytes, later.resp_bytes) = (0, 0);
+        later.end_reason = EndReason::Rst;
+        later.resp_port = 81;
+        later.start_unix_ns += 3 * NS_PER_SEC + QUIET_SECS * NS_PER_SEC;
+        (later.end_unix_ns, later.final_unix_ns) = (later.start_unix_ns, later.start_unix_ns);
+        rates.judge(&v, &later);
+        assert_eq!(rates.tcp_targets.len(), 1, "port 80 forgotten, 81 followed");
+        let mut rates = TargetRates::default();
+        tcp_flood(&mut rates, &v, (10_000, 3, 0), |_| Tcp::Reset);
+        rates.judge(&v, &later);
+        assert_eq!(rates.tcp_targets.len(), 2, "the flooded service is kept");
+    }
+
+    #[test]
     fn a_busy_web_server_completes_its_connections_and_is_not_a_flood() {
         let v = VolumeConfig::default();
         let at_once = Tcp::Completed {
@@ -1026,10 +1161,8 @@ mod tests {
             400
         )));
         assert!(!incomplete(&tcp(SYN | DATA | ACK, SYN_ACK | DATA, 400)));
-        // Seen one way only: the client's packets, or the server's (an upload the server only
-        // acknowledges).
+        // Seen one way only, the client's packets.
         assert!(!incomplete(&tcp(SYN | ACK | DATA | FIN, 0, 0)));
-        assert!(!incomplete(&tcp(0, SYN_ACK | ACK | FIN, 0)));
     }
     #[test]
     fn a_busy_resolver_answers_and_is_not_a_flood() {
@@ -1246,7 +1379,7 @@ mod tests {
     fn late_openings_count_in_their_second_and_quiet_spells_forget_the_answers() {
         let v = VolumeConfig::default();
         let c = conv(UDP, None, 1, 0, 0);
-        let mut counts = TargetCounts::default();
+        let mut counts = UdpCounts::default();
         assert!(counts.open(10) && counts.open(12));
         // Two seconds late (recovered by the table scan): still counted in its own second.
         assert!(counts.open(10));

@@ -275,6 +275,34 @@ fn a_target_floods_final_records_a_minute_later_open_nothing_new() {
 }
 
 #[test]
+fn a_syn_floods_attempts_judged_at_their_final_records_open_its_flood() {
+    // Unanswered SYNs to port 80, flagged by the service's rate of attempts at their final
+    // records, each 5 s after it began (the attempt timeout): the rule's only verdict on a
+    // TCP attempt, so it opens the `flood` (a UDP conversation's final record, a minute after
+    // its early verdict, would open nothing).
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let by_target = by_volume(crate::detect::VolumeScope::Target, 6_000.0);
+    for i in 0..10u64 {
+        let mut c = conn(addr(1), 1_024 + i as u16, addr(99), 80, T0 + i * 1_000_000);
+        (c.resp_packets, c.conn_state, c.end_reason) = (0, ConnState::S0, EndReason::Idle);
+        c.answer_unix_ns = None;
+        c.final_unix_ns = c.start_unix_ns + 5 * S;
+        tracker.observe(&c, &by_target, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let opens: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .collect();
+    assert_eq!(opens.len(), 1, "{out:?}");
+    assert_eq!(opens[0].kind, IncidentKind::Flood);
+    assert_eq!(opens[0].peak_packets_per_second, Some(6_000.0));
+    let closed = out.iter().find(|l| l.state == IncidentState::Closed);
+    assert_eq!(closed.map(|l| l.connections), Some(10), "{out:?}");
+}
+
+#[test]
 fn a_flood_over_many_ports_is_one_incident_at_its_host() {
     // One-datagram conversations from four spoofed sources, each to the next port of one
     // host, flagged by the host's rate: one `udp_flood` for the host, not one per port (each

@@ -244,7 +244,7 @@ impl Detection {
             "sensor_volume_targets",
             IntGauge::new(
                 "sensor_volume_targets",
-                "UDP services of hosts (address and port), hosts over all their UDP ports, and TCP services, whose new conversations per second the volume rule follows (at most 65,536 of each).",
+                "UDP services of hosts (address and port) and hosts over all their UDP ports whose new conversations per second the volume rule follows, and TCP services whose failed attempts per second it follows (at most 65,536 of each).",
             )
         );
         let volume_targets_untracked = registered!(
@@ -252,7 +252,7 @@ impl Detection {
             "sensor_volume_targets_untracked_total",
             IntCounter::new(
                 "sensor_volume_targets_untracked_total",
-                "New UDP conversations or TCP connections to a service or host the volume rule could not follow: its map was full of ones active in the last four seconds (a wide scan), or the opening came more than four seconds late, so a flood of one-datagram conversations or of SYNs to it is not flagged by its rate.",
+                "New UDP conversations, or failed TCP attempts, to a service or host the volume rule could not count: its map was full of ones active in the last four seconds (a wide scan), or the opening came more than four seconds late (a TCP attempt's record more than sixteen), so a flood of one-datagram conversations or of SYNs to it may not be flagged by its rate.",
             )
         );
         let output_errors = registered!(
