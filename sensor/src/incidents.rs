@@ -20,7 +20,11 @@
 //! the first candidate to pass its threshold opens. The host's UDP flood is the exception to
 //! both: it is fed only by the volume rule's verdicts at the host, which it takes first (and
 //! which feed no port's flood), and it takes only anomalous connections; a UDP port scan of a
-//! host the rule cannot judge yet waits (`IncidentTracker::take_over_scans`). ICMP error
+//! host the rule cannot judge yet waits (`IncidentTracker::take_over_scans`). Any verdict the
+//! volume rule flagged by a rate belongs to its flood the same way, taken by it or opening it
+//! whatever else is open; and a connection an open port scan takes still counts towards its
+//! port's flood, which takes the rest once it opens (one attacker address that scans a host and
+//! then floods a port of it is two attacks, not a scan that takes the flood). ICMP error
 //! messages (unreachable, time exceeded) are responses to other traffic, not attacks of their
 //! own: they never open an incident, and they count towards one open on their key.
 //!
@@ -482,23 +486,29 @@ impl IncidentTracker {
             return;
         }
         let keys = keys_of(rec);
-        // A verdict at the host belongs to the host's flood: taken by it when open, opening it
-        // otherwise (below), even where a port scan of the host is open (the scan's first
-        // connections, judged by the model before the host's rate could be).
+        // A verdict the volume rule flagged by a rate belongs to its flood: taken by it when
+        // open, opening it otherwise (below, the rate opens it by itself), even where another
+        // incident of its connections is open: a port scan of the host (for a flood at the
+        // host, the scan's first connections, judged by the model before the host's rate
+        // could be), or a scan or sweep from the same source before it flooded.
         let at_host = s.volume.is_some_and(|h| h.scope == VolumeScope::Host);
-        let host_key = Key::HostFlood(rec.resp_addr);
-        let claimed = if at_host && self.open.contains_key(&host_key) {
-            Some(host_key)
-        } else if at_host && !late_target_verdict(rec, s) {
-            None
-        } else {
-            // A host's flood takes only anomalous connections: it spans every UDP port of the
-            // host, whose ordinary traffic (a resolver's queries) would keep it open forever.
-            keys.iter()
-                .flatten()
-                .filter(|k| s.verdict.anomalous || !matches!(k, Key::HostFlood(_)))
-                .find(|k| self.open.contains_key(k))
-                .copied()
+        let rated_key = match s.volume.map(|h| h.scope) {
+            Some(VolumeScope::Host) => Some(Key::HostFlood(rec.resp_addr)),
+            Some(VolumeScope::Target | VolumeScope::Conversation) => keys[0],
+            None => None,
+        };
+        let claimed = match rated_key {
+            Some(k) if self.open.contains_key(&k) => Some(k),
+            Some(_) if !late_target_verdict(rec, s) => None,
+            _ => {
+                // A host's flood takes only anomalous connections: it spans every UDP port of the
+                // host, whose ordinary traffic (a resolver's queries) would keep it open forever.
+                keys.iter()
+                    .flatten()
+                    .filter(|k| s.verdict.anomalous || !matches!(k, Key::HostFlood(_)))
+                    .find(|k| self.open.contains_key(k))
+                    .copied()
+            }
         };
         // An incident already open on one of its keys takes it, anomalous or not (a host's
         // flood: anomalous only).
@@ -514,19 +524,46 @@ impl IncidentTracker {
                     out.push(inc.line(IncidentState::Update));
                 }
             }
+            // A flood of one port from a source whose scan of the host is open (one attacker
+            // address, scanning and then flooding): the scan takes its connections, but they
+            // still count towards the port's flood, which takes them once it opens (claimed
+            // first). Without this the scan would take the whole flood while it lasts.
+            let flood = keys[0].filter(|f| {
+                matches!(key, Key::Scan(..))
+                    && matches!(f, Key::Flood(..))
+                    && !self.open.contains_key(f)
+            });
+            if let Some(f) = flood
+                && counts_as_new_evidence(rec, s)
+            {
+                self.feed_candidates(std::iter::once(f), rec, s, at_ns, out);
+            }
             return;
         }
-        if !s.verdict.anomalous || is_icmp_error(rec) || late_target_verdict(rec, s) {
+        if !counts_as_new_evidence(rec, s) {
             return;
         }
-        let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
         // A verdict at the host is evidence for the host's flood alone (which it opens: it
         // carries a rate); any other is evidence for every other kind.
         let candidates = keys
             .into_iter()
             .flatten()
             .filter(|k| matches!(k, Key::HostFlood(_)) == at_host);
-        for key in candidates {
+        self.feed_candidates(candidates, rec, s, at_ns, out);
+    }
+
+    /// Adds `rec` (scored `s`, at `at_ns`) to the candidates `keys`, in order, opening the
+    /// first that passes its threshold.
+    fn feed_candidates(
+        &mut self,
+        keys: impl Iterator<Item = Key>,
+        rec: &ConnectionRecord,
+        s: &Scored,
+        at_ns: u64,
+        out: &mut Vec<IncidentLine>,
+    ) {
+        let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
+        for key in keys {
             let e = self.candidates.entry(key).or_default();
             if e.anomalous > 0 && at_ns.saturating_sub(e.first_ns) >= horizon {
                 // Older than the horizon: a rate, not a running total (see the module docs).
@@ -825,6 +862,12 @@ fn late_target_verdict(rec: &ConnectionRecord, s: &Scored) -> bool {
         && rec.transport != Transport::Tcp
         && rec.end_reason != EndReason::Ongoing
         && rec.final_unix_ns.saturating_sub(rec.start_unix_ns) >= early_ns
+}
+
+/// Whether `rec`, scored `s`, is evidence for a candidate: anomalous, not an ICMP error, and
+/// not the volume rule's late verdict on a flood judged before ([`late_target_verdict`]).
+fn counts_as_new_evidence(rec: &ConnectionRecord, s: &Scored) -> bool {
+    s.verdict.anomalous && !is_icmp_error(rec) && !late_target_verdict(rec, s)
 }
 
 /// The candidate keys of a connection, in the order an open incident claims it.
