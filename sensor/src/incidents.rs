@@ -22,9 +22,10 @@
 //! which feed no port's flood), and it takes only anomalous connections; a UDP port scan of a
 //! host the rule cannot judge yet waits (`IncidentTracker::take_over_scans`). Any verdict the
 //! volume rule flagged by a rate belongs to its flood the same way, taken by it or opening it
-//! whatever else is open; and a connection an open port scan takes still counts towards its
-//! port's flood, which takes the rest once it opens (one attacker address that scans a host and
-//! then floods a port of it is two attacks, not a scan that takes the flood). ICMP error
+//! whatever else is open; and a connection an open port scan, sweep or anomalous source takes
+//! still counts towards its port's flood, which takes the rest once it opens (one attacker
+//! address that scans a host and then floods a port of it is two attacks, not a scan that
+//! takes the flood). ICMP error
 //! messages (unreachable, time exceeded) are responses to other traffic, not attacks of their
 //! own: they never open an incident, and they count towards one open on their key.
 //!
@@ -524,12 +525,13 @@ impl IncidentTracker {
                     out.push(inc.line(IncidentState::Update));
                 }
             }
-            // A flood of one port from a source whose scan of the host is open (one attacker
-            // address, scanning and then flooding): the scan takes its connections, but they
-            // still count towards the port's flood, which takes them once it opens (claimed
-            // first). Without this the scan would take the whole flood while it lasts.
+            // A flood of one port from a source whose scan of the host (or sweep, or whose
+            // `anomalous_source`) is open: one attacker address, scanning and then flooding.
+            // The open incident takes its connections, but they still count towards the
+            // port's flood, which takes them once it opens (claimed first). Without this the
+            // scan would take the whole flood while it lasts.
             let flood = keys[0].filter(|f| {
-                matches!(key, Key::Scan(..))
+                matches!(key, Key::Scan(..) | Key::Sweep(..) | Key::Source(_))
                     && matches!(f, Key::Flood(..))
                     && !self.open.contains_key(f)
             });

@@ -379,6 +379,41 @@ fn a_flood_after_a_scan_from_the_same_source_is_a_flood_of_its_own() {
     assert_eq!((scan.port_count, scan.connections), (31, 130), "{scan:?}");
     assert_eq!((flood.port_count, flood.connections), (1, 500), "{flood:?}");
     assert_eq!(flood.peak_packets_per_second, None);
+
+    // And after a sweep of port 80 over twelve hosts from the same address.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    for host in 1..=12u8 {
+        let c = conn(
+            addr(1),
+            40_000,
+            addr(100 + host),
+            80,
+            T0 + u64::from(host) * 1_000,
+        );
+        tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
+    }
+    for i in 0..500u64 {
+        let c = conn(
+            addr(1),
+            1_024 + i as u16,
+            addr(99),
+            80,
+            T0 + S + i * 1_000_000,
+        );
+        tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let kinds: Vec<IncidentKind> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .map(|l| l.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [IncidentKind::HostSweep, IncidentKind::Flood],
+        "{out:?}"
+    );
 }
 
 #[test]
