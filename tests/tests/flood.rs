@@ -852,3 +852,73 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
         );
     }
 }
+
+/// One attacker address, as a lab's single attacker host has: a SYN scan of 200 ports of the
+/// web server (hping3, the next port each SYN), then a SYN flood of its open port 80 whose
+/// SYN-ACKs the attacker's kernel resets. Two attacks, two incidents: the scan, still open when
+/// the flood begins, must not take the flood (it took it whole until December 6). Shipped
+/// settings.
+#[test]
+fn a_scan_then_a_flood_from_one_address_are_two_incidents() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&[], 60);
+    lab.attack(
+        &format!("hping3 -q -S -p ++1 -a {PORT_SCAN_SOURCE} -i u1000 -c 200 {HTTP_SERVER}"),
+        200,
+    );
+    lab.attack(
+        &format!("hping3 -q -S -p 80 -a {PORT_SCAN_SOURCE} -i u10 -c 20000 {HTTP_SERVER}"),
+        20_000,
+    );
+    let alerts_file = lab.dir.join("alerts.jsonl");
+    let opened = || {
+        std::fs::read_to_string(&alerts_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"state\":\"open\""))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || opened() >= 2),
+        "fewer than two incidents: {}",
+        std::fs::read_to_string(&alerts_file).unwrap_or_default()
+    );
+    let out = lab.stop();
+    let closed: Vec<&serde_json::Value> = out
+        .alerts
+        .iter()
+        .filter(|a| a["type"] == "incident" && a["state"] == "closed")
+        .collect();
+    let kinds: Vec<&str> = closed
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{closed:?}");
+    for inc in &closed {
+        assert_eq!(
+            inc["sources"],
+            serde_json::json!([PORT_SCAN_SOURCE]),
+            "{inc}"
+        );
+        assert_eq!(inc["targets"], serde_json::json!([HTTP_SERVER]), "{inc}");
+    }
+    let of = |kind: &str| {
+        closed
+            .iter()
+            .find(|a| a["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {closed:?}"))
+    };
+    let (scan, flood) = (of("port_scan"), of("flood"));
+    let count = |inc: &serde_json::Value, field: &str| inc[field].as_u64().unwrap_or(0);
+    println!(
+        "one address: port_scan of {} ports, {} connections; flood of {} connections",
+        count(scan, "port_count"),
+        count(scan, "connections"),
+        count(flood, "connections")
+    );
+    assert!(count(scan, "port_count") >= 150, "{scan}");
+    assert!(count(scan, "connections") < 1_000, "{scan}");
+    assert!(count(flood, "connections") >= 19_000, "{flood}");
+    assert_eq!(flood["ports"], serde_json::json!([80]), "{flood}");
+}
