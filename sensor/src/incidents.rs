@@ -22,10 +22,11 @@
 //! which feed no port's flood), and it takes only anomalous connections; a UDP port scan of a
 //! host the rule cannot judge yet waits (`IncidentTracker::take_over_scans`). Any verdict the
 //! volume rule flagged by a rate belongs to its flood the same way, taken by it or opening it
-//! whatever else is open; and a connection an open port scan, sweep or anomalous source takes
-//! still counts towards its port's flood, which takes the rest once it opens (one attacker
-//! address that scans a host and then floods a port of it is two attacks, not a scan that
-//! takes the flood). ICMP error
+//! whatever else is open (but for its late verdicts, `late_target_verdict`); and a run of
+//! anomalous connections to one port that an open port scan takes, unbroken by the scan's
+//! others, still counts towards that port's flood, which takes the rest once it opens (one
+//! attacker address that scans a host and then floods a port of it is two attacks, not a scan
+//! that takes the flood; both count the flood's first connections). ICMP error
 //! messages (unreachable, time exceeded) are responses to other traffic, not attacks of their
 //! own: they never open an incident, and they count towards one open on their key.
 //!
@@ -315,6 +316,9 @@ struct Incident {
     /// Conversations still open that the volume rule flagged at their early verdict
     /// ([`IncidentTracker::live`]): the incident stays open until their final records come.
     live: u32,
+    /// An open port scan's latest run of anomalous connections to one port of its host: that
+    /// port's flood key, and how many in a row (see [`IncidentTracker::observe`]).
+    run: Option<(Key, u32)>,
 }
 
 impl Incident {
@@ -525,19 +529,31 @@ impl IncidentTracker {
                     out.push(inc.line(IncidentState::Update));
                 }
             }
-            // A flood of one port from a source whose scan of the host (or sweep, or whose
-            // `anomalous_source`) is open: one attacker address, scanning and then flooding.
-            // The open incident takes its connections, but they still count towards the
-            // port's flood, which takes them once it opens (claimed first). Without this the
-            // scan would take the whole flood while it lasts.
-            let flood = keys[0].filter(|f| {
-                matches!(key, Key::Scan(..) | Key::Sweep(..) | Key::Source(_))
-                    && matches!(f, Key::Flood(..))
-                    && !self.open.contains_key(f)
-            });
-            if let Some(f) = flood
+            // A flood of one port from a source whose scan of the host is open: one attacker
+            // address, scanning and then flooding. The scan takes its connections, but a run
+            // of them to one port, unbroken by others of the scan, still counts towards that
+            // port's flood, which takes the rest once it opens (claimed first). Without this
+            // the scan would take the whole flood while it lasts. A run, not every connection:
+            // a scan repeated over the same ports, or nmap's retries, never makes one long
+            // enough, and the scan keeps at most one such candidate at a time.
+            if matches!(key, Key::Scan(..))
+                && let Some(f @ Key::Flood(..)) = keys[0]
                 && counts_as_new_evidence(rec, s)
             {
+                let broken = match self.open.get_mut(&key) {
+                    Some(inc) => match &mut inc.run {
+                        Some((k, n)) if *k == f => {
+                            *n += 1;
+                            None
+                        }
+                        run => run.replace((f, 1)).map(|(k, _)| k),
+                    },
+                    None => None,
+                };
+                // The run before it ended: its flood was not to be.
+                if let Some(k) = broken {
+                    self.candidates.remove(&k);
+                }
                 self.feed_candidates(std::iter::once(f), rec, s, at_ns, out);
             }
             return;
@@ -751,6 +767,7 @@ impl IncidentTracker {
             last_line_ns: at_ns,
             dirty: false,
             live: 0,
+            run: None,
         };
         let taken_over = match key {
             Key::HostFlood(target) => self.take_over_scans(key, &mut inc, target),
