@@ -37,9 +37,9 @@
 //! busy server's 0.5% of flagged connections, a client's occasional odd exchange) cannot add up
 //! to an incident however long the sensor runs, while an attack at the threshold's rate passes
 //! it within two horizons at most. Memory is bounded:
-//! candidates not fed for `window` are forgotten, at most `max_candidates` are kept (the oldest
-//! goes first, counted), and the distinct ports, hosts and sources an incident remembers are
-//! capped (the counts then say "at least").
+//! candidates not fed for `window` are forgotten, at most four times `max_candidates` are kept in
+//! all (the oldest goes first, counted), and the distinct ports, hosts and sources an incident
+//! remembers are capped (the counts then say "at least").
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
