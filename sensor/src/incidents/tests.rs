@@ -302,43 +302,46 @@ fn a_syn_floods_attempts_judged_at_their_final_records_open_its_flood() {
     assert_eq!(closed.map(|l| l.connections), Some(10), "{out:?}");
 }
 
+/// One attacker scanning 30 ports of a host (refused, flagged by the model), then sending 500
+/// connections to its port 80, `gap_ns` apart, scored `flood`: the incident lines, all closed
+/// at the end.
+fn scan_then_flood(flood: &Scored, gap_ns: u64) -> Vec<IncidentLine> {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let mut feed =
+        |c: ConnectionRecord, s: &Scored| tracker.observe(&c, s, c.final_unix_ns, &mut out);
+    for port in 1..=30u16 {
+        let t = T0 + u64::from(port) * 1_000;
+        feed(conn(addr(1), 40_000, addr(99), 1_000 + port, t), &flagged());
+    }
+    for i in 0..500u64 {
+        let t = T0 + S + i * gap_ns;
+        feed(conn(addr(1), 1_024 + i as u16, addr(99), 80, t), flood);
+    }
+    tracker.finish(&mut out);
+    out
+}
+
+/// The last `closed` line of an incident of `kind` in `out`.
+fn last_closed(out: &[IncidentLine], kind: IncidentKind) -> &IncidentLine {
+    out.iter()
+        .rev()
+        .find(|l| l.kind == kind && l.state == IncidentState::Closed)
+        .unwrap_or_else(|| panic!("no closed {kind:?}: {out:?}"))
+}
+
 #[test]
 fn a_flood_after_a_scan_from_the_same_source_is_a_flood_of_its_own() {
     // One attacker scans 30 ports of a host (refused), then floods its port 80 with SYNs
     // whose SYN-ACKs it resets, flagged by the service's rate, while the scan is still open:
     // the flood opens its own incident and takes its connections; the scan keeps its ports.
     // (One address for both is what a lab's single attacker host does.)
-    let mut tracker = IncidentTracker::new(IncidentConfig::default());
-    let mut out = Vec::new();
-    for port in 1..=30u16 {
-        let c = conn(
-            addr(1),
-            40_000,
-            addr(99),
-            1_000 + port,
-            T0 + u64::from(port) * 1_000,
-        );
-        tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
-    }
     let by_target = by_volume(crate::detect::VolumeScope::Target, 9_000.0);
-    for i in 0..500u64 {
-        let c = conn(
-            addr(1),
-            1_024 + i as u16,
-            addr(99),
-            80,
-            T0 + S + i * 100_000,
-        );
-        tracker.observe(&c, &by_target, c.final_unix_ns, &mut out);
-    }
-    tracker.finish(&mut out);
-    let last = |kind: IncidentKind| {
-        out.iter()
-            .rev()
-            .find(|l| l.kind == kind && l.state == IncidentState::Closed)
-            .unwrap_or_else(|| panic!("no closed {kind:?}: {out:?}"))
-    };
-    let (scan, flood) = (last(IncidentKind::PortScan), last(IncidentKind::Flood));
+    let out = scan_then_flood(&by_target, 100_000);
+    let (scan, flood) = (
+        last_closed(&out, IncidentKind::PortScan),
+        last_closed(&out, IncidentKind::Flood),
+    );
     assert_eq!((scan.port_count, scan.connections), (30, 30), "{scan:?}");
     assert_eq!((flood.port_count, flood.connections), (1, 500), "{flood:?}");
     assert_eq!(flood.peak_packets_per_second, Some(9_000.0));
@@ -346,36 +349,11 @@ fn a_flood_after_a_scan_from_the_same_source_is_a_flood_of_its_own() {
     // The same flood flagged by the model alone (no rate): the open scan takes its first
     // hundred connections, which still count towards the port's flood; at the hundredth the
     // flood opens (with them) and takes the rest.
-    let mut tracker = IncidentTracker::new(IncidentConfig::default());
-    let mut out = Vec::new();
-    for port in 1..=30u16 {
-        let c = conn(
-            addr(1),
-            40_000,
-            addr(99),
-            1_000 + port,
-            T0 + u64::from(port) * 1_000,
-        );
-        tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
-    }
-    for i in 0..500u64 {
-        let c = conn(
-            addr(1),
-            1_024 + i as u16,
-            addr(99),
-            80,
-            T0 + S + i * 1_000_000,
-        );
-        tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
-    }
-    tracker.finish(&mut out);
-    let last = |kind: IncidentKind| {
-        out.iter()
-            .rev()
-            .find(|l| l.kind == kind && l.state == IncidentState::Closed)
-            .unwrap_or_else(|| panic!("no closed {kind:?}: {out:?}"))
-    };
-    let (scan, flood) = (last(IncidentKind::PortScan), last(IncidentKind::Flood));
+    let out = scan_then_flood(&flagged(), 1_000_000);
+    let (scan, flood) = (
+        last_closed(&out, IncidentKind::PortScan),
+        last_closed(&out, IncidentKind::Flood),
+    );
     assert_eq!((scan.port_count, scan.connections), (31, 130), "{scan:?}");
     assert_eq!((flood.port_count, flood.connections), (1, 500), "{flood:?}");
     assert_eq!(flood.peak_packets_per_second, None);
