@@ -104,6 +104,18 @@ pub struct VolumeHit {
     pub ratio: f64,
 }
 
+impl VolumeHit {
+    /// A target's or host's hit at `rate` new conversations (or failed attempts) a second,
+    /// its bar being `threshold`.
+    fn of_target(scope: VolumeScope, rate: u32, threshold: f64) -> VolumeHit {
+        VolumeHit {
+            scope,
+            packets_per_second: f64::from(rate),
+            ratio: f64::from(rate) / threshold,
+        }
+    }
+}
+
 /// The originator's mean packets per second over `rec`'s life so far (first to last packet;
 /// a conversation of one instant counts as one microsecond long).
 fn orig_packets_per_second(rec: &ConnectionRecord) -> f64 {
@@ -212,8 +224,10 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// verdicts on the service's connections (100 at least) were on completed ones. The attempts,
 /// not all connections: a busy server completes its connections, whose records come when they
 /// end (a keep-alive's a minute later), while the few that fail come at once. The second up to
-/// its start: an attempt's record comes at once (reset) or at the attempt timeout (unanswered),
-/// in about the order they began, so its own second's count is the attempts before it. Only
+/// its start: an attempt's record comes at once (reset), at the attempt timeout (unanswered) or
+/// about 12 s after it began (a SYN-ACK nobody answered), each kind in about the order they
+/// began, so while its second is the latest its count is of the attempts before it (a record
+/// that comes later is judged on its whole second, [`TCP_KEPT_SECS`] being kept). Only
 /// services: a SYN flood over many ports of a host is a scan to the model, which catches its
 /// refused and unanswered attempts.
 #[derive(Debug, Default)]
@@ -321,11 +335,12 @@ impl<const K: usize> TargetCounts<K> {
         }
     }
 
-    /// Whether a sweep at the second `s` keeps this target: active in the last [`QUIET_SECS`],
-    /// or flagged in the last two minutes (the final records of a flood episode come up to the
-    /// idle timeout after it).
-    fn kept(&self, s: u64) -> bool {
-        self.second + QUIET_SECS > s || self.episode.is_some_and(|(_, last, _)| last + 120 > s)
+    /// Whether a sweep at the second `s` keeps this target, last active in the second
+    /// `active` (a UDP target's latest opening, a TCP service's latest failed attempt's
+    /// record): active in the last [`QUIET_SECS`], or flagged in the last two minutes (the
+    /// final records of a flood episode come up to the idle timeout after it).
+    fn kept(&self, active: u64, s: u64) -> bool {
+        active + QUIET_SECS > s || self.episode.is_some_and(|(_, last, _)| last + 120 > s)
     }
 
     /// Counts an opening in the second `s`; false if `s` is too late to count.
@@ -465,13 +480,24 @@ fn open_in<T: std::hash::Hash + Eq, const K: usize>(
     key: T,
     s: u64,
 ) -> Option<u32> {
-    let room = map.len() < MAX_TARGETS;
-    let c = match map.entry(key) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) if room => e.insert(TargetCounts::default()),
-        std::collections::hash_map::Entry::Vacant(_) => return None,
-    };
+    let c = entry_in(map, key)?;
     c.open(s).then(|| c.opened_in(s))
+}
+
+/// `key`'s counts in `map`, new ones if it follows fewer than [`MAX_TARGETS`]; `None` if there
+/// is no room.
+fn entry_in<T: std::hash::Hash + Eq, const K: usize>(
+    map: &mut crate::hashing::Map<T, TargetCounts<K>>,
+    key: T,
+) -> Option<&mut TargetCounts<K>> {
+    let room = map.len() < MAX_TARGETS;
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) if room => {
+            Some(e.insert(TargetCounts::default()))
+        }
+        std::collections::hash_map::Entry::Vacant(_) => None,
+    }
 }
 
 impl TargetRates {
@@ -489,8 +515,8 @@ impl TargetRates {
         }
         let s = start_ns / NS_PER_SEC;
         if sweep_due(&mut self.swept_s, s) {
-            self.targets.retain(|_, c| c.kept(s));
-            self.hosts.retain(|_, c| c.kept(s));
+            self.targets.retain(|_, c| c.kept(c.second, s));
+            self.hosts.retain(|_, c| c.kept(c.second, s));
         }
         let service = open_in(&mut self.targets, (target, port), s);
         let host = open_in(&mut self.hosts, target, s).is_some();
@@ -519,11 +545,7 @@ impl TargetRates {
                 let rate = self.judge_tcp(cfg, rec, now, s);
                 let threshold = cfg.tcp_attempts_per_sec;
                 return TargetVerdict {
-                    hit: rate.map(|rate| VolumeHit {
-                        scope: VolumeScope::Target,
-                        packets_per_second: f64::from(rate),
-                        ratio: f64::from(rate) / threshold,
-                    }),
+                    hit: rate.map(|r| VolumeHit::of_target(VolumeScope::Target, r, threshold)),
                     pending: false,
                 };
             }
@@ -548,13 +570,8 @@ impl TargetRates {
             (None, Some(rate)) => (VolumeScope::Host, rate),
             (None, None) => return TargetVerdict { hit: None, pending },
         };
-        let rate = f64::from(rate);
         TargetVerdict {
-            hit: Some(VolumeHit {
-                scope,
-                packets_per_second: rate,
-                ratio: rate / threshold,
-            }),
+            hit: Some(VolumeHit::of_target(scope, rate, threshold)),
             pending: false,
         }
     }
@@ -581,24 +598,25 @@ impl TargetRates {
             return None;
         }
         if sweep_due(&mut self.tcp_swept_s, now) {
-            self.tcp_targets.retain(|_, c| {
-                c.active_s + QUIET_SECS > now
-                    || c.episode.is_some_and(|(_, last, _)| last + 120 > now)
-            });
+            self.tcp_targets.retain(|_, c| c.kept(c.active_s, now));
         }
         let quiet = incomplete(rec);
         let key = (rec.resp_addr, rec.resp_port);
-        if quiet {
-            match open_in(&mut self.tcp_targets, key, s) {
-                Some(_) => {}
-                None => self.untracked += 1,
+        // A failed attempt is counted (its service followed if there is room); a completed
+        // connection counts only towards a service followed already.
+        let c = if quiet {
+            let Some(c) = entry_in(&mut self.tcp_targets, key) else {
+                self.untracked += 1;
+                return None;
+            };
+            if !c.open(s) {
+                self.untracked += 1;
             }
-        }
-        // A service none of whose connections failed to complete is not followed.
-        let c = self.tcp_targets.get_mut(&key)?;
-        if quiet {
             c.active_s = c.active_s.max(now);
-        }
+            c
+        } else {
+            self.tcp_targets.get_mut(&key)?
+        };
         // Its records come about in the order the attempts began, so its second's count so
         // far is the attempts up to it.
         let frac = (rec.start_unix_ns % NS_PER_SEC) as f64 / NS_PER_SEC as f64;

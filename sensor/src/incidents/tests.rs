@@ -502,6 +502,31 @@ fn a_port_scan_that_turns_out_a_host_flood_is_taken_over_by_it() {
     assert_eq!(tracker.stats().opened[&IncidentKind::PortScan], 1);
 }
 
+/// A verdict flagged by the model that the volume rule marked undecided.
+fn undecided() -> Scored {
+    Scored {
+        volume_pending: true,
+        ..flagged()
+    }
+}
+
+/// A flood of 1,000 one-datagram conversations (`datagram(i)`) observed by `tracker`: the
+/// first 99 undecided by the volume rule (the host's rate is a flood's, too few verdicts to
+/// tell), then flagged by the host's rate.
+fn undecided_then_host_flood(
+    tracker: &mut IncidentTracker,
+    out: &mut Vec<IncidentLine>,
+    datagram: impl Fn(u64) -> ConnectionRecord,
+) {
+    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
+    let pending = undecided();
+    for i in 0..1_000u64 {
+        let c = datagram(i);
+        let s = if i < 99 { &pending } else { &by_host };
+        tracker.observe(&c, s, c.final_unix_ns, out);
+    }
+}
+
 #[test]
 fn a_port_scan_waits_while_the_volume_rule_cannot_judge_its_host() {
     // The same flood, its first 99 conversations marked undecided by the volume rule (the
@@ -509,16 +534,9 @@ fn a_port_scan_waits_while_the_volume_rule_cannot_judge_its_host() {
     // flood, when the rule flags it, holds them all.
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
-    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
-    let pending = Scored {
-        volume_pending: true,
-        ..flagged()
-    };
-    for i in 0..1_000u64 {
-        let c = datagram_to_next_port(addr(1), i, 50_000);
-        let s = if i < 99 { &pending } else { &by_host };
-        tracker.observe(&c, s, c.final_unix_ns, &mut out);
-    }
+    undecided_then_host_flood(&mut tracker, &mut out, |i| {
+        datagram_to_next_port(addr(1), i, 50_000)
+    });
     tracker.finish(&mut out);
     let lines: Vec<(IncidentState, IncidentKind)> = out.iter().map(|l| (l.state, l.kind)).collect();
     assert_eq!(
@@ -534,6 +552,7 @@ fn a_port_scan_waits_while_the_volume_rule_cannot_judge_its_host() {
 
     // Undecided, then not a flood after all (the host answers): the scan opens at the first
     // anomalous connection the rule has decided on.
+    let pending = undecided();
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
     for i in 0..30u64 {
@@ -620,16 +639,9 @@ fn a_scan_that_waited_for_the_rule_is_the_floods_however_early_it_began() {
     let mut out = Vec::new();
     let early = datagram_to_next_port(addr(1), 5_000, 0);
     tracker.observe(&early, &flagged(), early.final_unix_ns, &mut out);
-    let pending = Scored {
-        volume_pending: true,
-        ..flagged()
-    };
-    let by_host = by_volume(crate::detect::VolumeScope::Host, 20_000.0);
-    for i in 0..1_000u64 {
-        let c = datagram_at(addr(1), i, T0 + 30 * S + i * 50_000);
-        let s = if i < 99 { &pending } else { &by_host };
-        tracker.observe(&c, s, c.final_unix_ns, &mut out);
-    }
+    undecided_then_host_flood(&mut tracker, &mut out, |i| {
+        datagram_at(addr(1), i, T0 + 30 * S + i * 50_000)
+    });
     tracker.finish(&mut out);
     let kinds: Vec<(IncidentState, IncidentKind)> = out.iter().map(|l| (l.state, l.kind)).collect();
     assert_eq!(
@@ -650,10 +662,7 @@ fn a_scan_that_waited_long_before_a_flood_is_not_taken_over() {
     // source: two attacks, two incidents.
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let mut out = Vec::new();
-    let pending = Scored {
-        volume_pending: true,
-        ..flagged()
-    };
+    let pending = undecided();
     let mut last_ns = 0;
     for i in 0..25u64 {
         let c = datagram_to_next_port(addr(5), i, 50_000);
