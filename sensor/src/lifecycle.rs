@@ -67,7 +67,7 @@ mod timeouts;
 
 pub use store::{FlowStore, LifecycleStats};
 pub use timeouts::{
-    LifecycleConfig, Timeouts, final_deadline_ns, idle_timeout, tcp_finished,
+    LifecycleConfig, Timeouts, final_deadline_ns, idle_timeout, retransmitted_syn, tcp_finished,
     unanswered_syn_attempt,
 };
 
@@ -479,7 +479,12 @@ impl Lifecycle {
         let due = final_deadline_ns(&self.config.timeouts, key, v);
         self.checks
             .push(Reverse((due, Check::Idle, *key, v.first_seen_ns)));
-        if let Some(after) = self.config.early_verdict_after {
+        let early_after = if key.protocol == ipproto::TCP {
+            self.config.tcp_early_verdict_after()
+        } else {
+            self.config.early_verdict_after
+        };
+        if let Some(after) = early_after {
             let due = v.first_seen_ns.saturating_add(after.as_nanos() as u64);
             self.checks
                 .push(Reverse((due, Check::Early, *key, v.first_seen_ns)));
@@ -768,6 +773,9 @@ impl Lifecycle {
         };
         if tcp_finished(key, &v).is_some() {
             return;
+        }
+        if retransmitted_syn(key, &v) {
+            return; // a client still waiting: its verdict comes when it is answered or gives up
         }
         let Some(mut rec) =
             ConnectionRecord::from_flow(key, &v, self.mono_to_unix_ns, EndReason::Ongoing)

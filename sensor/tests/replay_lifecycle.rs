@@ -204,6 +204,62 @@ fn idle_timeouts_follow_the_protocol_and_the_handshake() {
     assert_eq!(run.r.health().non_ip, 6);
 }
 
+/// The early verdicts (`ConnEvent::Ongoing`) emitted so far: port and moment, in ms after T0.
+fn early_verdicts(run: &Run) -> Vec<(u16, u64)> {
+    run.out
+        .iter()
+        .filter_map(|e| match e {
+            ConnEvent::Ongoing(r) => Some((r.resp_port, (r.final_unix_ns - T0) / MS)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_retransmitting_its_syn_gets_no_early_verdict_and_a_spoofed_syn_gets_one_at_2_s() {
+    let mut run = Run::new(ReplayConfig::default());
+    // In time order:
+    // * port 80: a busy server dropped the first SYN and answered its retransmission a second
+    //   later;
+    // * port 81: a client whose SYNs are never answered (a server that drops them);
+    // * port 82: a spoofed SYN, sent once;
+    // * port 83: SYNs poured into one 5-tuple, more than a client's stack sends;
+    // * port 53: a UDP conversation, judged a second after its first datagram as before.
+    run.at(0, tcp4(C, 41000, S, 80, SYN, &[]))
+        .at(10, tcp4(C, 41001, S, 81, SYN, &[]))
+        .at(20, tcp4(C, 41002, S, 82, SYN, &[]))
+        .at(30, tcp4(C, 41003, S, 83, SYN, &[]))
+        .at(40, udp4(C, 5000, S, 53, &[b'u'; 10]))
+        .at(130, tcp4(C, 41003, S, 83, SYN, &[]))
+        .at(230, tcp4(C, 41003, S, 83, SYN, &[]))
+        .at(330, tcp4(C, 41003, S, 83, SYN, &[]))
+        .at(1_003, tcp4(C, 41000, S, 80, SYN, &[]))
+        .at(1_004, tcp4(S, 80, C, 41000, SYN | ACK, &[]))
+        .at(1_005, tcp4(C, 41000, S, 80, ACK, &[]))
+        .at(1_010, tcp4(C, 41001, S, 81, SYN, &[]));
+    // Past the UDP delay (1 s): only the UDP conversation has its early verdict; the TCP
+    // attempts wait for their retransmissions' answers.
+    run.at(1_900, udp4(C, 9, S, 9, &[b'u'; 1]));
+    assert_eq!(early_verdicts(&run), [(53, 1_040)]);
+    // Past 2 s: the spoofed SYN and the SYNs in one 5-tuple, at 2 s after their first packet;
+    // not the answered client, and not the client still retransmitting.
+    run.at(2_100, udp4(C, 9, S, 9, &[b'u'; 1]));
+    assert_eq!(
+        early_verdicts(&run),
+        [(53, 1_040), (82, 2_020), (83, 2_030)]
+    );
+    // The retransmitting client is judged at its final record, the attempt timeout after its
+    // last SYN, an unanswered attempt (S0).
+    run.out.clear();
+    run.at(7_000, udp4(C, 9, S, 9, &[b'u'; 1]));
+    let recs = run.take();
+    let waited = recs
+        .iter()
+        .find(|r| r.resp_port == 81)
+        .expect("port 81's record");
+    assert_eq!((waited.conn_state, waited.orig_packets), (ConnState::S0, 2));
+}
+
 #[test]
 fn events_come_in_order_and_records_carry_their_final_moment() {
     let mut run = Run::new(ReplayConfig::default());

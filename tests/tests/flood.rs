@@ -768,8 +768,17 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
     ] {
         assert_eq!(inc["sources"], serde_json::json!([source]), "{inc}");
         assert_eq!(inc["targets"], serde_json::json!([target]), "{inc}");
-        let pps = inc["peak_packets_per_second"].as_f64().unwrap_or(0.0);
-        assert!(pps >= floor, "its rate is the evidence: {inc}");
+        // The rate is in the incident's last line (closed at the sensor's stop). Not always
+        // in its first: the model alone flags a flood's first connections, judged in cold
+        // windows, and where 100 of them come before the rate's bar is reached (the SYN
+        // flood's, in some runs) they open the incident before the rate does.
+        let closed = out
+            .alerts
+            .iter()
+            .find(|a| a["id"] == inc["id"] && a["state"] == "closed")
+            .unwrap_or_else(|| panic!("the incident closes when the sensor stops: {inc}"));
+        let pps = closed["peak_packets_per_second"].as_f64().unwrap_or(0.0);
+        assert!(pps >= floor, "its rate is the evidence: {closed}");
     }
     // The flood over many ports is one incident at its host, naming its ports (when it
     // closes, at the sensor's stop, it has all of them).
@@ -921,4 +930,105 @@ fn a_scan_then_a_flood_from_one_address_are_two_incidents() {
     assert!(count(scan, "connections") < 1_000, "{scan}");
     assert!(count(flood, "connections") >= 19_000, "{flood}");
     assert_eq!(flood["ports"], serde_json::json!([80]), "{flood}");
+}
+
+/// Fetches of the burst and how many at a time: Python's `http.server` accepts on one thread
+/// with a listen queue of 5, so 64 clients at once overflow it and it drops SYNs.
+const BURST_FETCHES: u64 = 1_500;
+const BURST_CLIENTS: u32 = 64;
+
+/// The server's count of SYNs its full listen queues dropped (`TcpExt` `ListenDrops` of its
+/// namespace's `/proc/net/netstat`).
+fn listen_drops(lab: &GatewayLab) -> u64 {
+    let out = lab
+        .server
+        .cmd("cat")
+        .arg("/proc/net/netstat")
+        .output()
+        .expect("read the server's /proc/net/netstat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut tcp_ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (tcp_ext.next().unwrap_or(""), tcp_ext.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenDrops")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ListenDrops in the server's netstat: {text}"))
+}
+
+/// Benign load, not an attack: a burst of real clients on a small web server (1,500 fetches,
+/// 64 at a time). Its listen queue overflows and drops SYNs; each client's stack retransmits
+/// its SYN a second later and is served. The lifecycle used to judge such an attempt early at
+/// the moment of the retransmission, when it looked like a SYN flood's half-open connection
+/// (`S0` among others to the same service), and a replay of this burst opened a `flood`
+/// incident of 1,039 connections though every fetch completed. Shipped settings: every fetch is
+/// served and recorded, at most 1% of them flagged, and no incident opens.
+#[test]
+fn a_burst_of_clients_on_a_small_web_server_is_not_a_flood() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&[], 120);
+    let drops_before = listen_drops(&lab.lab);
+    let burst = lab.client_sh(&format!(
+        "seq 1 {BURST_FETCHES} | xargs -P {BURST_CLIENTS} -I{{}} sh -c 'curl -sf -o /dev/null --max-time 20 http://{HTTP_SERVER}/index.html && echo ok || echo failed'"
+    ));
+    let drops = listen_drops(&lab.lab) - drops_before;
+    let text = String::from_utf8_lossy(&burst.stdout);
+    let (made, ok) = (
+        text.lines().count() as u64,
+        text.lines().filter(|l| *l == "ok").count() as u64,
+    );
+    let settled = wait_until(Duration::from_secs(20), || {
+        let m = lab.scrape();
+        metrics::sum(&m, "sensor_connections_total", &[("end_reason", "fin")])
+            + metrics::sum(&m, "sensor_connections_total", &[("end_reason", "rst")])
+            >= ok as f64
+    });
+    let out = lab.stop();
+    let normal = out.normal();
+    // A fetch of a small page takes milliseconds; one that took a second or more waited for
+    // its retransmitted SYN.
+    let waited = normal
+        .iter()
+        .filter(|r| {
+            let (start, end) = (r["start_unix_ns"].as_u64(), r["end_unix_ns"].as_u64());
+            end.zip(start).is_some_and(|(e, s)| e - s >= 1_000_000_000)
+        })
+        .count();
+    let flagged: Vec<_> = normal.iter().filter(|r| r["anomalous"] == true).collect();
+    let incidents: Vec<_> = out
+        .alerts
+        .iter()
+        .filter(|a| a["type"] == "incident")
+        .collect();
+    println!(
+        "burst: {made} fetches ({ok} served), {drops} SYNs dropped by the server's listen queue, {} recorded, {waited} took a second or more, {} flagged, {} incident lines",
+        normal.len(),
+        flagged.len(),
+        incidents.len()
+    );
+    assert!(settled, "the records did not come: {}", out.summary);
+    assert_eq!(
+        (made, ok),
+        (BURST_FETCHES, BURST_FETCHES),
+        "every fetch served"
+    );
+    assert_eq!(normal.len() as u64, made, "a record for every fetch");
+    // The case this test is about: the server dropped SYNs and clients waited for their
+    // retransmissions.
+    assert!(
+        drops > 0 && waited as u64 >= BURST_FETCHES / 100,
+        "the burst did not overflow the server's listen queue ({drops} SYNs dropped, {waited} fetches waited a second): the test did not test its case"
+    );
+    assert!(
+        flagged.len() as u64 <= BURST_FETCHES / 100,
+        "{} of {made} fetches flagged, first: {:?}",
+        flagged.len(),
+        flagged.first()
+    );
+    assert!(
+        incidents.is_empty(),
+        "incidents on benign load: {incidents:?}"
+    );
 }

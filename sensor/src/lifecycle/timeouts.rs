@@ -71,6 +71,11 @@ pub struct LifecycleConfig {
     /// Such connections (unanswered SYNs, UDP and ICMP conversations) end only by an idle
     /// timeout, up to a minute later; an early verdict lets incidents open while a flood, a
     /// UDP scan or a sweep is still going on.
+    ///
+    /// An unanswered TCP attempt waits twice as long, one SYN retransmission more (see
+    /// [`Self::tcp_early_verdict_after`]), and gets no early verdict if its originator
+    /// retransmitted its SYN: a client's stack still waiting for a busy server, whose final
+    /// record judges it.
     pub early_verdict_after: Option<Duration>,
     /// Whether a connection ended by FINs or a RST is handed on again, with its trailing
     /// packets, when its entry leaves the table ([`ConnEvent::Settled`](crate::flows::ConnEvent::Settled)).
@@ -102,6 +107,24 @@ impl LifecycleConfig {
     /// Default delay of an early verdict: beyond any round-trip time, and the moment a
     /// client retransmits an unanswered SYN.
     pub const DEFAULT_EARLY_VERDICT_AFTER: Duration = Duration::from_secs(1);
+    /// SYNs a client's stack sends at most before its attempt's early verdict: the first and
+    /// its retransmission at the initial retransmission timeout (1 s, RFC 6298), and one more
+    /// where a shortened timer fits it. An attempt with more SYNs in one 5-tuple than these
+    /// is a flood poured into one connection, which is judged early.
+    pub const MAX_CLIENT_SYNS: u64 = 3;
+
+    /// When an unanswered TCP attempt gets its early verdict: twice `early_verdict_after`.
+    ///
+    /// A server whose listen queue overflows drops SYNs, and its clients' stacks retransmit
+    /// them a second later (RFC 6298's initial timeout, the default early-verdict delay); the
+    /// retransmitted SYN is usually answered. Judged at the moment of the retransmission, each
+    /// such attempt looked like a SYN flood's half-open connection (`S0`, among others to the
+    /// same service), and a load burst on a small web server opened a `flood` incident whose
+    /// connections all completed. Twice the delay leaves the retransmitted SYN the same margin
+    /// for its answer as the first one had.
+    pub fn tcp_early_verdict_after(&self) -> Option<Duration> {
+        self.early_verdict_after.map(|d| d * 2)
+    }
 
     /// The scan period a live sensor uses unless configured: a quarter of the shortest idle
     /// timeout, between 50 ms and 1 s, so that a connection whose `Opened` event was lost is
@@ -191,6 +214,16 @@ pub fn unanswered_syn_attempt(key: &FlowKey, v: &FlowValue) -> bool {
         && v.history[orig] & history::SYN != 0
         && v.history[orig] & (history::FIN | history::RST) == 0
         && v.packets[peer(orig)] == 0
+}
+
+/// An unanswered TCP attempt whose originator sent its SYN again, and nothing else: a
+/// client's stack retransmitting (at most [`LifecycleConfig::MAX_CLIENT_SYNS`] SYNs), which
+/// gets no early verdict. A spoofed flood sends each SYN once, from a new source port.
+pub fn retransmitted_syn(key: &FlowKey, v: &FlowValue) -> bool {
+    let orig = usize::from(v.orig_side & 1);
+    unanswered_syn_attempt(key, v)
+        && v.history[orig] & history::NON_SYN == 0
+        && (2..=LifecycleConfig::MAX_CLIENT_SYNS).contains(&v.packets[orig])
 }
 
 /// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
