@@ -224,12 +224,15 @@ fn a_client_retransmitting_its_syn_gets_no_early_verdict_and_a_spoofed_syn_gets_
     // * port 81: a client whose SYNs are never answered (a server that drops them);
     // * port 82: a spoofed SYN, sent once;
     // * port 83: SYNs poured into one 5-tuple, more than a client's stack sends;
+    // * port 84: one SYN sent twice in a row (or captured twice), not a retransmission;
     // * port 53: a UDP conversation, judged a second after its first datagram as before.
     run.at(0, tcp4(C, 41000, S, 80, SYN, &[]))
         .at(10, tcp4(C, 41001, S, 81, SYN, &[]))
         .at(20, tcp4(C, 41002, S, 82, SYN, &[]))
         .at(30, tcp4(C, 41003, S, 83, SYN, &[]))
         .at(40, udp4(C, 5000, S, 53, &[b'u'; 10]))
+        .at(50, tcp4(C, 41004, S, 84, SYN, &[]))
+        .at(51, tcp4(C, 41004, S, 84, SYN, &[]))
         .at(130, tcp4(C, 41003, S, 83, SYN, &[]))
         .at(230, tcp4(C, 41003, S, 83, SYN, &[]))
         .at(330, tcp4(C, 41003, S, 83, SYN, &[]))
@@ -241,15 +244,15 @@ fn a_client_retransmitting_its_syn_gets_no_early_verdict_and_a_spoofed_syn_gets_
     // attempts wait for their retransmissions' answers.
     run.at(1_900, udp4(C, 9, S, 9, &[b'u'; 1]));
     assert_eq!(early_verdicts(&run), [(53, 1_040)]);
-    // Past 2 s: the spoofed SYN and the SYNs in one 5-tuple, at 2 s after their first packet;
-    // not the answered client, and not the client still retransmitting.
+    // Past 2 s: the spoofed SYN, the SYNs in one 5-tuple and the SYN sent twice, at 2 s after
+    // their first packet; not the answered client, and not the client still retransmitting.
     run.at(2_100, udp4(C, 9, S, 9, &[b'u'; 1]));
     assert_eq!(
         early_verdicts(&run),
-        [(53, 1_040), (82, 2_020), (83, 2_030)]
+        [(53, 1_040), (82, 2_020), (83, 2_030), (84, 2_050)]
     );
-    // The retransmitting client is judged at its final record, the attempt timeout after its
-    // last SYN, an unanswered attempt (S0).
+    // The retransmitting client is judged at its final record, the attempt timeout (5 s) after
+    // its first SYN, an unanswered attempt (S0).
     run.out.clear();
     run.at(7_000, udp4(C, 9, S, 9, &[b'u'; 1]));
     let recs = run.take();

@@ -72,10 +72,11 @@ pub struct LifecycleConfig {
     /// timeout, up to a minute later; an early verdict lets incidents open while a flood, a
     /// UDP scan or a sweep is still going on.
     ///
-    /// An unanswered TCP attempt waits twice as long, one SYN retransmission more (see
-    /// [`Self::tcp_early_verdict_after`]), and gets no early verdict if its originator
-    /// retransmitted its SYN: a client's stack still waiting for a busy server, whose final
-    /// record judges it.
+    /// A TCP connection waits twice as long, one SYN retransmission more (see
+    /// [`Self::tcp_early_verdict_after`]; an answered one gets no early verdict anyway), and an
+    /// unanswered attempt whose originator retransmitted its SYN ([`retransmitted_syn`]) gets
+    /// none: a client's stack still waiting for a busy server, whose final record (answered,
+    /// or at the attempt timeout) judges it.
     pub early_verdict_after: Option<Duration>,
     /// Whether a connection ended by FINs or a RST is handed on again, with its trailing
     /// packets, when its entry leaves the table ([`ConnEvent::Settled`](crate::flows::ConnEvent::Settled)).
@@ -112,6 +113,9 @@ impl LifecycleConfig {
     /// where a shortened timer fits it. An attempt with more SYNs in one 5-tuple than these
     /// is a flood poured into one connection, which is judged early.
     pub const MAX_CLIENT_SYNS: u64 = 3;
+    /// The shortest wait before a client's stack sends its SYN again: half RFC 6298's initial
+    /// retransmission timeout (1 s), leaving room for a stack that shortens it.
+    pub const MIN_SYN_RETRANSMISSION: Duration = Duration::from_millis(500);
 
     /// When an unanswered TCP attempt gets its early verdict: twice `early_verdict_after`.
     ///
@@ -216,14 +220,18 @@ pub fn unanswered_syn_attempt(key: &FlowKey, v: &FlowValue) -> bool {
         && v.packets[peer(orig)] == 0
 }
 
-/// An unanswered TCP attempt whose originator sent its SYN again, and nothing else: a
-/// client's stack retransmitting (at most [`LifecycleConfig::MAX_CLIENT_SYNS`] SYNs), which
-/// gets no early verdict. A spoofed flood sends each SYN once, from a new source port.
+/// An unanswered TCP attempt whose originator sent its SYN again, and nothing else, as a
+/// client's stack retransmits: at most [`LifecycleConfig::MAX_CLIENT_SYNS`] SYNs, the last at
+/// least [`LifecycleConfig::MIN_SYN_RETRANSMISSION`] after the first. Such an attempt gets no
+/// early verdict. A spoofed flood sends each SYN once, from a new source port; SYNs sent twice
+/// in a row, or a capture that holds each frame twice, do not look like a retransmission.
 pub fn retransmitted_syn(key: &FlowKey, v: &FlowValue) -> bool {
     let orig = usize::from(v.orig_side & 1);
+    let min_gap_ns = LifecycleConfig::MIN_SYN_RETRANSMISSION.as_nanos() as u64;
     unanswered_syn_attempt(key, v)
         && v.history[orig] & history::NON_SYN == 0
         && (2..=LifecycleConfig::MAX_CLIENT_SYNS).contains(&v.packets[orig])
+        && v.last_seen_ns.saturating_sub(v.first_seen_ns) >= min_gap_ns
 }
 
 /// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.
