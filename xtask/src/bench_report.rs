@@ -1,28 +1,65 @@
 //! The end of `cargo xtask bench`: every ratio the benchmarks wrote to `target/bench-*.json`,
 //! each printed next to the CPU it was measured on, which also goes into each file
-//! (`cpu_model`). A ratio travels better between machines than an absolute time, but not
-//! perfectly: the same XDP program measured 2.2x its baseline on one Intel CPU and 5.1x on
-//! another (`docs/performance.md`), so a figure without its CPU cannot be compared.
+//! (`cpu_model`, and the kernel's call and return mitigations in `cpu_mitigations`). A ratio
+//! travels better between machines than an absolute time, but not perfectly: the same XDP
+//! program measured 2.2x its baseline on one Intel CPU and 5.1x on another, 2.3x on one AMD
+//! EPYC VM and 5.0x on another (`docs/performance.md`), so a figure without its CPU cannot be
+//! compared.
 
 use std::{path::Path, time::SystemTime};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-/// The CPU model as `/proc/cpuinfo` names it (its first `model name`), or what is known.
+/// The CPU as `/proc/cpuinfo` names it (its first `model name`), with its family, model and
+/// stepping numbers, or what is known. The numbers are there because a VM often names the CPU
+/// only by its line ("AMD EPYC"), which covers several generations with different costs.
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| model_name(&text))
+        .and_then(|text| describe_cpu(&text))
         .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
 }
 
-/// The first `model name` of a `/proc/cpuinfo` text.
-fn model_name(cpuinfo: &str) -> Option<String> {
-    cpuinfo.lines().find_map(|l| {
-        let (key, value) = l.split_once(':')?;
-        (key.trim() == "model name").then(|| value.trim().to_string())
+/// The first processor's `model name` of a `/proc/cpuinfo` text, followed by its `cpu family`,
+/// `model` and `stepping` where the text has them.
+fn describe_cpu(cpuinfo: &str) -> Option<String> {
+    let first = cpuinfo.split("\n\n").next().unwrap_or(cpuinfo);
+    let field = |name: &str| {
+        first.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_string())
+        })
+    };
+    let name = field("model name")?;
+    let numbers: Vec<String> = [
+        ("cpu family", "family"),
+        ("model", "model"),
+        ("stepping", "stepping"),
+    ]
+    .iter()
+    .filter_map(|(key, label)| field(key).map(|v| format!("{label} {v}")))
+    .collect();
+    Some(if numbers.is_empty() {
+        name
+    } else {
+        format!("{name} ({})", numbers.join(", "))
     })
+}
+
+/// The kernel's mitigations that change what a call and a return cost (retpolines, return
+/// thunks), as `/sys/devices/system/cpu/vulnerabilities` states them: the XDP program's
+/// helper calls and subprograms pay them, its trivial baseline hardly does, so they move the
+/// XDP ratios between machines with the same CPU.
+pub fn call_mitigations() -> Vec<(String, String)> {
+    let dir = Path::new("/sys/devices/system/cpu/vulnerabilities");
+    ["spectre_v2", "retbleed", "spec_rstack_overflow"]
+        .iter()
+        .filter_map(|name| {
+            let text = std::fs::read_to_string(dir.join(name)).ok()?;
+            Some((name.to_string(), text.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Whether a report key names a ratio: `*ratio*` or `*_vs_baseline` (the replay bench's).
@@ -70,7 +107,11 @@ pub fn report(target: &Path, since: SystemTime) -> Result<()> {
         })
         .collect();
     files.sort();
+    let mitigations = call_mitigations();
     println!("bench ratios (CPU: {cpu}):");
+    for (name, state) in &mitigations {
+        println!("  kernel mitigation {name}: {state}");
+    }
     for path in files {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -84,6 +125,15 @@ pub fn report(target: &Path, since: SystemTime) -> Result<()> {
         }
         if let Value::Object(map) = &mut v {
             map.insert("cpu_model".into(), Value::String(cpu.clone()));
+            map.insert(
+                "cpu_mitigations".into(),
+                Value::Object(
+                    mitigations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                ),
+            );
             std::fs::write(&path, v.to_string())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
@@ -96,13 +146,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_model_name_is_the_cpu() {
-        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\nmodel name\t: Other\n";
+    fn the_first_processor_names_the_cpu_with_its_numbers() {
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel name\t: Other\nmodel\t\t: 9\n";
         assert_eq!(
-            model_name(text).as_deref(),
+            describe_cpu(text).as_deref(),
+            Some("AMD EPYC (family 25, model 1, stepping 1)")
+        );
+        let bare = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n";
+        assert_eq!(
+            describe_cpu(bare).as_deref(),
             Some("Intel(R) Xeon(R) Processor")
         );
-        assert_eq!(model_name("processor\t: 0\n"), None);
+        assert_eq!(describe_cpu("processor\t: 0\n"), None);
     }
 
     #[test]
