@@ -48,16 +48,17 @@ fn describe_cpu(cpuinfo: &str) -> Option<String> {
 }
 
 /// The kernel's mitigations that change what a call and a return cost (retpolines, return
-/// thunks), as `/sys/devices/system/cpu/vulnerabilities` states them: the XDP program's
-/// helper calls and subprograms pay them, its trivial baseline hardly does, so they move the
-/// XDP ratios between machines with the same CPU.
-pub fn call_mitigations() -> Vec<(String, String)> {
+/// thunks), as `/sys/devices/system/cpu/vulnerabilities` states them, as a JSON object. Every
+/// call and return of JIT-compiled BPF code pays them, and the XDP program makes more than
+/// its trivial baseline does; recorded so that ratios from two machines with the same CPU
+/// can be told apart (whether they explain the differences seen so far was not measured).
+fn call_mitigations() -> serde_json::Map<String, Value> {
     let dir = Path::new("/sys/devices/system/cpu/vulnerabilities");
     ["spectre_v2", "retbleed", "spec_rstack_overflow"]
         .iter()
         .filter_map(|name| {
             let text = std::fs::read_to_string(dir.join(name)).ok()?;
-            Some((name.to_string(), text.trim().to_string()))
+            Some((name.to_string(), Value::String(text.trim().to_string())))
         })
         .collect()
 }
@@ -110,7 +111,10 @@ pub fn report(target: &Path, since: SystemTime) -> Result<()> {
     let mitigations = call_mitigations();
     println!("bench ratios (CPU: {cpu}):");
     for (name, state) in &mitigations {
-        println!("  kernel mitigation {name}: {state}");
+        println!(
+            "  kernel mitigation {name}: {}",
+            state.as_str().unwrap_or_default()
+        );
     }
     for path in files {
         let text = std::fs::read_to_string(&path)
@@ -125,15 +129,7 @@ pub fn report(target: &Path, since: SystemTime) -> Result<()> {
         }
         if let Value::Object(map) = &mut v {
             map.insert("cpu_model".into(), Value::String(cpu.clone()));
-            map.insert(
-                "cpu_mitigations".into(),
-                Value::Object(
-                    mitigations
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                        .collect(),
-                ),
-            );
+            map.insert("cpu_mitigations".into(), Value::Object(mitigations.clone()));
             std::fs::write(&path, v.to_string())
                 .with_context(|| format!("writing {}", path.display()))?;
         }

@@ -900,7 +900,8 @@ mod tests {
     /// from changing source ports, starting `offset_ns` into a second, the `i`-th going as
     /// `how(i)` says; each judged at its final record, in the order they come (an unanswered
     /// attempt also at its early verdict, which the rule leaves to the model, before its final
-    /// record at the attempt timeout, 5 s). How many final records were flagged, and the largest rate.
+    /// record at the attempt timeout, 5 s). How many final records were flagged, and the
+    /// largest rate.
     fn tcp_flood(
         rates: &mut TargetRates,
         v: &VolumeConfig,
@@ -1046,8 +1047,8 @@ mod tests {
     fn an_unanswered_syn_flood_is_judged_at_its_final_records_once_each() {
         let v = VolumeConfig::default();
         // 6,000 a second for three seconds, nobody answering: each attempt's early verdict
-        // is the model's; its final record, at the attempt timeout,
-        // counts once and is judged as a reset one's is at once.
+        // is the model's; its final record, at the attempt timeout, counts once and is judged
+        // as a reset one's is at once.
         let mut rates = TargetRates::default();
         let (flagged, _) = tcp_flood(&mut rates, &v, (6_000, 3, 0), |_| Tcp::Unanswered);
         assert_eq!(flagged, 18_000 - 4_999);
