@@ -203,6 +203,7 @@ impl Stages {
         self.metrics
             .set_engine_stats(&self.pipeline.engine().stats());
         self.metrics.set_volume_targets(self.pipeline.targets());
+        self.metrics.set_login_sources(self.pipeline.logins());
     }
 
     /// A finished connection's metrics, record line and connection alert.

@@ -70,6 +70,7 @@ pub struct VolumeFile {
     pub icmp_echo_pps: Option<f64>,
     pub udp_one_way_pps: Option<f64>,
     pub tcp_attempts_per_sec: Option<f64>,
+    pub login_sessions_per_min: Option<u32>,
 }
 
 /// `[incidents]`: when anomalous connections become an incident (see `crate::incidents`).
@@ -436,8 +437,8 @@ fn resolve_alerts(a: &AlertsFile) -> AlertConfig {
 }
 
 /// The volume rule's settings, each defaulting to [`VolumeConfig::default`]'s. A rate must be
-/// a number above 0 (`enabled = false` turns the rule off), and `min_packets` at least 2: a
-/// rate over one packet means nothing.
+/// a number above 0 (`enabled = false` turns the rule off), and `min_packets` and
+/// `login_sessions_per_min` at least 2: a rate over one packet or one session means nothing.
 fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
     let d = VolumeConfig::default();
     check_positive(&[
@@ -453,8 +454,17 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
             format!("must be at least 2, got {n}"),
         ));
     }
+    if let Some(n) = f.login_sessions_per_min
+        && n < 2
+    {
+        return Err(invalid(
+            "volume.login_sessions_per_min",
+            format!("must be at least 2, got {n}"),
+        ));
+    }
     Ok(VolumeConfig {
         enabled: f.enabled.unwrap_or(d.enabled),
+        login_sessions_per_min: f.login_sessions_per_min.unwrap_or(d.login_sessions_per_min),
         min_packets: f.min_packets.unwrap_or(d.min_packets),
         icmp_echo_pps: f.icmp_echo_pps.unwrap_or(d.icmp_echo_pps),
         udp_one_way_pps: f.udp_one_way_pps.unwrap_or(d.udp_one_way_pps),
@@ -523,6 +533,7 @@ mod tests {
             udp_one_way_pps = 20000
             tcp_attempts_per_sec = 8000
             min_packets = 500
+            login_sessions_per_min = 30
         "#;
         let c = FileConfig::parse(text, "t.toml")
             .unwrap()
@@ -563,6 +574,7 @@ mod tests {
                 udp_one_way_pps: 20_000.0,
                 tcp_attempts_per_sec: 8_000.0,
                 min_packets: 500,
+                login_sessions_per_min: 30,
                 ..v
             }
         );
@@ -578,6 +590,10 @@ mod tests {
                 "volume.udp_one_way_pps",
             ),
             ("[volume]\nmin_packets = 1\n", "volume.min_packets"),
+            (
+                "[volume]\nlogin_sessions_per_min = 1\n",
+                "volume.login_sessions_per_min",
+            ),
             (
                 "[volume]\ntcp_attempts_per_sec = 0\n",
                 "volume.tcp_attempts_per_sec",

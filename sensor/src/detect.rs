@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use sensor_common::conn_state::ConnState;
 
+pub mod logins;
 pub mod volume;
 
+pub use logins::LoginRates;
 pub use volume::{TargetRates, TargetVerdict, VolumeConfig, VolumeHit, VolumeScope};
 
 use crate::{
@@ -221,6 +223,8 @@ pub struct Pipeline {
     /// New UDP conversations per target, and TCP attempts that never completed per service,
     /// for the rule's second half ([`TargetRates`]).
     targets: TargetRates,
+    /// Short login sessions per source and login service ([`logins`]): password guessing.
+    logins: LoginRates,
 }
 
 /// The verdicts of recent model inputs, for connections that repeat them exactly: a flood's,
@@ -321,17 +325,18 @@ impl<'a> Batch<'a> {
         engine: &FeatureEngine,
         f: KddFeatures,
         rec: &'a ConnectionRecord,
-        volume: (&mut TargetRates, &VolumeConfig),
+        volume: (&mut TargetRates, &mut LoginRates, &VolumeConfig),
     ) {
         let scope = NotScored::of(rec);
-        let (rates, cfg) = volume;
+        let (rates, logins, cfg) = volume;
         // Every UDP and TCP verdict counts towards its target's answered share.
         let target = match scope {
             None => rates.judge(cfg, rec),
             Some(_) => TargetVerdict::default(),
         };
         let hit = scope.is_none().then(|| cfg.judge(rec)).flatten();
-        self.volume_hits.push(hit.or(target.hit));
+        let login = scope.is_none().then(|| logins.judge(cfg, rec)).flatten();
+        self.volume_hits.push(hit.or(target.hit).or(login));
         self.volume_pending.push(hit.is_none() && target.pending);
         let cold = engine.last_cold().filter(|_| scope.is_none());
         if let Some(c) = cold {
@@ -358,6 +363,7 @@ impl Pipeline {
             suppressions: Arc::default(),
             volume: VolumeConfig::default(),
             targets: TargetRates::default(),
+            logins: LoginRates::default(),
         })
     }
 
@@ -398,7 +404,12 @@ impl Pipeline {
             if let Some(f) = self.engine.on_event(e)
                 && let Some(r) = e.record()
             {
-                batch.push(&self.engine, f, r, (&mut self.targets, &self.volume));
+                batch.push(
+                    &self.engine,
+                    f,
+                    r,
+                    (&mut self.targets, &mut self.logins, &self.volume),
+                );
             }
         }
         self.score(batch)
@@ -418,7 +429,12 @@ impl Pipeline {
                 r.start_unix_ns,
             );
             let f = self.engine.push(r);
-            batch.push(&self.engine, f, r, (&mut self.targets, &self.volume));
+            batch.push(
+                &self.engine,
+                f,
+                r,
+                (&mut self.targets, &mut self.logins, &self.volume),
+            );
         }
         self.score(batch)
     }
@@ -598,6 +614,11 @@ impl Pipeline {
     pub fn targets(&self) -> &TargetRates {
         &self.targets
     }
+
+    /// The login rule's per-source counts ([`LoginRates`]), for their metrics.
+    pub fn logins(&self) -> &LoginRates {
+        &self.logins
+    }
 }
 
 fn apply(model: Arc<Model>, o: ThresholdOverride) -> Arc<Model> {
@@ -705,6 +726,59 @@ mod tests {
             !v.anomalous,
             "the model finds one conversation ordinary: {v:?}"
         );
+    }
+
+    /// Password guessing through the whole pipeline: 150 refused SSH logins from one source,
+    /// five a second (the shape `hydra` makes): the login rule flags each from the 60th on,
+    /// whatever the model said of it, and the model's verdicts before stay the model's.
+    #[test]
+    fn a_guessers_sessions_are_the_login_rules_from_the_bar_on() {
+        use crate::flows::History;
+        use sensor_common::flow::history::{ACK, DATA, FIN, SYN, SYN_ACK};
+        let guesses: Vec<ConnectionRecord> = (0..150u64)
+            .map(|i| {
+                let start = 1_700_000_000_000_000_000 + i * 200_000_000;
+                ConnectionRecord {
+                    end_unix_ns: start + 400_000_000,
+                    final_unix_ns: start + 400_000_000,
+                    answer_unix_ns: Some(start + 100_000),
+                    orig_packets: 14,
+                    resp_packets: 12,
+                    orig_bytes: 3_077,
+                    resp_bytes: 2_889,
+                    conn_state: ConnState::SF,
+                    end_reason: EndReason::Fin,
+                    history: History {
+                        orig: SYN | ACK | DATA | FIN,
+                        resp: SYN_ACK | ACK | DATA | FIN,
+                    },
+                    ..ConnectionRecord::new(
+                        Transport::Tcp,
+                        (
+                            "198.18.3.7".parse::<std::net::IpAddr>().unwrap(),
+                            40_000 + i as u16,
+                        ),
+                        ("198.18.2.10".parse::<std::net::IpAddr>().unwrap(), 22),
+                        start,
+                    )
+                }
+            })
+            .collect();
+        let mut p = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+        let out = p.process_records(&guesses);
+        for (i, s) in out.iter().enumerate() {
+            let by_rule = s.volume.map(|h| h.scope) == Some(VolumeScope::Logins);
+            assert_eq!(by_rule, i >= 59, "session {i}: {:?}", s.volume);
+            if by_rule {
+                assert!(s.verdict.anomalous);
+                assert_eq!(s.verdict.detector, crate::model::Detector::Volume);
+            } else {
+                assert_ne!(s.verdict.detector, crate::model::Detector::Volume);
+            }
+        }
+        let last = out[149].volume.expect("flagged");
+        // All 150 within the minute, over a bar of 60.
+        assert!((last.ratio - 2.5).abs() < 1e-9, "{last:?}");
     }
 
     /// What a fragment is: data without the originator's SYN, an established connection

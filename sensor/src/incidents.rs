@@ -14,6 +14,7 @@
 //! | `port_scan` | one source, anomalous connections to many ports of one host | source, target host, protocol |
 //! | `host_sweep` | one source, anomalous connections to one port (or ICMP echo) on many hosts | source, protocol, port |
 //! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
+//! | `brute_force` | the login rule's verdicts: one source's short sessions to one login service of a host at a guesser's rate (`crate::detect::logins`) | source, target host, port |
 //!
 //! A connection that fits an incident already open is counted there (flood, then scan, the
 //! host's UDP flood, sweep, source); otherwise it is evidence for candidates of every kind, and
@@ -134,6 +135,10 @@ enum Key {
     Sweep(IpAddr, Transport, u16),
     /// Source.
     Source(IpAddr),
+    /// Source, target host, login port: fed by the login rule's verdicts
+    /// ([`VolumeScope::Logins`]) only, as any other anomalous session to a login service is
+    /// evidence for the other kinds.
+    Logins(IpAddr, IpAddr, u16),
 }
 
 /// Distinct values, remembered up to [`REMEMBERED`].
@@ -217,7 +222,8 @@ impl Evidence {
             return;
         }
         self.anomalous += 1;
-        if let Some(hit) = s.volume {
+        // A packet rate; the login rule's is of sessions, which its incident does not report.
+        if let Some(hit) = s.volume.filter(|h| h.scope != VolumeScope::Logins) {
             let pps = hit.packets_per_second;
             self.peak_pps = Some(self.peak_pps.map_or(pps, |p| p.max(pps)));
         }
@@ -497,8 +503,12 @@ impl IncidentTracker {
         // host, the scan's first connections, judged by the model before the host's rate
         // could be), or a scan or sweep from the same source before it flooded.
         let at_host = s.volume.is_some_and(|h| h.scope == VolumeScope::Host);
+        let at_logins = s.volume.is_some_and(|h| h.scope == VolumeScope::Logins);
         let rated_key = match s.volume.map(|h| h.scope) {
             Some(VolumeScope::Host) => Some(Key::HostFlood(rec.resp_addr)),
+            Some(VolumeScope::Logins) => {
+                Some(Key::Logins(rec.orig_addr, rec.resp_addr, rec.resp_port))
+            }
             Some(VolumeScope::Target | VolumeScope::Conversation) => keys[0],
             None => None,
         };
@@ -562,11 +572,13 @@ impl IncidentTracker {
             return;
         }
         // A verdict at the host is evidence for the host's flood alone (which it opens: it
-        // carries a rate); any other is evidence for every other kind.
-        let candidates = keys
-            .into_iter()
-            .flatten()
-            .filter(|k| matches!(k, Key::HostFlood(_)) == at_host);
+        // carries a rate), the login rule's for its source's guessing alone; any other is
+        // evidence for every other kind.
+        let candidates = keys.into_iter().flatten().filter(|k| match k {
+            Key::HostFlood(_) => at_host,
+            Key::Logins(..) => at_logins,
+            _ => !at_host && !at_logins,
+        });
         self.feed_candidates(candidates, rec, s, at_ns, out);
     }
 
@@ -741,6 +753,8 @@ impl IncidentTracker {
             Key::Source(_) if e.anomalous >= u64::from(c.source_connections) => {
                 Some(IncidentKind::AnomalousSource)
             }
+            // Fed by the login rule's verdicts only, each at a guesser's rate by itself.
+            Key::Logins(..) if e.anomalous > 0 => Some(IncidentKind::BruteForce),
             _ => None,
         }
     }
@@ -890,7 +904,7 @@ fn counts_as_new_evidence(rec: &ConnectionRecord, s: &Scored) -> bool {
 }
 
 /// The candidate keys of a connection, in the order an open incident claims it.
-fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 5] {
+fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 6] {
     let t = rec.transport;
     let port = port_of(rec);
     let flood = match t {
@@ -899,6 +913,13 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 5] {
     };
     [
         flood,
+        // A source's password guessing, before its scan of the host: a guesser's sessions to
+        // one port are no scan.
+        (t == Transport::Tcp && crate::detect::logins::is_login_port(port)).then_some(Key::Logins(
+            rec.orig_addr,
+            rec.resp_addr,
+            port,
+        )),
         Some(Key::Scan(rec.orig_addr, rec.resp_addr, t)),
         // After a scan: a scan of the host open before its flood keeps its own connections
         // (the flood takes the volume rule's verdicts at the host first, in `observe`).

@@ -80,6 +80,8 @@ pub fn write_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result<()>
             ("Attempted Denial of Service", 1)
         }
         IncidentKind::AnomalousSource => ("Potentially Bad Traffic", 2),
+        // Suricata's `attempted-user` class, as its rules for password guessing use.
+        IncidentKind::BruteForce => ("Attempted User Privilege Gain", 1),
     };
     let ports = line.protocol != "icmp";
     let event = EveAlert {

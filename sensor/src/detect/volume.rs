@@ -59,6 +59,9 @@ pub struct VolumeConfig {
     /// TCP attempts per second to one service that never complete their handshake, where at
     /// most 1% of the verdicts on its connections are on completed ones ([`TargetRates`]).
     pub tcp_attempts_per_sec: f64,
+    /// Short login sessions from one source to one login service in a minute
+    /// ([`super::logins`]): password guessing.
+    pub login_sessions_per_min: u32,
 }
 
 impl Default for VolumeConfig {
@@ -69,6 +72,7 @@ impl Default for VolumeConfig {
             icmp_echo_pps: 1_000.0,
             udp_one_way_pps: 5_000.0,
             tcp_attempts_per_sec: 5_000.0,
+            login_sessions_per_min: 60,
         }
     }
 }
@@ -87,6 +91,9 @@ pub enum VolumeScope {
     /// them ([`TargetRates`]): a flood that changes destination ports, no port of which
     /// reaches the bar.
     Host,
+    /// Short login sessions from one source to one login service of a host
+    /// ([`super::LoginRates`]): password guessing.
+    Logins,
 }
 
 /// What the rule found in a conversation it flags.
@@ -98,7 +105,8 @@ pub struct VolumeHit {
     /// target's service (at least one datagram each), answered or not, in the second it began
     /// (or the next), or its flood episode's peak; for TCP, the attempts that never completed
     /// in the second up to its start, or the episode's peak. [`VolumeScope::Host`]: the same
-    /// as `Target` over the host's UDP ports.
+    /// as `Target` over the host's UDP ports. [`VolumeScope::Logins`]: the source's login
+    /// sessions to the service per second over the minute up to this one's start.
     pub packets_per_second: f64,
     /// That rate over the threshold it passed (at least 1): the verdict's combined score.
     pub ratio: f64,

@@ -116,6 +116,8 @@ struct Detection {
     window_resumed: IntCounterVec,
     volume_targets: IntGauge,
     volume_targets_untracked: IntCounter,
+    login_sources: IntGauge,
+    login_sources_untracked: IntCounter,
     output_errors: IntCounter,
     incidents: IntCounterVec,
     incidents_open: IntGaugeVec,

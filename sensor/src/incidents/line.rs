@@ -16,16 +16,18 @@ pub enum IncidentKind {
     PortScan,
     HostSweep,
     AnomalousSource,
+    BruteForce,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 6] = [
+    pub const ALL: [IncidentKind; 7] = [
         IncidentKind::Flood,
         IncidentKind::UdpFlood,
         IncidentKind::IcmpFlood,
         IncidentKind::PortScan,
         IncidentKind::HostSweep,
         IncidentKind::AnomalousSource,
+        IncidentKind::BruteForce,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +38,7 @@ impl IncidentKind {
             IncidentKind::PortScan => "port_scan",
             IncidentKind::HostSweep => "host_sweep",
             IncidentKind::AnomalousSource => "anomalous_source",
+            IncidentKind::BruteForce => "brute_force",
         }
     }
 }

@@ -695,3 +695,77 @@ fn a_scan_that_waited_long_before_a_flood_is_not_taken_over() {
         "{out:?}"
     );
 }
+
+/// A refused password guess from `src` to SSH on `dst`, begun at `t_ns`: a short session with
+/// payload both ways.
+fn guess(src: IpAddr, dst: IpAddr, t_ns: u64) -> ConnectionRecord {
+    ConnectionRecord {
+        orig_packets: 14,
+        resp_packets: 12,
+        orig_bytes: 3_077,
+        resp_bytes: 2_889,
+        conn_state: ConnState::SF,
+        end_reason: EndReason::Fin,
+        end_unix_ns: t_ns + S / 2,
+        final_unix_ns: t_ns + S / 2,
+        answer_unix_ns: Some(t_ns),
+        ..ConnectionRecord::new(Transport::Tcp, (src, 40_000), (dst, 22), t_ns)
+    }
+}
+
+/// Two guessers on one SSH server, the login rule's verdicts from each one's 60th session
+/// (the first 59 normal), while the model flags a few of the guesses and an operator's SSH
+/// sessions go on: one `brute_force` per guesser, naming it, and nothing else.
+#[test]
+fn password_guessing_opens_one_brute_force_per_source_and_service() {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let server = addr(1);
+    let rated = by_volume(crate::detect::VolumeScope::Logins, 1.0);
+    let normal = {
+        let mut s = flagged();
+        s.verdict.anomalous = false;
+        s
+    };
+    for i in 0..400u64 {
+        let t = T0 + i * S / 4;
+        // The second guesser begins 25 s after the first.
+        let guessers = [(addr(5), Some(i)), (addr(6), i.checked_sub(100))];
+        for (src, n) in guessers.into_iter().filter_map(|(a, n)| Some((a, n?))) {
+            let s = match n {
+                59.. => &rated,
+                // The model's odd verdict now and then.
+                _ if n % 20 == 0 => &flagged(),
+                _ => &normal,
+            };
+            tracker.observe(&guess(src, server, t), s, t + S / 2, &mut out);
+        }
+        // The operator's own sessions, every 5 s.
+        if i % 20 == 0 {
+            tracker.observe(&guess(addr(7), server, t), &normal, t + S / 2, &mut out);
+        }
+        tracker.tick(t + S / 2, &mut out);
+    }
+    tracker.finish(&mut out);
+    let opens: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .collect();
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    for (open, src) in opens.iter().zip([addr(5), addr(6)]) {
+        assert_eq!(open.kind, IncidentKind::BruteForce);
+        assert_eq!(
+            (open.sources.clone(), open.targets.clone()),
+            (vec![src], vec![server])
+        );
+        assert_eq!(open.ports, vec![22]);
+        assert_eq!(
+            open.peak_packets_per_second, None,
+            "sessions are no packet rate"
+        );
+    }
+    let closed = last_closed(&out, IncidentKind::BruteForce);
+    assert_eq!(closed.sources, vec![addr(6)]);
+    // The guesser's sessions from its 60th on: 400 - 100 - 59.
+    assert_eq!(closed.anomalous_connections, 241);
+}

@@ -195,6 +195,18 @@ impl Metrics {
         );
     }
 
+    /// The login rule's sources followed, and its sessions not counted (a running total in
+    /// the rule).
+    pub fn set_login_sources(&self, l: &crate::detect::LoginRates) {
+        let d = &self.detection;
+        d.login_sources
+            .set(i64::try_from(l.tracked()).unwrap_or(i64::MAX));
+        d.login_sources_untracked.inc_by(
+            l.untracked()
+                .saturating_sub(d.login_sources_untracked.get()),
+        );
+    }
+
     /// Counts a failed write of an alert or record line.
     pub fn output_error(&self) {
         self.detection.output_errors.inc();

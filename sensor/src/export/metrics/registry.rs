@@ -255,6 +255,22 @@ impl Detection {
                 "New UDP conversations, or failed TCP attempts, to a service or host the volume rule could not count: its map was full of ones active in the last four seconds (a wide scan), or the opening came more than four seconds late (a TCP attempt's record more than sixteen), so a flood of one-datagram conversations or of SYNs to it may not be flagged by its rate.",
             )
         );
+        let login_sources = registered!(
+            registry,
+            "sensor_login_sources",
+            IntGauge::new(
+                "sensor_login_sources",
+                "Sources and login services (source, host, port) whose short login sessions per minute the login rule follows, password guessing being its bar (at most 65,536).",
+            )
+        );
+        let login_sources_untracked = registered!(
+            registry,
+            "sensor_login_sources_untracked_total",
+            IntCounter::new(
+                "sensor_login_sources_untracked_total",
+                "Login sessions the login rule could not count, its map being full of sources active in the last minute: a guesser among them may not be flagged by its rate.",
+            )
+        );
         let output_errors = registered!(
             registry,
             "sensor_output_errors_total",
@@ -306,6 +322,8 @@ impl Detection {
             window_resumed,
             volume_targets,
             volume_targets_untracked,
+            login_sources,
+            login_sources_untracked,
             output_errors,
             incidents,
             incidents_open,

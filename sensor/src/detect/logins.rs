@@ -1,0 +1,301 @@
+//! The login rule: one source guessing passwords on one login service, by its rate of short
+//! sessions, beside the model.
+//!
+//! Why a rule: a password-guessing attempt on SSH, FTP or a database is a complete, ordinary
+//! session (handshake, version strings, key exchange, one refused login, close); the 1998 data
+//! found `guess_passwd` by its content features (failed logins), which a flow sensor does not
+//! see, and in the flow features one attempt is any short session (`hydra` against SSH: 400
+//! attempts in 36 s, none flagged by the model; `docs/design.md`, "Attack shapes"). What sets
+//! guessing apart is how many sessions one source opens to one service: people log in a few
+//! times an hour, automation keeps one connection open (Ansible's `ControlPersist`, a mail
+//! client's IMAP IDLE), and a guesser needs one session per password or few.
+//!
+//! The rule counts, for each source, host and login port ([`LOGIN_PORTS`]), the sessions that
+//! began in each of the last 60 seconds and that look like a login: the handshake completed,
+//! both sides sent payload (a port check that connects and closes is not a login), and the
+//! session lasted at most [`LOGIN_SESSION_MAX_SECS`] (a user's session lasts longer; a refused
+//! guess ends in a second or two). A session is flagged when the minute up to its start holds
+//! at least [`super::VolumeConfig::login_sessions_per_min`] of them: 60 by default, one a
+//! second for a minute, above what a person or a script that waits for each command's answer
+//! opens (a loop of `ssh host uptime` with a 0.5 s pause: about 40 a minute), and below what a
+//! guessing tool opens (`hydra` with 4 tasks: about 11 a second; CIC-IDS2017's SSH-Patator
+//! about 1.6). A slower guesser (one attempt every few seconds) is missed; a script that runs
+//! commands over new SSH sessions faster than one a second is flagged, and is silenced with a
+//! `[[suppress]]` rule on `detector = ["volume"]` for its source.
+//!
+//! A flagged session is anomalous with detector `volume` (scope `logins`), and opens one
+//! `brute_force` incident for its source, host and port by itself (`crate::incidents`).
+
+use std::net::IpAddr;
+
+use sensor_common::conn_state::ConnState;
+
+use super::{VolumeConfig, VolumeHit, VolumeScope};
+use crate::flows::{ConnectionRecord, EndReason, Transport};
+
+/// TCP ports whose every session begins with a login: SSH, FTP, Telnet, rlogin/rexec/rsh,
+/// POP3, IMAP, the databases (SQL Server, MySQL, PostgreSQL), RDP and VNC. Web logins are not
+/// here: a browser's many connections to one site look the same whether it logs in or not.
+pub const LOGIN_PORTS: [u16; 13] = [
+    21, 22, 23, 110, 143, 512, 513, 514, 1433, 3306, 3389, 5432, 5900,
+];
+
+/// Whether `port` is one of [`LOGIN_PORTS`].
+pub fn is_login_port(port: u16) -> bool {
+    LOGIN_PORTS.contains(&port)
+}
+
+/// The longest a session may last and still count as a login attempt: a refused guess ends
+/// within seconds (sshd closes after its `MaxAuthTries`, a guessing tool after one or a few
+/// passwords), while a user's session, or a transfer, lasts longer.
+pub const LOGIN_SESSION_MAX_SECS: u64 = 30;
+
+/// Seconds of sessions kept per source and service: the rule's minute.
+const WINDOW_SECS: u64 = 60;
+/// Sources and services followed at most; beyond, a new one finds no room until the sweep
+/// forgets the quiet ones ([`LoginRates::untracked`]).
+const MAX_KEYS: usize = 65_536;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// One source's login sessions to one service: per second of the last [`WINDOW_SECS`] (by
+/// second modulo the window), the latest second one began in.
+#[derive(Clone, Copy, Debug)]
+struct Sessions {
+    second: u64,
+    began: [u16; WINDOW_SECS as usize],
+}
+
+impl Sessions {
+    /// Counts a session that began in second `s`; returns the sessions of the minute up to the
+    /// latest second (`s`'s included), or `None` where `s` is older than that minute.
+    fn add(&mut self, s: u64) -> Option<u32> {
+        if s + WINDOW_SECS <= self.second {
+            return None;
+        }
+        if s > self.second {
+            // Seconds that passed without a session, or all of them after a quiet minute.
+            let gap = (s - self.second).min(WINDOW_SECS);
+            for k in 1..=gap {
+                self.began[((self.second + k) % WINDOW_SECS) as usize] = 0;
+            }
+            self.second = s;
+        }
+        let slot = &mut self.began[(s % WINDOW_SECS) as usize];
+        *slot = slot.saturating_add(1);
+        Some(self.began.iter().map(|&n| u32::from(n)).sum())
+    }
+}
+
+/// The login rule's counts; see the module docs.
+#[derive(Debug, Default)]
+pub struct LoginRates {
+    keys: crate::hashing::Map<(IpAddr, IpAddr, u16), Sessions>,
+    /// Sessions not counted: their source and service found no room.
+    untracked: u64,
+    /// The second of the last sweep of quiet keys: at most one a second.
+    swept_s: u64,
+}
+
+/// Whether `rec` is a finished session that looks like a login attempt (see the module docs).
+fn login_session(rec: &ConnectionRecord) -> bool {
+    rec.transport == Transport::Tcp
+        && rec.end_reason != EndReason::Ongoing
+        && is_login_port(rec.resp_port)
+        && matches!(
+            rec.conn_state,
+            ConnState::SF
+                | ConnState::S1
+                | ConnState::S2
+                | ConnState::S3
+                | ConnState::RSTO
+                | ConnState::RSTR
+        )
+        && rec.orig_bytes > 0
+        && rec.resp_bytes > 0
+        && rec.end_unix_ns.saturating_sub(rec.start_unix_ns) <= LOGIN_SESSION_MAX_SECS * NS_PER_SEC
+}
+
+impl LoginRates {
+    /// Counts `rec` if it is a login session, and flags it where its source's sessions to its
+    /// service in the minute up to its start reach the bar.
+    pub fn judge(&mut self, cfg: &VolumeConfig, rec: &ConnectionRecord) -> Option<VolumeHit> {
+        if !cfg.enabled || !login_session(rec) {
+            return None;
+        }
+        let s = rec.start_unix_ns / NS_PER_SEC;
+        self.sweep(s);
+        let key = (rec.orig_addr, rec.resp_addr, rec.resp_port);
+        if self.keys.len() >= MAX_KEYS && !self.keys.contains_key(&key) {
+            self.untracked += 1;
+            return None;
+        }
+        let entry = self.keys.entry(key).or_insert(Sessions {
+            second: s,
+            began: [0; WINDOW_SECS as usize],
+        });
+        let count = entry.add(s)?;
+        let bar = cfg.login_sessions_per_min;
+        (bar > 0 && count >= bar).then(|| VolumeHit {
+            scope: VolumeScope::Logins,
+            packets_per_second: f64::from(count) / WINDOW_SECS as f64,
+            ratio: f64::from(count) / f64::from(bar),
+        })
+    }
+
+    /// Forgets the sources and services without a session in the last minute, once a second.
+    fn sweep(&mut self, now_s: u64) {
+        if now_s <= self.swept_s {
+            return;
+        }
+        self.swept_s = now_s;
+        if self.keys.len() < MAX_KEYS / 2 {
+            return;
+        }
+        self.keys.retain(|_, v| v.second + WINDOW_SECS > now_s);
+    }
+
+    /// Sources and services followed now.
+    pub fn tracked(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Login sessions not counted because the table of sources and services was full.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    const T0: u64 = 1_700_000_000 * NS_PER_SEC;
+
+    /// A refused SSH guess from `src`, `at_ms` after T0: 0.4 s, 3 kB each way.
+    fn guess(src: u8, at_ms: u64) -> ConnectionRecord {
+        let start = T0 + at_ms * 1_000_000;
+        ConnectionRecord {
+            end_unix_ns: start + 400_000_000,
+            final_unix_ns: start + 400_000_000,
+            orig_packets: 14,
+            resp_packets: 12,
+            orig_bytes: 3_077,
+            resp_bytes: 2_889,
+            conn_state: ConnState::SF,
+            end_reason: EndReason::Fin,
+            ..ConnectionRecord::new(
+                Transport::Tcp,
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 3, src)), 40_000),
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 2, 10)), 22),
+                start,
+            )
+        }
+    }
+
+    #[test]
+    fn a_source_at_the_bar_is_flagged_from_the_session_that_reaches_it() {
+        let cfg = VolumeConfig::default();
+        let mut r = LoginRates::default();
+        // Five a second from one source: the 60th session, 11.8 s in, reaches the bar.
+        let hits: Vec<Option<VolumeHit>> = (0..100)
+            .map(|i| r.judge(&cfg, &guess(1, i * 200)))
+            .collect();
+        assert!(hits[..59].iter().all(Option::is_none));
+        let first = hits[59].expect("the 60th session in a minute reaches the bar");
+        assert_eq!(first.scope, VolumeScope::Logins);
+        assert_eq!(first.ratio, 1.0);
+        assert!(hits[59..].iter().all(Option::is_some));
+        assert_eq!(hits[99].map(|h| h.ratio), Some(100.0 / 60.0));
+        // Another source at the same pace, interleaved, counts on its own.
+        assert!(r.judge(&cfg, &guess(2, 20_000)).is_none());
+    }
+
+    #[test]
+    fn a_minute_under_the_bar_is_not_flagged_however_long_it_lasts() {
+        let cfg = VolumeConfig::default();
+        let mut r = LoginRates::default();
+        // 50 a minute, for ten minutes: never 60 in one minute.
+        let flagged = (0..500u64)
+            .filter(|i| r.judge(&cfg, &guess(1, i * 1_200 + 1)).is_some())
+            .count();
+        assert_eq!(flagged, 0);
+        // A burst after a quiet minute starts from nothing.
+        let mut r = LoginRates::default();
+        for i in 0..59 {
+            assert!(r.judge(&cfg, &guess(1, i * 10)).is_none());
+        }
+        assert!(r.judge(&cfg, &guess(1, 61_000)).is_none());
+        assert_eq!(r.tracked(), 1);
+    }
+
+    #[test]
+    fn only_short_completed_sessions_with_payload_both_ways_to_login_ports_count() {
+        let cfg = VolumeConfig::default();
+        type Change = fn(&mut ConnectionRecord);
+        let shapes: [(&str, Change); 7] = [
+            // `nc -z`: connects and closes, sends nothing.
+            ("port check", |r| r.orig_bytes = 0),
+            ("no answer", |r| r.resp_bytes = 0),
+            ("refused", |r| r.conn_state = ConnState::REJ),
+            ("never answered", |r| r.conn_state = ConnState::S0),
+            ("a web port", |r| r.resp_port = 443),
+            ("an early verdict", |r| r.end_reason = EndReason::Ongoing),
+            ("a session of a minute", |r| {
+                r.end_unix_ns = r.start_unix_ns + 60 * NS_PER_SEC
+            }),
+        ];
+        for (what, change) in shapes {
+            let mut r = LoginRates::default();
+            for i in 0..200 {
+                let mut rec = guess(1, i * 100);
+                change(&mut rec);
+                assert!(r.judge(&cfg, &rec).is_none(), "{what} counted");
+            }
+            assert_eq!(r.tracked(), 0, "{what}");
+        }
+        // And the rule is off with the volume rule.
+        let off = VolumeConfig {
+            enabled: false,
+            ..VolumeConfig::default()
+        };
+        let mut r = LoginRates::default();
+        assert!((0..200).all(|i| r.judge(&off, &guess(1, i * 100)).is_none()));
+    }
+
+    #[test]
+    fn sessions_out_of_order_count_in_their_second_and_stale_ones_not_at_all() {
+        let cfg = VolumeConfig {
+            login_sessions_per_min: 3,
+            ..VolumeConfig::default()
+        };
+        let mut r = LoginRates::default();
+        assert!(r.judge(&cfg, &guess(1, 100_000)).is_none());
+        // Older than the minute up to the latest second: not counted.
+        assert!(r.judge(&cfg, &guess(1, 9_000)).is_none());
+        assert!(r.judge(&cfg, &guess(1, 40_500)).is_none());
+        // A little late: counted.
+        assert!(r.judge(&cfg, &guess(1, 45_000)).is_none());
+        assert!(r.judge(&cfg, &guess(1, 99_000)).is_some());
+    }
+
+    #[test]
+    fn a_full_table_counts_what_it_cannot_follow_and_the_sweep_makes_room() {
+        let cfg = VolumeConfig::default();
+        let mut r = LoginRates::default();
+        for i in 0..MAX_KEYS {
+            let mut rec = guess(1, 0);
+            rec.orig_port = 1;
+            rec.orig_addr = IpAddr::V4(Ipv4Addr::from(0xc613_0000 + i as u32));
+            r.judge(&cfg, &rec);
+        }
+        assert_eq!(r.tracked(), MAX_KEYS);
+        r.judge(&cfg, &guess(1, 1_000));
+        assert_eq!(r.untracked(), 1);
+        // A minute later the quiet ones are forgotten.
+        r.judge(&cfg, &guess(1, 61_000));
+        assert_eq!(r.tracked(), 1);
+        assert_eq!(r.untracked(), 1);
+    }
+}
