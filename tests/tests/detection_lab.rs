@@ -328,7 +328,53 @@ fn gateway_lab_with_real_services_and_shipped_settings() {
             ),
         );
     }
-    for k in ATTACK_KINDS {
+    // Password guessing is the login rule's from the session that reaches its bar: the
+    // sessions before are ordinary ones (module docs of `sensor::detect::logins`).
+    let bar = u64::from(sensor::detect::VolumeConfig::default().login_sessions_per_min);
+    let guesses = &rows["ssh-guessing"];
+    c.check(
+        guesses.connections >= bar && guesses.flagged + (bar - 1) >= guesses.connections,
+        format!(
+            "ssh-guessing: {} of {} sessions flagged (all but the first {} at least: the login rule's bar is {bar} a minute)",
+            guesses.flagged,
+            guesses.connections,
+            bar - 1
+        ),
+    );
+    let mut guess_ends: Vec<(u64, u64)> = out
+        .connections
+        .iter()
+        .filter(|r| gateway::kind(r) == "ssh-guessing")
+        .filter_map(|r| Some((r["start_unix_ns"].as_u64()?, r["end_unix_ns"].as_u64()?)))
+        .collect();
+    guess_ends.sort_unstable();
+    let at_bar_ns = guess_ends.get(bar as usize - 1).map(|&(_, end)| end);
+    let brute: Vec<u64> = out
+        .alert_lines
+        .iter()
+        .filter(|a| a["type"] == "incident" && a["state"] == "open" && a["kind"] == "brute_force")
+        // When it was written, else the moment of its evidence (as `gateway::incidents`).
+        .filter_map(|a| {
+            a["time"]
+                .as_str()
+                .and_then(gateway::parse_rfc3339_utc)
+                .or_else(|| a["last_unix_ns"].as_u64())
+        })
+        .collect();
+    c.check(
+        brute.len() == 1
+            && at_bar_ns
+                .is_some_and(|t| (brute[0] as f64 - t as f64) / 1e9 <= INCIDENT_WITHIN_S),
+        format!(
+            "ssh-guessing: {} brute_force incidents, opened {} after the session that reached the bar ended (at most {INCIDENT_WITHIN_S} s)",
+            brute.len(),
+            match (brute.first(), at_bar_ns) {
+                (Some(&o), Some(t)) => format!("{:.1} s", (o as f64 - t as f64) / 1e9),
+                _ => "never".to_string(),
+            }
+        ),
+    );
+    for k in ATTACK_KINDS.into_iter().filter(|&k| k != "ssh-guessing") {
         let r = &rows[k];
         c.check(
             r.connections > 0 && r.flagged_share() >= ATTACK_MIN_FLAGGED,
@@ -380,6 +426,7 @@ fn gateway_lab_with_real_services_and_shipped_settings() {
             "port_scan" => "port-scan",
             "host_sweep" => "ping-sweep",
             "icmp_flood" => "ping-flood",
+            "brute_force" => "ssh-guessing",
             _ => "",
         };
         out.attacks

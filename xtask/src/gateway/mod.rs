@@ -10,17 +10,20 @@
 //! own IPv6 link-local chatter (duplicate address detection, router solicitations, MLD
 //! reports: IPv6 is switched on once the sensor watches). Attacks from real tools run one after
 //! another from the attacker: a ping flood (`ping -f`, one conversation, which only the volume
-//! rule sees), an hping3 SYN flood, nmap TCP and UDP port scans, an nmap ping sweep. After the traffic the scenario waits out the shipped idle timeouts, so every
+//! rule sees), an hping3 SYN flood, nmap TCP and UDP port scans, an nmap ping sweep, and SSH
+//! password guessing (OpenSSH's client with a key the server refuses, four at a time, as
+//! `hydra` does, which only the login rule sees). After the traffic the scenario waits out the shipped idle timeouts, so every
 //! connection ends the way it would in production rather than in the shutdown flush.
 //!
 //! Addresses (all in 198.18.0.0/15; no namespace has a route beyond it; IPv6 is link-local only):
 //! * client 198.18.1.1, second client 198.18.3.1;
 //! * attacker: one address per attack, so that a connection or an incident names its attack by
-//!   address alone: 198.18.4.1 flood, .2 TCP scan, .3 UDP scan, .4 ping sweep, .5 ping flood;
+//!   address alone: 198.18.4.1 flood, .2 TCP scan, .3 UDP scan, .4 ping sweep, .5 ping flood,
+//!   .6 SSH password guessing;
 //! * gateway 198.18.N.254 on each segment;
 //! * server: HTTP 198.18.2.1, DNS 198.18.2.2, ping 198.18.2.3, TCP scan target 198.18.2.4,
 //!   SSH 198.18.2.5, UDP scan target 198.18.2.6, UDP request/response 198.18.2.7, ping-flood
-//!   target 198.18.2.8, ping-sweep
+//!   target 198.18.2.8, SSH guessing target 198.18.2.9 (the same sshd), ping-sweep
 //!   targets 198.18.2.10-29 (20 addresses; .30-.39 answer nothing);
 //! * flood target 198.18.2.99: blackholed on the gateway, so the SYNs are never answered (a
 //!   host that no longer answers, as a flood's victim does; it yields KDD's `S0`).
@@ -83,6 +86,12 @@ pub const PORT_SCAN_SOURCE: &str = "198.18.4.2";
 pub const UDP_SCAN_SOURCE: &str = "198.18.4.3";
 pub const SWEEP_SOURCE: &str = "198.18.4.4";
 pub const PING_FLOOD_SOURCE: &str = "198.18.4.5";
+pub const GUESS_SOURCE: &str = "198.18.4.6";
+/// The lab's sshd on an address of its own, so that the guessing and its incident name no
+/// address of the normal SSH sessions.
+pub const GUESS_TARGET: &str = "198.18.2.9";
+/// SSH logins the guessing attack tries, each refused: twice the login rule's bar.
+pub const GUESS_SESSIONS: u32 = 120;
 /// The ping flood's target, a server address of its own (so that its incident names no
 /// service of the lab).
 pub const PING_FLOOD_TARGET: &str = "198.18.2.8";
@@ -165,7 +174,7 @@ pub fn run_scenario(opts: &ScenarioOptions) -> Result<Outcome, String> {
 
     let mut attacks = Vec::new();
     if opts.attacks {
-        attacks = traffic::run_attacks(&lab, started, &say)?;
+        attacks = traffic::run_attacks(&lab, &ssh, started, &say)?;
     }
     let generated = traffic::tally(handles, &attacks)?;
     for (k, m) in &generated {

@@ -7,25 +7,27 @@ use std::{
 };
 
 use super::{
-    DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, HTTP_SERVER, Made, Outcome, PING_FLOOD_SOURCE,
-    PING_FLOOD_TARGET, PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SSH_SERVER, SWEEP_FIRST,
-    SWEEP_LAST, SWEEP_SOURCE, UDP_RR_PORT, UDP_RR_SERVER, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+    DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, GUESS_SOURCE, GUESS_TARGET, HTTP_SERVER, Made, Outcome,
+    PING_FLOOD_SOURCE, PING_FLOOD_TARGET, PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET,
+    SSH_SERVER, SWEEP_FIRST, SWEEP_LAST, SWEEP_SOURCE, UDP_RR_PORT, UDP_RR_SERVER, UDP_SCAN_SOURCE,
+    UDP_SCAN_TARGET,
 };
 
 /// Normal kinds (should not be flagged) and attack kinds (should be).
 pub const NORMAL_KINDS: [&str; 6] = ["http", "dns", "ssh", "udp-rr", "ping", "ipv6-local"];
-pub const ATTACK_KINDS: [&str; 5] = [
+pub const ATTACK_KINDS: [&str; 6] = [
     "ping-flood",
     "syn-flood",
     "port-scan",
     "udp-scan",
     "ping-sweep",
+    "ssh-guessing",
 ];
 /// ICMP errors the attacks provoke (port unreachable from the scanned host, host unreachable
 /// from the gateway), sent to the attacker: neither normal traffic nor the attack's own probes.
 pub const PROVOKED_KIND: &str = "icmp-errors";
 /// Kinds whose generator says exactly how many connections it made.
-pub const EXACT_KINDS: [&str; 10] = [
+pub const EXACT_KINDS: [&str; 11] = [
     "http",
     "dns",
     "ssh",
@@ -36,6 +38,7 @@ pub const EXACT_KINDS: [&str; 10] = [
     "port-scan",
     "udp-scan",
     "ping-sweep",
+    "ssh-guessing",
 ];
 
 /// Every kind, in table order.
@@ -55,6 +58,7 @@ fn attack_of_address(a: IpAddr) -> Option<&'static str> {
         UDP_SCAN_SOURCE | UDP_SCAN_TARGET => return Some("udp-scan"),
         SWEEP_SOURCE => return Some("ping-sweep"),
         PING_FLOOD_SOURCE | PING_FLOOD_TARGET => return Some("ping-flood"),
+        GUESS_SOURCE | GUESS_TARGET => return Some("ssh-guessing"),
         _ => {}
     }
     match a {
@@ -74,6 +78,7 @@ fn attack_source(kind: &str) -> Option<&'static str> {
         "udp-scan" => Some(UDP_SCAN_SOURCE),
         "ping-sweep" => Some(SWEEP_SOURCE),
         "ping-flood" => Some(PING_FLOOD_SOURCE),
+        "ssh-guessing" => Some(GUESS_SOURCE),
         _ => None,
     }
 }

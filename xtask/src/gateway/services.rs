@@ -9,8 +9,8 @@ use std::{
 };
 
 use super::{
-    DNS_NAMES, DNS_SERVER, GatewayLab, HTTP_SERVER, SSH_SERVER, UDP_RR_PORT, UDP_RR_SERVER,
-    traffic_script,
+    DNS_NAMES, DNS_SERVER, GUESS_TARGET, GatewayLab, HTTP_SERVER, SSH_SERVER, UDP_RR_PORT,
+    UDP_RR_SERVER, traffic_script,
 };
 use crate::lab::{Proc, TempDir};
 
@@ -22,6 +22,8 @@ pub(super) struct Services {
 /// Files of the SSH setup: the client's key and the server's known host key.
 pub(super) struct SshClient {
     key: PathBuf,
+    /// A key the server does not authorise: every login with it is refused.
+    guess_key: PathBuf,
     known_hosts: PathBuf,
 }
 
@@ -35,6 +37,20 @@ impl SshClient {
              -o ConnectTimeout=5 -o LogLevel=ERROR root@{SSH_SERVER} {command}",
             self.key.display(),
             self.known_hosts.display()
+        )
+    }
+}
+
+impl SshClient {
+    /// The shell command of one refused login from `source` to the guessing target: a
+    /// password guess's session (key exchange, one refused authentication, close).
+    pub(super) fn guess(&self, source: &str) -> String {
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes \
+             -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null \
+             -o StrictHostKeyChecking=no -o ConnectTimeout=5 -o LogLevel=QUIET \
+             -b {source} root@{GUESS_TARGET} true",
+            self.guess_key.display()
         )
     }
 }
@@ -138,8 +154,10 @@ fn start_dns(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<Proc, Strin
 fn start_ssh(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<(Proc, SshClient), String> {
     let host_key = dir.join("ssh_host_ed25519_key");
     let client_key = dir.join("client_ed25519_key");
+    let guess_key = dir.join("guess_ed25519_key");
     keygen(&host_key)?;
     keygen(&client_key)?;
+    keygen(&guess_key)?;
     let read =
         |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()));
     let authorized = dir.join("authorized_keys");
@@ -156,6 +174,7 @@ fn start_ssh(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<(Proc, SshC
         &sshd_config,
         format!(
             "ListenAddress {SSH_SERVER}:22\n\
+             ListenAddress {GUESS_TARGET}:22\n\
              HostKey {}\n\
              AuthorizedKeysFile {}\n\
              PidFile none\n\
@@ -197,6 +216,7 @@ fn start_ssh(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<(Proc, SshC
     )?;
     let ssh = SshClient {
         key: client_key,
+        guess_key,
         known_hosts,
     };
     Ok((sshd, ssh))

@@ -1,9 +1,10 @@
 //! The lab's network: five namespaces (two clients, an attacker, the gateway, the server) and
 //! the veth pairs between them, addressed as the module docs of [`super`] say.
 use super::{
-    CLIENT, CLIENT2, DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, HTTP_SERVER, PING_FLOOD_SOURCE,
-    PING_FLOOD_TARGET, PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SSH_SERVER, SWEEP_FIRST,
-    SWEEP_SOURCE, UDP_RR_SERVER, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+    CLIENT, CLIENT2, DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, GUESS_SOURCE, GUESS_TARGET,
+    HTTP_SERVER, PING_FLOOD_SOURCE, PING_FLOOD_TARGET, PING_SERVER, PORT_SCAN_SOURCE,
+    PORT_SCAN_TARGET, SSH_SERVER, SWEEP_FIRST, SWEEP_SOURCE, UDP_RR_SERVER, UDP_SCAN_SOURCE,
+    UDP_SCAN_TARGET,
 };
 use crate::lab::{Netns, Veth};
 
@@ -53,6 +54,7 @@ impl GatewayLab {
             UDP_SCAN_SOURCE,
             SWEEP_SOURCE,
             PING_FLOOD_SOURCE,
+            GUESS_SOURCE,
         ] {
             addr(&attacker, &format!("{a}/32"), &av.a)?;
         }
@@ -69,6 +71,7 @@ impl GatewayLab {
             UDP_SCAN_TARGET,
             UDP_RR_SERVER,
             PING_FLOOD_TARGET,
+            GUESS_TARGET,
         ]
         .iter()
         .map(|s| s.to_string())

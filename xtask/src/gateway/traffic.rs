@@ -10,10 +10,10 @@ use std::{
 
 use super::{
     AttackRun, CLIENT, CLIENT2, DNS_NAMES, DNS_SERVER, FLOOD_SOURCE, FLOOD_SYNS, FLOOD_TARGET,
-    GatewayLab, HTTP_SERVER, Made, PING_FLOOD_PACKETS, PING_FLOOD_SOURCE, PING_FLOOD_TARGET,
-    PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_HOSTS, SWEEP_RANGE, SWEEP_SOURCE,
-    TCP_SCAN_PORTS, UDP_RR_PORT, UDP_RR_SERVER, UDP_SCAN_PORTS, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
-    services::SshClient,
+    GUESS_SESSIONS, GUESS_SOURCE, GatewayLab, HTTP_SERVER, Made, PING_FLOOD_PACKETS,
+    PING_FLOOD_SOURCE, PING_FLOOD_TARGET, PING_SERVER, PORT_SCAN_SOURCE, PORT_SCAN_TARGET,
+    SWEEP_HOSTS, SWEEP_RANGE, SWEEP_SOURCE, TCP_SCAN_PORTS, UDP_RR_PORT, UDP_RR_SERVER,
+    UDP_SCAN_PORTS, UDP_SCAN_SOURCE, UDP_SCAN_TARGET, services::SshClient,
 };
 use crate::lab::Netns;
 
@@ -140,18 +140,32 @@ enum Size {
     Hping3,
     /// One conversation (`ping -f`: one identifier), once all its packets were sent.
     Conversation(u32),
+    /// The guessing script: one connection per attempt, each worker's count on a line
+    /// `sessions N`.
+    Sessions(u32),
 }
+
+/// Workers of the guessing attack: 4, the tasks `hydra` recommends against SSH (under sshd's
+/// `MaxStartups`, 10 unauthenticated connections at once).
+const GUESS_WORKERS: u32 = 4;
 
 /// The attacks, one after another from the attacker host, each at its second of the traffic
 /// phase (`started`) and from its own address; each tool bounded by its size and `timeout`.
 pub(super) fn run_attacks(
     lab: &GatewayLab,
+    ssh: &SshClient,
     started: Instant,
     say: &dyn Fn(&str),
 ) -> Result<Vec<AttackRun>, String> {
     let iface = &lab.attacker_if;
     // (kind, second of the traffic phase, tool, arguments, how it says the connections it made).
-    let plan: [(&'static str, u64, &str, String, Size); 5] = [
+    let guess_script = format!(
+        "w() {{ i=0; while [ $i -lt {per} ]; do {cmd}; i=$((i+1)); done; echo sessions $i; }}; \
+         for k in $(seq {GUESS_WORKERS}); do w & done; wait",
+        per = GUESS_SESSIONS / GUESS_WORKERS,
+        cmd = ssh.guess(GUESS_SOURCE),
+    );
+    let plan: [(&'static str, u64, &str, String, Size); 6] = [
         // 5,000 echo requests as fast as the replies come, one identifier: one conversation,
         // which the model reads as one ping and the volume rule flags by its rate.
         (
@@ -195,6 +209,14 @@ pub(super) fn run_attacks(
             format!("-sn -PE -n -e {iface} -S {SWEEP_SOURCE} --max-retries 0 {SWEEP_RANGE}"),
             Size::Nmap(SWEEP_HOSTS),
         ),
+        // Password guessing on SSH: each login refused, four at a time.
+        (
+            "ssh-guessing",
+            22,
+            "sh",
+            guess_script,
+            Size::Sessions(GUESS_SESSIONS),
+        ),
     ];
     let mut runs = Vec::new();
     for (kind, at, program, args, size) in plan {
@@ -206,9 +228,18 @@ pub(super) fn run_attacks(
         let out = lab
             .attacker
             .cmd("timeout")
-            .arg("20")
+            // The guessing's sessions are each a key exchange: slower on a busy machine.
+            .arg(if matches!(size, Size::Sessions(_)) {
+                "40"
+            } else {
+                "20"
+            })
             .arg(program)
-            .args(args.split_whitespace())
+            // The script is one argument; the tools' arguments are words.
+            .args(match size {
+                Size::Sessions(_) => vec!["-c", args.as_str()],
+                _ => args.split_whitespace().collect(),
+            })
             .output()
             .map_err(|e| format!("{kind}: {program}: {e}"))?;
         let text = format!(
@@ -233,6 +264,17 @@ pub(super) fn run_attacks(
                     return Err(format!("{kind}: {program} did not send {n}: {text}"));
                 }
                 1
+            }
+            // Every worker ran its share to the end.
+            Size::Sessions(n) => {
+                let made: u64 = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("sessions ")?.trim().parse::<u64>().ok())
+                    .sum();
+                if made != u64::from(n) {
+                    return Err(format!("{kind}: {made} of {n} sessions made: {text}"));
+                }
+                made
             }
             // hping3 exits 1 when nothing answered (the flood's point); its statistics say
             // what it sent: "2000 packets transmitted, 0 packets received, ...".
