@@ -70,6 +70,7 @@ pub struct VolumeFile {
     pub icmp_echo_pps: Option<f64>,
     pub udp_one_way_pps: Option<f64>,
     pub tcp_attempts_per_sec: Option<f64>,
+    pub tcp_attempts_per_source_per_sec: Option<f64>,
     pub login_sessions_per_min: Option<u32>,
 }
 
@@ -445,6 +446,10 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
         ("volume.icmp_echo_pps", f.icmp_echo_pps),
         ("volume.udp_one_way_pps", f.udp_one_way_pps),
         ("volume.tcp_attempts_per_sec", f.tcp_attempts_per_sec),
+        (
+            "volume.tcp_attempts_per_source_per_sec",
+            f.tcp_attempts_per_source_per_sec,
+        ),
     ])?;
     if let Some(n) = f.min_packets
         && n < 2
@@ -469,6 +474,9 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
         icmp_echo_pps: f.icmp_echo_pps.unwrap_or(d.icmp_echo_pps),
         udp_one_way_pps: f.udp_one_way_pps.unwrap_or(d.udp_one_way_pps),
         tcp_attempts_per_sec: f.tcp_attempts_per_sec.unwrap_or(d.tcp_attempts_per_sec),
+        tcp_attempts_per_source_per_sec: f
+            .tcp_attempts_per_source_per_sec
+            .unwrap_or(d.tcp_attempts_per_source_per_sec),
     })
 }
 
@@ -532,6 +540,7 @@ mod tests {
             [volume]
             udp_one_way_pps = 20000
             tcp_attempts_per_sec = 8000
+            tcp_attempts_per_source_per_sec = 300
             min_packets = 500
             login_sessions_per_min = 30
         "#;
@@ -573,6 +582,7 @@ mod tests {
             VolumeConfig {
                 udp_one_way_pps: 20_000.0,
                 tcp_attempts_per_sec: 8_000.0,
+                tcp_attempts_per_source_per_sec: 300.0,
                 min_packets: 500,
                 login_sessions_per_min: 30,
                 ..v

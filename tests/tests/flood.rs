@@ -12,7 +12,9 @@
 //! * floods that keep one conversation (`ping -f`, hping3's UDP datagrams from one source
 //!   port), which the model sees as one ordinary exchange each, and hping3's default UDP flood
 //!   (a new source port per datagram: one ordinary conversation each): the volume rule must
-//!   report each as an incident by its rate while a client's ordinary pings stay normal.
+//!   report each as an incident by its rate while a client's ordinary pings stay normal;
+//! * a SYN flood from one address at 1,000 a second, reset by its own kernel, at a web server
+//!   a client fetches from: the source's own rate must report it while the fetches stay normal.
 //!
 //! Test-size choices (the only settings besides the lab's interfaces, files and metrics
 //! address): `--table-size 4096` for the flood (the shipped 262,144 would need a flood 64 times
@@ -930,6 +932,79 @@ fn a_scan_then_a_flood_from_one_address_are_two_incidents() {
     assert!(count(scan, "connections") < 1_000, "{scan}");
     assert!(count(flood, "connections") >= 19_000, "{flood}");
     assert_eq!(flood["ports"], serde_json::json!([80]), "{flood}");
+}
+
+/// A SYN flood from one address at a moderate rate (`hping3 -S -p 80 -i u1000`: 3,000 SYNs at
+/// 1,000 a second, each SYN-ACK reset by the attacker's kernel) while a client fetches pages
+/// from the same web server. Under the service's bar (5,000 failed attempts a second), and
+/// zero-byte `RSTO`s the model leaves normal on a web port: missed until December 6. The
+/// source's own rate of attempts that never complete flags it from about its 100th attempt;
+/// one `flood` incident names the attacker; the client's fetches are recorded and normal.
+/// Shipped settings.
+#[test]
+fn a_moderate_syn_flood_from_one_address_is_flagged_by_its_own_rate() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&[], 60);
+    let fetches = {
+        let mut c = fetch_loop(&lab.lab, 10, "0.2", 40);
+        thread::spawn(move || c.output())
+    };
+    lab.attack(
+        &format!("hping3 -q -S -p 80 -a {PORT_SCAN_SOURCE} -i u1000 -c 3000 {HTTP_SERVER}"),
+        3_000,
+    );
+    let (made, fetched) = made_and_ok(&fetches.join().expect("fetch thread").expect("curl"));
+    assert!(made > 0 && fetched == made, "{fetched} of {made} fetches");
+    let alerts_file = lab.dir.join("alerts.jsonl");
+    let opened = || {
+        std::fs::read_to_string(&alerts_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"state\":\"open\""))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || opened() >= 1),
+        "no incident: {}",
+        std::fs::read_to_string(&alerts_file).unwrap_or_default()
+    );
+    let out = lab.stop();
+    let opens: Vec<&serde_json::Value> = out
+        .alerts
+        .iter()
+        .filter(|a| a["type"] == "incident" && a["state"] == "open")
+        .collect();
+    assert_eq!(opens.len(), 1, "one incident: {opens:?}");
+    assert_eq!(opens[0]["kind"], "flood", "{}", opens[0]);
+    assert_eq!(opens[0]["sources"], serde_json::json!([PORT_SCAN_SOURCE]));
+    assert_eq!(opens[0]["targets"], serde_json::json!([HTTP_SERVER]));
+    let attempts: Vec<&serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| r["orig_addr"] == PORT_SCAN_SOURCE && r["protocol"] == "tcp")
+        .collect();
+    let by_rate = attempts
+        .iter()
+        .filter(|r| r["detector"] == "volume")
+        .count();
+    println!(
+        "moderate SYN flood: {by_rate} of {} attempts flagged by the source's rate",
+        attempts.len()
+    );
+    // hping3 walks its source ports, so each SYN is an attempt of its own (a few may reuse a
+    // 5-tuple still open); the first hundred or so come before the source's rate counts.
+    assert!(attempts.len() >= 2_900, "{} attempts", attempts.len());
+    assert!(
+        by_rate + 150 >= attempts.len(),
+        "{by_rate} of {}",
+        attempts.len()
+    );
+    let normal = out.normal();
+    assert_eq!(normal.len() as u64, made, "every fetch recorded");
+    for r in normal {
+        assert_eq!(r["anomalous"], false, "a fetch flagged: {r}");
+    }
 }
 
 /// Fetches of the burst and how many at a time: Python's `http.server` accepts on one thread

@@ -59,6 +59,10 @@ pub struct VolumeConfig {
     /// TCP attempts per second to one service that never complete their handshake, where at
     /// most 1% of the verdicts on its connections are on completed ones ([`TargetRates`]).
     pub tcp_attempts_per_sec: f64,
+    /// The same from one source to one service, where at most 1% of that source's
+    /// connections to it complete: a SYN flood from one address, whatever the service's other
+    /// clients do (a client retries a service that is down a few times a second at most).
+    pub tcp_attempts_per_source_per_sec: f64,
     /// Short login sessions from one source to one login service in a minute
     /// ([`super::logins`]): password guessing.
     pub login_sessions_per_min: u32,
@@ -72,6 +76,7 @@ impl Default for VolumeConfig {
             icmp_echo_pps: 1_000.0,
             udp_one_way_pps: 5_000.0,
             tcp_attempts_per_sec: 5_000.0,
+            tcp_attempts_per_source_per_sec: 100.0,
             login_sessions_per_min: 60,
         }
     }
@@ -174,6 +179,9 @@ fn incomplete(rec: &ConnectionRecord) -> bool {
 /// touches a new port per datagram: it fills the services with targets of one conversation
 /// each, none a flood, while its host keeps its own room.
 const MAX_TARGETS: usize = 65_536;
+/// Sources of TCP services followed at most: a flood from spoofed sources fills them with one
+/// attempt each (its service's count judges it), and one from a single address needs one.
+const MAX_SOURCES: usize = 16_384;
 /// How often a target's verdict counts are halved, so that its answered share follows its
 /// recent conversations.
 const JUDGED_SECS: u64 = 10;
@@ -246,6 +254,9 @@ pub struct TargetRates {
     /// The counts per TCP service: its connections that never completed, by the second they
     /// began, and the verdicts on its connections.
     tcp_targets: crate::hashing::Map<(std::net::IpAddr, u16), TcpCounts>,
+    /// The same per source of each TCP service (source, host, port), at most
+    /// [`MAX_SOURCES`]: a flood from one address, judged on its own completed share.
+    tcp_sources: crate::hashing::Map<(std::net::IpAddr, std::net::IpAddr, u16), TcpCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
     /// The second of the last sweep of quiet targets: one a second, so that the map costs a
@@ -498,7 +509,16 @@ fn entry_in<T: std::hash::Hash + Eq, const K: usize>(
     map: &mut crate::hashing::Map<T, TargetCounts<K>>,
     key: T,
 ) -> Option<&mut TargetCounts<K>> {
-    let room = map.len() < MAX_TARGETS;
+    entry_within(map, key, MAX_TARGETS)
+}
+
+/// [`entry_in`] with room for `cap` keys.
+fn entry_within<T: std::hash::Hash + Eq, const K: usize>(
+    map: &mut crate::hashing::Map<T, TargetCounts<K>>,
+    key: T,
+    cap: usize,
+) -> Option<&mut TargetCounts<K>> {
+    let room = map.len() < cap;
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
         std::collections::hash_map::Entry::Vacant(e) if room => {
@@ -551,9 +571,8 @@ impl TargetRates {
             Transport::Udp => {}
             Transport::Tcp => {
                 let rate = self.judge_tcp(cfg, rec, now, s);
-                let threshold = cfg.tcp_attempts_per_sec;
                 return TargetVerdict {
-                    hit: rate.map(|r| VolumeHit::of_target(VolumeScope::Target, r, threshold)),
+                    hit: rate.map(|(r, bar)| VolumeHit::of_target(VolumeScope::Target, r, bar)),
                     pending: false,
                 };
             }
@@ -598,7 +617,7 @@ impl TargetRates {
         rec: &ConnectionRecord,
         now: u64,
         s: u64,
-    ) -> Option<u32> {
+    ) -> Option<(u32, f64)> {
         // Not an attempt: a packet of a connection the sensor did not see begin (a bare ACK
         // probe answered by a reset, a connection picked up mid-stream) neither tries nor
         // completes a handshake.
@@ -607,28 +626,42 @@ impl TargetRates {
         }
         if sweep_due(&mut self.tcp_swept_s, now) {
             self.tcp_targets.retain(|_, c| c.kept(c.active_s, now));
+            self.tcp_sources.retain(|_, c| c.kept(c.active_s, now));
         }
         let quiet = incomplete(rec);
-        let key = (rec.resp_addr, rec.resp_port);
-        // A failed attempt is counted (its service followed if there is room); a completed
-        // connection counts only towards a service followed already.
-        let c = if quiet {
-            let Some(c) = entry_in(&mut self.tcp_targets, key) else {
-                self.untracked += 1;
-                return None;
-            };
-            if !c.open(s) {
-                self.untracked += 1;
-            }
-            c.active_s = c.active_s.max(now);
-            c
-        } else {
-            self.tcp_targets.get_mut(&key)?
-        };
         // Its records come about in the order the attempts began, so its second's count so
         // far is the attempts up to it.
         let frac = (rec.start_unix_ns % NS_PER_SEC) as f64 / NS_PER_SEC as f64;
-        c.judge(now, s, quiet, cfg.tcp_attempts_per_sec, Some(frac))
+        // Both count the verdict; the service's rate flags first.
+        let judged = |c: Option<&mut TcpCounts>, bar: f64, untracked: &mut u64| {
+            let c = c?;
+            if quiet {
+                if !c.open(s) {
+                    *untracked += 1;
+                }
+                c.active_s = c.active_s.max(now);
+            }
+            c.judge(now, s, quiet, bar, Some(frac)).map(|r| (r, bar))
+        };
+        // A failed attempt is counted (its service and source followed if there is room); a
+        // completed connection counts only towards those followed already.
+        let key = (rec.resp_addr, rec.resp_port);
+        let service = match quiet {
+            true => entry_in(&mut self.tcp_targets, key),
+            false => self.tcp_targets.get_mut(&key),
+        };
+        if quiet && service.is_none() {
+            self.untracked += 1;
+        }
+        let by_service = judged(service, cfg.tcp_attempts_per_sec, &mut self.untracked);
+        let key = (rec.orig_addr, rec.resp_addr, rec.resp_port);
+        let source = match quiet {
+            true => entry_within(&mut self.tcp_sources, key, MAX_SOURCES),
+            false => self.tcp_sources.get_mut(&key),
+        };
+        let bar = cfg.tcp_attempts_per_source_per_sec;
+        let by_source = judged(source, bar, &mut self.untracked);
+        by_service.or(by_source)
     }
 
     /// Openings not counted: their target found no room, or came too late.
@@ -636,9 +669,9 @@ impl TargetRates {
         self.untracked
     }
 
-    /// Targets followed now: UDP services and hosts, and TCP services.
+    /// Targets followed now: UDP services and hosts, TCP services and their sources.
     pub fn len(&self) -> usize {
-        self.targets.len() + self.hosts.len() + self.tcp_targets.len()
+        self.targets.len() + self.hosts.len() + self.tcp_targets.len() + self.tcp_sources.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -905,26 +938,28 @@ mod tests {
     }
 
     /// TCP connections to port 80 of the target, `per_second` of them over `secs` seconds
-    /// from changing source ports, starting `offset_ns` into a second, the `i`-th going as
-    /// `how(i)` says; each judged at its final record, in the order they come (an unanswered
-    /// attempt also at its early verdict, which the rule leaves to the model, before its final
-    /// record at the attempt timeout, 5 s). How many final records were flagged, and the
-    /// largest rate.
+    /// from changing source ports of 1,000 sources (each under the bar of one source),
+    /// starting `offset_ns` into a second, the `i`-th going as `how(i)` says; each judged at
+    /// its final record, in the order they come (an unanswered attempt also at its early
+    /// verdict, which the rule leaves to the model, before its final record at the attempt
+    /// timeout, 5 s). How many final records were flagged, and the largest rate.
     fn tcp_flood(
         rates: &mut TargetRates,
         v: &VolumeConfig,
         shape: (u64, u64, u64),
         how: impl Fn(u64) -> Tcp,
     ) -> (usize, f64) {
-        let (flagged, peak) = tcp_flood_by_kind(rates, v, shape, how);
+        let (flagged, peak) = tcp_flood_by_kind(rates, v, shape, 1_000, how);
         (flagged.iter().sum(), peak)
     }
 
-    /// [`tcp_flood`], the final records flagged counted by [`Tcp`] kind.
+    /// [`tcp_flood`] from `sources` addresses, the final records flagged counted by [`Tcp`]
+    /// kind.
     fn tcp_flood_by_kind(
         rates: &mut TargetRates,
         v: &VolumeConfig,
         (per_second, secs, offset_ns): (u64, u64, u64),
+        sources: u64,
         how: impl Fn(u64) -> Tcp,
     ) -> ([usize; 4], f64) {
         use sensor_common::flow::history::{ACK, DATA, FIN, RST, SYN, SYN_ACK};
@@ -933,6 +968,9 @@ mod tests {
         for i in 0..per_second * secs {
             let mut c = conv(Transport::Tcp, None, 1, 0, 0);
             c.orig_port = 1024 + (i % 60_000) as u16;
+            c.orig_addr = std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                0xc613_0000 + (i % sources.max(1)) as u32,
+            ));
             c.resp_port = 80;
             c.start_unix_ns += offset_ns + i * gap_ns;
             (c.orig_bytes, c.resp_bytes) = (0, 0);
@@ -1068,6 +1106,67 @@ mod tests {
         );
     }
 
+    /// One address's SYN flood at 1,000 a second, its answers reset by its own kernel
+    /// (`hping3 -S -p 80 -i u1000` without spoofing), at a web server that serves another
+    /// client as many: the service completes half its connections, so its rate cannot judge,
+    /// while the source completes none. Flagged from its 100th attempt by the source's rate;
+    /// a client at 50 failed attempts a second, or one completing most of its connections, is
+    /// not.
+    #[test]
+    fn a_syn_flood_from_one_address_is_flagged_by_its_own_rate_at_a_busy_server() {
+        let v = VolumeConfig::default();
+        let mut rates = TargetRates::default();
+        // Sources alternate: even attempts from the attacker, odd ones from the client.
+        let attacker_and_client = |i: u64| {
+            if i.is_multiple_of(2) {
+                Tcp::Reset
+            } else {
+                Tcp::Completed {
+                    record_after_ns: 50_000_000,
+                }
+            }
+        };
+        let (flagged, peak) =
+            tcp_flood_by_kind(&mut rates, &v, (2_000, 3, 0), 2, attacker_and_client);
+        assert_eq!(flagged[Tcp::Completed { record_after_ns: 0 }.index()], 0);
+        assert!(
+            (2_890..=2_901).contains(&flagged[Tcp::Reset.index()]),
+            "all but the first 100 or so of 3,000: {flagged:?}"
+        );
+        assert!((900.0..=1_010.0).contains(&peak), "{peak}");
+        // Under the bar: 50 a second for ten seconds.
+        let mut rates = TargetRates::default();
+        assert_eq!(
+            tcp_flood_by_kind(&mut rates, &v, (50, 10, 0), 1, |_| Tcp::Reset).0,
+            [0; 4]
+        );
+        // A load test against a struggling server: 1,000 a second, one in ten completing.
+        let mut rates = TargetRates::default();
+        let struggling = |i: u64| {
+            if i.is_multiple_of(10) {
+                Tcp::Completed {
+                    record_after_ns: 10_000_000,
+                }
+            } else {
+                Tcp::Reset
+            }
+        };
+        assert_eq!(
+            tcp_flood_by_kind(&mut rates, &v, (1_000, 5, 0), 1, struggling).0,
+            [0; 4]
+        );
+        // Its own setting: a bar of 2,000 a second leaves the flood alone.
+        let higher = VolumeConfig {
+            tcp_attempts_per_source_per_sec: 2_000.0,
+            ..v
+        };
+        let mut rates = TargetRates::default();
+        assert_eq!(
+            tcp_flood_by_kind(&mut rates, &higher, (2_000, 3, 0), 2, attacker_and_client).0,
+            [0; 4]
+        );
+    }
+
     #[test]
     fn a_floods_attempts_count_however_late_their_records_come() {
         let v = VolumeConfig::default();
@@ -1082,7 +1181,7 @@ mod tests {
                 Tcp::Unanswered
             }
         };
-        let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (12_000, 10, 0), half);
+        let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (12_000, 10, 0), 1_000, half);
         assert_eq!(rates.untracked(), 0);
         assert!(flagged[Tcp::Unanswered.index()] >= 59_000, "{flagged:?}");
         // A bare ACK among every 50 attempts (`hping3 -A`, reset by the target) is no attempt
@@ -1095,7 +1194,7 @@ mod tests {
                 Tcp::Reset
             }
         };
-        let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (10_000, 3, 0), with_acks);
+        let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (10_000, 3, 0), 1_000, with_acks);
         assert!(flagged[Tcp::Reset.index()] >= 24_000, "{flagged:?}");
         // Forgotten by the sweep once quiet (no flood here: 100 attempts a second), kept while
         // flagged.
@@ -1346,8 +1445,16 @@ mod tests {
         (refused.orig_bytes, refused.resp_bytes) = (0, 0);
         refused.end_reason = EndReason::Rst;
         assert!(rates.judge(&v, &refused).hit.is_none());
-        assert_eq!((rates.tcp_targets.len(), rates.untracked()), (1, 0));
+        assert_eq!(
+            (
+                rates.tcp_targets.len(),
+                rates.tcp_sources.len(),
+                rates.untracked()
+            ),
+            (1, 1, 0)
+        );
         rates.tcp_targets.clear();
+        rates.tcp_sources.clear();
         // Full of services touched this second: a new one is not followed, and counted; its
         // host is, since hosts have room of their own.
         let other: std::net::IpAddr = "198.18.0.9".parse().unwrap();

@@ -244,7 +244,7 @@ impl Detection {
             "sensor_volume_targets",
             IntGauge::new(
                 "sensor_volume_targets",
-                "UDP services of hosts (address and port) and hosts over all their UDP ports whose new conversations per second the volume rule follows, and TCP services whose failed attempts per second it follows (at most 65,536 of each).",
+                "UDP services of hosts (address and port) and hosts over all their UDP ports whose new conversations per second the volume rule follows, and TCP services whose failed attempts per second it follows (at most 65,536 of each), and their sources (at most 16,384).",
             )
         );
         let volume_targets_untracked = registered!(
