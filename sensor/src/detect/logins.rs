@@ -1,7 +1,7 @@
 //! The login rule: one source guessing passwords on one login service, by its rate of short
 //! sessions, beside the model.
 //!
-//! Why a rule: a password-guessing attempt on SSH, FTP or a database is a complete, ordinary
+//! Why a rule: a password-guessing attempt on SSH, FTP or Telnet is a complete, ordinary
 //! session (handshake, version strings, key exchange, one refused login, close); the 1998 data
 //! found `guess_passwd` by its content features (failed logins), which a flow sensor does not
 //! see, and in the flow features one attempt is any short session (`hydra` against SSH: 400
@@ -33,12 +33,12 @@ use sensor_common::conn_state::ConnState;
 use super::{VolumeConfig, VolumeHit, VolumeScope};
 use crate::flows::{ConnectionRecord, EndReason, Transport};
 
-/// TCP ports whose every session begins with a login: SSH, FTP, Telnet, rlogin/rexec/rsh,
-/// POP3, IMAP, the databases (SQL Server, MySQL, PostgreSQL), RDP and VNC. Web logins are not
-/// here: a browser's many connections to one site look the same whether it logs in or not.
-pub const LOGIN_PORTS: [u16; 13] = [
-    21, 22, 23, 110, 143, 512, 513, 514, 1433, 3306, 3389, 5432, 5900,
-];
+/// TCP ports whose every session begins with a person's or a script's login: SSH, FTP, Telnet,
+/// rlogin/rexec/rsh, RDP and VNC. Not here: web logins (a browser's many connections to one
+/// site look the same whether it logs in or not), databases (an application without a
+/// connection pool opens a session per request, hundreds a minute from one server), and mail
+/// (a site's mail clients behind one address poll POP3 and IMAP every few minutes each).
+pub const LOGIN_PORTS: [u16; 8] = [21, 22, 23, 512, 513, 514, 3389, 5900];
 
 /// Whether `port` is one of [`LOGIN_PORTS`].
 pub fn is_login_port(port: u16) -> bool {
