@@ -729,8 +729,9 @@ mod tests {
     }
 
     /// Password guessing through the whole pipeline: 150 refused SSH logins from one source,
-    /// five a second (the shape `hydra` makes): the login rule flags each from the 60th on,
-    /// whatever the model said of it, and the model's verdicts before stay the model's.
+    /// five a second, each beside the one before (the shape `hydra` makes): the login rule
+    /// flags each from the 60th beside another on (the 61st), whatever the model said of it,
+    /// and the model's verdicts before stay the model's.
     #[test]
     fn a_guessers_sessions_are_the_login_rules_from_the_bar_on() {
         use crate::flows::History;
@@ -768,7 +769,7 @@ mod tests {
         let out = p.process_records(&guesses);
         for (i, s) in out.iter().enumerate() {
             let by_rule = s.volume.map(|h| h.scope) == Some(VolumeScope::Logins);
-            assert_eq!(by_rule, i >= 59, "session {i}: {:?}", s.volume);
+            assert_eq!(by_rule, i >= 60, "session {i}: {:?}", s.volume);
             if by_rule {
                 assert!(s.verdict.anomalous);
                 assert_eq!(s.verdict.detector, crate::model::Detector::Volume);
@@ -777,8 +778,8 @@ mod tests {
             }
         }
         let last = out[149].volume.expect("flagged");
-        // All 150 within the minute, over a bar of 60.
-        assert!((last.ratio - 2.5).abs() < 1e-9, "{last:?}");
+        // All 149 beside another within the minute, over a bar of 60.
+        assert!((last.ratio - 149.0 / 60.0).abs() < 1e-9, "{last:?}");
     }
 
     /// What a fragment is: data without the originator's SYN, an established connection

@@ -6,22 +6,25 @@
 //! found `guess_passwd` by its content features (failed logins), which a flow sensor does not
 //! see, and in the flow features one attempt is any short session (`hydra` against SSH: 400
 //! attempts in 36 s, none flagged by the model; `docs/design.md`, "Attack shapes"). What sets
-//! guessing apart is how many sessions one source opens to one service: people log in a few
-//! times an hour, automation keeps one connection open (Ansible's `ControlPersist`, a mail
-//! client's IMAP IDLE), and a guesser needs one session per password or few.
+//! guessing apart is how many sessions one source opens to one service, and how: people log in
+//! a few times an hour, automation keeps one connection open (Ansible's `ControlPersist`) or
+//! runs one session after another, and a guessing tool runs several at once to go faster
+//! (`hydra`: 16 tasks by default, 4 recommended against SSH; Patator 10 threads; Ncrack and
+//! Nmap's `ssh-brute` in parallel too).
 //!
 //! The rule counts, for each source, host and login port ([`LOGIN_PORTS`]), the sessions that
 //! began in each of the last 60 seconds and that look like a login: the handshake completed,
-//! both sides sent payload (a port check that connects and closes is not a login), and the
-//! session lasted at most [`LOGIN_SESSION_MAX_SECS`] (a user's session lasts longer; a refused
-//! guess ends in a second or two). A session is flagged when the minute up to its start holds
-//! at least [`super::VolumeConfig::login_sessions_per_min`] of them: 60 by default, one a
-//! second for a minute, above what a person or a script that waits for each command's answer
-//! opens (a loop of `ssh host uptime` with a 0.5 s pause: about 40 a minute), and below what a
-//! guessing tool opens (`hydra` with 4 tasks: about 11 a second; CIC-IDS2017's SSH-Patator
-//! about 1.6). A slower guesser (one attempt every few seconds) is missed; a script that runs
-//! commands over new SSH sessions faster than one a second is flagged, and is silenced with a
-//! `[[suppress]]` rule on `detector = ["volume"]` for its source.
+//! both sides sent payload (a port check that connects and closes is not a login), the session
+//! lasted at most [`LOGIN_SESSION_MAX_SECS`] (a user's session lasts longer; a refused guess
+//! ends in a second or two), and it began while another such session of the source to the
+//! service was still open (a script's loop of `ssh host command`, one after another, at any
+//! pace, never does). A session is flagged when the minute up to its start holds at least
+//! [`super::VolumeConfig::login_sessions_per_min`] of them: 60 by default, one a second for a
+//! minute, below what a guessing tool opens (`hydra` with 4 tasks: about 11 a second;
+//! CIC-IDS2017's SSH-Patator about 1.6 a second). Missed: a guesser that tries one session at
+//! a time, or slower than one a second. Flagged although benign: parallel automation opening
+//! new short sessions to one host faster than one a second (silenced with a `[[suppress]]` rule
+//! on `detector = ["volume"]` for its source).
 //!
 //! A flagged session is anomalous with detector `volume` (scope `logins`), and opens one
 //! `brute_force` incident for its source, host and port by itself (`crate::incidents`).
@@ -63,6 +66,9 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 struct Sessions {
     second: u64,
     began: [u16; WINDOW_SECS as usize],
+    /// The latest end of the source's sessions to the service seen so far: a session that
+    /// began before it ran beside another (records come as sessions end).
+    last_end_ns: u64,
 }
 
 impl Sessions {
@@ -132,7 +138,16 @@ impl LoginRates {
         let entry = self.keys.entry(key).or_insert(Sessions {
             second: s,
             began: [0; WINDOW_SECS as usize],
+            last_end_ns: 0,
         });
+        // Beside another session: one that ended after this one began (its record came first,
+        // as it ended first), or one that began first and ends later (counted at its own
+        // record, which finds this one's end).
+        let beside = rec.start_unix_ns < entry.last_end_ns;
+        entry.last_end_ns = entry.last_end_ns.max(rec.end_unix_ns);
+        if !beside {
+            return None;
+        }
         let count = entry.add(s)?;
         let bar = cfg.login_sessions_per_min;
         (bar > 0 && count >= bar).then(|| VolumeHit {
@@ -175,10 +190,15 @@ mod tests {
 
     /// A refused SSH guess from `src`, `at_ms` after T0: 0.4 s, 3 kB each way.
     fn guess(src: u8, at_ms: u64) -> ConnectionRecord {
+        lasting(src, at_ms, 400)
+    }
+
+    /// [`guess`], lasting `ms`.
+    fn lasting(src: u8, at_ms: u64, ms: u64) -> ConnectionRecord {
         let start = T0 + at_ms * 1_000_000;
         ConnectionRecord {
-            end_unix_ns: start + 400_000_000,
-            final_unix_ns: start + 400_000_000,
+            end_unix_ns: start + ms * 1_000_000,
+            final_unix_ns: start + ms * 1_000_000,
             orig_packets: 14,
             resp_packets: 12,
             orig_bytes: 3_077,
@@ -198,16 +218,17 @@ mod tests {
     fn a_source_at_the_bar_is_flagged_from_the_session_that_reaches_it() {
         let cfg = VolumeConfig::default();
         let mut r = LoginRates::default();
-        // Five a second from one source: the 60th session, 11.8 s in, reaches the bar.
+        // Five a second from one source, each beside the one before but the first: the 61st
+        // session, the 60th beside another, 12 s in, reaches the bar.
         let hits: Vec<Option<VolumeHit>> = (0..100)
             .map(|i| r.judge(&cfg, &guess(1, i * 200)))
             .collect();
-        assert!(hits[..59].iter().all(Option::is_none));
-        let first = hits[59].expect("the 60th session in a minute reaches the bar");
+        assert!(hits[..60].iter().all(Option::is_none));
+        let first = hits[60].expect("the 60th session in a minute reaches the bar");
         assert_eq!(first.scope, VolumeScope::Logins);
         assert_eq!(first.ratio, 1.0);
-        assert!(hits[59..].iter().all(Option::is_some));
-        assert_eq!(hits[99].map(|h| h.ratio), Some(100.0 / 60.0));
+        assert!(hits[60..].iter().all(Option::is_some));
+        assert_eq!(hits[99].map(|h| h.ratio), Some(99.0 / 60.0));
         // Another source at the same pace, interleaved, counts on its own.
         assert!(r.judge(&cfg, &guess(2, 20_000)).is_none());
     }
@@ -216,9 +237,9 @@ mod tests {
     fn a_minute_under_the_bar_is_not_flagged_however_long_it_lasts() {
         let cfg = VolumeConfig::default();
         let mut r = LoginRates::default();
-        // 50 a minute, for ten minutes: never 60 in one minute.
+        // 50 a minute, each beside the next, for ten minutes: never 60 in one minute.
         let flagged = (0..500u64)
-            .filter(|i| r.judge(&cfg, &guess(1, i * 1_200 + 1)).is_some())
+            .filter(|i| r.judge(&cfg, &lasting(1, i * 1_200 + 1, 2_000)).is_some())
             .count();
         assert_eq!(flagged, 0);
         // A burst after a quiet minute starts from nothing.
@@ -228,6 +249,26 @@ mod tests {
         }
         assert!(r.judge(&cfg, &guess(1, 61_000)).is_none());
         assert_eq!(r.tracked(), 1);
+    }
+
+    /// A script's loop of `ssh host command`, one session after another without a pause:
+    /// three a second for two minutes, none beside another, none counted.
+    #[test]
+    fn sessions_one_after_another_are_a_script_not_a_guesser_at_any_pace() {
+        let cfg = VolumeConfig::default();
+        let mut r = LoginRates::default();
+        let flagged = (0..360u64)
+            .filter(|i| r.judge(&cfg, &lasting(1, i * 333, 300)).is_some())
+            .count();
+        assert_eq!(flagged, 0);
+        assert_eq!(r.tracked(), 1);
+        // The same pace from two such loops at once is two sessions side by side.
+        let mut r = LoginRates::default();
+        let flagged = (0..360u64)
+            .flat_map(|i| [lasting(1, i * 333, 300), lasting(1, i * 333 + 100, 300)])
+            .filter(|rec| r.judge(&cfg, rec).is_some())
+            .count();
+        assert!(flagged > 500, "{flagged}");
     }
 
     #[test]
@@ -272,6 +313,7 @@ mod tests {
         };
         let mut r = LoginRates::default();
         assert!(r.judge(&cfg, &guess(1, 100_000)).is_none());
+        assert!(r.judge(&cfg, &guess(1, 100_100)).is_none());
         // Older than the minute up to the latest second: not counted.
         assert!(r.judge(&cfg, &guess(1, 9_000)).is_none());
         assert!(r.judge(&cfg, &guess(1, 40_500)).is_none());
