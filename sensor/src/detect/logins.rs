@@ -157,16 +157,14 @@ impl LoginRates {
         })
     }
 
-    /// Forgets the sources and services without a session in the last minute, once a second.
+    /// Forgets the sources and services without a session that ended in the last minute, at
+    /// most once a second and only once the map is half full (a sweep costs a scan of it).
     fn sweep(&mut self, now_s: u64) {
-        if now_s <= self.swept_s {
+        if !super::volume::sweep_due(&mut self.swept_s, now_s) || self.keys.len() < MAX_KEYS / 2 {
             return;
         }
-        self.swept_s = now_s;
-        if self.keys.len() < MAX_KEYS / 2 {
-            return;
-        }
-        self.keys.retain(|_, v| v.second + WINDOW_SECS > now_s);
+        self.keys
+            .retain(|_, v| v.last_end_ns / NS_PER_SEC + WINDOW_SECS > now_s);
     }
 
     /// Sources and services followed now.

@@ -259,6 +259,9 @@ pub struct TargetRates {
     tcp_sources: crate::hashing::Map<(std::net::IpAddr, std::net::IpAddr, u16), TcpCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
+    /// Failed TCP attempts not counted at their source: no room (a flood from spoofed
+    /// sources, which its service's count judges), or too late.
+    sources_untracked: u64,
     /// The second of the last sweep of quiet targets: one a second, so that the map costs a
     /// scan of it per second, not per new target.
     swept_s: u64,
@@ -483,7 +486,7 @@ impl<const K: usize> TargetCounts<K> {
 /// `swept_s` (then updated): one a second, so that a map costs a scan of it per second, not
 /// per new target; and one when the clock went back a minute or more (a capture with a bogus
 /// timestamp far ahead would otherwise stop the sweeps until it is reached).
-fn sweep_due(swept_s: &mut u64, s: u64) -> bool {
+pub(super) fn sweep_due(swept_s: &mut u64, s: u64) -> bool {
     let due = s > *swept_s || s + 60 < *swept_s;
     if due {
         *swept_s = s;
@@ -659,14 +662,22 @@ impl TargetRates {
             true => entry_within(&mut self.tcp_sources, key, MAX_SOURCES),
             false => self.tcp_sources.get_mut(&key),
         };
+        if quiet && source.is_none() {
+            self.sources_untracked += 1;
+        }
         let bar = cfg.tcp_attempts_per_source_per_sec;
-        let by_source = judged(source, bar, &mut self.untracked);
+        let by_source = judged(source, bar, &mut self.sources_untracked);
         by_service.or(by_source)
     }
 
     /// Openings not counted: their target found no room, or came too late.
     pub fn untracked(&self) -> u64 {
         self.untracked
+    }
+
+    /// Failed TCP attempts not counted at their source (see [`TargetRates::untracked`]).
+    pub fn sources_untracked(&self) -> u64 {
+        self.sources_untracked
     }
 
     /// Targets followed now: UDP services and hosts, TCP services and their sources.

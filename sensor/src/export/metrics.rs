@@ -116,6 +116,7 @@ struct Detection {
     window_resumed: IntCounterVec,
     volume_targets: IntGauge,
     volume_targets_untracked: IntCounter,
+    volume_sources_untracked: IntCounter,
     login_sources: IntGauge,
     login_sources_untracked: IntCounter,
     output_errors: IntCounter,

@@ -193,6 +193,10 @@ impl Metrics {
             t.untracked()
                 .saturating_sub(d.volume_targets_untracked.get()),
         );
+        d.volume_sources_untracked.inc_by(
+            t.sources_untracked()
+                .saturating_sub(d.volume_sources_untracked.get()),
+        );
     }
 
     /// The login rule's sources followed, and its sessions not counted (a running total in

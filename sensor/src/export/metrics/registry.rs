@@ -255,6 +255,14 @@ impl Detection {
                 "New UDP conversations, or failed TCP attempts, to a service or host the volume rule could not count: its map was full of ones active in the last four seconds (a wide scan), or the opening came more than four seconds late (a TCP attempt's record more than sixteen), so a flood of one-datagram conversations or of SYNs to it may not be flagged by its rate.",
             )
         );
+        let volume_sources_untracked = registered!(
+            registry,
+            "sensor_volume_sources_untracked_total",
+            IntCounter::new(
+                "sensor_volume_sources_untracked_total",
+                "Failed TCP attempts the volume rule could not count at their source (source, host, port): its map of 16,384 was full of sources active in the last four seconds (a SYN flood from spoofed sources, which its service's rate judges), or the attempt's record came more than sixteen seconds late; a SYN flood from one such address is left to its service's rate and the model.",
+            )
+        );
         let login_sources = registered!(
             registry,
             "sensor_login_sources",
@@ -322,6 +330,7 @@ impl Detection {
             window_resumed,
             volume_targets,
             volume_targets_untracked,
+            volume_sources_untracked,
             login_sources,
             login_sources_untracked,
             output_errors,
