@@ -209,10 +209,10 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// second, answered or not (from their `Opened` events, so a second is complete when its
 /// conversations' early verdicts come, a second after each began), and the verdicts on its
 /// conversations (each is judged about twice: early and final), answered or not, halved every
-/// [`JUDGED_SECS`]. An unanswered conversation is flagged when its target's service received
+/// `JUDGED_SECS`. An unanswered conversation is flagged when its target's service received
 /// at least [`VolumeConfig::udp_one_way_pps`] new conversations in the second it began (or the
 /// next), and at most 1% of the verdicts on the service's conversations (at least
-/// [`MIN_JUDGED`] of them) were answered: a busy resolver receives as many, and answers them.
+/// `MIN_JUDGED` of them) were answered: a busy resolver receives as many, and answers them.
 ///
 /// The seconds so flagged make the target's flood *episode*. A conversation's final record
 /// comes a minute after its early verdict (the UDP idle timeout), when its second's count is
@@ -233,7 +233,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 ///
 /// TCP services are counted in a map of their own (a wide TCP scan must not crowd out the UDP
 /// services), from the connections' final records: the connections that never completed
-/// their handshake ([`incomplete`]) by the second they began, and the verdicts on its
+/// their handshake (`incomplete`) by the second they began, and the verdicts on its
 /// connections, those that completed counting as answered. Such a connection is flagged when
 /// the second up to its start (its own second so far, and the second before in proportion)
 /// holds at least [`VolumeConfig::tcp_attempts_per_sec`] of them, and at most 1% of the
@@ -243,7 +243,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// its start: an attempt's record comes at once (reset), at the attempt timeout (unanswered) or
 /// about 12 s after it began (a SYN-ACK nobody answered), each kind in about the order they
 /// began, so while its second is the latest its count is of the attempts before it (a record
-/// that comes later is judged on its whole second, [`TCP_KEPT_SECS`] being kept). Only
+/// that comes later is judged on its whole second, `TCP_KEPT_SECS` being kept). Only
 /// services: a SYN flood over many ports of a host is a scan to the model, which catches its
 /// refused and unanswered attempts.
 #[derive(Debug, Default)]
@@ -391,7 +391,7 @@ pub struct TargetVerdict {
     pub hit: Option<VolumeHit>,
     /// Not flagged yet, but undecided: an unanswered conversation whose host received a
     /// flood's rate of new conversations in its second, with too few verdicts yet
-    /// ([`MIN_JUDGED`]) to tell a flood from a busy server's first moments, and few enough
+    /// (`MIN_JUDGED`) to tell a flood from a busy server's first moments, and few enough
     /// answered (one in the first hundred) that it may still be a flood. A flood over many
     /// ports is a port scan to the model meanwhile (`crate::incidents` waits before opening
     /// one of such a host).
