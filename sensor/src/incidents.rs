@@ -16,9 +16,10 @@
 //! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
 //! | `brute_force` | the login rule's verdicts: one source's short sessions to one login service of a host at a guesser's rate (`crate::detect::logins`) | source, target host, port |
 //!
-//! A connection that fits an incident already open is counted there (flood, then scan, the
-//! host's UDP flood, sweep, source); otherwise it is evidence for candidates of every kind, and
-//! the first candidate to pass its threshold opens. The host's UDP flood is the exception to
+//! A connection that fits an incident already open is counted there (flood, then guessing,
+//! scan, the host's UDP flood, sweep, source); otherwise it is evidence for candidates of every
+//! kind, and the first candidate to pass its threshold opens. The login rule's verdicts feed
+//! only their source's guessing, and only they do. The host's UDP flood is the exception to
 //! both: it is fed only by the volume rule's verdicts at the host, which it takes first (and
 //! which feed no port's flood), and it takes only anomalous connections; a UDP port scan of a
 //! host the rule cannot judge yet waits (`IncidentTracker::take_over_scans`). Any verdict the
