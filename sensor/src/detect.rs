@@ -734,35 +734,17 @@ mod tests {
     /// and the model's verdicts before stay the model's.
     #[test]
     fn a_guessers_sessions_are_the_login_rules_from_the_bar_on() {
-        use crate::flows::History;
-        use sensor_common::flow::history::{ACK, DATA, FIN, SYN, SYN_ACK};
+        use std::net::{IpAddr, Ipv4Addr};
         let guesses: Vec<ConnectionRecord> = (0..150u64)
             .map(|i| {
-                let start = 1_700_000_000_000_000_000 + i * 200_000_000;
-                ConnectionRecord {
-                    end_unix_ns: start + 400_000_000,
-                    final_unix_ns: start + 400_000_000,
-                    answer_unix_ns: Some(start + 100_000),
-                    orig_packets: 14,
-                    resp_packets: 12,
-                    orig_bytes: 3_077,
-                    resp_bytes: 2_889,
-                    conn_state: ConnState::SF,
-                    end_reason: EndReason::Fin,
-                    history: History {
-                        orig: SYN | ACK | DATA | FIN,
-                        resp: SYN_ACK | ACK | DATA | FIN,
-                    },
-                    ..ConnectionRecord::new(
-                        Transport::Tcp,
-                        (
-                            "198.18.3.7".parse::<std::net::IpAddr>().unwrap(),
-                            40_000 + i as u16,
-                        ),
-                        ("198.18.2.10".parse::<std::net::IpAddr>().unwrap(), 22),
-                        start,
-                    )
-                }
+                let mut r = logins::refused_guess(
+                    IpAddr::V4(Ipv4Addr::new(198, 18, 3, 7)),
+                    IpAddr::V4(Ipv4Addr::new(198, 18, 2, 10)),
+                    1_700_000_000_000_000_000 + i * 200_000_000,
+                    400_000_000,
+                );
+                r.orig_port = 40_000 + i as u16;
+                r
             })
             .collect();
         let mut p = Pipeline::new(model(), FeatureConfig::default()).unwrap();

@@ -166,6 +166,19 @@ impl Lab {
         );
     }
 
+    /// The alert file so far (incidents as they open), for a failure's message.
+    fn alerts_so_far(&self) -> String {
+        std::fs::read_to_string(self.dir.join("alerts.jsonl")).unwrap_or_default()
+    }
+
+    /// Incidents opened so far whose line contains `needle` (`""` for all).
+    fn opened(&self, needle: &str) -> usize {
+        self.alerts_so_far()
+            .lines()
+            .filter(|l| l.contains("\"state\":\"open\"") && l.contains(needle))
+            .count()
+    }
+
     fn pid(&self) -> u32 {
         self.sensor.child.as_ref().expect("running").id()
     }
@@ -731,20 +744,12 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
     assert!(pinged.status.success(), "the client's pings: {pinged:?}");
 
     // Each flood's incident opens on its early verdict, a second after its first packet.
-    let alerts_file = lab.dir.join("alerts.jsonl");
-    let opened = |kind: &str| {
-        std::fs::read_to_string(&alerts_file)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"state\":\"open\"") && l.contains(kind))
-            .count()
-    };
     assert!(
-        wait_until(Duration::from_secs(15), || opened("\"icmp_flood\"") > 0
-            && opened("\"udp_flood\"") > 2
-            && opened("\"flood\"") > 0),
+        wait_until(Duration::from_secs(15), || lab.opened("\"icmp_flood\"") > 0
+            && lab.opened("\"udp_flood\"") > 2
+            && lab.opened("\"flood\"") > 0),
         "no incidents: {}",
-        std::fs::read_to_string(&alerts_file).unwrap_or_default()
+        lab.alerts_so_far()
     );
     let metrics = lab.scrape();
     let out = lab.stop();
@@ -882,18 +887,10 @@ fn a_scan_then_a_flood_from_one_address_are_two_incidents() {
         &format!("hping3 -q -S -p 80 -a {PORT_SCAN_SOURCE} -i u10 -c 20000 {HTTP_SERVER}"),
         20_000,
     );
-    let alerts_file = lab.dir.join("alerts.jsonl");
-    let opened = || {
-        std::fs::read_to_string(&alerts_file)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"state\":\"open\""))
-            .count()
-    };
     assert!(
-        wait_until(Duration::from_secs(15), || opened() >= 2),
+        wait_until(Duration::from_secs(15), || lab.opened("") >= 2),
         "fewer than two incidents: {}",
-        std::fs::read_to_string(&alerts_file).unwrap_or_default()
+        lab.alerts_so_far()
     );
     let out = lab.stop();
     let closed: Vec<&serde_json::Value> = out
@@ -956,18 +953,10 @@ fn a_moderate_syn_flood_from_one_address_is_flagged_by_its_own_rate() {
     );
     let (made, fetched) = made_and_ok(&fetches.join().expect("fetch thread").expect("curl"));
     assert!(made > 0 && fetched == made, "{fetched} of {made} fetches");
-    let alerts_file = lab.dir.join("alerts.jsonl");
-    let opened = || {
-        std::fs::read_to_string(&alerts_file)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"state\":\"open\""))
-            .count()
-    };
     assert!(
-        wait_until(Duration::from_secs(15), || opened() >= 1),
+        wait_until(Duration::from_secs(15), || lab.opened("") >= 1),
         "no incident: {}",
-        std::fs::read_to_string(&alerts_file).unwrap_or_default()
+        lab.alerts_so_far()
     );
     let out = lab.stop();
     let opens: Vec<&serde_json::Value> = out

@@ -178,6 +178,35 @@ impl LoginRates {
     }
 }
 
+/// A refused SSH login from `src` to `dst`, begun at `start_ns` and lasting `lasting_ns`: a
+/// complete short session, about 3 kB each way (the lab's measured shape). For the tests of the
+/// rule, the pipeline and the incidents.
+#[cfg(test)]
+pub(crate) fn refused_guess(
+    src: IpAddr,
+    dst: IpAddr,
+    start_ns: u64,
+    lasting_ns: u64,
+) -> ConnectionRecord {
+    use sensor_common::flow::history::{ACK, DATA, FIN, SYN, SYN_ACK};
+    ConnectionRecord {
+        end_unix_ns: start_ns + lasting_ns,
+        final_unix_ns: start_ns + lasting_ns,
+        answer_unix_ns: Some(start_ns + 100_000),
+        orig_packets: 14,
+        resp_packets: 12,
+        orig_bytes: 3_077,
+        resp_bytes: 2_889,
+        conn_state: ConnState::SF,
+        end_reason: EndReason::Fin,
+        history: crate::flows::History {
+            orig: SYN | ACK | DATA | FIN,
+            resp: SYN_ACK | ACK | DATA | FIN,
+        },
+        ..ConnectionRecord::new(Transport::Tcp, (src, 40_000), (dst, 22), start_ns)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -193,23 +222,12 @@ mod tests {
 
     /// [`guess`], lasting `ms`.
     fn lasting(src: u8, at_ms: u64, ms: u64) -> ConnectionRecord {
-        let start = T0 + at_ms * 1_000_000;
-        ConnectionRecord {
-            end_unix_ns: start + ms * 1_000_000,
-            final_unix_ns: start + ms * 1_000_000,
-            orig_packets: 14,
-            resp_packets: 12,
-            orig_bytes: 3_077,
-            resp_bytes: 2_889,
-            conn_state: ConnState::SF,
-            end_reason: EndReason::Fin,
-            ..ConnectionRecord::new(
-                Transport::Tcp,
-                (IpAddr::V4(Ipv4Addr::new(198, 18, 3, src)), 40_000),
-                (IpAddr::V4(Ipv4Addr::new(198, 18, 2, 10)), 22),
-                start,
-            )
-        }
+        refused_guess(
+            IpAddr::V4(Ipv4Addr::new(198, 18, 3, src)),
+            IpAddr::V4(Ipv4Addr::new(198, 18, 2, 10)),
+            T0 + at_ms * 1_000_000,
+            ms * 1_000_000,
+        )
     }
 
     #[test]

@@ -696,21 +696,9 @@ fn a_scan_that_waited_long_before_a_flood_is_not_taken_over() {
     );
 }
 
-/// A refused password guess from `src` to SSH on `dst`, begun at `t_ns`: a short session with
-/// payload both ways.
+/// A refused password guess from `src` to SSH on `dst`, begun at `t_ns`, lasting 0.5 s.
 fn guess(src: IpAddr, dst: IpAddr, t_ns: u64) -> ConnectionRecord {
-    ConnectionRecord {
-        orig_packets: 14,
-        resp_packets: 12,
-        orig_bytes: 3_077,
-        resp_bytes: 2_889,
-        conn_state: ConnState::SF,
-        end_reason: EndReason::Fin,
-        end_unix_ns: t_ns + S / 2,
-        final_unix_ns: t_ns + S / 2,
-        answer_unix_ns: Some(t_ns),
-        ..ConnectionRecord::new(Transport::Tcp, (src, 40_000), (dst, 22), t_ns)
-    }
+    crate::detect::logins::refused_guess(src, dst, t_ns, S / 2)
 }
 
 /// Two guessers on one SSH server, the login rule's verdicts from each one's 60th session
