@@ -204,6 +204,8 @@ impl Stages {
             .set_engine_stats(&self.pipeline.engine().stats());
         self.metrics.set_volume_targets(self.pipeline.targets());
         self.metrics.set_login_sources(self.pipeline.logins());
+        self.metrics
+            .set_routine_checks(self.pipeline.routine_checks());
     }
 
     /// A finished connection's metrics, record line and connection alert.
@@ -342,7 +344,8 @@ pub async fn run(
     )?);
     let mut pipeline = Pipeline::new(Arc::clone(&model), FeatureConfig::default())?
         .with_overrides(cfg.thresholds)
-        .with_volume(cfg.volume);
+        .with_volume(cfg.volume)
+        .with_checks(cfg.checks);
     pipeline.set_suppressions(Arc::new(cfg.suppressions.clone()));
     metrics.set_suppressions(&cfg.suppressions);
     metrics.set_model(pipeline.model(), &model_path);

@@ -61,6 +61,10 @@ pub struct ScoredLine {
     pub volume_scope: Option<crate::detect::VolumeScope>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packets_per_second: Option<f64>,
+    /// Where the model flagged the connection and the routine-check rule withdrew the verdict
+    /// (`crate::detect::checks`): the exchange's repeats at its pace so far and the pace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routine_check: Option<crate::detect::CheckHit>,
     /// The model's inputs (the 28 flow features), by KDD name.
     pub features: BTreeMap<&'static str, f64>,
     /// In alerts: the features that moved the score most ([`crate::model::Model::explain`]),
@@ -112,6 +116,7 @@ impl ScoredLine {
             not_scored: s.not_scored,
             volume_scope: s.volume.map(|h| h.scope),
             packets_per_second: s.volume.map(|h| h.packets_per_second.round()),
+            routine_check: s.routine_check,
             features,
             top_features: Vec::new(),
         }
@@ -378,6 +383,7 @@ mod tests {
             cold: None,
             volume: None,
             volume_pending: false,
+            routine_check: None,
         };
         let t0 = 1_700_000_000_000_000_000u64;
         let mut outcomes = Vec::new();

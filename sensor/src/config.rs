@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::{
     capture::{CaptureConfig, XdpAttachMode},
-    detect::{ThresholdOverride, VolumeConfig},
+    detect::{ChecksConfig, ThresholdOverride, VolumeConfig},
     incidents::IncidentConfig,
     lifecycle::{LifecycleConfig, Timeouts},
     suppress::{RuleError, Suppressions},
@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub incidents: IncidentsFile,
     #[serde(default)]
     pub volume: VolumeFile,
+    #[serde(default)]
+    pub checks: ChecksFile,
     /// Where to write every scored connection (off by default).
     pub records: Option<String>,
     /// The records' layout: `jsonl` (default), `zeek` or `eve`.
@@ -59,6 +61,17 @@ pub struct ReplaySettings {
     pub thresholds: ThresholdOverride,
     pub incidents: IncidentConfig,
     pub volume: VolumeConfig,
+    pub checks: ChecksConfig,
+}
+
+/// `[checks]`: when the model's verdict on a check repeated on a schedule is withdrawn (see
+/// `crate::detect::checks`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksFile {
+    pub enabled: Option<bool>,
+    pub repeats: Option<u32>,
+    pub min_period_secs: Option<f64>,
 }
 
 /// `[volume]`: when one conversation's packet rate flags it (see `crate::detect::volume`).
@@ -200,6 +213,7 @@ pub struct RunConfig {
     pub alerts: AlertConfig,
     pub incidents: IncidentConfig,
     pub volume: VolumeConfig,
+    pub checks: ChecksConfig,
     pub records: Sink,
     pub records_format: RecordsFormat,
     pub suppressions: Suppressions,
@@ -286,6 +300,7 @@ impl FileConfig {
             },
             incidents: resolve_incidents(&f.incidents).map_err(named)?,
             volume: resolve_volume(&f.volume).map_err(named)?,
+            checks: resolve_checks(&f.checks).map_err(named)?,
         })
     }
 
@@ -316,6 +331,7 @@ impl FileConfig {
         let alerts = resolve_alerts(&self.alerts);
         let incidents = resolve_incidents(&self.incidents)?;
         let volume = resolve_volume(&self.volume)?;
+        let checks = resolve_checks(&self.checks)?;
         if !(alerts.max_per_second.is_finite() && alerts.max_per_second > 0.0) {
             return Err(invalid(
                 "alerts.max_per_second",
@@ -352,6 +368,7 @@ impl FileConfig {
             alerts,
             incidents,
             volume,
+            checks,
             records: self
                 .records
                 .as_deref()
@@ -480,6 +497,44 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
     })
 }
 
+/// The routine-check rule's settings, each defaulting to [`ChecksConfig::default`]'s:
+/// `repeats` at least 2 (the first exchange of a pace has no pace yet), `min_period_secs` at
+/// least 0.1 (faster is a flood's pace, which the rule must never take for a schedule).
+fn resolve_checks(f: &ChecksFile) -> Result<ChecksConfig, ConfigError> {
+    let d = ChecksConfig::default();
+    if let Some(n) = f.repeats
+        && n < 2
+    {
+        return Err(invalid(
+            "checks.repeats",
+            format!("must be at least 2, got {n}"),
+        ));
+    }
+    let min_period_ns = match f.min_period_secs {
+        None => d.min_period_ns,
+        Some(s)
+            if s.is_finite()
+                && (0.1..=crate::detect::checks::MAX_PERIOD_SECS as f64).contains(&s) =>
+        {
+            (s * 1e9) as u64
+        }
+        Some(s) => {
+            return Err(invalid(
+                "checks.min_period_secs",
+                format!(
+                    "must be 0.1 to {} seconds, got {s}",
+                    crate::detect::checks::MAX_PERIOD_SECS
+                ),
+            ));
+        }
+    };
+    Ok(ChecksConfig {
+        enabled: f.enabled.unwrap_or(d.enabled),
+        repeats: f.repeats.unwrap_or(d.repeats),
+        min_period_ns,
+    })
+}
+
 /// The incident settings, each defaulting to [`IncidentConfig::default`]'s.
 fn resolve_incidents(f: &IncidentsFile) -> Result<IncidentConfig, ConfigError> {
     let di = IncidentConfig::default();
@@ -543,6 +598,9 @@ mod tests {
             tcp_attempts_per_source_per_sec = 300
             min_packets = 500
             login_sessions_per_min = 30
+            [checks]
+            repeats = 6
+            min_period_secs = 2.5
         "#;
         let c = FileConfig::parse(text, "t.toml")
             .unwrap()
@@ -588,6 +646,14 @@ mod tests {
                 ..v
             }
         );
+        assert_eq!(
+            c.checks,
+            ChecksConfig {
+                enabled: true,
+                repeats: 6,
+                min_period_ns: 2_500_000_000,
+            }
+        );
     }
 
     #[test]
@@ -607,6 +673,15 @@ mod tests {
             (
                 "[volume]\ntcp_attempts_per_sec = 0\n",
                 "volume.tcp_attempts_per_sec",
+            ),
+            ("[checks]\nrepeats = 1\n", "checks.repeats"),
+            (
+                "[checks]\nmin_period_secs = 0.01\n",
+                "checks.min_period_secs",
+            ),
+            (
+                "[checks]\nmin_period_secs = 1e9\n",
+                "checks.min_period_secs",
             ),
         ] {
             let text = format!("interfaces = [\"lo\"]\n{text}");

@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use sensor_common::conn_state::ConnState;
 
+pub mod checks;
 pub mod logins;
 pub mod volume;
 
+pub use checks::{CheckHit, ChecksConfig, RoutineChecks};
 pub use logins::LoginRates;
 pub use volume::{TargetRates, TargetVerdict, VolumeConfig, VolumeHit, VolumeScope};
 
@@ -41,6 +43,9 @@ pub struct Scored {
     /// The volume rule could not judge it yet ([`TargetVerdict::pending`]): its host gets a
     /// flood's rate of new UDP conversations, at most one answered, too few judged to tell.
     pub volume_pending: bool,
+    /// The model flagged it, and the routine-check rule withdrew the verdict ([`checks`]): the
+    /// same exchange with the same service, repeated at a schedule's pace.
+    pub routine_check: Option<CheckHit>,
 }
 
 impl Scored {
@@ -225,6 +230,9 @@ pub struct Pipeline {
     targets: TargetRates,
     /// Short login sessions per source and login service ([`logins`]): password guessing.
     logins: LoginRates,
+    /// The routine-check rule's settings and the flagged exchanges it follows ([`checks`]).
+    checks: ChecksConfig,
+    routine: RoutineChecks,
 }
 
 /// The verdicts of recent model inputs, for connections that repeat them exactly: a flood's,
@@ -364,7 +372,15 @@ impl Pipeline {
             volume: VolumeConfig::default(),
             targets: TargetRates::default(),
             logins: LoginRates::default(),
+            checks: ChecksConfig::default(),
+            routine: RoutineChecks::default(),
         })
+    }
+
+    /// Sets the routine-check rule's settings (the configuration's `[checks]`).
+    pub fn with_checks(mut self, checks: ChecksConfig) -> Pipeline {
+        self.checks = checks;
+        self
     }
 
     /// Sets the volume rule's thresholds (the configuration's `[volume]`).
@@ -509,6 +525,15 @@ impl Pipeline {
                 verdict.detector = crate::model::Detector::Volume;
                 verdict.withdrawn_by_attack_boxes = false;
             }
+            // A check on a schedule: the model's verdict withdrawn (not the volume rule's).
+            let routine_check = (not_scored.is_none() && volume.is_none())
+                .then(|| self.routine.judge(&self.checks, rec, &verdict))
+                .flatten();
+            if routine_check.is_some() {
+                verdict.anomalous = false;
+                verdict.score = 0.0;
+                verdict.detector = crate::model::Detector::None;
+            }
             let mut s = Scored {
                 features,
                 verdict,
@@ -517,6 +542,7 @@ impl Pipeline {
                 cold,
                 volume,
                 volume_pending,
+                routine_check,
             };
             // Rules are tried on anomalous connections only, so normal traffic costs one test.
             if s.verdict.anomalous && !self.suppressions.is_empty() {
@@ -618,6 +644,10 @@ impl Pipeline {
     /// The login rule's per-source counts ([`LoginRates`]), for their metrics.
     pub fn logins(&self) -> &LoginRates {
         &self.logins
+    }
+
+    pub fn routine_checks(&self) -> &RoutineChecks {
+        &self.routine
     }
 }
 

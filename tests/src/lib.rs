@@ -7,6 +7,7 @@
 pub mod deploy;
 pub mod frames;
 pub mod packet;
+pub mod shipped;
 
 use std::{
     path::PathBuf,

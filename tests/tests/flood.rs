@@ -22,20 +22,18 @@
 //! addresses, spoofed ones too, are in 198.18.0.0/15; every generator is bounded by a count and
 //! `timeout`; the lab's guards remove every namespace, process and file on every exit path.
 use std::{
-    path::{Path, PathBuf},
     sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{lab::Proc, require_root, sensor_bin, wait_until};
+use integration_tests::{require_root, shipped::Lab, wait_until};
 use xtask::{
     gateway::{
         self, CLIENT, FLOOD_SOURCE, FLOOD_TARGET, GatewayLab, HTTP_SERVER, IdleTimeouts,
         PING_FLOOD_SOURCE, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_SOURCE, UDP_SCAN_SOURCE,
         UDP_SCAN_TARGET,
     },
-    lab::TempDir,
     metrics,
 };
 
@@ -49,213 +47,12 @@ const SYNS_PER_SOURCE: u32 = 15_000;
 const SYN_GAP: &str = "u200";
 /// The test's flow table: 4,096 connections, filled 14 times over by the flood.
 const TABLE_SIZE: &str = "4096";
-const METRICS: &str = "127.0.0.1:9464";
 
 /// Goals of issue 13.
 const NORMAL_MIN_RECORDED: f64 = 0.98;
 /// Resident memory of the agent at its peak: the model, the feature windows (capped) and the
 /// lifecycle's connections (bounded by the table and the ring), with room.
 const RSS_MAX_MB: u64 = 400;
-
-/// The sensor, the HTTP server and the lab, in the order they must go.
-struct Lab {
-    sensor: Proc,
-    _http: Proc,
-    lab: GatewayLab,
-    dir: TempDir,
-}
-
-impl Lab {
-    /// Runs `script` with `sh -c` on the client, bounded to 60 s; its output.
-    fn client_sh(&self, script: &str) -> std::process::Output {
-        self.lab
-            .client
-            .cmd("timeout")
-            .args(["60", "sh", "-c", script])
-            .output()
-            .expect("client script")
-    }
-
-    /// The gateway lab with an HTTP server on the server host and `sensor run` on the gateway
-    /// with the shipped configuration and `extra` test-size flags.
-    fn start(extra: &[&str], bound_secs: u64) -> Lab {
-        let dir = TempDir::new("flood").expect("temp dir");
-        let lab = GatewayLab::new().expect("gateway lab");
-        let www = dir.join("www");
-        std::fs::create_dir(&www).unwrap();
-        std::fs::write(www.join("index.html"), "<html><body>lab</body></html>\n").unwrap();
-        let bound = bound_secs.to_string();
-        let http = lab
-            .server
-            .spawn_logged(
-                "timeout",
-                &[
-                    &bound,
-                    "python3",
-                    "-m",
-                    "http.server",
-                    "80",
-                    "--bind",
-                    HTTP_SERVER,
-                    "--directory",
-                    &www.to_string_lossy(),
-                ],
-                &dir.join("http.log"),
-            )
-            .expect("http.server");
-        integration_tests::wait_listening(&lab.server, 80);
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let (records, alerts) = (dir.join("records.jsonl"), dir.join("alerts.jsonl"));
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--config".into(),
-            gateway::shipped_config().to_string_lossy().into_owned(),
-        ];
-        for i in &lab.gw_ifaces {
-            args.extend(["--iface".into(), i.clone()]);
-        }
-        for (k, v) in [
-            ("--model", root.join("models/nsl-kdd-flow.model")),
-            ("--records", records),
-            ("--alerts", alerts),
-        ] {
-            args.extend([k.into(), v.to_string_lossy().into_owned()]);
-        }
-        args.extend([
-            "--metrics-addr".into(),
-            METRICS.into(),
-            "--duration-secs".into(),
-            bound.clone(),
-        ]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut sensor = lab
-            .gateway
-            .spawn(&sensor_bin().to_string_lossy(), &args)
-            .expect("spawn sensor");
-        sensor
-            .wait_for_stderr("watching", Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("the sensor did not start: {e}"));
-        Lab {
-            sensor,
-            _http: http,
-            lab,
-            dir,
-        }
-    }
-
-    /// Runs `command` (a tool and its arguments) on the attacker, bounded to 20 s, and checks
-    /// that it sent `packets` (its "N packets transmitted" statistics line).
-    fn attack(&self, command: &str, packets: u32) {
-        let out = self
-            .lab
-            .attacker
-            .cmd("timeout")
-            .arg("20")
-            .args(command.split_whitespace())
-            .output()
-            .unwrap_or_else(|e| panic!("{command}: {e}"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            text.contains(&format!("{packets} packets transmitted")),
-            "{command}: {text}"
-        );
-    }
-
-    /// The alert file so far (incidents as they open), for a failure's message.
-    fn alerts_so_far(&self) -> String {
-        std::fs::read_to_string(self.dir.join("alerts.jsonl")).unwrap_or_default()
-    }
-
-    /// Incidents opened so far whose line contains `needle` (`""` for all).
-    fn opened(&self, needle: &str) -> usize {
-        self.alerts_so_far()
-            .lines()
-            .filter(|l| l.contains("\"state\":\"open\"") && l.contains(needle))
-            .count()
-    }
-
-    fn pid(&self) -> u32 {
-        self.sensor.child.as_ref().expect("running").id()
-    }
-
-    fn scrape(&self) -> String {
-        metrics::scrape(&self.lab.gateway, METRICS, 5).expect("scrape /metrics")
-    }
-
-    /// Stops the sensor and reads what it wrote; then the lab goes.
-    fn stop(self) -> Outcome {
-        let Lab {
-            mut sensor,
-            _http: http,
-            lab,
-            dir,
-        } = self;
-        sensor.terminate();
-        let (status, _, stderr) = sensor
-            .wait_output(Duration::from_secs(60))
-            .expect("sensor exit");
-        assert!(status.success(), "sensor failed ({status}): {stderr}");
-        let read = |p: &Path| -> Vec<serde_json::Value> {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-                .collect()
-        };
-        let summary: serde_json::Value = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("summary: "))
-            .map(|l| serde_json::from_str(l).expect("summary json"))
-            .unwrap_or_else(|| panic!("no summary line: {stderr}"));
-        let out = Outcome {
-            records: read(&dir.join("records.jsonl")),
-            alerts: read(&dir.join("alerts.jsonl")),
-            summary,
-            stderr,
-        };
-        drop(http);
-        drop(lab);
-        drop(dir);
-        out
-    }
-}
-
-struct Outcome {
-    records: Vec<serde_json::Value>,
-    alerts: Vec<serde_json::Value>,
-    summary: serde_json::Value,
-    stderr: String,
-}
-
-impl Outcome {
-    fn health(&self, name: &str) -> u64 {
-        self.summary["health"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no health counter {name}: {}", self.summary))
-    }
-
-    fn capture(&self, name: &str) -> u64 {
-        self.summary["capture"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no capture counter {name}: {}", self.summary))
-    }
-
-    /// The client's page fetches.
-    fn normal(&self) -> Vec<&serde_json::Value> {
-        self.records
-            .iter()
-            .filter(|r| {
-                r["orig_addr"] == CLIENT && r["resp_addr"] == HTTP_SERVER && r["resp_port"] == 80
-            })
-            .collect()
-    }
-}
 
 /// The client's fetch loop: one page per round every `pause` seconds, for `secs` seconds and at
 /// most `max` rounds; prints the rounds run and how many succeeded.

@@ -51,7 +51,8 @@ pub fn replay(opts: &ReplayOptions, stdout: impl Write) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
         .context("building the feature engine")?
         .with_overrides(opts.site.thresholds)
-        .with_volume(opts.site.volume);
+        .with_volume(opts.site.volume)
+        .with_checks(opts.site.checks);
     // The model as it judges, the site's threshold overrides in place, as live alerts use it.
     let model = Arc::clone(pipeline.model());
     let suppressions = Arc::new(opts.site.suppressions.clone());

@@ -42,6 +42,7 @@ fn flagged() -> Scored {
         cold: None,
         volume: None,
         volume_pending: false,
+        routine_check: None,
     }
 }
 

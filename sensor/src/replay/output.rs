@@ -280,6 +280,12 @@ pub fn json_row_seeded(rec: &ConnectionRecord, s: &Scored, seed: u16) -> serde_j
         if s.verdict.withdrawn_by_attack_boxes {
             o.insert("withdrawn_by_attack_boxes".into(), true.into());
         }
+        if let Some(c) = s.routine_check {
+            o.insert(
+                "routine_check".into(),
+                serde_json::to_value(c).unwrap_or_default(),
+            );
+        }
         if let Some(n) = s.not_scored {
             o.insert(
                 "not_scored".into(),

@@ -54,6 +54,7 @@ fn scored(service: &str, detector: Detector) -> Scored {
         cold: None,
         volume: None,
         volume_pending: false,
+        routine_check: None,
     }
 }
 

@@ -58,6 +58,9 @@ impl ScoredBatch<'_> {
         if v.withdrawn_by_attack_boxes {
             d.withdrawn.inc();
         }
+        if scored.routine_check.is_some() {
+            d.withdrawn_checks.inc();
+        }
         let (li, finalised_by) = match rec.end_reason {
             EndReason::Fin | EndReason::Rst => (0, "event"),
             EndReason::Idle => (1, "idle_timeout"),
@@ -209,6 +212,16 @@ impl Metrics {
             l.untracked()
                 .saturating_sub(d.login_sources_untracked.get()),
         );
+    }
+
+    /// The routine-check rule's sources and services followed, and its flagged exchanges not
+    /// followed (a running total in the rule).
+    pub fn set_routine_checks(&self, c: &crate::detect::RoutineChecks) {
+        let d = &self.detection;
+        d.check_keys
+            .set(i64::try_from(c.tracked()).unwrap_or(i64::MAX));
+        d.check_keys_untracked
+            .inc_by(c.untracked().saturating_sub(d.check_keys_untracked.get()));
     }
 
     /// Counts a failed write of an alert or record line.

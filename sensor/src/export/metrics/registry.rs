@@ -192,6 +192,30 @@ impl Detection {
                 "Connections the forest alone would have flagged and the attack boxes' rule judged normal (outside every box of the attacks the forest learnt, where the normal profile finds them ordinary; docs/model.md). Their records carry withdrawn_by_attack_boxes.",
             )
         );
+        let withdrawn_checks = registered!(
+            registry,
+            "sensor_verdicts_withdrawn_as_checks_total",
+            IntCounter::new(
+                "sensor_verdicts_withdrawn_as_checks_total",
+                "Connections the model flagged whose verdict the routine-check rule withdrew: one source's same exchange with one service of a host, repeated at a schedule's steady pace (at least half a second apart by default) (a monitoring system's or a load balancer's checks; docs/design.md). Their records carry routine_check.",
+            )
+        );
+        let check_keys = registered!(
+            registry,
+            "sensor_check_exchanges",
+            IntGauge::new(
+                "sensor_check_exchanges",
+                "Sources and services (source, host, transport, port) whose flagged exchanges the routine-check rule follows (at most 65,536; quiet for 15 minutes, forgotten).",
+            )
+        );
+        let check_keys_untracked = registered!(
+            registry,
+            "sensor_check_exchanges_untracked_total",
+            IntCounter::new(
+                "sensor_check_exchanges_untracked_total",
+                "Flagged exchanges the routine-check rule could not follow, its map being full of sources and services flagged in the last 15 minutes: their verdicts stay the model's.",
+            )
+        );
         let (model_info, model_threshold, model_reloads, config_reloads) = model_metrics(registry)?;
         let suppressed = registered!(
             registry,
@@ -319,6 +343,9 @@ impl Detection {
             alerts,
             alerts_suppressed,
             withdrawn,
+            withdrawn_checks,
+            check_keys,
+            check_keys_untracked,
             model_info,
             model_threshold,
             model_reloads,

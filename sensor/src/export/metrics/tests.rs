@@ -94,6 +94,7 @@ fn a_scored_batch_publishes_its_histograms_when_dropped() {
         cold: None,
         volume: None,
         volume_pending: false,
+        routine_check: None,
     };
     let count = |text: &str, name: &str| {
         text.lines()

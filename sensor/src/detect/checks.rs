@@ -1,0 +1,418 @@
+//! The routine-check rule: the model's verdict is withdrawn from an exchange that one source
+//! repeats with one service of one host, unchanged, at a steady pace of about a second or slower.
+//!
+//! Why: a monitoring system, a load balancer or an orchestrator checks services on a schedule
+//! (Nagios' `check_tcp` and `check_ssh`, Prometheus' blackbox probes, Kubernetes' TCP probes,
+//! HAProxy's health checks): it connects and closes without a byte, reads a banner and resets,
+//! or is refused by a service that is down. Each such exchange is, connection for connection,
+//! what the 1998 data's probes look like (a zero-byte or reset connection, a refusal), so the
+//! model flags every one, and checks every few seconds add up to an incident
+//! (`docs/design.md`, "Attack shapes": a checker's 313 flagged connections of 637). What sets a
+//! check apart is repetition: the same exchange (the same state, the same bytes each way), with
+//! the same service of the same host, again and again at the pace of a schedule. An attack does
+//! not repeat itself so: a scan or a sweep moves on to the next port or host, a flood repeats
+//! faster than once a second, and a password guesser is the login rule's
+//! ([`super::logins`]), whose verdicts this rule never touches.
+//!
+//! The rule follows, for each source, host, transport and port, the exchanges the model
+//! flagged there ([`SIGNATURES`] at most, the least recent replaced) that the host answered: a
+//! TCP connection whose handshake the originator completed, or that the host refused (`REJ`);
+//! a UDP exchange with an answer. An exchange repeats when a later one has the same state and
+//! the same bytes each way within an eighth; it keeps a pace when the time from the start of
+//! the last repeat is at least [`ChecksConfig::min_period_ns`] (half a second by default: a
+//! schedule of one a second, with its jitter, and never a flood's pace), at most
+//! [`MAX_PERIOD_SECS`], and within half to twice the time before (a check that was skipped
+//! once keeps its pace). From the [`ChecksConfig::repeats`]-th exchange at a pace on (the
+//! fourth by default), the model's verdict is withdrawn: the connection is normal, with
+//! combined score 0, its detectors' scores kept, and its record says why (`routine_check`).
+//! The first ones stay flagged: an operator sees the check once, and again whenever its pace
+//! or its exchange changes (a service that goes down, a check that starts failing).
+//!
+//! Not withdrawn: unanswered attempts (a spoofed flood, a check of a host that is down, each
+//! `S0`, stays flagged), the volume and login rules' verdicts, connections sped up past the
+//! minimum period, and anything that changes from one repeat to the next. A scan repeated on a
+//! schedule (the site's own vulnerability scanner every hour) is withdrawn from its fourth
+//! round on; an attacker who probes one port once a second for minutes gets three alerts.
+
+use std::net::IpAddr;
+
+use sensor_common::{conn_state::ConnState, flow::history};
+
+use crate::{
+    flows::{ConnectionRecord, EndReason, Transport},
+    model::{Detector, Verdict},
+};
+
+/// Exchanges followed per source, host, transport and port: a monitoring system checks a
+/// service in one or two ways (a connect check and a page fetch), a site's few more.
+pub const SIGNATURES: usize = 4;
+/// The longest pace followed: the slowest schedule of common monitoring systems (Nagios'
+/// default check interval is five minutes) with room to spare.
+pub const MAX_PERIOD_SECS: u64 = 900;
+/// Sources and services followed at most; beyond, a new one finds no room until the sweep
+/// forgets the quiet ones ([`RoutineChecks::untracked`]).
+const MAX_KEYS: usize = 65_536;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// The rule's settings (the configuration's `[checks]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChecksConfig {
+    /// Off: every verdict is the model's.
+    pub enabled: bool,
+    /// The exchange at a pace from which verdicts are withdrawn (at least 2: the first of a
+    /// pace is its own).
+    pub repeats: u32,
+    /// The shortest time between repeats that is a schedule's: faster is a flood's. Below a
+    /// schedule's fastest common pace (a second) by its jitter's margin: a check every second
+    /// starts 0.9999 s after the last as often as 1.0001 s.
+    pub min_period_ns: u64,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> ChecksConfig {
+        ChecksConfig {
+            enabled: true,
+            repeats: 4,
+            min_period_ns: NS_PER_SEC / 2,
+        }
+    }
+}
+
+/// Why a verdict was withdrawn: the exchange's repeats at its pace so far, and the pace.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct CheckHit {
+    /// Exchanges at this pace so far, this one included.
+    pub repeats: u32,
+    /// The time from the last repeat's start to this one's, seconds.
+    pub period_secs: f64,
+}
+
+/// One exchange of a source with a service: its shape and its pace so far.
+#[derive(Clone, Copy, Debug)]
+struct Exchange {
+    state: ConnState,
+    orig_bytes: u64,
+    resp_bytes: u64,
+    last_start_ns: u64,
+    /// The time between the last two repeats; 0 before the second.
+    period_ns: u64,
+    repeats: u32,
+}
+
+impl Exchange {
+    /// Whether `rec` is this exchange again: the same state, the same bytes each way within an
+    /// eighth (a page with a date in it, a banner with a counter).
+    fn same(&self, rec: &ConnectionRecord) -> bool {
+        let near = |a: u64, b: u64| a.abs_diff(b) <= a.max(b) / 8;
+        self.state == rec.conn_state
+            && near(self.orig_bytes, rec.orig_bytes)
+            && near(self.resp_bytes, rec.resp_bytes)
+    }
+}
+
+/// The exchanges of one source with one service.
+#[derive(Clone, Copy, Debug, Default)]
+struct Exchanges {
+    slots: [Option<Exchange>; SIGNATURES],
+    /// The latest start among them, for the sweep.
+    latest_start_ns: u64,
+}
+
+/// The rule's state; see the module docs.
+#[derive(Debug, Default)]
+pub struct RoutineChecks {
+    keys: crate::hashing::Map<(IpAddr, IpAddr, Transport, u16), Exchanges>,
+    /// Flagged exchanges not followed: their source and service found no room.
+    untracked: u64,
+    /// The second of the last sweep of quiet keys: at most one a second.
+    swept_s: u64,
+}
+
+/// Whether `rec` is a finished exchange its responder answered: a TCP connection whose
+/// handshake the originator completed (it acknowledged the host's SYN-ACK), or that the host
+/// refused; a UDP exchange with an answer.
+fn answered(rec: &ConnectionRecord) -> bool {
+    if rec.end_reason == EndReason::Ongoing {
+        return false;
+    }
+    match rec.transport {
+        Transport::Tcp => {
+            let h = rec.history;
+            rec.conn_state == ConnState::REJ
+                || (h.start_seen() && h.resp & history::SYN_ACK != 0 && h.orig & history::ACK != 0)
+        }
+        Transport::Udp => rec.resp_packets > 0,
+        _ => false,
+    }
+}
+
+impl RoutineChecks {
+    /// Follows `rec` if the model flagged it (`verdict`) and its host answered; returns why
+    /// the verdict is withdrawn where the exchange repeats at a pace (see the module docs).
+    pub fn judge(
+        &mut self,
+        cfg: &ChecksConfig,
+        rec: &ConnectionRecord,
+        verdict: &Verdict,
+    ) -> Option<CheckHit> {
+        let by_model = matches!(
+            verdict.detector,
+            Detector::Supervised | Detector::Unsupervised | Detector::Both
+        );
+        if !cfg.enabled || !verdict.anomalous || !by_model || !answered(rec) {
+            return None;
+        }
+        self.sweep(rec.start_unix_ns / NS_PER_SEC);
+        let key = (rec.orig_addr, rec.resp_addr, rec.transport, rec.resp_port);
+        if self.keys.len() >= MAX_KEYS && !self.keys.contains_key(&key) {
+            self.untracked += 1;
+            return None;
+        }
+        let entry = self.keys.entry(key).or_default();
+        entry.latest_start_ns = entry.latest_start_ns.max(rec.start_unix_ns);
+        let Some(ex) = entry.slots.iter_mut().flatten().find(|e| e.same(rec)) else {
+            // A new exchange, in an empty slot or the least recent one's.
+            let slot = entry
+                .slots
+                .iter_mut()
+                .min_by_key(|s| s.map_or(0, |e| e.last_start_ns + 1))
+                .expect("SIGNATURES > 0");
+            *slot = Some(Exchange {
+                state: rec.conn_state,
+                orig_bytes: rec.orig_bytes,
+                resp_bytes: rec.resp_bytes,
+                last_start_ns: rec.start_unix_ns,
+                period_ns: 0,
+                repeats: 1,
+            });
+            return None;
+        };
+        // Records come as connections end: one that began before the last repeat's start
+        // (they overlapped) breaks the pace.
+        let gap_ns = rec.start_unix_ns.saturating_sub(ex.last_start_ns);
+        let paced = (cfg.min_period_ns..=MAX_PERIOD_SECS * NS_PER_SEC).contains(&gap_ns)
+            && rec.start_unix_ns >= ex.last_start_ns;
+        let steady = paced
+            && ex.period_ns > 0
+            && gap_ns.saturating_mul(2) >= ex.period_ns
+            && gap_ns <= ex.period_ns.saturating_mul(2);
+        (ex.repeats, ex.period_ns) = match (steady, paced) {
+            (true, _) => (ex.repeats + 1, gap_ns),
+            // The second of a new pace: this one and the last.
+            (false, true) => (2, gap_ns),
+            (false, false) => (1, 0),
+        };
+        ex.last_start_ns = ex.last_start_ns.max(rec.start_unix_ns);
+        (ex.repeats >= cfg.repeats).then(|| CheckHit {
+            repeats: ex.repeats,
+            period_secs: gap_ns as f64 / NS_PER_SEC as f64,
+        })
+    }
+
+    /// Forgets the sources and services without a flagged exchange in the last
+    /// [`MAX_PERIOD_SECS`], at most once a second and only once the map is half full (a sweep
+    /// costs a scan of it).
+    fn sweep(&mut self, now_s: u64) {
+        if !super::volume::sweep_due(&mut self.swept_s, now_s) || self.keys.len() < MAX_KEYS / 2 {
+            return;
+        }
+        self.keys
+            .retain(|_, v| v.latest_start_ns / NS_PER_SEC + MAX_PERIOD_SECS > now_s);
+    }
+
+    /// Sources and services followed now.
+    pub fn tracked(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Flagged exchanges not followed because the table of sources and services was full.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::History;
+    use sensor_common::flow::history::{ACK, DATA, FIN, RST, SYN, SYN_ACK};
+
+    const S: u64 = NS_PER_SEC;
+
+    fn flagged() -> Verdict {
+        Verdict {
+            anomalous: true,
+            score: 1.5,
+            detector: Detector::Both,
+            supervised_score: 0.9,
+            unsupervised_score: Some(0.8),
+            supervised_score_plain: 0.9,
+            withdrawn_by_attack_boxes: false,
+        }
+    }
+
+    /// A TCP connection from `src` to port `port` of 198.18.60.2 begun at `start_ns`, ended 2 ms
+    /// later by FIN.
+    fn tcp(src: [u8; 4], port: u16, start_ns: u64) -> ConnectionRecord {
+        ConnectionRecord {
+            end_unix_ns: start_ns + 2_000_000,
+            final_unix_ns: start_ns + 2_000_000,
+            end_reason: EndReason::Fin,
+            ..ConnectionRecord::new(
+                Transport::Tcp,
+                (IpAddr::from(src), 40_000),
+                (IpAddr::from([198, 18, 60, 2]), port),
+                start_ns,
+            )
+        }
+    }
+
+    /// A port check of SSH that reads the banner and resets (the monitoring capture's shape).
+    fn banner_check(src: [u8; 4], start_ns: u64) -> ConnectionRecord {
+        ConnectionRecord {
+            conn_state: ConnState::RSTO,
+            history: History {
+                orig: SYN | ACK | FIN | RST,
+                resp: SYN_ACK | ACK | DATA,
+            },
+            orig_packets: 4,
+            resp_packets: 3,
+            resp_bytes: 32,
+            ..tcp(src, 22, start_ns)
+        }
+    }
+
+    /// `n` exchanges made by `make` at `starts_ns`, and which were withdrawn.
+    fn run(
+        cfg: &ChecksConfig,
+        starts_ns: &[u64],
+        make: impl Fn(u64) -> ConnectionRecord,
+    ) -> Vec<bool> {
+        let mut c = RoutineChecks::default();
+        starts_ns
+            .iter()
+            .map(|&t| c.judge(cfg, &make(t), &flagged()).is_some())
+            .collect()
+    }
+
+    #[test]
+    fn a_check_repeated_every_second_is_withdrawn_from_its_fourth_on() {
+        // Starts a little before and after each second, as a scheduler's jitter makes them.
+        let starts: Vec<u64> = (0..10)
+            .map(|i| 5 * S + i * S + if i % 2 == 0 { 3_000_000 } else { 0 } - 100_000)
+            .collect();
+        let w = run(&ChecksConfig::default(), &starts, |t| {
+            banner_check([198, 18, 60, 1], t)
+        });
+        assert_eq!(w, [[false; 3].as_slice(), &[true; 7]].concat());
+        // Every five minutes, the pace of Nagios' default, likewise.
+        let starts: Vec<u64> = (0..6).map(|i| i * 300 * S).collect();
+        let w = run(&ChecksConfig::default(), &starts, |t| {
+            banner_check([198, 18, 60, 1], t)
+        });
+        assert_eq!(w, [false, false, false, true, true, true]);
+    }
+
+    #[test]
+    fn faster_than_the_minimum_period_or_unsteady_or_changing_stays_flagged() {
+        let cfg = ChecksConfig::default();
+        let check = |t| banner_check([198, 18, 60, 1], t);
+        // Three a second: faster than a schedule.
+        let starts: Vec<u64> = (0..50).map(|i| i * S / 3).collect();
+        assert!(run(&cfg, &starts, check).iter().all(|w| !w));
+        // Gaps that more than double or halve each time: no schedule.
+        let starts = [0, S, 4 * S, 5 * S, 15 * S, 17 * S, 40 * S];
+        assert!(run(&cfg, &starts, check).iter().all(|w| !w));
+        // The bytes change each time (a different answer each check): not the same exchange.
+        let mut c = RoutineChecks::default();
+        for i in 0..10u64 {
+            let mut r = check(i * S);
+            r.resp_bytes = 32 + 10 * i;
+            assert!(c.judge(&cfg, &r, &flagged()).is_none(), "check {i}");
+        }
+        // Unanswered attempts (a check of a host that is down, a flood's SYNs) are not followed.
+        let mut c = RoutineChecks::default();
+        for i in 0..10u64 {
+            let mut r = check(i * S);
+            r.conn_state = ConnState::S0;
+            r.history = History { orig: SYN, resp: 0 };
+            r.resp_bytes = 0;
+            assert!(c.judge(&cfg, &r, &flagged()).is_none(), "attempt {i}");
+        }
+        // A SYN the attacker's kernel resets after the host's SYN-ACK did not complete a
+        // handshake: not a check.
+        let mut c = RoutineChecks::default();
+        for i in 0..10u64 {
+            let mut r = check(i * S);
+            r.history = History {
+                orig: SYN | RST,
+                resp: SYN_ACK,
+            };
+            r.resp_bytes = 0;
+            assert!(c.judge(&cfg, &r, &flagged()).is_none(), "reset SYN {i}");
+        }
+    }
+
+    #[test]
+    fn a_refused_check_and_a_skipped_round_keep_their_pace_and_normal_verdicts_are_not_followed() {
+        let cfg = ChecksConfig::default();
+        let refused = |t| {
+            let mut r = tcp([198, 18, 60, 1], 5432, t);
+            r.conn_state = ConnState::REJ;
+            r.history = History {
+                orig: SYN,
+                resp: RST | ACK,
+            };
+            r
+        };
+        // Every 10 s, one round skipped (a 20 s gap): withdrawn from the fourth on.
+        let starts = [0, 10 * S, 20 * S, 30 * S, 50 * S, 60 * S];
+        assert_eq!(
+            run(&cfg, &starts, refused),
+            [false, false, false, true, true, true]
+        );
+        // Verdicts the model left normal, or the volume rule's, are not followed.
+        let mut c = RoutineChecks::default();
+        let mut normal = flagged();
+        normal.anomalous = false;
+        normal.detector = Detector::None;
+        let mut volume = flagged();
+        volume.detector = Detector::Volume;
+        for i in 0..10u64 {
+            assert!(c.judge(&cfg, &refused(i * S), &normal).is_none());
+            assert!(c.judge(&cfg, &refused(i * S), &volume).is_none());
+        }
+        assert_eq!(c.tracked(), 0);
+        // Off: nothing is withdrawn.
+        let off = ChecksConfig {
+            enabled: false,
+            ..cfg
+        };
+        let starts: Vec<u64> = (0..10).map(|i| i * S).collect();
+        assert!(run(&off, &starts, refused).iter().all(|w| !w));
+    }
+
+    #[test]
+    fn two_exchanges_with_one_service_keep_a_pace_each() {
+        // A page fetched every second and a download every ten: each its own exchange.
+        let cfg = ChecksConfig::default();
+        let mut c = RoutineChecks::default();
+        let mut withdrawn_downloads = 0;
+        for i in 0..60u64 {
+            let mut r = banner_check([198, 18, 60, 1], i * S);
+            r.resp_port = 80;
+            r.conn_state = ConnState::SF;
+            r.orig_bytes = 80;
+            r.resp_bytes = 600;
+            let page = c.judge(&cfg, &r, &flagged()).is_some();
+            assert_eq!(page, i >= 3, "page {i}");
+            if i % 10 == 5 {
+                r.start_unix_ns += S / 2;
+                r.resp_bytes = 5_000_000;
+                withdrawn_downloads += usize::from(c.judge(&cfg, &r, &flagged()).is_some());
+            }
+        }
+        assert_eq!(withdrawn_downloads, 3, "the 4th to 6th of 6 downloads");
+        assert_eq!(c.tracked(), 1);
+    }
+}

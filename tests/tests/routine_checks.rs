@@ -1,0 +1,168 @@
+//! A monitoring host's port checks, live: `sensor run` with the shipped settings in the gateway
+//! lab ([`integration_tests::shipped::Lab`]) while the client checks three services of the
+//! server every second, as Nagios' `check_ssh` and `check_tcp` or a load balancer do: an
+//! SSH-like banner read and reset, a web port connected and closed without a byte, and a
+//! database port whose service is down (refused). The model flags such checks (a probe's
+//! shape); the routine-check rule (`sensor::detect::checks`) must withdraw its verdicts from
+//! the fourth repeat of each exchange on, so that no incident opens; then the same address
+//! scans the server, and that must still be a `port_scan`.
+//!
+//! Bounded: 40 rounds of checks (about 40 s), one `nmap` of 300 ports; all addresses in
+//! 198.18.0.0/15; the lab's guards remove everything on every exit path.
+use std::time::Duration;
+
+use integration_tests::{require_root, shipped::Lab, traffic, wait_until};
+use xtask::gateway::{CLIENT, HTTP_SERVER};
+
+const ROUNDS: u32 = 40;
+/// The checked ports: a banner service (32 bytes, as an SSH server's version line), the web
+/// server, and a port nothing listens on.
+const BANNER_PORT: u16 = 22;
+const WEB_PORT: u16 = 80;
+const DOWN_PORT: u16 = 5432;
+/// `[checks] repeats` of the shipped settings: the exchange at a pace from which verdicts are
+/// withdrawn.
+const REPEATS: usize = 4;
+
+#[test]
+fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_still_a_scan() {
+    require_root();
+    let lab = Lab::start(&[], 120);
+    let _banner = lab
+        .lab
+        .server
+        .spawn_logged(
+            "timeout",
+            &[
+                "100",
+                "python3",
+                &traffic("tcp_server.py"),
+                HTTP_SERVER,
+                &BANNER_PORT.to_string(),
+                "0",
+                "32",
+                "close",
+                "95",
+            ],
+            &lab.dir.join("banner.log"),
+        )
+        .expect("banner server");
+    integration_tests::wait_listening(&lab.lab.server, BANNER_PORT);
+
+    let out = lab.client_sh(&format!(
+        "python3 {} {HTTP_SERVER} {ROUNDS} 1 {BANNER_PORT}:32 {WEB_PORT}:0 {DOWN_PORT}:0",
+        traffic("port_check.py")
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for (port, connected, refused) in [
+        (BANNER_PORT, ROUNDS, 0),
+        (WEB_PORT, ROUNDS, 0),
+        (DOWN_PORT, 0, ROUNDS),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l == format!("{port} {connected} {refused}")),
+            "checks of port {port}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every check has been judged (each ends at once; the refused one at its RST).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.opened(""), 0, "{}", lab.alerts_so_far());
+    let withdrawn_metric = xtask::metrics::sum(
+        &lab.scrape(),
+        "sensor_verdicts_withdrawn_as_checks_total",
+        &[],
+    );
+
+    // The checker's address scans the server: still an attack.
+    let scan = lab
+        .lab
+        .client
+        .cmd("timeout")
+        .args([
+            "30",
+            "nmap",
+            "-sS",
+            "-n",
+            "-Pn",
+            "--max-retries",
+            "0",
+            "-p",
+            "1000-1299",
+        ])
+        .arg(HTTP_SERVER)
+        .output()
+        .expect("nmap");
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened("port_scan") >= 1),
+        "no port_scan: {}",
+        lab.alerts_so_far()
+    );
+    let out = lab.stop();
+
+    let mut withdrawn_records = 0;
+    for port in [BANNER_PORT, WEB_PORT, DOWN_PORT] {
+        let recs: Vec<&serde_json::Value> = out
+            .records
+            .iter()
+            .filter(|r| {
+                r["orig_addr"] == CLIENT && r["resp_addr"] == HTTP_SERVER && r["resp_port"] == port
+            })
+            .collect();
+        let flagged = recs.iter().filter(|r| r["anomalous"] == true).count();
+        let withdrawn: Vec<&&serde_json::Value> = recs
+            .iter()
+            .filter(|r| r.get("routine_check").is_some())
+            .collect();
+        println!(
+            "port {port}: {} records ({} states), {flagged} flagged, {} withdrawn as checks",
+            recs.len(),
+            recs.iter()
+                .map(|r| r["flag"].as_str().unwrap_or("?"))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join("/"),
+            withdrawn.len()
+        );
+        withdrawn_records += withdrawn.len();
+        // One record per check (the scan's ports are others).
+        assert_eq!(recs.len(), ROUNDS as usize, "port {port}");
+        assert!(
+            flagged < REPEATS,
+            "port {port}: {flagged} checks flagged, at most {} expected",
+            REPEATS - 1
+        );
+        for w in &withdrawn {
+            assert_eq!(w["anomalous"], false, "{w}");
+            let rc = &w["routine_check"];
+            assert!(rc["repeats"].as_u64() >= Some(REPEATS as u64), "{w}");
+            let p = rc["period_secs"].as_f64().unwrap_or(0.0);
+            assert!((0.5..2.0).contains(&p), "a 1 s schedule: {w}");
+        }
+        // The model flags the banner check and the refused check (almost) every time: what
+        // it flags beyond the first three is the rule's.
+        if port != WEB_PORT {
+            assert!(
+                withdrawn.len() + flagged + REPEATS >= ROUNDS as usize,
+                "port {port}: the model flagged {} of {ROUNDS}",
+                withdrawn.len() + flagged
+            );
+        }
+    }
+    assert_eq!(withdrawn_metric as usize, withdrawn_records);
+    let opens: Vec<&serde_json::Value> = out
+        .alerts
+        .iter()
+        .filter(|a| a["type"] == "incident" && a["state"] == "open")
+        .collect();
+    assert_eq!(opens.len(), 1, "only the scan: {opens:?}");
+    assert_eq!(opens[0]["kind"], "port_scan", "{}", opens[0]);
+    assert_eq!(opens[0]["sources"], serde_json::json!([CLIENT]));
+}
