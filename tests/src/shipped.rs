@@ -212,6 +212,14 @@ impl Outcome {
             .unwrap_or_else(|| panic!("no capture counter {name}: {}", self.summary))
     }
 
+    /// The `open` lines of its incidents, in the order they opened.
+    pub fn opened(&self) -> Vec<&serde_json::Value> {
+        self.alerts
+            .iter()
+            .filter(|a| a["type"] == "incident" && a["state"] == "open")
+            .collect()
+    }
+
     /// The client's page fetches.
     pub fn normal(&self) -> Vec<&serde_json::Value> {
         self.records

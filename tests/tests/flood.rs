@@ -552,9 +552,9 @@ fn floods_the_model_cannot_see_are_reported_by_their_rate() {
     let out = lab.stop();
 
     let incidents = |kind: &str| -> Vec<&serde_json::Value> {
-        out.alerts
-            .iter()
-            .filter(|a| a["type"] == "incident" && a["state"] == "open" && a["kind"] == kind)
+        out.opened()
+            .into_iter()
+            .filter(|a| a["kind"] == kind)
             .collect()
     };
     let (icmp, mut udp) = (incidents("icmp_flood"), incidents("udp_flood"));
@@ -756,11 +756,7 @@ fn a_moderate_syn_flood_from_one_address_is_flagged_by_its_own_rate() {
         lab.alerts_so_far()
     );
     let out = lab.stop();
-    let opens: Vec<&serde_json::Value> = out
-        .alerts
-        .iter()
-        .filter(|a| a["type"] == "incident" && a["state"] == "open")
-        .collect();
+    let opens = out.opened();
     assert_eq!(opens.len(), 1, "one incident: {opens:?}");
     assert_eq!(opens[0]["kind"], "flood", "{}", opens[0]);
     assert_eq!(opens[0]["sources"], serde_json::json!([PORT_SCAN_SOURCE]));

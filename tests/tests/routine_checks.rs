@@ -157,11 +157,7 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
         }
     }
     assert_eq!(withdrawn_metric as usize, withdrawn_records);
-    let opens: Vec<&serde_json::Value> = out
-        .alerts
-        .iter()
-        .filter(|a| a["type"] == "incident" && a["state"] == "open")
-        .collect();
+    let opens = out.opened();
     assert_eq!(opens.len(), 1, "only the scan: {opens:?}");
     assert_eq!(opens[0]["kind"], "port_scan", "{}", opens[0]);
     assert_eq!(opens[0]["sources"], serde_json::json!([CLIENT]));
