@@ -794,6 +794,94 @@ mod tests {
         assert!((last.ratio - 149.0 / 60.0).abs() < 1e-9, "{last:?}");
     }
 
+    /// A monitoring host's checks of three services once a second (a refused check of a
+    /// service that is down, a banner read and reset, a connect and close): the model flags
+    /// them; the routine-check rule leaves the first three of each flagged and withdraws the
+    /// rest (normal, score 0, the model's scores kept); with the rule off every verdict is the
+    /// model's.
+    #[test]
+    fn checks_on_a_schedule_are_withdrawn_from_their_fourth_repeat_and_off_is_the_models() {
+        use sensor_common::flow::history::{ACK, DATA, FIN, RST, SYN, SYN_ACK};
+        use std::net::{IpAddr, Ipv4Addr};
+        let (checker, host) = (
+            IpAddr::V4(Ipv4Addr::new(198, 18, 3, 30)),
+            IpAddr::V4(Ipv4Addr::new(198, 18, 2, 20)),
+        );
+        let mut checks = Vec::new();
+        for i in 0..20u64 {
+            let round = 1_700_000_000_000_000_000 + i * 1_000_000_000 + (i % 3) * 1_000_000;
+            let check = |k: u64, port: u16, state, orig, resp, resp_bytes| {
+                let start = round + k * 1_000_000;
+                ConnectionRecord {
+                    orig_packets: 3,
+                    resp_packets: 2,
+                    resp_bytes,
+                    conn_state: state,
+                    end_reason: EndReason::Rst,
+                    end_unix_ns: start + 200_000,
+                    final_unix_ns: start + 200_000,
+                    history: crate::flows::History { orig, resp },
+                    ..ConnectionRecord::new(
+                        Transport::Tcp,
+                        (checker, 41_000 + (3 * i + k) as u16),
+                        (host, port),
+                        start,
+                    )
+                }
+            };
+            checks.push(check(0, 5432, ConnState::REJ, SYN, RST, 0));
+            let (o, r) = (SYN | ACK | RST, SYN_ACK | ACK | DATA | FIN);
+            checks.push(check(1, 22, ConnState::RSTO, o, r, 32));
+            let (o, r) = (SYN | ACK | FIN, SYN_ACK | ACK | FIN);
+            checks.push(check(2, 80, ConnState::SF, o, r, 0));
+        }
+        let off = ChecksConfig {
+            enabled: false,
+            ..ChecksConfig::default()
+        };
+        let mut p = Pipeline::new(model(), FeatureConfig::default())
+            .unwrap()
+            .with_checks(off);
+        let models = p.process_records(&checks);
+        let mut p = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+        let out = p.process_records(&checks);
+        for port in [5432, 22, 80] {
+            let of_port = |v: &[Scored]| -> Vec<Scored> {
+                v.iter()
+                    .zip(&checks)
+                    .filter(|(_, r)| r.resp_port == port)
+                    .map(|(s, _)| s.clone())
+                    .collect()
+            };
+            let (models, out) = (of_port(&models), of_port(&out));
+            let flagged_by_model = models.iter().filter(|s| s.verdict.anomalous).count();
+            let mut withdrawn = 0;
+            for (i, (s, m)) in out.iter().zip(&models).enumerate() {
+                assert!(m.routine_check.is_none());
+                match s.routine_check {
+                    Some(hit) => {
+                        withdrawn += 1;
+                        assert!(m.verdict.anomalous, "port {port} check {i}: a flagged one");
+                        assert!(!s.verdict.anomalous && s.verdict.score == 0.0);
+                        assert_eq!(s.verdict.detector, crate::model::Detector::None);
+                        assert_eq!(s.verdict.supervised_score, m.verdict.supervised_score);
+                        assert!(hit.repeats >= 4 && (0.99..1.01).contains(&hit.period_secs));
+                    }
+                    None => assert_eq!(s.verdict, m.verdict, "port {port} check {i}"),
+                }
+            }
+            println!(
+                "port {port}: the model flagged {flagged_by_model} of 20, {withdrawn} withdrawn"
+            );
+            assert_eq!(withdrawn, flagged_by_model.saturating_sub(3), "port {port}");
+            let left = out.iter().filter(|s| s.verdict.anomalous).count();
+            assert_eq!(left, flagged_by_model.min(3), "port {port}");
+        }
+        let all = models.iter().filter(|s| s.verdict.anomalous).count();
+        assert!(all >= 30, "the model flags such checks: {all} of 60");
+        assert_eq!(p.routine_checks().tracked(), 3);
+    }
+
     /// What a fragment is: data without the originator's SYN, an established connection
     /// open at the end; and what it is not: probes without a handshake, unanswered attempts.
     #[test]
