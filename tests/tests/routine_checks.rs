@@ -2,10 +2,12 @@
 //! lab ([`integration_tests::shipped::Lab`]) while the client checks three services of the
 //! server every second, as Nagios' `check_ssh` and `check_tcp` or a load balancer do: an
 //! SSH-like banner read and reset, a web port connected and closed without a byte, and a
-//! database port whose service is down (refused). The model flags such checks (a probe's
-//! shape); the routine-check rule (`sensor::detect::checks`) must withdraw its verdicts from
-//! the fourth repeat of each exchange on, so that no incident opens; then the same address
-//! scans the server, and that must still be a `port_scan`.
+//! database port whose service is down (refused); and, every two seconds, a host that is down
+//! (an address the gateway delivers to a MAC nobody has: its SYNs go unanswered, and the
+//! checker's stack sends each again). The model flags such checks (a probe's shape); the
+//! routine-check rule (`sensor::detect::checks`) must withdraw its verdicts from the fourth
+//! repeat of each exchange on, so that no incident opens; then the same address scans the
+//! server, and that must still be a `port_scan`.
 //!
 //! Bounded: 40 rounds of checks (about 40 s), one `nmap` of 300 ports; all addresses in
 //! 198.18.0.0/15; the lab's guards remove everything on every exit path.
@@ -20,6 +22,11 @@ const ROUNDS: u32 = 40;
 const BANNER_PORT: u16 = 22;
 const WEB_PORT: u16 = 80;
 const DOWN_PORT: u16 = 5432;
+/// A host that is down: an address of the server's link that the gateway sends to a MAC
+/// address nobody has, and the port checked there every two seconds.
+const DEAD_HOST: &str = "198.18.2.250";
+const DEAD_PORT: u16 = 9999;
+const DEAD_ROUNDS: u32 = 20;
 /// `[checks] repeats` of the shipped settings: the exchange at a pace from which verdicts are
 /// withdrawn.
 const REPEATS: usize = 4;
@@ -49,25 +56,41 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
         .expect("banner server");
     integration_tests::wait_listening(&lab.lab.server, BANNER_PORT);
 
+    let server_link = &lab.lab.gw_ifaces[3];
+    lab.lab
+        .gateway
+        .ip(&[
+            "neigh",
+            "add",
+            DEAD_HOST,
+            "lladdr",
+            "02:00:00:00:00:fa",
+            "dev",
+            server_link,
+        ])
+        .expect("the dead host's neighbour entry");
+    let check = traffic("port_check.py");
     let out = lab.client_sh(&format!(
-        "python3 {} {HTTP_SERVER} {ROUNDS} 1 {BANNER_PORT}:32 {WEB_PORT}:0 {DOWN_PORT}:0",
-        traffic("port_check.py")
+        "python3 {check} {HTTP_SERVER} {ROUNDS} 1 {BANNER_PORT}:32 {WEB_PORT}:0 {DOWN_PORT}:0 & \
+         python3 {check} {DEAD_HOST} {DEAD_ROUNDS} 2 {DEAD_PORT}:0; wait"
     ));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    for (port, connected, refused) in [
-        (BANNER_PORT, ROUNDS, 0),
-        (WEB_PORT, ROUNDS, 0),
-        (DOWN_PORT, 0, ROUNDS),
+    for (port, connected, refused, unanswered) in [
+        (BANNER_PORT, ROUNDS, 0, 0),
+        (WEB_PORT, ROUNDS, 0, 0),
+        (DOWN_PORT, 0, ROUNDS, 0),
+        (DEAD_PORT, 0, 0, DEAD_ROUNDS),
     ] {
+        let line = format!("{port} {connected} {refused} {unanswered}");
         assert!(
-            text.lines()
-                .any(|l| l == format!("{port} {connected} {refused}")),
+            text.lines().any(|l| l == line),
             "checks of port {port}: {text} {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Every check has been judged (each ends at once; the refused one at its RST).
-    std::thread::sleep(Duration::from_secs(3));
+    // Every check has been judged (each ends at once, the refused one at its RST, the
+    // unanswered one at the attempt timeout: 5 s shipped).
+    std::thread::sleep(Duration::from_secs(7));
     assert_eq!(lab.opened(""), 0, "{}", lab.alerts_so_far());
     let withdrawn_metric = xtask::metrics::sum(
         &lab.scrape(),
@@ -107,12 +130,17 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
     let out = lab.stop();
 
     let mut withdrawn_records = 0;
-    for port in [BANNER_PORT, WEB_PORT, DOWN_PORT] {
+    for (host, port, rounds, period_secs) in [
+        (HTTP_SERVER, BANNER_PORT, ROUNDS, 1.0),
+        (HTTP_SERVER, WEB_PORT, ROUNDS, 1.0),
+        (HTTP_SERVER, DOWN_PORT, ROUNDS, 1.0),
+        (DEAD_HOST, DEAD_PORT, DEAD_ROUNDS, 2.0),
+    ] {
         let recs: Vec<&serde_json::Value> = out
             .records
             .iter()
             .filter(|r| {
-                r["orig_addr"] == CLIENT && r["resp_addr"] == HTTP_SERVER && r["resp_port"] == port
+                r["orig_addr"] == CLIENT && r["resp_addr"] == host && r["resp_port"] == port
             })
             .collect();
         let flagged = recs.iter().filter(|r| r["anomalous"] == true).count();
@@ -133,7 +161,7 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
         );
         withdrawn_records += withdrawn.len();
         // One record per check (the scan's ports are others).
-        assert_eq!(recs.len(), ROUNDS as usize, "port {port}");
+        assert_eq!(recs.len(), rounds as usize, "port {port}");
         assert!(
             flagged < REPEATS,
             "port {port}: {flagged} checks flagged, at most {} expected",
@@ -144,14 +172,17 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
             let rc = &w["routine_check"];
             assert!(rc["repeats"].as_u64() >= Some(REPEATS as u64), "{w}");
             let p = rc["period_secs"].as_f64().unwrap_or(0.0);
-            assert!((0.5..2.0).contains(&p), "a 1 s schedule: {w}");
+            assert!(
+                (p - period_secs).abs() < 0.5,
+                "a {period_secs} s schedule: {w}"
+            );
         }
         // The model flags the banner check and the refused check (almost) every time: what
         // it flags beyond the first three is the rule's.
         if port != WEB_PORT {
             assert!(
-                withdrawn.len() + flagged + REPEATS >= ROUNDS as usize,
-                "port {port}: the model flagged {} of {ROUNDS}",
+                withdrawn.len() + flagged + REPEATS >= rounds as usize,
+                "port {port}: the model flagged {} of {rounds}",
                 withdrawn.len() + flagged
             );
         }

@@ -15,9 +15,12 @@
 //! ([`super::logins`]), whose verdicts this rule never touches.
 //!
 //! The rule follows, for each source, host, transport and port, the exchanges the model
-//! flagged there ([`SIGNATURES`] at most, the least recent replaced) that the host answered: a
-//! TCP connection whose handshake the originator completed, or that the host refused (`REJ`);
-//! a UDP exchange with an answer. An exchange repeats when a later one has the same state and
+//! flagged there ([`SIGNATURES`] at most, the least recent replaced) that a real client made:
+//! a TCP connection whose handshake the originator completed, that the host refused (`REJ`),
+//! or that went unanswered while the originator's stack sent its SYN again (`S0` with two
+//! SYNs or more: a `connect()` waiting on a host that is down); a UDP exchange with an answer.
+//! A flood tool or a scanner sends each SYN once, and a SYN its own kernel resets after the
+//! host's SYN-ACK completes no handshake: neither is followed. An exchange repeats when a later one has the same state and
 //! the same bytes each way within an eighth; it keeps a pace when the time from the start of
 //! the last repeat is at least [`ChecksConfig::min_period_ns`] (half a second by default: a
 //! schedule of one a second, with its jitter, and never a flood's pace), at most
@@ -28,15 +31,18 @@
 //! The first ones stay flagged: an operator sees the check once, and again whenever its pace
 //! or its exchange changes (a service that goes down, a check that starts failing).
 //!
-//! Not withdrawn: unanswered attempts (a spoofed flood, a check of a host that is down, each
-//! `S0`, stays flagged), the volume and login rules' verdicts, connections sped up past the
-//! minimum period, and anything that changes from one repeat to the next. A scan repeated on a
+//! Not withdrawn: single unanswered SYNs (a spoofed flood's, `hping3`'s), the volume and login
+//! rules' verdicts, connections sped up past the minimum period, and anything that changes
+//! from one repeat to the next. A scan repeated on a
 //! schedule (the site's own vulnerability scanner every hour) is withdrawn from its fourth
 //! round on; an attacker who probes one port once a second for minutes gets three alerts.
 
 use std::net::IpAddr;
 
-use sensor_common::{conn_state::ConnState, flow::history};
+use sensor_common::{
+    conn_state::ConnState,
+    flow::history::{self, SYN, SYN_ACK},
+};
 
 use crate::{
     flows::{ConnectionRecord, EndReason, Transport},
@@ -128,18 +134,21 @@ pub struct RoutineChecks {
     swept_s: u64,
 }
 
-/// Whether `rec` is a finished exchange its responder answered: a TCP connection whose
-/// handshake the originator completed (it acknowledged the host's SYN-ACK), or that the host
-/// refused; a UDP exchange with an answer.
-fn answered(rec: &ConnectionRecord) -> bool {
+/// Whether `rec` is a finished exchange of a real client with a host: a TCP connection whose
+/// handshake the originator completed (it acknowledged the host's SYN-ACK), that the host
+/// refused, or that went unanswered while the originator's stack sent its SYN again (a
+/// `connect()` waiting on a host that is down: flood tools and scanners send each SYN once);
+/// a UDP exchange with an answer.
+fn real_exchange(rec: &ConnectionRecord) -> bool {
     if rec.end_reason == EndReason::Ongoing {
         return false;
     }
     match rec.transport {
         Transport::Tcp => {
             let h = rec.history;
-            rec.conn_state == ConnState::REJ
-                || (h.start_seen() && h.resp & history::SYN_ACK != 0 && h.orig & history::ACK != 0)
+            let completed = h.start_seen() && h.resp & SYN_ACK != 0 && h.orig & history::ACK != 0;
+            let retried = rec.conn_state == ConnState::S0 && h.orig == SYN && rec.orig_packets >= 2;
+            rec.conn_state == ConnState::REJ || completed || retried
         }
         Transport::Udp => rec.resp_packets > 0,
         _ => false,
@@ -159,7 +168,7 @@ impl RoutineChecks {
             verdict.detector,
             Detector::Supervised | Detector::Unsupervised | Detector::Both
         );
-        if !cfg.enabled || !verdict.anomalous || !by_model || !answered(rec) {
+        if !cfg.enabled || !verdict.anomalous || !by_model || !real_exchange(rec) {
             return None;
         }
         self.sweep(rec.start_unix_ns / NS_PER_SEC);
@@ -330,15 +339,21 @@ mod tests {
             r.resp_bytes = 32 + 10 * i;
             assert!(c.judge(&cfg, &r, &flagged()).is_none(), "check {i}");
         }
-        // Unanswered attempts (a check of a host that is down, a flood's SYNs) are not followed.
-        let mut c = RoutineChecks::default();
-        for i in 0..10u64 {
-            let mut r = check(i * S);
-            r.conn_state = ConnState::S0;
-            r.history = History { orig: SYN, resp: 0 };
-            r.resp_bytes = 0;
-            assert!(c.judge(&cfg, &r, &flagged()).is_none(), "attempt {i}");
-        }
+        // Single unanswered SYNs (a flood's, hping3's once a second) are not followed; a
+        // client's, whose stack sent its SYN again for want of an answer (a check of a host
+        // that is down), is.
+        let attempt = |t, syns| ConnectionRecord {
+            conn_state: ConnState::S0,
+            history: History { orig: SYN, resp: 0 },
+            orig_packets: syns,
+            resp_packets: 0,
+            resp_bytes: 0,
+            ..check(t)
+        };
+        let starts: Vec<u64> = (0..10).map(|i| i * S).collect();
+        assert!(run(&cfg, &starts, |t| attempt(t, 1)).iter().all(|w| !w));
+        let w = run(&cfg, &starts, |t| attempt(t, 2));
+        assert_eq!(w, [[false; 3].as_slice(), &[true; 7]].concat());
         // A SYN the attacker's kernel resets after the host's SYN-ACK did not complete a
         // handshake: not a check.
         let mut c = RoutineChecks::default();
