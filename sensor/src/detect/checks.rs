@@ -3,39 +3,39 @@
 //!
 //! Why: a monitoring system, a load balancer or an orchestrator checks services on a schedule
 //! (Nagios' `check_tcp` and `check_ssh`, Prometheus' blackbox probes, Kubernetes' TCP probes,
-//! HAProxy's health checks): it connects and closes without a byte, reads a banner and resets,
-//! or is refused by a service that is down. Each such exchange is, connection for connection,
-//! what the 1998 data's probes look like (a zero-byte or reset connection, a refusal), so the
-//! model flags every one, and checks every few seconds add up to an incident
-//! (`docs/design.md`, "Attack shapes": a checker's 313 flagged connections of 637). What sets a
-//! check apart is repetition: the same exchange (the same state, the same bytes each way), with
-//! the same service of the same host, again and again at the pace of a schedule. An attack does
-//! not repeat itself so: a scan or a sweep moves on to the next port or host, a flood repeats
-//! faster than once a second, and a password guesser is the login rule's
+//! HAProxy's health checks): it connects and closes without a byte, reads a banner and resets, is
+//! refused by a service that is down, or waits in vain on a host that is down. Each such exchange
+//! is, connection for connection, what the 1998 data's probes look like (a zero-byte or reset
+//! connection, a refusal, an unanswered SYN), so the model flags every one, and checks every few
+//! seconds add up to an incident (`docs/design.md`, "Attack shapes": a checker's 313 flagged
+//! connections of 637). What sets a check apart is repetition: the same exchange (the same state,
+//! the same bytes each way), with the same service of the same host, again and again at the pace of
+//! a schedule. An attack does not repeat itself so: a scan or a sweep moves on to the next port or
+//! host, a flood repeats far faster than twice a second, and a password guesser is the login rule's
 //! ([`super::logins`]), whose verdicts this rule never touches.
 //!
-//! The rule follows, for each source, host, transport and port, the exchanges the model
-//! flagged there ([`SIGNATURES`] at most, the least recent replaced) that a real client made:
-//! a TCP connection whose handshake the originator completed, that the host refused (`REJ`),
-//! or that went unanswered while the originator's stack sent its SYN again (`S0` with two
-//! SYNs or more: a `connect()` waiting on a host that is down); a UDP exchange with an answer.
-//! A flood tool or a scanner sends each SYN once, and a SYN its own kernel resets after the
-//! host's SYN-ACK completes no handshake: neither is followed. An exchange repeats when a later one has the same state and
-//! the same bytes each way within an eighth; it keeps a pace when the time from the start of
-//! the last repeat is at least [`ChecksConfig::min_period_ns`] (half a second by default: a
-//! schedule of one a second, with its jitter, and never a flood's pace), at most
-//! [`MAX_PERIOD_SECS`], and within half to twice the time before (a check that was skipped
-//! once keeps its pace). From the [`ChecksConfig::repeats`]-th exchange at a pace on (the
-//! fourth by default), the model's verdict is withdrawn: the connection is normal, with
-//! combined score 0, its detectors' scores kept, and its record says why (`routine_check`).
-//! The first ones stay flagged: an operator sees the check once, and again whenever its pace
-//! or its exchange changes (a service that goes down, a check that starts failing).
+//! The rule follows, for each source, host, transport and port, the exchanges the model flagged
+//! there ([`SIGNATURES`] at most, the least recent replaced) that a real client made: a TCP
+//! connection whose handshake the originator completed, that the host refused (`REJ`), or that went
+//! unanswered while the originator's stack sent its SYN again (`S0` with two SYNs or more: a
+//! `connect()` waiting on a host that is down); a UDP exchange with an answer. A flood tool or a
+//! scanner sends each SYN once, and a SYN its own kernel resets after the host's SYN-ACK completes
+//! no handshake: neither is followed. An exchange repeats when a later one has the same state and
+//! the same bytes each way within an eighth; it keeps a pace when the time from the start of the
+//! last repeat is at least [`ChecksConfig::min_period_ns`] (half a second by default: a schedule of
+//! one a second, with its jitter, and never a flood's pace), at most [`MAX_PERIOD_SECS`], and
+//! within half to twice the time before (a check that was skipped once keeps its pace). From the
+//! [`ChecksConfig::repeats`]-th exchange at a pace on (the fourth by default), the model's verdict
+//! is withdrawn: the connection is normal, with combined score 0, its detectors' scores kept, and
+//! its record says why (`routine_check`). The first ones stay flagged: an operator sees the check
+//! once, and again whenever its pace or its exchange changes (a service that goes down, a check
+//! that starts failing).
 //!
 //! Not withdrawn: single unanswered SYNs (a spoofed flood's, `hping3`'s), the volume and login
-//! rules' verdicts, connections sped up past the minimum period, and anything that changes
-//! from one repeat to the next. A scan repeated on a
-//! schedule (the site's own vulnerability scanner every hour) is withdrawn from its fourth
-//! round on; an attacker who probes one port once a second for minutes gets three alerts.
+//! rules' verdicts, connections sped up past the minimum period, and anything that changes from one
+//! repeat to the next. A scan repeated on a schedule (the site's own vulnerability scanner every
+//! hour) is withdrawn from its fourth round on; an attacker who repeats a real client's probe of
+//! one port once a second for minutes gets three alerts.
 
 use std::net::IpAddr;
 
@@ -156,7 +156,7 @@ fn real_exchange(rec: &ConnectionRecord) -> bool {
 }
 
 impl RoutineChecks {
-    /// Follows `rec` if the model flagged it (`verdict`) and its host answered; returns why
+    /// Follows `rec` if the model flagged it (`verdict`) and a real client made it; returns why
     /// the verdict is withdrawn where the exchange repeats at a pace (see the module docs).
     pub fn judge(
         &mut self,
@@ -206,7 +206,7 @@ impl RoutineChecks {
             && gap_ns.saturating_mul(2) >= ex.period_ns
             && gap_ns <= ex.period_ns.saturating_mul(2);
         (ex.repeats, ex.period_ns) = match (steady, paced) {
-            (true, _) => (ex.repeats + 1, gap_ns),
+            (true, _) => (ex.repeats.saturating_add(1), gap_ns),
             // The second of a new pace: this one and the last.
             (false, true) => (2, gap_ns),
             (false, false) => (1, 0),
