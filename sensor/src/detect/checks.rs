@@ -57,7 +57,7 @@ pub const SIGNATURES: usize = 4;
 pub const MAX_PERIOD_SECS: u64 = 900;
 /// Sources and services followed at most; beyond, a new one finds no room until the sweep
 /// forgets the quiet ones ([`RoutineChecks::untracked`]).
-const MAX_KEYS: usize = 65_536;
+const MAX_KEYS: usize = 32_768;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// The rule's settings (the configuration's `[checks]`).
@@ -93,23 +93,36 @@ pub struct CheckHit {
     pub period_secs: f64,
 }
 
-/// One exchange of a source with a service: its shape and its pace so far.
+/// One exchange of a source with a service: its shape and its pace so far. 24 bytes, so
+/// that a full map of [`MAX_KEYS`] sources and services with [`SIGNATURES`] each stays near
+/// 10 MB.
 #[derive(Clone, Copy, Debug)]
 struct Exchange {
-    state: ConnState,
-    orig_bytes: u64,
-    resp_bytes: u64,
     last_start_ns: u64,
-    /// The time between the last two repeats; 0 before the second.
-    period_ns: u64,
-    repeats: u32,
+    /// Bytes each way, saturated at `u32::MAX` (a check carries a few hundred).
+    orig_bytes: u32,
+    resp_bytes: u32,
+    /// The time between the last two repeats, microseconds; 0 before the second.
+    period_us: u32,
+    repeats: u16,
+    state: ConnState,
+}
+
+const _: () = assert!(std::mem::size_of::<Option<Exchange>>() == 24);
+
+/// `bytes` as an exchange keeps them.
+fn saturated(bytes: u64) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 impl Exchange {
     /// Whether `rec` is this exchange again: the same state, the same bytes each way within an
     /// eighth (a page with a date in it, a banner with a counter).
     fn same(&self, rec: &ConnectionRecord) -> bool {
-        let near = |a: u64, b: u64| a.abs_diff(b) <= a.max(b) / 8;
+        let near = |a: u32, b: u64| {
+            let b = saturated(b);
+            a.abs_diff(b) <= a.max(b) / 8
+        };
         self.state == rec.conn_state
             && near(self.orig_bytes, rec.orig_bytes)
             && near(self.resp_bytes, rec.resp_bytes)
@@ -187,12 +200,12 @@ impl RoutineChecks {
                 .min_by_key(|s| s.map_or(0, |e| e.last_start_ns + 1))
                 .expect("SIGNATURES > 0");
             *slot = Some(Exchange {
-                state: rec.conn_state,
-                orig_bytes: rec.orig_bytes,
-                resp_bytes: rec.resp_bytes,
                 last_start_ns: rec.start_unix_ns,
-                period_ns: 0,
+                orig_bytes: saturated(rec.orig_bytes),
+                resp_bytes: saturated(rec.resp_bytes),
+                period_us: 0,
                 repeats: 1,
+                state: rec.conn_state,
             });
             return None;
         };
@@ -201,19 +214,22 @@ impl RoutineChecks {
         let gap_ns = rec.start_unix_ns.saturating_sub(ex.last_start_ns);
         let paced = (cfg.min_period_ns..=MAX_PERIOD_SECS * NS_PER_SEC).contains(&gap_ns)
             && rec.start_unix_ns >= ex.last_start_ns;
+        let period_ns = u64::from(ex.period_us) * 1_000;
         let steady = paced
-            && ex.period_ns > 0
-            && gap_ns.saturating_mul(2) >= ex.period_ns
-            && gap_ns <= ex.period_ns.saturating_mul(2);
-        (ex.repeats, ex.period_ns) = match (steady, paced) {
-            (true, _) => (ex.repeats.saturating_add(1), gap_ns),
+            && period_ns > 0
+            && gap_ns.saturating_mul(2) >= period_ns
+            && gap_ns <= period_ns.saturating_mul(2);
+        // At most MAX_PERIOD_SECS where paced: microseconds fit a u32.
+        let gap_us = u32::try_from(gap_ns / 1_000).unwrap_or(u32::MAX).max(1);
+        (ex.repeats, ex.period_us) = match (steady, paced) {
+            (true, _) => (ex.repeats.saturating_add(1), gap_us),
             // The second of a new pace: this one and the last.
-            (false, true) => (2, gap_ns),
+            (false, true) => (2, gap_us),
             (false, false) => (1, 0),
         };
         ex.last_start_ns = ex.last_start_ns.max(rec.start_unix_ns);
-        (ex.repeats >= cfg.repeats).then(|| CheckHit {
-            repeats: ex.repeats,
+        (u32::from(ex.repeats) >= cfg.repeats).then(|| CheckHit {
+            repeats: u32::from(ex.repeats),
             period_secs: gap_ns as f64 / NS_PER_SEC as f64,
         })
     }

@@ -205,7 +205,7 @@ impl Detection {
             "sensor_check_exchanges",
             IntGauge::new(
                 "sensor_check_exchanges",
-                "Sources and services (source, host, transport, port) whose flagged exchanges the routine-check rule follows (at most 65,536; quiet for 15 minutes, forgotten).",
+                "Sources and services (source, host, transport, port) whose flagged exchanges the routine-check rule follows (at most 32,768; quiet for 15 minutes, forgotten).",
             )
         );
         let check_keys_untracked = registered!(
