@@ -498,16 +498,17 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
 }
 
 /// The routine-check rule's settings, each defaulting to [`ChecksConfig::default`]'s:
-/// `repeats` at least 2 (the first exchange of a pace has no pace yet), `min_period_secs` at
+/// `repeats` 2 to 1,000 (the first exchange of a pace has no pace yet; a count is kept to
+/// 65,535), `min_period_secs` at
 /// least 0.1 (faster is a flood's pace, which the rule must never take for a schedule).
 fn resolve_checks(f: &ChecksFile) -> Result<ChecksConfig, ConfigError> {
     let d = ChecksConfig::default();
     if let Some(n) = f.repeats
-        && n < 2
+        && !(2..=1_000).contains(&n)
     {
         return Err(invalid(
             "checks.repeats",
-            format!("must be at least 2, got {n}"),
+            format!("must be 2 to 1000, got {n}"),
         ));
     }
     let min_period_ns = match f.min_period_secs {
@@ -675,6 +676,7 @@ mod tests {
                 "volume.tcp_attempts_per_sec",
             ),
             ("[checks]\nrepeats = 1\n", "checks.repeats"),
+            ("[checks]\nrepeats = 100000\n", "checks.repeats"),
             (
                 "[checks]\nmin_period_secs = 0.01\n",
                 "checks.min_period_secs",
