@@ -43,28 +43,8 @@ impl Lab {
     pub fn start(extra: &[&str], bound_secs: u64) -> Lab {
         let dir = TempDir::new("shipped").expect("temp dir");
         let lab = GatewayLab::new().expect("gateway lab");
-        let www = dir.join("www");
-        std::fs::create_dir(&www).unwrap();
-        std::fs::write(www.join("index.html"), "<html><body>lab</body></html>\n").unwrap();
         let bound = bound_secs.to_string();
-        let http = lab
-            .server
-            .spawn_logged(
-                "timeout",
-                &[
-                    &bound,
-                    "python3",
-                    "-m",
-                    "http.server",
-                    "80",
-                    "--bind",
-                    HTTP_SERVER,
-                    "--directory",
-                    &www.to_string_lossy(),
-                ],
-                &dir.join("http.log"),
-            )
-            .expect("http.server");
+        let http = gateway::start_http(&lab, &dir, &bound).expect("http.server");
         crate::wait_listening(&lab.server, 80);
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let (records, alerts) = (dir.join("records.jsonl"), dir.join("alerts.jsonl"));

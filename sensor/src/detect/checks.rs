@@ -133,8 +133,18 @@ impl Exchange {
 #[derive(Clone, Copy, Debug, Default)]
 struct Exchanges {
     slots: [Option<Exchange>; SIGNATURES],
-    /// The latest start among them, for the sweep.
-    latest_start_ns: u64,
+}
+
+impl Exchanges {
+    /// The latest start among them.
+    fn latest_start_ns(&self) -> u64 {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|e| e.last_start_ns)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The rule's state; see the module docs.
@@ -191,14 +201,12 @@ impl RoutineChecks {
             return None;
         }
         let entry = self.keys.entry(key).or_default();
-        entry.latest_start_ns = entry.latest_start_ns.max(rec.start_unix_ns);
         let Some(ex) = entry.slots.iter_mut().flatten().find(|e| e.same(rec)) else {
             // A new exchange, in an empty slot or the least recent one's.
             let slot = entry
                 .slots
                 .iter_mut()
-                .min_by_key(|s| s.map_or(0, |e| e.last_start_ns + 1))
-                .expect("SIGNATURES > 0");
+                .min_by_key(|s| s.map_or(0, |e| e.last_start_ns + 1))?;
             *slot = Some(Exchange {
                 last_start_ns: rec.start_unix_ns,
                 orig_bytes: saturated(rec.orig_bytes),
@@ -242,7 +250,7 @@ impl RoutineChecks {
             return;
         }
         self.keys
-            .retain(|_, v| v.latest_start_ns / NS_PER_SEC + MAX_PERIOD_SECS > now_s);
+            .retain(|_, v| v.latest_start_ns() / NS_PER_SEC + MAX_PERIOD_SECS > now_s);
     }
 
     /// Sources and services followed now.

@@ -92,7 +92,7 @@ impl Services {
 }
 
 /// HTTP: a small page and a larger file.
-fn start_http(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<Proc, String> {
+pub fn start_http(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<Proc, String> {
     let www = dir.join("www");
     std::fs::create_dir(&www).map_err(|e| format!("{}: {e}", www.display()))?;
     std::fs::write(www.join("index.html"), "<html><body>lab</body></html>\n")
