@@ -16,6 +16,13 @@
 //! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
 //! | `brute_force` | the login rule's verdicts: one source's short sessions to one login service of a host at a guesser's rate (`crate::detect::logins`) | source, target host, port |
 //!
+//! One source's port scans and host sweeps over one transport are one attack: while one is
+//! open, the next that passes its threshold joins it instead of opening (`nmap` over a network
+//! is a port scan of each host and a sweep of each port; 30 incidents for one run over 20
+//! hosts and 100 ports before this), and from then on the incident takes every connection of
+//! the source over the transport, keeping the kind and id it opened with
+//! (`IncidentTracker::widen`).
+//!
 //! A connection that fits an incident already open is counted there (flood, then guessing,
 //! scan, the host's UDP flood, sweep, source); otherwise it is evidence for candidates of every
 //! kind, and the first candidate to pass its threshold opens. The login rule's verdicts feed
@@ -140,6 +147,23 @@ enum Key {
     /// ([`VolumeScope::Logins`]) only, as any other anomalous session to a login service is
     /// evidence for the other kinds.
     Logins(IpAddr, IpAddr, u16),
+    /// Source, transport: never a candidate. An open port scan or host sweep moves here when
+    /// another scan or sweep of its source over the same transport passes its threshold (a
+    /// scan of several hosts, or a sweep of several ports: one `nmap` run over a network),
+    /// and then takes every connection of the source over the transport
+    /// ([`IncidentTracker::widen`]).
+    Recon(IpAddr, Transport),
+}
+
+impl Key {
+    /// The source and transport of a scan-shaped key (a port scan, a host sweep, or the two
+    /// widened), whose incidents a source has at most one of open per transport.
+    fn recon(&self) -> Option<(IpAddr, Transport)> {
+        match *self {
+            Key::Scan(src, _, t) | Key::Sweep(src, t, _) | Key::Recon(src, t) => Some((src, t)),
+            _ => None,
+        }
+    }
 }
 
 /// Distinct values, remembered up to [`REMEMBERED`].
@@ -441,6 +465,10 @@ pub struct IncidentTracker {
     /// `tick` looks at those, not at every candidate (up to `max_candidates` per kind, under a
     /// flood). An entry whose candidate went (opened, taken over, forgotten) is dropped there.
     waiting: Set<Key>,
+    /// The key of each source's open scan-shaped incident, per transport (see
+    /// [`Key::recon`]): where its next scan or sweep goes instead of opening an incident of
+    /// its own ([`Self::widen`]).
+    recon: Map<(IpAddr, Transport), Key>,
     stats: IncidentStats,
 }
 
@@ -456,6 +484,7 @@ impl IncidentTracker {
             counted: Set::default(),
             live: Map::default(),
             waiting: Set::default(),
+            recon: Map::default(),
             stats: IncidentStats::default(),
         }
     }
@@ -547,7 +576,7 @@ impl IncidentTracker {
             // the scan would take the whole flood while it lasts. A run, not every connection:
             // a scan repeated over the same ports, or nmap's retries, never makes one long
             // enough, and the scan keeps at most one such candidate at a time.
-            if matches!(key, Key::Scan(..))
+            if matches!(key, Key::Scan(..) | Key::Recon(..))
                 && let Some(f @ Key::Flood(..)) = keys[0]
                 && counts_as_new_evidence(rec, s)
             {
@@ -578,6 +607,8 @@ impl IncidentTracker {
         let candidates = keys.into_iter().flatten().filter(|k| match k {
             Key::HostFlood(_) => at_host,
             Key::Logins(..) => at_logins,
+            // Opened only by widening an open scan or sweep.
+            Key::Recon(..) => false,
             _ => !at_host && !at_logins,
         });
         self.feed_candidates(candidates, rec, s, at_ns, out);
@@ -677,6 +708,7 @@ impl IncidentTracker {
             let Some(scan) = self.open.remove(&scan_key) else {
                 continue;
             };
+            self.forget_recon(scan_key);
             flood.evidence.merge(&scan.evidence);
             flood.live += scan.live;
             for k in self.live.values_mut() {
@@ -769,6 +801,10 @@ impl IncidentTracker {
         at_ns: u64,
         out: &mut Vec<IncidentLine>,
     ) {
+        let evidence = match self.widen(key, evidence, at_ns, out) {
+            Some(evidence) => evidence,
+            None => return,
+        };
         let prefix = self
             .id_prefix
             .get_or_insert_with(|| format!("{:x}", evidence.first_ns / 1_000_000))
@@ -792,7 +828,68 @@ impl IncidentTracker {
         out.extend(taken_over);
         *self.stats.opened.entry(kind).or_default() += 1;
         *self.stats.open.entry(kind).or_default() += 1;
+        if let Some(source) = key.recon() {
+            self.recon.insert(source, key);
+        }
         self.open.insert(key, inc);
+    }
+
+    /// A port scan or host sweep about to open (`key`, with its `evidence`) while its source
+    /// has one open over the same transport: one attacker's reconnaissance of a network (`nmap`
+    /// over many hosts and ports is a port scan of each host and a sweep of each port) is one
+    /// attack, so the open one takes the new one's evidence and, moved to
+    /// [`Key::Recon`], every later connection of the source over the transport; its kind and id
+    /// stay those it opened with, its lines list the hosts and ports it grew to. Returns the
+    /// evidence back when there is nothing to widen (the caller opens the incident).
+    ///
+    /// Evidence that other candidates of the source gathered before the widening stays with
+    /// them (they are forgotten after `window`): finding them would mean walking every
+    /// candidate, which a scan from many addresses would make a cost per address.
+    fn widen(
+        &mut self,
+        key: Key,
+        evidence: Evidence,
+        at_ns: u64,
+        out: &mut Vec<IncidentLine>,
+    ) -> Option<Evidence> {
+        let Some(source) = key.recon() else {
+            return Some(evidence);
+        };
+        let Some(&anchor) = self.recon.get(&source) else {
+            return Some(evidence);
+        };
+        let Some(mut inc) = self.open.remove(&anchor) else {
+            self.recon.remove(&source);
+            return Some(evidence);
+        };
+        inc.evidence.merge(&evidence);
+        let wide = Key::Recon(source.0, source.1);
+        if anchor != wide {
+            for k in self.live.values_mut() {
+                if *k == anchor {
+                    *k = wide;
+                }
+            }
+            self.recon.insert(source, wide);
+        }
+        // A wider attack than its last line said: said now, at most once per `update_every`.
+        inc.dirty = true;
+        if at_ns.saturating_sub(inc.last_line_ns) >= self.config.update_every.as_nanos() as u64 {
+            inc.last_line_ns = at_ns;
+            inc.dirty = false;
+            out.push(inc.line(IncidentState::Update));
+        }
+        self.open.insert(wide, inc);
+        None
+    }
+
+    /// Forgets `key` as its source's open scan-shaped incident (closed, or taken over).
+    fn forget_recon(&mut self, key: Key) {
+        if let Some(source) = key.recon()
+            && self.recon.get(&source) == Some(&key)
+        {
+            self.recon.remove(&source);
+        }
     }
 
     /// Closes incidents quiet for `quiet` and forgets candidates not fed for `window`, as of
@@ -835,6 +932,7 @@ impl IncidentTracker {
         closed.sort_unstable();
         for key in closed {
             if let Some(inc) = self.open.remove(&key) {
+                self.forget_recon(key);
                 out.push(inc.line(IncidentState::Closed));
                 if let Some(n) = self.stats.open.get_mut(&inc.kind) {
                     *n = n.saturating_sub(1);
@@ -905,7 +1003,7 @@ fn counts_as_new_evidence(rec: &ConnectionRecord, s: &Scored) -> bool {
 }
 
 /// The candidate keys of a connection, in the order an open incident claims it.
-fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 6] {
+fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 7] {
     let t = rec.transport;
     let port = port_of(rec);
     let flood = match t {
@@ -921,6 +1019,8 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 6] {
             rec.resp_addr,
             port,
         )),
+        // A source's scans and sweeps widened into one (open only as such, `widen`).
+        Some(Key::Recon(rec.orig_addr, t)),
         Some(Key::Scan(rec.orig_addr, rec.resp_addr, t)),
         // After a scan: a scan of the host open before its flood keeps its own connections
         // (the flood takes the volume rule's verdicts at the host first, in `observe`).

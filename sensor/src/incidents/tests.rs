@@ -758,3 +758,141 @@ fn password_guessing_opens_one_brute_force_per_source_and_service() {
     // The guesser's sessions from its 60th on: 400 - 100 - 59.
     assert_eq!(closed.anomalous_connections, 241);
 }
+
+/// Feeds `conns` as [`opened`] does and returns every line.
+fn lines_of(conns: &[ConnectionRecord]) -> Vec<IncidentLine> {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let (mut out, s) = (Vec::new(), flagged());
+    let mut next_tick = T0;
+    for c in conns {
+        while next_tick <= c.final_unix_ns {
+            tracker.tick(next_tick, &mut out);
+            next_tick += S;
+        }
+        tracker.observe(c, &s, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    out
+}
+
+/// `nmap` over a network: each round of `hosts` probes one port on every host, `ports` rounds,
+/// 1 ms apart, from `src` over `transport`.
+fn network_scan(
+    src: IpAddr,
+    transport: Transport,
+    hosts: u8,
+    ports: u16,
+    t0: u64,
+) -> Vec<ConnectionRecord> {
+    let mut conns = Vec::new();
+    for p in 0..ports {
+        for h in 0..hosts {
+            let t = t0 + (u64::from(p) * u64::from(hosts) + u64::from(h)) * 1_000_000;
+            let mut c = conn(src, 40_000 + p, addr(100 + h), 1 + p * 7, t);
+            c.transport = transport;
+            conns.push(c);
+        }
+    }
+    conns
+}
+
+/// One source scanning 20 hosts on 30 ports is a port scan of each host and a sweep of each
+/// port to the thresholds: 50 incidents before the widening, one now, listing every host and
+/// port, and counting every connection after the first scan or sweep opened.
+#[test]
+fn a_scan_of_a_network_is_one_incident() {
+    let conns = network_scan(addr(6), Transport::Tcp, 20, 30, T0);
+    let out = lines_of(&conns);
+    let opened: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert!(matches!(
+        opened[0].kind,
+        IncidentKind::PortScan | IncidentKind::HostSweep
+    ));
+    let closed: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Closed)
+        .collect();
+    assert_eq!(closed.len(), 1);
+    let c = closed[0];
+    assert_eq!(
+        (c.id.as_str(), c.kind),
+        (opened[0].id.as_str(), opened[0].kind)
+    );
+    assert_eq!((c.target_count, c.port_count), (20, 30));
+    // The first sweep opens at its 10th host (the first round); the second round's sweep
+    // widens it, and from then on it takes everything: all but the other hosts' candidates of
+    // the first round.
+    assert!(
+        c.connections >= 600 - 20 && c.connections <= 600,
+        "{} connections",
+        c.connections
+    );
+}
+
+/// Widening is per source and per transport: a second source's scan of the same network,
+/// and the first source's UDP scan of it, are incidents of their own; and once the first
+/// source's incident has closed, its next scan opens a new one.
+#[test]
+fn widening_keeps_sources_transports_and_attacks_apart() {
+    let (a, b) = (addr(6), addr(7));
+    let mut conns = network_scan(a, Transport::Tcp, 12, 25, T0);
+    conns.extend(network_scan(b, Transport::Tcp, 12, 25, T0 + S / 2));
+    conns.extend(network_scan(a, Transport::Udp, 12, 25, T0 + S));
+    // After the quiet time (30 s shipped): another attack.
+    conns.extend(network_scan(a, Transport::Tcp, 12, 25, T0 + 120 * S));
+    conns.sort_by_key(|c| c.final_unix_ns);
+    let out = lines_of(&conns);
+    let opened: Vec<(IpAddr, &str)> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .map(|l| (l.sources[0], l.protocol))
+        .collect();
+    assert_eq!(
+        opened,
+        vec![(a, "tcp"), (b, "tcp"), (a, "udp"), (a, "tcp")],
+        "{out:?}"
+    );
+    for l in out.iter().filter(|l| l.state == IncidentState::Closed) {
+        assert_eq!((l.source_count, l.target_count, l.port_count), (1, 12, 25));
+    }
+}
+
+/// A port scan of one host, then a flood of one of its ports from the same source, then a
+/// scan of a second host: the flood stays an incident of its own, the second scan joins the
+/// first.
+#[test]
+fn a_widened_scan_leaves_its_sources_flood_alone() {
+    let (src, first, second) = (addr(8), addr(1), addr(2));
+    let mut conns: Vec<_> = (0..30u64)
+        .map(|i| conn(src, 42_000, first, 1 + i as u16, T0 + i * 10_000_000))
+        .collect();
+    conns.extend(
+        (0..300u64).map(|i| conn(src, 10_000 + i as u16, first, 80, T0 + S + i * 1_000_000)),
+    );
+    conns.extend((0..30u64).map(|i| {
+        conn(
+            src,
+            43_000,
+            second,
+            1 + i as u16,
+            T0 + 2 * S + i * 10_000_000,
+        )
+    }));
+    let out = lines_of(&conns);
+    let kinds: Vec<IncidentKind> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .map(|l| l.kind)
+        .collect();
+    assert_eq!(kinds, vec![IncidentKind::PortScan, IncidentKind::Flood]);
+    // Its ports: the 30 scanned, and the flooded one (the scan counts the flood's first
+    // connections, until the flood opens).
+    let scan = last_closed(&out, IncidentKind::PortScan);
+    assert_eq!((scan.target_count, scan.port_count), (2, 31));
+    let flood = last_closed(&out, IncidentKind::Flood);
+    assert_eq!((flood.target_count, flood.port_count), (1, 1));
+}

@@ -1,0 +1,134 @@
+//! A scan of a network, live: `sensor run` with the shipped settings in the gateway lab
+//! ([`integration_tests::shipped::Lab`]) while the client runs `nmap -sS` over 12 hosts and 25
+//! ports, and the attacker, at the same time, scans the web server's ports. Such a network scan
+//! is, to the incident thresholds, a port scan of each host and a sweep of each port (37
+//! incidents, one page each, before the widening of `sensor::incidents`); it must be one
+//! incident listing every host and port, and the other address's scan one of its own.
+//!
+//! Bounded: two `nmap` runs of 300 probes each, 30 s at most; all addresses in
+//! 198.18.0.0/15; the lab's guards remove everything on every exit path.
+use std::time::Duration;
+
+use integration_tests::{require_root, shipped::Lab, wait_until};
+use xtask::gateway::{CLIENT, FLOOD_SOURCE, HTTP_SERVER};
+
+/// The scanned hosts: addresses of the server (`198.18.2.10` to `.21`).
+const HOSTS: &str = "198.18.2.10-21";
+const HOST_COUNT: u64 = 12;
+/// The scanned ports (nothing listens: each probe is refused).
+const PORTS: &str = "1000-1024";
+const PORT_COUNT: u64 = 25;
+
+fn nmap(lab: &Lab, on_attacker: bool, ports: &str, targets: &str) -> std::process::Child {
+    let ns = if on_attacker {
+        &lab.lab.attacker
+    } else {
+        &lab.lab.client
+    };
+    ns.cmd("timeout")
+        .args([
+            "30",
+            "nmap",
+            "-sS",
+            "-n",
+            "-Pn",
+            "--max-retries",
+            "0",
+            "-p",
+            ports,
+            targets,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nmap")
+}
+
+#[test]
+fn a_scan_of_a_network_is_one_incident_and_another_sources_scan_its_own() {
+    require_root();
+    let lab = Lab::start(&[], 90);
+    let network = nmap(&lab, false, PORTS, HOSTS);
+    let other = nmap(&lab, true, "2000-2299", HTTP_SERVER);
+    for (what, child) in [("network scan", network), ("port scan", other)] {
+        let out = child.wait_with_output().expect("nmap");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened(CLIENT) >= 1
+            && lab.opened(FLOOD_SOURCE) >= 1),
+        "no incident for each scan: {}",
+        lab.alerts_so_far()
+    );
+    // Every probe has been judged (each refused at once); then a moment for lines to come.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = lab.stop();
+
+    let probes = out
+        .records
+        .iter()
+        .filter(|r| {
+            r["orig_addr"] == CLIENT
+                && r["resp_port"]
+                    .as_u64()
+                    .is_some_and(|p| (1000..=1024).contains(&p))
+        })
+        .count();
+    let flagged = out
+        .records
+        .iter()
+        .filter(|r| r["orig_addr"] == CLIENT && r["anomalous"] == true)
+        .count();
+    println!("network scan: {probes} probes recorded, {flagged} flagged");
+    assert_eq!(
+        probes as u64,
+        HOST_COUNT * PORT_COUNT,
+        "one record per probe"
+    );
+
+    let opens = out.opened();
+    for o in &opens {
+        println!("opened: {o}");
+    }
+    let of = |src: &str| -> Vec<&&serde_json::Value> {
+        opens
+            .iter()
+            .filter(|o| o["sources"] == serde_json::json!([src]))
+            .collect()
+    };
+    let (network, other) = (of(CLIENT), of(FLOOD_SOURCE));
+    assert_eq!(
+        network.len(),
+        1,
+        "the network scan: one incident: {opens:?}"
+    );
+    assert_eq!(other.len(), 1, "the other scan: one incident: {opens:?}");
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    assert_eq!(other[0]["kind"], "port_scan");
+    assert_ne!(network[0]["id"], other[0]["id"]);
+
+    // The network scan's incident grew to every host and port; the other stayed one host's.
+    let closed = |id: &serde_json::Value| {
+        out.alerts
+            .iter()
+            .rfind(|a| a["id"] == *id && a["state"] == "closed")
+            .unwrap_or_else(|| panic!("incident {id} never closed: {:?}", out.alerts))
+    };
+    let n = closed(&network[0]["id"]);
+    println!("network scan closed: {n}");
+    assert_eq!(n["kind"], network[0]["kind"], "the kind it opened with");
+    assert!(
+        matches!(n["kind"].as_str(), Some("port_scan" | "host_sweep")),
+        "{n}"
+    );
+    assert_eq!(n["target_count"].as_u64(), Some(HOST_COUNT), "{n}");
+    // Each port is probed on 12 hosts: all but a port whose every probe the model let pass.
+    assert!(n["port_count"].as_u64() >= Some(PORT_COUNT - 1), "{n}");
+    let o = closed(&other[0]["id"]);
+    assert_eq!(o["target_count"].as_u64(), Some(1), "{o}");
+    assert_eq!(o["targets"], serde_json::json!([HTTP_SERVER]), "{o}");
+}
