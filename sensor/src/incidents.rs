@@ -499,7 +499,8 @@ impl IncidentTracker {
     ///
     /// A connection counts once: when its early verdict was anomalous, that was its evidence,
     /// and its final verdict (up to a minute later, for UDP and ICMP) adds nothing, so that an
-    /// attack's connections do not reopen its incident after it went quiet.
+    /// attack's connections do not reopen its incident after it went quiet; when it was
+    /// normal, the connection counts at its final record only.
     pub fn observe(
         &mut self,
         rec: &ConnectionRecord,
@@ -508,12 +509,16 @@ impl IncidentTracker {
         out: &mut Vec<IncidentLine>,
     ) {
         if rec.end_reason == EndReason::Ongoing {
-            if s.verdict.anomalous {
-                if self.counted.len() >= self.config.max_candidates * 4 {
-                    self.counted.clear();
-                }
-                self.counted.insert(rec.id());
+            // A normal early verdict is no evidence, and the connection counts at its final
+            // record (counting it at both made a flood of connections judged normal early and
+            // flagged at their end, an ACK or FIN flood's, count each twice).
+            if !s.verdict.anomalous {
+                return;
             }
+            if self.counted.len() >= self.config.max_candidates * 4 {
+                self.counted.clear();
+            }
+            self.counted.insert(rec.id());
         } else {
             if let Some(key) = self.live.remove(&rec.id()) {
                 self.conversation_ended(key, rec, s);

@@ -174,6 +174,25 @@ fn incomplete(rec: &ConnectionRecord) -> bool {
     rec.history.orig & ACK == 0 && rec.history.resp & (ACK | DATA) == 0 && rec.resp_bytes == 0
 }
 
+/// Whether a TCP conversation is a stray segment's: the sensor did not see it begin, its
+/// originator sent no SYN and no payload (a bare ACK, FIN or RST), and its responder sent
+/// nothing or only resets. No connection of the responder's knows such a segment, so it is
+/// what an ACK or FIN flood sends (`hping3 -A`, `-F`; with changing source ports each is a
+/// conversation of its own), and it is judged as a failed attempt. A connection picked up
+/// mid-stream (begun before the sensor watched, or after its entry went) carries payload or
+/// is acknowledged, and a keep-alive is answered: none is a stray. A segment after a
+/// connection's end (a late retransmission, answered by a reset) is one, but its client's
+/// other connections complete, so its source and service are not judged flooded.
+fn stray(rec: &ConnectionRecord) -> bool {
+    use sensor_common::flow::history::{DATA, NON_SYN, RST, SYN, SYN_ACK};
+    let (orig, resp) = (rec.history.orig, rec.history.resp);
+    orig != 0
+        && orig & (SYN | SYN_ACK | DATA) == 0
+        && resp & !(NON_SYN | RST) == 0
+        && rec.orig_bytes == 0
+        && rec.resp_bytes == 0
+}
+
 /// Targets followed at most, services and hosts each; beyond, a new target finds no room until
 /// the once-a-second sweep forgets the quiet ones ([`TargetRates::untracked`]). A UDP scan
 /// touches a new port per datagram: it fills the services with targets of one conversation
@@ -621,17 +640,17 @@ impl TargetRates {
         now: u64,
         s: u64,
     ) -> Option<(u32, f64)> {
-        // Not an attempt: a packet of a connection the sensor did not see begin (a bare ACK
-        // probe answered by a reset, a connection picked up mid-stream) neither tries nor
-        // completes a handshake.
-        if rec.end_reason == EndReason::Ongoing || !rec.history.start_seen() {
+        // Not an attempt: a connection picked up mid-stream neither tries nor completes a
+        // handshake. A stray segment (an ACK or FIN flood's) counts as a failed attempt.
+        let stray = stray(rec);
+        if rec.end_reason == EndReason::Ongoing || !(rec.history.start_seen() || stray) {
             return None;
         }
         if sweep_due(&mut self.tcp_swept_s, now) {
             self.tcp_targets.retain(|_, c| c.kept(c.active_s, now));
             self.tcp_sources.retain(|_, c| c.kept(c.active_s, now));
         }
-        let quiet = incomplete(rec);
+        let quiet = stray || incomplete(rec);
         // Its records come about in the order the attempts began, so its second's count so
         // far is the attempts up to it.
         let frac = (rec.start_unix_ns % NS_PER_SEC) as f64 / NS_PER_SEC as f64;
@@ -923,9 +942,9 @@ mod tests {
     }
 
     /// How a test's TCP connection goes: completed (a request and its answer) or not (a
-    /// SYN-ACK its source resets, or a SYN nobody answers), and how long after it began its
-    /// final record comes.
-    #[derive(Clone, Copy)]
+    /// SYN-ACK its source resets, a SYN nobody answers, a stray segment), or seen mid-stream,
+    /// and how long after it began its final record comes.
+    #[derive(Clone, Copy, Debug)]
     enum Tcp {
         Completed {
             record_after_ns: u64,
@@ -934,6 +953,10 @@ mod tests {
         Unanswered,
         /// A bare ACK (`hping3 -A`), reset by the target: no SYN seen.
         BareAck,
+        /// A bare FIN (`hping3 -F`) to an open port, which drops it: no SYN seen, unanswered.
+        BareFin,
+        /// A connection picked up mid-stream: data and acknowledgements both ways.
+        MidStream,
     }
 
     impl Tcp {
@@ -944,6 +967,8 @@ mod tests {
                 Tcp::Reset => 1,
                 Tcp::Unanswered => 2,
                 Tcp::BareAck => 3,
+                Tcp::BareFin => 4,
+                Tcp::MidStream => 5,
             }
         }
     }
@@ -972,8 +997,8 @@ mod tests {
         (per_second, secs, offset_ns): (u64, u64, u64),
         sources: u64,
         how: impl Fn(u64) -> Tcp,
-    ) -> ([usize; 4], f64) {
-        use sensor_common::flow::history::{ACK, DATA, FIN, RST, SYN, SYN_ACK};
+    ) -> ([usize; 6], f64) {
+        use sensor_common::flow::history::{ACK, DATA, FIN, NON_SYN, RST, SYN, SYN_ACK};
         let gap_ns = NS_PER_SEC / per_second;
         let mut recs = Vec::new();
         for i in 0..per_second * secs {
@@ -1013,11 +1038,26 @@ mod tests {
                     5 * NS_PER_SEC
                 }
                 Tcp::BareAck => {
-                    c.history.orig = ACK;
-                    c.history.resp = RST;
+                    c.history.orig = NON_SYN | ACK;
+                    c.history.resp = NON_SYN | RST;
                     (c.orig_packets, c.resp_packets) = (1, 1);
                     c.conn_state = ConnState::OTH;
                     c.end_reason = EndReason::Rst;
+                    10_000
+                }
+                Tcp::BareFin => {
+                    c.history.orig = NON_SYN | FIN;
+                    c.conn_state = ConnState::OTH;
+                    c.end_reason = EndReason::Idle;
+                    5 * NS_PER_SEC
+                }
+                Tcp::MidStream => {
+                    c.history.orig = NON_SYN | ACK | DATA | FIN;
+                    c.history.resp = NON_SYN | ACK | DATA | FIN;
+                    (c.orig_bytes, c.resp_bytes) = (80, 400);
+                    (c.orig_packets, c.resp_packets) = (4, 4);
+                    c.conn_state = ConnState::OTH;
+                    c.end_reason = EndReason::Fin;
                     10_000
                 }
             };
@@ -1026,7 +1066,7 @@ mod tests {
             recs.push((c, how(i)));
         }
         recs.sort_by_key(|(c, _)| c.final_unix_ns);
-        let (mut flagged, mut peak) = ([0; 4], 0f64);
+        let (mut flagged, mut peak) = ([0; 6], 0f64);
         for (c, kind) in &recs {
             let Some(h) = rates.judge(v, c).hit else {
                 continue;
@@ -1034,7 +1074,10 @@ mod tests {
             assert_eq!(h.scope, VolumeScope::Target, "{h:?}");
             assert_ne!(c.end_reason, EndReason::Ongoing, "an early verdict flagged");
             assert!(
-                matches!(kind, Tcp::Reset | Tcp::Unanswered),
+                matches!(
+                    kind,
+                    Tcp::Reset | Tcp::Unanswered | Tcp::BareAck | Tcp::BareFin
+                ),
                 "a connection that completed, or was no attempt, flagged"
             );
             flagged[kind.index()] += 1;
@@ -1149,7 +1192,7 @@ mod tests {
         let mut rates = TargetRates::default();
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &v, (50, 10, 0), 1, |_| Tcp::Reset).0,
-            [0; 4]
+            [0; 6]
         );
         // A load test against a struggling server: 1,000 a second, one in ten completing.
         let mut rates = TargetRates::default();
@@ -1164,7 +1207,7 @@ mod tests {
         };
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &v, (1_000, 5, 0), 1, struggling).0,
-            [0; 4]
+            [0; 6]
         );
         // Its own setting: a bar of 2,000 a second leaves the flood alone.
         let higher = VolumeConfig {
@@ -1174,7 +1217,53 @@ mod tests {
         let mut rates = TargetRates::default();
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &higher, (2_000, 3, 0), 2, attacker_and_client).0,
-            [0; 4]
+            [0; 6]
+        );
+    }
+
+    /// An ACK flood and a FIN flood from one address (`hping3 -A` and `-F`, changing source
+    /// ports, 3,000 a second): each segment is a conversation the sensor did not see begin,
+    /// reset by the target or dropped. Stray segments, judged as failed attempts: flagged from
+    /// about the 100th by the source's rate, each where its record comes (at once, or at the
+    /// 5 s timeout). Connections picked up mid-stream at the same rate, and stray segments
+    /// after a client's completed connections, are not.
+    #[test]
+    fn ack_and_fin_floods_are_failed_attempts_and_mid_stream_connections_are_not() {
+        let v = VolumeConfig::default();
+        for kind in [Tcp::BareAck, Tcp::BareFin] {
+            let mut rates = TargetRates::default();
+            let (flagged, peak) = tcp_flood_by_kind(&mut rates, &v, (3_000, 3, 0), 1, |_| kind);
+            assert!(
+                (8_890..=8_901).contains(&flagged[kind.index()]),
+                "{kind:?}: all but the first 100 or so of 9,000: {flagged:?}"
+            );
+            assert!((2_900.0..=3_010.0).contains(&peak), "{peak}");
+        }
+        let mut rates = TargetRates::default();
+        assert_eq!(
+            tcp_flood_by_kind(&mut rates, &v, (3_000, 3, 0), 1, |_| Tcp::MidStream).0,
+            [0; 6]
+        );
+        assert_eq!(
+            rates.tcp_targets.len(),
+            0,
+            "mid-stream: neither counted nor followed"
+        );
+        // A client completing 500 connections a second, each followed by a stray segment
+        // (its late final ACK, reset): half its connections complete.
+        let mut rates = TargetRates::default();
+        let trailing = |i: u64| {
+            if i.is_multiple_of(2) {
+                Tcp::Completed {
+                    record_after_ns: 10_000,
+                }
+            } else {
+                Tcp::BareAck
+            }
+        };
+        assert_eq!(
+            tcp_flood_by_kind(&mut rates, &v, (1_000, 5, 0), 1, trailing).0,
+            [0; 6]
         );
     }
 
@@ -1195,8 +1284,9 @@ mod tests {
         let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (12_000, 10, 0), 1_000, half);
         assert_eq!(rates.untracked(), 0);
         assert!(flagged[Tcp::Unanswered.index()] >= 59_000, "{flagged:?}");
-        // A bare ACK among every 50 attempts (`hping3 -A`, reset by the target) is no attempt
-        // and no completed handshake: it does not hide the flood.
+        // A bare ACK among every 50 attempts (`hping3 -A`, reset by the target) is a stray
+        // segment, a failed attempt as well: no completed handshake, it does not hide the
+        // flood, and it is flagged with it.
         let mut rates = TargetRates::default();
         let with_acks = |i: u64| {
             if i.is_multiple_of(50) {
@@ -1207,6 +1297,7 @@ mod tests {
         };
         let (flagged, _) = tcp_flood_by_kind(&mut rates, &v, (10_000, 3, 0), 1_000, with_acks);
         assert!(flagged[Tcp::Reset.index()] >= 24_000, "{flagged:?}");
+        assert!(flagged[Tcp::BareAck.index()] >= 480, "{flagged:?}");
         // Forgotten by the sweep once quiet (no flood here: 100 attempts a second), kept while
         // flagged.
         let mut rates = TargetRates::default();

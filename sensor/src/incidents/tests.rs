@@ -896,3 +896,29 @@ fn a_widened_scan_leaves_its_sources_flood_alone() {
     let flood = last_closed(&out, IncidentKind::Flood);
     assert_eq!((flood.target_count, flood.port_count), (1, 1));
 }
+
+/// A connection judged normal at its early verdict and flagged at its final record (a stray
+/// segment of an ACK or FIN flood, judged by the volume rule at its end) counts once towards
+/// the open incident that takes it, not at both verdicts.
+#[test]
+fn a_connection_counts_once_whatever_its_early_verdict() {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let target = addr(1);
+    for i in 0..200u64 {
+        let t = T0 + i * 1_000_000;
+        let rec = conn(addr(9), 10_000 + i as u16, target, 80, t);
+        let mut early = rec.clone();
+        early.end_reason = EndReason::Ongoing;
+        let mut normal = flagged();
+        normal.verdict.anomalous = false;
+        tracker.observe(&early, &normal, t, &mut out);
+        tracker.observe(&rec, &flagged(), t + 1_000, &mut out);
+    }
+    tracker.finish(&mut out);
+    let closed = last_closed(&out, IncidentKind::Flood);
+    assert_eq!(
+        (closed.connections, closed.anomalous_connections),
+        (200, 200)
+    );
+}
