@@ -21,7 +21,13 @@
 //! is a port scan of each host and a sweep of each port; 30 incidents for one run over 20
 //! hosts and 100 ports before this), and from then on the incident takes every connection of
 //! the source over the transport, keeping the kind and id it opened with
-//! (`IncidentTracker::widen`).
+//! (`IncidentTracker::widen`). Floods of several ports of one host over one transport are one
+//! attack the same way (a SYN flood of ports 80 and 443, or of a random port per packet): the
+//! widened flood takes every anomalous connection to the host over the transport.
+//!
+//! An incident's last moment, which `quiet` counts from, is its last anomalous connection's:
+//! the ordinary connections an open incident also counts (a flooded web server's clients) do
+//! not keep it open after the attack ends.
 //!
 //! A connection that fits an incident already open is counted there (flood, then guessing,
 //! scan, the host's UDP flood, sweep, source); otherwise it is evidence for candidates of every
@@ -153,14 +159,41 @@ enum Key {
     /// and then takes every connection of the source over the transport
     /// ([`IncidentTracker::widen`]).
     Recon(IpAddr, Transport),
+    /// Target host, transport: never a candidate. An open flood moves here when a flood of
+    /// another port of its host over the same transport passes its threshold (a SYN flood of
+    /// ports 80 and 443, or of ever new ports), and then takes every anomalous connection to
+    /// the host over the transport ([`IncidentTracker::widen`]).
+    Target(IpAddr, Transport),
+}
+
+/// Incidents of one attack that open one after the other: a source's scans and sweeps over
+/// one transport, or the floods of one host's ports over one transport. Each has at most one
+/// incident open ([`IncidentTracker::widen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Group {
+    Source(IpAddr, Transport),
+    Target(IpAddr, Transport),
+}
+
+impl Group {
+    /// The key its incident moves to once it has taken a second scan, sweep or flood.
+    fn wide(self) -> Key {
+        match self {
+            Group::Source(src, t) => Key::Recon(src, t),
+            Group::Target(host, t) => Key::Target(host, t),
+        }
+    }
 }
 
 impl Key {
-    /// The source and transport of a scan-shaped key (a port scan, a host sweep, or the two
-    /// widened), whose incidents a source has at most one of open per transport.
-    fn recon(&self) -> Option<(IpAddr, Transport)> {
+    /// The group of a scan-shaped key (a port scan, a host sweep, or the two widened) or a
+    /// flood-shaped one (a port's flood, or a host's floods widened).
+    fn group(&self) -> Option<Group> {
         match *self {
-            Key::Scan(src, _, t) | Key::Sweep(src, t, _) | Key::Recon(src, t) => Some((src, t)),
+            Key::Scan(src, _, t) | Key::Sweep(src, t, _) | Key::Recon(src, t) => {
+                Some(Group::Source(src, t))
+            }
+            Key::Flood(host, t, _) | Key::Target(host, t) => Some(Group::Target(host, t)),
             _ => None,
         }
     }
@@ -241,11 +274,14 @@ impl Evidence {
         // second late): the horizon runs from the earliest.
         self.first_ns = self.first_ns.min(at_ns);
         self.start_ns = self.start_ns.min(rec.start_unix_ns);
-        self.last_ns = self.last_ns.max(at_ns);
         self.connections += 1;
         if !s.verdict.anomalous {
             return;
         }
+        // The attack's last moment: an open incident also counts the ordinary connections
+        // on its key (a flooded web server's clients), which must not keep it open after the
+        // attack ends.
+        self.last_ns = self.last_ns.max(at_ns);
         self.anomalous += 1;
         // A packet rate; the login rule's is of sessions, which its incident does not report.
         if let Some(hit) = s.volume.filter(|h| h.scope != VolumeScope::Logins) {
@@ -465,10 +501,9 @@ pub struct IncidentTracker {
     /// `tick` looks at those, not at every candidate (up to `max_candidates` per kind, under a
     /// flood). An entry whose candidate went (opened, taken over, forgotten) is dropped there.
     waiting: Set<Key>,
-    /// The key of each source's open scan-shaped incident, per transport (see
-    /// [`Key::recon`]): where its next scan or sweep goes instead of opening an incident of
-    /// its own ([`Self::widen`]).
-    recon: Map<(IpAddr, Transport), Key>,
+    /// The key of each group's open incident ([`Key::group`]): where its next scan, sweep or
+    /// flood goes instead of opening an incident of its own ([`Self::widen`]).
+    groups: Map<Group, Key>,
     stats: IncidentStats,
 }
 
@@ -484,7 +519,7 @@ impl IncidentTracker {
             counted: Set::default(),
             live: Map::default(),
             waiting: Set::default(),
-            recon: Map::default(),
+            groups: Map::default(),
             stats: IncidentStats::default(),
         }
     }
@@ -544,7 +579,9 @@ impl IncidentTracker {
             Some(VolumeScope::Logins) => {
                 Some(Key::Logins(rec.orig_addr, rec.resp_addr, rec.resp_port))
             }
-            Some(VolumeScope::Target | VolumeScope::Conversation) => keys[0],
+            Some(VolumeScope::Target | VolumeScope::Conversation) => {
+                keys[0].map(|k| self.open_key(k))
+            }
             None => None,
         };
         let claimed = match rated_key {
@@ -552,10 +589,13 @@ impl IncidentTracker {
             Some(_) if !late_target_verdict(rec, s) => None,
             _ => {
                 // A host's flood takes only anomalous connections: it spans every UDP port of the
-                // host, whose ordinary traffic (a resolver's queries) would keep it open forever.
+                // host, whose ordinary traffic (a resolver's queries) would keep it open forever;
+                // so do a host's floods widened over its ports.
                 keys.iter()
                     .flatten()
-                    .filter(|k| s.verdict.anomalous || !matches!(k, Key::HostFlood(_)))
+                    .filter(|k| {
+                        s.verdict.anomalous || !matches!(k, Key::HostFlood(_) | Key::Target(..))
+                    })
                     .find(|k| self.open.contains_key(k))
                     .copied()
             }
@@ -612,8 +652,8 @@ impl IncidentTracker {
         let candidates = keys.into_iter().flatten().filter(|k| match k {
             Key::HostFlood(_) => at_host,
             Key::Logins(..) => at_logins,
-            // Opened only by widening an open scan or sweep.
-            Key::Recon(..) => false,
+            // Opened only by widening an open scan, sweep or flood.
+            Key::Recon(..) | Key::Target(..) => false,
             _ => !at_host && !at_logins,
         });
         self.feed_candidates(candidates, rec, s, at_ns, out);
@@ -713,7 +753,7 @@ impl IncidentTracker {
             let Some(scan) = self.open.remove(&scan_key) else {
                 continue;
             };
-            self.forget_recon(scan_key);
+            self.forget_group(scan_key);
             flood.evidence.merge(&scan.evidence);
             flood.live += scan.live;
             for k in self.live.values_mut() {
@@ -833,8 +873,8 @@ impl IncidentTracker {
         out.extend(taken_over);
         *self.stats.opened.entry(kind).or_default() += 1;
         *self.stats.open.entry(kind).or_default() += 1;
-        if let Some(source) = key.recon() {
-            self.recon.insert(source, key);
+        if let Some(group) = key.group() {
+            self.groups.insert(group, key);
         }
         self.open.insert(key, inc);
     }
@@ -844,8 +884,12 @@ impl IncidentTracker {
     /// over many hosts and ports is a port scan of each host and a sweep of each port) is one
     /// attack, so the open one takes the new one's evidence and, moved to
     /// [`Key::Recon`], every later connection of the source over the transport; its kind and id
-    /// stay those it opened with, its lines list the hosts and ports it grew to. Returns the
-    /// evidence back when there is nothing to widen (the caller opens the incident).
+    /// stay those it opened with, its lines list the hosts and ports it grew to. The same for
+    /// a flood about to open while another port of its host is flooded over the same
+    /// transport: one attack on the host, moved to [`Key::Target`] (which takes anomalous
+    /// connections only: the host's ordinary traffic on its other ports is no flood's).
+    /// Returns the evidence back when there is nothing to widen (the caller opens the
+    /// incident).
     ///
     /// Evidence that other candidates of the source gathered before the widening stays with
     /// them (they are forgotten after `window`): finding them would mean walking every
@@ -857,25 +901,25 @@ impl IncidentTracker {
         at_ns: u64,
         out: &mut Vec<IncidentLine>,
     ) -> Option<Evidence> {
-        let Some(source) = key.recon() else {
+        let Some(group) = key.group() else {
             return Some(evidence);
         };
-        let Some(&anchor) = self.recon.get(&source) else {
+        let Some(&anchor) = self.groups.get(&group) else {
             return Some(evidence);
         };
         let Some(mut inc) = self.open.remove(&anchor) else {
-            self.recon.remove(&source);
+            self.groups.remove(&group);
             return Some(evidence);
         };
         inc.evidence.merge(&evidence);
-        let wide = Key::Recon(source.0, source.1);
+        let wide = group.wide();
         if anchor != wide {
             for k in self.live.values_mut() {
                 if *k == anchor {
                     *k = wide;
                 }
             }
-            self.recon.insert(source, wide);
+            self.groups.insert(group, wide);
         }
         // A wider attack than its last line said: said now, at most once per `update_every`.
         inc.dirty = true;
@@ -888,12 +932,23 @@ impl IncidentTracker {
         None
     }
 
-    /// Forgets `key` as its source's open scan-shaped incident (closed, or taken over).
-    fn forget_recon(&mut self, key: Key) {
-        if let Some(source) = key.recon()
-            && self.recon.get(&source) == Some(&key)
+    /// Forgets `key` as its group's open incident (closed, or taken over).
+    fn forget_group(&mut self, key: Key) {
+        if let Some(group) = key.group()
+            && self.groups.get(&group) == Some(&key)
         {
-            self.recon.remove(&source);
+            self.groups.remove(&group);
+        }
+    }
+
+    /// The key of the open incident a flood-shaped `key` belongs to: itself, or its host's
+    /// widened floods ([`Key::Target`]).
+    fn open_key(&self, key: Key) -> Key {
+        match key.group() {
+            Some(g @ Group::Target(..)) if !self.open.contains_key(&key) => {
+                self.groups.get(&g).copied().unwrap_or(key)
+            }
+            _ => key,
         }
     }
 
@@ -937,7 +992,7 @@ impl IncidentTracker {
         closed.sort_unstable();
         for key in closed {
             if let Some(inc) = self.open.remove(&key) {
-                self.forget_recon(key);
+                self.forget_group(key);
                 out.push(inc.line(IncidentState::Closed));
                 if let Some(n) = self.stats.open.get_mut(&inc.kind) {
                     *n = n.saturating_sub(1);
@@ -1008,7 +1063,7 @@ fn counts_as_new_evidence(rec: &ConnectionRecord, s: &Scored) -> bool {
 }
 
 /// The candidate keys of a connection, in the order an open incident claims it.
-fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 7] {
+fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 8] {
     let t = rec.transport;
     let port = port_of(rec);
     let flood = match t {
@@ -1017,6 +1072,8 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 7] {
     };
     [
         flood,
+        // A host's floods widened over its ports (open only as such, `widen`).
+        flood.map(|_| Key::Target(rec.resp_addr, t)),
         // A source's password guessing, before its scan of the host: a guesser's sessions to
         // one port are no scan.
         (t == Transport::Tcp && crate::detect::logins::is_login_port(port)).then_some(Key::Logins(

@@ -922,3 +922,105 @@ fn a_connection_counts_once_whatever_its_early_verdict() {
         (200, 200)
     );
 }
+
+/// A refused connection from `src_port` of one of 50 spoofed sources to `dst:port` at `t_ns`.
+fn flood_conn(i: u64, dst: IpAddr, port: u16, t_ns: u64) -> ConnectionRecord {
+    conn(
+        addr(100 + (i % 50) as u8),
+        10_000 + (i % 50_000) as u16,
+        dst,
+        port,
+        t_ns,
+    )
+}
+
+/// A SYN flood of ports 80 and 443 of one host at once, and then of ever new ports of it
+/// (Mirai's SYN flood picks a random port per packet), is one attack on the host: one
+/// incident listing its ports. Another host's flood at the same time is its own.
+#[test]
+fn floods_of_several_ports_of_one_host_are_one_incident() {
+    let (host, other) = (addr(1), addr(2));
+    let mut conns = Vec::new();
+    for i in 0..2_000u64 {
+        let t = T0 + i * 500_000;
+        conns.push(flood_conn(i, host, if i % 2 == 0 { 80 } else { 443 }, t));
+        conns.push(flood_conn(i, other, 25, t + 1));
+    }
+    for i in 0..5_000u64 {
+        conns.push(flood_conn(
+            i,
+            host,
+            1_000 + (i % 20) as u16,
+            T0 + S + i * 200_000,
+        ));
+    }
+    conns.sort_by_key(|c| c.final_unix_ns);
+    let out = lines_of(&conns);
+    let opened: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .collect();
+    let mut opened = opened;
+    opened.sort_by_key(|l| l.targets[0]);
+    let targets: Vec<IpAddr> = opened.iter().map(|l| l.targets[0]).collect();
+    assert_eq!(targets, vec![host, other], "{opened:?}");
+    let closed_of = |id: &str| {
+        out.iter()
+            .rfind(|l| l.id == id && l.state == IncidentState::Closed)
+            .expect("closed")
+    };
+    let h = closed_of(&opened[0].id);
+    assert_eq!(h.kind, IncidentKind::Flood);
+    assert_eq!((h.target_count, h.port_count), (1, 22), "{h:?}");
+    assert_eq!(h.connections, 2_000 + 5_000);
+    let o = closed_of(&opened[1].id);
+    assert_eq!((o.port_count, o.connections), (1, 2_000));
+}
+
+/// A flood of a web server's port while its clients keep connecting: the flood's incident
+/// closes `quiet` (30 s) after the flood's last connection, however long the ordinary
+/// connections to the same port go on (they counted as its evidence and kept it open until
+/// December 6).
+#[test]
+fn an_incident_closes_after_its_attack_while_ordinary_traffic_goes_on() {
+    let server = addr(1);
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let (mut out, attack) = (Vec::new(), flagged());
+    let mut normal = flagged();
+    normal.verdict.anomalous = false;
+    let flood_end = T0 + 200 * 1_000_000;
+    let mut next_tick = T0;
+    let mut events: Vec<(ConnectionRecord, bool)> = (0..200u64)
+        .map(|i| (flood_conn(i, server, 80, T0 + i * 1_000_000), true))
+        .collect();
+    // A client's fetches every 100 ms for two minutes.
+    events.extend((0..1_200u64).map(|i| {
+        (
+            conn(addr(3), 20_000 + i as u16, server, 80, T0 + i * S / 10),
+            false,
+        )
+    }));
+    events.sort_by_key(|(c, _)| c.final_unix_ns);
+    let mut closed_at = None;
+    for (c, anomalous) in &events {
+        while next_tick <= c.final_unix_ns {
+            tracker.tick(next_tick, &mut out);
+            if closed_at.is_none() && out.iter().any(|l| l.state == IncidentState::Closed) {
+                closed_at = Some(next_tick);
+            }
+            next_tick += S;
+        }
+        let s = if *anomalous { &attack } else { &normal };
+        tracker.observe(c, s, c.final_unix_ns, &mut out);
+    }
+    let closed_at = closed_at.expect("the flood's incident closed while the fetches went on");
+    assert!(
+        closed_at >= flood_end + 30 * S && closed_at <= flood_end + 32 * S,
+        "closed {} s after the flood",
+        (closed_at - flood_end) as f64 / S as f64
+    );
+    let closed = last_closed(&out, IncidentKind::Flood);
+    assert!(closed.last_unix_ns <= flood_end, "{closed:?}");
+    // It counted the fetches made while it was open.
+    assert!(closed.connections > 200, "{closed:?}");
+}
