@@ -737,35 +737,40 @@ fn a_scan_then_a_flood_from_one_address_are_two_incidents() {
 /// Shipped settings.
 #[test]
 fn a_moderate_syn_flood_from_one_address_is_flagged_by_its_own_rate() {
-    flood_from_one_address("-S", "SYN");
+    flood_from_one_address("-S", "SYN", 10);
 }
 
 /// The same with bare ACKs (`hping3 -A`, each reset by the server) : stray segments, which no
 /// connection of the server's knows, each a conversation of its own (hping3 walks its source
 /// ports) that the sensor did not see begin. The model left them all normal and no rule
 /// counted them (0 of 20,000 flagged in a replayed capture, December 6); the volume rule now
-/// counts a stray segment as a failed attempt.
+/// counts a stray segment as a failed attempt. The client goes on fetching for 50 s: the
+/// flood's incident must close `quiet_secs` (30 s) after the flood while the fetches, which
+/// it counts, go on (they kept it open until December 6).
 #[test]
 fn an_ack_flood_from_one_address_is_flagged_by_its_own_rate() {
-    flood_from_one_address("-A", "ACK");
+    flood_from_one_address("-A", "ACK", 50);
 }
 
 /// The same with bare FINs (`hping3 -F`), which the server's listening socket drops: each
 /// unanswered, its record at the 5 s attempt timeout.
 #[test]
 fn a_fin_flood_from_one_address_is_flagged_by_its_own_rate() {
-    flood_from_one_address("-F", "FIN");
+    flood_from_one_address("-F", "FIN", 10);
 }
 
 /// 3,000 segments with `hping3_flag` from one address at 1,000 a second to the web server
-/// while a client fetches pages from it: flagged by the source's rate from about the 100th,
-/// one `flood` naming the attacker, the fetches recorded and normal.
-fn flood_from_one_address(hping3_flag: &str, what: &str) {
+/// while a client fetches pages from it (a page every 0.2 s for `fetch_secs`): flagged by the
+/// source's rate from about the 100th, one `flood` naming the attacker, the fetches recorded
+/// and normal; where the fetches outlast the flood by more than the incident's quiet time,
+/// the incident closes while they go on.
+fn flood_from_one_address(hping3_flag: &str, what: &str, fetch_secs: u64) {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::start(&[], 60);
+    let lab = Lab::start(&[], fetch_secs + 50);
     let fetches = {
-        let mut c = fetch_loop(&lab.lab, 10, "0.2", 40);
+        let rounds = u32::try_from(fetch_secs * 5).unwrap_or(u32::MAX);
+        let mut c = fetch_loop(&lab.lab, fetch_secs, "0.2", rounds);
         thread::spawn(move || c.output())
     };
     lab.attack(
@@ -774,13 +779,31 @@ fn flood_from_one_address(hping3_flag: &str, what: &str) {
         ),
         3_000,
     );
-    let (made, fetched) = made_and_ok(&fetches.join().expect("fetch thread").expect("curl"));
-    assert!(made > 0 && fetched == made, "{fetched} of {made} fetches");
+    let flood_end = std::time::Instant::now();
     assert!(
         wait_until(Duration::from_secs(15), || lab.opened("") >= 1),
         "no incident: {}",
         lab.alerts_so_far()
     );
+    // Quiet time (30 s shipped) after the flood's last segment (its records come at once, or
+    // at the 5 s attempt timeout), and a few seconds for the tick.
+    let closes_within = Duration::from_secs(30 + 5 + 5);
+    let outlasted = Duration::from_secs(fetch_secs) > closes_within + Duration::from_secs(3);
+    if outlasted {
+        let closed = wait_until(closes_within, || {
+            lab.alerts_so_far().contains("\"state\":\"closed\"")
+        });
+        let fetching = !fetches.is_finished();
+        assert!(
+            closed,
+            "the incident did not close {} s after the flood while the fetches went on: {}",
+            flood_end.elapsed().as_secs(),
+            lab.alerts_so_far()
+        );
+        assert!(fetching, "the fetches ended before the incident closed");
+    }
+    let (made, fetched) = made_and_ok(&fetches.join().expect("fetch thread").expect("curl"));
+    assert!(made > 0 && fetched == made, "{fetched} of {made} fetches");
     let out = lab.stop();
     let opens = out.opened();
     assert_eq!(opens.len(), 1, "one incident: {opens:?}");
