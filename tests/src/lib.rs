@@ -172,6 +172,24 @@ impl SensorRun {
     }
 }
 
+/// `nmap -sS` from `ns` of `ports` on `targets`, each probe sent once (no retries, no host
+/// discovery, no name lookups), bounded to `secs`: the lab tests' port scan.
+pub fn syn_scan(ns: &Netns, secs: u64, ports: &str, targets: &str) -> std::process::Command {
+    let mut cmd = ns.cmd("timeout");
+    cmd.arg(secs.to_string()).args([
+        "nmap",
+        "-sS",
+        "-n",
+        "-Pn",
+        "--max-retries",
+        "0",
+        "-p",
+        ports,
+        targets,
+    ]);
+    cmd
+}
+
 /// Polls `f` until it returns true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

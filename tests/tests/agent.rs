@@ -119,23 +119,7 @@ burst = 3
     // sensor's host window is still cold, judged at the cold thresholds: one CI rehearsal had
     // a refused probe of port 21 scored normal); 3 alerts pass, the rest of the anomalous ones
     // are summarised.
-    lab.client
-        .run(
-            "timeout",
-            &[
-                "20",
-                "nmap",
-                "-sS",
-                "-n",
-                "-Pn",
-                "--max-retries",
-                "0",
-                "-p",
-                "1-300",
-                &lab.server_v4,
-            ],
-        )
-        .expect("nmap");
+    scan(&lab, "1-300");
     let ok = wait_until(Duration::from_secs(10), || {
         let m = scrape(&lab.server);
         let scored = sum(&m, "sensor_verdicts_total", &[("protocol", "tcp")]);
@@ -197,23 +181,14 @@ burst = 3
 
 /// A SYN scan of `ports` closed ports of the server.
 fn scan(lab: &Pair, ports: &str) {
-    lab.client
-        .run(
-            "timeout",
-            &[
-                "20",
-                "nmap",
-                "-sS",
-                "-n",
-                "-Pn",
-                "--max-retries",
-                "0",
-                "-p",
-                ports,
-                &lab.server_v4,
-            ],
-        )
+    let out = integration_tests::syn_scan(&lab.client, 20, ports, &lab.server_v4)
+        .output()
         .expect("nmap");
+    assert!(
+        out.status.success(),
+        "nmap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -25,19 +25,7 @@ fn nmap(lab: &Lab, on_attacker: bool, ports: &str, targets: &str) -> std::proces
     } else {
         &lab.lab.client
     };
-    ns.cmd("timeout")
-        .args([
-            "30",
-            "nmap",
-            "-sS",
-            "-n",
-            "-Pn",
-            "--max-retries",
-            "0",
-            "-p",
-            ports,
-            targets,
-        ])
+    integration_tests::syn_scan(ns, 30, ports, targets)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

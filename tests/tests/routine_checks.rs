@@ -99,22 +99,7 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
     );
 
     // The checker's address scans the server: still an attack.
-    let scan = lab
-        .lab
-        .client
-        .cmd("timeout")
-        .args([
-            "30",
-            "nmap",
-            "-sS",
-            "-n",
-            "-Pn",
-            "--max-retries",
-            "0",
-            "-p",
-            "1000-1299",
-        ])
-        .arg(HTTP_SERVER)
+    let scan = integration_tests::syn_scan(&lab.lab.client, 30, "1000-1299", HTTP_SERVER)
         .output()
         .expect("nmap");
     assert!(

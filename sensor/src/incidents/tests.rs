@@ -49,6 +49,15 @@ fn flagged() -> Scored {
 /// Feeds `conns` (in time order) to a tracker with the default settings, ticking it every
 /// second of their clock as the agent does, and returns the kinds of the incidents opened.
 fn opened(conns: &[ConnectionRecord]) -> Vec<IncidentKind> {
+    lines_of(conns)
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .map(|l| l.kind)
+        .collect()
+}
+
+/// Feeds `conns` as [`opened`] does and returns every line (the last ones from `finish`).
+fn lines_of(conns: &[ConnectionRecord]) -> Vec<IncidentLine> {
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
     let (mut out, s) = (Vec::new(), flagged());
     let mut next_tick = T0;
@@ -60,10 +69,7 @@ fn opened(conns: &[ConnectionRecord]) -> Vec<IncidentKind> {
         tracker.observe(c, &s, c.final_unix_ns, &mut out);
     }
     tracker.finish(&mut out);
-    out.iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .map(|l| l.kind)
-        .collect()
+    out
 }
 
 /// Four hours of false alarms at a steady low rate, each shaped like the evidence of one
@@ -757,22 +763,6 @@ fn password_guessing_opens_one_brute_force_per_source_and_service() {
     assert_eq!(closed.sources, vec![addr(6)]);
     // The guesser's sessions from its 60th on: 400 - 100 - 59.
     assert_eq!(closed.anomalous_connections, 241);
-}
-
-/// Feeds `conns` as [`opened`] does and returns every line.
-fn lines_of(conns: &[ConnectionRecord]) -> Vec<IncidentLine> {
-    let mut tracker = IncidentTracker::new(IncidentConfig::default());
-    let (mut out, s) = (Vec::new(), flagged());
-    let mut next_tick = T0;
-    for c in conns {
-        while next_tick <= c.final_unix_ns {
-            tracker.tick(next_tick, &mut out);
-            next_tick += S;
-        }
-        tracker.observe(c, &s, c.final_unix_ns, &mut out);
-    }
-    tracker.finish(&mut out);
-    out
 }
 
 /// `nmap` over a network: each round of `hosts` probes one port on every host, `ports` rounds,
