@@ -694,7 +694,8 @@ impl IncidentTracker {
             if let Some(kind) = passed {
                 let evidence = self.candidates.remove(&key).unwrap_or_default();
                 self.open_incident(key, kind, rec.transport.as_str(), evidence, at_ns, out);
-                self.pin_if_live(key, rec, s);
+                // Where it joined its host's floods, the widened incident holds it.
+                self.pin_if_live(self.open_key(key), rec, s);
                 break;
             }
         }
@@ -942,12 +943,16 @@ impl IncidentTracker {
     }
 
     /// The key of the open incident a flood-shaped `key` belongs to: itself, or its host's
-    /// widened floods ([`Key::Target`]).
+    /// widened floods ([`Key::Target`]). Not a single port's flood of the host: a verdict of
+    /// another port opens its own candidate, which widens that flood (`widen`).
     fn open_key(&self, key: Key) -> Key {
         match key.group() {
-            Some(g @ Group::Target(..)) if !self.open.contains_key(&key) => {
-                self.groups.get(&g).copied().unwrap_or(key)
-            }
+            Some(g @ Group::Target(..)) if !self.open.contains_key(&key) => self
+                .groups
+                .get(&g)
+                .copied()
+                .filter(|k| *k == g.wide())
+                .unwrap_or(key),
             _ => key,
         }
     }

@@ -1014,3 +1014,52 @@ fn an_incident_closes_after_its_attack_while_ordinary_traffic_goes_on() {
     // It counted the fetches made while it was open.
     assert!(closed.connections > 200, "{closed:?}");
 }
+
+/// Two conversation floods at once, to ports 53 and 123 of one host (the volume rule flags
+/// each by its rate at its early verdict): one incident, which stays open while either lasts
+/// (each pins it until its final record) and closes `quiet` after the longer one's end.
+#[test]
+fn conversation_floods_of_two_ports_of_a_host_are_one_incident_open_while_either_lasts() {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let by_volume = |pps: f64| by_volume(crate::detect::VolumeScope::Conversation, pps);
+    let (dns, mut ntp) = (
+        udp_stream(addr(1), 20_000, EndReason::Ongoing),
+        udp_stream(addr(2), 20_000, EndReason::Ongoing),
+    );
+    ntp.resp_port = 123;
+    tracker.observe(&dns, &by_volume(20_000.0), T0 + S, &mut out);
+    tracker.observe(&ntp, &by_volume(20_000.0), T0 + S, &mut out);
+    // The port 53 flood ends after 2 s, the port 123 flood after 100 s; each final record comes
+    // a minute after its end (the UDP idle timeout).
+    let mut dns_end = udp_stream(addr(1), 40_000, EndReason::Idle);
+    (dns_end.end_unix_ns, dns_end.final_unix_ns) = (T0 + 2 * S, T0 + 62 * S);
+    let mut ntp_end = udp_stream(addr(2), 2_000_000, EndReason::Idle);
+    ntp_end.resp_port = 123;
+    (ntp_end.end_unix_ns, ntp_end.final_unix_ns) = (T0 + 100 * S, T0 + 160 * S);
+    let mut closed_at = None;
+    for t in 2..200u64 {
+        let now = T0 + t * S;
+        if now == dns_end.final_unix_ns {
+            tracker.observe(&dns_end, &by_volume(20_000.0), now, &mut out);
+        }
+        if now == ntp_end.final_unix_ns {
+            tracker.observe(&ntp_end, &by_volume(20_000.0), now, &mut out);
+        }
+        tracker.tick(now, &mut out);
+        if closed_at.is_none() && out.iter().any(|l| l.state == IncidentState::Closed) {
+            closed_at = Some(t);
+        }
+    }
+    let opens: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Open)
+        .collect();
+    assert_eq!(opens.len(), 1, "{out:?}");
+    assert_eq!(opens[0].kind, IncidentKind::UdpFlood);
+    // Pinned by the port 123 conversation until its final record (160 s), then quiet from its
+    // last packet (100 s): closed at once.
+    assert_eq!(closed_at, Some(160), "{out:?}");
+    let closed = last_closed(&out, IncidentKind::UdpFlood);
+    assert_eq!((closed.port_count, closed.source_count), (2, 2));
+}
