@@ -29,8 +29,9 @@
 //! the ordinary connections an open incident also counts (a flooded web server's clients) do
 //! not keep it open after the attack ends.
 //!
-//! A connection that fits an incident already open is counted there (flood, then guessing,
-//! scan, the host's UDP flood, sweep, source); otherwise it is evidence for candidates of every
+//! A connection that fits an incident already open is counted there (flood, then the host's
+//! widened floods, guessing, the source's widened scans, scan, the host's UDP flood, sweep,
+//! source); otherwise it is evidence for candidates of every
 //! kind, and the first candidate to pass its threshold opens. The login rule's verdicts feed
 //! only their source's guessing, and only they do. The host's UDP flood is the exception to
 //! both: it is fed only by the volume rule's verdicts at the host, which it takes first (and
