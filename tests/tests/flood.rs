@@ -839,6 +839,56 @@ fn flood_from_one_address(hping3_flag: &str, what: &str, fetch_secs: u64) {
     }
 }
 
+/// A SYN flood of two ports of one host at once (ports 80 and 443 of an address nobody
+/// answers, each from its own spoofed source, 4,000 SYNs each): one attack on the host, one
+/// `flood` incident listing both ports (two incidents, one per port, until December 6).
+/// Shipped settings.
+#[test]
+fn a_flood_of_two_ports_of_one_host_is_one_incident() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&[], 60);
+    thread::scope(|s| {
+        for (src, port) in [(SPOOFED[0], 80), (SPOOFED[1], 443)] {
+            let lab = &lab;
+            s.spawn(move || {
+                lab.attack(
+                    &format!("hping3 -q -S -p {port} -a {src} -i u500 -c 4000 {FLOOD_TARGET}"),
+                    4_000,
+                )
+            });
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(15), || lab.opened("") >= 1),
+        "no incident: {}",
+        lab.alerts_so_far()
+    );
+    // Every attempt's record (at the 5 s attempt timeout), then a moment for the lines.
+    thread::sleep(Duration::from_secs(7));
+    let out = lab.stop();
+    let opens = out.opened();
+    assert_eq!(opens.len(), 1, "one incident: {opens:?}");
+    assert_eq!(opens[0]["kind"], "flood", "{}", opens[0]);
+    let closed = out
+        .alerts
+        .iter()
+        .rfind(|a| a["id"] == opens[0]["id"] && a["state"] == "closed")
+        .expect("the incident closes when the sensor stops");
+    println!("two-port flood: {closed}");
+    assert_eq!(
+        closed["targets"],
+        serde_json::json!([FLOOD_TARGET]),
+        "{closed}"
+    );
+    assert_eq!(closed["ports"], serde_json::json!([80, 443]), "{closed}");
+    assert_eq!(closed["source_count"], 2, "{closed}");
+    assert!(
+        closed["anomalous_connections"].as_u64() >= Some(7_500),
+        "{closed}"
+    );
+}
+
 /// Fetches of the burst and how many at a time: Python's `http.server` accepts on one thread
 /// with a listen queue of 5, so 64 clients at once overflow it and it drops SYNs.
 const BURST_FETCHES: u64 = 1_500;
