@@ -23,7 +23,9 @@
 //! the source over the transport, keeping the kind and id it opened with
 //! (`IncidentTracker::widen`). Floods of several ports of one host over one transport are one
 //! attack the same way (a SYN flood of ports 80 and 443, or of a random port per packet): the
-//! widened flood takes every anomalous connection to the host over the transport.
+//! widened flood takes every anomalous connection to the host over the transport; so are TCP
+//! port scans of one host from several sources that began within seconds of each other
+//! (`nmap -D`'s decoys, a SYN flood of ever new ports from a few spoofed addresses).
 //!
 //! An incident's last moment, which `quiet` counts from, is its last anomalous connection's:
 //! the ordinary connections an open incident also counts (a flooded web server's clients) do
@@ -162,7 +164,9 @@ enum Key {
     Recon(IpAddr, Transport),
     /// Target host, transport: never a candidate. An open flood moves here when a flood of
     /// another port of its host over the same transport passes its threshold (a SYN flood of
-    /// ports 80 and 443, or of ever new ports), and then takes every anomalous connection to
+    /// ports 80 and 443), and so does an open TCP port scan when another source's scan of the
+    /// same host that began with it passes its own (`nmap -D`'s decoys, a SYN flood of ever
+    /// new ports from a few spoofed addresses); it then takes every anomalous connection to
     /// the host over the transport ([`IncidentTracker::widen`]).
     Target(IpAddr, Transport),
 }
@@ -174,6 +178,13 @@ enum Key {
 enum Group {
     Source(IpAddr, Transport),
     Target(IpAddr, Transport),
+    /// TCP port scans of one host that began together from several sources: `nmap -D`'s
+    /// decoys beside the real scan, or a SYN flood of ever new ports from a few spoofed
+    /// addresses. Only those that began within [`TAKE_OVER_NS`] of the open one join it (an
+    /// independent scanner of the same host a minute later is another attack), and only over
+    /// TCP (a UDP scan of a host from spoofed sources is the host's UDP flood's to take over,
+    /// `IncidentTracker::take_over_scans`).
+    Scanned(IpAddr),
 }
 
 impl Group {
@@ -182,20 +193,22 @@ impl Group {
         match self {
             Group::Source(src, t) => Key::Recon(src, t),
             Group::Target(host, t) => Key::Target(host, t),
+            Group::Scanned(host) => Key::Target(host, Transport::Tcp),
         }
     }
 }
 
 impl Key {
-    /// The group of a scan-shaped key (a port scan, a host sweep, or the two widened) or a
+    /// The groups of a scan-shaped key (a port scan, a host sweep, or the two widened) or a
     /// flood-shaped one (a port's flood, or a host's floods widened).
-    fn group(&self) -> Option<Group> {
+    fn groups(&self) -> [Option<Group>; 2] {
+        let scanned = |host, t| (t == Transport::Tcp).then_some(Group::Scanned(host));
         match *self {
-            Key::Scan(src, _, t) | Key::Sweep(src, t, _) | Key::Recon(src, t) => {
-                Some(Group::Source(src, t))
-            }
-            Key::Flood(host, t, _) | Key::Target(host, t) => Some(Group::Target(host, t)),
-            _ => None,
+            Key::Scan(src, host, t) => [Some(Group::Source(src, t)), scanned(host, t)],
+            Key::Sweep(src, t, _) | Key::Recon(src, t) => [Some(Group::Source(src, t)), None],
+            Key::Flood(host, t, _) => [Some(Group::Target(host, t)), None],
+            Key::Target(host, t) => [Some(Group::Target(host, t)), scanned(host, t)],
+            _ => [None, None],
         }
     }
 }
@@ -875,10 +888,8 @@ impl IncidentTracker {
         out.extend(taken_over);
         *self.stats.opened.entry(kind).or_default() += 1;
         *self.stats.open.entry(kind).or_default() += 1;
-        if let Some(group) = key.group() {
-            self.groups.insert(group, key);
-        }
         self.open.insert(key, inc);
+        self.register(key);
     }
 
     /// A port scan or host sweep about to open (`key`, with its `evidence`) while its source
@@ -888,8 +899,11 @@ impl IncidentTracker {
     /// [`Key::Recon`], every later connection of the source over the transport; its kind and id
     /// stay those it opened with, its lines list the hosts and ports it grew to. The same for
     /// a flood about to open while another port of its host is flooded over the same
-    /// transport: one attack on the host, moved to [`Key::Target`] (which takes anomalous
-    /// connections only: the host's ordinary traffic on its other ports is no flood's).
+    /// transport, and for a TCP port scan of a host whose scan from another source began
+    /// within [`TAKE_OVER_NS`] of it ([`Group::Scanned`]): one attack on the host, moved to
+    /// [`Key::Target`] (which takes anomalous connections only: the host's ordinary traffic
+    /// on its other ports is no flood's). Where another incident holds the wide key (the
+    /// host's floods widened before its scans), the incident takes the evidence where it is.
     /// Returns the evidence back when there is nothing to widen (the caller opens the
     /// incident).
     ///
@@ -903,26 +917,38 @@ impl IncidentTracker {
         at_ns: u64,
         out: &mut Vec<IncidentLine>,
     ) -> Option<Evidence> {
-        let Some(group) = key.group() else {
-            return Some(evidence);
-        };
-        let Some(&anchor) = self.groups.get(&group) else {
+        let found = key.groups().into_iter().flatten().find_map(|group| {
+            let anchor = *self.groups.get(&group)?;
+            let inc = self.open.get(&anchor)?;
+            let together = match group {
+                Group::Scanned(_) => {
+                    inc.evidence.start_ns.abs_diff(evidence.start_ns) <= TAKE_OVER_NS
+                }
+                _ => true,
+            };
+            together.then_some((group, anchor))
+        });
+        let Some((group, anchor)) = found else {
             return Some(evidence);
         };
         let Some(mut inc) = self.open.remove(&anchor) else {
-            self.groups.remove(&group);
             return Some(evidence);
         };
         inc.evidence.merge(&evidence);
+        // Moved to the group's wide key, unless another incident holds it (a flood of the
+        // host widened before its scans were): then it stays where it is.
         let wide = group.wide();
-        if anchor != wide {
+        let key = if anchor != wide && !self.open.contains_key(&wide) {
             for k in self.live.values_mut() {
                 if *k == anchor {
                     *k = wide;
                 }
             }
-            self.groups.insert(group, wide);
-        }
+            self.forget_group(anchor);
+            wide
+        } else {
+            anchor
+        };
         // A wider attack than its last line said: said now, at most once per `update_every`.
         inc.dirty = true;
         if at_ns.saturating_sub(inc.last_line_ns) >= self.config.update_every.as_nanos() as u64 {
@@ -930,16 +956,31 @@ impl IncidentTracker {
             inc.dirty = false;
             out.push(inc.line(IncidentState::Update));
         }
-        self.open.insert(wide, inc);
+        self.open.insert(key, inc);
+        self.register(key);
         None
     }
 
-    /// Forgets `key` as its group's open incident (closed, or taken over).
+    /// Makes `key`'s open incident the one its groups widen, where no other open incident
+    /// is.
+    fn register(&mut self, key: Key) {
+        for group in key.groups().into_iter().flatten() {
+            let taken = self
+                .groups
+                .get(&group)
+                .is_some_and(|k| *k != key && self.open.contains_key(k));
+            if !taken {
+                self.groups.insert(group, key);
+            }
+        }
+    }
+
+    /// Forgets `key` as its groups' open incident (closed, moved, or taken over).
     fn forget_group(&mut self, key: Key) {
-        if let Some(group) = key.group()
-            && self.groups.get(&group) == Some(&key)
-        {
-            self.groups.remove(&group);
+        for group in key.groups().into_iter().flatten() {
+            if self.groups.get(&group) == Some(&key) {
+                self.groups.remove(&group);
+            }
         }
     }
 
@@ -947,7 +988,7 @@ impl IncidentTracker {
     /// widened floods ([`Key::Target`]). Not a single port's flood of the host: a verdict of
     /// another port opens its own candidate, which widens that flood (`widen`).
     fn open_key(&self, key: Key) -> Key {
-        match key.group() {
+        match key.groups()[0] {
             Some(g @ Group::Target(..)) if !self.open.contains_key(&key) => self
                 .groups
                 .get(&g)

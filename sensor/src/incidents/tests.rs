@@ -1063,3 +1063,52 @@ fn conversation_floods_of_two_ports_of_a_host_are_one_incident_open_while_either
     let closed = last_closed(&out, IncidentKind::UdpFlood);
     assert_eq!((closed.port_count, closed.source_count), (2, 2));
 }
+
+/// `nmap -D`: the real scan of 300 ports of a host and the same probes from 4 decoy
+/// addresses, interleaved: one incident naming the 5 sources (5 port scans before). Another
+/// address's scan of a host that begins 10 s after a scan from one source, while that one is
+/// open, is another attack.
+#[test]
+fn a_decoy_scan_is_one_incident_and_a_later_scanner_its_own() {
+    let (host, other) = (addr(1), addr(2));
+    let sources: Vec<IpAddr> = (0..5).map(|i| addr(50 + i)).collect();
+    let mut conns = Vec::new();
+    for p in 0..300u64 {
+        for (i, &src) in sources.iter().enumerate() {
+            let t = T0 + (p * 5 + i as u64) * 200_000;
+            conns.push(conn(src, 40_000, host, 1 + p as u16, t));
+        }
+    }
+    for (src, start) in [(addr(60), T0), (addr(61), T0 + 10 * S)] {
+        conns.extend(
+            (0..100u64).map(|p| conn(src, 41_000, other, 1 + p as u16, start + p * 1_000_000)),
+        );
+    }
+    conns.sort_by_key(|c| c.final_unix_ns);
+    let out = lines_of(&conns);
+    let closed: Vec<&IncidentLine> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Closed)
+        .collect();
+    assert_eq!(closed.len(), 3, "{closed:?}");
+    let decoys = closed
+        .iter()
+        .find(|l| l.targets == vec![host])
+        .expect("the decoy scan");
+    assert_eq!(decoys.kind, IncidentKind::PortScan);
+    assert_eq!(
+        (decoys.source_count, decoys.port_count),
+        (5, 300),
+        "{decoys:?}"
+    );
+    // All but the probes three decoys made before the incident widened (19 each, the round
+    // their scans would have passed in): they stay with their candidates (`widen`).
+    assert_eq!(decoys.connections, 1_500 - 3 * 19, "{decoys:?}");
+    let mut others: Vec<Vec<IpAddr>> = closed
+        .iter()
+        .filter(|l| l.targets == vec![other])
+        .map(|l| l.sources.clone())
+        .collect();
+    others.sort();
+    assert_eq!(others, vec![vec![addr(60)], vec![addr(61)]]);
+}
