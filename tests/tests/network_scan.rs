@@ -1,9 +1,11 @@
 //! A scan of a network, live: `sensor run` with the shipped settings in the gateway lab
 //! ([`integration_tests::shipped::Lab`]) while the client runs `nmap -sS` over 12 hosts and 25
-//! ports, and the attacker, at the same time, scans the web server's ports. Such a network scan
-//! is, to the incident thresholds, a port scan of each host and a sweep of each port (37
-//! incidents, one page each, before the widening of `sensor::incidents`); it must be one
-//! incident listing every host and port, and the other address's scan one of its own.
+//! ports, and the attacker, at the same time, scans the web server's ports with two decoys
+//! (`nmap -D`: each probe also sent from two spoofed addresses). Such a network scan is, to the
+//! incident thresholds, a port scan of each host and a sweep of each port (37 incidents, one
+//! page each, before the widening of `sensor::incidents`), and the decoy scan a port scan from
+//! each of its three addresses; each must be one incident, the network scan's listing every
+//! host and port, the decoy scan's its three sources.
 //!
 //! Bounded: two `nmap` runs of 300 probes each, 30 s at most; all addresses in
 //! 198.18.0.0/15; the lab's guards remove everything on every exit path.
@@ -11,6 +13,9 @@ use std::time::Duration;
 
 use integration_tests::{require_root, shipped::Lab, wait_until};
 use xtask::gateway::{CLIENT, FLOOD_SOURCE, HTTP_SERVER};
+
+/// The decoy scan's spoofed addresses (nothing answers them).
+const DECOYS: [&str; 2] = ["198.18.5.1", "198.18.5.2"];
 
 /// The scanned hosts: addresses of the server (`198.18.2.10` to `.21`).
 const HOSTS: &str = "198.18.2.10-21";
@@ -25,15 +30,18 @@ fn nmap(lab: &Lab, on_attacker: bool, ports: &str, targets: &str) -> std::proces
     } else {
         &lab.lab.client
     };
-    integration_tests::syn_scan(ns, 30, ports, targets)
-        .stdout(std::process::Stdio::null())
+    let mut cmd = integration_tests::syn_scan(ns, 30, ports, targets);
+    if on_attacker {
+        cmd.args(["-D", &format!("{},{},ME", DECOYS[0], DECOYS[1])]);
+    }
+    cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("nmap")
 }
 
 #[test]
-fn a_scan_of_a_network_is_one_incident_and_another_sources_scan_its_own() {
+fn a_scan_of_a_network_is_one_incident_and_a_decoy_scan_another() {
     require_root();
     let lab = Lab::start(&[], 90);
     let network = nmap(&lab, false, PORTS, HOSTS);
@@ -48,7 +56,7 @@ fn a_scan_of_a_network_is_one_incident_and_another_sources_scan_its_own() {
     }
     assert!(
         wait_until(Duration::from_secs(10), || lab.opened(CLIENT) >= 1
-            && lab.opened(FLOOD_SOURCE) >= 1),
+            && lab.opened(&format!("\"targets\":[\"{HTTP_SERVER}\"]")) >= 1),
         "no incident for each scan: {}",
         lab.alerts_so_far()
     );
@@ -88,13 +96,17 @@ fn a_scan_of_a_network_is_one_incident_and_another_sources_scan_its_own() {
             .filter(|o| o["sources"] == serde_json::json!([src]))
             .collect()
     };
-    let (network, other) = (of(CLIENT), of(FLOOD_SOURCE));
+    let network = of(CLIENT);
+    let other: Vec<&&serde_json::Value> = opens
+        .iter()
+        .filter(|o| o["targets"] == serde_json::json!([HTTP_SERVER]))
+        .collect();
     assert_eq!(
         network.len(),
         1,
         "the network scan: one incident: {opens:?}"
     );
-    assert_eq!(other.len(), 1, "the other scan: one incident: {opens:?}");
+    assert_eq!(other.len(), 1, "the decoy scan: one incident: {opens:?}");
     assert_eq!(opens.len(), 2, "{opens:?}");
     assert_eq!(other[0]["kind"], "port_scan");
     assert_ne!(network[0]["id"], other[0]["id"]);
@@ -117,6 +129,14 @@ fn a_scan_of_a_network_is_one_incident_and_another_sources_scan_its_own() {
     // Each port is probed on 12 hosts: all but a port whose every probe the model let pass.
     assert!(n["port_count"].as_u64() >= Some(PORT_COUNT - 1), "{n}");
     let o = closed(&other[0]["id"]);
+    println!("decoy scan closed: {o}");
     assert_eq!(o["target_count"].as_u64(), Some(1), "{o}");
-    assert_eq!(o["targets"], serde_json::json!([HTTP_SERVER]), "{o}");
+    let mut sources: Vec<&str> = o["sources"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|a| a.as_str()).collect())
+        .unwrap_or_default();
+    sources.sort_unstable();
+    let mut expected = vec![DECOYS[0], DECOYS[1], FLOOD_SOURCE];
+    expected.sort_unstable();
+    assert_eq!(sources, expected, "{o}");
 }
