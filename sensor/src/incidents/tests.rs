@@ -56,6 +56,11 @@ fn opened(conns: &[ConnectionRecord]) -> Vec<IncidentKind> {
         .collect()
 }
 
+/// The lines of `out` in `state`.
+fn in_state(out: &[IncidentLine], state: IncidentState) -> Vec<&IncidentLine> {
+    out.iter().filter(|l| l.state == state).collect()
+}
+
 /// Feeds `conns` as [`opened`] does and returns every line (the last ones from `finish`).
 fn lines_of(conns: &[ConnectionRecord]) -> Vec<IncidentLine> {
     let mut tracker = IncidentTracker::new(IncidentConfig::default());
@@ -151,10 +156,7 @@ fn a_flood_opens_within_its_first_second() {
         );
         tracker.observe(&c, &s, c.final_unix_ns, &mut out);
     }
-    let open: Vec<_> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .collect();
+    let open = in_state(&out, IncidentState::Open);
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].kind, IncidentKind::Flood);
     assert!(open[0].last_unix_ns < T0 + S);
@@ -220,10 +222,7 @@ fn one_conversation_at_a_floods_rate_opens_its_flood_once() {
     last.final_unix_ns = T0 + 62 * S;
     tracker.observe(&last, &by_volume(30_000.0), last.final_unix_ns, &mut out);
     tracker.finish(&mut out);
-    let opens: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .collect();
+    let opens = in_state(&out, IncidentState::Open);
     assert_eq!(opens.len(), 1, "{out:?}");
     assert_eq!(opens[0].kind, IncidentKind::UdpFlood);
     assert_eq!(opens[0].anomalous_connections, 1);
@@ -298,10 +297,7 @@ fn a_syn_floods_attempts_judged_at_their_final_records_open_its_flood() {
         tracker.observe(&c, &by_target, c.final_unix_ns, &mut out);
     }
     tracker.finish(&mut out);
-    let opens: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .collect();
+    let opens = in_state(&out, IncidentState::Open);
     assert_eq!(opens.len(), 1, "{out:?}");
     assert_eq!(opens[0].kind, IncidentKind::Flood);
     assert_eq!(opens[0].peak_packets_per_second, Some(6_000.0));
@@ -742,10 +738,7 @@ fn password_guessing_opens_one_brute_force_per_source_and_service() {
         tracker.tick(t + S / 2, &mut out);
     }
     tracker.finish(&mut out);
-    let opens: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .collect();
+    let opens = in_state(&out, IncidentState::Open);
     assert_eq!(opens.len(), 2, "{opens:?}");
     for (open, src) in opens.iter().zip([addr(5), addr(6)]) {
         assert_eq!(open.kind, IncidentKind::BruteForce);
@@ -793,19 +786,13 @@ fn network_scan(
 fn a_scan_of_a_network_is_one_incident() {
     let conns = network_scan(addr(6), Transport::Tcp, 20, 30, T0);
     let out = lines_of(&conns);
-    let opened: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .collect();
+    let opened = in_state(&out, IncidentState::Open);
     assert_eq!(opened.len(), 1, "{opened:?}");
     assert!(matches!(
         opened[0].kind,
         IncidentKind::PortScan | IncidentKind::HostSweep
     ));
-    let closed: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Closed)
-        .collect();
+    let closed = in_state(&out, IncidentState::Closed);
     assert_eq!(closed.len(), 1);
     let c = closed[0];
     assert_eq!(
@@ -946,10 +933,7 @@ fn floods_of_several_ports_of_one_host_are_one_incident() {
     }
     conns.sort_by_key(|c| c.final_unix_ns);
     let out = lines_of(&conns);
-    let opened: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .collect();
+    let opened = in_state(&out, IncidentState::Open);
     let mut opened = opened;
     opened.sort_by_key(|l| l.targets[0]);
     let targets: Vec<IpAddr> = opened.iter().map(|l| l.targets[0]).collect();
@@ -1051,10 +1035,7 @@ fn conversation_floods_of_two_ports_of_a_host_are_one_incident_open_while_either
             closed_at = Some(t);
         }
     }
-    let opens: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Open)
-        .collect();
+    let opens = in_state(&out, IncidentState::Open);
     assert_eq!(opens.len(), 1, "{out:?}");
     assert_eq!(opens[0].kind, IncidentKind::UdpFlood);
     // Pinned by the port 123 conversation until its final record (160 s), then quiet from its
@@ -1086,10 +1067,7 @@ fn a_decoy_scan_is_one_incident_and_a_later_scanner_its_own() {
     }
     conns.sort_by_key(|c| c.final_unix_ns);
     let out = lines_of(&conns);
-    let closed: Vec<&IncidentLine> = out
-        .iter()
-        .filter(|l| l.state == IncidentState::Closed)
-        .collect();
+    let closed = in_state(&out, IncidentState::Closed);
     assert_eq!(closed.len(), 3, "{closed:?}");
     let decoys = closed
         .iter()
