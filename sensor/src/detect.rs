@@ -337,9 +337,11 @@ impl<'a> Batch<'a> {
     ) {
         let scope = NotScored::of(rec);
         let (rates, logins, cfg) = volume;
-        // Every UDP and TCP verdict counts towards its target's answered share.
+        // Every UDP and TCP verdict counts towards its target's answered share; so does a
+        // conversation of answers to nothing, which the model does not judge but a flood of
+        // resets or SYN-ACKs sends (the rule's stray segments).
         let target = match scope {
-            None => rates.judge(cfg, rec),
+            None | Some(NotScored::AnswersOnly) => rates.judge(cfg, rec),
             Some(_) => TargetVerdict::default(),
         };
         let hit = scope.is_none().then(|| cfg.judge(rec)).flatten();
@@ -756,6 +758,78 @@ mod tests {
             !v.anomalous,
             "the model finds one conversation ordinary: {v:?}"
         );
+    }
+
+    /// Floods of answers to nothing through the whole pipeline: 3,000 RSTs (`hping3 -R`) and
+    /// 3,000 SYN-ACKs (`hping3 -SA`, each reset by the target) a second from one address to
+    /// port 80, from changing source ports. Their conversations are answers only, which the
+    /// model does not judge; the volume rule counts them as failed attempts at the target's
+    /// port and flags them from about the 100th. The SYN-ACKs' records name the target the
+    /// originator (the table takes a SYN-ACK's sender for the responder): their hits are
+    /// `reversed`. A few such answers (a timed-out connection's tail) are left alone.
+    #[test]
+    fn floods_of_answers_to_nothing_are_the_volume_rules() {
+        use sensor_common::flow::history::{NON_SYN, RST, SYN_ACK};
+        use std::net::{IpAddr, Ipv4Addr};
+        let (attacker, target) = (
+            IpAddr::V4(Ipv4Addr::new(198, 18, 3, 7)),
+            IpAddr::V4(Ipv4Addr::new(198, 18, 2, 10)),
+        );
+        let flood = |n: u64, syn_ack: bool| -> Vec<ConnectionRecord> {
+            (0..n)
+                .map(|i| {
+                    let start = 1_700_000_000_000_000_000 + i * 333_333;
+                    let mut r = ConnectionRecord {
+                        conn_state: ConnState::OTH,
+                        end_reason: EndReason::Rst,
+                        orig_packets: 1,
+                        history: crate::flows::History {
+                            orig: NON_SYN | RST,
+                            resp: 0,
+                        },
+                        ..ConnectionRecord::new(
+                            Transport::Tcp,
+                            (attacker, 1024 + i as u16),
+                            (target, 80),
+                            start,
+                        )
+                    };
+                    if syn_ack {
+                        r.history.orig = SYN_ACK;
+                        r.history.resp = NON_SYN | RST;
+                        (r.resp_packets, r.conn_state) = (1, ConnState::RSTRH);
+                        r = r.reversed();
+                    }
+                    r
+                })
+                .collect()
+        };
+        for syn_ack in [false, true] {
+            let mut p = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+            let out = p.process_records(&flood(6_000, syn_ack));
+            assert!(
+                out.iter()
+                    .all(|s| s.not_scored == Some(NotScored::AnswersOnly)),
+                "answers only"
+            );
+            let flagged: Vec<&Scored> = out.iter().filter(|s| s.verdict.anomalous).collect();
+            assert!(
+                (5_890..=5_901).contains(&flagged.len()),
+                "syn_ack {syn_ack}: all but the first 100 or so: {}",
+                flagged.len()
+            );
+            for s in flagged {
+                assert_eq!(s.verdict.detector, crate::model::Detector::Volume);
+                let hit = s.volume.expect("the rule's");
+                assert_eq!((hit.scope, hit.reversed), (VolumeScope::Target, syn_ack));
+            }
+            let mut p = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+            let few = p.process_records(&flood(20, syn_ack));
+            assert!(
+                few.iter().all(|s| !s.verdict.anomalous),
+                "syn_ack {syn_ack}"
+            );
+        }
     }
 
     /// Password guessing through the whole pipeline: 150 refused SSH logins from one source,

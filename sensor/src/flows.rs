@@ -371,6 +371,28 @@ impl ConnEvent {
 }
 
 impl ConnectionRecord {
+    /// The same conversation seen from its other end: originator and responder swapped, with
+    /// their ports, counts, bytes and history (state, times and the rest unchanged). For a
+    /// conversation whose responder is the one attacking (`crate::detect::VolumeHit::reversed`).
+    pub fn reversed(&self) -> ConnectionRecord {
+        ConnectionRecord {
+            orig_addr: self.resp_addr,
+            orig_port: self.resp_port,
+            resp_addr: self.orig_addr,
+            resp_port: self.orig_port,
+            orig_packets: self.resp_packets,
+            resp_packets: self.orig_packets,
+            orig_bytes: self.resp_bytes,
+            resp_bytes: self.orig_bytes,
+            history: History {
+                orig: self.history.resp,
+                resp: self.history.orig,
+            },
+            stream_bytes: self.stream_bytes.map(|(o, r)| (r, o)),
+            ..self.clone()
+        }
+    }
+
     /// A connection over `transport` from `orig` to `resp` (address and port, as a `SocketAddr` or a pair; for
     /// ICMP echo the identifier, for other ICMP 0) whose first packet came at `start_unix_ns`, with
     /// nothing else known: no packet counted, Zeek state `OTH`, its last packet and final

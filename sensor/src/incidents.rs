@@ -580,6 +580,16 @@ impl IncidentTracker {
         if s.suppressed_by.is_some() {
             return;
         }
+        // A flood of SYN-ACKs runs from the conversations' responders to their originators
+        // (`VolumeHit::reversed`): its incident names the sender as the source.
+        let reversed;
+        let rec = match s.volume.is_some_and(|h| h.reversed) {
+            true => {
+                reversed = rec.reversed();
+                &reversed
+            }
+            false => rec,
+        };
         let keys = keys_of(rec);
         // A verdict the volume rule flagged by a rate belongs to its flood: taken by it when
         // open, opening it otherwise (below, the rate opens it by itself), even where another

@@ -759,6 +759,24 @@ fn a_fin_flood_from_one_address_is_flagged_by_its_own_rate() {
     flood_from_one_address("-F", "FIN", 10);
 }
 
+/// The same with bare RSTs (`hping3 -R`), which nothing answers: conversations of answers
+/// to nothing, which the model does not judge (0 of 20,000 flagged in a replayed capture,
+/// December 6).
+#[test]
+fn a_rst_flood_from_one_address_is_flagged_by_its_own_rate() {
+    flood_from_one_address("-R", "RST", 10);
+}
+
+/// The same with SYN-ACKs nobody asked for (`hping3 -SA`), each reset by the server. The
+/// flow table takes a SYN-ACK's sender for the responder (as Zeek does), so each record runs
+/// from the server's port 80 to the attacker; the incident must still name the attacker as
+/// its source and port 80 as the port flooded (0 of 20,000 flagged in a replayed capture,
+/// December 6).
+#[test]
+fn a_syn_ack_flood_from_one_address_is_flagged_by_its_own_rate() {
+    flood_from_one_address("-SA", "SYN-ACK", 10);
+}
+
 /// 3,000 segments with `hping3_flag` from one address at 1,000 a second to the web server
 /// while a client fetches pages from it (a page every 0.2 s for `fetch_secs`): flagged by the
 /// source's rate from about the 100th, one `flood` naming the attacker, the fetches recorded
@@ -810,10 +828,16 @@ fn flood_from_one_address(hping3_flag: &str, what: &str, fetch_secs: u64) {
     assert_eq!(opens[0]["kind"], "flood", "{}", opens[0]);
     assert_eq!(opens[0]["sources"], serde_json::json!([PORT_SCAN_SOURCE]));
     assert_eq!(opens[0]["targets"], serde_json::json!([HTTP_SERVER]));
+    assert_eq!(opens[0]["ports"], serde_json::json!([80]), "{}", opens[0]);
+    // The attacker's conversations, whichever end the table took it for (a SYN-ACK's sender
+    // is the responder).
     let attempts: Vec<&serde_json::Value> = out
         .records
         .iter()
-        .filter(|r| r["orig_addr"] == PORT_SCAN_SOURCE && r["protocol"] == "tcp")
+        .filter(|r| {
+            (r["orig_addr"] == PORT_SCAN_SOURCE || r["resp_addr"] == PORT_SCAN_SOURCE)
+                && r["protocol"] == "tcp"
+        })
         .collect();
     let by_rate = attempts
         .iter()

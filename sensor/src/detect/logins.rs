@@ -151,6 +151,7 @@ impl LoginRates {
         let count = entry.add(s)?;
         let bar = cfg.login_sessions_per_min;
         (bar > 0 && count >= bar).then(|| VolumeHit {
+            reversed: false,
             scope: VolumeScope::Logins,
             packets_per_second: f64::from(count) / WINDOW_SECS as f64,
             ratio: f64::from(count) / f64::from(bar),

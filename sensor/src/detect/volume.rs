@@ -115,6 +115,11 @@ pub struct VolumeHit {
     pub packets_per_second: f64,
     /// That rate over the threshold it passed (at least 1): the verdict's combined score.
     pub ratio: f64,
+    /// The attack runs from the conversation's responder to its originator: a SYN-ACK nobody
+    /// asked for (a SYN-ACK flood's) makes its sender the responder, as the flow table and
+    /// Zeek take a SYN-ACK's sender to be, while the sender is the one flooding the
+    /// originator's port. Incidents name the ends the other way round.
+    pub reversed: bool,
 }
 
 impl VolumeHit {
@@ -122,6 +127,7 @@ impl VolumeHit {
     /// its bar being `threshold`.
     fn of_target(scope: VolumeScope, rate: u32, threshold: f64) -> VolumeHit {
         VolumeHit {
+            reversed: false,
             scope,
             packets_per_second: f64::from(rate),
             ratio: f64::from(rate) / threshold,
@@ -149,6 +155,7 @@ impl VolumeConfig {
         };
         let pps = orig_packets_per_second(rec);
         (threshold > 0.0 && pps >= threshold).then_some(VolumeHit {
+            reversed: false,
             scope: VolumeScope::Conversation,
             packets_per_second: pps,
             ratio: pps / threshold,
@@ -174,23 +181,42 @@ fn incomplete(rec: &ConnectionRecord) -> bool {
     rec.history.orig & ACK == 0 && rec.history.resp & (ACK | DATA) == 0 && rec.resp_bytes == 0
 }
 
-/// Whether a TCP conversation is a stray segment's: the sensor did not see it begin, its
-/// originator sent no SYN and no payload (a bare ACK, FIN or RST), and its responder sent
-/// nothing or only resets. No connection of the responder's knows such a segment, so it is
-/// what an ACK or FIN flood sends (`hping3 -A`, `-F`; with changing source ports each is a
-/// conversation of its own), and it is judged as a failed attempt. A connection picked up
-/// mid-stream (begun before the sensor watched, or after its entry went) carries payload or
-/// is acknowledged, and a keep-alive is answered: none is a stray. A segment after a
-/// connection's end (a late retransmission, answered by a reset) is one, but its client's
-/// other connections complete, so its source and service are not judged flooded.
-fn stray(rec: &ConnectionRecord) -> bool {
+/// Which end of a TCP conversation sent its stray segments ([`stray`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StraySender {
+    Originator,
+    /// A SYN-ACK nobody asked for: the flow table (as Zeek) takes a SYN-ACK's sender for the
+    /// responder, so the end flooded is the originator's.
+    Responder,
+}
+
+/// Whether a TCP conversation is a stray segment's, and whose: the sensor did not see it
+/// begin, no payload went either way, and one end sent segments no connection of its peer's
+/// knows, which the peer answered with nothing or resets. The originator's: a bare ACK, FIN or
+/// RST (what ACK, FIN and RST floods send: `hping3 -A`, `-F`, `-R`; with changing source ports
+/// each is a conversation of its own); the responder's: a SYN-ACK (`hping3 -SA`, or SYN-ACKs
+/// reflected at the originator by servers that got SYNs in its name). Each is judged as a
+/// failed attempt. A connection picked up mid-stream (begun before the sensor watched, or
+/// after its entry went) carries payload or is acknowledged, and a keep-alive is answered:
+/// none is a stray. A segment after a connection's end (a late retransmission, answered by a
+/// reset) is one, but its client's other connections complete, so its source and service are
+/// not judged flooded.
+fn stray(rec: &ConnectionRecord) -> Option<StraySender> {
     use sensor_common::flow::history::{DATA, NON_SYN, RST, SYN, SYN_ACK};
     let (orig, resp) = (rec.history.orig, rec.history.resp);
-    orig != 0
-        && orig & (SYN | SYN_ACK | DATA) == 0
-        && resp & !(NON_SYN | RST) == 0
-        && rec.orig_bytes == 0
-        && rec.resp_bytes == 0
+    if rec.orig_bytes != 0 || rec.resp_bytes != 0 {
+        return None;
+    }
+    if orig != 0 && orig & (SYN | SYN_ACK | DATA) == 0 && resp & !(NON_SYN | RST) == 0 {
+        Some(StraySender::Originator)
+    } else if resp & SYN_ACK != 0
+        && resp & !(SYN_ACK | NON_SYN | RST) == 0
+        && orig & !(NON_SYN | RST) == 0
+    {
+        Some(StraySender::Responder)
+    } else {
+        None
+    }
 }
 
 /// Targets followed at most, services and hosts each; beyond, a new target finds no room until
@@ -594,7 +620,10 @@ impl TargetRates {
             Transport::Tcp => {
                 let rate = self.judge_tcp(cfg, rec, now, s);
                 return TargetVerdict {
-                    hit: rate.map(|(r, bar)| VolumeHit::of_target(VolumeScope::Target, r, bar)),
+                    hit: rate.map(|(r, bar, reversed)| VolumeHit {
+                        reversed,
+                        ..VolumeHit::of_target(VolumeScope::Target, r, bar)
+                    }),
                     pending: false,
                 };
             }
@@ -632,25 +661,32 @@ impl TargetRates {
     /// began, one that completed towards its service's completed share. Counting the attempts
     /// that never completed, not every connection as for UDP, is what keeps a busy server
     /// safe: its completed connections' records come when they end, a keep-alive's a minute
-    /// or more later, while its few attempts that never complete come at once.
+    /// or more later, while its few attempts that never complete come at once. Also returns
+    /// whether the attempt ran from the responder to the originator ([`VolumeHit::reversed`]).
     fn judge_tcp(
         &mut self,
         cfg: &VolumeConfig,
         rec: &ConnectionRecord,
         now: u64,
         s: u64,
-    ) -> Option<(u32, f64)> {
+    ) -> Option<(u32, f64, bool)> {
         // Not an attempt: a connection picked up mid-stream neither tries nor completes a
-        // handshake. A stray segment (an ACK or FIN flood's) counts as a failed attempt.
+        // handshake. A stray segment (an ACK, FIN, RST or SYN-ACK flood's) counts as a failed
+        // attempt, from the end that sent it to its peer's port.
         let stray = stray(rec);
-        if rec.end_reason == EndReason::Ongoing || !(rec.history.start_seen() || stray) {
+        if rec.end_reason == EndReason::Ongoing || !(rec.history.start_seen() || stray.is_some()) {
             return None;
         }
+        let reversed = stray == Some(StraySender::Responder);
+        let (src, dst, port) = match reversed {
+            true => (rec.resp_addr, rec.orig_addr, rec.orig_port),
+            false => (rec.orig_addr, rec.resp_addr, rec.resp_port),
+        };
         if sweep_due(&mut self.tcp_swept_s, now) {
             self.tcp_targets.retain(|_, c| c.kept(c.active_s, now));
             self.tcp_sources.retain(|_, c| c.kept(c.active_s, now));
         }
-        let quiet = stray || incomplete(rec);
+        let quiet = stray.is_some() || incomplete(rec);
         // Its records come about in the order the attempts began, so its second's count so
         // far is the attempts up to it.
         let frac = (rec.start_unix_ns % NS_PER_SEC) as f64 / NS_PER_SEC as f64;
@@ -663,11 +699,12 @@ impl TargetRates {
                 }
                 c.active_s = c.active_s.max(now);
             }
-            c.judge(now, s, quiet, bar, Some(frac)).map(|r| (r, bar))
+            c.judge(now, s, quiet, bar, Some(frac))
+                .map(|r| (r, bar, reversed))
         };
         // A failed attempt is counted (its service and source followed if there is room); a
         // completed connection counts only towards those followed already.
-        let key = (rec.resp_addr, rec.resp_port);
+        let key = (dst, port);
         let service = match quiet {
             true => entry_in(&mut self.tcp_targets, key),
             false => self.tcp_targets.get_mut(&key),
@@ -676,7 +713,7 @@ impl TargetRates {
             self.untracked += 1;
         }
         let by_service = judged(service, cfg.tcp_attempts_per_sec, &mut self.untracked);
-        let key = (rec.orig_addr, rec.resp_addr, rec.resp_port);
+        let key = (src, dst, port);
         let source = match quiet {
             true => entry_within(&mut self.tcp_sources, key, MAX_SOURCES),
             false => self.tcp_sources.get_mut(&key),
@@ -957,7 +994,15 @@ mod tests {
         BareFin,
         /// A connection picked up mid-stream: data and acknowledgements both ways.
         MidStream,
+        /// A bare RST (`hping3 -R`), which the target does not answer: no SYN seen.
+        BareRst,
+        /// A SYN-ACK nobody asked for (`hping3 -SA`), reset by the target: the flow table
+        /// takes its sender for the responder, so its record names the target the originator.
+        SynAck,
     }
+
+    /// The number of [`Tcp`] kinds.
+    const KINDS: usize = 8;
 
     impl Tcp {
         /// Its index in [`tcp_flood_by_kind`]'s counts.
@@ -969,6 +1014,8 @@ mod tests {
                 Tcp::BareAck => 3,
                 Tcp::BareFin => 4,
                 Tcp::MidStream => 5,
+                Tcp::BareRst => 6,
+                Tcp::SynAck => 7,
             }
         }
     }
@@ -997,7 +1044,7 @@ mod tests {
         (per_second, secs, offset_ns): (u64, u64, u64),
         sources: u64,
         how: impl Fn(u64) -> Tcp,
-    ) -> ([usize; 6], f64) {
+    ) -> ([usize; KINDS], f64) {
         use sensor_common::flow::history::{ACK, DATA, FIN, NON_SYN, RST, SYN, SYN_ACK};
         let gap_ns = NS_PER_SEC / per_second;
         let mut recs = Vec::new();
@@ -1060,13 +1107,28 @@ mod tests {
                     c.end_reason = EndReason::Fin;
                     10_000
                 }
+                Tcp::BareRst => {
+                    c.history.orig = NON_SYN | RST;
+                    c.conn_state = ConnState::OTH;
+                    c.end_reason = EndReason::Rst;
+                    10_000
+                }
+                Tcp::SynAck => {
+                    c.history.orig = SYN_ACK;
+                    c.history.resp = NON_SYN | RST;
+                    (c.orig_packets, c.resp_packets) = (1, 1);
+                    c.conn_state = ConnState::RSTR;
+                    c.end_reason = EndReason::Rst;
+                    c = c.reversed();
+                    10_000
+                }
             };
             c.end_unix_ns = c.start_unix_ns + after_ns.min(10_000);
             c.final_unix_ns = c.start_unix_ns + after_ns;
             recs.push((c, how(i)));
         }
         recs.sort_by_key(|(c, _)| c.final_unix_ns);
-        let (mut flagged, mut peak) = ([0; 6], 0f64);
+        let (mut flagged, mut peak) = ([0; KINDS], 0f64);
         for (c, kind) in &recs {
             let Some(h) = rates.judge(v, c).hit else {
                 continue;
@@ -1076,10 +1138,16 @@ mod tests {
             assert!(
                 matches!(
                     kind,
-                    Tcp::Reset | Tcp::Unanswered | Tcp::BareAck | Tcp::BareFin
+                    Tcp::Reset
+                        | Tcp::Unanswered
+                        | Tcp::BareAck
+                        | Tcp::BareFin
+                        | Tcp::BareRst
+                        | Tcp::SynAck
                 ),
                 "a connection that completed, or was no attempt, flagged"
             );
+            assert_eq!(h.reversed, matches!(kind, Tcp::SynAck), "{kind:?}");
             flagged[kind.index()] += 1;
             peak = peak.max(h.packets_per_second);
         }
@@ -1192,7 +1260,7 @@ mod tests {
         let mut rates = TargetRates::default();
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &v, (50, 10, 0), 1, |_| Tcp::Reset).0,
-            [0; 6]
+            [0; KINDS]
         );
         // A load test against a struggling server: 1,000 a second, one in ten completing.
         let mut rates = TargetRates::default();
@@ -1207,7 +1275,7 @@ mod tests {
         };
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &v, (1_000, 5, 0), 1, struggling).0,
-            [0; 6]
+            [0; KINDS]
         );
         // Its own setting: a bar of 2,000 a second leaves the flood alone.
         let higher = VolumeConfig {
@@ -1217,20 +1285,22 @@ mod tests {
         let mut rates = TargetRates::default();
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &higher, (2_000, 3, 0), 2, attacker_and_client).0,
-            [0; 6]
+            [0; KINDS]
         );
     }
 
-    /// An ACK flood and a FIN flood from one address (`hping3 -A` and `-F`, changing source
-    /// ports, 3,000 a second): each segment is a conversation the sensor did not see begin,
-    /// reset by the target or dropped. Stray segments, judged as failed attempts: flagged from
-    /// about the 100th by the source's rate, each where its record comes (at once, or at the
-    /// 5 s timeout). Connections picked up mid-stream at the same rate, and stray segments
-    /// after a client's completed connections, are not.
+    /// ACK, FIN, RST and SYN-ACK floods from one address (`hping3 -A`, `-F`, `-R`, `-SA`,
+    /// changing source ports, 3,000 a second): each segment is a conversation the sensor did
+    /// not see begin, reset by the target or dropped. Stray segments, judged as failed
+    /// attempts at the target's port: flagged from about the 100th by the source's rate, each
+    /// where its record comes (at once, or at the 5 s timeout). The SYN-ACKs' records name the
+    /// target the originator; they count at its port all the same, and their hits say the
+    /// attack runs the other way. Connections picked up mid-stream at the same rate, and stray
+    /// segments after a client's completed connections, are not.
     #[test]
-    fn ack_and_fin_floods_are_failed_attempts_and_mid_stream_connections_are_not() {
+    fn ack_fin_rst_and_syn_ack_floods_are_failed_attempts_and_mid_stream_connections_are_not() {
         let v = VolumeConfig::default();
-        for kind in [Tcp::BareAck, Tcp::BareFin] {
+        for kind in [Tcp::BareAck, Tcp::BareFin, Tcp::BareRst, Tcp::SynAck] {
             let mut rates = TargetRates::default();
             let (flagged, peak) = tcp_flood_by_kind(&mut rates, &v, (3_000, 3, 0), 1, |_| kind);
             assert!(
@@ -1238,11 +1308,17 @@ mod tests {
                 "{kind:?}: all but the first 100 or so of 9,000: {flagged:?}"
             );
             assert!((2_900.0..=3_010.0).contains(&peak), "{peak}");
+            let target = conv(Transport::Tcp, None, 1, 0, 0).resp_addr;
+            assert_eq!(
+                rates.tcp_targets.keys().collect::<Vec<_>>(),
+                [&(target, 80)],
+                "{kind:?}: counted at the target's port"
+            );
         }
         let mut rates = TargetRates::default();
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &v, (3_000, 3, 0), 1, |_| Tcp::MidStream).0,
-            [0; 6]
+            [0; KINDS]
         );
         assert_eq!(
             rates.tcp_targets.len(),
@@ -1263,7 +1339,7 @@ mod tests {
         };
         assert_eq!(
             tcp_flood_by_kind(&mut rates, &v, (1_000, 5, 0), 1, trailing).0,
-            [0; 6]
+            [0; KINDS]
         );
     }
 

@@ -183,6 +183,7 @@ fn by_volume(scope: crate::detect::VolumeScope, pps: f64) -> Scored {
     let mut s = flagged();
     s.verdict.detector = Detector::Volume;
     s.volume = Some(crate::detect::VolumeHit {
+        reversed: false,
         scope,
         packets_per_second: pps,
         ratio: pps / 5_000.0,
@@ -303,6 +304,36 @@ fn a_syn_floods_attempts_judged_at_their_final_records_open_its_flood() {
     assert_eq!(opens[0].peak_packets_per_second, Some(6_000.0));
     let closed = out.iter().find(|l| l.state == IncidentState::Closed);
     assert_eq!(closed.map(|l| l.connections), Some(10), "{out:?}");
+}
+
+/// A SYN-ACK flood to port 80 of a host from changing source ports of one address: each
+/// conversation's record names the target the originator (the flow table takes a SYN-ACK's
+/// sender for the responder), and the volume rule's hit says so (`reversed`). One `flood`,
+/// naming the sender as its source and the target's port 80, not a flood of the sender's
+/// ever new ports.
+#[test]
+fn a_syn_ack_flood_is_one_flood_from_its_sender() {
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    let mut by_target = by_volume(crate::detect::VolumeScope::Target, 6_000.0);
+    if let Some(h) = by_target.volume.as_mut() {
+        h.reversed = true;
+    }
+    for i in 0..200u64 {
+        // As the table records it: from the target's port 80 to the sender's port.
+        let c = conn(addr(99), 80, addr(1), 1_024 + i as u16, T0 + i * 1_000_000);
+        tracker.observe(&c, &by_target, c.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    let opens = in_state(&out, IncidentState::Open);
+    assert_eq!(opens.len(), 1, "{out:?}");
+    assert_eq!(opens[0].kind, IncidentKind::Flood);
+    assert_eq!(
+        (&opens[0].sources, &opens[0].targets),
+        (&vec![addr(1)], &vec![addr(99)])
+    );
+    let closed = last_closed(&out, IncidentKind::Flood);
+    assert_eq!((closed.connections, &closed.ports), (200, &vec![80]));
 }
 
 /// One attacker scanning 30 ports of a host (refused, flagged by the model), then sending 500
