@@ -69,7 +69,7 @@ fn start_not_seen(rec: &ConnectionRecord) -> bool {
     let h = rec.history;
     let data = rec.orig_bytes + rec.resp_bytes > 0;
     let acknowledged = h.resp & ACK != 0 && h.resp & RST == 0;
-    !h.is_empty() && !h.start_seen() && (data || acknowledged)
+    !h.is_empty() && !rec.tcp_start_seen() && (data || acknowledged)
 }
 
 /// Whether `rec` (TCP) holds nothing but answers to a start the sensor did not see: no SYN from
@@ -90,7 +90,7 @@ fn answers_only(rec: &ConnectionRecord) -> bool {
         && (bits & NON_SYN == 0 || bits & RST != 0)
     };
     !h.is_empty()
-        && !h.start_seen()
+        && !rec.tcp_start_seen()
         && rec.orig_bytes + rec.resp_bytes == 0
         && answers(h.orig)
         && answers(h.resp)
@@ -1033,6 +1033,23 @@ mod tests {
                 "{orig:#b} {resp:#b}"
             );
         }
+        // A SYN sent as a tiny first fragment, whose flags were not seen: its SYN-ACK was
+        // asked for, and the conversation is scored (not answers only, not begun unseen).
+        let mut tiny = ConnectionRecord {
+            history: History {
+                orig: NON_SYN | DATA | RST,
+                resp: SYN_ACK,
+            },
+            conn_state: ConnState::RSTO,
+            orig_bytes: 12,
+            resp_bytes: 0,
+            end_reason: EndReason::Rst,
+            wrong_fragments: 1,
+            ..base.clone()
+        };
+        assert_eq!(NotScored::of(&tiny), None);
+        tiny.wrong_fragments = 0;
+        assert_eq!(NotScored::of(&tiny), Some(NotScored::StartNotSeen));
         // Not answers only: a NULL probe (a packet without SYN, RST, ACK or FIN), a SYN, an
         // answered ACK probe, data.
         for (orig, resp, bytes) in [

@@ -371,6 +371,14 @@ impl ConnEvent {
 }
 
 impl ConnectionRecord {
+    /// Whether the sensor saw a TCP conversation begin: the originator's SYN
+    /// ([`History::start_seen`]), or a wrong fragment, which is what a SYN sent as a tiny
+    /// first fragment (RFC 1858; `hping3 -f`), its flags in the next fragment, leaves in the
+    /// record. Such a conversation is neither picked up mid-stream nor answers to nothing.
+    pub fn tcp_start_seen(&self) -> bool {
+        self.history.start_seen() || self.wrong_fragments > 0
+    }
+
     /// The same conversation seen from its other end: originator and responder swapped, with
     /// their ports, counts, bytes and history (state, times and the rest unchanged). For a
     /// conversation whose responder is the one attacking (`crate::detect::VolumeHit::reversed`).

@@ -402,6 +402,52 @@ fn encapsulated_frames_account_the_inner_connection_and_its_carrier() {
     assert_eq!(h.outcomes(), h.packets + h.tunnel_payloads);
 }
 
+/// A SYN sent as a tiny first fragment (RFC 1858; `hping3 -S -f`): the first fragment carries
+/// 8 bytes of the TCP header (ports and sequence number), the flags come in the next. Refused
+/// as truncated (or, padded to Ethernet's 60 bytes, malformed) until December 6, so a
+/// fragmented SYN flood's SYNs were never seen; now the first fragment opens the connection on
+/// its ports, counts as a wrong fragment, and the next fragment is attributed to it.
+#[test]
+fn a_tiny_first_tcp_fragment_is_attributed_and_counted_wrong() {
+    for padded in [false, true] {
+        let mut x = XdpHarness::new(1024);
+        let (c, s) = (v4(5, 1), v4(5, 2));
+        let header = tcp(40_000, 80, SYN, None, &[]);
+        let mut first = Ipv4::new(c, s, 6);
+        first.id = 777;
+        first.more_fragments = true;
+        let mut f1 = ethernet(&[], 0x0800, &first.build(&header[..8]));
+        if padded {
+            // On a wire the frame is padded to 60 bytes, which are not the header's.
+            f1.resize(60, 0);
+        }
+        let mut rest = Ipv4::new(c, s, 6);
+        rest.id = 777;
+        rest.frag_offset = 1;
+        let f2 = ethernet(&[], 0x0800, &rest.build(&header[8..]));
+        let d = run_one(&mut x, &f1);
+        assert_eq!(
+            (d.accounted, d.truncated, d.parse_errors),
+            (1, 0, 0),
+            "padded {padded}: {d:?}"
+        );
+        let d = run_one(&mut x, &f2);
+        assert_eq!(
+            (d.accounted, d.unattributed_fragments),
+            (1, 0),
+            "padded {padded}: the next fragment follows it: {d:?}"
+        );
+        let flows = x.flows();
+        assert_eq!(flows.len(), 1, "padded {padded}: {flows:?}");
+        let (k, v) = flows[0];
+        assert_eq!((k.protocol, k.port_lo.min(k.port_hi)), (ipproto::TCP, 80));
+        let o = usize::from(v.orig_side);
+        assert_eq!(v.packets[o], 2, "padded {padded}");
+        assert_eq!(v.wrong_fragments, 1, "padded {padded}");
+        assert_eq!(v.history[o] & history::SYN, 0, "its flags were not seen");
+    }
+}
+
 #[test]
 fn ip_fragments_are_attributed_and_wrong_ones_counted() {
     let mut x = XdpHarness::new(1024);

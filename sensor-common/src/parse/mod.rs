@@ -419,6 +419,18 @@ fn parse_l4_into<P: PacketData + ?Sized>(
     p: &mut Parsed,
 ) -> Result<(), ParseError> {
     match protocol {
+        ipproto::TCP if ip_payload < 20 && p.fragment.kind == FragmentKind::First => {
+            // A first fragment too short for the TCP header (RFC 1858's tiny fragment, made
+            // so that a filter looking at it does not see the flags, which come in the next
+            // fragment; `hping3 -f`): its ports attribute it and the next fragment to the
+            // connection, its flags stay unknown (none), and it is a wrong fragment. Refused
+            // as truncated or malformed, the connection's SYNs would not be seen at all.
+            let t = pkt.header::<8>(off).ok_or(ParseError::Truncated)?;
+            p.sport = t.be16(0);
+            p.dport = t.be16(2);
+            p.tcp_seq = u32::from_be(t.ne32(4));
+            p.fragment.wrong = true;
+        }
         ipproto::TCP => {
             let t = pkt.header::<20>(off).ok_or(ParseError::Truncated)?;
             let doff = ((t.u8(12) >> 4) as usize) * 4;

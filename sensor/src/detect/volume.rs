@@ -204,7 +204,9 @@ enum StraySender {
 fn stray(rec: &ConnectionRecord) -> Option<StraySender> {
     use sensor_common::flow::history::{DATA, NON_SYN, RST, SYN, SYN_ACK};
     let (orig, resp) = (rec.history.orig, rec.history.resp);
-    if rec.orig_bytes != 0 || rec.resp_bytes != 0 {
+    // A conversation whose start was seen is no stray's (a SYN sent as a tiny first
+    // fragment shows no flags, and the SYN-ACK answering it was asked for).
+    if rec.orig_bytes != 0 || rec.resp_bytes != 0 || rec.tcp_start_seen() {
         return None;
     }
     if orig != 0 && orig & (SYN | SYN_ACK | DATA) == 0 && resp & !(NON_SYN | RST) == 0 {
@@ -674,7 +676,7 @@ impl TargetRates {
         // handshake. A stray segment (an ACK, FIN, RST or SYN-ACK flood's) counts as a failed
         // attempt, from the end that sent it to its peer's port.
         let stray = stray(rec);
-        if rec.end_reason == EndReason::Ongoing || !(rec.history.start_seen() || stray.is_some()) {
+        if rec.end_reason == EndReason::Ongoing || !(rec.tcp_start_seen() || stray.is_some()) {
             return None;
         }
         let reversed = stray == Some(StraySender::Responder);
@@ -999,10 +1001,14 @@ mod tests {
         /// A SYN-ACK nobody asked for (`hping3 -SA`), reset by the target: the flow table
         /// takes its sender for the responder, so its record names the target the originator.
         SynAck,
+        /// A SYN sent as a tiny first fragment (`hping3 -S -f`), its SYN-ACK reset by the
+        /// source: the SYN's flags unseen, the next fragment's header bytes counted as payload,
+        /// one wrong fragment.
+        FragmentedSyn,
     }
 
     /// The number of [`Tcp`] kinds.
-    const KINDS: usize = 8;
+    const KINDS: usize = 9;
 
     impl Tcp {
         /// Its index in [`tcp_flood_by_kind`]'s counts.
@@ -1016,6 +1022,7 @@ mod tests {
                 Tcp::MidStream => 5,
                 Tcp::BareRst => 6,
                 Tcp::SynAck => 7,
+                Tcp::FragmentedSyn => 8,
             }
         }
     }
@@ -1122,6 +1129,15 @@ mod tests {
                     c = c.reversed();
                     10_000
                 }
+                Tcp::FragmentedSyn => {
+                    c.history.orig = NON_SYN | DATA | RST;
+                    c.history.resp = SYN_ACK;
+                    (c.orig_bytes, c.wrong_fragments) = (12, 1);
+                    (c.orig_packets, c.resp_packets) = (3, 1);
+                    c.conn_state = ConnState::RSTO;
+                    c.end_reason = EndReason::Rst;
+                    10_000
+                }
             };
             c.end_unix_ns = c.start_unix_ns + after_ns.min(10_000);
             c.final_unix_ns = c.start_unix_ns + after_ns;
@@ -1144,6 +1160,7 @@ mod tests {
                         | Tcp::BareFin
                         | Tcp::BareRst
                         | Tcp::SynAck
+                        | Tcp::FragmentedSyn
                 ),
                 "a connection that completed, or was no attempt, flagged"
             );
@@ -1341,6 +1358,20 @@ mod tests {
             tcp_flood_by_kind(&mut rates, &v, (1_000, 5, 0), 1, trailing).0,
             [0; KINDS]
         );
+    }
+
+    /// A SYN flood whose SYNs are tiny first fragments (`hping3 -S -f` from one address, 2,500
+    /// a second, each SYN-ACK reset by the source's kernel): no SYN seen, but a wrong fragment
+    /// began each conversation, so each is an attempt that never completed, from its
+    /// originator (0 of 10,000 flagged in a replayed capture before, December 6).
+    #[test]
+    fn a_syn_flood_of_tiny_fragments_is_judged_as_attempts() {
+        let v = VolumeConfig::default();
+        let mut rates = TargetRates::default();
+        let (flagged, _) =
+            tcp_flood_by_kind(&mut rates, &v, (2_500, 3, 0), 1, |_| Tcp::FragmentedSyn);
+        let n = flagged[Tcp::FragmentedSyn.index()];
+        assert!((7_390..=7_401).contains(&n), "{flagged:?}");
     }
 
     #[test]
