@@ -5,9 +5,10 @@
 //! incident thresholds, a port scan of each host and a sweep of each port (37 incidents, one
 //! page each, before the widening of `sensor::incidents`), and the decoy scan a port scan from
 //! each of its three addresses; each must be one incident, the network scan's listing every
-//! host and port, the decoy scan's its three sources.
+//! host and port, the decoy scan's its three sources. A second test: a fragmented SYN scan
+//! (`nmap -f`), which the sensor did not see at all until December 6, is one `port_scan`.
 //!
-//! Bounded: two `nmap` runs of 300 probes each, 30 s at most; all addresses in
+//! Bounded: `nmap` runs of at most 300 probes each, 30 s at most; all addresses in
 //! 198.18.0.0/15; the lab's guards remove everything on every exit path.
 use std::time::Duration;
 
@@ -139,4 +140,59 @@ fn a_scan_of_a_network_is_one_incident_and_a_decoy_scan_another() {
     let mut expected = vec![DECOYS[0], DECOYS[1], FLOOD_SOURCE];
     expected.sort_unstable();
     assert_eq!(sources, expected, "{o}");
+}
+
+/// A fragmented SYN scan (`nmap -sS -f`: each probe's TCP header split over two IP fragments,
+/// the first carrying 8 bytes, the flags in the second, to slip past filters that look at
+/// first fragments only). The parser refused such first fragments as truncated and the
+/// second fragments found no connection, so no probe was seen: each conversation was the
+/// target's reset alone, answers to nothing, not scored (a replayed capture of 300 probes: 0
+/// flagged, no incident, December 6). Now each probe is its connection, with a wrong
+/// fragment, and the scan is one `port_scan`.
+#[test]
+fn a_fragmented_scan_is_seen_and_is_one_port_scan() {
+    require_root();
+    let lab = Lab::start(&[], 60);
+    let out = integration_tests::syn_scan(&lab.lab.attacker, 30, "3000-3199", HTTP_SERVER)
+        .arg("-f")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("nmap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened("") >= 1),
+        "no incident: {}",
+        lab.alerts_so_far()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let out = lab.stop();
+    let probes: Vec<&serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| {
+            r["orig_addr"] == FLOOD_SOURCE
+                && r["resp_port"]
+                    .as_u64()
+                    .is_some_and(|p| (3000..=3199).contains(&p))
+        })
+        .collect();
+    let flagged = probes.iter().filter(|r| r["anomalous"] == true).count();
+    println!(
+        "fragmented scan: {} probes recorded, {flagged} flagged",
+        probes.len()
+    );
+    assert_eq!(probes.len(), 200, "one record per probe");
+    for r in &probes {
+        assert_eq!(r["features"]["wrong_fragment"], 1.0, "{r}");
+    }
+    assert!(flagged >= 190, "{flagged} of 200");
+    let opens = out.opened();
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    assert_eq!(opens[0]["kind"], "port_scan", "{}", opens[0]);
+    assert_eq!(opens[0]["sources"], serde_json::json!([FLOOD_SOURCE]));
+    assert_eq!(opens[0]["targets"], serde_json::json!([HTTP_SERVER]));
 }
