@@ -15,6 +15,7 @@
 //! | `host_sweep` | one source, anomalous connections to one port (or ICMP echo) on many hosts | source, protocol, port |
 //! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
 //! | `brute_force` | the login rule's verdicts: one source's short sessions to one login service of a host at a guesser's rate (`crate::detect::logins`) | source, target host, port |
+//! | `malformed` | anomalous conversations carrying packets no network stack sends: `land` (the target's own address and port as the source), or wrong UDP or ICMP fragments (ping of death, teardrop); one such conversation is the attack | source, target host, protocol |
 //!
 //! One source's port scans and host sweeps over one transport are one attack: while one is
 //! open, the next that passes its threshold joins it instead of opening (`nmap` over a network
@@ -33,7 +34,7 @@
 //!
 //! A connection that fits an incident already open is counted there (flood, then the host's
 //! widened floods, guessing, the source's widened scans, scan, the host's UDP flood, sweep,
-//! source); otherwise it is evidence for candidates of every
+//! source, malformed); otherwise it is evidence for candidates of every
 //! kind, and the first candidate to pass its threshold opens. The login rule's verdicts feed
 //! only their source's guessing, and only they do. The host's UDP flood is the exception to
 //! both: it is fed only by the volume rule's verdicts at the host, which it takes first (and
@@ -162,6 +163,9 @@ enum Key {
     /// and then takes every connection of the source over the transport
     /// ([`IncidentTracker::widen`]).
     Recon(IpAddr, Transport),
+    /// Source, target host, transport: anomalous conversations of malformed packets
+    /// ([`malformed`]), each an attack by itself.
+    Malformed(IpAddr, IpAddr, Transport),
     /// Target host, transport: never a candidate. An open flood moves here when a flood of
     /// another port of its host over the same transport passes its threshold (a SYN flood of
     /// ports 80 and 443), and so does an open TCP port scan when another source's scan of the
@@ -502,8 +506,9 @@ pub struct IncidentTracker {
     /// Candidate keys in the order they were last fed, for expiry (stale entries skipped).
     fed: VecDeque<(u64, Key)>,
     open: Map<Key, Incident>,
-    /// Connections still open whose anomalous early verdict was counted as evidence.
-    counted: Set<ConnId>,
+    /// Connections still open whose anomalous early verdict was counted as evidence, and
+    /// whether it was malformed then ([`malformed`]).
+    counted: Map<ConnId, bool>,
     /// Conversations still open that the volume rule flagged at their early verdict, and the
     /// key of the incident that took them. Such a conversation is a flood by itself and gets
     /// one early verdict: without this, its incident would close `quiet` after that verdict
@@ -530,7 +535,7 @@ impl IncidentTracker {
             candidates: Map::default(),
             fed: VecDeque::new(),
             open: Map::default(),
-            counted: Set::default(),
+            counted: Map::default(),
             live: Map::default(),
             waiting: Set::default(),
             groups: Map::default(),
@@ -557,6 +562,7 @@ impl IncidentTracker {
         at_ns: u64,
         out: &mut Vec<IncidentLine>,
     ) {
+        let mut only_malformed = false;
         if rec.end_reason == EndReason::Ongoing {
             // A normal early verdict is no evidence, and the connection counts at its final
             // record (counting it at both made a flood of connections judged normal early and
@@ -567,13 +573,18 @@ impl IncidentTracker {
             if self.counted.len() >= self.config.max_candidates * 4 {
                 self.counted.clear();
             }
-            self.counted.insert(rec.id());
+            self.counted.insert(rec.id(), malformed(rec));
         } else {
             if let Some(key) = self.live.remove(&rec.id()) {
                 self.conversation_ended(key, rec, s);
             }
-            if self.counted.remove(&rec.id()) {
-                return;
+            match self.counted.remove(&rec.id()) {
+                // Its final record counts again only where it turned malformed since its
+                // early verdict (a ping of death's wrong fragment came after it), and there
+                // only: evidence for the conversation's `malformed` incident.
+                Some(false) if malformed(rec) => only_malformed = true,
+                Some(_) => return,
+                None => {}
             }
         }
         // Silenced by an operator's rule: recorded and scored, but not evidence.
@@ -590,7 +601,10 @@ impl IncidentTracker {
             }
             false => rec,
         };
-        let keys = keys_of(rec);
+        let mut keys = keys_of(rec);
+        if only_malformed {
+            keys = keys.map(|k| k.filter(|k| matches!(k, Key::Malformed(..))));
+        }
         // A verdict the volume rule flagged by a rate belongs to its flood: taken by it when
         // open, opening it otherwise (below, the rate opens it by itself), even where another
         // incident of its connections is open: a port scan of the host (for a flood at the
@@ -858,6 +872,7 @@ impl IncidentTracker {
             }
             // Fed by the login rule's verdicts only, each at a guesser's rate by itself.
             Key::Logins(..) if e.anomalous > 0 => Some(IncidentKind::BruteForce),
+            Key::Malformed(..) if e.anomalous > 0 => Some(IncidentKind::Malformed),
             _ => None,
         }
     }
@@ -1119,8 +1134,18 @@ fn counts_as_new_evidence(rec: &ConnectionRecord, s: &Scored) -> bool {
     s.verdict.anomalous && !is_icmp_error(rec) && !late_target_verdict(rec, s)
 }
 
+/// Whether `rec` carries packets no network stack sends, which make an attack of one
+/// conversation: `land` (the same address and port at both ends: the 1997 `land` attack), or
+/// wrong fragments of a UDP or ICMP datagram (odd-sized, empty, or reaching past 65,535 bytes:
+/// teardrop, ping of death). Not a TCP connection's wrong fragments: a SYN sent as a tiny first
+/// fragment is one, and such SYNs are a fragmented scan's or flood's (`nmap -f`), which their
+/// own incidents take.
+fn malformed(rec: &ConnectionRecord) -> bool {
+    rec.land || (rec.wrong_fragments > 0 && rec.transport != Transport::Tcp)
+}
+
 /// The candidate keys of a connection, in the order an open incident claims it.
-fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 8] {
+fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 9] {
     let t = rec.transport;
     let port = port_of(rec);
     let flood = match t {
@@ -1146,6 +1171,9 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 8] {
         (t == Transport::Udp).then_some(Key::HostFlood(rec.resp_addr)),
         Some(Key::Sweep(rec.orig_addr, t, port)),
         Some(Key::Source(rec.orig_addr)),
+        // Last: its first anomalous conversation opens it, and it then takes its source's
+        // later ones to the host over the transport.
+        malformed(rec).then_some(Key::Malformed(rec.orig_addr, rec.resp_addr, t)),
     ]
 }
 

@@ -82,6 +82,8 @@ pub fn write_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result<()>
         IncidentKind::AnomalousSource => ("Potentially Bad Traffic", 2),
         // Suricata's `attempted-user` class, as its rules for password guessing use.
         IncidentKind::BruteForce => ("Attempted User Privilege Gain", 1),
+        // Suricata's decoder events (`decode-event`) for packets no stack sends.
+        IncidentKind::Malformed => ("Generic Protocol Command Decode", 2),
     };
     let ports = line.protocol != "icmp";
     let event = EveAlert {

@@ -17,10 +17,11 @@ pub enum IncidentKind {
     HostSweep,
     AnomalousSource,
     BruteForce,
+    Malformed,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 7] = [
+    pub const ALL: [IncidentKind; 8] = [
         IncidentKind::Flood,
         IncidentKind::UdpFlood,
         IncidentKind::IcmpFlood,
@@ -28,6 +29,7 @@ impl IncidentKind {
         IncidentKind::HostSweep,
         IncidentKind::AnomalousSource,
         IncidentKind::BruteForce,
+        IncidentKind::Malformed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +41,7 @@ impl IncidentKind {
             IncidentKind::HostSweep => "host_sweep",
             IncidentKind::AnomalousSource => "anomalous_source",
             IncidentKind::BruteForce => "brute_force",
+            IncidentKind::Malformed => "malformed",
         }
     }
 }

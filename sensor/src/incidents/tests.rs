@@ -1121,3 +1121,82 @@ fn a_decoy_scan_is_one_incident_and_a_later_scanner_its_own() {
     others.sort();
     assert_eq!(others, vec![vec![addr(60)], vec![addr(61)]]);
 }
+
+/// An echo conversation from `src` to host 99 whose second fragment reaches past 65,535 bytes
+/// (a ping of death: one wrong fragment), ICMP identifier `id`, begun at `t_ns`, ended by the
+/// end of observation 20 s later.
+fn ping_of_death(src: IpAddr, id: u16, t_ns: u64) -> ConnectionRecord {
+    let mut c = ConnectionRecord::new(Transport::Icmp, (src, id), (addr(99), id), t_ns);
+    (c.icmp_type, c.icmp_code, c.ip_proto) = (Some(8), Some(0), 1);
+    (c.orig_packets, c.wrong_fragments, c.conn_state) = (2, 1, ConnState::OTH);
+    c.end_unix_ns = t_ns + S;
+    (c.final_unix_ns, c.end_reason) = (t_ns + 20 * S, EndReason::Shutdown);
+    c
+}
+
+/// Attacks of one conversation each, whose packets no network stack sends: ten pings of
+/// death from one source, 2 s apart (their early verdicts taken before the wrong fragment
+/// came, flagged by the model or not, and their final records flagged at the end of
+/// observation), and a `land` packet from another. No flood, scan or sweep threshold is
+/// reached. One `malformed` incident for the pings, counting all ten, and one for the land.
+#[test]
+fn conversations_of_malformed_packets_open_one_incident_per_attacker() {
+    let pings: Vec<ConnectionRecord> = (0..10u16)
+        .map(|i| ping_of_death(addr(1), 7_000 + i, T0 + u64::from(i) * 2 * S))
+        .collect();
+    for early_flagged in [false, true] {
+        let mut tracker = IncidentTracker::new(IncidentConfig::default());
+        let mut out = Vec::new();
+        let early_verdict = Scored {
+            verdict: Verdict {
+                anomalous: early_flagged,
+                ..flagged().verdict
+            },
+            ..flagged()
+        };
+        for p in &pings {
+            let early = ConnectionRecord {
+                end_reason: EndReason::Ongoing,
+                final_unix_ns: p.start_unix_ns + S,
+                wrong_fragments: 0,
+                ..p.clone()
+            };
+            tracker.observe(&early, &early_verdict, early.final_unix_ns, &mut out);
+            tracker.tick(early.final_unix_ns, &mut out);
+        }
+        for p in &pings {
+            tracker.observe(p, &flagged(), p.final_unix_ns, &mut out);
+        }
+        let mut land = conn(addr(2), 80, addr(2), 80, T0 + 5 * S);
+        land.land = true;
+        tracker.observe(&land, &flagged(), land.final_unix_ns, &mut out);
+        tracker.finish(&mut out);
+        let opens = in_state(&out, IncidentState::Open);
+        assert_eq!(opens.len(), 2, "early flagged {early_flagged}: {out:?}");
+        assert!(opens.iter().all(|o| o.kind == IncidentKind::Malformed));
+        let closed = in_state(&out, IncidentState::Closed);
+        let of = |src| closed.iter().find(|l| l.sources == vec![src]).copied();
+        assert_eq!(
+            of(addr(1)).map(|l| l.connections),
+            Some(10),
+            "early flagged {early_flagged}: {closed:?}"
+        );
+        assert_eq!(
+            of(addr(2)).map(|l| (l.connections, l.targets.clone())),
+            Some((1, vec![addr(2)]))
+        );
+    }
+    // The same pings without their wrong fragments: ordinary echoes the model flagged, under
+    // every threshold.
+    let mut tracker = IncidentTracker::new(IncidentConfig::default());
+    let mut out = Vec::new();
+    for p in &pings {
+        let plain = ConnectionRecord {
+            wrong_fragments: 0,
+            ..p.clone()
+        };
+        tracker.observe(&plain, &flagged(), plain.final_unix_ns, &mut out);
+    }
+    tracker.finish(&mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
