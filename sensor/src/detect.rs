@@ -50,9 +50,9 @@ pub struct Scored {
 
 impl Scored {
     /// The features that moved its verdict most ([`Model::explain_verdict`]).
-    /// None for a verdict of the volume rule, which no feature moved.
+    /// None for a rule's verdict (volume, malformed), which no feature moved.
     pub fn explain(&self, model: &Model) -> Vec<crate::model::FeatureContribution> {
-        if self.verdict.detector == crate::model::Detector::Volume {
+        if self.verdict.detector.is_rule() {
             return Vec::new();
         }
         model.explain_verdict(&self.features, self.cold.as_ref(), &self.verdict)
@@ -527,8 +527,17 @@ impl Pipeline {
                 verdict.detector = crate::model::Detector::Volume;
                 verdict.withdrawn_by_attack_boxes = false;
             }
-            // A check on a schedule: the model's verdict withdrawn (not the volume rule's).
-            let routine_check = (not_scored.is_none() && volume.is_none())
+            // Packets no stack sends: anomalous, whatever the model said of the features (a
+            // teardrop's fragments to port 53 read as an ordinary lookup).
+            let malformed = not_scored.is_none() && rec.malformed();
+            if malformed && !verdict.anomalous {
+                verdict.anomalous = true;
+                verdict.score = verdict.score.max(1.0);
+                verdict.detector = crate::model::Detector::Malformed;
+                verdict.withdrawn_by_attack_boxes = false;
+            }
+            // A check on a schedule: the model's verdict withdrawn (not a rule's).
+            let routine_check = (not_scored.is_none() && volume.is_none() && !malformed)
                 .then(|| self.routine.judge(&self.checks, rec, &verdict))
                 .flatten();
             if routine_check.is_some() {
@@ -830,6 +839,47 @@ mod tests {
                 "syn_ack {syn_ack}"
             );
         }
+    }
+
+    /// Packets no stack sends through the whole pipeline: teardrop-like trains of two
+    /// fragments to port 53, the first odd-sized with more to come (20 trains on fixed ports:
+    /// one conversation, 20 wrong fragments), which the model finds an ordinary exchange with
+    /// a resolver (as in a replayed capture, December 6), are anomalous by the rule (detector
+    /// `malformed`, no feature explanation); the same conversation without its wrong
+    /// fragments stays normal.
+    #[test]
+    fn malformed_conversations_are_anomalous_whatever_the_model_says() {
+        use std::net::{IpAddr, Ipv4Addr};
+        let teardrop = ConnectionRecord {
+            orig_packets: 40,
+            orig_bytes: 20 * (28 + 30),
+            conn_state: ConnState::S0,
+            wrong_fragments: 20,
+            end_reason: EndReason::Idle,
+            ..ConnectionRecord::new(
+                Transport::Udp,
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 3, 7)), 3000),
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 2, 10)), 53),
+                1_700_000_000_000_000_000,
+            )
+        };
+        let plain = ConnectionRecord {
+            wrong_fragments: 0,
+            ..teardrop.clone()
+        };
+        let scored = |r: &ConnectionRecord| {
+            let mut p = Pipeline::new(model(), FeatureConfig::default()).unwrap();
+            let s = p.process_records(std::slice::from_ref(r)).remove(0);
+            let explained = s.explain(p.model()).len();
+            (s, explained)
+        };
+        let (s, _) = scored(&plain);
+        assert!(!s.verdict.anomalous, "{:?}", s.verdict);
+        let (s, explained) = scored(&teardrop);
+        assert!(s.verdict.anomalous, "{:?}", s.verdict);
+        assert_eq!(s.verdict.detector, crate::model::Detector::Malformed);
+        assert!(s.verdict.score >= 1.0);
+        assert_eq!(explained, 0, "no feature moved it");
     }
 
     /// Password guessing through the whole pipeline: 150 refused SSH logins from one source,

@@ -379,6 +379,16 @@ impl ConnectionRecord {
         self.history.start_seen() || self.wrong_fragments > 0
     }
 
+    /// Whether the conversation carries packets no network stack sends, which make an attack of
+    /// one conversation: `land` (the same address and port at both ends: the 1997 `land`
+    /// attack), or wrong fragments of a UDP or ICMP datagram (odd-sized, empty, or reaching
+    /// past 65,535 bytes: teardrop, ping of death). Not a TCP connection's wrong fragments: a
+    /// SYN sent as a tiny first fragment is one ([`Self::tcp_start_seen`]), and such SYNs are a
+    /// fragmented scan's or flood's (`nmap -f`), judged as such.
+    pub fn malformed(&self) -> bool {
+        self.land || (self.wrong_fragments > 0 && self.transport != Transport::Tcp)
+    }
+
     /// The same conversation seen from its other end: originator and responder swapped, with
     /// their ports, counts, bytes and history (state, times and the rest unchanged). For a
     /// conversation whose responder is the one attacking (`crate::detect::VolumeHit::reversed`).

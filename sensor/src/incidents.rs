@@ -164,7 +164,7 @@ enum Key {
     /// ([`IncidentTracker::widen`]).
     Recon(IpAddr, Transport),
     /// Source, target host, transport: anomalous conversations of malformed packets
-    /// ([`malformed`]), each an attack by itself.
+    /// (`ConnectionRecord::malformed`), each an attack by itself.
     Malformed(IpAddr, IpAddr, Transport),
     /// Target host, transport: never a candidate. An open flood moves here when a flood of
     /// another port of its host over the same transport passes its threshold (a SYN flood of
@@ -507,7 +507,7 @@ pub struct IncidentTracker {
     fed: VecDeque<(u64, Key)>,
     open: Map<Key, Incident>,
     /// Connections still open whose anomalous early verdict was counted as evidence, and
-    /// whether it was malformed then ([`malformed`]).
+    /// whether it was malformed then (`ConnectionRecord::malformed`).
     counted: Map<ConnId, bool>,
     /// Conversations still open that the volume rule flagged at their early verdict, and the
     /// key of the incident that took them. Such a conversation is a flood by itself and gets
@@ -573,7 +573,7 @@ impl IncidentTracker {
             if self.counted.len() >= self.config.max_candidates * 4 {
                 self.counted.clear();
             }
-            self.counted.insert(rec.id(), malformed(rec));
+            self.counted.insert(rec.id(), rec.malformed());
         } else {
             if let Some(key) = self.live.remove(&rec.id()) {
                 self.conversation_ended(key, rec, s);
@@ -582,7 +582,7 @@ impl IncidentTracker {
                 // Its final record counts again only where it turned malformed since its
                 // early verdict (a ping of death's wrong fragment came after it), and there
                 // only: evidence for the conversation's `malformed` incident.
-                Some(false) if malformed(rec) => only_malformed = true,
+                Some(false) if rec.malformed() => only_malformed = true,
                 Some(_) => return,
                 None => {}
             }
@@ -1134,16 +1134,6 @@ fn counts_as_new_evidence(rec: &ConnectionRecord, s: &Scored) -> bool {
     s.verdict.anomalous && !is_icmp_error(rec) && !late_target_verdict(rec, s)
 }
 
-/// Whether `rec` carries packets no network stack sends, which make an attack of one
-/// conversation: `land` (the same address and port at both ends: the 1997 `land` attack), or
-/// wrong fragments of a UDP or ICMP datagram (odd-sized, empty, or reaching past 65,535 bytes:
-/// teardrop, ping of death). Not a TCP connection's wrong fragments: a SYN sent as a tiny first
-/// fragment is one, and such SYNs are a fragmented scan's or flood's (`nmap -f`), which their
-/// own incidents take.
-fn malformed(rec: &ConnectionRecord) -> bool {
-    rec.land || (rec.wrong_fragments > 0 && rec.transport != Transport::Tcp)
-}
-
 /// The candidate keys of a connection, in the order an open incident claims it.
 fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 9] {
     let t = rec.transport;
@@ -1173,7 +1163,8 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 9] {
         Some(Key::Source(rec.orig_addr)),
         // Last: its first anomalous conversation opens it, and it then takes its source's
         // later ones to the host over the transport.
-        malformed(rec).then_some(Key::Malformed(rec.orig_addr, rec.resp_addr, t)),
+        rec.malformed()
+            .then_some(Key::Malformed(rec.orig_addr, rec.resp_addr, t)),
     ]
 }
 

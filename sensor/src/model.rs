@@ -135,6 +135,9 @@ pub enum Detector {
     /// The volume rule ([`crate::detect::volume`]), not the model: one conversation's packet
     /// rate is a flood's.
     Volume,
+    /// Packets no network stack sends (`ConnectionRecord::malformed`: `land`, wrong UDP or
+    /// ICMP fragments), not the model, which found the conversation ordinary.
+    Malformed,
 }
 
 impl Detector {
@@ -146,7 +149,13 @@ impl Detector {
             Detector::Unsupervised => "unsupervised",
             Detector::Both => "both",
             Detector::Volume => "volume",
+            Detector::Malformed => "malformed",
         }
+    }
+
+    /// Whether a rule, not the model, flagged the connection: no feature moved the verdict.
+    pub fn is_rule(self) -> bool {
+        matches!(self, Detector::Volume | Detector::Malformed)
     }
 }
 

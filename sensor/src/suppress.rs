@@ -150,11 +150,12 @@ pub struct RuleError {
 }
 
 /// The detectors a rule may name: those that flag a connection (`none` never alerts).
-const DETECTORS: [Detector; 4] = [
+const DETECTORS: [Detector; 5] = [
     Detector::Supervised,
     Detector::Unsupervised,
     Detector::Both,
     Detector::Volume,
+    Detector::Malformed,
 ];
 
 impl Rule {

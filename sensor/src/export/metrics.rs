@@ -63,7 +63,7 @@ fn end_index(e: EndReason) -> (usize, &'static str) {
 }
 
 /// How many values [`detector_index`] gives.
-const DETECTORS: usize = 5;
+const DETECTORS: usize = 6;
 
 fn detector_index(d: Detector) -> usize {
     match d {
@@ -72,6 +72,7 @@ fn detector_index(d: Detector) -> usize {
         Detector::Unsupervised => 2,
         Detector::Both => 3,
         Detector::Volume => 4,
+        Detector::Malformed => 5,
     }
 }
 

@@ -120,7 +120,7 @@ impl IncidentLine {
     /// Fills `top_features` from the strongest connection, by `model`.
     pub fn explain(&mut self, model: &crate::model::Model) {
         if let Some((f, v, cold)) = &self.strongest
-            && v.detector != crate::model::Detector::Volume
+            && !v.detector.is_rule()
         {
             self.top_features = model.explain_verdict(f, cold.as_ref(), v);
         }
