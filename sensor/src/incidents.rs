@@ -629,13 +629,22 @@ impl IncidentTracker {
                 // A host's flood takes only anomalous connections: it spans every UDP port of the
                 // host, whose ordinary traffic (a resolver's queries) would keep it open forever;
                 // so do a host's floods widened over its ports.
-                keys.iter()
+                let open = keys
+                    .iter()
                     .flatten()
                     .filter(|k| {
                         s.verdict.anomalous || !matches!(k, Key::HostFlood(_) | Key::Target(..))
                     })
                     .find(|k| self.open.contains_key(k))
-                    .copied()
+                    .copied();
+                // A scan of the host open before the host's attack widened keeps its own
+                // connections (a slow scan going on while a distributed one begins): it is
+                // another attack, as when it stays apart at the widening (`register`).
+                let own_scan = Key::Scan(rec.orig_addr, rec.resp_addr, rec.transport);
+                match open {
+                    Some(Key::Target(..)) if self.open.contains_key(&own_scan) => Some(own_scan),
+                    open => open,
+                }
             }
         };
         // An incident already open on one of its keys takes it, anomalous or not (a host's
@@ -987,13 +996,17 @@ impl IncidentTracker {
     }
 
     /// Makes `key`'s open incident the one its groups widen, where no other open incident
-    /// is.
+    /// is. A host's scans that begin together join its newest scan ([`Group::Scanned`]): an
+    /// older one still open (a slow scan half a minute before) began too early for them to
+    /// join it, and must not keep the scans of a later decoy or distributed scan apart. Its
+    /// widened incident ([`Key::Target`]) keeps the group: it takes them all anyway.
     fn register(&mut self, key: Key) {
         for group in key.groups().into_iter().flatten() {
-            let taken = self
-                .groups
-                .get(&group)
-                .is_some_and(|k| *k != key && self.open.contains_key(k));
+            let taken = self.groups.get(&group).is_some_and(|k| {
+                *k != key
+                    && self.open.contains_key(k)
+                    && !(matches!(group, Group::Scanned(_)) && matches!(k, Key::Scan(..)))
+            });
             if !taken {
                 self.groups.insert(group, key);
             }

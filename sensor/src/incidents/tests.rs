@@ -1122,6 +1122,35 @@ fn a_decoy_scan_is_one_incident_and_a_later_scanner_its_own() {
     assert_eq!(others, vec![vec![addr(60)], vec![addr(61)]]);
 }
 
+/// A scan of a host split over three sources (each its own 100 ports, together, as a
+/// distributed scan or a SYN flood of ever new ports from spoofed addresses sends) is one
+/// incident, though a slow scan of the host from another address, begun 20 s before, is
+/// still open: that one began too early to join, and must not keep the three apart.
+#[test]
+fn scans_that_begin_together_join_though_an_older_scan_of_the_host_is_open() {
+    let host = addr(1);
+    let slow = addr(70);
+    let mut conns: Vec<ConnectionRecord> = (0..100u64)
+        .map(|p| conn(slow, 40_000, host, 1 + p as u16, T0 + p * 250_000_000))
+        .collect();
+    let split: Vec<IpAddr> = (0..3).map(|i| addr(80 + i)).collect();
+    for (i, &src) in split.iter().enumerate() {
+        let first_port = 1_000 + 100 * i as u16;
+        conns.extend((0..100u64).map(|p| {
+            let t = T0 + 20 * S + p * 20_000_000 + i as u64 * 1_000_000;
+            conn(src, 41_000, host, first_port + p as u16, t)
+        }));
+    }
+    conns.sort_by_key(|c| c.final_unix_ns);
+    let out = lines_of(&conns);
+    let mut closed: Vec<Vec<IpAddr>> = in_state(&out, IncidentState::Closed)
+        .iter()
+        .map(|l| l.sources.clone())
+        .collect();
+    closed.sort();
+    assert_eq!(closed, vec![vec![slow], split], "{out:?}");
+}
+
 /// An echo conversation from `src` to host 99 whose second fragment reaches past 65,535 bytes
 /// (a ping of death: one wrong fragment), ICMP identifier `id`, begun at `t_ns`, ended by the
 /// end of observation 20 s later.
