@@ -6,7 +6,9 @@
 //! page each, before the widening of `sensor::incidents`), and the decoy scan a port scan from
 //! each of its three addresses; each must be one incident, the network scan's listing every
 //! host and port, the decoy scan's its three sources. A second test: a fragmented SYN scan
-//! (`nmap -f`), which the sensor did not see at all until December 6, is one `port_scan`.
+//! (`nmap -f`), which the sensor did not see at all until December 6, is one `port_scan`. A
+//! third: a decoy scan of a host whose scan from another address is still open is one incident
+//! beside that one's.
 //!
 //! Bounded: `nmap` runs of at most 300 probes each, 30 s at most; all addresses in
 //! 198.18.0.0/15; the lab's guards remove everything on every exit path.
@@ -195,4 +197,72 @@ fn a_fragmented_scan_is_seen_and_is_one_port_scan() {
     assert_eq!(opens[0]["kind"], "port_scan", "{}", opens[0]);
     assert_eq!(opens[0]["sources"], serde_json::json!([FLOOD_SOURCE]));
     assert_eq!(opens[0]["targets"], serde_json::json!([HTTP_SERVER]));
+}
+
+/// A decoy scan of a host whose scan from another address, begun seconds before, is still
+/// open: the older scan began too early for the decoy scan's sources to join it, and until
+/// December 6 it kept them apart too (one `port_scan` per decoy address: 4 incidents in all).
+/// Now the decoy scan is one incident naming its three sources, the older scan its own.
+#[test]
+fn a_decoy_scan_is_one_incident_while_an_older_scan_of_its_host_is_open() {
+    require_root();
+    let lab = Lab::start(&[], 60);
+    let first = nmap(&lab, false, "1000-1099", HTTP_SERVER)
+        .wait_with_output()
+        .expect("nmap");
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened(CLIENT) >= 1),
+        "no incident for the first scan: {}",
+        lab.alerts_so_far()
+    );
+    // Well past the time within which scans of a host count as begun together (3 s).
+    std::thread::sleep(Duration::from_secs(6));
+    let decoys = nmap(&lab, true, "2000-2199", HTTP_SERVER)
+        .wait_with_output()
+        .expect("nmap");
+    assert!(decoys.status.success(), "{decoys:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened("") >= 2),
+        "no incident for the decoy scan: {}",
+        lab.alerts_so_far()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let out = lab.stop();
+    let opens = out.opened();
+    for o in &opens {
+        println!("opened: {o}");
+    }
+    assert_eq!(
+        opens.len(),
+        2,
+        "the older scan and the decoy scan: {opens:?}"
+    );
+    let older = opens
+        .iter()
+        .find(|o| o["sources"] == serde_json::json!([CLIENT]))
+        .expect("the older scan's incident");
+    let decoy = opens
+        .iter()
+        .find(|o| o["id"] != older["id"])
+        .expect("the decoy scan's incident");
+    let closed = out
+        .alerts
+        .iter()
+        .rfind(|a| a["id"] == decoy["id"] && a["state"] == "closed")
+        .unwrap_or_else(|| panic!("the decoy scan's incident never closed: {:?}", out.alerts));
+    println!("decoy scan closed: {closed}");
+    let mut sources: Vec<&str> = closed["sources"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|a| a.as_str()).collect())
+        .unwrap_or_default();
+    sources.sort_unstable();
+    let mut expected = vec![DECOYS[0], DECOYS[1], FLOOD_SOURCE];
+    expected.sort_unstable();
+    assert_eq!(sources, expected, "{closed}");
+    // The older scan kept its own: none of its probes counted in the decoy scan.
+    assert!(
+        !closed.to_string().contains(CLIENT),
+        "the older scan's source in the decoy scan's incident: {closed}"
+    );
 }
