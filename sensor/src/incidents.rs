@@ -168,10 +168,11 @@ enum Key {
     Malformed(IpAddr, IpAddr, Transport),
     /// Target host, transport: never a candidate. An open flood moves here when a flood of
     /// another port of its host over the same transport passes its threshold (a SYN flood of
-    /// ports 80 and 443), and so does an open TCP port scan when another source's scan of the
-    /// same host that began with it passes its own (`nmap -D`'s decoys, a SYN flood of ever
-    /// new ports from a few spoofed addresses); it then takes every anomalous connection to
-    /// the host over the transport ([`IncidentTracker::widen`]).
+    /// ports 80 and 443), and so does an open TCP or UDP port scan when another source's scan
+    /// of the same host that began with it passes its own (`nmap -D`'s decoys, a SYN flood of
+    /// ever new ports from a few spoofed addresses, datagrams reflected at ever new ports from
+    /// a few servers); it then takes every anomalous connection to the host over the
+    /// transport ([`IncidentTracker::widen`]).
     Target(IpAddr, Transport),
 }
 
@@ -182,13 +183,14 @@ enum Key {
 enum Group {
     Source(IpAddr, Transport),
     Target(IpAddr, Transport),
-    /// TCP port scans of one host that began together from several sources: `nmap -D`'s
-    /// decoys beside the real scan, or a SYN flood of ever new ports from a few spoofed
-    /// addresses. Only those that began within [`TAKE_OVER_NS`] of the open one join it (an
-    /// independent scanner of the same host a minute later is another attack), and only over
-    /// TCP (a UDP scan of a host from spoofed sources is the host's UDP flood's to take over,
-    /// `IncidentTracker::take_over_scans`).
-    Scanned(IpAddr),
+    /// Port scans of one host over one transport (TCP or UDP) that began together from
+    /// several sources: `nmap -D`'s decoys beside the real scan, a SYN flood of ever new ports
+    /// from a few spoofed addresses, or datagrams reflected at ever new ports from a few
+    /// servers under the volume rule's bar (a UDP flood at the bar is the host's flood, which
+    /// takes such scans over, `IncidentTracker::take_over_scans`). Only those that began
+    /// within [`TAKE_OVER_NS`] of the open one join it (an independent scanner of the same
+    /// host a minute later is another attack).
+    Scanned(IpAddr, Transport),
 }
 
 impl Group {
@@ -197,7 +199,7 @@ impl Group {
         match self {
             Group::Source(src, t) => Key::Recon(src, t),
             Group::Target(host, t) => Key::Target(host, t),
-            Group::Scanned(host) => Key::Target(host, Transport::Tcp),
+            Group::Scanned(host, t) => Key::Target(host, t),
         }
     }
 }
@@ -206,7 +208,9 @@ impl Key {
     /// The groups of a scan-shaped key (a port scan, a host sweep, or the two widened) or a
     /// flood-shaped one (a port's flood, or a host's floods widened).
     fn groups(&self) -> [Option<Group>; 2] {
-        let scanned = |host, t| (t == Transport::Tcp).then_some(Group::Scanned(host));
+        let scanned = |host, t| {
+            matches!(t, Transport::Tcp | Transport::Udp).then_some(Group::Scanned(host, t))
+        };
         match *self {
             Key::Scan(src, host, t) => [Some(Group::Source(src, t)), scanned(host, t)],
             Key::Sweep(src, t, _) | Key::Recon(src, t) => [Some(Group::Source(src, t)), None],
@@ -774,7 +778,7 @@ impl IncidentTracker {
         // flood's, whenever it began (its source may have sent a few odd datagrams a minute
         // before).
         let of_flood = |k: &Key, e: &Evidence| {
-            matches!(k, Key::Scan(_, t, Transport::Udp) if *t == target)
+            matches!(k, Key::Scan(_, t, Transport::Udp) | Key::Target(t, Transport::Udp) if *t == target)
                 && (e.start_ns >= since_ns || e.waited_ns.is_some_and(|w| w >= since_ns))
         };
         let mut scans: Vec<Key> = self
@@ -933,7 +937,7 @@ impl IncidentTracker {
     /// [`Key::Recon`], every later connection of the source over the transport; its kind and id
     /// stay those it opened with, its lines list the hosts and ports it grew to. The same for
     /// a flood about to open while another port of its host is flooded over the same
-    /// transport, and for a TCP port scan of a host whose scan from another source began
+    /// transport, and for a TCP or UDP port scan of a host whose scan from another source began
     /// within [`TAKE_OVER_NS`] of it ([`Group::Scanned`]): one attack on the host, moved to
     /// [`Key::Target`] (which takes anomalous connections only: the host's ordinary traffic
     /// on its other ports is no flood's). Where another incident holds the wide key (the
@@ -955,7 +959,7 @@ impl IncidentTracker {
             let anchor = *self.groups.get(&group)?;
             let inc = self.open.get(&anchor)?;
             let together = match group {
-                Group::Scanned(_) => {
+                Group::Scanned(..) => {
                     inc.evidence.start_ns.abs_diff(evidence.start_ns) <= TAKE_OVER_NS
                 }
                 _ => true,
@@ -1005,7 +1009,7 @@ impl IncidentTracker {
             let taken = self.groups.get(&group).is_some_and(|k| {
                 *k != key
                     && self.open.contains_key(k)
-                    && !(matches!(group, Group::Scanned(_)) && matches!(k, Key::Scan(..)))
+                    && !(matches!(group, Group::Scanned(..)) && matches!(k, Key::Scan(..)))
             });
             if !taken {
                 self.groups.insert(group, key);

@@ -1151,6 +1151,50 @@ fn scans_that_begin_together_join_though_an_older_scan_of_the_host_is_open() {
     assert_eq!(closed, vec![vec![slow], split], "{out:?}");
 }
 
+/// Datagrams from four spoofed sources to ever new ports of one host, begun together, 1,000 a
+/// second from each (a reflected flood under the volume rule's bar, or a UDP scan split over
+/// sources): one port scan of the host naming the four, where each source's was its own
+/// before. Then the same with the host's flood flagged by the rule after the scans opened:
+/// the flood takes the joined scans over, one `udp_flood`.
+#[test]
+fn udp_scans_of_a_host_that_begin_together_are_one_incident() {
+    let sources: Vec<IpAddr> = (0..4).map(|i| addr(60 + i)).collect();
+    let datagrams = |flood_from: Option<u64>| {
+        let mut all = Vec::new();
+        for i in 0..400u64 {
+            for (k, &src) in sources.iter().enumerate() {
+                let c = datagram_at(src, i, T0 + i * 1_000_000 + k as u64 * 1_000);
+                let s = match flood_from {
+                    Some(from) if i >= from => by_volume(crate::detect::VolumeScope::Host, 6_000.0),
+                    _ => flagged(),
+                };
+                all.push((c, s));
+            }
+        }
+        all
+    };
+    for (flood_from, kind) in [
+        (None, IncidentKind::PortScan),
+        (Some(150), IncidentKind::UdpFlood),
+    ] {
+        let mut tracker = IncidentTracker::new(IncidentConfig::default());
+        let mut out = Vec::new();
+        for (c, s) in datagrams(flood_from) {
+            tracker.observe(&c, &s, c.final_unix_ns, &mut out);
+        }
+        tracker.finish(&mut out);
+        let closed: Vec<&IncidentLine> = in_state(&out, IncidentState::Closed)
+            .into_iter()
+            .filter(|l| l.merged_into.is_none())
+            .collect();
+        assert_eq!(closed.len(), 1, "{flood_from:?}: {out:?}");
+        assert_eq!(closed[0].kind, kind, "{:?}", closed[0]);
+        assert_eq!(closed[0].sources, sources, "{:?}", closed[0]);
+        // Every datagram but those of the three sources' candidates before they joined.
+        assert!(closed[0].connections > 1_500, "{:?}", closed[0]);
+    }
+}
+
 /// An echo conversation from `src` to host 99 whose second fragment reaches past 65,535 bytes
 /// (a ping of death: one wrong fragment), ICMP identifier `id`, begun at `t_ns`, ended by the
 /// end of observation 20 s later.
