@@ -14,7 +14,9 @@
 //!   (a new source port per datagram: one ordinary conversation each): the volume rule must
 //!   report each as an incident by its rate while a client's ordinary pings stay normal;
 //! * a SYN flood from one address at 1,000 a second, reset by its own kernel, at a web server
-//!   a client fetches from: the source's own rate must report it while the fetches stay normal.
+//!   a client fetches from: the source's own rate must report it while the fetches stay normal;
+//! * big datagrams reflected at ever new ports of a host from four spoofed servers, under the
+//!   volume rule's bar: one incident listing the four.
 //!
 //! Test-size choices (the only settings besides the lab's interfaces, files and metrics
 //! address): `--table-size 4096` for the flood (the shipped 262,144 would need a flood 64 times
@@ -1039,5 +1041,69 @@ fn a_burst_of_clients_on_a_small_web_server_is_not_a_flood() {
     assert!(
         incidents.is_empty(),
         "incidents on benign load: {incidents:?}"
+    );
+}
+
+/// Big datagrams reflected at a host: from port 53 of four spoofed "resolvers" at once, to
+/// ever new ports of the target, 1,000 a second from each for 3 s (hping3 `--udp -s 53 -k -p
+/// ++2000 -d 1200`). Under the volume rule's bar at the host (5,000 new unanswered
+/// conversations a second), so the model's verdicts carry it: each source's datagrams are a
+/// port scan of the host, and the four were four incidents until December 6. Scans of a host
+/// that begin together are one attack: one incident listing the four sources.
+#[test]
+fn datagrams_reflected_from_four_servers_are_one_incident() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(&[], 60);
+    thread::scope(|s| {
+        for src in SPOOFED {
+            let lab = &lab;
+            s.spawn(move || {
+                lab.attack(
+                    &format!(
+                        "hping3 -q --udp -a {src} -s 53 -k -p ++2000 -d 1200 -i u1000 -c 3000 {FLOOD_TARGET}"
+                    ),
+                    3_000,
+                )
+            });
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(15), || lab.opened("") >= 1),
+        "no incident: {}",
+        lab.alerts_so_far()
+    );
+    // Every datagram's early verdict has come (a second after it); then a moment for lines.
+    thread::sleep(Duration::from_secs(3));
+    let out = lab.stop();
+    let reflected: Vec<&serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| r["orig_port"] == 53 && r["resp_addr"] == FLOOD_TARGET)
+        .collect();
+    let flagged = reflected.iter().filter(|r| r["anomalous"] == true).count();
+    println!(
+        "reflected: {} conversations recorded, {flagged} flagged",
+        reflected.len()
+    );
+    assert!(flagged >= 11_000, "{flagged} of {}", reflected.len());
+    let opens = out.opened();
+    assert_eq!(opens.len(), 1, "one incident: {opens:?}");
+    let closed = out
+        .alerts
+        .iter()
+        .rfind(|a| a["id"] == opens[0]["id"] && a["state"] == "closed")
+        .unwrap_or_else(|| panic!("never closed: {:?}", out.alerts));
+    println!("closed: {closed}");
+    let mut sources: Vec<&str> = closed["sources"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|a| a.as_str()).collect())
+        .unwrap_or_default();
+    sources.sort_unstable();
+    assert_eq!(sources, SPOOFED, "{closed}");
+    assert_eq!(
+        closed["targets"],
+        serde_json::json!([FLOOD_TARGET]),
+        "{closed}"
     );
 }
