@@ -15,8 +15,8 @@
 //!   report each as an incident by its rate while a client's ordinary pings stay normal;
 //! * a SYN flood from one address at 1,000 a second, reset by its own kernel, at a web server
 //!   a client fetches from: the source's own rate must report it while the fetches stay normal;
-//! * big datagrams reflected at ever new ports of a host from four spoofed servers, under the
-//!   volume rule's bar: one incident listing the four.
+//! * big datagrams, and SYN-ACKs, reflected at ever new ports of a host from four spoofed
+//!   servers: one incident listing the four, each.
 //!
 //! Test-size choices (the only settings besides the lab's interfaces, files and metrics
 //! address): `--table-size 4096` for the flood (the shipped 262,144 would need a flood 64 times
@@ -1044,28 +1044,24 @@ fn a_burst_of_clients_on_a_small_web_server_is_not_a_flood() {
     );
 }
 
-/// Big datagrams reflected at a host: from port 53 of four spoofed "resolvers" at once, to
-/// ever new ports of the target, 1,000 a second from each for 3 s (hping3 `--udp -s 53 -k -p
-/// ++2000 -d 1200`). Under the volume rule's bar at the host (5,000 new unanswered
-/// conversations a second), so the model's verdicts carry it: each source's datagrams are a
-/// port scan of the host, and the four were four incidents until December 6. Scans of a host
-/// that begin together are one attack: one incident listing the four sources.
-#[test]
-fn datagrams_reflected_from_four_servers_are_one_incident() {
+/// Runs `attack(source)` from each of the four spoofed sources at once in a fresh lab with the
+/// shipped settings, each sending `packets` to ever new ports of the flood target from one
+/// source port (`from_port`), and checks that the target's records of them are flagged (at
+/// least `min_flagged`) and make one incident listing the four sources. Returns its closed
+/// line.
+fn reflected_at_the_target_from_four(
+    attack: impl Fn(&str) -> String + Sync,
+    packets: u32,
+    from_port: u64,
+    min_flagged: usize,
+) -> serde_json::Value {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::start(&[], 60);
     thread::scope(|s| {
         for src in SPOOFED {
-            let lab = &lab;
-            s.spawn(move || {
-                lab.attack(
-                    &format!(
-                        "hping3 -q --udp -a {src} -s 53 -k -p ++2000 -d 1200 -i u1000 -c 3000 {FLOOD_TARGET}"
-                    ),
-                    3_000,
-                )
-            });
+            let (lab, attack) = (&lab, &attack);
+            s.spawn(move || lab.attack(&attack(src), packets));
         }
     });
     assert!(
@@ -1073,27 +1069,33 @@ fn datagrams_reflected_from_four_servers_are_one_incident() {
         "no incident: {}",
         lab.alerts_so_far()
     );
-    // Every datagram's early verdict has come (a second after it); then a moment for lines.
+    // Every record has come (at most a second after its packet); then a moment for lines.
     thread::sleep(Duration::from_secs(3));
     let out = lab.stop();
+    // A SYN-ACK's record names the target the originator (the flow table takes a SYN-ACK's
+    // sender for the responder), a datagram's the responder.
     let reflected: Vec<&serde_json::Value> = out
         .records
         .iter()
-        .filter(|r| r["orig_port"] == 53 && r["resp_addr"] == FLOOD_TARGET)
+        .filter(|r| {
+            (r["orig_port"] == from_port && r["resp_addr"] == FLOOD_TARGET)
+                || (r["resp_port"] == from_port && r["orig_addr"] == FLOOD_TARGET)
+        })
         .collect();
     let flagged = reflected.iter().filter(|r| r["anomalous"] == true).count();
     println!(
         "reflected: {} conversations recorded, {flagged} flagged",
         reflected.len()
     );
-    assert!(flagged >= 11_000, "{flagged} of {}", reflected.len());
+    assert!(flagged >= min_flagged, "{flagged} of {}", reflected.len());
     let opens = out.opened();
     assert_eq!(opens.len(), 1, "one incident: {opens:?}");
     let closed = out
         .alerts
         .iter()
         .rfind(|a| a["id"] == opens[0]["id"] && a["state"] == "closed")
-        .unwrap_or_else(|| panic!("never closed: {:?}", out.alerts));
+        .unwrap_or_else(|| panic!("never closed: {:?}", out.alerts))
+        .clone();
     println!("closed: {closed}");
     let mut sources: Vec<&str> = closed["sources"]
         .as_array()
@@ -1106,4 +1108,44 @@ fn datagrams_reflected_from_four_servers_are_one_incident() {
         serde_json::json!([FLOOD_TARGET]),
         "{closed}"
     );
+    closed
+}
+
+/// Big datagrams reflected at a host: from port 53 of four spoofed "resolvers" at once, to
+/// ever new ports of the target, 1,000 a second from each for 3 s (hping3 `--udp -s 53 -k -p
+/// ++2000 -d 1200`). Under the volume rule's bar at the host (5,000 new unanswered
+/// conversations a second), so the model's verdicts carry it: each source's datagrams are a
+/// port scan of the host, and the four were four incidents until December 6. Scans of a host
+/// that begin together are one attack: one incident listing the four sources.
+#[test]
+fn datagrams_reflected_from_four_servers_are_one_incident() {
+    reflected_at_the_target_from_four(
+        |src| {
+            format!(
+                "hping3 -q --udp -a {src} -s 53 -k -p ++2000 -d 1200 -i u1000 -c 3000 {FLOOD_TARGET}"
+            )
+        },
+        3_000,
+        53,
+        11_000,
+    );
+}
+
+/// SYN-ACKs reflected at a host: four spoofed "web servers" answer SYNs the target never
+/// sent, from port 80 to ever new ports of it, 1,000 a second each for 3 s (hping3 `-S -A -s
+/// 80 -k -p ++2000`). Answers to nothing, which the model does not judge, each to a port of
+/// its own: none flagged and no incident until December 6. The volume rule judges each
+/// sender's SYN-ACKs over all the target's ports at a source's bar: one `flood` listing the
+/// four senders.
+#[test]
+fn syn_acks_reflected_from_four_servers_are_one_flood() {
+    let closed = reflected_at_the_target_from_four(
+        |src| {
+            format!("hping3 -q -S -A -a {src} -s 80 -k -p ++2000 -i u1000 -c 3000 {FLOOD_TARGET}")
+        },
+        3_000,
+        80,
+        10_800,
+    );
+    assert_eq!(closed["kind"], "flood", "{closed}");
 }

@@ -292,7 +292,9 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// began, so while its second is the latest its count is of the attempts before it (a record
 /// that comes later is judged on its whole second, `TCP_KEPT_SECS` being kept). Only
 /// services: a SYN flood over many ports of a host is a scan to the model, which catches its
-/// refused and unanswered attempts.
+/// refused and unanswered attempts. But SYN-ACKs nobody asked for, reflected at ever new ports
+/// of a host by the servers that got SYNs in its name, are answers to nothing, which the model
+/// does not judge: each sender's are counted over all the host's ports too, at a source's bar.
 #[derive(Debug, Default)]
 pub struct TargetRates {
     targets: crate::hashing::Map<(std::net::IpAddr, u16), UdpCounts>,
@@ -304,6 +306,14 @@ pub struct TargetRates {
     /// The same per source of each TCP service (source, host, port), at most
     /// [`MAX_SOURCES`]: a flood from one address, judged on its own completed share.
     tcp_sources: crate::hashing::Map<(std::net::IpAddr, std::net::IpAddr, u16), TcpCounts>,
+    /// The same per sender of SYN-ACKs nobody asked for and the host it sends them to, over
+    /// all the host's ports (sender, host), at most [`MAX_SOURCES`]: servers that got SYNs in
+    /// the host's name (a reflected SYN flood) answer to ever new ports of it, none of which
+    /// reaches a bar. No server sends a host SYN-ACKs it never asked for at a source's bar:
+    /// one that the sensor sees only the answers of (its SYNs took another path) sends its
+    /// data and acknowledgments after them, which no stray carries. The host's completed
+    /// connections with the sender count as its answered share.
+    tcp_reflected: crate::hashing::Map<(std::net::IpAddr, std::net::IpAddr), TcpCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
     /// Failed TCP attempts not counted at their source: no room (a flood from spoofed
@@ -687,6 +697,7 @@ impl TargetRates {
         if sweep_due(&mut self.tcp_swept_s, now) {
             self.tcp_targets.retain(|_, c| c.kept(c.active_s, now));
             self.tcp_sources.retain(|_, c| c.kept(c.active_s, now));
+            self.tcp_reflected.retain(|_, c| c.kept(c.active_s, now));
         }
         let quiet = stray.is_some() || incomplete(rec);
         // Its records come about in the order the attempts began, so its second's count so
@@ -725,7 +736,20 @@ impl TargetRates {
         }
         let bar = cfg.tcp_attempts_per_source_per_sec;
         let by_source = judged(source, bar, &mut self.sources_untracked);
-        by_service.or(by_source)
+        // A reflected SYN-ACK at its sender and host over all the host's ports (the
+        // originator being the host, the responder the sender); a connection the host
+        // completed with the sender towards that pair's answered share.
+        let pair = (rec.resp_addr, rec.orig_addr);
+        let reflected = match (reversed, quiet) {
+            (true, _) => entry_within(&mut self.tcp_reflected, pair, MAX_SOURCES),
+            (false, false) => self.tcp_reflected.get_mut(&pair),
+            (false, true) => None,
+        };
+        if reversed && reflected.is_none() {
+            self.sources_untracked += 1;
+        }
+        let by_reflection = judged(reflected, bar, &mut self.sources_untracked);
+        by_service.or(by_source).or(by_reflection)
     }
 
     /// Openings not counted: their target found no room, or came too late.
@@ -740,7 +764,11 @@ impl TargetRates {
 
     /// Targets followed now: UDP services and hosts, TCP services and their sources.
     pub fn len(&self) -> usize {
-        self.targets.len() + self.hosts.len() + self.tcp_targets.len() + self.tcp_sources.len()
+        self.targets.len()
+            + self.hosts.len()
+            + self.tcp_targets.len()
+            + self.tcp_sources.len()
+            + self.tcp_reflected.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1304,6 +1332,72 @@ mod tests {
             tcp_flood_by_kind(&mut rates, &higher, (2_000, 3, 0), 2, attacker_and_client).0,
             [0; KINDS]
         );
+    }
+
+    /// SYN-ACKs reflected at a host: one server (spoofed SYNs in the host's name went to it)
+    /// answers from port 80 to ever new ports of the host, each reset by the host. No port,
+    /// and no port's source, gets more than one; the sender's SYN-ACKs over all the host's
+    /// ports are judged at its source's bar (100 a second): at 1,000 a second for two
+    /// seconds, flagged from about the 100th on, each hit reversed (the server is the
+    /// sender). At 50 a second, none; nor where the host completed connections with the
+    /// server beside them (its answered share).
+    #[test]
+    fn syn_acks_reflected_at_ever_new_ports_of_a_host_are_judged_at_their_sender() {
+        use sensor_common::flow::history::{ACK, DATA, FIN, NON_SYN, RST, SYN, SYN_ACK};
+        let v = VolumeConfig::default();
+        let ip = |last: u8| std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, last));
+        let (server, host) = (ip(7), ip(9));
+        let reflected = |i: u64, per_second: u64| {
+            let mut c = conv(Transport::Tcp, None, 1, 1, 0);
+            (c.orig_addr, c.orig_port) = (server, 80);
+            (c.resp_addr, c.resp_port) = (host, 1024 + (i % 60_000) as u16);
+            (c.orig_bytes, c.resp_bytes) = (0, 0);
+            c.history.orig = SYN_ACK;
+            c.history.resp = NON_SYN | RST;
+            c.conn_state = ConnState::RSTR;
+            c.end_reason = EndReason::Rst;
+            c.start_unix_ns += i * NS_PER_SEC / per_second;
+            c.end_unix_ns = c.start_unix_ns + 10_000;
+            c.final_unix_ns = c.end_unix_ns;
+            c.reversed()
+        };
+        let completed = |i: u64| {
+            let mut c = conv(Transport::Tcp, None, 5, 4, 0);
+            (c.orig_addr, c.orig_port) = (host, 30_000 + i as u16);
+            (c.resp_addr, c.resp_port) = (server, 443);
+            c.history.orig = SYN | ACK | DATA | FIN;
+            c.history.resp = SYN_ACK | ACK | DATA | FIN;
+            c.end_reason = EndReason::Fin;
+            c.start_unix_ns += i * NS_PER_SEC / 100;
+            c.end_unix_ns = c.start_unix_ns + 10_000;
+            c.final_unix_ns = c.end_unix_ns;
+            c
+        };
+        let mut rates = TargetRates::default();
+        let hits: Vec<VolumeHit> = (0..2_000)
+            .filter_map(|i| rates.judge(&v, &reflected(i, 1_000)).hit)
+            .collect();
+        assert!((1_850..=1_910).contains(&hits.len()), "{}", hits.len());
+        assert!(
+            hits.iter()
+                .all(|h| h.reversed && h.scope == VolumeScope::Target)
+        );
+        let mut rates = TargetRates::default();
+        let slow = (0..200)
+            .filter(|&i| rates.judge(&v, &reflected(i, 50)).hit.is_some())
+            .count();
+        assert_eq!(slow, 0);
+        // The host's own connections to the server, 100 a second beside 1,000 SYN-ACKs a
+        // second: nothing the host asked for is flagged, and its share keeps the pair safe.
+        let mut rates = TargetRates::default();
+        let mut flagged = 0;
+        for i in 0..2_000 {
+            if i % 10 == 0 {
+                assert!(rates.judge(&v, &completed(i / 10)).hit.is_none());
+            }
+            flagged += usize::from(rates.judge(&v, &reflected(i, 1_000)).hit.is_some());
+        }
+        assert_eq!(flagged, 0);
     }
 
     /// ACK, FIN, RST and SYN-ACK floods from one address (`hping3 -A`, `-F`, `-R`, `-SA`,
