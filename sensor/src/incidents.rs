@@ -286,6 +286,21 @@ struct Evidence {
     waited_ns: Option<u64>,
 }
 
+/// A source's ordinary exchanges with one service port (transport, port) over all hosts
+/// ([`exchanged`]): the service's work done for a client. A host sweep is mostly probes that
+/// fail (finding which hosts answer is its point); a client of the service (a mail relay
+/// delivering to many hosts, a resolver asking many name servers) mostly gets served, and
+/// meets dead or refusing hosts now and then: its failures to ten hosts are no sweep while it
+/// was served more often than it failed ([`IncidentTracker::passes`]). Counted from before the
+/// failures (a failed attempt's record comes at the attempt timeout, after the deliveries
+/// made meanwhile), forgotten after `window` without one, restarted after `horizon`.
+#[derive(Clone, Copy, Debug)]
+struct Served {
+    first_ns: u64,
+    last_ns: u64,
+    exchanges: u64,
+}
+
 impl Evidence {
     fn add(&mut self, rec: &ConnectionRecord, s: &Scored, at_ns: u64) {
         if self.connections == 0 && self.anomalous == 0 {
@@ -497,6 +512,9 @@ pub struct IncidentStats {
     pub candidates_dropped: u64,
     /// Candidates whose evidence outlived the horizon and started again.
     pub candidates_restarted: u64,
+    /// Ordinary exchanges not counted for their source and port (`max_candidates` of those
+    /// followed): a sweep's failures then weigh more, never less.
+    pub exchanges_untracked: u64,
 }
 
 /// Groups anomalous connections into incidents; see the module docs.
@@ -527,6 +545,11 @@ pub struct IncidentTracker {
     /// The key of each group's open incident ([`Key::group`]): where its next scan, sweep or
     /// flood goes instead of opening an incident of its own ([`Self::widen`]).
     groups: Map<Group, Key>,
+    /// Each source's ordinary exchanges per service port ([`Served`]), at most
+    /// `max_candidates`.
+    served: Map<(IpAddr, Transport, u16), Served>,
+    /// When `served` was last swept of sources quiet for `window`.
+    served_swept_ns: u64,
     stats: IncidentStats,
 }
 
@@ -543,6 +566,8 @@ impl IncidentTracker {
             live: Map::default(),
             waiting: Set::default(),
             groups: Map::default(),
+            served: Map::default(),
+            served_swept_ns: 0,
             stats: IncidentStats::default(),
         }
     }
@@ -590,6 +615,10 @@ impl IncidentTracker {
                 Some(_) => return,
                 None => {}
             }
+        }
+        // An ordinary exchange with a service, for the sweeps of its source ([`Served`]).
+        if !s.verdict.anomalous && exchanged(rec) {
+            self.count_exchange(rec, at_ns);
         }
         // Silenced by an operator's rule: recorded and scored, but not evidence.
         if s.suppressed_by.is_some() {
@@ -877,7 +906,15 @@ impl IncidentTracker {
             }
             Key::HostFlood(_) if e.peak_pps.is_some() => Some(IncidentKind::UdpFlood),
             Key::Scan(..) if e.ports.len() >= c.scan_ports as usize => Some(IncidentKind::PortScan),
-            Key::Sweep(..) if e.targets.len() >= c.sweep_hosts as usize => {
+            // Not a client of the service that was served more often than it failed.
+            Key::Sweep(src, t, port)
+                if e.targets.len() >= c.sweep_hosts as usize
+                    && self
+                        .served
+                        .get(&(*src, *t, *port))
+                        .map_or(0, |s| s.exchanges)
+                        <= e.anomalous =>
+            {
                 Some(IncidentKind::HostSweep)
             }
             Key::Source(_) if e.anomalous >= u64::from(c.source_connections) => {
@@ -1089,6 +1126,12 @@ impl IncidentTracker {
             }
         }
         let window = self.config.window.as_nanos() as u64;
+        // A quarter of the window apart: a scan of the map per 15 s, not per second.
+        if now_ns.saturating_sub(self.served_swept_ns) >= window / 4 {
+            self.served_swept_ns = now_ns;
+            self.served
+                .retain(|_, s| now_ns.saturating_sub(s.last_ns) < window);
+        }
         while let Some(&(t, key)) = self.fed.front() {
             if now_ns.saturating_sub(t) < window {
                 break;
@@ -1112,6 +1155,31 @@ impl IncidentTracker {
             inc.live = 0;
         }
         self.tick(u64::MAX, out);
+    }
+
+    /// Counts an ordinary exchange of `rec`'s source with its service port ([`Served`]).
+    fn count_exchange(&mut self, rec: &ConnectionRecord, at_ns: u64) {
+        let key = (rec.orig_addr, rec.transport, port_of(rec));
+        let room = self.served.len() < self.config.max_candidates;
+        let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
+        let fresh = Served {
+            first_ns: at_ns,
+            last_ns: at_ns,
+            exchanges: 0,
+        };
+        let served = match self.served.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) if room => e.insert(fresh),
+            std::collections::hash_map::Entry::Vacant(_) => {
+                self.stats.exchanges_untracked += 1;
+                return;
+            }
+        };
+        if at_ns.saturating_sub(served.first_ns) >= horizon {
+            *served = fresh;
+        }
+        served.last_ns = served.last_ns.max(at_ns);
+        served.exchanges += 1;
     }
 
     fn bound_candidates(&mut self) {
@@ -1147,6 +1215,12 @@ fn late_target_verdict(rec: &ConnectionRecord, s: &Scored) -> bool {
 
 /// Whether `rec`, scored `s`, is evidence for a candidate: anomalous, not an ICMP error, and
 /// not the volume rule's late verdict on a flood judged before ([`late_target_verdict`]).
+/// Whether both ends sent payload: a service's work for a client, which no probe gets (a SYN
+/// or connect scan's probes carry none; an answered ping is an exchange too).
+fn exchanged(rec: &ConnectionRecord) -> bool {
+    rec.orig_bytes > 0 && rec.resp_bytes > 0
+}
+
 fn counts_as_new_evidence(rec: &ConnectionRecord, s: &Scored) -> bool {
     s.verdict.anomalous && !is_icmp_error(rec) && !late_target_verdict(rec, s)
 }

@@ -178,3 +178,84 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
     assert_eq!(opens[0]["kind"], "port_scan", "{}", opens[0]);
     assert_eq!(opens[0]["sources"], serde_json::json!([CLIENT]));
 }
+
+/// The mail relay's port: a service every server address runs in this test.
+const MAIL_PORT: u16 = 25;
+/// Addresses of the server (all answer on the mail port) and addresses of its link that
+/// answer nothing (no host has them).
+const MAIL_HOSTS: std::ops::RangeInclusive<u32> = 10..=29;
+const DEAD_MAIL_HOSTS: std::ops::RangeInclusive<u32> = 30..=45;
+
+/// A mail relay delivering its queue, live: a message to each of the server's 20 addresses
+/// twice (1,000 bytes out, 300 back, one session after another), and among them attempts at
+/// 16 addresses that answer nothing (dead MX hosts: their connections go unanswered). The
+/// model flags the failed attempts, which reach the host-sweep threshold (10 hosts on one
+/// port), and they opened a `host_sweep` until December 6; the relay was served more than
+/// twice as often as it failed, which no sweep is: no incident now.
+#[test]
+fn a_mail_relay_meeting_dead_hosts_is_no_sweep() {
+    require_root();
+    let lab = Lab::start(&[], 120);
+    let _mail = lab
+        .lab
+        .server
+        .spawn_logged(
+            "timeout",
+            &[
+                "100",
+                "python3",
+                &traffic("tcp_server.py"),
+                "0.0.0.0",
+                &MAIL_PORT.to_string(),
+                "1000",
+                "300",
+                "close",
+                "95",
+            ],
+            &lab.dir.join("mail.log"),
+        )
+        .expect("mail server");
+    integration_tests::wait_listening(&lab.lab.server, MAIL_PORT);
+    let client = traffic("tcp_client.py");
+    let mut script = String::new();
+    for round in 0..2 {
+        for host in MAIL_HOSTS {
+            script += &format!("python3 {client} 198.18.2.{host} {MAIL_PORT} 1000 300 close 1 5; ");
+            let dead = DEAD_MAIL_HOSTS.start() + (host - MAIL_HOSTS.start());
+            if round == 0 && DEAD_MAIL_HOSTS.contains(&dead) {
+                script +=
+                    &format!("python3 {client} 198.18.2.{dead} {MAIL_PORT} 1000 300 close 1 3 & ");
+            }
+            script += "sleep 0.3; ";
+        }
+    }
+    script += "wait";
+    let out = lab.client_sh(&script);
+    let served: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        served,
+        2 * MAIL_HOSTS.clone().count() as u64,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every attempt has been judged (the unanswered ones at the attempt timeout, 5 s).
+    std::thread::sleep(Duration::from_secs(7));
+    let out = lab.stop();
+    let dead_flagged: std::collections::BTreeSet<&str> = out
+        .records
+        .iter()
+        .filter(|r| {
+            r["orig_addr"] == CLIENT && r["resp_port"] == MAIL_PORT && r["anomalous"] == true
+        })
+        .filter_map(|r| r["resp_addr"].as_str())
+        .collect();
+    println!("failed deliveries flagged, by host: {dead_flagged:?}");
+    // Enough for a sweep by the failures alone: the test shows the relay's service, not a
+    // threshold out of reach.
+    assert!(dead_flagged.len() >= 10, "{dead_flagged:?}");
+    let opens = out.opened();
+    assert!(opens.is_empty(), "{opens:?}");
+}

@@ -1195,6 +1195,57 @@ fn udp_scans_of_a_host_that_begin_together_are_one_incident() {
     }
 }
 
+/// A mail relay delivering a queue over a minute: a message to each of 40 hosts on port 25
+/// (ordinary sessions, payload both ways), and among them 12 hosts that refuse or never answer
+/// (flagged by the model). Failures to 12 hosts pass the sweep threshold (10), but the relay
+/// was served far more often than it failed: no incident. The same failures beside 5 served
+/// deliveries (a sweep of port 25 finding a few mail servers, which it then talks to) are a
+/// `host_sweep`. Deliveries before the first failure count too: live, a failed attempt's
+/// record comes at the attempt timeout, after the deliveries made meanwhile.
+#[test]
+fn a_service_client_meeting_dead_hosts_is_no_sweep() {
+    let relay = addr(40);
+    let ordinary = Scored {
+        verdict: Verdict {
+            anomalous: false,
+            ..flagged().verdict
+        },
+        ..flagged()
+    };
+    for (served, expected) in [(40u8, vec![]), (5, vec![IncidentKind::HostSweep])] {
+        let mut conns = Vec::new();
+        for i in 0..served {
+            let mut c = conn(relay, 40_000 + u16::from(i), addr(100 + i), 25, T0);
+            (c.orig_bytes, c.resp_bytes) = (2_000, 300);
+            (c.orig_packets, c.resp_packets) = (12, 10);
+            (c.conn_state, c.end_reason) = (ConnState::SF, EndReason::Fin);
+            c.start_unix_ns = T0 + u64::from(i) * 1_500_000_000;
+            c.end_unix_ns = c.start_unix_ns + 200_000_000;
+            c.final_unix_ns = c.end_unix_ns;
+            conns.push((c, ordinary.clone()));
+        }
+        for i in 0..12u8 {
+            let t = T0 + 2 * S + u64::from(i) * 4 * S;
+            conns.push((
+                conn(relay, 41_000 + u16::from(i), addr(200 + i), 25, t),
+                flagged(),
+            ));
+        }
+        conns.sort_by_key(|(c, _)| c.final_unix_ns);
+        let mut tracker = IncidentTracker::new(IncidentConfig::default());
+        let mut out = Vec::new();
+        for (c, s) in &conns {
+            tracker.observe(c, s, c.final_unix_ns, &mut out);
+        }
+        tracker.finish(&mut out);
+        let opened: Vec<IncidentKind> = in_state(&out, IncidentState::Open)
+            .iter()
+            .map(|l| l.kind)
+            .collect();
+        assert_eq!(opened, expected, "{served} served: {out:?}");
+    }
+}
+
 /// An echo conversation from `src` to host 99 whose second fragment reaches past 65,535 bytes
 /// (a ping of death: one wrong fragment), ICMP identifier `id`, begun at `t_ns`, ended by the
 /// end of observation 20 s later.
