@@ -190,6 +190,16 @@ pub fn syn_scan(ns: &Netns, secs: u64, ports: &str, targets: &str) -> std::proce
     cmd
 }
 
+/// An incident line's sources, sorted (it lists them in the order they came).
+pub fn sorted_sources(incident: &serde_json::Value) -> Vec<&str> {
+    let mut sources: Vec<&str> = incident["sources"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|a| a.as_str()).collect())
+        .unwrap_or_default();
+    sources.sort_unstable();
+    sources
+}
+
 /// Polls `f` until it returns true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

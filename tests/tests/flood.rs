@@ -1097,11 +1097,7 @@ fn reflected_at_the_target_from_four(
         .unwrap_or_else(|| panic!("never closed: {:?}", out.alerts))
         .clone();
     println!("closed: {closed}");
-    let mut sources: Vec<&str> = closed["sources"]
-        .as_array()
-        .map(|s| s.iter().filter_map(|a| a.as_str()).collect())
-        .unwrap_or_default();
-    sources.sort_unstable();
+    let sources = integration_tests::sorted_sources(&closed);
     assert_eq!(sources, SPOOFED, "{closed}");
     assert_eq!(
         closed["targets"],

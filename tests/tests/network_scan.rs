@@ -134,11 +134,7 @@ fn a_scan_of_a_network_is_one_incident_and_a_decoy_scan_another() {
     let o = closed(&other[0]["id"]);
     println!("decoy scan closed: {o}");
     assert_eq!(o["target_count"].as_u64(), Some(1), "{o}");
-    let mut sources: Vec<&str> = o["sources"]
-        .as_array()
-        .map(|s| s.iter().filter_map(|a| a.as_str()).collect())
-        .unwrap_or_default();
-    sources.sort_unstable();
+    let sources = integration_tests::sorted_sources(o);
     let mut expected = vec![DECOYS[0], DECOYS[1], FLOOD_SOURCE];
     expected.sort_unstable();
     assert_eq!(sources, expected, "{o}");
@@ -252,11 +248,7 @@ fn a_decoy_scan_is_one_incident_while_an_older_scan_of_its_host_is_open() {
         .rfind(|a| a["id"] == decoy["id"] && a["state"] == "closed")
         .unwrap_or_else(|| panic!("the decoy scan's incident never closed: {:?}", out.alerts));
     println!("decoy scan closed: {closed}");
-    let mut sources: Vec<&str> = closed["sources"]
-        .as_array()
-        .map(|s| s.iter().filter_map(|a| a.as_str()).collect())
-        .unwrap_or_default();
-    sources.sort_unstable();
+    let sources = integration_tests::sorted_sources(closed);
     let mut expected = vec![DECOYS[0], DECOYS[1], FLOOD_SOURCE];
     expected.sort_unstable();
     assert_eq!(sources, expected, "{closed}");
