@@ -126,6 +126,9 @@ struct Detection {
     output_errors: IntCounter,
     incidents: IntCounterVec,
     incidents_open: IntGaugeVec,
+    incident_candidates_dropped: IntCounter,
+    incident_candidates_restarted: IntCounter,
+    incident_exchanges_untracked: IntCounter,
 }
 
 fn reg<C: Collector + Clone + 'static>(

@@ -1324,3 +1324,59 @@ fn conversations_of_malformed_packets_open_one_incident_per_attacker() {
     tracker.finish(&mut out);
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// What the tracker could not hold is counted: candidates beyond four times `max_candidates`
+/// (the oldest dropped), evidence that outlived the horizon, and exchanges beyond
+/// `max_candidates` sources and ports.
+#[test]
+fn what_the_tracker_cannot_hold_is_counted() {
+    let config = IncidentConfig {
+        max_candidates: 2,
+        ..IncidentConfig::default()
+    };
+    let mut tracker = IncidentTracker::new(config);
+    let mut out = Vec::new();
+    // Twenty sources, each refused once at its own host and port: each connection feeds a
+    // few candidates, far more than the eight kept.
+    for i in 0..20u8 {
+        let c = conn(addr(i), 40_000, addr(100 + i), 1_000 + u16::from(i), T0);
+        tracker.observe(&c, &flagged(), T0, &mut out);
+    }
+    let dropped = tracker.stats().candidates_dropped;
+    assert!(dropped >= 12, "{:?}", tracker.stats());
+    assert_eq!(tracker.stats().candidates_restarted, 0);
+    // Source 19's evidence, fed again after the horizon (and within the window of its last
+    // feed, every 50 s), starts again.
+    for k in 1..=7u64 {
+        let t = T0 + k * 50 * S;
+        let c = conn(addr(19), 40_000, addr(119), 1_019, t);
+        tracker.observe(&c, &flagged(), t, &mut out);
+    }
+    assert!(
+        tracker.stats().candidates_restarted >= 1,
+        "{:?}",
+        tracker.stats()
+    );
+    // Five clients' ordinary exchanges with port 25: two are counted, three not.
+    let ordinary = Scored {
+        verdict: Verdict {
+            anomalous: false,
+            ..flagged().verdict
+        },
+        ..flagged()
+    };
+    let t = T0 + 400 * S;
+    for i in 0..5u8 {
+        let mut c = conn(addr(50 + i), 40_000, addr(200), 25, t);
+        (c.orig_bytes, c.resp_bytes) = (2_000, 300);
+        (c.orig_packets, c.resp_packets) = (12, 10);
+        (c.conn_state, c.end_reason) = (ConnState::SF, EndReason::Fin);
+        tracker.observe(&c, &ordinary, t, &mut out);
+    }
+    assert_eq!(
+        tracker.stats().exchanges_untracked,
+        3,
+        "{:?}",
+        tracker.stats()
+    );
+}

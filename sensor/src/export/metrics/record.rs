@@ -257,6 +257,10 @@ impl Metrics {
                 .with_label_values(&[kind.as_str()])
                 .set(i64::try_from(open).unwrap_or(i64::MAX));
         }
+        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        up(&d.incident_candidates_dropped, s.candidates_dropped);
+        up(&d.incident_candidates_restarted, s.candidates_restarted);
+        up(&d.incident_exchanges_untracked, s.exchanges_untracked);
     }
 
     /// Brings the capture-stage counters up to `stats` (cumulative values).

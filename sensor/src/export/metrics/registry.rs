@@ -330,6 +330,30 @@ impl Detection {
                 &["kind"],
             )
         );
+        let incident_candidates_dropped = registered!(
+            registry,
+            "sensor_incident_candidates_dropped_total",
+            IntCounter::new(
+                "sensor_incident_candidates_dropped_total",
+                "Incident candidates (a source, target or service with anomalous connections in the last window, not yet an incident) dropped with their evidence, oldest first, because the tracker held 400,000: their connections are still in the verdict metrics and records, but an attack among them may open its incident late or not at all.",
+            )
+        );
+        let incident_candidates_restarted = registered!(
+            registry,
+            "sensor_incident_candidates_restarted_total",
+            IntCounter::new(
+                "sensor_incident_candidates_restarted_total",
+                "Incident candidates whose evidence reached the horizon without opening an incident and began counting again: steady anomalies at a rate under every bar.",
+            )
+        );
+        let incident_exchanges_untracked = registered!(
+            registry,
+            "sensor_incident_exchanges_untracked_total",
+            IntCounter::new(
+                "sensor_incident_exchanges_untracked_total",
+                "Ordinary exchanges (payload both ways) the incident tracker could not count for their source and service port, its map holding 100,000 sources and ports seen in the last window: a client's failures then weigh more toward a host_sweep, never less.",
+            )
+        );
         Ok(Detection {
             verdict_children: Children::new(
                 2 * DETECTORS * Transport::ALL.len() * (SERVICES.len() + 1),
@@ -363,6 +387,9 @@ impl Detection {
             output_errors,
             incidents,
             incidents_open,
+            incident_candidates_dropped,
+            incident_candidates_restarted,
+            incident_exchanges_untracked,
         })
     }
 }

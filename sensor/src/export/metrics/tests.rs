@@ -127,3 +127,42 @@ fn a_scored_batch_publishes_its_histograms_when_dropped() {
     let normal = "sensor_verdicts_total{detector=\"none\",protocol=\"udp\"";
     assert_eq!(count(&text, normal), Some(5), "{text}");
 }
+
+/// The incident tracker's losses reach the scrape as counters, at their running totals.
+#[test]
+fn incident_tracker_losses_are_exported() {
+    let m = Metrics::new(Arc::new(Fixed(Health::default())), 1024).unwrap();
+    let before = m.render();
+    for name in [
+        "sensor_incident_candidates_dropped_total",
+        "sensor_incident_candidates_restarted_total",
+        "sensor_incident_exchanges_untracked_total",
+    ] {
+        assert!(
+            before.contains(&format!("\n{name} 0\n")),
+            "{name}: {before}"
+        );
+    }
+    let stats = crate::incidents::IncidentStats {
+        candidates_dropped: 12,
+        candidates_restarted: 3,
+        exchanges_untracked: 7,
+        ..Default::default()
+    };
+    // Set twice: running totals, not increments.
+    m.set_incident_stats(&stats);
+    m.set_incident_stats(&stats);
+    let text = m.render();
+    assert!(
+        text.contains("\nsensor_incident_candidates_dropped_total 12\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nsensor_incident_candidates_restarted_total 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nsensor_incident_exchanges_untracked_total 7\n"),
+        "{text}"
+    );
+}
