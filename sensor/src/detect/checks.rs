@@ -18,7 +18,8 @@
 //! there ([`SIGNATURES`] at most, the least recent replaced) that a real client made: a TCP
 //! connection whose handshake the originator completed, that the host refused (`REJ`), or that went
 //! unanswered while the originator's stack sent its SYN again (`S0` with two SYNs or more: a
-//! `connect()` waiting on a host that is down); a UDP exchange with an answer. A flood tool or a
+//! `connect()` waiting on a host that is down); a UDP exchange with an answer (and one-way
+//! messages, below). A flood tool or a
 //! scanner sends each SYN once, and a SYN its own kernel resets after the host's SYN-ACK completes
 //! no handshake: neither is followed. An exchange repeats when a later one has the same state and
 //! the same bytes each way within an eighth; it keeps a pace when the time from the start of the
@@ -36,6 +37,24 @@
 //! repeat to the next. A scan repeated on a schedule (the site's own vulnerability scanner every
 //! hour) is withdrawn from its fourth round on; an attacker who repeats a real client's probe of
 //! one port once a second for minutes gets three alerts.
+//!
+//! **One-way messages.** A client's messages to a collector (a metric to statsd, a log line to
+//! syslog, a flow export, a trap: UDP with payload, no answer) are a datagram each, often from a
+//! new socket each (a library that opens one per message), to a service the host's other clients
+//! rarely use. Each is what the 1998 data's UDP probes (`satan`'s) look like, and the model flags
+//! them by the hundred where the collector's host is busy with other services (a statsd client's
+//! counters among a host's lookups: 450 of 600 flagged, an `anomalous_source`). What sets them
+//! apart is again repetition: a probe is a datagram or two per port, and the same source sending
+//! to the same service again and again is its client. Their sizes and pace are the client's
+//! (a counter, a log line; a few a minute or hundreds a second), so neither is required: each
+//! conversation with payload and no answer counts once (at its first verdict, the early one a
+//! second after it), and from the `repeats`-th within [`MAX_PERIOD_SECS`] of the one before
+//! the model's verdict is withdrawn. Whether such a stream is a flood is its rate's to say (the
+//! volume rule, whose verdicts this rule never touches). Not messages: empty datagrams (nothing
+//! for a service to read: a flood tool's), and answered ones (exchanges, above). A UDP scan or
+//! sweep sends one probe per port or host and stays flagged; a UDP flood with payload under the
+//! volume rule's bar from one source is withdrawn from its fourth datagram (the model had read
+//! such a flood as ordinary once its windows filled anyway).
 
 use std::net::IpAddr;
 
@@ -106,6 +125,9 @@ struct Exchange {
     period_us: u32,
     repeats: u16,
     state: ConnState,
+    /// A source's one-way messages to the service ([`one_way_message`]), counted whatever
+    /// their bytes and pace.
+    message: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Option<Exchange>>() == 24);
@@ -116,9 +138,35 @@ fn saturated(bytes: u64) -> u32 {
 }
 
 impl Exchange {
+    /// Counts one more of a source's one-way messages to the service, at any pace (a
+    /// collector receives them as its clients emit them, a few a minute or hundreds a
+    /// second); a message after [`MAX_PERIOD_SECS`] of silence starts the count again. A
+    /// conversation is counted once, at its first verdict (its early one): a record that began
+    /// no later than the last one counted (the final record of a conversation judged early, or
+    /// one that came late) is judged by the count so far. From the `repeats`-th on, the
+    /// model's verdict is withdrawn.
+    fn repeat_message(&mut self, cfg: &ChecksConfig, rec: &ConnectionRecord) -> Option<CheckHit> {
+        let gap_ns = rec.start_unix_ns.saturating_sub(self.last_start_ns);
+        if rec.start_unix_ns > self.last_start_ns {
+            self.repeats = if gap_ns <= MAX_PERIOD_SECS * NS_PER_SEC {
+                self.repeats.saturating_add(1)
+            } else {
+                1
+            };
+            self.last_start_ns = rec.start_unix_ns;
+        }
+        (u32::from(self.repeats) >= cfg.repeats).then(|| CheckHit {
+            repeats: u32::from(self.repeats),
+            period_secs: gap_ns as f64 / NS_PER_SEC as f64,
+        })
+    }
+
     /// Whether `rec` is this exchange again: the same state, the same bytes each way within an
     /// eighth (a page with a date in it, a banner with a counter).
     fn same(&self, rec: &ConnectionRecord) -> bool {
+        if self.message || one_way_message(rec) {
+            return self.message && one_way_message(rec);
+        }
         let near = |a: u32, b: u64| {
             let b = saturated(b);
             a.abs_diff(b) <= a.max(b) / 8
@@ -178,6 +226,14 @@ fn real_exchange(rec: &ConnectionRecord) -> bool {
     }
 }
 
+/// Whether `rec` is a one-way message to a UDP service: a conversation with payload that got
+/// no answer (a metric to statsd, a log line to syslog, a trap, a flow export), at its early
+/// verdict or its end. An empty datagram carries nothing for a service to read: a flood
+/// tool's, never a client's message.
+fn one_way_message(rec: &ConnectionRecord) -> bool {
+    rec.transport == Transport::Udp && rec.resp_packets == 0 && rec.orig_bytes > 0
+}
+
 impl RoutineChecks {
     /// Follows `rec` if the model flagged it (`verdict`) and a real client made it; returns why
     /// the verdict is withdrawn where the exchange repeats at a pace (see the module docs).
@@ -191,7 +247,8 @@ impl RoutineChecks {
             verdict.detector,
             Detector::Supervised | Detector::Unsupervised | Detector::Both
         );
-        if !cfg.enabled || !verdict.anomalous || !by_model || !real_exchange(rec) {
+        let message = one_way_message(rec);
+        if !cfg.enabled || !verdict.anomalous || !by_model || !(message || real_exchange(rec)) {
             return None;
         }
         self.sweep(rec.start_unix_ns / NS_PER_SEC);
@@ -214,9 +271,13 @@ impl RoutineChecks {
                 period_us: 0,
                 repeats: 1,
                 state: rec.conn_state,
+                message,
             });
             return None;
         };
+        if message {
+            return ex.repeat_message(cfg, rec);
+        }
         // Records come as connections end: one that began before the last repeat's start
         // (they overlapped) breaks the pace.
         let gap_ns = rec.start_unix_ns.saturating_sub(ex.last_start_ns);
@@ -453,5 +514,115 @@ mod tests {
         }
         assert_eq!(withdrawn_downloads, 3, "the 4th to 6th of 6 downloads");
         assert_eq!(c.tracked(), 1);
+    }
+
+    /// A datagram with `bytes` of payload from `src_port` to port `port` of 198.18.60.2 begun
+    /// at `start_ns`, unanswered; `early`: at its early verdict (still open), else at its end.
+    fn datagram(
+        src_port: u16,
+        port: u16,
+        bytes: u64,
+        start_ns: u64,
+        early: bool,
+    ) -> ConnectionRecord {
+        ConnectionRecord {
+            orig_packets: 1,
+            orig_bytes: bytes,
+            resp_packets: 0,
+            conn_state: ConnState::S0,
+            end_reason: if early {
+                EndReason::Ongoing
+            } else {
+                EndReason::Idle
+            },
+            ..ConnectionRecord::new(
+                Transport::Udp,
+                (IpAddr::from([198, 18, 60, 1]), src_port),
+                (IpAddr::from([198, 18, 60, 2]), port),
+                start_ns,
+            )
+        }
+    }
+
+    /// A client's one-way messages to a collector (statsd with a socket per metric: a new
+    /// source port each, sizes and gaps irregular): withdrawn from the fourth on, each
+    /// conversation counted once (its early verdict, then its final record a minute later);
+    /// after 15 minutes of silence the count starts again.
+    #[test]
+    fn one_way_messages_to_a_service_are_withdrawn_from_the_fourth_on_at_any_pace() {
+        let cfg = ChecksConfig::default();
+        let mut c = RoutineChecks::default();
+        let starts: Vec<u64> = (0..40u64).map(|i| 7 * S + i * i * 3_000_000).collect();
+        let mut early = Vec::new();
+        for (i, &t) in starts.iter().enumerate() {
+            let rec = datagram(40_000 + i as u16, 8125, 12 + (i as u64 * 7) % 60, t, true);
+            early.push(c.judge(&cfg, &rec, &flagged()).is_some());
+        }
+        assert_eq!(early, [[false; 3].as_slice(), &[true; 37]].concat());
+        // Their final records come later (the UDP idle timeout): counted already, judged by
+        // the count so far, so the first three are withdrawn too.
+        for (i, &t) in starts.iter().enumerate() {
+            let rec = datagram(40_000 + i as u16, 8125, 12 + (i as u64 * 7) % 60, t, false);
+            let hit = c.judge(&cfg, &rec, &flagged()).expect("withdrawn");
+            assert_eq!(hit.repeats, 40, "message {i}: {hit:?}");
+        }
+        // After 15 minutes without one, three flagged again.
+        let later = starts[39] + (MAX_PERIOD_SECS + 1) * S;
+        let again: Vec<bool> = (0..5u64)
+            .map(|i| {
+                let rec = datagram(50_000 + i as u16, 8125, 20, later + i * S, true);
+                c.judge(&cfg, &rec, &flagged()).is_some()
+            })
+            .collect();
+        assert_eq!(again, [false, false, false, true, true]);
+        assert_eq!(c.tracked(), 1);
+    }
+
+    /// What is no client's messages: empty datagrams (a flood tool's), a probe of each port
+    /// once (a UDP scan), and a datagram the service answered, which is an exchange (kept
+    /// only where it repeats unchanged at a schedule's pace).
+    #[test]
+    fn empty_datagrams_a_scans_probes_and_answered_datagrams_are_no_messages() {
+        let cfg = ChecksConfig::default();
+        let mut c = RoutineChecks::default();
+        for i in 0..50u64 {
+            let rec = datagram(40_000 + i as u16, 53, 0, i * 300_000, true);
+            assert!(
+                c.judge(&cfg, &rec, &flagged()).is_none(),
+                "empty datagram {i}"
+            );
+        }
+        for i in 0..50u64 {
+            // nmap -sU: a payload per port, sent twice to a port that stays silent.
+            for k in 0..2 {
+                let rec = datagram(41_000, 1_000 + i as u16, 40, i * S + k * S / 2, true);
+                assert!(
+                    c.judge(&cfg, &rec, &flagged()).is_none(),
+                    "probe of port {i}"
+                );
+            }
+        }
+        for i in 0..10u64 {
+            let rec = ConnectionRecord {
+                resp_packets: 1,
+                resp_bytes: 100 + 40 * i,
+                conn_state: ConnState::SF,
+                ..datagram(42_000 + i as u16, 161, 40, i * S / 10, false)
+            };
+            assert!(
+                c.judge(&cfg, &rec, &flagged()).is_none(),
+                "answered datagram {i}"
+            );
+        }
+        // Off: the model's verdicts.
+        let off = ChecksConfig {
+            enabled: false,
+            ..cfg
+        };
+        let mut c = RoutineChecks::default();
+        for i in 0..10u64 {
+            let rec = datagram(43_000 + i as u16, 8125, 20, i * S, true);
+            assert!(c.judge(&off, &rec, &flagged()).is_none());
+        }
     }
 }
