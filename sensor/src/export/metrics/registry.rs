@@ -197,7 +197,7 @@ impl Detection {
             "sensor_verdicts_withdrawn_as_checks_total",
             IntCounter::new(
                 "sensor_verdicts_withdrawn_as_checks_total",
-                "Connections the model flagged whose verdict the routine-check rule withdrew: one source's same exchange with one service of a host, repeated at a schedule's steady pace (at least half a second apart by default) (a monitoring system's or a load balancer's checks; docs/design.md). Their records carry routine_check.",
+                "Connections the model flagged whose verdict the routine-check rule withdrew: one source's same exchange with one service of a host, repeated at a schedule's steady pace (at least half a second apart by default) (a monitoring system's or a load balancer's checks), or one source's one-way UDP messages to one service from the fourth on (statsd, syslog, flow exports; docs/design.md). Their records carry routine_check.",
             )
         );
         let check_keys = registered!(
