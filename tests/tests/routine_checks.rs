@@ -16,6 +16,15 @@ use std::time::Duration;
 use integration_tests::{require_root, shipped::Lab, traffic, wait_until};
 use xtask::gateway::{CLIENT, HTTP_SERVER};
 
+/// Runs `timeout` with `args` (its bound in seconds, then a command) on the server host, its
+/// output in `<name>.log` of the lab's directory; it goes with the lab.
+fn on_server(lab: &Lab, name: &str, args: &[&str]) -> xtask::lab::Proc {
+    lab.lab
+        .server
+        .spawn_logged("timeout", args, &lab.dir.join(&format!("{name}.log")))
+        .unwrap_or_else(|e| panic!("{name} on the server: {e}"))
+}
+
 const ROUNDS: u32 = 40;
 /// The checked ports: a banner service (32 bytes, as an SSH server's version line), the web
 /// server, and a port nothing listens on.
@@ -35,25 +44,21 @@ const REPEATS: usize = 4;
 fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_still_a_scan() {
     require_root();
     let lab = Lab::start(&[], 120);
-    let _banner = lab
-        .lab
-        .server
-        .spawn_logged(
-            "timeout",
-            &[
-                "100",
-                "python3",
-                &traffic("tcp_server.py"),
-                HTTP_SERVER,
-                &BANNER_PORT.to_string(),
-                "0",
-                "32",
-                "close",
-                "95",
-            ],
-            &lab.dir.join("banner.log"),
-        )
-        .expect("banner server");
+    let _banner = on_server(
+        &lab,
+        "banner",
+        &[
+            "100",
+            "python3",
+            &traffic("tcp_server.py"),
+            HTTP_SERVER,
+            &BANNER_PORT.to_string(),
+            "0",
+            "32",
+            "close",
+            "95",
+        ],
+    );
     integration_tests::wait_listening(&lab.lab.server, BANNER_PORT);
 
     let server_link = &lab.lab.gw_ifaces[3];
@@ -196,25 +201,21 @@ const DEAD_MAIL_HOSTS: std::ops::RangeInclusive<u32> = 30..=45;
 fn a_mail_relay_meeting_dead_hosts_is_no_sweep() {
     require_root();
     let lab = Lab::start(&[], 120);
-    let _mail = lab
-        .lab
-        .server
-        .spawn_logged(
-            "timeout",
-            &[
-                "100",
-                "python3",
-                &traffic("tcp_server.py"),
-                "0.0.0.0",
-                &MAIL_PORT.to_string(),
-                "1000",
-                "300",
-                "close",
-                "95",
-            ],
-            &lab.dir.join("mail.log"),
-        )
-        .expect("mail server");
+    let _mail = on_server(
+        &lab,
+        "mail",
+        &[
+            "100",
+            "python3",
+            &traffic("tcp_server.py"),
+            "0.0.0.0",
+            &MAIL_PORT.to_string(),
+            "1000",
+            "300",
+            "close",
+            "95",
+        ],
+    );
     integration_tests::wait_listening(&lab.lab.server, MAIL_PORT);
     let client = traffic("tcp_client.py");
     let mut script = String::new();
@@ -267,55 +268,47 @@ const MESSAGES_PER_PORT: u32 = 60;
 /// A name service on the same host, busier than the collectors (the host's usual traffic).
 const LOOKUP_PORT: u16 = 53;
 
-/// A client's one-way messages to collectors, live: 50 each to four UDP collector ports of the
-/// web server (statsd, syslog, IPFIX, GELF), one port after the other, ten a second, each from
-/// a new socket (a client library that opens one per message), while the client also fetches
-/// pages from the server. The model reads each such datagram as a probe (`satan`'s UDP probes
-/// in the 1998 data: a datagram to a service a busy host rarely sees, no answer) and flagged
-/// most of them: a `udp_flood` or an `anomalous_source` until December 6. The routine-check
-/// rule withdraws its verdicts from a source's fourth message to a service on: no incident.
-/// Then the client scans 100 UDP ports of the server with a payload in each probe (one
-/// message per port): still a `port_scan`.
+/// A client's one-way messages to collectors, live: 60 counters each to five UDP collector
+/// ports of the web server (statsd, syslog, NetFlow, IPFIX, GELF), one port after the other, ten
+/// a second, each from a new socket (a client library that opens one per message), while the
+/// client also looks names up there (about 30 answered datagrams a second) and fetches pages.
+/// The model reads each such datagram as a probe (`satan`'s UDP probes in the 1998 data: a
+/// datagram to a service a busy host rarely sees, no answer) and flagged most of them: an
+/// `anomalous_source` until December 6. The routine-check rule withdraws its verdicts from a
+/// source's fourth message to a service on: no incident. Then the client scans 100 UDP ports
+/// of the server with a payload in each probe (one message per port): still a `port_scan`.
 #[test]
 fn a_clients_one_way_messages_to_collectors_are_no_attack_and_its_udp_scan_still_is() {
     require_root();
     let lab = Lab::start(&[], 150);
     let ports = COLLECTOR_PORTS.map(|p| p.to_string()).join(",");
     let messages = traffic("udp_messages.py");
-    let _sink = lab
-        .lab
-        .server
-        .spawn_logged(
-            "timeout",
-            &[
-                "120",
-                "python3",
-                &messages,
-                "sink",
-                HTTP_SERVER,
-                &ports,
-                "110",
-            ],
-            &lab.dir.join("sink.log"),
-        )
-        .expect("collector sink");
-    let _resolver = lab
-        .lab
-        .server
-        .spawn_logged(
-            "timeout",
-            &[
-                "120",
-                "python3",
-                &traffic("udp_server.py"),
-                HTTP_SERVER,
-                &LOOKUP_PORT.to_string(),
-                "120",
-                "110",
-            ],
-            &lab.dir.join("resolver.log"),
-        )
-        .expect("resolver");
+    let _sink = on_server(
+        &lab,
+        "sink",
+        &[
+            "120",
+            "python3",
+            &messages,
+            "sink",
+            HTTP_SERVER,
+            &ports,
+            "110",
+        ],
+    );
+    let _resolver = on_server(
+        &lab,
+        "resolver",
+        &[
+            "120",
+            "python3",
+            &traffic("udp_server.py"),
+            HTTP_SERVER,
+            &LOOKUP_PORT.to_string(),
+            "120",
+            "110",
+        ],
+    );
     for port in COLLECTOR_PORTS.into_iter().chain([LOOKUP_PORT]) {
         integration_tests::wait_udp_bound(&lab.lab.server, port);
     }
