@@ -515,6 +515,9 @@ pub struct IncidentStats {
     /// Ordinary exchanges not counted for their source and port (`max_candidates` of those
     /// followed): a sweep's failures then weigh more, never less.
     pub exchanges_untracked: u64,
+    /// Anomalous early verdicts forgotten before their connections' final records (the map
+    /// of four times `max_candidates` was full and cleared): those final records count again.
+    pub early_verdicts_forgotten: u64,
 }
 
 /// Groups anomalous connections into incidents; see the module docs.
@@ -600,6 +603,7 @@ impl IncidentTracker {
                 return;
             }
             if self.counted.len() >= self.config.max_candidates * 4 {
+                self.stats.early_verdicts_forgotten += self.counted.len() as u64;
                 self.counted.clear();
             }
             self.counted.insert(rec.id(), rec.malformed());

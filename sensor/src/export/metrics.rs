@@ -129,6 +129,7 @@ struct Detection {
     incident_candidates_dropped: IntCounter,
     incident_candidates_restarted: IntCounter,
     incident_exchanges_untracked: IntCounter,
+    incident_early_verdicts_forgotten: IntCounter,
 }
 
 fn reg<C: Collector + Clone + 'static>(

@@ -1379,4 +1379,18 @@ fn what_the_tracker_cannot_hold_is_counted() {
         "{:?}",
         tracker.stats()
     );
+    // Early verdicts of nine conversations still open: the map of eight is cleared at the
+    // ninth, the eight forgotten counted.
+    assert_eq!(tracker.stats().early_verdicts_forgotten, 0);
+    for i in 0..9u8 {
+        let mut c = conn(addr(150 + i), 40_000, addr(200), 9_999, t);
+        c.end_reason = EndReason::Ongoing;
+        tracker.observe(&c, &flagged(), t, &mut out);
+    }
+    assert_eq!(
+        tracker.stats().early_verdicts_forgotten,
+        8,
+        "{:?}",
+        tracker.stats()
+    );
 }

@@ -261,6 +261,10 @@ impl Metrics {
         up(&d.incident_candidates_dropped, s.candidates_dropped);
         up(&d.incident_candidates_restarted, s.candidates_restarted);
         up(&d.incident_exchanges_untracked, s.exchanges_untracked);
+        up(
+            &d.incident_early_verdicts_forgotten,
+            s.early_verdicts_forgotten,
+        );
     }
 
     /// Brings the capture-stage counters up to `stats` (cumulative values).

@@ -354,6 +354,14 @@ impl Detection {
                 "Ordinary exchanges (payload both ways) the incident tracker could not count for their source and service port, its map holding 100,000 sources and ports seen in the last window: a client's failures then weigh more toward a host_sweep, never less.",
             )
         );
+        let incident_early_verdicts_forgotten = registered!(
+            registry,
+            "sensor_incident_early_verdicts_forgotten_total",
+            IntCounter::new(
+                "sensor_incident_early_verdicts_forgotten_total",
+                "Anomalous early verdicts of connections still open that the incident tracker forgot having counted as evidence, its map of 400,000 being full and cleared: their final records count again, so an incident may count such a connection twice.",
+            )
+        );
         Ok(Detection {
             verdict_children: Children::new(
                 2 * DETECTORS * Transport::ALL.len() * (SERVICES.len() + 1),
@@ -390,6 +398,7 @@ impl Detection {
             incident_candidates_dropped,
             incident_candidates_restarted,
             incident_exchanges_untracked,
+            incident_early_verdicts_forgotten,
         })
     }
 }

@@ -137,6 +137,7 @@ fn incident_tracker_losses_are_exported() {
         "sensor_incident_candidates_dropped_total",
         "sensor_incident_candidates_restarted_total",
         "sensor_incident_exchanges_untracked_total",
+        "sensor_incident_early_verdicts_forgotten_total",
     ] {
         assert!(
             before.contains(&format!("\n{name} 0\n")),
@@ -147,6 +148,7 @@ fn incident_tracker_losses_are_exported() {
         candidates_dropped: 12,
         candidates_restarted: 3,
         exchanges_untracked: 7,
+        early_verdicts_forgotten: 9,
         ..Default::default()
     };
     // Set twice: running totals, not increments.
@@ -163,6 +165,10 @@ fn incident_tracker_losses_are_exported() {
     );
     assert!(
         text.contains("\nsensor_incident_exchanges_untracked_total 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nsensor_incident_early_verdicts_forgotten_total 9\n"),
         "{text}"
     );
 }
