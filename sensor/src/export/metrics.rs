@@ -143,6 +143,12 @@ fn reg<C: Collector + Clone + 'static>(
     Ok(c)
 }
 
+/// Raises a counter to `total`, a running total kept elsewhere (the kernel's, a rule's, the
+/// tracker's): it adds what grew since the last call, never less than nothing.
+fn raise_to(c: &IntCounter, total: u64) {
+    c.inc_by(total.saturating_sub(c.get()));
+}
+
 mod kernel;
 mod record;
 pub use record::ScoredBatch;

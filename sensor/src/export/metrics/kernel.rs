@@ -8,6 +8,7 @@ use prometheus::{
     proto::MetricFamily,
 };
 
+use super::raise_to;
 use crate::capture::HealthSource;
 
 /// The kernel health counters as Prometheus counters, read from the map at each scrape.
@@ -131,7 +132,6 @@ impl Collector for KernelHealth {
 
     fn collect(&self) -> Vec<MetricFamily> {
         // Kernel counters only grow, so the difference since the last scrape is added.
-        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
         match self.source.read() {
             Some(h) => {
                 for (outcome, v) in [
@@ -144,19 +144,19 @@ impl Collector for KernelHealth {
                     ("table_full", h.table_full),
                     ("too_deep", h.too_deep),
                 ] {
-                    up(&self.packets.with_label_values(&[outcome]), v);
+                    raise_to(&self.packets.with_label_values(&[outcome]), v);
                 }
-                up(&self.bytes, h.bytes);
-                up(&self.ringbuf_drops, h.ringbuf_drops);
-                up(&self.flows_created, h.flows_created);
-                up(&self.events_sent, h.events_sent);
-                up(&self.egress_already_seen, h.egress_already_seen);
-                up(&self.flows_restarted, h.flows_restarted);
-                up(&self.tunnel_payloads, h.tunnel_payloads);
-                up(&self.flows_evicted, h.flows_evicted);
-                up(&self.evict_ring_full, h.evict_ring_full);
-                up(&self.restarts_parked, h.restarts_parked);
-                up(&self.restarts_lost, h.restarts_lost);
+                raise_to(&self.bytes, h.bytes);
+                raise_to(&self.ringbuf_drops, h.ringbuf_drops);
+                raise_to(&self.flows_created, h.flows_created);
+                raise_to(&self.events_sent, h.events_sent);
+                raise_to(&self.egress_already_seen, h.egress_already_seen);
+                raise_to(&self.flows_restarted, h.flows_restarted);
+                raise_to(&self.tunnel_payloads, h.tunnel_payloads);
+                raise_to(&self.flows_evicted, h.flows_evicted);
+                raise_to(&self.evict_ring_full, h.evict_ring_full);
+                raise_to(&self.restarts_parked, h.restarts_parked);
+                raise_to(&self.restarts_lost, h.restarts_lost);
             }
             None => self.read_errors.inc(),
         }

@@ -2,10 +2,12 @@
 
 use std::sync::atomic::Ordering;
 
-use prometheus::{IntCounter, local::LocalHistogram};
+use prometheus::local::LocalHistogram;
 use sensor_common::conn_state::ConnState;
 
-use super::{DETECTORS, END_REASONS, Metrics, detector_index, end_index, transport_index};
+use super::{
+    DETECTORS, END_REASONS, Metrics, detector_index, end_index, raise_to, transport_index,
+};
 use crate::{
     detect::Scored,
     features::EngineStats,
@@ -90,9 +92,8 @@ impl Metrics {
 
     /// Counts alerts written and suppressed (cumulative values from the alert sink).
     pub fn set_alert_counts(&self, written: u64, suppressed: u64) {
-        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
-        up(&self.detection.alerts, written);
-        up(&self.detection.alerts_suppressed, suppressed);
+        raise_to(&self.detection.alerts, written);
+        raise_to(&self.detection.alerts_suppressed, suppressed);
     }
 
     /// Publishes the running model's identity and thresholds.
@@ -174,16 +175,12 @@ impl Metrics {
         let d = &self.detection;
         d.window_connections
             .set(i64::try_from(s.time_window_connections).unwrap_or(i64::MAX));
-        d.window_evictions.inc_by(
-            s.time_window_overflow_evictions_total
-                .saturating_sub(d.window_evictions.get()),
-        );
+        raise_to(&d.window_evictions, s.time_window_overflow_evictions_total);
         for (outcome, total) in [
             ("resumed", s.resumed_total),
             ("forgotten", s.resume_forgotten_total),
         ] {
-            let c = d.window_resumed.with_label_values(&[outcome]);
-            c.inc_by(total.saturating_sub(c.get()));
+            raise_to(&d.window_resumed.with_label_values(&[outcome]), total);
         }
     }
 
@@ -192,14 +189,8 @@ impl Metrics {
         let d = &self.detection;
         d.volume_targets
             .set(i64::try_from(t.len()).unwrap_or(i64::MAX));
-        d.volume_targets_untracked.inc_by(
-            t.untracked()
-                .saturating_sub(d.volume_targets_untracked.get()),
-        );
-        d.volume_sources_untracked.inc_by(
-            t.sources_untracked()
-                .saturating_sub(d.volume_sources_untracked.get()),
-        );
+        raise_to(&d.volume_targets_untracked, t.untracked());
+        raise_to(&d.volume_sources_untracked, t.sources_untracked());
     }
 
     /// The login rule's sources followed, and its sessions not counted (a running total in
@@ -208,10 +199,7 @@ impl Metrics {
         let d = &self.detection;
         d.login_sources
             .set(i64::try_from(l.tracked()).unwrap_or(i64::MAX));
-        d.login_sources_untracked.inc_by(
-            l.untracked()
-                .saturating_sub(d.login_sources_untracked.get()),
-        );
+        raise_to(&d.login_sources_untracked, l.untracked());
     }
 
     /// The routine-check rule's sources and services followed, and its flagged exchanges not
@@ -220,8 +208,7 @@ impl Metrics {
         let d = &self.detection;
         d.check_keys
             .set(i64::try_from(c.tracked()).unwrap_or(i64::MAX));
-        d.check_keys_untracked
-            .inc_by(c.untracked().saturating_sub(d.check_keys_untracked.get()));
+        raise_to(&d.check_keys_untracked, c.untracked());
     }
 
     /// Counts a failed write of an alert or record line.
@@ -250,18 +237,16 @@ impl Metrics {
         let d = &self.detection;
         for kind in IncidentKind::ALL {
             let opened = s.opened.get(&kind).copied().unwrap_or(0);
-            let c = d.incidents.with_label_values(&[kind.as_str()]);
-            c.inc_by(opened.saturating_sub(c.get()));
+            raise_to(&d.incidents.with_label_values(&[kind.as_str()]), opened);
             let open = s.open.get(&kind).copied().unwrap_or(0);
             d.incidents_open
                 .with_label_values(&[kind.as_str()])
                 .set(i64::try_from(open).unwrap_or(i64::MAX));
         }
-        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
-        up(&d.incident_candidates_dropped, s.candidates_dropped);
-        up(&d.incident_candidates_restarted, s.candidates_restarted);
-        up(&d.incident_exchanges_untracked, s.exchanges_untracked);
-        up(
+        raise_to(&d.incident_candidates_dropped, s.candidates_dropped);
+        raise_to(&d.incident_candidates_restarted, s.candidates_restarted);
+        raise_to(&d.incident_exchanges_untracked, s.exchanges_untracked);
+        raise_to(
             &d.incident_early_verdicts_forgotten,
             s.early_verdicts_forgotten,
         );
@@ -269,18 +254,17 @@ impl Metrics {
 
     /// Brings the capture-stage counters up to `stats` (cumulative values).
     pub fn set_capture_stats(&self, stats: &LifecycleStats) {
-        let up = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
-        up(&self.capture_events, stats.events);
-        up(&self.capture_duplicate_events, stats.duplicate_events);
-        up(&self.capture_finished_by_scan, stats.finished_by_scan);
-        up(
+        raise_to(&self.capture_events, stats.events);
+        raise_to(&self.capture_duplicate_events, stats.duplicate_events);
+        raise_to(&self.capture_finished_by_scan, stats.finished_by_scan);
+        raise_to(
             &self.capture_finished_at_final_ack,
             stats.finished_at_final_ack,
         );
-        up(&self.capture_adopted_by_scan, stats.adopted_by_scan);
-        up(&self.capture_lost_on_restart, stats.lost_on_restart);
-        up(&self.capture_finished_on_restart, stats.finished_on_restart);
-        up(&self.capture_taken_from_park, stats.taken_from_park);
+        raise_to(&self.capture_adopted_by_scan, stats.adopted_by_scan);
+        raise_to(&self.capture_lost_on_restart, stats.lost_on_restart);
+        raise_to(&self.capture_finished_on_restart, stats.finished_on_restart);
+        raise_to(&self.capture_taken_from_park, stats.taken_from_park);
         self.table_entries
             .store(stats.table_entries, Ordering::Relaxed);
     }
