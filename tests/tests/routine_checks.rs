@@ -316,7 +316,7 @@ fn a_clients_one_way_messages_to_collectors_are_no_attack_and_its_udp_scan_still
     let out = lab.client_sh(&format!(
         "(for i in $(seq 150); do curl -sf -o /dev/null --max-time 3 http://{HTTP_SERVER}/index.html; sleep 0.2; done) & \
          python3 {lookups} {HTTP_SERVER} {LOOKUP_PORT} 40 1100 0.03 > /dev/null & \
-         python3 {messages} send {HTTP_SERVER} {ports} {MESSAGES_PER_PORT} 0.1; wait"
+         python3 {messages} send {HTTP_SERVER} {ports} {MESSAGES_PER_PORT} 0.1 20000; wait"
     ));
     let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(
