@@ -516,7 +516,8 @@ pub struct IncidentStats {
     /// followed): a sweep's failures then weigh more, never less.
     pub exchanges_untracked: u64,
     /// Anomalous early verdicts forgotten before their connections' final records (the map
-    /// of four times `max_candidates` was full and cleared): those final records count again.
+    /// of four times `max_candidates` was full: its older half went): those final records
+    /// count again.
     pub early_verdicts_forgotten: u64,
 }
 
@@ -532,8 +533,14 @@ pub struct IncidentTracker {
     fed: VecDeque<(u64, Key)>,
     open: Map<Key, Incident>,
     /// Connections still open whose anomalous early verdict was counted as evidence, and
-    /// whether it was malformed then (`ConnectionRecord::malformed`).
+    /// whether it was malformed then (`ConnectionRecord::malformed`). Two generations, each
+    /// of at most twice `max_candidates`: new entries go to `counted`; when it is full it
+    /// becomes `counted_old` and the generation before is forgotten (counted in
+    /// [`IncidentStats::early_verdicts_forgotten`]). A full map so forgets its older half, the
+    /// connections most likely ended unseen (their final records lost), where clearing it
+    /// whole forgot the connections of the last seconds too.
     counted: Map<ConnId, bool>,
+    counted_old: Map<ConnId, bool>,
     /// Conversations still open that the volume rule flagged at their early verdict, and the
     /// key of the incident that took them. Such a conversation is a flood by itself and gets
     /// one early verdict: without this, its incident would close `quiet` after that verdict
@@ -566,6 +573,7 @@ impl IncidentTracker {
             fed: VecDeque::new(),
             open: Map::default(),
             counted: Map::default(),
+            counted_old: Map::default(),
             live: Map::default(),
             waiting: Set::default(),
             groups: Map::default(),
@@ -602,8 +610,10 @@ impl IncidentTracker {
             if !s.verdict.anomalous {
                 return;
             }
-            if self.counted.len() >= self.config.max_candidates * 4 {
-                self.stats.early_verdicts_forgotten += self.counted.len() as u64;
+            if self.counted.len() >= self.config.max_candidates * 2 {
+                // The older generation goes; the full one keeps its room (no reallocation).
+                self.stats.early_verdicts_forgotten += self.counted_old.len() as u64;
+                std::mem::swap(&mut self.counted, &mut self.counted_old);
                 self.counted.clear();
             }
             self.counted.insert(rec.id(), rec.malformed());
@@ -611,7 +621,12 @@ impl IncidentTracker {
             if let Some(key) = self.live.remove(&rec.id()) {
                 self.conversation_ended(key, rec, s);
             }
-            match self.counted.remove(&rec.id()) {
+            let id = rec.id();
+            match self
+                .counted
+                .remove(&id)
+                .or_else(|| self.counted_old.remove(&id))
+            {
                 // Its final record counts again only where it turned malformed since its
                 // early verdict (a ping of death's wrong fragment came after it), and there
                 // only: evidence for the conversation's `malformed` incident.

@@ -1379,8 +1379,8 @@ fn what_the_tracker_cannot_hold_is_counted() {
         "{:?}",
         tracker.stats()
     );
-    // Early verdicts of nine conversations still open: the map of eight is cleared at the
-    // ninth, the eight forgotten counted.
+    // Early verdicts of nine conversations still open, in generations of four: the ninth
+    // forgets the first four, counted.
     assert_eq!(tracker.stats().early_verdicts_forgotten, 0);
     for i in 0..9u8 {
         let mut c = conn(addr(150 + i), 40_000, addr(200), 9_999, t);
@@ -1389,8 +1389,56 @@ fn what_the_tracker_cannot_hold_is_counted() {
     }
     assert_eq!(
         tracker.stats().early_verdicts_forgotten,
-        8,
+        4,
         "{:?}",
         tracker.stats()
     );
+}
+
+/// A full map of counted early verdicts forgets its older generation only: the final records
+/// of the connections counted since still add nothing, those of the forgotten ones count again.
+#[test]
+fn a_full_map_of_early_verdicts_forgets_the_oldest_only() {
+    let config = IncidentConfig {
+        max_candidates: 2,
+        ..IncidentConfig::default()
+    };
+    // Conversation `i` from its own source (no candidate grows): its early verdict flagged by
+    // the model, then its final record at a flood's rate, which would open a `udp_flood` by
+    // itself unless its early verdict is remembered as counted.
+    let early = |i: u64| datagram_at(addr(10 + i as u8), i, T0 + i * 1_000_000);
+    let fin = |i: u64| {
+        let mut c = early(i);
+        c.end_reason = EndReason::Idle;
+        c.final_unix_ns += 60 * S;
+        c
+    };
+    let floods_at_end = |i: u64| {
+        let mut tracker = IncidentTracker::new(config.clone());
+        let mut out = Vec::new();
+        for k in 0..9 {
+            let c = early(k);
+            tracker.observe(&c, &flagged(), c.final_unix_ns, &mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(tracker.stats().early_verdicts_forgotten, 4);
+        let c = fin(i);
+        let volume = by_volume(crate::detect::VolumeScope::Conversation, 20_000.0);
+        tracker.observe(&c, &volume, c.final_unix_ns, &mut out);
+        tracker.finish(&mut out);
+        !in_state(&out, IncidentState::Open).is_empty()
+    };
+    // Generations of four: 0-3 forgotten at the ninth, 4-7 the older one kept, 8 the newest.
+    for i in 0..4 {
+        assert!(
+            floods_at_end(i),
+            "conversation {i} was forgotten: counts again"
+        );
+    }
+    for i in 4..9 {
+        assert!(
+            !floods_at_end(i),
+            "conversation {i} is remembered: adds nothing"
+        );
+    }
 }

@@ -359,7 +359,7 @@ impl Detection {
             "sensor_incident_early_verdicts_forgotten_total",
             IntCounter::new(
                 "sensor_incident_early_verdicts_forgotten_total",
-                "Anomalous early verdicts of connections still open that the incident tracker forgot having counted as evidence, its map of 400,000 being full and cleared: their final records count again, so an incident may count such a connection twice.",
+                "Anomalous early verdicts of connections still open that the incident tracker forgot having counted as evidence, its map of 400,000 being full (the older of its two generations goes): their final records count again, so an incident may count such a connection twice.",
             )
         );
         Ok(Detection {
