@@ -11,9 +11,9 @@
 //! | `flood` | anomalous TCP connections to one port of one host, from any number of sources (spoofed ones included) | target host, protocol, port |
 //! | `udp_flood` | the same over UDP; or the volume rule's verdicts on a host flooded on many ports (`crate::detect::volume`) | target host, protocol, port; or target host |
 //! | `icmp_flood` | anomalous ICMP echo conversations to one host | target host |
-//! | `port_scan` | one source, anomalous connections to many ports of one host | source, target host, protocol |
+//! | `port_scan` | one source, anomalous connections to many ports of one host, probes (no payload both ways) on `scan_ports` of them | source, target host, protocol |
 //! | `host_sweep` | one source, anomalous connections to one port (or ICMP echo) on many hosts | source, protocol, port |
-//! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above | source |
+//! | `anomalous_source` | one source that keeps producing anomalous connections of no shape above, not its flagged calls to services that serve it ordinarily | source |
 //! | `brute_force` | the login rule's verdicts: one source's short sessions to one login service of a host at a guesser's rate (`crate::detect::logins`) | source, target host, port |
 //! | `malformed` | anomalous conversations carrying packets no network stack sends: `land` (the target's own address and port as the source), or wrong UDP or ICMP fragments (ping of death, teardrop); one such conversation is the attack | source, target host, protocol |
 //!
@@ -49,6 +49,14 @@
 //! messages (unreachable, time exceeded) are responses to other traffic, not attacks of their
 //! own: they never open an incident, and they count towards one open on their key.
 //!
+//! A client is no scan: an application calling many services of a host, some of which are
+//! down, is flagged on its refusals and, for their sake, on many of its served calls, on every
+//! port. A port scan's threshold counts the ports of its probes (anomalous connections that
+//! exchanged nothing), and a flagged exchange with a service that served the same source
+//! ordinarily within `window` is no evidence of an anomalous source (`IncidentTracker::observe`).
+//! Likewise a service's client meeting dead hosts is no sweep while it was served more often
+//! than it failed (`Served`).
+//!
 //! Evidence is counted on the connections' own clock (their final moment, or for an early
 //! verdict the moment it was taken), so replay and live mode group alike. It counts over at
 //! most `horizon` from a candidate's first connection, then counting starts again: a threshold
@@ -82,13 +90,15 @@ use crate::{
 /// When evidence becomes an incident, and how long incidents last.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IncidentConfig {
-    /// Distinct ports of one host a source must touch with anomalous connections.
+    /// Distinct ports of one host a source must probe: anomalous connections there that
+    /// exchanged nothing (no payload both ways).
     pub scan_ports: u32,
     /// Distinct hosts a source must touch on one port with anomalous connections.
     pub sweep_hosts: u32,
     /// Anomalous connections to one port of one host (any sources).
     pub flood_connections: u32,
-    /// Anomalous connections from one source, of no other shape. Keep it above
+    /// Anomalous connections from one source, of no other shape (its flagged calls to a
+    /// service that served it ordinarily within `window` not counted). Keep it above
     /// `flood_connections`, so that a flood from one source opens as a flood.
     pub source_connections: u32,
     /// Evidence older than this (without new evidence for its candidate) is forgotten.
@@ -270,6 +280,11 @@ struct Evidence {
     sources: Distinct<IpAddr>,
     targets: Distinct<IpAddr>,
     ports: Distinct<u16>,
+    /// The ports of its anomalous connections that exchanged nothing ([`exchanged`]: no
+    /// payload both ways): a port scan's probes. A host's client that some of whose services
+    /// refuse it is flagged on the ports it uses, served ones too, but its failures are on the
+    /// few ports that are down ([`IncidentTracker::passes`]).
+    probe_ports: Distinct<u16>,
     /// Sum of each flow feature over the anomalous connections.
     feature_sums: Vec<f64>,
     example: Option<Example>,
@@ -328,6 +343,9 @@ impl Evidence {
         self.sources.insert(rec.orig_addr);
         self.targets.insert(rec.resp_addr);
         self.ports.insert(port_of(rec));
+        if !exchanged(rec) {
+            self.probe_ports.insert(port_of(rec));
+        }
         let inputs = FeatureSet::Flow.indices();
         if self.feature_sums.len() != inputs.len() {
             self.feature_sums = vec![0.0; inputs.len()];
@@ -368,6 +386,7 @@ impl Evidence {
         self.sources.extend(&other.sources);
         self.targets.extend(&other.targets);
         self.ports.extend(&other.ports);
+        self.probe_ports.extend(&other.probe_ports);
         if self.feature_sums.len() < other.feature_sums.len() {
             self.feature_sums.resize(other.feature_sums.len(), 0.0);
         }
@@ -512,8 +531,9 @@ pub struct IncidentStats {
     pub candidates_dropped: u64,
     /// Candidates whose evidence outlived the horizon and started again.
     pub candidates_restarted: u64,
-    /// Ordinary exchanges not counted for their source and port (`max_candidates` of those
-    /// followed): a sweep's failures then weigh more, never less.
+    /// Ordinary exchanges not counted for their source and port, or for their source and the
+    /// host's service (`max_candidates` of each followed): a sweep's failures, or a client's
+    /// flagged calls towards an anomalous source, then weigh more, never less.
     pub exchanges_untracked: u64,
     /// Anomalous early verdicts forgotten before their connections' final records (the map
     /// of four times `max_candidates` was full: its older half went): those final records
@@ -558,7 +578,12 @@ pub struct IncidentTracker {
     /// Each source's ordinary exchanges per service port ([`Served`]), at most
     /// `max_candidates`.
     served: Map<(IpAddr, Transport, u16), Served>,
-    /// When `served` was last swept of sources quiet for `window`.
+    /// Each source's last ordinary exchange with each service of a host (source, host,
+    /// transport, port), at most `max_candidates`, forgotten after `window` without one: a
+    /// flagged exchange with a service that serves the source ordinarily is no evidence of an
+    /// anomalous source ([`IncidentTracker::observe`]).
+    regulars: Map<(IpAddr, IpAddr, Transport, u16), u64>,
+    /// When `served` and `regulars` were last swept of sources quiet for `window`.
     served_swept_ns: u64,
     stats: IncidentStats,
 }
@@ -578,6 +603,7 @@ impl IncidentTracker {
             waiting: Set::default(),
             groups: Map::default(),
             served: Map::default(),
+            regulars: Map::default(),
             served_swept_ns: 0,
             stats: IncidentStats::default(),
         }
@@ -745,6 +771,17 @@ impl IncidentTracker {
         if !counts_as_new_evidence(rec, s) {
             return;
         }
+        // A flagged exchange with a service that served the same source ordinarily within the
+        // window is that client's routine use, flagged for its context (its windows holding
+        // the refusals of the host's other services, say): the model judged the same use
+        // ordinary a moment before. Not evidence that the source is anomalous. A source of
+        // such exchanges and of probes is still judged by those (its scans, sweeps, floods).
+        let window = self.config.window.as_nanos() as u64;
+        let regular = exchanged(rec)
+            && self
+                .regulars
+                .get(&(rec.orig_addr, rec.resp_addr, rec.transport, port_of(rec)))
+                .is_some_and(|&last_ns| at_ns.saturating_sub(last_ns) < window);
         // A verdict at the host is evidence for the host's flood alone (which it opens: it
         // carries a rate), the login rule's for its source's guessing alone; any other is
         // evidence for every other kind.
@@ -753,6 +790,7 @@ impl IncidentTracker {
             Key::Logins(..) => at_logins,
             // Opened only by widening an open scan, sweep or flood.
             Key::Recon(..) | Key::Target(..) => false,
+            Key::Source(_) => !at_host && !at_logins && !regular,
             _ => !at_host && !at_logins,
         });
         self.feed_candidates(candidates, rec, s, at_ns, out);
@@ -924,7 +962,10 @@ impl IncidentTracker {
                 }
             }
             Key::HostFlood(_) if e.peak_pps.is_some() => Some(IncidentKind::UdpFlood),
-            Key::Scan(..) if e.ports.len() >= c.scan_ports as usize => Some(IncidentKind::PortScan),
+            // Probes of many ports: not a client served on many ports, refused on a few.
+            Key::Scan(..) if e.probe_ports.len() >= c.scan_ports as usize => {
+                Some(IncidentKind::PortScan)
+            }
             // Not a client of the service that was served more often than it failed.
             Key::Sweep(src, t, port)
                 if e.targets.len() >= c.sweep_hosts as usize
@@ -1150,6 +1191,8 @@ impl IncidentTracker {
             self.served_swept_ns = now_ns;
             self.served
                 .retain(|_, s| now_ns.saturating_sub(s.last_ns) < window);
+            self.regulars
+                .retain(|_, &mut last_ns| now_ns.saturating_sub(last_ns) < window);
         }
         while let Some(&(t, key)) = self.fed.front() {
             if now_ns.saturating_sub(t) < window {
@@ -1178,6 +1221,14 @@ impl IncidentTracker {
 
     /// Counts an ordinary exchange of `rec`'s source with its service port ([`Served`]).
     fn count_exchange(&mut self, rec: &ConnectionRecord, at_ns: u64) {
+        // Counted once as untracked where either map has no room for it.
+        let regular = (rec.orig_addr, rec.resp_addr, rec.transport, port_of(rec));
+        let regular_room = self.regulars.len() < self.config.max_candidates
+            || self.regulars.contains_key(&regular);
+        if regular_room {
+            let last_ns = self.regulars.entry(regular).or_default();
+            *last_ns = (*last_ns).max(at_ns);
+        }
         let key = (rec.orig_addr, rec.transport, port_of(rec));
         let room = self.served.len() < self.config.max_candidates;
         let horizon = u64::try_from(self.config.horizon.as_nanos()).unwrap_or(u64::MAX);
@@ -1194,6 +1245,9 @@ impl IncidentTracker {
                 return;
             }
         };
+        if !regular_room {
+            self.stats.exchanges_untracked += 1;
+        }
         if at_ns.saturating_sub(served.first_ns) >= horizon {
             *served = fresh;
         }

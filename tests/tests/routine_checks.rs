@@ -11,6 +11,10 @@
 //!
 //! Bounded: 40 rounds of checks (about 40 s), one `nmap` of 300 ports; all addresses in
 //! 198.18.0.0/15; the lab's guards remove everything on every exit path.
+//!
+//! Also here: other clients whose traffic the model reads as probes (one-way messages to
+//! collectors; calls to many services of a host, some down), each followed by a scan that must
+//! still be one.
 use std::time::Duration;
 
 use integration_tests::{require_root, shipped::Lab, traffic, wait_until};
@@ -393,5 +397,117 @@ fn a_clients_one_way_messages_to_collectors_are_no_attack_and_its_udp_scan_still
     assert_eq!(opens.len(), 1, "only the scan: {opens:?}");
     assert_eq!(opens[0]["kind"], "port_scan", "{}", opens[0]);
     assert_eq!(opens[0]["protocol"], "udp", "{}", opens[0]);
+    assert_eq!(opens[0]["sources"], serde_json::json!([CLIENT]));
+}
+
+/// The application's services: 25 on ports 8001-8025 of the web server; the client calls 30
+/// (8026-8030 are down: nothing listens, the server refuses).
+const SERVICES_FIRST: u16 = 8001;
+const SERVICES_UP: u16 = 25;
+const SERVICES_CALLED: u16 = 30;
+const CALLS: u32 = 500;
+
+/// A client of many services of one host, some of them down, live: an application calling 30
+/// services of the web server in turn (a request and a 520-byte answer each, 20 calls a
+/// second), five of which are down and refuse it. The model flags the refusals and, their
+/// windows holding them, many of the served calls too, on every port: a `port_scan` naming 30
+/// ports and then an `anomalous_source` until December 7 (replayed: 282 of 506 flagged). The
+/// incident tracker now asks a scan for probes (connections that exchanged nothing) of 20
+/// ports, and takes no flagged call to a service that served the same client ordinarily in
+/// the last minute as evidence of an anomalous source: no incident. Then the client scans 300
+/// ports of the server: still a `port_scan`.
+#[test]
+fn a_client_of_many_services_some_down_is_no_attack_and_its_scan_still_is() {
+    require_root();
+    let lab = Lab::start(&[], 150);
+    let services = traffic("services.py");
+    let (first, up) = (SERVICES_FIRST.to_string(), SERVICES_UP.to_string());
+    let _services = on_server(
+        &lab,
+        "services",
+        &[
+            "120",
+            "python3",
+            &services,
+            "serve",
+            HTTP_SERVER,
+            &first,
+            &up,
+            "110",
+        ],
+    );
+    for port in SERVICES_FIRST..SERVICES_FIRST + SERVICES_UP {
+        integration_tests::wait_listening(&lab.lab.server, port);
+    }
+    let out = lab.client_sh(&format!(
+        "python3 {services} call {HTTP_SERVER} {first} {SERVICES_CALLED} {CALLS} 20"
+    ));
+    let counts = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (served, refused) = counts
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .unwrap_or_else(|| panic!("calls: {counts:?} {}", String::from_utf8_lossy(&out.stderr)));
+    let down = u32::from(SERVICES_CALLED - SERVICES_UP);
+    assert_eq!(
+        refused,
+        CALLS * down / u32::from(SERVICES_CALLED),
+        "{counts}"
+    );
+    assert_eq!(served + refused, CALLS, "{counts}");
+    // The last refusals' records come at once; the served calls' at their FIN.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.opened(""), 0, "{}", lab.alerts_so_far());
+
+    let scan = lab
+        .lab
+        .client
+        .cmd("timeout")
+        .args(["60", "nmap", "-sS", "-n", "-Pn", "--max-retries", "0"])
+        .args(["--min-rate", "200", "-p", "1-300"])
+        .arg(HTTP_SERVER)
+        .output()
+        .expect("nmap");
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened("port_scan") >= 1),
+        "no port_scan: {}",
+        lab.alerts_so_far()
+    );
+    let out = lab.stop();
+
+    let calls: Vec<&serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| {
+            r["orig_addr"] == CLIENT
+                && r["resp_addr"] == HTTP_SERVER
+                && r["resp_port"].as_u64().is_some_and(|p| {
+                    (u64::from(SERVICES_FIRST)..u64::from(SERVICES_FIRST + SERVICES_CALLED))
+                        .contains(&p)
+                })
+        })
+        .collect();
+    let flagged = |state: &str| {
+        calls
+            .iter()
+            .filter(|r| r["anomalous"] == true && r["flag"] == state)
+            .count()
+    };
+    println!(
+        "{} calls recorded: {} served ({} flagged), {} refused ({} flagged)",
+        calls.len(),
+        calls.iter().filter(|r| r["flag"] == "SF").count(),
+        flagged("SF"),
+        calls.iter().filter(|r| r["flag"] == "REJ").count(),
+        flagged("REJ"),
+    );
+    assert_eq!(calls.len(), CALLS as usize);
+    let opens = out.opened();
+    assert_eq!(opens.len(), 1, "only the scan: {opens:?}");
+    assert_eq!(opens[0]["kind"], "port_scan", "{}", opens[0]);
     assert_eq!(opens[0]["sources"], serde_json::json!([CLIENT]));
 }

@@ -351,7 +351,7 @@ impl Detection {
             "sensor_incident_exchanges_untracked_total",
             IntCounter::new(
                 "sensor_incident_exchanges_untracked_total",
-                "Ordinary exchanges (payload both ways) the incident tracker could not count for their source and service port, its map holding 100,000 sources and ports seen in the last window: a client's failures then weigh more toward a host_sweep, never less.",
+                "Ordinary exchanges (payload both ways) the incident tracker could not count for their source and service port, or for their source and the host's service, its maps holding 100,000 each seen in the last window: a client's failures then weigh more toward a host_sweep, and its flagged calls toward an anomalous_source, never less.",
             )
         );
         let incident_early_verdicts_forgotten = registered!(
