@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     alerts::{AlertSink, ScoredLine},
-    capture::{self, Capture, CaptureError},
+    capture::{self, Capture, CaptureError, nat::NatCheck},
     config::{RecordsFormat, RunConfig, Sink},
     detect::{Pipeline, Scored},
     export::{Metrics, metrics::ScoredBatch},
@@ -145,6 +145,8 @@ struct Stages {
     /// The records' layout other than the sensor's JSON lines (`zeek`, `eve`).
     record_rows: Option<LogRows>,
     incidents: IncidentTracker,
+    /// Connections split by address translation between the watched interfaces.
+    nat: NatCheck,
     summary: RunSummary,
     /// A model loaded by SIGHUP, waiting to be swapped in.
     reloaded: Arc<Mutex<Option<Arc<Model>>>>,
@@ -182,6 +184,7 @@ impl Stages {
         let metrics = Arc::clone(&self.metrics);
         let mut observed = metrics.scored_batch();
         let mut verdicts = scored.iter();
+        self.nat.refresh();
         for ev in events {
             if let (ConnEvent::Settled(last), Some(w)) = (ev, self.record_rows.as_mut()) {
                 // Writing to memory cannot fail.
@@ -193,10 +196,14 @@ impl Stages {
             self.incidents
                 .observe(rec, s, rec.final_unix_ns, &mut lines);
             if let ConnEvent::Finished(rec) = ev {
+                if let Some(line) = self.nat.observe(rec) {
+                    log::warn!("{line}");
+                }
                 self.finished(rec, s, now, &mut observed, &mut rec_buf, &mut alert_buf);
             }
         }
         drop(observed);
+        self.metrics.set_nat_split(self.nat.split_total);
         self.incidents.tick(now, &mut lines);
         self.metrics.set_incident_stats(self.incidents.stats());
         self.write(&rec_buf, alert_buf, &lines, now);
@@ -406,6 +413,7 @@ pub async fn run(
         records: open_records(&cfg.records, record_rows.as_ref())?,
         record_rows,
         incidents: IncidentTracker::new(cfg.incidents.clone()),
+        nat: NatCheck::new(&cfg.capture.interfaces),
         summary: RunSummary::default(),
         reloaded,
         reloaded_rules,

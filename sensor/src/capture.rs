@@ -10,6 +10,8 @@
 //! Everything attached is owned by [`Capture`] through bpf_links (XDP and TCX), nothing is pinned:
 //! dropping it, or the process dying, detaches the programs.
 
+pub mod nat;
+
 use std::{io, os::fd::AsRawFd, sync::Arc, time::Duration};
 
 use aya::{

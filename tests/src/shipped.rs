@@ -41,6 +41,12 @@ impl Lab {
     /// The gateway lab with an HTTP server on the server host and `sensor run` on the gateway
     /// with the shipped configuration and `extra` test-size flags.
     pub fn start(extra: &[&str], bound_secs: u64) -> Lab {
+        Lab::start_watching(|_| true, extra, bound_secs)
+    }
+
+    /// [`Lab::start`] with the sensor watching only the gateway interfaces `watch` picks (by
+    /// index in [`GatewayLab::gw_ifaces`]: towards client, client2, attacker, server).
+    pub fn start_watching(watch: impl Fn(usize) -> bool, extra: &[&str], bound_secs: u64) -> Lab {
         let dir = TempDir::new("shipped").expect("temp dir");
         let lab = GatewayLab::new().expect("gateway lab");
         let bound = bound_secs.to_string();
@@ -53,7 +59,7 @@ impl Lab {
             "--config".into(),
             gateway::shipped_config().to_string_lossy().into_owned(),
         ];
-        for i in &lab.gw_ifaces {
+        for (_, i) in lab.gw_ifaces.iter().enumerate().filter(|(k, _)| watch(*k)) {
             args.extend(["--iface".into(), i.clone()]);
         }
         for (k, v) in [

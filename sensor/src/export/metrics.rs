@@ -91,6 +91,7 @@ pub struct Metrics {
     capture_lost_on_restart: IntCounter,
     capture_finished_on_restart: IntCounter,
     capture_taken_from_park: IntCounter,
+    nat_split_connections: IntCounter,
     detection: Detection,
 }
 

@@ -82,6 +82,10 @@ impl Metrics {
             "sensor_capture_taken_from_park_total",
             "Connections the kernel parked when a SYN reused their 5-tuple while the ring buffer was full, taken out by the table scan and finalised then.",
         )?;
+        let nat_split_connections = counter(
+            "sensor_nat_split_connections_total",
+            "TCP connections of this host's own address that the remote side answered while nothing sent from the address was seen: connections the host forwarded between watched interfaces and translated (NAT), each split into two halves the model misjudges. Watch the inside interfaces only.",
+        )?;
         let detection = Detection::new(&registry)?;
         // Both results exist from the start at 0, so that the first failed reload is an
         // increase that alert rules see (a series born at 1 has no increase in PromQL).
@@ -104,6 +108,7 @@ impl Metrics {
             capture_lost_on_restart,
             capture_finished_on_restart,
             capture_taken_from_park,
+            nat_split_connections,
             detection,
         })
     }
