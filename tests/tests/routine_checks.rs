@@ -29,6 +29,24 @@ fn on_server(lab: &Lab, name: &str, args: &[&str]) -> xtask::lab::Proc {
         .unwrap_or_else(|e| panic!("{name} on the server: {e}"))
 }
 
+/// The client's SYN scan of `ports` of the web server (`nmap`, bounded to 30 s): a `port_scan`
+/// must open within 10 s.
+fn syn_scan_opens_port_scan(lab: &Lab, ports: &str) {
+    let scan = integration_tests::syn_scan(&lab.lab.client, 30, ports, HTTP_SERVER)
+        .output()
+        .expect("nmap");
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened("port_scan") >= 1),
+        "no port_scan: {}",
+        lab.alerts_so_far()
+    );
+}
+
 const ROUNDS: u32 = 40;
 /// The checked ports: a banner service (32 bytes, as an SSH server's version line), the web
 /// server, and a port nothing listens on.
@@ -108,19 +126,7 @@ fn a_monitoring_hosts_checks_are_withdrawn_after_three_repeats_and_its_scan_is_s
     );
 
     // The checker's address scans the server: still an attack.
-    let scan = integration_tests::syn_scan(&lab.lab.client, 30, "1000-1299", HTTP_SERVER)
-        .output()
-        .expect("nmap");
-    assert!(
-        scan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scan.stderr)
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || lab.opened("port_scan") >= 1),
-        "no port_scan: {}",
-        lab.alerts_so_far()
-    );
+    syn_scan_opens_port_scan(&lab, "1000-1299");
     let out = lab.stop();
 
     let mut withdrawn_records = 0;
@@ -458,25 +464,7 @@ fn a_client_of_many_services_some_down_is_no_attack_and_its_scan_still_is() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(lab.opened(""), 0, "{}", lab.alerts_so_far());
 
-    let scan = lab
-        .lab
-        .client
-        .cmd("timeout")
-        .args(["60", "nmap", "-sS", "-n", "-Pn", "--max-retries", "0"])
-        .args(["--min-rate", "200", "-p", "1-300"])
-        .arg(HTTP_SERVER)
-        .output()
-        .expect("nmap");
-    assert!(
-        scan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scan.stderr)
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || lab.opened("port_scan") >= 1),
-        "no port_scan: {}",
-        lab.alerts_so_far()
-    );
+    syn_scan_opens_port_scan(&lab, "1-300");
     let out = lab.stop();
 
     let calls: Vec<&serde_json::Value> = out
