@@ -281,9 +281,9 @@ struct Evidence {
     targets: Distinct<IpAddr>,
     ports: Distinct<u16>,
     /// The ports of its anomalous connections that exchanged nothing ([`exchanged`]: no
-    /// payload both ways): a port scan's probes. A host's client that some of whose services
-    /// refuse it is flagged on the ports it uses, served ones too, but its failures are on the
-    /// few ports that are down ([`IncidentTracker::passes`]).
+    /// payload both ways): a port scan's probes. A client of a host whose services refuse it
+    /// on a few ports is flagged on every port it uses, served calls too, but its failures are
+    /// on the few ports that are down ([`IncidentTracker::passes`]).
     probe_ports: Distinct<u16>,
     /// Sum of each flow feature over the anomalous connections.
     feature_sums: Vec<f64>,
@@ -1219,7 +1219,8 @@ impl IncidentTracker {
         self.tick(u64::MAX, out);
     }
 
-    /// Counts an ordinary exchange of `rec`'s source with its service port ([`Served`]).
+    /// Counts an ordinary exchange of `rec`'s source with its service port ([`Served`]), and
+    /// remembers it as the source's with the host's service (`regulars`).
     fn count_exchange(&mut self, rec: &ConnectionRecord, at_ns: u64) {
         // Counted once as untracked where either map has no room for it.
         let regular = (rec.orig_addr, rec.resp_addr, rec.transport, port_of(rec));
