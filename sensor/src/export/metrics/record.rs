@@ -252,13 +252,13 @@ impl Metrics {
         );
     }
 
-    /// Brings the capture-stage counters up to `stats` (cumulative values).
     /// Connections split by address translation between watched interfaces so far
     /// ([`crate::capture::nat`]).
     pub fn set_nat_split(&self, total: u64) {
         raise_to(&self.nat_split_connections, total);
     }
 
+    /// Brings the capture-stage counters up to `stats` (cumulative values).
     pub fn set_capture_stats(&self, stats: &LifecycleStats) {
         raise_to(&self.capture_events, stats.events);
         raise_to(&self.capture_duplicate_events, stats.duplicate_events);
