@@ -17,12 +17,14 @@
 //! | `brute_force` | the login rule's verdicts: one source's short sessions to one login service of a host at a guesser's rate (`crate::detect::logins`) | source, target host, port |
 //! | `malformed` | anomalous conversations carrying packets no network stack sends: `land` (the target's own address and port as the source), or wrong UDP or ICMP fragments (ping of death, teardrop); one such conversation is the attack | source, target host, protocol |
 //!
-//! One source's port scans and host sweeps over one transport are one attack: while one is
-//! open, the next that passes its threshold joins it instead of opening (`nmap` over a network
-//! is a port scan of each host and a sweep of each port; 30 incidents for one run over 20
-//! hosts and 100 ports before this), and from then on the incident takes every connection of
-//! the source over the transport, keeping the kind and id it opened with
-//! (`IncidentTracker::widen`). Floods of several ports of one host over one transport are one
+//! One source's port scans and host sweeps are one attack, whatever their transports: while
+//! one is open, the next that passes its threshold joins it instead of opening (`nmap` over a
+//! network is a port scan of each host and a sweep of each port, 30 incidents for one run over
+//! 20 hosts and 100 ports before this; its host discovery, `nmap -sn`, probes each host with
+//! an ICMP echo and TCP segments to ports 443 and 80 at once, an ICMP and a TCP sweep; a TCP
+//! scan and then a UDP scan), and from then on the incident takes every connection of the
+//! source, keeping the kind, protocol and id it opened with; its lines list every transport
+//! of its anomalous connections (`protocols`) (`IncidentTracker::widen`). Floods of several ports of one host over one transport are one
 //! attack the same way (a SYN flood of ports 80 and 443, or of a random port per packet): the
 //! widened flood takes every anomalous connection to the host over the transport; so are TCP
 //! port scans of one host from several sources that began within seconds of each other
@@ -167,12 +169,13 @@ enum Key {
     /// ([`VolumeScope::Logins`]) only, as any other anomalous session to a login service is
     /// evidence for the other kinds.
     Logins(IpAddr, IpAddr, u16),
-    /// Source, transport: never a candidate. An open port scan or host sweep moves here when
-    /// another scan or sweep of its source over the same transport passes its threshold (a
-    /// scan of several hosts, or a sweep of several ports: one `nmap` run over a network),
-    /// and then takes every connection of the source over the transport
+    /// Source: never a candidate. An open port scan or host sweep moves here when another
+    /// scan or sweep of its source passes its threshold, over any transport (a scan of
+    /// several hosts, or a sweep of several ports: one `nmap` run over a network; `nmap -sn`'s
+    /// host discovery, which probes each host with an ICMP echo and TCP segments to ports 443
+    /// and 80 at once), and then takes every connection of the source
     /// ([`IncidentTracker::widen`]).
-    Recon(IpAddr, Transport),
+    Recon(IpAddr),
     /// Source, target host, transport: anomalous conversations of malformed packets
     /// (`ConnectionRecord::malformed`), each an attack by itself.
     Malformed(IpAddr, IpAddr, Transport),
@@ -186,12 +189,12 @@ enum Key {
     Target(IpAddr, Transport),
 }
 
-/// Incidents of one attack that open one after the other: a source's scans and sweeps over
-/// one transport, or the floods of one host's ports over one transport. Each has at most one
-/// incident open ([`IncidentTracker::widen`]).
+/// Incidents of one attack that open one after the other: a source's scans and sweeps (over
+/// any transports), or the floods of one host's ports over one transport. Each has at most
+/// one incident open ([`IncidentTracker::widen`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Group {
-    Source(IpAddr, Transport),
+    Source(IpAddr),
     Target(IpAddr, Transport),
     /// Port scans of one host over one transport (TCP or UDP) that began together from
     /// several sources: `nmap -D`'s decoys beside the real scan, a SYN flood of ever new ports
@@ -207,7 +210,7 @@ impl Group {
     /// The key its incident moves to once it has taken a second scan, sweep or flood.
     fn wide(self) -> Key {
         match self {
-            Group::Source(src, t) => Key::Recon(src, t),
+            Group::Source(src) => Key::Recon(src),
             Group::Target(host, t) => Key::Target(host, t),
             Group::Scanned(host, t) => Key::Target(host, t),
         }
@@ -222,8 +225,8 @@ impl Key {
             matches!(t, Transport::Tcp | Transport::Udp).then_some(Group::Scanned(host, t))
         };
         match *self {
-            Key::Scan(src, host, t) => [Some(Group::Source(src, t)), scanned(host, t)],
-            Key::Sweep(src, t, _) | Key::Recon(src, t) => [Some(Group::Source(src, t)), None],
+            Key::Scan(src, host, t) => [Some(Group::Source(src)), scanned(host, t)],
+            Key::Sweep(src, ..) | Key::Recon(src) => [Some(Group::Source(src)), None],
             Key::Flood(host, t, _) => [Some(Group::Target(host, t)), None],
             Key::Target(host, t) => [Some(Group::Target(host, t)), scanned(host, t)],
             _ => [None, None],
@@ -285,6 +288,9 @@ struct Evidence {
     /// on a few ports is flagged on every port it uses, served calls too, but its failures are
     /// on the few ports that are down ([`IncidentTracker::passes`]).
     probe_ports: Distinct<u16>,
+    /// The transports of its anomalous connections, one bit each ([`Transport::index`]): a
+    /// source's reconnaissance widened over several ([`Key::Recon`]) has more than one.
+    transports: u8,
     /// Sum of each flow feature over the anomalous connections.
     feature_sums: Vec<f64>,
     example: Option<Example>,
@@ -340,6 +346,7 @@ impl Evidence {
             let pps = hit.packets_per_second;
             self.peak_pps = Some(self.peak_pps.map_or(pps, |p| p.max(pps)));
         }
+        self.transports |= 1 << rec.transport.index();
         self.sources.insert(rec.orig_addr);
         self.targets.insert(rec.resp_addr);
         self.ports.insert(port_of(rec));
@@ -365,6 +372,7 @@ impl Evidence {
                 orig_port: rec.orig_port,
                 resp_addr: rec.resp_addr,
                 resp_port: rec.resp_port,
+                protocol: rec.transport.as_str(),
                 start_unix_ns: rec.start_unix_ns,
                 community_id: crate::community_id::of_record(rec, 0),
             });
@@ -383,6 +391,7 @@ impl Evidence {
         self.last_ns = self.last_ns.max(other.last_ns);
         self.connections += other.connections;
         self.anomalous += other.anomalous;
+        self.transports |= other.transports;
         self.sources.extend(&other.sources);
         self.targets.extend(&other.targets);
         self.ports.extend(&other.ports);
@@ -453,6 +462,11 @@ impl Incident {
             state,
             kind: self.kind,
             protocol: self.protocol,
+            protocols: Transport::ALL
+                .into_iter()
+                .filter(|t| e.transports & (1 << t.index()) != 0)
+                .map(Transport::as_str)
+                .collect(),
             start_unix_ns: e.start_ns,
             last_unix_ns: e.last_ns,
             sources: e.sources.first(),
@@ -473,6 +487,7 @@ impl Incident {
                 orig_port: 0,
                 resp_addr: IpAddr::from([0, 0, 0, 0]),
                 resp_port: 0,
+                protocol: self.protocol,
                 start_unix_ns: 0,
                 community_id: String::new(),
             }),
@@ -1028,11 +1043,12 @@ impl IncidentTracker {
     }
 
     /// A port scan or host sweep about to open (`key`, with its `evidence`) while its source
-    /// has one open over the same transport: one attacker's reconnaissance of a network (`nmap`
-    /// over many hosts and ports is a port scan of each host and a sweep of each port) is one
-    /// attack, so the open one takes the new one's evidence and, moved to
-    /// [`Key::Recon`], every later connection of the source over the transport; its kind and id
-    /// stay those it opened with, its lines list the hosts and ports it grew to. The same for
+    /// has one open, over any transport: one attacker's reconnaissance of a network (`nmap`
+    /// over many hosts and ports is a port scan of each host and a sweep of each port; its host
+    /// discovery an ICMP and a TCP sweep at once) is one attack, so the open one takes the new
+    /// one's evidence and, moved to [`Key::Recon`], every later connection of the source; its
+    /// kind and id stay those it opened with, its lines list the hosts, ports and transports it
+    /// grew to. The same for
     /// a flood about to open while another port of its host is flooded over the same
     /// transport, and for a TCP or UDP port scan of a host whose scan from another source began
     /// within [`TAKE_OVER_NS`] of it ([`Group::Scanned`]): one attack on the host, moved to
@@ -1319,7 +1335,7 @@ fn keys_of(rec: &ConnectionRecord) -> [Option<Key>; 9] {
             port,
         )),
         // A source's scans and sweeps widened into one (open only as such, `widen`).
-        Some(Key::Recon(rec.orig_addr, t)),
+        Some(Key::Recon(rec.orig_addr)),
         Some(Key::Scan(rec.orig_addr, rec.resp_addr, t)),
         // After a scan: a scan of the host open before its flood keeps its own connections
         // (the flood takes the volume rule's verdicts at the host first, in `observe`).

@@ -85,7 +85,8 @@ pub fn write_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result<()>
         // Suricata's decoder events (`decode-event`) for packets no stack sends.
         IncidentKind::Malformed => ("Generic Protocol Command Decode", 2),
     };
-    let ports = line.protocol != "icmp";
+    // The example's own transport: a source's reconnaissance may span several.
+    let ports = e.protocol != "icmp";
     let event = EveAlert {
         head: EveHead {
             timestamp: suricata_time(line.last_unix_ns),
@@ -95,7 +96,7 @@ pub fn write_incident(w: &mut impl Write, line: &IncidentLine) -> io::Result<()>
             src_port: ports.then_some(e.orig_port),
             dest_ip: e.resp_addr,
             dest_port: ports.then_some(e.resp_port),
-            proto: eve_proto(line.protocol, e.orig_addr.is_ipv6()).into(),
+            proto: eve_proto(e.protocol, e.orig_addr.is_ipv6()).into(),
         },
         community_id: &e.community_id,
         alert: EveAlertInfo {

@@ -74,7 +74,12 @@ pub struct IncidentLine {
     pub id: String,
     pub state: IncidentState,
     pub kind: IncidentKind,
+    /// The transport it opened on.
     pub protocol: &'static str,
+    /// Every transport of its anomalous connections (`tcp`, `udp`, `icmp`, in that order):
+    /// more than one for a source's reconnaissance over several (`nmap -sn`'s ICMP echoes and
+    /// TCP probes, a TCP scan and then a UDP scan), which is one incident.
+    pub protocols: Vec<&'static str>,
     /// First packet of its first connection, and the latest evidence's moment.
     pub start_unix_ns: u64,
     pub last_unix_ns: u64,
@@ -141,6 +146,8 @@ pub struct Example {
     pub orig_port: u16,
     pub resp_addr: IpAddr,
     pub resp_port: u16,
+    /// Its transport (`tcp`, `udp`, `icmp`): an incident's connections may have several.
+    pub protocol: &'static str,
     pub start_unix_ns: u64,
     /// Community ID v1 (seed 0) of the example connection, to find it in Zeek or Suricata logs.
     pub community_id: String,

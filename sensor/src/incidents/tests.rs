@@ -841,11 +841,12 @@ fn a_scan_of_a_network_is_one_incident() {
     );
 }
 
-/// Widening is per source and per transport: a second source's scan of the same network,
-/// and the first source's UDP scan of it, are incidents of their own; and once the first
-/// source's incident has closed, its next scan opens a new one.
+/// Widening is per source: a second source's scan of the same network is an incident of its
+/// own; the first source's UDP scan of it, while its TCP scan's incident is open, joins that
+/// (one attacker's reconnaissance, whatever the transports); and once the first source's
+/// incident has closed, its next scan opens a new one.
 #[test]
-fn widening_keeps_sources_transports_and_attacks_apart() {
+fn widening_keeps_sources_and_attacks_apart_but_not_a_sources_transports() {
     let (a, b) = (addr(6), addr(7));
     let mut conns = network_scan(a, Transport::Tcp, 12, 25, T0);
     conns.extend(network_scan(b, Transport::Tcp, 12, 25, T0 + S / 2));
@@ -859,14 +860,53 @@ fn widening_keeps_sources_transports_and_attacks_apart() {
         .filter(|l| l.state == IncidentState::Open)
         .map(|l| (l.sources[0], l.protocol))
         .collect();
+    assert_eq!(opened, vec![(a, "tcp"), (b, "tcp"), (a, "tcp")], "{out:?}");
+    let closed: Vec<(IpAddr, Vec<&str>, u64)> = out
+        .iter()
+        .filter(|l| l.state == IncidentState::Closed)
+        .map(|l| (l.sources[0], l.protocols.clone(), l.anomalous_connections))
+        .collect();
+    let scan = 12 * 25;
     assert_eq!(
-        opened,
-        vec![(a, "tcp"), (b, "tcp"), (a, "udp"), (a, "tcp")],
+        closed,
+        vec![
+            (b, vec!["tcp"], scan),
+            (a, vec!["tcp", "udp"], 2 * scan),
+            (a, vec!["tcp"], scan)
+        ],
         "{out:?}"
     );
     for l in out.iter().filter(|l| l.state == IncidentState::Closed) {
         assert_eq!((l.source_count, l.target_count, l.port_count), (1, 12, 25));
     }
+}
+
+/// `nmap -sn` over a routed network (host discovery, as root): each host is probed at once
+/// with an ICMP echo request, a TCP SYN to port 443 and a TCP ACK to port 80 (and an ICMP
+/// timestamp request). To the thresholds that is an ICMP sweep and two TCP sweeps of the same
+/// hosts, which opened two incidents (the ICMP and the TCP sweeps) before a source's
+/// reconnaissance was one over all transports: now one `host_sweep`, listing both.
+#[test]
+fn host_discovery_over_icmp_and_tcp_is_one_host_sweep() {
+    let src = addr(6);
+    let mut conns = Vec::new();
+    for h in 0..40u8 {
+        let t = T0 + u64::from(h) * 5_000_000;
+        let mut echo = ConnectionRecord::new(Transport::Icmp, (src, 7), (addr(100 + h), 7), t);
+        (echo.icmp_type, echo.icmp_code, echo.ip_proto) = (Some(8), Some(0), 1);
+        (echo.orig_packets, echo.resp_packets) = (1, 1);
+        echo.conn_state = ConnState::OTH;
+        conns.push(echo);
+        conns.push(conn(src, 50_000, addr(100 + h), 443, t + 100_000));
+        conns.push(conn(src, 50_000, addr(100 + h), 80, t + 200_000));
+    }
+    let out = lines_of(&conns);
+    let open = in_state(&out, IncidentState::Open);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].kind, IncidentKind::HostSweep);
+    let closed = last_closed(&out, IncidentKind::HostSweep);
+    assert_eq!(closed.protocols, vec!["tcp", "icmp"]);
+    assert_eq!((closed.target_count, closed.port_count), (40, 3));
 }
 
 /// A port scan of one host, then a flood of one of its ports from the same source, then a
