@@ -82,6 +82,7 @@ pub struct VolumeFile {
     pub min_packets: Option<u64>,
     pub icmp_echo_pps: Option<f64>,
     pub udp_one_way_pps: Option<f64>,
+    pub udp_one_way_per_source_pps: Option<f64>,
     pub tcp_attempts_per_sec: Option<f64>,
     pub tcp_attempts_per_source_per_sec: Option<f64>,
     pub login_sessions_per_min: Option<u32>,
@@ -462,6 +463,10 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
     check_positive(&[
         ("volume.icmp_echo_pps", f.icmp_echo_pps),
         ("volume.udp_one_way_pps", f.udp_one_way_pps),
+        (
+            "volume.udp_one_way_per_source_pps",
+            f.udp_one_way_per_source_pps,
+        ),
         ("volume.tcp_attempts_per_sec", f.tcp_attempts_per_sec),
         (
             "volume.tcp_attempts_per_source_per_sec",
@@ -490,6 +495,9 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
         min_packets: f.min_packets.unwrap_or(d.min_packets),
         icmp_echo_pps: f.icmp_echo_pps.unwrap_or(d.icmp_echo_pps),
         udp_one_way_pps: f.udp_one_way_pps.unwrap_or(d.udp_one_way_pps),
+        udp_one_way_per_source_pps: f
+            .udp_one_way_per_source_pps
+            .unwrap_or(d.udp_one_way_per_source_pps),
         tcp_attempts_per_sec: f.tcp_attempts_per_sec.unwrap_or(d.tcp_attempts_per_sec),
         tcp_attempts_per_source_per_sec: f
             .tcp_attempts_per_source_per_sec
@@ -595,6 +603,7 @@ mod tests {
             horizon_secs = 120
             [volume]
             udp_one_way_pps = 20000
+            udp_one_way_per_source_pps = 2500
             tcp_attempts_per_sec = 8000
             tcp_attempts_per_source_per_sec = 300
             min_packets = 500
@@ -640,6 +649,7 @@ mod tests {
             c.volume,
             VolumeConfig {
                 udp_one_way_pps: 20_000.0,
+                udp_one_way_per_source_pps: 2_500.0,
                 tcp_attempts_per_sec: 8_000.0,
                 tcp_attempts_per_source_per_sec: 300.0,
                 min_packets: 500,

@@ -414,8 +414,8 @@ impl Pipeline {
                 self.targets.opened(
                     &self.volume,
                     id.transport,
-                    id.resp_addr,
-                    id.resp_port,
+                    id.orig_addr,
+                    (id.resp_addr, id.resp_port),
                     id.start_unix_ns,
                 );
             }
@@ -442,8 +442,8 @@ impl Pipeline {
             self.targets.opened(
                 &self.volume,
                 r.transport,
-                r.resp_addr,
-                r.resp_port,
+                r.orig_addr,
+                (r.resp_addr, r.resp_port),
                 r.start_unix_ns,
             );
             let f = self.engine.push(r);

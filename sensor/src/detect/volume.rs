@@ -56,6 +56,12 @@ pub struct VolumeConfig {
     /// Mean UDP datagrams per second from the originator, in a conversation the responder
     /// answered at most 1% of.
     pub udp_one_way_pps: f64,
+    /// New UDP conversations per second from one source to one service, where at most 1% of
+    /// that source's conversations with it are answered ([`TargetRates`]): a UDP flood from
+    /// one address that changes its source port per datagram (`hping3 --udp` at a fixed
+    /// interval, a `scapy` loop), under the service's bar (`udp_one_way_pps`, which a busy
+    /// service's many clients must not reach when it goes down).
+    pub udp_one_way_per_source_pps: f64,
     /// TCP attempts per second to one service that never complete their handshake, where at
     /// most 1% of the verdicts on its connections are on completed ones ([`TargetRates`]).
     pub tcp_attempts_per_sec: f64,
@@ -75,6 +81,7 @@ impl Default for VolumeConfig {
             min_packets: 1_000,
             icmp_echo_pps: 1_000.0,
             udp_one_way_pps: 5_000.0,
+            udp_one_way_per_source_pps: 1_000.0,
             tcp_attempts_per_sec: 5_000.0,
             tcp_attempts_per_source_per_sec: 100.0,
             login_sessions_per_min: 60,
@@ -300,6 +307,13 @@ pub struct TargetRates {
     targets: crate::hashing::Map<(std::net::IpAddr, u16), UdpCounts>,
     /// The same counts per host, over all its UDP ports.
     hosts: crate::hashing::Map<std::net::IpAddr, UdpCounts>,
+    /// The same per source of each UDP service (source, host, port), at most [`MAX_SOURCES`]:
+    /// a flood from one address that changes its source port per datagram, judged on its own
+    /// answered share at a source's bar ([`VolumeConfig::udp_one_way_per_source_pps`]). A
+    /// client asks again a few times a second at most when its service does not answer, and
+    /// one-way UDP (logs, metrics, flow export) is sent from one socket: one conversation,
+    /// which [`VolumeConfig::judge`] weighs.
+    udp_sources: crate::hashing::Map<(std::net::IpAddr, std::net::IpAddr, u16), UdpCounts>,
     /// The counts per TCP service: its connections that never completed, by the second they
     /// began, and the verdicts on its connections.
     tcp_targets: crate::hashing::Map<(std::net::IpAddr, u16), TcpCounts>,
@@ -316,8 +330,8 @@ pub struct TargetRates {
     tcp_reflected: crate::hashing::Map<(std::net::IpAddr, std::net::IpAddr), TcpCounts>,
     /// Openings not counted: their target found no room, or came more than [`KEPT_SECS`] late.
     untracked: u64,
-    /// Failed TCP attempts not counted at their source: no room (a flood from spoofed
-    /// sources, which its service's count judges), or too late.
+    /// Failed TCP attempts and new UDP conversations not counted at their source: no room (a
+    /// flood from spoofed sources, which its service's count judges), or too late.
     sources_untracked: u64,
     /// The second of the last sweep of quiet targets: one a second, so that the map costs a
     /// scan of it per second, not per new target.
@@ -589,13 +603,14 @@ fn entry_within<T: std::hash::Hash + Eq, const K: usize>(
 }
 
 impl TargetRates {
-    /// A conversation began (its `Opened` event, or a record pushed without events).
+    /// A conversation from `source` to `target`'s `port` began (its `Opened` event, or a
+    /// record pushed without events).
     pub fn opened(
         &mut self,
         cfg: &VolumeConfig,
         transport: Transport,
-        target: std::net::IpAddr,
-        port: u16,
+        source: std::net::IpAddr,
+        (target, port): (std::net::IpAddr, u16),
         start_ns: u64,
     ) {
         if !cfg.enabled || transport != Transport::Udp {
@@ -605,6 +620,12 @@ impl TargetRates {
         if sweep_due(&mut self.swept_s, s) {
             self.targets.retain(|_, c| c.kept(c.second, s));
             self.hosts.retain(|_, c| c.kept(c.second, s));
+            self.udp_sources.retain(|_, c| c.kept(c.second, s));
+        }
+        let counted = entry_within(&mut self.udp_sources, (source, target, port), MAX_SOURCES)
+            .is_some_and(|c| c.open(s));
+        if !counted {
+            self.sources_untracked += 1;
         }
         let service = open_in(&mut self.targets, (target, port), s);
         let host = open_in(&mut self.hosts, target, s).is_some();
@@ -643,11 +664,17 @@ impl TargetRates {
         }
         let quiet = unanswered(rec);
         let threshold = cfg.udp_one_way_pps;
-        // Both count the verdict, whichever flags it.
+        // All count the verdict, whichever flags it: the service first, then the source.
         let service = self
             .targets
             .get_mut(&(rec.resp_addr, rec.resp_port))
             .and_then(|c| c.judge(now, s, quiet, threshold, None));
+        let source_bar = cfg.udp_one_way_per_source_pps;
+        let source = self
+            .udp_sources
+            .get_mut(&(rec.orig_addr, rec.resp_addr, rec.resp_port))
+            .and_then(|c| c.judge(now, s, quiet, source_bar, None))
+            .map(|rate| VolumeHit::of_target(VolumeScope::Target, rate, source_bar));
         let (host, pending) = match self.hosts.get_mut(&rec.resp_addr) {
             Some(c) => {
                 let rate = c.judge(now, s, quiet, threshold, None);
@@ -655,13 +682,14 @@ impl TargetRates {
             }
             None => (None, false),
         };
-        let (scope, rate) = match (service, host) {
-            (Some(rate), _) => (VolumeScope::Target, rate),
-            (None, Some(rate)) => (VolumeScope::Host, rate),
-            (None, None) => return TargetVerdict { hit: None, pending },
+        let hit = match (service, source, host) {
+            (Some(rate), ..) => VolumeHit::of_target(VolumeScope::Target, rate, threshold),
+            (None, Some(hit), _) => hit,
+            (None, None, Some(rate)) => VolumeHit::of_target(VolumeScope::Host, rate, threshold),
+            (None, None, None) => return TargetVerdict { hit: None, pending },
         };
         TargetVerdict {
-            hit: Some(VolumeHit::of_target(scope, rate, threshold)),
+            hit: Some(hit),
             pending: false,
         }
     }
@@ -762,10 +790,12 @@ impl TargetRates {
         self.sources_untracked
     }
 
-    /// Targets followed now: UDP services and hosts, TCP services and their sources.
+    /// Targets followed now: UDP services, their sources and hosts, TCP services and their
+    /// sources.
     pub fn len(&self) -> usize {
         self.targets.len()
             + self.hosts.len()
+            + self.udp_sources.len()
             + self.tcp_targets.len()
             + self.tcp_sources.len()
             + self.tcp_reflected.len()
@@ -911,9 +941,10 @@ mod tests {
     }
 
     /// One-datagram UDP conversations to port 53 of the target, `per_second` of them over
-    /// `secs` seconds from changing source ports, each answered unless `answered(i)` says
-    /// not; every one is opened, then each judged at its early verdict (a second after it
-    /// began), as the pipeline sees them. How many were flagged, and the largest rate found.
+    /// `secs` seconds from changing source ports of [`SPOOFED`] sources in turn, each answered
+    /// unless `answered(i)` says not; every one is opened, then each judged at its early
+    /// verdict (a second after it began), as the pipeline sees them. How many were flagged,
+    /// and the largest rate found.
     fn udp_burst(
         rates: &mut TargetRates,
         per_second: u64,
@@ -928,11 +959,27 @@ mod tests {
         (flagged, peak)
     }
 
+    /// Sources a test's UDP burst comes from, three conversations each in turn: each under
+    /// the source's bar ([`VolumeConfig::udp_one_way_per_source_pps`]) at the rates the
+    /// service's bar is tested at.
+    const SPOOFED: u64 = 16;
+
     /// [`udp_burst`] with the `i`-th conversation to `port(i)`, and the scopes of the hits.
     fn udp_burst_to(
         rates: &mut TargetRates,
         per_second: u64,
         secs: u64,
+        answered: impl Fn(u64) -> bool,
+        port: impl Fn(u64) -> u16,
+    ) -> (usize, f64, std::collections::BTreeSet<VolumeScope>) {
+        udp_burst_from(rates, (per_second, secs), SPOOFED, answered, port)
+    }
+
+    /// [`udp_burst_to`] from `sources` sources in turn.
+    fn udp_burst_from(
+        rates: &mut TargetRates,
+        (per_second, secs): (u64, u64),
+        sources: u64,
         answered: impl Fn(u64) -> bool,
         port: impl Fn(u64) -> u16,
     ) -> (usize, f64, std::collections::BTreeSet<VolumeScope>) {
@@ -942,6 +989,7 @@ mod tests {
         let convs: Vec<ConnectionRecord> = (0..n)
             .map(|i| {
                 let mut c = conv(UDP, None, 1, u64::from(answered(i)), 0);
+                c.orig_addr = std::net::IpAddr::from([198, 18, 7, 1 + (i / 3 % sources) as u8]);
                 c.orig_port = 1024 + (i % 60_000) as u16;
                 c.resp_port = port(i);
                 c.start_unix_ns += i * gap_ns;
@@ -960,7 +1008,13 @@ mod tests {
         };
         let mut judged = 0;
         for c in &convs {
-            rates.opened(&v, c.transport, c.resp_addr, c.resp_port, c.start_unix_ns);
+            rates.opened(
+                &v,
+                c.transport,
+                c.orig_addr,
+                (c.resp_addr, c.resp_port),
+                c.start_unix_ns,
+            );
             // The early verdicts due by now.
             while convs[judged].final_unix_ns <= c.start_unix_ns {
                 judge(rates, &convs[judged]);
@@ -981,7 +1035,7 @@ mod tests {
         // All but the first 99, judged before the target's share counts.
         assert_eq!(flagged, 30_000 - 99);
         assert_eq!(peak, 10_000.0);
-        // Under the bar: 4,000 a second.
+        // Under the bar: 4,000 a second (250 from each of 16 sources).
         let mut rates = TargetRates::default();
         assert_eq!(udp_burst(&mut rates, 4_000, 3, |_| false), (0, 0.0));
         // Off.
@@ -991,8 +1045,8 @@ mod tests {
             rates.opened(
                 &VolumeConfig::default(),
                 UDP,
-                c.resp_addr,
-                c.resp_port,
+                c.orig_addr,
+                (c.resp_addr, c.resp_port),
                 c.start_unix_ns,
             );
         }
@@ -1006,6 +1060,45 @@ mod tests {
             .filter(|_| rates.judge(&on, &c).hit.is_some())
             .count();
         assert_eq!(flagged, 1, "the hundredth verdict");
+    }
+
+    /// A UDP flood from one address that changes its source port per datagram, under the
+    /// service's bar (`hping3 --udp -i u250` to a closed port: 4,000 a second for three
+    /// seconds) is flagged at its source's; one at 900 a second is not, nor one at 4,000 a
+    /// second whose service answers (a client's queries), nor the same 4,000 a second from
+    /// eight addresses (500 each: a spoofed flood under the service's bar, which the model
+    /// judges).
+    #[test]
+    fn a_udp_flood_from_one_address_is_flagged_at_its_sources_rate() {
+        let mut rates = TargetRates::default();
+        let (flagged, peak, scopes) = udp_burst_from(&mut rates, (4_000, 3), 1, |_| false, |_| 53);
+        // All but the first 99, judged before the source's share counts.
+        assert_eq!(flagged, 12_000 - 99);
+        assert_eq!(peak, 4_000.0);
+        assert_eq!(
+            scopes,
+            std::collections::BTreeSet::from([VolumeScope::Target])
+        );
+        for (rate, sources, answered) in [(900, 1, false), (4_000, 1, true), (4_000, 8, false)] {
+            let mut rates = TargetRates::default();
+            let (flagged, ..) =
+                udp_burst_from(&mut rates, (rate, 3), sources, |_| answered, |_| 53);
+            assert_eq!(
+                flagged, 0,
+                "{rate} a second from {sources}, answered {answered}"
+            );
+        }
+        // A source's count is bounded; beyond, its openings are counted as untracked.
+        let (v, mut rates) = (VolumeConfig::default(), TargetRates::default());
+        let c = conv(UDP, None, 1, 0, 0);
+        for i in 0..MAX_SOURCES as u64 + 5 {
+            let src = std::net::IpAddr::from((0xC612_0000u32 + i as u32).to_be_bytes());
+            rates.opened(&v, UDP, src, (c.resp_addr, 53), c.start_unix_ns);
+        }
+        assert_eq!(
+            (rates.udp_sources.len(), rates.sources_untracked()),
+            (MAX_SOURCES, 5)
+        );
     }
 
     /// How a test's TCP connection goes: completed (a request and its answer) or not (a
@@ -1251,7 +1344,13 @@ mod tests {
         udp.resp_port = 80;
         udp.start_unix_ns += 2 * NS_PER_SEC;
         for _ in 0..200 {
-            rates.opened(&v, UDP, udp.resp_addr, 80, udp.start_unix_ns);
+            rates.opened(
+                &v,
+                UDP,
+                udp.orig_addr,
+                (udp.resp_addr, 80),
+                udp.start_unix_ns,
+            );
             assert!(rates.judge(&v, &udp).hit.is_none());
         }
     }
@@ -1639,7 +1738,13 @@ mod tests {
         let opened = |rates: &mut TargetRates, n: u64| {
             let c = conv(UDP, None, 1, 0, 0);
             for i in 0..n {
-                rates.opened(&v, UDP, c.resp_addr, 1 + i as u16, c.start_unix_ns);
+                rates.opened(
+                    &v,
+                    UDP,
+                    c.orig_addr,
+                    (c.resp_addr, 1 + i as u16),
+                    c.start_unix_ns,
+                );
             }
             c
         };
@@ -1736,11 +1841,17 @@ mod tests {
         let c = conv(UDP, None, 1, 0, 0);
         let t = c.start_unix_ns;
         for port in 0..MAX_TARGETS {
-            rates.opened(&v, UDP, c.resp_addr, port as u16, t);
+            rates.opened(&v, UDP, c.orig_addr, (c.resp_addr, port as u16), t);
         }
         let followed = |r: &TargetRates| (r.targets.len(), r.hosts.len(), r.untracked());
         assert_eq!(followed(&rates), (MAX_TARGETS, 1, 0));
-        assert_eq!(rates.len(), MAX_TARGETS + 1);
+        // The scanner's source counts have a bound of their own, the rest counted.
+        let sources = |r: &TargetRates| (r.udp_sources.len(), r.sources_untracked());
+        assert_eq!(
+            sources(&rates),
+            (MAX_SOURCES, (MAX_TARGETS - MAX_SOURCES) as u64)
+        );
+        assert_eq!(rates.len(), MAX_TARGETS + 1 + MAX_SOURCES);
         // TCP services have room of their own: a refused attempt is followed.
         let mut refused = conv(Transport::Tcp, None, 1, 1, 0);
         refused.history.orig = sensor_common::flow::history::SYN;
@@ -1761,25 +1872,28 @@ mod tests {
         // Full of services touched this second: a new one is not followed, and counted; its
         // host is, since hosts have room of their own.
         let other: std::net::IpAddr = "198.18.0.9".parse().unwrap();
-        rates.opened(&v, UDP, other, 53, t);
+        let src = c.orig_addr;
+        rates.opened(&v, UDP, src, (other, 53), t);
         assert_eq!(followed(&rates), (MAX_TARGETS, 2, 1));
         // One sweep a second: the next new service of the second is not followed either.
-        rates.opened(&v, UDP, other, 54, t);
+        rates.opened(&v, UDP, src, (other, 54), t);
         assert_eq!(followed(&rates), (MAX_TARGETS, 2, 2));
         assert_eq!(rates.swept_s, t / NS_PER_SEC);
         // Once they are quiet for `QUIET_SECS`, the sweep forgets them.
-        rates.opened(&v, UDP, other, 53, t + QUIET_SECS * NS_PER_SEC);
+        let later = t + QUIET_SECS * NS_PER_SEC;
+        rates.opened(&v, UDP, src, (other, 53), later);
         assert_eq!(followed(&rates), (1, 1, 2));
+        assert_eq!(rates.udp_sources.len(), 1);
         // Other transports are not counted at their openings (TCP at its records, below).
-        rates.opened(&v, Transport::Tcp, other, 80, t + QUIET_SECS * NS_PER_SEC);
-        rates.opened(&v, Transport::Icmp, other, 0, t + QUIET_SECS * NS_PER_SEC);
-        assert_eq!(rates.len(), 2);
+        rates.opened(&v, Transport::Tcp, src, (other, 80), later);
+        rates.opened(&v, Transport::Icmp, src, (other, 0), later);
+        assert_eq!(rates.len(), 3);
         // A bogus timestamp a day ahead does not stop the sweeps: the next opening of the
         // right time sweeps again.
         let day = 86_400 * NS_PER_SEC;
-        rates.opened(&v, UDP, other, 7, t + day);
+        rates.opened(&v, UDP, src, (other, 7), t + day);
         assert_eq!(rates.swept_s, (t + day) / NS_PER_SEC);
-        rates.opened(&v, UDP, other, 8, t + 5 * NS_PER_SEC);
+        rates.opened(&v, UDP, src, (other, 8), t + 5 * NS_PER_SEC);
         assert_eq!(rates.swept_s, t / NS_PER_SEC + 5);
     }
 
@@ -1842,7 +1956,13 @@ mod tests {
         let mut rates = TargetRates::default();
         let mut answered = c.clone();
         answered.resp_packets = 1;
-        rates.opened(&v, UDP, c.resp_addr, c.resp_port, c.start_unix_ns);
+        rates.opened(
+            &v,
+            UDP,
+            c.orig_addr,
+            (c.resp_addr, c.resp_port),
+            c.start_unix_ns,
+        );
         for _ in 0..20_000 {
             rates.judge(&v, &answered);
         }
@@ -1852,7 +1972,13 @@ mod tests {
         late.end_unix_ns = late.start_unix_ns;
         late.final_unix_ns = late.start_unix_ns + NS_PER_SEC;
         for _ in 0..10_000 {
-            rates.opened(&v, UDP, c.resp_addr, c.resp_port, late.start_unix_ns);
+            rates.opened(
+                &v,
+                UDP,
+                c.orig_addr,
+                (c.resp_addr, c.resp_port),
+                late.start_unix_ns,
+            );
         }
         let flagged = (0..200)
             .filter(|_| rates.judge(&v, &late).hit.is_some())

@@ -289,7 +289,7 @@ impl Detection {
             "sensor_volume_sources_untracked_total",
             IntCounter::new(
                 "sensor_volume_sources_untracked_total",
-                "Failed TCP attempts the volume rule could not count at their source (source, host, port): its map of 16,384 was full of sources active in the last four seconds (a SYN flood from spoofed sources, which its service's rate judges), or the attempt's record came more than sixteen seconds late; a SYN flood from one such address is left to its service's rate and the model.",
+                "Failed TCP attempts and new UDP conversations the volume rule could not count at their source (source, host, port): its map of 16,384 (one for TCP, one for UDP) was full of sources active in the last four seconds (a flood from spoofed sources, which its service's rate judges), or the record came too late (TCP: sixteen seconds); a flood from one such address is left to its service's rate and the model.",
             )
         );
         let login_sources = registered!(
