@@ -8,9 +8,10 @@
 //! host and port, the decoy scan's its three sources. A second test: a fragmented SYN scan
 //! (`nmap -f`), which the sensor did not see at all until December 6, is one `port_scan`. A
 //! third: a decoy scan of a host whose scan from another address is still open is one incident
-//! beside that one's.
+//! beside that one's. A fourth: host discovery (`nmap -sn`), ICMP and TCP probes of 50
+//! addresses at once, is one `host_sweep` listing both protocols.
 //!
-//! Bounded: `nmap` runs of at most 300 probes each, 30 s at most; all addresses in
+//! Bounded: `nmap` runs of at most 300 probes (host discovery: 120) each, 30 s at most; all addresses in
 //! 198.18.0.0/15; the lab's guards remove everything on every exit path.
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ const HOST_COUNT: u64 = 12;
 /// The scanned ports (nothing listens: each probe is refused).
 const PORTS: &str = "1000-1024";
 const PORT_COUNT: u64 = 25;
+/// The addresses host discovery probes: the server's (`198.18.2.10` to `.29`) and 30 that
+/// nobody has (`.30` to `.59`).
+const DISCOVERED: &str = "198.18.2.10-59";
 
 fn nmap(lab: &Lab, on_attacker: bool, ports: &str, targets: &str) -> std::process::Child {
     let ns = if on_attacker {
@@ -257,4 +261,70 @@ fn a_decoy_scan_is_one_incident_while_an_older_scan_of_its_host_is_open() {
         !closed.to_string().contains(CLIENT),
         "the older scan's source in the decoy scan's incident: {closed}"
     );
+}
+
+/// `nmap -sn` (host discovery) from the client over 50 addresses of the server's network (20
+/// answer, 30 do not), as root over a routed network: each host is probed at once with an ICMP echo
+/// request, a TCP SYN to port 443, a TCP ACK to port 80 and an ICMP timestamp request. The
+/// ICMP and the TCP probes were two `host_sweep`s for one run until December 7 (a replayed
+/// capture of a 51-address sweep); a source's reconnaissance is now one incident over all its
+/// transports, listing them (`protocols`).
+#[test]
+fn host_discovery_over_icmp_and_tcp_is_one_host_sweep() {
+    require_root();
+    let lab = Lab::start(&[], 60);
+    let out = lab
+        .lab
+        .client
+        .cmd("timeout")
+        .args(["30", "nmap", "-sn", "-n", "--max-retries", "0"])
+        .arg(DISCOVERED)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("nmap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.opened(CLIENT) >= 1),
+        "no incident: {}",
+        lab.alerts_so_far()
+    );
+    // Unanswered probes end at their timeouts (5 s for TCP attempts, ICMP's idle timeout):
+    // then a moment for their lines.
+    std::thread::sleep(Duration::from_secs(8));
+    let out = lab.stop();
+    let flagged_hosts = |protocol: &str| {
+        let hosts: std::collections::BTreeSet<&str> = out
+            .records
+            .iter()
+            .filter(|r| {
+                r["orig_addr"] == CLIENT && r["protocol"] == protocol && r["anomalous"] == true
+            })
+            .filter_map(|r| r["resp_addr"].as_str())
+            .collect();
+        hosts.len()
+    };
+    let (icmp, tcp) = (flagged_hosts("icmp"), flagged_hosts("tcp"));
+    println!("host discovery: flagged ICMP probes to {icmp} hosts, TCP probes to {tcp}");
+    // Each part alone reaches the sweep threshold (10 hosts shipped): two incidents before.
+    assert!(icmp >= 10 && tcp >= 10, "ICMP {icmp}, TCP {tcp} hosts");
+    let opens = out.opened();
+    for o in &opens {
+        println!("opened: {o}");
+    }
+    assert_eq!(opens.len(), 1, "one incident: {opens:?}");
+    assert_eq!(opens[0]["kind"], "host_sweep", "{}", opens[0]);
+    assert_eq!(opens[0]["sources"], serde_json::json!([CLIENT]));
+    let closed = out
+        .alerts
+        .iter()
+        .rfind(|a| a["id"] == opens[0]["id"] && a["state"] == "closed")
+        .unwrap_or_else(|| panic!("the sweep never closed: {:?}", out.alerts));
+    println!("closed: {closed}");
+    assert_eq!(closed["protocols"], serde_json::json!(["tcp", "icmp"]));
+    // Its anomalous connections: the probes of the addresses that do not answer.
+    assert!(closed["target_count"].as_u64() >= Some(10), "{closed}");
 }
