@@ -47,6 +47,19 @@ fn nmap(lab: &Lab, on_attacker: bool, ports: &str, targets: &str) -> std::proces
         .expect("nmap")
 }
 
+/// Runs an `nmap` command to its end, its output discarded, and checks that it succeeded.
+fn run_to_end(cmd: &mut std::process::Command) {
+    let out = cmd
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("nmap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_scan_of_a_network_is_one_incident_and_a_decoy_scan_another() {
     require_root();
@@ -155,15 +168,8 @@ fn a_scan_of_a_network_is_one_incident_and_a_decoy_scan_another() {
 fn a_fragmented_scan_is_seen_and_is_one_port_scan() {
     require_root();
     let lab = Lab::start(&[], 60);
-    let out = integration_tests::syn_scan(&lab.lab.attacker, 30, "3000-3199", HTTP_SERVER)
-        .arg("-f")
-        .stdout(std::process::Stdio::null())
-        .output()
-        .expect("nmap");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_to_end(
+        integration_tests::syn_scan(&lab.lab.attacker, 30, "3000-3199", HTTP_SERVER).arg("-f"),
     );
     assert!(
         wait_until(Duration::from_secs(10), || lab.opened("") >= 1),
@@ -273,19 +279,12 @@ fn a_decoy_scan_is_one_incident_while_an_older_scan_of_its_host_is_open() {
 fn host_discovery_over_icmp_and_tcp_is_one_host_sweep() {
     require_root();
     let lab = Lab::start(&[], 60);
-    let out = lab
-        .lab
-        .client
-        .cmd("timeout")
-        .args(["30", "nmap", "-sn", "-n", "--max-retries", "0"])
-        .arg(DISCOVERED)
-        .stdout(std::process::Stdio::null())
-        .output()
-        .expect("nmap");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_to_end(
+        lab.lab
+            .client
+            .cmd("timeout")
+            .args(["30", "nmap", "-sn", "-n", "--max-retries", "0"])
+            .arg(DISCOVERED),
     );
     assert!(
         wait_until(Duration::from_secs(10), || lab.opened(CLIENT) >= 1),
