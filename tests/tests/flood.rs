@@ -15,6 +15,9 @@
 //!   report each as an incident by its rate while a client's ordinary pings stay normal;
 //! * a SYN flood from one address at 1,000 a second, reset by its own kernel, at a web server
 //!   a client fetches from: the source's own rate must report it while the fetches stay normal;
+//! * a UDP flood from one address (a new source port per datagram) at about 2,500 a second,
+//!   under the service's bar, at the DNS server a client looks names up at: the source's own
+//!   rate must report it while the lookups stay normal;
 //! * big datagrams, and SYN-ACKs, reflected at ever new ports of a host from four spoofed
 //!   servers: one incident listing the four, each.
 //!
