@@ -336,10 +336,11 @@ fn floods_in_one_conversation_are_flagged_by_their_rate_unless_the_site_turns_th
         0
     );
     assert!(rows.lines().all(|l| !l.contains("\"volume\"")), "{rows}");
-    // A higher bar than either rate: nothing by volume either.
+    // Higher bars than every rate (the UDP flood's from one source too): nothing by volume
+    // either.
     let config = dir.file(
         "high.toml",
-        b"[volume]\nicmp_echo_pps = 6000\nudp_one_way_pps = 30000\n",
+        b"[volume]\nicmp_echo_pps = 6000\nudp_one_way_pps = 30000\nudp_one_way_per_source_pps = 30000\n",
     );
     let (_, lines) = replay(&dir, &capture, Some(&config));
     assert_eq!(
