@@ -63,6 +63,12 @@ pub struct Health {
     /// Connections lost when a port-reusing SYN restarted their entry: neither the ring buffer
     /// nor the parking map had room for them (also counted in `ringbuf_drops`).
     pub restarts_lost: u64,
+    /// Address translations learned: a connection's first packet, forwarded from a watched
+    /// interface, left with other addresses or ports than it entered with (see [`crate::nat`]).
+    pub nat_translations: u64,
+    /// Packets that entered with a translated connection's outside tuple and were accounted
+    /// as the answers they are, under the original connection (also counted in `accounted`).
+    pub nat_answers: u64,
 }
 
 impl Health {
@@ -80,7 +86,7 @@ impl Health {
     }
 
     /// Names of the fields, in order, for reports and metrics.
-    pub const FIELD_NAMES: [&'static str; 20] = [
+    pub const FIELD_NAMES: [&'static str; 22] = [
         "packets",
         "bytes",
         "non_ip",
@@ -101,10 +107,12 @@ impl Health {
         "evict_ring_full",
         "restarts_parked",
         "restarts_lost",
+        "nat_translations",
+        "nat_answers",
     ];
 
     /// The fields in [`Self::FIELD_NAMES`] order.
-    pub fn as_array(&self) -> [u64; 20] {
+    pub fn as_array(&self) -> [u64; 22] {
         [
             self.packets,
             self.bytes,
@@ -126,6 +134,8 @@ impl Health {
             self.evict_ring_full,
             self.restarts_parked,
             self.restarts_lost,
+            self.nat_translations,
+            self.nat_answers,
         ]
     }
 
@@ -151,6 +161,8 @@ impl Health {
         self.evict_ring_full += other.evict_ring_full;
         self.restarts_parked += other.restarts_parked;
         self.restarts_lost += other.restarts_lost;
+        self.nat_translations += other.nat_translations;
+        self.nat_answers += other.nat_answers;
     }
 }
 

@@ -17,6 +17,7 @@ pub mod conn_state;
 pub mod encap;
 pub mod flow;
 pub mod health;
+pub mod nat;
 pub mod parse;
 pub mod slots;
 pub mod table;
@@ -49,6 +50,9 @@ pub mod map_names {
     /// `ProgramArray` with one entry: the TC continuation program
     /// ([`crate::program_names::TC_NEXT`]).
     pub const TC_NEXT_PROG: &str = "TC_NEXT_PROG";
+    /// `LruHashMap<nat::Tuple, nat::Tuple>`: answers' tuples as they enter, to the original
+    /// connection a translation gave them (see [`crate::nat`]).
+    pub const NAT_REPLIES: &str = "NAT_REPLIES";
 }
 
 /// Names of the read-only globals the loader sets (`EbpfLoader::set_global`).

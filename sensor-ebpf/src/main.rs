@@ -33,10 +33,11 @@ use aya_ebpf::{
 use sensor_common::{
     FlowValue, Health,
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
-    flow::{FragKey, FragValue, ParkedKey},
-    parse::{Parsed, next, parse_ethernet_into},
+    flow::{FragKey, FragValue, ParkedKey, event},
+    nat::{SEEN_SLOTS, Seen, TRANSLATIONS, Tuple, seen_index, untranslate, waiting},
+    parse::{FragmentKind, Parsed, next, parse_ethernet_into},
     slots::{BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, slot_count},
-    table::update,
+    table::{Clock, update},
 };
 
 use clock::{ClockCache, KernelClock};
@@ -97,6 +98,25 @@ static PARK_KEY: PerCpuArray<ParkedKey> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "WATCHED")]
 static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
+/// Each CPU's recent connections' first packets as they entered, for recognising them where
+/// they leave translated (`sensor_common::nat`; indexed by `nat::seen_index`).
+#[map(name = "NAT_SEEN")]
+static NAT_SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(SEEN_SLOTS, 0);
+
+/// Answers' tuples as they will enter, to the original connection a translation gave them
+/// (`sensor_common::nat`). An LRU map: the oldest translations make room.
+#[map(name = "NAT_REPLIES")]
+static NAT_REPLIES: LruHashMap<Tuple, Tuple> = LruHashMap::with_max_entries(TRANSLATIONS, 0);
+
+/// 1 once a translation has been learned: until then entering packets skip the `NAT_REPLIES`
+/// lookup (a host that translates nothing pays one array read).
+#[map(name = "NAT_ACTIVE")]
+static NAT_ACTIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Where the `NAT_REPLIES` key is built (not on the stack, which the flow update fills).
+#[map(name = "NAT_KEY")]
+static NAT_KEY: PerCpuArray<Tuple> = PerCpuArray::with_max_entries(1, 0);
+
 /// This CPU's last clock reading and the jiffy it was taken in: see [`KernelClock`].
 #[map(name = "CLOCK")]
 static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
@@ -144,10 +164,30 @@ const TC_PULL_BYTES: u32 = 256;
 /// inner headers.
 const TC_NEXT_PULL_BYTES: u32 = 512;
 
+/// What [`process`] does with a packet.
+mod mode {
+    /// Entering (XDP): accounted, a learned translation undone, a connection's first packet
+    /// remembered.
+    pub const INGRESS: u8 = 0;
+    /// Leaving, sent by this host (TC egress): accounted.
+    pub const LOCAL: u8 = 1;
+    /// Leaving, forwarded from a watched interface: accounted where it entered, so only
+    /// recognised here, to learn a translation.
+    pub const FORWARDED: u8 = 2;
+}
+
 #[xdp]
 pub fn sensor_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    process(&ctx, start, end, (end - start) as u64, 1, &XDP_NEXT_PROG);
+    process(
+        &ctx,
+        start,
+        end,
+        (end - start) as u64,
+        1,
+        &XDP_NEXT_PROG,
+        mode::INGRESS,
+    );
     xdp_action::XDP_PASS
 }
 
@@ -164,12 +204,10 @@ pub fn sensor_tc_egress(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed to this program.
     let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     // SAFETY: the value is only tested for presence.
-    if ingress_ifindex != 0 && unsafe { WATCHED.get(ingress_ifindex) }.is_some() {
-        if let Some(h) = HEALTH.get_ptr_mut(0) {
-            // SAFETY: this CPU's own slot of a per-CPU array.
-            unsafe { (*h).egress_already_seen += 1 };
-        }
-        return TC_ACT_OK;
+    let forwarded = ingress_ifindex != 0 && unsafe { WATCHED.get(ingress_ifindex) }.is_some();
+    if forwarded && let Some(h) = HEALTH.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot of a per-CPU array.
+        unsafe { (*h).egress_already_seen += 1 };
     }
     let len = ctx.len();
     if ((ctx.data_end() - ctx.data()) as u32) < len {
@@ -191,6 +229,11 @@ pub fn sensor_tc_egress(ctx: TcContext) -> i32 {
         len as u64,
         if segments > 1 { segments } else { 1 },
         &TC_NEXT_PROG,
+        if forwarded {
+            mode::FORWARDED
+        } else {
+            mode::LOCAL
+        },
     );
     TC_ACT_OK
 }
@@ -229,17 +272,21 @@ fn process<C: EbpfContext + FrameLen>(
     frame_len: u64,
     segments: u32,
     next_prog: &ProgramArray,
+    mode: u8,
 ) {
     let Some(h) = HEALTH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's own slot of a per-CPU array, valid for the whole program run.
     let h = unsafe { &mut *h };
-    h.packets += segments as u64;
-    h.bytes += frame_len;
+    if mode != mode::FORWARDED {
+        h.packets += segments as u64;
+        h.bytes += frame_len;
+    }
     // Every packet (and every tunnel payload, in the continuation) lands in exactly one of:
     // accounted, non_ip, truncated, parse_errors, unsupported_l4, unattributed_fragments,
-    // table_full, too_deep. Tests check that invariant.
+    // table_full, too_deep. Tests check that invariant. (A forwarded packet leaving was counted
+    // where it entered.)
     let pkt = KernelPacket { ctx, start, end };
     // The parse writes straight into a map value and the update reads it from there. The
     // verifier does not track what map memory holds: it walks the update once for every path
@@ -259,13 +306,161 @@ fn process<C: EbpfContext + FrameLen>(
             // knows, which keeps the compiler from handing the values the parse stored on to
             // the update instead of the update's reads of the slot.
             unsafe { core::arch::asm!("") };
-            if p.next != next::NONE {
+            if mode == mode::FORWARDED {
+                if p.next == next::NONE {
+                    learn_translation(p, h);
+                }
+            } else if p.next != next::NONE {
                 hand_on(ctx, p, (0, 0), h, segments, next_prog);
             } else {
-                account_packet(ctx, p, h, segments);
+                if mode == mode::INGRESS {
+                    undo_translation(p, h, segments);
+                }
+                if account_packet(ctx, p, h, segments) {
+                    if mode == mode::INGRESS {
+                        remember_first_packet(p);
+                    } else {
+                        forget_translation(p);
+                    }
+                }
             }
         }
-        Err(e) => count_error(h, e, segments as u64),
+        Err(e) => {
+            if mode != mode::FORWARDED {
+                count_error(h, e, segments as u64)
+            }
+        }
+    }
+}
+
+/// Whether a translation has been learned (`NAT_ACTIVE`).
+#[inline(always)]
+fn nat_active() -> bool {
+    matches!(NAT_ACTIVE.get(0), Some(a) if *a != 0)
+}
+
+/// Builds `t` in this CPU's `NAT_KEY` slot, field by field (see `Parsed::clear` for why not
+/// a whole-struct store), and returns it.
+#[inline(always)]
+fn nat_key(
+    src: &[u32; 4],
+    sport: u16,
+    dst: &[u32; 4],
+    dport: u16,
+    p: &Parsed,
+) -> Option<&'static Tuple> {
+    let k = NAT_KEY.get_ptr_mut(0)?;
+    // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the programs
+    // of one CPU run one at a time.
+    unsafe {
+        (*k).src = *src;
+        (*k).dst = *dst;
+        (*k).sport = sport;
+        (*k).dport = dport;
+        (*k).protocol = p.protocol;
+        (*k).ip_version = p.ip_version;
+        (*k)._pad = [0; 2];
+        Some(&*k)
+    }
+}
+
+/// An entering packet with a translated connection's outside tuple: rewritten to the original
+/// connection's, whose answer it is (`sensor_common::nat`). Fragments are left alone (a later
+/// fragment finds its flow through the first fragment's addresses).
+#[inline(always)]
+fn undo_translation(p: &mut Parsed, h: &mut Health, segments: u32) {
+    if !nat_active() || p.fragment.kind != FragmentKind::None {
+        return;
+    }
+    let Some(k) = nat_key(&p.src, p.sport, &p.dst, p.dport, p) else {
+        return;
+    };
+    // SAFETY: the value is read at once, before any other map call.
+    if let Some(original) = unsafe { NAT_REPLIES.get(k) } {
+        untranslate(p, original);
+        h.nat_answers += segments as u64;
+    }
+}
+
+/// A connection's first packet as it entered, in this CPU's `NAT_SEEN` slot for it (unless
+/// the slot waits for a packet nothing tells from this one: then for neither).
+#[inline(always)]
+fn remember_first_packet(p: &Parsed) {
+    let Some(e) = NAT_SEEN.get_ptr_mut(seen_index(p)) else {
+        return;
+    };
+    let now_ns = KernelClock.exact();
+    // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run. Field by
+    // field, as in `nat_key`.
+    unsafe {
+        if !(*e).yields_to(p, now_ns) {
+            (*e).waiting = waiting::AMBIGUOUS;
+            return;
+        }
+        (*e).tuple.src = p.src;
+        (*e).tuple.dst = p.dst;
+        (*e).tuple.sport = p.sport;
+        (*e).tuple.dport = p.dport;
+        (*e).tuple.protocol = p.protocol;
+        (*e).tuple.ip_version = p.ip_version;
+        (*e).payload_len = p.payload_len;
+        (*e).tcp_seq = p.tcp_seq;
+        (*e).tcp_ack = p.tcp_ack;
+        (*e).ip_id = p.ip_id;
+        (*e).tcp_flags = p.tcp_flags;
+        (*e).icmp_type = p.icmp_type;
+        (*e).waiting = waiting::YES;
+        (*e).at_ns = now_ns;
+    }
+}
+
+/// A forwarded packet leaving: if it is a connection's first packet, remembered where it
+/// entered, and it leaves with other addresses or ports, its answers' tuple maps to the
+/// original connection from now on.
+#[inline(always)]
+fn learn_translation(p: &Parsed, h: &mut Health) {
+    if p.fragment.kind == FragmentKind::Later {
+        return;
+    }
+    let Some(e) = NAT_SEEN.get_ptr_mut(seen_index(p)) else {
+        return;
+    };
+    // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run.
+    let e = unsafe { &mut *e };
+    // Most forwarded packets stop here, before the clock is read.
+    if e.waiting == waiting::NO || !e.same_fingerprint(p) {
+        return;
+    }
+    let recognised = e.same_packet(p, KernelClock.exact());
+    e.waiting = waiting::NO;
+    if !recognised || !e.translated(p) {
+        return;
+    }
+    // The answers' tuple: this packet's turned round.
+    let Some(k) = nat_key(&p.dst, p.dport, &p.src, p.sport, p) else {
+        return;
+    };
+    // Passed from the map value where it lies (a copy would take the stack's room).
+    let original: &Tuple = &e.tuple;
+    if NAT_REPLIES.insert(k, original, 0).is_ok() {
+        h.nat_translations += 1;
+        if let Some(a) = NAT_ACTIVE.get_ptr_mut(0) {
+            // SAFETY: the one slot of an array map; a plain store of 1 (every CPU stores the
+            // same value).
+            unsafe { *a = 1 };
+        }
+    }
+}
+
+/// A connection this host opened itself: a translation that once gave its answers' tuple to
+/// another connection no longer holds.
+#[inline(always)]
+fn forget_translation(p: &Parsed) {
+    if !nat_active() {
+        return;
+    }
+    if let Some(k) = nat_key(&p.dst, p.dport, &p.src, p.sport, p) {
+        let _ = NAT_REPLIES.remove(k);
     }
 }
 
@@ -335,10 +530,15 @@ fn examine_level<C: FrameLen>(pkt: &KernelPacket<C>, pending: &Pending, level: &
     examine(pkt, pending, level);
 }
 
+/// Accounts a parsed packet: true when it began a connection.
 #[inline(always)]
-fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) {
-    if let Some(u) = update(&mut KernelTables { ctx }, p, h, KernelClock, segments) {
-        signal(h, &u);
+fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) -> bool {
+    match update(&mut KernelTables { ctx }, p, h, KernelClock, segments) {
+        Some(u) => {
+            signal(h, &u);
+            u.events & event::OPEN != 0
+        }
+        None => false,
     }
 }
 

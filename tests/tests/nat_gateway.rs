@@ -1,18 +1,21 @@
 //! A gateway that translates addresses, live: the gateway lab with masquerade on the gateway's
 //! server-side interface (`tests/traffic/nat.py`, nftables), `sensor run` with the shipped
 //! settings, and a client that looks names up (UDP request and answer) and fetches pages
-//! through it.
+//! through it, while the gateway fetches pages of its own.
 //!
 //! Watched on its inside (client-side) interface alone, the sensor sees each connection whole
 //! with the client's address (requests on ingress, answers on egress after the translation was
-//! undone): every one recorded, answered, none flagged, no incident. Watched on both sides, each
-//! translated connection splits in two (the answers enter with the gateway's address), and the
-//! sensor must say so: `sensor_nat_split_connections_total` and a warning in its log
-//! (`sensor::capture::nat`).
+//! undone). Watched on both sides, as the shipped settings do, the answers enter with the
+//! gateway's address; the kernel learns each translation where the connection's first packet
+//! leaves and accounts those answers under the original connection (`sensor_common::nat`), so
+//! the sensor sees the same: every connection recorded whole with the client's address,
+//! answered, none flagged, no incident, no half with the translated address, nothing counted as
+//! split (`sensor_nat_split_connections_total`), the translations counted. The gateway's own
+//! connections from the translated address stay its own.
 //!
-//! Bounded: 100 lookups and 30 fetches per run, two runs; all addresses in 198.18.0.0/15; the
-//! lab's guards remove every namespace, process and rule (they live in the gateway's namespace)
-//! on every exit path.
+//! Bounded: 100 lookups, 30 fetches and 5 of the gateway's own per run, two runs; all
+//! addresses in 198.18.0.0/15; the lab's guards remove every namespace, process and rule (they
+//! live in the gateway's namespace) on every exit path.
 use integration_tests::{require_root, shipped::Lab, traffic};
 use xtask::gateway::{CLIENT, HTTP_SERVER};
 
@@ -24,12 +27,18 @@ const GATEWAY_OUTSIDE: &str = "198.18.2.254";
 const LOOKUP_PORT: u16 = 53;
 const LOOKUPS: u32 = 100;
 const FETCHES: u32 = 30;
+/// The gateway's own fetches from its translated address.
+const OWN_FETCHES: u32 = 5;
 const SPLIT_METRIC: &str = "sensor_nat_split_connections_total";
+const TRANSLATIONS_METRIC: &str = "sensor_kernel_nat_translations_total";
+const ANSWERS_METRIC: &str = "sensor_kernel_nat_answers_total";
 
-/// What one run saw: the records, the stderr, the split counter at the end.
+/// What one run saw: the records, the stderr, the counters at the end.
 struct Seen {
     out: integration_tests::shipped::Outcome,
     split: f64,
+    translations: f64,
+    answers: f64,
 }
 
 /// One run with the sensor watching the interfaces `watch` picks.
@@ -81,32 +90,49 @@ fn run(watch: impl Fn(usize) -> bool) -> Seen {
         LOOKUPS.to_string(),
         "every lookup answered through the translation"
     );
-    // Whole fetches end with FIN both ways; an answering half (the server's packets alone,
-    // its handshake never completed) at the attempt timeout (5 s) and the next idle scan; the
-    // lookups' conversations at the UDP idle timeout (60 s), or at the stop (recorded then).
-    let split_now = || {
-        let scrape = lab.scrape();
-        assert!(scrape.contains(SPLIT_METRIC), "no {SPLIT_METRIC}: {scrape}");
-        xtask::metrics::sum(&scrape, SPLIT_METRIC, &[])
-    };
-    integration_tests::wait_until(std::time::Duration::from_secs(15), || {
-        split_now() >= f64::from(FETCHES)
-    });
-    let split = split_now();
+    for _ in 0..OWN_FETCHES {
+        let own = lab
+            .lab
+            .gateway
+            .cmd("curl")
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "3",
+                &format!("http://{HTTP_SERVER}/index.html"),
+            ])
+            .status()
+            .expect("curl on the gateway");
+        assert!(own.success(), "the gateway's own fetch: {own}");
+    }
+    // Give a split answer (the server's packets alone, its handshake never completed) time to
+    // end at the attempt timeout (5 s) and be counted at the next idle scan, had any been.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let scrape = lab.scrape();
+    for metric in [SPLIT_METRIC, TRANSLATIONS_METRIC, ANSWERS_METRIC] {
+        assert!(scrape.contains(metric), "no {metric}: {scrape}");
+    }
+    let metric = |name| xtask::metrics::sum(&scrape, name, &[]);
+    let (split, translations, answers) = (
+        metric(SPLIT_METRIC),
+        metric(TRANSLATIONS_METRIC),
+        metric(ANSWERS_METRIC),
+    );
     Seen {
         out: lab.stop(),
         split,
+        translations,
+        answers,
     }
 }
 
-#[test]
-fn a_nat_gateway_watched_inside_sees_whole_connections_and_watched_both_sides_says_so() {
-    require_root();
-    // Inside only: whole connections, the client's address, nothing flagged.
-    let inside = run(|i| i == TO_CLIENT);
-    let client_recs: Vec<&serde_json::Value> = inside
-        .out
-        .records
+/// Checks that a run saw every connection whole, with the client's and the gateway's own
+/// addresses, none flagged, nothing split; returns how many records carried the client's.
+fn assert_whole(seen: &Seen, label: &str) {
+    let recs = &seen.out.records;
+    let client_recs: Vec<&serde_json::Value> = recs
         .iter()
         .filter(|r| r["orig_addr"] == CLIENT && r["resp_addr"] == HTTP_SERVER)
         .collect();
@@ -115,58 +141,88 @@ fn a_nat_gateway_watched_inside_sees_whole_connections_and_watched_both_sides_sa
         .filter(|r| r["resp_port"] == LOOKUP_PORT)
         .count();
     let fetches = client_recs.iter().filter(|r| r["resp_port"] == 80).count();
+    let translated: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["orig_addr"] == GATEWAY_OUTSIDE || r["resp_addr"] == GATEWAY_OUTSIDE)
+        .collect();
     println!(
-        "inside only: {} records, {lookups} lookups, {fetches} fetches, {} flagged, split {}",
-        inside.out.records.len(),
-        client_recs
-            .iter()
-            .filter(|r| r["anomalous"] == true)
-            .count(),
-        inside.split
+        "{label}: {} records, {lookups} lookups, {fetches} fetches, {} with the gateway's outside address, {} flagged, split {}, translations {}, answers undone {}",
+        recs.len(),
+        translated.len(),
+        recs.iter().filter(|r| r["anomalous"] == true).count(),
+        seen.split,
+        seen.translations,
+        seen.answers
     );
-    assert_eq!(lookups, LOOKUPS as usize);
-    assert_eq!(fetches, FETCHES as usize);
+    assert_eq!(lookups, LOOKUPS as usize, "{label}");
+    assert_eq!(fetches, FETCHES as usize, "{label}");
     for r in &client_recs {
-        assert!(r["resp_packets"].as_u64() > Some(0), "answer seen: {r}");
-        assert_eq!(r["anomalous"], false, "{r}");
+        assert!(
+            r["resp_packets"].as_u64() > Some(0),
+            "{label}: answer seen: {r}"
+        );
+        assert_eq!(r["anomalous"], false, "{label}: {r}");
     }
+    for r in &translated {
+        assert_eq!(r["anomalous"], false, "{label}: {r}");
+    }
+    assert_eq!(seen.split, 0.0, "{label}");
     assert!(
-        !inside
-            .out
-            .records
-            .iter()
-            .any(|r| r["orig_addr"] == GATEWAY_OUTSIDE || r["resp_addr"] == GATEWAY_OUTSIDE),
-        "no half with the translated address"
+        seen.out.opened().is_empty(),
+        "{label}: {:?}",
+        seen.out.opened()
     );
-    assert_eq!(inside.split, 0.0);
-    assert!(inside.out.opened().is_empty(), "{:?}", inside.out.opened());
-    assert!(!inside.out.stderr.contains("NAT"), "{}", inside.out.stderr);
+    assert!(
+        !seen.out.stderr.contains("NAT"),
+        "{label}: {}",
+        seen.out.stderr
+    );
+}
 
-    // Both sides: the fetches' answers enter with the gateway's address, without its SYNs.
+#[test]
+fn a_nat_gateway_watched_inside_or_on_both_sides_sees_whole_connections() {
+    require_root();
+    // Inside only: the translation is undone before the answers leave towards the client.
+    let inside = run(|i| i == TO_CLIENT);
+    assert_whole(&inside, "inside only");
+    assert!(
+        !inside.out.records.iter().any(|r| {
+            (r["orig_addr"] == GATEWAY_OUTSIDE || r["resp_addr"] == GATEWAY_OUTSIDE)
+                && r["resp_port"] != 80
+        }),
+        "inside only: nothing with the translated address but the gateway's own fetches"
+    );
+    assert_eq!(
+        inside.translations, 0.0,
+        "nothing forwarded leaves a watched interface"
+    );
+
+    // Both sides (the shipped settings watch every interface): the answers enter with the
+    // gateway's address, and are accounted under the client's connection.
     let both = run(|_| true);
-    let halves = both
+    assert_whole(&both, "both sides");
+    let own: Vec<&serde_json::Value> = both
         .out
         .records
         .iter()
-        .filter(|r| r["orig_addr"] == GATEWAY_OUTSIDE && r["orig_packets"] == 0)
-        .count();
-    println!(
-        "both sides: {} records, {halves} answering halves from the gateway's address, {} flagged, split {}",
-        both.out.records.len(),
-        both.out
-            .records
-            .iter()
-            .filter(|r| r["anomalous"] == true)
-            .count(),
-        both.split
+        .filter(|r| r["orig_addr"] == GATEWAY_OUTSIDE)
+        .collect();
+    assert_eq!(
+        own.len(),
+        OWN_FETCHES as usize,
+        "only the gateway's own fetches carry its outside address: {own:?}"
     );
-    assert!(halves >= FETCHES as usize, "{halves} halves");
-    assert!(both.split >= f64::from(FETCHES), "split {}", both.split);
+    for r in &own {
+        assert_eq!(r["resp_port"], 80, "{r}");
+        assert!(
+            r["orig_packets"].as_u64() > Some(0) && r["resp_packets"].as_u64() > Some(0),
+            "the gateway's own fetch, whole: {r}"
+        );
+    }
     assert!(
-        both.out
-            .stderr
-            .contains("translates addresses (NAT) between interfaces the sensor watches"),
-        "no warning: {}",
-        both.out.stderr
+        both.translations >= f64::from(LOOKUPS + FETCHES),
+        "a translation per forwarded connection: {}",
+        both.translations
     );
+    assert!(both.answers > 0.0);
 }

@@ -40,6 +40,8 @@ fn delta(after: &Health, before: &Health) -> Health {
         evict_ring_full: d[17],
         restarts_parked: d[18],
         restarts_lost: d[19],
+        nat_translations: d[20],
+        nat_answers: d[21],
     }
 }
 

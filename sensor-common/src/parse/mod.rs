@@ -279,6 +279,7 @@ fn parse_ipv4_into<P: PacketData + ?Sized>(
     out.dst[0] = h.ne32(16);
     out.protocol = protocol;
     out.ip_version = 4;
+    out.ip_id = h.be16(4);
     out.l2_group = l2_group;
     if more_fragments || frag_offset != 0 {
         out.fragment = Fragment {

@@ -206,6 +206,9 @@ pub struct Parsed {
     /// Where [`Parsed::next`] begins: the ethertype field to continue at ([`next::L2`]), the GRE
     /// header, the inner IP header (IP-in-IP) or the UDP payload.
     pub next_off: u16,
+    /// IPv4 identification (0 for IPv6): what an address translation leaves alone, so that a
+    /// forwarded packet is recognised where it leaves ([`crate::nat`]).
+    pub ip_id: u16,
 }
 
 impl Parsed {
@@ -258,6 +261,7 @@ mod tests {
             l2_group: 1,
             next: 17,
             next_off: 18,
+            ip_id: 21,
         };
         p.clear();
         assert_eq!(p, Parsed::default());

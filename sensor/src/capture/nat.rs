@@ -1,15 +1,18 @@
-//! Address translation between watched interfaces: found, counted and reported.
+//! Address translation between watched interfaces that the kernel did not follow: found,
+//! counted and reported.
 //!
 //! Why: the kernel side accounts a packet forwarded between two watched interfaces once, where
 //! it enters (XDP on ingress, before the host's netfilter), and skips it where it leaves. On a
 //! gateway that translates addresses (masquerade or SNAT, as most Linux gateways do), the two
 //! directions of a connection then enter with different addresses: the inside client's request
 //! with its own address (`client -> server`), the server's answer with the gateway's (`server ->
-//! gateway`). Each connection becomes two halves, a request never answered and an answer never
-//! asked for, which the model reads as probes: a NAT gateway watched on both sides had 239 of
-//! 652 connections flagged and a `port_scan` from its DNS server to its own address (December 7,
-//! namespaces); watched on its inside interface alone (requests on ingress, answers on egress
-//! after the translation was undone), 0 of 325.
+//! gateway`). The kernel learns each translation where the connection's first packet leaves
+//! and accounts the answers under the original connection (`sensor_common::nat`). Where it could
+//! not (receive packet steering forwarding on another CPU than the one that ran XDP, more
+//! translated connections at once than its map holds), the connection becomes two halves, a
+//! request never answered and an answer never asked for, which the model reads as probes: a
+//! NAT gateway watched on both sides without the kernel's learning had 239 of 652 connections
+//! flagged and a `port_scan` from its DNS server to its own address (December 7, namespaces).
 //!
 //! The halves are recognisable: a TCP connection that one of this host's own addresses opened
 //! (the remote side answered with a SYN-ACK) while the sensor saw nothing sent from it. The
@@ -97,9 +100,11 @@ impl NatCheck {
         Some(format!(
             "{} TCP connections of this host's address {} were answered (by {} and others) with \
              nothing seen sent from it: the host translates addresses (NAT) between interfaces \
-             the sensor watches, which splits each translated connection into two halves the \
-             model misjudges. Watch the inside interfaces only (docs/operations.md, \"NAT \
-             gateways\"); sensor_nat_split_connections_total counts them",
+             the sensor watches, and the kernel did not follow these translations (receive \
+             packet steering, or more translated connections at once than it holds), which \
+             splits each into two halves the model misjudges. Watch the inside interfaces only \
+             (docs/operations.md, \"NAT gateways\"); sensor_nat_split_connections_total \
+             counts them",
             self.split_total, rec.orig_addr, rec.resp_addr
         ))
     }

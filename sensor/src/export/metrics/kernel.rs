@@ -26,6 +26,8 @@ pub(super) struct KernelHealth {
     evict_ring_full: IntCounter,
     restarts_parked: IntCounter,
     restarts_lost: IntCounter,
+    nat_translations: IntCounter,
+    nat_answers: IntCounter,
     read_errors: IntCounter,
     descs: Vec<Desc>,
 }
@@ -83,6 +85,14 @@ impl KernelHealth {
             "sensor_kernel_restarts_lost_total",
             "Connections lost when a new SYN reused their 5-tuple while both the ring buffer and the parking map were full (also counted in sensor_kernel_ringbuf_drops_total).",
         )?;
+        let nat_translations = IntCounter::new(
+            "sensor_kernel_nat_translations_total",
+            "Address translations learned: a connection's first packet, forwarded from a watched interface, left with other addresses or ports than it entered with (a NAT gateway). Its answers are then accounted under the original connection.",
+        )?;
+        let nat_answers = IntCounter::new(
+            "sensor_kernel_nat_answers_total",
+            "Packets that entered with a translated connection's outside addresses and were accounted as answers of the original connection (also counted as outcome accounted).",
+        )?;
         let read_errors = IntCounter::new(
             "sensor_kernel_health_read_errors_total",
             "Scrapes at which the kernel health counters could not be read.",
@@ -100,6 +110,8 @@ impl KernelHealth {
             &evict_ring_full,
             &restarts_parked,
             &restarts_lost,
+            &nat_translations,
+            &nat_answers,
             &read_errors,
         ] {
             descs.extend(c.desc().into_iter().cloned());
@@ -119,6 +131,8 @@ impl KernelHealth {
             evict_ring_full,
             restarts_parked,
             restarts_lost,
+            nat_translations,
+            nat_answers,
             read_errors,
             descs,
         })
@@ -157,6 +171,8 @@ impl Collector for KernelHealth {
                 raise_to(&self.evict_ring_full, h.evict_ring_full);
                 raise_to(&self.restarts_parked, h.restarts_parked);
                 raise_to(&self.restarts_lost, h.restarts_lost);
+                raise_to(&self.nat_translations, h.nat_translations);
+                raise_to(&self.nat_answers, h.nat_answers);
             }
             None => self.read_errors.inc(),
         }
@@ -173,6 +189,8 @@ impl Collector for KernelHealth {
             &self.evict_ring_full,
             &self.restarts_parked,
             &self.restarts_lost,
+            &self.nat_translations,
+            &self.nat_answers,
             &self.read_errors,
         ] {
             out.extend(c.collect());

@@ -84,7 +84,7 @@ impl Metrics {
         )?;
         let nat_split_connections = counter(
             "sensor_nat_split_connections_total",
-            "TCP connections of this host's own address that the remote side answered while nothing sent from the address was seen: connections the host forwarded between watched interfaces and translated (NAT), each split into two halves the model misjudges. Watch the inside interfaces only.",
+            "TCP connections of this host's own address that the remote side answered while nothing sent from the address was seen: connections the host forwarded between watched interfaces and translated (NAT) where the kernel did not follow the translation, each split into two halves the model misjudges. Watch the inside interfaces only if it grows.",
         )?;
         let detection = Detection::new(&registry)?;
         // Both results exist from the start at 0, so that the first failed reload is an

@@ -1,0 +1,358 @@
+//! Address translation learned where a forwarded packet leaves, and undone where its answers
+//! enter: a NAT gateway watched on all its interfaces sees each connection whole.
+//!
+//! Why: the kernel side accounts a forwarded packet once, where it enters (XDP, before the
+//! host's netfilter), and skips it where it leaves. On a gateway that translates addresses
+//! (masquerade or SNAT, as most Linux gateways do; DNAT port forwards alike), a connection's two
+//! directions then enter with different addresses: the inside client's request with its own
+//! (`client:port -> server:port`), the server's answer with the gateway's (`server:port ->
+//! gateway:port'`). Each connection would become two halves, a request never answered and an
+//! answer never asked for, which the model reads as probes (239 of 652 connections flagged on a
+//! NAT gateway watched on both sides, December 7 namespaces).
+//!
+//! How, per connection (nothing per ordinary packet):
+//!
+//! 1. The XDP program remembers the first packet of each connection it opens ([`Seen`], in a
+//!    small per-CPU table indexed by [`seen_index`]): its addresses and ports, and what a
+//!    translation leaves alone (protocol, lengths, IP identification, TCP sequence numbers,
+//!    ICMP type).
+//! 2. The TC egress program looks at packets forwarded from a watched interface (which it does
+//!    not account): one that [`Seen::same_packet`] recognises, leaving with other addresses or
+//!    ports, was translated on the way through. Forwarding happens on the CPU that ran XDP
+//!    (the same softirq), so the per-CPU table suffices, and an entry lives only until the next
+//!    connection of the same fingerprint on that CPU. The answer's tuple as it will enter
+//!    ([`reply_key`]) then maps to the original connection in an LRU map.
+//! 3. The XDP program looks each entering packet up in that map (only once a translation has
+//!    been learned: a host that translates nothing pays one array read), and one that is found
+//!    is accounted as the answer it is, under the original connection ([`untranslate`]).
+//!
+//! A connection the host opens itself (TC egress, not forwarded) removes a stale mapping of
+//! its answers' tuple, so a port that a translation once used does not lend its answers to an
+//! old connection. What is not learned (an entry overwritten before its packet left, receive
+//! packet steering moving the forward to another CPU, the LRU map full) stays split, as
+//! before, and `sensor::capture::nat` still counts such halves.
+
+use crate::parse::Parsed;
+
+/// Slots of the per-CPU table of connections' first packets (a power of two).
+pub const SEEN_SLOTS: u32 = 256;
+
+/// Translations remembered at once (an LRU map: the oldest make room).
+pub const TRANSLATIONS: u32 = 65_536;
+
+/// One direction of a connection as packets carry it: addresses, ports (ICMP echo: the
+/// identifier, both), protocol. The LRU map's key (an answer as it enters) and value (the
+/// original request).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    pub ip_version: u8,
+    /// Explicit padding, always zero (the key is hashed byte by byte).
+    pub _pad: [u8; 2],
+}
+
+impl Tuple {
+    /// The packet's own direction.
+    #[inline(always)]
+    pub fn of(p: &Parsed) -> Tuple {
+        Tuple {
+            src: p.src,
+            dst: p.dst,
+            sport: p.sport,
+            dport: p.dport,
+            protocol: p.protocol,
+            ip_version: p.ip_version,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// The tuple an answer to `p` carries: `p`'s turned round.
+#[inline(always)]
+pub fn reply_key(p: &Parsed) -> Tuple {
+    Tuple {
+        src: p.dst,
+        dst: p.src,
+        sport: p.dport,
+        dport: p.sport,
+        protocol: p.protocol,
+        ip_version: p.ip_version,
+        _pad: [0; 2],
+    }
+}
+
+/// Rewrites an entering answer whose tuple a translation gave it back to the original
+/// connection's: from the original destination to the original source.
+#[inline(always)]
+pub fn untranslate(p: &mut Parsed, original: &Tuple) {
+    p.src = original.dst;
+    p.sport = original.dport;
+    p.dst = original.src;
+    p.dport = original.sport;
+}
+
+/// [`Seen::waiting`] values.
+pub mod waiting {
+    /// Nothing waits: recognised, or never filled.
+    pub const NO: u32 = 0;
+    /// The packet has not left yet.
+    pub const YES: u32 = 1;
+    /// Two connections' first packets that nothing tells apart (UDP datagrams of one length
+    /// from sockets that send IP identification 0, to one server) waited at once: the first
+    /// of them to leave is learned for neither.
+    pub const AMBIGUOUS: u32 = 2;
+}
+
+/// How long an entry waits for its packet to leave. Forwarding happens in the softirq that
+/// received the packet, microseconds later; a packet delivered to the host itself (or dropped
+/// by its firewall) never leaves, and its entry must not make a later packet ambiguous.
+pub const FORWARD_WITHIN_NS: u64 = 5_000_000;
+
+/// A connection's first packet as it entered, for recognising it where it leaves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub tuple: Tuple,
+    pub payload_len: u32,
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    pub ip_id: u16,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    /// [`waiting`].
+    pub waiting: u32,
+    /// When it entered (CLOCK_MONOTONIC).
+    pub at_ns: u64,
+}
+
+impl Seen {
+    /// `p` entering at `now_ns`.
+    #[inline(always)]
+    pub fn of(p: &Parsed, now_ns: u64) -> Seen {
+        Seen {
+            tuple: Tuple::of(p),
+            payload_len: p.payload_len,
+            tcp_seq: p.tcp_seq,
+            tcp_ack: p.tcp_ack,
+            ip_id: p.ip_id,
+            tcp_flags: p.tcp_flags,
+            icmp_type: p.icmp_type,
+            waiting: waiting::YES,
+            at_ns: now_ns,
+        }
+    }
+
+    /// Whether what translation leaves alone is equal: protocol, lengths, IP identification,
+    /// TCP sequence numbers and flags, ICMP type.
+    #[inline(always)]
+    pub fn same_fingerprint(&self, p: &Parsed) -> bool {
+        self.tuple.protocol == p.protocol
+            && self.tuple.ip_version == p.ip_version
+            && self.payload_len == p.payload_len
+            && self.tcp_seq == p.tcp_seq
+            && self.tcp_ack == p.tcp_ack
+            && self.ip_id == p.ip_id
+            && self.tcp_flags == p.tcp_flags
+            && self.icmp_type == p.icmp_type
+    }
+
+    /// Whether the entry still waits for its packet at `now_ns`.
+    #[inline(always)]
+    pub fn waits(&self, now_ns: u64) -> bool {
+        self.waiting != waiting::NO && now_ns.wrapping_sub(self.at_ns) < FORWARD_WITHIN_NS
+    }
+
+    /// Whether `p`, entering at `now_ns`, may take this slot: not while the slot waits for a
+    /// packet with `p`'s fingerprint (the slot then becomes [`waiting::AMBIGUOUS`]).
+    #[inline(always)]
+    pub fn yields_to(&self, p: &Parsed, now_ns: u64) -> bool {
+        !(self.waits(now_ns) && self.same_fingerprint(p))
+    }
+
+    /// Whether `p`, leaving at `now_ns` with this entry's fingerprint, is its packet: the entry
+    /// waits (unambiguously), and one of the two addresses is unchanged (source NAT keeps the
+    /// destination, destination NAT the source; ports may change with either, and an ICMP
+    /// echo's identifier with masquerade).
+    #[inline(always)]
+    pub fn same_packet(&self, p: &Parsed, now_ns: u64) -> bool {
+        self.waiting == waiting::YES
+            && self.waits(now_ns)
+            && self.same_fingerprint(p)
+            && (self.tuple.src == p.src || self.tuple.dst == p.dst)
+    }
+
+    /// Whether `p` (recognised by [`Seen::same_packet`]) left with other addresses or ports.
+    #[inline(always)]
+    pub fn translated(&self, p: &Parsed) -> bool {
+        self.tuple.src != p.src
+            || self.tuple.dst != p.dst
+            || self.tuple.sport != p.sport
+            || self.tuple.dport != p.dport
+    }
+}
+
+/// The per-CPU slot of a packet: from what translation leaves alone, so that the packet finds
+/// the same slot entering and leaving.
+#[inline(always)]
+pub fn seen_index(p: &Parsed) -> u32 {
+    let x =
+        p.tcp_seq ^ p.payload_len.rotate_left(16) ^ (p.ip_id as u32) ^ ((p.protocol as u32) << 24);
+    x.wrapping_mul(0x9e37_79b1) >> (32 - SEEN_SLOTS.trailing_zeros())
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `#[repr(C)]`, `Copy`, integer fields with explicit padding: every bit pattern is
+    // valid.
+    unsafe impl aya::Pod for super::Tuple {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Seen {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::ipproto;
+
+    fn v4(a: u32) -> [u32; 4] {
+        [a.to_be(), 0, 0, 0]
+    }
+
+    const CLIENT: u32 = 0xc612_0102;
+    const GATEWAY: u32 = 0xc612_0201;
+    const SERVER: u32 = 0xc612_0202;
+    const T0: u64 = 1_000_000_000;
+
+    fn syn(src: u32, sport: u16, dst: u32, dport: u16) -> Parsed {
+        Parsed {
+            src: v4(src),
+            dst: v4(dst),
+            sport,
+            dport,
+            protocol: ipproto::TCP,
+            ip_version: 4,
+            tcp_flags: 0x02,
+            tcp_seq: 0x1234_5678,
+            ip_id: 0x4242,
+            ..Parsed::default()
+        }
+    }
+
+    #[test]
+    fn a_masqueraded_syn_is_recognised_and_its_answer_undone() {
+        let inside = syn(CLIENT, 40000, SERVER, 443);
+        let seen = Seen::of(&inside, T0);
+        // Masquerade: the source address and port change.
+        let outside = syn(GATEWAY, 61000, SERVER, 443);
+        assert_eq!(seen_index(&inside), seen_index(&outside));
+        assert!(seen.same_packet(&outside, T0 + 20_000));
+        assert!(seen.translated(&outside));
+        // The answer enters as server:443 -> gateway:61000 ...
+        let mut answer = syn(SERVER, 443, GATEWAY, 61000);
+        answer.tcp_flags = 0x12;
+        assert_eq!(Tuple::of(&answer), reply_key(&outside));
+        // ... and is accounted as server:443 -> client:40000.
+        untranslate(&mut answer, &seen.tuple);
+        assert_eq!(
+            (answer.src, answer.sport, answer.dst, answer.dport),
+            (v4(SERVER), 443, v4(CLIENT), 40000)
+        );
+    }
+
+    #[test]
+    fn a_port_forward_is_recognised_too() {
+        // DNAT: gateway:8080 forwarded to the inside server's 80; the source stays.
+        let entering = syn(CLIENT, 50000, GATEWAY, 8080);
+        let seen = Seen::of(&entering, T0);
+        let leaving = syn(CLIENT, 50000, SERVER, 80);
+        assert!(seen.same_packet(&leaving, T0) && seen.translated(&leaving));
+        let mut answer = syn(SERVER, 80, CLIENT, 50000);
+        untranslate(&mut answer, &seen.tuple);
+        assert_eq!(
+            (answer.src, answer.sport, answer.dst, answer.dport),
+            (v4(GATEWAY), 8080, v4(CLIENT), 50000)
+        );
+    }
+
+    #[test]
+    fn a_routed_packet_is_not_translated_and_another_packet_is_not_the_same() {
+        let p = syn(CLIENT, 40000, SERVER, 443);
+        let seen = Seen::of(&p, T0);
+        assert!(seen.same_packet(&p, T0) && !seen.translated(&p));
+        // Another connection's SYN: another sequence number.
+        let mut other = syn(GATEWAY, 61000, SERVER, 443);
+        other.tcp_seq ^= 1;
+        assert!(!seen.same_packet(&other, T0));
+        // Both addresses changed: not this packet (no translation rewrites both).
+        let moved = syn(GATEWAY, 40000, CLIENT, 443);
+        assert!(!seen.same_packet(&moved, T0));
+        // Another IP identification, length or flags: not this packet.
+        for f in [
+            |p: &mut Parsed| p.ip_id ^= 1,
+            |p: &mut Parsed| p.payload_len += 1,
+            |p: &mut Parsed| p.tcp_flags = 0x10,
+        ] {
+            let mut q = syn(GATEWAY, 61000, SERVER, 443);
+            f(&mut q);
+            assert!(!seen.same_packet(&q, T0), "{q:?}");
+        }
+        // Recognised once only, and only while it may still be forwarded.
+        let translated = syn(GATEWAY, 61000, SERVER, 443);
+        let mut used = seen;
+        used.waiting = waiting::NO;
+        assert!(!used.same_packet(&translated, T0));
+        assert!(!seen.same_packet(&translated, T0 + FORWARD_WITHIN_NS));
+    }
+
+    #[test]
+    fn two_waiting_packets_nothing_tells_apart_are_learned_for_neither() {
+        // Two clients' DNS queries of one length to one resolver, IP identification 0.
+        let udp = |src, sport| Parsed {
+            protocol: ipproto::UDP,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            ip_id: 0,
+            payload_len: 40,
+            ..syn(src, sport, SERVER, 53)
+        };
+        let (a, b) = (udp(CLIENT, 40000), udp(CLIENT + 1, 40001));
+        let seen = Seen::of(&a, T0);
+        assert_eq!(seen_index(&a), seen_index(&b));
+        // B enters before A left: neither may be learned.
+        assert!(!seen.yields_to(&b, T0 + 1_000));
+        // A's entry long gone unforwarded (delivered to the host): B takes the slot.
+        assert!(seen.yields_to(&b, T0 + FORWARD_WITHIN_NS));
+        // A left already: B takes the slot.
+        let mut left = seen;
+        left.waiting = waiting::NO;
+        assert!(left.yields_to(&b, T0 + 1_000));
+        // Another fingerprint takes the slot whatever waits in it.
+        let mut c = udp(CLIENT, 40002);
+        c.payload_len = 41;
+        assert!(seen.yields_to(&c, T0 + 1_000));
+        // An ambiguous entry recognises nothing.
+        let mut ambiguous = seen;
+        ambiguous.waiting = waiting::AMBIGUOUS;
+        let a_out = udp(GATEWAY, 40000);
+        assert!(seen.same_packet(&a_out, T0 + 1_000));
+        assert!(!ambiguous.same_packet(&a_out, T0 + 1_000));
+    }
+
+    #[test]
+    fn slots_spread_over_the_table() {
+        let mut hit = [false; SEEN_SLOTS as usize];
+        for i in 0..4096u32 {
+            let mut p = syn(CLIENT, 40000, SERVER, 443);
+            p.tcp_seq = i.wrapping_mul(2_654_435_761);
+            let s = seen_index(&p);
+            assert!(s < SEEN_SLOTS);
+            hit[s as usize] = true;
+        }
+        assert!(hit.iter().filter(|h| **h).count() > SEEN_SLOTS as usize * 9 / 10);
+    }
+}
