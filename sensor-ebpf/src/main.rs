@@ -9,9 +9,10 @@
 //! (`sensor_common::encap`), so that plain traffic pays nothing for it and each level has its
 //! own verifier budget. A connection's beginning, its TCP handshake's outcome and its TCP end
 //! are announced on a ring buffer (a few events per connection, none per ordinary packet);
-//! everything that
-//! cannot be accounted is counted in the per-CPU health counters. The programs never drop or
-//! modify traffic.
+//! everything that cannot be accounted is counted in the per-CPU health counters. Packets a
+//! gateway forwards are accounted where they enter; where they leave they are only recognised,
+//! so that an address translation is learned and its answers accounted under the original
+//! connection (`sensor_common::nat`). The programs never drop or modify traffic.
 #![no_std]
 #![no_main]
 // `asm!` on the BPF target (an empty compiler barrier, see `process`).
@@ -92,9 +93,10 @@ static PARKED: HashMap<ParkedKey, FlowValue> = HashMap::with_max_entries(16_384,
 #[map(name = "PARK_KEY")]
 static PARK_KEY: PerCpuArray<ParkedKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// Interfaces (ifindex -> 1) whose ingress the XDP program watches. The TC egress program skips
-/// packets forwarded from one of them: XDP already accounted them on the way in, and a gateway
-/// watching all its interfaces would otherwise count every forwarded packet twice.
+/// Interfaces (ifindex -> 1) whose ingress the XDP program watches. The TC egress program does
+/// not account packets forwarded from one of them: XDP already accounted them on the way in,
+/// and a gateway watching all its interfaces would otherwise count every forwarded packet
+/// twice. It only looks at them, to learn address translations (`sensor_common::nat`).
 #[map(name = "WATCHED")]
 static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
@@ -210,7 +212,10 @@ pub fn sensor_tc_egress(ctx: TcContext) -> i32 {
         unsafe { (*h).egress_already_seen += 1 };
     }
     let len = ctx.len();
-    if ((ctx.data_end() - ctx.data()) as u32) < len {
+    // A forwarded packet is only looked at (see `learn_translation`), and its headers are in
+    // the linear part the receive path built; a pull could copy the head of every forwarded
+    // packet whose skb is shared (a packet capture on the host clones them).
+    if !forwarded && ((ctx.data_end() - ctx.data()) as u32) < len {
         // Non-linear skb: make the headers directly readable. On failure, parse what is linear;
         // a too-short view is then counted as truncated.
         let _ = ctx.pull_data(if len < TC_PULL_BYTES {
