@@ -1,7 +1,8 @@
 //! A gateway that translates addresses, live: the gateway lab with masquerade on the gateway's
 //! server-side interface (`tests/traffic/nat.py`, nftables), `sensor run` with the shipped
 //! settings, and a client that looks names up (UDP request and answer) and fetches pages
-//! through it, while the gateway fetches pages of its own.
+//! through it, while the gateway fetches pages of its own and the server's side fetches pages
+//! of the client's web server through a port forward (DNAT) of the gateway's outside address.
 //!
 //! Watched on its inside (client-side) interface alone, the sensor sees each connection whole
 //! with the client's address (requests on ingress, answers on egress after the translation was
@@ -11,9 +12,11 @@
 //! the sensor sees the same: every connection recorded whole with the client's address,
 //! answered, none flagged, no incident, no half with the translated address, nothing counted as
 //! split (`sensor_nat_split_connections_total`), the translations counted. The gateway's own
-//! connections from the translated address stay its own.
+//! connections from the translated address stay its own, and the port forward's are seen whole,
+//! as the outside made them.
 //!
-//! Bounded: 100 lookups, 30 fetches and 5 of the gateway's own per run, two runs; all
+//! Bounded: 100 lookups, 30 fetches, 5 of the gateway's own and 10 through the port forward
+//! per run, two runs; all
 //! addresses in 198.18.0.0/15; the lab's guards remove every namespace, process and rule (they
 //! live in the gateway's namespace) on every exit path.
 use integration_tests::{require_root, shipped::Lab, traffic};
@@ -29,6 +32,9 @@ const LOOKUPS: u32 = 100;
 const FETCHES: u32 = 30;
 /// The gateway's own fetches from its translated address.
 const OWN_FETCHES: u32 = 5;
+/// Fetches from the server's side through the gateway's port forward to the client's port 80.
+const FORWARDS: u32 = 10;
+const FORWARD_PORT: u16 = 8080;
 const SPLIT_METRIC: &str = "sensor_nat_split_connections_total";
 const TRANSLATIONS_METRIC: &str = "sensor_kernel_nat_translations_total";
 const ANSWERS_METRIC: &str = "sensor_kernel_nat_answers_total";
@@ -45,18 +51,44 @@ struct Seen {
 fn run(watch: impl Fn(usize) -> bool) -> Seen {
     let lab = Lab::start_watching(watch, &[], 120);
     let server_if = lab.lab.gw_ifaces[TO_SERVER].clone();
-    let nat = lab
+    let forward_port = FORWARD_PORT.to_string();
+    for rule in [
+        vec!["masquerade", server_if.as_str()],
+        vec!["forward", server_if.as_str(), &forward_port, CLIENT, "80"],
+    ] {
+        let nat = lab
+            .lab
+            .gateway
+            .cmd("python3")
+            .arg(traffic("nat.py"))
+            .args(&rule)
+            .output()
+            .expect("nat.py");
+        assert!(
+            nat.status.success(),
+            "{rule:?}: {}",
+            String::from_utf8_lossy(&nat.stderr)
+        );
+    }
+    // The client's own web server, which the gateway's port forward reaches from outside.
+    let _client_web = lab
         .lab
-        .gateway
-        .cmd("python3")
-        .args([&traffic("nat.py"), "masquerade", &server_if])
-        .output()
-        .expect("nat.py");
-    assert!(
-        nat.status.success(),
-        "masquerade on {server_if}: {}",
-        String::from_utf8_lossy(&nat.stderr)
-    );
+        .client
+        .spawn_logged(
+            "timeout",
+            &[
+                "100",
+                "python3",
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+                CLIENT,
+            ],
+            &lab.dir.join("client_web.log"),
+        )
+        .expect("client's web server");
+    integration_tests::wait_listening(&lab.lab.client, 80);
     let _resolver = lab
         .lab
         .server
@@ -90,6 +122,20 @@ fn run(watch: impl Fn(usize) -> bool) -> Seen {
         LOOKUPS.to_string(),
         "every lookup answered through the translation"
     );
+    // From outside, through the port forward (DNAT) to the client's web server.
+    let forwarded = lab
+        .lab
+        .server
+        .cmd("sh")
+        .args([
+            "-c",
+            &format!(
+                "for i in $(seq {FORWARDS}); do curl -sf -o /dev/null --max-time 3 http://{GATEWAY_OUTSIDE}:{FORWARD_PORT}/ || exit 1; done"
+            ),
+        ])
+        .status()
+        .expect("fetches through the port forward");
+    assert!(forwarded.success(), "through the port forward: {forwarded}");
     for _ in 0..OWN_FETCHES {
         let own = lab
             .lab
@@ -129,7 +175,7 @@ fn run(watch: impl Fn(usize) -> bool) -> Seen {
 }
 
 /// Checks that a run saw every connection whole, with the client's and the gateway's own
-/// addresses, none flagged, nothing split; returns how many records carried the client's.
+/// addresses and the port forward's, none flagged, nothing split.
 fn assert_whole(seen: &Seen, label: &str) {
     let recs = &seen.out.records;
     let client_recs: Vec<&serde_json::Value> = recs
@@ -166,6 +212,23 @@ fn assert_whole(seen: &Seen, label: &str) {
     for r in &translated {
         assert_eq!(r["anomalous"], false, "{label}: {r}");
     }
+    // Through the port forward: seen from outside (to the gateway's port) where the outside
+    // is watched, from inside (to the client's port 80) where only the inside is.
+    let forwards: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| {
+            (r["resp_addr"] == GATEWAY_OUTSIDE && r["resp_port"] == FORWARD_PORT)
+                || (r["resp_addr"] == CLIENT && r["resp_port"] == 80)
+        })
+        .collect();
+    assert_eq!(forwards.len(), FORWARDS as usize, "{label}: {forwards:?}");
+    for r in &forwards {
+        assert!(
+            r["orig_packets"].as_u64() > Some(0) && r["resp_packets"].as_u64() > Some(0),
+            "{label}: through the port forward, whole: {r}"
+        );
+        assert_eq!(r["anomalous"], false, "{label}: {r}");
+    }
     assert_eq!(seen.split, 0.0, "{label}");
     assert!(
         seen.out.opened().is_empty(),
@@ -185,13 +248,6 @@ fn a_nat_gateway_watched_inside_or_on_both_sides_sees_whole_connections() {
     // Inside only: the translation is undone before the answers leave towards the client.
     let inside = run(|i| i == TO_CLIENT);
     assert_whole(&inside, "inside only");
-    assert!(
-        !inside.out.records.iter().any(|r| {
-            (r["orig_addr"] == GATEWAY_OUTSIDE || r["resp_addr"] == GATEWAY_OUTSIDE)
-                && r["resp_port"] != 80
-        }),
-        "inside only: nothing with the translated address but the gateway's own fetches"
-    );
     assert_eq!(
         inside.translations, 0.0,
         "nothing forwarded leaves a watched interface"
@@ -207,6 +263,13 @@ fn a_nat_gateway_watched_inside_or_on_both_sides_sees_whole_connections() {
         .iter()
         .filter(|r| r["orig_addr"] == GATEWAY_OUTSIDE)
         .collect();
+    assert!(
+        both.out
+            .records
+            .iter()
+            .all(|r| r["resp_addr"] != CLIENT || r["resp_port"] != 80),
+        "the port forward's connections are seen as the outside made them"
+    );
     assert_eq!(
         own.len(),
         OWN_FETCHES as usize,
@@ -220,7 +283,7 @@ fn a_nat_gateway_watched_inside_or_on_both_sides_sees_whole_connections() {
         );
     }
     assert!(
-        both.translations >= f64::from(LOOKUPS + FETCHES),
+        both.translations >= f64::from(LOOKUPS + FETCHES + FORWARDS),
         "a translation per forwarded connection: {}",
         both.translations
     );
