@@ -138,9 +138,13 @@ pub enum NotScored {
     /// without payload: backscatter, or the tail of a connection that outlived its idle timeout
     /// (`answers_only`). The side it calls the originator is the one that answered.
     AnswersOnly,
-    /// An established TCP connection still open when observation ended (the sensor stopped,
-    /// the capture ended): its end was not seen, so its state (`S1`), duration and bytes
-    /// describe a fragment. Attempts that were never answered are still scored.
+    /// An established TCP connection whose end was not seen: still open when observation ended
+    /// (the sensor stopped, the capture ended), or silent past its idle timeout with neither
+    /// FIN nor RST from one side at least (an interactive session left idle, which may well go
+    /// on: what follows is picked up as `StartNotSeen`). Its state (`S1`, `S2`, `S3`), duration
+    /// and bytes describe a fragment; the 1998 data has almost no such records, and the model
+    /// scores an idle SSH session's near its threshold. Attempts that were never answered are
+    /// still scored.
     EndNotSeen,
     /// A tunnel's outer connection (VXLAN, Geneve, GTP-U, Teredo, GRE, ...): its payload is
     /// other connections, whose own records are scored. Its packets and bytes are theirs.
@@ -199,7 +203,7 @@ impl NotScored {
         } else if rec.transport == Transport::Tcp && answers_only(rec) {
             Some(NotScored::AnswersOnly)
         } else if rec.transport == Transport::Tcp
-            && rec.end_reason == EndReason::Shutdown
+            && matches!(rec.end_reason, EndReason::Shutdown | EndReason::Idle)
             && matches!(
                 rec.conn_state,
                 ConnState::S1 | ConnState::S2 | ConnState::S3
@@ -1129,6 +1133,19 @@ mod tests {
             with(SYN, 0, ConnState::S0, (0, 0), EndReason::Shutdown),
             None
         );
+        // Established and silent past the idle timeout without FIN or RST (an idle interactive
+        // session): its end not seen either. Unanswered attempts ending idle are still scored.
+        assert_eq!(
+            with(
+                SYN | NON_SYN | ACK | DATA,
+                SYN_ACK | NON_SYN | ACK | DATA,
+                ConnState::S1,
+                (23, 20),
+                EndReason::Idle
+            ),
+            Some(NotScored::EndNotSeen)
+        );
+        assert_eq!(with(SYN, 0, ConnState::S0, (0, 0), EndReason::Idle), None);
         // IPv6 neighbour discovery and MLD are the link's control plane; echoes, redirects and
         // errors, and every ICMPv4 type, are scored.
         let icmp = |ip_version: u8, t: u8| {

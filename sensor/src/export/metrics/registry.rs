@@ -418,7 +418,7 @@ fn verdict_metrics(
         IntCounterVec::new(
             Opts::new(
                 "sensor_connections_not_scored_total",
-                "Connections the model does not judge (counted as normal verdicts too), by reason: group_destination (broadcast, multicast), link_control (IPv6 neighbour discovery and MLD), one_sided (one direction of a TCP connection seen), start_not_seen (picked up mid-stream with data), answers_only (only SYN-ACKs or RSTs answering a start not seen: backscatter), end_not_seen (established and still open when observation ended), tunnel_carrier (a tunnel's outer connection), other_transport (SCTP and other IP protocols).",
+                "Connections the model does not judge (counted as normal verdicts too), by reason: group_destination (broadcast, multicast), link_control (IPv6 neighbour discovery and MLD), one_sided (one direction of a TCP connection seen), start_not_seen (picked up mid-stream with data), answers_only (only SYN-ACKs or RSTs answering a start not seen: backscatter), end_not_seen (established, its end not seen: still open when observation ended, or idle past its timeout), tunnel_carrier (a tunnel's outer connection), other_transport (SCTP and other IP protocols).",
             ),
             &["reason"],
         )
