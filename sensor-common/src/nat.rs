@@ -32,7 +32,10 @@
 //! packet steering moving the forward to another CPU, the LRU map full) stays split, as
 //! before, and `sensor::capture::nat` still counts such halves.
 
-use crate::parse::Parsed;
+use crate::{
+    flow::ipproto,
+    parse::{Parsed, tcp_flags},
+};
 
 /// Slots of the per-CPU table of connections' first packets (a power of two).
 pub const SEEN_SLOTS: u32 = 256;
@@ -177,13 +180,17 @@ impl Seen {
     /// Whether `p`, leaving at `now_ns` with this entry's fingerprint, is its packet: the entry
     /// waits (unambiguously), and one of the two addresses is unchanged (source NAT keeps the
     /// destination, destination NAT the source; ports may change with either, and an ICMP
-    /// echo's identifier with masquerade).
+    /// echo's identifier with masquerade), or it is a TCP SYN, whose 32-bit initial sequence
+    /// number tells it apart well enough for both to change (a port forward that also
+    /// masquerades towards the inside, hairpin NAT).
     #[inline(always)]
     pub fn same_packet(&self, p: &Parsed, now_ns: u64) -> bool {
         self.waiting == waiting::YES
             && self.waits(now_ns)
             && self.same_fingerprint(p)
-            && (self.tuple.src == p.src || self.tuple.dst == p.dst)
+            && (self.tuple.src == p.src
+                || self.tuple.dst == p.dst
+                || (p.protocol == ipproto::TCP && p.tcp_flags & tcp_flags::SYN != 0))
     }
 
     /// Whether `p` (recognised by [`Seen::same_packet`]) left with other addresses or ports.
@@ -217,7 +224,6 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::ipproto;
 
     fn v4(a: u32) -> [u32; 4] {
         [a.to_be(), 0, 0, 0]
@@ -288,9 +294,19 @@ mod tests {
         let mut other = syn(GATEWAY, 61000, SERVER, 443);
         other.tcp_seq ^= 1;
         assert!(!seen.same_packet(&other, T0));
-        // Both addresses changed: not this packet (no translation rewrites both).
+        // Both addresses changed: a SYN still is this packet (its sequence number says so: a
+        // port forward that also masquerades), a datagram is not.
         let moved = syn(GATEWAY, 40000, CLIENT, 443);
-        assert!(!seen.same_packet(&moved, T0));
+        assert!(seen.same_packet(&moved, T0));
+        let datagram = |src, dst| Parsed {
+            protocol: ipproto::UDP,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            ..syn(src, 40000, dst, 53)
+        };
+        let udp_seen = Seen::of(&datagram(CLIENT, SERVER), T0);
+        assert!(udp_seen.same_packet(&datagram(GATEWAY, SERVER), T0));
+        assert!(!udp_seen.same_packet(&datagram(GATEWAY, CLIENT), T0));
         // Another IP identification, length or flags: not this packet.
         for f in [
             |p: &mut Parsed| p.ip_id ^= 1,
