@@ -12,10 +12,11 @@
 //!
 //! How, per connection (nothing per ordinary packet):
 //!
-//! 1. The XDP program remembers the first packet of each connection it opens ([`Seen`], in a
+//! 1. The XDP program remembers the first packet of each connection it opens that begins with
+//!    a TCP SYN, a UDP datagram or an ICMP echo request ([`first_packet_kind`]; [`Seen`], in a
 //!    small per-CPU table indexed by [`seen_index`]): its addresses and ports, and what a
 //!    translation leaves alone (protocol, lengths, IP identification, TCP sequence numbers,
-//!    ICMP type).
+//!    ICMP type, a datagram's first bytes).
 //! 2. The TC egress program looks at packets forwarded from a watched interface (which it does
 //!    not account): one that [`Seen::same_packet`] recognises, leaving with other addresses or
 //!    ports, was translated on the way through. Forwarding happens on the CPU that ran XDP
@@ -106,8 +107,8 @@ pub mod waiting {
     /// The packet has not left yet.
     pub const YES: u32 = 1;
     /// Two connections' first packets that nothing tells apart (UDP datagrams of one length
-    /// from sockets that send IP identification 0, to one server) waited at once: the first
-    /// of them to leave is learned for neither.
+    /// and the same first bytes from sockets that send IP identification 0, to one server)
+    /// waited at once: the first of them to leave is learned for neither.
     pub const AMBIGUOUS: u32 = 2;
 }
 
@@ -129,6 +130,8 @@ pub struct Seen {
     pub icmp_type: u8,
     /// [`waiting`].
     pub waiting: u32,
+    /// [`Parsed::head`].
+    pub head: u32,
     /// When it entered (CLOCK_MONOTONIC).
     pub at_ns: u64,
 }
@@ -146,12 +149,16 @@ impl Seen {
             tcp_flags: p.tcp_flags,
             icmp_type: p.icmp_type,
             waiting: waiting::YES,
+            head: p.head,
             at_ns: now_ns,
         }
     }
 
     /// Whether what translation leaves alone is equal: protocol, lengths, IP identification,
-    /// TCP sequence numbers and flags, ICMP type.
+    /// TCP sequence numbers and flags, ICMP type, the first bytes after the transport header
+    /// ([`Parsed::head`]: without them, an ongoing UDP flow's datagram of the same length,
+    /// with IP identification 0 as Linux sends unconnected UDP and IPv6 always has, would be
+    /// taken for a new flow's first).
     #[inline(always)]
     pub fn same_fingerprint(&self, p: &Parsed) -> bool {
         self.tuple.protocol == p.protocol
@@ -162,6 +169,7 @@ impl Seen {
             && self.ip_id == p.ip_id
             && self.tcp_flags == p.tcp_flags
             && self.icmp_type == p.icmp_type
+            && self.head == p.head
     }
 
     /// Whether the entry still waits for its packet at `now_ns`.
@@ -203,12 +211,31 @@ impl Seen {
     }
 }
 
+/// Whether `p` may be a connection's first packet worth remembering (entering) or recognising
+/// (leaving): a TCP SYN (its initial sequence number tells it apart; a connection picked up
+/// mid-stream is not followed), a UDP datagram, an ICMP or ICMPv6 echo request. Not other ICMP
+/// messages nor protocols without ports: keyed on addresses alone, one learned translation
+/// would claim every such packet between the two addresses (errors about other connections).
+#[inline(always)]
+pub fn first_packet_kind(p: &Parsed) -> bool {
+    match p.protocol {
+        ipproto::TCP => p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN,
+        ipproto::UDP => true,
+        ipproto::ICMP => p.icmp_type == 8,
+        ipproto::ICMPV6 => p.icmp_type == 128,
+        _ => false,
+    }
+}
+
 /// The per-CPU slot of a packet: from what translation leaves alone, so that the packet finds
 /// the same slot entering and leaving.
 #[inline(always)]
 pub fn seen_index(p: &Parsed) -> u32 {
-    let x =
-        p.tcp_seq ^ p.payload_len.rotate_left(16) ^ (p.ip_id as u32) ^ ((p.protocol as u32) << 24);
+    let x = p.tcp_seq
+        ^ p.payload_len.rotate_left(16)
+        ^ (p.ip_id as u32)
+        ^ p.head.rotate_left(8)
+        ^ ((p.protocol as u32) << 24);
     x.wrapping_mul(0x9e37_79b1) >> (32 - SEEN_SLOTS.trailing_zeros())
 }
 
@@ -278,6 +305,7 @@ mod tests {
         let leaving = syn(CLIENT, 50000, SERVER, 80);
         assert!(seen.same_packet(&leaving, T0) && seen.translated(&leaving));
         let mut answer = syn(SERVER, 80, CLIENT, 50000);
+        assert_eq!(Tuple::of(&answer), reply_key(&leaving));
         untranslate(&mut answer, &seen.tuple);
         assert_eq!(
             (answer.src, answer.sport, answer.dst, answer.dport),
@@ -307,11 +335,12 @@ mod tests {
         let udp_seen = Seen::of(&datagram(CLIENT, SERVER), T0);
         assert!(udp_seen.same_packet(&datagram(GATEWAY, SERVER), T0));
         assert!(!udp_seen.same_packet(&datagram(GATEWAY, CLIENT), T0));
-        // Another IP identification, length or flags: not this packet.
+        // Another IP identification, length, flags or first bytes: not this packet.
         for f in [
             |p: &mut Parsed| p.ip_id ^= 1,
             |p: &mut Parsed| p.payload_len += 1,
             |p: &mut Parsed| p.tcp_flags = 0x10,
+            |p: &mut Parsed| p.head = 7,
         ] {
             let mut q = syn(GATEWAY, 61000, SERVER, 443);
             f(&mut q);
@@ -323,6 +352,48 @@ mod tests {
         used.waiting = waiting::NO;
         assert!(!used.same_packet(&translated, T0));
         assert!(!seen.same_packet(&translated, T0 + FORWARD_WITHIN_NS));
+    }
+
+    #[test]
+    fn another_flows_datagram_of_the_same_length_is_not_the_first_packet() {
+        // A new DNS query and, leaving while it waits, a datagram of an ongoing flow from
+        // another client to the same server: one length, IP identification 0 both.
+        let udp = |src, sport, head| Parsed {
+            protocol: ipproto::UDP,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            ip_id: 0,
+            payload_len: 40,
+            head,
+            ..syn(src, sport, SERVER, 53)
+        };
+        let seen = Seen::of(&udp(CLIENT, 40000, 0x1a2b_0100), T0);
+        assert!(!seen.same_packet(&udp(GATEWAY, 50000, 0x77aa_0100), T0 + 1_000));
+        // The query itself, masqueraded, is.
+        assert!(seen.same_packet(&udp(GATEWAY, 40000, 0x1a2b_0100), T0 + 1_000));
+    }
+
+    #[test]
+    fn only_first_packets_with_ports_or_an_echo_are_followed() {
+        let mut p = syn(CLIENT, 40000, SERVER, 443);
+        assert!(first_packet_kind(&p));
+        p.tcp_flags = 0x12; // SYN-ACK: an answer
+        assert!(!first_packet_kind(&p));
+        p.tcp_flags = 0x10; // mid-stream
+        assert!(!first_packet_kind(&p));
+        let icmp = |protocol, icmp_type| Parsed {
+            protocol,
+            icmp_type,
+            tcp_flags: 0,
+            ..syn(CLIENT, 0, SERVER, 0)
+        };
+        assert!(first_packet_kind(&icmp(ipproto::ICMP, 8)));
+        assert!(first_packet_kind(&icmp(ipproto::ICMPV6, 128)));
+        // Errors, echo replies, and protocols without ports: no.
+        assert!(!first_packet_kind(&icmp(ipproto::ICMP, 3)));
+        assert!(!first_packet_kind(&icmp(ipproto::ICMP, 0)));
+        assert!(!first_packet_kind(&icmp(50, 0)));
+        assert!(first_packet_kind(&icmp(ipproto::UDP, 0)));
     }
 
     #[test]

@@ -35,7 +35,9 @@ use sensor_common::{
     FlowValue, Health,
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
     flow::{FragKey, FragValue, ParkedKey, event},
-    nat::{SEEN_SLOTS, Seen, TRANSLATIONS, Tuple, seen_index, untranslate, waiting},
+    nat::{
+        SEEN_SLOTS, Seen, TRANSLATIONS, Tuple, first_packet_kind, seen_index, untranslate, waiting,
+    },
     parse::{FragmentKind, Parsed, next, parse_ethernet_into},
     slots::{BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, slot_count},
     table::{Clock, update},
@@ -318,15 +320,14 @@ fn process<C: EbpfContext + FrameLen>(
             } else if p.next != next::NONE {
                 hand_on(ctx, p, (0, 0), h, segments, next_prog);
             } else {
-                if mode == mode::INGRESS {
-                    undo_translation(p, h, segments);
-                }
-                if account_packet(ctx, p, h, segments) {
-                    if mode == mode::INGRESS {
-                        remember_first_packet(p);
-                    } else {
-                        forget_translation(p);
-                    }
+                let undone = mode == mode::INGRESS && undo_translation(p);
+                match account_packet(ctx, p, h, segments) {
+                    // An answer of a translated connection: counted, and never remembered as a
+                    // first packet (its tuple is not the one it travelled with).
+                    Some(_) if undone => h.nat_answers += segments as u64,
+                    Some(true) if mode == mode::INGRESS => remember_first_packet(p),
+                    Some(true) => forget_translation(p),
+                    _ => {}
                 }
             }
         }
@@ -370,20 +371,23 @@ fn nat_key(
 }
 
 /// An entering packet with a translated connection's outside tuple: rewritten to the original
-/// connection's, whose answer it is (`sensor_common::nat`). Fragments are left alone (a later
-/// fragment finds its flow through the first fragment's addresses).
+/// connection's, whose answer it is (`sensor_common::nat`); true when it was. Fragments are
+/// left alone (a later fragment finds its flow through the first fragment's addresses).
 #[inline(always)]
-fn undo_translation(p: &mut Parsed, h: &mut Health, segments: u32) {
+fn undo_translation(p: &mut Parsed) -> bool {
     if !nat_active() || p.fragment.kind != FragmentKind::None {
-        return;
+        return false;
     }
     let Some(k) = nat_key(&p.src, p.sport, &p.dst, p.dport, p) else {
-        return;
+        return false;
     };
     // SAFETY: the value is read at once, before any other map call.
-    if let Some(original) = unsafe { NAT_REPLIES.get(k) } {
-        untranslate(p, original);
-        h.nat_answers += segments as u64;
+    match unsafe { NAT_REPLIES.get(k) } {
+        Some(original) => {
+            untranslate(p, original);
+            true
+        }
+        None => false,
     }
 }
 
@@ -391,6 +395,9 @@ fn undo_translation(p: &mut Parsed, h: &mut Health, segments: u32) {
 /// the slot waits for a packet nothing tells from this one: then for neither).
 #[inline(always)]
 fn remember_first_packet(p: &Parsed) {
+    if !first_packet_kind(p) {
+        return;
+    }
     let Some(e) = NAT_SEEN.get_ptr_mut(seen_index(p)) else {
         return;
     };
@@ -414,6 +421,7 @@ fn remember_first_packet(p: &Parsed) {
         (*e).ip_id = p.ip_id;
         (*e).tcp_flags = p.tcp_flags;
         (*e).icmp_type = p.icmp_type;
+        (*e).head = p.head;
         (*e).waiting = waiting::YES;
         (*e).at_ns = now_ns;
     }
@@ -424,7 +432,7 @@ fn remember_first_packet(p: &Parsed) {
 /// original connection from now on.
 #[inline(always)]
 fn learn_translation(p: &Parsed, h: &mut Health) {
-    if p.fragment.kind == FragmentKind::Later {
+    if p.fragment.kind == FragmentKind::Later || !first_packet_kind(p) {
         return;
     }
     let Some(e) = NAT_SEEN.get_ptr_mut(seen_index(p)) else {
@@ -436,9 +444,13 @@ fn learn_translation(p: &Parsed, h: &mut Health) {
     if e.waiting == waiting::NO || !e.same_fingerprint(p) {
         return;
     }
-    let recognised = e.same_packet(p, KernelClock.exact());
+    if !e.same_packet(p, KernelClock.exact()) {
+        // Another packet with the fingerprint (or the entry expired): the entry's own may
+        // still come.
+        return;
+    }
     e.waiting = waiting::NO;
-    if !recognised || !e.translated(p) {
+    if !e.translated(p) {
         return;
     }
     // The answers' tuple: this packet's turned round.
@@ -535,16 +547,18 @@ fn examine_level<C: FrameLen>(pkt: &KernelPacket<C>, pending: &Pending, level: &
     examine(pkt, pending, level);
 }
 
-/// Accounts a parsed packet: true when it began a connection.
+/// Accounts a parsed packet: whether it began a connection, `None` when it was not accounted
+/// (a full table, an unattributed fragment).
 #[inline(always)]
-fn account_packet<C: EbpfContext>(ctx: &C, p: &Parsed, h: &mut Health, segments: u32) -> bool {
-    match update(&mut KernelTables { ctx }, p, h, KernelClock, segments) {
-        Some(u) => {
-            signal(h, &u);
-            u.events & event::OPEN != 0
-        }
-        None => false,
-    }
+fn account_packet<C: EbpfContext>(
+    ctx: &C,
+    p: &Parsed,
+    h: &mut Health,
+    segments: u32,
+) -> Option<bool> {
+    let u = update(&mut KernelTables { ctx }, p, h, KernelClock, segments)?;
+    signal(h, &u);
+    Some(u.events & event::OPEN != 0)
 }
 
 /// A packet of the continuation accounted: a function of its own (a BPF subprogram), because

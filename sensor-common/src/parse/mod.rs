@@ -12,7 +12,8 @@
 //! # Two depths
 //!
 //! [`parse_ethernet`] is the kernel's per-packet path: Ethernet, up to two VLAN tags, IP and the
-//! transport header, nothing more, so that plain traffic costs what it always did. What lies
+//! transport header (and a datagram's first 4 bytes, `Parsed::head`), nothing more, so that
+//! plain traffic costs what it always did. What lies
 //! beyond it is handed on through [`Parsed::next`]: an L2 header it does not walk (a third tag,
 //! MPLS, PPPoE, FabricPath: [`next::L2`]) or a tunnel's payload (a [`tunnel`] kind). The kernel
 //! then tail-calls a second program that continues with [`parse_from`] and [`crate::encap`]
@@ -468,6 +469,11 @@ fn parse_l4_into<P: PacketData + ?Sized>(
                 // exactly one IPv6 packet is a candidate (`crate::encap` checks the rest).
                 next = tunnel::TEREDO;
             }
+            if payload_len >= 4
+                && let Some(h) = pkt.header::<4>(off + 8)
+            {
+                p.head = h.ne32(0);
+            }
             p.sport = sport;
             p.dport = dport;
             p.payload_len = payload_len;
@@ -486,6 +492,9 @@ fn parse_l4_into<P: PacketData + ?Sized>(
                 let id = c.be16(4);
                 p.sport = id;
                 p.dport = id;
+                p.head = c.be16(6) as u32;
+            } else {
+                p.head = c.ne32(4);
             }
             p.payload_len = (ip_payload - 8) as u32;
         }

@@ -209,6 +209,12 @@ pub struct Parsed {
     /// IPv4 identification (0 for IPv6): what an address translation leaves alone, so that a
     /// forwarded packet is recognised where it leaves ([`crate::nat`]).
     pub ip_id: u16,
+    /// What follows the transport header and no translation changes, for recognising a
+    /// forwarded packet ([`crate::nat`]): a UDP payload's first 4 bytes (a DNS query's
+    /// identifier and flags, a QUIC packet's first byte and connection ID or version), an ICMP
+    /// message's bytes 4 to 7 less an echo's identifier (which masquerade changes): its
+    /// sequence number. 0 where there are fewer.
+    pub head: u32,
 }
 
 impl Parsed {
@@ -262,6 +268,7 @@ mod tests {
             next: 17,
             next_off: 18,
             ip_id: 21,
+            head: 22,
         };
         p.clear();
         assert_eq!(p, Parsed::default());
