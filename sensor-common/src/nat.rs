@@ -140,18 +140,32 @@ impl Seen {
     /// `p` entering at `now_ns`.
     #[inline(always)]
     pub fn of(p: &Parsed, now_ns: u64) -> Seen {
-        Seen {
-            tuple: Tuple::of(p),
-            payload_len: p.payload_len,
-            tcp_seq: p.tcp_seq,
-            tcp_ack: p.tcp_ack,
-            ip_id: p.ip_id,
-            tcp_flags: p.tcp_flags,
-            icmp_type: p.icmp_type,
-            waiting: waiting::YES,
-            head: p.head,
-            at_ns: now_ns,
-        }
+        let mut s = Seen::default();
+        s.fill(p, now_ns);
+        s
+    }
+
+    /// Makes this slot `p` entering at `now_ns`, field by field: the kernel fills its per-CPU
+    /// slot in place (a whole `Seen` built first would take the stack's room), and one writer
+    /// keeps it and [`Seen::of`] from drifting apart.
+    #[inline(always)]
+    pub fn fill(&mut self, p: &Parsed, now_ns: u64) {
+        self.tuple.src = p.src;
+        self.tuple.dst = p.dst;
+        self.tuple.sport = p.sport;
+        self.tuple.dport = p.dport;
+        self.tuple.protocol = p.protocol;
+        self.tuple.ip_version = p.ip_version;
+        self.tuple._pad = [0; 2];
+        self.payload_len = p.payload_len;
+        self.tcp_seq = p.tcp_seq;
+        self.tcp_ack = p.tcp_ack;
+        self.ip_id = p.ip_id;
+        self.tcp_flags = p.tcp_flags;
+        self.icmp_type = p.icmp_type;
+        self.waiting = waiting::YES;
+        self.head = p.head;
+        self.at_ns = now_ns;
     }
 
     /// Whether what translation leaves alone is equal: protocol, lengths, IP identification,

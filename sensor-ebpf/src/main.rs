@@ -402,28 +402,13 @@ fn remember_first_packet(p: &Parsed) {
         return;
     };
     let now_ns = KernelClock.exact();
-    // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run. Field by
-    // field, as in `nat_key`.
-    unsafe {
-        if !(*e).yields_to(p, now_ns) {
-            (*e).waiting = waiting::AMBIGUOUS;
-            return;
-        }
-        (*e).tuple.src = p.src;
-        (*e).tuple.dst = p.dst;
-        (*e).tuple.sport = p.sport;
-        (*e).tuple.dport = p.dport;
-        (*e).tuple.protocol = p.protocol;
-        (*e).tuple.ip_version = p.ip_version;
-        (*e).payload_len = p.payload_len;
-        (*e).tcp_seq = p.tcp_seq;
-        (*e).tcp_ack = p.tcp_ack;
-        (*e).ip_id = p.ip_id;
-        (*e).tcp_flags = p.tcp_flags;
-        (*e).icmp_type = p.icmp_type;
-        (*e).head = p.head;
-        (*e).waiting = waiting::YES;
-        (*e).at_ns = now_ns;
+    // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the programs
+    // of one CPU run one at a time.
+    let e = unsafe { &mut *e };
+    if e.yields_to(p, now_ns) {
+        e.fill(p, now_ns);
+    } else {
+        e.waiting = waiting::AMBIGUOUS;
     }
 }
 
