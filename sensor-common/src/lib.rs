@@ -53,6 +53,9 @@ pub mod map_names {
     /// `LruHashMap<nat::Tuple, nat::Tuple>`: answers' tuples as they enter, to the original
     /// connection a translation gave them (see [`crate::nat`]).
     pub const NAT_REPLIES: &str = "NAT_REPLIES";
+    /// `Array<u64>` with one entry: nonzero once a translation has been learned, so that XDP
+    /// looks entering packets up in `NAT_REPLIES` only on a host that translates.
+    pub const NAT_ACTIVE: &str = "NAT_ACTIVE";
 }
 
 /// Names of the read-only globals the loader sets (`EbpfLoader::set_global`).
@@ -73,6 +76,9 @@ pub mod program_names {
     pub const TC_EGRESS: &str = "sensor_tc_egress";
     /// A trivial XDP program that only bumps a per-CPU counter: the benchmark baseline.
     pub const XDP_BASELINE: &str = "baseline_xdp";
+    /// A trivial TC classifier that only bumps a per-CPU counter: the egress benchmark's
+    /// baseline.
+    pub const TC_BASELINE: &str = "baseline_tc";
     /// The XDP continuation: one level of deeper L2 headers or tunnels per tail call.
     pub const XDP_NEXT: &str = "sensor_xdp_next";
     /// The TC continuation.

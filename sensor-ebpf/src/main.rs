@@ -33,10 +33,12 @@ use aya_ebpf::{
 };
 use sensor_common::{
     FlowValue, Health,
+    atomic::{compare_exchange_u64, load_u64},
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
     flow::{FragKey, FragValue, ParkedKey, event},
     nat::{
-        SEEN_SLOTS, Seen, TRANSLATIONS, Tuple, first_packet_kind, seen_index, untranslate, waiting,
+        FILTER_WORDS, SEEN_SLOTS, Seen, TRANSLATIONS, Tuple, filter_bit, first_packet_kind,
+        seen_index, untranslate, waiting,
     },
     parse::{FragmentKind, Parsed, next, parse_ethernet_into},
     slots::{BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, slot_count},
@@ -116,6 +118,12 @@ static NAT_REPLIES: LruHashMap<Tuple, Tuple> = LruHashMap::with_max_entries(TRAN
 /// lookup (a host that translates nothing pays one array read).
 #[map(name = "NAT_ACTIVE")]
 static NAT_ACTIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A bitmap of the answers' destinations in `NAT_REPLIES` (`nat::filter_bit`): an entering
+/// packet whose bit is clear is looked up no further. A plain array, so the verifier inlines
+/// the lookup: no helper call, no hashing of the key.
+#[map(name = "NAT_FILTER")]
+static NAT_FILTER: Array<u64> = Array::with_max_entries(FILTER_WORDS, 0);
 
 /// Where the `NAT_REPLIES` key is built (not on the stack, which the flow update fills).
 #[map(name = "NAT_KEY")]
@@ -271,6 +279,17 @@ pub fn baseline_xdp(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Benchmark baseline for the TC egress program: the same per-CPU counter bump, as a
+/// classifier.
+#[classifier]
+pub fn baseline_tc(_ctx: TcContext) -> i32 {
+    if let Some(c) = BASELINE.get_ptr_mut(0) {
+        // SAFETY: a per-CPU array slot: only this CPU writes it, and the pointer is valid.
+        unsafe { *c += 1 };
+    }
+    TC_ACT_OK
+}
+
 #[inline(always)]
 fn process<C: EbpfContext + FrameLen>(
     ctx: &C,
@@ -378,6 +397,11 @@ fn undo_translation(p: &mut Parsed) -> bool {
     if !nat_active() || p.fragment.kind != FragmentKind::None {
         return false;
     }
+    let (word, mask) = filter_bit(&p.dst, p.dport, p.protocol);
+    match NAT_FILTER.get(word) {
+        Some(w) if *w & mask != 0 => {}
+        _ => return false,
+    }
     let Some(k) = nat_key(&p.src, p.sport, &p.dst, p.dport, p) else {
         return false;
     };
@@ -446,6 +470,21 @@ fn learn_translation(p: &Parsed, h: &mut Health) {
     let original: &Tuple = &e.tuple;
     if NAT_REPLIES.insert(k, original, 0).is_ok() {
         h.nat_translations += 1;
+        // The answers enter to this packet's source (`k`'s destination).
+        let (word, mask) = filter_bit(&k.dst, k.dport, k.protocol);
+        if let Some(w) = NAT_FILTER.get_ptr_mut(word) {
+            // Other CPUs may set other bits of the word meanwhile: compare-and-swap, retried
+            // (a few tries are plenty: the word changes only when a translation is learned).
+            for _ in 0..16 {
+                // SAFETY: a slot of an array map, valid and 8-aligned for the program run;
+                // other CPUs change it only by compare-and-swap.
+                let old = unsafe { load_u64(w) };
+                // SAFETY: as above.
+                if old & mask != 0 || unsafe { compare_exchange_u64(w, old, old | mask) } {
+                    break;
+                }
+            }
+        }
         if let Some(a) = NAT_ACTIVE.get_ptr_mut(0) {
             // SAFETY: the one slot of an array map; a plain store of 1 (every CPU stores the
             // same value).

@@ -9,7 +9,14 @@
 //!   the same way over the same frames;
 //! - each encapsulation (`packet::encapsulated_frames`: QinQ with three tags, MPLS, PPPoE, GRE,
 //!   IP-in-IP, VXLAN, Geneve, GTP-U, ...) as a hot flow: the frame repeated, its inner connection
-//!   and its carrier (if a tunnel) already in the table.
+//!   and its carrier (if a tunnel) already in the table;
+//! - the TC egress program (`sensor_tc_egress`) against a trivial classifier (`baseline_tc`):
+//!   a packet the host sends (accounted), and a TCP segment and a UDP datagram forwarded from a
+//!   watched interface (only looked at, to learn address translations);
+//! - a gateway that translates addresses, the translation learned by the programs themselves
+//!   (a datagram in through XDP, out masqueraded through TC egress): a hot flow that is no
+//!   answer, an answer undone, and the 100,000 flows, each against the trivial program and
+//!   against the same frame with the translation lookup off (`NAT_ACTIVE`) in the same round.
 //!
 //! Each ratio is the median over rounds of the ratio within a round (the baseline and the flow
 //! program run back to back). The ratios go to stdout and to `target/bench-xdp.json`.
@@ -17,8 +24,10 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use integration_tests::packet::{XdpHarness, encapsulated_frames, flags, tcp4, udp4, v4};
-use sensor_common::program_names::{XDP_BASELINE, XDP_INGRESS};
+use integration_tests::packet::{
+    XdpHarness, encapsulated_frames, flags, pin_to_cpu, tcp4, udp4, v4,
+};
+use sensor_common::program_names::{TC_BASELINE, TC_EGRESS, XDP_BASELINE, XDP_INGRESS};
 
 const FLOWS: usize = 100_000;
 
@@ -111,7 +120,10 @@ fn bench(c: &mut Criterion) {
         println!("xdp: {name} hot flow {ns:.1} ns ({:.2}x)", ns / base_hot);
         encap.insert(format!("{name}_ratio"), (ns / base_hot).into());
     }
+    let (egress, gateway) = egress_and_nat(&mut x, &hot, &frames);
     let report = serde_json::json!({
+        "egress_hot": egress,
+        "nat_gateway": gateway,
         "encapsulations_hot": encap,
         "baseline_hot_ns": base_hot,
         "flow_hot_ns": flow_hot,
@@ -128,6 +140,129 @@ fn bench(c: &mut Criterion) {
     if let Err(e) = std::fs::write(&out, report.to_string()) {
         eprintln!("could not write {}: {e}", out.display());
     }
+}
+
+/// The interface index the egress cases' forwarded packets entered by, marked watched.
+const WATCHED_IFINDEX: u32 = 7;
+
+/// The TC egress program against its own trivial baseline (`baseline_tc`), each case a hot
+/// frame; then XDP on a gateway that translates addresses (`NAT_ACTIVE` set: every entering
+/// packet goes through the answers' filter, an answer to the `NAT_REPLIES` lookup), against
+/// the trivial program and against itself with no translation learned. Run last: the learned
+/// translation stays. Returns the two JSON objects of ratios.
+fn egress_and_nat(
+    x: &mut XdpHarness,
+    hot: &[u8],
+    frames: &[Vec<u8>],
+) -> (serde_json::Value, serde_json::Value) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    x.watch(WATCHED_IFINDEX);
+    // The host's own answer on the hot connection (accounted); a forwarded TCP segment and a
+    // forwarded UDP datagram (only looked at: a datagram may be a connection's first packet,
+    // so its remembered slot is read and compared).
+    let local = tcp4(v4(0, 2), 80, v4(0, 1), 40000, flags::ACK, &[0; 64]);
+    let datagram = udp4(v4(0, 1), 5000, v4(200, 1), 53, &[7; 32]);
+    let before = x.health();
+    x.time_tc_ns(TC_EGRESS, hot, 1, WATCHED_IFINDEX);
+    x.time_tc_ns(TC_EGRESS, &local, 1, 0);
+    let after = x.health();
+    assert_eq!(
+        (
+            after.egress_already_seen - before.egress_already_seen,
+            after.accounted - before.accounted
+        ),
+        (1, 1),
+        "the forwarded packet only looked at, the host's own accounted"
+    );
+    let rounds = 9;
+    let mut egress = serde_json::Map::new();
+    let base_tc = median(
+        (0..rounds)
+            .map(|_| x.time_tc_ns(TC_BASELINE, hot, 1_000_000, 0))
+            .collect(),
+    );
+    egress.insert("baseline_tc_hot_ns".into(), base_tc.into());
+    for (name, frame, ifindex) in [
+        ("local_hot", &local, 0),
+        ("forwarded_tcp", &hot.to_vec(), WATCHED_IFINDEX),
+        ("forwarded_udp", &datagram, WATCHED_IFINDEX),
+    ] {
+        // Each round's ratio against the baseline run just before it, the median over rounds.
+        let ratio = median(
+            (0..rounds)
+                .map(|_| {
+                    let b = x.time_tc_ns(TC_BASELINE, frame, 1_000_000, 0);
+                    x.time_tc_ns(TC_EGRESS, frame, 1_000_000, ifindex) / b
+                })
+                .collect(),
+        );
+        println!("tc egress: {name} {ratio:.2}x the trivial classifier ({base_tc:.1} ns)");
+        egress.insert(format!("{name}_ratio"), ratio.into());
+    }
+
+    // A gateway that translates, learned as on a gateway: the datagram enters (XDP remembers
+    // it), leaves masqueraded as 198.18.100.1:61000 (TC egress, forwarded, recognises it), and
+    // its answer enters with that tuple.
+    pin_to_cpu(0);
+    x.run(&datagram);
+    let masqueraded = udp4(v4(100, 1), 61000, v4(200, 1), 53, &[7; 32]);
+    x.time_tc_ns(TC_EGRESS, &masqueraded, 1, WATCHED_IFINDEX);
+    let answer = udp4(v4(200, 1), 53, v4(100, 1), 61000, &[9; 48]);
+    let before = x.health();
+    x.run(&answer);
+    let after = x.health();
+    assert_eq!(
+        (
+            after.nat_translations - before.nat_translations,
+            after.nat_answers - before.nat_answers
+        ),
+        (0, 1),
+        "the translation learned, the answer undone"
+    );
+    assert_eq!(after.nat_translations, 1, "one translation learned");
+    // Each round: the trivial program, then the flow program on the same frame with no
+    // translation learned and with one (the lookup on), so the ratio of the two is the lookup's
+    // cost on this machine at this moment.
+    let mut gateway = serde_json::Map::new();
+    for (name, frame) in [("hot_not_translated", hot), ("answer_undone", &answer)] {
+        let rounds: Vec<(f64, f64, f64)> = (0..rounds)
+            .map(|_| {
+                let b = x.time_ns(XDP_BASELINE, frame, 1_000_000);
+                x.set_nat_active(false);
+                let off = x.time_ns(XDP_INGRESS, frame, 1_000_000);
+                x.set_nat_active(true);
+                (b, off, x.time_ns(XDP_INGRESS, frame, 1_000_000))
+            })
+            .collect();
+        let on = median(rounds.iter().map(|r| r.2 / r.0).collect());
+        let off = median(rounds.iter().map(|r| r.1 / r.0).collect());
+        let added = median(rounds.iter().map(|r| r.2 / r.1).collect());
+        println!(
+            "xdp on a translating gateway: {name} {on:.2}x the trivial program, {off:.2}x with no translation learned ({added:.2}x)"
+        );
+        gateway.insert(format!("{name}_ratio"), on.into());
+        gateway.insert(format!("{name}_no_translation_ratio"), off.into());
+    }
+    let cycles: Vec<(f64, f64, f64)> = (0..5)
+        .map(|_| {
+            let b = cycle_ns(x, XDP_BASELINE, frames);
+            x.set_nat_active(false);
+            let off = cycle_ns(x, XDP_INGRESS, frames);
+            x.set_nat_active(true);
+            (b, off, cycle_ns(x, XDP_INGRESS, frames))
+        })
+        .collect();
+    let on = median(cycles.iter().map(|r| r.2 / r.0).collect());
+    let off = median(cycles.iter().map(|r| r.1 / r.0).collect());
+    println!(
+        "xdp on a translating gateway: over {FLOWS} flows {on:.2}x, {off:.2}x with no translation learned"
+    );
+    gateway.insert("flows_100k_ratio".into(), on.into());
+    gateway.insert("flows_100k_no_translation_ratio".into(), off.into());
+    (egress.into(), gateway.into())
 }
 
 criterion_group!(benches, bench);

@@ -1014,3 +1014,86 @@ fn a_million_mutated_frames_keep_the_counters_consistent() {
     }
     assert_eq!(flows.len() as u64, h.flows_created);
 }
+
+/// Address translation learned by the programs themselves, as on a masquerading gateway: a
+/// connection's first packet enters (XDP), leaves with the gateway's address (TC egress,
+/// forwarded from a watched interface), and its answers, entering to the gateway's address,
+/// are accounted under the original connection; a packet to another port of the gateway is no
+/// answer and stays its own flow. Pinned to one CPU: the first packets are remembered per CPU,
+/// as a gateway forwards on the CPU that received.
+#[test]
+fn a_translation_learned_where_the_packet_leaves_is_undone_for_its_answers() {
+    const WATCHED_IFINDEX: u32 = 7;
+    pin_to_cpu(0);
+    let mut x = XdpHarness::new(1024);
+    x.watch(WATCHED_IFINDEX);
+    let (client, gateway, server) = (v4(20, 1), v4(21, 1), v4(22, 1));
+    let leave = |x: &mut XdpHarness, frame: &[u8]| {
+        x.time_tc_ns(
+            sensor_common::program_names::TC_EGRESS,
+            frame,
+            1,
+            WATCHED_IFINDEX,
+        );
+    };
+    // A DNS lookup and a TCP handshake through the gateway.
+    x.run(&udp4(client, 5000, server, 53, &[1, 2, 3, 4, 0, 0, 0, 0]));
+    leave(
+        &mut x,
+        &udp4(gateway, 61000, server, 53, &[1, 2, 3, 4, 0, 0, 0, 0]),
+    );
+    x.run(&tcp4_seq(client, 40000, server, 443, SYN, 1000, 0, &[]));
+    leave(
+        &mut x,
+        &tcp4_seq(gateway, 61001, server, 443, SYN, 1000, 0, &[]),
+    );
+    let h = x.health();
+    assert_eq!(
+        (h.nat_translations, h.egress_already_seen, h.accounted),
+        (2, 2, 2)
+    );
+    // The answers, and a packet to a port of the gateway no translation gave out.
+    x.run(&udp4(
+        server,
+        53,
+        gateway,
+        61000,
+        &[1, 2, 3, 4, 0x81, 0x80, 0, 1],
+    ));
+    x.run(&tcp4_seq(
+        server,
+        443,
+        gateway,
+        61001,
+        SYN | ACK,
+        9000,
+        1001,
+        &[],
+    ));
+    x.run(&udp4(
+        server,
+        53,
+        gateway,
+        61002,
+        &[5, 6, 7, 8, 0x81, 0x80, 0, 1],
+    ));
+    let h = x.health();
+    assert_eq!((h.nat_answers, h.accounted), (2, 5));
+    let mut flows: Vec<(u8, u16, u16, [u64; 2])> = x
+        .flows()
+        .iter()
+        .map(|(k, v)| (k.protocol, k.port_lo, k.port_hi, v.packets))
+        .collect();
+    flows.sort_unstable();
+    assert_eq!(
+        flows,
+        [
+            // Each connection whole, between the client and the server (the lower address's
+            // port first).
+            (ipproto::TCP, 40000, 443, [1, 1]),
+            (ipproto::UDP, 5000, 53, [1, 1]),
+            // The stray datagram, its own flow from the server (the higher address).
+            (ipproto::UDP, 61002, 53, [0, 1]),
+        ]
+    );
+}
