@@ -21,6 +21,7 @@ pub mod nat;
 pub mod parse;
 pub mod slots;
 pub mod table;
+pub mod watched;
 
 pub use flow::{FlowEvent, FlowKey, FlowValue};
 pub use health::Health;
@@ -43,6 +44,9 @@ pub mod map_names {
     pub const PARKED: &str = "PARKED";
     /// `HashMap<u32, u8>`: ifindexes whose ingress XDP watches.
     pub const WATCHED: &str = "WATCHED";
+    /// `Array<u32>` of [`crate::watched::INDEX_SLOTS`]: a direct-mapped index of `WATCHED`
+    /// (see [`crate::watched`]).
+    pub const WATCHED_INDEX: &str = "WATCHED_INDEX";
     /// `ProgramArray` with one entry: the XDP continuation program
     /// ([`crate::program_names::XDP_NEXT`]), which the XDP program tail-calls for what its
     /// per-packet parse hands on (deeper L2 headers, tunnels: see [`crate::encap`]).

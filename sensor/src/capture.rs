@@ -16,7 +16,7 @@ use std::{io, os::fd::AsRawFd, sync::Arc, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProgramError, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
 use log::{debug, warn};
@@ -25,6 +25,7 @@ use sensor_common::{
     flow::{ParkedKey, event},
     global_names, map_names, program_names,
     slots::{seed_words, slot_count},
+    watched,
 };
 
 use crate::{
@@ -315,6 +316,40 @@ pub fn load_tc<'a>(
     Ok(prog)
 }
 
+/// Marks the interfaces `ifindexes` as watched by XDP (`WATCHED` and its index,
+/// `sensor_common::watched`): the egress program then only looks at packets forwarded from
+/// them, which XDP accounted where they entered.
+pub fn watch_ifindexes(ebpf: &mut Ebpf, ifindexes: &[u32]) -> Result<(), CaptureError> {
+    let map_err = |name| move |source| CaptureError::Map { name, source };
+    let mut set: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
+        ebpf.map_mut(map_names::WATCHED)
+            .ok_or(CaptureError::MissingMap {
+                name: map_names::WATCHED,
+            })?,
+    )
+    .map_err(map_err(map_names::WATCHED))?;
+    for &i in ifindexes {
+        set.insert(i, 1, 0).map_err(map_err(map_names::WATCHED))?;
+    }
+    let mut index: Array<&mut MapData, u32> = Array::try_from(
+        ebpf.map_mut(map_names::WATCHED_INDEX)
+            .ok_or(CaptureError::MissingMap {
+                name: map_names::WATCHED_INDEX,
+            })?,
+    )
+    .map_err(map_err(map_names::WATCHED_INDEX))?;
+    for &i in ifindexes {
+        let slot = watched::slot(i);
+        let held = index
+            .get(&slot, 0)
+            .map_err(map_err(map_names::WATCHED_INDEX))?;
+        index
+            .set(slot, watched::with(held, i), 0)
+            .map_err(map_err(map_names::WATCHED_INDEX))?;
+    }
+    Ok(())
+}
+
 /// Loads (verifies) an XDP program of the object.
 pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, CaptureError> {
     let prog: &mut Xdp = program(ebpf, name)?;
@@ -328,27 +363,12 @@ impl Capture {
     pub fn start(config: CaptureConfig) -> Result<Capture, CaptureError> {
         let mut ebpf = load_object(config.table_size, config.ring_bytes)?;
         // Before attaching, so that no forwarded packet is ever counted twice.
-        {
-            let mut watched: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
-                ebpf.map_mut(map_names::WATCHED)
-                    .ok_or(CaptureError::MissingMap {
-                        name: map_names::WATCHED,
-                    })?,
-            )
-            .map_err(|source| CaptureError::Map {
-                name: map_names::WATCHED,
-                source,
-            })?;
-            for iface in &config.interfaces {
-                let ifindex = ifindex(iface)?;
-                watched
-                    .insert(ifindex, 1, 0)
-                    .map_err(|source| CaptureError::Map {
-                        name: map_names::WATCHED,
-                        source,
-                    })?;
-            }
-        }
+        let ifindexes = config
+            .interfaces
+            .iter()
+            .map(|iface| ifindex(iface))
+            .collect::<Result<Vec<_>, _>>()?;
+        watch_ifindexes(&mut ebpf, &ifindexes)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {

@@ -5,7 +5,7 @@
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use sensor_common::{FlowKey, FlowValue, Health, map_names, program_names};
@@ -102,10 +102,7 @@ impl XdpHarness {
     /// Marks `ifindex` as watched by XDP, as the agent does for each interface it attaches to:
     /// packets forwarded from it are then only looked at where they leave.
     pub fn watch(&mut self, ifindex: u32) {
-        let mut m: HashMap<_, u32, u8> =
-            HashMap::try_from(self.ebpf.map_mut(map_names::WATCHED).expect("WATCHED map"))
-                .expect("WATCHED type");
-        m.insert(ifindex, 1, 0).expect("insert WATCHED");
+        sensor::capture::watch_ifindexes(&mut self.ebpf, &[ifindex]).expect("watch");
     }
 
     fn prog(&mut self, name: &str) -> &mut Xdp {

@@ -1097,3 +1097,42 @@ fn a_translation_learned_where_the_packet_leaves_is_undone_for_its_answers() {
         ]
     );
 }
+
+/// The egress program tells packets forwarded from watched interfaces (looked at, not
+/// accounted) from the host's own and from packets of other interfaces (accounted), through
+/// the index of watched interfaces, also where two watched interfaces share an index slot
+/// (1029 and 5, then asked of the set) and an unwatched one maps to it (2053).
+#[test]
+fn egress_tells_forwarded_packets_by_the_watched_index() {
+    let mut x = XdpHarness::new(1024);
+    x.watch(5);
+    x.watch(1029);
+    x.watch(8);
+    let frame = tcp4(v4(23, 1), 40000, v4(23, 2), 80, ACK, &[0; 10]);
+    for (ingress_ifindex, forwarded) in [
+        (0, false),
+        (5, true),
+        (1029, true),
+        (2053, false),
+        (8, true),
+        (1032, false),
+        (9, false),
+    ] {
+        let before = x.health();
+        x.time_tc_ns(
+            sensor_common::program_names::TC_EGRESS,
+            &frame,
+            1,
+            ingress_ifindex,
+        );
+        let h = x.health();
+        assert_eq!(
+            (
+                h.egress_already_seen - before.egress_already_seen,
+                h.accounted - before.accounted
+            ),
+            if forwarded { (1, 0) } else { (0, 1) },
+            "entered by ifindex {ingress_ifindex}"
+        );
+    }
+}
