@@ -121,21 +121,26 @@ fn evict_victim(hash: u64, now_ns: u64) -> u64 {
         }
         *hand
     };
-    let mut c = Victim {
-        start,
-        idx: NONE,
-        state: 0,
-        last_seen_ns: 0,
-    };
-    // SAFETY: `victim_step` has the callback signature `bpf_loop` expects, and `c` outlives
-    // the call.
-    let looked = unsafe {
-        bpf_loop(
+    // Field by field into the value the callback reads, the zeros through volatile stores: a
+    // struct literal's two adjacent zero fields became a call of the BPF build's byte-by-byte
+    // `memset` (as `crate::table`'s probe walk did).
+    let mut c = core::mem::MaybeUninit::<Victim>::uninit();
+    let p = c.as_mut_ptr();
+    // SAFETY: `p` points to the stack value `c`; every field is written before `bpf_loop` reads
+    // it and before `assume_init`. `victim_step` has the callback signature `bpf_loop`
+    // expects, and `c` outlives the call.
+    let (looked, c) = unsafe {
+        (&raw mut (*p).start).write(start);
+        (&raw mut (*p).idx).write(NONE);
+        (&raw mut (*p).state).write_volatile(0);
+        (&raw mut (*p).last_seen_ns).write_volatile(0);
+        let looked = bpf_loop(
             EVICT_WINDOW_MAX,
             victim_step as *mut c_void,
-            (&raw mut c).cast::<c_void>(),
+            p.cast::<c_void>(),
             0,
-        )
+        );
+        (looked, c.assume_init())
     };
     // SAFETY: as above. The next window starts after this one.
     unsafe { *hand = start.wrapping_add(looked as u64) };

@@ -40,8 +40,15 @@ impl XdpHarness {
     /// Loads the object with a flow table of `capacity` and verifies `sensor_xdp` and the
     /// baseline program.
     pub fn new(capacity: u32) -> XdpHarness {
+        XdpHarness::with_ring(capacity, 1 << 16)
+    }
+
+    /// [`XdpHarness::new`] with an event ring of `ring_bytes` (a power of two, whole pages):
+    /// room for the events of many new flows that nothing drains.
+    pub fn with_ring(capacity: u32, ring_bytes: u32) -> XdpHarness {
         crate::require_root();
-        let mut ebpf = sensor::capture::load_object(capacity, 1 << 16).expect("load eBPF object");
+        let mut ebpf =
+            sensor::capture::load_object(capacity, ring_bytes).expect("load eBPF object");
         sensor::capture::load_xdp(&mut ebpf, program_names::XDP_INGRESS)
             .expect("verify sensor_xdp");
         sensor::capture::load_xdp(&mut ebpf, program_names::XDP_BASELINE).expect("verify baseline");
