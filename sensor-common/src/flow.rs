@@ -223,6 +223,38 @@ pub struct FlowValue {
     pub seq_top: [u32; 2],
 }
 
+/// `*to = *from`, as four word copies on the BPF target. A plain assignment between two map
+/// values compiled to a call of the BPF build's `memmove`, a byte-by-byte loop (16 iterations,
+/// about 130 instructions), in each place that copied one (an answer undone, a first packet remembered, a fragment's key): LLVM turned
+/// the load and store into a `memmove` for want of knowing that the two do not overlap, and the
+/// BPF backend expands only `memcpy` inline. A copy between a `&mut` and a `&` is a `memcpy`.
+#[inline(always)]
+pub fn copy_address(to: &mut [u32; 4], from: &[u32; 4]) {
+    // SAFETY: both point to 4 valid, aligned `u32`s, and a `&mut` never overlaps a `&`.
+    unsafe { core::ptr::copy_nonoverlapping(from.as_ptr(), to.as_mut_ptr(), 4) };
+}
+
+/// `*dst = *src` as 64-bit loads and stores that the compiler keeps apart. Why not the
+/// assignment: a new flow's value is mostly zeros, and LLVM merged the zero fields' stores into
+/// `memset` calls (34 and 24 bytes), which the BPF build runs as a byte-by-byte loop (its
+/// `memset` is `compiler_builtins`' generic one): about 250 instructions per new flow, where
+/// this is 20. Used wherever a new value is
+/// written into the table (an insert, a port-reused connection's restart).
+///
+/// # Safety
+/// `dst` and `src` must be valid, 8-aligned and not overlap; `T`'s size a multiple of 8.
+#[inline(always)]
+pub unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8)) };
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        // SAFETY: within both values (the caller's contract), word by word.
+        unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+        i += 1;
+    }
+}
+
 /// The unit of [`FlowValue::orig_ack_units`]: 1,024 ns (a shift, not a division, in the
 /// kernel).
 pub const ORIG_ACK_UNIT_NS: u64 = 1 << ORIG_ACK_UNIT_SHIFT;

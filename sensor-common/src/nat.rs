@@ -39,7 +39,7 @@
 //! before, and `sensor::capture::nat` still counts such halves.
 
 use crate::{
-    flow::ipproto,
+    flow::{copy_address, ipproto},
     parse::{Parsed, tcp_flags},
 };
 
@@ -129,17 +129,6 @@ pub fn untranslate(p: &mut Parsed, original: &Tuple) {
     p.sport = original.dport;
     copy_address(&mut p.dst, &original.src);
     p.dport = original.sport;
-}
-
-/// `*to = *from`, as four word copies on the BPF target. A plain assignment between two map
-/// values compiled to a call of the BPF build's `memmove`, a byte-by-byte loop (16 iterations,
-/// about 130 instructions), twice per answer undone and per first packet remembered: LLVM turned
-/// the load and store into a `memmove` for want of knowing that the two do not overlap, and the
-/// BPF backend expands only `memcpy` inline. A copy between a `&mut` and a `&` is a `memcpy`.
-#[inline(always)]
-pub fn copy_address(to: &mut [u32; 4], from: &[u32; 4]) {
-    // SAFETY: both point to 4 valid, aligned `u32`s, and a `&mut` never overlaps a `&`.
-    unsafe { core::ptr::copy_nonoverlapping(from.as_ptr(), to.as_mut_ptr(), 4) };
 }
 
 /// [`Seen::waiting`] values.

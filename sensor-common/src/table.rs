@@ -31,7 +31,7 @@
 use crate::{
     FlowKey, FlowValue, Health,
     account::{account_bits, adds_history_bits, history_bits, new_value, starts_new_connection},
-    flow::{FragKey, FragValue, event},
+    flow::{FragKey, FragValue, copy_address, copy_words, event},
     parse::{FragmentKind, Parsed},
 };
 
@@ -132,13 +132,19 @@ pub fn update<T: FlowTables>(
 ) -> Option<Updated> {
     // Built only for fragments (a closure, as the kernel program always did): most packets are
     // not, and the BPF stack is small.
-    let frag_key = || FragKey {
-        src: p.src,
-        dst: p.dst,
-        id: p.fragment.id,
-        protocol: p.protocol,
-        ip_version: p.ip_version,
-        _pad: [0; 2],
+    let frag_key = || {
+        let mut k = FragKey {
+            src: [0; 4],
+            dst: [0; 4],
+            id: p.fragment.id,
+            protocol: p.protocol,
+            ip_version: p.ip_version,
+            _pad: [0; 2],
+        };
+        // Not `src: p.src`: see `copy_address`.
+        copy_address(&mut k.src, &p.src);
+        copy_address(&mut k.dst, &p.dst);
+        k
     };
     let (key, side) = if p.fragment.kind == FragmentKind::Later {
         match t.frag_get(&frag_key()) {
@@ -175,8 +181,9 @@ pub fn update<T: FlowTables>(
                 // the entry, so it is handed over first.
                 // SAFETY: as above.
                 t.on_restart(&key, unsafe { &*v }, now_ns, h);
-                // SAFETY: as above; a port-reusing SYN restarts the entry in place.
-                unsafe { *v = new_value(p, &key, side, now_ns) };
+                // SAFETY: as above; a port-reusing SYN restarts the entry in place. Word by
+                // word: see `copy_words`.
+                unsafe { copy_words(v, &new_value(p, &key, side, now_ns)) };
                 h.flows_restarted += 1;
                 opened = event::OPEN;
             }

@@ -6,7 +6,7 @@ use aya_log_ebpf::warn;
 use sensor_common::{
     FlowKey, FlowValue, Health,
     atomic::{atomic_add, compare_exchange_u64, load_u64, publish_u64},
-    flow::{FragKey, FragValue},
+    flow::{FragKey, FragValue, copy_words},
     slots::{FlowSlot, PROBES, fingerprint, key_eq, key_hash_words, state},
     table::{FlowTables, Insert},
 };
@@ -22,26 +22,6 @@ use crate::{FLOW_CAPACITY, FLOW_COUNT, FLOW_HASH_SEED, FLOW_SLOT_MASK, FLOWS, FR
 /// 65,536 reads (~100-200 us) outlast that (the two-CPU race test in `tests/tests/xdp_packets.rs`
 /// checks it). Only a CPU that meets a flow being created at that very moment ever spins.
 const BUSY_SPIN: u32 = 1 << 16;
-
-/// `*dst = *src` as 64-bit loads and stores that the compiler keeps apart. Why not the
-/// assignment: a new flow's value is mostly zeros, and LLVM merged the zero fields' stores into
-/// `memset` calls (34 and 24 bytes), which the BPF build runs as a byte-by-byte loop (its
-/// `memset` is `compiler_builtins`' generic one): about 250 instructions per new flow, where
-/// this is 20.
-///
-/// # Safety
-/// `dst` and `src` must be valid, 8-aligned and not overlap; `T`'s size a multiple of 8.
-#[inline(always)]
-unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
-    const { assert!(core::mem::size_of::<T>().is_multiple_of(8)) };
-    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
-    let mut i = 0;
-    while i < core::mem::size_of::<T>() / 8 {
-        // SAFETY: within both values (the caller's contract), word by word.
-        unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
-        i += 1;
-    }
-}
 
 /// The kernel's [`FlowTables`]: the program's BPF maps. The per-packet logic itself is
 /// `sensor_common::table::update`, shared with offline replay so that both account alike.
@@ -155,7 +135,7 @@ extern "C" fn probe_step(pos: u64, ctx: *mut c_void) -> i64 {
 fn probe(key: &FlowKey, hash: u64, stop: u64) -> Probe {
     // Field by field, the zeros through volatile stores, into the very value the callback
     // reads: LLVM merged the adjacent zero fields of a struct literal into `memset` calls, which
-    // the BPF build runs as a byte-by-byte loop (two per walk; see [`copy_words`]).
+    // the BPF build runs as a byte-by-byte loop (two per walk; see `copy_words`).
     let mut c = core::mem::MaybeUninit::<Probe>::uninit();
     let p = c.as_mut_ptr();
     // SAFETY: `p` points to the stack value `c`; every field is written before `bpf_loop`
