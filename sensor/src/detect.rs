@@ -1118,34 +1118,23 @@ mod tests {
                 "{orig:#b} {resp:#b}"
             );
         }
-        // Open at the end of observation: established fragments are not scored, attempts are.
-        assert_eq!(
-            with(
-                SYN | NON_SYN | ACK | DATA,
-                SYN_ACK | NON_SYN | ACK | DATA,
-                ConnState::S1,
-                (5, 5),
-                EndReason::Shutdown
-            ),
-            Some(NotScored::EndNotSeen)
-        );
-        assert_eq!(
-            with(SYN, 0, ConnState::S0, (0, 0), EndReason::Shutdown),
-            None
-        );
-        // Established and silent past the idle timeout without FIN or RST (an idle interactive
-        // session): its end not seen either. Unanswered attempts ending idle are still scored.
-        assert_eq!(
-            with(
-                SYN | NON_SYN | ACK | DATA,
-                SYN_ACK | NON_SYN | ACK | DATA,
-                ConnState::S1,
-                (23, 20),
-                EndReason::Idle
-            ),
-            Some(NotScored::EndNotSeen)
-        );
-        assert_eq!(with(SYN, 0, ConnState::S0, (0, 0), EndReason::Idle), None);
+        // Open at the end of observation, or established and silent past the idle timeout
+        // without FIN or RST (an idle interactive session): its end not seen, an established
+        // fragment not scored. Unanswered attempts are scored either way.
+        for end in [EndReason::Shutdown, EndReason::Idle] {
+            assert_eq!(
+                with(
+                    SYN | NON_SYN | ACK | DATA,
+                    SYN_ACK | NON_SYN | ACK | DATA,
+                    ConnState::S1,
+                    (5, 5),
+                    end
+                ),
+                Some(NotScored::EndNotSeen),
+                "{end:?}"
+            );
+            assert_eq!(with(SYN, 0, ConnState::S0, (0, 0), end), None, "{end:?}");
+        }
         // IPv6 neighbour discovery and MLD are the link's control plane; echoes, redirects and
         // errors, and every ICMPv4 type, are scored.
         let icmp = |ip_version: u8, t: u8| {
