@@ -58,8 +58,12 @@ pub mod map_names {
     /// connection a translation gave them (see [`crate::nat`]).
     pub const NAT_REPLIES: &str = "NAT_REPLIES";
     /// `Array<u64>` with one entry: nonzero once a translation has been learned, so that XDP
-    /// looks entering packets up in `NAT_REPLIES` only on a host that translates.
+    /// looks entering packets up in `NAT_REPLIES` only on a host that translates; which half
+    /// of `NAT_FILTER` it reads ([`crate::nat::filter_base`]).
     pub const NAT_ACTIVE: &str = "NAT_ACTIVE";
+    /// `Array<u64>`, mmapable, two halves of [`crate::nat::FILTER_WORDS`]: the bitmap of the
+    /// answers' destinations ([`crate::nat::filter_bit`]), one half in use.
+    pub const NAT_FILTER: &str = "NAT_FILTER";
 }
 
 /// Names of the read-only globals the loader sets (`EbpfLoader::set_global`).

@@ -49,22 +49,56 @@ pub const SEEN_SLOTS: u32 = 256;
 /// Translations remembered at once (an LRU map: the oldest make room).
 pub const TRANSLATIONS: u32 = 65_536;
 
-/// Words of the bitmap of answers' destinations (`NAT_FILTER`, [`filter_bit`]): 2^21 bits,
-/// 256 KiB.
+/// Words of one half of the bitmap of answers' destinations (`NAT_FILTER`, [`filter_bit`]):
+/// 2^21 bits, 256 KiB. The map holds two halves ([`filter_base`]).
 pub const FILTER_WORDS: u32 = 1 << 15;
 
-/// The bit of the answers' destination filter for an answer entering to `dst`, `dport`
-/// (`protocol`): its word in `NAT_FILTER` and the mask within it. Taken from the packet's own
-/// fields, so that a packet that is no answer costs no key built. Set where a translation is learned, never
-/// cleared; an entering packet whose bit is clear is no answer of any translation learned.
+/// Bits of one half of the filter.
+pub const FILTER_BITS: u64 = FILTER_WORDS as u64 * 64;
+
+/// Where the half of `NAT_FILTER` that entering packets read starts (a word index), from
+/// the `NAT_ACTIVE` word: `None` (0) until a translation has been learned, then 1 or 2 for the
+/// first or the second half.
 ///
-/// Why the destination alone (address, port, protocol), not the whole tuple: the bits are
-/// never cleared (the LRU map forgets translations without telling), so what they are keyed on
-/// must not grow with time. A masquerading gateway's answers all go to its outside address, so
-/// their destinations are at most its ports per protocol (about 200,000 keys, a tenth of the
-/// bits), however many connections it translates. Answers of port forwards go to the outside
-/// clients' addresses, which do grow; a filter that fills up passes more packets on to the
-/// lookup, which costs what it did without a filter, and is never wrong.
+/// Why two halves: the LRU map of translations forgets without telling, so the kernel can set
+/// bits but never clear them, and a filter whose keys grow (the outside clients of port
+/// forwards) would fill up and pass every packet on to the lookup. The kernel sets a learned
+/// translation's bit in both halves; user space (`sensor::capture::nat_filter`) rebuilds the
+/// half not in use from the translations the map still holds and then switches `NAT_ACTIVE`
+/// to it. A translation learned during the rebuild has its bit in the new half too, since the
+/// kernel inserts it before setting its bits and user space clears the half before it reads
+/// the map.
+#[inline(always)]
+pub fn filter_base(active: u64) -> Option<u32> {
+    if active == 0 {
+        None
+    } else {
+        Some(((active - 1) & 1) as u32 * FILTER_WORDS)
+    }
+}
+
+/// The `NAT_ACTIVE` word that makes entering packets read the half starting at word `base`
+/// (0 or [`FILTER_WORDS`]): the inverse of [`filter_base`].
+#[inline(always)]
+pub fn active_for(base: u32) -> u64 {
+    1 + u64::from(base / FILTER_WORDS)
+}
+
+/// The bit of the answers' destination filter for an answer entering to `dst`, `dport`
+/// (`protocol`): its word in a half of `NAT_FILTER` and the mask within it. Taken from the
+/// packet's own fields, so that a packet that is no answer costs no key built. Set where a
+/// translation is learned; cleared only when user space rebuilds the filter
+/// ([`filter_base`]); an entering packet whose bit is clear is no answer of any translation
+/// learned.
+///
+/// Why the destination alone (address, port, protocol), not the whole tuple: between two
+/// rebuilds the bits only accumulate, so what they are keyed on should grow slowly. A
+/// masquerading gateway's answers all go to its outside address, so their destinations are at
+/// most its ports per protocol (about 200,000 keys, a tenth of the bits), however many
+/// connections it translates. Answers of port forwards go to the outside clients' addresses,
+/// which do grow, until a rebuild keeps only the translations the map still holds (at most
+/// [`TRANSLATIONS`], a thirty-second of the bits); a filter that fills up passes more packets
+/// on to the lookup, which costs what it did without a filter, and is never wrong.
 #[inline(always)]
 pub fn filter_bit(dst: &[u32; 4], dport: u16, protocol: u8) -> (u32, u64) {
     let addr = dst[0] ^ dst[1].rotate_left(8) ^ dst[2].rotate_left(16) ^ dst[3].rotate_left(24);
@@ -492,6 +526,17 @@ mod tests {
             hit[s as usize] = true;
         }
         assert!(hit.iter().filter(|h| **h).count() > SEEN_SLOTS as usize * 9 / 10);
+    }
+
+    /// `NAT_ACTIVE`'s words name the two halves, and 0 none.
+    #[test]
+    fn the_active_word_names_a_half_of_the_filter() {
+        assert_eq!(filter_base(0), None);
+        assert_eq!(filter_base(1), Some(0));
+        assert_eq!(filter_base(2), Some(FILTER_WORDS));
+        for base in [0, FILTER_WORDS] {
+            assert_eq!(filter_base(active_for(base)), Some(base));
+        }
     }
 
     /// A masquerading gateway's answers (one outside address, every port, TCP and UDP) fall

@@ -37,8 +37,8 @@ use sensor_common::{
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
     flow::{FragKey, FragValue, ParkedKey, event},
     nat::{
-        FILTER_WORDS, SEEN_SLOTS, Seen, TRANSLATIONS, Tuple, filter_bit, first_packet_kind,
-        seen_index, untranslate, waiting,
+        FILTER_WORDS, SEEN_SLOTS, Seen, TRANSLATIONS, Tuple, filter_base, filter_bit,
+        first_packet_kind, seen_index, untranslate, waiting,
     },
     parse::{FragmentKind, Parsed, next, parse_ethernet_into},
     slots::{BPF_F_MMAPABLE, DEFAULT_FLOW_CAPACITY, FlowSlot, slot_count},
@@ -120,16 +120,19 @@ static NAT_SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(SEEN_SLOTS, 0
 #[map(name = "NAT_REPLIES")]
 static NAT_REPLIES: LruHashMap<Tuple, Tuple> = LruHashMap::with_max_entries(TRANSLATIONS, 0);
 
-/// 1 once a translation has been learned: until then entering packets skip the `NAT_REPLIES`
-/// lookup (a host that translates nothing pays one array read).
+/// 0 until a translation has been learned: until then entering packets skip the `NAT_REPLIES`
+/// lookup (a host that translates nothing pays one array read). Then 1 or 2, the half of
+/// `NAT_FILTER` they read (`nat::filter_base`), which user space switches when it rebuilds the
+/// filter.
 #[map(name = "NAT_ACTIVE")]
 static NAT_ACTIVE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// A bitmap of the answers' destinations in `NAT_REPLIES` (`nat::filter_bit`): an entering
 /// packet whose bit is clear is looked up no further. A plain array, so the verifier inlines
-/// the lookup: no helper call, no hashing of the key.
+/// the lookup: no helper call, no hashing of the key. Two halves (`nat::filter_base`), mapped
+/// into user space, which rebuilds the one not in use.
 #[map(name = "NAT_FILTER")]
-static NAT_FILTER: Array<u64> = Array::with_max_entries(FILTER_WORDS, 0);
+static NAT_FILTER: Array<u64> = Array::with_max_entries(2 * FILTER_WORDS, BPF_F_MMAPABLE);
 
 /// Where the `NAT_REPLIES` key is built (not on the stack, which the flow update fills).
 #[map(name = "NAT_KEY")]
@@ -371,10 +374,30 @@ fn process<C: EbpfContext + FrameLen>(
     }
 }
 
-/// Whether a translation has been learned (`NAT_ACTIVE`).
+/// The first word of the half of `NAT_FILTER` in use, once a translation has been learned
+/// (`NAT_ACTIVE`).
 #[inline(always)]
-fn nat_active() -> bool {
-    matches!(NAT_ACTIVE.get(0), Some(a) if *a != 0)
+fn nat_filter_base() -> Option<u32> {
+    filter_base(*NAT_ACTIVE.get(0)?)
+}
+
+/// Sets `mask` in word `index` of `NAT_FILTER`.
+#[inline(always)]
+fn set_filter_bit(index: u32, mask: u64) {
+    if let Some(w) = NAT_FILTER.get_ptr_mut(index) {
+        // Other CPUs (and user space) may change other bits of the word meanwhile:
+        // compare-and-swap, retried (a few tries are plenty: the word changes only when a
+        // translation is learned or the half is cleared for a rebuild).
+        for _ in 0..16 {
+            // SAFETY: a slot of an array map, valid and 8-aligned for the program run; other
+            // CPUs and user space change it only atomically.
+            let old = unsafe { load_u64(w) };
+            // SAFETY: as above.
+            if old & mask != 0 || unsafe { compare_exchange_u64(w, old, old | mask) } {
+                break;
+            }
+        }
+    }
 }
 
 /// Builds `t` in this CPU's `NAT_KEY` slot, field by field (see `Parsed::clear` for why not
@@ -407,11 +430,14 @@ fn nat_key(
 /// left alone (a later fragment finds its flow through the first fragment's addresses).
 #[inline(always)]
 fn undo_translation(p: &mut Parsed) -> bool {
-    if !nat_active() || p.fragment.kind != FragmentKind::None {
+    let Some(base) = nat_filter_base() else {
+        return false;
+    };
+    if p.fragment.kind != FragmentKind::None {
         return false;
     }
     let (word, mask) = filter_bit(&p.dst, p.dport, p.protocol);
-    match NAT_FILTER.get(word) {
+    match NAT_FILTER.get(base + word) {
         Some(w) if *w & mask != 0 => {}
         _ => return false,
     }
@@ -483,25 +509,19 @@ fn learn_translation(p: &Parsed, h: &mut Health) {
     let original: &Tuple = &e.tuple;
     if NAT_REPLIES.insert(k, original, 0).is_ok() {
         h.nat_translations += 1;
-        // The answers enter to this packet's source (`k`'s destination).
+        // The answers enter to this packet's source (`k`'s destination). In both halves,
+        // after the insert: a rebuild under way keeps it either way (`nat::filter_base`).
         let (word, mask) = filter_bit(&k.dst, k.dport, k.protocol);
-        if let Some(w) = NAT_FILTER.get_ptr_mut(word) {
-            // Other CPUs may set other bits of the word meanwhile: compare-and-swap, retried
-            // (a few tries are plenty: the word changes only when a translation is learned).
-            for _ in 0..16 {
-                // SAFETY: a slot of an array map, valid and 8-aligned for the program run;
-                // other CPUs change it only by compare-and-swap.
-                let old = unsafe { load_u64(w) };
-                // SAFETY: as above.
-                if old & mask != 0 || unsafe { compare_exchange_u64(w, old, old | mask) } {
-                    break;
+        set_filter_bit(word, mask);
+        set_filter_bit(FILTER_WORDS + word, mask);
+        if let Some(a) = NAT_ACTIVE.get_ptr_mut(0) {
+            // SAFETY: the one slot of an array map, valid and 8-aligned; from 0 to the first
+            // half only (user space may have switched halves since), by compare-and-swap.
+            unsafe {
+                if load_u64(a) == 0 {
+                    let _ = compare_exchange_u64(a, 0, 1);
                 }
             }
-        }
-        if let Some(a) = NAT_ACTIVE.get_ptr_mut(0) {
-            // SAFETY: the one slot of an array map; a plain store of 1 (every CPU stores the
-            // same value).
-            unsafe { *a = 1 };
         }
     }
 }
@@ -510,7 +530,7 @@ fn learn_translation(p: &Parsed, h: &mut Health) {
 /// another connection no longer holds.
 #[inline(always)]
 fn forget_translation(p: &Parsed) {
-    if !nat_active() {
+    if nat_filter_base().is_none() {
         return;
     }
     if let Some(k) = nat_key(&p.dst, p.dport, &p.src, p.sport, p) {

@@ -11,6 +11,7 @@
 //! dropping it, or the process dying, detaches the programs.
 
 pub mod nat;
+pub mod nat_filter;
 
 use std::{io, os::fd::AsRawFd, sync::Arc, time::Duration};
 
@@ -19,7 +20,7 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProgramError, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
-use log::{debug, warn};
+use log::{debug, info, warn};
 use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
     flow::{ParkedKey, event},
@@ -29,6 +30,7 @@ use sensor_common::{
 };
 
 use crate::{
+    capture::nat_filter::NatFilter,
     flow_table::{FlowTable, FlowTableError, hash_seed},
     flows::ConnEvent,
     lifecycle::{FlowStore, Lifecycle, LifecycleConfig, LifecycleStats},
@@ -143,13 +145,23 @@ pub enum CaptureError {
     Clock(#[source] io::Error),
     #[error("opening the flow table failed")]
     FlowTable(#[source] FlowTableError),
+    #[error("mapping eBPF map {name} into memory failed (an array created mmapable?)")]
+    MapMemory {
+        name: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Loaded and attached kernel programs plus the user-side bookkeeping.
 pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     flows: FlowTable,
+    /// The kernel's filter of translated connections' answers, rebuilt when it fills.
+    nat_filter: NatFilter,
+    /// Whether a failed rebuild of the filter was logged (once).
+    nat_filter_warned: bool,
     /// Connections the kernel parked when its ring was full (see [`KernelStore`]).
     parked: HashMap<MapData, ParkedKey, FlowValue>,
     health: Arc<HealthReader>,
@@ -394,13 +406,16 @@ impl Capture {
             }
         }
         let flows = open_flow_table(&ebpf)?;
+        let nat_filter = NatFilter::open(&ebpf)?;
         let health = Arc::new(HealthReader(take_map(&mut ebpf, map_names::HEALTH)?));
         let events = take_map(&mut ebpf, map_names::EVENTS)?;
         let parked = take_map(&mut ebpf, map_names::PARKED)?;
         let mono_to_unix_ns = clock_ns(libc::CLOCK_REALTIME)? - clock_ns(libc::CLOCK_MONOTONIC)?;
         Ok(Capture {
-            _ebpf: ebpf,
+            ebpf,
             flows,
+            nat_filter,
+            nat_filter_warned: false,
             parked,
             health,
             events,
@@ -421,9 +436,12 @@ impl Capture {
         self.lifecycle.mono_to_unix_ns()
     }
 
-    /// The lifecycle's counters.
+    /// The lifecycle's counters (and the capture's own: the filter's rebuilds).
     pub fn stats(&self) -> LifecycleStats {
-        self.lifecycle.stats()
+        LifecycleStats {
+            nat_filter_rebuilds: self.nat_filter.rebuilds(),
+            ..self.lifecycle.stats()
+        }
     }
 
     /// The kernel health counters, summed over CPUs (read now, from the map).
@@ -482,6 +500,20 @@ impl Capture {
     /// One step of the capture loop at `now_ns` (kernel clock): pending events, then the
     /// lifecycle's due idle checks, lingering entries and table scan.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<ConnEvent>) {
+        match self.nat_filter.tick(&mut self.ebpf, now_ns) {
+            Ok(Some(r)) => info!(
+                "filter of translated connections' answers rebuilt: {} bits set before, {} after ({} translations held)",
+                r.bits_before, r.bits_after, r.translations
+            ),
+            Ok(None) => {}
+            Err(e) if !self.nat_filter_warned => {
+                self.nat_filter_warned = true;
+                warn!(
+                    "rebuilding the filter of translated connections' answers failed: {e} (more packets pay the translation lookup; logged once)"
+                );
+            }
+            Err(_) => {}
+        }
         self.drain_events(out);
         let mut store = KernelStore {
             table: &mut self.flows,

@@ -41,13 +41,17 @@ pub fn hash_seed() -> u64 {
 }
 
 /// A shared, writable mapping of an array map.
-struct Mapping {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
+// SAFETY: plain shared memory; its users access it atomically or through `&mut`.
+unsafe impl Send for Mapping {}
+
 impl Mapping {
-    fn new(map: &MapData, len: usize) -> io::Result<Mapping> {
+    /// Maps the first `len` bytes of `map` (an array created `BPF_F_MMAPABLE`).
+    pub(crate) fn new(map: &MapData, len: usize) -> io::Result<Mapping> {
         // SAFETY: a fresh shared mapping of the map's fd; the kernel checks `len` against the
         // array's size and that the map is mmapable.
         let ptr = unsafe {
@@ -67,6 +71,18 @@ impl Mapping {
             ptr: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap gave NULL"))?,
             len,
         })
+    }
+}
+
+impl Mapping {
+    /// The start of the mapping (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 }
 

@@ -1098,6 +1098,119 @@ fn a_translation_learned_where_the_packet_leaves_is_undone_for_its_answers() {
     );
 }
 
+/// The filter of translated connections' answers, rebuilt from the translations the kernel
+/// still holds (as the agent does when it fills, `sensor::capture::nat_filter`): a forgotten
+/// translation's bit is cleared and its answers are no longer looked up, a held one's bit is
+/// kept and its answers are still undone after the switch of halves; a translation learned
+/// after the rebuild sets its bit in both halves, so the next rebuild, back to the first half,
+/// keeps it.
+#[test]
+fn a_rebuilt_filter_keeps_the_translations_held_and_drops_the_forgotten() {
+    use sensor::capture::nat_filter::NatFilter;
+    use sensor_common::nat::{FILTER_WORDS, Tuple};
+    const WATCHED_IFINDEX: u32 = 7;
+    pin_to_cpu(0);
+    let mut x = XdpHarness::new(1024);
+    x.watch(WATCHED_IFINDEX);
+    let mut filter = NatFilter::open(&x.ebpf).expect("map NAT_FILTER");
+    assert_eq!(filter.rebuild(&mut x.ebpf).expect("rebuild"), None);
+    let (client, gateway, server) = (v4(24, 1), v4(25, 1), v4(26, 1));
+    // A DNS lookup from `client_port`, masqueraded to the gateway's `outside_port`.
+    let lookup = |x: &mut XdpHarness, client_port: u16, outside_port: u16| {
+        let query = [client_port as u8, 2, 3, 4, 0, 0, 0, 0];
+        x.run(&udp4(client, client_port, server, 53, &query));
+        x.time_tc_ns(
+            sensor_common::program_names::TC_EGRESS,
+            &udp4(gateway, outside_port, server, 53, &query),
+            1,
+            WATCHED_IFINDEX,
+        );
+    };
+    let answer = |x: &mut XdpHarness, outside_port: u16| {
+        x.run(&udp4(
+            server,
+            53,
+            gateway,
+            outside_port,
+            &[9, 9, 9, 9, 0x81, 0x80, 0, 1],
+        ));
+    };
+    lookup(&mut x, 5000, 61000);
+    lookup(&mut x, 5001, 61001);
+    assert_eq!(x.health().nat_translations, 2);
+    let replies = |x: &XdpHarness| -> Vec<Tuple> {
+        let m: aya::maps::HashMap<_, Tuple, Tuple> =
+            aya::maps::HashMap::try_from(x.ebpf.map(map_names::NAT_REPLIES).expect("map"))
+                .expect("NAT_REPLIES type");
+        m.keys().map(|k| k.expect("key")).collect()
+    };
+    let held = replies(&x);
+    let of_port = |port: u16| {
+        *held
+            .iter()
+            .find(|t| t.dport == port)
+            .expect("the answers' tuple of the translation")
+    };
+    let (forgotten, kept) = (of_port(61000), of_port(61001));
+    let passes = |f: &NatFilter, base: u32, t: &Tuple| f.passes(base, &t.dst, t.dport, t.protocol);
+    assert_eq!(
+        NatFilter::active_base(&x.ebpf).expect("NAT_ACTIVE"),
+        Some(0)
+    );
+    for base in [0, FILTER_WORDS] {
+        assert!(passes(&filter, base, &forgotten) && passes(&filter, base, &kept));
+    }
+    // The LRU map forgets the first translation (as it does when it makes room).
+    {
+        let mut m: aya::maps::HashMap<_, Tuple, Tuple> =
+            aya::maps::HashMap::try_from(x.ebpf.map_mut(map_names::NAT_REPLIES).expect("map"))
+                .expect("NAT_REPLIES type");
+        m.remove(&forgotten).expect("remove the translation");
+    }
+    let r = filter
+        .rebuild(&mut x.ebpf)
+        .expect("rebuild")
+        .expect("a half in use");
+    assert_eq!((r.translations, r.bits_after), (1, 1), "{r:?}");
+    assert!(r.bits_before >= 1, "{r:?}");
+    assert_eq!(
+        NatFilter::active_base(&x.ebpf).expect("NAT_ACTIVE"),
+        Some(FILTER_WORDS)
+    );
+    assert!(!passes(&filter, FILTER_WORDS, &forgotten));
+    assert!(passes(&filter, FILTER_WORDS, &kept));
+    // The held translation's answer is still undone; the forgotten one's is not looked up.
+    let before = x.health();
+    answer(&mut x, 61001);
+    answer(&mut x, 61000);
+    let d = delta(&x.health(), &before);
+    assert_eq!((d.nat_answers, d.accounted), (1, 2));
+    // Learned after the rebuild: in both halves, so the rebuild back keeps it.
+    lookup(&mut x, 5002, 61002);
+    let learned = *replies(&x)
+        .iter()
+        .find(|t| t.dport == 61002)
+        .expect("the new translation");
+    for base in [0, FILTER_WORDS] {
+        assert!(passes(&filter, base, &learned));
+    }
+    let r = filter
+        .rebuild(&mut x.ebpf)
+        .expect("rebuild")
+        .expect("a half in use");
+    assert_eq!((r.translations, r.bits_after), (2, 2), "{r:?}");
+    assert_eq!(
+        NatFilter::active_base(&x.ebpf).expect("NAT_ACTIVE"),
+        Some(0)
+    );
+    assert!(!passes(&filter, 0, &forgotten));
+    let before = x.health();
+    answer(&mut x, 61002);
+    answer(&mut x, 61001);
+    assert_eq!(delta(&x.health(), &before).nat_answers, 2);
+    assert_eq!(filter.rebuilds(), 2);
+}
+
 /// The egress program tells packets forwarded from watched interfaces (looked at, not
 /// accounted) from the host's own and from packets of other interfaces (accounted), through
 /// the index of watched interfaces, also where two watched interfaces share an index slot

@@ -92,6 +92,7 @@ pub struct Metrics {
     capture_finished_on_restart: IntCounter,
     capture_taken_from_park: IntCounter,
     nat_split_connections: IntCounter,
+    nat_filter_rebuilds: IntCounter,
     detection: Detection,
 }
 

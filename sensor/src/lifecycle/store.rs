@@ -77,6 +77,10 @@ pub struct LifecycleStats {
     pub open_connections: u64,
     /// Entries in the flow table at the last scan.
     pub table_entries: u64,
+    /// Rebuilds of the kernel's filter of translated connections' answers
+    /// ([`crate::capture::nat_filter`]): filled by the capture, not the lifecycle.
+    #[serde(default)]
+    pub nat_filter_rebuilds: u64,
 }
 
 impl LifecycleStats {

@@ -86,6 +86,10 @@ impl Metrics {
             "sensor_nat_split_connections_total",
             "TCP connections of this host's own address that the remote side answered while nothing sent from the address was seen: connections the host forwarded between watched interfaces and translated (NAT) where the kernel did not follow the translation, each split into two halves the model misjudges. Watch the inside interfaces only if it grows.",
         )?;
+        let nat_filter_rebuilds = counter(
+            "sensor_nat_filter_rebuilds_total",
+            "Rebuilds of the kernel's filter of translated connections' answers: its half in use had more than an eighth of its bits set (answers to ever new outside clients, as port forwards get), so it was rebuilt from the translations the kernel still holds.",
+        )?;
         let detection = Detection::new(&registry)?;
         // Both results exist from the start at 0, so that the first failed reload is an
         // increase that alert rules see (a series born at 1 has no increase in PromQL).
@@ -109,6 +113,7 @@ impl Metrics {
             capture_finished_on_restart,
             capture_taken_from_park,
             nat_split_connections,
+            nat_filter_rebuilds,
             detection,
         })
     }
