@@ -20,7 +20,7 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProgramError, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
-use log::{debug, info, warn};
+use log::{debug, warn};
 use sensor_common::{
     FlowEvent, FlowKey, FlowValue, Health,
     flow::{ParkedKey, event},
@@ -30,7 +30,7 @@ use sensor_common::{
 };
 
 use crate::{
-    capture::nat_filter::NatFilter,
+    capture::nat_filter::{Keeper, NatFilter},
     flow_table::{FlowTable, FlowTableError, hash_seed},
     flows::ConnEvent,
     lifecycle::{FlowStore, Lifecycle, LifecycleConfig, LifecycleStats},
@@ -156,12 +156,11 @@ pub enum CaptureError {
 /// Loaded and attached kernel programs plus the user-side bookkeeping.
 pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything.
-    ebpf: Ebpf,
+    _ebpf: Ebpf,
     flows: FlowTable,
-    /// The kernel's filter of translated connections' answers, rebuilt when it fills.
-    nat_filter: NatFilter,
-    /// Whether a failed rebuild of the filter was logged (once).
-    nat_filter_warned: bool,
+    /// The thread that rebuilds the kernel's filter of translated connections' answers when
+    /// it fills (`nat_filter`).
+    nat_filter: Keeper,
     /// Connections the kernel parked when its ring was full (see [`KernelStore`]).
     parked: HashMap<MapData, ParkedKey, FlowValue>,
     health: Arc<HealthReader>,
@@ -406,16 +405,21 @@ impl Capture {
             }
         }
         let flows = open_flow_table(&ebpf)?;
-        let nat_filter = NatFilter::open(&ebpf)?;
+        let nat_filter =
+            NatFilter::open(&ebpf)?
+                .spawn_keeper()
+                .map_err(|source| CaptureError::MapMemory {
+                    name: map_names::NAT_FILTER,
+                    source,
+                })?;
         let health = Arc::new(HealthReader(take_map(&mut ebpf, map_names::HEALTH)?));
         let events = take_map(&mut ebpf, map_names::EVENTS)?;
         let parked = take_map(&mut ebpf, map_names::PARKED)?;
         let mono_to_unix_ns = clock_ns(libc::CLOCK_REALTIME)? - clock_ns(libc::CLOCK_MONOTONIC)?;
         Ok(Capture {
-            ebpf,
+            _ebpf: ebpf,
             flows,
             nat_filter,
-            nat_filter_warned: false,
             parked,
             health,
             events,
@@ -500,20 +504,6 @@ impl Capture {
     /// One step of the capture loop at `now_ns` (kernel clock): pending events, then the
     /// lifecycle's due idle checks, lingering entries and table scan.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<ConnEvent>) {
-        match self.nat_filter.tick(&mut self.ebpf, now_ns) {
-            Ok(Some(r)) => info!(
-                "filter of translated connections' answers rebuilt: {} bits set before, {} after ({} translations held)",
-                r.bits_before, r.bits_after, r.translations
-            ),
-            Ok(None) => {}
-            Err(e) if !self.nat_filter_warned => {
-                self.nat_filter_warned = true;
-                warn!(
-                    "rebuilding the filter of translated connections' answers failed: {e} (more packets pay the translation lookup; logged once)"
-                );
-            }
-            Err(_) => {}
-        }
         self.drain_events(out);
         let mut store = KernelStore {
             table: &mut self.flows,

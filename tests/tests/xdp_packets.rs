@@ -1106,14 +1106,14 @@ fn a_translation_learned_where_the_packet_leaves_is_undone_for_its_answers() {
 /// keeps it.
 #[test]
 fn a_rebuilt_filter_keeps_the_translations_held_and_drops_the_forgotten() {
-    use sensor::capture::nat_filter::NatFilter;
+    use sensor::capture::nat_filter::{NatFilter, REBUILD_AT_BITS};
     use sensor_common::nat::{FILTER_WORDS, Tuple};
     const WATCHED_IFINDEX: u32 = 7;
     pin_to_cpu(0);
     let mut x = XdpHarness::new(1024);
     x.watch(WATCHED_IFINDEX);
     let mut filter = NatFilter::open(&x.ebpf).expect("map NAT_FILTER");
-    assert_eq!(filter.rebuild(&mut x.ebpf).expect("rebuild"), None);
+    assert_eq!(filter.rebuild().expect("rebuild"), None);
     let (client, gateway, server) = (v4(24, 1), v4(25, 1), v4(26, 1));
     // A DNS lookup from `client_port`, masqueraded to the gateway's `outside_port`.
     let lookup = |x: &mut XdpHarness, client_port: u16, outside_port: u16| {
@@ -1153,10 +1153,7 @@ fn a_rebuilt_filter_keeps_the_translations_held_and_drops_the_forgotten() {
     };
     let (forgotten, kept) = (of_port(61000), of_port(61001));
     let passes = |f: &NatFilter, base: u32, t: &Tuple| f.passes(base, &t.dst, t.dport, t.protocol);
-    assert_eq!(
-        NatFilter::active_base(&x.ebpf).expect("NAT_ACTIVE"),
-        Some(0)
-    );
+    assert_eq!(filter.active_base().expect("NAT_ACTIVE"), Some(0));
     for base in [0, FILTER_WORDS] {
         assert!(passes(&filter, base, &forgotten) && passes(&filter, base, &kept));
     }
@@ -1167,14 +1164,11 @@ fn a_rebuilt_filter_keeps_the_translations_held_and_drops_the_forgotten() {
                 .expect("NAT_REPLIES type");
         m.remove(&forgotten).expect("remove the translation");
     }
-    let r = filter
-        .rebuild(&mut x.ebpf)
-        .expect("rebuild")
-        .expect("a half in use");
+    let r = filter.rebuild().expect("rebuild").expect("a half in use");
     assert_eq!((r.translations, r.bits_after), (1, 1), "{r:?}");
     assert!(r.bits_before >= 1, "{r:?}");
     assert_eq!(
-        NatFilter::active_base(&x.ebpf).expect("NAT_ACTIVE"),
+        filter.active_base().expect("NAT_ACTIVE"),
         Some(FILTER_WORDS)
     );
     assert!(!passes(&filter, FILTER_WORDS, &forgotten));
@@ -1194,21 +1188,49 @@ fn a_rebuilt_filter_keeps_the_translations_held_and_drops_the_forgotten() {
     for base in [0, FILTER_WORDS] {
         assert!(passes(&filter, base, &learned));
     }
-    let r = filter
-        .rebuild(&mut x.ebpf)
-        .expect("rebuild")
-        .expect("a half in use");
+    let r = filter.rebuild().expect("rebuild").expect("a half in use");
     assert_eq!((r.translations, r.bits_after), (2, 2), "{r:?}");
-    assert_eq!(
-        NatFilter::active_base(&x.ebpf).expect("NAT_ACTIVE"),
-        Some(0)
-    );
+    assert_eq!(filter.active_base().expect("NAT_ACTIVE"), Some(0));
     assert!(!passes(&filter, 0, &forgotten));
     let before = x.health();
     answer(&mut x, 61002);
     answer(&mut x, 61001);
     assert_eq!(delta(&x.health(), &before).nat_answers, 2);
     assert_eq!(filter.rebuilds(), 2);
+    // The agent's keeper thread rebuilds a half filled past an eighth of its bits (as a port
+    // forward's answers to ever new clients fill it), not one below.
+    assert_eq!(filter.rebuild_if_full().expect("check"), None);
+    {
+        let mut words: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(x.ebpf.map_mut(map_names::NAT_FILTER).expect("map"))
+                .expect("NAT_FILTER type");
+        for i in 0..=FILTER_WORDS / 8 {
+            words.set(i, u64::MAX, 0).expect("fill a word");
+        }
+    }
+    assert!(filter.bits_set(0) > REBUILD_AT_BITS);
+    let keeper = filter.spawn_keeper().expect("keeper thread");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while keeper.rebuilds() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        keeper.rebuilds(),
+        3,
+        "the keeper did not rebuild a full half"
+    );
+    drop(keeper);
+    let active: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(x.ebpf.map(map_names::NAT_ACTIVE).expect("map"))
+            .expect("NAT_ACTIVE type");
+    assert_eq!(
+        sensor_common::nat::filter_base(active.get(&0, 0).expect("NAT_ACTIVE")),
+        Some(FILTER_WORDS)
+    );
+    let before = x.health();
+    answer(&mut x, 61002);
+    answer(&mut x, 61001);
+    assert_eq!(delta(&x.health(), &before).nat_answers, 2);
 }
 
 /// The egress program tells packets forwarded from watched interfaces (looked at, not

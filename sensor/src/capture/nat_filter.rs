@@ -14,13 +14,27 @@
 //! sets its bits, and this side clears the half before it reads the map, so each translation
 //! is either read from the map or sets its own bit after the clear. Both sides change the
 //! filter's words only atomically.
+//!
+//! The rebuild reads the map key by key (a system call each, up to `nat::TRANSLATIONS` of
+//! them), so it runs in a thread of its own ([`NatFilter::spawn_keeper`]): the capture loop,
+//! which must keep draining the ring buffer, never waits for it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    os::fd::AsFd,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, RecvTimeoutError},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, Map, MapData},
 };
+use log::{info, warn};
 use sensor_common::{
     map_names,
     nat::{FILTER_BITS, FILTER_WORDS, TRANSLATIONS, Tuple, active_for, filter_base, filter_bit},
@@ -35,8 +49,8 @@ use crate::flow_table::Mapping;
 /// answer destinations, never from the translations alone.
 pub const REBUILD_AT_BITS: u64 = FILTER_BITS / 8;
 
-/// How often the capture loop counts the bits (a scan of 256 KiB).
-const CHECK_EVERY_NS: u64 = 1_000_000_000;
+/// How often the keeper counts the bits (a scan of 256 KiB).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Keys read from the translations' map at most, per rebuild: a key the kernel removes while
 /// it is read sends the walk back to the start of the map, so a busy map is read again in
@@ -57,48 +71,76 @@ pub struct Rebuilt {
 /// Why a rebuild did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
-    #[error("reading eBPF map {name} failed")]
+    #[error("eBPF map {name} failed")]
     Map {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("eBPF map {name} is missing from the object")]
-    MissingMap { name: &'static str },
     #[error(
         "the translations' map changed too fast to be read ({read} keys read); the filter stays"
     )]
     TooBusy { read: usize },
 }
 
-/// The filter, mapped into this process (the mapping keeps the map alive).
+/// The filter, mapped into this process, with handles of its own on the maps it reads and
+/// switches (so that it can live in another thread than the loaded object).
 pub struct NatFilter {
     words: Mapping,
-    rebuilds: u64,
-    next_check_ns: u64,
+    active: Array<MapData, u64>,
+    replies: HashMap<MapData, Tuple, Tuple>,
+    rebuilds: Arc<AtomicU64>,
+}
+
+/// A second handle on map `name` of a loaded object (a duplicate of its descriptor).
+fn handle(ebpf: &Ebpf, name: &'static str) -> Result<Map, CaptureError> {
+    let map = ebpf.map(name).ok_or(CaptureError::MissingMap { name })?;
+    let data = match map {
+        Map::Array(d) | Map::LruHashMap(d) | Map::HashMap(d) => d,
+        _ => {
+            return Err(CaptureError::MapMemory {
+                name,
+                source: std::io::Error::other("not an array or hash map"),
+            });
+        }
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| CaptureError::MapMemory { name, source })?;
+    MapData::from_fd(fd)
+        .and_then(Map::from_map_data)
+        .map_err(|source| CaptureError::Map { name, source })
 }
 
 impl NatFilter {
-    /// Maps `NAT_FILTER` of a loaded object.
+    /// Maps `NAT_FILTER` of a loaded object and opens `NAT_ACTIVE` and `NAT_REPLIES`.
     pub fn open(ebpf: &Ebpf) -> Result<NatFilter, CaptureError> {
         let name = map_names::NAT_FILTER;
-        let map = match ebpf.map(name) {
-            Some(aya::maps::Map::Array(d)) => d,
-            Some(_) => {
-                return Err(CaptureError::MapMemory {
-                    name,
-                    source: std::io::Error::other("not an array map"),
-                });
-            }
-            None => return Err(CaptureError::MissingMap { name }),
+        let Map::Array(filter) = ebpf.map(name).ok_or(CaptureError::MissingMap { name })? else {
+            return Err(CaptureError::MapMemory {
+                name,
+                source: std::io::Error::other("not an array map"),
+            });
         };
         let len = 2 * FILTER_WORDS as usize * size_of::<u64>();
         let words =
-            Mapping::new(map, len).map_err(|source| CaptureError::MapMemory { name, source })?;
+            Mapping::new(filter, len).map_err(|source| CaptureError::MapMemory { name, source })?;
+        let (active, replies) = (map_names::NAT_ACTIVE, map_names::NAT_REPLIES);
         Ok(NatFilter {
             words,
-            rebuilds: 0,
-            next_check_ns: 0,
+            active: Array::try_from(handle(ebpf, active)?).map_err(|source| CaptureError::Map {
+                name: active,
+                source,
+            })?,
+            replies: HashMap::try_from(handle(ebpf, replies)?).map_err(|source| {
+                CaptureError::Map {
+                    name: replies,
+                    source,
+                }
+            })?,
+            rebuilds: Arc::default(),
         })
     }
 
@@ -111,14 +153,11 @@ impl NatFilter {
 
     /// The first word of the half entering packets read, `None` until a translation has been
     /// learned.
-    pub fn active_base(ebpf: &Ebpf) -> Result<Option<u32>, RebuildError> {
-        let name = map_names::NAT_ACTIVE;
-        let map = ebpf.map(name).ok_or(RebuildError::MissingMap { name })?;
-        let a: Array<&MapData, u64> =
-            Array::try_from(map).map_err(|source| RebuildError::Map { name, source })?;
-        let active = a
-            .get(&0, 0)
-            .map_err(|source| RebuildError::Map { name, source })?;
+    pub fn active_base(&self) -> Result<Option<u32>, RebuildError> {
+        let active = self.active.get(&0, 0).map_err(|source| RebuildError::Map {
+            name: map_names::NAT_ACTIVE,
+            source,
+        })?;
         Ok(filter_base(active))
     }
 
@@ -137,8 +176,8 @@ impl NatFilter {
 
     /// Rebuilds the half not in use from the translations the kernel holds and switches to
     /// it. `None` when no translation has been learned (no half in use).
-    pub fn rebuild(&mut self, ebpf: &mut Ebpf) -> Result<Option<Rebuilt>, RebuildError> {
-        let Some(base) = Self::active_base(ebpf)? else {
+    pub fn rebuild(&mut self) -> Result<Option<Rebuilt>, RebuildError> {
+        let Some(base) = self.active_base()? else {
             return Ok(None);
         };
         let bits_before = self.bits_set(base);
@@ -147,32 +186,28 @@ impl NatFilter {
         for i in other..other + FILTER_WORDS {
             self.word(i).store(0, Ordering::SeqCst);
         }
-        let name = map_names::NAT_REPLIES;
-        let map = ebpf.map(name).ok_or(RebuildError::MissingMap { name })?;
-        let replies: HashMap<&MapData, Tuple, Tuple> =
-            HashMap::try_from(map).map_err(|source| RebuildError::Map { name, source })?;
         let mut translations = 0u64;
-        let mut read = 0usize;
-        for key in replies.keys() {
-            let k = key.map_err(|source| RebuildError::Map { name, source })?;
-            read += 1;
-            if read > MAX_KEYS_READ {
-                return Err(RebuildError::TooBusy { read });
+        for key in self.replies.keys() {
+            let k = key.map_err(|source| RebuildError::Map {
+                name: map_names::NAT_REPLIES,
+                source,
+            })?;
+            if translations as usize >= MAX_KEYS_READ {
+                return Err(RebuildError::TooBusy {
+                    read: translations as usize,
+                });
             }
             let (word, mask) = filter_bit(&k.dst, k.dport, k.protocol);
             self.word(other + word).fetch_or(mask, Ordering::SeqCst);
             translations += 1;
         }
-        let name = map_names::NAT_ACTIVE;
-        let map = ebpf
-            .map_mut(name)
-            .ok_or(RebuildError::MissingMap { name })?;
-        let mut active: Array<&mut MapData, u64> =
-            Array::try_from(map).map_err(|source| RebuildError::Map { name, source })?;
-        active
+        self.active
             .set(0, active_for(other), 0)
-            .map_err(|source| RebuildError::Map { name, source })?;
-        self.rebuilds += 1;
+            .map_err(|source| RebuildError::Map {
+                name: map_names::NAT_ACTIVE,
+                source,
+            })?;
+        self.rebuilds.fetch_add(1, Ordering::Relaxed);
         Ok(Some(Rebuilt {
             bits_before,
             bits_after: self.bits_set(other),
@@ -180,21 +215,74 @@ impl NatFilter {
         }))
     }
 
-    /// The capture loop's check at `now_ns` (at most once a second): rebuilds the filter when
-    /// the half in use has more than [`REBUILD_AT_BITS`] bits set.
-    pub fn tick(&mut self, ebpf: &mut Ebpf, now_ns: u64) -> Result<Option<Rebuilt>, RebuildError> {
-        if now_ns < self.next_check_ns {
-            return Ok(None);
-        }
-        self.next_check_ns = now_ns.saturating_add(CHECK_EVERY_NS);
-        match Self::active_base(ebpf)? {
-            Some(base) if self.bits_set(base) > REBUILD_AT_BITS => self.rebuild(ebpf),
+    /// [`NatFilter::rebuild`] when the half in use has more than [`REBUILD_AT_BITS`] bits set.
+    pub fn rebuild_if_full(&mut self) -> Result<Option<Rebuilt>, RebuildError> {
+        match self.active_base()? {
+            Some(base) if self.bits_set(base) > REBUILD_AT_BITS => self.rebuild(),
             _ => Ok(None),
         }
     }
 
     /// Rebuilds so far.
     pub fn rebuilds(&self) -> u64 {
-        self.rebuilds
+        self.rebuilds.load(Ordering::Relaxed)
+    }
+
+    /// Moves the filter into a thread that checks it every second and rebuilds it when full
+    /// ([`NatFilter::rebuild_if_full`]), logging each rebuild and the first failure. It stops
+    /// when the returned [`Keeper`] is dropped.
+    pub fn spawn_keeper(mut self) -> std::io::Result<Keeper> {
+        let rebuilds = Arc::clone(&self.rebuilds);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("nat-filter".into())
+            .spawn(move || {
+                let mut warned = false;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
+                    match self.rebuild_if_full() {
+                        Ok(Some(r)) => info!(
+                            "filter of translated connections' answers rebuilt: {} bits set before, {} after ({} translations held)",
+                            r.bits_before, r.bits_after, r.translations
+                        ),
+                        Ok(None) => {}
+                        Err(e) if !warned => {
+                            warned = true;
+                            warn!(
+                                "rebuilding the filter of translated connections' answers failed: {e} (more packets pay the translation lookup; logged once)"
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })?;
+        Ok(Keeper {
+            stop: Some(stop),
+            thread: Some(thread),
+            rebuilds,
+        })
+    }
+}
+
+/// The thread that keeps the filter ([`NatFilter::spawn_keeper`]).
+pub struct Keeper {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    rebuilds: Arc<AtomicU64>,
+}
+
+impl Keeper {
+    /// Rebuilds so far.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread at once.
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
