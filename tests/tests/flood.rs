@@ -937,22 +937,22 @@ fn a_udp_flood_from_one_address_is_flagged_by_its_own_rate() {
         datagrams.len()
     );
     // hping3 walks its source ports: a conversation per datagram (a few may reuse a 5-tuple
-    // still open). Left normal: the first hundred or so, which come before the source's
-    // answered share counts, and those of the flood's last second, a part of a second under
-    // the bar.
+    // still open). Left normal: only the first hundred or so, which come before the source's
+    // answered share counts; the flood's last second, a part of a second under the bar, is
+    // the flood's too.
     assert!(datagrams.len() >= 5_800, "{} datagrams", datagrams.len());
     let start = |r: &serde_json::Value| r["start_unix_ns"].as_u64().unwrap_or(0);
     let mut starts: Vec<u64> = datagrams.iter().map(|r| start(r)).collect();
     starts.sort_unstable();
-    let (first_ns, last_s) = (starts[149], starts[starts.len() - 1] / 1_000_000_000);
+    let first_ns = starts[149];
     let missed: Vec<&&serde_json::Value> = datagrams
         .iter()
         .filter(|r| r["detector"] != "volume")
-        .filter(|r| start(r) > first_ns && start(r) / 1_000_000_000 < last_s)
+        .filter(|r| start(r) > first_ns)
         .collect();
     assert!(
         missed.is_empty(),
-        "{} left normal after the first 150 and before the last second: {:?}",
+        "{} left normal after the first 150: {:?}",
         missed.len(),
         missed.first()
     );

@@ -272,7 +272,9 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// comes a minute after its early verdict (the UDP idle timeout), when its second's count is
 /// long forgotten: an unanswered final record whose conversation began within the episode is
 /// flagged too, with the episode's peak, so that a flood's records agree with its early
-/// verdicts however long it lasts.
+/// verdicts however long it lasts. So is an unanswered conversation of the second after the
+/// episode's last, where the flood ended: that second holds only the part of the flood before
+/// its end, under the bar.
 ///
 /// The same counts are kept for each host over all its UDP ports: a flood that changes its
 /// destination port with every datagram (`hping3 --udp -p ++1`, random ports) spreads over
@@ -545,9 +547,13 @@ impl<const K: usize> TargetCounts<K> {
             return Some(count);
         }
         // A conversation of the episode judged when its second is forgotten (its final
-        // record): flagged at the episode's peak.
+        // record): flagged at the episode's peak. So is one of the second after the episode's
+        // last: a flood ends within a second, and that second's count is only the part of it
+        // before the end, under the bar (a UDP conversation is judged by its second's count
+        // and the next's; the TCP attempts by the second up to their start already carry the
+        // second before).
         match self.episode {
-            Some((first, last, peak)) if (first..=last).contains(&s) => Some(peak),
+            Some((first, last, peak)) if (first..=last + 1).contains(&s) => Some(peak),
             _ => None,
         }
     }
@@ -972,19 +978,24 @@ mod tests {
         answered: impl Fn(u64) -> bool,
         port: impl Fn(u64) -> u16,
     ) -> (usize, f64, std::collections::BTreeSet<VolumeScope>) {
-        udp_burst_from(rates, (per_second, secs), SPOOFED, answered, port)
+        udp_burst_from(
+            rates,
+            (per_second, per_second * secs),
+            SPOOFED,
+            answered,
+            port,
+        )
     }
 
-    /// [`udp_burst_to`] from `sources` sources in turn.
+    /// [`udp_burst_to`] from `sources` sources in turn, `n` conversations at `per_second`.
     fn udp_burst_from(
         rates: &mut TargetRates,
-        (per_second, secs): (u64, u64),
+        (per_second, n): (u64, u64),
         sources: u64,
         answered: impl Fn(u64) -> bool,
         port: impl Fn(u64) -> u16,
     ) -> (usize, f64, std::collections::BTreeSet<VolumeScope>) {
         let v = VolumeConfig::default();
-        let n = per_second * secs;
         let gap_ns = NS_PER_SEC / per_second;
         let convs: Vec<ConnectionRecord> = (0..n)
             .map(|i| {
@@ -1071,7 +1082,8 @@ mod tests {
     #[test]
     fn a_udp_flood_from_one_address_is_flagged_at_its_sources_rate() {
         let mut rates = TargetRates::default();
-        let (flagged, peak, scopes) = udp_burst_from(&mut rates, (4_000, 3), 1, |_| false, |_| 53);
+        let (flagged, peak, scopes) =
+            udp_burst_from(&mut rates, (4_000, 12_000), 1, |_| false, |_| 53);
         // All but the first 99, judged before the source's share counts.
         assert_eq!(flagged, 12_000 - 99);
         assert_eq!(peak, 4_000.0);
@@ -1082,7 +1094,7 @@ mod tests {
         for (rate, sources, answered) in [(900, 1, false), (4_000, 1, true), (4_000, 8, false)] {
             let mut rates = TargetRates::default();
             let (flagged, ..) =
-                udp_burst_from(&mut rates, (rate, 3), sources, |_| answered, |_| 53);
+                udp_burst_from(&mut rates, (rate, rate * 3), sources, |_| answered, |_| 53);
             assert_eq!(
                 flagged, 0,
                 "{rate} a second from {sources}, answered {answered}"
@@ -1895,6 +1907,36 @@ mod tests {
         assert_eq!(rates.swept_s, (t + day) / NS_PER_SEC);
         rates.opened(&v, UDP, src, (other, 8), t + 5 * NS_PER_SEC);
         assert_eq!(rates.swept_s, t / NS_PER_SEC + 5);
+    }
+
+    /// A flood that ends within a second leaves that second under the bar (here 3,000 of
+    /// `hping3`'s 10,000 a second, from spoofed sources, and 1,200 of 4,000 a second from one
+    /// source): its conversations are the flood's all the same, at the episode's peak. A
+    /// conversation to the same service two seconds after the flood's last is not.
+    #[test]
+    fn a_floods_last_partial_second_is_the_floods() {
+        for (per_second, n, sources) in [(10_000, 33_000, SPOOFED), (4_000, 13_200, 1)] {
+            let mut rates = TargetRates::default();
+            let (flagged, peak, _) =
+                udp_burst_from(&mut rates, (per_second, n), sources, |_| false, |_| 53);
+            assert_eq!(flagged as u64, n - 99, "{per_second} a second, {n} in all");
+            assert_eq!(peak, per_second as f64);
+            let mut after = conv(UDP, None, 1, 0, 0);
+            after.start_unix_ns += (n / per_second + 2) * NS_PER_SEC;
+            after.end_unix_ns = after.start_unix_ns;
+            after.final_unix_ns = after.start_unix_ns + NS_PER_SEC;
+            rates.opened(
+                &VolumeConfig::default(),
+                UDP,
+                after.orig_addr,
+                (after.resp_addr, after.resp_port),
+                after.start_unix_ns,
+            );
+            assert!(
+                rates.judge(&VolumeConfig::default(), &after).hit.is_none(),
+                "two seconds after the flood"
+            );
+        }
     }
 
     #[test]
