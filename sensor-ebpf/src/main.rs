@@ -464,7 +464,10 @@ fn remember_first_packet(p: &Parsed) {
     let Some(e) = NAT_SEEN.get_ptr_mut(seen_index(p)) else {
         return;
     };
-    let now_ns = KernelClock.exact();
+    // The packet's own time: the flow update that opened its connection just read the exact
+    // clock, which the coarse reading returns from this CPU's cache within the same jiffy
+    // (a helper call fewer per new connection; a jiffy's turn in between reads it anew).
+    let now_ns = KernelClock.coarse();
     // SAFETY: this CPU's own slot of a per-CPU array, valid for the program run; the programs
     // of one CPU run one at a time.
     let e = unsafe { &mut *e };
@@ -613,7 +616,7 @@ fn account_packet<C: EbpfContext>(
     h: &mut Health,
     segments: u32,
 ) -> Option<bool> {
-    let u = update(&mut KernelTables { ctx }, p, h, KernelClock, segments)?;
+    let u = update(&mut KernelTables::new(ctx), p, h, KernelClock, segments)?;
     signal(h, &u);
     Some(u.events & event::OPEN != 0)
 }
@@ -630,7 +633,7 @@ fn account_marked<C: EbpfContext>(
     marks: Marks,
 ) {
     if let Some(u) = update_marked(
-        &mut KernelTables { ctx },
+        &mut KernelTables::new(ctx),
         p,
         h,
         KernelClock,

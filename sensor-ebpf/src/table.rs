@@ -27,6 +27,33 @@ const BUSY_SPIN: u32 = 1 << 16;
 /// `sensor_common::table::update`, shared with offline replay so that both account alike.
 pub(crate) struct KernelTables<'a, C: EbpfContext> {
     pub(crate) ctx: &'a C,
+    /// The hash of the packet's flow key once computed. A `KernelTables` serves one packet's
+    /// update, which asks about one flow key only (`sensor_common::table::update`: a new flow
+    /// is looked up, inserted and looked up again), so the hash is computed once, not three
+    /// times (about fifty instructions each). `None` at the start is a constant the verifier
+    /// knows, so this adds no path to walk.
+    hash: Option<u64>,
+}
+
+impl<'a, C: EbpfContext> KernelTables<'a, C> {
+    /// The tables of one packet's update.
+    #[inline(always)]
+    pub(crate) fn new(ctx: &'a C) -> KernelTables<'a, C> {
+        KernelTables { ctx, hash: None }
+    }
+
+    /// The hash of `key`, the packet's flow key (see `hash`).
+    #[inline(always)]
+    fn key_hash(&mut self, key: &FlowKey) -> u64 {
+        match self.hash {
+            Some(h) => h,
+            None => {
+                let h = key_hash_words(key, &seed());
+                self.hash = Some(h);
+                h
+            }
+        }
+    }
 }
 
 /// Globals are read through a volatile load: the compiler must not fold their initial values.
@@ -258,7 +285,7 @@ fn unreserve(count: *mut u64) {
 impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
     #[inline(always)]
     fn flow_ptr(&mut self, key: &FlowKey) -> Option<*mut FlowValue> {
-        let hash = key_hash_words(key, &seed());
+        let hash = self.key_hash(key);
         if let Some(v) = home_hit(key, hash) {
             return Some(v);
         }
@@ -287,7 +314,7 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
         let Some(count) = FLOW_COUNT.get_ptr_mut(0) else {
             return Insert::Full;
         };
-        let hash = key_hash_words(key, &seed());
+        let hash = self.key_hash(key);
         let fp = fingerprint(hash);
         // A lost compare-and-swap means another CPU took the slot, or a tombstone was
         // reclaimed: look again.
