@@ -158,6 +158,11 @@ extern "C" fn probe_step(pos: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// Walks `key`'s probe sequence up to position `stop` (exclusive).
+///
+/// The first position is looked at inline: a walk that stops at once (nothing to walk, or an
+/// empty home slot, as for most new flows in a table at most half full) needs no `bpf_loop`.
+/// A new flow walked three times (the lookup, the insert, the insert's re-check of the
+/// positions before its slot), each a helper call and a callback.
 #[inline(always)]
 fn probe(key: &FlowKey, hash: u64, stop: u64) -> Probe {
     // Field by field, the zeros through volatile stores, into the very value the callback
@@ -177,6 +182,19 @@ fn probe(key: &FlowKey, hash: u64, stop: u64) -> Probe {
         (&raw mut (*p).free_pos).write(NONE);
         (&raw mut (*p).free_state).write_volatile(0);
         (&raw mut (*p).ended).write_volatile(0);
+        if stop == 0 {
+            return c.assume_init();
+        }
+        // `probe_step` at position 0 when the slot is empty.
+        if let Some(s) = slot(hash as u32) {
+            let st = load_u64(&raw const (*s).state);
+            if st & state::KIND == state::EMPTY {
+                (*p).free_pos = 0;
+                (*p).free_state = st;
+                (*p).ended = 1;
+                return c.assume_init();
+            }
+        }
         bpf_loop(PROBES, probe_step as *mut c_void, p.cast::<c_void>(), 0);
         c.assume_init()
     }
