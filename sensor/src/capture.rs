@@ -145,6 +145,8 @@ pub enum CaptureError {
     Clock(#[source] io::Error),
     #[error("opening the flow table failed")]
     FlowTable(#[source] FlowTableError),
+    #[error("starting the thread that keeps the NAT answers' filter failed")]
+    Thread(#[source] io::Error),
     #[error("mapping eBPF map {name} into memory failed (an array created mmapable?)")]
     MapMemory {
         name: &'static str,
@@ -405,13 +407,9 @@ impl Capture {
             }
         }
         let flows = open_flow_table(&ebpf)?;
-        let nat_filter =
-            NatFilter::open(&ebpf)?
-                .spawn_keeper()
-                .map_err(|source| CaptureError::MapMemory {
-                    name: map_names::NAT_FILTER,
-                    source,
-                })?;
+        let nat_filter = NatFilter::open(&ebpf)?
+            .spawn_keeper()
+            .map_err(CaptureError::Thread)?;
         let health = Arc::new(HealthReader(take_map(&mut ebpf, map_names::HEALTH)?));
         let events = take_map(&mut ebpf, map_names::EVENTS)?;
         let parked = take_map(&mut ebpf, map_names::PARKED)?;

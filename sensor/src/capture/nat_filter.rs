@@ -52,6 +52,13 @@ pub const REBUILD_AT_BITS: u64 = FILTER_BITS / 8;
 /// How often the keeper counts the bits (a scan of 256 KiB).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// The least time between two rebuilds. A spoofed flood through a port forward gives every
+/// packet a new outside client, which can fill an eighth of the bits within a second; reading
+/// the translations (a system call per key) that often would cost a good part of a core
+/// during an attack. Meanwhile the filter passes more packets on to the lookup, which costs
+/// what it did without a filter, and is never wrong.
+const MIN_REBUILD_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Keys read from the translations' map at most, per rebuild: a key the kernel removes while
 /// it is read sends the walk back to the start of the map, so a busy map is read again in
 /// part; a walk that takes longer is given up (the filter stays as it was, never wrong).
@@ -64,7 +71,8 @@ pub struct Rebuilt {
     pub bits_before: u64,
     /// Bits set in the half switched to (each translation's, and any learned meanwhile).
     pub bits_after: u64,
-    /// Translations read from the map.
+    /// Keys read from the translations' map: the translations held, and any read again where
+    /// a key removed meanwhile sent the walk back to the start.
     pub translations: u64,
 }
 
@@ -144,6 +152,8 @@ impl NatFilter {
         })
     }
 
+    /// Word `index` of the two halves. Panics beyond them (`base` arguments are 0 or
+    /// `FILTER_WORDS`): the check that keeps the pointer below in the mapping.
     fn word(&self, index: u32) -> &AtomicU64 {
         assert!((index as usize + 1) * size_of::<u64>() <= self.words.len());
         // SAFETY: in bounds (asserted), 8-aligned (a page-aligned mapping of u64 words), and
@@ -186,6 +196,9 @@ impl NatFilter {
         for i in other..other + FILTER_WORDS {
             self.word(i).store(0, Ordering::SeqCst);
         }
+        // The clear before any key is read (the system calls below are no promise of that on
+        // every CPU architecture).
+        std::sync::atomic::fence(Ordering::SeqCst);
         let mut translations = 0u64;
         for key in self.replies.keys() {
             let k = key.map_err(|source| RebuildError::Map {
@@ -229,8 +242,8 @@ impl NatFilter {
     }
 
     /// Moves the filter into a thread that checks it every second and rebuilds it when full
-    /// ([`NatFilter::rebuild_if_full`]), logging each rebuild and the first failure. It stops
-    /// when the returned [`Keeper`] is dropped.
+    /// ([`NatFilter::rebuild_if_full`]), at most once every [`MIN_REBUILD_INTERVAL`], logging
+    /// each rebuild and the first failure. It stops when the returned [`Keeper`] is dropped.
     pub fn spawn_keeper(mut self) -> std::io::Result<Keeper> {
         let rebuilds = Arc::clone(&self.rebuilds);
         let (stop, stopped) = mpsc::channel::<()>();
@@ -238,12 +251,19 @@ impl NatFilter {
             .name("nat-filter".into())
             .spawn(move || {
                 let mut warned = false;
+                let mut last_rebuild: Option<std::time::Instant> = None;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
+                    if last_rebuild.is_some_and(|t| t.elapsed() < MIN_REBUILD_INTERVAL) {
+                        continue;
+                    }
                     match self.rebuild_if_full() {
-                        Ok(Some(r)) => info!(
-                            "filter of translated connections' answers rebuilt: {} bits set before, {} after ({} translations held)",
-                            r.bits_before, r.bits_after, r.translations
-                        ),
+                        Ok(Some(r)) => {
+                            last_rebuild = Some(std::time::Instant::now());
+                            info!(
+                                "filter of translated connections' answers rebuilt: {} bits set before, {} after ({} translations read)",
+                                r.bits_before, r.bits_after, r.translations
+                            )
+                        }
                         Ok(None) => {}
                         Err(e) if !warned => {
                             warned = true;

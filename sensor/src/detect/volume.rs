@@ -547,13 +547,15 @@ impl<const K: usize> TargetCounts<K> {
             return Some(count);
         }
         // A conversation of the episode judged when its second is forgotten (its final
-        // record): flagged at the episode's peak. So is one of the second after the episode's
-        // last: a flood ends within a second, and that second's count is only the part of it
-        // before the end, under the bar (a UDP conversation is judged by its second's count
-        // and the next's; the TCP attempts by the second up to their start already carry the
-        // second before).
+        // record): flagged at the episode's peak. So is a UDP conversation of the second after
+        // the episode's last: a flood ends within a second, and that second's count is only
+        // the part of it before the end, under the bar (a UDP conversation is judged by its
+        // second's count and the next's). Not a TCP attempt: judged by the second up to its
+        // start, it carries the second before already, and a tail there would flag a second
+        // after the flood.
+        let tail = u64::from(sliding.is_none());
         match self.episode {
-            Some((first, last, peak)) if (first..=last + 1).contains(&s) => Some(peak),
+            Some((first, last, peak)) if (first..=last + tail).contains(&s) => Some(peak),
             _ => None,
         }
     }
@@ -1910,19 +1912,22 @@ mod tests {
     }
 
     /// A flood that ends within a second leaves that second under the bar (here 3,000 of
-    /// `hping3`'s 10,000 a second, from spoofed sources, and 1,200 of 4,000 a second from one
-    /// source): its conversations are the flood's all the same, at the episode's peak. A
-    /// conversation to the same service two seconds after the flood's last is not.
+    /// `hping3`'s 10,000 a second to the service's bar of 5,000, from spoofed sources, and 800
+    /// of 4,000 a second to the source's bar of 1,000, from one source): its conversations are
+    /// the flood's all the same, at the episode's peak. A conversation from the flood's first
+    /// source to the same service in the second after that one is not.
     #[test]
     fn a_floods_last_partial_second_is_the_floods() {
-        for (per_second, n, sources) in [(10_000, 33_000, SPOOFED), (4_000, 13_200, 1)] {
+        for (per_second, n, sources) in [(10_000, 33_000, SPOOFED), (4_000, 12_800, 1)] {
             let mut rates = TargetRates::default();
             let (flagged, peak, _) =
                 udp_burst_from(&mut rates, (per_second, n), sources, |_| false, |_| 53);
             assert_eq!(flagged as u64, n - 99, "{per_second} a second, {n} in all");
             assert_eq!(peak, per_second as f64);
             let mut after = conv(UDP, None, 1, 0, 0);
-            after.start_unix_ns += (n / per_second + 2) * NS_PER_SEC;
+            after.orig_addr = std::net::IpAddr::from([198, 18, 7, 1]);
+            // The flood's last flagged second is n / per_second - 1, its partial one the next.
+            after.start_unix_ns += (n / per_second + 1) * NS_PER_SEC;
             after.end_unix_ns = after.start_unix_ns;
             after.final_unix_ns = after.start_unix_ns + NS_PER_SEC;
             rates.opened(
@@ -1934,7 +1939,7 @@ mod tests {
             );
             assert!(
                 rates.judge(&VolumeConfig::default(), &after).hit.is_none(),
-                "two seconds after the flood"
+                "the second after the flood's partial one"
             );
         }
     }
