@@ -26,9 +26,11 @@ fn trees_follow_the_linfa_rule_and_reject_bad_indices() {
 
 #[test]
 fn batch_scoring_equals_row_by_row_including_the_tail() {
-    // Two trees of different depths; 29 rows: two groups in lockstep and a tail of 5, taken
-    // in the order of the first tree's leaves (the stump splits them in two), so that the
-    // groups and the tail mix rows from all over the batch.
+    // Two trees of different depths; batches of 1 to 29 rows: every size of the last lane
+    // group, the ones walked in lanes filled up with copies of their last row and the ones
+    // too small for that walked row by row. From two groups on, the rows are taken in the
+    // order of the first tree's leaves (the stump splits them in two), so that the groups
+    // and the tail mix rows from all over the batch.
     let deep = Tree {
         nodes: vec![
             Node::split(0, 5.0, 1),
@@ -40,28 +42,33 @@ fn batch_scoring_equals_row_by_row_including_the_tail() {
     };
     let e = Ensemble::new(vec![stump(1, 1.0), deep]);
     assert_eq!(e.trees[1].depth(), 2);
-    let rows: Vec<[f64; 2]> = (0..29).map(|i| [(i % 13) as f64, (i % 4) as f64]).collect();
-    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
-    let mut out = Vec::new();
-    e.mean_batch(&flat, 2, &mut out);
-    let expected: Vec<f64> = rows.iter().map(|r| e.mean(r)).collect();
-    assert_eq!(out, expected);
-    // The same walk handing each row's leaves on: every row once, with its own leaves.
-    let mut seen = vec![0; rows.len()];
-    let mut again = Vec::new();
-    e.mean_batch_then(&flat, 2, &mut again, |r, mean, leaves| {
-        seen[r] += 1;
-        assert_eq!(mean, expected[r]);
-        let want: Vec<u32> = e
-            .trees
-            .iter()
-            .map(|t| t.leaf_index(&rows[r]) as u32)
-            .collect();
-        assert_eq!(leaves, &want[..], "row {r}");
-    });
-    assert_eq!(again, expected);
-    assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
-    assert!(out.contains(&0.125) && out.contains(&1.0), "{out:?}");
+    let all: Vec<[f64; 2]> = (0..29).map(|i| [(i % 13) as f64, (i % 4) as f64]).collect();
+    for n in 1..=all.len() {
+        let rows = &all[..n];
+        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        let mut out = Vec::new();
+        e.mean_batch(&flat, 2, &mut out);
+        let expected: Vec<f64> = rows.iter().map(|r| e.mean(r)).collect();
+        assert_eq!(out, expected, "{n} rows");
+        // The same walk handing each row's leaves on: every row once, with its own leaves.
+        let mut seen = vec![0; n];
+        let mut again = Vec::new();
+        e.mean_batch_then(&flat, 2, &mut again, |r, mean, leaves| {
+            seen[r] += 1;
+            assert_eq!(mean, expected[r], "{n} rows, row {r}");
+            let want: Vec<u32> = e
+                .trees
+                .iter()
+                .map(|t| t.leaf_index(&rows[r]) as u32)
+                .collect();
+            assert_eq!(leaves, &want[..], "{n} rows, row {r}");
+        });
+        assert_eq!(again, expected, "{n} rows");
+        assert!(seen.iter().all(|&k| k == 1), "{n} rows: {seen:?}");
+        if n == all.len() {
+            assert!(out.contains(&0.125) && out.contains(&1.0), "{out:?}");
+        }
+    }
 }
 
 #[test]

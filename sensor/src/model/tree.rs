@@ -136,6 +136,10 @@ impl Tree {
 /// committed model (about 25% faster than 8); more lanes spill registers.
 const LANES: usize = 12;
 
+/// The fewest rows a lane group walks with copies filling its other lanes (measured:
+/// `docs/performance.md`, "The last lane group").
+const MIN_PARTIAL_GROUP: usize = 3;
+
 /// A set of trees whose leaf values are averaged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ensemble {
@@ -318,7 +322,12 @@ impl Ensemble {
             .as_ref()
             .filter(|w| w.iter().all(|t| t.width <= width));
         // Rows too narrow for some tree, or a tree that failed `WalkTree::of`: checked walk.
-        let (walk, full): (&[WalkTree], usize) = match walk {
+        // Otherwise the rows walk in lane groups, the last group filled up with copies of its
+        // last row (their sums are dropped) when it has at least `MIN_PARTIAL_GROUP` rows: a
+        // row walked alone costs several times its share of a group (a batch of 256 rows
+        // leaves 4), but a group of one or two real rows costs more than walking them alone.
+        let (walk, lanes_end): (&[WalkTree], usize) = match walk {
+            Some(w) if n % LANES >= MIN_PARTIAL_GROUP => (w, n),
             Some(w) => (w, n - n % LANES),
             None => (&[], 0),
         };
@@ -326,10 +335,16 @@ impl Ensemble {
         // leaf of the first tree (alike in what it splits on) take similar paths in the
         // others too, so grouping them wastes fewer steps. Each row's sum still adds its trees
         // in order: the scores are the same to the bit.
-        let order = path_order(walk.first(), x, width, n, full);
-        for start in (0..full).step_by(LANES) {
+        let order = path_order(walk.first(), x, width, n, n - n % LANES);
+        for start in (0..lanes_end).step_by(LANES) {
+            // Lanes `count..` repeat the group's last row.
+            let count = LANES.min(lanes_end - start);
+            let row_of = |k: usize| {
+                let i = start + k.min(count - 1);
+                order.as_ref().map_or(i, |o| o[i])
+            };
             let rows: [&[f64]; LANES] = std::array::from_fn(|k| {
-                let r = order.as_ref().map_or(start + k, |o| o[start + k]);
+                let r = row_of(k);
                 &x[r * width..(r + 1) * width]
             });
             let mut sums = [0f64; LANES];
@@ -366,22 +381,15 @@ impl Ensemble {
                     }
                 }
             }
-            if let Some(f) = then.as_mut() {
-                for (k, sum) in sums.iter().enumerate() {
-                    let r = order.as_ref().map_or(start + k, |o| o[start + k]);
+            for (k, sum) in sums.into_iter().enumerate().take(count) {
+                let r = row_of(k);
+                if let Some(f) = then.as_mut() {
                     f(r, sum / k_trees, &leaves[k * trees..(k + 1) * trees]);
                 }
-            }
-            match &order {
-                Some(o) => {
-                    for (k, sum) in sums.into_iter().enumerate() {
-                        out[o[start + k]] = sum;
-                    }
-                }
-                None => out[start..start + LANES].copy_from_slice(&sums),
+                out[r] = sum;
             }
         }
-        for i in full..n {
+        for i in lanes_end..n {
             let r = order.as_ref().map_or(i, |o| o[i]);
             let xr = &x[r * width..(r + 1) * width];
             out[r] = self.trees.iter().map(|t| t.leaf(xr)).sum();
