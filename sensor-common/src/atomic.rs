@@ -94,6 +94,27 @@ pub unsafe fn compare_exchange_u64(dst: *mut u64, old: u64, new: u64) -> bool {
     }
 }
 
+/// Atomically sets the bits of `mask` in `*dst` (relaxed ordering; the result is not read):
+/// one instruction, where a compare-and-swap loop has to retry while other writers change the
+/// word's other bits.
+///
+/// # Safety
+/// `dst` must be valid for reads and writes and 8-aligned.
+#[inline(always)]
+pub unsafe fn atomic_or_u64(dst: *mut u64, mask: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, mask,
+        );
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: forwarded from the caller.
+    unsafe { core::sync::atomic::AtomicU64::from_ptr(dst) }
+        .fetch_or(mask, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Atomically stores `v` at `dst`, after every earlier write (an exchange: BPF before ISA v4 has
 /// no store-release).
 ///

@@ -33,7 +33,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     FlowValue, Health,
-    atomic::{compare_exchange_u64, load_u64},
+    atomic::{atomic_or_u64, compare_exchange_u64, load_u64},
     encap::{Level, Marks, Pending, count_error, examine, settle, update_marked},
     flow::{FragKey, FragValue, ParkedKey, event},
     nat::{
@@ -381,22 +381,14 @@ fn nat_filter_base() -> Option<u32> {
     filter_base(*NAT_ACTIVE.get(0)?)
 }
 
-/// Sets `mask` in word `index` of `NAT_FILTER`.
+/// Sets `mask` in word `index` of `NAT_FILTER`: an atomic OR, since other CPUs (and user
+/// space) may set other bits of the word meanwhile.
 #[inline(always)]
 fn set_filter_bit(index: u32, mask: u64) {
     if let Some(w) = NAT_FILTER.get_ptr_mut(index) {
-        // Other CPUs (and user space) may change other bits of the word meanwhile:
-        // compare-and-swap, retried (a few tries are plenty: the word changes only when a
-        // translation is learned or the half is cleared for a rebuild).
-        for _ in 0..16 {
-            // SAFETY: a slot of an array map, valid and 8-aligned for the program run; other
-            // CPUs and user space change it only atomically.
-            let old = unsafe { load_u64(w) };
-            // SAFETY: as above.
-            if old & mask != 0 || unsafe { compare_exchange_u64(w, old, old | mask) } {
-                break;
-            }
-        }
+        // SAFETY: a slot of an array map, valid and 8-aligned for the program run; other CPUs
+        // and user space change it only atomically.
+        unsafe { atomic_or_u64(w, mask) };
     }
 }
 

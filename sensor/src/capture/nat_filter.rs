@@ -157,7 +157,7 @@ impl NatFilter {
     fn word(&self, index: u32) -> &AtomicU64 {
         assert!((index as usize + 1) * size_of::<u64>() <= self.words.len());
         // SAFETY: in bounds (asserted), 8-aligned (a page-aligned mapping of u64 words), and
-        // the kernel changes the word only atomically (compare-and-swap).
+        // the kernel changes the word only atomically (an atomic OR).
         unsafe { AtomicU64::from_ptr(self.words.as_ptr().cast::<u64>().add(index as usize)) }
     }
 
