@@ -41,11 +41,11 @@ pub mod window;
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
+use std::{hash::BuildHasher, net::IpAddr};
 
 use crate::{
     flows::{ConnEvent, ConnId, ConnStart, ConnectionRecord, EndReason},
-    hashing::Map,
+    hashing::{Map, Seeded},
     kdd::{KddFeatures, NUM_FEATURES},
 };
 
@@ -168,52 +168,78 @@ struct OpenEntry {
     snapshot: Snapshot,
 }
 
-/// The open connections by id. The entries (about 120 bytes) live in a slab and the map holds
-/// their index, so that the map's buckets stay small: with thousands of connections open its
-/// probes were a tenth of the live path's time under a flood.
+/// The open connections by id. The entries (about 120 bytes) and their ids live in a slab,
+/// and the index holds only their slab positions (4 bytes each, the ids compared in the
+/// slab): with the tens of thousands of connections a busy gateway holds open, an index of
+/// `(id, position)` pairs (64 bytes each) outgrew the caches, and its probes were a tenth of
+/// the live path's time (`docs/performance.md`, "The open connections' index").
 #[derive(Debug, Default)]
 struct OpenConnections {
-    index: Map<ConnId, u32>,
-    slab: Vec<OpenEntry>,
+    index: hashbrown::HashTable<u32>,
+    /// Hashes the ids: seeded, as every map of traffic-chosen keys (`crate::hashing`).
+    hasher: Seeded,
+    slab: Vec<(ConnId, OpenEntry)>,
     free: Vec<u32>,
 }
 
 impl OpenConnections {
+    fn position(&self, id: &ConnId) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(self.hasher.hash_one(id), |&i| slab[i as usize].0 == *id)
+            .copied()
+    }
+
     fn contains_key(&self, id: &ConnId) -> bool {
-        self.index.contains_key(id)
+        self.position(id).is_some()
     }
 
     fn get(&self, id: &ConnId) -> Option<&OpenEntry> {
-        self.index.get(id).map(|&i| &self.slab[i as usize])
+        self.position(id).map(|i| &self.slab[i as usize].1)
     }
 
     fn get_mut(&mut self, id: &ConnId) -> Option<&mut OpenEntry> {
-        self.index.get(id).map(|&i| &mut self.slab[i as usize])
+        self.position(id).map(|i| &mut self.slab[i as usize].1)
     }
 
     /// Adds or replaces `id`'s entry; the one it replaced.
     fn insert(&mut self, id: ConnId, e: OpenEntry) -> Option<OpenEntry> {
-        if let Some(&i) = self.index.get(&id) {
-            return Some(std::mem::replace(&mut self.slab[i as usize], e));
+        let hash = self.hasher.hash_one(id);
+        let (slab, hasher) = (&mut self.slab, &self.hasher);
+        match self.index.entry(
+            hash,
+            |&i| slab[i as usize].0 == id,
+            |&i| hasher.hash_one(slab[i as usize].0),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(o) => {
+                Some(std::mem::replace(&mut slab[*o.get() as usize].1, e))
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        slab[i as usize] = (id, e);
+                        i
+                    }
+                    None => {
+                        slab.push((id, e));
+                        (slab.len() - 1) as u32
+                    }
+                };
+                v.insert(i);
+                None
+            }
         }
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = e;
-                i
-            }
-            None => {
-                self.slab.push(e);
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.index.insert(id, i);
-        None
     }
 
     fn remove(&mut self, id: &ConnId) -> Option<OpenEntry> {
-        let i = self.index.remove(id)?;
+        let slab = &self.slab;
+        let (i, _) = self
+            .index
+            .find_entry(self.hasher.hash_one(id), |&i| slab[i as usize].0 == *id)
+            .ok()?
+            .remove();
         self.free.push(i);
-        Some(self.slab[i as usize])
+        Some(self.slab[i as usize].1)
     }
 
     fn len(&self) -> usize {
@@ -221,8 +247,8 @@ impl OpenConnections {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.index.capacity() * (size_of::<(ConnId, u32)>() + 1)
-            + self.slab.capacity() * size_of::<OpenEntry>()
+        self.index.capacity() * (size_of::<u32>() + 1)
+            + self.slab.capacity() * size_of::<(ConnId, OpenEntry)>()
             + self.free.capacity() * size_of::<u32>()
     }
 }
