@@ -195,6 +195,10 @@ impl FlowStore for KernelStore<'_> {
         self.table.entries()
     }
 
+    fn entries_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
+        self.table.entries_part(part, parts)
+    }
+
     /// Each parked connection, removed from the map. A map read that fails leaves the entry
     /// for the next scan (logged).
     fn take_parked(&mut self) -> Vec<(FlowKey, FlowValue)> {

@@ -190,7 +190,15 @@ impl FlowTable {
 
     /// Every flow in the table.
     pub fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
-        (0..self.slot_count)
+        self.entries_part(0, 1)
+    }
+
+    /// The flows in part `part` of `parts` (`part < parts`) of the slots: consecutive slots,
+    /// the parts of about equal size, together every slot once.
+    pub fn entries_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
+        let (n, parts) = (u64::from(self.slot_count), parts.max(1) as u64);
+        let bound = |k: u64| (n * k / parts) as u32;
+        (bound(part as u64)..bound(part as u64 + 1))
             .filter_map(|i| {
                 let (st, k, v) = self.read(i);
                 (st & state::KIND == state::USED).then_some((k, v))

@@ -164,6 +164,13 @@ impl XdpHarness {
             .entries()
     }
 
+    /// The flow table entries of part `part` of `parts` of its slots (the table scan's parts).
+    pub fn flows_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
+        sensor::capture::open_flow_table(&self.ebpf)
+            .expect("FLOWS map")
+            .entries_part(part, parts)
+    }
+
     /// Removes every flow table entry.
     pub fn clear_flows(&mut self) {
         let mut table = sensor::capture::open_flow_table(&self.ebpf).expect("FLOWS map");

@@ -116,6 +116,30 @@ fn a_tcp_exchange_is_one_exact_sf_entry() {
     );
 }
 
+/// The parts the agent's table scan walks one a tick (`FlowTable::entries_part`) hold every
+/// entry of the kernel's table once, whatever the number of parts.
+#[test]
+fn the_table_scans_parts_hold_every_entry_once() {
+    let mut x = XdpHarness::new(1024);
+    for i in 0..300u16 {
+        x.run(&udp4(v4(2, 1), 1024 + i, v4(2, 2), 53, &[0; 8]));
+    }
+    let sorted = |mut v: Vec<(FlowKey, sensor_common::FlowValue)>| {
+        v.sort_by_key(|(k, _)| k.words());
+        v.into_iter().map(|(k, _)| k.words()).collect::<Vec<_>>()
+    };
+    let all = sorted(x.flows());
+    assert_eq!(all.len(), 300);
+    for parts in [1, 3, 16] {
+        let each: Vec<_> = (0..parts).map(|p| x.flows_part(p, parts)).collect();
+        assert!(
+            each.iter().all(|p| !p.is_empty()),
+            "300 flows leave no part of {parts} empty"
+        );
+        assert_eq!(sorted(each.concat()), all, "{parts} parts");
+    }
+}
+
 #[test]
 fn udp_icmp_ipv6_and_vlan_frames_are_accounted() {
     let mut x = XdpHarness::new(1024);

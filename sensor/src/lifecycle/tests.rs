@@ -1570,3 +1570,73 @@ fn refused_events(l: &mut Lifecycle, k: &FlowKey, v: &FlowValue, out: &mut Vec<C
     l.on_event(k, &attempt(v.first_seen_ns, ipproto::TCP), event::OPEN, out);
     l.on_event(k, v, event::ANSWER | event::RST, out);
 }
+
+/// The table scan walks one part of the table a tick, the parts of a pass spread over the
+/// scan interval (part `k` at the pass's start plus `k` sixteenths of it), every part once a
+/// pass and the park taken once a pass; after a pause, every part that fell due runs at once.
+#[test]
+fn the_table_scan_walks_one_part_a_tick_and_every_part_once_a_pass() {
+    #[derive(Default)]
+    struct Parts {
+        asked: std::cell::RefCell<Vec<usize>>,
+        parked_takes: usize,
+    }
+    impl FlowStore for Parts {
+        fn get(&self, _: &FlowKey) -> Option<FlowValue> {
+            None
+        }
+        fn remove(&mut self, _: &FlowKey, _: u64) -> Option<FlowValue> {
+            None
+        }
+        fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
+            panic!("the scan asks for parts, never for the whole table")
+        }
+        fn entries_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
+            assert_eq!(parts, SCAN_PARTS);
+            self.asked.borrow_mut().push(part);
+            // One entry a part, too recent to be adopted.
+            vec![(
+                key(1000 + part as u16, ipproto::UDP),
+                attempt(u64::MAX / 2, ipproto::UDP),
+            )]
+        }
+        fn take_parked(&mut self) -> Vec<(FlowKey, FlowValue)> {
+            self.parked_takes += 1;
+            Vec::new()
+        }
+    }
+    let (mut l, mut out, mut store) = (scanning(), Vec::new(), Parts::default());
+    let mut when: Vec<(usize, u64)> = Vec::new();
+    // Ticks of 10 ms from 10 s to 12.99 s: three passes.
+    for i in 0..300 {
+        let t = 10 * S + i * 10 * MS;
+        let before = store.asked.borrow().len();
+        l.advance(t, &mut store, &mut out);
+        let asked = store.asked.borrow();
+        assert!(asked.len() <= before + 1, "two parts in the tick at {t}");
+        if asked.len() > before {
+            when.push((asked[before], t - 10 * S));
+        }
+    }
+    assert_eq!(when.len(), 3 * SCAN_PARTS, "{when:?}");
+    for (i, &(part, at)) in when.iter().enumerate() {
+        assert_eq!(part, i % SCAN_PARTS, "{when:?}");
+        // The first tick at or after its moment.
+        let due = (i / SCAN_PARTS) as u64 * S + (i % SCAN_PARTS) as u64 * S / SCAN_PARTS as u64;
+        assert!(
+            at >= due && at < due + 10 * MS,
+            "part {i} at {at}, due {due}"
+        );
+    }
+    assert_eq!(store.parked_takes, 3);
+    assert_eq!(
+        l.stats().table_entries,
+        SCAN_PARTS as u64,
+        "a whole pass's entries"
+    );
+    // A pass begins at 13 s; the loop pauses until 13.5 s: parts 1 to 8 at once.
+    l.advance(13 * S, &mut store, &mut out);
+    let before = store.asked.borrow().len();
+    l.advance(13 * S + S / 2, &mut store, &mut out);
+    assert_eq!(store.asked.borrow()[before..], [1, 2, 3, 4, 5, 6, 7, 8]);
+}
