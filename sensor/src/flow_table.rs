@@ -195,9 +195,10 @@ impl FlowTable {
 
     /// The flows in part `part` of `parts` (`part < parts`) of the slots: consecutive slots,
     /// the parts of about equal size, together every slot once.
+    /// A `part` past the last is empty.
     pub fn entries_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
         let (n, parts) = (u64::from(self.slot_count), parts.max(1) as u64);
-        let bound = |k: u64| (n * k / parts) as u32;
+        let bound = |k: u64| (n * k.min(parts) / parts) as u32;
         (bound(part as u64)..bound(part as u64 + 1))
             .filter_map(|i| {
                 let (st, k, v) = self.read(i);

@@ -30,8 +30,8 @@
 //! `evicted`, final at the moment it left the table; a finished connection has the record of
 //! its end (made already, or made then).
 //!
-//! A live sensor can lose events (a full ring buffer, counted by the kernel). A full scan of the
-//! store every `table_scan_interval` adopts the connections whose events were lost: it emits
+//! A live sensor can lose events (a full ring buffer, counted by the kernel). A scan of the
+//! whole store every `table_scan_interval` (in [`SCAN_PARTS`] parts spread over it) adopts the connections whose events were lost: it emits
 //! their `Opened` late (counted in [`LifecycleStats::adopted_by_scan`]) and finalises finished
 //! TCP connections whose `FIN`/`RST` event never came ([`LifecycleStats::finished_by_scan`]).
 //! A FIN-closed connection whose second FIN signalled nothing (two kernel CPUs took the last
@@ -668,10 +668,21 @@ impl Lifecycle {
     /// The connections the kernel parked (see [`FlowStore::take_parked`]), each handled as its
     /// `REPLACED` event; then every displaced connection without a parked value is a loss.
     fn take_parked(&mut self, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
+        self.take_park(store, out);
+        self.count_displaced_losses();
+    }
+
+    /// The connections the kernel parked, each handled as its `REPLACED` event.
+    fn take_park(&mut self, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
         for (key, v) in store.take_parked() {
             self.stats.taken_from_park += 1;
             self.on_replaced(&key, &v, out);
         }
+    }
+
+    /// Every displaced connection whose parked value a whole scan pass did not find is a
+    /// loss; the reported connections superseded since the pass before are forgotten.
+    fn count_displaced_losses(&mut self) {
         self.stats.lost_on_restart += self.displaced.len() as u64;
         self.displaced.clear();
         self.superseded_before = std::mem::take(&mut self.superseded);
@@ -696,7 +707,7 @@ impl Lifecycle {
             // At least 1 ns, so that a pass ends (an interval of 0 scans at every tick).
             let every_ns = (every.as_nanos() as u64).max(1);
             // Every part that is due: one a tick when the ticks keep up, all the missed ones
-            // at once after a pause.
+            // at once after a pause of the loop (as the whole table was walked before).
             while now_ns >= self.next_scan_ns {
                 if self.scan_part == 0 {
                     self.scan_pass_start_ns = now_ns;
@@ -706,7 +717,9 @@ impl Lifecycle {
                 // `every` and no tick holds the events back for a whole table's walk.
                 self.next_scan_ns = match self.scan_part {
                     0 => self.scan_pass_start_ns.saturating_add(every_ns),
-                    k => self.scan_pass_start_ns + every_ns / SCAN_PARTS as u64 * k as u64,
+                    k => self
+                        .scan_pass_start_ns
+                        .saturating_add(every_ns / SCAN_PARTS as u64 * k as u64),
                 };
             }
         }
@@ -924,8 +937,12 @@ impl Lifecycle {
         out: &mut Vec<ConnEvent>,
     ) {
         let part = self.scan_part;
+        // The park before every part, so that a parked connection is handled as its
+        // `REPLACED` event before a part adopts its 5-tuple's later connection; the losses
+        // counted once a pass, as before the scan had parts.
+        self.take_park(store, out);
         if part == 0 {
-            self.take_parked(store, out);
+            self.count_displaced_losses();
             self.scan_entries = 0;
         }
         let entries = store.entries_part(part, SCAN_PARTS);

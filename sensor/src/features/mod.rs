@@ -171,7 +171,7 @@ struct OpenEntry {
 /// The open connections by id. The entries (about 120 bytes) and their ids live in a slab,
 /// and the index holds only their slab positions (4 bytes each, the ids compared in the
 /// slab): with the tens of thousands of connections a busy gateway holds open, an index of
-/// `(id, position)` pairs (64 bytes each) outgrew the caches, and its probes were a tenth of
+/// `(id, position)` pairs (56 bytes each) outgrew the caches, and its probes were a tenth of
 /// the live path's time (`docs/performance.md`, "The open connections' index").
 #[derive(Debug, Default)]
 struct OpenConnections {

@@ -1377,3 +1377,59 @@ fn a_transport_outside_the_data_gets_service_other_and_no_window() {
         }
     }
 }
+
+/// The open connections' index of slab positions: an id replaced in place, removed (its slab
+/// place freed), another id in the freed place, the index grown past many rehashes, and every
+/// id found with its own entry throughout.
+#[test]
+fn open_connections_keep_each_id_with_its_own_entry() {
+    let id = |i: u32| ConnId {
+        start_unix_ns: u64::from(i),
+        transport: Transport::Tcp,
+        orig_addr: IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i)),
+        orig_port: 1024,
+        resp_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 2, 1)),
+        resp_port: 80,
+    };
+    let entry = |seq: u64| OpenEntry {
+        seq: Some(seq),
+        entry: WindowEntry::default(),
+        snapshot: Snapshot::default(),
+    };
+    let mut open = OpenConnections::default();
+    assert_eq!(open.insert(id(1), entry(1)).map(|e| e.seq), None);
+    assert_eq!(open.insert(id(1), entry(2)).map(|e| e.seq), Some(Some(1)));
+    assert_eq!((open.len(), open.slab.len()), (1, 1), "replaced in place");
+    assert_eq!(open.remove(&id(1)).map(|e| e.seq), Some(Some(2)));
+    assert!(open.remove(&id(1)).is_none() && !open.contains_key(&id(1)));
+    open.insert(id(2), entry(20));
+    assert_eq!(open.slab.len(), 1, "the freed place taken again");
+    assert!(
+        open.get(&id(1)).is_none(),
+        "the old id of the place is not found"
+    );
+    // Many more: the index grows (rehashing through the slab's ids) and removals free places
+    // that later ids take.
+    for i in 3..5_000 {
+        open.insert(id(i), entry(u64::from(i) * 10));
+        if i % 3 == 0 {
+            assert!(open.remove(&id(i - 1)).is_some(), "{i}");
+        }
+    }
+    if let Some(e) = open.get_mut(&id(4_999)) {
+        e.seq = Some(7);
+    }
+    for i in 2..5_000 {
+        let removed = i % 3 == 2;
+        let want = match i {
+            4_999 => Some(7),
+            _ => Some(u64::from(i) * 10),
+        };
+        assert_eq!(
+            open.get(&id(i)).map(|e| e.seq),
+            (!removed).then_some(want),
+            "{i}"
+        );
+    }
+    assert_eq!(open.len(), open.slab.len() - open.free.len());
+}

@@ -1571,40 +1571,42 @@ fn refused_events(l: &mut Lifecycle, k: &FlowKey, v: &FlowValue, out: &mut Vec<C
     l.on_event(k, v, event::ANSWER | event::RST, out);
 }
 
+/// A store that records the parts the scan asks for, one too-recent entry in each.
+#[derive(Default)]
+struct Parts {
+    asked: std::cell::RefCell<Vec<usize>>,
+    parked_takes: usize,
+}
+impl FlowStore for Parts {
+    fn get(&self, _: &FlowKey) -> Option<FlowValue> {
+        None
+    }
+    fn remove(&mut self, _: &FlowKey, _: u64) -> Option<FlowValue> {
+        None
+    }
+    fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
+        panic!("the scan asks for parts, never for the whole table")
+    }
+    fn entries_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
+        assert_eq!(parts, SCAN_PARTS);
+        self.asked.borrow_mut().push(part);
+        // One entry a part, too recent to be adopted.
+        vec![(
+            key(1000 + part as u16, ipproto::UDP),
+            attempt(u64::MAX / 2, ipproto::UDP),
+        )]
+    }
+    fn take_parked(&mut self) -> Vec<(FlowKey, FlowValue)> {
+        self.parked_takes += 1;
+        Vec::new()
+    }
+}
+
 /// The table scan walks one part of the table a tick, the parts of a pass spread over the
 /// scan interval (part `k` at the pass's start plus `k` sixteenths of it), every part once a
-/// pass and the park taken once a pass; after a pause, every part that fell due runs at once.
+/// pass and the park taken before each; after a pause, every part that fell due runs at once.
 #[test]
 fn the_table_scan_walks_one_part_a_tick_and_every_part_once_a_pass() {
-    #[derive(Default)]
-    struct Parts {
-        asked: std::cell::RefCell<Vec<usize>>,
-        parked_takes: usize,
-    }
-    impl FlowStore for Parts {
-        fn get(&self, _: &FlowKey) -> Option<FlowValue> {
-            None
-        }
-        fn remove(&mut self, _: &FlowKey, _: u64) -> Option<FlowValue> {
-            None
-        }
-        fn entries(&self) -> Vec<(FlowKey, FlowValue)> {
-            panic!("the scan asks for parts, never for the whole table")
-        }
-        fn entries_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
-            assert_eq!(parts, SCAN_PARTS);
-            self.asked.borrow_mut().push(part);
-            // One entry a part, too recent to be adopted.
-            vec![(
-                key(1000 + part as u16, ipproto::UDP),
-                attempt(u64::MAX / 2, ipproto::UDP),
-            )]
-        }
-        fn take_parked(&mut self) -> Vec<(FlowKey, FlowValue)> {
-            self.parked_takes += 1;
-            Vec::new()
-        }
-    }
     let (mut l, mut out, mut store) = (scanning(), Vec::new(), Parts::default());
     let mut when: Vec<(usize, u64)> = Vec::new();
     // Ticks of 10 ms from 10 s to 12.99 s: three passes.
@@ -1628,7 +1630,11 @@ fn the_table_scan_walks_one_part_a_tick_and_every_part_once_a_pass() {
             "part {i} at {at}, due {due}"
         );
     }
-    assert_eq!(store.parked_takes, 3);
+    assert_eq!(
+        store.parked_takes,
+        3 * SCAN_PARTS,
+        "the park before every part"
+    );
     assert_eq!(
         l.stats().table_entries,
         SCAN_PARTS as u64,
@@ -1639,4 +1645,58 @@ fn the_table_scan_walks_one_part_a_tick_and_every_part_once_a_pass() {
     let before = store.asked.borrow().len();
     l.advance(13 * S + S / 2, &mut store, &mut out);
     assert_eq!(store.asked.borrow()[before..], [1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
+/// A scan interval of 0 (the configuration accepts it) walks the whole table at every tick,
+/// and the catch-up loop ends.
+#[test]
+fn a_scan_interval_of_zero_walks_every_part_at_every_tick() {
+    let mut l = Lifecycle::new(
+        LifecycleConfig {
+            table_scan_interval: Some(Duration::ZERO),
+            early_verdict_after: None,
+            ..LifecycleConfig::default()
+        },
+        0,
+    );
+    let (mut out, mut store) = (Vec::new(), Parts::default());
+    l.advance(10 * S, &mut store, &mut out);
+    l.advance(10 * S + 10 * MS, &mut store, &mut out);
+    let every: Vec<usize> = (0..2 * SCAN_PARTS).map(|i| i % SCAN_PARTS).collect();
+    assert_eq!(*store.asked.borrow(), every);
+    assert_eq!(
+        store.parked_takes,
+        2 * SCAN_PARTS,
+        "the park before every part"
+    );
+}
+
+/// The park is taken before every part of the scan, not once a pass: a connection whose entry
+/// a later SYN restarted while the ring was full is recorded at the next part, a sixteenth of
+/// the interval later.
+#[test]
+fn the_park_is_taken_before_every_part_of_the_scan() {
+    let (mut l, mut out) = (scanning(), Vec::new());
+    let mut store = Store::default();
+    let k = key(1070, ipproto::TCP);
+    l.advance(10 * S, &mut store, &mut out); // part 0 at 10 s, part 1 at 10.0625 s
+    let a = refused(10 * S + MS);
+    l.on_event(
+        &k,
+        &attempt(10 * S + MS, ipproto::TCP),
+        event::OPEN,
+        &mut out,
+    );
+    // B's SYN restarts A's entry; A's REPLACED is parked, its RST event lost.
+    store.parked.push((k, a));
+    store
+        .flows
+        .insert(k, attempt(10 * S + 20 * MS, ipproto::TCP));
+    l.advance(10 * S + 60 * MS, &mut store, &mut out);
+    assert!(finished(&out).is_empty(), "no part due yet: {out:#?}");
+    l.advance(10 * S + 70 * MS, &mut store, &mut out);
+    assert_eq!(l.stats().taken_from_park, 1);
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1, "{out:#?}");
+    assert_eq!(recs[0].start_unix_ns, a.first_seen_ns);
 }

@@ -154,7 +154,7 @@ fn register_flow_table(
     let entries = Arc::clone(&table_entries);
     let occupancy = prometheus::PullingGauge::new(
         "sensor_flow_table_entries",
-        "Connections in the kernel flow table at the last table scan (at most a second old).",
+        "Connections in the kernel flow table as the last whole pass of the table scan counted them (at most about two scan intervals old; 0 before the first pass).",
         Box::new(move || entries.load(Ordering::Relaxed) as f64),
     )
     .map_err(e("sensor_flow_table_entries"))?;
