@@ -23,7 +23,7 @@ use sensor::{
     detect::Pipeline,
     export::Metrics,
     features::{FeatureConfig, FeatureEngine},
-    flows::{ConnectionRecord, EndReason, Transport},
+    flows::{ConnEvent, ConnectionRecord, EndReason, Transport},
 };
 use sensor_common::conn_state::ConnState;
 use workload::{NoKernel, T0_NS, agent_batch, batches, model, records};
@@ -146,23 +146,28 @@ fn bench(c: &mut Criterion) {
             black_box(agent_batch(&mut p, &metrics, batch));
         }
     });
+    // CPU seconds of `timed` on a pipeline that has seen `warm` (untimed), best of 5.
+    let running = |warm: &[Vec<ConnEvent>], timed: &[Vec<ConnEvent>]| {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
+                .expect("the default feature config is valid");
+            for batch in warm {
+                black_box(agent_batch(&mut p, &metrics, batch));
+            }
+            let t = thread_cpu_secs();
+            for batch in timed {
+                black_box(agent_batch(&mut p, &metrics, batch));
+            }
+            best = best.min(thread_cpu_secs() - t);
+        }
+        best
+    };
     // The mixed workload on a running sensor: the pipeline has seen the mix once (untimed: its
     // cold host windows, scored over the contexts, are behind it) when the same mix comes
     // again 10 s later. What one core sustains, where the figure above includes a start.
     let later = batches(&shifted(&recs, 10_000_000_000));
-    let mut running_s = f64::MAX;
-    for _ in 0..5 {
-        let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
-            .expect("the default feature config is valid");
-        for batch in &events {
-            black_box(agent_batch(&mut p, &metrics, batch));
-        }
-        let t = thread_cpu_secs();
-        for batch in &later {
-            black_box(agent_batch(&mut p, &metrics, batch));
-        }
-        running_s = running_s.min(thread_cpu_secs() - t);
-    }
+    let running_s = running(&events, &later);
     // The same two on the flood (a fresh pipeline each time: its first 255 connections are a
     // cold host window, scored over the contexts, as when a sensor starts under a flood).
     let flood = batches(&flood_records(N, T0_NS));
@@ -183,19 +188,7 @@ fn bench(c: &mut Criterion) {
     // And on a running sensor: the pipeline has seen 512 ordinary connections (its host window
     // is full, untimed) when the flood starts 10 s later.
     let late_flood = batches(&flood_records(N, T0_NS + 10_000_000_000));
-    let mut flood_running_s = f64::MAX;
-    for _ in 0..5 {
-        let mut p = Pipeline::new(Arc::clone(&model), FeatureConfig::default())
-            .expect("the default feature config is valid");
-        for batch in &events[..2] {
-            black_box(agent_batch(&mut p, &metrics, batch));
-        }
-        let t = thread_cpu_secs();
-        for batch in &late_flood {
-            black_box(agent_batch(&mut p, &metrics, batch));
-        }
-        flood_running_s = flood_running_s.min(thread_cpu_secs() - t);
-    }
+    let flood_running_s = running(&events[..2], &late_flood);
 
     let summary = serde_json::json!({
         "connections_per_second": N as f64 / full_s,

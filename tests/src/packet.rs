@@ -157,23 +157,24 @@ impl XdpHarness {
         total
     }
 
+    /// The agent's view of the flow table (the test that asked fails if it cannot be opened).
+    fn table(&self) -> sensor::flow_table::FlowTable {
+        sensor::capture::open_flow_table(&self.ebpf).expect("FLOWS map")
+    }
+
     /// Every flow table entry.
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
-        sensor::capture::open_flow_table(&self.ebpf)
-            .expect("FLOWS map")
-            .entries()
+        self.table().entries()
     }
 
     /// The flow table entries of part `part` of `parts` of its slots (the table scan's parts).
     pub fn flows_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
-        sensor::capture::open_flow_table(&self.ebpf)
-            .expect("FLOWS map")
-            .entries_part(part, parts)
+        self.table().entries_part(part, parts)
     }
 
     /// Removes every flow table entry.
     pub fn clear_flows(&mut self) {
-        let mut table = sensor::capture::open_flow_table(&self.ebpf).expect("FLOWS map");
+        let mut table = self.table();
         for (k, _) in table.entries() {
             assert!(table.remove(&k), "remove entry");
         }

@@ -19,8 +19,7 @@ pub trait FlowStore {
     /// The entries of part `part` of `parts` (`part < parts`): together the parts hold every
     /// entry once, if none moves meanwhile. A store that cannot cut itself cheaply returns
     /// every entry in part 0 and none in the others.
-    fn entries_part(&self, part: usize, parts: usize) -> Vec<(FlowKey, FlowValue)> {
-        let _ = parts;
+    fn entries_part(&self, part: usize, _parts: usize) -> Vec<(FlowKey, FlowValue)> {
         if part == 0 {
             self.entries()
         } else {
