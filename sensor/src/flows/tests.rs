@@ -79,3 +79,71 @@ fn a_udp_exchange_becomes_an_oriented_record() {
     let back: ConnectionRecord = serde_json::from_str(&json).unwrap();
     assert_eq!(back, rec);
 }
+
+/// `ConnId`'s hand-written `Hash` takes in every field: ids that differ in any one of them
+/// hash apart (a seeded hasher, so a chance collision is 2^-64), and equal ids hash alike.
+#[test]
+fn a_connection_id_hashes_every_field() {
+    use std::hash::BuildHasher;
+    let hasher = foldhash::fast::FixedState::with_seed(7);
+    let base = ConnId {
+        start_unix_ns: 1_700_000_000_000_000_000,
+        transport: Transport::Tcp,
+        orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+        orig_port: 40_000,
+        resp_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+        resp_port: 443,
+    };
+    let v6 = |a: Ipv4Addr| IpAddr::V6(Ipv6Addr::from(u128::from(u32::from(a))));
+    let variants = [
+        ConnId {
+            start_unix_ns: base.start_unix_ns + 1,
+            ..base
+        },
+        ConnId {
+            transport: Transport::Udp,
+            ..base
+        },
+        ConnId {
+            transport: Transport::Unknown,
+            ..base
+        },
+        ConnId {
+            orig_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3)),
+            ..base
+        },
+        ConnId {
+            orig_port: 40_001,
+            ..base
+        },
+        ConnId {
+            resp_addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9)),
+            ..base
+        },
+        ConnId {
+            resp_port: 80,
+            ..base
+        },
+        // The same bits as the base's addresses, as IPv6: another id, another hash.
+        ConnId {
+            orig_addr: v6(Ipv4Addr::new(198, 18, 0, 2)),
+            ..base
+        },
+        ConnId {
+            resp_addr: v6(Ipv4Addr::new(198, 18, 0, 1)),
+            ..base
+        },
+        // The ports swapped.
+        ConnId {
+            orig_port: 443,
+            resp_port: 40_000,
+            ..base
+        },
+    ];
+    let h = hasher.hash_one(base);
+    assert_eq!(h, hasher.hash_one(base));
+    for v in variants {
+        assert_ne!(v, base);
+        assert_ne!(hasher.hash_one(v), h, "{v:?}");
+    }
+}
