@@ -31,9 +31,10 @@
 //! its end (made already, or made then).
 //!
 //! A live sensor can lose events (a full ring buffer, counted by the kernel). A scan of the
-//! whole store every `table_scan_interval` (in [`SCAN_PARTS`] parts spread over it) adopts the connections whose events were lost: it emits
-//! their `Opened` late (counted in [`LifecycleStats::adopted_by_scan`]) and finalises finished
-//! TCP connections whose `FIN`/`RST` event never came ([`LifecycleStats::finished_by_scan`]).
+//! whole store every `table_scan_interval` (in [`SCAN_PARTS`] parts spread over it) adopts
+//! the connections whose events were lost: it emits their `Opened` late (counted in
+//! [`LifecycleStats::adopted_by_scan`]) and finalises finished TCP connections whose
+//! `FIN`/`RST` event never came ([`LifecycleStats::finished_by_scan`]).
 //! A FIN-closed connection whose second FIN signalled nothing (two kernel CPUs took the last
 //! FINs at once) is finalised earlier, at the event of its final ACK
 //! ([`LifecycleStats::finished_at_final_ack`]).
@@ -666,13 +667,7 @@ impl Lifecycle {
     }
 
     /// The connections the kernel parked (see [`FlowStore::take_parked`]), each handled as its
-    /// `REPLACED` event; then every displaced connection without a parked value is a loss.
-    fn take_parked(&mut self, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
-        self.take_park(store, out);
-        self.count_displaced_losses();
-    }
-
-    /// The connections the kernel parked, each handled as its `REPLACED` event.
+    /// `REPLACED` event.
     fn take_park(&mut self, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
         for (key, v) in store.take_parked() {
             self.stats.taken_from_park += 1;
@@ -980,7 +975,8 @@ impl Lifecycle {
     /// reason `shutdown`, or `fin`/`rst` for finished ones whose event never came) and every
     /// entry removed.
     pub fn flush(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
-        self.take_parked(store, out);
+        self.take_park(store, out);
+        self.count_displaced_losses();
         self.expire_lingering(now_ns, store, out);
         // Closed by FINs and waiting for the final ACK: their settle ends now.
         let mut closing: Vec<_> = self

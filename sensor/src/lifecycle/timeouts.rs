@@ -62,7 +62,8 @@ pub struct LifecycleConfig {
     /// originator's), timed by its handshake, are longer (up to [`Self::MAX_CLOSE_SETTLE`]);
     /// zero: the record is written at the second FIN.
     pub close_settle: Duration,
-    /// Period of the scan of the whole table (in `SCAN_PARTS` parts) that adopts connections whose events were lost; `None`: no scan
+    /// Period of the scan of the whole table (in `SCAN_PARTS` parts) that adopts connections
+    /// whose events were lost; `None`: no scan
     /// (replay, which loses no event).
     pub table_scan_interval: Option<Duration>,
     /// How long after its first packet a connection that is still open without an
