@@ -6,22 +6,24 @@ use sensor_common::{
     FlowEvent, Health,
     atomic::{compare_exchange_u64, load_u64, publish_u64},
     flow::event,
-    slots::{EVICT_WINDOW, EVICT_WINDOW_MAX, evictable, reclaim_step, state},
+    slots::{EVICT_WINDOW, EVICT_WINDOW_MAX, evictable, eviction_rank, reclaim_step, state},
 };
 
 use crate::table::{NONE, slot};
 use crate::{EVENTS, EVICT_HAND};
 
 /// The search for an eviction victim, as the context of the `bpf_loop` callback
-/// [`victim_step`]: the evictable flow with the oldest last packet in a window of slots.
+/// [`victim_step`]: the evictable flow of the lowest [`eviction_rank`] (about the oldest last
+/// packet) in a window of slots.
 #[repr(C)]
 struct Victim {
     /// The window's first slot.
     start: u64,
-    /// The candidate's slot index ([`NONE`] while there is none), its state and last packet.
+    /// The candidate's slot index ([`NONE`] while there is none), its state and its
+    /// [`eviction_rank`].
     idx: u64,
     state: u64,
-    last_seen_ns: u64,
+    rank: u64,
 }
 
 /// One slot of a [`Victim`] window: 0 to go on, 1 once the window has its [`EVICT_WINDOW`]
@@ -39,11 +41,9 @@ extern "C" fn victim_step(i: u64, ctx: *mut c_void) -> i64 {
     unsafe {
         let st = load_u64(&raw const (*s).state);
         let v = &(*s).value;
-        if st & state::KIND == state::USED
-            && evictable(v)
-            && (c.idx == NONE || v.last_seen_ns < c.last_seen_ns)
-        {
-            (c.idx, c.state, c.last_seen_ns) = (idx, st, v.last_seen_ns);
+        let rank = eviction_rank(v);
+        if st & state::KIND == state::USED && evictable(v) && (c.idx == NONE || rank < c.rank) {
+            (c.idx, c.state, c.rank) = (idx, st, rank);
         }
     }
     i64::from(i + 1 >= u64::from(EVICT_WINDOW) && c.idx != NONE)
@@ -76,12 +76,13 @@ extern "C" fn reclaim_back_step(_i: u64, ctx: *mut c_void) -> i64 {
 /// Tombstones an eviction reclaims at most, walking back from its victim's slot.
 const RECLAIM_WALK: u32 = 32;
 
-/// Makes room in a full table for a new flow: evicts the [`evictable`] flow (an unanswered
-/// attempt or a finished TCP connection) with the oldest last packet in this CPU's next window
-/// of [`EVICT_WINDOW`] slots (more, up to [`EVICT_WINDOW_MAX`], until the window holds one) and hands it to user space as an
-/// `EVICTED` event (`sensor_common::slots` explains the policy). `hash` seeds the hand on a
-/// CPU's first eviction; `now_ns` is the event's time. True when a flow was evicted: its unit
-/// of `FLOW_COUNT` is the caller's.
+/// Makes room in a full table for a new flow: evicts the [`evictable`] flow (a flow whose
+/// responder sent nothing, or a finished TCP connection) of the lowest [`eviction_rank`] (the
+/// oldest last packet; a one-sided connection's counts later by its age) in this CPU's next
+/// window of [`EVICT_WINDOW`] slots (more, up to [`EVICT_WINDOW_MAX`], until the window holds
+/// one) and hands it to user space as an `EVICTED` event (`sensor_common::slots` explains the
+/// policy). `hash` seeds the hand on a CPU's first eviction; `now_ns` is the event's time. True
+/// when a flow was evicted: its unit of `FLOW_COUNT` is the caller's.
 #[inline(always)]
 pub(crate) fn evict(hash: u64, now_ns: u64, h: &mut Health) -> bool {
     match evict_victim(hash, now_ns) {
@@ -133,7 +134,7 @@ fn evict_victim(hash: u64, now_ns: u64) -> u64 {
         (&raw mut (*p).start).write(start);
         (&raw mut (*p).idx).write(NONE);
         (&raw mut (*p).state).write_volatile(0);
-        (&raw mut (*p).last_seen_ns).write_volatile(0);
+        (&raw mut (*p).rank).write_volatile(0);
         let looked = bpf_loop(
             EVICT_WINDOW_MAX,
             victim_step as *mut c_void,
@@ -168,7 +169,7 @@ fn evict_victim(hash: u64, now_ns: u64) -> u64 {
         core::ptr::copy_nonoverlapping(&raw const (*s).key, &raw mut (*ev).key, 1);
         core::ptr::copy_nonoverlapping(&raw const (*s).value, &raw mut (*ev).value, 1);
         if !evictable(&(*ev).value) {
-            // Answered since the window was read: it stays.
+            // A conversation since the window was read: it stays.
             publish_u64(st, c.state);
             entry.discard(0);
             return evicted::NO_VICTIM;

@@ -360,7 +360,7 @@ impl<C: EbpfContext> FlowTables for KernelTables<'_, C> {
             // The slot is ours until published; a CPU creating the same flow waits for it.
             if !reserve(count) && !evict(hash, value.first_seen_ns, h) {
                 // Given back as a tombstone (a CPU may have walked past it to a later slot), and
-                // reclaimed if it was empty: a table full of answered connections would
+                // reclaimed if it was empty: a table full of open conversations would
                 // otherwise turn an empty slot into a tombstone with every refused flow.
                 // SAFETY: as above.
                 unsafe { publish_u64(&raw mut (*s).state, state::TOMB) };

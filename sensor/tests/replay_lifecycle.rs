@@ -436,6 +436,56 @@ fn a_full_table_evicts_finished_connections_that_linger() {
     outcomes_add_up(&run.r.health());
 }
 
+/// Replay's table evicts what the kernel's does: a one-sided flow (a spoofed ACK to an address
+/// that does not answer) and a handshake its originator never completed (a spoofed SYN the
+/// server answered) make room for new connections, each recorded with end reason `evicted`;
+/// completed handshakes stay.
+#[test]
+fn a_full_table_evicts_one_sided_flows_and_half_open_handshakes() {
+    let mut run = Run::new(ReplayConfig {
+        table_size: 2,
+        ..ReplayConfig::default()
+    });
+    const SPOOFED: [u8; 4] = [198, 18, 9, 1];
+    run.at(0, tcp4(SPOOFED, 1000, S, 80, ACK, &[]))
+        .at(1, tcp4(SPOOFED, 1001, S, 80, SYN, &[]))
+        .at(2, tcp4(S, 80, SPOOFED, 1001, SYN | ACK, &[]));
+    // Full: two connections, each in a flood packet's room (the one that entered first).
+    for (t, port) in [(3, 40001), (6, 40002)] {
+        run.at(t, tcp4(C, port, S, 80, SYN, &[]))
+            .at(t + 1, tcp4(S, 80, C, port, SYN | ACK, &[]))
+            .at(t + 2, tcp4(C, port, S, 80, ACK, &[]));
+    }
+    // Full of completed handshakes: nothing to evict.
+    run.at(9, tcp4(SPOOFED, 1002, S, 80, ACK, &[]));
+    let h = run.r.health();
+    assert_eq!(
+        (h.table_full, h.flows_created, h.flows_evicted),
+        (1, 4, 2),
+        "{h:?}"
+    );
+    outcomes_add_up(&h);
+    let evicted: Vec<_> = run
+        .take()
+        .iter()
+        .map(|r| (r.orig_port, r.end_reason, r.orig_packets, r.resp_packets))
+        .collect();
+    assert_eq!(
+        evicted,
+        vec![
+            (1000, EndReason::Evicted, 1, 0),
+            (1001, EndReason::Evicted, 1, 1)
+        ]
+    );
+    run.r.finish(&mut run.out);
+    let rest: Vec<_> = run
+        .take()
+        .iter()
+        .map(|r| (r.orig_port, r.orig_packets, r.resp_packets))
+        .collect();
+    assert_eq!(rest, vec![(40001, 2, 1), (40002, 2, 1)]);
+}
+
 #[test]
 fn fragments_are_attributed_through_the_first_one() {
     // A 2-fragment UDP datagram: the first carries the UDP header, the second only data.

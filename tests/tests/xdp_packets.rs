@@ -738,6 +738,138 @@ fn a_full_table_evicts_finished_connections() {
     assert_eq!((h.flows_evicted, h.table_full), (0, 1), "{h:?}");
 }
 
+/// A flood of spoofed ACKs to an address that does not answer makes each packet a one-sided
+/// "connection" (its originator acknowledges a SYN-ACK the sensor did not see). It must not take
+/// a full table for good: its flows are evicted as a flood's attempts are, oldest first
+/// (`slots::eviction_rank`), each handed over with its count, while the answered conversations
+/// stay exact and a connection begun during the flood is stored whole.
+#[test]
+fn a_full_table_evicts_the_one_sided_flows_of_an_ack_flood() {
+    const CAP: u16 = 64;
+    let mut x = XdpHarness::new(u32::from(CAP));
+    let (c, s, dark) = (v4(8, 1), v4(8, 2), v4(8, 99));
+    // Four spoofed sources, changing ports, one silent target.
+    let ack = |i: u16| tcp4(v4(9, 1 + (i % 4) as u8), 1024 + i, dark, 80, ACK, &[]);
+    for i in 0..CAP / 2 {
+        x.run(&udp4(c, 10_000 + i, s, 53, &[0; 10]));
+        x.run(&udp4(s, 53, c, 10_000 + i, &[0; 30]));
+    }
+    for i in 0..CAP / 2 {
+        x.run(&ack(i));
+    }
+    assert_eq!(x.flows().len(), usize::from(CAP));
+    drain_events(&mut x);
+    let before = x.health();
+    for i in CAP / 2..CAP / 2 + 100 {
+        x.run(&ack(i));
+    }
+    // A connection begins and is answered during the flood, which goes on after it.
+    x.run(&tcp4(c, 30_000, s, 80, SYN, &[]));
+    x.run(&tcp4(s, 80, c, 30_000, SYN | ACK, &[]));
+    x.run(&tcp4(c, 30_000, s, 80, ACK, &[]));
+    for i in CAP / 2 + 100..CAP / 2 + 150 {
+        x.run(&ack(i));
+    }
+    let h = delta(&x.health(), &before);
+    assert_eq!(
+        (h.flows_created, h.flows_evicted, h.table_full),
+        (151, 151, 0),
+        "every new flow stored, each in a flood packet's room: {h:?}"
+    );
+    let evicted: Vec<_> = drain_events(&mut x)
+        .into_iter()
+        .filter(|e| e.kinds == event::EVICTED)
+        .collect();
+    assert_eq!(evicted.len(), 151);
+    for e in &evicted {
+        let o = usize::from(e.value.orig_side);
+        assert_eq!(e.key.protocol, ipproto::TCP);
+        assert_eq!(
+            (e.value.packets[o], e.value.packets[o ^ 1]),
+            (1, 0),
+            "a flood packet's flow, with its count: {e:?}"
+        );
+        assert_ne!(e.value.history[o] & history::ACK, 0, "{e:?}");
+    }
+    let flows = x.flows();
+    assert_eq!(flows.len(), usize::from(CAP));
+    let answered = flows
+        .iter()
+        .filter(|(_, v)| v.packets[0] > 0 && v.packets[1] > 0);
+    assert_eq!(answered.count(), usize::from(CAP / 2) + 1);
+    let (_, conn) = flows
+        .iter()
+        .find(|(k, _)| k.protocol == ipproto::TCP && 30_000 == k.port_lo.max(k.port_hi))
+        .expect("the connection begun during the flood");
+    let o = usize::from(conn.orig_side);
+    assert_eq!((conn.packets[o], conn.packets[o ^ 1]), (2, 1));
+    let all = x.health();
+    assert_eq!(
+        all.flows_created,
+        x.flows().len() as u64 + all.flows_evicted,
+        "every flow created is in the table or was handed over"
+    );
+}
+
+/// A spoofed SYN flood at a server that answers: each flow a SYN and the server's SYN-ACK, a
+/// handshake its originator never completes. A full table evicts them as attempts (oldest
+/// first), each handed over with both sides' counts, and keeps the completed handshakes.
+#[test]
+fn a_full_table_evicts_the_half_open_handshakes_of_a_syn_flood_the_server_answers() {
+    const CAP: u16 = 32;
+    let mut x = XdpHarness::new(u32::from(CAP));
+    let (c, s) = (v4(10, 1), v4(10, 2));
+    let syn = |i: u16| tcp4(v4(11, 1 + (i % 4) as u8), 1024 + i, s, 80, SYN, &[]);
+    let syn_ack = |i: u16| tcp4(s, 80, v4(11, 1 + (i % 4) as u8), 1024 + i, SYN | ACK, &[]);
+    // Half the table: completed handshakes; the rest: the flood.
+    for i in 0..CAP / 2 {
+        x.run(&tcp4(c, 10_000 + i, s, 80, SYN, &[]));
+        x.run(&tcp4(s, 80, c, 10_000 + i, SYN | ACK, &[]));
+        x.run(&tcp4(c, 10_000 + i, s, 80, ACK, &[]));
+    }
+    for i in 0..CAP / 2 {
+        x.run(&syn(i));
+        x.run(&syn_ack(i));
+    }
+    assert_eq!(x.flows().len(), usize::from(CAP));
+    drain_events(&mut x);
+    let before = x.health();
+    for i in CAP / 2..CAP / 2 + 60 {
+        x.run(&syn(i));
+        x.run(&syn_ack(i));
+    }
+    let h = delta(&x.health(), &before);
+    assert_eq!(
+        (h.flows_created, h.flows_evicted, h.table_full),
+        (60, 60, 0),
+        "{h:?}"
+    );
+    let evicted: Vec<_> = drain_events(&mut x)
+        .into_iter()
+        .filter(|e| e.kinds == event::EVICTED)
+        .collect();
+    assert_eq!(evicted.len(), 60);
+    for e in &evicted {
+        let o = usize::from(e.value.orig_side);
+        assert_eq!(
+            (e.value.packets[o], e.value.packets[o ^ 1]),
+            (1, 1),
+            "a SYN and its SYN-ACK: {e:?}"
+        );
+        assert_eq!(e.value.history[o] & history::ACK, 0, "{e:?}");
+    }
+    let completed = x
+        .flows()
+        .into_iter()
+        .filter(|(_, v)| v.packets[usize::from(v.orig_side)] == 2)
+        .count();
+    assert_eq!(
+        completed,
+        usize::from(CAP / 2),
+        "the completed handshakes stay"
+    );
+}
+
 /// A table evicts nothing when the ring buffer has no room for the record: the new flow counts
 /// as `table_full` and `evict_ring_full`, and the attempt stays.
 #[test]

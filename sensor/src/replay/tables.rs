@@ -51,9 +51,9 @@ impl UserTables {
         }
     }
 
-    /// Evicts the [`evictable`] flow that became a candidate first (an unanswered attempt when
-    /// it entered the table, a TCP connection when it finished); whether there was one. The
-    /// kernel evicts the one with the oldest last packet among a sample
+    /// Evicts the [`evictable`] flow that became a candidate first (an attempt when it entered
+    /// the table, a TCP connection when it finished); whether there was one. The kernel evicts
+    /// the one of the lowest rank (about the oldest last packet) among a sample
     /// (`sensor_common::slots`): the two agree on a flood of one-packet attempts, and differ
     /// only in which candidate leaves when the table is full of older, longer ones.
     fn evict(&mut self, now_ns: u64) -> bool {
