@@ -25,7 +25,7 @@
 //! packet touches one aligned 128-byte block, which CPUs fetch together (the adjacent-line
 //! prefetch), where a 112-byte slot straddled up to three lines of two blocks.
 //!
-//! # A full table: evicting unanswered attempts and finished connections
+//! # A full table: evicting attempts and finished connections
 //!
 //! A flood of new flows (spoofed SYNs, ACKs or data, one-way UDP or ICMP) must not blind the
 //! sensor to the other connections by filling the table. When an insert finds the table full,
@@ -181,8 +181,7 @@ fn finished(v: &FlowValue) -> bool {
 /// connection's age, so that one that has carried packets for a minute keeps its slot a minute
 /// longer than a flow of one packet. A flood of spoofed ACKs (or data, or FIN-ACKs) to a
 /// silent address, one packet per flow, ranks as a flood of attempts does: by its age, never
-/// ahead of a connection begun after it. Branch-free (the victim search runs it on every slot
-/// of its window).
+/// ahead of a connection begun after it.
 #[inline(always)]
 pub fn eviction_rank(v: &FlowValue) -> u64 {
     use crate::flow::history::ACK;
