@@ -31,9 +31,11 @@
 //! sensor to the other connections by filling the table. When an insert finds the table full,
 //! the inserting CPU evicts ([`evictable`]) a flow whose responder sent nothing, a TCP
 //! handshake its originator never completed (a SYN and no ACK from it, whether the responder
-//! answered or not: a spoofed SYN flood at a server that answers each SYN is nothing else), or
-//! a finished TCP connection (FINs both ways or a RST ended it, and its entry only lingers for
-//! trailing packets after its record) to make room:
+//! answered or not: a spoofed SYN flood at a server that answers each SYN is nothing else), a
+//! finished TCP connection (FINs both ways or a RST ended it, and its entry only lingers for
+//! trailing packets after its record), or a UDP or ICMP flow (answered or not: an answer
+//! proves nothing about the source it went to, and a spoofed flood of queries at a server
+//! that answers each is a table of such exchanges) to make room:
 //!
 //! - **Which**: the one whose last packet is oldest among the flows in a window of
 //!   [`EVICT_WINDOW`] slots (extended up to [`EVICT_WINDOW_MAX`] until it holds a candidate)
@@ -45,19 +47,22 @@
 //!   262,144-flow table holds 1.3 s of a 200,000 flows/s flood), so a new attempt is almost
 //!   never the oldest of its window; a minimum age would instead refuse every new flow, normal
 //!   ones included, once the flood outpaced it.
-//! - **One-sided connections by their age** ([`eviction_rank`]): a flow whose originator
+//! - **Conversations that prove nothing, by their age** ([`eviction_rank`]): UDP and ICMP
+//!   flows, and one-sided TCP connections. A one-sided connection is a flow whose originator
 //!   acknowledged a SYN-ACK the sensor did not see, with nothing from its responder, is a
 //!   connection on a route that carries one direction only, or one older than the sensor, or a
 //!   packet of a spoofed ACK (data, FIN-ACK) flood to an address that does not answer: the
 //!   packets look alike. It may be evicted too, or such a flood would take the table for good
 //!   (every other new flow would count `table_full`), but its last packet counts as later by
 //!   the connection's age: a connection that has carried packets for a minute keeps its slot a
-//!   minute longer than a flood's one-packet flows, which rank as attempts do. Evicted, it is
-//!   recorded (end reason `evicted`), and its next packet opens a record of its own.
-//! - **Conversations are never evicted while open** (both sides spoke, and a TCP originator
-//!   completed its handshake): they keep their slot until they end, so the table cannot be
-//!   taken from them by attempts; a table full of open conversations counts `table_full` as
-//!   before. Once ended, a connection's record is made (or
+//!   minute longer than a flood's one-packet flows, which rank as attempts do; a UDP or ICMP
+//!   flow likewise (a DNS exchange a moment old ranks by its last packet, a long QUIC or
+//!   VoIP session by its age more). Evicted, it is recorded (end reason `evicted`), and its
+//!   next packet opens a record of its own.
+//! - **TCP connections are never evicted while open** (the originator completed its handshake
+//!   and the responder answered: neither address was spoofed): they keep their slot until
+//!   they end, so the table cannot be taken from them by a flood; a table full of them counts
+//!   `table_full` as before. Once ended, a connection's record is made (or
 //!   on its way: its finish event came first), and its lingering entry is the cheapest room
 //!   there is: taking it costs at most a trailing packet (a retransmitted FIN, or the final ACK
 //!   of a connection taken between its second FIN and that ACK) that then opens a record of
@@ -109,7 +114,7 @@
 //! The user side maps the array into its memory (`BPF_F_MMAPABLE`) and reads and removes
 //! entries there, without a syscall per entry.
 
-use crate::flow::{FlowKey, FlowValue};
+use crate::flow::{FlowKey, FlowValue, ipproto};
 
 /// The longest probe sequence: a key lives in one of the `PROBES` slots from its home slot.
 pub const PROBES: u32 = 128;
@@ -153,17 +158,20 @@ pub const EVICT_WINDOW: u32 = 16;
 /// `table_full`).
 pub const EVICT_WINDOW_MAX: u32 = 64;
 
-/// Whether a full table may evict a flow (see the module docs): a flow whose responder sent
-/// nothing (an unanswered attempt, or a one-sided connection), a TCP handshake its originator
-/// never completed (a SYN, and no ACK from it: the half-open connections of a SYN flood at a
-/// server that answers), or a finished TCP connection (FINs both ways, or a RST), whose entry
-/// only lingers. Which goes first: [`eviction_rank`].
+/// Whether a full table may evict the flow `k`, `v` (see the module docs): a flow whose
+/// responder sent nothing (an unanswered attempt, or a one-sided connection), a TCP handshake
+/// its originator never completed (a SYN, and no ACK from it: the half-open connections of a
+/// SYN flood at a server that answers), a finished TCP connection (FINs both ways, or a RST),
+/// whose entry only lingers, or any flow of another transport (UDP, ICMP: an answer proves
+/// nothing about the source it went to, and a spoofed flood of queries that a server answers
+/// is a table of such exchanges). Only an open TCP connection whose originator completed its
+/// handshake and whose responder answered is never taken. Which goes first: [`eviction_rank`].
 #[inline(always)]
-pub fn evictable(v: &FlowValue) -> bool {
+pub fn evictable(k: &FlowKey, v: &FlowValue) -> bool {
     use crate::flow::history::{ACK, SYN};
     let orig = usize::from(v.orig_side & 1);
     let half_open = v.history[orig] & (SYN | ACK) == SYN;
-    (v.packets[orig ^ 1] == 0) | half_open | finished(v)
+    (k.protocol != ipproto::TCP) | (v.packets[orig ^ 1] == 0) | half_open | finished(v)
 }
 
 /// FINs both ways, or a RST either way.
@@ -175,21 +183,24 @@ fn finished(v: &FlowValue) -> bool {
 }
 
 /// The order in which a full table evicts [`evictable`] flows, lowest first: the time of the
-/// last packet, so that the oldest goes first; for a one-sided connection that has not
-/// finished (its originator acknowledged a SYN-ACK the sensor did not see: a route that
-/// carries one direction only, or a connection older than the sensor) that time plus the
-/// connection's age, so that one that has carried packets for a minute keeps its slot a minute
-/// longer than a flow of one packet. A flood of spoofed ACKs (or data, or FIN-ACKs) to a
-/// silent address, one packet per flow, ranks as a flood of attempts does: by its age, never
-/// ahead of a connection begun after it.
+/// last packet, so that the oldest goes first; for a conversation that may still be going on
+/// and proved nothing (a one-sided TCP connection that has not finished, whose originator
+/// acknowledged a SYN-ACK the sensor did not see: a route that carries one direction only, or
+/// a connection older than the sensor; any UDP or ICMP flow) that time plus the flow's age, so
+/// that one that has carried packets for a minute keeps its slot a minute longer than a flow
+/// of one packet. A spoofed flood (ACKs, data or FIN-ACKs at a silent address, queries at a
+/// server that answers each), one packet or one exchange per flow, ranks as a flood of
+/// attempts does: by its age, never ahead of a connection begun after it.
 #[inline(always)]
-pub fn eviction_rank(v: &FlowValue) -> u64 {
+pub fn eviction_rank(k: &FlowKey, v: &FlowValue) -> u64 {
     use crate::flow::history::ACK;
     let orig = usize::from(v.orig_side & 1);
+    let tcp = k.protocol == ipproto::TCP;
     let one_sided = (v.history[orig] & ACK != 0) & !finished(v);
+    let credit = !tcp | one_sided;
     let age_ns = v.last_seen_ns.saturating_sub(v.first_seen_ns);
     v.last_seen_ns
-        .saturating_add(age_ns & 0u64.wrapping_sub(u64::from(one_sided)))
+        .saturating_add(age_ns & 0u64.wrapping_sub(u64::from(credit)))
 }
 
 /// One step of reclaiming tombstones as empty slots: the tombstone whose state word is `s`
@@ -364,74 +375,90 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_full_table_may_evict_silent_half_open_and_finished_flows_only() {
-        use crate::flow::history::{ACK, DATA, FIN, NON_SYN, RST, SYN, SYN_ACK};
-        // An unanswered SYN, a one-way datagram (no history bits), and one-sided connections:
-        // an ACK with data, a FIN-ACK, from an originator whose responder sent nothing.
-        for silent in [
-            flow(1, 0, [SYN, 0], 5, 5),
-            flow(3, 0, [0, 0], 5, 9),
-            flow(1, 0, [NON_SYN | ACK | DATA, 0], 5, 5),
-            flow(1, 0, [NON_SYN | ACK | FIN, 0], 5, 5),
-        ] {
-            assert!(evictable(&silent), "{silent:?}");
+    /// A key of the transport `protocol`.
+    fn key(protocol: u8) -> FlowKey {
+        FlowKey {
+            protocol,
+            ip_version: 4,
+            ..FlowKey::default()
         }
-        // Handshakes the originator never completed: its SYN answered (retransmitted, too).
-        assert!(evictable(&flow(1, 1, [SYN, SYN_ACK], 5, 6)));
-        assert!(evictable(&flow(2, 3, [SYN, SYN_ACK], 5, 9)));
-        // Finished: reset by either side, or FINs both ways.
-        let open = [SYN | ACK | NON_SYN, SYN_ACK | NON_SYN];
-        assert!(evictable(&flow(4, 3, [open[0], open[1] | RST], 5, 9)));
-        assert!(evictable(&flow(4, 3, [open[0] | FIN, open[1] | FIN], 5, 9)));
-        // Conversations: never while open, whatever their age; nor after one FIN. A completed
-        // handshake, one picked up in its middle (ACKs both ways), an answered datagram.
-        assert!(!evictable(&flow(4, 3, open, 5, 9)));
-        assert!(!evictable(&flow(4, 3, [open[0] | FIN, open[1]], 5, 9)));
-        assert!(!evictable(&flow(
-            2,
-            1,
-            [SYN | NON_SYN | ACK, SYN_ACK],
-            5,
-            6
-        )));
-        assert!(!evictable(&flow(
-            7,
-            5,
-            [NON_SYN | ACK, NON_SYN | ACK],
-            5,
-            9
-        )));
-        assert!(!evictable(&flow(1, 1, [0, 0], 5, 6)));
     }
 
     #[test]
-    fn one_sided_connections_rank_later_by_their_age() {
+    fn a_full_table_may_evict_anything_but_an_open_tcp_connection() {
+        use crate::flow::history::{ACK, DATA, FIN, NON_SYN, RST, SYN, SYN_ACK};
+        let (tcp, udp, icmp) = (key(ipproto::TCP), key(ipproto::UDP), key(ipproto::ICMP));
+        // An unanswered SYN, and one-sided connections: an ACK with data, a FIN-ACK, from an
+        // originator whose responder sent nothing.
+        for silent in [
+            flow(1, 0, [SYN, 0], 5, 5),
+            flow(1, 0, [NON_SYN | ACK | DATA, 0], 5, 5),
+            flow(1, 0, [NON_SYN | ACK | FIN, 0], 5, 5),
+        ] {
+            assert!(evictable(&tcp, &silent), "{silent:?}");
+        }
+        // Handshakes the originator never completed: its SYN answered (retransmitted, too).
+        assert!(evictable(&tcp, &flow(1, 1, [SYN, SYN_ACK], 5, 6)));
+        assert!(evictable(&tcp, &flow(2, 3, [SYN, SYN_ACK], 5, 9)));
+        // Finished: reset by either side, or FINs both ways.
+        let open = [SYN | ACK | NON_SYN, SYN_ACK | NON_SYN];
+        assert!(evictable(&tcp, &flow(4, 3, [open[0], open[1] | RST], 5, 9)));
+        assert!(evictable(
+            &tcp,
+            &flow(4, 3, [open[0] | FIN, open[1] | FIN], 5, 9)
+        ));
+        // UDP and ICMP, one-way or answered (no history bits).
+        for k in [udp, icmp] {
+            assert!(evictable(&k, &flow(3, 0, [0, 0], 5, 9)));
+            assert!(evictable(&k, &flow(1, 1, [0, 0], 5, 6)));
+        }
+        // Open TCP connections: never, whatever their age; nor after one FIN. A completed
+        // handshake, one picked up in its middle (ACKs both ways).
+        assert!(!evictable(&tcp, &flow(4, 3, open, 5, 9)));
+        assert!(!evictable(
+            &tcp,
+            &flow(4, 3, [open[0] | FIN, open[1]], 5, 9)
+        ));
+        let completed = flow(2, 1, [SYN | NON_SYN | ACK, SYN_ACK], 5, 6);
+        assert!(!evictable(&tcp, &completed));
+        assert!(!evictable(
+            &tcp,
+            &flow(7, 5, [NON_SYN | ACK, NON_SYN | ACK], 5, 9)
+        ));
+    }
+
+    #[test]
+    fn conversations_that_prove_nothing_rank_later_by_their_age() {
         use crate::flow::history::{ACK, FIN, NON_SYN, RST, SYN};
+        let (tcp, udp) = (key(ipproto::TCP), key(ipproto::UDP));
         let s = 1_000_000_000;
+        let rank = |k: &FlowKey, v: FlowValue| eviction_rank(k, &v);
         // Attempts and finished connections: by their last packet alone.
-        assert_eq!(eviction_rank(&flow(1, 0, [SYN, 0], 7 * s, 7 * s)), 7 * s);
-        assert_eq!(eviction_rank(&flow(3, 0, [SYN, 0], 2 * s, 7 * s)), 7 * s);
+        assert_eq!(rank(&tcp, flow(1, 0, [SYN, 0], 7 * s, 7 * s)), 7 * s);
+        assert_eq!(rank(&tcp, flow(3, 0, [SYN, 0], 2 * s, 7 * s)), 7 * s);
         let reset = flow(5, 0, [NON_SYN | ACK | RST, 0], 2 * s, 7 * s);
-        assert_eq!(eviction_rank(&reset), 7 * s);
-        // A one-packet flow of a spoofed ACK flood ranks as an attempt of the same moment: a
-        // new attempt is never evicted ahead of older flood packets.
-        let ack = flow(1, 0, [NON_SYN | ACK, 0], 7 * s, 7 * s);
+        assert_eq!(rank(&tcp, reset), 7 * s);
+        // A one-packet flow of a spoofed ACK flood, or a query and its answer a moment old,
+        // rank as an attempt of the same moment: a new attempt is never evicted ahead of older
+        // flood packets.
+        let attempt = rank(&tcp, flow(1, 0, [SYN, 0], 7 * s, 7 * s));
         assert_eq!(
-            eviction_rank(&ack),
-            eviction_rank(&flow(1, 0, [SYN, 0], 7 * s, 7 * s))
+            rank(&tcp, flow(1, 0, [NON_SYN | ACK, 0], 7 * s, 7 * s)),
+            attempt
         );
-        // A one-sided connection of a minute keeps its slot a minute longer than its last
-        // packet alone would: after a flow of one packet seen 59 s after it.
+        assert_eq!(rank(&udp, flow(1, 1, [0, 0], 7 * s, 7 * s)), attempt);
+        // A one-sided connection, or a UDP session, of a minute keeps its slot a minute longer
+        // than its last packet alone would: after a flow of one packet seen 59 s after it.
         let minute = flow(900, 0, [SYN | NON_SYN | ACK, 0], s, 61 * s);
-        assert_eq!(eviction_rank(&minute), 121 * s);
-        assert!(eviction_rank(&minute) > eviction_rank(&flow(1, 0, [SYN, 0], 120 * s, 120 * s)));
+        assert_eq!(rank(&tcp, minute), 121 * s);
+        assert!(rank(&tcp, minute) > rank(&tcp, flow(1, 0, [SYN, 0], 120 * s, 120 * s)));
+        assert_eq!(rank(&udp, flow(900, 800, [0, 0], s, 61 * s)), 121 * s);
         // Once it is finished by its own FIN and a RST, its entry only lingers: no credit.
         let ended = flow(900, 0, [NON_SYN | ACK | FIN | RST, 0], s, 61 * s);
-        assert_eq!(eviction_rank(&ended), 61 * s);
+        assert_eq!(rank(&tcp, ended), 61 * s);
         // Clocks that do not add up cannot wrap the rank around.
-        assert_eq!(eviction_rank(&flow(1, 0, [ACK, 0], 9, 5)), 5);
-        assert_eq!(eviction_rank(&flow(2, 0, [ACK, 0], 0, u64::MAX)), u64::MAX);
+        assert_eq!(rank(&tcp, flow(1, 0, [ACK, 0], 9, 5)), 5);
+        assert_eq!(rank(&udp, flow(2, 0, [0, 0], 0, u64::MAX)), u64::MAX);
     }
 
     #[test]

@@ -41,8 +41,9 @@ extern "C" fn victim_step(i: u64, ctx: *mut c_void) -> i64 {
     unsafe {
         let st = load_u64(&raw const (*s).state);
         let v = &(*s).value;
-        let rank = eviction_rank(v);
-        if st & state::KIND == state::USED && evictable(v) && (c.idx == NONE || rank < c.rank) {
+        let k = &(*s).key;
+        let rank = eviction_rank(k, v);
+        if st & state::KIND == state::USED && evictable(k, v) && (c.idx == NONE || rank < c.rank) {
             (c.idx, c.state, c.rank) = (idx, st, rank);
         }
     }
@@ -168,8 +169,8 @@ fn evict_victim(hash: u64, now_ns: u64) -> u64 {
         let ev = entry.as_mut_ptr();
         core::ptr::copy_nonoverlapping(&raw const (*s).key, &raw mut (*ev).key, 1);
         core::ptr::copy_nonoverlapping(&raw const (*s).value, &raw mut (*ev).value, 1);
-        if !evictable(&(*ev).value) {
-            // A conversation since the window was read: it stays.
+        if !evictable(&(*ev).key, &(*ev).value) {
+            // A TCP connection since the window was read: it stays.
             publish_u64(st, c.state);
             entry.discard(0);
             return evicted::NO_VICTIM;

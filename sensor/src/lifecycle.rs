@@ -398,8 +398,8 @@ impl Lifecycle {
     }
 
     /// A flow the table evicted at `at_ns` to make room, with its value as it left; the entry is
-    /// gone already. An attempt (its responder silent, or its handshake never completed): its
-    /// record, final at that moment (end reason `evicted`). A finished TCP connection: its record was made (its settled record now), or
+    /// gone already. An attempt (its responder silent, or its handshake never completed), or a
+    /// UDP or ICMP flow: its record, final at that moment (end reason `evicted`). A finished TCP connection: its record was made (its settled record now), or
     /// is made now as closed by its FINs or reset.
     pub fn on_evicted(
         &mut self,

@@ -358,24 +358,31 @@ fn the_cost_follows_the_packets_not_the_span_of_the_clock() {
     );
 }
 
+/// Open TCP connections keep their room; the oldest attempt gives its own.
 #[test]
-fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
+fn a_full_table_evicts_the_oldest_attempt_and_keeps_tcp_connections() {
     let mut run = Run::new(ReplayConfig {
         table_size: 2,
         ..ReplayConfig::default()
     });
-    run.at(0, udp4(C, 1, S, 53, &[b'u'; 10]))
-        .at(1, udp4(S, 53, C, 1, &[b'u'; 20]))
-        .at(2, udp4(C, 2, S, 53, &[b'u'; 10]))
+    let open = |run: &mut Run, t: u64, port: u16| {
+        run.at(t, tcp4(C, port, S, 80, PSH | ACK, &[b'u'; 10]))
+            .at(t, tcp4(S, 80, C, port, PSH | ACK, &[b'u'; 20]));
+    };
+    run.at(0, tcp4(C, 1, S, 80, SYN, &[]))
+        .at(0, tcp4(S, 80, C, 1, SYN | ACK, &[]));
+    open(&mut run, 1, 1);
+    run.at(2, udp4(C, 2, S, 53, &[b'u'; 10]))
         // Full: port 2's attempt (unanswered) makes room.
-        .at(3, udp4(C, 3, S, 53, &[b'u'; 10]))
-        .at(4, udp4(S, 53, C, 3, &[b'u'; 20]))
-        // Full of answered conversations: nothing to evict.
-        .at(5, udp4(C, 4, S, 53, &[b'u'; 10]));
+        .at(3, tcp4(C, 3, S, 80, SYN, &[]))
+        .at(3, tcp4(S, 80, C, 3, SYN | ACK, &[]));
+    open(&mut run, 4, 3);
+    // Full of open TCP connections: nothing to evict.
+    run.at(5, udp4(C, 4, S, 53, &[b'u'; 10]));
     let h = run.r.health();
     assert_eq!(
         (h.accounted, h.table_full, h.flows_created, h.flows_evicted),
-        (5, 1, 3, 1)
+        (9, 1, 3, 1)
     );
     outcomes_add_up(&h);
     let evicted = run.take();
@@ -385,7 +392,7 @@ fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
     assert_eq!(e.final_unix_ns, T0 + 3 * MS, "final when it left the table");
     run.r.finish(&mut run.out);
     let recs = run.take();
-    // Flushed in end-time order: port 1's conversation (last packet at 1 ms), then port 3's.
+    // Flushed in end-time order: port 1's connection (last packet at 1 ms), then port 3's.
     let brief: Vec<_> = recs
         .iter()
         .map(|r| (r.orig_port, r.orig_bytes, r.resp_bytes))
@@ -397,6 +404,29 @@ fn a_full_table_evicts_the_oldest_attempt_and_keeps_answered_connections() {
         (h.flows_created, 1),
         "every flow created is a record"
     );
+}
+
+/// UDP exchanges, answered or not, are room too (an answer proves nothing about its source):
+/// a table full of them takes a new flow in the place of the one seen last longest ago.
+#[test]
+fn a_full_table_evicts_the_oldest_udp_exchange() {
+    let mut run = Run::new(ReplayConfig {
+        table_size: 2,
+        ..ReplayConfig::default()
+    });
+    run.at(0, udp4(C, 1, S, 53, &[b'u'; 10]))
+        .at(1, udp4(S, 53, C, 1, &[b'u'; 20]))
+        .at(2, udp4(C, 2, S, 53, &[b'u'; 10]))
+        .at(3, udp4(S, 53, C, 2, &[b'u'; 20]))
+        .at(4, udp4(C, 3, S, 53, &[b'u'; 10]));
+    let h = run.r.health();
+    assert_eq!((h.table_full, h.flows_created, h.flows_evicted), (0, 3, 1));
+    let evicted = run.take();
+    let brief: Vec<_> = evicted
+        .iter()
+        .map(|r| (r.orig_port, r.end_reason, r.orig_bytes, r.resp_bytes))
+        .collect();
+    assert_eq!(brief, vec![(1, EndReason::Evicted, 10, 20)]);
 }
 
 /// A finished connection's lingering entry is room a new flow may take: a table full of
@@ -413,15 +443,16 @@ fn a_full_table_evicts_finished_connections_that_linger() {
     assert_eq!(run.r.tables().len(), 2, "both linger");
     let closed = run.take();
     assert_eq!(closed.len(), 2);
-    // An open, answered conversation takes the first one's room; a second the other's.
-    run.at(20, udp4(C, 3, S, 53, &[b'u'; 10]))
-        .at(21, udp4(S, 53, C, 3, &[b'u'; 20]))
-        .at(22, udp4(C, 4, S, 53, &[b'u'; 10]))
-        .at(23, udp4(S, 53, C, 4, &[b'u'; 20]));
+    // An open TCP connection takes the first one's room; a second the other's.
+    for (t, port) in [(20, 3), (22, 4)] {
+        run.at(t, tcp4(C, port, S, 80, SYN, &[]))
+            .at(t, tcp4(S, 80, C, port, SYN | ACK, &[]))
+            .at(t + 1, tcp4(C, port, S, 80, ACK, &[]));
+    }
     let h = run.r.health();
     assert_eq!((h.table_full, h.flows_evicted), (0, 2), "{h:?}");
     assert!(run.take().is_empty(), "no second record of the closed ones");
-    // Now full of open conversations: nothing to evict.
+    // Now full of open TCP connections: nothing to evict.
     run.at(24, udp4(C, 5, S, 53, &[b'u'; 10]));
     assert_eq!(run.r.health().table_full, 1);
     run.r.finish(&mut run.out);

@@ -38,7 +38,7 @@ use xtask::{
     gateway::{
         self, CLIENT, DNS_SERVER, FLOOD_SOURCE, FLOOD_TARGET, GatewayLab, HTTP_SERVER,
         IdleTimeouts, PING_FLOOD_SOURCE, PORT_SCAN_SOURCE, PORT_SCAN_TARGET, SWEEP_SOURCE,
-        UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
+        UDP_RR_SERVER, UDP_SCAN_SOURCE, UDP_SCAN_TARGET,
     },
     metrics,
 };
@@ -113,7 +113,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 
 #[test]
 fn a_syn_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
-    spoofed_flood("-S", "SYNs", FLOOD_TARGET, "443");
+    spoofed_flood("-S", "SYNs", FLOOD_TARGET, "443", Some("flood"));
 }
 
 /// The same flood with bare ACKs (`hping3 -A`): each packet acknowledges a SYN-ACK the sensor
@@ -123,7 +123,7 @@ fn a_syn_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
 /// the table for good and every later connection would go unrecorded.
 #[test]
 fn an_ack_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() {
-    spoofed_flood("-A", "ACKs", FLOOD_TARGET, "443");
+    spoofed_flood("-A", "ACKs", FLOOD_TARGET, "443", Some("flood"));
 }
 
 /// The same SYN flood at the web server the client fetches from, which answers every SYN (its
@@ -131,17 +131,30 @@ fn an_ack_flood_from_spoofed_sources_neither_blinds_nor_overwhelms_the_sensor() 
 /// each flow a handshake its originator never completes, evicted as an attempt is.
 #[test]
 fn a_syn_flood_the_server_answers_neither_blinds_nor_overwhelms_the_sensor() {
-    spoofed_flood("-S", "SYNs", HTTP_SERVER, "80");
+    spoofed_flood("-S", "SYNs", HTTP_SERVER, "80", Some("flood"));
+}
+
+/// The same from changing source ports with UDP datagrams, at a UDP service that answers each
+/// (`udp_server.py`, its answers passing the gateway towards the spoofed sources): each flow an
+/// answered exchange, which proves nothing about its source and is evicted by its age. No
+/// incident is expected: four sources each answered 15,000 times look like clients of a busy
+/// service to the model and to the rate rules (a known gap, `docs/design.md`); the flood shows
+/// in the evictions, which the test checks add up.
+#[test]
+fn a_udp_flood_the_server_answers_neither_blinds_nor_overwhelms_the_sensor() {
+    spoofed_flood("--udp", "datagrams", UDP_RR_SERVER, "123", None);
 }
 
 /// Issue 13's flood: `hping3 <flag>` from four spoofed sources with changing source ports at
 /// `port` of `target`, filling a small table 14 times over while a client fetches a page from a
-/// real server; `what` names the packets in the output.
-fn spoofed_flood(flag: &str, what: &str, target: &str, port: &str) {
+/// real server (and a UDP service answers at its address); `what` names the packets in the
+/// output, `kind` the incident expected (if any).
+fn spoofed_flood(flag: &str, what: &str, target: &str, port: &str, kind: Option<&str>) {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let timeouts = IdleTimeouts::from_file(&gateway::shipped_config()).expect("shipped config");
     let lab = Lab::start(&["--table-size", TABLE_SIZE], 180);
+    let _udp_service = gateway::start_udp_rr(&lab.lab, &lab.dir, "180").expect("udp_server.py");
     let gw_attacker_if = lab.lab.gw_ifaces[2].clone();
     let drops_before = iface_counter(&lab.lab, &gw_attacker_if, "rx_dropped");
 
@@ -266,23 +279,25 @@ fn spoofed_flood(flag: &str, what: &str, target: &str, port: &str) {
         "{normal_ok} of {made} fetches recorded and scored normal"
     );
     // The flood reported: an incident naming its target, and the counters.
-    let flood_incident = out.alerts.iter().any(|l| {
-        l["type"] == "incident"
-            && l["kind"] == "flood"
-            && l["targets"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|a| a == target))
-    });
-    let incidents: Vec<_> = out
-        .alerts
-        .iter()
-        .filter(|l| l["type"] == "incident")
-        .collect();
-    assert!(
-        flood_incident,
-        "no flood incident naming {target}: {incidents:?}"
-    );
-    assert!(metrics::sum(&metrics, "sensor_incidents_total", &[("kind", "flood")]) >= 1.0);
+    if let Some(kind) = kind {
+        let flood_incident = out.alerts.iter().any(|l| {
+            l["type"] == "incident"
+                && l["kind"] == kind
+                && l["targets"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|a| a == target))
+        });
+        let incidents: Vec<_> = out
+            .alerts
+            .iter()
+            .filter(|l| l["type"] == "incident")
+            .collect();
+        assert!(
+            flood_incident,
+            "no {kind} incident naming {target}: {incidents:?}"
+        );
+        assert!(metrics::sum(&metrics, "sensor_incidents_total", &[("kind", kind)]) >= 1.0);
+    }
     let evicted_kernel = out.health("flows_evicted");
     assert!(evicted_kernel > 0, "nothing evicted: {}", out.summary);
     assert_eq!(

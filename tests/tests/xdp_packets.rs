@@ -580,19 +580,23 @@ fn drain_events(x: &mut XdpHarness) -> Vec<FlowEvent> {
 }
 
 /// A full table makes room for a new flow by evicting an unanswered attempt, which reaches user
-/// space as an `EVICTED` event with its counts; answered conversations are never evicted, and a
-/// table full of them counts the overflow as before.
+/// space as an `EVICTED` event with its counts; open TCP connections are never evicted. UDP
+/// exchanges, answered or not, may be (an answer proves nothing about its source), the oldest
+/// first.
 #[test]
-fn a_full_table_evicts_unanswered_attempts_and_keeps_answered_flows_exact() {
+fn a_full_table_evicts_unanswered_attempts_and_keeps_tcp_connections_exact() {
     const CAP: u16 = 64;
     let mut x = XdpHarness::new(u32::from(CAP));
     let (c, s) = (v4(6, 1), v4(6, 2));
     let query = |port: u16| udp4(c, port, s, 53, &[0; 10]);
     let answer = |port: u16| udp4(s, 53, c, port, &[0; 30]);
-    // Half the table: answered conversations; the other half: attempts.
+    // Half the table: open TCP connections; the other half: attempts.
     for i in 0..CAP / 2 {
-        x.run(&query(10_000 + i));
-        x.run(&answer(10_000 + i));
+        let port = 10_000 + i;
+        x.run(&tcp4(c, port, s, 80, SYN, &[]));
+        x.run(&tcp4(s, 80, c, port, SYN | ACK, &[]));
+        x.run(&tcp4(c, port, s, 80, PSH | ACK, &[0; 10]));
+        x.run(&tcp4(s, 80, c, port, PSH | ACK, &[0; 30]));
     }
     for i in 0..CAP / 2 {
         x.run(&query(20_000 + i));
@@ -625,8 +629,8 @@ fn a_full_table_evicts_unanswered_attempts_and_keeps_answered_flows_exact() {
     for e in &evicted {
         let o = usize::from(e.value.orig_side);
         assert_eq!(
-            (e.value.packets[o], e.value.packets[o ^ 1]),
-            (1, 0),
+            (e.key.protocol, e.value.packets[o], e.value.packets[o ^ 1]),
+            (ipproto::UDP, 1, 0),
             "an attempt, with its count: {e:?}"
         );
         assert!(e.evicted_ns >= e.value.last_seen_ns && e.evicted_ns > 0);
@@ -635,19 +639,21 @@ fn a_full_table_evicts_unanswered_attempts_and_keeps_answered_flows_exact() {
             "gone from the table"
         );
     }
-    // The answered conversations are all there, exact.
-    let answered: Vec<_> = flows
-        .iter()
-        .filter(|(_, v)| v.packets[0] > 0 && v.packets[1] > 0)
-        .collect();
-    assert_eq!(answered.len(), usize::from(CAP / 2));
-    for (_, v) in &answered {
-        let o = usize::from(v.orig_side);
-        assert_eq!((v.payload_bytes[o], v.payload_bytes[o ^ 1]), (10, 30));
-    }
-    // Answer every attempt left: a table full of conversations evicts nothing.
+    // The TCP connections are all there, exact.
+    let tcp = |flows: &[(FlowKey, sensor_common::FlowValue)]| -> usize {
+        flows
+            .iter()
+            .filter(|(k, _)| k.protocol == ipproto::TCP)
+            .inspect(|(_, v)| {
+                let o = usize::from(v.orig_side);
+                assert_eq!((v.payload_bytes[o], v.payload_bytes[o ^ 1]), (10, 30));
+            })
+            .count()
+    };
+    assert_eq!(tcp(&flows), usize::from(CAP / 2));
+    // Answer every attempt left: the exchanges are room too, the TCP connections are not.
     for (k, v) in &flows {
-        if v.packets[0] == 0 || v.packets[1] == 0 {
+        if k.protocol == ipproto::UDP {
             let o = usize::from(v.orig_side);
             let (_, port) = k.endpoint(o);
             x.run(&answer(port));
@@ -658,7 +664,11 @@ fn a_full_table_evicts_unanswered_attempts_and_keeps_answered_flows_exact() {
         x.run(&query(40_000 + i));
     }
     let h = delta(&x.health(), &before);
-    assert_eq!((h.flows_created, h.flows_evicted, h.table_full), (0, 0, 20));
+    assert_eq!(
+        (h.flows_created, h.flows_evicted, h.table_full),
+        (20, 20, 0)
+    );
+    assert_eq!(tcp(&x.flows()), usize::from(CAP / 2));
     let all = x.health();
     assert_eq!(all.outcomes(), all.packets + all.tunnel_payloads);
     assert_eq!(
@@ -741,7 +751,7 @@ fn a_full_table_evicts_finished_connections() {
 /// A flood of spoofed ACKs to an address that does not answer makes each packet a one-sided
 /// "connection" (its originator acknowledges a SYN-ACK the sensor did not see). It must not take
 /// a full table for good: its flows are evicted as a flood's attempts are, oldest first
-/// (`slots::eviction_rank`), each handed over with its count, while the answered conversations
+/// (`slots::eviction_rank`), each handed over with its count, while the open TCP connections
 /// stay exact and a connection begun during the flood is stored whole.
 #[test]
 fn a_full_table_evicts_the_one_sided_flows_of_an_ack_flood() {
@@ -751,8 +761,9 @@ fn a_full_table_evicts_the_one_sided_flows_of_an_ack_flood() {
     // Four spoofed sources, changing ports, one silent target.
     let ack = |i: u16| tcp4(v4(9, 1 + (i % 4) as u8), 1024 + i, dark, 80, ACK, &[]);
     for i in 0..CAP / 2 {
-        x.run(&udp4(c, 10_000 + i, s, 53, &[0; 10]));
-        x.run(&udp4(s, 53, c, 10_000 + i, &[0; 30]));
+        x.run(&tcp4(c, 10_000 + i, s, 80, SYN, &[]));
+        x.run(&tcp4(s, 80, c, 10_000 + i, SYN | ACK, &[]));
+        x.run(&tcp4(c, 10_000 + i, s, 80, ACK, &[]));
     }
     for i in 0..CAP / 2 {
         x.run(&ack(i));
@@ -910,22 +921,24 @@ fn no_eviction_without_room_for_the_record() {
 fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
     const CAP: u16 = 64;
     let mut x = XdpHarness::new(u32::from(CAP));
-    let frame = |round: u8, i: u16| udp4(v4(7, round), 20_000 + i, v4(7, 200), 53, &[0; 10]);
-    let reply = |round: u8, i: u16| udp4(v4(7, 200), 53, v4(7, round), 20_000 + i, &[0; 10]);
+    let (c, s) = (|round: u8| v4(7, round), v4(7, 200));
+    let from_client = |round: u8, i: u16, flags: u8| tcp4(c(round), 20_000 + i, s, 80, flags, &[]);
+    let frame = |round: u8, i: u16| from_client(round, i, ACK);
     for round in 0..5u8 {
-        // Fill to capacity (plus 8 that do not fit) with answered conversations, which a full
+        // Fill to capacity (plus 8 that do not fit) with open TCP connections, which a full
         // table does not evict.
         for i in 0..CAP + 8 {
+            x.run(&from_client(round, i, SYN));
+            x.run(&tcp4(s, 80, c(round), 20_000 + i, SYN | ACK, &[]));
             x.run(&frame(round, i));
-            x.run(&reply(round, i));
         }
         let flows = x.flows();
         assert_eq!(flows.len(), usize::from(CAP), "round {round}");
         for (_, v) in &flows {
-            assert_eq!(v.packets[0] + v.packets[1], 2, "round {round}: {v:?}");
+            assert_eq!(v.packets[0] + v.packets[1], 3, "round {round}: {v:?}");
         }
         // Remove every other flow; the rest keep counting in place, new ones take the room (the
-        // last 8, one-way, evict 8 of the new ones).
+        // last 8, one-sided ACKs, evict 8 of the new ones).
         let mut table = sensor::capture::open_flow_table(&x.ebpf).unwrap();
         for (k, _) in flows.iter().step_by(2) {
             assert!(table.remove(k));
@@ -939,7 +952,7 @@ fn removed_flows_free_their_slots_and_the_rest_stay_reachable() {
         let kept: Vec<_> = flows.iter().skip(1).step_by(2).collect();
         for (k, _) in &kept {
             let v = table.get(k).expect("a kept flow is still reachable");
-            assert_eq!(v.packets[0] + v.packets[1], 3, "round {round}: {v:?}");
+            assert_eq!(v.packets[0] + v.packets[1], 4, "round {round}: {v:?}");
         }
         x.clear_flows();
         // As the agent would: evictions need room in the ring buffer for their records.

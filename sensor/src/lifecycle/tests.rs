@@ -1119,7 +1119,7 @@ fn no_settled_records_where_no_log_reads_them() {
 fn a_closing_connection_the_table_evicted_is_one_fin_record() {
     let (mut l, mut out) = (lifecycle(), Vec::new());
     let (k, at_fin) = (key(1050, ipproto::TCP), closed(10 * S));
-    assert!(sensor_common::slots::evictable(&at_fin));
+    assert!(sensor_common::slots::evictable(&k, &at_fin));
     l.on_event(&k, &attempt(10 * S, ipproto::TCP), event::OPEN, &mut out);
     l.on_event(&k, &at_fin, event::FIN_BOTH, &mut out);
     assert!(finished(&out).is_empty(), "waiting for the final ACK");

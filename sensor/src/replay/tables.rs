@@ -62,7 +62,7 @@ impl UserTables {
         while let Some((key, first_seen)) = self.flow_order.pop_front() {
             if let Some(v) = self.flows.get(&key)
                 && v.first_seen_ns == first_seen
-                && evictable(v)
+                && evictable(&key, v)
             {
                 let v = *v;
                 self.flows.remove(&key);
@@ -87,7 +87,7 @@ impl UserTables {
             self.flow_order.retain(|(k, t)| {
                 flows
                     .get(k)
-                    .is_some_and(|v| v.first_seen_ns == *t && evictable(v))
+                    .is_some_and(|v| v.first_seen_ns == *t && evictable(k, v))
             });
         }
     }

@@ -58,7 +58,7 @@ pub use report::{
 pub use scenario::{AttackRun, IdleTimeouts, Made, Outcome, ScenarioOptions, Timings};
 pub use sensor::check_metrics;
 use services::Services;
-pub use services::start_http;
+pub use services::{start_http, start_udp_rr};
 pub use topology::GatewayLab;
 pub use traffic::host_loop;
 use traffic::{traffic_script, unix_now_ns};

@@ -223,7 +223,7 @@ fn start_ssh(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<(Proc, SshC
 }
 
 /// UDP request/response: 48-byte requests and answers on NTP's port.
-fn start_udp_rr(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<Proc, String> {
+pub fn start_udp_rr(lab: &GatewayLab, dir: &TempDir, bound: &str) -> Result<Proc, String> {
     lab.server.spawn_logged(
         "python3",
         &[

@@ -71,7 +71,7 @@ impl KernelHealth {
         )?;
         let flows_evicted = IntCounter::new(
             "sensor_kernel_flows_evicted_total",
-            "Flows evicted from the full flow table to make room for new flows: attempts (flows whose responder sent nothing, TCP handshakes whose originator never acknowledged), each handed over as a finished record (end_reason evicted), and finished TCP connections whose entry lingered after their record.",
+            "Flows evicted from the full flow table to make room for new flows: attempts (flows whose responder sent nothing, TCP handshakes whose originator never acknowledged) and UDP or ICMP flows, each handed over as a finished record (end_reason evicted), and finished TCP connections whose entry lingered after their record.",
         )?;
         let evict_ring_full = IntCounter::new(
             "sensor_kernel_evict_ring_full_total",
