@@ -154,7 +154,7 @@ pub struct FlowSlot {
 /// Slots an eviction looks at for its victim (see the module docs): about 8 flows at full load.
 pub const EVICT_WINDOW: u32 = 16;
 /// Slots an eviction looks at when its first [`EVICT_WINDOW`] hold nothing [`evictable`] (a
-/// table mostly of open conversations), before it gives up (the new flow counts as
+/// table mostly of open TCP connections), before it gives up (the new flow counts as
 /// `table_full`).
 pub const EVICT_WINDOW_MAX: u32 = 64;
 

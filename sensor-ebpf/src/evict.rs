@@ -77,13 +77,14 @@ extern "C" fn reclaim_back_step(_i: u64, ctx: *mut c_void) -> i64 {
 /// Tombstones an eviction reclaims at most, walking back from its victim's slot.
 const RECLAIM_WALK: u32 = 32;
 
-/// Makes room in a full table for a new flow: evicts the [`evictable`] flow (a flow whose
-/// responder sent nothing, or a finished TCP connection) of the lowest [`eviction_rank`] (the
-/// oldest last packet; a one-sided connection's counts later by its age) in this CPU's next
-/// window of [`EVICT_WINDOW`] slots (more, up to [`EVICT_WINDOW_MAX`], until the window holds
-/// one) and hands it to user space as an `EVICTED` event (`sensor_common::slots` explains the
-/// policy). `hash` seeds the hand on a CPU's first eviction; `now_ns` is the event's time. True
-/// when a flow was evicted: its unit of `FLOW_COUNT` is the caller's.
+/// Makes room in a full table for a new flow: evicts the [`evictable`] flow (anything but an
+/// open TCP connection whose handshake completed) of the lowest [`eviction_rank`] (the oldest
+/// last packet; a one-sided TCP connection's, or a UDP or ICMP flow's, later by its age) in
+/// this CPU's next window of [`EVICT_WINDOW`] slots (more, up to [`EVICT_WINDOW_MAX`], until
+/// the window holds one) and hands it to user space as an `EVICTED` event
+/// (`sensor_common::slots` explains the policy). `hash` seeds the hand on a CPU's first
+/// eviction; `now_ns` is the event's time. True when a flow was evicted: its unit of
+/// `FLOW_COUNT` is the caller's.
 #[inline(always)]
 pub(crate) fn evict(hash: u64, now_ns: u64, h: &mut Health) -> bool {
     match evict_victim(hash, now_ns) {
