@@ -24,9 +24,10 @@
 //!   lookup per connection and timeout period whatever the table's size, and an idle
 //!   connection is final within one call of `advance` after its deadline.
 //!
-//! A full table evicts unanswered attempts and finished TCP connections to make room for new
-//! flows (`sensor_common::slots`); each evicted flow comes with its value
-//! ([`Lifecycle::on_evicted`]): an attempt is finalised as an idle one is, with end reason
+//! A full table evicts anything but an open TCP connection to make room for new flows
+//! (`sensor_common::slots`); each evicted flow comes with its value
+//! ([`Lifecycle::on_evicted`]): an attempt or a UDP/ICMP flow is finalised as an idle one is,
+//! with end reason
 //! `evicted`, final at the moment it left the table; a finished connection has the record of
 //! its end (made already, or made then).
 //!

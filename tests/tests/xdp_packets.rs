@@ -579,6 +579,14 @@ fn drain_events(x: &mut XdpHarness) -> Vec<FlowEvent> {
     out
 }
 
+/// The `EVICTED` events waiting in the ring buffer (the others are drained with them).
+fn drain_evicted(x: &mut XdpHarness) -> Vec<FlowEvent> {
+    drain_events(x)
+        .into_iter()
+        .filter(|e| e.kinds == event::EVICTED)
+        .collect()
+}
+
 /// A full table makes room for a new flow by evicting an unanswered attempt, which reaches user
 /// space as an `EVICTED` event with its counts; open TCP connections are never evicted. UDP
 /// exchanges, answered or not, may be (an answer proves nothing about its source), the oldest
@@ -618,11 +626,7 @@ fn a_full_table_evicts_unanswered_attempts_and_keeps_tcp_connections_exact() {
         h.events_sent, 200,
         "an OPEN for each new flow, an EVICTED for each victim"
     );
-    let events = drain_events(&mut x);
-    let evicted: Vec<_> = events
-        .iter()
-        .filter(|e| e.kinds == event::EVICTED)
-        .collect();
+    let evicted = drain_evicted(&mut x);
     assert_eq!(evicted.len(), 100);
     let flows = x.flows();
     assert_eq!(flows.len(), usize::from(CAP));
@@ -712,10 +716,7 @@ fn a_full_table_evicts_finished_connections() {
     // (the later ones may take an earlier new attempt's, the older of their window).
     let before = x.health();
     x.run(&udp4(c, 20_000, s, 53, &[0; 10]));
-    let evicted: Vec<_> = drain_events(&mut x)
-        .into_iter()
-        .filter(|e| e.kinds == event::EVICTED)
-        .collect();
+    let evicted = drain_evicted(&mut x);
     assert_eq!(evicted.len(), 1);
     let e = &evicted[0];
     let (a, b) = (e.value.history[0], e.value.history[1]);
@@ -787,10 +788,7 @@ fn a_full_table_evicts_the_one_sided_flows_of_an_ack_flood() {
         (151, 151, 0),
         "every new flow stored, each in a flood packet's room: {h:?}"
     );
-    let evicted: Vec<_> = drain_events(&mut x)
-        .into_iter()
-        .filter(|e| e.kinds == event::EVICTED)
-        .collect();
+    let evicted = drain_evicted(&mut x);
     assert_eq!(evicted.len(), 151);
     for e in &evicted {
         let o = usize::from(e.value.orig_side);
@@ -855,10 +853,7 @@ fn a_full_table_evicts_the_half_open_handshakes_of_a_syn_flood_the_server_answer
         (60, 60, 0),
         "{h:?}"
     );
-    let evicted: Vec<_> = drain_events(&mut x)
-        .into_iter()
-        .filter(|e| e.kinds == event::EVICTED)
-        .collect();
+    let evicted = drain_evicted(&mut x);
     assert_eq!(evicted.len(), 60);
     for e in &evicted {
         let o = usize::from(e.value.orig_side);
