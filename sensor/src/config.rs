@@ -86,6 +86,7 @@ pub struct VolumeFile {
     pub tcp_attempts_per_sec: Option<f64>,
     pub tcp_attempts_per_source_per_sec: Option<f64>,
     pub login_sessions_per_min: Option<u32>,
+    pub held_requests_per_min: Option<u32>,
 }
 
 /// `[incidents]`: when anomalous connections become an incident (see `crate::incidents`).
@@ -457,7 +458,8 @@ fn resolve_alerts(a: &AlertsFile) -> AlertConfig {
 
 /// The volume rule's settings, each defaulting to [`VolumeConfig::default`]'s. A rate must be
 /// a number above 0 (`enabled = false` turns the rule off), and `min_packets` and
-/// `login_sessions_per_min` at least 2: a rate over one packet or one session means nothing.
+/// `login_sessions_per_min` and `held_requests_per_min` at least 2: a rate over one packet or
+/// one session means nothing.
 fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
     let d = VolumeConfig::default();
     check_positive(&[
@@ -481,17 +483,20 @@ fn resolve_volume(f: &VolumeFile) -> Result<VolumeConfig, ConfigError> {
             format!("must be at least 2, got {n}"),
         ));
     }
-    if let Some(n) = f.login_sessions_per_min
-        && n < 2
-    {
-        return Err(invalid(
-            "volume.login_sessions_per_min",
-            format!("must be at least 2, got {n}"),
-        ));
+    for (name, n) in [
+        ("volume.login_sessions_per_min", f.login_sessions_per_min),
+        ("volume.held_requests_per_min", f.held_requests_per_min),
+    ] {
+        if let Some(n) = n
+            && n < 2
+        {
+            return Err(invalid(name, format!("must be at least 2, got {n}")));
+        }
     }
     Ok(VolumeConfig {
         enabled: f.enabled.unwrap_or(d.enabled),
         login_sessions_per_min: f.login_sessions_per_min.unwrap_or(d.login_sessions_per_min),
+        held_requests_per_min: f.held_requests_per_min.unwrap_or(d.held_requests_per_min),
         min_packets: f.min_packets.unwrap_or(d.min_packets),
         icmp_echo_pps: f.icmp_echo_pps.unwrap_or(d.icmp_echo_pps),
         udp_one_way_pps: f.udp_one_way_pps.unwrap_or(d.udp_one_way_pps),
@@ -608,6 +613,7 @@ mod tests {
             tcp_attempts_per_source_per_sec = 300
             min_packets = 500
             login_sessions_per_min = 30
+            held_requests_per_min = 20
             [checks]
             repeats = 6
             min_period_secs = 2.5
@@ -654,6 +660,7 @@ mod tests {
                 tcp_attempts_per_source_per_sec: 300.0,
                 min_packets: 500,
                 login_sessions_per_min: 30,
+                held_requests_per_min: 20,
                 ..v
             }
         );
@@ -680,6 +687,10 @@ mod tests {
             (
                 "[volume]\nlogin_sessions_per_min = 1\n",
                 "volume.login_sessions_per_min",
+            ),
+            (
+                "[volume]\nheld_requests_per_min = 0\n",
+                "volume.held_requests_per_min",
             ),
             (
                 "[volume]\ntcp_attempts_per_sec = 0\n",

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use sensor_common::conn_state::ConnState;
 
 pub mod checks;
+pub mod held;
 pub mod logins;
 pub mod volume;
 
 pub use checks::{CheckHit, ChecksConfig, RoutineChecks};
+pub use held::HeldRequests;
 pub use logins::LoginRates;
 pub use volume::{TargetRates, TargetVerdict, VolumeConfig, VolumeHit, VolumeScope};
 
@@ -234,6 +236,8 @@ pub struct Pipeline {
     targets: TargetRates,
     /// Short login sessions per source and login service ([`logins`]): password guessing.
     logins: LoginRates,
+    /// Held requests per source and service ([`held`]): slow attacks.
+    held: HeldRequests,
     /// The routine-check rule's settings and the flagged exchanges it follows ([`checks`]).
     checks: ChecksConfig,
     routine: RoutineChecks,
@@ -337,10 +341,27 @@ impl<'a> Batch<'a> {
         engine: &FeatureEngine,
         f: KddFeatures,
         rec: &'a ConnectionRecord,
-        volume: (&mut TargetRates, &mut LoginRates, &VolumeConfig),
+        volume: (
+            &mut TargetRates,
+            &mut LoginRates,
+            &mut HeldRequests,
+            &VolumeConfig,
+        ),
     ) {
         let scope = NotScored::of(rec);
-        let (rates, logins, cfg) = volume;
+        let (rates, logins, held, cfg) = volume;
+        if rec.held_request() {
+            // A held request's look, judged by the held-request rule only: the connection is
+            // counted and judged as any other at its end.
+            let hit = scope.is_none().then(|| held.judge(cfg, rec)).flatten();
+            self.volume_hits.push(hit);
+            self.volume_pending.push(false);
+            self.colds.push(None);
+            self.features.push(f);
+            self.scopes.push(scope);
+            self.recs.push(rec);
+            return;
+        }
         // Every UDP and TCP verdict counts towards its target's answered share; so does a
         // conversation of answers to nothing, which the model does not judge but a flood of
         // resets or SYN-ACKs sends (the rule's stray segments).
@@ -378,6 +399,7 @@ impl Pipeline {
             volume: VolumeConfig::default(),
             targets: TargetRates::default(),
             logins: LoginRates::default(),
+            held: HeldRequests::default(),
             checks: ChecksConfig::default(),
             routine: RoutineChecks::default(),
         })
@@ -430,7 +452,12 @@ impl Pipeline {
                     &self.engine,
                     f,
                     r,
-                    (&mut self.targets, &mut self.logins, &self.volume),
+                    (
+                        &mut self.targets,
+                        &mut self.logins,
+                        &mut self.held,
+                        &self.volume,
+                    ),
                 );
             }
         }
@@ -455,7 +482,12 @@ impl Pipeline {
                 &self.engine,
                 f,
                 r,
-                (&mut self.targets, &mut self.logins, &self.volume),
+                (
+                    &mut self.targets,
+                    &mut self.logins,
+                    &mut self.held,
+                    &self.volume,
+                ),
             );
         }
         self.score(batch)
@@ -518,7 +550,7 @@ impl Pipeline {
                 .zip(volume_hits)
                 .zip(volume_pending)
         {
-            if not_scored.is_some() {
+            if not_scored.is_some() || (rec.held_request() && volume.is_none()) {
                 verdict.anomalous = false;
                 verdict.score = 0.0;
                 verdict.detector = crate::model::Detector::None;
@@ -659,6 +691,11 @@ impl Pipeline {
     /// The login rule's per-source counts ([`LoginRates`]), for their metrics.
     pub fn logins(&self) -> &LoginRates {
         &self.logins
+    }
+
+    /// The held-request rule's per-source counts ([`HeldRequests`]), for their metrics.
+    pub fn held(&self) -> &HeldRequests {
+        &self.held
     }
 
     pub fn routine_checks(&self) -> &RoutineChecks {

@@ -412,6 +412,15 @@ impl ConnectionRecord {
         self.history.start_seen() || self.wrong_fragments > 0
     }
 
+    /// Whether this is the held-request verdict of a TCP connection still open
+    /// (`crate::lifecycle::held_request`): the only early verdict (`Ongoing`) of an answered
+    /// TCP connection, as an unanswered attempt's comes before any answer.
+    pub fn held_request(&self) -> bool {
+        self.end_reason == EndReason::Ongoing
+            && self.transport == Transport::Tcp
+            && self.answer_unix_ns.is_some()
+    }
+
     /// Whether the conversation carries packets no network stack sends, which make an attack of
     /// one conversation: `land` (the same address and port at both ends: the 1997 `land`
     /// attack), or wrong fragments of a UDP or ICMP datagram (odd-sized, empty, or reaching

@@ -300,6 +300,9 @@ struct Evidence {
     /// The highest rate of a conversation the volume rule flagged: such a conversation is a
     /// flood by itself (see [`IncidentTracker::passes`]).
     peak_pps: Option<f64>,
+    /// Its connections the held-request rule flagged (`crate::detect::held`): each holds a
+    /// request of a slow attack open, and one is the flood by itself, as a flood's rate is.
+    held_requests: u64,
     /// When it first passed its threshold while the volume rule could not judge its host (a
     /// UDP port scan, `crate::detect::TargetVerdict::pending`): it opens at
     /// [`IncidentTracker::tick`] once the rule has had time to decide, unless a flood of the
@@ -341,8 +344,11 @@ impl Evidence {
         // attack ends.
         self.last_ns = self.last_ns.max(at_ns);
         self.anomalous += 1;
-        // A packet rate; the login rule's is of sessions, which its incident does not report.
-        if let Some(hit) = s.volume.filter(|h| h.scope != VolumeScope::Logins) {
+        // A packet rate; the login rule's is of sessions, which its incident does not report,
+        // and the held-request rule's of requests held open, which it counts instead.
+        if s.volume.is_some_and(|h| h.scope == VolumeScope::Held) {
+            self.held_requests += 1;
+        } else if let Some(hit) = s.volume.filter(|h| h.scope != VolumeScope::Logins) {
             let pps = hit.packets_per_second;
             self.peak_pps = Some(self.peak_pps.map_or(pps, |p| p.max(pps)));
         }
@@ -414,6 +420,7 @@ impl Evidence {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.held_requests += other.held_requests;
     }
 }
 
@@ -478,6 +485,7 @@ impl Incident {
             connections: e.connections,
             anomalous_connections: e.anomalous,
             peak_packets_per_second: e.peak_pps.map(f64::round),
+            held_requests: (e.held_requests > 0).then_some(e.held_requests),
             merged_into: None,
             features: top_features(e),
             top_features: Vec::new(),
@@ -710,7 +718,7 @@ impl IncidentTracker {
             Some(VolumeScope::Logins) => {
                 Some(Key::Logins(rec.orig_addr, rec.resp_addr, rec.resp_port))
             }
-            Some(VolumeScope::Target | VolumeScope::Conversation) => {
+            Some(VolumeScope::Target | VolumeScope::Conversation | VolumeScope::Held) => {
                 keys[0].map(|k| self.open_key(k))
             }
             None => None,
@@ -931,7 +939,7 @@ impl IncidentTracker {
     fn pin_if_live(&mut self, key: Key, rec: &ConnectionRecord, s: &Scored) {
         let pinned = rec.end_reason == EndReason::Ongoing
             && s.volume
-                .is_some_and(|h| h.scope == VolumeScope::Conversation)
+                .is_some_and(|h| matches!(h.scope, VolumeScope::Conversation | VolumeScope::Held))
             && self.live.len() < self.config.max_candidates;
         if !pinned || self.live.contains_key(&rec.id()) {
             return;
@@ -966,7 +974,9 @@ impl IncidentTracker {
         match key {
             // One conversation at a flood's rate is the flood (`crate::detect::volume`).
             Key::Flood(_, t, _)
-                if e.anomalous >= u64::from(c.flood_connections) || e.peak_pps.is_some() =>
+                if e.anomalous >= u64::from(c.flood_connections)
+                    || e.peak_pps.is_some()
+                    || e.held_requests > 0 =>
             {
                 match t {
                     Transport::Tcp => Some(IncidentKind::Flood),

@@ -69,8 +69,8 @@ mod timeouts;
 
 pub use store::{FlowStore, LifecycleStats};
 pub use timeouts::{
-    LifecycleConfig, Timeouts, final_deadline_ns, idle_timeout, retransmitted_syn, tcp_finished,
-    unanswered_syn_attempt,
+    LifecycleConfig, Timeouts, final_deadline_ns, held_request, idle_timeout, retransmitted_syn,
+    tcp_finished, unanswered_syn_attempt,
 };
 
 /// What a pending check of a connection does.
@@ -82,6 +82,9 @@ enum Check {
     Idle,
     /// The end of a FIN-closed connection's settle ([`LifecycleConfig::close_settle`]).
     Close,
+    /// An answered TCP connection's look for a held request
+    /// ([`LifecycleConfig::HELD_REQUEST_AFTER`]).
+    Held,
 }
 
 /// A finished connection already reported (`Finished`), while its entry lingers.
@@ -539,6 +542,12 @@ impl Lifecycle {
         let Some(start) = ConnStart::from_flow(key, v, self.mono_to_unix_ns) else {
             return;
         };
+        if key.protocol == ipproto::TCP && self.config.early_verdict_after.is_some() {
+            let after = LifecycleConfig::HELD_REQUEST_AFTER.as_nanos() as u64;
+            let due = v.first_seen_ns.saturating_add(after);
+            self.checks
+                .push(Reverse((due, Check::Held, *key, v.first_seen_ns)));
+        }
         let resp = v.history[peer(usize::from(v.orig_side & 1))];
         out.push(ConnEvent::Answered {
             id: start.id,
@@ -697,6 +706,7 @@ impl Lifecycle {
                 Check::Idle => self.check(&key, first_seen, now_ns, store, out),
                 Check::Early => self.early(&key, first_seen, due, store, out),
                 Check::Close => self.close(&key, first_seen, store, out),
+                Check::Held => self.held(&key, first_seen, due, store, out),
             }
         }
         if let Some(every) = self.config.table_scan_interval {
@@ -819,6 +829,42 @@ impl Lifecycle {
             return;
         };
         rec.answer_unix_ns = answer_ns.map(|t| self.to_unix(t));
+        rec.final_unix_ns = self.to_unix(at_ns);
+        out.push(ConnEvent::Ongoing(rec));
+    }
+
+    /// The held-request verdict of an answered TCP connection still open at `at_ns`: its
+    /// record so far, if it holds a request open ([`held_request`]); its answer time set, which
+    /// tells it from an unanswered attempt's early verdict
+    /// ([`ConnectionRecord::held_request`]).
+    fn held(
+        &mut self,
+        key: &FlowKey,
+        first_seen: u64,
+        at_ns: u64,
+        store: &impl FlowStore,
+        out: &mut Vec<ConnEvent>,
+    ) {
+        let Some(answer_ns) = self
+            .open
+            .get(key)
+            .filter(|o| o.first_seen_ns == first_seen)
+            .and_then(|o| o.answer_ns)
+        else {
+            return;
+        };
+        let Some(v) = store.get(key).filter(|v| v.first_seen_ns == first_seen) else {
+            return;
+        };
+        if !held_request(key, &v) {
+            return;
+        }
+        let Some(mut rec) =
+            ConnectionRecord::from_flow(key, &v, self.mono_to_unix_ns, EndReason::Ongoing)
+        else {
+            return;
+        };
+        rec.answer_unix_ns = Some(self.to_unix(answer_ns));
         rec.final_unix_ns = self.to_unix(at_ns);
         out.push(ConnEvent::Ongoing(rec));
     }

@@ -54,32 +54,37 @@ pub fn is_login_port(port: u16) -> bool {
 pub const LOGIN_SESSION_MAX_SECS: u64 = 30;
 
 /// Seconds of sessions kept per source and service: the rule's minute.
-const WINDOW_SECS: u64 = 60;
+pub(super) const WINDOW_SECS: u64 = 60;
 /// Sources and services followed at most; beyond, a new one finds no room until the sweep
 /// forgets the quiet ones ([`LoginRates::untracked`]).
-const MAX_KEYS: usize = 65_536;
-const NS_PER_SEC: u64 = 1_000_000_000;
+pub(super) const MAX_KEYS: usize = 65_536;
+pub(super) const NS_PER_SEC: u64 = 1_000_000_000;
 
-/// One source's login sessions to one service: per second of the last [`WINDOW_SECS`] (by
-/// second modulo the window), the latest second one began in.
+/// Events of the last [`WINDOW_SECS`] seconds, per second (by second modulo the window), and
+/// the latest second one came in: one source's login sessions to one service, or its held
+/// requests ([`super::held`]).
 #[derive(Clone, Copy, Debug)]
-struct Sessions {
+pub(super) struct MinuteCounts {
     second: u64,
     began: [u16; WINDOW_SECS as usize],
-    /// The latest end of the source's sessions to the service seen so far: a session that
-    /// began before it ran beside another (records come as sessions end).
-    last_end_ns: u64,
 }
 
-impl Sessions {
-    /// Counts a session that began in second `s`; returns the sessions of the minute up to the
-    /// latest second (`s`'s included), or `None` where `s` is older than that minute.
-    fn add(&mut self, s: u64) -> Option<u32> {
+impl MinuteCounts {
+    pub(super) fn new(s: u64) -> MinuteCounts {
+        MinuteCounts {
+            second: s,
+            began: [0; WINDOW_SECS as usize],
+        }
+    }
+
+    /// Counts an event in second `s`; returns the events of the minute up to the latest
+    /// second (`s`'s included), or `None` where `s` is older than that minute.
+    pub(super) fn add(&mut self, s: u64) -> Option<u32> {
         if s + WINDOW_SECS <= self.second {
             return None;
         }
         if s > self.second {
-            // Seconds that passed without a session, or all of them after a quiet minute.
+            // Seconds that passed without an event, or all of them after a quiet minute.
             let gap = (s - self.second).min(WINDOW_SECS);
             for k in 1..=gap {
                 self.began[((self.second + k) % WINDOW_SECS) as usize] = 0;
@@ -90,6 +95,20 @@ impl Sessions {
         *slot = slot.saturating_add(1);
         Some(self.began.iter().map(|&n| u32::from(n)).sum())
     }
+
+    /// The latest second an event came in.
+    pub(super) fn latest_s(&self) -> u64 {
+        self.second
+    }
+}
+
+/// One source's login sessions to one service.
+#[derive(Clone, Copy, Debug)]
+struct Sessions {
+    began: MinuteCounts,
+    /// The latest end of the source's sessions to the service seen so far: a session that
+    /// began before it ran beside another (records come as sessions end).
+    last_end_ns: u64,
 }
 
 /// The login rule's counts; see the module docs.
@@ -136,8 +155,7 @@ impl LoginRates {
             return None;
         }
         let entry = self.keys.entry(key).or_insert(Sessions {
-            second: s,
-            began: [0; WINDOW_SECS as usize],
+            began: MinuteCounts::new(s),
             last_end_ns: 0,
         });
         // Beside another session: one that ended after this one began (its record came first,
@@ -148,7 +166,7 @@ impl LoginRates {
         if !beside {
             return None;
         }
-        let count = entry.add(s)?;
+        let count = entry.began.add(s)?;
         let bar = cfg.login_sessions_per_min;
         (bar > 0 && count >= bar).then(|| VolumeHit {
             reversed: false,

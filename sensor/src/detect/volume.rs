@@ -72,6 +72,9 @@ pub struct VolumeConfig {
     /// Short login sessions from one source to one login service in a minute
     /// ([`super::logins`]): password guessing.
     pub login_sessions_per_min: u32,
+    /// Held requests from one source to one service of a host in a minute
+    /// ([`super::held`]): a slow attack holding the service's connections.
+    pub held_requests_per_min: u32,
 }
 
 impl Default for VolumeConfig {
@@ -85,6 +88,7 @@ impl Default for VolumeConfig {
             tcp_attempts_per_sec: 5_000.0,
             tcp_attempts_per_source_per_sec: 100.0,
             login_sessions_per_min: 60,
+            held_requests_per_min: 50,
         }
     }
 }
@@ -106,6 +110,9 @@ pub enum VolumeScope {
     /// Short login sessions from one source to one login service of a host
     /// ([`super::LoginRates`]): password guessing.
     Logins,
+    /// Connections from one source to one service of a host that each hold a request open
+    /// without an answer ([`super::HeldRequests`]): a slow attack (slowloris).
+    Held,
 }
 
 /// What the rule found in a conversation it flags.
@@ -119,6 +126,8 @@ pub struct VolumeHit {
     /// in the second up to its start, or the episode's peak. [`VolumeScope::Host`]: the same
     /// as `Target` over the host's UDP ports. [`VolumeScope::Logins`]: the source's login
     /// sessions to the service per second over the minute up to this one's start.
+    /// [`VolumeScope::Held`]: the source's held requests to the service per second over the
+    /// minute up to this one's.
     pub packets_per_second: f64,
     /// That rate over the threshold it passed (at least 1): the verdict's combined score.
     pub ratio: f64,

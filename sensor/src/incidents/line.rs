@@ -100,6 +100,10 @@ pub struct IncidentLine {
     /// none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_packets_per_second: Option<f64>,
+    /// Of a `flood` the held-request rule opened (a slow attack, `crate::detect::held`): its
+    /// connections that held a request open, each without an answer for 10 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_requests: Option<u64>,
     /// On the `closed` line of a UDP port scan whose target turned out to be flooded over many
     /// ports (the volume rule's verdicts at the host, `crate::detect::volume`): the id of the
     /// host's `udp_flood`, which took over its evidence: a scan that was the flood's own start

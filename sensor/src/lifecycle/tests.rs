@@ -1700,3 +1700,65 @@ fn the_park_is_taken_before_every_part_of_the_scan() {
     assert_eq!(recs.len(), 1, "{out:#?}");
     assert_eq!(recs[0].start_unix_ns, a.first_seen_ns);
 }
+
+/// A connection from the low side begun at `t` and answered by a SYN-ACK at once: the
+/// originator's handshake completed, then `orig_packets` packets from it in all with
+/// `orig_payload` bytes, and `resp_payload` bytes from the responder.
+fn established(t: u64, orig_packets: u64, orig_payload: u64, resp_payload: u64) -> FlowValue {
+    let mut v = attempt(t, ipproto::TCP);
+    v.history[SIDE_LO] |= history::NON_SYN | history::ACK;
+    v.history[SIDE_HI] = history::SYN_ACK | history::NON_SYN | history::ACK;
+    v.packets = [orig_packets, 2];
+    v.payload_bytes = [orig_payload, resp_payload];
+    if orig_payload > 0 {
+        v.history[SIDE_LO] |= history::DATA;
+    }
+    if resp_payload > 0 {
+        v.history[SIDE_HI] |= history::DATA;
+    }
+    v.last_seen_ns = t + 9 * S;
+    v
+}
+
+#[test]
+fn a_connection_holding_its_request_gets_one_held_verdict_at_ten_seconds() {
+    let mut l = Lifecycle::new(
+        LifecycleConfig {
+            table_scan_interval: None,
+            ..LifecycleConfig::default()
+        },
+        0,
+    );
+    let (mut out, mut store) = (Vec::new(), Store::default());
+    let held_ns = LifecycleConfig::HELD_REQUEST_AFTER.as_nanos() as u64;
+    // A slow attack's connection (a request's lines, a packet every few seconds, no answer);
+    // an answered request; an upload (many packets a second, answered at its end); a
+    // preconnect (no request yet); and one that holds a request but half-closed.
+    let mut half_closed = established(S, 4, 70, 0);
+    half_closed.history[SIDE_LO] |= history::FIN;
+    let conns = [
+        (key(2000, ipproto::TCP), established(S, 4, 70, 0)),
+        (key(2001, ipproto::TCP), established(S, 4, 70, 900)),
+        (key(2002, ipproto::TCP), established(S, 5_000, 7_000_000, 0)),
+        (key(2003, ipproto::TCP), established(S, 2, 0, 0)),
+        (key(2004, ipproto::TCP), half_closed),
+    ];
+    for (k, v) in &conns {
+        l.on_event(k, v, event::OPEN | event::ANSWER, &mut out);
+        store.flows.insert(*k, *v);
+    }
+    out.clear();
+    l.advance(S + held_ns - 1, &mut store, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    l.advance(S + held_ns, &mut store, &mut out);
+    let held: Vec<&ConnectionRecord> = out.iter().filter_map(ConnEvent::record).collect();
+    assert_eq!(held.len(), 1, "{out:?}");
+    assert_eq!(held[0].orig_port, 2000);
+    assert!(held[0].held_request());
+    assert_eq!(held[0].end_reason, EndReason::Ongoing);
+    assert_eq!(held[0].final_unix_ns, S + held_ns);
+    // Once: it is not looked at again while it lasts.
+    out.clear();
+    l.advance(S + 4 * held_ns, &mut store, &mut out);
+    assert!(out.iter().all(|e| e.record().is_none()), "{out:?}");
+}

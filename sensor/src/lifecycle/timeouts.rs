@@ -118,6 +118,17 @@ impl LifecycleConfig {
     /// retransmission timeout (1 s), leaving room for a stack that shortens it.
     pub const MIN_SYN_RETRANSMISSION: Duration = Duration::from_millis(500);
 
+    /// How long after its first packet an established TCP connection whose request is still
+    /// unanswered is looked at once more ([`held_request`]): its record so far goes on as an
+    /// early verdict ([`ConnEvent::Ongoing`](crate::flows::ConnEvent::Ongoing)) for the
+    /// held-request rule (`crate::detect::held`), where early verdicts are on. Ten seconds:
+    /// far beyond the time a server takes to begin answering a complete request, and well
+    /// within the time a slow attack holds each connection (a web server drops a request
+    /// whose headers have not come in 20 to 60 s: Apache's `mod_reqtimeout` 20-40 s, nginx's
+    /// `client_header_timeout` 60 s; `slowhttptest` and `slowloris` send the next line every
+    /// 10 to 15 s to stay within them).
+    pub const HELD_REQUEST_AFTER: Duration = Duration::from_secs(10);
+
     /// When an unanswered TCP attempt gets its early verdict: twice `early_verdict_after`.
     ///
     /// A server whose listen queue overflows drops SYNs, and its clients' stacks retransmit
@@ -233,6 +244,28 @@ pub fn retransmitted_syn(key: &FlowKey, v: &FlowValue) -> bool {
         && v.history[orig] & history::NON_SYN == 0
         && (2..=LifecycleConfig::MAX_CLIENT_SYNS).contains(&v.packets[orig])
         && v.last_seen_ns.saturating_sub(v.first_seen_ns) >= min_gap_ns
+}
+
+/// An established TCP connection that holds a request open: its originator completed the
+/// handshake and sent payload, its responder has sent none, neither side has closed, and the
+/// originator trickles: fewer packets so far than [`LifecycleConfig::HELD_REQUEST_AFTER`] has
+/// seconds (a request sent whole is a packet or a few; an upload, which a server also answers
+/// only at its end, sends many a second). Asked at that age: a slow attack's connection
+/// (`slowloris`, `slowhttptest`'s slow headers and slow bodies) is one, as is a request to a
+/// server that does not answer for that long; an ordinary exchange is answered long before,
+/// and a connection whose server speaks first (SSH, SMTP, FTP, a database's greeting) or that
+/// carries no request yet (a browser's preconnect, an idle pool) is none.
+pub fn held_request(key: &FlowKey, v: &FlowValue) -> bool {
+    let orig = usize::from(v.orig_side & 1);
+    let resp = peer(orig);
+    let (o, r) = (v.history[orig], v.history[resp]);
+    key.protocol == ipproto::TCP
+        && o & (history::SYN | history::ACK) == history::SYN | history::ACK
+        && r & history::SYN_ACK != 0
+        && (o | r) & (history::FIN | history::RST) == 0
+        && v.payload_bytes[orig] > 0
+        && v.payload_bytes[resp] == 0
+        && v.packets[orig] < LifecycleConfig::HELD_REQUEST_AFTER.as_secs()
 }
 
 /// A TCP connection whose end the kernel signals (or should have): FIN both ways, or a RST.

@@ -82,6 +82,7 @@ fn incident(
         connections: 10,
         anomalous_connections: 10,
         peak_packets_per_second: None,
+        held_requests: None,
         merged_into: None,
         features: Vec::new(),
         example: Example {
