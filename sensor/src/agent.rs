@@ -211,6 +211,7 @@ impl Stages {
             .set_engine_stats(&self.pipeline.engine().stats());
         self.metrics.set_volume_targets(self.pipeline.targets());
         self.metrics.set_login_sources(self.pipeline.logins());
+        self.metrics.set_held_sources(self.pipeline.held());
         self.metrics
             .set_routine_checks(self.pipeline.routine_checks());
     }

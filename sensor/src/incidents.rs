@@ -8,7 +8,7 @@
 //!
 //! | kind | evidence | key |
 //! |---|---|---|
-//! | `flood` | anomalous TCP connections to one port of one host, from any number of sources (spoofed ones included) | target host, protocol, port |
+//! | `flood` | anomalous TCP connections to one port of one host, from any number of sources (spoofed ones included); or the held-request rule's verdicts on a slow attack's connections (`crate::detect::held`) | target host, protocol, port |
 //! | `udp_flood` | the same over UDP; or the volume rule's verdicts on a host flooded on many ports (`crate::detect::volume`) | target host, protocol, port; or target host |
 //! | `icmp_flood` | anomalous ICMP echo conversations to one host | target host |
 //! | `port_scan` | one source, anomalous connections to many ports of one host, probes (no payload both ways) on `scan_ports` of them | source, target host, protocol |

@@ -125,6 +125,8 @@ struct Detection {
     volume_sources_untracked: IntCounter,
     login_sources: IntGauge,
     login_sources_untracked: IntCounter,
+    held_sources: IntGauge,
+    held_sources_untracked: IntCounter,
     output_errors: IntCounter,
     incidents: IntCounterVec,
     incidents_open: IntGaugeVec,

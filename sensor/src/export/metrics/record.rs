@@ -202,6 +202,15 @@ impl Metrics {
         raise_to(&d.login_sources_untracked, l.untracked());
     }
 
+    /// The held-request rule's sources followed, and its held requests not counted (a
+    /// running total in the rule).
+    pub fn set_held_sources(&self, h: &crate::detect::HeldRequests) {
+        let d = &self.detection;
+        d.held_sources
+            .set(i64::try_from(h.tracked()).unwrap_or(i64::MAX));
+        raise_to(&d.held_sources_untracked, h.untracked());
+    }
+
     /// The routine-check rule's sources and services followed, and its flagged exchanges not
     /// followed (a running total in the rule).
     pub fn set_routine_checks(&self, c: &crate::detect::RoutineChecks) {

@@ -313,6 +313,22 @@ impl Detection {
                 "Login sessions the login rule could not count, its map being full of sources active in the last minute: a guesser among them may not be flagged by its rate.",
             )
         );
+        let held_sources = registered!(
+            registry,
+            "sensor_held_sources",
+            IntGauge::new(
+                "sensor_held_sources",
+                "Sources and services (source, host, port) whose held requests per minute the held-request rule follows, a slow attack being its bar (at most 65,536).",
+            )
+        );
+        let held_sources_untracked = registered!(
+            registry,
+            "sensor_held_sources_untracked_total",
+            IntCounter::new(
+                "sensor_held_sources_untracked_total",
+                "Held requests the held-request rule could not count, its map being full of sources with one in the last minute: a slow attack among them may not be flagged.",
+            )
+        );
         let output_errors = registered!(
             registry,
             "sensor_output_errors_total",
@@ -402,6 +418,8 @@ impl Detection {
             volume_sources_untracked,
             login_sources,
             login_sources_untracked,
+            held_sources,
+            held_sources_untracked,
             output_errors,
             incidents,
             incidents_open,
