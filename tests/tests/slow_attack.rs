@@ -7,7 +7,7 @@
 //! web port naming the attacker, counting every held request from the bar on, while the
 //! client's fetches stay normal and open nothing.
 //!
-//! Bounded: 150 connections held 25 s, 30 fetches at most; all addresses in 198.18.0.0/15; the
+//! Bounded: 150 connections, each held 25 s, 30 fetches at most; all addresses in 198.18.0.0/15; the
 //! lab's guards remove everything on every exit path.
 use std::{thread, time::Duration};
 

@@ -2,7 +2,8 @@
 """A slow-headers client (the shape of `slowloris` and `slowhttptest -H`) for the lab: opens
 CONNECTIONS connections from SOURCE to TARGET:PORT, sends each the first lines of an HTTP
 request, then one more header line on each every INTERVAL seconds, never ending the headers;
-closes them all after SECONDS and prints "held N" (the connections it opened).
+closes them all SECONDS after the last one opened and prints "held N" (the connections it
+opened).
 
 usage: slow_headers.py SOURCE TARGET PORT CONNECTIONS INTERVAL SECONDS
 """
@@ -10,7 +11,6 @@ import socket, sys, time
 
 src, target, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 count, interval, seconds = int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
-deadline = time.monotonic() + seconds
 held = []
 for i in range(count):
     try:
@@ -19,6 +19,11 @@ for i in range(count):
         held.append(s)
     except OSError:
         pass
+    # One connection at a time, as the tools open theirs, without overrunning a small
+    # server's listen queue.
+    time.sleep(0.02)
+# Every connection is held SECONDS, however long opening them took.
+deadline = time.monotonic() + seconds
 line = 0
 while time.monotonic() + interval < deadline:
     time.sleep(interval)

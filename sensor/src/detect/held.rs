@@ -24,9 +24,11 @@
 //! Flagged although benign: a client (or a proxy, or many users behind one translating
 //! address) with that many requests that one server leaves unanswered for 10 s at once: a
 //! service that hangs. Silenced with a `[[suppress]]` rule on `detector = ["volume"]` for its
-//! source, or a higher bar. Missed: a slow attack spread over many sources each below the bar,
-//! and one whose requests the server answers early (a slow read attack, which reads the answer
-//! slowly instead).
+//! source, or a higher bar. Missed: a slow attack spread over many sources each below the bar;
+//! one over TLS (the server's handshake messages are payload back, and the flow counters cannot
+//! tell a request held after them from a connection idle after its answer); and one whose
+//! requests the server answers early (a slow read attack, which reads the answer slowly
+//! instead).
 //!
 //! A flagged record is anomalous with detector `volume` (scope `held`) and opens the `flood`
 //! incident of the service by itself, which its connections keep open while they last
