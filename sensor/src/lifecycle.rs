@@ -542,17 +542,19 @@ impl Lifecycle {
         let Some(start) = ConnStart::from_flow(key, v, self.mono_to_unix_ns) else {
             return;
         };
-        if key.protocol == ipproto::TCP && self.config.early_verdict_after.is_some() {
+        let resp = v.history[peer(usize::from(v.orig_side & 1))];
+        let refused = resp & history::RST != 0 && resp & history::SYN_ACK == 0;
+        // A connection the server took may hold a request later (a refused one is over).
+        if key.protocol == ipproto::TCP && !refused && self.config.early_verdict_after.is_some() {
             let after = LifecycleConfig::HELD_REQUEST_AFTER.as_nanos() as u64;
             let due = v.first_seen_ns.saturating_add(after);
             self.checks
                 .push(Reverse((due, Check::Held, *key, v.first_seen_ns)));
         }
-        let resp = v.history[peer(usize::from(v.orig_side & 1))];
         out.push(ConnEvent::Answered {
             id: start.id,
             at_unix_ns: self.to_unix(at_ns),
-            refused: resp & history::RST != 0 && resp & history::SYN_ACK == 0,
+            refused,
         });
     }
 
