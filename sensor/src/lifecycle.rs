@@ -706,9 +706,8 @@ impl Lifecycle {
             self.checks.pop();
             match kind {
                 Check::Idle => self.check(&key, first_seen, now_ns, store, out),
-                Check::Early => self.early(&key, first_seen, due, store, out),
+                Check::Early | Check::Held => self.look(kind, &key, first_seen, due, store, out),
                 Check::Close => self.close(&key, first_seen, store, out),
-                Check::Held => self.held(&key, first_seen, due, store, out),
             }
         }
         if let Some(every) = self.config.table_scan_interval {
@@ -799,10 +798,18 @@ impl Lifecycle {
         }
     }
 
-    /// The early verdict of a connection still open at `at_ns` without an established TCP
-    /// handshake: its record so far.
-    fn early(
+    /// A look at a connection still open at `at_ns` ([`Check::Early`] or [`Check::Held`]): its
+    /// record so far as an early verdict, where the look asks for one.
+    ///
+    /// The early verdict is for a connection without an established TCP handshake (an
+    /// answered one's verdict comes when it ends), unless it is over or a client's stack still
+    /// waiting (its verdict comes when it is answered or gives up). The held-request verdict
+    /// is for an answered TCP connection that holds a request open ([`held_request`]); its
+    /// answer time set tells it from an unanswered attempt's early verdict
+    /// ([`ConnectionRecord::held_request`]).
+    fn look(
         &mut self,
+        check: Check,
         key: &FlowKey,
         first_seen: u64,
         at_ns: u64,
@@ -813,17 +820,20 @@ impl Lifecycle {
             return;
         };
         let answer_ns = o.answer_ns;
-        if key.protocol == ipproto::TCP && answer_ns.is_some() {
-            return; // answered: its verdict comes when it ends
+        // Decided before the table is read where the answer decides.
+        let tcp_answered = key.protocol == ipproto::TCP && answer_ns.is_some();
+        if tcp_answered != (check == Check::Held) {
+            return;
         }
         let Some(v) = store.get(key).filter(|v| v.first_seen_ns == first_seen) else {
             return;
         };
-        if tcp_finished(key, &v).is_some() {
+        let wanted = match check {
+            Check::Held => held_request(key, &v),
+            _ => tcp_finished(key, &v).is_none() && !retransmitted_syn(key, &v),
+        };
+        if !wanted {
             return;
-        }
-        if retransmitted_syn(key, &v) {
-            return; // a client still waiting: its verdict comes when it is answered or gives up
         }
         let Some(mut rec) =
             ConnectionRecord::from_flow(key, &v, self.mono_to_unix_ns, EndReason::Ongoing)
@@ -831,42 +841,6 @@ impl Lifecycle {
             return;
         };
         rec.answer_unix_ns = answer_ns.map(|t| self.to_unix(t));
-        rec.final_unix_ns = self.to_unix(at_ns);
-        out.push(ConnEvent::Ongoing(rec));
-    }
-
-    /// The held-request verdict of an answered TCP connection still open at `at_ns`: its
-    /// record so far, if it holds a request open ([`held_request`]); its answer time set, which
-    /// tells it from an unanswered attempt's early verdict
-    /// ([`ConnectionRecord::held_request`]).
-    fn held(
-        &mut self,
-        key: &FlowKey,
-        first_seen: u64,
-        at_ns: u64,
-        store: &impl FlowStore,
-        out: &mut Vec<ConnEvent>,
-    ) {
-        let Some(answer_ns) = self
-            .open
-            .get(key)
-            .filter(|o| o.first_seen_ns == first_seen)
-            .and_then(|o| o.answer_ns)
-        else {
-            return;
-        };
-        let Some(v) = store.get(key).filter(|v| v.first_seen_ns == first_seen) else {
-            return;
-        };
-        if !held_request(key, &v) {
-            return;
-        }
-        let Some(mut rec) =
-            ConnectionRecord::from_flow(key, &v, self.mono_to_unix_ns, EndReason::Ongoing)
-        else {
-            return;
-        };
-        rec.answer_unix_ns = Some(self.to_unix(answer_ns));
         rec.final_unix_ns = self.to_unix(at_ns);
         out.push(ConnEvent::Ongoing(rec));
     }

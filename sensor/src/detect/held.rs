@@ -37,22 +37,16 @@
 //!
 //! [`HELD_REQUEST_AFTER`]: crate::lifecycle::LifecycleConfig::HELD_REQUEST_AFTER
 
-use std::net::IpAddr;
-
 use super::{
     VolumeConfig, VolumeHit, VolumeScope,
-    logins::{MAX_KEYS, MinuteCounts, NS_PER_SEC, WINDOW_SECS},
+    logins::{MinuteCounts, NS_PER_SEC, PerService, minute_hit},
 };
 use crate::flows::ConnectionRecord;
 
 /// The held-request rule's counts; see the module docs.
 #[derive(Debug, Default)]
 pub struct HeldRequests {
-    keys: crate::hashing::Map<(IpAddr, IpAddr, u16), MinuteCounts>,
-    /// Held requests not counted: their source and service found no room.
-    untracked: u64,
-    /// The second of the last sweep of quiet keys: at most one a second.
-    swept_s: u64,
+    held: PerService<MinuteCounts>,
 }
 
 impl HeldRequests {
@@ -63,43 +57,21 @@ impl HeldRequests {
             return None;
         }
         let s = rec.final_unix_ns / NS_PER_SEC;
-        self.sweep(s);
-        let key = (rec.orig_addr, rec.resp_addr, rec.resp_port);
-        if self.keys.len() >= MAX_KEYS && !self.keys.contains_key(&key) {
-            self.untracked += 1;
-            return None;
-        }
         let count = self
-            .keys
-            .entry(key)
-            .or_insert_with(|| MinuteCounts::new(s))
+            .held
+            .entry(rec, s, MinuteCounts::latest_s, || MinuteCounts::new(s))?
             .add(s)?;
-        let bar = cfg.held_requests_per_min;
-        (bar > 0 && count >= bar).then(|| VolumeHit {
-            reversed: false,
-            scope: VolumeScope::Held,
-            packets_per_second: f64::from(count) / WINDOW_SECS as f64,
-            ratio: f64::from(count) / f64::from(bar),
-        })
-    }
-
-    /// Forgets the sources and services without a held request in the last minute, at most
-    /// once a second and only once the map is half full (a sweep costs a scan of it).
-    fn sweep(&mut self, now_s: u64) {
-        if !super::volume::sweep_due(&mut self.swept_s, now_s) || self.keys.len() < MAX_KEYS / 2 {
-            return;
-        }
-        self.keys.retain(|_, c| c.latest_s() + WINDOW_SECS > now_s);
+        minute_hit(VolumeScope::Held, count, cfg.held_requests_per_min)
     }
 
     /// Sources and services followed now.
     pub fn tracked(&self) -> usize {
-        self.keys.len()
+        self.held.tracked()
     }
 
     /// Held requests not counted because the table of sources and services was full.
     pub fn untracked(&self) -> u64 {
-        self.untracked
+        self.held.untracked()
     }
 }
 
@@ -109,9 +81,9 @@ impl HeldRequests {
 /// incidents.
 #[cfg(test)]
 pub(crate) fn held_record(
-    src: IpAddr,
+    src: std::net::IpAddr,
     src_port: u16,
-    dst: IpAddr,
+    dst: std::net::IpAddr,
     start_ns: u64,
 ) -> ConnectionRecord {
     use sensor_common::{
@@ -141,7 +113,7 @@ pub(crate) fn held_record(
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
     use crate::flows::EndReason;

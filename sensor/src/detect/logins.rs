@@ -111,14 +111,76 @@ struct Sessions {
     last_end_ns: u64,
 }
 
-/// The login rule's counts; see the module docs.
-#[derive(Debug, Default)]
-pub struct LoginRates {
-    keys: crate::hashing::Map<(IpAddr, IpAddr, u16), Sessions>,
-    /// Sessions not counted: their source and service found no room.
+/// A per-minute rule's state for each source, host and port (the login rule's, the
+/// held-request rule's): at most [`MAX_KEYS`] of them, swept of those quiet for a minute.
+#[derive(Debug)]
+pub(super) struct PerService<V> {
+    keys: crate::hashing::Map<(IpAddr, IpAddr, u16), V>,
+    /// Events not counted: their source and service found no room.
     untracked: u64,
     /// The second of the last sweep of quiet keys: at most one a second.
     swept_s: u64,
+}
+
+impl<V> Default for PerService<V> {
+    fn default() -> Self {
+        PerService {
+            keys: Default::default(),
+            untracked: 0,
+            swept_s: 0,
+        }
+    }
+}
+
+impl<V> PerService<V> {
+    /// The state of `rec`'s source, host and port, made with `new` where it has none, at
+    /// second `s`; `None` (and the event counted as untracked) where the map has no room.
+    /// First forgets the keys whose `last_active_s` is a minute before `s`, at most once a
+    /// second and only once the map is half full (a sweep costs a scan of it).
+    pub(super) fn entry(
+        &mut self,
+        rec: &ConnectionRecord,
+        s: u64,
+        last_active_s: impl Fn(&V) -> u64,
+        new: impl FnOnce() -> V,
+    ) -> Option<&mut V> {
+        if super::volume::sweep_due(&mut self.swept_s, s) && self.keys.len() >= MAX_KEYS / 2 {
+            self.keys.retain(|_, v| last_active_s(v) + WINDOW_SECS > s);
+        }
+        let key = (rec.orig_addr, rec.resp_addr, rec.resp_port);
+        if self.keys.len() >= MAX_KEYS && !self.keys.contains_key(&key) {
+            self.untracked += 1;
+            return None;
+        }
+        Some(self.keys.entry(key).or_insert_with(new))
+    }
+
+    /// Sources and services followed now.
+    pub(super) fn tracked(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Events not counted because the map was full.
+    pub(super) fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+/// The hit of a rule whose `count` events of a source to a service in a minute reached `bar`
+/// (0: off), if they did.
+pub(super) fn minute_hit(scope: VolumeScope, count: u32, bar: u32) -> Option<VolumeHit> {
+    (bar > 0 && count >= bar).then(|| VolumeHit {
+        reversed: false,
+        scope,
+        packets_per_second: f64::from(count) / WINDOW_SECS as f64,
+        ratio: f64::from(count) / f64::from(bar),
+    })
+}
+
+/// The login rule's counts; see the module docs.
+#[derive(Debug, Default)]
+pub struct LoginRates {
+    sessions: PerService<Sessions>,
 }
 
 /// Whether `rec` is a finished session that looks like a login attempt (see the module docs).
@@ -148,16 +210,15 @@ impl LoginRates {
             return None;
         }
         let s = rec.start_unix_ns / NS_PER_SEC;
-        self.sweep(s);
-        let key = (rec.orig_addr, rec.resp_addr, rec.resp_port);
-        if self.keys.len() >= MAX_KEYS && !self.keys.contains_key(&key) {
-            self.untracked += 1;
-            return None;
-        }
-        let entry = self.keys.entry(key).or_insert(Sessions {
-            began: MinuteCounts::new(s),
-            last_end_ns: 0,
-        });
+        let entry = self.sessions.entry(
+            rec,
+            s,
+            |v| v.last_end_ns / NS_PER_SEC,
+            || Sessions {
+                began: MinuteCounts::new(s),
+                last_end_ns: 0,
+            },
+        )?;
         // Beside another session: one that ended after this one began (its record came first,
         // as it ended first), or one that began first and ends later (counted at its own
         // record, which finds this one's end).
@@ -167,33 +228,17 @@ impl LoginRates {
             return None;
         }
         let count = entry.began.add(s)?;
-        let bar = cfg.login_sessions_per_min;
-        (bar > 0 && count >= bar).then(|| VolumeHit {
-            reversed: false,
-            scope: VolumeScope::Logins,
-            packets_per_second: f64::from(count) / WINDOW_SECS as f64,
-            ratio: f64::from(count) / f64::from(bar),
-        })
-    }
-
-    /// Forgets the sources and services without a session that ended in the last minute, at
-    /// most once a second and only once the map is half full (a sweep costs a scan of it).
-    fn sweep(&mut self, now_s: u64) {
-        if !super::volume::sweep_due(&mut self.swept_s, now_s) || self.keys.len() < MAX_KEYS / 2 {
-            return;
-        }
-        self.keys
-            .retain(|_, v| v.last_end_ns / NS_PER_SEC + WINDOW_SECS > now_s);
+        minute_hit(VolumeScope::Logins, count, cfg.login_sessions_per_min)
     }
 
     /// Sources and services followed now.
     pub fn tracked(&self) -> usize {
-        self.keys.len()
+        self.sessions.tracked()
     }
 
     /// Login sessions not counted because the table of sources and services was full.
     pub fn untracked(&self) -> u64 {
-        self.untracked
+        self.sessions.untracked()
     }
 }
 
