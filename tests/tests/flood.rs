@@ -373,7 +373,16 @@ fn spoofed_flood(flag: &str, what: &str, target: &str, port: &str, kind: Option<
         out.summary
     );
     // Evicted records beside the flood's: none of the client's connections; the gateway's
-    // ICMP errors about the flood (a target's answers to spoofed sources with no route) may be.
+    // ICMP errors about the flood (a target's answers to spoofed sources with no route) may be,
+    // and so may a client connection's trailing packet after the full table evicted its
+    // lingering entry (a phantom: TCP, no handshake seen, `OTH`, one packet; known, in the
+    // session note of December 8).
+    let phantom = |r: &serde_json::Value| {
+        r["protocol"] == "tcp"
+            && r["flag"] == "OTH"
+            && r["orig_packets"].as_u64().unwrap_or(0) + r["resp_packets"].as_u64().unwrap_or(0)
+                <= 1
+    };
     let others: Vec<_> = out
         .records
         .iter()
@@ -385,9 +394,8 @@ fn spoofed_flood(flag: &str, what: &str, target: &str, port: &str, kind: Option<
         out.capture("records_evicted") as usize
     );
     assert!(
-        others.iter().all(|r| r["protocol"] == "icmp"
-            && r["orig_addr"] != CLIENT
-            && r["resp_addr"] != CLIENT),
+        others.iter().all(|r| phantom(r)
+            || (r["protocol"] == "icmp" && r["orig_addr"] != CLIENT && r["resp_addr"] != CLIENT)),
         "evicted records beside the flood's: {others:?}"
     );
     assert!(
