@@ -111,6 +111,8 @@ fn main() -> Result<()> {
                 "--exclude",
                 "sensor-ebpf",
                 "--release",
+                // Every test binary runs even after one fails, so a run reports every failure.
+                "--no-fail-fast",
             ];
             args.extend(cargo_args.iter().map(String::as_str));
             cargo_test_summarized(&args)
@@ -148,6 +150,43 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The lines of a failed test's output that say why, gathered so that they can be repeated
+/// at the end of the run: a log cut to its head and tail (a CI page) would otherwise show a
+/// failing test's name and its backtrace but not its message.
+#[derive(Default)]
+struct FailureCauses {
+    lines: Vec<String>,
+    /// Lines still to take of the panic message being read.
+    in_message: usize,
+}
+
+impl FailureCauses {
+    /// At most this many lines of one panic message, and of all of them together.
+    const MESSAGE_LINES: usize = 40;
+    const TOTAL_LINES: usize = 200;
+
+    fn read(&mut self, line: &str) {
+        if self.lines.len() >= Self::TOTAL_LINES {
+            return;
+        }
+        if line.starts_with("---- ") && line.ends_with(" ----") {
+            self.lines.push(line.to_string());
+            self.in_message = 0;
+        } else if line.contains("' panicked at ") {
+            self.lines.push(line.to_string());
+            self.in_message = Self::MESSAGE_LINES;
+        } else if self.in_message > 0 {
+            if line.is_empty() || line.starts_with("stack backtrace:") || line.starts_with("note: ")
+            {
+                self.in_message = 0;
+            } else {
+                self.lines.push(line.to_string());
+                self.in_message -= 1;
+            }
+        }
+    }
+}
+
 /// Runs `cargo test ...`, passing its output through, and ends with one line totalling every
 /// test binary's `test result:` line (`tests: N passed, N failed, N skipped`), so a reader (or
 /// CI) sees the whole run's count at the bottom rather than the last crate's doc tests.
@@ -165,9 +204,11 @@ fn cargo_test_summarized(args: &[&str]) -> Result<()> {
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
     let stdout = child.stdout.take().context("cargo test stdout")?;
     let mut out = std::io::stdout().lock();
+    let mut causes = FailureCauses::default();
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test output")?;
         writeln!(out, "{line}")?;
+        causes.read(&line);
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
                 rest.split(';')
@@ -188,6 +229,12 @@ fn cargo_test_summarized(args: &[&str]) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    if !causes.lines.is_empty() {
+        writeln!(out, "\nwhy tests failed (repeated from above):")?;
+        for l in &causes.lines {
+            writeln!(out, "  {l}")?;
+        }
+    }
     writeln!(
         out,
         "tests: {passed} passed, {failed} failed, {ignored} skipped"
@@ -233,4 +280,64 @@ fn require_root(why: &str) -> Result<()> {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureCauses;
+
+    /// libtest's failure section, as `cargo test` prints it with a backtrace.
+    const FAILURE: &str = "\
+running 2 tests
+test a ... ok
+test lab ... FAILED
+
+failures:
+
+---- lab stdout ----
+ok   http: 90 connections
+FAIL http: 1 of 90 normal connections flagged
+
+thread 'lab' panicked at tests/tests/lab.rs:540:5:
+1 of 2 checks failed:
+  [goals] http: 1 of 90 normal connections flagged
+stack backtrace:
+   0: std::panicking::begin_panic
+note: Some details are omitted.
+
+failures:
+    lab
+
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+
+    #[test]
+    fn a_failed_tests_name_and_message_are_kept_and_its_backtrace_and_output_are_not() {
+        let mut causes = FailureCauses::default();
+        for line in FAILURE.lines() {
+            causes.read(line);
+        }
+        assert_eq!(
+            causes.lines,
+            [
+                "---- lab stdout ----",
+                "thread 'lab' panicked at tests/tests/lab.rs:540:5:",
+                "1 of 2 checks failed:",
+                "  [goals] http: 1 of 90 normal connections flagged",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_passing_run_has_no_causes() {
+        let mut causes = FailureCauses::default();
+        for line in [
+            "running 1 test",
+            "test a ... ok",
+            "",
+            "test result: ok. 1 passed",
+        ] {
+            causes.read(line);
+        }
+        assert!(causes.lines.is_empty());
+    }
 }
