@@ -29,7 +29,9 @@
 //! ([`Lifecycle::on_evicted`]): an attempt or a UDP/ICMP flow is finalised as an idle one is,
 //! with end reason
 //! `evicted`, final at the moment it left the table; a finished connection has the record of
-//! its end (made already, or made then).
+//! its end (made already, or made then), and a flow of its trailing packets that the eviction
+//! left to open on its 5-tuple within its linger is folded into it, not recorded
+//! ([`LifecycleStats::trailing_folded`]).
 //!
 //! A live sensor can lose events (a full ring buffer, counted by the kernel). A scan of the
 //! whole store every `table_scan_interval` (in [`SCAN_PARTS`] parts spread over it) adopts
@@ -96,6 +98,9 @@ struct Reported {
     value: FlowValue,
     /// Its [`ConnEvent::Settled`] record was emitted.
     settled: bool,
+    /// Not a connection: trailing packets of one the full table evicted while it lingered
+    /// ([`Lifecycle::fold_trailing`]); settled from the start, it makes no record.
+    trailing: bool,
 }
 
 /// A connection the lifecycle knows to be open.
@@ -134,6 +139,11 @@ pub struct Lifecycle {
     reported: Map<FlowKey, Reported>,
     /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
     lingering: VecDeque<(u64, FlowKey, u64)>,
+    /// Reported connections a full table evicted while they lingered: 5-tuple -> the end of
+    /// their linger (table clock), with the same in the order they end. A flow of trailing
+    /// packets on the 5-tuple within it is theirs, not a connection ([`Self::fold_trailing`]).
+    evicted_lingering: Map<FlowKey, u64>,
+    evicted_lingering_order: VecDeque<(u64, FlowKey)>,
     /// Table-clock time of the next part of the table scan.
     next_scan_ns: u64,
     /// The part of the table the next scan walks (`0..SCAN_PARTS`), and when the current
@@ -175,6 +185,8 @@ impl Lifecycle {
             closing: Map::default(),
             reported: Map::default(),
             lingering: VecDeque::new(),
+            evicted_lingering: Map::default(),
+            evicted_lingering_order: VecDeque::new(),
             next_scan_ns: 0,
             scan_part: 0,
             scan_pass_start_ns: 0,
@@ -225,6 +237,9 @@ impl Lifecycle {
             if kinds != event::CLOSED {
                 self.stats.duplicate_events += 1;
             }
+            return;
+        }
+        if self.fold_trailing(key, v) {
             return;
         }
         if kinds & (event::CLOSED | event::FINISHED) == event::CLOSED {
@@ -413,11 +428,22 @@ impl Lifecycle {
         out: &mut Vec<ConnEvent>,
     ) {
         self.stats.events += 1;
-        if self.is_reported(key, v.first_seen_ns) {
-            // Ended by FINs or a RST and reported; lingering when the table took it.
+        if self.is_reported(key, v.first_seen_ns) || self.fold_trailing(key, v) {
+            // Ended by FINs or a RST and reported (or trailing packets of one such); lingering
+            // when the table took it. Packets that trail it still are its own.
+            if self.reported.get(key).is_some_and(|r| r.trailing) {
+                // Its `OPEN` event, were it still in the ring, must not fold it twice.
+                self.supersede(key, v.first_seen_ns);
+            }
             self.settle_report(key, Some(v), out);
             self.reported.remove(key);
             self.stats.evicted_after_report += 1;
+            let due = v
+                .last_seen_ns
+                .max(at_ns)
+                .saturating_add(self.config.close_linger.as_nanos() as u64);
+            self.evicted_lingering.insert(*key, due);
+            self.evicted_lingering_order.push_back((due, *key));
             return;
         }
         self.adopt(key, v, out);
@@ -462,6 +488,61 @@ impl Lifecycle {
         if !self.is_open(key, v.first_seen_ns) {
             self.stats.adopted_by_scan += 1;
             self.open_conn(key, v, out);
+        }
+    }
+
+    /// Folds a flow of trailing packets into the finished connection they trail, when a full
+    /// table evicted that connection's entry while it lingered: the final ACK or a
+    /// retransmitted FIN then finds no entry and opens a new flow on the 5-tuple, with no
+    /// handshake, which would otherwise be recorded as a connection of its own (`OTH`, a packet
+    /// or two, which the model flags). A TCP flow with no SYN from either side that began
+    /// within the evicted connection's linger is known instead as reported and settled (its
+    /// entry lingers and goes as a reported one's does, without a record), and counted in
+    /// [`LifecycleStats::trailing_folded`]. Whether it was folded (now or before).
+    fn fold_trailing(&mut self, key: &FlowKey, v: &FlowValue) -> bool {
+        if self.is_reported(key, v.first_seen_ns) {
+            return self.reported.get(key).is_some_and(|r| r.trailing);
+        }
+        let trailing = key.protocol == ipproto::TCP
+            && v.history
+                .iter()
+                .all(|h| h & (history::SYN | history::SYN_ACK) == 0)
+            && self
+                .evicted_lingering
+                .get(key)
+                .is_some_and(|&due| v.first_seen_ns <= due)
+            && !self.open.contains_key(key);
+        if !trailing {
+            return false;
+        }
+        self.stats.trailing_folded += 1;
+        self.reported.insert(
+            *key,
+            Reported {
+                first_seen_ns: v.first_seen_ns,
+                reason: EndReason::Fin,
+                value: *v,
+                settled: true,
+                trailing: true,
+            },
+        );
+        let due = v
+            .last_seen_ns
+            .saturating_add(self.config.close_linger.as_nanos() as u64);
+        self.lingering.push_back((due, *key, v.first_seen_ns));
+        true
+    }
+
+    /// Forgets the evicted connections whose linger ended by `now_ns`.
+    fn expire_evicted_lingering(&mut self, now_ns: u64) {
+        while let Some(&(due, key)) = self.evicted_lingering_order.front() {
+            if due > now_ns {
+                break;
+            }
+            self.evicted_lingering_order.pop_front();
+            if self.evicted_lingering.get(&key) == Some(&due) {
+                self.evicted_lingering.remove(&key);
+            }
         }
     }
 
@@ -641,6 +722,7 @@ impl Lifecycle {
                 reason,
                 value: *v,
                 settled: false,
+                trailing: false,
             },
         );
         let due = v
@@ -699,6 +781,7 @@ impl Lifecycle {
     /// idle checks that are due run, and the table scan runs when due.
     pub fn advance(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
         self.expire_lingering(now_ns, store, out);
+        self.expire_evicted_lingering(now_ns);
         while let Some(&Reverse((due, kind, key, first_seen))) = self.checks.peek() {
             if due > now_ns {
                 break;
@@ -978,6 +1061,9 @@ impl Lifecycle {
             if !known && !settled(v.first_seen_ns) {
                 continue; // its `OPEN` event may still be on the way
             }
+            if !known && self.fold_trailing(&key, &v) {
+                continue; // its `OPEN` event lost, and no connection
+            }
             if !known {
                 self.adopt(&key, &v, out);
                 let orig = usize::from(v.orig_side & 1);
@@ -1044,6 +1130,8 @@ impl Lifecycle {
         self.checks.clear();
         self.reported.clear();
         self.lingering.clear();
+        self.evicted_lingering.clear();
+        self.evicted_lingering_order.clear();
     }
 }
 

@@ -91,6 +91,7 @@ pub struct Metrics {
     capture_lost_on_restart: IntCounter,
     capture_finished_on_restart: IntCounter,
     capture_taken_from_park: IntCounter,
+    capture_trailing_folded: IntCounter,
     nat_split_connections: IntCounter,
     nat_filter_rebuilds: IntCounter,
     detection: Detection,

@@ -83,6 +83,13 @@ pub struct LifecycleStats {
     /// table evicted.
     #[serde(default)]
     pub evicted_before_report: u64,
+    /// Flows of trailing packets (no SYN either way: a final ACK, a retransmitted FIN) on the
+    /// 5-tuple of a finished connection that the full table evicted while it lingered, within
+    /// its linger: folded into that connection, whose record is out, instead of recorded as a
+    /// connection of their own. With the records and `lost_on_restart`, every flow the kernel
+    /// created.
+    #[serde(default)]
+    pub trailing_folded: u64,
     /// Connections open now.
     pub open_connections: u64,
     /// Entries in the flow table at the last scan.

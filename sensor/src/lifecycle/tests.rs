@@ -1762,3 +1762,134 @@ fn a_connection_holding_its_request_gets_one_held_verdict_at_ten_seconds() {
     l.advance(S + 4 * held_ns, &mut store, &mut out);
     assert!(out.iter().all(|e| e.record().is_none()), "{out:?}");
 }
+
+/// A connection closed by FINs and its final ACK, reported, then evicted by a full table while
+/// it lingers; returns its key and last value.
+fn closed_and_evicted(
+    l: &mut Lifecycle,
+    port: u16,
+    out: &mut Vec<ConnEvent>,
+) -> (FlowKey, FlowValue) {
+    let k = key(port, ipproto::TCP);
+    let mut v = attempt(S, ipproto::TCP);
+    l.on_event(&k, &v, event::OPEN, out);
+    v.history[SIDE_HI] = history::SYN_ACK | history::ACK | history::DATA;
+    v.packets[SIDE_HI] = 1;
+    v.last_seen_ns = S + MS;
+    l.on_event(&k, &v, event::ANSWER, out);
+    v.history[SIDE_LO] |= history::ACK | history::DATA | history::FIN;
+    v.history[SIDE_HI] |= history::FIN;
+    v.packets = [5, 4];
+    v.last_seen_ns = S + 20 * MS;
+    l.on_event(&k, &v, event::FIN_BOTH, out);
+    v.packets[SIDE_LO] = 6;
+    v.last_seen_ns = S + 21 * MS;
+    l.on_event(&k, &v, event::CLOSED, out);
+    l.on_evicted(&k, &v, S + 30 * MS, out);
+    (k, v)
+}
+
+/// A flow of `packets` trailing packets (no SYN: a final ACK or a retransmitted FIN) from the
+/// low side, first at `t`.
+fn trailing(t: u64, packets: u64) -> FlowValue {
+    let mut v = FlowValue {
+        first_seen_ns: t,
+        last_seen_ns: t,
+        ..FlowValue::default()
+    };
+    v.packets[SIDE_LO] = packets;
+    v.history[SIDE_LO] = history::ACK | history::FIN | history::NON_SYN;
+    v
+}
+
+#[test]
+fn trailing_packets_after_a_lingering_connection_was_evicted_are_folded_into_it() {
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, _) = closed_and_evicted(&mut l, 1100, &mut out);
+    assert_eq!(finished(&out).len(), 1);
+    assert_eq!(l.stats().evicted_after_report, 1);
+    // The client's retransmitted FIN finds no entry: the kernel opens a flow on the 5-tuple.
+    let mut store = Store::default();
+    let t = trailing(S + 200 * MS, 1);
+    store.flows.insert(k, t);
+    out.clear();
+    l.on_event(&k, &t, event::OPEN, &mut out);
+    // Neither the event nor the entry's end makes a connection of it.
+    l.advance(S + 200 * MS + 2 * LINGER_NS + 10 * S, &mut store, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(
+        store.flows.is_empty(),
+        "its entry goes as a lingering one's does"
+    );
+    let st = l.stats();
+    assert_eq!(
+        (st.trailing_folded, st.records(), st.open_connections),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn trailing_packets_evicted_in_turn_or_found_by_the_scan_are_folded_once() {
+    // Evicted again before their `OPEN` event was read: folded, counted once, no record.
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, _) = closed_and_evicted(&mut l, 1101, &mut out);
+    out.clear();
+    let t = trailing(S + 100 * MS, 2);
+    l.on_evicted(&k, &t, S + 150 * MS, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    let st = l.stats();
+    assert_eq!(
+        (st.trailing_folded, st.evicted_after_report, st.records()),
+        (1, 2, 1)
+    );
+    // Their `OPEN` event lost: the table scan finds the entry and folds it, no adoption.
+    let mut l = Lifecycle::new(
+        LifecycleConfig {
+            table_scan_interval: Some(Duration::from_millis(100)),
+            early_verdict_after: None,
+            ..LifecycleConfig::default()
+        },
+        0,
+    );
+    let mut out = Vec::new();
+    let (k, _) = closed_and_evicted(&mut l, 1102, &mut out);
+    out.clear();
+    let mut store = Store::default();
+    let t = trailing(S + 100 * MS, 1);
+    store.flows.insert(k, t);
+    for i in 0..40 {
+        l.advance(S + 100 * MS + i * 100 * MS, &mut store, &mut out);
+    }
+    assert!(finished(&out).is_empty(), "{out:?}");
+    let st = l.stats();
+    assert_eq!((st.trailing_folded, st.adopted_by_scan), (1, 0));
+}
+
+#[test]
+fn a_new_connection_or_packets_after_the_linger_are_no_trailing_packets() {
+    // A SYN reusing the 5-tuple at once is a connection.
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, _) = closed_and_evicted(&mut l, 1103, &mut out);
+    out.clear();
+    let syn = attempt(S + 100 * MS, ipproto::TCP);
+    l.on_event(&k, &syn, event::OPEN, &mut out);
+    l.on_evicted(&k, &syn, S + 200 * MS, &mut out);
+    assert_eq!(finished(&out).len(), 1);
+    assert_eq!(l.stats().trailing_folded, 0);
+    // Packets without a SYN long after the linger are a connection seen in its middle.
+    let (mut l, mut out) = (lifecycle(), Vec::new());
+    let (k, _) = closed_and_evicted(&mut l, 1104, &mut out);
+    let mut store = Store::default();
+    let late_ns = S + 30 * MS + LINGER_NS + S;
+    l.advance(late_ns, &mut store, &mut out);
+    out.clear();
+    let t = trailing(late_ns, 1);
+    store.flows.insert(k, t);
+    l.on_event(&k, &t, event::OPEN, &mut out);
+    l.on_evicted(&k, &t, late_ns + MS, &mut out);
+    store.flows.clear();
+    let recs = finished(&out);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, EndReason::Evicted);
+    assert_eq!(l.stats().trailing_folded, 0);
+}

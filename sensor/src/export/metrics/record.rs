@@ -280,6 +280,7 @@ impl Metrics {
         raise_to(&self.capture_lost_on_restart, stats.lost_on_restart);
         raise_to(&self.capture_finished_on_restart, stats.finished_on_restart);
         raise_to(&self.capture_taken_from_park, stats.taken_from_park);
+        raise_to(&self.capture_trailing_folded, stats.trailing_folded);
         raise_to(&self.nat_filter_rebuilds, stats.nat_filter_rebuilds);
         self.table_entries
             .store(stats.table_entries, Ordering::Relaxed);

@@ -78,6 +78,10 @@ impl Metrics {
             "sensor_capture_finished_on_restart_total",
             "Connections finalised from the kernel's replaced event when a SYN reused their 5-tuple, because their finish event was lost (or they were only half closed).",
         )?;
+        let capture_trailing_folded = counter(
+            "sensor_capture_trailing_folded_total",
+            "Flows of trailing packets (no SYN either way) on the 5-tuple of a finished connection that a full flow table evicted while it lingered: folded into that connection, whose record was out, instead of recorded as connections of their own.",
+        )?;
         let capture_taken_from_park = counter(
             "sensor_capture_taken_from_park_total",
             "Connections the kernel parked when a SYN reused their 5-tuple while the ring buffer was full, taken out by the table scan and finalised then.",
@@ -112,6 +116,7 @@ impl Metrics {
             capture_lost_on_restart,
             capture_finished_on_restart,
             capture_taken_from_park,
+            capture_trailing_folded,
             nat_split_connections,
             nat_filter_rebuilds,
             detection,
