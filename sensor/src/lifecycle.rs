@@ -516,20 +516,7 @@ impl Lifecycle {
             return false;
         }
         self.stats.trailing_folded += 1;
-        self.reported.insert(
-            *key,
-            Reported {
-                first_seen_ns: v.first_seen_ns,
-                reason: EndReason::Fin,
-                value: *v,
-                settled: true,
-                trailing: true,
-            },
-        );
-        let due = v
-            .last_seen_ns
-            .saturating_add(self.config.close_linger.as_nanos() as u64);
-        self.lingering.push_back((due, *key, v.first_seen_ns));
+        self.linger(key, v, EndReason::Fin, true);
         true
     }
 
@@ -715,14 +702,21 @@ impl Lifecycle {
             self.supersede(key, earlier);
             self.settle_report(key, None, out);
         }
+        self.linger(key, v, reason, false);
+    }
+
+    /// Holds the entry of `key` (value `v`) among the reported ones until its linger ends: a
+    /// reported connection's, or a flow of `trailing` packets folded into one (settled from
+    /// the start: no record).
+    fn linger(&mut self, key: &FlowKey, v: &FlowValue, reason: EndReason, trailing: bool) {
         self.reported.insert(
             *key,
             Reported {
                 first_seen_ns: v.first_seen_ns,
                 reason,
                 value: *v,
-                settled: false,
-                trailing: false,
+                settled: trailing,
+                trailing,
             },
         );
         let due = v
