@@ -139,11 +139,6 @@ pub struct Lifecycle {
     reported: Map<FlowKey, Reported>,
     /// The same connections in the order their linger ends: `(due_ns, key, first_seen_ns)`.
     lingering: VecDeque<(u64, FlowKey, u64)>,
-    /// Reported connections a full table evicted while they lingered: 5-tuple -> the end of
-    /// their linger (table clock), with the same in the order they end. A flow of trailing
-    /// packets on the 5-tuple within it is theirs, not a connection ([`Self::fold_trailing`]).
-    evicted_lingering: Map<FlowKey, u64>,
-    evicted_lingering_order: VecDeque<(u64, FlowKey)>,
     /// Table-clock time of the next part of the table scan.
     next_scan_ns: u64,
     /// The part of the table the next scan walks (`0..SCAN_PARTS`), and when the current
@@ -185,8 +180,6 @@ impl Lifecycle {
             closing: Map::default(),
             reported: Map::default(),
             lingering: VecDeque::new(),
-            evicted_lingering: Map::default(),
-            evicted_lingering_order: VecDeque::new(),
             next_scan_ns: 0,
             scan_part: 0,
             scan_pass_start_ns: 0,
@@ -430,20 +423,10 @@ impl Lifecycle {
         self.stats.events += 1;
         if self.is_reported(key, v.first_seen_ns) || self.fold_trailing(key, v) {
             // Ended by FINs or a RST and reported (or trailing packets of one such); lingering
-            // when the table took it. Packets that trail it still are its own.
-            if self.reported.get(key).is_some_and(|r| r.trailing) {
-                // Its `OPEN` event, were it still in the ring, must not fold it twice.
-                self.supersede(key, v.first_seen_ns);
-            }
+            // when the table took it. It stays among the reported until its linger ends (its
+            // entry gone), so that packets still trailing it are known as its own.
             self.settle_report(key, Some(v), out);
-            self.reported.remove(key);
             self.stats.evicted_after_report += 1;
-            let due = v
-                .last_seen_ns
-                .max(at_ns)
-                .saturating_add(self.config.close_linger.as_nanos() as u64);
-            self.evicted_lingering.insert(*key, due);
-            self.evicted_lingering_order.push_back((due, *key));
             return;
         }
         self.adopt(key, v, out);
@@ -495,22 +478,24 @@ impl Lifecycle {
     /// table evicted that connection's entry while it lingered: the final ACK or a
     /// retransmitted FIN then finds no entry and opens a new flow on the 5-tuple, with no
     /// handshake, which would otherwise be recorded as a connection of its own (`OTH`, a packet
-    /// or two, which the model flags). A TCP flow with no SYN from either side that began
-    /// within the evicted connection's linger is known instead as reported and settled (its
-    /// entry lingers and goes as a reported one's does, without a record), and counted in
-    /// [`LifecycleStats::trailing_folded`]. Whether it was folded (now or before).
+    /// or two, which the model flags). A TCP flow with no SYN from either side on the 5-tuple
+    /// of an earlier connection still among the reported (lingering: while its entry is in
+    /// the table, packets without a SYN go to that entry, so a new flow means it is gone) is
+    /// known instead as reported and settled (its entry lingers and goes as a reported one's
+    /// does, without a record), and counted in [`LifecycleStats::trailing_folded`]. Whether
+    /// it was folded (now or before).
     fn fold_trailing(&mut self, key: &FlowKey, v: &FlowValue) -> bool {
-        if self.is_reported(key, v.first_seen_ns) {
-            return self.reported.get(key).is_some_and(|r| r.trailing);
+        let Some(r) = self.reported.get(key) else {
+            return false;
+        };
+        if r.first_seen_ns == v.first_seen_ns {
+            return r.trailing;
         }
         let trailing = key.protocol == ipproto::TCP
+            && r.first_seen_ns < v.first_seen_ns
             && v.history
                 .iter()
                 .all(|h| h & (history::SYN | history::SYN_ACK) == 0)
-            && self
-                .evicted_lingering
-                .get(key)
-                .is_some_and(|&due| v.first_seen_ns <= due)
             && !self.open.contains_key(key);
         if !trailing {
             return false;
@@ -518,19 +503,6 @@ impl Lifecycle {
         self.stats.trailing_folded += 1;
         self.linger(key, v, EndReason::Fin, true);
         true
-    }
-
-    /// Forgets the evicted connections whose linger ended by `now_ns`.
-    fn expire_evicted_lingering(&mut self, now_ns: u64) {
-        while let Some(&(due, key)) = self.evicted_lingering_order.front() {
-            if due > now_ns {
-                break;
-            }
-            self.evicted_lingering_order.pop_front();
-            if self.evicted_lingering.get(&key) == Some(&due) {
-                self.evicted_lingering.remove(&key);
-            }
-        }
     }
 
     /// Starts tracking a connection (from its `OPEN` event, or adopted by a scan).
@@ -775,7 +747,6 @@ impl Lifecycle {
     /// idle checks that are due run, and the table scan runs when due.
     pub fn advance(&mut self, now_ns: u64, store: &mut impl FlowStore, out: &mut Vec<ConnEvent>) {
         self.expire_lingering(now_ns, store, out);
-        self.expire_evicted_lingering(now_ns);
         while let Some(&Reverse((due, kind, key, first_seen))) = self.checks.peek() {
             if due > now_ns {
                 break;
@@ -1124,8 +1095,6 @@ impl Lifecycle {
         self.checks.clear();
         self.reported.clear();
         self.lingering.clear();
-        self.evicted_lingering.clear();
-        self.evicted_lingering_order.clear();
     }
 }
 
